@@ -1,0 +1,152 @@
+"""The run directory: where each stage writes, atomic writes, and loading what earlier stages wrote.
+
+A run directory looks like::
+
+    runs/<name>/
+        config.json            the RunConfig of the run (written by 00_setup)
+        environment.json       seed_everything's report
+        baseline/              01: checkpoint.pt, history.json, predictions.pt
+        failures/              02: high-confidence failures of the baseline
+        gradcam/               03: heatmaps and overlays for those failures
+        augmented/             04: checkpoint.pt, history.json, predictions.pt
+        reevaluation/          05: fixed / kept / new failures, side-by-side heatmaps
+        stress/                06: corruptions, calibration, sanity check, positive control
+        executed/              notebooks as papermill ran them
+        report.html
+
+Every file is written to a temporary name in the same directory and renamed into place, so a reader
+never sees a half-written checkpoint or JSON, and a crash leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Stage key -> (directory in the run, notebook that writes it). Order is the pipeline's order.
+STAGES: dict[str, tuple[str, str]] = {
+    "setup": (".", "00_setup.ipynb"),
+    "baseline": ("baseline", "01_baseline_training.ipynb"),
+    "failures": ("failures", "02_failure_detection.ipynb"),
+    "gradcam": ("gradcam", "03_gradcam.ipynb"),
+    "augmented": ("augmented", "04_augmented_training.ipynb"),
+    "reevaluation": ("reevaluation", "05_reevaluation.ipynb"),
+    "stress": ("stress", "06_stress_tests.ipynb"),
+}
+
+
+class MissingStageError(FileNotFoundError):
+    """An artifact that an earlier stage should have written is not in the run directory."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
+
+    Usage: ``with atomic_path(p) as tmp: torch.save(obj, tmp)``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write an object of type {type(obj).__name__} to JSON")
+
+
+def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically. Tensors and NumPy arrays become lists."""
+    text = json.dumps(obj, indent=2, default=_to_jsonable, allow_nan=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file written by :func:`save_json`."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
+    """``torch.save`` atomically (checkpoints, prediction tensors, heatmaps)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` a file written by :func:`save_torch` (our own files, so full unpickling)."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
+
+
+class RunDir:
+    """Paths of one run, and checks that an earlier stage has written what a later one needs."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def stage_dir(self, stage: str, create: bool = True) -> Path:
+        """Directory of ``stage`` (a key of :data:`STAGES`)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; known stages: {', '.join(STAGES)}")
+        path = self.root / STAGES[stage][0]
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def path(self, stage: str, name: str) -> Path:
+        """Path of artifact ``name`` of ``stage`` (directories are created)."""
+        return self.stage_dir(stage) / name
+
+    def require(self, stage: str, *names: str) -> list[Path]:
+        """Paths of artifacts of ``stage``; raise :class:`MissingStageError` naming the notebook to run."""
+        base = self.stage_dir(stage, create=False)
+        missing = [n for n in names if not (base / n).exists()]
+        if missing:
+            notebook = STAGES[stage][1]
+            raise MissingStageError(
+                f"{', '.join(missing)} not found in {base}: run {notebook} (stage '{stage}') "
+                f"with run_dir={str(self.root)!r} first"
+            )
+        return [base / n for n in names]
+
+    def has(self, stage: str, *names: str) -> bool:
+        """Whether every artifact ``names`` of ``stage`` exists."""
+        base = self.stage_dir(stage, create=False)
+        return all((base / n).exists() for n in names)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"

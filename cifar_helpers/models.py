@@ -1,0 +1,84 @@
+"""ResNet-18 for 32x32 images, after kuangliu/pytorch-cifar.
+
+The CIFAR variant differs from the ImageNet one in its stem: a single 3x3 convolution at stride 1 and
+no max-pool, so a 32x32 image reaches ``layer4`` as a 4x4 map instead of vanishing to 1x1.
+``width`` scales every stage (64 gives the standard 11,173,962-parameter network) so CPU profiles
+can train a narrower copy of the same architecture.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (He et al., 2016)."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            # A 1x1 projection only where the shape changes, as in the original paper's option B.
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A CIFAR ResNet: 3x3 stem, four stages of BasicBlocks, global average pool, linear head.
+
+    Input: float tensor (N, 3, 32, 32), normalised. Output: logits (N, num_classes).
+    The stages are named ``layer1`` .. ``layer4``; ``layer4`` is the last convolutional stage and the
+    default Grad-CAM layer.
+    """
+
+    def __init__(self, blocks: tuple[int, int, int, int], num_classes: int = 10, width: int = 64) -> None:
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"width must be a positive integer, got {width!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        self.width = width
+        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        planes = [width, 2 * width, 4 * width, 8 * width]
+        strides = [1, 2, 2, 2]
+        in_planes = width
+        stages = []
+        for n_blocks, p, s in zip(blocks, planes, strides):
+            layers = []
+            for stride in [s] + [1] * (n_blocks - 1):
+                layers.append(BasicBlock(in_planes, p, stride))
+                in_planes = p
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.linear = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def resnet18(num_classes: int = 10, width: int = 64) -> ResNet:
+    """The CIFAR ResNet-18 (BasicBlock [2, 2, 2, 2]); 11,173,962 parameters at width 64."""
+    return ResNet((2, 2, 2, 2), num_classes=num_classes, width=width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

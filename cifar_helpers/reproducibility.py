@@ -1,0 +1,77 @@
+"""Seeding every generator and recording the environment a result came from."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
+    """Seed Python, NumPy and torch (CPU and CUDA); make the backends deterministic.
+
+    With ``deterministic=True`` cuDNN autotuning is off, cuDNN picks deterministic kernels and
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` is set, so the same seed on the same
+    machine gives the same numbers, bit for bit, on the CPU (and as close as CUDA allows on a GPU).
+    ``CUBLAS_WORKSPACE_CONFIG`` is set for deterministic cuBLAS if the caller has not set it.
+
+    Returns :func:`environment_report` with the seed added, to be saved beside a run's results.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        # warn_only: a few ops (e.g. some upsampling backward passes on CUDA) have no deterministic
+        # kernel; they warn instead of aborting a multi-hour run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    report = environment_report()
+    report["seed"] = seed
+    report["deterministic"] = deterministic
+    return report
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast is a speed-up."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def environment_report() -> dict[str, Any]:
+    """Versions, device and thread counts: what is needed to tell whether two results should match."""
+    report: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_supports_bf16(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    try:
+        import torchvision
+
+        report["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover - torchvision is a hard requirement, but a report must not fail
+        report["torchvision"] = None
+    if torch.cuda.is_available():
+        report["cuda"] = torch.version.cuda
+        report["cudnn"] = torch.backends.cudnn.version()
+        report["gpu"] = torch.cuda.get_device_name(0)
+    return report

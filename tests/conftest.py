@@ -1,0 +1,34 @@
+"""Shared fixtures: where the shared CIFAR-10 copy is, and small generated data for everything else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The shared JPEG copy sits beside the repository in development and CI; CIFAR10_ROOT overrides it.
+DEFAULT_SHARED_ROOT = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+
+# Tests share the 2 cores with whatever else runs; one thread each keeps them predictable.
+torch.set_num_threads(1)
+
+
+def shared_cifar_root() -> Path | None:
+    """The shared CIFAR-10 image-folder copy, or None when this machine has none."""
+    env = os.environ.get("CIFAR10_ROOT")
+    for candidate in (Path(env) if env else None, DEFAULT_SHARED_ROOT):
+        if candidate is not None and (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_root() -> Path:
+    """Path of the shared CIFAR-10 copy; the test is skipped where there is none."""
+    root = shared_cifar_root()
+    if root is None:
+        pytest.skip("the shared CIFAR-10 copy is not on this machine")
+    return root
