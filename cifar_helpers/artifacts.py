@@ -41,6 +41,18 @@ STAGES: dict[str, tuple[str, str]] = {
     "stress": ("stress", "06_stress_tests.ipynb"),
 }
 
+# What each stage must have written for the stage to count as finished (run_all.py skips those).
+# Other stages and the report read these names; a stage may write more (figures, extra arrays).
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "setup": ("config.json", "environment.json", "data_summary.json"),
+    "baseline": ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json"),
+    "failures": ("failures.json", "summary.json"),
+    "gradcam": ("heatmaps.pt", "measures.json"),
+    "augmented": ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json"),
+    "reevaluation": ("comparison.json", "heatmaps.pt", "measures.json"),
+    "stress": ("corruptions.json", "calibration.json", "sanity.json", "positive_control.json"),
+}
+
 
 class MissingStageError(FileNotFoundError):
     """An artifact that an earlier stage should have written is not in the run directory."""
@@ -146,6 +158,10 @@ class RunDir:
         """Whether every artifact ``names`` of ``stage`` exists."""
         base = self.stage_dir(stage, create=False)
         return all((base / n).exists() for n in names)
+
+    def is_complete(self, stage: str) -> bool:
+        """Whether ``stage`` has written every file of :data:`STAGE_OUTPUTS`."""
+        return self.has(stage, *STAGE_OUTPUTS[stage])
 
     @property
     def config_path(self) -> Path:
