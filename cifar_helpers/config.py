@@ -130,7 +130,9 @@ class RunConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ConfigError(f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs!r}")
+            raise ConfigError(
+                f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs!r}"
+            )
         if self.crop_padding < 0:
             raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding!r}")
         if not 0 < self.confidence_threshold < 1:

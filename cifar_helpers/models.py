@@ -58,7 +58,7 @@ class ResNet(nn.Module):
         strides = [1, 2, 2, 2]
         in_planes = width
         stages = []
-        for n_blocks, p, s in zip(blocks, planes, strides):
+        for n_blocks, p, s in zip(blocks, planes, strides, strict=True):
             layers = []
             for stride in [s] + [1] * (n_blocks - 1):
                 layers.append(BasicBlock(in_planes, p, stride))

@@ -1,0 +1,243 @@
+"""Running the numbered notebooks in order with papermill: what ``run_all.py`` does, as functions.
+
+Stages are selected by number (``0``-``6``), range (``3-5``) or name (``gradcam``); parameters given
+as ``KEY=VALUE`` are parsed as Python literals, checked against the ``parameters`` cell of the
+notebooks that will run (unknown keys are refused with the list of known ones) and, where they are
+configuration keys, validated by :class:`~cifar_helpers.config.RunConfig` before anything runs.
+A stage whose outputs are complete is skipped unless forced, so an interrupted run picks up where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .artifacts import STAGES, RunDir, load_json, save_json
+from .config import RunConfig, make_config
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
+# Set for every kernel papermill starts: there is no widget front end, so browsers render statically.
+HEADLESS_ENV = "CIFAR_STRESS_HEADLESS"
+
+
+class PipelineArgumentError(ValueError):
+    """A bad stage selection or parameter; ``run_all.py`` turns it into exit status 2."""
+
+
+class StageFailed(RuntimeError):
+    """A notebook raised; the message names the notebook, the cell, the error and the executed copy."""
+
+
+def parse_stages(spec: str | None) -> list[str]:
+    """``"3-5"``, ``"0,2"``, ``"gradcam,reevaluation"``, ``"all"`` or None -> stage names, in order."""
+    if spec is None or spec.strip() in ("", "all"):
+        return list(STAGE_NAMES)
+    chosen: set[int] = set()
+    last = len(STAGE_NAMES) - 1
+    for part in (p.strip() for p in spec.split(",")):
+        try:
+            if part in STAGE_NAMES:
+                chosen.add(STAGE_NAMES.index(part))
+            elif "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if not 0 <= lo <= hi <= last:
+                    raise ValueError
+                chosen.update(range(lo, hi + 1))
+            else:
+                number = int(part)
+                if not 0 <= number <= last:
+                    raise ValueError
+                chosen.add(number)
+        except ValueError:
+            raise PipelineArgumentError(
+                f"--stages: cannot read {part!r}; use numbers 0-{last}, ranges like 3-5, or names "
+                f"({', '.join(STAGE_NAMES)})"
+            ) from None
+    return [STAGE_NAMES[i] for i in sorted(chosen)]
+
+
+def notebook_path(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
+    """The notebook that runs ``stage``."""
+    return notebook_dir / STAGES[stage][1]
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The parameters cell of a notebook as ``{name: default value}`` (defaults parsed as literals)."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(path))
+    defaults: dict[str, Any] = {}
+    for name, info in declared.items():
+        try:
+            defaults[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            defaults[name] = info["default"]
+    return defaults
+
+
+def parse_parameter(item: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` -> (key, value); VALUE is a Python literal (``3``, ``0.8``, ``None``) or a string."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise PipelineArgumentError(f"-p {item!r}: expected KEY=VALUE, e.g. -p epochs=3")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key, value
+
+
+def _type_matches(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def check_parameters(
+    overrides: dict[str, Any], parameters_by_stage: dict[str, dict[str, Any]], profile: str
+) -> None:
+    """Refuse unknown keys and values of the wrong type; validate configuration keys with RunConfig."""
+    known: dict[str, Any] = {}
+    for params in parameters_by_stage.values():
+        known.update(params)
+    for key, value in overrides.items():
+        if key not in known:
+            raise PipelineArgumentError(
+                f"-p {key}: unknown parameter for the selected stages; known: {', '.join(sorted(known))}"
+            )
+        if not _type_matches(value, known[key]):
+            raise PipelineArgumentError(
+                f"-p {key}={value!r}: expected a value like the default {known[key]!r} "
+                f"({type(known[key]).__name__})"
+            )
+    config_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    config_values = {k: v for k, v in overrides.items() if k in config_keys and v is not None}
+    config_values.pop("profile", None)
+    try:
+        make_config(profile, **config_values)
+    except ValueError as e:
+        raise PipelineArgumentError(f"-p: {e}") from None
+
+
+@dataclass
+class StageResult:
+    """What happened to one stage in a run."""
+
+    stage: str
+    status: str  # "ran" | "skipped" | "failed"
+    seconds: float
+    executed_notebook: Path | None
+
+
+def run_stage(
+    stage: str,
+    run: RunDir,
+    parameters: dict[str, Any],
+    *,
+    notebook_dir: Path = NOTEBOOK_DIR,
+    kernel_name: str | None = None,
+) -> StageResult:
+    """Execute one notebook with papermill into ``<run>/executed/``; raise :class:`StageFailed` on error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = notebook_path(stage, notebook_dir)
+    executed = run.root / "executed" / source.name
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    os.environ[HEADLESS_ENV] = "1"
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(executed),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            progress_bar=False,
+            cwd=str(source.parent),
+        )
+    except PapermillExecutionError as e:
+        raise StageFailed(
+            f"stage '{stage}' failed: {source.name}, cell {e.cell_index} (execution count {e.exec_count}): "
+            f"{e.ename}: {e.evalue}\nopen {executed} to see the whole traceback"
+        ) from None
+    return StageResult(stage, "ran", time.perf_counter() - start, executed)
+
+
+def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
+    """The numbers a reader wants first: accuracies, gaps, failure counts, fixed/kept/new, minutes."""
+
+    def read(stage: str, name: str) -> dict[str, Any]:
+        path = run.stage_dir(stage, create=False) / name
+        return load_json(path) if path.exists() else {}
+
+    summary: dict[str, Any] = {"run_dir": str(run.root)}
+    for stage in ("baseline", "augmented"):
+        metrics = read(stage, "metrics.json")
+        summary[stage] = {
+            key: metrics.get(key)
+            for key in ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
+        }
+    failures = read("failures", "summary.json")
+    summary["high_confidence_failures"] = failures.get("num_high_confidence")
+    summary["confidence_threshold"] = failures.get("threshold")
+    comparison = read("reevaluation", "comparison.json")
+    summary["comparison"] = comparison.get("counts", {})
+    if results is not None:
+        summary["stages"] = {
+            r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results
+        }
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`summarize_run`'s numbers."""
+
+    def pct(x: Any) -> str:
+        return f"{100 * x:6.2f} %" if isinstance(x, (int, float)) else "     -  "
+
+    lines = [f"Run: {summary['run_dir']}", "", f"{'model':<12}{'test acc':>10}{'train acc':>11}{'gap':>10}"]
+    for model in ("baseline", "augmented"):
+        m = summary.get(model, {})
+        lines.append(
+            f"{model:<12}{pct(m.get('test_accuracy')):>10}{pct(m.get('train_accuracy')):>11}"
+            f"{pct(m.get('train_test_gap')):>10}"
+        )
+    lines.append("")
+    threshold = summary.get("confidence_threshold")
+    label = (
+        f"high-confidence failures (conf > {threshold})"
+        if threshold is not None
+        else "high-confidence failures"
+    )
+    count = summary.get("high_confidence_failures")
+    lines.append(f"{label}: {count if count is not None else '-'}")
+    counts = summary.get("comparison") or {}
+    if counts:
+        kept = counts.get("kept_same", 0) + counts.get("kept_different", 0)
+        lines.append(
+            f"augmented model: fixed {counts.get('fixed', 0)}, kept {kept} "
+            f"({counts.get('kept_same', 0)} same wrong class), new {counts.get('new', 0)}"
+        )
+    stages = summary.get("stages")
+    if stages:
+        lines += ["", f"{'stage':<14}{'status':<9}{'minutes':>8}"]
+        for name, info in stages.items():
+            lines.append(f"{name:<14}{info['status']:<9}{info['minutes']:>8.2f}")
+    return "\n".join(lines)
+
+
+def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:
+    """Save the run summary as ``summary.json`` in the run directory."""
+    return save_json(run.root / "summary.json", summary)

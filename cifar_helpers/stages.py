@@ -1,0 +1,183 @@
+"""Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
+
+Every notebook starts with :func:`setup_run` (stage 00) or :func:`open_stage` (stages 01-06). They
+make the properties of ARCHITECTURE.md hold without each notebook repeating them:
+
+* a stage reads only what earlier stages wrote, and fails with a message naming the notebook to run
+  when an input is missing;
+* the notebook's ``profile`` and ``seed`` must agree with the run directory's ``config.json``, so a
+  stage cannot silently mix two runs;
+* stage-specific knobs (e.g. the confidence threshold) are validated by :class:`RunConfig` and the
+  stage's own configuration is saved beside its results (``<stage>/config.json``);
+* every generator is seeded before the stage computes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import STAGE_OUTPUTS, STAGES, MissingStageError, RunDir, load_json, save_json
+from .config import ConfigError, RunConfig, make_config, resolve_profile
+from .reproducibility import seed_everything
+
+# The stages each stage reads from (directly); checked before the stage starts.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "setup": (),
+    "baseline": ("setup",),
+    "failures": ("setup", "baseline"),
+    "gradcam": ("setup", "baseline", "failures"),
+    "augmented": ("setup",),
+    "reevaluation": ("setup", "baseline", "failures", "gradcam", "augmented"),
+    "stress": ("setup", "baseline", "failures", "augmented"),
+}
+
+# Keys that decide what a run computes; a stage asking for other values belongs to another run.
+_RUN_IDENTITY_KEYS = ("profile", "seed")
+
+
+def default_run_dir(profile: str, cwd: str | os.PathLike[str] | None = None) -> Path:
+    """``runs/<profile>`` at the project root (``auto`` is resolved first).
+
+    A notebook runs with ``notebooks/`` as its working directory, so the project root is its parent
+    there; elsewhere (``run_all.py``, Colab) it is the working directory.
+    """
+    here = Path(cwd) if cwd is not None else Path.cwd()
+    root = here.parent if here.name == "notebooks" else here
+    return root / "runs" / resolve_profile(profile)
+
+
+@dataclass
+class Stage:
+    """An opened stage: where it writes, the configuration it runs under, and (lazily) the data."""
+
+    name: str
+    run: RunDir
+    config: RunConfig
+    environment: dict[str, Any] = field(default_factory=dict)
+    _data: Any = None
+
+    @property
+    def dir(self) -> Path:
+        """This stage's output directory."""
+        return self.run.stage_dir(self.name)
+
+    def path(self, name: str) -> Path:
+        """Path of an artifact of this stage."""
+        return self.run.path(self.name, name)
+
+    @property
+    def data(self) -> Any:
+        """The run's dataset (:class:`cifar_helpers.data.CifarData`), loaded once, checked against setup."""
+        if self._data is None:
+            from .data import load_data
+
+            data = load_data(self.config, progress=False)
+            summary_path = self.run.root / "data_summary.json"
+            if summary_path.exists():
+                expected = load_json(summary_path).get("fingerprint")
+                if expected and data.fingerprint and expected != data.fingerprint:
+                    raise MissingStageError(
+                        f"the data at {data.root} differs from the data this run was set up with "
+                        f"(fingerprint {data.fingerprint} != {expected}): rerun 00_setup.ipynb with "
+                        f"run_dir={str(self.run.root)!r}, or use a new run_dir"
+                    )
+            self._data = data
+        return self._data
+
+    def is_complete(self) -> bool:
+        """Whether this stage already wrote all of its outputs (a rerun can then be skipped)."""
+        return self.run.is_complete(self.name)
+
+
+def _check_identity(run: RunDir, config: RunConfig, profile: str, seed: int) -> None:
+    asked = {"profile": resolve_profile(profile), "seed": seed}
+    for key in _RUN_IDENTITY_KEYS:
+        if getattr(config, key) != asked[key]:
+            raise ConfigError(
+                f"run directory {run.root} was set up with {key}={getattr(config, key)!r}, but this notebook "
+                f"asks for {key}={asked[key]!r}: use the same {key}, or another run_dir"
+            )
+
+
+def setup_run(
+    run_dir: str | os.PathLike[str] | None,
+    *,
+    profile: str = "auto",
+    seed: int = 42,
+    **overrides: Any,
+) -> Stage:
+    """Stage 00: create (or reopen) a run directory with a validated configuration.
+
+    ``overrides`` are :class:`RunConfig` fields; ``None`` values mean "the profile's default".
+    Writes ``config.json`` and ``environment.json``. Reopening a run with a different configuration is
+    refused (its results would no longer match its config); use another ``run_dir`` for that.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    config = make_config(profile, seed=seed, **values)
+    run = RunDir(run_dir if run_dir is not None else default_run_dir(profile))
+    if run.config_path.exists():
+        existing = RunConfig.load(run.config_path)
+        if existing != config:
+            old, new = existing.to_dict(), config.to_dict()
+            changes = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old) if old[k] != new[k])
+            raise ConfigError(
+                f"run directory {run.root} already holds a run with a different configuration "
+                f"({changes}); use another run_dir, or delete that directory to start over"
+            )
+    run.root.mkdir(parents=True, exist_ok=True)
+    environment = seed_everything(config.seed)
+    if config.num_threads is not None:
+        import torch
+
+        torch.set_num_threads(config.num_threads)
+    config.save(run.config_path)
+    save_json(run.root / "environment.json", environment)
+    return Stage(name="setup", run=run, config=config, environment=environment)
+
+
+def open_stage(
+    stage: str,
+    run_dir: str | os.PathLike[str] | None,
+    *,
+    profile: str = "auto",
+    seed: int = 42,
+    **knobs: Any,
+) -> Stage:
+    """Open stage ``stage`` (01-06) of the run in ``run_dir``.
+
+    Checks that the stages it reads from are complete (else :class:`MissingStageError` naming the
+    notebook to run), that ``profile`` and ``seed`` match the run, applies and validates ``knobs``
+    (:class:`RunConfig` fields specific to this stage; ``None`` keeps the run's value), saves the
+    stage's configuration as ``<stage>/config.json`` and seeds every generator.
+    """
+    if stage not in STAGES or stage == "setup":
+        known = ", ".join(s for s in STAGES if s != "setup")
+        raise ValueError(f"unknown stage {stage!r}; stages opened with open_stage: {known}")
+    run = RunDir(run_dir if run_dir is not None else default_run_dir(profile))
+    for needed in STAGE_INPUTS[stage]:
+        run.require(needed, *STAGE_OUTPUTS[needed])
+    config = RunConfig.load(run.config_path)
+    _check_identity(run, config, profile, seed)
+    values = {k: v for k, v in knobs.items() if v is not None}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
+    if unknown:
+        raise ConfigError(f"unknown stage knob(s) {', '.join(unknown)} for stage {stage!r}")
+    config = config.replace(**values)
+    environment = seed_everything(config.seed)
+    if config.num_threads is not None:
+        import torch
+
+        torch.set_num_threads(config.num_threads)
+    config.save(run.path(stage, "config.json"))
+    return Stage(name=stage, run=run, config=config, environment=environment)
+
+
+def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
+    """The configuration a finished stage ran under (its knobs applied)."""
+    run = RunDir(run_dir)
+    (path,) = run.require(stage, "config.json")
+    return RunConfig.load(path)

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Run the cifar-stress notebooks in order with papermill, then print a summary of the run.
+
+    python run_all.py                          # profile auto: full on a GPU, cpu otherwise
+    python run_all.py --profile smoke          # the whole pipeline in a few minutes
+    python run_all.py --stages 3-5 --force     # rerun stages 3 to 5 of an existing run
+    python run_all.py -p confidence_threshold=0.8 -p epochs=10
+
+Executed notebooks go to <run-dir>/executed/, the summary to <run-dir>/summary.json and the
+one-page report to <run-dir>/report.html. A stage whose outputs are complete is skipped unless
+--force is given, so an interrupted run picks up where it stopped.
+Exit status: 0 success, 1 a stage failed, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from cifar_helpers.artifacts import STAGES, RunDir
+from cifar_helpers.config import PROFILE_NAMES
+from cifar_helpers.pipeline import (
+    PipelineArgumentError,
+    StageFailed,
+    StageResult,
+    check_parameters,
+    format_summary,
+    notebook_parameters,
+    notebook_path,
+    parse_parameter,
+    parse_stages,
+    run_stage,
+    summarize_run,
+    write_summary,
+)
+from cifar_helpers.stages import default_run_dir
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage dump: the reason is what a user needs; --help has the rest.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    stage_list = ", ".join(f"{i}={name}" for i, name in enumerate(STAGES))
+    parser = _Parser(
+        prog="run_all.py",
+        description="Run the cifar-stress notebooks in order with papermill.",
+        epilog=f"Stages: {stage_list}.",
+    )
+    parser.add_argument("--profile", choices=PROFILE_NAMES, default="auto", help="profile (default: auto)")
+    parser.add_argument("--data-dir", help="CIFAR-10 location (default: $CIFAR10_ROOT, then ./data)")
+    parser.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
+    parser.add_argument("--stages", help="stages to run: numbers, ranges or names, e.g. 3-5 or gradcam")
+    parser.add_argument(
+        "-p",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a notebook parameter (repeatable); checked against the notebooks' parameters cells",
+    )
+    parser.add_argument("--force", action="store_true", help="rerun selected stages even if complete")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        stages = parse_stages(args.stages)
+        overrides = dict(parse_parameter(item) for item in args.parameters)
+        if args.data_dir is not None and not Path(args.data_dir).expanduser().exists():
+            raise PipelineArgumentError(f"--data-dir {args.data_dir}: no such directory")
+        declared = {stage: notebook_parameters(notebook_path(stage)) for stage in stages}
+        check_parameters(overrides, declared, args.profile)
+    except PipelineArgumentError as e:
+        parser.error(str(e))
+
+    run = RunDir(args.run_dir if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd()))
+    common = {"run_dir": str(run.root), "profile": args.profile}
+    if args.data_dir is not None:
+        common["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+    results: list[StageResult] = []
+    print(f"Run directory: {run.root}", flush=True)
+    for stage in stages:
+        notebook = notebook_path(stage).name
+        if not args.force and run.is_complete(stage):
+            given = sorted(set(overrides) & set(declared[stage]))
+            hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
+            print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
+            results.append(StageResult(stage, "skipped", 0.0, None))
+            continue
+        parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
+        print(f"[{stage}] {notebook}: running ...", flush=True)
+        try:
+            result = run_stage(stage, run, parameters)
+        except StageFailed as e:
+            print(f"[{stage}] FAILED\n{e}", file=sys.stderr, flush=True)
+            return 1
+        print(f"[{stage}] {notebook}: done in {result.seconds / 60:.2f} min", flush=True)
+        results.append(result)
+
+    summary = summarize_run(run, results)
+    write_summary(run, summary)
+    print("\n" + format_summary(summary))
+    try:
+        from cifar_helpers.report import write_report
+    except ImportError:  # the report module arrives with the stress-test stage
+        return 0
+    print(f"\nReport: {write_report(run.root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
