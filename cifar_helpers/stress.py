@@ -206,7 +206,9 @@ def corrupt(
         seed = 0 if generator is None else int(generator)
         generator = torch.Generator().manual_seed(seed)
     elif not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+        raise TypeError(
+            f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
+        )
     if severity == 0:
         return images.clone()
     device = images.device
@@ -276,7 +278,7 @@ def run_stress_test(
         seed: base seed of the corruptions.
 
     Returns:
-        JSON-ready ``{"corruptions", "severities", "parameters", "num_images", "seed", "models":
+        JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
         {name: result}}`` where each ``result`` is a complete :func:`corruption_accuracy` result. This
         dict is what the stress stage saves as ``corruptions.json``.
     """
@@ -339,7 +341,7 @@ def run_stress_test(
         result["relative_drop"] = result["absolute_drop"] / clean if clean > 0 else math.nan
 
     shared = {
-        "corruptions": names,
+        "corruption_names": names,
         "severities": severities,
         "parameters": {name: list(CORRUPTION_PARAMETERS[name]) for name in names},
         "num_images": int(images.shape[0]),
@@ -376,8 +378,8 @@ def corruption_accuracy(
                                     "mean_accuracy", "absolute_drop", "relative_drop"}},
              "mean_corruption_accuracy": float,   # mean over every corruption x severity cell
              "absolute_drop": clean - mean, "relative_drop": (clean - mean) / clean,
-             "corruptions": [names], "severities": [...], "parameters": {...}, "num_images": N,
-             "seed": seed}
+             "corruption_names": [names], "severities": [...], "parameters": {...},
+             "num_images": N, "seed": seed}
 
         Accuracies are fractions in [0, 1].
     """

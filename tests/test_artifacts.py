@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+
+from cifar_helpers.artifacts import (
+    STAGE_OUTPUTS,
+    MissingStageError,
+    RunDir,
+    atomic_path,
+    load_json,
+    save_json,
+    save_torch,
+)
+
+
+def test_save_json_converts_tensors_and_leaves_no_temp_files(tmp_path):
+    path = save_json(tmp_path / "a" / "x.json", {"t": torch.tensor([1, 2]), "n": 3})
+    assert load_json(path) == {"t": [1, 2], "n": 3}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = save_json(tmp_path / "x.json", {"version": 1})
+    with pytest.raises(TypeError):
+        save_json(path, {"bad": object()})
+    assert load_json(path) == {"version": 1}
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert json.loads(path.read_text()) == {"version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_save_torch_roundtrip(tmp_path):
+    path = save_torch(tmp_path / "c.pt", {"w": torch.arange(4)})
+    assert torch.equal(torch.load(path)["w"], torch.arange(4))
+
+
+def test_require_names_the_notebook_to_run(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(MissingStageError) as info:
+        run.require("baseline", "checkpoint.pt")
+    message = str(info.value)
+    assert "01_baseline_training.ipynb" in message and "checkpoint.pt" in message
+
+
+def test_is_complete_needs_every_output(tmp_path):
+    run = RunDir(tmp_path)
+    names = STAGE_OUTPUTS["failures"]
+    for name in names[:-1]:
+        save_json(run.path("failures", name), {})
+    assert not run.is_complete("failures")
+    save_json(run.path("failures", names[-1]), {})
+    assert run.is_complete("failures")
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="known stages"):
+        RunDir(tmp_path).stage_dir("nope")

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from cifar_helpers.config import PROFILES, ConfigError, RunConfig, make_config, resolve_profile
+
+
+def test_profiles_resolve_and_validate():
+    smoke = make_config("smoke")
+    assert smoke.profile == "smoke" and smoke.epochs == PROFILES["smoke"]["epochs"]
+    assert make_config("full").width == 64 and make_config("full").epochs == 40
+    assert make_config("cpu").width == 16 and make_config("cpu").train_per_class is None
+    expected_auto = "full" if torch.cuda.is_available() else "cpu"
+    assert resolve_profile("auto") == expected_auto
+    assert make_config("auto").profile == expected_auto
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"lr": -1}, "lr must be > 0"),
+        ({"nonsense": 1}, "unknown configuration key(s) 'nonsense'"),
+        ({"precision": "fp16"}, "precision must be one of 'auto', 'bf16', 'fp32'"),
+        ({"epochs": 2.5}, "epochs must be an integer"),
+        ({"nesterov": "yes"}, "nesterov must be true or false"),
+        ({"confidence_threshold": 1.0}, "confidence_threshold must be in (0, 1)"),
+        ({"warmup_epochs": 5}, "warmup_epochs must be in [0, epochs=2]"),
+        ({"train_per_class": 0}, "train_per_class must be >= 1"),
+        ({"device": "tpu"}, "device must be"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as info:
+        make_config("smoke", **overrides)
+    assert fragment in str(info.value)
+
+
+def test_unknown_profile_lists_the_choices():
+    with pytest.raises(ConfigError, match="smoke, cpu, full, auto"):
+        make_config("bogus")
+
+
+def test_unknown_key_message_lists_known_keys():
+    with pytest.raises(ConfigError) as info:
+        make_config("smoke", nonsense=1)
+    assert "epochs" in str(info.value) and "confidence_threshold" in str(info.value)
+
+
+def test_ints_are_accepted_for_floats_and_kept_as_floats():
+    config = make_config("smoke", lr=1)
+    assert isinstance(config.lr, float) and config.lr == 1.0
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    config = make_config("smoke", seed=7, epochs=3, data_dir="/somewhere")
+    path = config.save(tmp_path / "config.json")
+    assert json.loads(path.read_text())["seed"] == 7
+    assert RunConfig.load(path) == config
+
+
+def test_load_validates_again(tmp_path):
+    path = tmp_path / "config.json"
+    values = make_config("smoke").to_dict()
+    values["epochs"] = -1
+    path.write_text(json.dumps(values))
+    with pytest.raises(ConfigError, match="epochs"):
+        RunConfig.load(path)
+
+
+def test_replace_validates():
+    config = make_config("smoke")
+    assert config.replace(confidence_threshold=0.8).confidence_threshold == 0.8
+    with pytest.raises(ConfigError):
+        config.replace(confidence_threshold=0.0)
+
+
+def test_execution_settings_follow_precision():
+    fp32 = make_config("smoke", precision="fp32", memory_format="auto", device="cpu")
+    assert not fp32.use_bf16() and not fp32.use_channels_last()
+    bf16 = make_config("smoke", precision="bf16", memory_format="auto", device="cpu")
+    assert bf16.use_bf16() and bf16.use_channels_last()
+    assert make_config("smoke", device="cpu").resolved_device() == torch.device("cpu")

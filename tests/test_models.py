@@ -1,0 +1,36 @@
+import torch
+
+from cifar_helpers.models import count_parameters, resnet18
+
+
+def test_full_width_parameter_count_matches_the_reference_network():
+    assert count_parameters(resnet18(num_classes=10, width=64)) == 11_173_962
+
+
+def test_cifar_stem_keeps_resolution_until_layer4():
+    model = resnet18(width=8).eval()
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    seen = {}
+
+    def record(module, inputs, output):
+        seen["layer4"] = output.shape
+
+    model.layer4.register_forward_hook(record)
+    logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+    assert seen["layer4"] == (2, 64, 4, 4)  # 8 * width channels at 32 / 8 resolution
+
+
+def test_width_scales_every_stage():
+    model = resnet18(width=16, num_classes=7)
+    assert [model.layer1[0].conv1.out_channels, model.layer4[0].conv1.out_channels] == [16, 128]
+    assert model.linear.out_features == 7
+    assert [len(model.layer1), len(model.layer2), len(model.layer3), len(model.layer4)] == [2, 2, 2, 2]
+
+
+def test_bad_width_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="width"):
+        resnet18(width=0)

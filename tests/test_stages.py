@@ -1,0 +1,47 @@
+import pytest
+
+from cifar_helpers.artifacts import MissingStageError, RunDir, save_json
+from cifar_helpers.config import ConfigError, RunConfig
+from cifar_helpers.stages import default_run_dir, open_stage, setup_run
+
+
+def test_setup_writes_config_and_environment(tmp_path):
+    stage = setup_run(tmp_path / "run", profile="smoke", seed=3, epochs=1, width=None)
+    assert stage.config.epochs == 1 and stage.config.width == 8  # None keeps the profile's value
+    assert RunConfig.load(tmp_path / "run" / "config.json") == stage.config
+    assert (tmp_path / "run" / "environment.json").exists()
+
+
+def test_setup_refuses_to_change_an_existing_run(tmp_path):
+    setup_run(tmp_path, profile="smoke", seed=3)
+    setup_run(tmp_path, profile="smoke", seed=3)  # same configuration: reopening is fine
+    with pytest.raises(ConfigError, match=r"epochs: 2 -> 5"):
+        setup_run(tmp_path, profile="smoke", seed=3, epochs=5)
+
+
+def test_open_stage_out_of_order_names_the_missing_notebook(tmp_path):
+    with pytest.raises(MissingStageError, match="00_setup.ipynb"):
+        open_stage("baseline", tmp_path, profile="smoke", seed=42)
+    setup_run(tmp_path, profile="smoke", seed=42)
+    save_json(tmp_path / "data_summary.json", {})
+    with pytest.raises(MissingStageError, match="01_baseline_training.ipynb"):
+        open_stage("failures", tmp_path, profile="smoke", seed=42)
+
+
+def test_open_stage_checks_profile_and_seed_and_saves_knobs(tmp_path):
+    setup_run(tmp_path, profile="smoke", seed=42)
+    save_json(tmp_path / "data_summary.json", {})
+    with pytest.raises(ConfigError, match="seed=42"):
+        open_stage("baseline", tmp_path, profile="smoke", seed=1)
+    with pytest.raises(ConfigError, match="profile='smoke'"):
+        open_stage("baseline", tmp_path, profile="full", seed=42)
+    stage = open_stage("baseline", tmp_path, profile="smoke", seed=42, confidence_threshold=0.8)
+    assert stage.config.confidence_threshold == 0.8
+    assert RunConfig.load(RunDir(tmp_path).path("baseline", "config.json")).confidence_threshold == 0.8
+    with pytest.raises(ConfigError, match="confidence_threshold"):
+        open_stage("baseline", tmp_path, profile="smoke", seed=42, confidence_threshold=2.0)
+
+
+def test_default_run_dir_is_at_the_project_root(tmp_path):
+    assert default_run_dir("smoke", cwd=tmp_path / "notebooks") == tmp_path / "runs" / "smoke"
+    assert default_run_dir("smoke", cwd=tmp_path) == tmp_path / "runs" / "smoke"
