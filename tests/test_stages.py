@@ -20,11 +20,11 @@ def test_setup_refuses_to_change_an_existing_run(tmp_path):
 
 
 def test_open_stage_out_of_order_names_the_missing_notebook(tmp_path):
-    with pytest.raises(MissingStageError, match="00_setup.ipynb"):
+    with pytest.raises(MissingStageError, match=r"00_setup\.ipynb"):
         open_stage("baseline", tmp_path, profile="smoke", seed=42)
     setup_run(tmp_path, profile="smoke", seed=42)
     save_json(tmp_path / "data_summary.json", {})
-    with pytest.raises(MissingStageError, match="01_baseline_training.ipynb"):
+    with pytest.raises(MissingStageError, match=r"01_baseline_training\.ipynb"):
         open_stage("failures", tmp_path, profile="smoke", seed=42)
 
 
