@@ -221,6 +221,10 @@ class FailureSet:
             keep &= self.predicted == int(predicted_class)
         return self._select(keep)
 
+    def restricted_to(self, image_indices: Tensor) -> FailureSet:
+        """The failures whose image index is in ``image_indices`` (int64, any order), rank order kept."""
+        return self._select(torch.isin(self.indices, torch.as_tensor(image_indices, dtype=torch.int64)))
+
     def _select(self, keep: Tensor) -> FailureSet:
         return FailureSet(
             indices=self.indices[keep],

@@ -93,3 +93,69 @@ def comparison_table(rows: Sequence[dict[str, Any]], max_rows: int = 20) -> str:
     if len(rows) > max_rows:
         lines.append(f"... and {len(rows) - max_rows} more (all in comparison.json)")
     return "\n".join(lines)
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f} %"
+
+
+def describe_attention(measures: dict[str, Any]) -> str:
+    """Notebook 03's measures (:func:`cifar_helpers.gradcam.failure_attention_report`) in words."""
+    if measures["num_failures"] == 0:
+        return "no high-confidence failures to explain"
+    periphery = measures["periphery"]
+    center = measures["center"]
+    lines = [
+        f"Grad-CAM mass outside the central {center}x{center} pixels (a uniform map puts 75 % there):",
+        f"  high-confidence failures:             median {_share(periphery['failures']['median'])}",
+        f"  correct images of matched confidence: median {_share(periphery['controls']['median'])}",
+    ]
+    if periphery["share_failure_higher"] is not None:
+        lines.append(
+            f"  the failure's map is more peripheral than its control's in "
+            f"{_share(periphery['share_failure_higher'])} of {periphery['pairs']} pairs"
+        )
+    deletion = measures["deletion"]
+    if deletion is not None:
+        lines.append(
+            "deletion test (area under the predicted class's probability as pixels are blanked; lower "
+            f"= faster fall): most attended first {deletion['attended_auc']:.2f}, "
+            f"random {deletion['random_auc']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def describe_comparison(comparison: dict[str, Any]) -> str:
+    """The baseline -> augmented comparison (``FailureComparison.to_dict()``) in words."""
+    counts = comparison["counts"]
+    lines = [
+        f"{'':<11}{'test acc':>10}{'train-test gap':>16}",
+        f"{'baseline':<11}{_pct(comparison['baseline_accuracy']):>10}{_pct(comparison['baseline_gap']):>16}",
+        f"{'augmented':<11}{_pct(comparison['augmented_accuracy']):>10}{_pct(comparison['augmented_gap']):>16}",
+        "",
+        f"of the baseline's {counts['baseline_failures']} high-confidence failures "
+        f"(confidence > {comparison['threshold']}), the augmented model",
+        f"  fixed            {counts['fixed']:>5}",
+        f"  kept (same)      {counts['kept_same']:>5}   still wrong, with the same wrong class",
+        f"  kept (different) {counts['kept_different']:>5}   still wrong, with another wrong class",
+        f"and created {counts['new']} new high-confidence failures ({counts['augmented_failures']} in all)",
+    ]
+    return "\n".join(lines)
+
+
+def describe_attention_change(
+    measures: dict[str, Any], names: tuple[str, str] = ("baseline", "augmented")
+) -> str:
+    """Notebook 05's periphery comparison (:func:`cifar_helpers.gradcam.compare_attention`) in words."""
+    before, after = names
+    if measures["pairs"] == 0:
+        return "no pairs of non-empty heatmaps to compare"
+    return "\n".join(
+        [
+            f"Grad-CAM mass outside the central {measures['center']}x{measures['center']} pixels, "
+            f"on the baseline's failures ({measures['pairs']} images):",
+            f"  {before:<10} median {_share(measures[before]['median'])}",
+            f"  {after:<10} median {_share(measures[after]['median'])}",
+            f"attention moved towards the centre on {_share(measures['share_moved_inward'])} of the images",
+        ]
+    )

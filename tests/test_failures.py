@@ -301,3 +301,14 @@ def test_compare_accuracies_gaps_and_roundtrip() -> None:
         compare_failures(baseline, augmented, labels, baseline_train_accuracy=95.0)
     with pytest.raises(ValueError, match="same shape"):
         compare_failures(baseline, make_probs([0] * 8, [0.9] * 8, num_classes=4), labels)
+
+
+def test_restricted_to_keeps_rank_order_and_only_the_given_images():
+    probs = torch.tensor([[0.05, 0.95], [0.02, 0.98], [0.97, 0.03], [0.5, 0.5]])
+    labels = torch.tensor([0, 0, 1, 0])
+    failures = find_high_confidence_failures(probs, labels, 0.9)
+    assert failures.indices.tolist() == [1, 2, 0]
+    subset = failures.restricted_to(torch.tensor([0, 1]))
+    assert subset.indices.tolist() == [1, 0]
+    assert subset.confidence.tolist() == pytest.approx([0.98, 0.95])
+    assert len(failures.restricted_to(torch.tensor([], dtype=torch.int64))) == 0

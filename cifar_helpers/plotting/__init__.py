@@ -1,0 +1,59 @@
+"""Every figure of the project. Each ``plot_*`` function returns a matplotlib Figure and never calls
+``plt.show``: end a notebook cell with the figure to show it, or save it with
+:func:`cifar_helpers.artifacts.save_figure`. The overlay functions return uint8 RGB arrays.
+
+Submodules: ``core`` (style, input checks, overlays, image grids), ``metrics`` (curves, confusion
+matrix, accuracies, failure counts), ``explanations`` (failure grids and Grad-CAM figures).
+"""
+
+from .core import (
+    CORRECT_COLOR,
+    MODEL_COLORS,
+    WRONG_COLOR,
+    NotebookFigure,
+    figure_to_png_bytes,
+    overlay_batch,
+    overlay_heatmap,
+    plot_class_samples,
+    plot_image_grid,
+    upscale_image,
+)
+from .explanations import (
+    plot_before_after_gradcam,
+    plot_deletion_curves,
+    plot_failure_grid,
+    plot_gradcam_pairs,
+    plot_periphery_shares,
+)
+from .metrics import (
+    plot_confidence_histogram,
+    plot_confused_pairs,
+    plot_confusion_matrix,
+    plot_failure_comparison,
+    plot_per_class_accuracy,
+    plot_training_curves,
+)
+
+__all__ = [
+    "CORRECT_COLOR",
+    "MODEL_COLORS",
+    "WRONG_COLOR",
+    "NotebookFigure",
+    "figure_to_png_bytes",
+    "overlay_batch",
+    "overlay_heatmap",
+    "plot_before_after_gradcam",
+    "plot_class_samples",
+    "plot_confidence_histogram",
+    "plot_confused_pairs",
+    "plot_confusion_matrix",
+    "plot_deletion_curves",
+    "plot_failure_comparison",
+    "plot_failure_grid",
+    "plot_gradcam_pairs",
+    "plot_image_grid",
+    "plot_per_class_accuracy",
+    "plot_periphery_shares",
+    "plot_training_curves",
+    "upscale_image",
+]

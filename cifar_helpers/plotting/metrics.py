@@ -1,0 +1,497 @@
+"""Figures of numbers: training curves, confusion matrix, per-class accuracy, confidence histogram,
+most confused pairs and the baseline -> augmented failure comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from .core import (
+    CORRECT_COLOR,
+    MODEL_COLORS,
+    NEUTRAL_COLOR,
+    WRONG_COLOR,
+    check_classes,
+    new_figure,
+    styled,
+    to_numpy,
+)
+
+_HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def _model_color(i: int) -> str:
+    return MODEL_COLORS[i % len(MODEL_COLORS)]
+
+
+def _check_fraction(value: Any, name: str, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not low <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [{low:g}, 1] (not a percent), got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Training curves
+# --------------------------------------------------------------------------------------------------
+def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    if isinstance(history, Mapping) or not isinstance(history, Sequence) or len(history) == 0:
+        raise ValueError(f"history of {name!r} must be a non-empty list of per-epoch dicts")
+    for i, row in enumerate(history):
+        missing = [key for key in _HISTORY_KEYS if key not in row]
+        if missing:
+            raise ValueError(f"history of {name!r}, entry {i}: missing key(s) {', '.join(missing)}")
+    columns = {key: np.array([float(row[key]) for row in history]) for key in _HISTORY_KEYS}
+    for key in ("train_acc", "test_acc"):
+        values = columns[key]
+        if np.nanmax(values) > 1.0 or np.nanmin(values) < 0.0:
+            raise ValueError(f"history of {name!r}: {key} must be fractions in [0, 1], not percents")
+    return columns
+
+
+@styled
+def plot_training_curves(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
+) -> Figure:
+    """Accuracy and loss per epoch, train (dashed) against test (solid), one colour per model.
+
+    Args:
+        histories: ``{model name: history}`` or a single history; a history is a list of dicts with
+            ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` (accuracies in [0, 1]).
+
+    Returns:
+        A figure with two axes (accuracy, loss). The accuracy gap between train and test at the last
+        epoch is annotated per model: that gap is how much the model has overfitted.
+    """
+    named = dict(histories) if isinstance(histories, Mapping) else {"model": histories}
+    if not named:
+        raise ValueError("histories is empty: pass {model name: history}")
+    columns = {name: _history_columns(name, history) for name, history in named.items()}
+
+    fig = new_figure(11, 4.2)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    first_epoch = min(cols["epoch"][0] for cols in columns.values())
+    last_epoch = max(cols["epoch"][-1] for cols in columns.values())
+    span = max(last_epoch - first_epoch, 1.0)
+    handles = []
+    for i, (name, cols) in enumerate(columns.items()):
+        color = _model_color(i)
+        epochs = cols["epoch"]
+        ax_acc.plot(epochs, 100 * cols["train_acc"], "--", color=color, lw=1.6)
+        ax_acc.plot(epochs, 100 * cols["test_acc"], "-", color=color, lw=2.0, marker="o", ms=3)
+        ax_loss.plot(epochs, cols["train_loss"], "--", color=color, lw=1.6)
+        ax_loss.plot(epochs, cols["test_loss"], "-", color=color, lw=2.0, marker="o", ms=3)
+        handles.append(Line2D([], [], color=color, lw=2.5, label=name))
+
+        # The final gap: a bracket from test to train accuracy at the last epoch, labelled in points.
+        # Brackets of different models are shifted apart so that they do not hide each other.
+        x_gap = epochs[-1] + 0.02 * span * i
+        train_final, test_final = 100 * cols["train_acc"][-1], 100 * cols["test_acc"][-1]
+        ax_acc.annotate(
+            "",
+            xy=(x_gap, train_final),
+            xytext=(x_gap, test_final),
+            arrowprops={"arrowstyle": "<->", "color": color, "lw": 1.2, "shrinkA": 0, "shrinkB": 0},
+        )
+        ax_acc.annotate(
+            f"{name}: gap {train_final - test_final:+.1f} pts",
+            xy=(x_gap, (train_final + test_final) / 2),
+            xytext=(6, -12 * i),
+            textcoords="offset points",
+            color=color,
+            fontsize=8,
+            va="center",
+            fontweight="bold",
+        )
+    handles += [
+        Line2D([], [], color="black", ls="--", lw=1.6, label="train"),
+        Line2D([], [], color="black", ls="-", lw=2.0, marker="o", ms=3, label="test"),
+    ]
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    # Room on the right of the last epoch for the gap labels.
+    ax_acc.set_xlim(first_epoch - 0.03 * span, last_epoch + 0.4 * span)
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.legend(handles=handles, loc="upper right")
+    fig.suptitle("Training curves: the space between dashed (train) and solid (test) is overfitting")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Confusion matrix and per-class accuracy
+# --------------------------------------------------------------------------------------------------
+@styled
+def plot_confusion_matrix(
+    cm: Any,
+    classes: Sequence[str],
+    normalize: bool = True,
+    title: str = "Confusion matrix: off-diagonal (red) cells are the mistakes",
+) -> Figure:
+    """A confusion matrix with the numbers in the cells.
+
+    Args:
+        cm: (C, C) counts, rows = true class, columns = predicted class.
+        classes: C class names.
+        normalize: show each cell as a percent of its true class (row), with the count beneath;
+            otherwise counts only.
+        title: figure title.
+
+    The diagonal is shaded green on a 0-100% scale and the mistakes red on their own scale (up to
+    the largest mistake), so a 3% confusion is not washed out by 90% diagonal cells.
+    """
+    names = check_classes(classes)
+    counts = to_numpy(cm, "cm").astype(np.float64)
+    c = len(names)
+    if counts.shape != (c, c):
+        raise ValueError(f"cm must have shape ({c}, {c}) to match classes, got {tuple(counts.shape)}")
+    if (counts < 0).any() or not np.isfinite(counts).all():
+        raise ValueError("cm must hold non-negative counts")
+    row_totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fractions = np.where(row_totals > 0, counts / row_totals, np.nan)
+    values = fractions if normalize else counts
+
+    size = max(4.5, 0.62 * c + 1.8)
+    fig = new_figure(size, size * 0.92)
+    ax = fig.subplots()
+    diagonal = np.eye(c, dtype=bool)
+    off = np.where(diagonal, np.nan, values)
+    off_max = np.nanmax(off) if np.isfinite(off).any() and np.nanmax(off) > 0 else 1.0
+    ax.imshow(
+        np.where(diagonal, values, np.nan),
+        cmap="Greens",
+        vmin=0,
+        vmax=1.0 if normalize else np.nanmax(values) or 1,
+    )
+    ax.imshow(off, cmap="Reds", vmin=0, vmax=off_max)
+    for t in range(c):
+        for p in range(c):
+            value = values[t, p]
+            level = value / (1.0 if normalize else (np.nanmax(values) or 1)) if t == p else value / off_max
+            text_color = "white" if np.isfinite(level) and level > 0.6 else "black"
+            if not np.isfinite(value):
+                label = "–"
+            elif normalize:
+                label = f"{value:.0%}\n({int(counts[t, p])})" if counts[t, p] else "·"
+            else:
+                label = f"{int(value)}" if value else "·"
+            ax.text(p, t, label, ha="center", va="center", fontsize=7, color=text_color)
+    ax.set_xticks(range(c), names, rotation=45, ha="right")
+    ax.set_yticks(range(c), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class" + (" (each row sums to 100%)" if normalize else ""))
+    ax.grid(False)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def _per_class_table(per_class: Any, names: list[str]) -> dict[str, np.ndarray]:
+    if not isinstance(per_class, Mapping):
+        per_class = {"model": per_class}
+    if not per_class:
+        raise ValueError("per_class is empty: pass {model name: accuracies}")
+    table = {}
+    for model, values in per_class.items():
+        if isinstance(values, Mapping):
+            missing = [c for c in names if c not in values]
+            if missing:
+                raise ValueError(f"per_class[{model!r}] has no accuracy for class(es) {', '.join(missing)}")
+            array = np.array([float(values[c]) for c in names])
+        else:
+            array = to_numpy(values, f"per_class[{model!r}]").astype(np.float64)
+            if array.shape != (len(names),):
+                raise ValueError(
+                    f"per_class[{model!r}] must have shape ({len(names)},) to match classes, "
+                    f"got {tuple(array.shape)}"
+                )
+        if np.nanmin(array) < 0 or np.nanmax(array) > 1:
+            raise ValueError(f"per_class[{model!r}] must be accuracies in [0, 1], not percents")
+        table[str(model)] = array
+    return table
+
+
+@styled
+def plot_per_class_accuracy(
+    per_class: Mapping[str, Any] | Any,
+    classes: Sequence[str],
+    title: str = "Test accuracy per class: which classes lag behind",
+) -> Figure:
+    """Per-class accuracy, grouped bars per class, one colour per model.
+
+    Args:
+        per_class: ``{model name: accuracies}`` where accuracies are a (C,) tensor/array or
+            ``{class name: accuracy}``; or one (C,) tensor for a single model. Accuracies in [0, 1].
+        classes: C class names.
+        title: figure title.
+
+    With exactly two models, the change (second - first, in points) is printed above each class.
+    """
+    names = check_classes(classes)
+    table = _per_class_table(per_class, names)
+    c, m = len(names), len(table)
+    fig = new_figure(max(6.0, 0.75 * c + 1.5), 4.0)
+    ax = fig.subplots()
+    x = np.arange(c)
+    width = 0.8 / m
+    for i, (model, acc) in enumerate(table.items()):
+        mean = np.nanmean(acc)
+        ax.bar(
+            x + (i - (m - 1) / 2) * width,
+            100 * acc,
+            width,
+            color=_model_color(i),
+            label=f"{model} (mean {mean:.1%})",
+        )
+    if m == 2:
+        first, second = table.values()
+        for xi, delta, top in zip(x, 100 * (second - first), 100 * np.fmax(first, second), strict=True):
+            if np.isfinite(delta):
+                ax.text(
+                    xi,
+                    top + 1.5,
+                    f"{delta:+.1f}",
+                    ha="center",
+                    fontsize=7,
+                    color=CORRECT_COLOR if delta > 0 else WRONG_COLOR if delta < 0 else NEUTRAL_COLOR,
+                )
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    # Headroom above 100% keeps the legend off the bars.
+    ax.set_ylim(0, 122)
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(loc="upper center", ncols=min(m, 3))
+    ax.set_title(title + (" (numbers: change in points)" if m == 2 else ""))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Failures: confidence histogram, confused pairs, comparison
+# --------------------------------------------------------------------------------------------------
+@styled
+def plot_confidence_histogram(
+    hist: Mapping[str, Any],
+    threshold: float,
+    *,
+    log: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """How confident the model is when it is right and when it is wrong.
+
+    Args:
+        hist: ``{"edges": B+1 bin edges in [0, 1], "correct": B counts, "wrong": B counts}``, as
+            :func:`cifar_helpers.failures.confidence_histogram` returns it.
+        threshold: the high-confidence threshold, drawn as a vertical line.
+        log: logarithmic count axis, so a few hundred wrong predictions stay visible next to
+            thousands of correct ones.
+        title: figure title.
+    """
+    missing = [key for key in ("edges", "correct", "wrong") if key not in hist]
+    if missing:
+        raise ValueError(f"hist is missing key(s) {', '.join(missing)}")
+    edges = to_numpy(hist["edges"], "hist['edges']").astype(np.float64)
+    correct = to_numpy(hist["correct"], "hist['correct']").astype(np.float64)
+    wrong = to_numpy(hist["wrong"], "hist['wrong']").astype(np.float64)
+    if (
+        edges.ndim != 1
+        or len(edges) < 2
+        or correct.shape != (len(edges) - 1,)
+        or wrong.shape != correct.shape
+    ):
+        raise ValueError(
+            f"hist must have B+1 edges and B counts per group, "
+            f"got {edges.shape}, {correct.shape}, {wrong.shape}"
+        )
+    threshold = _check_fraction(threshold, "threshold")
+
+    fig = new_figure(7.5, 4.0)
+    ax = fig.subplots()
+    # Side by side within each bin: overlaid bars would hide whichever group is smaller.
+    half = np.diff(edges) / 2
+    ax.bar(edges[:-1], correct, half, align="edge", color=CORRECT_COLOR, alpha=0.8, label="correct", log=log)
+    ax.bar(edges[:-1] + half, wrong, half, align="edge", color=WRONG_COLOR, alpha=0.9, label="wrong", log=log)
+    ax.axvline(threshold, color="black", ls="--", lw=1.2)
+    confident_wrong = int(wrong[edges[:-1] >= threshold - 1e-9].sum())
+    total_wrong = int(wrong.sum())
+    ax.axvspan(threshold, edges[-1], color=WRONG_COLOR, alpha=0.06)
+    ax.text(
+        threshold,
+        0.97,
+        f" threshold {threshold:.2f}\n {confident_wrong} of {total_wrong} wrong predictions\n"
+        " in bins at or above it",
+        transform=ax.get_xaxis_transform(),
+        va="top",
+        ha="right" if threshold > 0.6 else "left",
+        fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+    )
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel("confidence (maximum softmax probability)")
+    ax.set_ylabel("images" + (" (log scale)" if log else ""))
+    ax.legend(loc="upper left")
+    ax.set_title(
+        title
+        or "Confidence of right and wrong predictions: red bars right of the line are confident failures"
+    )
+    return fig
+
+
+def _pair_name(value: Any, classes: list[str] | None, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    if classes is None:
+        raise ValueError(f"{name} is a class index ({value!r}); pass classes to name it")
+    return classes[int(value)]
+
+
+@styled
+def plot_confused_pairs(
+    pairs: Sequence[Mapping[str, Any]],
+    k: int = 10,
+    classes: Sequence[str] | None = None,
+    *,
+    title: str = "Most frequent confident mistakes (true → predicted)",
+) -> Figure:
+    """The ``k`` most frequent (true → predicted) pairs as horizontal bars, largest on top.
+
+    Args:
+        pairs: ``[{"true", "predicted", "count"}, ...]`` as
+            :func:`cifar_helpers.failures.most_confused_pairs` returns them; "true" and "predicted"
+            are class names, or indices when ``classes`` is given.
+        k: how many pairs to show.
+        classes: class names, to name integer labels.
+        title: figure title.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    names = check_classes(classes) if classes is not None else None
+    rows = []
+    for i, pair in enumerate(pairs):
+        missing = [key for key in ("true", "predicted", "count") if key not in pair]
+        if missing:
+            raise ValueError(f"pairs[{i}] is missing key(s) {', '.join(missing)}")
+        true_name = _pair_name(pair["true"], names, f"pairs[{i}]['true']")
+        predicted_name = _pair_name(pair["predicted"], names, f"pairs[{i}]['predicted']")
+        rows.append((f"{true_name} → {predicted_name}", int(pair["count"])))
+    rows.sort(key=lambda row: -row[1])
+    rows = rows[:k]
+
+    fig = new_figure(6.5, 0.38 * max(len(rows), 3) + 1.2)
+    ax = fig.subplots()
+    ax.set_title(title)
+    if not rows:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no confident mistakes to show", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    labels, counts = zip(*rows, strict=True)
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, counts, color=WRONG_COLOR, alpha=0.85)
+    for yi, count in zip(y, counts, strict=True):
+        ax.text(count, yi, f" {count}", va="center", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("number of high-confidence failures")
+    ax.grid(axis="y", visible=False)
+    ax.margins(x=0.12)
+    return fig
+
+
+_COMPARISON_GROUPS = (
+    ("fixed", "fixed\n(right now)", CORRECT_COLOR),
+    ("kept_same", "kept\n(same mistake)", "#fdae61"),
+    ("kept_different", "kept\n(other wrong class)", "#f46d43"),
+    ("new", "new\n(augmented only)", WRONG_COLOR),
+)
+
+
+@styled
+def plot_failure_comparison(
+    counts: Mapping[str, int],
+    baseline_accuracy: float,
+    augmented_accuracy: float,
+    baseline_gap: float | None = None,
+    augmented_gap: float | None = None,
+    *,
+    model_names: tuple[str, str] = ("baseline", "augmented"),
+) -> Figure:
+    """What retraining with augmentation did to the baseline's confident failures.
+
+    Args:
+        counts: ``{"fixed", "kept_same", "kept_different", "new": n}`` (extra keys are ignored), as
+            :meth:`cifar_helpers.failures.FailureComparison.counts` returns them.
+        baseline_accuracy, augmented_accuracy: test accuracies in [0, 1].
+        baseline_gap, augmented_gap: train - test accuracy in [-1, 1], or None when unknown.
+        model_names: names of the two models, for the labels.
+
+    Returns:
+        A figure with three axes: the four failure groups, test accuracy, and the generalisation gap.
+    """
+    missing = [key for key, _, _ in _COMPARISON_GROUPS if key not in counts]
+    if missing:
+        raise ValueError(f"counts is missing key(s) {', '.join(missing)}")
+    values = []
+    for key, _, _ in _COMPARISON_GROUPS:
+        n = counts[key]
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"counts[{key!r}] must be a non-negative integer, got {n!r}")
+        values.append(int(n))
+    accuracies = [
+        _check_fraction(baseline_accuracy, "baseline_accuracy"),
+        _check_fraction(augmented_accuracy, "augmented_accuracy"),
+    ]
+    gaps = [
+        None if gap is None else _check_fraction(gap, name, low=-1.0)
+        for gap, name in ((baseline_gap, "baseline_gap"), (augmented_gap, "augmented_gap"))
+    ]
+
+    fig = new_figure(11, 4.0)
+    grid = fig.add_gridspec(1, 3, width_ratios=[2.4, 1, 1])
+    ax_groups = fig.add_subplot(grid[0, 0])
+    ax_acc = fig.add_subplot(grid[0, 1])
+    ax_gap = fig.add_subplot(grid[0, 2])
+
+    x = np.arange(len(values))
+    ax_groups.bar(x, values, color=[color for _, _, color in _COMPARISON_GROUPS])
+    for xi, n in zip(x, values, strict=True):
+        ax_groups.text(xi, n, f"{n}", ha="center", va="bottom", fontsize=9, fontweight="bold")
+    ax_groups.set_xticks(x, [label for _, label, _ in _COMPARISON_GROUPS])
+    ax_groups.set_ylabel("high-confidence failures")
+    ax_groups.margins(y=0.15)
+    net = values[3] - values[0]
+    before, after = sum(values[:3]), values[1] + values[2] + values[3]
+    ax_groups.set_title(f"Failures: {before} → {after} (net {net:+d})")
+
+    colors = [_model_color(0), _model_color(1)]
+    ax_acc.bar([0, 1], [100 * a for a in accuracies], color=colors)
+    for xi, a in enumerate(accuracies):
+        ax_acc.text(xi, 100 * a, f"{a:.1%}", ha="center", va="bottom", fontsize=9)
+    ax_acc.set_xticks([0, 1], model_names)
+    ax_acc.set_ylim(0, 110)
+    ax_acc.set_title("Test accuracy (%)")
+
+    for xi, gap in enumerate(gaps):
+        if gap is None:
+            ax_gap.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=9, color=NEUTRAL_COLOR)
+        else:
+            ax_gap.bar(xi, 100 * gap, color=colors[xi])
+            ax_gap.text(
+                xi,
+                100 * gap,
+                f"{100 * gap:+.1f}",
+                ha="center",
+                va="bottom" if gap >= 0 else "top",
+                fontsize=9,
+            )
+    ax_gap.axhline(0, color="black", lw=0.8)
+    ax_gap.set_xticks([0, 1], model_names)
+    ax_gap.set_xlim(-0.6, 1.6)
+    ax_gap.margins(y=0.2)
+    ax_gap.set_title("Train - test gap (pts):\nsmaller = less overfitting")
+    fig.suptitle("What augmentation changed: confident failures fixed, kept and newly created")
+    return fig

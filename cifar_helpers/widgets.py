@@ -1,0 +1,554 @@
+"""The failure browser: step through a model's confident failures, one image at a time.
+
+For each failure it shows the image, where the model looked to say the wrong class, where the
+evidence for the true class would be, the five most probable classes, and what every other model
+(e.g. the augmented one) says about the same image. Plain ipywidgets 8 and matplotlib figures
+inside an ``Output``: no custom JavaScript, so it works in JupyterLab, Jupyter Notebook and Colab.
+
+Where there is no widget front end (``run_all.py``, papermill, nbval set ``CIFAR_STRESS_HEADLESS``),
+:func:`show_failure_browser` draws one static figure instead, so the executed notebook still holds
+the pictures.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from IPython.display import HTML, display
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .plotting.core import (
+    CORRECT_COLOR,
+    NEUTRAL_COLOR,
+    PANEL_INCHES,
+    WRONG_COLOR,
+    add_heatmap_colorbar,
+    check_classes,
+    check_images,
+    check_labels,
+    check_maps,
+    failure_arrays,
+    format_confidence,
+    frame,
+    message_panel,
+    new_figure,
+    overlay_heatmap,
+    show_image,
+    styled,
+    to_numpy,
+    upscale_image,
+)
+from .plotting.explanations import plot_failure_grid, plot_gradcam_pairs
+
+HEADLESS_ENV = "CIFAR_STRESS_HEADLESS"
+TOP_K = 5
+
+
+def is_headless() -> bool:
+    """Whether ``CIFAR_STRESS_HEADLESS`` says there is no widget front end ("", "0", "false" mean no)."""
+    return os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# --------------------------------------------------------------------------------------------------
+# Checked inputs, shared by the browser and the static figure
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _ModelView:
+    """Everything the browser shows for one model, as NumPy arrays."""
+
+    name: str
+    failures: dict[str, np.ndarray]  # indices, true_labels, predicted, confidence: (K,)
+    probs: np.ndarray  # (N, C)
+    heatmap_rows: dict[int, int]  # test index -> row of predicted_maps / true_maps
+    predicted_maps: np.ndarray | None  # (M, H, W)
+    true_maps: np.ndarray | None  # (M, H, W)
+    # Computes (predicted-class map, true-class map) of one test image when none was precomputed.
+    explain: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
+    _computed: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def maps_for(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(predicted-class map, true-class map) of test image ``index``, or None if unavailable.
+
+        Precomputed maps are used first; otherwise, when the browser was given the model, Grad-CAM is
+        computed for this one image (once, then cached).
+        """
+        row = self.heatmap_rows.get(index)
+        if row is not None and self.predicted_maps is not None and self.true_maps is not None:
+            return self.predicted_maps[row], self.true_maps[row]
+        if self.explain is None:
+            return None
+        if index not in self._computed:
+            self._computed[index] = self.explain(index)
+        return self._computed[index]
+
+
+def _make_explainer(
+    model: Any, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, layer: Any
+) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """Grad-CAM of one test image for its predicted and its true class, with ``model``."""
+    from .gradcam import explain_images
+
+    def explain(index: int) -> tuple[np.ndarray, np.ndarray]:
+        image = torch.from_numpy(np.ascontiguousarray(images[index : index + 1])).repeat(2, 1, 1, 1)
+        targets = torch.tensor([int(np.argmax(probs[index])), int(labels[index])])
+        maps = explain_images(model, image, targets, layer=layer).numpy()
+        return maps[0], maps[1]
+
+    return explain
+
+
+def _check_heatmaps(
+    name: str, heatmaps: Mapping[str, Any], num_images: int, size: tuple[int, int]
+) -> tuple[dict[int, int], np.ndarray, np.ndarray]:
+    label = f"heatmaps[{name!r}]"
+    if not isinstance(heatmaps, Mapping):
+        raise TypeError(f"{label} must be a dict with indices, predicted_maps and true_maps")
+    missing = [key for key in ("indices", "predicted_maps", "true_maps") if key not in heatmaps]
+    if missing:
+        raise ValueError(f"{label} is missing key(s) {', '.join(missing)}")
+    indices = to_numpy(heatmaps["indices"], f"{label}['indices']")
+    if indices.ndim != 1 or (len(indices) and not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"{label}['indices'] must be 1-D integer test-split indices, got {indices.dtype}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= num_images):
+        raise ValueError(f"{label}['indices'] must lie in [0, {num_images}) (positions in the test split)")
+    shape = (len(indices), *size)
+    predicted_maps = check_maps(heatmaps["predicted_maps"], f"{label}['predicted_maps']", shape)
+    true_maps = check_maps(heatmaps["true_maps"], f"{label}['true_maps']", shape)
+    rows = {int(index): row for row, index in enumerate(indices.tolist())}
+    return rows, predicted_maps, true_maps
+
+
+def _prepare(
+    images: Any,
+    labels: Any,
+    classes: Sequence[str],
+    failures: Mapping[str, Any],
+    probs: Mapping[str, Any],
+    heatmaps: Mapping[str, Mapping[str, Any]] | None,
+    models: Mapping[str, Any] | None = None,
+    layer: Any = None,
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, _ModelView]]:
+    """Check the browser's inputs against each other; every error names the input at fault."""
+    batch = check_images(images)
+    n, _, height, width = batch.shape
+    names = check_classes(classes)
+    if len(set(names)) != len(names):
+        raise ValueError(f"classes must be unique names, got {names!r}")
+    true_labels = check_labels(labels, "labels", n, len(names))
+    if not isinstance(failures, Mapping) or not failures:
+        raise TypeError(
+            "failures must be a non-empty dict {model name: FailureSet}, e.g. {'baseline': failures}"
+        )
+    if not isinstance(probs, Mapping):
+        raise TypeError("probs must be a dict {model name: (N, C) probabilities}")
+    missing = [name for name in failures if name not in probs]
+    if missing:
+        raise ValueError(
+            f"probs has no entry for model(s) {', '.join(map(repr, missing))}: give one per failures key"
+        )
+    heatmaps = heatmaps or {}
+    if not isinstance(heatmaps, Mapping):
+        raise TypeError("heatmaps must be None or a dict {model name: heatmap dict}")
+    unknown = [name for name in heatmaps if name not in failures]
+    if unknown:
+        raise ValueError(f"heatmaps has model(s) {', '.join(map(repr, unknown))} that are not in failures")
+    models = models or {}
+    unknown = [name for name in models if name not in failures]
+    if unknown:
+        raise ValueError(f"models has model(s) {', '.join(map(repr, unknown))} that are not in failures")
+
+    views: dict[str, _ModelView] = {}
+    for name, failure_set in failures.items():
+        columns = failure_arrays(failure_set, f"failures[{name!r}]")
+        k = len(columns["indices"])
+        if k and (columns["indices"].min() < 0 or columns["indices"].max() >= n):
+            raise ValueError(f"failures[{name!r}].indices must lie in [0, {n}) (positions in the test split)")
+        check_labels(columns["predicted"], f"failures[{name!r}].predicted", k, len(names))
+        if not np.array_equal(columns["true_labels"], true_labels[columns["indices"]]):
+            raise ValueError(
+                f"failures[{name!r}].true_labels disagree with labels[failures[{name!r}].indices]: "
+                "were the failures found on a different split or subset?"
+            )
+        model_probs = to_numpy(probs[name], f"probs[{name!r}]").astype(np.float64)
+        if model_probs.shape != (n, len(names)):
+            raise ValueError(
+                f"probs[{name!r}] must have shape ({n}, {len(names)}), got {tuple(model_probs.shape)}"
+            )
+        rows, predicted_maps, true_maps = {}, None, None
+        if name in heatmaps:
+            rows, predicted_maps, true_maps = _check_heatmaps(name, heatmaps[name], n, (height, width))
+        explain = None
+        if name in models:
+            explain = _make_explainer(models[name], batch, model_probs, true_labels, layer)
+        views[str(name)] = _ModelView(
+            str(name), columns, model_probs, rows, predicted_maps, true_maps, explain=explain
+        )
+    return batch, true_labels, names, views
+
+
+# --------------------------------------------------------------------------------------------------
+# Figure panels
+# --------------------------------------------------------------------------------------------------
+def _top_k_panel(ax: Axes, probs: np.ndarray, true: int, classes: list[str], title: str) -> None:
+    """The TOP_K most probable classes as bars: true class green, a wrong top prediction red."""
+    order = np.argsort(-probs, kind="stable")[: min(TOP_K, len(classes))]
+    colors = [
+        CORRECT_COLOR if c == true else WRONG_COLOR if rank == 0 else NEUTRAL_COLOR
+        for rank, c in enumerate(order)
+    ]
+    y = np.arange(len(order))[::-1]
+    ax.barh(y, probs[order], color=colors)
+    for yi, c in zip(y, order, strict=True):
+        ax.text(probs[c], yi, f" {format_confidence(probs[c])}", va="center", fontsize=7)
+    ax.set_yticks(y, [classes[c] for c in order])
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
+    ax.grid(axis="y", visible=False)
+    if true not in order:
+        rank = int((probs > probs[true]).sum()) + 1
+        ax.set_xlabel(
+            f"true '{classes[true]}': {format_confidence(probs[true])} (rank {rank})", color=CORRECT_COLOR
+        )
+    ax.set_title(title, fontsize=8)
+
+
+def _heatmap_panels(
+    axes: Sequence[Axes],
+    image: np.ndarray,
+    maps: tuple[np.ndarray, np.ndarray] | None,
+    titles: Sequence[str],
+    missing: str,
+) -> bool:
+    """Draw the predicted- and true-class overlays, or ``missing`` when there are no maps."""
+    if maps is None:
+        message_panel(axes[0], missing)
+        axes[1].set_axis_off()
+        return False
+    for ax, heatmap, title in zip(axes, maps, titles, strict=True):
+        show_image(ax, overlay_heatmap(image, heatmap), title)
+    return True
+
+
+@styled
+def _browser_figure(
+    image: np.ndarray,
+    index: int,
+    true: int,
+    classes: list[str],
+    current: _ModelView,
+    others: list[_ModelView],
+    position: str,
+) -> Figure:
+    """One failure through every model: a row per model (image or verdict | 2 heatmaps | top-5)."""
+    rows = 1 + len(others)
+    fig = new_figure(4 * PANEL_INCHES + 1.2, rows * (PANEL_INCHES + 0.75) + 0.9)
+    grid = fig.add_gridspec(rows, 4, width_ratios=[1, 1, 1, 1.4])
+    true_name = classes[true]
+    any_heatmap = False
+    for row, model in enumerate([current, *others]):
+        probs = model.probs[index]
+        predicted = int(np.argmax(probs))
+        predicted_name = classes[predicted]
+        ax_left, ax_pred, ax_true, ax_bars = (fig.add_subplot(grid[row, col]) for col in range(4))
+        if row == 0:
+            show_image(ax_left, upscale_image(image), f"test image #{index}\ntrue class '{true_name}'")
+            frame(ax_left, WRONG_COLOR if predicted != true else CORRECT_COLOR)
+            missing = "no heatmap for this failure\n(Grad-CAM was computed\nfor a subset only)"
+        else:
+            right = predicted == true
+            message_panel(
+                ax_left,
+                f"{model.name} says\n'{predicted_name}' ({format_confidence(probs[predicted])})\n"
+                + ("✓ right" if right else "✗ wrong"),
+                color=CORRECT_COLOR if right else WRONG_COLOR,
+            )
+            missing = (
+                f"{model.name} is right here:\nits heatmaps were computed\nfor its failures only"
+                if right
+                else f"no {model.name} heatmap\nfor this image"
+            )
+        any_heatmap |= _heatmap_panels(
+            (ax_pred, ax_true),
+            image,
+            model.maps_for(index),
+            (
+                f"{model.name}: where it looked\nto say '{predicted_name}'",
+                f"where the evidence\nfor '{true_name}' would be",
+            ),
+            missing,
+        )
+        _top_k_panel(ax_bars, probs, true, classes, f"{model.name}: top-{min(TOP_K, len(classes))} classes")
+    if any_heatmap:
+        add_heatmap_colorbar(fig, fig.axes)
+    fig.suptitle(
+        f"{current.name}: '{true_name}' taken for '{classes[int(np.argmax(current.probs[index]))]}' "
+        f"({format_confidence(current.probs[index].max())}), failure {position}"
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The browser
+# --------------------------------------------------------------------------------------------------
+class FailureBrowser:
+    """An ipywidgets browser over the confident failures of one or more models.
+
+    Args:
+        images: uint8 (N, 3, H, W), the whole test split.
+        labels: int (N,) true classes.
+        classes: C class names.
+        failures: ``{model name: FailureSet}`` (indices into the test split, most confident first).
+        probs: ``{model name: float (N, C)}`` probabilities on every test image.
+        heatmaps: ``{model name: {"indices": (M,), "predicted_maps": (M, H, W), "true_maps": (M, H, W)}}``
+            for some of that model's failures; images without maps say "no heatmap".
+        models: ``{model name: nn.Module}``: where an image has no precomputed map, Grad-CAM is
+            computed for it on demand with that model (at ``layer``) and cached.
+        layer: the layer Grad-CAM explains for ``models`` (None: ``layer4``).
+
+    Controls: a model toggle (only with several models), true- and predicted-class filters and a
+    slider over the filtered failures. Display it by ending a cell with the browser.
+
+    State for code and tests: :attr:`current_index` (test index shown, or None),
+    :attr:`filtered_indices`, :attr:`message`, :meth:`render_current`, and the widgets
+    :attr:`model_toggle`, :attr:`true_dropdown`, :attr:`pred_dropdown`, :attr:`slider`, :attr:`output`.
+    """
+
+    def __init__(
+        self,
+        images: Any,
+        labels: Any,
+        classes: Sequence[str],
+        failures: Mapping[str, Any],
+        probs: Mapping[str, Any],
+        heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
+        models: Mapping[str, Any] | None = None,
+        layer: Any = None,
+    ) -> None:
+        self._images, self._labels, self.classes, self._models = _prepare(
+            images, labels, classes, failures, probs, heatmaps, models, layer
+        )
+        self.model_names = list(self._models)
+        # "any" is the no-filter choice; renamed in the unlikely case that a class is called "any".
+        self.any_label = "any" if "any" not in self.classes else "(any class)"
+        filter_options = [self.any_label, *self.classes]
+
+        self.model_toggle = widgets.ToggleButtons(
+            options=self.model_names, value=self.model_names[0], description="Model:"
+        )
+        if len(self.model_names) == 1:
+            self.model_toggle.layout.display = "none"
+        self.true_dropdown = widgets.Dropdown(
+            options=filter_options, value=self.any_label, description="True class:"
+        )
+        self.pred_dropdown = widgets.Dropdown(
+            options=filter_options, value=self.any_label, description="Predicted:"
+        )
+        # Redraw on release only: a figure per intermediate slider position would lag.
+        self.slider = widgets.IntSlider(
+            value=0, min=0, max=0, description="Failure:", continuous_update=False
+        )
+        self.position_label = widgets.Label()
+        self.output = widgets.Output()
+        self.widget = widgets.VBox(
+            [
+                self.model_toggle,
+                widgets.HBox([self.true_dropdown, self.pred_dropdown]),
+                widgets.HBox([self.slider, self.position_label]),
+                self.output,
+            ]
+        )
+
+        self.filtered_indices = torch.empty(0, dtype=torch.int64)
+        self.message = ""
+        self._rows = np.empty(0, dtype=np.int64)
+        self._updating = False
+        for control in (self.model_toggle, self.true_dropdown, self.pred_dropdown):
+            control.observe(self._on_filter_change, names="value")
+        self.slider.observe(self._on_slider_change, names="value")
+        self._apply_filters()
+
+    # --- state --------------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """Name of the model whose failures are browsed."""
+        return self.model_toggle.value
+
+    @property
+    def current_index(self) -> int | None:
+        """Test-split index of the failure shown, or None when no failure matches the filters."""
+        if len(self._rows) == 0:
+            return None
+        return int(self.filtered_indices[self.slider.value])
+
+    def render_current(self) -> Figure | None:
+        """The figure the browser shows for the current failure (None when nothing matches)."""
+        index = self.current_index
+        if index is None:
+            return None
+        current = self._models[self.model]
+        others = [view for name, view in self._models.items() if name != self.model]
+        return _browser_figure(
+            self._images[index],
+            index,
+            int(self._labels[index]),
+            self.classes,
+            current,
+            others,
+            f"{self.slider.value + 1} of {len(self._rows)}",
+        )
+
+    # --- events -------------------------------------------------------------------------------------
+    def _on_filter_change(self, _change: dict[str, Any]) -> None:
+        self._apply_filters()
+
+    def _on_slider_change(self, _change: dict[str, Any]) -> None:
+        if not self._updating:
+            self._show()
+
+    def _apply_filters(self) -> None:
+        """Recompute the filtered failures of the chosen model and go back to the first one."""
+        columns = self._models[self.model].failures
+        keep = np.ones(len(columns["indices"]), dtype=bool)
+        if self.true_dropdown.value != self.any_label:
+            keep &= columns["true_labels"] == self.classes.index(self.true_dropdown.value)
+        if self.pred_dropdown.value != self.any_label:
+            keep &= columns["predicted"] == self.classes.index(self.pred_dropdown.value)
+        self._rows = np.flatnonzero(keep)
+        self.filtered_indices = torch.from_numpy(columns["indices"][self._rows].copy())
+        # The slider's own observer must not redraw for each of these intermediate values.
+        self._updating = True
+        try:
+            self.slider.value = 0
+            self.slider.max = max(len(self._rows) - 1, 0)
+            self.slider.disabled = len(self._rows) == 0
+        finally:
+            self._updating = False
+        self._show()
+
+    def _show(self) -> None:
+        n = len(self._rows)
+        self.output.clear_output(wait=True)
+        if n == 0:
+            self.position_label.value = "0 of 0"
+            total = len(self._models[self.model].failures["indices"])
+            self.message = (
+                f"No failures match: {self.model} has {total} confident failures, none with true class "
+                f"'{self.true_dropdown.value}' and predicted class '{self.pred_dropdown.value}'. "
+                f"Set a filter back to '{self.any_label}'."
+            )
+            with self.output:
+                display(HTML(f"<p style='font-size:1.1em'><b>{html.escape(self.message)}</b></p>"))
+            return
+        self.message = ""
+        self.position_label.value = f"{self.slider.value + 1} of {n} (most confident first)"
+        fig = self.render_current()
+        with self.output:
+            display(fig)
+
+    # --- display ------------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        shown, matching = self.current_index, len(self._rows)
+        return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Static fallback and the notebook entry point
+# --------------------------------------------------------------------------------------------------
+def static_failure_figure(
+    images: Any,
+    labels: Any,
+    classes: Sequence[str],
+    failures: Mapping[str, Any],
+    probs: Mapping[str, Any],
+    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
+    models: Mapping[str, Any] | None = None,
+    layer: Any = None,
+    *,
+    max_static: int = 16,
+) -> Figure:
+    """One figure of the first model's ``max_static`` most confident failures, with heatmaps.
+
+    Arguments as :class:`FailureBrowser`. Failures with heatmaps are drawn as image | predicted-class
+    map | true-class map, two per row; without any heatmaps it is a plain failure grid.
+    """
+    if isinstance(max_static, bool) or not isinstance(max_static, int) or max_static < 1:
+        raise ValueError(f"max_static must be a positive integer, got {max_static!r}")
+    batch, _, names, views = _prepare(images, labels, classes, failures, probs, heatmaps, models, layer)
+    model = next(iter(views.values()))
+    columns = model.failures
+    with_maps = []
+    for row, index in enumerate(columns["indices"].tolist()):
+        if len(with_maps) == max_static:
+            break
+        maps = model.maps_for(index)
+        if maps is not None:
+            with_maps.append((row, maps))
+    if with_maps:
+        rows = np.array([row for row, _ in with_maps])
+        return plot_gradcam_pairs(
+            batch[columns["indices"][rows]],
+            np.stack([maps[0] for _, maps in with_maps]),
+            np.stack([maps[1] for _, maps in with_maps]),
+            columns["true_labels"][rows],
+            columns["predicted"][rows],
+            columns["confidence"][rows],
+            names,
+            max_rows=math.ceil(len(rows) / 2),
+            per_row=2,
+            title=f"{model.name}: the {len(rows)} most confident failures and their Grad-CAM",
+        )
+    first = {key: values[:max_static] for key, values in columns.items()}
+    subset = SimpleNamespace(**first, threshold=getattr(failures[model.name], "threshold", None))
+    return plot_failure_grid(batch[first["indices"]], subset, names, max_images=max_static)
+
+
+def show_failure_browser(
+    images: Any,
+    labels: Any,
+    classes: Sequence[str],
+    failures: Mapping[str, Any],
+    probs: Mapping[str, Any],
+    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
+    models: Mapping[str, Any] | None = None,
+    layer: Any = None,
+    *,
+    interactive: bool | None = None,
+    max_static: int = 16,
+) -> FailureBrowser | Figure:
+    """Display the failure browser, or its static figure where widgets cannot run.
+
+    Arguments as :class:`FailureBrowser`.
+
+    Args:
+        interactive: True for the widget, False for the static figure, None to decide from the
+            environment: static when ``CIFAR_STRESS_HEADLESS`` is set (run_all.py, papermill, nbval).
+        max_static: failures in the static figure.
+
+    Returns:
+        The :class:`FailureBrowser` or the static Figure, already displayed: assign the result
+        (``browser = show_failure_browser(...)``) so the cell does not show it a second time.
+    """
+    if interactive is None:
+        interactive = not is_headless()
+    if interactive:
+        browser = FailureBrowser(images, labels, classes, failures, probs, heatmaps, models, layer)
+        display(browser)
+        return browser
+    fig = static_failure_figure(
+        images, labels, classes, failures, probs, heatmaps, models, layer, max_static=max_static
+    )
+    display(fig)
+    return fig

@@ -1,0 +1,288 @@
+"""Tests of the failure browser: driven through its widgets, checked through what it renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from cifar_helpers import plotting, widgets
+from cifar_helpers.widgets import FailureBrowser, show_failure_browser, static_failure_figure
+
+CLASSES = ["cat", "dog", "ship", "truck"]
+N = 24
+
+
+@dataclass
+class StandInFailureSet:
+    """The fields of cifar_helpers.failures.FailureSet that the browser reads."""
+
+    indices: torch.Tensor
+    true_labels: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+    threshold: float = 0.9
+
+
+def failures_of(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.9) -> StandInFailureSet:
+    """Confident failures, most confident first (what cifar_helpers.failures computes)."""
+    confidence, predicted = probs.max(dim=1)
+    wrong = ((predicted != labels) & (confidence > threshold)).nonzero().squeeze(1)
+    order = wrong[torch.argsort(confidence[wrong], descending=True, stable=True)]
+    return StandInFailureSet(order, labels[order], predicted[order], confidence[order], threshold)
+
+
+def probs_with(labels: torch.Tensor, wrong: dict[int, tuple[int, float]]) -> torch.Tensor:
+    """Probabilities that are right for every image except ``wrong`` = {index: (predicted, confidence)}."""
+    probs = torch.full((N, len(CLASSES)), 0.02)
+    probs[torch.arange(N), labels] = 0.94
+    for index, (predicted, confidence) in wrong.items():
+        probs[index] = (1 - confidence) / (len(CLASSES) - 1)
+        probs[index, predicted] = confidence
+    return probs
+
+
+@pytest.fixture
+def data() -> dict:
+    labels = torch.arange(N) % len(CLASSES)  # cat, dog, ship, truck, cat, ...
+    images = torch.randint(
+        0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    # baseline: cats taken for dogs, a dog for a cat, a truck for a ship
+    baseline = probs_with(labels, {0: (1, 0.99), 4: (1, 0.97), 8: (1, 0.95), 5: (0, 0.96), 3: (2, 0.98)})
+    # augmented: fixes the cats, keeps the truck, newly gets a ship wrong
+    augmented = probs_with(labels, {3: (2, 0.93), 6: (3, 0.97), 5: (0, 0.91)})
+    failures = {"baseline": failures_of(baseline, labels), "augmented": failures_of(augmented, labels)}
+    maps = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    # heatmaps for a subset of the baseline failures only: index 4 has none
+    heatmaps = {
+        "baseline": {"indices": torch.tensor([0, 3, 8]), "predicted_maps": maps, "true_maps": maps.flip(2)}
+    }
+    return {
+        "images": images,
+        "labels": labels,
+        "classes": CLASSES,
+        "failures": failures,
+        "probs": {"baseline": baseline, "augmented": augmented},
+        "heatmaps": heatmaps,
+    }
+
+
+def only(data: dict, model: str) -> dict:
+    """The same inputs restricted to one model."""
+    return {
+        **data,
+        "failures": {model: data["failures"][model]},
+        "probs": {model: data["probs"][model]},
+        "heatmaps": {k: v for k, v in data["heatmaps"].items() if k == model},
+    }
+
+
+def texts(fig: Figure) -> str:
+    return "\n".join(t.get_text() for t in fig.findobj(Text))
+
+
+def test_slider_chooses_the_failure_shown(data):
+    browser = FailureBrowser(**only(data, "baseline"))
+    # ranked by confidence: 0 (0.99), 3 (0.98), 4 (0.97), 5 (0.96), 8 (0.95)
+    assert browser.filtered_indices.tolist() == [0, 3, 4, 5, 8]
+    assert browser.current_index == 0
+    assert (browser.slider.min, browser.slider.max) == (0, 4)
+
+    browser.slider.value = 1
+    assert browser.current_index == 3
+    fig = browser.render_current()
+    assert "'truck' taken for 'ship' (98%)" in fig.get_suptitle()
+    assert "failure 2 of 5" in fig.get_suptitle()
+    assert "where the evidence\nfor 'truck' would be" in texts(fig)
+    assert browser.position_label.value.startswith("2 of 5")
+
+    browser.slider.value = 2
+    assert browser.current_index == 4
+    fig = browser.render_current()
+    assert "'cat' taken for 'dog' (97%)" in fig.get_suptitle()
+    # index 4 has no heatmaps: the browser says so instead of failing
+    assert "no heatmap for this failure" in texts(fig)
+
+
+def test_figure_shows_image_heatmaps_and_top5(data):
+    browser = FailureBrowser(**only(data, "baseline"))
+    fig = browser.render_current()
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 3  # the image, the predicted-class and the true-class overlay
+    assert image_axes[1].get_title() == "baseline: where it looked\nto say 'dog'"
+    bars = next(ax for ax in fig.axes if ax.get_title() == "baseline: top-4 classes")
+    by_height = sorted(zip(bars.get_yticks(), (t.get_text() for t in bars.get_yticklabels()), strict=True))
+    assert by_height[-1][1] == "dog"  # the prediction at the top
+    colors = {
+        label: to_hex(bar.get_facecolor())
+        for (_, label), bar in zip(by_height[::-1], bars.patches, strict=True)
+    }
+    assert colors["dog"] == plotting.WRONG_COLOR and colors["cat"] == plotting.CORRECT_COLOR
+    assert bars.patches[0].get_width() == pytest.approx(0.99)
+
+
+def test_filter_by_true_class_shows_only_that_class(data):
+    browser = FailureBrowser(**only(data, "baseline"))
+    browser.slider.value = 3
+    browser.true_dropdown.value = "cat"
+    assert browser.filtered_indices.tolist() == [0, 4, 8]
+    assert all(CLASSES[int(data["labels"][i])] == "cat" for i in browser.filtered_indices)
+    # the slider is reset to the first match and spans exactly the matches
+    assert (browser.slider.value, browser.slider.max) == (0, 2)
+    assert browser.current_index == 0
+
+    browser.true_dropdown.value = "any"
+    browser.pred_dropdown.value = "cat"
+    assert browser.filtered_indices.tolist() == [5]  # the dog taken for a cat
+    assert browser.current_index == 5
+    assert "'dog' taken for 'cat'" in browser.render_current().get_suptitle()
+
+
+def test_empty_filter_shows_a_message_not_an_error(data):
+    browser = FailureBrowser(**only(data, "baseline"))
+    browser.true_dropdown.value = "ship"
+    browser.pred_dropdown.value = "ship"
+    assert browser.current_index is None
+    assert browser.filtered_indices.tolist() == []
+    assert browser.render_current() is None
+    assert browser.message.startswith("No failures match")
+    assert "'ship'" in browser.message
+    assert browser.slider.disabled
+    assert browser.position_label.value == "0 of 0"
+    # moving the (disabled) slider or changing back a filter recovers
+    browser.slider.value = 0
+    browser.pred_dropdown.value = "any"
+    assert browser.current_index is None  # there are no ship failures at all for the baseline
+    browser.true_dropdown.value = "truck"
+    assert browser.current_index == 3 and browser.message == "" and not browser.slider.disabled
+
+
+def test_model_toggle_switches_the_failure_list(data):
+    browser = FailureBrowser(**data)
+    assert browser.model_toggle.layout.display != "none"
+    assert browser.model_toggle.options == ("baseline", "augmented")
+    assert browser.filtered_indices.tolist() == [0, 3, 4, 5, 8]
+    browser.slider.value = 4
+
+    browser.model_toggle.value = "augmented"
+    assert browser.filtered_indices.tolist() == [6, 3, 5]
+    assert (browser.slider.value, browser.slider.max) == (0, 2)
+    assert browser.current_index == 6
+    fig = browser.render_current()
+    assert fig.get_suptitle().startswith("augmented: 'ship' taken for 'truck'")
+    # the other model's opinion on the same image: the baseline got image 6 right
+    assert "baseline says\n'ship' (94%)\n✓ right" in texts(fig)
+
+
+def test_other_models_opinion_and_heatmaps_are_shown(data):
+    browser = FailureBrowser(**data)
+    browser.slider.value = 1  # image 3, a truck taken for a ship by both models
+    fig = browser.render_current()
+    all_text = texts(fig)
+    assert "augmented says\n'ship' (93%)\n✗ wrong" in all_text
+    assert "no augmented heatmap\nfor this image" in all_text
+    assert len([ax for ax in fig.axes if ax.images]) == 3  # only the baseline has maps
+
+    browser.slider.value = 0  # image 0: the augmented model fixed it
+    assert "augmented says\n'cat' (94%)\n✓ right" in texts(browser.render_current())
+
+
+def test_single_model_hides_the_toggle(data):
+    browser = FailureBrowser(**only(data, "augmented"))
+    assert browser.model_toggle.layout.display == "none"
+    assert "says" not in texts(browser.render_current())
+
+
+def test_browser_displays_as_a_widget(data):
+    browser = FailureBrowser(**data)
+    bundle = browser._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert browser.widget.children[0] is browser.model_toggle
+
+
+def test_static_fallback_when_headless(data, monkeypatch):
+    shown = []
+    monkeypatch.setattr(widgets, "display", shown.append)
+    monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "1")
+    result = show_failure_browser(**data, max_static=2)
+    assert isinstance(result, Figure)
+    assert shown == [result]
+    # the first two baseline failures that have heatmaps (0 and 3), image | two maps each
+    assert len([ax for ax in result.axes if ax.images]) == 6
+    assert result.axes[0].get_title() == "cat → dog (99%)"
+    assert result.axes[3].get_title() == "truck → ship (98%)"
+
+
+def test_interactive_when_not_headless(data, monkeypatch):
+    shown = []
+    monkeypatch.setattr(widgets, "display", shown.append)
+    monkeypatch.delenv("CIFAR_STRESS_HEADLESS", raising=False)
+    result = show_failure_browser(**data)
+    # the last thing displayed is the browser itself (the first failure's figure went into its Output)
+    assert isinstance(result, FailureBrowser) and shown[-1] is result
+    monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "0")
+    assert isinstance(show_failure_browser(**data), FailureBrowser)
+    assert isinstance(show_failure_browser(**data, interactive=False), Figure)
+
+
+def test_static_figure_without_heatmaps_is_a_failure_grid(data):
+    fig = static_failure_figure(**{**only(data, "augmented"), "heatmaps": None})
+    assert [ax.get_title() for ax in fig.axes] == [
+        "ship → truck (97%)",
+        "truck → ship (93%)",
+        "dog → cat (91%)",
+    ]
+
+
+def test_inputs_are_checked_against_each_other(data):
+    with pytest.raises(ValueError, match=r"probs has no entry for model.*'augmented'"):
+        FailureBrowser(**{**data, "probs": {"baseline": data["probs"]["baseline"]}})
+    with pytest.raises(ValueError, match=r"probs\['augmented'\] must have shape \(24, 4\)"):
+        FailureBrowser(**{**data, "probs": {**data["probs"], "augmented": data["probs"]["augmented"][:5]}})
+    with pytest.raises(ValueError, match=r"heatmaps has model.*'other'"):
+        FailureBrowser(**{**data, "heatmaps": {"other": data["heatmaps"]["baseline"]}})
+    shuffled = data["labels"].roll(1)
+    with pytest.raises(ValueError, match="true_labels disagree with labels"):
+        FailureBrowser(**{**data, "labels": shuffled})
+    bad_maps = {"baseline": {**data["heatmaps"]["baseline"], "true_maps": torch.rand(3, 8, 8)}}
+    with pytest.raises(ValueError, match=r"heatmaps\['baseline'\]\['true_maps'\] must have shape"):
+        FailureBrowser(**{**data, "heatmaps": bad_maps})
+    with pytest.raises(TypeError, match="non-empty dict"):
+        FailureBrowser(**{**data, "failures": {}})
+
+
+def test_works_with_the_real_failure_set(data):
+    failures_module = pytest.importorskip("cifar_helpers.failures")
+    real = failures_module.find_high_confidence_failures(data["probs"]["baseline"], data["labels"], 0.9)
+    browser = FailureBrowser(**{**only(data, "baseline"), "failures": {"baseline": real}})
+    assert browser.filtered_indices.tolist() == [0, 3, 4, 5, 8]
+    assert isinstance(browser.render_current(), Figure)
+
+
+def test_models_give_heatmaps_on_demand_for_images_without_precomputed_maps(data):
+    from cifar_helpers.gradcam import explain_images
+    from cifar_helpers.models import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=len(CLASSES), width=4).eval()
+    browser = FailureBrowser(**only(data, "baseline"), models={"baseline": model})
+    view = browser._models["baseline"]
+    assert view.maps_for(0) is not None and torch.equal(  # precomputed maps are used first
+        torch.from_numpy(view.maps_for(0)[0]), data["heatmaps"]["baseline"]["predicted_maps"][0]
+    )
+    computed = view.maps_for(4)  # no precomputed map for image 4: Grad-CAM of the model
+    predicted = int(data["probs"]["baseline"][4].argmax())
+    expected = explain_images(model, data["images"][4:5], torch.tensor([predicted]))[0]
+    torch.testing.assert_close(torch.from_numpy(computed[0]), expected)
+    assert view.maps_for(4) is computed  # cached
+    without = FailureBrowser(**only(data, "baseline"))
+    assert without._models["baseline"].maps_for(4) is None
