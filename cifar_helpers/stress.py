@@ -8,24 +8,27 @@ without a download, and the same seed always gives the same corrupted pixels.
 Six corruptions, five severities each, with the per-severity parameters of the CIFAR-10-C generator
 (``make_cifar_c.py`` of the paper's repository); severity 0 is the identity:
 
-==================  ==================================================  ==============================
+==================  ==================================================  ==================================
 name                what it does (pixel values x in [0, 1])              parameter, severities 1..5
-==================  ==================================================  ==============================
+==================  ==================================================  ==================================
 ``gaussian_noise``  x + N(0, sigma^2) per pixel and channel, clipped      sigma 0.04, 0.06, 0.08, 0.09, 0.10
 ``gaussian_blur``   Gaussian filter, edge pixels replicated               sigma 0.4, 0.6, 0.7, 0.8, 1.0 px
 ``contrast``        (x - m) * c + m, m = per-image, per-channel mean      c 0.75, 0.5, 0.4, 0.3, 0.15
 ``brightness``      HSV value channel V + c, clipped to [0, 1]            c 0.05, 0.1, 0.15, 0.2, 0.3
 ``jpeg``            JPEG re-compression (``cv2.imencode``)                quality 80, 65, 58, 50, 40
-``pixelate``        resize to s*32 px (area), back to 32 px (nearest)     s 0.95, 0.9, 0.85, 0.75, 0.65
-==================  ==================================================  ==============================
+``pixelate``        box-resize to s*32 px and back to 32 px               s 0.95, 0.9, 0.85, 0.75, 0.65
+==================  ==================================================  ==================================
 
 Differences from the reference implementation, all deliberate: results are rounded to the nearest
 uint8 value (the reference truncates, which darkens every image by half a grey level on average);
 the blur kernel is truncated at 4 sigma as in ``skimage.filters.gaussian``; brightness is computed
 without the HSV round trip (adding to V and converting back scales R, G, B by V'/V, which is what
-is done here, vectorised; a black pixel becomes the grey V' = c); pixelate uses OpenCV's area / nearest
-interpolation instead of PIL's box filter, which are the same operations at these ratios up to
-rounding.
+is done here, vectorised; a black pixel becomes the grey V' = c). Pixelate reproduces PIL's box
+resampling (which the reference uses both ways) as two small matrices instead of calling PIL or
+OpenCV: OpenCV's INTER_AREA averages over exact pixel footprints and INTER_NEAREST maps with floor(),
+and with them severity 1 changed CIFAR-10 test images by 6.7 grey levels on average instead of the
+reference's 2.0, about as much as severity 5 (9.6), so the published severities would no longer mean
+what they mean in CIFAR-10-C. JPEG uses ``cv2.imencode`` (libjpeg, 4:2:0 chroma, like PIL's default).
 """
 
 from __future__ import annotations
@@ -33,13 +36,18 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .artifacts import RunDir
+    from .config import RunConfig
+    from .data import CifarData
 
 CorruptionFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
@@ -126,16 +134,42 @@ def _jpeg(images: torch.Tensor, severity: int, generator: torch.Generator) -> to
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
+def _box_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """PIL's BOX resampling along one axis as a matrix: float32 (size_out, size_in), rows summing to 1.
+
+    Follows Pillow's ``precompute_coeffs``: output pixel i is centred at (i + 0.5) * scale in input
+    coordinates, and averages the input pixels whose centres fall in a box of width max(scale, 1)
+    around it. The box is sampled at pixel centres, so a slight shrink (scale 32/30) mostly drops a
+    few rows and columns and an enlargement repeats them: the blocky look of pixelation.
+    """
+    scale = size_in / size_out
+    filter_scale = max(scale, 1.0)
+    support = 0.5 * filter_scale
+    weights = torch.zeros(size_out, size_in, dtype=torch.float64)
+    for i in range(size_out):
+        centre = (i + 0.5) * scale
+        low = max(int(centre - support + 0.5), 0)
+        high = min(int(centre + support + 0.5), size_in)
+        for j in range(low, high):
+            offset = (j - centre + 0.5) / filter_scale
+            if -0.5 < offset <= 0.5:
+                weights[i, j] = 1.0
+        weights[i] /= weights[i].sum()
+    return weights.to(torch.float32)
+
+
+def _box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    rows = _box_resize_matrix(x.shape[2], height)
+    cols = _box_resize_matrix(x.shape[3], width)
+    # Rounded to whole grey levels, as PIL's uint8 image is between the two resizes.
+    return (rows @ x @ cols.T).round()
+
+
 def _pixelate(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     scale = CORRUPTION_PARAMETERS["pixelate"][severity - 1]
     height, width = images.shape[2], images.shape[3]
-    small = (max(1, int(width * scale)), max(1, int(height * scale)))  # cv2 sizes are (width, height)
-    hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
-    out = np.empty_like(hwc)
-    for i, image in enumerate(hwc):
-        reduced = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
-        out[i] = cv2.resize(reduced, (width, height), interpolation=cv2.INTER_NEAREST).reshape(image.shape)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    small = _box_resize(images.to(torch.float32), max(1, int(height * scale)), max(1, int(width * scale)))
+    return _box_resize(small, height, width).clamp(0, 255).to(torch.uint8)
 
 
 CORRUPTIONS: dict[str, CorruptionFn] = {
@@ -258,7 +292,7 @@ def run_stress_test(
     corruptions: Sequence[str] | None = None,
     severities: Sequence[int] = SEVERITIES,
     batch_size: int = 1000,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     bf16: bool = False,
     channels_last: bool = False,
     seed: int = 0,
@@ -274,7 +308,8 @@ def run_stress_test(
         labels: int64 (N,) labels.
         corruptions: names from :data:`CORRUPTIONS` (default: all, in that order).
         severities: severities to evaluate, each in 1..5.
-        batch_size, device, bf16, channels_last: passed to :func:`cifar_helpers.evaluation.predict`.
+        batch_size, device, bf16, channels_last: passed to :func:`cifar_helpers.evaluation.predict`
+            (``device=None``: the model's own device).
         seed: base seed of the corruptions.
 
     Returns:
@@ -361,7 +396,7 @@ def corruption_accuracy(
     corruptions: Sequence[str] | None = None,
     severities: Sequence[int] = SEVERITIES,
     batch_size: int = 1000,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     bf16: bool = False,
     channels_last: bool = False,
     seed: int = 0,
@@ -396,3 +431,137 @@ def corruption_accuracy(
         seed=seed,
     )
     return full["models"]["model"]
+
+
+# --- the whole stage ---------------------------------------------------------------------------------
+
+STRESS_FIGURES: dict[str, str] = {
+    "corruptions": "corruption_curves.png",
+    "severity_grid": "severity_grid.png",
+    "calibration": "reliability_diagram.png",
+    "sanity": "randomisation_test.png",
+    "positive_control": "positive_control.png",
+}
+STAGE_MODELS: tuple[str, ...] = ("baseline", "augmented")
+
+
+def run_stress_stage(
+    run: RunDir,
+    config: RunConfig,
+    data: CifarData,
+    *,
+    progress: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Notebook 06 in one call: the four stress checks on both trained models, saved in ``stress/``.
+
+    Each part is skipped when its JSON file already exists (unless ``force``), so an interrupted stage
+    resumes; every file and figure is written atomically.
+
+    * ``corruptions.json`` - :func:`run_stress_test` on a class-balanced subset of
+      ``config.stress_images`` test images, seeded by ``config.seed``; figures
+      ``corruption_curves.png`` and ``severity_grid.png``.
+    * ``calibration.json`` - ``{model: calibration_report(...)}``, the temperature fitted on the
+      hold-out split (``"skipped"`` with the reason when the run has none); ``reliability_diagram.png``.
+    * ``sanity.json`` - :func:`cifar_helpers.sanity.randomisation_test` of the baseline on
+      ``config.sanity_images`` test images at ``config.gradcam_layer``; ``randomisation_test.png``.
+    * ``positive_control.json`` - :func:`cifar_helpers.sanity.background_positive_control` (its models
+      under ``stress/positive_control/``); ``positive_control.png``.
+
+    Args:
+        run: the :class:`~cifar_helpers.artifacts.RunDir` (baseline and augmented stages complete).
+        config: the stage's :class:`~cifar_helpers.config.RunConfig`.
+        data: the run's :class:`~cifar_helpers.data.CifarData` (uint8 images, int64 labels).
+        progress: show the positive control's training progress.
+        force: recompute parts whose files exist.
+
+    Returns:
+        ``{"corruptions": dict, "calibration": dict, "sanity": dict, "positive_control": dict}``, the
+        contents of the four files.
+    """
+    from .artifacts import load_json, save_figure, save_json
+    from .calibration import calibration_report
+    from .evaluation import predict
+    from .normalization import normalize
+    from .plotting.stress import (
+        plot_corruption_curves,
+        plot_positive_control,
+        plot_randomisation_test,
+        plot_reliability_diagram,
+        plot_severity_grid,
+    )
+    from .sanity import (
+        background_positive_control,
+        cascading_randomisation_maps,
+        load_positive_control_examples,
+        summarise_randomisation,
+    )
+    from .training import load_trained_model
+
+    device = config.resolved_device()
+    eval_kwargs = {
+        "batch_size": config.eval_batch_size,
+        "device": device,
+        "bf16": config.use_bf16(),
+        "channels_last": config.use_channels_last(),
+    }
+    stage_dir = run.stage_dir("stress")
+    models = {
+        name: load_trained_model(run.require(name, "checkpoint.pt")[0], device=device).eval()
+        for name in STAGE_MODELS
+    }
+    outputs: dict[str, Any] = {}
+
+    def todo(name: str) -> bool:
+        path = stage_dir / f"{name}.json"
+        if path.exists() and not force:
+            outputs[name] = load_json(path)
+            return False
+        return True
+
+    if todo("corruptions"):
+        subset = stratified_subset(data.test_labels, config.stress_images, config.seed)
+        images, labels = data.test_images[subset], data.test_labels[subset]
+        outputs["corruptions"] = run_stress_test(models, images, labels, seed=config.seed, **eval_kwargs)
+        save_figure(plot_corruption_curves(outputs["corruptions"]), stage_dir / STRESS_FIGURES["corruptions"])
+        save_figure(
+            plot_severity_grid(images[0], seed=config.seed), stage_dir / STRESS_FIGURES["severity_grid"]
+        )
+        save_json(stage_dir / "corruptions.json", outputs["corruptions"])
+
+    if todo("calibration"):
+        if data.holdout_labels.numel() == 0:
+            outputs["calibration"] = {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
+        else:
+            reports = {}
+            for name, model in models.items():
+                test = predict(model, data.test_images, data.test_labels, **eval_kwargs)
+                holdout = predict(model, data.holdout_images, data.holdout_labels, **eval_kwargs)
+                reports[name] = calibration_report(
+                    test.logits, test.labels, holdout.logits, holdout.labels, config.confidence_threshold
+                )
+            outputs["calibration"] = reports
+            save_figure(plot_reliability_diagram(reports), stage_dir / STRESS_FIGURES["calibration"])
+        save_json(stage_dir / "calibration.json", outputs["calibration"])
+
+    if todo("sanity"):
+        subset = stratified_subset(data.test_labels, config.sanity_images, config.seed)
+        images = normalize(data.test_images[subset].to(device))
+        options = {"layer": config.gradcam_layer, "seed": config.seed}
+        steps, maps, _ = cascading_randomisation_maps(models["baseline"], images, **options)
+        outputs["sanity"] = summarise_randomisation(steps, maps, **options)
+        figure = plot_randomisation_test(outputs["sanity"], maps, data.test_images[subset])
+        save_figure(figure, stage_dir / STRESS_FIGURES["sanity"])
+        save_json(stage_dir / "sanity.json", outputs["sanity"])
+
+    if todo("positive_control"):
+        control_dir = stage_dir / "positive_control"
+        outputs["positive_control"] = background_positive_control(
+            config, out_dir=control_dir, progress=progress
+        )
+        figure = plot_positive_control(
+            outputs["positive_control"], load_positive_control_examples(control_dir)
+        )
+        save_figure(figure, stage_dir / STRESS_FIGURES["positive_control"])
+        save_json(stage_dir / "positive_control.json", outputs["positive_control"])
+    return outputs

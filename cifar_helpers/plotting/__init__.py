@@ -3,7 +3,8 @@
 :func:`cifar_helpers.artifacts.save_figure`. The overlay functions return uint8 RGB arrays.
 
 Submodules: ``core`` (style, input checks, overlays, image grids), ``metrics`` (curves, confusion
-matrix, accuracies, failure counts), ``explanations`` (failure grids and Grad-CAM figures).
+matrix, accuracies, failure counts), ``explanations`` (failure grids and Grad-CAM figures),
+``stress`` (corruptions, calibration, sanity check, positive control).
 """
 
 from .core import (
@@ -33,6 +34,13 @@ from .metrics import (
     plot_per_class_accuracy,
     plot_training_curves,
 )
+from .stress import (
+    plot_corruption_curves,
+    plot_positive_control,
+    plot_randomisation_test,
+    plot_reliability_diagram,
+    plot_severity_grid,
+)
 
 __all__ = [
     "CORRECT_COLOR",
@@ -47,6 +55,7 @@ __all__ = [
     "plot_confidence_histogram",
     "plot_confused_pairs",
     "plot_confusion_matrix",
+    "plot_corruption_curves",
     "plot_deletion_curves",
     "plot_failure_comparison",
     "plot_failure_grid",
@@ -54,6 +63,10 @@ __all__ = [
     "plot_image_grid",
     "plot_per_class_accuracy",
     "plot_periphery_shares",
+    "plot_positive_control",
+    "plot_randomisation_test",
+    "plot_reliability_diagram",
+    "plot_severity_grid",
     "plot_training_curves",
     "upscale_image",
 ]

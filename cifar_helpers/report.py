@@ -1,0 +1,628 @@
+"""A one-page HTML report of a run, built only from what the stages saved in the run directory.
+
+``write_report(run_dir)`` writes ``<run_dir>/report.html``: one self-contained file (inline CSS,
+every figure embedded as a base64 PNG data URI, no scripts, nothing fetched from the network) that
+can be mailed, archived or opened years later. It reads the JSON files of
+:data:`~cifar_helpers.artifacts.STAGE_OUTPUTS` and the PNG figures each stage saved beside them, in
+pipeline order; a stage that has not run yet shows "stage not run", and a file that cannot be read
+shows why, so a report can be written at any point of a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path, load_json
+
+REPORT_NAME = "report.html"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Rows shown for a JSON file without a dedicated summary; the file itself holds the rest.
+MAX_GENERIC_ROWS = 40
+
+STAGE_TITLES: dict[str, str] = {
+    "setup": "00 Setup: configuration, environment and data",
+    "baseline": "01 Baseline training",
+    "failures": "02 High-confidence failures",
+    "gradcam": "03 Grad-CAM of the failures",
+    "augmented": "04 Training with augmentation",
+    "reevaluation": "05 Re-evaluation: fixed, kept and new failures",
+    "stress": "06 Stress tests: corruptions, calibration, sanity check, positive control",
+}
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { border-bottom: 3px solid #345; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #bbb; padding-bottom: .15em; }
+h3 { margin-bottom: .3em; }
+table { border-collapse: collapse; margin: .5em 0 1em 0; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #eef1f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.status { display: inline-block; padding: .1em .6em; border-radius: .8em; font-size: .85em; }
+.complete { background: #d8f0dc; } .incomplete { background: #fdf0c8; } .notrun { background: #eee; }
+.note { color: #666; font-size: .9em; }
+.error { color: #a00; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: .9em; }
+nav ul { columns: 2; }
+"""
+
+
+# --- formatting -----------------------------------------------------------------------------------
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fmt_pct(value: Any) -> str:
+    """A fraction as a percentage with two decimals (``0.9123`` -> ``"91.23%"``); ``"n/a"`` if missing."""
+    if not _is_number(value) or math.isnan(value):
+        return "n/a"
+    return f"{100 * value:.2f}%"
+
+
+def fmt_num(value: Any) -> str:
+    """A number with four significant digits (integers in full); other values as text."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, allow_nan=True)
+    return str(value)
+
+
+def _caption(path: Path) -> str:
+    text = path.stem.replace("_", " ").replace("-", " ").strip()
+    return text[:1].upper() + text[1:] if text else path.name
+
+
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] | None = None
+) -> str:
+    """Rows of already formatted cells -> an HTML table (every cell escaped)."""
+    rows = list(rows)
+    if not rows:
+        return '<p class="note">(nothing to show)</p>'
+    numeric = list(numeric) if numeric is not None else [False] * len(header)
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cls = ' class="num"' if i < len(numeric) and numeric[i] else ""
+            cells.append(f"<td{cls}>{_esc(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _kv_table(pairs: Iterable[tuple[str, str]], columns: int = 1) -> str:
+    """Quantity/value pairs as a table; ``columns`` > 1 sets that many pairs side by side (long lists)."""
+    pairs = list(pairs)
+    rows_needed = max(1, math.ceil(len(pairs) / columns))
+    chunks = [pairs[i * rows_needed : (i + 1) * rows_needed] for i in range(columns)]
+    rows = []
+    for r in range(rows_needed):
+        row: list[str] = []
+        for chunk in chunks:
+            row.extend(chunk[r] if r < len(chunk) else ("", ""))
+        rows.append(row)
+    return _table(("quantity", "value") * columns, rows if pairs else [], numeric=(False, True) * columns)
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Scalars (and short scalar lists) of a nested JSON value as ``("a.b.c", value)`` pairs."""
+    if isinstance(obj, dict):
+        pairs: list[tuple[str, Any]] = []
+        for key, value in obj.items():
+            pairs.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return pairs
+    if isinstance(obj, list):
+        if len(obj) <= 10 and all(_is_number(v) or isinstance(v, (str, bool)) or v is None for v in obj):
+            return [(prefix, ", ".join(fmt_num(v) for v in obj))]
+        return [(prefix, f"[{len(obj)} entries]")]
+    return [(prefix, obj)]
+
+
+def _generic(data: Any) -> str:
+    pairs = _flatten(data)
+    shown = [(key, fmt_num(value)) for key, value in pairs[:MAX_GENERIC_ROWS]]
+    more = len(pairs) - len(shown)
+    note = f'<p class="note">{more} more values in the file.</p>' if more > 0 else ""
+    return _kv_table(shown) + note
+
+
+# --- per-file summaries ---------------------------------------------------------------------------
+
+
+def _config_summary(config: dict[str, Any]) -> str:
+    return _kv_table(((key, fmt_num(value)) for key, value in config.items()), columns=3)
+
+
+def _data_summary(summary: dict[str, Any]) -> str:
+    rows = [
+        ("source", fmt_num(summary.get("source"))),
+        ("root", fmt_num(summary.get("root"))),
+        ("classes", ", ".join(map(str, summary.get("classes") or [])) or "n/a"),
+    ]
+    counts = summary.get("num_images")
+    if isinstance(counts, dict):
+        rows += [(f"{split} images", fmt_num(n)) for split, n in counts.items()]
+    rows.append(("fingerprint", fmt_num(summary.get("fingerprint"))))
+    return _kv_table(rows)
+
+
+def _metrics_summary(metrics: dict[str, Any]) -> str:
+    rows = [
+        ("test accuracy", fmt_pct(metrics.get("test_accuracy"))),
+        ("train accuracy", fmt_pct(metrics.get("train_accuracy"))),
+        ("train-test gap", fmt_pct(metrics.get("train_test_gap"))),
+        ("epochs", fmt_num(metrics.get("epochs"))),
+        ("training time (s)", fmt_num(metrics.get("train_seconds"))),
+        ("images per second", fmt_num(metrics.get("images_per_second"))),
+    ]
+    html_out = _kv_table(rows)
+    per_class = metrics.get("per_class_accuracy")
+    if isinstance(per_class, dict) and per_class:
+        html_out += "<h4>Per-class test accuracy</h4>" + _table(
+            ("class", "accuracy"), ((name, fmt_pct(acc)) for name, acc in per_class.items()), (False, True)
+        )
+    return html_out
+
+
+def _history_summary(history: dict[str, Any]) -> str:
+    epochs = history.get("epochs")
+    if not isinstance(epochs, list):
+        return _generic(history)
+    last = epochs[-1] if epochs and isinstance(epochs[-1], dict) else {}
+    rows = [
+        ("epochs finished", fmt_num(len(epochs))),
+        ("training complete", fmt_num(history.get("complete"))),
+        ("last epoch: train loss", fmt_num(last.get("train_loss"))),
+        ("last epoch: train accuracy (augmented batches)", fmt_pct(last.get("train_acc"))),
+        ("last epoch: test loss", fmt_num(last.get("test_loss"))),
+        ("last epoch: test accuracy", fmt_pct(last.get("test_acc"))),
+    ]
+    return _kv_table(rows)
+
+
+def _failure_list_summary(failures: dict[str, Any]) -> str:
+    indices = failures.get("indices")
+    rows = [
+        ("confidence threshold", fmt_num(failures.get("threshold"))),
+        ("images evaluated", fmt_num(failures.get("num_images"))),
+        ("errors", fmt_num(failures.get("num_errors"))),
+        ("high-confidence failures listed", fmt_num(len(indices) if isinstance(indices, list) else None)),
+    ]
+    return _kv_table(rows)
+
+
+def _failure_summary(summary: dict[str, Any]) -> str:
+    rows = [
+        ("confidence threshold", fmt_num(summary.get("threshold"))),
+        ("test images", fmt_num(summary.get("num_images"))),
+        ("accuracy", fmt_pct(summary.get("accuracy"))),
+        ("errors", fmt_num(summary.get("num_errors"))),
+        ("high-confidence failures", fmt_num(summary.get("num_high_confidence"))),
+        ("share of errors that are high-confidence", fmt_pct(summary.get("share_of_errors_high_confidence"))),
+    ]
+    html_out = _kv_table(rows)
+    pairs = summary.get("most_confused_pairs")
+    if isinstance(pairs, list) and pairs and all(isinstance(p, dict) for p in pairs):
+        columns = list(pairs[0])
+        html_out += "<h4>Most confused pairs</h4>" + _table(
+            columns, ([fmt_num(p.get(c)) for c in columns] for p in pairs[:10])
+        )
+    return html_out
+
+
+def _comparison_summary(comparison: dict[str, Any]) -> str:
+    counts = comparison.get("counts") or {}
+    kept = [counts.get("kept_same"), counts.get("kept_different")]
+    total_kept = sum(kept) if all(_is_number(k) for k in kept) else None
+    rows = [
+        ("confidence threshold", fmt_num(comparison.get("threshold"))),
+        ("baseline high-confidence failures", fmt_num(counts.get("baseline_failures"))),
+        ("fixed by the augmented model", fmt_num(counts.get("fixed"))),
+        ("kept, same wrong class", fmt_num(counts.get("kept_same"))),
+        ("kept, different wrong class", fmt_num(counts.get("kept_different"))),
+        ("kept in total", fmt_num(total_kept)),
+        ("new high-confidence failures", fmt_num(counts.get("new"))),
+        ("augmented high-confidence failures", fmt_num(counts.get("augmented_failures"))),
+        ("baseline test accuracy", fmt_pct(comparison.get("baseline_accuracy"))),
+        ("augmented test accuracy", fmt_pct(comparison.get("augmented_accuracy"))),
+    ]
+    return _kv_table(rows)
+
+
+def _per_model(data: Any, marker: str) -> dict[str, Any]:
+    """``{model: result}`` from a file holding either that or a single result (which has ``marker``)."""
+    if isinstance(data, dict) and isinstance(data.get("models"), dict):
+        return data["models"]
+    if isinstance(data, dict) and marker in data:
+        return {"model": data}
+    if isinstance(data, dict):
+        return {name: value for name, value in data.items() if isinstance(value, dict) and marker in value}
+    return {}
+
+
+def _corruptions_summary(data: Any) -> str:
+    models = _per_model(data, "clean_accuracy")
+    if not models:
+        return _generic(data)
+    names = list(models)
+    rows = [
+        ["clean accuracy", *(fmt_pct(models[m].get("clean_accuracy")) for m in names)],
+        [
+            "mean accuracy under corruption",
+            *(fmt_pct(models[m].get("mean_corruption_accuracy")) for m in names),
+        ],
+        ["absolute drop", *(fmt_pct(models[m].get("absolute_drop")) for m in names)],
+        ["relative drop", *(fmt_pct(models[m].get("relative_drop")) for m in names)],
+    ]
+    html_out = _table(["", *names], rows, [False] + [True] * len(names))
+    corruptions: list[str] = []
+    for m in names:
+        for c in models[m].get("corruptions") or {}:
+            if c not in corruptions:
+                corruptions.append(c)
+    if corruptions:
+        severities = next((models[m].get("severities") for m in names if models[m].get("severities")), None)
+        header = ["corruption", *(f"{m}: mean" for m in names)]
+        if severities:
+            header += [f"{m}: severity {', '.join(map(str, severities))}" for m in names]
+        table_rows = []
+        for c in corruptions:
+            cells = [_get(models[m], "corruptions", c) or {} for m in names]
+            row = [c, *(fmt_pct(cell.get("mean_accuracy")) for cell in cells)]
+            if severities:
+                row += [" / ".join(fmt_pct(a) for a in cell.get("accuracy") or []) for cell in cells]
+            table_rows.append(row)
+        html_out += "<h4>Accuracy per corruption</h4>" + _table(header, table_rows)
+    return html_out
+
+
+def _calibration_summary(data: Any) -> str:
+    models = _per_model(data, "temperature")
+    if not models:
+        return _generic(data)
+    names = list(models)
+
+    def row(label: str, get: Callable[[dict[str, Any]], Any], fmt: Callable[[Any], str]) -> list[str]:
+        return [label, *(fmt(get(models[m])) for m in names)]
+
+    rows = [
+        row("temperature T (fitted on the hold-out split)", lambda r: r.get("temperature"), fmt_num),
+        row("ECE before", lambda r: _get(r, "before", "ece"), fmt_num),
+        row("ECE after", lambda r: _get(r, "after", "ece"), fmt_num),
+        row("NLL before", lambda r: _get(r, "before", "nll"), fmt_num),
+        row("NLL after", lambda r: _get(r, "after", "nll"), fmt_num),
+        row("test accuracy", lambda r: _get(r, "before", "accuracy"), fmt_pct),
+        row("confidence threshold", lambda r: r.get("threshold"), fmt_num),
+        row(
+            "failures above it before scaling",
+            lambda r: _get(r, "high_confidence_failures", "before"),
+            fmt_num,
+        ),
+        row(
+            "...still above it after scaling",
+            lambda r: _get(r, "high_confidence_failures", "still_above_after"),
+            fmt_num,
+        ),
+        row(
+            "failures above it after scaling", lambda r: _get(r, "high_confidence_failures", "after"), fmt_num
+        ),
+    ]
+    return _table(["", *names], rows, [False] + [True] * len(names))
+
+
+def _sanity_summary(data: Any) -> str:
+    steps = _get(data, "steps")
+    means = _get(data, "spearman_mean")
+    stds = _get(data, "spearman_std")
+    if not (isinstance(steps, list) and isinstance(means, list) and len(means) == len(steps)):
+        return _generic(data)
+    stds = stds if isinstance(stds, list) and len(stds) == len(steps) else [None] * len(steps)
+    note = (
+        '<p class="note">Spearman rank correlation between the trained model\'s Grad-CAM maps and '
+        "those of copies whose layers are re-initialised cumulatively from the top (Adebayo et al., "
+        "2018). Maps that do not change as the weights are destroyed would not explain the model.</p>"
+    )
+    rows = [(step, fmt_num(m), fmt_num(s)) for step, m, s in zip(steps, means, stds, strict=True)]
+    return note + _table(("randomised up to", "mean Spearman", "std"), rows, (False, True, True))
+
+
+def _positive_control_summary(data: Any) -> str:
+    tied, untied = _get(data, "tied"), _get(data, "untied")
+    if not (isinstance(tied, dict) and isinstance(untied, dict)):
+        return _generic(data)
+    note = (
+        '<p class="note">Two models trained on generated data: one whose training backgrounds give the '
+        "class away (correlation {}), one whose do not. On test images with random backgrounds, the "
+        "Grad-CAM maps of the first model's high-confidence failures should lie mostly off the object."
+        "</p>"
+    ).format(_esc(fmt_num(data.get("correlation"))))
+    rows = [
+        ("test accuracy", fmt_pct(tied.get("test_accuracy")), fmt_pct(untied.get("test_accuracy"))),
+        ("train accuracy", fmt_pct(tied.get("train_accuracy")), fmt_pct(untied.get("train_accuracy"))),
+        ("high-confidence failures", fmt_num(tied.get("num_failures")), fmt_num(untied.get("num_failures"))),
+        ("mean mask share (failures)", fmt_num(tied.get("mask_share")), fmt_num(untied.get("mask_share"))),
+        (
+            "pointing game (failures)",
+            fmt_pct(tied.get("pointing_game")),
+            fmt_pct(untied.get("pointing_game")),
+        ),
+        (
+            "mean mask share (all test images)",
+            fmt_num(tied.get("mask_share_all")),
+            fmt_num(untied.get("mask_share_all")),
+        ),
+    ]
+    extra = [
+        ("confidence threshold used", fmt_num(data.get("threshold"))),
+        ("mask-share gap (untied - tied)", fmt_num(data.get("mask_share_gap"))),
+        ("pointing-game gap (untied - tied)", fmt_pct(data.get("pointing_game_gap"))),
+        ("object area (chance level of the mask share)", fmt_num(data.get("object_area_fraction"))),
+    ]
+    return (
+        note
+        + _table(("", "tied backgrounds", "untied backgrounds"), rows, (False, True, True))
+        + _kv_table(extra)
+    )
+
+
+# Which summary renders which file; files without one get the generic table of their values.
+SUMMARIES: dict[tuple[str, str], Callable[[Any], str]] = {
+    ("setup", "config.json"): _config_summary,
+    ("setup", "environment.json"): _config_summary,
+    ("setup", "data_summary.json"): _data_summary,
+    ("baseline", "history.json"): _history_summary,
+    ("baseline", "metrics.json"): _metrics_summary,
+    ("augmented", "history.json"): _history_summary,
+    ("augmented", "metrics.json"): _metrics_summary,
+    ("failures", "failures.json"): _failure_list_summary,
+    ("failures", "summary.json"): _failure_summary,
+    ("reevaluation", "comparison.json"): _comparison_summary,
+    ("stress", "corruptions.json"): _corruptions_summary,
+    ("stress", "calibration.json"): _calibration_summary,
+    ("stress", "sanity.json"): _sanity_summary,
+    ("stress", "positive_control.json"): _positive_control_summary,
+}
+
+FILE_TITLES: dict[str, str] = {
+    "config.json": "Configuration",
+    "environment.json": "Environment",
+    "data_summary.json": "Data",
+    "metrics.json": "Accuracy",
+    "history.json": "Training history",
+    "failures.json": "Failure list",
+    "summary.json": "Failure summary",
+    "measures.json": "Attention measures",
+    "comparison.json": "Baseline vs augmented failures",
+    "corruptions.json": "Corruption stress test",
+    "calibration.json": "Calibration and temperature scaling",
+    "sanity.json": "Grad-CAM sanity check (model-parameter randomisation)",
+    "positive_control.json": "Positive control: background shortcut",
+}
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    try:
+        return load_json(path), None
+    except (OSError, ValueError) as error:
+        return None, f"could not read {path.name}: {error}"
+
+
+def png_problem(data: bytes) -> str | None:
+    """Why ``data`` is not an intact PNG file, or None when it is one.
+
+    Checks the signature, every chunk's length and CRC, that IHDR comes first and IEND last, and that
+    the image data decompresses: what a browser needs to decode the figure, at a fraction of the cost.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        return "is not a PNG file"
+    position, first, image_data = len(PNG_SIGNATURE), True, []
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        crc = data[position + 8 + length : position + 12 + length]
+        if len(body) != length or len(crc) != 4:
+            return "is a truncated PNG file"
+        if zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            return f"is a damaged PNG file (bad checksum in its {kind.decode('latin-1')!r} chunk)"
+        if first and kind != b"IHDR":
+            return "is a damaged PNG file (no IHDR header)"
+        first = False
+        if kind == b"IDAT":
+            image_data.append(body)
+        position += 12 + length
+        if kind == b"IEND":
+            break
+    else:
+        return "is a truncated PNG file (no IEND chunk)"
+    try:
+        zlib.decompress(b"".join(image_data))
+    except zlib.error:
+        return "is a damaged PNG file (its image data does not decompress)"
+    return None
+
+
+def _embed_png(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return f'<p class="error">could not read figure {_esc(path.name)}: {_esc(error)}</p>'
+    problem = png_problem(data)
+    if problem is not None:
+        # A truncated or mislabelled file would show as a broken image; say what is wrong instead.
+        return f'<p class="error">{_esc(path.name)} {_esc(problem)}; not embedded</p>'
+    encoded = base64.b64encode(data).decode("ascii")
+    caption = _caption(path)
+    return (
+        f'<figure><img src="data:image/png;base64,{encoded}" alt="{_esc(caption)}">'
+        f'<figcaption>{_esc(caption)} <span class="note">({_esc(path.name)})</span></figcaption></figure>'
+    )
+
+
+def _stage_status(run: RunDir, stage: str) -> tuple[str, list[str]]:
+    base = run.root / STAGES[stage][0]
+    missing = [name for name in STAGE_OUTPUTS[stage] if not (base / name).exists()]
+    if not missing:
+        return "complete", []
+    if len(missing) == len(STAGE_OUTPUTS[stage]):
+        return "not run", missing
+    return "incomplete", missing
+
+
+def _stage_section(run: RunDir, stage: str) -> str:
+    base = run.root / STAGES[stage][0]
+    status, missing = _stage_status(run, stage)
+    css = {"complete": "complete", "incomplete": "incomplete", "not run": "notrun"}[status]
+    parts = [
+        f'<section id="stage-{_esc(stage)}"><h2>{_esc(STAGE_TITLES.get(stage, stage))} '
+        f'<span class="status {css}">{_esc(status)}</span></h2>'
+    ]
+    if status == "not run":
+        parts.append(
+            f'<p class="note">stage not run: run {_esc(STAGES[stage][1])} to produce '
+            f"{_esc(', '.join(STAGE_OUTPUTS[stage]))}.</p></section>"
+        )
+        return "".join(parts)
+    if missing:
+        parts.append(f'<p class="note">missing: {_esc(", ".join(missing))}</p>')
+    json_names = [name for name in STAGE_OUTPUTS[stage] if name.endswith(".json")]
+    for name in json_names:
+        path = base / name
+        if not path.exists():
+            continue
+        data, error = _read_json(path)
+        parts.append(f'<h3>{_esc(FILE_TITLES.get(name, name))} <span class="note">({_esc(name)})</span></h3>')
+        if error is not None:
+            parts.append(f'<p class="error">{_esc(error)}</p>')
+            continue
+        render = SUMMARIES.get((stage, name), _generic)
+        try:
+            parts.append(render(data))
+        except Exception as failure:  # a malformed file must not take the whole report down
+            parts.append(f'<p class="error">could not summarise {_esc(name)}: {_esc(failure)}</p>')
+            parts.append(_generic(data) if isinstance(data, (dict, list)) else "")
+    figures = sorted(base.glob("*.png"))
+    if figures:
+        parts.append("<h3>Figures</h3>")
+        parts.extend(_embed_png(path) for path in figures)
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _overview(run: RunDir) -> str:
+    """The numbers a reader wants first: both models' accuracies and gaps, failures, fixed/kept/new."""
+
+    def read(stage: str, name: str) -> dict[str, Any]:
+        path = run.root / STAGES[stage][0] / name
+        if not path.exists():
+            return {}
+        data, _ = _read_json(path)
+        return data if isinstance(data, dict) else {}
+
+    rows = []
+    for stage in ("baseline", "augmented"):
+        metrics = read(stage, "metrics.json")
+        rows.append(
+            (
+                stage,
+                fmt_pct(metrics.get("test_accuracy")),
+                fmt_pct(metrics.get("train_accuracy")),
+                fmt_pct(metrics.get("train_test_gap")),
+            )
+        )
+    html_out = _table(
+        ("model", "test accuracy", "train accuracy", "train-test gap"), rows, (False, True, True, True)
+    )
+    failures = read("failures", "summary.json")
+    counts = read("reevaluation", "comparison.json").get("counts") or {}
+    facts = [
+        ("high-confidence failures of the baseline", fmt_num(failures.get("num_high_confidence"))),
+        ("confidence threshold", fmt_num(failures.get("threshold"))),
+        (
+            "fixed / kept (same) / kept (different) / new",
+            " / ".join(fmt_num(counts.get(k)) for k in ("fixed", "kept_same", "kept_different", "new")),
+        ),
+    ]
+    return html_out + _kv_table(facts)
+
+
+def render_report(run_dir: str | os.PathLike[str]) -> str:
+    """The report's HTML as a string (see :func:`write_report`)."""
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise FileNotFoundError(
+            f"run directory {run.root} does not exist; pass the directory a run wrote into"
+        )
+    title = f"cifar-stress run report: {run.root.name}"
+    nav = "".join(
+        f'<li><a href="#stage-{_esc(s)}">{_esc(STAGE_TITLES.get(s, s))}</a> '
+        f"({_esc(_stage_status(run, s)[0])})</li>"
+        for s in STAGES
+    )
+    sections = "".join(_stage_section(run, stage) for stage in STAGES)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1>"
+        f'<p class="note">Run directory: {_esc(run.root)}. Built from the files the stages saved there.</p>'
+        f"<h2>Overview</h2>{_overview(run)}"
+        f"<nav><h2>Stages</h2><ul>{nav}</ul></nav>"
+        f"{sections}</body></html>\n"
+    )
+
+
+def write_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``<run_dir>/report.html`` atomically and return its path.
+
+    Args:
+        run_dir: a run directory (see :mod:`cifar_helpers.artifacts`); stages that have not run are
+            shown as "stage not run".
+
+    Returns:
+        The path of the report. The page is self-contained: figures are base64 PNG data URIs, the CSS
+        is inline, there is no script and no external resource.
+    """
+    page = render_report(run_dir)
+    path = RunDir(run_dir).root / REPORT_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

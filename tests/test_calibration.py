@@ -1,0 +1,187 @@
+"""Calibration: ECE, NLL, temperature scaling, and that the temperature never sees test data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cifar_helpers import calibration
+from cifar_helpers.calibration import (
+    TEMPERATURE_BOUNDS,
+    calibration_report,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_bins,
+)
+
+
+def _calibrated(n: int, seed: int, num_classes: int = 10, scale: float = 2.0):
+    """Logits and labels drawn from softmax(logits): a perfectly calibrated predictor by construction."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, num_classes, generator=generator) * scale
+    labels = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
+    return logits, labels
+
+
+def test_ece_of_calibrated_predictor_is_near_zero() -> None:
+    logits, labels = _calibrated(20000, seed=0)
+    assert expected_calibration_error(logits.softmax(dim=1), labels) < 0.02
+
+
+def test_ece_of_overconfident_predictor_is_large() -> None:
+    logits, labels = _calibrated(20000, seed=1)
+    # The same labels with logits three times as large: confidences far above the true hit rates.
+    assert expected_calibration_error((3 * logits).softmax(dim=1), labels) > 0.15
+
+
+def test_ece_matches_a_hand_computed_example() -> None:
+    # Confidences 0.92, 0.83, 0.74, 0.65 (none on a bin edge), correct 1, 0, 1, 1.
+    probs = torch.tensor([[0.92, 0.08], [0.83, 0.17], [0.26, 0.74], [0.35, 0.65]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 1])
+    # Two bins: all four in (0.5, 1], accuracy 0.75 against mean confidence 0.785.
+    assert expected_calibration_error(probs, labels, n_bins=2) == pytest.approx(0.035)
+    # Ten bins: each prediction alone in its bin.
+    assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(
+        (0.08 + 0.83 + 0.26 + 0.35) / 4
+    )
+
+
+def test_reliability_bins_are_consistent() -> None:
+    logits, labels = _calibrated(3000, seed=2)
+    bins = reliability_bins(logits.softmax(dim=1), labels, n_bins=15)
+    assert len(bins["edges"]) == 16 and len(bins["counts"]) == 15
+    assert sum(bins["counts"]) == 3000
+    for count, acc, conf, lo, hi in zip(
+        bins["counts"],
+        bins["accuracy"],
+        bins["confidence"],
+        bins["edges"][:-1],
+        bins["edges"][1:],
+        strict=True,
+    ):
+        if count == 0:
+            assert acc is None and conf is None
+        else:
+            assert 0.0 <= acc <= 1.0
+            assert lo - 1e-12 <= conf <= hi + 1e-12
+    assert bins["ece"] == pytest.approx(expected_calibration_error(logits.softmax(dim=1), labels))
+
+
+def test_nll_from_logits_and_probs_agree() -> None:
+    logits, labels = _calibrated(500, seed=3)
+    from_logits = negative_log_likelihood(logits, labels)
+    from_probs = negative_log_likelihood(logits.softmax(dim=1), labels, inputs="probs")
+    assert from_logits == pytest.approx(from_probs, rel=1e-5)
+    uniform = torch.zeros(4, 10)
+    assert negative_log_likelihood(uniform, torch.tensor([0, 1, 2, 3])) == pytest.approx(math.log(10))
+
+
+def test_fitted_temperature_recovers_the_overconfidence_factor() -> None:
+    logits, labels = _calibrated(20000, seed=4)
+    assert fit_temperature(3 * logits, labels) == pytest.approx(3.0, rel=0.05)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.05)
+    assert fit_temperature(logits / 2, labels) == pytest.approx(0.5, rel=0.05)
+
+
+def test_fit_temperature_is_deterministic() -> None:
+    logits, labels = _calibrated(2000, seed=5)
+    assert fit_temperature(2 * logits, labels) == fit_temperature(2 * logits.clone(), labels.clone())
+
+
+def test_temperature_goes_to_the_lower_bound_without_errors() -> None:
+    # Every hold-out prediction right: sharper is always better, so T is the smallest allowed value.
+    logits = torch.eye(5) * 3.0
+    assert fit_temperature(logits, torch.arange(5)) == pytest.approx(TEMPERATURE_BOUNDS[0])
+
+
+def test_calibration_report_improves_overconfident_model() -> None:
+    logits, labels = _calibrated(8000, seed=6)
+    test_logits, test_labels = 3 * logits[:4000], labels[:4000]
+    holdout_logits, holdout_labels = 3 * logits[4000:], labels[4000:]
+    report = calibration_report(test_logits, test_labels, holdout_logits, holdout_labels, threshold=0.9)
+    assert report["temperature"] > 2.0
+    assert report["after"]["ece"] < report["before"]["ece"] / 3
+    assert report["after"]["nll"] < report["before"]["nll"]
+    # Temperature scaling never changes a predicted class.
+    assert report["after"]["accuracy"] == report["before"]["accuracy"]
+    failures = report["high_confidence_failures"]
+    assert failures["before"] > 0
+    assert failures["still_above_after"] < failures["before"]
+    assert failures["still_above_after"] <= failures["after"]
+    assert report["num_test"] == 4000 and report["num_holdout"] == 4000
+
+
+def test_temperature_never_sees_test_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    logits, labels = _calibrated(4000, seed=7)
+    test_logits, test_labels = 2 * logits[:2000], labels[:2000]
+    holdout_logits, holdout_labels = 2 * logits[2000:], labels[2000:]
+
+    seen: list[tuple[torch.Tensor, ...]] = []
+    real_fit = calibration.fit_temperature
+
+    def spy(*args: torch.Tensor) -> float:
+        seen.append(args)
+        return real_fit(*args)
+
+    monkeypatch.setattr(calibration, "fit_temperature", spy)
+    report = calibration_report(test_logits, test_labels, holdout_logits, holdout_labels)
+    assert len(seen) == 1
+    assert seen[0][0] is holdout_logits and seen[0][1] is holdout_labels
+
+    # Whatever the test split holds, the temperature is the same: scrambled labels, other logits.
+    scrambled = calibration_report(
+        torch.randn(2000, 10, generator=torch.Generator().manual_seed(8)) * 7,
+        torch.flip(test_labels, dims=[0]),
+        holdout_logits,
+        holdout_labels,
+    )
+    assert scrambled["temperature"] == report["temperature"]
+    # ...while a change of the hold-out split does change it.
+    other = calibration_report(test_logits, test_labels, holdout_logits * 1.5, holdout_labels)
+    assert other["temperature"] != pytest.approx(report["temperature"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("probs", "labels", "message"),
+    [
+        (torch.rand(4, 3), torch.tensor([0, 1, 2, 0]), "softmax probabilities"),
+        (torch.full((4, 3), 1 / 3), torch.tensor([0, 1, 2, 3]), "class indices"),
+        (torch.full((4, 3), 1 / 3), torch.tensor([0, 1, 2]), "labels must have shape"),
+        (torch.full((4,), 0.5), torch.tensor([0, 1, 1, 0]), "shape \\(N, C\\)"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(probs, labels, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        expected_calibration_error(probs, labels)
+
+
+def test_bad_arguments_are_refused() -> None:
+    logits, labels = _calibrated(10, seed=9)
+    with pytest.raises(ValueError, match="n_bins"):
+        expected_calibration_error(logits.softmax(dim=1), labels, n_bins=0)
+    with pytest.raises(ValueError, match="inputs must be"):
+        negative_log_likelihood(logits, labels, inputs="scores")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threshold"):
+        calibration_report(logits, labels, logits, labels, threshold=1.5)
+
+
+def test_reliability_diagram_figure() -> None:
+    from cifar_helpers.plotting.core import figure_to_png_bytes
+    from cifar_helpers.plotting.stress import plot_reliability_diagram
+
+    logits, labels = _calibrated(2000, seed=10)
+    reports = {
+        name: calibration_report(scale * logits[:1000], labels[:1000], scale * logits[1000:], labels[1000:])
+        for name, scale in (("baseline", 3.0), ("augmented", 1.0))
+    }
+    fig = plot_reliability_diagram(reports)
+    assert len(fig.axes) == 4  # reliability and bin counts, per model
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["baseline", "augmented"]
+    legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert f"ECE {reports['baseline']['before']['ece']:.3f}" in legend
+    assert figure_to_png_bytes(fig).startswith(b"\x89PNG")
+    with pytest.raises(TypeError, match="model names"):
+        plot_reliability_diagram(reports["baseline"])

@@ -1,0 +1,287 @@
+"""The run report: built from a fake run directory, then rendered in headless Chromium.
+
+The Chromium tests need the Debian package ``chromium`` (CI installs it); they are skipped where it
+is absent. They check what a reader would see: the page renders to a non-blank screenshot, every
+embedded figure decodes (no broken images), and the key numbers are in the rendered text.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from cifar_helpers.artifacts import STAGE_OUTPUTS, save_figure, save_json
+from cifar_helpers.calibration import calibration_report
+from cifar_helpers.config import make_config
+from cifar_helpers.report import REPORT_NAME, fmt_pct, png_problem, render_report, write_report
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+HOSTILE_NOTE = "<script>alert('x')</script> & <b>bold</b>"
+
+
+def _chromium() -> str | None:
+    for name in CHROMIUM_CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _figure(path: Path, title: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot(np.cumsum(rng.normal(size=50)), color="tab:blue", linewidth=3)
+    ax.set_title(title)
+    save_figure(fig, path, dpi=60)
+    plt.close(fig)
+
+
+def _touch_outputs(directory: Path, stage: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in STAGE_OUTPUTS[stage]:
+        path = directory / name
+        if not path.exists() and name.endswith(".json"):
+            save_json(path, {})
+        elif not path.exists():
+            path.write_bytes(b"")
+
+
+@pytest.fixture()
+def fake_run(tmp_path: Path) -> Path:
+    """A run with every stage but gradcam finished, small JSON files and a few real PNG figures."""
+    run = tmp_path / "run"
+    config = make_config("smoke", seed=3, extra={"note": HOSTILE_NOTE})
+    config.save(run / "config.json")
+    save_json(run / "environment.json", {"python": "3.11.0", "torch": "2.x", "seed": 3})
+    save_json(
+        run / "data_summary.json", {"source": "synthetic", "classes": ["disc", "square"], "num_images": {}}
+    )
+    _figure(run / "sample_grid.png", "samples", 0)
+
+    save_json(
+        run / "baseline" / "metrics.json",
+        {"test_accuracy": 0.8123, "train_accuracy": 0.9734, "train_test_gap": 0.1611, "epochs": 2},
+    )
+    save_json(
+        run / "baseline" / "history.json",
+        {"complete": True, "epochs": [{"epoch": 1, "test_acc": 0.7001}, {"epoch": 2, "test_acc": 0.8123}]},
+    )
+    _touch_outputs(run / "baseline", "baseline")
+    _figure(run / "baseline" / "training_curves.png", "baseline curves", 1)
+    save_json(
+        run / "augmented" / "metrics.json",
+        {"test_accuracy": 0.8456, "train_accuracy": 0.9011, "train_test_gap": 0.0555, "epochs": 2},
+    )
+    _touch_outputs(run / "augmented", "augmented")
+
+    save_json(
+        run / "failures" / "summary.json",
+        {
+            "threshold": 0.9,
+            "num_images": 500,
+            "accuracy": 0.8123,
+            "num_errors": 94,
+            "num_high_confidence": 37,
+        },
+    )
+    _touch_outputs(run / "failures", "failures")
+    (run / "failures" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage that is not a PNG image")
+    (run / "failures" / "not_a_png.png").write_text("hello", encoding="utf-8")
+
+    save_json(
+        run / "reevaluation" / "comparison.json",
+        {"threshold": 0.9, "counts": {"fixed": 21, "kept_same": 9, "kept_different": 7, "new": 13}},
+    )
+    _touch_outputs(run / "reevaluation", "reevaluation")
+
+    stress = run / "stress"
+    model_result = {
+        "clean_accuracy": 0.8123,
+        "mean_corruption_accuracy": 0.6042,
+        "absolute_drop": 0.2081,
+        "relative_drop": 0.2562,
+        "severities": [1, 2, 3, 4, 5],
+        "corruptions": {"contrast": {"accuracy": [0.8, 0.7, 0.6, 0.5, 0.4], "mean_accuracy": 0.6}},
+    }
+    save_json(stress / "corruptions.json", {"models": {"baseline": model_result, "augmented": model_result}})
+    generator = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(400, 10, generator=generator)
+    labels = torch.multinomial((logits / 3).softmax(dim=1), 1, generator=generator).squeeze(1)
+    report = calibration_report(logits[:200], labels[:200], logits[200:], labels[200:], 0.9)
+    save_json(stress / "calibration.json", {"baseline": report})
+    save_json(
+        stress / "sanity.json",
+        {
+            "steps": ["trained", "linear", "layer4"],
+            "spearman_mean": [1.0, 0.91, 0.12],
+            "spearman_std": [0, 0.05, 0.2],
+        },
+    )
+    save_json(
+        stress / "positive_control.json",
+        {
+            "correlation": 0.9,
+            "threshold": 0.6,
+            "tied": {"test_accuracy": 0.25, "num_failures": 40, "mask_share": 0.1361, "pointing_game": 0.2},
+            "untied": {"test_accuracy": 0.5, "num_failures": 25, "mask_share": 0.3171, "pointing_game": 0.9},
+            "mask_share_gap": 0.181,
+        },
+    )
+    _figure(stress / "corruption_curves.png", "corruptions", 2)
+    _figure(stress / "reliability.png", "reliability", 3)
+    return run
+
+
+def test_report_is_self_contained_and_escaped(fake_run: Path) -> None:
+    path = write_report(fake_run)
+    assert path == fake_run.resolve() / REPORT_NAME
+    page = path.read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert" in page  # the hostile config note is shown as text
+    # No network: every resource is inline.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 4  # four real figures; the two files that are not PNGs are reported instead
+    assert all(src.startswith("data:image/png;base64,") for src in sources)
+    assert "truncated.png" in page and "not_a_png.png is not a PNG file" in page
+    # No temporary file left behind by the atomic write.
+    assert sorted(p.name for p in fake_run.glob(".report*")) == []
+
+
+def test_report_shows_key_numbers_and_unrun_stages(fake_run: Path) -> None:
+    page = render_report(fake_run)
+    for number in ("81.23%", "97.34%", "16.11%", "84.56%", "5.55%", "60.42%"):
+        assert number in page
+    assert ">37<" in page  # high-confidence failures
+    assert "21 / 9 / 7 / 13" in page  # fixed / kept same / kept different / new
+    gradcam = page.split('id="stage-gradcam"')[1].split("</section>")[0]
+    assert "stage not run" in gradcam
+    assert "Training curves" in page and "Corruption curves" in page  # captions from file names
+    assert "0.1361" in page and "0.3171" in page
+    assert "could not" not in page  # every file of this run is readable
+
+
+def test_report_of_an_empty_run_says_every_stage_is_missing(tmp_path: Path) -> None:
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert page.count("stage not run") == 7
+
+
+def test_report_survives_a_malformed_json(fake_run: Path) -> None:
+    (fake_run / "stress" / "sanity.json").write_text("{not json", encoding="utf-8")
+    save_json(fake_run / "baseline" / "metrics.json", ["unexpected", "list"])
+    page = render_report(fake_run)
+    assert "could not read sanity.json" in page
+    assert "could not summarise metrics.json" in page
+
+
+def test_missing_run_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_report(tmp_path / "nowhere")
+
+
+def test_png_check_finds_damaged_files(tmp_path: Path) -> None:
+    _figure(tmp_path / "good.png", "good", 4)
+    good = (tmp_path / "good.png").read_bytes()
+    assert png_problem(good) is None
+    assert "truncated" in png_problem(good[: len(good) // 2])
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0xFF
+    assert "damaged" in png_problem(bytes(damaged))
+    assert png_problem(b"GIF89a") == "is not a PNG file"
+
+
+def test_percent_format() -> None:
+    assert fmt_pct(0.81234) == "81.23%"
+    assert fmt_pct(None) == "n/a"
+    assert fmt_pct(float("nan")) == "n/a"
+
+
+# --- rendered in a real browser -------------------------------------------------------------------
+def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+
+
+# Injected into a copy of the report only: the report itself has no script.
+IMAGE_CHECK = """
+<img alt="control-broken" src="data:image/png;base64,AAAA">
+<script>
+window.addEventListener('load', function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (i) { return !i.complete || i.naturalWidth === 0; });
+  var out = document.createElement('pre');
+  out.id = 'image-check';
+  out.textContent = 'images=' + images.length + ' broken=[' +
+      broken.map(function (i) { return i.alt; }).join('|') + ']';
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+@pytest.fixture()
+def chromium() -> str:
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("headless Chromium is not installed (apt-get install -y chromium); CI installs it")
+    return binary
+
+
+def test_every_embedded_image_decodes_in_chromium(fake_run: Path, chromium: str, tmp_path: Path) -> None:
+    page = write_report(fake_run).read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", IMAGE_CHECK + "</body>"), encoding="utf-8")
+    result = _run_chromium(
+        chromium, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()
+    )
+    match = re.search(r"images=(\d+) broken=\[([^\]]*)\]", result.stdout)
+    assert match, f"the image check did not run; chromium said: {result.stderr[-2000:]}"
+    # The report's four figures plus the deliberately broken control, which alone must fail to decode
+    # (so the check can tell a broken image from a good one).
+    assert int(match.group(1)) == 5
+    assert match.group(2) == "control-broken"
+    for number in ("81.23%", "84.56%", "16.11%", "5.55%", "21 / 9 / 7 / 13"):
+        assert number in result.stdout
+
+
+def test_report_renders_to_a_non_blank_screenshot(fake_run: Path, chromium: str, tmp_path: Path) -> None:
+    report = write_report(fake_run)
+    shot = tmp_path / "shot.png"
+    result = _run_chromium(
+        chromium,
+        tmp_path / "profile",
+        f"--screenshot={shot}",
+        "--window-size=1200,3000",
+        "--hide-scrollbars",
+        report.as_uri(),
+    )
+    assert shot.exists(), f"no screenshot; chromium said: {result.stderr[-2000:]}"
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    pixels = plt.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (3000, 1200)
+    non_white = (pixels < 0.95).any(axis=2).mean()
+    assert non_white > 0.02  # text, tables and figures, not an empty page
+    assert pixels.std() > 0.05

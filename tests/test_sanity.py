@@ -1,0 +1,182 @@
+"""Grad-CAM sanity checks: the cascading randomisation test and the background positive control."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_helpers.config import make_config
+from cifar_helpers.data import make_synthetic_cifar
+from cifar_helpers.normalization import normalize
+from cifar_helpers.sanity import (
+    CONTROL_THRESHOLDS,
+    RANDOMISATION_STEPS,
+    background_positive_control,
+    cascading_randomisation_maps,
+    load_positive_control_examples,
+    randomisation_test,
+    spearman_per_image,
+)
+from cifar_helpers.training import train_model
+
+
+def test_spearman_of_identical_reversed_and_constant_maps() -> None:
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(3, 8, 8, generator=generator)
+    other = maps.clone()
+    other[1] = 1 - maps[1]  # ranks reversed
+    other[2] = 0.0  # an all-zero map: no evidence anywhere
+    rho = spearman_per_image(maps, other)
+    assert rho[0].item() == pytest.approx(1.0)
+    assert rho[1].item() == pytest.approx(-1.0)
+    assert math.isnan(rho[2].item())
+    with pytest.raises(ValueError, match="same shape"):
+        spearman_per_image(maps, other[:2])
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, torch.Tensor]:
+    """A width-8 ResNet-18 trained for 2 epochs (the smoke recipe) on 500 generated images."""
+    config = make_config("smoke", seed=0, device="cpu", num_threads=1)
+    data = make_synthetic_cifar(50, 4, seed=0)
+    result = train_model(
+        config,
+        data.train_images,
+        data.train_labels,
+        data.test_images,
+        data.test_labels,
+        tmp_path_factory.mktemp("sanity_model"),
+        augment=False,
+        progress=False,
+    )
+    return result.model.eval(), normalize(data.test_images[:32])
+
+
+def test_randomisation_destroys_the_maps(trained_model: tuple[nn.Module, torch.Tensor]) -> None:
+    model, images = trained_model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng_before = torch.random.get_rng_state()
+    result = randomisation_test(model, images, layer="layer4", seed=0)
+
+    assert result["steps"] == ["trained", *(name for name, _ in RANDOMISATION_STEPS)]
+    means = result["spearman_mean"]
+    assert len(means) == len(result["spearman_std"]) == len(result["num_defined"]) == 7
+    assert means[0] == pytest.approx(1.0)  # the trained maps against themselves
+    assert result["num_defined"][0] >= 16  # most trained maps are not blank
+    # Destroying the learned weights must decorrelate the maps: the fully randomised network below
+    # the trained one, every randomised step far below 1 and, on average, little rank agreement left.
+    # (Not monotone: once layer4 itself is random, its maps follow the image's edges again, which the
+    # trained maps partly do too; the linear step alone already scrambles Grad-CAM's channel weights,
+    # which are the head's weights passed back through the average pool.)
+    assert means[0] > means[-1]
+    assert max(means[1:]) < 0.8
+    assert sum(means[1:]) / len(means[1:]) < 0.5
+    # The trained model itself and torch's global generator are left untouched.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng_before, torch.random.get_rng_state())
+    json.dumps(result)  # JSON-ready
+
+
+def test_randomisation_is_deterministic_and_seeded(trained_model: tuple[nn.Module, torch.Tensor]) -> None:
+    model, images = trained_model
+    images = images[:6]
+    first = cascading_randomisation_maps(model, images, seed=3)
+    again = cascading_randomisation_maps(model, images, seed=3)
+    other = cascading_randomisation_maps(model, images, seed=4)
+    assert first[0] == again[0]
+    assert torch.equal(first[1], again[1]) and torch.equal(first[2], again[2])
+    assert first[1].shape == (7, 6, 32, 32)
+    assert torch.equal(first[1][0], other[1][0])  # the trained maps do not depend on the seed
+    assert not torch.equal(first[1][-1], other[1][-1])  # the re-initialised weights do
+
+
+def test_randomisation_refuses_other_architectures() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="no submodule"):
+        randomisation_test(model, torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.slow
+def test_background_positive_control_shows_the_gap(tmp_path: Path) -> None:
+    # The smoke recipe on generated data: one model whose training backgrounds give the class away,
+    # one whose do not; both tested on random backgrounds. About 30-50 s on one core.
+    config = make_config("smoke", device="cpu", num_threads=1)
+    result = background_positive_control(config, out_dir=tmp_path)
+    json.dumps(result)
+    tied, untied = result["tied"], result["untied"]
+    assert result["threshold"] in CONTROL_THRESHOLDS
+    assert tied["num_failures"] >= 50 and untied["num_failures"] >= 50
+    # The model that learned backgrounds generalises worse to random backgrounds...
+    assert tied["train_accuracy"] > 0.8 > tied["test_accuracy"] + 0.2
+    assert untied["test_accuracy"] > tied["test_accuracy"] + 0.15
+    # ...and when it is confidently wrong, Grad-CAM puts clearly less of its mass on the object and
+    # points at the object far less often than for the untied model's confident mistakes.
+    assert tied["mask_share"] < untied["mask_share"] - 0.04
+    assert tied["pointing_game"] < untied["pointing_game"] - 0.15
+    assert result["mask_share_gap"] == pytest.approx(untied["mask_share"] - tied["mask_share"])
+    # Most of the tied model's evidence for its confident mistakes lies off the object.
+    assert tied["mask_share"] < 0.5
+    assert 0.05 < result["object_area_fraction"] < 0.3
+
+    examples = load_positive_control_examples(tmp_path)
+    assert examples["tied"]["maps"].shape == (8, 32, 32)
+    assert examples["tied"]["images"].dtype == torch.uint8
+    assert (examples["tied"]["predicted"] != examples["tied"]["true_labels"]).all()
+
+
+def test_randomisation_figure(trained_model: tuple[nn.Module, torch.Tensor]) -> None:
+    from cifar_helpers.plotting.core import figure_to_png_bytes
+    from cifar_helpers.plotting.stress import plot_randomisation_test
+
+    model, images = trained_model
+    steps, maps, _ = cascading_randomisation_maps(model, images[:3], seed=0)
+    result = randomisation_test(model, images[:3], seed=0)
+    uint8 = (images[:3] * 40 + 128).clamp(0, 255).to(torch.uint8)  # any uint8 images of the right shape
+    fig = plot_randomisation_test(result, maps, uint8, num_examples=2)
+    curve = fig.axes[0]
+    assert [t.get_text() for t in curve.get_xticklabels()][:2] == ["trained", "+ linear"]
+    assert list(curve.lines[0].get_ydata()) == pytest.approx(result["spearman_mean"])
+    assert len([ax for ax in fig.axes if ax.images]) == 2 * len(steps)
+    assert figure_to_png_bytes(plot_randomisation_test(result)).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="images are needed"):
+        plot_randomisation_test(result, maps)
+
+
+def test_positive_control_figure() -> None:
+    from cifar_helpers.plotting.core import figure_to_png_bytes
+    from cifar_helpers.plotting.stress import plot_positive_control
+
+    data = make_synthetic_cifar(1, 1, seed=0)
+    entry = {"test_accuracy": 0.3, "num_failures": 40, "mask_share": 0.17, "pointing_game": 0.3}
+    result = {
+        "threshold": 0.6,
+        "object_area_fraction": 0.14,
+        "mask_share_gap": 0.1,
+        "tied": {**entry, "mask_share_all": 0.18, "pointing_game_all": 0.3},
+        "untied": {**entry, "mask_share": 0.27, "mask_share_all": 0.22, "pointing_game_all": 0.5},
+    }
+    examples: dict = {"classes": data.classes}
+    examples |= {
+        model: {
+            "images": data.test_images[:3],
+            "masks": data.test_masks[:3],
+            "maps": torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)),
+            "true_labels": data.test_labels[:3],
+            "predicted": (data.test_labels[:3] + 1) % 10,
+            "confidence": torch.tensor([0.9, 0.8, 0.7]),
+        }
+        for model in ("tied", "untied")
+    }
+    fig = plot_positive_control(result, examples, num_examples=3)
+    bars = fig.axes[0]
+    heights = sorted(round(p.get_height(), 2) for p in bars.patches)
+    assert 0.17 in heights and 0.27 in heights
+    assert "->" in fig.axes[1].get_title() or "→" in fig.axes[1].get_title()
+    assert figure_to_png_bytes(fig).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="'tied' and 'untied'"):
+        plot_positive_control({"tied": entry})
