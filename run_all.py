@@ -32,6 +32,8 @@ from cifar_helpers.pipeline import (
     parse_parameter,
     parse_stages,
     run_stage,
+    set_aside_stage,
+    stale_stages,
     summarize_run,
     write_summary,
 )
@@ -63,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="set a notebook parameter (repeatable); checked against the notebooks' parameters cells",
     )
-    parser.add_argument("--force", action="store_true", help="rerun selected stages even if complete")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun selected stages even if complete (their old results move to <stage>.previous/)",
+    )
     return parser
 
 
@@ -94,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
             results.append(StageResult(stage, "skipped", 0.0, None))
             continue
+        if args.force:
+            moved = set_aside_stage(run, stage)
+            if moved is not None:
+                print(f"[{stage}] previous results moved to {moved.name}/", flush=True)
         parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
         print(f"[{stage}] {notebook}: running ...", flush=True)
         try:
@@ -104,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{stage}] {notebook}: done in {result.seconds / 60:.2f} min", flush=True)
         results.append(result)
 
+    stale = stale_stages(run, {r.stage for r in results if r.status == "ran"})
+    if stale:
+        numbers = ",".join(str(list(STAGES).index(s)) for s in stale)
+        print(
+            f"note: {', '.join(stale)} still hold results computed from the previous outputs of the "
+            f"stages rerun now; refresh them with --stages {numbers} --force",
+            flush=True,
+        )
     summary = summarize_run(run, results)
     write_summary(run, summary)
     print("\n" + format_summary(summary))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,39 @@ def check_parameters(
         make_config(profile, **config_values)
     except ValueError as e:
         raise PipelineArgumentError(f"-p: {e}") from None
+
+
+def set_aside_stage(run: RunDir, stage: str) -> Path | None:
+    """Before a forced rerun: move the stage's directory to ``<dir>.previous`` so it starts afresh.
+
+    The stage's functions resume from (or reuse) whatever they find, so a rerun that is meant to
+    recompute must not find the old outputs; moving them aside instead of deleting keeps the last
+    results until the new ones exist (an older ``.previous`` is replaced). Setup lives in the run's
+    root and is idempotent, so it is left in place. Returns the new location, or None.
+    """
+    if stage == "setup":
+        return None
+    current = run.stage_dir(stage, create=False)
+    if not current.exists():
+        return None
+    previous = current.with_name(current.name + ".previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    current.rename(previous)
+    return previous
+
+
+def stale_stages(run: RunDir, ran: set[str]) -> list[str]:
+    """Complete stages that read (directly or not) from a stage rerun in this invocation but were not."""
+    from .stages import STAGE_INPUTS
+
+    stale: list[str] = []
+    for stage in STAGE_NAMES:
+        if stage in ran or not run.is_complete(stage):
+            continue
+        if any(source in ran or source in stale for source in STAGE_INPUTS[stage] if source != "setup"):
+            stale.append(stage)
+    return stale
 
 
 @dataclass

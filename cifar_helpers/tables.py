@@ -159,3 +159,68 @@ def describe_attention_change(
             f"attention moved towards the centre on {_share(measures['share_moved_inward'])} of the images",
         ]
     )
+
+
+def describe_corruptions(result: dict[str, Any]) -> str:
+    """Accuracy under each corruption (mean over severities 1-5) per model, from ``corruptions.json``."""
+    models = list(result["models"])
+    lines = [
+        f"{result['num_images']} test images, {len(result['corruption_names'])} corruptions x "
+        f"{len(result['severities'])} severities",
+        f"{'':<16}" + "".join(f"{m:>12}" for m in models),
+        f"{'clean':<16}" + "".join(f"{_pct(result['models'][m]['clean_accuracy']):>12}" for m in models),
+    ]
+    for name in result["corruption_names"]:
+        cells = "".join(
+            f"{_pct(result['models'][m]['corruptions'][name]['mean_accuracy']):>12}" for m in models
+        )
+        lines.append(f"{name:<16}{cells}")
+    lines.append(
+        f"{'mean corrupted':<16}"
+        + "".join(f"{_pct(result['models'][m]['mean_corruption_accuracy']):>12}" for m in models)
+    )
+    return "\n".join(lines)
+
+
+def describe_calibration(reports: dict[str, Any]) -> str:
+    """ECE and NLL before and after temperature scaling per model, from ``calibration.json``."""
+    lines = []
+    for model, report in reports.items():
+        if not isinstance(report, dict) or "temperature" not in report:
+            lines.append(f"{model}: skipped ({report})")
+            continue
+        before, after, failures = report["before"], report["after"], report["high_confidence_failures"]
+        lines += [
+            f"{model}: temperature {report['temperature']:.2f} (fitted on {report['num_holdout']} held-out "
+            "training images)",
+            f"  ECE {100 * before['ece']:.1f} % -> {100 * after['ece']:.1f} %, "
+            f"NLL {before['nll']:.2f} -> {after['nll']:.2f}",
+            f"  failures with confidence > {report['threshold']}: {failures['before']} before, "
+            f"{failures['still_above_after']} of them still above it after scaling",
+        ]
+    return "\n".join(lines)
+
+
+def describe_randomisation(result: dict[str, Any]) -> str:
+    """Spearman correlation of Grad-CAM maps as layers are re-initialised, from ``sanity.json``."""
+    lines = [f"Spearman correlation with the trained model's maps ({result['num_images']} images):"]
+    for step, mean in zip(result["steps"], result["spearman_mean"], strict=True):
+        lines.append(f"  {step:<12}{'-' if mean is None else f'{mean:+.2f}':>6}")
+    return "\n".join(lines)
+
+
+def describe_positive_control(result: dict[str, Any]) -> str:
+    """Mask share and pointing game of the tied and untied models, from ``positive_control.json``."""
+    lines = [
+        f"generated data, backgrounds tied to the class in {100 * result['correlation']:.0f} % of training "
+        f"images (none at test); failures above confidence {result['threshold']}",
+        f"{'':<9}{'test acc':>10}{'failures':>10}{'mask share':>12}{'pointing game':>15}",
+    ]
+    for name in ("tied", "untied"):
+        r = result[name]
+        lines.append(
+            f"{name:<9}{_pct(r['test_accuracy']):>10}{r['num_failures']:>10}{r['mask_share']:>12.2f}"
+            f"{_pct(r['pointing_game']):>15}"
+        )
+    lines.append(f"uniform map: mask share {result['object_area_fraction']:.2f}")
+    return "\n".join(lines)
