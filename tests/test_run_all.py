@@ -1,0 +1,109 @@
+"""run_all.py: argument handling, stage selection, and the whole smoke pipeline on the shared data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifar_helpers.artifacts import STAGES, RunDir, save_json
+from cifar_helpers.pipeline import PipelineArgumentError, parse_parameter, parse_stages, stale_stages
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_all(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_all.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--profile", "bogus"], "invalid choice: 'bogus'"),
+        (["-p", "nonsense=1"], "unknown parameter"),
+        (["-p", "epochs=0"], "epochs must be >= 1"),
+        (["-p", "confidence_threshold=high"], "confidence_threshold"),
+        (["--stages", "9"], "--stages"),
+        (["-p", "epochs"], "expected KEY=VALUE"),
+        (["--data-dir", "/no/such/dir"], "no such directory"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, args, fragment):
+    completed = run_all("--run-dir", str(tmp_path / "run"), *args)
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert fragment in lines[0] and "Traceback" not in completed.stderr
+    assert not (tmp_path / "run").exists()  # nothing ran
+
+
+def test_unknown_parameter_lists_the_known_ones(tmp_path):
+    line = run_all("--run-dir", str(tmp_path), "-p", "nonsense=1").stderr
+    assert "confidence_threshold" in line and "epochs" in line
+
+
+def test_parse_stages():
+    names = list(STAGES)
+    assert parse_stages(None) == names
+    assert parse_stages("3-5") == names[3:6]
+    assert parse_stages("gradcam,0") == ["setup", "gradcam"]
+    with pytest.raises(PipelineArgumentError):
+        parse_stages("5-3")
+    with pytest.raises(PipelineArgumentError):
+        parse_stages("nonsense")
+
+
+def test_parse_parameter_reads_literals_and_strings():
+    assert parse_parameter("epochs=3") == ("epochs", 3)
+    assert parse_parameter("confidence_threshold=0.8") == ("confidence_threshold", 0.8)
+    assert parse_parameter("data_dir=None") == ("data_dir", None)
+    assert parse_parameter("gradcam_layer=layer3.1") == ("gradcam_layer", "layer3.1")
+
+
+def test_stale_stages_follow_the_data_flow(tmp_path):
+    from cifar_helpers.artifacts import STAGE_OUTPUTS
+
+    run = RunDir(tmp_path)
+    for stage, names in STAGE_OUTPUTS.items():
+        for name in names:
+            save_json(run.path(stage, name), {})
+    assert stale_stages(run, {"failures"}) == ["gradcam", "reevaluation", "stress"]
+    assert stale_stages(run, {"augmented"}) == ["reevaluation", "stress"]
+    assert stale_stages(run, {"stress"}) == []
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_smoke_pipeline_on_the_shared_data(tmp_path, shared_root):
+    run_dir = tmp_path / "run"
+    common = ("--profile", "smoke", "--data-dir", str(shared_root), "--run-dir", str(run_dir))
+    first = run_all(*common, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    executed = sorted(p.name for p in (run_dir / "executed").glob("*.ipynb"))
+    assert executed == [notebook for _, notebook in STAGES.values()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < summary["baseline"]["test_accuracy"] < 1 and 0 < summary["augmented"]["test_accuracy"] < 1
+    assert set(summary["comparison"]) >= {"fixed", "kept_same", "kept_different", "new"}
+    assert (run_dir / "report.html").exists()
+    data_summary = json.loads((run_dir / "data_summary.json").read_text())
+    assert data_summary["source"] == "folder" and data_summary["num_images"]["test"] == 500
+
+    again = run_all(*common)
+    assert again.returncode == 0
+    assert again.stdout.count("complete, skipped") == len(STAGES)
+
+    last = run_all(*common, "--stages", "5", "--force", timeout=300)
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert last.stdout.count(": running ...") == 1
+    assert "[reevaluation] 05_reevaluation.ipynb: running" in last.stdout
+    assert (run_dir / "reevaluation.previous").is_dir()
+    assert (run_dir / "reevaluation" / "comparison.json").exists()
