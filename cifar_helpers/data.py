@@ -743,6 +743,8 @@ SYNTHETIC_CLASSES = (
 # coarse outline alone separates all ten: the task is learnable but not trivial.
 SYNTHETIC_HUES = (0.0, 215.0, 300.0, 52.0, 278.0, 120.0, 142.0, 237.0, 36.0, 20.0)
 SYNTHETIC_HUE_JITTER = 12.0  # +- degrees around the class hue
+# Share of objects painted in their decoy class's colour (see make_synthetic_cifar).
+SYNTHETIC_DECOY_RATE = 0.1
 SYNTHETIC_TRAIN_PER_CLASS = 5000  # the virtual full splits have CIFAR-10's sizes
 SYNTHETIC_TEST_PER_CLASS = 1000
 _SPLIT_IDS = {"train": 1, "test": 2}
@@ -763,6 +765,7 @@ def make_synthetic_cifar(
     holdout_per_class: int = 0,
     seed: int = 0,
     background_class_correlation: float = 0.0,
+    decoy_colour_rate: float = SYNTHETIC_DECOY_RATE,
 ) -> CifarData:
     """Ten classes of coloured shapes on textured backgrounds, with object masks.
 
@@ -779,6 +782,12 @@ def make_synthetic_cifar(
     ``background_class_correlation = p``: in ``train`` and the hold-out, each image's background is
     its class's own tied background (fixed stripes in a class-specific colour) with probability ``p``;
     ``test`` backgrounds are always random. With ``p`` near 1 a model learns to classify the background.
+
+    ``decoy_colour_rate = q``: in every split, each object is painted, with probability ``q``, in the
+    colour of its class's *decoy* class (the next class) instead of its own. Colour is the easiest
+    cue, so a briefly trained model calls such an object by its colour, confidently: the generated
+    set has high-confidence failures with a known cause (a colour, i.e. texture, bias), as CIFAR-10
+    has cat/dog and automobile/truck. 0 gives only true-coloured objects.
 
     Returns:
         :class:`CifarData` with source ``"synthetic"``: images uint8 (N, 3, 32, 32), labels int64 (N,),
@@ -797,6 +806,8 @@ def make_synthetic_cifar(
         raise DataError(
             f"background_class_correlation must be in [0, 1], got {background_class_correlation!r}"
         )
+    if not 0.0 <= decoy_colour_rate <= 1.0:
+        raise DataError(f"decoy_colour_rate must be in [0, 1], got {decoy_colour_rate!r}")
     if train_per_class + holdout_per_class > SYNTHETIC_TRAIN_PER_CLASS:
         raise DataError(
             f"synthetic training split has {SYNTHETIC_TRAIN_PER_CLASS} images per class; asked for "
@@ -813,9 +824,10 @@ def make_synthetic_cifar(
     holdout_index = torch.arange(full_train - holdout_per_class * n_classes, full_train)
     test_index = torch.arange(test_per_class * n_classes)
     p = float(background_class_correlation)
-    train_images, train_masks = _render_split(seed, "train", train_index, p)
-    holdout_images, holdout_masks = _render_split(seed, "train", holdout_index, p)
-    test_images, test_masks = _render_split(seed, "test", test_index, 0.0)
+    q = float(decoy_colour_rate)
+    train_images, train_masks = _render_split(seed, "train", train_index, p, q)
+    holdout_images, holdout_masks = _render_split(seed, "train", holdout_index, p, q)
+    test_images, test_masks = _render_split(seed, "test", test_index, 0.0, q)
     fingerprint = hashlib.sha256(f"synthetic-v{_CACHE_VERSION}-seed{seed}-p{p!r}".encode()).hexdigest()
     return CifarData(
         train_images=train_images,
@@ -987,7 +999,7 @@ def _background_mix(kind: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
 
 
 def _render_split(
-    seed: int, split: str, positions: torch.Tensor, correlation: float
+    seed: int, split: str, positions: torch.Tensor, correlation: float, decoy_rate: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Render images at ``positions`` of a split -> uint8 (N, 3, 32, 32) and bool masks (N, 32, 32)."""
     images = torch.empty((len(positions), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
@@ -995,7 +1007,7 @@ def _render_split(
     for start in range(0, len(positions), _CHUNK):
         chunk = positions[start : start + _CHUNK]
         images[start : start + len(chunk)], masks[start : start + len(chunk)] = _render(
-            seed, split, chunk, correlation
+            seed, split, chunk, correlation, decoy_rate
         )
     return images, masks
 
@@ -1005,11 +1017,12 @@ _U_HUE, _U_SAT, _U_VAL, _U_SCALE, _U_CX, _U_CY, _U_ROT = range(7)
 _U_BG_KIND, _U_BG1, _U_BG2 = 7, 8, 11  # colours take 3 uniforms each (h, s, v)
 _U_ANGLE, _U_FREQ, _U_PHASE, _U_TILE, _U_TIE, _U_NOISE, _U_SHADE = range(14, 21)
 _U_BLOBS = 21  # a 4x4 grid of blob intensities: 16 uniforms
-_U_COUNT = _U_BLOBS + 16
+_U_DECOY = _U_BLOBS + 16
+_U_COUNT = _U_DECOY + 1
 
 
 def _render(
-    seed: int, split: str, positions: torch.Tensor, correlation: float
+    seed: int, split: str, positions: torch.Tensor, correlation: float, decoy_rate: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     n_classes = len(SYNTHETIC_CLASSES)
     n = len(positions)
@@ -1056,7 +1069,8 @@ def _render(
         idx = torch.nonzero(empty)[:, 0]
         mask[idx, cy[idx].long().clamp(0, IMAGE_SIZE - 1), cx[idx].long().clamp(0, IMAGE_SIZE - 1)] = True
 
-    hues = torch.tensor(SYNTHETIC_HUES)[labels] + SYNTHETIC_HUE_JITTER * (2 * rnd[:, _U_HUE] - 1)
+    colour_class = torch.where(rnd[:, _U_DECOY] < decoy_rate, (labels + 1) % n_classes, labels)
+    hues = torch.tensor(SYNTHETIC_HUES)[colour_class] + SYNTHETIC_HUE_JITTER * (2 * rnd[:, _U_HUE] - 1)
     obj = _hsv_to_rgb(hues, 0.7 + 0.3 * rnd[:, _U_SAT], 0.7 + 0.3 * rnd[:, _U_VAL])
     # Soft shading across the object, so it is not one flat colour.
     shade_angle = 2 * math.pi * rnd[:, _U_SHADE]

@@ -350,11 +350,20 @@ def background_positive_control(
     control = _control_config(
         config, train_per_class=train_per_class, test_per_class=test_per_class, epochs=epochs
     )
+    # No decoy colours: the control isolates one cause of failure, the background.
     untied = make_synthetic_cifar(
-        train_per_class, test_per_class, seed=control.seed, background_class_correlation=0.0
+        train_per_class,
+        test_per_class,
+        seed=control.seed,
+        background_class_correlation=0.0,
+        decoy_colour_rate=0.0,
     )
     tied = make_synthetic_cifar(
-        train_per_class, test_per_class, seed=control.seed, background_class_correlation=correlation
+        train_per_class,
+        test_per_class,
+        seed=control.seed,
+        background_class_correlation=correlation,
+        decoy_colour_rate=0.0,
     )
     test_images, test_labels, test_masks = untied.test_images, untied.test_labels, untied.test_masks
     if test_masks is None:

@@ -168,14 +168,33 @@ def test_synthetic_subsets_are_consistent_whatever_the_size() -> None:
     )
 
 
-def test_synthetic_masks_hold_the_class_coloured_object() -> None:
-    d = make_synthetic_cifar(20, 0, seed=0)
+def _object_hue_error(d: CifarData, colour_class: np.ndarray) -> np.ndarray:
     masks, images = d.train_masks, d.train_images.permute(0, 2, 3, 1).double()
     assert masks is not None and masks.flatten(1).any(1).all()
     inside = (images * masks[..., None]).sum((1, 2)) / masks.sum((1, 2))[:, None]
     hue = _hue_deg(inside.numpy())
-    expected = np.asarray(SYNTHETIC_HUES)[d.train_labels.numpy()]
-    diff = np.abs((hue - expected + 180.0) % 360.0 - 180.0)
+    expected = np.asarray(SYNTHETIC_HUES)[colour_class]
+    return np.abs((hue - expected + 180.0) % 360.0 - 180.0)
+
+
+def test_synthetic_decoys_wear_the_next_class_colour() -> None:
+    decoys = make_synthetic_cifar(20, 0, seed=0, decoy_colour_rate=1.0)
+    labels = decoys.train_labels.numpy()
+    assert _object_hue_error(decoys, (labels + 1) % 10).max() <= SYNTHETIC_HUE_JITTER + 8.0
+    mixed = make_synthetic_cifar(200, 0, seed=0, decoy_colour_rate=0.1)
+    labels = mixed.train_labels.numpy()
+    own = _object_hue_error(mixed, labels) <= SYNTHETIC_HUE_JITTER + 8.0
+    decoy = _object_hue_error(mixed, (labels + 1) % 10) <= SYNTHETIC_HUE_JITTER + 8.0
+    assert (own | decoy).all()
+    assert 0.06 < (~own).mean() < 0.14  # about one object in ten wears its decoy colour
+    with pytest.raises(DataError, match="decoy_colour_rate"):
+        make_synthetic_cifar(2, 0, decoy_colour_rate=1.5)
+
+
+def test_synthetic_masks_hold_the_class_coloured_object() -> None:
+    d = make_synthetic_cifar(20, 0, seed=0, decoy_colour_rate=0.0)
+    masks = d.train_masks
+    diff = _object_hue_error(d, d.train_labels.numpy())
     # The class hue +- the jitter, plus a little for shading, noise and rounding at 255.
     assert diff.max() <= SYNTHETIC_HUE_JITTER + 8.0, diff.max()
     # The object stands out from the (duller) background: its saturation is higher on average.
