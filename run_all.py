@@ -33,6 +33,7 @@ from cifar_helpers.pipeline import (
     parse_stages,
     run_stage,
     set_aside_stage,
+    stage_is_finished,
     stale_stages,
     summarize_run,
     write_summary,
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Run directory: {run.root}", flush=True)
     for stage in stages:
         notebook = notebook_path(stage).name
-        if not args.force and run.is_complete(stage):
+        if not args.force and stage_is_finished(run, stage):
             given = sorted(set(overrides) & set(declared[stage]))
             hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
             print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)

@@ -158,7 +158,7 @@ def stale_stages(run: RunDir, ran: set[str]) -> list[str]:
 
     stale: list[str] = []
     for stage in STAGE_NAMES:
-        if stage in ran or not run.is_complete(stage):
+        if stage in ran or not stage_is_finished(run, stage):
             continue
         if any(source in ran or source in stale for source in STAGE_INPUTS[stage] if source != "setup"):
             stale.append(stage)
@@ -191,6 +191,9 @@ def run_stage(
     executed = run.root / "executed" / source.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ[HEADLESS_ENV] = "1"
+    # Marked failed until it succeeds: a stage that dies after writing its outputs is not complete.
+    marker = failure_marker(run, stage)
+    marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -202,11 +205,24 @@ def run_stage(
             cwd=str(source.parent),
         )
     except PapermillExecutionError as e:
+        first_line = next((line for line in e.source.splitlines() if line.strip()), "")
         raise StageFailed(
-            f"stage '{stage}' failed: {source.name}, cell {e.cell_index} (execution count {e.exec_count}): "
-            f"{e.ename}: {e.evalue}\nopen {executed} to see the whole traceback"
+            f"stage '{stage}' failed: {source.name}, cell {e.cell_index + 1} of the executed notebook "
+            f"(starting {first_line[:60]!r}): {e.ename}: {e.evalue}\n"
+            f"open {executed} to see the whole traceback"
         ) from None
+    marker.unlink()
     return StageResult(stage, "ran", time.perf_counter() - start, executed)
+
+
+def failure_marker(run: RunDir, stage: str) -> Path:
+    """The file that marks ``stage`` as started by run_all.py but not finished."""
+    return run.root / "executed" / f"{stage}.incomplete"
+
+
+def stage_is_finished(run: RunDir, stage: str) -> bool:
+    """All of the stage's outputs exist and no run_all.py execution of it failed or was interrupted."""
+    return run.is_complete(stage) and not failure_marker(run, stage).exists()
 
 
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:

@@ -107,3 +107,32 @@ def test_smoke_pipeline_on_the_shared_data(tmp_path, shared_root):
     assert "[reevaluation] 05_reevaluation.ipynb: running" in last.stdout
     assert (run_dir / "reevaluation.previous").is_dir()
     assert (run_dir / "reevaluation" / "comparison.json").exists()
+
+
+def test_a_stage_that_fails_after_writing_its_outputs_is_not_finished(tmp_path):
+    import nbformat
+
+    from cifar_helpers.pipeline import StageFailed, run_stage, stage_is_finished
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    source = nbformat.v4.new_code_cell('run_dir = ""')
+    source.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "from pathlib import Path\n"
+        "out = Path(run_dir) / 'failures'\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "for name in ('failures.json', 'summary.json'):\n"
+        "    (out / name).write_text('{}')\n"
+        "raise RuntimeError('a plot failed')"
+    )
+    nb = nbformat.v4.new_notebook(cells=[source, body])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / STAGES["failures"][1])
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(
+        StageFailed, match=r"02_failure_detection\.ipynb, cell 3 .*from pathlib.*RuntimeError: a plot failed"
+    ):
+        run_stage("failures", run, {"run_dir": str(run.root)}, notebook_dir=notebooks)
+    assert run.is_complete("failures")  # every output is there ...
+    assert not stage_is_finished(run, "failures")  # ... but the stage did not finish

@@ -332,13 +332,16 @@ def plot_periphery_shares(
     Medians are marked with dashed lines: if failures sit to the right, the model looked at the
     background more when it was confidently wrong.
     """
+    # None marks an all-zero map (no share defined): left out, as in the measures.
     groups = {
-        labels[0]: check_fractions(failure_shares, "failure_shares"),
-        labels[1]: check_fractions(control_shares, "control_shares"),
+        labels[0]: check_fractions([v for v in failure_shares if v is not None], "failure_shares"),
+        labels[1]: check_fractions([v for v in control_shares if v is not None], "control_shares"),
     }
-    for name, values in zip(("failure_shares", "control_shares"), groups.values(), strict=True):
-        if len(values) == 0:
-            raise ValueError(f"{name} is empty: nothing to plot")
+    if any(len(values) == 0 for values in groups.values()):
+        return _empty_figure(
+            title or "Where the heatmaps sit",
+            "no non-empty heatmaps in one of the groups: nothing to compare",
+        )
 
     fig = new_figure(7.5, 4.0)
     ax = fig.subplots()
@@ -423,6 +426,10 @@ def plot_deletion_curves(
         curves = {"model": curves}
     if not curves:
         raise ValueError("curves is empty: pass {model name: deletion curve}")
+    # A model without failures has no curve (None): say so rather than draw an empty axis.
+    curves = {name: curve for name, curve in curves.items() if curve is not None}
+    if not curves:
+        return _empty_figure(title or "Deletion test", "no failures to test: no deletion curve")
     fig = new_figure(7.0, 4.2)
     ax = fig.subplots()
     for i, (name, curve) in enumerate(curves.items()):
