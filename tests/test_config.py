@@ -27,7 +27,7 @@ def test_profiles_resolve_and_validate():
         ({"epochs": 2.5}, "epochs must be an integer"),
         ({"nesterov": "yes"}, "nesterov must be true or false"),
         ({"confidence_threshold": 1.0}, "confidence_threshold must be in (0, 1)"),
-        ({"warmup_epochs": 5}, "warmup_epochs must be in [0, epochs=2]"),
+        ({"warmup_epochs": 7}, "warmup_epochs must be in [0, epochs=6]"),
         ({"train_per_class": 0}, "train_per_class must be >= 1"),
         ({"device": "tpu"}, "device must be"),
     ],

@@ -15,7 +15,7 @@ def test_setup_writes_config_and_environment(tmp_path):
 def test_setup_refuses_to_change_an_existing_run(tmp_path):
     setup_run(tmp_path, profile="smoke", seed=3)
     setup_run(tmp_path, profile="smoke", seed=3)  # same configuration: reopening is fine
-    with pytest.raises(ConfigError, match=r"epochs: 2 -> 5"):
+    with pytest.raises(ConfigError, match=r"epochs: 6 -> 5"):
         setup_run(tmp_path, profile="smoke", seed=3, epochs=5)
 
 
