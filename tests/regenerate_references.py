@@ -20,6 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notebook_references import REFERENCE_DIR, SMOKE_PARAMETERS, declared_parameters, source_notebooks
 
 
+def strip_images(path: Path) -> None:
+    """Drop image data from a reference: nbval does not compare images, and they are most of its size."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for key in [k for k in output.get("data", {}) if k.startswith("image/")]:
+                del output["data"][key]
+    nbformat.write(nb, path)
+
+
 def main() -> int:
     os.environ["CIFAR_STRESS_HEADLESS"] = "1"
     REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
@@ -36,6 +46,7 @@ def main() -> int:
                 progress_bar=False,
                 cwd=str(source.parent),
             )
+            strip_images(out)
     print(f"references written to {REFERENCE_DIR}")
     return 0
 

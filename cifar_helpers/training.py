@@ -1,0 +1,640 @@
+"""The training loop: schedule, mixed precision, progress bar, checkpoints, resume, history.
+
+The recipe is the assignment's: SGD with Nesterov momentum and weight decay, a learning rate that
+rises linearly from ``lr / 10`` to ``lr`` over ``warmup_epochs`` and then follows a cosine to zero,
+updated every step, and an optional label-smoothed cross-entropy.
+
+The data never goes through a DataLoader. The uint8 images are moved to the training device once;
+every epoch draws a seeded permutation, and each batch is gathered, augmented as a whole
+(:func:`cifar_helpers.augment.random_crop_flip`), normalised and cast there. Every source of
+randomness is a ``torch.Generator`` seeded from ``config.seed`` and saved in the checkpoint, so an
+interrupted run resumed from its last checkpoint ends with the same weights, bit for bit, as one that
+was never interrupted (on the CPU, same machine and thread count).
+
+Batches: ``ceil(N / batch_size)`` per epoch; the last, smaller batch is kept unless it would hold a
+single image, which is then skipped for that epoch (BatchNorm cannot normalise a batch of one, and
+with a fresh permutation each epoch a different image is skipped each time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .artifacts import RunDir, load_json, load_torch, save_json, save_torch
+from .augment import random_crop_flip
+from .config import ConfigError, RunConfig
+from .evaluation import accuracy, confusion_matrix, cross_entropy, per_class_accuracy, predict
+from .models import resnet18
+from .normalization import normalize
+from .reproducibility import environment_report
+
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.json"
+PREDICTIONS_NAME = "predictions.pt"
+METRICS_NAME = "metrics.json"
+CHECKPOINT_FORMAT = 1
+
+# Configuration keys that change the trained weights or the recorded history. A checkpoint written
+# under different values is refused rather than resumed. Execution details that leave the numbers
+# alone on a given machine (device, threads, eval batch size, paths, how the data were found) and the
+# analysis settings of later stages are left out, so a run can be resumed elsewhere or re-analysed;
+# the data themselves are compared by fingerprint.
+TRAINING_KEYS: tuple[str, ...] = (
+    "seed",
+    "train_per_class",
+    "test_per_class",
+    "holdout_per_class",
+    "width",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_epochs",
+    "crop_padding",
+    "flip",
+    "precision",
+    "memory_format",
+)
+
+# Warm-up starts at this fraction of the peak learning rate.
+WARMUP_START_FACTOR = 0.1
+
+# The progress bar's postfix is refreshed this many times per epoch at most: reading the running
+# loss forces a device synchronisation, which would stall a GPU if done every step.
+POSTFIX_UPDATES_PER_EPOCH = 20
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run with different training settings or data than this one."""
+
+
+class CifarDataLike(Protocol):
+    """What :func:`run_training_stage` needs from a dataset (``cifar_helpers.data.CifarData`` fits)."""
+
+    train_images: torch.Tensor  # uint8 (N, 3, 32, 32)
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor  # uint8 (M, 3, 32, 32)
+    test_labels: torch.Tensor  # int64 (M,)
+    classes: Sequence[str]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` and :func:`run_training_stage` return.
+
+    Attributes:
+        model: the trained network, on the training device, in eval mode.
+        history: one dict per finished epoch (see :func:`train_model`).
+        checkpoint_path: the checkpoint of the last finished epoch.
+        history_path: ``history.json`` beside it.
+        train_seconds: total time spent in training steps over all epochs, resumed ones included
+            (test-set evaluation excluded).
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    checkpoint_path: Path
+    history_path: Path
+    train_seconds: float
+
+
+# --- model and schedule ---------------------------------------------------------------------------
+
+
+def build_model(config: RunConfig, num_classes: int = 10) -> nn.Module:
+    """ResNet-18 of ``config.width``, initialised from ``config.seed``, on the training device.
+
+    The weights are drawn on the CPU under a private RNG seeded with ``config.seed`` (torch's global
+    generator is left untouched), so the baseline and augmented stages, and CPU and GPU runs, start
+    from the same initial weights. The model is channels-last when ``config.use_channels_last()``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = resnet18(num_classes=num_classes, width=config.width)
+    model = model.to(config.resolved_device())
+    if config.use_channels_last():
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    """Optimizer steps per epoch: ``ceil(num_images / batch_size)``, less a final batch of one image."""
+    if num_images < 2:
+        raise ValueError(f"training needs at least 2 images (BatchNorm), got {num_images}")
+    full, rest = divmod(num_images, batch_size)
+    return full + (1 if rest >= 2 else 0)
+
+
+def images_per_epoch(num_images: int, batch_size: int) -> int:
+    """Images actually trained on per epoch (``num_images``, less one when the last batch would be 1)."""
+    return num_images - (1 if num_images % batch_size == 1 else 0)
+
+
+def lr_at_step(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Learning rate of optimizer step ``step`` (0-based).
+
+    Linear from ``peak_lr * 0.1`` at step 0 to ``peak_lr`` at step ``warmup_steps``, then a half
+    cosine from ``peak_lr`` down towards 0, reaching ``peak_lr * (1 + cos(pi * (D - 1) / D)) / 2``
+    (about ``peak_lr * 2.5 / D**2``) at the last step, where ``D = total_steps - warmup_steps``.
+    """
+    if not 0 <= step < total_steps:
+        raise ValueError(f"step must be in [0, {total_steps}), got {step}")
+    if step < warmup_steps:
+        return peak_lr * (WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * step / warmup_steps)
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return 0.5 * peak_lr * (1.0 + math.cos(math.pi * progress))
+
+
+def learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
+    """The learning rate of every optimizer step of a run, in order (length ``epochs * steps``)."""
+    steps = steps_per_epoch(num_train_images, config.batch_size)
+    total = steps * config.epochs
+    warmup = min(round(config.warmup_epochs * steps), total)
+    return [lr_at_step(s, total, warmup, config.lr) for s in range(total)]
+
+
+def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum and weight decay on every parameter, as in the reference recipe.
+
+    Nesterov needs a non-zero momentum, so it is only switched on when ``config.momentum > 0``.
+    """
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    """Independent seeds for the batch order and the augmentation, derived from one run seed."""
+    spawn_key = {"order": 1, "augment": 2}[stream]
+    state = np.random.SeedSequence(seed, spawn_key=(spawn_key,)).generate_state(1, np.uint64)
+    return int(state[0]) >> 1  # torch seeds are at most 2**63 - 1 on some builds
+
+
+def _fingerprint(*tensors: torch.Tensor) -> str:
+    """A hash of the tensors' contents, to notice a checkpoint trained on different data."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        array = t.detach().cpu().contiguous().numpy()
+        h.update(str((array.dtype, array.shape)).encode())
+        h.update(memoryview(array).cast("B"))
+    return h.hexdigest()
+
+
+def check_checkpoint_compatible(
+    checkpoint: dict[str, Any], config: RunConfig, run_facts: dict[str, Any], path: str | os.PathLike[str]
+) -> None:
+    """Raise :class:`CheckpointMismatchError` naming every training-relevant difference.
+
+    Compares the :data:`TRAINING_KEYS` of the checkpoint's configuration with ``config``, and the run
+    facts (augmentation on/off, number of classes, fingerprints of the training and test data).
+    """
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} has checkpoint format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT}"
+        )
+    saved_config = checkpoint["config"]
+    current = config.to_dict()
+    differences = [
+        f"{key}={saved_config.get(key)!r} in the checkpoint but {current[key]!r} now"
+        for key in TRAINING_KEYS
+        if saved_config.get(key) != current[key]
+    ]
+    saved_facts = checkpoint["run"]
+    differences += [
+        f"{key}={saved_facts.get(key)!r} in the checkpoint but {value!r} now"
+        for key, value in run_facts.items()
+        if saved_facts.get(key) != value
+    ]
+    if differences:
+        raise CheckpointMismatchError(
+            f"{path} was written by a different run and cannot be resumed: {'; '.join(differences)}. "
+            "Delete it, pass resume=False, or train into another directory."
+        )
+
+
+def _rng_states(generators: dict[str, torch.Generator], device: torch.device) -> dict[str, Any]:
+    states: dict[str, Any] = {name: g.get_state() for name, g in generators.items()}
+    states["torch_cpu"] = torch.get_rng_state()
+    if device.type == "cuda":
+        states["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _restore_rng_states(
+    states: dict[str, Any], generators: dict[str, torch.Generator], device: torch.device
+) -> None:
+    for name, g in generators.items():
+        g.set_state(states[name])
+    torch.set_rng_state(states["torch_cpu"])
+    if device.type == "cuda" and "torch_cuda" in states:
+        torch.cuda.set_rng_state(states["torch_cuda"], device)
+
+
+def _sync(device: torch.device) -> None:
+    # Kernels run asynchronously on CUDA: wait for them before reading the clock.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_data(name: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
+        raise ValueError(f"{name}_images must be a uint8 tensor (N, 3, H, W), got {got}")
+    if images.shape[1] != 3:
+        raise ValueError(f"{name}_images must have 3 channels, got shape {tuple(images.shape)}")
+    if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
+        raise ValueError(
+            f"{name}_labels must be int64 ({images.shape[0]},) to match {name}_images, "
+            f"got {labels.dtype} {tuple(labels.shape)}"
+        )
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"{name}_labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
+
+
+def _history_document(
+    config: RunConfig, history: list[dict[str, Any]], environment: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "complete": len(history) == config.epochs,
+        "epochs": history,
+        "config": config.to_dict(),
+        "environment": environment,
+    }
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def train_model(
+    config: RunConfig,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    out_dir: str | os.PathLike[str],
+    *,
+    augment: bool,
+    num_classes: int = 10,
+    progress: bool = True,
+    resume: bool = True,
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train ResNet-18 with the configured recipe, checkpointing every epoch into ``out_dir``.
+
+    When ``config.num_threads`` is set, ``torch.set_num_threads`` is called with it (process-wide).
+
+    Args:
+        config: the run configuration (recipe, width, seed, device, precision, threads).
+        train_images: uint8 (N, 3, 32, 32), on any device; moved to the training device once.
+        train_labels: int64 (N,).
+        test_images: uint8 (M, 3, 32, 32), evaluated after every epoch.
+        test_labels: int64 (M,).
+        out_dir: where ``checkpoint.pt`` and ``history.json`` are written (atomically) after every epoch.
+        augment: apply ``random_crop_flip(padding=config.crop_padding, flip=config.flip)`` to every
+            training batch; without it the network sees exactly the normalised training images.
+        num_classes: output classes of the network.
+        progress: show a tqdm progress bar per epoch with the running loss and accuracy.
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists (a checkpoint written with
+            different training settings or data raises :class:`CheckpointMismatchError`). With
+            ``resume=False`` an existing checkpoint is ignored and overwritten after the first epoch.
+        stop_after_epoch: stop once this many epochs are finished (for interrupting a run on purpose);
+            ``None`` trains all ``config.epochs``.
+
+    Returns:
+        :class:`TrainResult`. Each history entry is ``{"epoch" (1-based), "train_loss", "train_acc"``
+        (running means over the epoch's augmented batches, in train mode), ``"test_loss", "test_acc"``
+        (eval mode, un-augmented test set), ``"lr"`` (of the epoch's last step), ``"seconds"`` (time of
+        the epoch's training steps, test evaluation excluded)``}``.
+    """
+    _check_data("train", train_images, train_labels, num_classes)
+    _check_data("test", test_images, test_labels, num_classes)
+    if stop_after_epoch is not None and stop_after_epoch < 1:
+        raise ValueError(f"stop_after_epoch must be >= 1 or None, got {stop_after_epoch!r}")
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+
+    device = config.resolved_device()
+    bf16 = config.use_bf16()
+    memory_format = torch.channels_last if config.use_channels_last() else torch.contiguous_format
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    history_path = out_dir / HISTORY_NAME
+
+    n = train_images.shape[0]
+    batch_size = config.batch_size
+    steps = steps_per_epoch(n, batch_size)
+    schedule = learning_rates(config, n)
+    run_facts = {
+        "augment": bool(augment),
+        "num_classes": num_classes,
+        "train_data": _fingerprint(train_images, train_labels),
+        "test_data": _fingerprint(test_images, test_labels),
+    }
+
+    model = build_model(config, num_classes)
+    optimizer = make_optimizer(model, config)
+    # The batch order is drawn on the CPU so that it is the same on every device; the augmentation
+    # generator must live where the images are (random_crop_flip draws on their device).
+    generators = {
+        "order": torch.Generator().manual_seed(_stream_seed(config.seed, "order")),
+        "augment": torch.Generator(device=device).manual_seed(_stream_seed(config.seed, "augment")),
+    }
+    history: list[dict[str, Any]] = []
+    step = 0
+    if resume and checkpoint_path.exists():
+        checkpoint = load_torch(checkpoint_path)
+        check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step = checkpoint["step"]
+        history = list(checkpoint["history"])
+        _restore_rng_states(checkpoint["rng"], generators, device)
+        if step != len(history) * steps:
+            raise CheckpointMismatchError(
+                f"{checkpoint_path} is inconsistent: step {step} after {len(history)} epochs of {steps} steps"
+            )
+
+    environment = {
+        **environment_report(),
+        "device": str(device),
+        "bf16": bf16,
+        "channels_last": memory_format == torch.channels_last,
+    }
+    x_train = train_images.to(device)
+    y_train = train_labels.to(device)
+    x_test = test_images.to(device)
+    y_test = test_labels.to(device)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    )
+    postfix_every = max(1, steps // POSTFIX_UPDATES_PER_EPOCH)
+
+    for epoch in range(len(history), config.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        model.train()
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
+        _sync(device)
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=generators["order"]).to(device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        for i in range(steps):
+            index = order[i * batch_size : (i + 1) * batch_size]
+            images = x_train[index]
+            labels = y_train[index]
+            if augment:
+                images = random_crop_flip(
+                    images, padding=config.crop_padding, flip=config.flip, generator=generators["augment"]
+                )
+            inputs = normalize(images).contiguous(memory_format=memory_format)
+            lr = schedule[step]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+
+            batch = labels.shape[0]
+            seen += batch
+            loss_sum += loss.detach().double() * batch
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            bar.update(1)
+            if progress and ((i + 1) % postfix_every == 0 or i + 1 == steps):
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+        _sync(device)
+        seconds = time.perf_counter() - start
+
+        test = predict(
+            model,
+            x_test,
+            y_test,
+            batch_size=config.eval_batch_size,
+            device=device,
+            bf16=bf16,
+            channels_last=memory_format == torch.channels_last,
+        )
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / seen,
+            "train_acc": correct.item() / seen,
+            "test_loss": cross_entropy(test),
+            "test_acc": accuracy(test),
+            "lr": schedule[step - 1],
+            "seconds": seconds,
+        }
+        history.append(entry)
+        if progress:
+            bar.set_postfix(
+                loss=f"{entry['train_loss']:.4f}",
+                acc=f"{entry['train_acc']:.4f}",
+                test_acc=f"{entry['test_acc']:.4f}",
+            )
+        bar.close()
+
+        save_torch(
+            checkpoint_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "epoch": epoch + 1,
+                "history": history,
+                "config": config.to_dict(),
+                "run": run_facts,
+                "rng": _rng_states(generators, device),
+            },
+        )
+        save_json(history_path, _history_document(config, history, environment))
+
+    if not checkpoint_path.exists():
+        raise RuntimeError(f"no epoch was trained and there is no checkpoint at {checkpoint_path}")
+    if not history_path.exists():
+        # A run that was finished before this call still gets a history.json beside its checkpoint.
+        save_json(history_path, _history_document(config, history, environment))
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=history,
+        checkpoint_path=checkpoint_path,
+        history_path=history_path,
+        train_seconds=float(sum(h["seconds"] for h in history)),
+    )
+
+
+def load_trained_model(
+    checkpoint_path: str | os.PathLike[str], device: str | torch.device | None = None
+) -> nn.Module:
+    """The network saved in a :func:`train_model` checkpoint, rebuilt from its configuration, eval mode.
+
+    Args:
+        checkpoint_path: a ``checkpoint.pt`` written by :func:`train_model`.
+        device: where to put the model; ``None`` uses the checkpoint configuration's device when this
+            machine has it (``auto`` resolves to cuda or cpu here), else the CPU. The model is
+            channels-last when the checkpoint's configuration uses channels-last here.
+    """
+    checkpoint = load_torch(checkpoint_path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint_path} is not a checkpoint written by cifar_helpers.training")
+    return _model_from_checkpoint(checkpoint, device)
+
+
+def _model_from_checkpoint(checkpoint: dict[str, Any], device: str | torch.device | None) -> nn.Module:
+    config = RunConfig.from_dict(checkpoint["config"])
+    if device is None:
+        try:
+            device = config.resolved_device()
+        except ConfigError:
+            device = torch.device("cpu")
+    # Building the network draws initial weights; keep that from moving torch's global generator.
+    with torch.random.fork_rng(devices=[]):
+        model = resnet18(num_classes=checkpoint["run"]["num_classes"], width=config.width)
+    model.load_state_dict(checkpoint["model"])
+    model = model.to(device)
+    if config.use_channels_last():
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+# --- a whole training stage ------------------------------------------------------------------------
+
+
+def run_training_stage(
+    run: RunDir,
+    config: RunConfig,
+    data: CifarDataLike,
+    stage: Literal["baseline", "augmented"],
+    progress: bool = True,
+) -> TrainResult:
+    """Notebooks 01 and 04 in one call: train, evaluate, and write the stage's outputs.
+
+    ``baseline`` trains without augmentation, ``augmented`` with random crop + flip; both start from
+    the same initial weights and see the same batch order (both seeded from ``config.seed``), so they
+    differ only by the augmentation. Writes into ``run.stage_dir(stage)``:
+
+    * ``checkpoint.pt``, ``history.json`` - from :func:`train_model` (resumed if interrupted);
+    * ``predictions.pt`` - test-set :class:`~cifar_helpers.evaluation.Predictions`;
+    * ``metrics.json`` - ``test_accuracy``, ``train_accuracy`` (eval mode, un-augmented training
+      images), ``train_test_gap`` (train minus test), ``per_class_accuracy`` ({class name: accuracy},
+      NaN for a class absent from the test set), ``confusion_matrix`` (rows true, columns predicted),
+      ``train_seconds``, ``epochs``, ``images_per_second`` (training images per second of training).
+
+    A stage whose files are all present and whose history is complete is loaded, not retrained (its
+    checkpoint must still match ``config`` and ``data``, else :class:`CheckpointMismatchError`).
+    """
+    if stage not in ("baseline", "augmented"):
+        raise ValueError(f"stage must be 'baseline' or 'augmented', got {stage!r}")
+    out_dir = run.stage_dir(stage)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    history_path = out_dir / HISTORY_NAME
+    metrics_path = out_dir / METRICS_NAME
+    num_classes = len(data.classes)
+    augment = stage == "augmented"
+
+    if run.is_complete(stage) and load_json(history_path).get("complete"):
+        checkpoint = load_torch(checkpoint_path)
+        run_facts = {
+            "augment": augment,
+            "num_classes": num_classes,
+            "train_data": _fingerprint(data.train_images, data.train_labels),
+            "test_data": _fingerprint(data.test_images, data.test_labels),
+        }
+        check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        return TrainResult(
+            model=_model_from_checkpoint(checkpoint, config.resolved_device()),
+            history=checkpoint["history"],
+            checkpoint_path=checkpoint_path,
+            history_path=history_path,
+            train_seconds=float(load_json(metrics_path)["train_seconds"]),
+        )
+
+    result = train_model(
+        config,
+        data.train_images,
+        data.train_labels,
+        data.test_images,
+        data.test_labels,
+        out_dir,
+        augment=augment,
+        num_classes=num_classes,
+        progress=progress,
+        resume=True,
+    )
+    eval_options = {
+        "batch_size": config.eval_batch_size,
+        "bf16": config.use_bf16(),
+        "channels_last": config.use_channels_last(),
+    }
+    test = predict(result.model, data.test_images, data.test_labels, **eval_options)
+    train = predict(result.model, data.train_images, data.train_labels, **eval_options)
+    test.save(out_dir / PREDICTIONS_NAME)
+    test_accuracy = accuracy(test)
+    train_accuracy = accuracy(train)
+    per_class = per_class_accuracy(test.preds, test.labels, num_classes)
+    seen = images_per_epoch(data.train_images.shape[0], config.batch_size) * config.epochs
+    save_json(
+        metrics_path,
+        {
+            "test_accuracy": test_accuracy,
+            "train_accuracy": train_accuracy,
+            "train_test_gap": train_accuracy - test_accuracy,
+            "per_class_accuracy": {name: per_class[i].item() for i, name in enumerate(data.classes)},
+            "confusion_matrix": confusion_matrix(test.preds, test.labels, num_classes).tolist(),
+            "train_seconds": result.train_seconds,
+            "epochs": config.epochs,
+            "images_per_second": seen / result.train_seconds if result.train_seconds > 0 else None,
+        },
+    )
+    return result
+
+
+__all__ = [
+    "TRAINING_KEYS",
+    "CheckpointMismatchError",
+    "CifarDataLike",
+    "TrainResult",
+    "build_model",
+    "check_checkpoint_compatible",
+    "images_per_epoch",
+    "learning_rates",
+    "load_trained_model",
+    "lr_at_step",
+    "make_optimizer",
+    "run_training_stage",
+    "steps_per_epoch",
+    "train_model",
+]
