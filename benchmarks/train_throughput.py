@@ -1,0 +1,283 @@
+"""Training throughput: the project's trainer against the original assignment's input pipeline.
+
+Trains the same ResNet-18 with the same optimizer and batch size two ways:
+
+* ``project``   - :func:`cifar_helpers.training.train_model` itself: uint8 tensors in memory, a seeded
+  permutation per epoch, ``random_crop_flip`` on the whole batch on the device, normalisation there,
+  bf16 autocast and channels-last where the device runs bf16 natively (CUDA, or a CPU with
+  AVX512-BF16/AMX), fp32 otherwise. It trains two epochs of ``--steps`` batches and the second one is
+  timed (from the trainer's own per-epoch ``seconds``), so one-off start-up costs are left out.
+* ``reference`` - the way the assignment did it: a ``Dataset`` of PIL images with torchvision's
+  ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``, ``ToTensor()``, ``Normalize(...)``, a
+  shuffling ``DataLoader`` with ``--workers`` worker processes (2 by default: one per core on a 2-core
+  machine, the usual choice), fp32, NCHW. ``--warmup`` batches (worker start-up, first kernels) are
+  run before the timed ``--steps`` batches.
+
+Each (method, width) runs in its own subprocess, so its peak memory is its own: the resident set
+size high-water mark from ``resource.getrusage`` (the main process, and for the reference also the
+largest DataLoader worker), or ``torch.cuda.max_memory_allocated`` on CUDA. The data are random uint8
+images; throughput does not depend on what the pixels show.
+
+    python benchmarks/train_throughput.py                   # widths 64 and 16, 20 timed steps each
+    python benchmarks/train_throughput.py --width 16 --steps 40 --repeats 3
+    python benchmarks/train_throughput.py --device cuda --batch-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# Runnable from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cifar_helpers.config import RunConfig, make_config
+from cifar_helpers.models import resnet18
+from cifar_helpers.normalization import CIFAR10_MEAN, CIFAR10_STD
+from cifar_helpers.training import make_optimizer, train_model
+
+NUM_CLASSES = 10
+
+
+def random_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random uint8 images (n, 3, 32, 32) and int64 labels (n,)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    return images, labels
+
+
+def bench_config(args: argparse.Namespace, width: int) -> RunConfig:
+    """The ``cpu`` profile with the benchmark's width, batch size, device and thread count."""
+    return make_config(
+        "cpu",
+        width=width,
+        batch_size=args.batch_size,
+        epochs=2,
+        warmup_epochs=1.0,
+        device=args.device,
+        num_threads=args.threads,
+        eval_batch_size=args.batch_size,
+        seed=args.seed,
+    )
+
+
+def peak_memory_mb(device: torch.device, workers: bool = False) -> dict[str, float]:
+    """Peak memory of this process (and of its largest finished DataLoader worker), in MiB.
+
+    A worker is forked from the main process, so its resident set includes pages it still shares
+    with it: main + worker over-counts the total.
+    """
+    # ru_maxrss is in KiB on Linux.
+    memory = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if workers:
+        memory["largest_worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if device.type == "cuda":
+        memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return memory
+
+
+def run_project(args: argparse.Namespace, width: int) -> dict[str, Any]:
+    """Two epochs of ``args.steps`` batches through ``train_model``; the second epoch is timed."""
+    config = bench_config(args, width)
+    images, labels = random_data(args.steps * args.batch_size, args.seed)
+    test_images, test_labels = random_data(args.batch_size, args.seed + 1)
+    with tempfile.TemporaryDirectory() as out_dir:
+        result = train_model(
+            config,
+            images,
+            labels,
+            test_images,
+            test_labels,
+            out_dir,
+            augment=True,
+            progress=False,
+            resume=False,
+        )
+    seconds = result.history[-1]["seconds"]
+    device = config.resolved_device()
+    return {
+        "images_per_second": args.steps * args.batch_size / seconds,
+        "seconds": seconds,
+        "bf16": config.use_bf16(),
+        "channels_last": config.use_channels_last(),
+        "threads": torch.get_num_threads(),
+        **peak_memory_mb(device),
+    }
+
+
+class PILImages(torch.utils.data.Dataset):
+    """The assignment's dataset, as ``torchvision.datasets.CIFAR10`` does it: an HWC uint8 array,
+    each image turned into a PIL image and transformed one at a time in the DataLoader's workers."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, 32, 32, 3)
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def run_reference(args: argparse.Namespace, width: int) -> dict[str, Any]:
+    """``args.warmup`` untimed then ``args.steps`` timed batches of the assignment's pipeline."""
+    import torchvision.transforms as T
+
+    config = bench_config(args, width)
+    device = config.resolved_device()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    total = args.warmup + args.steps
+    images, labels = random_data(total * args.batch_size, args.seed)
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ]
+    )
+    loader = torch.utils.data.DataLoader(
+        PILImages(images, labels, transform),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    torch.manual_seed(args.seed)
+    model = resnet18(num_classes=NUM_CLASSES, width=width).to(device)
+    optimizer = make_optimizer(model, config)
+    model.train()
+    start = 0.0
+    for step, (x, y) in enumerate(loader):
+        if step == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    del loader  # shut the workers down so their peak RSS is reported under RUSAGE_CHILDREN
+    return {
+        "images_per_second": args.steps * args.batch_size / seconds,
+        "seconds": seconds,
+        "bf16": False,
+        "channels_last": False,
+        "threads": torch.get_num_threads(),
+        "workers": args.workers,
+        **peak_memory_mb(device, workers=args.workers > 0),
+    }
+
+
+def run_in_subprocess(method: str, width: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter, so that its peak memory is its own."""
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--width",
+        str(width),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--workers",
+        str(args.workers),
+        "--seed",
+        str(args.seed),
+    ]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--width", type=int, action="append", help="ResNet-18 width; repeatable (default: 64 and 16)"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per method")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed reference steps before timing")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--workers", type=int, default=2, help="reference DataLoader worker processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the methods this often; best kept")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write all measurements here")
+    parser.add_argument("--worker", choices=("project", "reference"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    widths = args.width or [64, 16]
+    if args.steps < 1 or args.batch_size < 2 or args.repeats < 1:
+        parser.error("--steps and --repeats must be >= 1 and --batch-size >= 2")
+
+    if args.worker:
+        runner = run_project if args.worker == "project" else run_reference
+        print(json.dumps(runner(args, widths[0])))
+        return
+
+    print(
+        f"device={args.device} batch_size={args.batch_size} steps={args.steps} "
+        f"reference workers={args.workers} threads={args.threads or torch.get_num_threads()}"
+    )
+    results: list[dict[str, Any]] = []
+    for width in widths:
+        best: dict[str, dict[str, Any]] = {}
+        for _ in range(args.repeats):
+            # Alternating the two methods spreads any background load over both of them.
+            for method in ("project", "reference"):
+                measured = run_in_subprocess(method, width, args)
+                results.append({"width": width, "method": method, **measured})
+                if method not in best or measured["images_per_second"] > best[method]["images_per_second"]:
+                    best[method] = measured
+        for method in ("project", "reference"):
+            m = best[method]
+            precision = "bf16 channels_last" if m["bf16"] else "fp32 NCHW"
+            memory = f"peak RSS {m['rss_mb']:.0f} MiB"
+            if "largest_worker_rss_mb" in m:
+                memory += f" (+ largest worker {m['largest_worker_rss_mb']:.0f} MiB)"
+            if "cuda_max_allocated_mb" in m:
+                memory += f", CUDA max allocated {m['cuda_max_allocated_mb']:.0f} MiB"
+            print(
+                f"width {width:3d}  {method:9s}  {m['images_per_second']:8.1f} img/s  "
+                f"({precision}, {m['threads']} threads)  {memory}"
+            )
+        ratio = best["project"]["images_per_second"] / best["reference"]["images_per_second"]
+        print(f"width {width:3d}  speed-up  {ratio:.2f}x")
+    if args.json:
+        from cifar_helpers.artifacts import save_json
+
+        save_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
