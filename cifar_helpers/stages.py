@@ -30,7 +30,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "baseline": ("setup",),
     "failures": ("setup", "baseline"),
     "gradcam": ("setup", "baseline", "failures"),
-    "augmented": ("setup",),
+    "augmented": ("setup", "baseline"),  # its notebook draws both models' curves
     "reevaluation": ("setup", "baseline", "failures", "gradcam", "augmented"),
     "stress": ("setup", "baseline", "failures", "augmented"),
 }
