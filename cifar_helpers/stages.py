@@ -39,15 +39,19 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 _RUN_IDENTITY_KEYS = ("profile", "seed")
 
 
-def default_run_dir(profile: str, cwd: str | os.PathLike[str] | None = None) -> Path:
-    """``runs/<profile>`` at the project root (``auto`` is resolved first).
+def project_root(cwd: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``runs/`` and ``data/`` live: the working directory, or its parent inside ``notebooks/``.
 
     A notebook runs with ``notebooks/`` as its working directory, so the project root is its parent
     there; elsewhere (``run_all.py``, Colab) it is the working directory.
     """
     here = Path(cwd) if cwd is not None else Path.cwd()
-    root = here.parent if here.name == "notebooks" else here
-    return root / "runs" / resolve_profile(profile)
+    return (here.parent if here.name == "notebooks" else here).resolve()
+
+
+def default_run_dir(profile: str, cwd: str | os.PathLike[str] | None = None) -> Path:
+    """``runs/<profile>`` at the project root (``auto`` is resolved first)."""
+    return project_root(cwd) / "runs" / resolve_profile(profile)
 
 
 @dataclass
@@ -117,6 +121,10 @@ def setup_run(
     refused (its results would no longer match its config); use another ``run_dir`` for that.
     """
     values = {k: v for k, v in overrides.items() if v is not None}
+    generated = values.get("data_source") == "synthetic"
+    if values.get("data_dir") is None and not os.environ.get("CIFAR10_ROOT") and not generated:
+        # "./data" means the project's data folder, whether run from run_all.py or from notebooks/.
+        values["data_dir"] = str(project_root() / "data")
     config = make_config(profile, seed=seed, **values)
     run = RunDir(run_dir if run_dir is not None else default_run_dir(profile))
     if run.config_path.exists():

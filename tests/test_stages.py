@@ -45,3 +45,15 @@ def test_open_stage_checks_profile_and_seed_and_saves_knobs(tmp_path):
 def test_default_run_dir_is_at_the_project_root(tmp_path):
     assert default_run_dir("smoke", cwd=tmp_path / "notebooks") == tmp_path / "runs" / "smoke"
     assert default_run_dir("smoke", cwd=tmp_path) == tmp_path / "runs" / "smoke"
+
+
+def test_default_data_dir_is_the_project_data_folder_from_notebooks_too(tmp_path, monkeypatch):
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    stage = setup_run(tmp_path / "run", profile="smoke", seed=42)
+    assert stage.config.data_dir == str((tmp_path / "data").resolve())
+    generated = setup_run(tmp_path / "run2", profile="smoke", seed=42, data_source="synthetic")
+    assert generated.config.data_dir is None  # no folder involved
+    monkeypatch.setenv("CIFAR10_ROOT", "/somewhere/else")
+    assert setup_run(tmp_path / "run3", profile="smoke", seed=42).config.data_dir is None
