@@ -27,6 +27,7 @@ from IPython.display import HTML, display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .pipeline import HEADLESS_ENV
 from .plotting.core import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
@@ -50,7 +51,6 @@ from .plotting.core import (
 )
 from .plotting.explanations import plot_failure_grid, plot_gradcam_pairs
 
-HEADLESS_ENV = "CIFAR_STRESS_HEADLESS"
 TOP_K = 5
 
 
