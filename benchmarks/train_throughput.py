@@ -13,6 +13,13 @@ Trains the same ResNet-18 with the same optimizer and batch size two ways:
   machine, the usual choice), fp32, NCHW. ``--warmup`` batches (worker start-up, first kernels) are
   run before the timed ``--steps`` batches.
 
+To tell how much room is left, it also measures the machine's matrix-multiply peak in bf16 and fp32
+(a large square matmul, the best case for the same math libraries the convolutions use) and reports
+each method's arithmetic rate against it. A training step costs about three forward passes (the
+forward, the gradient with respect to the inputs, the gradient with respect to the weights), so
+``GFLOP/s = images/s x 3 x 2 x forward multiply-adds``. When both methods already run near their
+precision's peak, the speed-up cannot exceed the ratio of the two peaks.
+
 Each (method, width) runs in its own subprocess, so its peak memory is its own: the resident set
 size high-water mark from ``resource.getrusage`` (the main process, and for the reference also the
 largest DataLoader worker), or ``torch.cuda.max_memory_allocated`` on CUDA. The data are random uint8
@@ -40,12 +47,13 @@ import torch.nn.functional as F
 
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cifar_helpers.config import RunConfig, make_config
+from cifar_helpers.config import PROFILES, RunConfig, make_config
 from cifar_helpers.models import resnet18
 from cifar_helpers.normalization import CIFAR10_MEAN, CIFAR10_STD
 from cifar_helpers.training import make_optimizer, train_model
 
 NUM_CLASSES = 10
+PEAK_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def random_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +92,47 @@ def peak_memory_mb(device: torch.device, workers: bool = False) -> dict[str, flo
     if device.type == "cuda":
         memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return memory
+
+
+def forward_macs_per_image(width: int) -> int:
+    """Multiply-adds of one forward pass of ResNet-18 at ``width`` on a 32x32 image (convs + linear)."""
+    model = resnet18(num_classes=NUM_CLASSES, width=width)
+    total = 0
+
+    def count(module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output[0].numel() * k
+        elif isinstance(module, torch.nn.Linear):
+            total += module.in_features * module.out_features
+
+    for module in model.modules():
+        module.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    return total
+
+
+def matmul_peak_gflops(
+    dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 10
+) -> float:
+    """Best-case arithmetic rate of this device: GFLOP/s of a ``size`` x ``size`` matmul in ``dtype``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(3):
+        a @ b  # first calls pick kernels and touch memory
+    for _ in range(3):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best / 1e9
 
 
 def run_project(args: argparse.Namespace, width: int) -> dict[str, Any]:
@@ -227,7 +276,9 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per method")
     parser.add_argument("--warmup", type=int, default=3, help="untimed reference steps before timing")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--batch-size", type=int, default=PROFILES["cpu"]["batch_size"], help="default: the cpu profile's"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--workers", type=int, default=2, help="reference DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -249,8 +300,17 @@ def main() -> None:
         f"device={args.device} batch_size={args.batch_size} steps={args.steps} "
         f"reference workers={args.workers} threads={args.threads or torch.get_num_threads()}"
     )
+    device = bench_config(args, widths[0]).resolved_device()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peaks = {name: matmul_peak_gflops(dtype, device) for name, dtype in PEAK_DTYPES.items()}
+    print(
+        f"matmul peak  bf16 {peaks['bf16']:.0f} GFLOP/s  fp32 {peaks['fp32']:.0f} GFLOP/s  "
+        f"(ratio {peaks['bf16'] / peaks['fp32']:.2f}x: what bf16 alone can buy where convolutions dominate)"
+    )
     results: list[dict[str, Any]] = []
     for width in widths:
+        train_gflop = 3 * 2 * forward_macs_per_image(width) / 1e9
         best: dict[str, dict[str, Any]] = {}
         for _ in range(args.repeats):
             # Alternating the two methods spreads any background load over both of them.
@@ -267,16 +327,20 @@ def main() -> None:
                 memory += f" (+ largest worker {m['largest_worker_rss_mb']:.0f} MiB)"
             if "cuda_max_allocated_mb" in m:
                 memory += f", CUDA max allocated {m['cuda_max_allocated_mb']:.0f} MiB"
+            gflops = m["images_per_second"] * train_gflop
+            peak = peaks["bf16" if m["bf16"] else "fp32"]
+            m["gflops"] = gflops
             print(
                 f"width {width:3d}  {method:9s}  {m['images_per_second']:8.1f} img/s  "
-                f"({precision}, {m['threads']} threads)  {memory}"
+                f"({precision}, {m['threads']} threads)  ~{gflops:.0f} GFLOP/s = "
+                f"{100 * gflops / peak:.0f}% of the matmul peak  {memory}"
             )
         ratio = best["project"]["images_per_second"] / best["reference"]["images_per_second"]
         print(f"width {width:3d}  speed-up  {ratio:.2f}x")
     if args.json:
         from cifar_helpers.artifacts import save_json
 
-        save_json(args.json, results)
+        save_json(args.json, {"matmul_peak_gflops": peaks, "runs": results})
 
 
 if __name__ == "__main__":
