@@ -54,10 +54,11 @@ class RunConfig:
     holdout_per_class: int = 100  # training images kept out of training, for temperature scaling
     # --- model ------------------------------------------------------------------------------------
     width: int = 16  # channels of ResNet-18's first stage; 64 is the standard network
+    zero_init_residual: bool = False  # start every residual block as its shortcut (short schedules)
     # --- optimisation (SGD + Nesterov momentum, cosine annealing per step) ---------------------------
-    epochs: int = 18
-    batch_size: int = 256
-    lr: float = 0.2  # peak learning rate, reached after the warm-up
+    epochs: int = 19
+    batch_size: int = 128
+    lr: float = 0.1  # peak learning rate, reached after the warm-up
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4  # applied to all weights, as in the reference CIFAR recipes
@@ -249,10 +250,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         sanity_images=16,
     ),
     "cpu": dict(
+        # Width 16 is the fastest width per useful FLOP on a CPU: oneDNN's bf16 kernels want channel
+        # counts that are multiples of 16 (width 12 trains no faster, width 20 2.5x slower).
         width=16,
-        epochs=18,
-        batch_size=256,
-        lr=0.2,
+        zero_init_residual=True,
+        # 19 epochs at ~1,150 images/s fit in 15 minutes of training on 2 cores with native bf16.
+        epochs=19,
+        # More, smaller steps learn more per epoch in a short schedule; 128 costs no throughput.
+        batch_size=128,
+        lr=0.1,
         warmup_epochs=1.0,
         holdout_per_class=100,
         stress_images=2000,

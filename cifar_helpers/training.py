@@ -59,6 +59,7 @@ TRAINING_KEYS: tuple[str, ...] = (
     "test_per_class",
     "holdout_per_class",
     "width",
+    "zero_init_residual",
     "epochs",
     "batch_size",
     "lr",
@@ -127,7 +128,9 @@ def build_model(config: RunConfig, num_classes: int = 10) -> nn.Module:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = resnet18(num_classes=num_classes, width=config.width)
+        model = resnet18(
+            num_classes=num_classes, width=config.width, zero_init_residual=config.zero_init_residual
+        )
     model = model.to(config.resolved_device())
     if config.use_channels_last():
         model = model.to(memory_format=torch.channels_last)

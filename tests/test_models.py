@@ -34,3 +34,22 @@ def test_bad_width_is_refused():
 
     with pytest.raises(ValueError, match="width"):
         resnet18(width=0)
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut():
+    from cifar_helpers.models import BasicBlock
+
+    torch.manual_seed(0)
+    model = resnet18(width=8, zero_init_residual=True)
+    torch.manual_seed(0)
+    plain = resnet18(width=8)
+    # Only the blocks' last BatchNorm scales change; the rest of the initialisation is the same.
+    differing = [
+        name
+        for (name, a), (_, b) in zip(plain.state_dict().items(), model.state_dict().items(), strict=True)
+        if not torch.equal(a, b)
+    ]
+    assert len(differing) == 8 and all(name.endswith("bn2.weight") for name in differing)
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    x = torch.randn(4, 8, 32, 32)
+    torch.testing.assert_close(blocks[0].train()(x), torch.relu(x))  # identity shortcut: relu(x) passes

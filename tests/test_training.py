@@ -138,6 +138,14 @@ def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:
     assert a.conv1.weight.shape[0] == 4
 
 
+def test_zero_init_residual_reaches_the_trained_model() -> None:
+    plain = build_model(tiny_config())
+    zeroed = build_model(tiny_config(zero_init_residual=True))
+    assert not torch.equal(plain.layer1[0].bn2.weight, torch.zeros_like(plain.layer1[0].bn2.weight))
+    assert torch.equal(zeroed.layer1[0].bn2.weight, torch.zeros_like(zeroed.layer1[0].bn2.weight))
+    torch.testing.assert_close(zeroed.conv1.weight, plain.conv1.weight)
+
+
 # --- what the network sees -------------------------------------------------------------------------
 
 
