@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import pickle
 import stat
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .artifacts import atomic_path
+from .safe_load import UnsafePickleError, load_batch_pickle
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -428,12 +428,13 @@ def _take_subsets(
 
 def _unpickle(path: Path) -> dict[Any, Any]:
     try:
-        with open(path, "rb") as f:
-            # latin1 turns the Python 2 pickles of the official archive into str keys; a pickle
-            # written by Python 3 keeps its bytes keys, which _get accepts too.
-            obj = pickle.load(f, encoding="latin1")
+        # Only containers, str/bytes, numbers and NumPy arrays are reconstructed: a batch file from
+        # an untrusted download cannot run code (see safe_load). str or bytes keys: _get takes both.
+        obj = load_batch_pickle(path)
     except FileNotFoundError:
         raise DataError(f"{path} is missing; {ACCEPTED_LAYOUTS}") from None
+    except UnsafePickleError as err:
+        raise DataError(str(err)) from None
     except Exception as err:
         raise DataError(
             f"{path} is not a readable CIFAR-10 batch file ({type(err).__name__}: {err})"

@@ -1,0 +1,79 @@
+"""Reading pickles from folders a user points us at, without running code from them.
+
+``pickle.load`` calls whatever callable a pickle names, so a ``data_batch_1`` downloaded from
+anywhere could run a shell command. A CIFAR-10 batch legitimately holds only plain containers,
+strings, bytes, numbers and NumPy arrays, so :class:`BatchUnpickler` reconstructs exactly those and
+refuses every other global before it is looked up (an allow-list, not a check after the fact).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import pickle
+from typing import Any
+
+# (module, name) pairs a pickled CIFAR-10 batch needs. NumPy writes its array helpers under
+# numpy.core (the official Python-2 files, NumPy 1.x) or numpy._core (NumPy 2.x); protocol 5 rebuilds
+# arrays with _frombuffer, older protocols with _reconstruct + ndarray.__setstate__; dtype and scalar
+# rebuild dtypes and NumPy scalars; _codecs.encode is how protocol-2 pickles written by Python 3
+# spell bytes objects. None of these can reach the file system, a process or an import.
+_NUMPY_CORE_GLOBALS = {
+    ("multiarray", "_reconstruct"),
+    ("multiarray", "scalar"),
+    ("numeric", "_frombuffer"),
+}
+ALLOWED_BATCH_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    | {
+        (f"{package}.{module}", name)
+        for package in ("numpy.core", "numpy._core")
+        for module, name in _NUMPY_CORE_GLOBALS
+    }
+)
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle names a global outside the allow-list; nothing from it was called."""
+
+
+def _numpy_core_module(module: str) -> Any:
+    # numpy.core is a deprecated alias of numpy._core on NumPy 2; import the real module directly.
+    submodule = module.rsplit(".", 1)[1]
+    try:
+        return importlib.import_module(f"numpy._core.{submodule}")
+    except ImportError:  # NumPy 1.x
+        return importlib.import_module(f"numpy.core.{submodule}")
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that reconstructs only what a CIFAR-10 batch holds (:data:`ALLOWED_BATCH_GLOBALS`)."""
+
+    def __init__(self, file: io.BufferedIOBase, *, source: str | os.PathLike[str], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self.source = str(source)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_BATCH_GLOBALS:
+            raise UnsafePickleError(
+                f"{self.source} asks to run {module}.{name}, which a CIFAR-10 batch never contains; "
+                "refusing to load it (only containers, str/bytes, numbers and NumPy arrays are allowed)"
+            )
+        if module.startswith(("numpy.core.", "numpy._core.")):
+            return getattr(_numpy_core_module(module), name)
+        return getattr(importlib.import_module(module), name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"{self.source} uses persistent ids, which a CIFAR-10 batch never contains")
+
+
+def load_batch_pickle(path: str | os.PathLike[str]) -> Any:
+    """Unpickle a CIFAR-10 batch file with :class:`BatchUnpickler`.
+
+    ``latin1`` turns the Python 2 pickles of the official archive into str keys (and their NumPy
+    buffers into the right bytes); a pickle written by Python 3 keeps its bytes keys.
+    Raises :class:`UnsafePickleError` for any other global, before calling anything.
+    """
+    with open(path, "rb") as f:
+        return BatchUnpickler(f, source=path, encoding="latin1").load()
