@@ -17,6 +17,7 @@ Profiles:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -118,6 +119,11 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check ranges and cross-field rules; raise :class:`ConfigError` naming the key."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            # inf and nan pass every range check below (nan compares false both ways) and train nonsense.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("eval_batch_size", self.eval_batch_size)

@@ -86,6 +86,10 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was written by a run with different training settings or data than this one."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """The training loss became inf or nan; the checkpoint of the last finished epoch is kept."""
+
+
 class CifarDataLike(Protocol):
     """What :func:`run_training_stage` needs from a dataset (``cifar_helpers.data.CifarData`` fits)."""
 
@@ -291,6 +295,31 @@ def _history_document(
     }
 
 
+def _stop_if_diverged(
+    first_bad: int,
+    epoch: int,
+    steps: int,
+    schedule: list[float],
+    epoch_start_step: int,
+    history: list[dict[str, Any]],
+    checkpoint_path: Path,
+) -> None:
+    """Raise :class:`TrainingDivergedError` when step ``first_bad`` (0-based, -1: none) of ``epoch``
+    (0-based) had a non-finite loss. Nothing of the diverged epoch is saved."""
+    if first_bad < 0:
+        return
+    kept = (
+        f"the checkpoint of epoch {len(history)} in {checkpoint_path} is kept"
+        if history and checkpoint_path.exists()
+        else "no checkpoint was written"
+    )
+    raise TrainingDivergedError(
+        f"training diverged: the loss became inf or nan at epoch {epoch + 1}, step {first_bad + 1} of "
+        f"{steps} (learning rate {schedule[epoch_start_step + first_bad]:.4g} at that step); the learning "
+        f"rate is likely too high, try a smaller lr; {kept}"
+    )
+
+
 # --- training ---------------------------------------------------------------------------------------
 
 
@@ -408,6 +437,9 @@ def train_model(
         order = torch.randperm(n, generator=generators["order"]).to(device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
+        # Index of the epoch's first step with a non-finite loss (-1: none), kept on the device so the
+        # loop does not wait for the GPU each step; read at every progress update and the epoch's end.
+        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
         seen = 0
         for i in range(steps):
             index = order[i * batch_size : (i + 1) * batch_size]
@@ -433,9 +465,13 @@ def train_model(
             seen += batch
             loss_sum += loss.detach().double() * batch
             correct += (logits.detach().argmax(dim=1) == labels).sum()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
             bar.update(1)
-            if progress and ((i + 1) % postfix_every == 0 or i + 1 == steps):
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+            if (i + 1) % postfix_every == 0 or i + 1 == steps:
+                first = step - i - 1
+                _stop_if_diverged(int(first_bad), epoch, steps, schedule, first, history, checkpoint_path)
+                if progress:
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
         _sync(device)
         seconds = time.perf_counter() - start
 
