@@ -15,7 +15,9 @@ A run directory looks like::
         report.html
 
 Every file is written to a temporary name in the same directory and renamed into place, so a reader
-never sees a half-written checkpoint or JSON, and a crash leaves the previous version intact.
+never sees a half-written checkpoint or JSON, and a crash leaves the previous version intact. Its size
+and SHA-256 go into the directory's ``manifest.json`` (:mod:`cifar_helpers.manifest`), so a file
+damaged later is reported, with the stage to rerun, when a later stage reads it.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from . import manifest
 
 # Stage key -> (directory in the run, notebook that writes it). Order is the pipeline's order.
 STAGES: dict[str, tuple[str, str]] = {
@@ -56,6 +62,24 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 
 class MissingStageError(FileNotFoundError):
     """An artifact that an earlier stage should have written is not in the run directory."""
+
+
+class DamagedArtifactError(MissingStageError):
+    """An artifact exists but is not what its stage wrote (truncated, altered, or unsafe to load)."""
+
+
+def rerun_hint(path: str | os.PathLike[str]) -> str:
+    """What to do about a bad artifact at ``path``: the stage (and notebook) that writes it, if known."""
+    path = Path(path)
+    stage = next((s for s, (d, _) in STAGES.items() if d != "." and d == path.parent.name), None)
+    if stage is None and path.name in STAGE_OUTPUTS["setup"]:
+        stage = "setup"
+    if stage is None:
+        return "write it again"
+    number = list(STAGES).index(stage)
+    return (
+        f"rerun stage '{stage}' ({STAGES[stage][1]}; run_all.py --stages {number} --force) to write it again"
+    )
 
 
 @contextlib.contextmanager
@@ -92,10 +116,12 @@ def _to_jsonable(obj: Any) -> Any:
 
 
 def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically. Tensors and NumPy arrays become lists."""
+    """Write ``obj`` as indented JSON, atomically, and record it in the manifest. Tensors and NumPy
+    arrays become lists; NaN (an undefined measure, e.g. a mean over no images) is kept."""
     text = json.dumps(obj, indent=2, default=_to_jsonable, allow_nan=True)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
+    manifest.record(path)
     return Path(path)
 
 
@@ -106,21 +132,45 @@ def load_json(path: str | os.PathLike[str]) -> Any:
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
-    """``torch.save`` atomically (checkpoints, prediction tensors, heatmaps)."""
+    """``torch.save`` atomically (checkpoints, prediction tensors, heatmaps), recorded in the manifest.
+
+    ``obj`` must be loadable by :func:`load_torch`: tensors, dicts, lists, tuples, str, numbers,
+    bools and None.
+    """
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+    manifest.record(path)
     return Path(path)
 
 
 def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` a file written by :func:`save_torch` (our own files, so full unpickling)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """``torch.load`` a file written by :func:`save_torch`, with ``weights_only=True``.
+
+    Only tensors, containers, strings and numbers are reconstructed, so a crafted file cannot run
+    code. Raises :class:`DamagedArtifactError` (one line: the file, the problem, the stage to rerun)
+    when the file does not match its manifest entry, cannot be read, or names anything else.
+    """
+    problem = manifest.damage(path)
+    if problem is not None:
+        raise DamagedArtifactError(f"{path} is damaged ({problem}): {rerun_hint(path)}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"asks to run {found.group(1)}" if found else "holds objects other than plain values"
+        raise DamagedArtifactError(
+            f"refusing to load {path}: it {what}, which this project never writes; {rerun_hint(path)}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedArtifactError(f"{path} cannot be read ({first}): {rerun_hint(path)}") from None
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    manifest.record(path)
     return Path(path)
 
 
@@ -156,6 +206,8 @@ class RunDir:
                 f"{', '.join(missing)} not found in {base}: run {notebook} (stage '{stage}') "
                 f"with run_dir={str(self.root)!r} first"
             )
+        for name, problem in self.damaged(stage, *names):
+            raise DamagedArtifactError(f"{base / name} is damaged ({problem}): {rerun_hint(base / name)}")
         return [base / n for n in names]
 
     def has(self, stage: str, *names: str) -> bool:
@@ -163,9 +215,16 @@ class RunDir:
         base = self.stage_dir(stage, create=False)
         return all((base / n).exists() for n in names)
 
+    def damaged(self, stage: str, *names: str) -> list[tuple[str, str]]:
+        """``(name, problem)`` for each artifact of ``stage`` (default: its :data:`STAGE_OUTPUTS`) that
+        exists but no longer matches the size and SHA-256 recorded when it was written."""
+        base = self.stage_dir(stage, create=False)
+        found = ((n, manifest.damage(base / n)) for n in (names or STAGE_OUTPUTS[stage]))
+        return [(n, problem) for n, problem in found if problem is not None]
+
     def is_complete(self, stage: str) -> bool:
-        """Whether ``stage`` has written every file of :data:`STAGE_OUTPUTS`."""
-        return self.has(stage, *STAGE_OUTPUTS[stage])
+        """Whether ``stage`` has written every file of :data:`STAGE_OUTPUTS`, each as it was written."""
+        return self.has(stage, *STAGE_OUTPUTS[stage]) and not self.damaged(stage)
 
     @property
     def config_path(self) -> Path:

@@ -12,12 +12,13 @@ from cifar_helpers.artifacts import (
     save_json,
     save_torch,
 )
+from cifar_helpers.manifest import MANIFEST_NAME
 
 
 def test_save_json_converts_tensors_and_leaves_no_temp_files(tmp_path):
     path = save_json(tmp_path / "a" / "x.json", {"t": torch.tensor([1, 2]), "n": 3})
     assert load_json(path) == {"t": [1, 2], "n": 3}
-    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [MANIFEST_NAME, "x.json"]
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
@@ -29,7 +30,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert json.loads(path.read_text()) == {"version": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "x.json"]
 
 
 def test_save_torch_roundtrip(tmp_path):

@@ -23,6 +23,7 @@ import cifar_helpers.training as training
 from cifar_helpers.artifacts import STAGE_OUTPUTS, RunDir, load_json, load_torch
 from cifar_helpers.config import RunConfig, make_config
 from cifar_helpers.evaluation import Predictions, predict
+from cifar_helpers.manifest import MANIFEST_NAME
 from cifar_helpers.normalization import normalize
 from cifar_helpers.reproducibility import cpu_supports_bf16
 from cifar_helpers.training import (
@@ -414,7 +415,7 @@ def test_run_training_stage_writes_outputs_and_does_not_retrain(
     result = run_training_stage(run, config, data, "baseline", progress=False)
     assert run.is_complete("baseline")
     stage_dir = run.stage_dir("baseline")
-    assert sorted(p.name for p in stage_dir.iterdir()) == sorted(STAGE_OUTPUTS["baseline"])
+    assert sorted(p.name for p in stage_dir.iterdir()) == sorted([*STAGE_OUTPUTS["baseline"], MANIFEST_NAME])
 
     metrics = json.loads((stage_dir / "metrics.json").read_text())
     assert set(metrics) == {
