@@ -9,12 +9,15 @@
 Executed notebooks go to <run-dir>/executed/, the summary to <run-dir>/summary.json and the
 one-page report to <run-dir>/report.html. A stage whose outputs are complete is skipped unless
 --force is given, so an interrupted run picks up where it stopped.
-Exit status: 0 success, 1 a stage failed, 2 bad arguments.
+Exit status: 0 success, 1 a stage failed, the run directory is in use by another run or cannot be
+written (read-only, full, no permission), 2 bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +29,7 @@ from cifar_helpers.pipeline import (
     StageFailed,
     StageResult,
     check_parameters,
+    check_request,
     format_summary,
     notebook_parameters,
     notebook_path,
@@ -38,7 +42,11 @@ from cifar_helpers.pipeline import (
     summarize_run,
     write_summary,
 )
+from cifar_helpers.runlock import LOCK_NAME, RunLock, RunLockedError
 from cifar_helpers.stages import default_run_dir
+
+# Errors of the machine, not of the code: reported in one line (path and cause), exit status 1.
+ENVIRONMENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the selected stages; the exit status (see the module docstring)."""
+    with contextlib.ExitStack() as cleanup:  # releases the run directory's lock, however main ends
+        try:
+            return _run(argv, cleanup)
+        except RunLockedError as e:
+            print(f"run_all.py: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            if e.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            where = e.filename if e.filename is not None else "the run directory"
+            print(f"run_all.py: cannot write {where}: {e.strerror}", file=sys.stderr)
+            return 1
+
+
+def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -88,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
 
     run = RunDir(args.run_dir if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd()))
+    fresh = not run.root.exists()
+    lock = cleanup.enter_context(RunLock(run.root))
+    try:
+        check_request(run, stages, args.profile, overrides, declared)
+    except PipelineArgumentError as e:
+        if fresh:  # leave no trace of a refused request
+            lock.release()
+            (run.root / LOCK_NAME).unlink()
+            run.root.rmdir()
+        parser.error(str(e))
     common = {"run_dir": str(run.root), "profile": args.profile}
     if args.data_dir is not None:
         common["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
@@ -101,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
             results.append(StageResult(stage, "skipped", 0.0, None))
             continue
-        if args.force:
+        damaged = run.damaged(stage)
+        if damaged:
+            name, problem = damaged[0]
+            print(f"[{stage}] {name} is damaged ({problem}): running the stage again", flush=True)
+        if args.force or damaged:
             moved = set_aside_stage(run, stage)
             if moved is not None:
                 print(f"[{stage}] previous results moved to {moved.name}/", flush=True)

@@ -132,6 +132,47 @@ def check_parameters(
         raise PipelineArgumentError(f"-p: {e}") from None
 
 
+def check_request(
+    run: RunDir,
+    stages: list[str],
+    profile: str,
+    overrides: dict[str, Any],
+    declared: dict[str, dict[str, Any]],
+) -> None:
+    """Refuse now what the notebooks would refuse later, before ``--force`` sets any result aside.
+
+    Each selected stage's inputs must be selected too or finished; its ``profile`` and ``seed`` must
+    be the run's; its configuration knobs must be valid together with the run's configuration.
+    """
+    from .stages import STAGE_INPUTS, check_run_identity
+
+    for stage in stages:
+        for needed in STAGE_INPUTS[stage]:
+            if needed in stages or stage_is_finished(run, needed):
+                continue
+            damaged = run.damaged(needed)
+            state = f"has a damaged {damaged[0][0]} ({damaged[0][1]})" if damaged else "is not complete"
+            number = STAGE_NAMES.index(needed)
+            raise PipelineArgumentError(
+                f"stage '{stage}' reads stage '{needed}', which {state} in {run.root}: "
+                f"add {number} to --stages"
+            )
+    if not run.config_path.exists():
+        return
+    try:
+        config = RunConfig.load(run.config_path)
+        config_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"profile", "seed"}
+        for stage in stages:
+            if stage == "setup":  # setup_run compares its whole configuration before writing anything
+                continue
+            seed = overrides.get("seed", declared[stage].get("seed", config.seed))
+            check_run_identity(run, config, profile, seed)
+            knobs = {k: v for k, v in overrides.items() if k in declared[stage] and k in config_keys}
+            config.replace(**{k: v for k, v in knobs.items() if v is not None})
+    except ValueError as e:  # ConfigError
+        raise PipelineArgumentError(str(e)) from None
+
+
 def set_aside_stage(run: RunDir, stage: str) -> Path | None:
     """Before a forced rerun: move the stage's directory to ``<dir>.previous`` so it starts afresh.
 

@@ -9,7 +9,8 @@ make the properties of ARCHITECTURE.md hold without each notebook repeating them
   stage cannot silently mix two runs;
 * stage-specific knobs (e.g. the confidence threshold) are validated by :class:`RunConfig` and the
   stage's own configuration is saved beside its results (``<stage>/config.json``);
-* every generator is seeded before the stage computes anything.
+* every generator is seeded before the stage computes anything;
+* a run directory that ``run_all.py`` is running on is not written from elsewhere (``runlock``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from .artifacts import STAGE_OUTPUTS, STAGES, MissingStageError, RunDir, load_json, save_json
 from .config import ConfigError, RunConfig, make_config, resolve_profile
 from .reproducibility import seed_everything
+from .runlock import check_not_locked
 
 # The stages each stage reads from (directly); checked before the stage starts.
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -97,7 +99,8 @@ class Stage:
         return self.run.is_complete(self.name)
 
 
-def _check_identity(run: RunDir, config: RunConfig, profile: str, seed: int) -> None:
+def check_run_identity(run: RunDir, config: RunConfig, profile: str, seed: int) -> None:
+    """Raise :class:`ConfigError` when ``profile`` or ``seed`` differ from the run's configuration."""
     asked = {"profile": resolve_profile(profile), "seed": seed}
     for key in _RUN_IDENTITY_KEYS:
         if getattr(config, key) != asked[key]:
@@ -136,6 +139,7 @@ def setup_run(
                 f"run directory {run.root} already holds a run with a different configuration "
                 f"({changes}); use another run_dir, or delete that directory to start over"
             )
+    check_not_locked(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
     environment = seed_everything(config.seed)
     if config.num_threads is not None:
@@ -166,10 +170,11 @@ def open_stage(
         known = ", ".join(s for s in STAGES if s != "setup")
         raise ValueError(f"unknown stage {stage!r}; stages opened with open_stage: {known}")
     run = RunDir(run_dir if run_dir is not None else default_run_dir(profile))
+    check_not_locked(run.root)
     for needed in STAGE_INPUTS[stage]:
         run.require(needed, *STAGE_OUTPUTS[needed])
     config = RunConfig.load(run.config_path)
-    _check_identity(run, config, profile, seed)
+    check_run_identity(run, config, profile, seed)
     values = {k: v for k, v in knobs.items() if v is not None}
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
     if unknown:
