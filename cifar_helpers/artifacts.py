@@ -157,12 +157,14 @@ def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f"asks to run {found.group(1)}" if found else "holds objects other than plain values"
+        what = f"it would run {found.group(1)}" if found else "it holds objects other than plain values"
         raise DamagedArtifactError(
-            f"refusing to load {path}: it {what}, which this project never writes; {rerun_hint(path)}"
+            f"refusing to load {path}: {what}, and this project's files hold only tensors and plain "
+            f"values; {rerun_hint(path)}"
         ) from None
     except (RuntimeError, EOFError, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        # torch's own text runs to several sentences; its first names the problem.
+        first = str(err).split(". ")[0].splitlines()[0] if str(err) else type(err).__name__
         raise DamagedArtifactError(f"{path} cannot be read ({first}): {rerun_hint(path)}") from None
 
 
