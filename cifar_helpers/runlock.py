@@ -74,8 +74,12 @@ class RunLock:
                     raise
                 time.sleep(0.1)
         # The PID is written only once the lock is ours, so it always names the live holder.
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as err:  # e.g. a full disk; os.write's error names no file
+            os.close(fd)
+            raise OSError(err.errno, err.strerror, str(self.path)) from None
         self._fd = fd
         self._previous_env = os.environ.get(LOCK_HOLDER_ENV)
         os.environ[LOCK_HOLDER_ENV] = str(os.getpid())
