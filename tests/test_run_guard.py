@@ -81,7 +81,7 @@ def test_a_second_writer_is_refused_naming_the_holder_until_it_dies(
             [sys.executable, str(REPO / "run_all.py"), "--profile", "smoke", "--run-dir", str(root)],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,
             cwd=REPO,
         )
         assert second.returncode == 1
@@ -129,7 +129,7 @@ def test_two_run_all_processes_on_one_run_directory(tmp_path: Path) -> None:
         if lock.exists() and lock.read_text().strip() == str(first.pid):
             break
         time.sleep(0.1)
-    second = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out + err
     assert second.returncode == 1
