@@ -538,6 +538,7 @@ def model_error_maps(maps: dict[str, Any], human_report: dict[str, Any]) -> dict
 
 def comparison_by_category(
     comparison: FailureComparison,
+    augmented_probs: Tensor,
     human: HumanLabels | NotApplicable,
     ambiguity_threshold: float,
     classes: Sequence[str],
@@ -547,12 +548,17 @@ def comparison_by_category(
     A fixed verified label error is not progress: the augmented model now agrees with a label that
     humans verified to be wrong.
 
+    Args:
+        comparison: :func:`cifar_helpers.failures.compare_failures`'s result.
+        augmented_probs: float (10000, 10) the augmented model's test probabilities.
+
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``by_category`` ``{group: {category: count}}``
-        for the groups ``fixed``, ``kept_same``, ``kept_different``, ``new``;
-        ``augmented_counts`` (the augmented model's confident failures per category);
-        ``fixed_label_errors``: per flagged image ``index``, ``given`` (the wrong label),
-        ``human_plurality``, ``given_share``, ``mturk_given_votes``.
+        for the groups ``fixed``, ``kept_same``, ``kept_different``, ``new``; ``baseline_counts`` and
+        ``augmented_counts`` (each model's confident failures per category); ``augmented``
+        (:func:`human_failure_report` of the augmented model); ``fixed_label_errors``: per flagged
+        image ``index``, ``given`` (the wrong label), ``human_plurality``, ``given_share``,
+        ``mturk_given_votes``.
     """
     if isinstance(human, NotApplicable):
         return human.to_dict()
@@ -564,7 +570,10 @@ def comparison_by_category(
         "new": comparison.new,
     }
     by_category = {g: _category_counts(failure_categories(ix, human, threshold)) for g, ix in groups.items()}
-    augmented = _category_counts(failure_categories(comparison.augmented_failures.indices, human, threshold))
+    # Human labels apply only where the test labels are the original ones, so these are the labels.
+    augmented_report = human_failure_report(
+        augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
+    )
     shares = human.shares
     fixed_errors = [i for i in comparison.fixed.tolist() if bool(human.verified_errors[i])]
     flagged = [
@@ -584,7 +593,8 @@ def comparison_by_category(
         "baseline_counts": _category_counts(
             failure_categories(comparison.baseline_failures.indices, human, threshold)
         ),
-        "augmented_counts": augmented,
+        "augmented_counts": augmented_report["counts"],
+        "augmented": augmented_report,
         "fixed_label_errors": flagged,
     }
 
@@ -645,3 +655,186 @@ def calibration_against_humans(
             "after": None if temperature is None else human_cross_entropy(model_logits, human, temperature),
         }
     return {"applies": True, "models": models, "human_entropy": entropy}
+
+
+# --------------------------------------------------------------------------------------------------
+# In words (notebooks, run summary)
+# --------------------------------------------------------------------------------------------------
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _times(x: float | None) -> str:
+    return "-" if x is None else f"x{x:.1f}"
+
+
+def describe_human_failures(report: dict[str, Any]) -> str:
+    """:func:`human_failure_report` in words: one line when no human labels apply."""
+    if not report.get("applies"):
+        return f"no human labels apply: {report['reason']}"
+    base, counts, n = report["base_counts"], report["counts"], report["num_failures"]
+    base_for = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
+    lines = [
+        f"the {n} confident failures by category (ambiguous: the given label's human share "
+        f"< {report['ambiguity_threshold']}):",
+        f"  {'category':<22}{'failures':>9}{'share':>9}{'in the test set':>17}{'enrichment':>12}",
+    ]
+    for c in CATEGORIES:
+        share = counts[c] / n if n else None
+        base_share = base[base_for[c]] / NUM_TEST_IMAGES
+        enrichment = _times(report["enrichment"][c])
+        lines.append(f"  {c:<22}{counts[c]:>9}{_pct(share):>9}{_pct(base_share):>17}{enrichment:>12}")
+    rho = report["spearman_confidence_vs_human_share"]
+    lines += [
+        f"accuracy against the given labels {_pct(report['accuracy'])}, "
+        f"against the human plurality {_pct(report['accuracy_vs_human_plurality'])}",
+        "rank correlation of the model's confidence with the human share of its prediction: "
+        + ("-" if rho is None else f"{rho:.2f}"),
+    ]
+    return "\n".join(lines)
+
+
+def describe_human_comparison(result: dict[str, Any]) -> str:
+    """:func:`comparison_by_category` in words, every fixed verified label error flagged."""
+    if not result.get("applies"):
+        return f"no human labels apply: {result['reason']}"
+    groups = (
+        ("fixed", "fixed"),
+        ("kept_same", "kept (same)"),
+        ("kept_different", "kept (diff.)"),
+        ("new", "new"),
+    )
+    lines = ["augmented model: " + describe_human_failures(result["augmented"]), ""]
+    lines.append("the baseline's failures, fixed / kept, and the augmented model's new ones, by category:")
+    lines.append(f"  {'category':<22}" + "".join(f"{label:>14}" for _, label in groups))
+    for c in CATEGORIES:
+        lines.append(f"  {c:<22}" + "".join(f"{result['by_category'][g][c]:>14}" for g, _ in groups))
+    flagged = result["fixed_label_errors"]
+    if flagged:
+        lines.append(
+            f"WARNING: {len(flagged)} 'fixed' failure(s) are verified label errors: the augmented model "
+            "now agrees with a wrong label:"
+        )
+        lines += [
+            f"  image {f['index']}: labelled '{f['given']}', humans say '{f['human_plurality']}' "
+            f"(given label's share {f['given_share']:.2f}, verification {f['mturk_given_votes']} for it)"
+            for f in flagged
+        ]
+    else:
+        lines.append("no verified label error among the fixed failures")
+    return "\n".join(lines)
+
+
+def describe_human_calibration(result: dict[str, Any]) -> str:
+    """:func:`calibration_against_humans` in words."""
+    if not result.get("applies"):
+        return f"no human labels apply: {result['reason']}"
+    lines = [
+        "cross-entropy against the CIFAR-10H vote distribution (nats, lower = more human-like "
+        f"uncertainty; the humans' own entropy is {result['human_entropy']:.3f}):",
+        f"  {'model':<12}{'as trained':>12}{'temperature':>13}{'scaled':>10}",
+    ]
+    for name, m in result["models"].items():
+        t = "-" if m["temperature"] is None else f"{m['temperature']:.2f}"
+        after = "-" if m["after"] is None else f"{m['after']:.3f}"
+        lines.append(f"  {name:<12}{m['before']:>12.3f}{t:>13}{after:>10}")
+    return "\n".join(lines)
+
+
+def category_columns(comparison: FailureComparison, human_report: dict[str, Any]) -> list[str] | None:
+    """The category of each baseline failure (rank order) from notebook 02's saved report, or None."""
+    if not human_report.get("applies"):
+        return None
+    by_index = {r["index"]: r["category"] for r in human_report["failures"]}
+    return [by_index[i] for i in comparison.baseline_failures.indices.tolist()]
+
+
+def browser_inputs(
+    human: HumanLabels | NotApplicable, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD
+) -> dict[str, Any]:
+    """Keyword arguments for :func:`cifar_helpers.widgets.show_failure_browser`: the human vote
+    shares (float (10000, 10)) and the category of a failure on each test image; ``{}`` when no human
+    labels apply, so the browser is unchanged."""
+    if isinstance(human, NotApplicable):
+        return {}
+    return {
+        "human_shares": human.shares.float(),
+        "categories": failure_categories(torch.arange(NUM_TEST_IMAGES), human, ambiguity_threshold),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the stages' results back (notebook 03, the run summary, seed replicates)
+# --------------------------------------------------------------------------------------------------
+FAILURES_REPORT = "human_labels.json"  # in failures/ (notebook 02) and reevaluation/ (notebook 05)
+
+
+def load_failure_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Notebook 02's saved :func:`human_failure_report` (``failures/human_labels.json``); when the
+    stage ran without writing one, a not-applicable dict saying to rerun it."""
+    from .artifacts import RunDir, load_json
+
+    path = RunDir(run_dir).path("failures", FAILURES_REPORT)
+    if not path.exists():
+        return NotApplicable(f"{path} is missing: rerun 02_failure_detection.ipynb").to_dict()
+    return load_json(path)
+
+
+def human_labels_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run summary's human-label numbers: each model's failures by category with enrichment,
+    fixed / kept / new by category and how many "fixed" failures are verified label errors.
+
+    Returns ``{"applies": False, "reason": ...}`` when no human labels apply (or stage 02 has not run).
+    """
+    from .artifacts import RunDir, load_json
+
+    run = RunDir(run_dir)
+    path = run.path("failures", FAILURES_REPORT)
+    if not path.exists():
+        return NotApplicable("stage 02 has not written failures/human_labels.json").to_dict()
+    baseline = load_json(path)
+    if not baseline.get("applies"):
+        return {"applies": False, "reason": baseline.get("reason")}
+    summary: dict[str, Any] = {
+        "applies": True,
+        "ambiguity_threshold": baseline["ambiguity_threshold"],
+        "baseline": {"counts": baseline["counts"], "enrichment": baseline["enrichment"]},
+        "accuracy_vs_human_plurality": {"baseline": baseline["accuracy_vs_human_plurality"]},
+    }
+    path = run.path("reevaluation", FAILURES_REPORT)
+    if path.exists():
+        reevaluation = load_json(path)
+        if reevaluation.get("applies"):
+            augmented = reevaluation["augmented"]
+            summary["augmented"] = {"counts": augmented["counts"], "enrichment": augmented["enrichment"]}
+            summary["accuracy_vs_human_plurality"]["augmented"] = augmented["accuracy_vs_human_plurality"]
+            summary["by_category"] = reevaluation["by_category"]
+            summary["fixed_label_errors"] = len(reevaluation["fixed_label_errors"])
+    return summary
+
+
+def format_human_summary(summary: dict[str, Any]) -> list[str]:
+    """:func:`human_labels_summary` as lines of the run summary's text table."""
+    if not summary:
+        return []
+    if not summary.get("applies"):
+        return [f"no human labels apply: {summary.get('reason')}"]
+    lines = [f"{'confident failures by category':<32}{'baseline':>16}{'augmented':>16}"]
+    for c in CATEGORIES:
+        cells = []
+        for model in ("baseline", "augmented"):
+            m = summary.get(model)
+            cells.append("-" if m is None else f"{m['counts'][c]} ({_times(m['enrichment'][c])})")
+        lines.append(f"  {c:<30}{cells[0]:>16}{cells[1]:>16}")
+    by_category = summary.get("by_category")
+    if by_category:
+        lines.append(f"{'':<32}{'fixed':>8}{'kept':>8}{'new':>8}")
+        for c in CATEGORIES:
+            kept = by_category["kept_same"][c] + by_category["kept_different"][c]
+            lines.append(f"  {c:<30}{by_category['fixed'][c]:>8}{kept:>8}{by_category['new'][c]:>8}")
+        if summary.get("fixed_label_errors"):
+            lines.append(
+                f"  {summary['fixed_label_errors']} 'fixed' failure(s) are verified label errors: "
+                "the augmented model now agrees with a wrong label"
+            )
+    return lines

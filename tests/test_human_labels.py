@@ -234,7 +234,11 @@ def test_comparison_by_category_flags_fixed_label_errors() -> None:
     aug[5] = 0.001
     aug[5, 0] = 0.991  # new
     comparison = compare_failures(base, aug, labels, 0.9)
-    result = hl.comparison_by_category(comparison, human, 0.8, hl.CIFAR10_CLASSES)
+    result = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
+    assert result["augmented_counts"] == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 2}
+    assert result["augmented"]["num_failures"] == 2
+    text = hl.describe_human_comparison(result)
+    assert "WARNING: 1 'fixed' failure(s) are verified label errors" in text and "image 0" in text
     assert result["by_category"]["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 0}
     assert result["by_category"]["kept_same"][hl.MODEL_ERROR] == 1
     assert result["by_category"]["new"][hl.MODEL_ERROR] == 1
