@@ -265,3 +265,62 @@ def test_human_cross_entropy_is_lowest_for_the_human_distribution() -> None:
     assert before > after > floor["human_entropy"]  # softening a sure model moves it towards humans
     with pytest.raises(ValueError, match="temperature"):
         hl.human_cross_entropy(sure, human, 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run summary and report
+# --------------------------------------------------------------------------------------------------
+def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path:
+    from cifar_helpers.artifacts import RunDir, save_json
+
+    run = RunDir(tmp_path / "run")
+    labels = torch.arange(10_000) % 10
+    base = torch.full((10_000, 10), 0.001)
+    base[torch.arange(10_000), labels] = 0.991
+    aug = base.clone()
+    for index, predicted in ((0, 3), (1, 2), (4, 0)):
+        base[index] = 0.001
+        base[index, predicted] = 0.991
+    aug[4] = base[4]
+    comparison = compare_failures(base, aug, labels, 0.9)
+    report = hl.human_failure_report(base, labels, comparison.baseline_failures, human, 0.8)
+    save_json(run.path("failures", hl.FAILURES_REPORT), report)
+    by_category = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
+    save_json(run.path("reevaluation", hl.FAILURES_REPORT), by_category)
+    return run.root
+
+
+def test_the_run_summary_and_report_show_the_categories(tmp_path: Path) -> None:
+    from cifar_helpers.artifacts import RunDir
+    from cifar_helpers.pipeline import format_summary, summarize_run
+    from cifar_helpers.report import render_report
+
+    root = _write_run(tmp_path, _constructed_human())
+    summary = summarize_run(RunDir(root))
+    human = summary["human_labels"]
+    assert human["baseline"]["counts"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 1, hl.MODEL_ERROR: 1}
+    assert human["augmented"]["counts"] == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 1}
+    assert human["by_category"]["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 1, hl.MODEL_ERROR: 0}
+    assert human["fixed_label_errors"] == 1
+    text = format_summary(summary)
+    assert "confident failures by category" in text
+    assert "1 'fixed' failure(s) are verified label errors" in text
+    page = render_report(root)
+    assert "Is it the model or the label?" in page and "verified label error" in page
+    assert "now agrees with a wrong label" in page
+
+
+def test_without_human_labels_summary_and_report_say_so_in_one_line(tmp_path: Path) -> None:
+    from cifar_helpers.artifacts import RunDir
+    from cifar_helpers.pipeline import format_summary, summarize_run
+    from cifar_helpers.report import render_report
+
+    root = _write_run(tmp_path, hl.NotApplicable("the run uses the generated data set, not CIFAR-10"))
+    summary = summarize_run(RunDir(root))
+    assert summary["human_labels"] == {
+        "applies": False,
+        "reason": "the run uses the generated data set, not CIFAR-10",
+    }
+    lines = [line for line in format_summary(summary).splitlines() if "human labels" in line]
+    assert lines == ["no human labels apply: the run uses the generated data set, not CIFAR-10"]
+    assert "no human labels apply: the run uses the generated data set" in render_report(root)

@@ -54,7 +54,7 @@ def plot_failure_categories(reports: Mapping[str, Mapping[str, Any]]) -> Figure:
     ax.set_ylim(1e-3, 2)
     ax.set_xticks(x, [f"{c}\n(test set: {AGREED})" if c == MODEL_ERROR else c for c in CATEGORIES])
     ax.set_ylabel("share")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left")
     ax.set_title("Confident failures by category against the test set (x: enrichment)", fontsize=9)
     return fig
 
