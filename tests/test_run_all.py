@@ -90,11 +90,8 @@ def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_lab
     run_dir = tmp_path / "run"
     # 1,000 per class is the whole test set, in its order; a lower threshold gives the weak smoke
     # model enough confident failures for every category to be exercised.
-    common = (
-        *("--profile", "smoke", "--data-dir", str(batches_root), "--run-dir", str(run_dir)),
-        *("-p", "test_per_class=1000", "-p", "confidence_threshold=0.5"),
-    )
-    first = run_all(*common, timeout=1200)
+    common = ("--profile", "smoke", "--data-dir", str(batches_root), "--run-dir", str(run_dir))
+    first = run_all(*common, "-p", "test_per_class=1000", "-p", "confidence_threshold=0.5", timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     executed = sorted(p.name for p in (run_dir / "executed").glob("*.ipynb"))
     assert executed == [notebook for _, notebook in STAGES.values()]
