@@ -373,8 +373,8 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
     Looks for the files (``config.human_labels_dir``, ``$CIFAR10H_ROOT``, the shared folder beside
     the checkout), downloading any missing ones into that folder or, failing one, into
     ``<data folder>/human-labels`` when ``config.download`` allows it. No network is not an error:
-    the run goes on without human labels and says so. Then the order check
-    (:func:`check_test_order`) decides whether they apply.
+    the run goes on without human labels and says so, as it does when a download or a local file
+    is refused (checksum). Then the order check (:func:`check_test_order`) decides whether they apply.
     """
     reason = applicability_without_files(data)
     if reason is not None:
@@ -394,7 +394,12 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
                 f"the human-label files are not in {folder} and could not be downloaded ({error}); "
                 f"set ${HUMAN_LABELS_ENV} to a folder holding them"
             )
-    human = load_human_labels(folder)
+        except HumanLabelError as error:
+            return NotApplicable(str(error))
+    try:
+        human = load_human_labels(folder)
+    except HumanLabelError as error:
+        return NotApplicable(str(error))
     reason = check_test_order(
         data.test_labels, data.test_images, human.original_labels, original_test_intensity()
     )

@@ -81,6 +81,12 @@ def test_a_download_with_the_wrong_checksum_is_refused_and_leaves_nothing(tmp_pa
     with pytest.raises(hl.HumanLabelError, match=r"refused .*SHA-256"):
         hl.download_human_labels(folder)
     assert not folder.exists() or list(folder.iterdir()) == []
+    # Inside a run the refusal is the one line saying why no human labels apply; nothing is written.
+    monkeypatch.setenv(hl.HUMAN_LABELS_ENV, str(folder))
+    data = _cifar_like_data(torch.arange(10).repeat(1000), torch.zeros(10_000, 3, 32, 32, dtype=torch.uint8))
+    result = hl.human_labels_for_run(make_config("smoke"), data)
+    assert isinstance(result, hl.NotApplicable) and result.reason.startswith("refused https://")
+    assert not folder.exists() or list(folder.iterdir()) == []
 
 
 def _cifar_like_data(test_labels: torch.Tensor, test_images: torch.Tensor):
