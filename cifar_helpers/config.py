@@ -79,6 +79,11 @@ class RunConfig:
     max_gradcam_failures: int = 256  # heatmaps are computed for at most this many failures
     stress_images: int = 2000  # test images used by the corruption stress test
     sanity_images: int = 64  # images used by the Grad-CAM randomisation test
+    # --- human labels (CIFAR-10H, verified label errors; see cifar_helpers.human_labels) ------------
+    human_labels_dir: str | None = None  # None: $CIFAR10H_ROOT, ../shared/data/human-labels, download
+    # A failure is "ambiguous" when the given label's human share is below this (justified in
+    # human_labels.py: below 0.8 annotator slips alone explain essentially no image).
+    ambiguity_threshold: float = 0.8
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +149,8 @@ class RunConfig:
             raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding!r}")
         if not 0 < self.confidence_threshold < 1:
             raise ConfigError(f"confidence_threshold must be in (0, 1), got {self.confidence_threshold!r}")
+        if not 0 < self.ambiguity_threshold <= 1:
+            raise ConfigError(f"ambiguity_threshold must be in (0, 1], got {self.ambiguity_threshold!r}")
         for key in ("train_per_class", "test_per_class", "num_threads"):
             value = getattr(self, key)
             if value is not None:

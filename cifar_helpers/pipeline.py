@@ -285,6 +285,9 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
     summary["confidence_threshold"] = failures.get("threshold")
     comparison = read("reevaluation", "comparison.json")
     summary["comparison"] = comparison.get("counts", {})
+    from .human_labels import human_labels_summary
+
+    summary["human_labels"] = human_labels_summary(run.root)
     if results is not None:
         summary["stages"] = {
             r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results
@@ -321,6 +324,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"augmented model: fixed {counts.get('fixed', 0)}, kept {kept} "
             f"({counts.get('kept_same', 0)} same wrong class), new {counts.get('new', 0)}"
         )
+    from .human_labels import format_human_summary
+
+    human_lines = format_human_summary(summary.get("human_labels") or {})
+    if human_lines:
+        lines += ["", *human_lines]
     stages = summary.get("stages")
     if stages:
         lines += ["", f"{'stage':<14}{'status':<9}{'minutes':>8}"]

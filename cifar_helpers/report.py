@@ -583,6 +583,66 @@ def _overview(run: RunDir) -> str:
     return html_out + _kv_table(facts)
 
 
+def _human_labels_section(run: RunDir) -> str:
+    """Confident failures by category (both models, with enrichment), fixed/kept/new by category and
+    the CIFAR-10H cross-entropy, or the one line saying why no human labels apply."""
+    from .human_labels import CATEGORIES, human_labels_summary
+
+    summary = human_labels_summary(run.root)
+    head = "<h2>Is it the model or the label? (human labels)</h2>"
+    if not summary.get("applies"):
+        return head + f'<p class="note">no human labels apply: {_esc(summary.get("reason"))}</p>'
+    models = [m for m in ("baseline", "augmented") if m in summary]
+
+    def cell(model: str, category: str) -> str:
+        m = summary[model]
+        factor = m["enrichment"][category]
+        return (
+            f"{m['counts'][category]} (x{factor:.1f})" if factor is not None else str(m["counts"][category])
+        )
+
+    parts = [
+        head,
+        '<p class="note">Categories of the confident failures (CIFAR-10H, Peterson et al. 2019; verified '
+        f"label errors, Northcutt et al. 2021; ambiguous: given label's human share &lt; "
+        f"{_esc(summary['ambiguity_threshold'])}). In brackets: enrichment against the test set.</p>",
+        _table(
+            ("category", *models),
+            [(c, *(cell(m, c) for m in models)) for c in CATEGORIES],
+            (False, *(True for _ in models)),
+        ),
+    ]
+    by_category = summary.get("by_category")
+    if by_category:
+        groups = ("fixed", "kept_same", "kept_different", "new")
+        parts.append(
+            _table(
+                ("category", "fixed", "kept (same)", "kept (different)", "new"),
+                [(c, *(str(by_category[g][c]) for g in groups)) for c in CATEGORIES],
+                (False, True, True, True, True),
+            )
+        )
+        if summary.get("fixed_label_errors"):
+            parts.append(
+                f'<p class="error">{summary["fixed_label_errors"]} "fixed" failure(s) are verified label '
+                "errors: the augmented model now agrees with a wrong label.</p>"
+            )
+    plurality = summary["accuracy_vs_human_plurality"]
+    facts = [(f"{m}: accuracy against the human plurality label", fmt_pct(plurality.get(m))) for m in models]
+    calibration_path = run.root / STAGES["stress"][0] / "human_calibration.json"
+    if calibration_path.exists():
+        calibration, _ = _read_json(calibration_path)
+        if isinstance(calibration, dict) and calibration.get("applies"):
+            for name, m in calibration["models"].items():
+                facts.append(
+                    (
+                        f"{name}: CIFAR-10H cross-entropy, as trained / temperature-scaled",
+                        f"{fmt_num(m['before'])} / {fmt_num(m['after'])}",
+                    )
+                )
+    return "".join(parts) + _kv_table(facts)
+
+
 def render_report(run_dir: str | os.PathLike[str]) -> str:
     """The report's HTML as a string (see :func:`write_report`)."""
     run = RunDir(run_dir)
@@ -605,6 +665,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         f"<h1>{_esc(title)}</h1>"
         f'<p class="note">Run directory: {_esc(run.root)}. Built from the files the stages saved there.</p>'
         f"<h2>Overview</h2>{_overview(run)}"
+        f"{_human_labels_section(run)}"
         f"<nav><h2>Stages</h2><ul>{nav}</ul></nav>"
         f"{sections}</body></html>\n"
     )

@@ -50,6 +50,7 @@ from .plotting.core import (
     upscale_image,
 )
 from .plotting.explanations import plot_failure_grid, plot_gradcam_pairs
+from .plotting.human_labels import human_votes_panel
 
 TOP_K = 5
 
@@ -196,6 +197,26 @@ def _prepare(
     return batch, true_labels, names, views
 
 
+def _check_human(
+    human_shares: Any, categories: Sequence[str] | None, num_images: int, num_classes: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The optional human votes (N, C) and per-image failure categories (N,), checked."""
+    shares = None
+    if human_shares is not None:
+        shares = to_numpy(human_shares, "human_shares").astype(np.float64)
+        if shares.shape != (num_images, num_classes):
+            raise ValueError(
+                f"human_shares must have shape ({num_images}, {num_classes}) (one vote share per test "
+                f"image and class), got {tuple(shares.shape)}"
+            )
+    names = None
+    if categories is not None:
+        names = np.asarray([str(c) for c in categories], dtype=object)
+        if names.shape != (num_images,):
+            raise ValueError(f"categories must hold one name per test image ({num_images}), got {len(names)}")
+    return shares, names
+
+
 # --------------------------------------------------------------------------------------------------
 # Figure panels
 # --------------------------------------------------------------------------------------------------
@@ -248,11 +269,15 @@ def _browser_figure(
     current: _ModelView,
     others: list[_ModelView],
     position: str,
+    human_shares: np.ndarray | None = None,
+    category: str | None = None,
 ) -> Figure:
-    """One failure through every model: a row per model (image or verdict | 2 heatmaps | top-5)."""
+    """One failure through every model: a row per model (image or verdict | 2 heatmaps | top-5), and
+    the human votes (CIFAR-10H) beside the first row's top-5 when given."""
     rows = 1 + len(others)
-    fig = new_figure(4 * PANEL_INCHES + 1.2, rows * (PANEL_INCHES + 0.75) + 0.9)
-    grid = fig.add_gridspec(rows, 4, width_ratios=[1, 1, 1, 1.4])
+    columns = 4 if human_shares is None else 5
+    fig = new_figure(columns * PANEL_INCHES + 1.2 + 0.7 * (columns - 4), rows * (PANEL_INCHES + 0.75) + 0.9)
+    grid = fig.add_gridspec(rows, columns, width_ratios=[1, 1, 1, 1.4, 1.4][:columns])
     true_name = classes[true]
     any_heatmap = False
     for row, model in enumerate([current, *others]):
@@ -288,11 +313,16 @@ def _browser_figure(
             missing,
         )
         _top_k_panel(ax_bars, probs, true, classes, f"{model.name}: top-{min(TOP_K, len(classes))} classes")
+        if human_shares is not None and row == 0:
+            human_votes_panel(
+                fig.add_subplot(grid[row, 4]), human_shares, true, predicted, classes, "humans (CIFAR-10H)"
+            )
     if any_heatmap:
         add_heatmap_colorbar(fig, fig.axes)
     fig.suptitle(
         f"{current.name}: '{true_name}' taken for '{classes[int(np.argmax(current.probs[index]))]}' "
         f"({format_confidence(current.probs[index].max())}), failure {position}"
+        + ("" if category is None else f"\ncategory: {category}")
     )
     return fig
 
@@ -314,9 +344,15 @@ class FailureBrowser:
         models: ``{model name: nn.Module}``: where an image has no precomputed map, Grad-CAM is
             computed for it on demand with that model (at ``layer``) and cached.
         layer: the layer Grad-CAM explains for ``models`` (None: ``layer4``).
+        human_shares: optional float (N, C) human vote shares per test image (CIFAR-10H), drawn
+            beside the model's top-5.
+        categories: optional (N,) category of a failure on each test image (``verified label error``,
+            ``ambiguous``, ``model error``; :func:`cifar_helpers.human_labels.browser_inputs`), shown
+            on screen and offered as a filter.
 
-    Controls: a model toggle (only with several models), true- and predicted-class filters and a
-    slider over the filtered failures. Display it by ending a cell with the browser.
+    Controls: a model toggle (only with several models), true- and predicted-class filters, a
+    category filter (with ``categories``) and a slider over the filtered failures. Display it by
+    ending a cell with the browser.
 
     State for code and tests: :attr:`current_index` (test index shown, or None),
     :attr:`filtered_indices`, :attr:`message`, :meth:`render_current`, and the widgets
@@ -333,9 +369,15 @@ class FailureBrowser:
         heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
         models: Mapping[str, Any] | None = None,
         layer: Any = None,
+        *,
+        human_shares: Any = None,
+        categories: Sequence[str] | None = None,
     ) -> None:
         self._images, self._labels, self.classes, self._models = _prepare(
             images, labels, classes, failures, probs, heatmaps, models, layer
+        )
+        self._human_shares, self._categories = _check_human(
+            human_shares, categories, len(self._labels), len(self.classes)
         )
         self.model_names = list(self._models)
         # "any" is the no-filter choice; renamed in the unlikely case that a class is called "any".
@@ -353,6 +395,12 @@ class FailureBrowser:
         self.pred_dropdown = widgets.Dropdown(
             options=filter_options, value=self.any_label, description="Predicted:"
         )
+        present = [] if self._categories is None else sorted(set(self._categories.tolist()))
+        self.category_dropdown = widgets.Dropdown(
+            options=[self.any_label, *present], value=self.any_label, description="Category:"
+        )
+        if self._categories is None:
+            self.category_dropdown.layout.display = "none"
         # Redraw on release only: a figure per intermediate slider position would lag.
         self.slider = widgets.IntSlider(
             value=0, min=0, max=0, description="Failure:", continuous_update=False
@@ -362,7 +410,7 @@ class FailureBrowser:
         self.widget = widgets.VBox(
             [
                 self.model_toggle,
-                widgets.HBox([self.true_dropdown, self.pred_dropdown]),
+                widgets.HBox([self.true_dropdown, self.pred_dropdown, self.category_dropdown]),
                 widgets.HBox([self.slider, self.position_label]),
                 self.output,
             ]
@@ -372,7 +420,7 @@ class FailureBrowser:
         self.message = ""
         self._rows = np.empty(0, dtype=np.int64)
         self._updating = False
-        for control in (self.model_toggle, self.true_dropdown, self.pred_dropdown):
+        for control in (self.model_toggle, self.true_dropdown, self.pred_dropdown, self.category_dropdown):
             control.observe(self._on_filter_change, names="value")
         self.slider.observe(self._on_slider_change, names="value")
         self._apply_filters()
@@ -405,6 +453,8 @@ class FailureBrowser:
             current,
             others,
             f"{self.slider.value + 1} of {len(self._rows)}",
+            None if self._human_shares is None else self._human_shares[index],
+            None if self._categories is None else str(self._categories[index]),
         )
 
     # --- events -------------------------------------------------------------------------------------
@@ -423,6 +473,8 @@ class FailureBrowser:
             keep &= columns["true_labels"] == self.classes.index(self.true_dropdown.value)
         if self.pred_dropdown.value != self.any_label:
             keep &= columns["predicted"] == self.classes.index(self.pred_dropdown.value)
+        if self._categories is not None and self.category_dropdown.value != self.any_label:
+            keep &= self._categories[columns["indices"]] == self.category_dropdown.value
         self._rows = np.flatnonzero(keep)
         self.filtered_indices = torch.from_numpy(columns["indices"][self._rows].copy())
         # The slider's own observer must not redraw for each of these intermediate values.
@@ -443,7 +495,8 @@ class FailureBrowser:
             total = len(self._models[self.model].failures["indices"])
             self.message = (
                 f"No failures match: {self.model} has {total} confident failures, none with true class "
-                f"'{self.true_dropdown.value}' and predicted class '{self.pred_dropdown.value}'. "
+                f"'{self.true_dropdown.value}', predicted class '{self.pred_dropdown.value}' and "
+                f"category '{self.category_dropdown.value}'. "
                 f"Set a filter back to '{self.any_label}'."
             )
             with self.output:
@@ -527,6 +580,8 @@ def show_failure_browser(
     *,
     interactive: bool | None = None,
     max_static: int = 16,
+    human_shares: Any = None,
+    categories: Sequence[str] | None = None,
 ) -> FailureBrowser | Figure:
     """Display the failure browser, or its static figure where widgets cannot run.
 
@@ -536,6 +591,7 @@ def show_failure_browser(
         interactive: True for the widget, False for the static figure, None to decide from the
             environment: static when ``CIFAR_STRESS_HEADLESS`` is set (run_all.py, papermill, nbval).
         max_static: failures in the static figure.
+        human_shares, categories: as for :class:`FailureBrowser` (the interactive browser only).
 
     Returns:
         The :class:`FailureBrowser` or the static Figure, already displayed: assign the result
@@ -544,7 +600,18 @@ def show_failure_browser(
     if interactive is None:
         interactive = not is_headless()
     if interactive:
-        browser = FailureBrowser(images, labels, classes, failures, probs, heatmaps, models, layer)
+        browser = FailureBrowser(
+            images,
+            labels,
+            classes,
+            failures,
+            probs,
+            heatmaps,
+            models,
+            layer,
+            human_shares=human_shares,
+            categories=categories,
+        )
         display(browser)
         return browser
     fig = static_failure_figure(

@@ -11,6 +11,10 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The shared JPEG copy sits beside the repository in development and CI; CIFAR10_ROOT overrides it.
 DEFAULT_SHARED_ROOT = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+# torchvision's batches rebuilt from that copy (test set in the original order) by
+# ../shared/data/build_cifar10_batches.py; .ci/run builds them and sets CIFAR10_BATCHES_ROOT.
+BATCHES_ENV = "CIFAR10_BATCHES_ROOT"
+DEFAULT_HUMAN_LABELS = REPO_ROOT.parent / "shared" / "data" / "human-labels"
 
 # Tests share the 2 cores with whatever else runs; one thread each keeps them predictable.
 torch.set_num_threads(1)
@@ -31,4 +35,39 @@ def shared_root() -> Path:
     root = shared_cifar_root()
     if root is None:
         pytest.skip("the shared CIFAR-10 copy is not on this machine")
+    return root
+
+
+def shared_batches_root() -> Path | None:
+    """The rebuilt CIFAR-10 batches (``<root>/cifar-10-batches-py``), or None when not built here."""
+    env = os.environ.get(BATCHES_ENV)
+    if env and (Path(env) / "cifar-10-batches-py" / "test_batch").is_file():
+        return Path(env)
+    return None
+
+
+def shared_human_labels_root() -> Path | None:
+    """The shared human-label files ($CIFAR10H_ROOT, else ../shared/data/human-labels), or None."""
+    env = os.environ.get("CIFAR10H_ROOT")
+    for candidate in (Path(env) if env else None, DEFAULT_HUMAN_LABELS):
+        if candidate is not None and (candidate / "cifar10h-counts.npy").is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def batches_root() -> Path:
+    """Path of the rebuilt CIFAR-10 batches; the test is skipped where they were not built."""
+    root = shared_batches_root()
+    if root is None:
+        pytest.skip(f"the rebuilt CIFAR-10 batches are not here (build them and set {BATCHES_ENV})")
+    return root
+
+
+@pytest.fixture(scope="session")
+def human_labels_root() -> Path:
+    """Path of the shared human-label files; the test is skipped where there are none."""
+    root = shared_human_labels_root()
+    if root is None:
+        pytest.skip("the shared human-label files are not on this machine")
     return root

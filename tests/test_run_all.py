@@ -83,10 +83,15 @@ def test_stale_stages_follow_the_data_flow(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_smoke_pipeline_on_the_shared_data(tmp_path, shared_root):
+def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_labels_root, monkeypatch):
+    """Real users' default path: torchvision's pickled batches, the whole test set in its original
+    order, so the human labels apply and every failure gets a category."""
+    monkeypatch.setenv("CIFAR10H_ROOT", str(human_labels_root))
     run_dir = tmp_path / "run"
-    common = ("--profile", "smoke", "--data-dir", str(shared_root), "--run-dir", str(run_dir))
-    first = run_all(*common, timeout=900)
+    # 1,000 per class is the whole test set, in its order; a lower threshold gives the weak smoke
+    # model enough confident failures for every category to be exercised.
+    common = ("--profile", "smoke", "--data-dir", str(batches_root), "--run-dir", str(run_dir))
+    first = run_all(*common, "-p", "test_per_class=1000", "-p", "confidence_threshold=0.5", timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     executed = sorted(p.name for p in (run_dir / "executed").glob("*.ipynb"))
     assert executed == [notebook for _, notebook in STAGES.values()]
@@ -95,7 +100,22 @@ def test_smoke_pipeline_on_the_shared_data(tmp_path, shared_root):
     assert set(summary["comparison"]) >= {"fixed", "kept_same", "kept_different", "new"}
     assert (run_dir / "report.html").exists()
     data_summary = json.loads((run_dir / "data_summary.json").read_text())
-    assert data_summary["source"] == "folder" and data_summary["num_images"]["test"] == 500
+    assert data_summary["source"] == "cifar10" and data_summary["num_images"]["test"] == 10_000
+
+    human = summary["human_labels"]
+    assert human["applies"], human
+    baseline_counts = human["baseline"]["counts"]
+    assert set(baseline_counts) == {"verified label error", "ambiguous", "model error"}
+    assert sum(baseline_counts.values()) == summary["high_confidence_failures"]
+    assert baseline_counts["ambiguous"] > 0 and baseline_counts["model error"] > 0
+    groups = ("fixed", "kept_same", "kept_different", "new")
+    assert {g: sum(human["by_category"][g].values()) for g in groups} == {
+        g: summary["comparison"][g] for g in groups
+    }
+    assert "confident failures by category" in first.stdout and "verified label error" in first.stdout
+    assert "Is it the model or the label?" in (run_dir / "report.html").read_text()
+    calibration = json.loads((run_dir / "stress" / "human_calibration.json").read_text())
+    assert calibration["applies"] and set(calibration["models"]) == {"baseline", "augmented"}
 
     again = run_all(*common)
     assert again.returncode == 0

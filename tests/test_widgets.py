@@ -286,3 +286,37 @@ def test_models_give_heatmaps_on_demand_for_images_without_precomputed_maps(data
     assert view.maps_for(4) is computed  # cached
     without = FailureBrowser(**only(data, "baseline"))
     assert without._models["baseline"].maps_for(4) is None
+
+
+def test_human_votes_category_on_screen_and_category_filter(data):
+    shares = torch.zeros(N, len(CLASSES))
+    shares[torch.arange(N), data["labels"]] = 1.0
+    shares[0] = torch.tensor([0.3, 0.7, 0.0, 0.0])  # humans mostly say 'dog' for image 0, labelled 'cat'
+    categories = ["model error"] * N
+    categories[0], categories[5] = "verified label error", "ambiguous"
+    browser = FailureBrowser(**only(data, "baseline"), human_shares=shares, categories=categories)
+    assert browser.category_dropdown.layout.display != "none"
+    assert browser.category_dropdown.options == ("any", "ambiguous", "model error", "verified label error")
+    fig = browser.render_current()  # image 0
+    assert fig.get_suptitle().endswith("category: verified label error")
+    votes = next(ax for ax in fig.axes if ax.get_title() == "humans (CIFAR-10H)")
+    labels = [t.get_text() for t in votes.get_yticklabels()]
+    assert labels[0] == "dog"  # the most voted class first, drawn at the top
+    assert votes.patches[0].get_width() == pytest.approx(0.7)
+
+    browser.category_dropdown.value = "model error"
+    assert browser.filtered_indices.tolist() == [3, 4, 8]
+    browser.category_dropdown.value = "ambiguous"
+    assert browser.filtered_indices.tolist() == [5]
+    browser.true_dropdown.value = "cat"
+    assert browser.current_index is None and "category 'ambiguous'" in browser.message
+
+
+def test_without_human_labels_the_browser_is_unchanged(data):
+    browser = FailureBrowser(**only(data, "baseline"))
+    assert browser.category_dropdown.layout.display == "none"
+    fig = browser.render_current()
+    assert "category" not in fig.get_suptitle()
+    assert not any(ax.get_title() == "humans (CIFAR-10H)" for ax in fig.axes)
+    with pytest.raises(ValueError, match="human_shares must have shape"):
+        FailureBrowser(**only(data, "baseline"), human_shares=torch.zeros(3, 4))

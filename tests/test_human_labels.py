@@ -1,0 +1,332 @@
+"""Human labels: loading and download checks, the order check, categories and their statistics."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import shutil
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cifar_helpers import human_labels as hl
+from cifar_helpers.config import make_config
+from cifar_helpers.data import make_synthetic_cifar
+from cifar_helpers.failures import compare_failures, find_high_confidence_failures
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and downloading
+# --------------------------------------------------------------------------------------------------
+def test_the_shared_files_load_with_the_published_numbers(human_labels_root: Path) -> None:
+    human = hl.load_human_labels(human_labels_root)
+    assert human.counts.shape == (10_000, 10) and human.original_labels.shape == (10_000,)
+    assert int(human.verified_errors.sum()) == 54
+    given = human.given_share()
+    assert int((given < 0.5).sum()) == 122 and int((given < 0.8).sum()) == 609
+    status = human.label_status(0.8)
+    assert [int((status == i).sum()) for i in range(3)] == [54, 570, 9376]
+
+
+def test_an_edited_copy_is_refused(human_labels_root: Path, tmp_path: Path) -> None:
+    for item in hl.PUBLIC_FILES:
+        shutil.copy(human_labels_root / item.name, tmp_path / item.name)
+    counts = np.load(tmp_path / hl.COUNTS_FILE)
+    counts[0, 0] += 1
+    np.save(tmp_path / hl.COUNTS_FILE, counts)
+    with pytest.raises(hl.HumanLabelError, match="differs from the published file"):
+        hl.load_human_labels(tmp_path)
+    shutil.copy(human_labels_root / hl.COUNTS_FILE, tmp_path / hl.COUNTS_FILE)
+    (tmp_path / hl.MTURK_FILE).unlink()
+    with pytest.raises(hl.HumanLabelError, match=r"cifar10_mturk\.json is missing"):
+        hl.load_human_labels(tmp_path)
+
+
+class _FakeResponse(io.BytesIO):
+    def __enter__(self) -> _FakeResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve(files: dict[str, bytes], calls: list[str]):
+    def fake_urlopen(url: str, timeout: float = 0) -> _FakeResponse:
+        calls.append(url)
+        return _FakeResponse(files[url])
+
+    return fake_urlopen
+
+
+def test_download_writes_the_verified_files(human_labels_root, tmp_path, monkeypatch) -> None:
+    files = {item.url: (human_labels_root / item.name).read_bytes() for item in hl.PUBLIC_FILES}
+    calls: list[str] = []
+    monkeypatch.setattr(hl, "urlopen", _serve(files, calls))
+    folder = tmp_path / "human-labels"
+    hl.download_human_labels(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f.name for f in hl.PUBLIC_FILES)
+    assert len(calls) == 3 and all(url.startswith("https://raw.githubusercontent.com/") for url in calls)
+    assert hl.load_human_labels(folder).counts.shape == (10_000, 10)
+    hl.download_human_labels(folder)  # everything there: nothing fetched again
+    assert len(calls) == 3
+
+
+def test_a_download_with_the_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    files = {item.url: b"not the published file" for item in hl.PUBLIC_FILES}
+    monkeypatch.setattr(hl, "urlopen", _serve(files, []))
+    folder = tmp_path / "human-labels"
+    with pytest.raises(hl.HumanLabelError, match=r"refused .*SHA-256"):
+        hl.download_human_labels(folder)
+    assert not folder.exists() or list(folder.iterdir()) == []
+    # Inside a run the refusal is the one line saying why no human labels apply; nothing is written.
+    monkeypatch.setenv(hl.HUMAN_LABELS_ENV, str(folder))
+    data = _cifar_like_data(torch.arange(10).repeat(1000), torch.zeros(10_000, 3, 32, 32, dtype=torch.uint8))
+    result = hl.human_labels_for_run(make_config("smoke"), data)
+    assert isinstance(result, hl.NotApplicable) and result.reason.startswith("refused https://")
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def _cifar_like_data(test_labels: torch.Tensor, test_images: torch.Tensor):
+    data = make_synthetic_cifar(train_per_class=1, test_per_class=1, seed=0)
+    data.source, data.classes = "cifar10", list(hl.CIFAR10_CLASSES)
+    data.test_labels, data.test_images = test_labels, test_images
+    data.test_index = torch.arange(len(test_labels))
+    return data
+
+
+def test_offline_the_run_goes_on_without_human_labels(tmp_path, monkeypatch) -> None:
+    def offline(url: str, timeout: float = 0) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(hl, "urlopen", offline)
+    monkeypatch.setenv(hl.HUMAN_LABELS_ENV, str(tmp_path / "empty"))
+    labels = torch.arange(10).repeat(1000)
+    data = _cifar_like_data(labels, torch.zeros(10_000, 3, 32, 32, dtype=torch.uint8))
+    result = hl.human_labels_for_run(make_config("smoke"), data)
+    assert isinstance(result, hl.NotApplicable)
+    assert "could not be downloaded" in result.reason and "no network" in result.reason
+    assert str(result).startswith("no human labels apply: ") and "\n" not in str(result)
+    assert hl.human_failure_report(torch.rand(3, 10), torch.zeros(3), None, result) == {
+        "applies": False,
+        "reason": result.reason,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Where they apply
+# --------------------------------------------------------------------------------------------------
+def _shuffled_within_classes(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.arange(len(labels))
+    for c in labels.unique():
+        where = torch.nonzero(labels == c).flatten()
+        order[where] = where[torch.randperm(len(where), generator=generator)]
+    return order
+
+
+def test_the_order_check_refuses_the_same_images_shuffled_within_each_class() -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=generator)
+    images = torch.randint(0, 256, (2000, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    # A reference made from the same pixels, as CIFAR-10's is; re-encoding noise must still pass.
+    reference = images.reshape(2000, -1).double().mean(dim=1).round().to(torch.uint8).numpy()
+    assert hl.check_test_order(labels, images, labels, reference) is None
+    noisy = (images.short() + torch.randint(-3, 4, images.shape, generator=generator)).clamp(0, 255)
+    assert hl.check_test_order(labels, noisy.to(torch.uint8), labels, reference) is None
+
+    order = _shuffled_within_classes(labels)
+    assert torch.equal(labels[order], labels)  # the label sequence alone cannot tell
+    reason = hl.check_test_order(labels[order], images[order], labels, reference)
+    assert reason is not None and "not in CIFAR-10's original order" in reason
+
+    by_class = torch.argsort(labels, stable=True)  # an image-folder set: sorted by class
+    reason = hl.check_test_order(labels[by_class], images[by_class], labels, reference)
+    assert reason is not None and "original sequence" in reason
+
+
+@pytest.mark.shared_data
+def test_the_rebuilt_batches_pass_the_order_check_and_their_shuffle_fails(batches_root, human_labels_root):
+    with open(batches_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    images = torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+    labels = torch.tensor(batch["labels"], dtype=torch.int64)
+    human = hl.load_human_labels(human_labels_root)
+    reference = hl.original_test_intensity()
+    assert hl.check_test_order(labels, images, human.original_labels, reference) is None
+    order = _shuffled_within_classes(labels)
+    assert "original order" in hl.check_test_order(
+        labels[order], images[order], human.original_labels, reference
+    )
+
+
+def test_generated_data_and_test_subsets_are_not_applicable() -> None:
+    synthetic = make_synthetic_cifar(train_per_class=2, test_per_class=2, seed=0)
+    assert "generated" in hl.applicability_without_files(synthetic)
+    config = make_config("smoke", data_source="synthetic")
+    assert isinstance(hl.human_labels_for_run(config, synthetic), hl.NotApplicable)
+    subset = _cifar_like_data(torch.arange(10).repeat(50), torch.zeros(500, 3, 32, 32, dtype=torch.uint8))
+    assert "subset (500 of 10000" in hl.applicability_without_files(subset)
+
+
+# --------------------------------------------------------------------------------------------------
+# Categories and statistics, on constructed human labels
+# --------------------------------------------------------------------------------------------------
+def _constructed_human() -> hl.HumanLabels:
+    """10,000 images, label = index % 10; image 0 a verified error, images 1-2 split, the rest agreed."""
+    labels = torch.arange(10_000) % 10
+    counts = torch.zeros(10_000, 10, dtype=torch.int64)
+    counts[torch.arange(10_000), labels] = 50
+    counts[0] = 0
+    counts[0, 0], counts[0, 3] = 10, 40  # a verified label error: humans say class 3
+    counts[1] = 0
+    counts[1, 1], counts[1, 2] = 30, 20  # split: given share 0.6
+    counts[2] = 0
+    counts[2, 2], counts[2, 5] = 25, 25  # tie between given and class 5
+    given = torch.full((10_000,), -1, dtype=torch.int64)
+    given[0], given[3] = 1, 4  # image 3 was a candidate the workers confirmed
+    return hl.HumanLabels(counts=counts, original_labels=labels, mturk_given=given, root="constructed")
+
+
+def test_categories_follow_the_verification_then_the_human_share() -> None:
+    human = _constructed_human()
+    assert hl.failure_categories([0, 1, 2, 3, 4], human, 0.8) == [
+        hl.LABEL_ERROR,
+        hl.AMBIGUOUS,
+        hl.AMBIGUOUS,
+        hl.MODEL_ERROR,
+        hl.MODEL_ERROR,
+    ]
+    assert hl.failure_categories([1], human, 0.5) == [hl.MODEL_ERROR]  # 0.6 is not below 0.5
+    with pytest.raises(ValueError, match="ambiguity_threshold"):
+        hl.failure_categories([1], human, 1.5)
+
+
+def test_the_failure_report_counts_enrichment_and_plurality_accuracy() -> None:
+    human = _constructed_human()
+    labels = human.original_labels
+    probs = torch.full((10_000, 10), 0.001)
+    probs[torch.arange(10_000), labels] = 0.991
+    # Confident failures: image 0 (says 3, humans agree), 1 (says 2), 2 (says 5, tied), 4 (says 0).
+    for index, predicted in ((0, 3), (1, 2), (2, 5), (4, 0)):
+        probs[index] = 0.001
+        probs[index, predicted] = 0.991
+    failures = find_high_confidence_failures(probs, labels, 0.9)
+    report = hl.human_failure_report(probs, labels, failures, human, 0.8)
+    assert report["counts"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 2, hl.MODEL_ERROR: 1}
+    assert report["base_counts"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 2, hl.AGREED: 9997}
+    assert report["enrichment"][hl.LABEL_ERROR] == pytest.approx((1 / 4) / (1 / 10_000))
+    assert report["enrichment"][hl.MODEL_ERROR] == pytest.approx((1 / 4) / (9997 / 10_000))
+    assert report["accuracy"] == pytest.approx(9996 / 10_000)
+    # Humans side with the model on image 0 and tie on image 2; image 1 (plurality: given) and 4 not.
+    assert report["accuracy_vs_human_plurality"] == pytest.approx(9998 / 10_000)
+    first = report["failures"][0]
+    assert first["index"] == 0 and first["category"] == hl.LABEL_ERROR
+    assert first["given_share"] == pytest.approx(0.2) and first["human_plurality"] == 3
+
+
+def test_comparison_by_category_flags_fixed_label_errors() -> None:
+    human = _constructed_human()
+    labels = human.original_labels
+    base = torch.full((10_000, 10), 0.001)
+    base[torch.arange(10_000), labels] = 0.991
+    aug = base.clone()
+    for index, predicted in ((0, 3), (4, 0)):
+        base[index] = 0.001
+        base[index, predicted] = 0.991
+    aug[4] = base[4]  # kept; image 0 fixed: the augmented model now agrees with the wrong label
+    aug[5] = 0.001
+    aug[5, 0] = 0.991  # new
+    comparison = compare_failures(base, aug, labels, 0.9)
+    result = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
+    assert result["augmented_counts"] == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 2}
+    assert result["augmented"]["num_failures"] == 2
+    text = hl.describe_human_comparison(result)
+    assert "WARNING: 1 'fixed' failure(s) are verified label errors" in text and "image 0" in text
+    assert result["by_category"]["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 0}
+    assert result["by_category"]["kept_same"][hl.MODEL_ERROR] == 1
+    assert result["by_category"]["new"][hl.MODEL_ERROR] == 1
+    (flag,) = result["fixed_label_errors"]
+    assert flag["index"] == 0 and flag["given"] == "airplane" and flag["human_plurality"] == "cat"
+    status = hl.status_with_categories(
+        comparison, hl.failure_categories(comparison.baseline_failures.indices, human)
+    )
+    assert "agrees with a wrong label" in status[0] and status[1] == "kept (same), model error"
+
+
+def test_human_cross_entropy_is_lowest_for_the_human_distribution() -> None:
+    labels = torch.arange(10_000) % 10
+    counts = torch.zeros(10_000, 10, dtype=torch.int64)
+    counts[torch.arange(10_000), labels] = 40
+    counts[torch.arange(10_000), (labels + 1) % 10] += 10  # humans 80/20: real uncertainty
+    human = hl.HumanLabels(counts, labels, torch.full((10_000,), -1), "constructed")
+    human_logits = torch.log(human.shares.clamp_min(1e-12)).float()
+    floor = hl.calibration_against_humans({"h": human_logits}, {"h": None}, human)
+    assert floor["models"]["h"]["before"] == pytest.approx(floor["human_entropy"], abs=1e-4)
+    sure = torch.nn.functional.one_hot(human.original_labels, 10).float() * 20
+    result = hl.calibration_against_humans({"m": sure}, {"m": 4.0}, human)
+    before, after = result["models"]["m"]["before"], result["models"]["m"]["after"]
+    assert before > after > floor["human_entropy"]  # softening a sure model moves it towards humans
+    with pytest.raises(ValueError, match="temperature"):
+        hl.human_cross_entropy(sure, human, 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run summary and report
+# --------------------------------------------------------------------------------------------------
+def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path:
+    from cifar_helpers.artifacts import RunDir, save_json
+
+    run = RunDir(tmp_path / "run")
+    labels = torch.arange(10_000) % 10
+    base = torch.full((10_000, 10), 0.001)
+    base[torch.arange(10_000), labels] = 0.991
+    aug = base.clone()
+    for index, predicted in ((0, 3), (1, 2), (4, 0)):
+        base[index] = 0.001
+        base[index, predicted] = 0.991
+    aug[4] = base[4]
+    comparison = compare_failures(base, aug, labels, 0.9)
+    report = hl.human_failure_report(base, labels, comparison.baseline_failures, human, 0.8)
+    save_json(run.path("failures", hl.FAILURES_REPORT), report)
+    by_category = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
+    save_json(run.path("reevaluation", hl.FAILURES_REPORT), by_category)
+    return run.root
+
+
+def test_the_run_summary_and_report_show_the_categories(tmp_path: Path) -> None:
+    from cifar_helpers.artifacts import RunDir
+    from cifar_helpers.pipeline import format_summary, summarize_run
+    from cifar_helpers.report import render_report
+
+    root = _write_run(tmp_path, _constructed_human())
+    summary = summarize_run(RunDir(root))
+    human = summary["human_labels"]
+    assert human["baseline"]["counts"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 1, hl.MODEL_ERROR: 1}
+    assert human["augmented"]["counts"] == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 1}
+    assert human["by_category"]["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 1, hl.MODEL_ERROR: 0}
+    assert human["fixed_label_errors"] == 1
+    text = format_summary(summary)
+    assert "confident failures by category" in text
+    assert "1 'fixed' failure(s) are verified label errors" in text
+    page = render_report(root)
+    assert "Is it the model or the label?" in page and "verified label error" in page
+    assert "now agrees with a wrong label" in page
+
+
+def test_without_human_labels_summary_and_report_say_so_in_one_line(tmp_path: Path) -> None:
+    from cifar_helpers.artifacts import RunDir
+    from cifar_helpers.pipeline import format_summary, summarize_run
+    from cifar_helpers.report import render_report
+
+    root = _write_run(tmp_path, hl.NotApplicable("the run uses the generated data set, not CIFAR-10"))
+    summary = summarize_run(RunDir(root))
+    assert summary["human_labels"] == {
+        "applies": False,
+        "reason": "the run uses the generated data set, not CIFAR-10",
+    }
+    lines = [line for line in format_summary(summary).splitlines() if "human labels" in line]
+    assert lines == ["no human labels apply: the run uses the generated data set, not CIFAR-10"]
+    assert "no human labels apply: the run uses the generated data set" in render_report(root)
