@@ -21,6 +21,7 @@ from typing import Any
 
 from .artifacts import STAGES, RunDir, load_json, save_json
 from .config import RunConfig, make_config
+from .progress import StageProgress
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
@@ -182,10 +183,17 @@ def run_stage(
     *,
     notebook_dir: Path = NOTEBOOK_DIR,
     kernel_name: str | None = None,
+    progress: StageProgress | None = None,
 ) -> StageResult:
-    """Execute one notebook with papermill into ``<run>/executed/``; raise :class:`StageFailed` on error."""
+    """Execute one notebook with papermill into ``<run>/executed/``; raise :class:`StageFailed` on error.
+
+    With ``progress`` (from :meth:`cifar_helpers.progress.RunProgress.stage`) the terminal shows what
+    the notebook is doing while it runs.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    from .kernel import LocalKernelManager
 
     source = notebook_path(stage, notebook_dir)
     executed = run.root / "executed" / source.name
@@ -194,6 +202,10 @@ def run_stage(
     # Marked failed until it succeeds: a stage that dies after writing its outputs is not complete.
     marker = failure_marker(run, stage)
     marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
+    hooks = {}
+    if progress is not None:
+        progress.use_notebook(source)
+        hooks["on_cell_start"] = progress.on_cell_start
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -203,6 +215,8 @@ def run_stage(
             kernel_name=kernel_name,
             progress_bar=False,
             cwd=str(source.parent),
+            kernel_manager_class=LocalKernelManager,
+            **hooks,
         )
     except PapermillExecutionError as e:
         first_line = next((line for line in e.source.splitlines() if line.strip()), "")
