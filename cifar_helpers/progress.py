@@ -38,15 +38,6 @@ EXPECTED_SECONDS: dict[str, dict[str, float]] = {
         "reevaluation": 12,
         "stress": 30,
     },
-    "quick": {
-        "setup": 20,
-        "baseline": 120,
-        "failures": 12,
-        "gradcam": 25,
-        "augmented": 120,
-        "reevaluation": 25,
-        "stress": 80,
-    },
     "cpu": {
         "setup": 40,
         "baseline": 840,
@@ -107,7 +98,7 @@ class RunProgress:
     """Progress of one ``run_all.py`` invocation: the stages still to run and their expected durations.
 
     Args:
-        profile: the run's resolved profile (``smoke``, ``quick``, ``cpu``, ``full``); selects
+        profile: the run's resolved profile (``smoke``, ``cpu``, ``full``); selects
             :data:`EXPECTED_SECONDS` (``cpu``'s proportions for an unknown one).
         stages: the stages this invocation will run, in order.
         stream: where to write (default ``sys.stdout``).

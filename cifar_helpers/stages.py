@@ -142,6 +142,8 @@ def setup_run(
         import torch
 
         torch.set_num_threads(config.num_threads)
+    # What precision="auto" and device="auto" resolved to on this machine.
+    environment.update(device=str(config.resolved_device()), precision=config.resolved_precision())
     config.save(run.config_path)
     save_json(run.root / "environment.json", environment)
     return Stage(name="setup", run=run, config=config, environment=environment)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from cifar_helpers.artifacts import MissingStageError, RunDir, save_json
@@ -57,3 +59,10 @@ def test_default_data_dir_is_the_project_data_folder_from_notebooks_too(tmp_path
     assert generated.config.data_dir is None  # no folder involved
     monkeypatch.setenv("CIFAR10_ROOT", "/somewhere/else")
     assert setup_run(tmp_path / "run3", profile="smoke", seed=42).config.data_dir is None
+
+
+def test_setup_records_the_resolved_precision_in_the_environment(tmp_path):
+    stage = setup_run(tmp_path / "run", profile="smoke", data_source="synthetic")
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["precision"] == stage.config.resolved_precision() == "fp32"
+    assert environment["device"] == "cpu"
