@@ -278,6 +278,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{model:<12}{pct(m.get('test_accuracy')):>10}{pct(m.get('train_accuracy')):>11}"
             f"{pct(m.get('train_test_gap')):>10}"
         )
+    lines.append("gap: train minus test accuracy, both evaluated in eval mode without augmentation")
     lines.append("")
     threshold = summary.get("confidence_threshold")
     label = (
