@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from cifar_helpers.artifacts import STAGES, RunDir
-from cifar_helpers.config import PROFILE_NAMES
+from cifar_helpers.config import PROFILE_NAMES, resolve_profile
 from cifar_helpers.pipeline import (
     PipelineArgumentError,
     StageFailed,
@@ -42,6 +42,7 @@ from cifar_helpers.pipeline import (
     summarize_run,
     write_summary,
 )
+from cifar_helpers.progress import RunProgress
 from cifar_helpers.runlock import LOCK_NAME, RunLock, RunLockedError
 from cifar_helpers.stages import default_run_dir
 
@@ -127,9 +128,11 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
         common["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     results: list[StageResult] = []
     print(f"Run directory: {run.root}", flush=True)
+    to_run = [s for s in stages if args.force or not stage_is_finished(run, s)]
+    progress = RunProgress(resolve_profile(args.profile), to_run)
     for stage in stages:
         notebook = notebook_path(stage).name
-        if not args.force and stage_is_finished(run, stage):
+        if stage not in to_run:
             given = sorted(set(overrides) & set(declared[stage]))
             hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
             print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
@@ -146,7 +149,8 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
         parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
         print(f"[{stage}] {notebook}: running ...", flush=True)
         try:
-            result = run_stage(stage, run, parameters)
+            with progress.stage(stage, run) as stage_progress:
+                result = run_stage(stage, run, parameters, progress=stage_progress)
         except StageFailed as e:
             print(f"[{stage}] FAILED\n{e}", file=sys.stderr, flush=True)
             return 1

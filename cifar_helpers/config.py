@@ -29,7 +29,7 @@ import torch
 
 from .artifacts import load_json, save_json
 
-Precision = Literal["auto", "bf16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 DataSource = Literal["auto", "cifar10", "folder", "synthetic"]
 
@@ -69,8 +69,8 @@ class RunConfig:
     flip: bool = True  # RandomHorizontalFlip in the augmented stage
     # --- execution --------------------------------------------------------------------------------
     device: str = "auto"  # auto: cuda if available, else cpu
-    precision: Precision = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
-    memory_format: MemoryFormat = "auto"  # auto: channels_last where bf16 is used
+    precision: Precision = "auto"  # auto: see choose_precision (bf16 / fp16 / fp32 by device)
+    memory_format: MemoryFormat = "auto"  # auto: channels_last where bf16 or fp16 is used
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
     eval_batch_size: int = 1000
     # --- analysis ---------------------------------------------------------------------------------
@@ -173,24 +173,57 @@ class RunConfig:
             raise ConfigError(f"device={self.device!r} but CUDA is not available; use 'cpu' or 'auto'")
         return torch.device(self.device)
 
-    def use_bf16(self) -> bool:
-        """Whether training and inference autocast to bf16 on the resolved device."""
-        if self.precision == "fp32":
-            return False
-        if self.precision == "bf16":
-            return True
-        from .reproducibility import cpu_supports_bf16
+    def resolved_precision(self) -> Literal["bf16", "fp16", "fp32"]:
+        """The arithmetic this run trains and infers in on the resolved device (``auto`` decided).
 
+        ``fp16`` autocasts to float16 and trains with a gradient scaler (meant for CUDA GPUs without
+        native bf16; it also runs, slowly, on a CPU).
+        """
+        if self.precision != "auto":
+            return self.precision
         device = self.resolved_device()
         if device.type == "cuda":
-            return torch.cuda.is_bf16_supported()
-        return cpu_supports_bf16()
+            return choose_precision("cuda", capability=torch.cuda.get_device_capability(device))
+        from .reproducibility import cpu_supports_bf16
+
+        return choose_precision(device.type, cpu_bf16=cpu_supports_bf16())
+
+    def use_bf16(self) -> bool:
+        """Whether training and inference autocast to bf16 on the resolved device."""
+        return self.resolved_precision() == "bf16"
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype of the autocast regions (None: plain fp32)."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.resolved_precision())
 
     def use_channels_last(self) -> bool:
         """Whether tensors and the model use the channels-last memory format."""
         if self.memory_format == "auto":
-            return self.use_bf16()
+            return self.resolved_precision() != "fp32"
         return self.memory_format == "channels_last"
+
+
+def choose_precision(
+    device_type: str, *, capability: tuple[int, int] | None = None, cpu_bf16: bool = False
+) -> Literal["bf16", "fp16", "fp32"]:
+    """The fastest precision that computes natively on a device (what ``precision="auto"`` means).
+
+    * CUDA, compute capability >= 8.0 (Ampere and later): ``bf16``, native in the tensor cores and
+      as wide in range as fp32, so no loss scaling is needed;
+    * CUDA 7.x (Volta, Turing: V100, T4) and 6.0 (P100): ``fp16`` with a gradient scaler; their bf16
+      is emulated (``torch.cuda.is_bf16_supported()`` still says yes), far slower than fp16;
+    * other CUDA GPUs (6.1 and older, whose fp16 runs at a fraction of fp32): ``fp32``;
+    * CPU: ``bf16`` where the CPU computes it natively (AVX512-BF16 or AMX), else ``fp32``.
+    """
+    if device_type == "cuda":
+        if capability is None:
+            raise ValueError("choose_precision needs the compute capability of a CUDA device")
+        if capability >= (8, 0):
+            return "bf16"
+        if capability >= (7, 0) or capability == (6, 0):
+            return "fp16"
+        return "fp32"
+    return "bf16" if cpu_bf16 else "fp32"
 
 
 def _positive(key: str, value: Any) -> None:

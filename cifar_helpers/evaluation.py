@@ -104,6 +104,7 @@ def predict(
     device: str | torch.device | None = None,
     bf16: bool = False,
     channels_last: bool = False,
+    fp16: bool = False,
 ) -> Predictions:
     """Logits of ``model`` on ``images``, in batches, in eval mode and without autograd.
 
@@ -119,6 +120,7 @@ def predict(
         batch_size: images per forward pass.
         device: where to compute; ``None`` uses the device of the model's parameters.
         bf16: autocast the forward pass to bfloat16 (logits are returned as float32 either way).
+        fp16: autocast the forward pass to float16 instead (CUDA GPUs without native bf16).
         channels_last: give the model channels-last input (use it when the model is channels-last).
 
     Returns:
@@ -131,8 +133,13 @@ def predict(
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     device = _model_device(model) if device is None else torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if bf16 and fp16:
+        raise ValueError("predict: choose bf16 or fp16, not both")
+    dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else None
     autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        torch.autocast(device_type=device.type, dtype=dtype)
+        if dtype is not None
+        else contextlib.nullcontext()
     )
     was_training = model.training
     model.eval()

@@ -21,6 +21,7 @@ from typing import Any
 
 from .artifacts import STAGES, RunDir, load_json, save_json
 from .config import RunConfig, make_config
+from .progress import StageProgress
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
@@ -223,10 +224,17 @@ def run_stage(
     *,
     notebook_dir: Path = NOTEBOOK_DIR,
     kernel_name: str | None = None,
+    progress: StageProgress | None = None,
 ) -> StageResult:
-    """Execute one notebook with papermill into ``<run>/executed/``; raise :class:`StageFailed` on error."""
+    """Execute one notebook with papermill into ``<run>/executed/``; raise :class:`StageFailed` on error.
+
+    With ``progress`` (from :meth:`cifar_helpers.progress.RunProgress.stage`) the terminal shows what
+    the notebook is doing while it runs.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    from .kernel import LocalKernelManager
 
     source = notebook_path(stage, notebook_dir)
     executed = run.root / "executed" / source.name
@@ -235,6 +243,10 @@ def run_stage(
     # Marked failed until it succeeds: a stage that dies after writing its outputs is not complete.
     marker = failure_marker(run, stage)
     marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
+    hooks = {}
+    if progress is not None:
+        progress.use_notebook(source)
+        hooks["on_cell_start"] = progress.on_cell_start
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -244,6 +256,8 @@ def run_stage(
             kernel_name=kernel_name,
             progress_bar=False,
             cwd=str(source.parent),
+            kernel_manager_class=LocalKernelManager,
+            **hooks,
         )
     except PapermillExecutionError as e:
         first_line = next((line for line in e.source.splitlines() if line.strip()), "")
@@ -308,6 +322,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{model:<12}{pct(m.get('test_accuracy')):>10}{pct(m.get('train_accuracy')):>11}"
             f"{pct(m.get('train_test_gap')):>10}"
         )
+    lines.append("gap: train minus test accuracy, both evaluated in eval mode without augmentation")
     lines.append("")
     threshold = summary.get("confidence_threshold")
     label = (

@@ -184,7 +184,7 @@ def _metrics_summary(metrics: dict[str, Any]) -> str:
     rows = [
         ("test accuracy", fmt_pct(metrics.get("test_accuracy"))),
         ("train accuracy", fmt_pct(metrics.get("train_accuracy"))),
-        ("train-test gap", fmt_pct(metrics.get("train_test_gap"))),
+        ("train-test gap (eval mode, no augmentation)", fmt_pct(metrics.get("train_test_gap"))),
         ("epochs", fmt_num(metrics.get("epochs"))),
         ("training time (s)", fmt_num(metrics.get("train_seconds"))),
         ("images per second", fmt_num(metrics.get("images_per_second"))),
@@ -568,7 +568,9 @@ def _overview(run: RunDir) -> str:
             )
         )
     html_out = _table(
-        ("model", "test accuracy", "train accuracy", "train-test gap"), rows, (False, True, True, True)
+        ("model", "test accuracy", "train accuracy", "train-test gap (eval mode)"),
+        rows,
+        (False, True, True, True),
     )
     failures = read("failures", "summary.json")
     counts = read("reevaluation", "comparison.json").get("counts") or {}

@@ -146,6 +146,8 @@ def setup_run(
         import torch
 
         torch.set_num_threads(config.num_threads)
+    # What precision="auto" and device="auto" resolved to on this machine.
+    environment.update(device=str(config.resolved_device()), precision=config.resolved_precision())
     config.save(run.config_path)
     save_json(run.root / "environment.json", environment)
     return Stage(name="setup", run=run, config=config, environment=environment)
@@ -161,20 +163,40 @@ def open_stage(
 ) -> Stage:
     """Open stage ``stage`` (01-06) of the run in ``run_dir``.
 
+    With ``run_dir=None`` and ``profile="auto"`` (a notebook opened by hand), the run is the most
+    recently modified one under ``runs/`` whose earlier stages are finished, announced in one line.
     Checks that the stages it reads from are complete (else :class:`MissingStageError` naming the
-    notebook to run), that ``profile`` and ``seed`` match the run, applies and validates ``knobs``
-    (:class:`RunConfig` fields specific to this stage; ``None`` keeps the run's value), saves the
-    stage's configuration as ``<stage>/config.json`` and seeds every generator.
+    notebook to run and, without ``run_dir``, the runs that exist and the parameter to set), that
+    ``profile`` and ``seed`` match the run, applies and validates ``knobs`` (:class:`RunConfig`
+    fields specific to this stage; ``None`` keeps the run's value), saves the stage's configuration
+    as ``<stage>/config.json`` and seeds every generator.
     """
     if stage not in STAGES or stage == "setup":
         known = ", ".join(s for s in STAGES if s != "setup")
         raise ValueError(f"unknown stage {stage!r}; stages opened with open_stage: {known}")
-    run = RunDir(run_dir if run_dir is not None else default_run_dir(profile))
+    from .run_discovery import describe_runs, most_recent_run_with
+
+    runs_root = project_root() / "runs"
+    found = None
+    if run_dir is None and profile == "auto":
+        # Opened by hand with the defaults: use the most recent run that has what this stage reads.
+        found = most_recent_run_with(runs_root, STAGE_INPUTS[stage])
+        if found is not None:
+            print(
+                f"Using the run in {found.root} (the most recent with the stages this notebook reads); "
+                "set run_dir or profile in the parameters cell to choose another"
+            )
+    run = found or RunDir(run_dir if run_dir is not None else default_run_dir(profile))
     check_not_locked(run.root)
-    for needed in STAGE_INPUTS[stage]:
-        run.require(needed, *STAGE_OUTPUTS[needed])
+    try:
+        for needed in STAGE_INPUTS[stage]:
+            run.require(needed, *STAGE_OUTPUTS[needed])
+    except MissingStageError as e:
+        if run_dir is not None:
+            raise
+        raise MissingStageError(f"{e}. {describe_runs(runs_root)}") from None
     config = RunConfig.load(run.config_path)
-    check_run_identity(run, config, profile, seed)
+    check_run_identity(run, config, config.profile if found is not None else profile, seed)
     values = {k: v for k, v in knobs.items() if v is not None}
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
     if unknown:

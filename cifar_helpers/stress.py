@@ -295,6 +295,7 @@ def run_stress_test(
     device: str | torch.device | None = None,
     bf16: bool = False,
     channels_last: bool = False,
+    fp16: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Accuracy of every model on the clean images and on every corruption x severity.
@@ -308,7 +309,7 @@ def run_stress_test(
         labels: int64 (N,) labels.
         corruptions: names from :data:`CORRUPTIONS` (default: all, in that order).
         severities: severities to evaluate, each in 1..5.
-        batch_size, device, bf16, channels_last: passed to :func:`cifar_helpers.evaluation.predict`
+        batch_size, device, bf16, fp16, channels_last: passed to :func:`cifar_helpers.evaluation.predict`
             (``device=None``: the model's own device).
         seed: base seed of the corruptions.
 
@@ -339,7 +340,14 @@ def run_stress_test(
 
     def evaluate(model: nn.Module, batch: torch.Tensor) -> tuple[float, float]:
         predictions = predict(
-            model, batch, labels, batch_size=batch_size, device=device, bf16=bf16, channels_last=channels_last
+            model,
+            batch,
+            labels,
+            batch_size=batch_size,
+            device=device,
+            bf16=bf16,
+            fp16=fp16,
+            channels_last=channels_last,
         )
         correct = (predictions.preds.cpu() == labels.cpu()).to(torch.float64)
         return float(correct.mean()), float(predictions.confidences.to(torch.float64).mean())
@@ -399,6 +407,7 @@ def corruption_accuracy(
     device: str | torch.device | None = None,
     bf16: bool = False,
     channels_last: bool = False,
+    fp16: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Accuracy of one model on clean and corrupted copies of ``images``.
@@ -427,6 +436,7 @@ def corruption_accuracy(
         batch_size=batch_size,
         device=device,
         bf16=bf16,
+        fp16=fp16,
         channels_last=channels_last,
         seed=seed,
     )
@@ -502,7 +512,8 @@ def run_stress_stage(
     eval_kwargs = {
         "batch_size": config.eval_batch_size,
         "device": device,
-        "bf16": config.use_bf16(),
+        "bf16": config.resolved_precision() == "bf16",
+        "fp16": config.resolved_precision() == "fp16",
         "channels_last": config.use_channels_last(),
     }
     stage_dir = run.stage_dir("stress")

@@ -52,7 +52,8 @@ def describe_metrics(metrics: dict[str, Any], num_test: int, num_train: int) -> 
         [
             f"test accuracy:  {test_correct}/{num_test} correct ({_pct(metrics['test_accuracy'])})",
             f"train accuracy: {train_correct}/{num_train} correct ({_pct(metrics['train_accuracy'])})",
-            f"train - test gap: {100 * gap:.1f} percentage points",
+            f"train - test gap: {100 * gap:.1f} percentage points (both evaluated in eval mode, "
+            "without augmentation)",
         ]
     )
 

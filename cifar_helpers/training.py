@@ -372,7 +372,7 @@ def train_model(
         torch.set_num_threads(config.num_threads)
 
     device = config.resolved_device()
-    bf16 = config.use_bf16()
+    precision = config.resolved_precision()
     memory_format = torch.channels_last if config.use_channels_last() else torch.contiguous_format
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
@@ -397,6 +397,9 @@ def train_model(
         "order": torch.Generator().manual_seed(_stream_seed(config.seed, "order")),
         "augment": torch.Generator(device=device).manual_seed(_stream_seed(config.seed, "augment")),
     }
+    # fp16's narrow range underflows small gradients: scale the loss up, and the gradients back down
+    # before the step (skipping steps whose gradients overflowed). bf16 and fp32 need no scaler.
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     history: list[dict[str, Any]] = []
     step = 0
     if resume and checkpoint_path.exists():
@@ -407,6 +410,8 @@ def train_model(
         step = checkpoint["step"]
         history = list(checkpoint["history"])
         _restore_rng_states(checkpoint["rng"], generators, device)
+        if scaler is not None and "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
         if step != len(history) * steps:
             raise CheckpointMismatchError(
                 f"{checkpoint_path} is inconsistent: step {step} after {len(history)} epochs of {steps} steps"
@@ -415,16 +420,16 @@ def train_model(
     environment = {
         **environment_report(),
         "device": str(device),
-        "bf16": bf16,
+        "precision": precision,
+        "bf16": precision == "bf16",
         "channels_last": memory_format == torch.channels_last,
     }
     x_train = train_images.to(device)
     y_train = train_labels.to(device)
     x_test = test_images.to(device)
     y_test = test_labels.to(device)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    )
+    dtype = config.autocast_dtype()
+    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     postfix_every = max(1, steps // POSTFIX_UPDATES_PER_EPOCH)
 
     for epoch in range(len(history), config.epochs):
@@ -457,8 +462,13 @@ def train_model(
                 logits = model(inputs)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             step += 1
 
             batch = labels.shape[0]
@@ -481,7 +491,8 @@ def train_model(
             y_test,
             batch_size=config.eval_batch_size,
             device=device,
-            bf16=bf16,
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
             channels_last=memory_format == torch.channels_last,
         )
         entry = {
@@ -514,6 +525,7 @@ def train_model(
                 "config": config.to_dict(),
                 "run": run_facts,
                 "rng": _rng_states(generators, device),
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             },
         )
         save_json(history_path, _history_document(config, history, environment))
@@ -635,7 +647,8 @@ def run_training_stage(
     )
     eval_options = {
         "batch_size": config.eval_batch_size,
-        "bf16": config.use_bf16(),
+        "bf16": config.resolved_precision() == "bf16",
+        "fp16": config.resolved_precision() == "fp16",
         "channels_last": config.use_channels_last(),
     }
     test = predict(result.model, data.test_images, data.test_labels, **eval_options)

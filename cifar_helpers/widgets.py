@@ -356,7 +356,8 @@ class FailureBrowser:
 
     State for code and tests: :attr:`current_index` (test index shown, or None),
     :attr:`filtered_indices`, :attr:`message`, :meth:`render_current`, and the widgets
-    :attr:`model_toggle`, :attr:`true_dropdown`, :attr:`pred_dropdown`, :attr:`slider`, :attr:`output`.
+    :attr:`model_toggle` (in :attr:`model_row`, beside its label), :attr:`true_dropdown`,
+    :attr:`pred_dropdown`, :attr:`slider` (1-based, like its label), :attr:`output`.
     """
 
     def __init__(
@@ -384,11 +385,13 @@ class FailureBrowser:
         self.any_label = "any" if "any" not in self.classes else "(any class)"
         filter_options = [self.any_label, *self.classes]
 
-        self.model_toggle = widgets.ToggleButtons(
-            options=self.model_names, value=self.model_names[0], description="Model:"
-        )
+        self.thresholds = {name: getattr(failures[name], "threshold", None) for name in self.model_names}
+        # The label is a sibling, not the toggle's description: JupyterLab wraps a ToggleButtons
+        # description onto a line of its own above the buttons.
+        self.model_toggle = widgets.ToggleButtons(options=self.model_names, value=self.model_names[0])
+        self.model_row = widgets.HBox([widgets.Label("Model:"), self.model_toggle])
         if len(self.model_names) == 1:
-            self.model_toggle.layout.display = "none"
+            self.model_row.layout.display = "none"
         self.true_dropdown = widgets.Dropdown(
             options=filter_options, value=self.any_label, description="True class:"
         )
@@ -401,15 +404,16 @@ class FailureBrowser:
         )
         if self._categories is None:
             self.category_dropdown.layout.display = "none"
-        # Redraw on release only: a figure per intermediate slider position would lag.
+        # Redraw on release only: a figure per intermediate slider position would lag. The slider
+        # counts from 1, like the "k of n" label beside it.
         self.slider = widgets.IntSlider(
-            value=0, min=0, max=0, description="Failure:", continuous_update=False
+            value=1, min=1, max=1, description="Failure:", continuous_update=False
         )
         self.position_label = widgets.Label()
         self.output = widgets.Output()
         self.widget = widgets.VBox(
             [
-                self.model_toggle,
+                self.model_row,
                 widgets.HBox([self.true_dropdown, self.pred_dropdown, self.category_dropdown]),
                 widgets.HBox([self.slider, self.position_label]),
                 self.output,
@@ -436,7 +440,7 @@ class FailureBrowser:
         """Test-split index of the failure shown, or None when no failure matches the filters."""
         if len(self._rows) == 0:
             return None
-        return int(self.filtered_indices[self.slider.value])
+        return int(self.filtered_indices[self.slider.value - 1])
 
     def render_current(self) -> Figure | None:
         """The figure the browser shows for the current failure (None when nothing matches)."""
@@ -452,7 +456,7 @@ class FailureBrowser:
             self.classes,
             current,
             others,
-            f"{self.slider.value + 1} of {len(self._rows)}",
+            f"{self.slider.value} of {len(self._rows)}",
             None if self._human_shares is None else self._human_shares[index],
             None if self._categories is None else str(self._categories[index]),
         )
@@ -480,8 +484,8 @@ class FailureBrowser:
         # The slider's own observer must not redraw for each of these intermediate values.
         self._updating = True
         try:
-            self.slider.value = 0
-            self.slider.max = max(len(self._rows) - 1, 0)
+            self.slider.value = 1
+            self.slider.max = max(len(self._rows), 1)
             self.slider.disabled = len(self._rows) == 0
         finally:
             self._updating = False
@@ -493,17 +497,28 @@ class FailureBrowser:
         if n == 0:
             self.position_label.value = "0 of 0"
             total = len(self._models[self.model].failures["indices"])
-            self.message = (
-                f"No failures match: {self.model} has {total} confident failures, none with true class "
-                f"'{self.true_dropdown.value}', predicted class '{self.pred_dropdown.value}' and "
-                f"category '{self.category_dropdown.value}'. "
-                f"Set a filter back to '{self.any_label}'."
-            )
+            threshold = self.thresholds.get(self.model)
+            if total == 0:
+                above = f"above {threshold:g}" if threshold is not None else "above the threshold"
+                self.message = (
+                    f"{self.model} made no mistakes with confidence {above}. To see less confident "
+                    f"ones, lower confidence_threshold (the parameters cell of 02_failure_detection.ipynb, "
+                    f"or run_all.py -p confidence_threshold=0.7 --stages 2-6 --force)."
+                )
+            else:
+                category = (
+                    "" if self._categories is None else f" and category '{self.category_dropdown.value}'"
+                )
+                self.message = (
+                    f"No failures match: {self.model} has {total} confident failures, none with true "
+                    f"class '{self.true_dropdown.value}', predicted class '{self.pred_dropdown.value}'"
+                    f"{category}. Set a filter back to '{self.any_label}'."
+                )
             with self.output:
                 display(HTML(f"<p style='font-size:1.1em'><b>{html.escape(self.message)}</b></p>"))
             return
         self.message = ""
-        self.position_label.value = f"{self.slider.value + 1} of {n} (most confident first)"
+        self.position_label.value = f"{self.slider.value} of {n} (most confident first)"
         fig = self.render_current()
         with self.output:
             display(fig)

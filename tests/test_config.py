@@ -23,7 +23,7 @@ def test_profiles_resolve_and_validate():
         ({"lr": 0.0}, "lr must be > 0"),
         ({"lr": -1}, "lr must be > 0"),
         ({"nonsense": 1}, "unknown configuration key(s) 'nonsense'"),
-        ({"precision": "fp16"}, "precision must be one of 'auto', 'bf16', 'fp32'"),
+        ({"precision": "fp8"}, "precision must be one of 'auto', 'bf16', 'fp16', 'fp32'"),
         ({"epochs": 2.5}, "epochs must be an integer"),
         ({"nesterov": "yes"}, "nesterov must be true or false"),
         ({"confidence_threshold": 1.0}, "confidence_threshold must be in (0, 1)"),
@@ -83,3 +83,48 @@ def test_execution_settings_follow_precision():
     bf16 = make_config("smoke", precision="bf16", memory_format="auto", device="cpu")
     assert bf16.use_bf16() and bf16.use_channels_last()
     assert make_config("smoke", device="cpu").resolved_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((9, 0), "bf16"),
+        ((8, 0), "bf16"),
+        ((8, 6), "bf16"),
+        ((7, 5), "fp16"),
+        ((7, 0), "fp16"),
+        ((6, 0), "fp16"),
+        ((6, 1), "fp32"),
+        ((5, 2), "fp32"),
+    ],
+)
+def test_auto_precision_follows_the_gpu_compute_capability(monkeypatch, capability, expected):
+    # No GPU needed: the device and capability queries are patched. A T4 (7.5) reports emulated bf16
+    # as supported; auto must not choose it there.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    config = make_config("full", device="cuda")
+    assert config.resolved_precision() == expected
+    assert config.use_bf16() is (expected == "bf16")
+    assert config.autocast_dtype() == {"bf16": torch.bfloat16, "fp16": torch.float16}.get(expected)
+    assert config.use_channels_last() is (expected != "fp32")
+
+
+def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch):
+    import cifar_helpers.reproducibility as reproducibility
+    from cifar_helpers.config import choose_precision
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(reproducibility, "cpu_supports_bf16", lambda native=native: native)
+        assert make_config("cpu", device="cpu").resolved_precision() == expected
+    assert choose_precision("cpu", cpu_bf16=True) == "bf16"
+    with pytest.raises(ValueError, match="compute capability"):
+        choose_precision("cuda")
+
+
+def test_explicit_precision_is_kept_and_fp16_is_a_choice():
+    for name in ("bf16", "fp16", "fp32"):
+        assert make_config("smoke", precision=name, device="cpu").resolved_precision() == name
+    with pytest.raises(ConfigError, match="precision must be one of 'auto', 'bf16', 'fp16', 'fp32'"):
+        make_config("smoke", precision="fp8")

@@ -151,8 +151,10 @@ def test_training_curves_annotate_the_final_gap_per_model():
     assert isinstance(fig, Figure)
     assert [ax.get_title() for ax in fig.axes] == ["Accuracy", "Loss"]
     all_text = texts(fig)
-    assert "baseline: gap +15.0 pts" in all_text
-    assert "augmented: gap +5.0 pts" in all_text
+    # without the evaluated train accuracy, the bracket says it is the running-accuracy difference
+    assert "baseline: running train - test +15.0 pts" in all_text
+    assert "augmented: running train - test +5.0 pts" in all_text
+    assert "baseline: gap" not in all_text
     # train dashed and test solid, one colour per model
     lines = {
         (line.get_color(), line.get_linestyle()): line.get_ydata()[-1] for line in fig.axes[0].get_lines()
@@ -163,9 +165,25 @@ def test_training_curves_annotate_the_final_gap_per_model():
     )
 
 
+def test_training_curves_gap_is_the_evaluated_gap_of_metrics_json():
+    # One definition: metrics.json's train_test_gap = train accuracy (eval mode, un-augmented) - test.
+    histories = {"baseline": history(0.95, 0.80), "augmented": history(0.90, 0.85)}
+    fig = plotting.plot_training_curves(histories, final_train_accuracy={"baseline": 0.97, "augmented": 0.93})
+    all_text = texts(fig)
+    assert "baseline: gap +17.0 pts" in all_text and "augmented: gap +8.0 pts" in all_text
+    assert not any("running train -" in text for text in all_text)
+    assert any("evaluated like the test set (eval mode, no augmentation)" in text for text in all_text)
+    diamonds = [line for line in fig.axes[0].get_lines() if line.get_marker() == "D"]
+    assert sorted(line.get_ydata()[0] for line in diamonds) == pytest.approx([93.0, 97.0])
+    with pytest.raises(ValueError, match="no history"):
+        plotting.plot_training_curves(histories, final_train_accuracy={"other": 0.5})
+    with pytest.raises(ValueError, match="fraction"):
+        plotting.plot_training_curves(histories, final_train_accuracy={"baseline": 97.0})
+
+
 def test_training_curves_accept_a_single_history_and_reject_bad_ones():
     fig = plotting.plot_training_curves(history(0.9, 0.7))
-    assert "model: gap +20.0 pts" in texts(fig)
+    assert "model: running train - test +20.0 pts" in texts(fig)
     broken = history(0.9, 0.7)
     del broken[2]["test_acc"]
     with pytest.raises(ValueError, match=r"entry 2: missing key.*test_acc"):

@@ -93,6 +93,7 @@ def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_lab
     common = ("--profile", "smoke", "--data-dir", str(batches_root), "--run-dir", str(run_dir))
     first = run_all(*common, "-p", "test_per_class=1000", "-p", "confidence_threshold=0.5", timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "[augmented] epoch 6/6" in first.stdout and "without encryption" not in first.stderr
     executed = sorted(p.name for p in (run_dir / "executed").glob("*.ipynb"))
     assert executed == [notebook for _, notebook in STAGES.values()]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -127,6 +128,32 @@ def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_lab
     assert "[reevaluation] 05_reevaluation.ipynb: running" in last.stdout
     assert (run_dir / "reevaluation.previous").is_dir()
     assert (run_dir / "reevaluation" / "comparison.json").exists()
+
+
+@pytest.mark.slow
+def test_terminal_shows_live_progress_and_no_kernel_transport_warning(tmp_path):
+    """Output redirected (as in CI): plain progress lines, one per epoch, with loss, accuracy and ETAs."""
+    completed = run_all(
+        "--profile",
+        "smoke",
+        "-p",
+        "data_source=synthetic",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--stages",
+        "0-1",
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    out = completed.stdout
+    epochs = [line for line in out.splitlines() if line.startswith("[baseline] epoch ")]
+    assert [line.split()[2] for line in epochs] == [f"{k}/6" for k in range(1, 7)]
+    assert all(
+        "loss " in line and "test acc " in line and "stage ETA " in line and "run ETA " in line
+        for line in epochs
+    )
+    assert "without encryption" not in completed.stderr + out
+    assert "WARNING" not in completed.stderr
 
 
 def test_a_stage_that_fails_after_writing_its_outputs_is_not_finished(tmp_path):

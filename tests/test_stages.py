@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from cifar_helpers.artifacts import MissingStageError, RunDir, save_json
@@ -57,3 +59,52 @@ def test_default_data_dir_is_the_project_data_folder_from_notebooks_too(tmp_path
     assert generated.config.data_dir is None  # no folder involved
     monkeypatch.setenv("CIFAR10_ROOT", "/somewhere/else")
     assert setup_run(tmp_path / "run3", profile="smoke", seed=42).config.data_dir is None
+
+
+def test_setup_records_the_resolved_precision_in_the_environment(tmp_path):
+    stage = setup_run(tmp_path / "run", profile="smoke", data_source="synthetic")
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["precision"] == stage.config.resolved_precision() == "fp32"
+    assert environment["device"] == "cpu"
+
+
+def _finished_run(root, profile, stages):
+    """A run folder whose ``stages`` have all their outputs (contents do not matter here)."""
+    from cifar_helpers.artifacts import STAGE_OUTPUTS
+
+    setup_run(root, profile=profile, data_source="synthetic")
+    run = RunDir(root)
+    save_json(run.root / "data_summary.json", {})  # written by notebook 00 itself
+    for stage in stages:
+        for name in STAGE_OUTPUTS[stage]:
+            save_json(run.path(stage, name), {})
+    return run
+
+
+def test_a_notebook_opened_by_hand_finds_the_most_recent_run_it_can_use(tmp_path, monkeypatch, capsys):
+    import os
+
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # where JupyterLab runs a notebook
+    smoke = _finished_run(tmp_path / "runs" / "smoke", "smoke", ["baseline"])
+    older = _finished_run(tmp_path / "runs" / "other", "smoke", ["baseline"])
+    for path in [older.config_path, older.stage_dir("baseline", create=False)]:
+        os.utime(path, (1, 1))  # long ago
+    stage = open_stage("failures", None)  # the notebook's defaults: profile "auto", run_dir None
+    assert stage.run.root == smoke.root and stage.config.profile == "smoke"
+    assert f"Using the run in {smoke.root}" in capsys.readouterr().out
+
+
+def test_without_a_usable_run_the_error_names_the_runs_and_the_parameter_to_set(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    _finished_run(tmp_path / "runs" / "smoke", "smoke", [])  # set up, nothing trained
+    with pytest.raises(MissingStageError) as info:
+        open_stage("failures", None)
+    message = str(info.value)
+    assert "00_setup.ipynb" in message  # what to run first (runs/cpu, auto on this machine), as before
+    assert "smoke (finished: setup)" in message
+    assert 'profile = "smoke"' in message and "parameters cell" in message
+    # an explicit profile keeps the exact path runs/<profile> (run_all.py and papermill are unchanged)
+    with pytest.raises(MissingStageError, match=r"runs/cpu"):
+        open_stage("failures", None, profile="cpu")

@@ -473,3 +473,39 @@ def test_augmented_stage_differs_from_baseline_only_by_augmentation(tmp_path: Pa
     a = run_training_stage(same, plain, data, "baseline", progress=False)
     b = run_training_stage(same, plain, data, "augmented", progress=False)
     assert torch.equal(a.model.conv1.weight, b.model.conv1.weight)
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The path auto chooses on pre-Ampere GPUs, run here on the CPU (torch autocasts fp16 there too).
+    calls: list[str] = []
+    original_step = torch.amp.GradScaler.step
+
+    def spy_step(self: torch.amp.GradScaler, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("scaler.step")
+        return original_step(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", spy_step)
+    config = tiny_config(precision="fp16", epochs=2)
+    data = tiny_data()
+    part = train(config, data, tmp_path / "run", stop_after_epoch=1)
+    assert len(calls) == 4  # every optimizer step went through the scaler
+    checkpoint = load_torch(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["scaler"]["scale"] > 0
+    resumed = train(config, data, tmp_path / "run")
+    assert len(calls) == 8 and len(resumed.history) == 2
+    assert all(math.isfinite(h["train_loss"]) for h in resumed.history)
+    assert not torch.equal(part.model.conv1.weight, resumed.model.conv1.weight)
+    environment = load_json(tmp_path / "run" / "history.json")["environment"]
+    assert environment["precision"] == "fp16" and environment["bf16"] is False
+
+
+def test_fp32_and_bf16_train_without_a_scaler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_scaler(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("GradScaler used outside fp16")
+
+    monkeypatch.setattr(torch.amp, "GradScaler", no_scaler)
+    train(tiny_config(epochs=1), tiny_data(), tmp_path / "fp32")
+    assert "scaler" not in load_torch(tmp_path / "fp32" / "checkpoint.pt")
+    assert load_json(tmp_path / "fp32" / "history.json")["environment"]["precision"] == "fp32"

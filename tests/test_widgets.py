@@ -95,9 +95,11 @@ def test_slider_chooses_the_failure_shown(data):
     # ranked by confidence: 0 (0.99), 3 (0.98), 4 (0.97), 5 (0.96), 8 (0.95)
     assert browser.filtered_indices.tolist() == [0, 3, 4, 5, 8]
     assert browser.current_index == 0
-    assert (browser.slider.min, browser.slider.max) == (0, 4)
+    # the number box counts from 1, like the "k of n" label beside it
+    assert (browser.slider.min, browser.slider.value, browser.slider.max) == (1, 1, 5)
+    assert browser.position_label.value.startswith("1 of 5")
 
-    browser.slider.value = 1
+    browser.slider.value = 2
     assert browser.current_index == 3
     fig = browser.render_current()
     assert "'truck' taken for 'ship' (98%)" in fig.get_suptitle()
@@ -105,7 +107,7 @@ def test_slider_chooses_the_failure_shown(data):
     assert "where the evidence\nfor 'truck' would be" in texts(fig)
     assert browser.position_label.value.startswith("2 of 5")
 
-    browser.slider.value = 2
+    browser.slider.value = 3
     assert browser.current_index == 4
     fig = browser.render_current()
     assert "'cat' taken for 'dog' (97%)" in fig.get_suptitle()
@@ -132,12 +134,12 @@ def test_figure_shows_image_heatmaps_and_top5(data):
 
 def test_filter_by_true_class_shows_only_that_class(data):
     browser = FailureBrowser(**only(data, "baseline"))
-    browser.slider.value = 3
+    browser.slider.value = 4
     browser.true_dropdown.value = "cat"
     assert browser.filtered_indices.tolist() == [0, 4, 8]
     assert all(CLASSES[int(data["labels"][i])] == "cat" for i in browser.filtered_indices)
     # the slider is reset to the first match and spans exactly the matches
-    assert (browser.slider.value, browser.slider.max) == (0, 2)
+    assert (browser.slider.value, browser.slider.max) == (1, 3)
     assert browser.current_index == 0
 
     browser.true_dropdown.value = "any"
@@ -159,23 +161,38 @@ def test_empty_filter_shows_a_message_not_an_error(data):
     assert browser.slider.disabled
     assert browser.position_label.value == "0 of 0"
     # moving the (disabled) slider or changing back a filter recovers
-    browser.slider.value = 0
+    browser.slider.value = 1
     browser.pred_dropdown.value = "any"
     assert browser.current_index is None  # there are no ship failures at all for the baseline
     browser.true_dropdown.value = "truck"
     assert browser.current_index == 3 and browser.message == "" and not browser.slider.disabled
 
 
+def test_no_failures_above_the_threshold_says_so_and_how_to_lower_it(data):
+    probs = data["probs"]["baseline"]
+    none = failures_of(probs, data["labels"], threshold=0.999)
+    assert len(none.indices) == 0
+    browser = FailureBrowser(data["images"], data["labels"], CLASSES, {"baseline": none}, {"baseline": probs})
+    assert browser.current_index is None and browser.position_label.value == "0 of 0"
+    assert "no mistakes with confidence above 0.999" in browser.message
+    assert "confidence_threshold" in browser.message
+    assert "Set a filter back" not in browser.message  # the filters already are 'any'
+
+
 def test_model_toggle_switches_the_failure_list(data):
     browser = FailureBrowser(**data)
-    assert browser.model_toggle.layout.display != "none"
+    assert browser.model_row.layout.display != "none"
+    # "Model:" is a label beside the buttons, in one row, not a description wrapped above them
+    label, toggle = browser.model_row.children
+    assert label.value == "Model:" and toggle is browser.model_toggle and not toggle.description
+    assert browser.model_row in browser.widget.children
     assert browser.model_toggle.options == ("baseline", "augmented")
     assert browser.filtered_indices.tolist() == [0, 3, 4, 5, 8]
-    browser.slider.value = 4
+    browser.slider.value = 5
 
     browser.model_toggle.value = "augmented"
     assert browser.filtered_indices.tolist() == [6, 3, 5]
-    assert (browser.slider.value, browser.slider.max) == (0, 2)
+    assert (browser.slider.value, browser.slider.max) == (1, 3)
     assert browser.current_index == 6
     fig = browser.render_current()
     assert fig.get_suptitle().startswith("augmented: 'ship' taken for 'truck'")
@@ -185,20 +202,20 @@ def test_model_toggle_switches_the_failure_list(data):
 
 def test_other_models_opinion_and_heatmaps_are_shown(data):
     browser = FailureBrowser(**data)
-    browser.slider.value = 1  # image 3, a truck taken for a ship by both models
+    browser.slider.value = 2  # image 3, a truck taken for a ship by both models
     fig = browser.render_current()
     all_text = texts(fig)
     assert "augmented says\n'ship' (93%)\n✗ wrong" in all_text
     assert "no augmented heatmap\nfor this image" in all_text
     assert len([ax for ax in fig.axes if ax.images]) == 3  # only the baseline has maps
 
-    browser.slider.value = 0  # image 0: the augmented model fixed it
+    browser.slider.value = 1  # image 0: the augmented model fixed it
     assert "augmented says\n'cat' (94%)\n✓ right" in texts(browser.render_current())
 
 
 def test_single_model_hides_the_toggle(data):
     browser = FailureBrowser(**only(data, "augmented"))
-    assert browser.model_toggle.layout.display == "none"
+    assert browser.model_row.layout.display == "none"
     assert "says" not in texts(browser.render_current())
 
 
@@ -206,7 +223,7 @@ def test_browser_displays_as_a_widget(data):
     browser = FailureBrowser(**data)
     bundle = browser._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert browser.widget.children[0] is browser.model_toggle
+    assert browser.widget.children[0] is browser.model_row
 
 
 def test_static_fallback_when_headless(data, monkeypatch):

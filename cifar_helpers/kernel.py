@@ -1,0 +1,50 @@
+"""The kernel manager papermill starts each notebook's kernel with.
+
+ipykernel warns on every start that "Kernel is running over TCP without encryption" unless the
+kernel talks over IPC (Unix domain sockets in Jupyter's runtime directory, private to the user) or has
+CurveZMQ keys. A local pipeline needs no network port at all, so kernels are started with the IPC
+transport where the platform has it; everything else the kernel prints, errors included, still
+reaches the terminal unchanged. On Windows (no IPC transport in ZeroMQ) kernels keep TCP.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
+
+# Unix socket paths are limited to about 107 bytes; ZeroMQ appends "-<port>" to the IPC prefix.
+_MAX_IPC_PATH = 100
+
+
+def ipc_path_fits(prefix: str) -> bool:
+    """Whether IPC sockets named ``<prefix>-<port>`` fit the Unix socket path limit."""
+    return len(prefix) + len("-65535") <= _MAX_IPC_PATH
+
+
+class LocalKernelManager(AsyncKernelManager):
+    """An ``AsyncKernelManager`` using the IPC transport on POSIX systems (see the module docstring)."""
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc" if os.name == "posix" else "tcp"
+
+    async def _async_pre_start_kernel(self, **kwargs: Any) -> Any:
+        if self.transport == "ipc":
+            # IPC sockets live beside the connection file in Jupyter's runtime directory (a relative
+            # "kernel-ipc" would put them in the notebook's folder); too long a path falls back to TCP.
+            if not self.connection_file:
+                from jupyter_core.paths import jupyter_runtime_dir
+
+                runtime = jupyter_runtime_dir()
+                os.makedirs(runtime, mode=0o700, exist_ok=True)
+                self.connection_file = os.path.join(runtime, f"kernel-{os.getpid()}-{id(self):x}.json")
+            prefix = os.path.splitext(self.connection_file)[0] + "-ipc"
+            if ipc_path_fits(prefix):
+                self.ip = prefix
+            else:
+                self.transport = "tcp"
+                self.ip = "127.0.0.1"
+        return await super()._async_pre_start_kernel(**kwargs)

@@ -1,0 +1,115 @@
+"""Live progress of run_all.py: the terminal lines of a stage, from its notebook and its history."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from cifar_helpers.artifacts import RunDir, save_json
+from cifar_helpers.progress import RunProgress, format_duration, section_titles
+
+
+def history(epochs: int, done: int) -> dict:
+    rows = [
+        {
+            "epoch": i + 1,
+            "train_loss": 2.0 / (i + 1),
+            "train_acc": 0.1 * (i + 1),
+            "test_loss": 1.0,
+            "test_acc": 0.05 * (i + 1),
+            "lr": 0.1,
+            "seconds": 2.0,
+        }
+        for i in range(done)
+    ]
+    return {"complete": done == epochs, "epochs": rows, "config": {"epochs": epochs}}
+
+
+def test_format_duration():
+    assert format_duration(None) == "?"
+    assert format_duration(7.4) == "7s"
+    assert format_duration(75) == "1m15s"
+    assert format_duration(3 * 3600 + 120) == "3h02m"
+
+
+def test_section_titles_follow_the_markdown_headings():
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "source": "# 03 · Title", "id": "a"},
+            {"cell_type": "code", "source": "x = 1", "id": "b"},
+            {"cell_type": "markdown", "source": ["## Heatmaps for every failure\n", "text"], "id": "c"},
+            {"cell_type": "code", "source": "y = 2", "id": "d"},
+            {"cell_type": "markdown", "source": "Plain text, no heading", "id": "e"},
+            {"cell_type": "code", "source": "z = 3", "id": "f"},
+        ]
+    }
+    assert section_titles(notebook) == {
+        "b": "opening the stage",
+        "d": "Heatmaps for every failure",
+        "f": "Heatmaps for every failure",
+    }
+
+
+def test_training_stage_prints_one_plain_line_per_epoch_with_loss_accuracy_and_etas(tmp_path):
+    run = RunDir(tmp_path)
+    out = io.StringIO()
+    progress = RunProgress("smoke", ["baseline", "failures"], stream=out, live=False)
+    with progress.stage("baseline", run) as stage:
+        stage.on_cell_start(cell={"id": "x", "metadata": {}}, cell_index=3)
+        for done in (1, 2, 3):
+            save_json(run.path("baseline", "history.json"), history(3, done))
+            stage.poll()
+    lines = out.getvalue().splitlines()
+    epoch_lines = [line for line in lines if "epoch " in line]
+    assert [line.split("|")[0].strip() for line in epoch_lines] == [
+        "[baseline] epoch 1/3  loss 2.000  test acc 5.0 %",
+        "[baseline] epoch 2/3  loss 1.000  test acc 10.0 %",
+        "[baseline] epoch 3/3  loss 0.667  test acc 15.0 %",
+    ]
+    assert all("stage ETA" in line and "run ETA" in line for line in epoch_lines)
+    assert epoch_lines[-1].split("stage ETA ")[1].startswith("0s")
+    assert progress.epoch_seconds is not None and "baseline" in progress.actual
+    assert progress.pending == ["failures"]
+
+
+def test_run_eta_is_rescaled_by_the_measured_speed(tmp_path):
+    progress = RunProgress("smoke", ["setup", "baseline", "failures"], live=False, stream=io.StringIO())
+    before = progress.run_eta()
+    progress.finished("setup", 4 * progress.expected["setup"])  # this machine is 4x slower
+    assert progress.speed() == pytest.approx(4.0)
+    after = progress.run_eta()
+    expected = 4 * (progress.expected["baseline"] + progress.expected["failures"])
+    assert after == pytest.approx(expected) and after > before - progress.expected["setup"]
+    progress.epochs["baseline"] = 10
+    progress.epoch_seconds = 1.5  # a measured epoch time replaces the prior for training stages
+    assert progress.estimate("baseline") == pytest.approx(15.0)
+    assert progress.estimate("augmented") == pytest.approx(15.0)
+
+
+def test_a_long_section_gets_a_plain_line_and_a_short_one_does_not(tmp_path, monkeypatch):
+    import cifar_helpers.progress as progress_module
+
+    run = RunDir(tmp_path)
+    out = io.StringIO()
+    progress = RunProgress("smoke", ["gradcam"], stream=out, live=False)
+    stage = progress.stage("gradcam", run)
+    stage.titles = {"a": "opening the stage", "b": "Heatmaps for every failure", "c": "Measured"}
+    stage.on_cell_start(cell={"id": "a"}, cell_index=0)
+    stage.on_cell_start(cell={"id": "b"}, cell_index=1)
+    monkeypatch.setattr(progress_module, "PLAIN_SECTION_SECONDS", 0.0)
+    stage._plain_section_line()
+    stage._plain_section_line()  # once per section
+    assert out.getvalue().count("\n") == 1 and "[gradcam] Heatmaps for every failure" in out.getvalue()
+
+
+def test_live_mode_draws_one_updating_line(tmp_path):
+    run = RunDir(tmp_path)
+    out = io.StringIO()
+    progress = RunProgress("smoke", ["baseline"], stream=out, live=True)
+    with progress.stage("baseline", run) as stage:
+        save_json(run.path("baseline", "history.json"), history(2, 1))
+        stage.poll()
+    text = out.getvalue()
+    assert "\r" in text and "epoch 1/2" in text
+    assert "\n" not in text  # redrawn in place with carriage returns; no plain lines
