@@ -501,6 +501,93 @@ def faithfulness_report(
     return table, maps
 
 
+# --------------------------------------------------------------------------------------------------
+# Stage-level helpers: what notebooks 03, 05 and 06 compute, each in one call
+# --------------------------------------------------------------------------------------------------
+ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
+
+
+def failure_faithfulness(
+    model: nn.Module,
+    images_uint8: Tensor,
+    failure_maps: dict[str, Tensor],
+    config: Any,
+    *,
+    layers: Sequence[str] = ROAD_LAYERS,
+    explainers: Sequence[str] = EXPLAINERS,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Notebook 03: ROAD of every layer and explainer on the ``config.road_images`` most confident failures.
+
+    Args:
+        model: the model whose failures these are.
+        images_uint8: uint8 (N, 3, H, W) the whole split.
+        failure_maps: :func:`cifar_helpers.gradcam.gradcam_for_failures` output (``indices``,
+            ``predicted``; most confident first).
+        config: the :class:`~cifar_helpers.config.RunConfig` (``road_images``, ``road_fractions``,
+            ``gradcam_layer`` - the layer the explainers are compared on - and ``seed``).
+        layers, explainers: see :func:`comparison_maps`.
+
+    Returns:
+        ``report``: :func:`faithfulness_report`'s, plus ``indices`` of the images scored and
+        ``num_failures`` (how many there were to choose from); ``maps``: ``indices``, ``predicted``
+        and ``maps`` ({name: (K, H, W)}), for figures.
+    """
+    k = min(config.road_images, len(failure_maps["indices"]))
+    indices = failure_maps["indices"][:k]
+    targets = failure_maps["predicted"][:k]
+    report, maps = faithfulness_report(
+        model,
+        images_uint8[indices],
+        targets,
+        layers=layers,
+        explainers=explainers,
+        explainer_layer=config.gradcam_layer,
+        fractions=config.road_fractions,
+        seed=config.seed,
+    )
+    report.update(indices=indices.tolist(), num_failures=len(failure_maps["indices"]))
+    return report, {"indices": indices, "predicted": targets, "maps": maps}
+
+
+def road_by_model(
+    models: dict[str, nn.Module],
+    images_uint8: Tensor,
+    targets: dict[str, Tensor],
+    maps: dict[str, Tensor],
+    *,
+    fractions: Sequence[float],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ROAD of each model's own maps of the same images, each against the same random floor.
+
+    Args:
+        models: ``{name: model}``.
+        images_uint8: uint8 (K, 3, H, W), the images every model is scored on.
+        targets: ``{name: int64 (K,)}`` the class each model's maps explain (its own prediction).
+        maps: ``{name: float (K, H, W)}`` each model's maps.
+        fractions, seed: see :func:`road_table`.
+
+    Returns:
+        JSON-ready: ``num_images``, ``fractions`` and ``models`` (``{name: road_table result with rows
+        "gradcam" and "random"}``).
+    """
+    images_uint8 = _check_uint8(images_uint8)
+    n, _, height, width = images_uint8.shape
+    floor = random_maps(n, height, width, seed=seed)
+    tables = {
+        name: road_table(
+            model,
+            images_uint8,
+            targets[name],
+            {GRADCAM: maps[name], RANDOM: floor},
+            fractions=fractions,
+            seed=seed,
+        )
+        for name, model in models.items()
+    }
+    return {"num_images": n, "fractions": list(check_fractions(fractions)), "models": tables}
+
+
 __all__ = [
     "EXPLAINERS",
     "LEAST_RELEVANT_FIRST",
@@ -508,10 +595,12 @@ __all__ = [
     "MOST_RELEVANT_FIRST",
     "RANDOM",
     "REMOVAL_ORDERS",
+    "ROAD_LAYERS",
     "best_map",
     "check_fractions",
     "comparison_maps",
     "explainer_maps",
+    "failure_faithfulness",
     "faithfulness_report",
     "impute",
     "keep_masks",
@@ -519,6 +608,7 @@ __all__ = [
     "library_maps",
     "map_key",
     "random_maps",
+    "road_by_model",
     "road_change",
     "road_curves",
     "road_table",
