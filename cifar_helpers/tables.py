@@ -289,3 +289,26 @@ def describe_road_by_model(result: dict[str, Any]) -> str:
     for name, table in models.items():
         lines += _road_rows(table, ["gradcam", "random"], [f"{name} Grad-CAM", f"{name} random"])[2:]
     return "\n".join(lines)
+
+
+def describe_positive_control_road(result: dict[str, Any]) -> str:
+    """ROAD of the positive control's two models (``positive_control.json``), one line per model."""
+    lines = [
+        "ROAD combined score on each model's failures (higher: removing what the map ranks first hurts "
+        "more than removing what it ranks last)",
+        f"{'':<9}{'images':>8}{'Grad-CAM':>10}{'random':>9}{'object mask':>13}",
+    ]
+    for name in ("tied", "untied"):
+        road = result[name].get("road")
+        if road is None:
+            return "no ROAD numbers in this result (computed by an older version)"
+        rows = road["rows"]
+        cells = "".join(
+            f"{'-' if rows[r]['combined'] is None else format(rows[r]['combined'], '+.2f'):>{w}}"
+            for r, w in (("gradcam", 10), ("random", 9), ("object", 13))
+        )
+        lines.append(f"{name:<9}{road['num_images']:>8}{cells}")
+    lines.append(
+        "object mask as the map: how much more the prediction rests on the object than on the background"
+    )
+    return "\n".join(lines)

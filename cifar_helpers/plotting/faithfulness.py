@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from .core import (
@@ -89,6 +90,7 @@ def plot_map_columns(
     *,
     row_titles: Sequence[str] | None = None,
     max_rows: int = 6,
+    stretch: bool = True,
     scale: int = 4,
     alpha: float = 0.45,
     title: str | None = None,
@@ -100,6 +102,8 @@ def plot_map_columns(
         maps: ``{column title: float (K, H, W) in [0, 1]}``, aligned with the images.
         row_titles: a title per image (its label), drawn over the image column.
         max_rows: at most this many images.
+        stretch: draw each map over its own [min, max], so maps scaled differently (Grad-CAM divides by
+            the maximum, pytorch-grad-cam min-max scales) are drawn alike; ROAD uses only the ranking.
         scale, alpha: as in :func:`cifar_helpers.plotting.overlay_heatmap`.
         title: figure title.
     """
@@ -111,6 +115,10 @@ def plot_map_columns(
     }
     if row_titles is not None and len(row_titles) != len(batch):
         raise ValueError(f"row_titles must have one title per image ({len(batch)}), got {len(row_titles)}")
+    if stretch:
+        for name, column in columns.items():
+            low = column.min(axis=(1, 2), keepdims=True)
+            columns[name] = (column - low) / np.maximum(column.max(axis=(1, 2), keepdims=True) - low, 1e-12)
     n = min(len(batch), max_rows)
     fig = new_figure((len(columns) + 1) * PANEL_INCHES, max(n, 1) * (PANEL_INCHES + 0.35) + 0.8)
     if n == 0:
