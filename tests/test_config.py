@@ -83,3 +83,20 @@ def test_execution_settings_follow_precision():
     bf16 = make_config("smoke", precision="bf16", memory_format="auto", device="cpu")
     assert bf16.use_bf16() and bf16.use_channels_last()
     assert make_config("smoke", device="cpu").resolved_device() == torch.device("cpu")
+
+
+def test_road_settings_are_validated_and_survive_json():
+    config = make_config("smoke", road_fractions=[0.1, 0.5])
+    assert config.road_fractions == (0.1, 0.5) and config.road_images == PROFILES["smoke"]["road_images"]
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    for bad, fragment in (
+        ([0.5, 0.1], "strictly increasing"),
+        ([0.0, 0.5], "in (0, 1)"),
+        ([], "in (0, 1)"),
+        ("0.5", "must be a list"),
+    ):
+        with pytest.raises(ConfigError, match="road_fractions") as info:
+            make_config("smoke", road_fractions=bad)
+        assert fragment in str(info.value)
+    with pytest.raises(ConfigError, match="road_images must be >= 1"):
+        make_config("smoke", road_images=0)

@@ -21,6 +21,7 @@ from cifar_helpers.faithfulness import (
     random_maps,
     road_change,
     road_curves,
+    road_table,
 )
 from cifar_helpers.gradcam import deletion_curve, explain_images
 from cifar_helpers.models import resnet18
@@ -203,3 +204,55 @@ def test_faithfulness_report_on_a_small_model() -> None:
     best = report["rows"][f"gradcam@{report['best_layer']}"]["combined"]
     assert best == max(report["rows"][f"gradcam@{layer}"]["combined"] for layer in ("layer3", "layer4"))
     json.dumps(report)
+
+
+def _small_table() -> dict:
+    model = small_resnet()
+    images = random_uint8(2, seed=6)
+    targets = torch.tensor([3, 4])
+    maps = {"gradcam": explain_images(model, images, targets), "random": random_maps(2, 32, 32, seed=0)}
+    return road_table(model, images, targets, maps, fractions=(0.25, 0.75), seed=0)
+
+
+def test_road_table_text_and_figures() -> None:
+    from cifar_helpers.plotting import plot_map_columns, plot_road_curves
+    from cifar_helpers.tables import describe_positive_control_road, describe_road_by_model
+
+    table = _small_table()
+    assert set(table["rows"]) == {"gradcam", "random"} and table["num_images"] == 2
+    text = describe_road_by_model({"num_images": 2, "fractions": [0.25, 0.75], "models": {"m": table}})
+    assert "m Grad-CAM" in text and "m random" in text and "25%" in text and "75%" in text
+    object_row = {**table["rows"]["gradcam"], "combined": 0.4321}
+    road = {**table, "rows": {**table["rows"], "object": object_row}}
+    text = describe_positive_control_road({"tied": {"road": road}, "untied": {"road": road}})
+    assert text.count("+0.43") == 2 and text.count(f"{table['rows']['random']['combined']:+.2f}") >= 2
+    fig = plot_road_curves(table)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two maps and the zero line
+    with pytest.raises(ValueError, match="not in the table"):
+        plot_road_curves(table, rows=["lime"])
+    images = random_uint8(2, seed=6)
+    fig = plot_map_columns(images, {"a": random_maps(2, 32, 32, seed=0), "b": random_maps(2, 32, 32, seed=1)})
+    assert len(fig.axes) == 2 * 3 + 1  # images x (image + two maps) + colour bar
+    with pytest.raises(ValueError, match="shape"):
+        plot_map_columns(images, {"a": random_maps(3, 32, 32, seed=0)})
+
+
+def test_describe_road_names_the_best_layer_and_explainer() -> None:
+    from cifar_helpers.tables import describe_road
+
+    model = small_resnet()
+    report, _ = faithfulness_report(
+        model,
+        random_uint8(2, seed=8),
+        torch.tensor([0, 1]),
+        layers=("layer3", "layer4"),
+        explainers=("gradcam", "hirescam"),
+        explainer_layer="layer4",
+        fractions=(0.5,),
+    )
+    report["num_failures"] = 5
+    text = describe_road(report)
+    assert "ROAD on the 2 most confident of 5 failures" in text
+    assert f"most faithful Grad-CAM layer: {report['best_layer']}" in text
+    assert f"most faithful explainer at layer4: {report['best_explainer']}" in text
+    assert text.splitlines()[-3].startswith("random")
