@@ -53,9 +53,9 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "setup": ("config.json", "environment.json", "data_summary.json"),
     "baseline": ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json"),
     "failures": ("failures.json", "summary.json"),
-    "gradcam": ("heatmaps.pt", "measures.json"),
+    "gradcam": ("heatmaps.pt", "measures.json", "road.json"),
     "augmented": ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json"),
-    "reevaluation": ("comparison.json", "heatmaps.pt", "measures.json"),
+    "reevaluation": ("comparison.json", "heatmaps.pt", "measures.json", "road.json"),
     "stress": ("corruptions.json", "calibration.json", "sanity.json", "positive_control.json"),
 }
 

@@ -17,6 +17,7 @@ Profiles:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import types
@@ -84,6 +85,10 @@ class RunConfig:
     # A failure is "ambiguous" when the given label's human share is below this (justified in
     # human_labels.py: below 0.8 annotator slips alone explain essentially no image).
     ambiguity_threshold: float = 0.8
+    # ROAD faithfulness (notebooks 03, 05, 06): the most confident failures scored, and the shares of
+    # pixels removed. Each image costs ~10 ms of imputation per fraction, order and map compared.
+    road_images: int = 64
+    road_fractions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,8 +162,13 @@ class RunConfig:
                 _positive(key, value)
         if self.holdout_per_class < 0:
             raise ConfigError(f"holdout_per_class must be >= 0, got {self.holdout_per_class!r}")
-        for key in ("max_gradcam_failures", "stress_images", "sanity_images"):
+        for key in ("max_gradcam_failures", "stress_images", "sanity_images", "road_images"):
             _positive(key, getattr(self, key))
+        fractions = list(self.road_fractions)
+        if not fractions or any(not 0 < f < 1 for f in fractions):
+            raise ConfigError(f"road_fractions must be fractions in (0, 1), got {fractions!r}")
+        if any(b <= a for a, b in itertools.pairwise(fractions)):
+            raise ConfigError(f"road_fractions must be strictly increasing, got {fractions!r}")
         if self.profile not in PROFILE_NAMES:
             raise ConfigError(f"profile must be one of {', '.join(PROFILE_NAMES)}, got {self.profile!r}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
@@ -253,6 +263,11 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
                 errors.append(str(e))
         names = " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
         raise ConfigError(f"{key} must be {names}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = {arg for arg in get_args(hint) if arg is not Ellipsis}
+        return tuple(_check_type(key, v, item) for v in value)
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a dict, got {value!r}")
@@ -294,6 +309,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         max_gradcam_failures=64,
         stress_images=200,
         sanity_images=16,
+        road_images=8,
     ),
     "cpu": dict(
         # Width 16 is the fastest width per useful FLOP on a CPU: oneDNN's bf16 kernels want channel
@@ -318,6 +334,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         holdout_per_class=100,
         stress_images=10000,
         sanity_images=128,
+        road_images=256,
     ),
 }
 

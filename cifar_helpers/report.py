@@ -392,11 +392,64 @@ def _positive_control_summary(data: Any) -> str:
         ("pointing-game gap (untied - tied)", fmt_pct(data.get("pointing_game_gap"))),
         ("object area (chance level of the mask share)", fmt_num(data.get("object_area_fraction"))),
     ]
+    road = "".join(
+        f"<h4>ROAD on the {name} model's failures (object = the true object mask as the map)</h4>"
+        + _road_table_html(entry["road"])
+        for name, entry in (("tied", tied), ("untied", untied))
+        if isinstance(entry.get("road"), dict)
+    )
     return (
         note
         + _table(("", "tied backgrounds", "untied backgrounds"), rows, (False, True, True))
         + _kv_table(extra)
+        + road
     )
+
+
+def _road_table_html(table: Any, label: str = "") -> str:
+    """One ROAD table (:func:`cifar_helpers.faithfulness.road_table`) as HTML: a row per map."""
+    rows, fractions = _get(table, "rows"), _get(table, "fractions")
+    if not (isinstance(rows, dict) and isinstance(fractions, list)):
+        return _generic(table)
+    header = [
+        f"{label}map".strip(),
+        *(f"most first {100 * f:.0f}%" for f in fractions),
+        *(f"least first {100 * f:.0f}%" for f in fractions),
+        "combined",
+    ]
+    body = [
+        [
+            name,
+            *(fmt_num(v) for v in row.get("most_relevant_first") or []),
+            *(fmt_num(v) for v in row.get("least_relevant_first") or []),
+            fmt_num(row.get("combined")),
+        ]
+        for name, row in rows.items()
+    ]
+    return _table(header, body, [False] + [True] * (len(header) - 1))
+
+
+ROAD_NOTE = (
+    '<p class="note">ROAD (Rong et al., 2022): the change in the explained class\'s probability after '
+    "removing a share of the pixels, most or least relevant first by the map, and imputing them from "
+    "their neighbours. Faithful maps fall fast most-relevant-first and stay flat least-relevant-first; "
+    "combined = mean of (least - most) / 2, higher is more faithful; a random map is the floor.</p>"
+)
+
+
+def _road_summary(data: Any) -> str:
+    if isinstance(_get(data, "models"), dict):
+        return ROAD_NOTE + "".join(
+            f"<h4>{_esc(name)}</h4>" + _road_table_html(table) for name, table in data["models"].items()
+        )
+    if not isinstance(_get(data, "rows"), dict):
+        return _generic(data)
+    extra = [
+        ("failures scored (most confident first)", fmt_num(data.get("num_images"))),
+        ("most faithful Grad-CAM layer", _esc(data.get("best_layer"))),
+        (f"most faithful explainer at {data.get('explainer_layer')}", _esc(data.get("best_explainer"))),
+    ]
+    return ROAD_NOTE + _road_table_html(data) + _kv_table(extra)
 
 
 # Which summary renders which file; files without one get the generic table of their values.
@@ -415,6 +468,8 @@ SUMMARIES: dict[tuple[str, str], Callable[[Any], str]] = {
     ("stress", "calibration.json"): _calibration_summary,
     ("stress", "sanity.json"): _sanity_summary,
     ("stress", "positive_control.json"): _positive_control_summary,
+    ("gradcam", "road.json"): _road_summary,
+    ("reevaluation", "road.json"): _road_summary,
 }
 
 FILE_TITLES: dict[str, str] = {
@@ -431,6 +486,7 @@ FILE_TITLES: dict[str, str] = {
     "calibration.json": "Calibration and temperature scaling",
     "sanity.json": "Grad-CAM sanity check (model-parameter randomisation)",
     "positive_control.json": "Positive control: background shortcut",
+    "road.json": "Faithfulness of the heatmaps (ROAD)",
 }
 
 

@@ -429,6 +429,9 @@ def background_positive_control(
             "mask_share_all": _nanmean(shares),
             "pointing_game_all": float(hits.to(torch.float64).mean()),
         }
+        summary[name]["road"] = _control_road(
+            model, test_images[idx[: config.road_images]], predicted[idx], maps[idx], test_masks[idx], config
+        )
         keep = idx[:num_examples]
         examples[name] = {
             "indices": keep.clone(),
@@ -460,6 +463,31 @@ def background_positive_control(
         "examples_file": EXAMPLES_NAME,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _control_road(
+    model: nn.Module,
+    images: torch.Tensor,
+    predicted: torch.Tensor,
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    config: RunConfig,
+) -> dict[str, Any]:
+    """ROAD of one control model's failures: its Grad-CAM, a random map, and the true object mask as a map.
+
+    The object mask ranks every object pixel above every background pixel, so its combined score says
+    how much more the prediction rests on the object than on the background: high for a model that
+    looks at the object, low for one that reads the background.
+    """
+    from .faithfulness import random_maps, road_table
+
+    k, _, height, width = images.shape
+    rows = {
+        "gradcam": maps[:k],
+        "random": random_maps(k, height, width, seed=config.seed),
+        "object": masks[:k].float(),
+    }
+    return road_table(model, images, predicted[:k], rows, fractions=config.road_fractions, seed=config.seed)
 
 
 def load_positive_control_examples(out_dir: str | Path) -> dict[str, Any]:

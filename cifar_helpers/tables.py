@@ -118,11 +118,12 @@ def describe_attention(measures: dict[str, Any]) -> str:
         )
     deletion = measures["deletion"]
     if deletion is not None:
-        lines.append(
-            "deletion test (area under the predicted class's probability as pixels are blanked; lower "
-            f"= faster fall): most attended first {deletion['attended_auc']:.2f}, "
-            f"random {deletion['random_auc']:.2f}"
-        )
+        lines += [
+            "mean-blanking deletion (area under the predicted class's probability as pixels are set to the "
+            f"mean): most attended first {deletion['attended_auc']:.2f}, random {deletion['random_auc']:.2f}",
+            "  not a faithfulness verdict: scattered mean-valued pixels are out of distribution themselves "
+            "and destroy the prediction whatever their order; ROAD (below) removes pixels without it",
+        ]
     return "\n".join(lines)
 
 
@@ -224,4 +225,91 @@ def describe_positive_control(result: dict[str, Any]) -> str:
             f"{_pct(r['pointing_game']):>15}"
         )
     lines.append(f"uniform map: mask share {result['object_area_fraction']:.2f}")
+    return "\n".join(lines)
+
+
+def _road_rows(table: dict[str, Any], names: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
+    """Aligned ROAD rows: the change at each fraction, most then least relevant first, and combined."""
+    fractions = table["fractions"]
+    cells = "".join(f"{100 * f:>6.0f}%" for f in fractions)
+    lines = [
+        f"{'':<18}{'most relevant removed first':<{7 * len(fractions) + 3}}"
+        f"{'least relevant removed first':<{7 * len(fractions) + 3}}combined",
+        f"{'map':<18}{cells}   {cells}",
+    ]
+    for name, label in zip(names, labels or names, strict=True):
+        row = table["rows"][name]
+        morf = "".join(f"{v:>+7.2f}" for v in row["most_relevant_first"])
+        lerf = "".join(f"{v:>+7.2f}" for v in row["least_relevant_first"])
+        lines.append(f"{label:<18}{morf}   {lerf}   {row['combined']:>+6.2f}")
+    return lines
+
+
+def describe_road(report: dict[str, Any]) -> str:
+    """Notebook 03's ROAD table (:func:`cifar_helpers.faithfulness.failure_faithfulness`) in words.
+
+    Rows: Grad-CAM at each layer, each explainer at the compared layer, and a random map (the floor).
+    Values: mean change in the predicted class's probability after removing (and imputing) that share
+    of pixels; a faithful map falls fast when the most relevant go and little when the least relevant go.
+    """
+    if report["num_images"] == 0:
+        return "no failures to score"
+    layer = report["explainer_layer"]
+    names = [f"gradcam@{name}" for name in report["layers"]]
+    names += [f"{e}@{layer}" for e in report["explainers"] if f"{e}@{layer}" not in names]
+    names.append("random")
+    lines = [
+        f"ROAD on the {report['num_images']} most confident of {report['num_failures']} failures: change in "
+        "the predicted class's probability",
+        *_road_rows(report, names),
+    ]
+    rows = report["rows"]
+    floor = rows["random"]["combined"]
+    if report["best_layer"] is not None:
+        scores = ", ".join(f"{name} {rows[f'gradcam@{name}']['combined']:+.2f}" for name in report["layers"])
+        lines.append(
+            f"most faithful Grad-CAM layer: {report['best_layer']} (combined {scores}; random {floor:+.2f})"
+        )
+    if report["best_explainer"] is not None:
+        best = rows[f"{report['best_explainer']}@{layer}"]["combined"]
+        lines.append(f"most faithful explainer at {layer}: {report['best_explainer']} (combined {best:+.2f})")
+    return "\n".join(lines)
+
+
+def describe_road_by_model(result: dict[str, Any]) -> str:
+    """Each model's Grad-CAM against the random floor by ROAD (``faithfulness.road_by_model``)."""
+    if result["num_images"] == 0:
+        return "no images to score"
+    models = result["models"]
+    first = next(iter(models.values()))
+    lines = [
+        f"ROAD on {result['num_images']} images, each model's maps of its own prediction: change in "
+        "that class's probability",
+        *_road_rows(first, [])[:2],
+    ]
+    for name, table in models.items():
+        lines += _road_rows(table, ["gradcam", "random"], [f"{name} Grad-CAM", f"{name} random"])[2:]
+    return "\n".join(lines)
+
+
+def describe_positive_control_road(result: dict[str, Any]) -> str:
+    """ROAD of the positive control's two models (``positive_control.json``), one line per model."""
+    lines = [
+        "ROAD combined score on each model's failures (higher: removing what the map ranks first hurts "
+        "more than removing what it ranks last)",
+        f"{'':<9}{'images':>8}{'Grad-CAM':>10}{'random':>9}{'object mask':>13}",
+    ]
+    for name in ("tied", "untied"):
+        road = result[name].get("road")
+        if road is None:
+            return "no ROAD numbers in this result (computed by an older version)"
+        rows = road["rows"]
+        cells = "".join(
+            f"{'-' if rows[r]['combined'] is None else format(rows[r]['combined'], '+.2f'):>{w}}"
+            for r, w in (("gradcam", 10), ("random", 9), ("object", 13))
+        )
+        lines.append(f"{name:<9}{road['num_images']:>8}{cells}")
+    lines.append(
+        "object mask as the map: how much more the prediction rests on the object than on the background"
+    )
     return "\n".join(lines)

@@ -128,3 +128,18 @@ def test_explicit_precision_is_kept_and_fp16_is_a_choice():
         assert make_config("smoke", precision=name, device="cpu").resolved_precision() == name
     with pytest.raises(ConfigError, match="precision must be one of 'auto', 'bf16', 'fp16', 'fp32'"):
         make_config("smoke", precision="fp8")
+def test_road_settings_are_validated_and_survive_json():
+    config = make_config("smoke", road_fractions=[0.1, 0.5])
+    assert config.road_fractions == (0.1, 0.5) and config.road_images == PROFILES["smoke"]["road_images"]
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    for bad, fragment in (
+        ([0.5, 0.1], "strictly increasing"),
+        ([0.0, 0.5], "in (0, 1)"),
+        ([], "in (0, 1)"),
+        ("0.5", "must be a list"),
+    ):
+        with pytest.raises(ConfigError, match="road_fractions") as info:
+            make_config("smoke", road_fractions=bad)
+        assert fragment in str(info.value)
+    with pytest.raises(ConfigError, match="road_images must be >= 1"):
+        make_config("smoke", road_images=0)

@@ -4,7 +4,8 @@
 
 Submodules: ``core`` (style, input checks, overlays, image grids), ``metrics`` (curves, confusion
 matrix, accuracies, failure counts), ``explanations`` (failure grids and Grad-CAM figures),
-``stress`` (corruptions, calibration, sanity check, positive control).
+``stress`` (corruptions, calibration, sanity check, positive control), ``faithfulness`` (ROAD
+curves, maps side by side).
 """
 
 from .core import (
@@ -26,6 +27,7 @@ from .explanations import (
     plot_gradcam_pairs,
     plot_periphery_shares,
 )
+from .faithfulness import plot_map_columns, plot_road_curves
 from .metrics import (
     plot_confidence_histogram,
     plot_confused_pairs,
@@ -61,11 +63,13 @@ __all__ = [
     "plot_failure_grid",
     "plot_gradcam_pairs",
     "plot_image_grid",
+    "plot_map_columns",
     "plot_per_class_accuracy",
     "plot_periphery_shares",
     "plot_positive_control",
     "plot_randomisation_test",
     "plot_reliability_diagram",
+    "plot_road_curves",
     "plot_severity_grid",
     "plot_training_curves",
     "upscale_image",

@@ -1,0 +1,258 @@
+"""ROAD: agreement with pytorch-grad-cam, ties, determinism, and a model whose evidence is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifar_helpers.faithfulness import (
+    LEAST_RELEVANT_FIRST,
+    MOST_RELEVANT_FIRST,
+    check_fractions,
+    explainer_maps,
+    faithfulness_report,
+    keep_masks,
+    kept_pixels,
+    random_maps,
+    road_change,
+    road_curves,
+    road_table,
+)
+from cifar_helpers.gradcam import deletion_curve, explain_images
+from cifar_helpers.models import resnet18
+
+
+def random_uint8(n: int, *, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
+
+
+def small_resnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return resnet18(num_classes=10, width=8).eval()
+
+
+class QuadrantWithArtifacts(nn.Module):
+    """Class 0 is decided by channel 0 of the top-left quadrant; the model is also disturbed by noise.
+
+    Like a CNN trained on natural images, it reacts to pixel-level artefacts anywhere: its class-0
+    logit falls with the image's local roughness (the distance of each pixel from its 3x3 mean).
+    Scattered pixels set to the mean are such artefacts; smoothly imputed pixels are not.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        evidence = x[:, 0, :8, :8].mean(dim=(1, 2))
+        roughness = (x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)).abs().mean(dim=(1, 2, 3))
+        logit = 4 * evidence - 40 * roughness
+        return torch.stack([logit, torch.zeros_like(logit)], dim=1)
+
+
+def quadrant_images(n: int = 8) -> torch.Tensor:
+    """Normalised (n, 3, 16, 16): channel 0 is +1 on the top-left quadrant, everything else -1, plus noise."""
+    images = torch.full((n, 3, 16, 16), -1.0)
+    images[:, 0, :8, :8] = 1.0
+    return images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+
+
+def test_road_ranks_the_true_evidence_above_random_where_mean_blanking_does_not() -> None:
+    model, images = QuadrantWithArtifacts(), quadrant_images()
+    targets = torch.zeros(len(images), dtype=torch.int64)
+    true_map = torch.zeros(len(images), 16, 16)
+    true_map[:, :8, :8] = 1.0  # exactly the pixels the class depends on
+    random_map = random_maps(len(images), 16, 16, seed=1)
+
+    # The old test: blanking to the mean destroys the prediction faster for random pixels (the
+    # artefacts) than for the evidence itself, so the true map looks *less* faithful than noise.
+    deletion = deletion_curve(model, images, targets, true_map, steps=4)
+    assert deletion["attended_auc"] > deletion["random_auc"]
+
+    # ROAD: removing the quadrant first makes the probability collapse; random removal barely moves it.
+    fractions = (0.25, 0.5, 0.75)
+    true = road_curves(model, images, targets, true_map, fractions, seed=0)
+    random = road_curves(model, images, targets, random_map, fractions, seed=0)
+    assert max(true[MOST_RELEVANT_FIRST]) < -0.5
+    assert min(random[MOST_RELEVANT_FIRST]) > -0.2
+    assert all(t < r for t, r in zip(true[MOST_RELEVANT_FIRST], random[MOST_RELEVANT_FIRST], strict=True))
+    assert true["combined"] > 0.3 > 0.1 > abs(random["combined"])
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.9])
+@pytest.mark.parametrize("order", [MOST_RELEVANT_FIRST, LEAST_RELEVANT_FIRST])
+def test_road_change_agrees_with_pytorch_grad_cam_on_maps_without_ties(order: str, fraction: float) -> None:
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model = small_resnet()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 3, 5, 9])
+    maps = torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(2)).double()
+    assert len(maps.flatten(1)[0].unique()) == 32 * 32  # no ties: the library's rule is well defined
+
+    metric = {MOST_RELEVANT_FIRST: ROADMostRelevantFirst, LEAST_RELEVANT_FIRST: ROADLeastRelevantFirst}[order]
+    torch.manual_seed(7)
+    expected = metric(percentile=100 * (1 - fraction))(
+        images, maps.numpy(), [ClassifierOutputSoftmaxTarget(int(t)) for t in targets], model
+    )
+    ours = road_change(model, images, targets, maps, fraction, order, seed=7)
+    np.testing.assert_allclose(ours.numpy(), expected, atol=1e-5)
+
+
+def test_keep_masks_remove_what_was_asked_even_when_the_map_is_flat() -> None:
+    maps = torch.zeros(2, 8, 8)
+    maps[:, :2] = torch.rand(2, 2, 8, generator=torch.Generator().manual_seed(0)) + 0.1  # 75 % zeros
+    # The library keeps the pixels strictly below the percentile: here nothing, whatever the fraction.
+    threshold = np.percentile(maps[0].numpy(), 100 * (1 - 0.3))
+    assert (maps[0].numpy() < threshold).sum() == 0
+    for order in (MOST_RELEVANT_FIRST, LEAST_RELEVANT_FIRST):
+        keep = keep_masks(maps, 0.3, order, torch.Generator().manual_seed(0))
+        assert keep.dtype == torch.bool and keep.shape == maps.shape
+        assert keep.flatten(1).sum(dim=1).tolist() == [kept_pixels(64, 0.3)] * 2
+    morf = keep_masks(maps, 0.3, MOST_RELEVANT_FIRST, torch.Generator().manual_seed(0))
+    assert not morf[:, :2].any()  # the 16 non-zero pixels go first ...
+    lerf = keep_masks(maps, 0.3, LEAST_RELEVANT_FIRST, torch.Generator().manual_seed(0))
+    assert lerf[:, :2].all()  # ... or last
+    again = keep_masks(maps, 0.3, MOST_RELEVANT_FIRST, torch.Generator().manual_seed(0))
+    other = keep_masks(maps, 0.3, MOST_RELEVANT_FIRST, torch.Generator().manual_seed(1))
+    assert torch.equal(morf, again) and not torch.equal(morf, other)  # ties: seeded, random
+
+
+def test_road_curves_are_deterministic_and_leave_the_global_generator_alone() -> None:
+    model = small_resnet().train()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([1, 2, 3])
+    maps = explain_images(model, (images.clamp(-2, 2) * 60 + 128).to(torch.uint8), targets)
+    state = torch.get_rng_state()
+    first = road_curves(model, images, targets, maps, (0.3, 0.6), seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = road_curves(model, images, targets, maps, (0.3, 0.6), seed=5)
+    assert first == second
+    assert model.training
+    assert first["num_images"] == 3 and first["fractions"] == [0.3, 0.6]
+    assert len(first[MOST_RELEVANT_FIRST]) == len(first[LEAST_RELEVANT_FIRST]) == 2
+    json.dumps(first)
+
+
+def test_check_fractions_names_the_problem() -> None:
+    assert check_fractions([0.2, 0.5]) == (0.2, 0.5)
+    for bad in ([], [0.0, 0.5], [0.5, 0.2], [0.5, 1.0], "0.5", [True]):
+        with pytest.raises(ValueError, match="fractions"):
+            check_fractions(bad)
+
+
+def test_library_explainers_give_maps_and_leave_the_model_as_it_was() -> None:
+    model = small_resnet().train()
+    images = torch.randint(
+        0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    targets = torch.tensor([0, 4, 7])
+    for method in ("gradcam++", "hirescam", "scorecam", "eigencam"):
+        maps = explainer_maps(model, images, targets, method, layer="layer3")
+        assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32
+        assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+        assert model.training and all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="method must be one of"):
+        explainer_maps(model, images, targets, "lime")
+
+
+def test_project_gradcam_matches_the_library_gradcam() -> None:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from cifar_helpers.normalization import normalize
+
+    model = small_resnet()
+    images = torch.randint(
+        0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4)
+    )
+    targets = torch.tensor([2, 3, 4, 5])
+    ours = explain_images(model, images, targets, layer="layer3")
+    with GradCAM(model=model, target_layers=[model.layer3]) as cam:
+        theirs = cam(normalize(images), targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    # The library min-max scales, the project divides by the maximum: the same map where the minimum is 0.
+    theirs_min_max = torch.from_numpy(theirs)
+    ours_min_max = (ours - ours.amin((1, 2), True)) / (
+        ours.amax((1, 2), True) - ours.amin((1, 2), True) + 1e-7
+    )
+    torch.testing.assert_close(ours_min_max, theirs_min_max, atol=1e-4, rtol=0)
+
+
+def test_faithfulness_report_on_a_small_model() -> None:
+    model = small_resnet()
+    images = torch.randint(
+        0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5)
+    )
+    targets = torch.tensor([0, 1, 2])
+    report, maps = faithfulness_report(
+        model,
+        images,
+        targets,
+        layers=("layer3", "layer4"),
+        explainers=("gradcam", "eigencam"),
+        explainer_layer="layer4",
+        fractions=(0.5,),
+        seed=0,
+    )
+    assert set(maps) == {"gradcam@layer3", "gradcam@layer4", "eigencam@layer4", "random"}
+    assert set(report["rows"]) == set(maps)
+    assert report["best_layer"] in ("layer3", "layer4")
+    assert report["best_explainer"] in ("gradcam", "eigencam")
+    best = report["rows"][f"gradcam@{report['best_layer']}"]["combined"]
+    assert best == max(report["rows"][f"gradcam@{layer}"]["combined"] for layer in ("layer3", "layer4"))
+    json.dumps(report)
+
+
+def _small_table() -> dict:
+    model = small_resnet()
+    images = random_uint8(2, seed=6)
+    targets = torch.tensor([3, 4])
+    maps = {"gradcam": explain_images(model, images, targets), "random": random_maps(2, 32, 32, seed=0)}
+    return road_table(model, images, targets, maps, fractions=(0.25, 0.75), seed=0)
+
+
+def test_road_table_text_and_figures() -> None:
+    from cifar_helpers.plotting import plot_map_columns, plot_road_curves
+    from cifar_helpers.tables import describe_positive_control_road, describe_road_by_model
+
+    table = _small_table()
+    assert set(table["rows"]) == {"gradcam", "random"} and table["num_images"] == 2
+    text = describe_road_by_model({"num_images": 2, "fractions": [0.25, 0.75], "models": {"m": table}})
+    assert "m Grad-CAM" in text and "m random" in text and "25%" in text and "75%" in text
+    object_row = {**table["rows"]["gradcam"], "combined": 0.4321}
+    road = {**table, "rows": {**table["rows"], "object": object_row}}
+    text = describe_positive_control_road({"tied": {"road": road}, "untied": {"road": road}})
+    assert text.count("+0.43") == 2 and text.count(f"{table['rows']['random']['combined']:+.2f}") >= 2
+    fig = plot_road_curves(table)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two maps and the zero line
+    with pytest.raises(ValueError, match="not in the table"):
+        plot_road_curves(table, rows=["lime"])
+    images = random_uint8(2, seed=6)
+    fig = plot_map_columns(images, {"a": random_maps(2, 32, 32, seed=0), "b": random_maps(2, 32, 32, seed=1)})
+    assert len(fig.axes) == 2 * 3 + 1  # images x (image + two maps) + colour bar
+    with pytest.raises(ValueError, match="shape"):
+        plot_map_columns(images, {"a": random_maps(3, 32, 32, seed=0)})
+
+
+def test_describe_road_names_the_best_layer_and_explainer() -> None:
+    from cifar_helpers.tables import describe_road
+
+    model = small_resnet()
+    report, _ = faithfulness_report(
+        model,
+        random_uint8(2, seed=8),
+        torch.tensor([0, 1]),
+        layers=("layer3", "layer4"),
+        explainers=("gradcam", "hirescam"),
+        explainer_layer="layer4",
+        fractions=(0.5,),
+    )
+    report["num_failures"] = 5
+    text = describe_road(report)
+    assert "ROAD on the 2 most confident of 5 failures" in text
+    assert f"most faithful Grad-CAM layer: {report['best_layer']}" in text
+    assert f"most faithful explainer at layer4: {report['best_explainer']}" in text
+    assert text.splitlines()[-3].startswith("random")
