@@ -348,6 +348,12 @@ def run_replicates(request: ReplicateRequest) -> int:
             f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)",
             flush=True,
         )
+    elif incomplete := [s for s in seeds if _finished(RunDir(seed_run_dir(root, s)), STAGES) != set(STAGES)]:
+        print(
+            f"stage 07 not run: the runs of seed(s) {', '.join(map(str, incomplete))} do not have every "
+            "stage yet; run without --stages to complete them",
+            flush=True,
+        )
     elif not any(s["status"] == "ran" for o in outcomes for s in o.stages.values()) and (
         not request.force and replicates_complete(root, seeds)
     ):

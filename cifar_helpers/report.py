@@ -696,7 +696,10 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
             ("confident failures per seed", fmt_num(stability["failures_per_seed"])),
             ("images failing in k seeds", fmt_num(stability["images_failing_in_k_seeds"])),
             ("mean Jaccard overlap between seeds", fmt_num(stability["mean_jaccard"])),
-            ("consistent failures (≥ half the seeds)", fmt_num(len(stability["consistent"]))),
+            (
+                f"consistent failures (in ≥ {stability['consistent_min_seeds']} seeds)",
+                fmt_num(len(stability["consistent"])),
+            ),
         ]
         parts.append(_kv_table(facts))
     parts.append("<h3>Figures</h3>")

@@ -31,7 +31,8 @@ from .evaluation import Predictions
 from .failures import FailureSet, compare_failures, find_high_confidence_failures
 
 MODELS = ("baseline", "augmented")
-# A failure is "consistent" when it is a high-confidence failure in at least this share of the seeds.
+# A failure is "consistent" when it is a high-confidence failure in at least this share of the seeds
+# (and in two seeds at least).
 CONSISTENT_SHARE = 0.5
 
 
@@ -242,11 +243,16 @@ def jaccard_matrix(failures: Sequence[FailureSet]) -> Tensor:
     return matrix
 
 
+def consistent_min_seeds(num_seeds: int, share: float = CONSISTENT_SHARE) -> int:
+    """Seeds an image must fail in to count as a consistent failure: ``share`` of them, and at least
+    two (failing in one seed is what "not consistent" means, even when there are only two seeds)."""
+    return max(2, math.ceil(share * num_seeds))
+
+
 def consistent_indices(counts: Tensor, num_seeds: int, share: float = CONSISTENT_SHARE) -> Tensor:
-    """int64 indices of the images failing in at least ``share`` of ``num_seeds`` seeds (and in at
-    least one), most often failing first, then by index."""
-    needed = max(1, math.ceil(share * num_seeds))
-    chosen = torch.nonzero(counts >= needed).flatten()
+    """int64 indices of the images failing in at least :func:`consistent_min_seeds` of ``num_seeds``
+    seeds, most often failing first, then by index."""
+    chosen = torch.nonzero(counts >= consistent_min_seeds(num_seeds, share)).flatten()
     order = sorted(chosen.tolist(), key=lambda i: (-int(counts[i]), i))
     return torch.tensor(order, dtype=torch.int64)
 
@@ -274,6 +280,7 @@ def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -
         "jaccard": matrix.tolist(),
         "mean_jaccard": sum(off_diagonal) / len(off_diagonal) if off_diagonal else None,
         "consistent_share": CONSISTENT_SHARE,
+        "consistent_min_seeds": consistent_min_seeds(num_seeds),
         "consistent": consistent.tolist(),
         "consistent_counts": counts[consistent].tolist(),
         "one_seed": one_seed_indices(counts).tolist(),
@@ -355,7 +362,7 @@ def describe_replicates(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"failure sets overlap (mean Jaccard between seeds): {summary['mean_jaccard']:.2f}; "
             f"{summary['consistent_failures']} of {summary['ever_failing']} ever-failing images fail in at "
-            "least half the seeds"
+            "least half the seeds (and two at least)"
         )
     return "\n".join(lines)
 

@@ -135,6 +135,8 @@ def test_failure_counts_jaccard_and_consistent_failures():
     assert torch.equal(matrix, matrix.T) and torch.all(matrix.diagonal() == 1)
     assert consistent_indices(counts, 3).tolist() == [0, 3]  # at least 2 of 3, most often first
     assert consistent_indices(counts, 4).tolist() == [0, 3]
+    assert consistent_indices(counts, 2).tolist() == [0, 3]  # two seeds: failing in both
+    assert consistent_indices(counts, 5).tolist() == [0]  # at least 3 of 5
     assert jaccard_matrix([failure_set([]), failure_set([])])[0, 1] == 1.0
 
 

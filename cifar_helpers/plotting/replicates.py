@@ -123,13 +123,15 @@ def plot_failure_stability(stability: Mapping[str, Any]) -> Figure:
     Args:
         stability: :func:`cifar_helpers.seed_analysis.failure_stability`'s result.
     """
-    _check_keys("stability", stability, ("seeds", "images_failing_in_k_seeds", "jaccard"))
+    _check_keys(
+        "stability", stability, ("seeds", "images_failing_in_k_seeds", "jaccard", "consistent_min_seeds")
+    )
     seeds = list(stability["seeds"])
     histogram = {int(k): v for k, v in stability["images_failing_in_k_seeds"].items()}
     fig = new_figure(10, 4.0)
     ax_hist, ax_jac = fig.subplots(1, 2)
     ks = np.arange(1, len(seeds) + 1)
-    needed = int(np.ceil(stability.get("consistent_share", 0.5) * len(seeds)))
+    needed = int(stability["consistent_min_seeds"])
     colors = [WRONG_COLOR if k >= needed else NEUTRAL_COLOR for k in ks]
     counts = [histogram.get(int(k), 0) for k in ks]
     ax_hist.bar(ks, counts, color=colors)
