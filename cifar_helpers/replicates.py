@@ -113,7 +113,7 @@ def seed_command(
     root: Path,
     *,
     profile: str,
-    data_seed: int,
+    data_seed: int | None,
     parameters: Sequence[str] = (),
     data_dir: str | None = None,
     stages: str | None = None,
@@ -128,9 +128,9 @@ def seed_command(
         str(seed_run_dir(root, seed)),
         "-p",
         f"seed={seed}",
-        "-p",
-        f"data_seed={data_seed}",
     ]
+    if data_seed is not None:  # a setup parameter: run_all.py refuses it when setup is not selected
+        command += ["-p", f"data_seed={data_seed}"]
     if data_dir is not None:
         command += ["--data-dir", data_dir]
     if stages is not None:
@@ -409,8 +409,8 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
             seed,
             request.root,
             profile=request.profile,
-            data_seed=data_seed,
-            parameters=request.parameters,
+            data_seed=data_seed if "setup" in request.stages else None,
+            parameters=[item for item in request.parameters if not item.startswith("data_seed=")],
             data_dir=request.data_dir,
             stages=request.stages_spec,
             force=request.force,

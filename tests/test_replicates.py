@@ -57,6 +57,7 @@ def test_seed_command_is_the_single_seed_command(tmp_path):
     assert command[command.index("--run-dir") + 1] == str(tmp_path / "seed-43")
     assert "seed=43" in command and "data_seed=42" in command and "epochs=2" in command
     assert command[command.index("--stages") + 1] == "0-2" and "--force" in command
+    assert "data_seed=42" not in seed_command(43, tmp_path, profile="smoke", data_seed=None, stages="3")
 
 
 def test_find_seed_dirs_in_seed_order(tmp_path):
