@@ -398,7 +398,8 @@ class Replicates:
 
     def describe(self) -> str:
         """One line per seed: its run directory and test accuracies."""
-        lines = [f"replicate run {self.root} ({self.profile} profile), {len(self.results)} seeds:"]
+        # The directory's name, not its path: the path differs between machines (and nbval runs).
+        lines = [f"replicate run {self.root.name}/ ({self.profile} profile), {len(self.results)} seeds:"]
         for r in self.results:
             accuracies = ", ".join(f"{m} {100 * r.test_accuracy[m]:.2f} %" for m in MODELS)
             lines.append(f"  seed {r.seed}: {r.run_dir.name}/  test accuracy {accuracies}")
