@@ -5,6 +5,7 @@
     python run_all.py --profile smoke          # the whole pipeline in a few minutes
     python run_all.py --stages 3-5 --force     # rerun stages 3 to 5 of an existing run
     python run_all.py -p confidence_threshold=0.8 -p epochs=10
+    python run_all.py --profile smoke --seeds 42-44   # one run per seed on Ray, then 07_replicates
 
 Executed notebooks go to <run-dir>/executed/, the summary to <run-dir>/summary.json and the
 one-page report to <run-dir>/report.html. A stage whose outputs are complete is skipped unless
@@ -80,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rerun selected stages even if complete (their old results move to <stage>.previous/)",
     )
+    parser.add_argument(
+        "--seeds",
+        help="run the pipeline once per seed (e.g. 42,43,44 or 42-46) as Ray tasks, each in "
+        "<run-dir>/seed-<k>/, then the replicate stage 07_replicates",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="with --seeds: the Ray cluster to run the seeds on (default: $RAY_ADDRESS, else a Ray "
+        "instance started on this machine)",
+    )
     return parser
 
 
@@ -111,6 +122,14 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
         check_parameters(overrides, declared, args.profile)
     except PipelineArgumentError as e:
         parser.error(str(e))
+    if args.seeds is not None or args.ray_address is not None:
+        # Imported here: single-seed runs never import (or start) Ray.
+        from cifar_helpers.replicates import ReplicateArgumentError, run_from_arguments
+
+        try:
+            return run_from_arguments(args, stages, overrides)
+        except ReplicateArgumentError as e:
+            parser.error(str(e))
 
     run = RunDir(args.run_dir if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd()))
     fresh = not run.root.exists()

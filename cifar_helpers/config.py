@@ -47,6 +47,9 @@ class RunConfig:
 
     profile: str = "cpu"  # the profile the values came from (``auto`` is resolved to cpu or full)
     seed: int = 42  # seeds data subsets, initialisation, batch order and augmentation
+    # Seeds the data instead of ``seed`` (subsets, hold-out, generated images); None: ``seed``. Seed
+    # replicates fix it, so every seed trains on the same images and is tested on the same ones.
+    data_seed: int | None = None
     # --- data -------------------------------------------------------------------------------------
     data_source: DataSource = "auto"  # auto: detect torchvision batches or an image-folder tree
     data_dir: str | None = None  # None: $CIFAR10_ROOT, then ./data

@@ -213,7 +213,10 @@ def load_cifar10(
 
 
 def load_data(config: RunConfig, progress: bool = True) -> CifarData:
-    """:func:`load_cifar10` with the data fields of a run configuration; ``config.seed`` seeds the subsets."""
+    """:func:`load_cifar10` with the data fields of a run configuration.
+
+    ``config.data_seed`` seeds the subsets and generated images, ``config.seed`` where it is None.
+    """
     return load_cifar10(
         config.data_dir,
         download=config.download,
@@ -221,7 +224,7 @@ def load_data(config: RunConfig, progress: bool = True) -> CifarData:
         train_per_class=config.train_per_class,
         test_per_class=config.test_per_class,
         holdout_per_class=config.holdout_per_class,
-        seed=config.seed,
+        seed=config.seed if config.data_seed is None else config.data_seed,
         progress=progress,
     )
 

@@ -745,3 +745,131 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+# --- the replicate run (run_all.py --seeds) -------------------------------------------------------------
+
+REPLICATES_TITLE = "07 Replicates: accuracy over seeds, the reseed noise floor, failure stability"
+
+
+def _interval_row(label: str, entry: dict[str, Any]) -> tuple[str, ...]:
+    low, high = entry.get("low"), entry.get("high")
+    interval = f"[{fmt_pct(low)}, {fmt_pct(high)}]" if low is not None else "n/a (one seed)"
+    return (label, fmt_pct(entry.get("mean")), fmt_pct(entry.get("sd")), interval)
+
+
+def replicates_section(root: str | os.PathLike[str]) -> str:
+    """The replicate stage's section: accuracy over seeds, the noise floor table, failure stability
+    and the figures, read from ``<root>/replicates/``."""
+    from .replicates import REPLICATES_NOTEBOOK, REPLICATES_OUTPUTS, replicates_dir
+
+    base = replicates_dir(root)
+    missing = [name for name in REPLICATES_OUTPUTS if not (base / name).exists()]
+    head = f'<section id="stage-replicates"><h2>{_esc(REPLICATES_TITLE)} '
+    if missing:
+        return (
+            head + '<span class="status notrun">not run</span></h2><p class="note">stage not run: '
+            f"run {_esc(REPLICATES_NOTEBOOK)} (run_all.py --seeds) to produce {_esc(', '.join(missing))}."
+            "</p></section>"
+        )
+    parts = [head + '<span class="status complete">complete</span></h2>']
+    accuracy, error = _read_json(base / "accuracy.json")
+    if error:
+        parts.append(f'<p class="error">{_esc(error)}</p>')
+    else:
+        difference = accuracy["difference"]
+        p_value = difference.get("p_value")
+        parts.append("<h3>Test accuracy over seeds (95 % t-interval)</h3>")
+        parts.append(
+            _table(
+                ("", "mean", "sd", "95 % interval"),
+                [
+                    _interval_row("baseline", accuracy["baseline"]),
+                    _interval_row("augmented", accuracy["augmented"]),
+                    _interval_row("augmented − baseline (paired)", difference),
+                ],
+                (False, True, True, True),
+            )
+        )
+        parts.append(
+            f'<p class="note">seeds {_esc(", ".join(map(str, accuracy["seeds"])))}; paired t-test '
+            f"p = {_esc(fmt_num(p_value))}</p>"
+        )
+    floor, error = _read_json(base / "noise_floor.json")
+    if error:
+        parts.append(f'<p class="error">{_esc(error)}</p>')
+    else:
+        keys = ("fixed", "kept_same", "kept_different", "new")
+        parts.append("<h3>The noise floor: a reseed against augmentation</h3>")
+        rows = [
+            (f"{row['from']} → {row['to']}", *(fmt_num(row[k]) for k in keys))
+            for row in floor["reseed"] + floor["augmentation"]
+        ]
+        parts.append(_table(("comparison", *keys), rows, (False, True, True, True, True)))
+    stability, error = _read_json(base / "stability.json")
+    if error:
+        parts.append(f'<p class="error">{_esc(error)}</p>')
+    else:
+        parts.append("<h3>Failure stability (baseline)</h3>")
+        facts = [
+            ("confident failures per seed", fmt_num(stability["failures_per_seed"])),
+            ("images failing in k seeds", fmt_num(stability["images_failing_in_k_seeds"])),
+            ("mean Jaccard overlap between seeds", fmt_num(stability["mean_jaccard"])),
+            (
+                f"consistent failures (in ≥ {stability['consistent_min_seeds']} seeds)",
+                fmt_num(len(stability["consistent"])),
+            ),
+        ]
+        parts.append(_kv_table(facts))
+    parts.append("<h3>Figures</h3>")
+    parts.extend(_embed_png(path) for path in sorted(base.glob("*.png")))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_replicates_report(root: str | os.PathLike[str]) -> str:
+    """The replicate run's report page: each seed's headline numbers and the replicate section."""
+    from .replicates import find_seed_dirs
+
+    root = Path(root).expanduser().resolve()
+    title = f"cifar-stress replicate report: {root.name}"
+    rows = []
+    for seed, directory in find_seed_dirs(root).items():
+        metrics = {}
+        for model in ("baseline", "augmented"):
+            path = directory / model / "metrics.json"
+            data, _ = _read_json(path) if path.exists() else ({}, None)
+            metrics[model] = data if isinstance(data, dict) else {}
+        report = directory / REPORT_NAME
+        rows.append(
+            (
+                str(seed),
+                fmt_pct(metrics["baseline"].get("test_accuracy")),
+                fmt_pct(metrics["augmented"].get("test_accuracy")),
+                f"{directory.name}/{REPORT_NAME}" if report.exists() else "no report",
+            )
+        )
+    seeds_table = _table(
+        ("seed", "baseline test accuracy", "augmented test accuracy", "the seed's own report"),
+        rows,
+        (False, True, True, False),
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1>"
+        f'<p class="note">Replicate run: {_esc(root)}. Built from the seed-&lt;k&gt;/ run directories '
+        "and replicates/.</p>"
+        f"<h2>Seeds</h2>{seeds_table}{replicates_section(root)}</body></html>\n"
+    )
+
+
+def write_replicates_report(root: str | os.PathLike[str]) -> Path:
+    """Write ``<root>/report.html`` of a replicate run atomically and return its path."""
+    page = render_replicates_report(root)
+    path = Path(root).expanduser().resolve() / REPORT_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,40 @@ def human_labels_root() -> Path:
     if root is None:
         pytest.skip("the shared human-label files are not on this machine")
     return root
+
+
+@dataclass
+class ReplicateRun:
+    """A finished ``run_all.py --seeds`` run: its root directory and the completed process."""
+
+    root: Path
+    completed: subprocess.CompletedProcess[str]
+
+
+# The replicate run the tests share (CI: generated data, the smoke profile, a real embedded Ray).
+REPLICATE_SEEDS = (42, 43)
+
+
+@pytest.fixture(scope="session")
+def smoke_replicates(tmp_path_factory: pytest.TempPathFactory) -> ReplicateRun:
+    """``run_all.py --profile smoke --seeds 42,43`` on generated data, run once per test session."""
+    root = tmp_path_factory.mktemp("replicates") / "run"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "run_all.py"),
+            "--profile",
+            "smoke",
+            "-p",
+            "data_source=synthetic",
+            "--seeds",
+            ",".join(map(str, REPLICATE_SEEDS)),
+            "--run-dir",
+            str(root),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    return ReplicateRun(root, completed)

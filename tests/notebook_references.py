@@ -1,7 +1,8 @@
 """Reference outputs for the notebooks: how they are made and how nbval checks against them.
 
 The notebooks in ``notebooks/`` stay clean (no outputs). The references in ``tests/references/``
-are the same notebooks executed on the ``smoke`` profile with the generated dataset. To check,
+are the same notebooks executed on the ``smoke`` profile with the generated dataset; the replicate
+notebook (07) on a replicate run of seeds 42 and 43 (``run_all.py --seeds 42,43``). To check,
 each source notebook is merged with its reference's outputs (source cells from ``notebooks/``,
 outputs from ``tests/references/``) and the smoke parameters are injected after the ``parameters``
 cell, the way papermill does; nbval then executes the merged notebook and compares. So a changed
@@ -24,6 +25,13 @@ SANITIZE_FILE = REPO_ROOT / "tests" / "nbval_sanitize.cfg"
 
 # What the references were executed with (besides run_dir, which is a temporary directory).
 SMOKE_PARAMETERS: dict[str, Any] = {"profile": "smoke", "seed": 42, "data_source": "synthetic"}
+
+
+def is_replicate_notebook(path: Path) -> bool:
+    """Whether ``path`` is the replicate stage's notebook, which runs on a replicate run, not on one run."""
+    from cifar_helpers.replicates import REPLICATES_NOTEBOOK
+
+    return path.name == REPLICATES_NOTEBOOK
 
 
 def source_notebooks() -> list[Path]:

@@ -1,0 +1,167 @@
+"""seed_analysis: intervals, the paired test, the reseed noise floor and failure stability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from scipy import stats
+
+from cifar_helpers.failures import FailureSet, compare_failures
+from cifar_helpers.seed_analysis import (
+    SeedResults,
+    accuracy_over_seeds,
+    category_mix,
+    check_same_test_set,
+    consistent_indices,
+    describe_replicates,
+    failure_counts,
+    failure_stability,
+    jaccard_matrix,
+    mean_interval,
+    noise_floor,
+    paired_difference,
+    replicate_summary,
+    reseed_pairs,
+)
+
+
+def failure_set(indices: list[int]) -> FailureSet:
+    n = len(indices)
+    return FailureSet(
+        indices=torch.tensor(indices, dtype=torch.int64),
+        true_labels=torch.zeros(n, dtype=torch.int64),
+        predicted=torch.ones(n, dtype=torch.int64),
+        confidence=torch.full((n,), 0.95),
+        threshold=0.9,
+        num_images=6,
+        num_errors=n,
+    )
+
+
+def confident_probs(preds: list[int], num_classes: int = 3, confidence: float = 0.96) -> torch.Tensor:
+    probs = torch.full((len(preds), num_classes), (1 - confidence) / (num_classes - 1))
+    probs[torch.arange(len(preds)), torch.tensor(preds)] = confidence
+    return probs
+
+
+def seed_results(seed: int, baseline: list[int], augmented: list[int], labels: list[int]) -> SeedResults:
+    label_tensor = torch.tensor(labels)
+    probs = {"baseline": confident_probs(baseline), "augmented": confident_probs(augmented)}
+    accuracy = {m: float((p.argmax(1) == label_tensor).float().mean()) for m, p in probs.items()}
+    return SeedResults(
+        seed=seed,
+        run_dir=Path(f"/runs/seed-{seed}"),
+        probs=probs,
+        labels=label_tensor,
+        test_set={"fingerprint": "f", "test_per_class": None, "drawn_with": None},
+        test_accuracy=accuracy,
+        train_accuracy={"baseline": None, "augmented": None},
+        threshold=0.9,
+    )
+
+
+LABELS = [0, 1, 2, 0, 1, 2]
+RESULTS = [
+    seed_results(1, baseline=[1, 1, 2, 2, 1, 2], augmented=[0, 1, 2, 2, 1, 0], labels=LABELS),
+    seed_results(2, baseline=[1, 1, 2, 0, 0, 2], augmented=[0, 1, 2, 0, 0, 2], labels=LABELS),
+    seed_results(3, baseline=[2, 1, 2, 0, 1, 2], augmented=[0, 1, 2, 0, 1, 2], labels=LABELS),
+]
+
+
+def test_mean_interval_is_students_t():
+    values = [0.80, 0.82, 0.84]
+    result = mean_interval(values)
+    half = stats.t.ppf(0.975, df=2) * 0.02 / 3**0.5
+    assert result["mean"] == pytest.approx(0.82)
+    assert result["sd"] == pytest.approx(0.02)
+    assert result["low"] == pytest.approx(0.82 - half) and result["high"] == pytest.approx(0.82 + half)
+    single = mean_interval([0.5])
+    assert single["sd"] is None and single["low"] is None and single["mean"] == 0.5
+    with pytest.raises(ValueError, match="at least one"):
+        mean_interval([])
+
+
+def test_paired_difference_matches_scipy_paired_t_test():
+    baseline, augmented = [0.80, 0.81, 0.79, 0.83], [0.84, 0.83, 0.82, 0.88]
+    result = paired_difference(baseline, augmented)
+    expected = stats.ttest_rel(augmented, baseline)
+    assert result["t"] == pytest.approx(expected.statistic)
+    assert result["p_value"] == pytest.approx(expected.pvalue)
+    assert result["differences"] == pytest.approx([0.04, 0.02, 0.03, 0.05])
+    assert result["low"] > 0  # consistently better in every seed
+    with pytest.raises(ValueError, match="one value per seed"):
+        paired_difference([0.1], [0.1, 0.2])
+
+
+def test_accuracy_over_seeds_pairs_the_seeds():
+    accuracy = accuracy_over_seeds(RESULTS)
+    assert accuracy["seeds"] == [1, 2, 3]
+    assert accuracy["per_seed"]["baseline"] == [r.test_accuracy["baseline"] for r in RESULTS]
+    differences = [r.test_accuracy["augmented"] - r.test_accuracy["baseline"] for r in RESULTS]
+    assert accuracy["difference"]["differences"] == pytest.approx(differences)
+
+
+def test_reseed_pairs_use_every_seed_in_both_roles():
+    assert reseed_pairs([5]) == []
+    assert reseed_pairs([5, 6]) == [(5, 6)]
+    assert reseed_pairs([5, 6, 7]) == [(5, 6), (6, 7), (7, 5)]
+
+
+def test_noise_floor_is_the_comparison_between_baseline_seeds():
+    floor = noise_floor(RESULTS)
+    assert len(floor["reseed"]) == 3 and len(floor["augmentation"]) == 3
+    expected = compare_failures(
+        RESULTS[0].probs["baseline"], RESULTS[1].probs["baseline"], RESULTS[0].labels, 0.9
+    ).counts()
+    first = floor["reseed"][0]
+    assert (first["from"], first["to"]) == ("baseline seed 1", "baseline seed 2")
+    assert {k: first[k] for k in expected} == expected
+    last = RESULTS[2]
+    aug = compare_failures(last.probs["baseline"], last.probs["augmented"], last.labels, 0.9)
+    assert floor["augmentation"][2]["fixed"] == aug.counts()["fixed"]
+    mean_fixed = sum(row["fixed"] for row in floor["reseed"]) / 3
+    assert floor["mean"]["reseed"]["fixed"] == pytest.approx(mean_fixed)
+    assert floor["excess"]["fixed"] == pytest.approx(floor["mean"]["augmentation"]["fixed"] - mean_fixed)
+
+
+def test_failure_counts_jaccard_and_consistent_failures():
+    sets = [failure_set([0, 3, 4]), failure_set([0, 3]), failure_set([0, 5])]
+    counts = failure_counts(sets, 6)
+    assert counts.tolist() == [3, 0, 0, 2, 1, 1]
+    matrix = jaccard_matrix(sets)
+    assert matrix[0, 1] == pytest.approx(2 / 3) and matrix[1, 2] == pytest.approx(1 / 3)
+    assert torch.equal(matrix, matrix.T) and torch.all(matrix.diagonal() == 1)
+    assert consistent_indices(counts, 3).tolist() == [0, 3]  # at least 2 of 3, most often first
+    assert consistent_indices(counts, 4).tolist() == [0, 3]
+    assert consistent_indices(counts, 2).tolist() == [0, 3]  # two seeds: failing in both
+    assert consistent_indices(counts, 5).tolist() == [0]  # at least 3 of 5
+    assert jaccard_matrix([failure_set([]), failure_set([])])[0, 1] == 1.0
+
+
+def test_failure_stability_of_the_baseline():
+    stability = failure_stability(RESULTS)
+    # baseline confident failures: seed 1 {0, 3}, seed 2 {0, 4}, seed 3 {0}
+    assert stability["failures_per_seed"] == [2, 2, 1]
+    assert stability["counts"] == [3, 0, 0, 1, 1, 0]
+    assert stability["consistent"] == [0]
+    assert sorted(stability["one_seed"]) == [3, 4]
+    assert stability["images_failing_in_k_seeds"] == {1: 2, 2: 0, 3: 1}
+    summary = replicate_summary(accuracy_over_seeds(RESULTS), noise_floor(RESULTS), stability)
+    text = describe_replicates(summary)
+    assert "seeds: 1, 2, 3" in text and "1 of 3 ever-failing images" in text
+
+
+def test_category_mix_splits_consistent_and_one_seed_failures():
+    categories = ["clear", "ambiguous", "clear", "mislabelled", "clear", "ambiguous"]
+    mix = category_mix(categories, consistent=[0, 3], one_seed=[1, 4, 5])
+    assert mix == {"consistent": {"clear": 1, "mislabelled": 1}, "one_seed": {"ambiguous": 2, "clear": 1}}
+
+
+def test_seeds_tested_on_other_images_are_refused():
+    other = seed_results(9, [0] * 6, [0] * 6, LABELS)
+    other.test_set = {"fingerprint": "f", "test_per_class": 50, "drawn_with": 9}
+    with pytest.raises(ValueError, match="data_seed"):
+        check_same_test_set([RESULTS[0], other])
+    check_same_test_set(RESULTS)
