@@ -231,17 +231,42 @@ def run_stage(
     With ``progress`` (from :meth:`cifar_helpers.progress.RunProgress.stage`) the terminal shows what
     the notebook is doing while it runs.
     """
+    source = notebook_path(stage, notebook_dir)
+    executed = run.root / "executed" / source.name
+    seconds = execute_notebook(
+        source,
+        executed,
+        parameters,
+        failure_marker(run, stage),
+        label=f"stage '{stage}'",
+        kernel_name=kernel_name,
+        progress=progress,
+    )
+    return StageResult(stage, "ran", seconds, executed)
+
+
+def execute_notebook(
+    source: Path,
+    executed: Path,
+    parameters: dict[str, Any],
+    marker: Path,
+    *,
+    label: str,
+    kernel_name: str | None = None,
+    progress: StageProgress | None = None,
+) -> float:
+    """Execute ``source`` with papermill into ``executed``; seconds taken, or :class:`StageFailed`.
+
+    ``marker`` exists while the notebook runs and stays when it fails, so a stage that dies after
+    writing its outputs does not count as complete. Kernels run over IPC (no TCP warning).
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from .kernel import LocalKernelManager
 
-    source = notebook_path(stage, notebook_dir)
-    executed = run.root / "executed" / source.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ[HEADLESS_ENV] = "1"
-    # Marked failed until it succeeds: a stage that dies after writing its outputs is not complete.
-    marker = failure_marker(run, stage)
     marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
     hooks = {}
     if progress is not None:
@@ -262,12 +287,12 @@ def run_stage(
     except PapermillExecutionError as e:
         first_line = next((line for line in e.source.splitlines() if line.strip()), "")
         raise StageFailed(
-            f"stage '{stage}' failed: {source.name}, cell {e.cell_index + 1} of the executed notebook "
+            f"{label} failed: {source.name}, cell {e.cell_index + 1} of the executed notebook "
             f"(starting {first_line[:60]!r}): {e.ename}: {e.evalue}\n"
             f"open {executed} to see the whole traceback"
         ) from None
     marker.unlink()
-    return StageResult(stage, "ran", time.perf_counter() - start, executed)
+    return time.perf_counter() - start
 
 
 def failure_marker(run: RunDir, stage: str) -> Path:

@@ -469,17 +469,9 @@ def _seed_task(
 
 def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) -> str:
     """Execute 07_replicates.ipynb on the replicate run; "ran" or "failed" (the reason is printed)."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from .pipeline import HEADLESS_ENV, NOTEBOOK_DIR
+    from .pipeline import NOTEBOOK_DIR, StageFailed, execute_notebook
 
     source = NOTEBOOK_DIR / REPLICATES_NOTEBOOK
-    executed = request.root / "executed" / REPLICATES_NOTEBOOK
-    executed.parent.mkdir(parents=True, exist_ok=True)
-    marker = request.root / "executed" / f"{REPLICATES_STAGE}.incomplete"
-    marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
-    os.environ[HEADLESS_ENV] = "1"
     parameters = {
         "run_dir": str(request.root),
         "profile": request.profile,
@@ -487,25 +479,18 @@ def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) ->
         "seeds": list(seeds),
     }
     print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: running ...", flush=True)
-    start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(source), str(executed), parameters=parameters, progress_bar=False, cwd=str(source.parent)
+        seconds = execute_notebook(
+            source,
+            request.root / "executed" / REPLICATES_NOTEBOOK,
+            parameters,
+            request.root / "executed" / f"{REPLICATES_STAGE}.incomplete",
+            label=f"stage '{REPLICATES_STAGE}'",
         )
-    except PapermillExecutionError as e:
-        print(
-            f"[{REPLICATES_STAGE}] FAILED: {REPLICATES_NOTEBOOK}, cell {e.cell_index + 1}: "
-            f"{e.ename}: {e.evalue}\n"
-            f"open {executed} to see the whole traceback",
-            file=sys.stderr,
-            flush=True,
-        )
+    except StageFailed as e:
+        print(f"[{REPLICATES_STAGE}] FAILED\n{e}", file=sys.stderr, flush=True)
         return "failed"
-    marker.unlink()
-    print(
-        f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: done in {(time.perf_counter() - start) / 60:.2f} min",
-        flush=True,
-    )
+    print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: done in {seconds / 60:.2f} min", flush=True)
     return "ran"
 
 
