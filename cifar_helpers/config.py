@@ -95,8 +95,11 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a plain dict (JSON-ready)."""
-        return dataclasses.asdict(self)
+        """The configuration as a plain dict (JSON-ready: tuples become lists, as JSON reads them back)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the configuration as JSON, atomically."""

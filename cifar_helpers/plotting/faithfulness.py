@@ -60,7 +60,8 @@ def plot_road_curves(
         fig.suptitle(title or "ROAD")
         return fig
     for ax, (order, label) in zip(axes, _ORDERS, strict=True):
-        colors = iter(MODEL_COLORS * 3)
+        # Seven maps and more: the model colours, then tab10's greens and red, so no two curves match.
+        colors = iter((*MODEL_COLORS, "#2ca02c", "#bcbd22", "#d62728") * 3)
         for name in names:
             row = table["rows"][name]
             is_floor = name == "random"
