@@ -701,6 +701,17 @@ def _human_labels_section(run: RunDir) -> str:
     return "".join(parts) + _kv_table(facts)
 
 
+def _page_head(title: str) -> str:
+    """The opening of a report page: doctype, head with the stylesheet, and the page's title."""
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1>"
+    )
+
+
 def render_report(run_dir: str | os.PathLike[str]) -> str:
     """The report's HTML as a string (see :func:`write_report`)."""
     run = RunDir(run_dir)
@@ -716,12 +727,8 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
     )
     sections = "".join(_stage_section(run, stage) for stage in STAGES)
     return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>"
-        f'<p class="note">Run directory: {_esc(run.root)}. Built from the files the stages saved there.</p>'
+        _page_head(title)
+        + f'<p class="note">Run directory: {_esc(run.root)}. Built from the files the stages saved there.</p>'
         f"<h2>Overview</h2>{_overview(run)}"
         f"{_human_labels_section(run)}"
         f"<nav><h2>Stages</h2><ul>{nav}</ul></nav>"
@@ -855,12 +862,8 @@ def render_replicates_report(root: str | os.PathLike[str]) -> str:
         (False, True, True, False),
     )
     return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>"
-        f'<p class="note">Replicate run: {_esc(root)}. Built from the seed-&lt;k&gt;/ run directories '
+        _page_head(title)
+        + f'<p class="note">Replicate run: {_esc(root)}. Built from the seed-&lt;k&gt;/ run directories '
         "and replicates/.</p>"
         f"<h2>Seeds</h2>{seeds_table}{replicates_section(root)}</body></html>\n"
     )
