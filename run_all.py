@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from cifar_helpers.artifacts import STAGES, RunDir
+from cifar_helpers.artifacts import STAGE_INPUTS, STAGES, RunDir, set_aside_stage
 from cifar_helpers.config import PROFILE_NAMES, resolve_profile
+from cifar_helpers.lineage import out_of_date, pin_readers
 from cifar_helpers.pipeline import (
     PipelineArgumentError,
     StageFailed,
@@ -37,7 +38,7 @@ from cifar_helpers.pipeline import (
     parse_parameter,
     parse_stages,
     run_stage,
-    set_aside_stage,
+    stage_has_results,
     stage_is_finished,
     stale_stages,
     summarize_run,
@@ -147,7 +148,12 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
         common["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     results: list[StageResult] = []
     print(f"Run directory: {run.root}", flush=True)
-    to_run = [s for s in stages if args.force or not stage_is_finished(run, s)]
+    # A stage reading one that runs now would hold results of the old outputs: it runs too.
+    to_run: list[str] = []
+    for stage in stages:
+        upstream = STAGE_INPUTS[stage]
+        if args.force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
+            to_run.append(stage)
     progress = RunProgress(resolve_profile(args.profile), to_run)
     for stage in stages:
         notebook = notebook_path(stage).name
@@ -158,10 +164,17 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
             results.append(StageResult(stage, "skipped", 0.0, None))
             continue
         damaged = run.damaged(stage)
+        at_fault = out_of_date(run, stage)
         if damaged:
             name, problem = damaged[0]
             print(f"[{stage}] {name} is damaged ({problem}): running the stage again", flush=True)
-        if args.force or damaged:
+        elif at_fault:
+            print(
+                f"[{stage}] holds results of earlier outputs of {', '.join(at_fault)}: running it again",
+                flush=True,
+            )
+        if args.force or damaged or at_fault or stage_has_results(run, stage):
+            pin_readers(run, stage)  # later stages not rerun now will count as out of date
             moved = set_aside_stage(run, stage)
             if moved is not None:
                 print(f"[{stage}] previous results moved to {moved.name}/", flush=True)
@@ -181,7 +194,7 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
         numbers = ",".join(str(list(STAGES).index(s)) for s in stale)
         print(
             f"note: {', '.join(stale)} still hold results computed from the previous outputs of the "
-            f"stages rerun now; refresh them with --stages {numbers} --force",
+            f"stages rerun now; refresh them with --stages {numbers}",
             flush=True,
         )
     summary = summarize_run(run, results)

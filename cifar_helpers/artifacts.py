@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,12 +61,29 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The stages each stage reads from (directly); checked before the stage starts, and recorded in the
+# stage's inputs.json (:mod:`cifar_helpers.lineage`) so a later change of an input is noticed.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "setup": (),
+    "baseline": ("setup",),
+    "failures": ("setup", "baseline"),
+    "gradcam": ("setup", "baseline", "failures"),
+    "augmented": ("setup", "baseline"),  # its notebook draws both models' curves
+    "reevaluation": ("setup", "baseline", "failures", "gradcam", "augmented"),
+    "stress": ("setup", "baseline", "failures", "augmented"),
+}
+
+
 class MissingStageError(FileNotFoundError):
     """An artifact that an earlier stage should have written is not in the run directory."""
 
 
 class DamagedArtifactError(MissingStageError):
     """An artifact exists but is not what its stage wrote (truncated, altered, or unsafe to load)."""
+
+
+class StaleStageError(MissingStageError):
+    """A stage's results were computed from outputs of an earlier stage that have changed since."""
 
 
 def rerun_hint(path: str | os.PathLike[str]) -> str:
@@ -231,3 +249,23 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         return self.root / "config.json"
+
+
+def set_aside_stage(run: RunDir, stage: str) -> Path | None:
+    """Before a forced rerun: move the stage's directory to ``<dir>.previous`` so it starts afresh.
+
+    The stage's functions resume from (or reuse) whatever they find, so a rerun that is meant to
+    recompute must not find the old outputs; moving them aside instead of deleting keeps the last
+    results until the new ones exist (an older ``.previous`` is replaced). Setup lives in the run's
+    root and is idempotent, so it is left in place. Returns the new location, or None.
+    """
+    if stage == "setup":
+        return None
+    current = run.stage_dir(stage, create=False)
+    if not current.exists():
+        return None
+    previous = current.with_name(current.name + ".previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    current.rename(previous)
+    return previous

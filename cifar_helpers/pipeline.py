@@ -13,13 +13,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import STAGES, RunDir, load_json, save_json
+from . import lineage
+from .artifacts import STAGE_INPUTS, STAGES, RunDir, load_json, save_json
 from .config import RunConfig, make_config
 from .progress import StageProgress
 
@@ -145,14 +145,20 @@ def check_request(
     Each selected stage's inputs must be selected too or finished; its ``profile`` and ``seed`` must
     be the run's; its configuration knobs must be valid together with the run's configuration.
     """
-    from .stages import STAGE_INPUTS, check_run_identity
+    from .stages import check_run_identity
 
     for stage in stages:
         for needed in STAGE_INPUTS[stage]:
             if needed in stages or stage_is_finished(run, needed):
                 continue
             damaged = run.damaged(needed)
-            state = f"has a damaged {damaged[0][0]} ({damaged[0][1]})" if damaged else "is not complete"
+            at_fault = lineage.out_of_date(run, needed) if stage_has_results(run, needed) else []
+            if damaged:
+                state = f"has a damaged {damaged[0][0]} ({damaged[0][1]})"
+            elif at_fault:
+                state = f"was computed from earlier results of {', '.join(at_fault)}"
+            else:
+                state = "is not complete"
             number = STAGE_NAMES.index(needed)
             raise PipelineArgumentError(
                 f"stage '{stage}' reads stage '{needed}', which {state} in {run.root}: "
@@ -174,35 +180,15 @@ def check_request(
         raise PipelineArgumentError(str(e)) from None
 
 
-def set_aside_stage(run: RunDir, stage: str) -> Path | None:
-    """Before a forced rerun: move the stage's directory to ``<dir>.previous`` so it starts afresh.
-
-    The stage's functions resume from (or reuse) whatever they find, so a rerun that is meant to
-    recompute must not find the old outputs; moving them aside instead of deleting keeps the last
-    results until the new ones exist (an older ``.previous`` is replaced). Setup lives in the run's
-    root and is idempotent, so it is left in place. Returns the new location, or None.
-    """
-    if stage == "setup":
-        return None
-    current = run.stage_dir(stage, create=False)
-    if not current.exists():
-        return None
-    previous = current.with_name(current.name + ".previous")
-    if previous.exists():
-        shutil.rmtree(previous)
-    current.rename(previous)
-    return previous
-
-
 def stale_stages(run: RunDir, ran: set[str]) -> list[str]:
-    """Complete stages that read (directly or not) from a stage rerun in this invocation but were not."""
-    from .stages import STAGE_INPUTS
-
+    """Stages with results that read (directly or not) from a stage rerun in this invocation but were
+    not rerun themselves, or whose recorded inputs (``inputs.json``) have changed since they ran."""
     stale: list[str] = []
     for stage in STAGE_NAMES:
-        if stage in ran or not stage_is_finished(run, stage):
+        if stage in ran or not stage_has_results(run, stage):
             continue
-        if any(source in ran or source in stale for source in STAGE_INPUTS[stage] if source != "setup"):
+        upstream = [source for source in STAGE_INPUTS[stage] if source != "setup"]
+        if any(source in ran or source in stale for source in upstream) or lineage.out_of_date(run, stage):
             stale.append(stage)
     return stale
 
@@ -300,9 +286,14 @@ def failure_marker(run: RunDir, stage: str) -> Path:
     return run.root / "executed" / f"{stage}.incomplete"
 
 
-def stage_is_finished(run: RunDir, stage: str) -> bool:
-    """All of the stage's outputs exist and no run_all.py execution of it failed or was interrupted."""
+def stage_has_results(run: RunDir, stage: str) -> bool:
+    """All of the stage's outputs exist, intact, and no run_all.py execution of it failed or stopped."""
     return run.is_complete(stage) and not failure_marker(run, stage).exists()
+
+
+def stage_is_finished(run: RunDir, stage: str) -> bool:
+    """It has its results (:func:`stage_has_results`), and they follow from its inputs as they are now."""
+    return stage_has_results(run, stage) and not lineage.out_of_date(run, stage)
 
 
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:

@@ -46,7 +46,13 @@ SEED_DIR_PREFIX = "seed-"
 REPLICATES_STAGE = "replicates"
 REPLICATES_NOTEBOOK = "07_replicates.ipynb"
 # What stage 07 writes into <root>/replicates/; the stage is complete when all of these exist.
-REPLICATES_OUTPUTS = ("accuracy.json", "noise_floor.json", "stability.json", "summary.json")
+REPLICATES_OUTPUTS = (
+    "accuracy.json",
+    "noise_floor.json",
+    "stability.json",
+    "category_mix.json",
+    "summary.json",
+)
 # A loaded machine can take longer than Ray's start-up wait to start its agents; try again.
 RAY_START_ATTEMPTS = 3
 # How often a seed's task looks at its run directory for newly finished stages.

@@ -828,6 +828,29 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
             ),
         ]
         parts.append(_kv_table(facts))
+    mix_path = base / "category_mix.json"  # replicate runs made before it existed have none
+    mix, error = _read_json(mix_path) if mix_path.exists() else ({}, None)
+    if error:
+        parts.append(f'<p class="error">{_esc(error)}</p>')
+    elif mix and not mix.get("applies"):
+        parts.append(f'<p class="note">No human labels apply: {_esc(mix.get("reason", ""))}</p>')
+    elif mix:
+        groups = ("consistent", "one_seed")
+        totals = {g: sum(mix[g].values()) for g in groups}
+        rows = [
+            (
+                category,
+                *(
+                    f"{mix[g].get(category, 0)} ({fmt_pct(mix[g].get(category, 0) / totals[g])})"
+                    if totals[g]
+                    else "0"
+                    for g in groups
+                ),
+            )
+            for category in sorted({c for g in groups for c in mix[g]})
+        ]
+        parts.append("<h3>Human-label categories: consistent failures against one-seed failures</h3>")
+        parts.append(_table(("category", "consistent", "one seed only"), rows, (False, True, True)))
     parts.append("<h3>Figures</h3>")
     parts.extend(_embed_png(path) for path in sorted(base.glob("*.png")))
     parts.append("</section>")

@@ -293,9 +293,8 @@ def category_mix(
 ) -> dict[str, dict[str, int]]:
     """How the consistent failures and the one-seed failures split over per-image categories.
 
-    ``categories[i]`` is any label of test image ``i`` (e.g. a human-label category: ambiguous,
-    mislabelled, clear); returns ``{"consistent": {category: n}, "one_seed": {category: n}}``.
-    This is where per-image human labels plug into the replicate analysis.
+    ``categories[i]`` is any label of test image ``i`` (e.g. its human-label category: verified label
+    error, ambiguous, model error); returns ``{"consistent": {category: n}, "one_seed": {category: n}}``.
     """
 
     def tally(indices: Sequence[int]) -> dict[str, int]:
@@ -305,6 +304,26 @@ def category_mix(
         return dict(sorted(mix.items()))
 
     return {"consistent": tally(consistent), "one_seed": tally(one_seed)}
+
+
+def describe_category_mix(mix: Mapping[str, Any]) -> str:
+    """A small table of :meth:`Replicates.human_label_mix`: count and share of each category among the
+    consistent failures and among the one-seed failures (or why no human labels apply)."""
+    if not mix.get("applies"):
+        return f"no human labels apply: {mix.get('reason', 'unknown reason')}"
+    groups = {"consistent": "consistent", "one_seed": "one seed only"}
+    totals = {g: sum(mix[g].values()) for g in groups}
+    categories = sorted({c for g in groups for c in mix[g]})
+    lines = [f"{'category':<22}" + "".join(f"{title:>22}" for title in groups.values())]
+    for category in categories:
+        cells = []
+        for group in groups:
+            n = mix[group].get(category, 0)
+            share = f"{100 * n / totals[group]:.0f} %" if totals[group] else "-"
+            cells.append(f"{f'{n} ({share})':>22}")
+        lines.append(f"{category:<22}" + "".join(cells))
+    lines.append(f"{'all':<22}" + "".join(f"{totals[g]:>22}" for g in groups))
+    return "\n".join(lines)
 
 
 def replicate_summary(
@@ -378,6 +397,7 @@ class Replicates:
     profile: str
     results: list[SeedResults]
     explain_seed: int
+    _data: Any = None
 
     @property
     def seeds(self) -> list[int]:
@@ -405,6 +425,21 @@ class Replicates:
             lines.append(f"  seed {r.seed}: {r.run_dir.name}/  test accuracy {accuracies}")
         return "\n".join(lines)
 
+    def _explain_run(self) -> tuple[Any, Any]:
+        """The configuration and the data (loaded once) of ``explain_seed``'s run, generators seeded."""
+        from .config import RunConfig
+        from .data import load_data
+        from .reproducibility import seed_everything
+
+        run = RunDir(next(r for r in self.results if r.seed == self.explain_seed).run_dir)
+        config = RunConfig.load(run.config_path)
+        seed_everything(config.seed)
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        if self._data is None:
+            self._data = load_data(config, progress=False)
+        return config, self._data
+
     def explain(self, indices: Sequence[int], max_images: int = 16) -> dict[str, Any]:
         """Grad-CAM of ``explain_seed``'s baseline on test images ``indices`` (at most ``max_images``).
 
@@ -412,20 +447,13 @@ class Replicates:
         (K, 3, H, W), predicted- and true-class maps (K, H, W), labels, predictions, confidences and
         the class names.
         """
-        from .config import RunConfig
-        from .data import load_data
         from .gradcam import explain_images
-        from .reproducibility import seed_everything
         from .stages import stage_config
         from .training import load_trained_model
 
         result = next(r for r in self.results if r.seed == self.explain_seed)
         run = RunDir(result.run_dir)
-        config = RunConfig.load(run.config_path)
-        seed_everything(config.seed)
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
-        data = load_data(config, progress=False)
+        _, data = self._explain_run()
         chosen = torch.tensor(list(indices)[:max_images], dtype=torch.int64)
         model = load_trained_model(run.path("baseline", "checkpoint.pt"))
         layer = stage_config(run.root, "gradcam").gradcam_layer
@@ -441,6 +469,25 @@ class Replicates:
             "confidences": probs.max(dim=1).values,
             "classes": data.classes,
         }
+
+    def human_label_mix(self, stability: Mapping[str, Any]) -> dict[str, Any]:
+        """The human-label categories of the consistent and of the one-seed failures.
+
+        A failure that holds over seeds is more often the label's doing (verified label error,
+        ambiguous) than one a single seed makes. Returns ``{"applies": True, "ambiguity_threshold": t,
+        "consistent": {category: n}, "one_seed": {category: n}}``, or ``{"applies": False, "reason":
+        ...}`` where no human labels apply (a test subset, another dataset; see
+        :func:`cifar_helpers.human_labels.human_labels_for_run`).
+        """
+        from .human_labels import NotApplicable, failure_categories, human_labels_for_run
+
+        config, data = self._explain_run()
+        human = human_labels_for_run(config, data)
+        if isinstance(human, NotApplicable):
+            return human.to_dict()
+        categories = failure_categories(range(len(data.test_labels)), human, config.ambiguity_threshold)
+        mix = category_mix(categories, stability["consistent"], stability["one_seed"])
+        return {"applies": True, "ambiguity_threshold": config.ambiguity_threshold, **mix}
 
 
 def open_replicates(

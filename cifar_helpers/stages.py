@@ -21,21 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import STAGE_OUTPUTS, STAGES, MissingStageError, RunDir, load_json, save_json
+from . import lineage
+from .artifacts import (
+    STAGE_INPUTS,
+    STAGE_OUTPUTS,
+    STAGES,
+    MissingStageError,
+    RunDir,
+    StaleStageError,
+    load_json,
+    save_json,
+    set_aside_stage,
+)
 from .config import ConfigError, RunConfig, make_config, resolve_profile
 from .reproducibility import seed_everything
 from .runlock import check_not_locked
-
-# The stages each stage reads from (directly); checked before the stage starts.
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {
-    "setup": (),
-    "baseline": ("setup",),
-    "failures": ("setup", "baseline"),
-    "gradcam": ("setup", "baseline", "failures"),
-    "augmented": ("setup", "baseline"),  # its notebook draws both models' curves
-    "reevaluation": ("setup", "baseline", "failures", "gradcam", "augmented"),
-    "stress": ("setup", "baseline", "failures", "augmented"),
-}
 
 # Keys that decide what a run computes; a stage asking for other values belongs to another run.
 _RUN_IDENTITY_KEYS = ("profile", "seed")
@@ -159,6 +159,7 @@ def open_stage(
     *,
     profile: str = "auto",
     seed: int = 42,
+    force: bool = False,
     **knobs: Any,
 ) -> Stage:
     """Open stage ``stage`` (01-06) of the run in ``run_dir``.
@@ -169,7 +170,14 @@ def open_stage(
     notebook to run and, without ``run_dir``, the runs that exist and the parameter to set), that
     ``profile`` and ``seed`` match the run, applies and validates ``knobs`` (:class:`RunConfig`
     fields specific to this stage; ``None`` keeps the run's value), saves the stage's configuration
-    as ``<stage>/config.json`` and seeds every generator.
+    as ``<stage>/config.json``, records what it reads (``<stage>/inputs.json``, :mod:`lineage`) and
+    seeds every generator.
+
+    Results that later stages read are never replaced silently: when the stage already has results
+    computed with another configuration, :class:`ConfigError` names the differing keys, unless
+    ``force`` is set; then the old results move to ``<stage>.previous/`` (as ``run_all.py --force``
+    does) and the later stages that read them count as out of date until rerun. An input stage that is
+    itself out of date is refused with :class:`StaleStageError`, naming the notebook to rerun.
     """
     if stage not in STAGES or stage == "setup":
         known = ", ".join(s for s in STAGES if s != "setup")
@@ -195,6 +203,8 @@ def open_stage(
         if run_dir is not None:
             raise
         raise MissingStageError(f"{e}. {describe_runs(runs_root)}") from None
+    for needed in STAGE_INPUTS[stage]:
+        check_up_to_date(run, needed, reader=stage)
     config = RunConfig.load(run.config_path)
     check_run_identity(run, config, config.profile if found is not None else profile, seed)
     values = {k: v for k, v in knobs.items() if v is not None}
@@ -202,13 +212,78 @@ def open_stage(
     if unknown:
         raise ConfigError(f"unknown stage knob(s) {', '.join(unknown)} for stage {stage!r}")
     config = config.replace(**values)
+    if force:
+        replace_results(run, stage)
+    else:
+        check_same_configuration(run, stage, config)
     environment = seed_everything(config.seed)
     if config.num_threads is not None:
         import torch
 
         torch.set_num_threads(config.num_threads)
     config.save(run.path(stage, "config.json"))
+    lineage.record_inputs(run, stage)
     return Stage(name=stage, run=run, config=config, environment=environment)
+
+
+def _notebook_hint(stage: str) -> str:
+    number = list(STAGES).index(stage)
+    return f"{STAGES[stage][1]} (run_all.py --stages {number})"
+
+
+def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
+    """Raise :class:`StaleStageError` when ``stage`` (read by ``reader``) holds results computed from
+    outputs of earlier stages that have changed since, naming what to rerun."""
+    at_fault = lineage.out_of_date(run, stage)
+    if not at_fault:
+        return
+    first, last = list(STAGES).index(stage), list(STAGES).index(reader)
+    raise StaleStageError(
+        f"stage '{reader}' reads stage '{stage}', whose results in {run.root} were computed from earlier "
+        f"results of {', '.join(repr(s) for s in at_fault)}, which have been recomputed since: rerun "
+        f"{STAGES[stage][1]} first (or run_all.py --stages {first}-{last} to refresh every stage in between)"
+    )
+
+
+def check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None:
+    """Raise :class:`ConfigError` when ``stage`` already has results computed with a configuration
+    other than ``config``, naming the differing keys and the two ways on."""
+    previous_path = run.stage_dir(stage, create=False) / "config.json"
+    if not previous_path.exists() or not lineage.has_outputs(run, stage):
+        return
+    previous = RunConfig.load(previous_path)
+    if previous == config:
+        return
+    old, new = previous.to_dict(), config.to_dict()
+    keys = [k for k in old if old[k] != new.get(k)]
+    changes = ", ".join(f"{k}={old[k]!r} (this notebook asks for {new.get(k)!r})" for k in keys)
+    keep = ", ".join(f"{k} = {old[k]!r}" for k in keys)
+    readers = lineage.readers_of(stage)
+    read_by = f"; stages {', '.join(readers)} read them" if readers else ""
+    raise ConfigError(
+        f"stage '{stage}' in {run.root} already holds results computed with {changes}{read_by}. "
+        f"To keep them, set {keep} in the parameters cell (or use another run_dir); to replace them, "
+        f"set force = True (run_all.py: --force): the old results move to "
+        f"{STAGES[stage][0]}.previous/ and the later stages must be rerun"
+    )
+
+
+def replace_results(run: RunDir, stage: str) -> None:
+    """``force``: set ``stage``'s results aside (``<stage>.previous/``) so it recomputes from scratch,
+    after pinning what the later stages read, so they count as out of date until rerun."""
+    affected = lineage.pin_readers(run, stage)
+    moved = set_aside_stage(run, stage)
+    if moved is None:
+        return
+    message = f"force: the previous results of stage '{stage}' moved to {moved}"
+    if affected:
+        first = list(STAGES).index(affected[0])
+        last = list(STAGES).index(affected[-1])
+        message += (
+            f"; {', '.join(affected)} now hold results of the old ones: rerun them after this notebook "
+            f"(run_all.py --stages {first}-{last})"
+        )
+    print(message)
 
 
 def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:

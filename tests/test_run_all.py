@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from cifar_helpers.artifacts import STAGES, RunDir, save_json
-from cifar_helpers.pipeline import PipelineArgumentError, parse_parameter, parse_stages, stale_stages
+from cifar_helpers.pipeline import (
+    PipelineArgumentError,
+    StageFailed,
+    execute_notebook,
+    parse_parameter,
+    parse_stages,
+    stale_stages,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,6 +135,35 @@ def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_lab
     assert "[reevaluation] 05_reevaluation.ipynb: running" in last.stdout
     assert (run_dir / "reevaluation.previous").is_dir()
     assert (run_dir / "reevaluation" / "comparison.json").exists()
+
+    # Issue 11, item 5: 02 rerun by hand with its default threshold (0.9) on this run made with 0.5.
+    def by_hand(notebook: str, **parameters: object) -> None:
+        execute_notebook(
+            REPO / "notebooks" / notebook,
+            tmp_path / "by-hand" / notebook,
+            {"run_dir": str(run_dir), "profile": "smoke", **parameters},
+            tmp_path / "by-hand.incomplete",
+            label=notebook,
+        )
+
+    failures_before = (run_dir / "failures" / "failures.json").read_bytes()
+    with pytest.raises(StageFailed) as refused:
+        by_hand("02_failure_detection.ipynb")
+    assert "confidence_threshold=0.5 (this notebook asks for 0.9)" in str(refused.value)
+    assert (run_dir / "failures" / "failures.json").read_bytes() == failures_before
+    by_hand("02_failure_detection.ipynb", force=True)
+    assert (run_dir / "failures.previous" / "failures.json").read_bytes() == failures_before
+    assert json.loads((run_dir / "failures" / "config.json").read_text())["confidence_threshold"] == 0.9
+    # 05 now reads new failures and heatmaps of the old ones: it says so instead of crashing.
+    with pytest.raises(StageFailed) as stale:
+        by_hand("05_reevaluation.ipynb")
+    assert "StaleStageError" in str(stale.value) and "03_gradcam.ipynb" in str(stale.value)
+    # run_all.py reruns exactly the stages that read the recomputed failures.
+    refresh = run_all(*common, timeout=600)
+    assert refresh.returncode == 0, refresh.stdout[-3000:] + refresh.stderr[-3000:]
+    reran = [s for s in STAGES if f"[{s}] {STAGES[s][1]}: running" in refresh.stdout]
+    assert reran == ["gradcam", "reevaluation", "stress"], refresh.stdout
+    assert json.loads((run_dir / "summary.json").read_text())["confidence_threshold"] == 0.9
 
 
 @pytest.mark.slow

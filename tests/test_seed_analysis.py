@@ -15,6 +15,7 @@ from cifar_helpers.seed_analysis import (
     category_mix,
     check_same_test_set,
     consistent_indices,
+    describe_category_mix,
     describe_replicates,
     failure_counts,
     failure_stability,
@@ -165,3 +166,53 @@ def test_seeds_tested_on_other_images_are_refused():
     with pytest.raises(ValueError, match="data_seed"):
         check_same_test_set([RESULTS[0], other])
     check_same_test_set(RESULTS)
+
+
+def test_describe_category_mix_shows_counts_and_shares_or_why_none_apply():
+    mix = {
+        "applies": True,
+        "consistent": {"ambiguous": 3, "model error": 1},
+        "one_seed": {"model error": 8, "verified label error": 2},
+    }
+    lines = describe_category_mix(mix).splitlines()
+    assert lines[0].split() == ["category", "consistent", "one", "seed", "only"]
+    assert lines[1].split() == ["ambiguous", "3", "(75", "%)", "0", "(0", "%)"]
+    assert lines[2].split() == ["model", "error", "1", "(25", "%)", "8", "(80", "%)"]
+    assert lines[-1].split() == ["all", "4", "10"]
+    reason = {"applies": False, "reason": "the test set is a subset"}
+    assert describe_category_mix(reason) == "no human labels apply: the test set is a subset"
+
+
+@pytest.mark.shared_data
+def test_human_label_mix_categorises_the_replicates_failures(tmp_path, batches_root, human_labels_root):
+    """On the whole CIFAR-10 test set in its order, consistent and one-seed failures get the categories
+    of the human labels; on a test subset none apply."""
+    from cifar_helpers.config import make_config
+    from cifar_helpers.human_labels import failure_categories, load_human_labels
+    from cifar_helpers.seed_analysis import Replicates
+
+    human = load_human_labels(human_labels_root)
+    errors = torch.nonzero(human.verified_errors)[:3, 0].tolist()
+    ambiguous = torch.nonzero((human.given_share() < 0.5) & ~human.verified_errors)[:2, 0].tolist()
+    clear = torch.nonzero(human.given_share() == 1)[:4, 0].tolist()
+    stability = {"consistent": errors + ambiguous[:1] + clear[:1], "one_seed": ambiguous[1:] + clear[1:]}
+
+    def replicates(**overrides: object) -> Replicates:
+        run = tmp_path / f"seed-{len(overrides)}"
+        run.mkdir()
+        config = make_config(
+            "smoke", data_dir=str(batches_root), human_labels_dir=str(human_labels_root), **overrides
+        )
+        config.save(run / "config.json")
+        result = seed_results(42, [0] * 6, [0] * 6, LABELS)
+        result.run_dir = run
+        return Replicates(tmp_path, "smoke", [result], explain_seed=42)
+
+    mix = replicates(test_per_class=None).human_label_mix(stability)
+    assert mix["applies"] and mix["ambiguity_threshold"] == 0.8
+    assert mix["consistent"] == {"ambiguous": 1, "model error": 1, "verified label error": 3}
+    assert mix["one_seed"] == {"ambiguous": 1, "model error": 3}
+    expected = failure_categories(stability["one_seed"], human)
+    assert sum(mix["one_seed"].values()) == len(expected)
+    subset = replicates().human_label_mix(stability)  # the smoke profile's 50 test images per class
+    assert subset["applies"] is False and subset["reason"]
