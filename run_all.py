@@ -45,6 +45,7 @@ from cifar_helpers.pipeline import (
     write_summary,
 )
 from cifar_helpers.progress import RunProgress
+from cifar_helpers.registry import stage_number
 from cifar_helpers.runlock import LOCK_NAME, RunLock, RunLockedError
 from cifar_helpers.stages import default_run_dir
 
@@ -191,7 +192,7 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
 
     stale = stale_stages(run, {r.stage for r in results if r.status == "ran"})
     if stale:
-        numbers = ",".join(str(list(STAGES).index(s)) for s in stale)
+        numbers = ",".join(str(stage_number(s)) for s in stale)
         print(
             f"note: {', '.join(stale)} still hold results computed from the previous outputs of the "
             f"stages rerun now; refresh them with --stages {numbers}",

@@ -36,42 +36,14 @@ from typing import Any
 import torch
 
 from . import manifest
+from .registry import STAGE_SPECS, stage_number
 
-# Stage key -> (directory in the run, notebook that writes it). Order is the pipeline's order.
-STAGES: dict[str, tuple[str, str]] = {
-    "setup": (".", "00_setup.ipynb"),
-    "baseline": ("baseline", "01_baseline_training.ipynb"),
-    "failures": ("failures", "02_failure_detection.ipynb"),
-    "gradcam": ("gradcam", "03_gradcam.ipynb"),
-    "augmented": ("augmented", "04_augmented_training.ipynb"),
-    "reevaluation": ("reevaluation", "05_reevaluation.ipynb"),
-    "stress": ("stress", "06_stress_tests.ipynb"),
-}
-
-# What each stage must have written for the stage to count as finished (run_all.py skips those).
-# Other stages and the report read these names; a stage may write more (figures, extra arrays).
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "setup": ("config.json", "environment.json", "data_summary.json"),
-    "baseline": ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json"),
-    "failures": ("failures.json", "summary.json"),
-    "gradcam": ("heatmaps.pt", "measures.json", "road.json"),
-    "augmented": ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json"),
-    "reevaluation": ("comparison.json", "heatmaps.pt", "measures.json", "road.json"),
-    "stress": ("corruptions.json", "calibration.json", "sanity.json", "positive_control.json"),
-}
-
-
-# The stages each stage reads from (directly); checked before the stage starts, and recorded in the
-# stage's inputs.json (:mod:`cifar_helpers.lineage`) so a later change of an input is noticed.
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {
-    "setup": (),
-    "baseline": ("setup",),
-    "failures": ("setup", "baseline"),
-    "gradcam": ("setup", "baseline", "failures"),
-    "augmented": ("setup", "baseline"),  # its notebook draws both models' curves
-    "reevaluation": ("setup", "baseline", "failures", "gradcam", "augmented"),
-    "stress": ("setup", "baseline", "failures", "augmented"),
-}
+# Views of the stage registry (one record per stage: :mod:`cifar_helpers.registry`), by stage key in
+# pipeline order: (directory in the run, notebook that writes it); what it must have written to count
+# as finished; the stages it reads (recorded in its inputs.json, :mod:`cifar_helpers.lineage`).
+STAGES: dict[str, tuple[str, str]] = {s.name: (s.directory, s.notebook) for s in STAGE_SPECS}
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {s.name: s.outputs for s in STAGE_SPECS}
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {s.name: s.inputs for s in STAGE_SPECS}
 
 
 class MissingStageError(FileNotFoundError):
@@ -94,9 +66,9 @@ def rerun_hint(path: str | os.PathLike[str]) -> str:
         stage = "setup"
     if stage is None:
         return "write it again"
-    number = list(STAGES).index(stage)
     return (
-        f"rerun stage '{stage}' ({STAGES[stage][1]}; run_all.py --stages {number} --force) to write it again"
+        f"rerun stage '{stage}' ({STAGES[stage][1]}; run_all.py --stages {stage_number(stage)} --force) "
+        "to write it again"
     )
 
 

@@ -22,6 +22,7 @@ from . import lineage
 from .artifacts import STAGE_INPUTS, STAGES, RunDir, load_json, save_json
 from .config import RunConfig, make_config
 from .progress import StageProgress
+from .registry import stage_number
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
@@ -159,7 +160,7 @@ def check_request(
                 state = f"was computed from earlier results of {', '.join(at_fault)}"
             else:
                 state = "is not complete"
-            number = STAGE_NAMES.index(needed)
+            number = stage_number(needed)
             raise PipelineArgumentError(
                 f"stage '{stage}' reads stage '{needed}', which {state} in {run.root}: "
                 f"add {number} to --stages"

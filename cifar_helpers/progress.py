@@ -24,38 +24,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .artifacts import RunDir, load_json
+from .registry import STAGE_SPECS
 
 TRAINING_STAGES = ("baseline", "augmented")
-# Seconds each stage takes on a 2-core laptop (measured; the cpu profile as in README.md). Only the
-# proportions matter once a stage has run: they are rescaled by the speed measured on this machine.
+# Seconds each stage takes per profile (the stage registry's measured figures). Only the proportions
+# matter once a stage has run: they are rescaled by the speed measured on this machine.
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {
-        "setup": 8,
-        "baseline": 15,
-        "failures": 8,
-        "gradcam": 12,
-        "augmented": 15,
-        "reevaluation": 12,
-        "stress": 30,
-    },
-    "cpu": {
-        "setup": 40,
-        "baseline": 840,
-        "failures": 30,
-        "gradcam": 90,
-        "augmented": 840,
-        "reevaluation": 60,
-        "stress": 300,
-    },
-    "full": {
-        "setup": 40,
-        "baseline": 600,
-        "failures": 20,
-        "gradcam": 40,
-        "augmented": 600,
-        "reevaluation": 30,
-        "stress": 120,
-    },
+    profile: {spec.name: spec.expected_seconds[profile] for spec in STAGE_SPECS}
+    for profile in STAGE_SPECS[0].expected_seconds
 }
 PLAIN_SECTION_SECONDS = 5.0  # a section shorter than this gets no line of its own in plain output
 POLL_SECONDS = 1.0

@@ -39,20 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import STAGES, RunDir, load_json, save_json
+from .replicate_layout import (
+    REPLICATES_NOTEBOOK,
+    REPLICATES_STAGE,
+    replicates_complete,
+    replicates_dir,
+    seed_run_dir,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO_ROOT / "run_all.py"
-SEED_DIR_PREFIX = "seed-"
-REPLICATES_STAGE = "replicates"
-REPLICATES_NOTEBOOK = "07_replicates.ipynb"
-# What stage 07 writes into <root>/replicates/; the stage is complete when all of these exist.
-REPLICATES_OUTPUTS = (
-    "accuracy.json",
-    "noise_floor.json",
-    "stability.json",
-    "category_mix.json",
-    "summary.json",
-)
 # A loaded machine can take longer than Ray's start-up wait to start its agents; try again.
 RAY_START_ATTEMPTS = 3
 # How often a seed's task looks at its run directory for newly finished stages.
@@ -79,36 +75,6 @@ def parse_seeds(spec: str) -> list[int]:
             raise ReplicateArgumentError(f"--seeds: range {part!r} runs backwards; write {high}-{low}")
         seeds.update(range(low, high + 1))
     return sorted(seeds)
-
-
-def seed_run_dir(root: str | os.PathLike[str], seed: int) -> Path:
-    """Run directory of ``seed`` in the replicate run at ``root``."""
-    return Path(root) / f"{SEED_DIR_PREFIX}{seed}"
-
-
-def find_seed_dirs(root: str | os.PathLike[str]) -> dict[int, Path]:
-    """``{seed: directory}`` of the ``seed-<k>`` directories under ``root``, in seed order."""
-    found = {}
-    for path in Path(root).glob(f"{SEED_DIR_PREFIX}*"):
-        suffix = path.name[len(SEED_DIR_PREFIX) :]
-        if path.is_dir() and suffix.isdigit():
-            found[int(suffix)] = path
-    return dict(sorted(found.items()))
-
-
-def replicates_dir(root: str | os.PathLike[str]) -> Path:
-    """Where stage 07 writes: ``<root>/replicates``."""
-    return Path(root) / REPLICATES_STAGE
-
-
-def replicates_complete(root: str | os.PathLike[str], seeds: Sequence[int]) -> bool:
-    """Whether stage 07 wrote all its outputs for exactly ``seeds`` and did not fail since."""
-    directory = replicates_dir(root)
-    if not all((directory / name).exists() for name in REPLICATES_OUTPUTS):
-        return False
-    if (Path(root) / "executed" / f"{REPLICATES_STAGE}.incomplete").exists():
-        return False
-    return load_json(directory / "summary.json").get("seeds") == list(seeds)
 
 
 # --- one seed, as a Ray task --------------------------------------------------------------------------

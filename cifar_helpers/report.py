@@ -21,21 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path, load_json
+from .registry import STAGE_SPECS
 
 REPORT_NAME = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Rows shown for a JSON file without a dedicated summary; the file itself holds the rest.
 MAX_GENERIC_ROWS = 40
 
-STAGE_TITLES: dict[str, str] = {
-    "setup": "00 Setup: configuration, environment and data",
-    "baseline": "01 Baseline training",
-    "failures": "02 High-confidence failures",
-    "gradcam": "03 Grad-CAM of the failures",
-    "augmented": "04 Training with augmentation",
-    "reevaluation": "05 Re-evaluation: fixed, kept and new failures",
-    "stress": "06 Stress tests: corruptions, calibration, sanity check, positive control",
-}
+STAGE_TITLES: dict[str, str] = {spec.name: spec.title for spec in STAGE_SPECS}
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -768,7 +761,7 @@ def _interval_row(label: str, entry: dict[str, Any]) -> tuple[str, ...]:
 def replicates_section(root: str | os.PathLike[str]) -> str:
     """The replicate stage's section: accuracy over seeds, the noise floor table, failure stability
     and the figures, read from ``<root>/replicates/``."""
-    from .replicates import REPLICATES_NOTEBOOK, REPLICATES_OUTPUTS, replicates_dir
+    from .replicate_layout import REPLICATES_NOTEBOOK, REPLICATES_OUTPUTS, replicates_dir
 
     base = replicates_dir(root)
     missing = [name for name in REPLICATES_OUTPUTS if not (base / name).exists()]
@@ -859,7 +852,7 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
 
 def render_replicates_report(root: str | os.PathLike[str]) -> str:
     """The replicate run's report page: each seed's headline numbers and the replicate section."""
-    from .replicates import find_seed_dirs
+    from .replicate_layout import find_seed_dirs
 
     root = Path(root).expanduser().resolve()
     title = f"cifar-stress replicate report: {root.name}"

@@ -406,7 +406,7 @@ class Replicates:
     @property
     def dir(self) -> Path:
         """``<root>/replicates``, created."""
-        from .replicates import replicates_dir
+        from .replicate_layout import replicates_dir
 
         path = replicates_dir(self.root)
         path.mkdir(parents=True, exist_ok=True)
@@ -506,7 +506,7 @@ def open_replicates(
     """
     from .artifacts import MissingStageError
     from .config import resolve_profile
-    from .replicates import find_seed_dirs
+    from .replicate_layout import find_seed_dirs
     from .stages import default_run_dir
 
     root = Path(run_dir if run_dir is not None else default_run_dir(profile)).expanduser().resolve()

@@ -34,6 +34,7 @@ from .artifacts import (
     set_aside_stage,
 )
 from .config import ConfigError, RunConfig, make_config, resolve_profile
+from .registry import stage_number
 from .reproducibility import seed_everything
 from .runlock import check_not_locked
 
@@ -226,18 +227,13 @@ def open_stage(
     return Stage(name=stage, run=run, config=config, environment=environment)
 
 
-def _notebook_hint(stage: str) -> str:
-    number = list(STAGES).index(stage)
-    return f"{STAGES[stage][1]} (run_all.py --stages {number})"
-
-
 def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
     """Raise :class:`StaleStageError` when ``stage`` (read by ``reader``) holds results computed from
     outputs of earlier stages that have changed since, naming what to rerun."""
     at_fault = lineage.out_of_date(run, stage)
     if not at_fault:
         return
-    first, last = list(STAGES).index(stage), list(STAGES).index(reader)
+    first, last = stage_number(stage), stage_number(reader)
     raise StaleStageError(
         f"stage '{reader}' reads stage '{stage}', whose results in {run.root} were computed from earlier "
         f"results of {', '.join(repr(s) for s in at_fault)}, which have been recomputed since: rerun "
@@ -277,8 +273,8 @@ def replace_results(run: RunDir, stage: str) -> None:
         return
     message = f"force: the previous results of stage '{stage}' moved to {moved}"
     if affected:
-        first = list(STAGES).index(affected[0])
-        last = list(STAGES).index(affected[-1])
+        first = stage_number(affected[0])
+        last = stage_number(affected[-1])
         message += (
             f"; {', '.join(affected)} now hold results of the old ones: rerun them after this notebook "
             f"(run_all.py --stages {first}-{last})"

@@ -14,16 +14,13 @@ from conftest import REPLICATE_SEEDS
 from cifar_helpers.artifacts import STAGES, RunDir, load_json
 from cifar_helpers.config import make_config
 from cifar_helpers.pipeline import stage_is_finished
-from cifar_helpers.replicates import (
+from cifar_helpers.replicate_layout import (
     REPLICATES_NOTEBOOK,
     REPLICATES_OUTPUTS,
-    ReplicateArgumentError,
     find_seed_dirs,
-    parse_seeds,
-    seed_command,
     seed_run_dir,
-    task_resources,
 )
+from cifar_helpers.replicates import ReplicateArgumentError, parse_seeds, seed_command, task_resources
 from cifar_helpers.report import REPLICATES_TITLE
 
 REPO = Path(__file__).resolve().parents[1]
