@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from cifar_helpers import report
 from cifar_helpers.artifacts import STAGE_INPUTS, STAGES, RunDir, set_aside_stage
 from cifar_helpers.config import PROFILE_NAMES, resolve_profile
 from cifar_helpers.lineage import out_of_date, pin_readers
@@ -201,11 +202,7 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
     summary = summarize_run(run, results)
     write_summary(run, summary)
     print("\n" + format_summary(summary))
-    try:
-        from cifar_helpers.report import write_report
-    except ImportError:  # the report module arrives with the stress-test stage
-        return 0
-    print(f"\nReport: {write_report(run.root)}")
+    print(f"\nReport: {report.write_report(run.root)}")
     return 0
 
 

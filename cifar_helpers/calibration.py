@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
+from .checks import check_class_indices, check_probabilities, check_score_matrix
+
 # Search interval of T. Below 0.05 or above 20 the network's confidences would be either all ~1 or all
 # ~1/C; an optimum at a bound means the hold-out set cannot pin T down (e.g. it has no errors).
 TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
@@ -36,23 +38,10 @@ def _as_tensor(values: Any, name: str) -> torch.Tensor:
 
 def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C) float scores and (N,) int labels -> float64 and int64 CPU tensors, validated."""
-    scores = _as_tensor(scores, name)
+    scores = check_score_matrix(name, _as_tensor(scores, name))
+    num_rows, num_classes = scores.shape
     labels = _as_tensor(labels, "labels")
-    if scores.ndim != 2 or scores.shape[1] < 2:
-        raise ValueError(f"{name} must have shape (N, C) with C >= 2 classes, got {tuple(scores.shape)}")
-    if not scores.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got dtype {scores.dtype}")
-    if scores.shape[0] == 0:
-        raise ValueError(f"{name} holds no samples; at least one is needed")
-    if labels.ndim != 1 or labels.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"labels must have shape ({scores.shape[0]},) to match {name}, got {tuple(labels.shape)}"
-        )
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
-    labels = labels.long()
-    if int(labels.min()) < 0 or int(labels.max()) >= scores.shape[1]:
-        raise ValueError(f"labels must be class indices in [0, {scores.shape[1]}), got values outside it")
+    labels = check_class_indices("labels", labels, num_rows, num_classes, rows_name=name)
     scores = scores.to(torch.float64)
     if not torch.isfinite(scores).all():
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -61,12 +50,7 @@ def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, to
 
 def _check_probs(probs: Any, labels: Any, name: str = "probs") -> tuple[torch.Tensor, torch.Tensor]:
     probs, labels = _check_scores(probs, labels, name)
-    row_sums = probs.sum(dim=1)
-    if (probs < 0).any() or ((row_sums - 1.0).abs() > 1e-3).any():
-        raise ValueError(
-            f"{name} must hold softmax probabilities (rows >= 0 summing to 1); pass logits.softmax(1)"
-        )
-    return probs, labels
+    return check_probabilities(name, probs), labels
 
 
 def _check_n_bins(n_bins: Any) -> int:
@@ -117,20 +101,6 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
         "ece": ece,
         "num_samples": int(labels.numel()),
     }
-
-
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    """Expected calibration error: sum over bins of (bin size / N) * |bin accuracy - bin mean confidence|.
-
-    Args:
-        probs: float (N, C) softmax probabilities.
-        labels: int64 (N,) true classes.
-        n_bins: equal-width bins on the maximum probability (see :func:`reliability_bins`).
-
-    Returns:
-        ECE in [0, 1]; 0 for a perfectly calibrated model (in the large-N limit).
-    """
-    return float(reliability_bins(probs, labels, n_bins)["ece"])
 
 
 def negative_log_likelihood(

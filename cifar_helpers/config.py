@@ -393,7 +393,7 @@ def make_config(profile: str = "auto", **overrides: Any) -> RunConfig:
     """A validated :class:`RunConfig` from a named profile plus overrides.
 
     >>> make_config("smoke", seed=0).epochs
-    2
+    6
     """
     resolved = resolve_profile(profile)
     return RunConfig.from_dict({**PROFILES[resolved], **overrides, "profile": resolved})

@@ -853,20 +853,6 @@ def make_synthetic_cifar(
     )
 
 
-def synthetic_tied_background(label: int, seed: int = 0) -> torch.Tensor:
-    """The tied background of class ``label`` without jitter or noise: uint8 (3, 32, 32).
-
-    This is what ``background_class_correlation`` puts behind a training object of that class.
-    ``seed`` is accepted for symmetry; tied backgrounds are the same for every seed.
-    """
-    if not 0 <= label < len(SYNTHETIC_CLASSES):
-        raise DataError(f"label must be in [0, {len(SYNTHETIC_CLASSES)}), got {label!r}")
-    t = _stripes(torch.tensor([_tied_angle(label)]), torch.tensor([_tied_freq(label)]), torch.zeros(1))
-    c1, c2 = (torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1) for c in _tied_colours(label))
-    image = c1 * (1 - t[:, None]) + c2 * t[:, None]
-    return image[0].round().clamp(0, 255).to(torch.uint8)
-
-
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser: a bijective scramble of uint64 values (a counter-based RNG)."""
     with np.errstate(over="ignore"):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .artifacts import load_torch, save_torch
+from .checks import check_images_and_labels, model_device
 from .normalization import normalize
 
 
@@ -79,22 +80,6 @@ class Predictions:
         return cls(logits=data["logits"], labels=data["labels"])
 
 
-def _check_images_labels(images: torch.Tensor, labels: torch.Tensor) -> None:
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-    if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
-        raise ValueError(
-            f"labels must be int64 ({images.shape[0]},) to match images, "
-            f"got {labels.dtype} {tuple(labels.shape)}"
-        )
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def predict(
     model: nn.Module,
     images: torch.Tensor,
@@ -118,7 +103,7 @@ def predict(
         images: uint8 (N, 3, H, W), on any device.
         labels: int64 (N,), stored with the logits.
         batch_size: images per forward pass.
-        device: where to compute; ``None`` uses the device of the model's parameters.
+        device: where to compute; ``None`` uses the model's device (its first parameter or buffer).
         bf16: autocast the forward pass to bfloat16 (logits are returned as float32 either way).
         fp16: autocast the forward pass to float16 instead (CUDA GPUs without native bf16).
         channels_last: give the model channels-last input (use it when the model is channels-last).
@@ -126,12 +111,12 @@ def predict(
     Returns:
         :class:`Predictions` with float32 logits (N, C) and the labels, both on the CPU.
     """
-    _check_images_labels(images, labels)
+    check_images_and_labels(images, labels)
     if images.shape[0] == 0:
         raise ValueError("predict needs at least one image, got N = 0")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if bf16 and fp16:
         raise ValueError("predict: choose bf16 or fp16, not both")

@@ -23,9 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-# Softmax outputs in float32 sum to 1 within ~1e-6; this tolerance still rejects logits or
-# unnormalised scores passed by mistake, which is the error it exists to catch.
-_ROW_SUM_TOLERANCE = 1e-3
+from .checks import check_class_indices, check_probabilities, check_score_matrix
 
 _FAILURE_SET_KEYS = (
     "threshold",
@@ -53,53 +51,18 @@ def _check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def _check_labels(labels: Tensor, name: str = "labels") -> Tensor:
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (N,), got shape {tuple(labels.shape)}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices (int64), got dtype {labels.dtype}")
-    return labels.detach().cpu().long()
-
-
 def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
     """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU.
 
     Probabilities are returned in float64 when given in float64, else in float32, so comparisons
     with the threshold happen at the precision the caller computed them in.
     """
-    if not isinstance(probs, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, C), got {type(probs).__name__}")
-    if probs.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, C) softmax probabilities, got shape {tuple(probs.shape)}")
-    if not probs.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point softmax probabilities, got dtype {probs.dtype}")
-    num_images, num_classes = probs.shape
-    if num_images == 0:
-        raise ValueError(f"{name} holds no images (shape {tuple(probs.shape)}); at least one is needed")
-    if num_classes < 2:
-        raise ValueError(f"{name} must have at least 2 classes (columns), got {num_classes}")
-    labels = _check_labels(labels)
-    if labels.shape[0] != num_images:
-        raise ValueError(f"{name} has {num_images} rows but labels has {labels.shape[0]} entries")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"labels must be class indices in [0, {num_classes}) to match {name}'s {num_classes} columns, "
-            f"got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
+    num_images, num_classes = check_score_matrix(name, probs).shape
+    labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
     probs = probs.detach().cpu()
     if probs.dtype != torch.float64:
         probs = probs.float()
-    if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
-        raise ValueError(f"{name} must hold probabilities in [0, 1] (pass logits.softmax(dim=1))")
-    row_sums = probs.sum(dim=1, dtype=torch.float64)
-    if ((row_sums - 1.0).abs() > _ROW_SUM_TOLERANCE).any():
-        raise ValueError(
-            f"every row of {name} must sum to 1 (softmax probabilities, pass logits.softmax(dim=1)); "
-            f"row sums range from {float(row_sums.min()):.6g} to {float(row_sums.max()):.6g}"
-        )
-    return probs, labels
+    return check_probabilities(name, probs), labels
 
 
 def _check_classes(classes: Sequence[str], num_classes: int, name: str = "classes") -> list[str]:
@@ -308,11 +271,9 @@ def per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: in
     is undefined, and 0 would claim the model never fails on it).
     """
     num_classes = _check_num_classes(num_classes)
-    labels = _check_labels(labels)
-    if len(labels) != failures.num_images:
-        raise ValueError(f"labels has {len(labels)} entries but the failures come from {failures.num_images}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must be class indices in [0, {num_classes})")
+    labels = check_class_indices(
+        "labels", labels, failures.num_images, num_classes, rows_name="the images the failures come from"
+    )
     if len(failures) and failures.true_labels.max() >= num_classes:
         raise ValueError(f"failures hold true classes >= num_classes={num_classes}")
     images = torch.bincount(labels, minlength=num_classes).double()

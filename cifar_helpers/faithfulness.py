@@ -48,7 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .gradcam import _check_targets, _model_device, _restore_modes, _save_modes, explain_images, resolve_layer
+from .checks import check_images, check_target_classes, model_device
+from .gradcam import _restore_modes, _save_modes, explain_images, resolve_layer
 from .normalization import normalize
 
 MOST_RELEVANT_FIRST = "most_relevant_first"
@@ -77,15 +78,6 @@ def check_fractions(fractions: Sequence[float], name: str = "fractions") -> tupl
     if any(b <= a for a, b in itertools.pairwise(values)):
         raise ValueError(f"{name} must be strictly increasing, got {fractions!r}")
     return tuple(values)
-
-
-def _check_uint8(images: Tensor, name: str = "images_uint8") -> Tensor:
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-        raise TypeError(
-            f"{name} must be a uint8 tensor (N, 3, H, W), got "
-            f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}"
-        )
-    return images
 
 
 def _check_map_shape(maps: Tensor, shape: tuple[int, int, int], name: str = "maps") -> Tensor:
@@ -167,7 +159,7 @@ def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
 
 
 def _target_probabilities(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> Tensor:
-    device = _model_device(model, x.device)
+    device = model_device(model, x.device)
     out = torch.empty(len(x), dtype=torch.float64)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -207,7 +199,7 @@ def road_change(
         float64 (N,) on the CPU: probability after minus probability before.
     """
     n, _, height, width = images.shape
-    targets = _check_targets(target_classes, n)
+    targets = check_target_classes("target_classes", target_classes, n)
     maps = _check_map_shape(maps, (n, height, width))
     keep = keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
     imputed = impute(images, keep, seed=seed)
@@ -314,11 +306,11 @@ def library_maps(
     classes = {"gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "scorecam": ScoreCAM, "eigencam": EigenCAM}
     if method not in classes:
         raise ValueError(f"method must be one of {', '.join(classes)}, got {method!r}")
-    images_uint8 = _check_uint8(images_uint8)
+    images_uint8 = check_images("images_uint8", images_uint8)
     n, _, height, width = images_uint8.shape
-    targets = _check_targets(target_classes, n)
+    targets = check_target_classes("target_classes", target_classes, n)
     target_layer = resolve_layer(model, layer)
-    device = _model_device(model, images_uint8.device)
+    device = model_device(model, images_uint8.device)
     maps = torch.zeros((n, height, width), dtype=torch.float32)
     modes = _save_modes(model)
     grads_before = [p.grad for p in model.parameters()]
@@ -384,7 +376,7 @@ def comparison_maps(
         ``maps``: ``{"gradcam@layer2": (N, H, W), ..., "random": (N, H, W)}`` float32 on the CPU;
         ``seconds``: the time each took.
     """
-    images_uint8 = _check_uint8(images_uint8)
+    images_uint8 = check_images("images_uint8", images_uint8)
     unknown = [e for e in explainers if e not in EXPLAINERS]
     if unknown:
         raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
@@ -429,7 +421,7 @@ def road_table(
     Returns:
         ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
     """
-    images_uint8 = _check_uint8(images_uint8)
+    images_uint8 = check_images("images_uint8", images_uint8)
     fractions = check_fractions(fractions)
     start = time.perf_counter()
     images = normalize(images_uint8.cpu())
@@ -571,7 +563,7 @@ def road_by_model(
         JSON-ready: ``num_images``, ``fractions`` and ``models`` (``{name: road_table result with rows
         "gradcam" and "random"}``).
     """
-    images_uint8 = _check_uint8(images_uint8)
+    images_uint8 = check_images("images_uint8", images_uint8)
     n, _, height, width = images_uint8.shape
     floor = random_maps(n, height, width, seed=seed)
     tables = {

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_images, check_target_classes, model_device
 from .failures import FailureSet
 from .normalization import normalize
 
@@ -35,12 +36,6 @@ DEFAULT_LAYER = "layer4"
 # --------------------------------------------------------------------------------------------------
 # Validation and small helpers
 # --------------------------------------------------------------------------------------------------
-def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return fallback
-
-
 def _check_batch_size(batch_size: int | None, n: int) -> int:
     if batch_size is None:
         return max(n, 1)
@@ -60,27 +55,6 @@ def _check_float_images(images: Tensor, name: str = "images") -> Tensor:
             f"images), got dtype {images.dtype}"
         )
     return images.detach()
-
-
-def _check_targets(target_classes: Tensor | int, n: int, name: str = "target_classes") -> Tensor:
-    """int or integer (N,) tensor -> int64 (N,) on the CPU, non-negative."""
-    if isinstance(target_classes, bool):
-        raise TypeError(f"{name} must be an int or an int64 tensor (N,), got a bool")
-    if isinstance(target_classes, int):
-        targets = torch.full((n,), target_classes, dtype=torch.int64)
-    elif isinstance(target_classes, Tensor):
-        if target_classes.dtype.is_floating_point or target_classes.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer class indices, got dtype {target_classes.dtype}")
-        if target_classes.ndim != 1 or len(target_classes) != n:
-            raise ValueError(
-                f"{name} must have shape ({n},) to match the images, got {tuple(target_classes.shape)}"
-            )
-        targets = target_classes.detach().cpu().long()
-    else:
-        raise TypeError(f"{name} must be an int or an int64 tensor (N,), got {type(target_classes).__name__}")
-    if n and targets.min() < 0:
-        raise ValueError(f"{name} must be non-negative class indices, got {int(targets.min())}")
-    return targets
 
 
 def _check_maps(maps: Tensor, name: str = "maps") -> Tensor:
@@ -182,9 +156,9 @@ def grad_cam(
     target_layer = resolve_layer(model, layer)
     images = _check_float_images(images)
     n, _, height, width = images.shape
-    targets = _check_targets(target_classes, n)
+    targets = check_target_classes("target_classes", target_classes, n)
     batch_size = _check_batch_size(batch_size, n)
-    device = _model_device(model, images.device)
+    device = model_device(model, images.device)
     targets = targets.to(device)
     captured: list[Tensor] = []
 
@@ -281,12 +255,7 @@ def gradcam_for_failures(
         On the CPU: ``indices`` int64 (K,), ``predicted`` and ``true_labels`` int64 (K,),
         ``predicted_maps`` and ``true_maps`` float32 (K, H, W) in [0, 1].
     """
-    if not isinstance(images_uint8, Tensor) or images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
-        raise TypeError(
-            "images_uint8 must be a uint8 tensor (N, 3, H, W), got "
-            f"{getattr(images_uint8, 'dtype', type(images_uint8).__name__)} "
-            f"{tuple(getattr(images_uint8, 'shape', ()))}"
-        )
+    images_uint8 = check_images("images_uint8", images_uint8)
     if not isinstance(failures, FailureSet):
         raise TypeError(f"failures must be a FailureSet, got {type(failures).__name__}")
     if failures.num_images != len(images_uint8):
@@ -299,10 +268,10 @@ def gradcam_for_failures(
     ):
         raise ValueError(f"max_items must be a non-negative integer or None, got {max_items!r}")
     batch_size = _check_batch_size(batch_size, len(failures))
-    model_device = _model_device(model, images_uint8.device)
-    requested = model_device if device is None else torch.device(device)
-    if requested.type != model_device.type or requested.index not in (None, model_device.index):
-        raise ValueError(f"device={str(device)!r} but the model is on {model_device}; move the model first")
+    home = model_device(model, images_uint8.device)
+    requested = home if device is None else torch.device(device)
+    if requested.type != home.type or requested.index not in (None, home.index):
+        raise ValueError(f"device={str(device)!r} but the model is on {home}; move the model first")
     target_layer = resolve_layer(model, layer)
 
     k = len(failures) if max_items is None else min(max_items, len(failures))
@@ -313,7 +282,7 @@ def gradcam_for_failures(
     true_maps = torch.empty((k, height, width), dtype=torch.float32)
     for start in range(0, k, batch_size):
         batch = slice(start, start + batch_size)
-        x = normalize(images_uint8[indices[batch]].to(model_device))
+        x = normalize(images_uint8[indices[batch]].to(home))
         predicted_maps[batch] = grad_cam(model, x, predicted[batch], target_layer).cpu()
         true_maps[batch] = grad_cam(model, x, true_labels[batch], target_layer).cpu()
     return {
@@ -476,7 +445,7 @@ def deletion_curve(
     """
     images = _check_float_images(images)
     n, _, height, width = images.shape
-    targets = _check_targets(target_classes, n)
+    targets = check_target_classes("target_classes", target_classes, n)
     maps = _check_maps(maps)
     if maps.shape != (n, height, width):
         raise ValueError(
@@ -487,7 +456,7 @@ def deletion_curve(
     batch_size = _check_batch_size(batch_size, n)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    device = _model_device(model, images.device)
+    device = model_device(model, images.device)
 
     pixels = height * width
     counts = [s * pixels // steps for s in range(steps + 1)]
@@ -606,12 +575,11 @@ def explain_images(
     Returns:
         float32 (K, H, W) maps in [0, 1], on the CPU.
     """
-    if not isinstance(images_uint8, Tensor) or images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
-        raise TypeError(f"images_uint8 must be a uint8 tensor (K, 3, H, W), got {images_uint8!r:.80}")
+    images_uint8 = check_images("images_uint8", images_uint8)
     k, _, height, width = images_uint8.shape
-    targets = _check_targets(target_classes, k)
+    targets = check_target_classes("target_classes", target_classes, k)
     batch_size = _check_batch_size(batch_size, k)
-    device = _model_device(model, images_uint8.device)
+    device = model_device(model, images_uint8.device)
     target_layer = resolve_layer(model, layer)
     maps = torch.zeros((k, height, width), dtype=torch.float32)
     for start in range(0, k, batch_size):
@@ -689,7 +657,7 @@ def failure_attention_report(
     )
     fail_maps = failure_maps["predicted_maps"]
 
-    device = _model_device(model, images_uint8.device)
+    device = model_device(model, images_uint8.device)
     report.update(
         periphery=attention_measures(fail_maps, control_maps, center=center),
         failure_periphery_shares=_share_list(fail_maps, center),

@@ -605,19 +605,6 @@ def comparison_by_category(
     }
 
 
-def status_with_categories(comparison: FailureComparison, categories: Sequence[str]) -> list[str]:
-    """Each baseline failure's status, with its category and a flag on fixed verified label errors.
-
-    ``categories`` align with ``comparison.baseline_failures`` (rank order), e.g. from
-    :func:`failure_categories`; the result is used as row titles and table column.
-    """
-    out = []
-    for status, category in zip(comparison.status(), categories, strict=True):
-        flag = " (agrees with a wrong label!)" if status == "fixed" and category == LABEL_ERROR else ""
-        out.append(f"{status}{flag}, {category}")
-    return out
-
-
 def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float = 1.0) -> float:
     """Peterson et al.'s measure of human-like uncertainty: the mean cross-entropy (nats) between the
     CIFAR-10H vote distribution and the model's softmax(logits / temperature).
@@ -745,14 +732,6 @@ def describe_human_calibration(result: dict[str, Any]) -> str:
         after = "-" if m["after"] is None else f"{m['after']:.3f}"
         lines.append(f"  {name:<12}{m['before']:>12.3f}{t:>13}{after:>10}")
     return "\n".join(lines)
-
-
-def category_columns(comparison: FailureComparison, human_report: dict[str, Any]) -> list[str] | None:
-    """The category of each baseline failure (rank order) from notebook 02's saved report, or None."""
-    if not human_report.get("applies"):
-        return None
-    by_index = {r["index"]: r["category"] for r in human_report["failures"]}
-    return [by_index[i] for i in comparison.baseline_failures.indices.tolist()]
 
 
 def browser_inputs(

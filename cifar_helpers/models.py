@@ -87,8 +87,3 @@ def resnet18(num_classes: int = 10, width: int = 64, zero_init_residual: bool = 
             if isinstance(module, BasicBlock):
                 nn.init.zeros_(module.bn2.weight)
     return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

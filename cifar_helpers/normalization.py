@@ -1,4 +1,4 @@
-"""Turning uint8 images into the network's input and back.
+"""Turning uint8 images into the network's input.
 
 Images are stored as uint8 (N, 3, 32, 32) everywhere in the project (a quarter of float32's memory,
 and exactly what the files hold); they are converted to normalised floats only on the device, one
@@ -29,9 +29,3 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
     mean, std = _stats(images)
     return (images.float().div_(255.0) - mean) / std
-
-
-def denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize`: float (N, 3, H, W) -> float in [0, 1], for display."""
-    mean, std = _stats(x)
-    return (x.float() * std + mean).clamp_(0.0, 1.0)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import os
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from PIL import Image, UnidentifiedImageError
 
 from .artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path, load_json
 from .registry import STAGE_SPECS
@@ -496,35 +498,25 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
 def png_problem(data: bytes) -> str | None:
     """Why ``data`` is not an intact PNG file, or None when it is one.
 
-    Checks the signature, every chunk's length and CRC, that IHDR comes first and IEND last, and that
-    the image data decompresses: what a browser needs to decode the figure, at a fraction of the cost.
+    Pillow's ``verify`` walks the chunks and checks each one's CRC without decoding; a fresh ``load``
+    then decodes the pixels, which catches image data that is cut short or does not decompress: what
+    a browser needs to show the figure.
     """
     if not data.startswith(PNG_SIGNATURE):
         return "is not a PNG file"
-    position, first, image_data = len(PNG_SIGNATURE), True, []
-    while position + 12 <= len(data):
-        length = int.from_bytes(data[position : position + 4], "big")
-        kind = data[position + 4 : position + 8]
-        body = data[position + 8 : position + 8 + length]
-        crc = data[position + 8 + length : position + 12 + length]
-        if len(body) != length or len(crc) != 4:
-            return "is a truncated PNG file"
-        if zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
-            return f"is a damaged PNG file (bad checksum in its {kind.decode('latin-1')!r} chunk)"
-        if first and kind != b"IHDR":
-            return "is a damaged PNG file (no IHDR header)"
-        first = False
-        if kind == b"IDAT":
-            image_data.append(body)
-        position += 12 + length
-        if kind == b"IEND":
-            break
-    else:
-        return "is a truncated PNG file (no IEND chunk)"
     try:
-        zlib.decompress(b"".join(image_data))
-    except zlib.error:
-        return "is a damaged PNG file (its image data does not decompress)"
+        # verify() leaves the image unusable, hence a second open for load().
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "is a damaged PNG file (its header cannot be read)"
+    except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as error:
+        # Pillow reports a short file as an OSError or EOFError that says so; anything else is damage.
+        if isinstance(error, EOFError) or "truncated" in str(error).lower():
+            return "is a truncated PNG file"
+        return f"is a damaged PNG file ({error})"
     return None
 
 

@@ -1,7 +1,7 @@
 """Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
 
 Every notebook starts with :func:`setup_run` (stage 00) or :func:`open_stage` (stages 01-06). They
-make the properties of ARCHITECTURE.md hold without each notebook repeating them:
+make the properties of docs/architecture.md hold without each notebook repeating them:
 
 * a stage reads only what earlier stages wrote, and fails with a message naming the notebook to run
   when an input is missing;

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import RunDir, load_json, load_torch, save_json, save_torch
 from .augment import random_crop_flip
+from .checks import check_images_and_labels
 from .config import ConfigError, RunConfig
 from .evaluation import accuracy, confusion_matrix, cross_entropy, per_class_accuracy, predict
 from .models import resnet18
@@ -267,23 +268,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _check_data(name: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
-        raise ValueError(f"{name}_images must be a uint8 tensor (N, 3, H, W), got {got}")
-    if images.shape[1] != 3:
-        raise ValueError(f"{name}_images must have 3 channels, got shape {tuple(images.shape)}")
-    if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
-        raise ValueError(
-            f"{name}_labels must be int64 ({images.shape[0]},) to match {name}_images, "
-            f"got {labels.dtype} {tuple(labels.shape)}"
-        )
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"{name}_labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
-        )
-
-
 def _history_document(
     config: RunConfig, history: list[dict[str, Any]], environment: dict[str, Any]
 ) -> dict[str, Any]:
@@ -364,8 +348,8 @@ def train_model(
         (eval mode, un-augmented test set), ``"lr"`` (of the epoch's last step), ``"seconds"`` (time of
         the epoch's training steps, test evaluation excluded)``}``.
     """
-    _check_data("train", train_images, train_labels, num_classes)
-    _check_data("test", test_images, test_labels, num_classes)
+    check_images_and_labels(train_images, train_labels, num_classes, prefix="train")
+    check_images_and_labels(test_images, test_labels, num_classes, prefix="test")
     if stop_after_epoch is not None and stop_after_epoch < 1:
         raise ValueError(f"stop_after_epoch must be >= 1 or None, got {stop_after_epoch!r}")
     if config.num_threads is not None:

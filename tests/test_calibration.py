@@ -11,7 +11,6 @@ from cifar_helpers import calibration
 from cifar_helpers.calibration import (
     TEMPERATURE_BOUNDS,
     calibration_report,
-    expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     reliability_bins,
@@ -28,13 +27,13 @@ def _calibrated(n: int, seed: int, num_classes: int = 10, scale: float = 2.0):
 
 def test_ece_of_calibrated_predictor_is_near_zero() -> None:
     logits, labels = _calibrated(20000, seed=0)
-    assert expected_calibration_error(logits.softmax(dim=1), labels) < 0.02
+    assert reliability_bins(logits.softmax(dim=1), labels)["ece"] < 0.02
 
 
 def test_ece_of_overconfident_predictor_is_large() -> None:
     logits, labels = _calibrated(20000, seed=1)
     # The same labels with logits three times as large: confidences far above the true hit rates.
-    assert expected_calibration_error((3 * logits).softmax(dim=1), labels) > 0.15
+    assert reliability_bins((3 * logits).softmax(dim=1), labels)["ece"] > 0.15
 
 
 def test_ece_matches_a_hand_computed_example() -> None:
@@ -42,9 +41,9 @@ def test_ece_matches_a_hand_computed_example() -> None:
     probs = torch.tensor([[0.92, 0.08], [0.83, 0.17], [0.26, 0.74], [0.35, 0.65]], dtype=torch.float64)
     labels = torch.tensor([0, 1, 1, 1])
     # Two bins: all four in (0.5, 1], accuracy 0.75 against mean confidence 0.785.
-    assert expected_calibration_error(probs, labels, n_bins=2) == pytest.approx(0.035)
+    assert reliability_bins(probs, labels, n_bins=2)["ece"] == pytest.approx(0.035)
     # Ten bins: each prediction alone in its bin.
-    assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(
+    assert reliability_bins(probs, labels, n_bins=10)["ece"] == pytest.approx(
         (0.08 + 0.83 + 0.26 + 0.35) / 4
     )
 
@@ -67,7 +66,10 @@ def test_reliability_bins_are_consistent() -> None:
         else:
             assert 0.0 <= acc <= 1.0
             assert lo - 1e-12 <= conf <= hi + 1e-12
-    assert bins["ece"] == pytest.approx(expected_calibration_error(logits.softmax(dim=1), labels))
+    # The ECE is the bins' gaps weighted by their share of the predictions.
+    rows = zip(bins["counts"], bins["accuracy"], bins["confidence"], strict=True)
+    gaps = [n * abs(a - c) for n, a, c in rows if n]
+    assert bins["ece"] == pytest.approx(sum(gaps) / 3000)
 
 
 def test_nll_from_logits_and_probs_agree() -> None:
@@ -155,13 +157,13 @@ def test_temperature_never_sees_test_data(monkeypatch: pytest.MonkeyPatch) -> No
 )
 def test_bad_input_is_refused_with_a_clear_message(probs, labels, message) -> None:
     with pytest.raises(ValueError, match=message):
-        expected_calibration_error(probs, labels)
+        reliability_bins(probs, labels)
 
 
 def test_bad_arguments_are_refused() -> None:
     logits, labels = _calibrated(10, seed=9)
     with pytest.raises(ValueError, match="n_bins"):
-        expected_calibration_error(logits.softmax(dim=1), labels, n_bins=0)
+        reliability_bins(logits.softmax(dim=1), labels, n_bins=0)
     with pytest.raises(ValueError, match="inputs must be"):
         negative_log_likelihood(logits, labels, inputs="scores")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="threshold"):

@@ -29,7 +29,6 @@ from cifar_helpers.data import (
     make_synthetic_cifar,
     resolve_data_root,
     stratified_indices,
-    synthetic_tied_background,
 )
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -210,8 +209,18 @@ def _background_means(d: CifarData, split: str) -> tuple[torch.Tensor, torch.Ten
     return means, getattr(d, f"{split}_labels")
 
 
+def _tied_background(label: int) -> torch.Tensor:
+    """What ``background_class_correlation`` puts behind a training object of class ``label``, without
+    jitter or noise: uint8 (3, 32, 32), from the generator's own recipe."""
+    angle = torch.tensor([data_module._tied_angle(label)])
+    t = data_module._stripes(angle, torch.tensor([data_module._tied_freq(label)]), torch.zeros(1))
+    c1, c2 = (torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1) for c in data_module._tied_colours(label))
+    image = c1 * (1 - t[:, None]) + c2 * t[:, None]
+    return image[0].round().clamp(0, 255).to(torch.uint8)
+
+
 def _nearest_tied_class(means: torch.Tensor) -> torch.Tensor:
-    tied = torch.stack([synthetic_tied_background(c).double().mean((1, 2)) for c in range(10)])
+    tied = torch.stack([_tied_background(c).double().mean((1, 2)) for c in range(10)])
     return torch.cdist(means, tied).argmin(1)
 
 

@@ -250,10 +250,6 @@ def test_comparison_by_category_flags_fixed_label_errors() -> None:
     assert result["by_category"]["new"][hl.MODEL_ERROR] == 1
     (flag,) = result["fixed_label_errors"]
     assert flag["index"] == 0 and flag["given"] == "airplane" and flag["human_plurality"] == "cat"
-    status = hl.status_with_categories(
-        comparison, hl.failure_categories(comparison.baseline_failures.indices, human)
-    )
-    assert "agrees with a wrong label" in status[0] and status[1] == "kept (same), model error"
 
 
 def test_human_cross_entropy_is_lowest_for_the_human_distribution() -> None:

@@ -1,0 +1,201 @@
+"""Input checks shared by the library's entry points: one definition per kind of input.
+
+Every check takes the argument's name first and says in its message what is accepted, so a caller
+several calls away from the mistake can still find it. This module imports nothing from the package
+(it is a leaf), so any module can use it without an import cycle.
+
+Exception types keep the callers' public contract: a non-tensor raises ``TypeError``; a uint8 image
+batch or its int64 labels of the wrong dtype or shape raise ``ValueError``; a score matrix or class
+indices of the wrong kind of dtype raise ``TypeError``, of the wrong shape or values ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# Softmax outputs in float32 sum to 1 within ~1e-6; this tolerance still rejects logits or
+# unnormalised scores passed by mistake, which is the error it exists to catch.
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def model_device(model: nn.Module, default: torch.device | None = None) -> torch.device:
+    """The device of ``model``'s first parameter, else of its first buffer, else ``default`` (or CPU)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu") if default is None else default
+
+
+def check_images(name: str, images: Any) -> Tensor:
+    """``images`` unchanged if it is an image batch as the project stores them: uint8 (N, 3, H, W), RGB.
+
+    Raises:
+        TypeError: not a tensor.
+        ValueError: a tensor of another dtype, dimensionality or channel count.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of uint8 (N, 3, H, W), got {type(images).__name__}")
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"{name} must be a uint8 tensor of RGB images (dtype uint8 with shape (N, 3, H, W)), "
+            f"got dtype {images.dtype} and shape {tuple(images.shape)}"
+        )
+    return images
+
+
+def check_labels(
+    name: str, labels: Any, num_images: int, num_classes: int | None = None, *, images_name: str = "images"
+) -> Tensor:
+    """``labels`` unchanged if they are the labels of ``num_images`` images as stored: int64 (N,), and
+    with ``num_classes`` given, each in [0, num_classes). ``images_name`` names the images in messages.
+
+    Raises:
+        TypeError: not a tensor.
+        ValueError: another dtype or shape, or a label outside [0, num_classes).
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of int64 ({num_images},), got {type(labels).__name__}"
+        )
+    if labels.dtype != torch.int64 or labels.shape != (num_images,):
+        raise ValueError(
+            f"{name} must be int64 ({num_images},) to match {images_name}, "
+            f"got {labels.dtype} {tuple(labels.shape)}"
+        )
+    if num_classes is None or not labels.numel():
+        return labels
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
+    return labels
+
+
+def check_images_and_labels(
+    images: Any, labels: Any, num_classes: int | None = None, *, prefix: str = ""
+) -> tuple[Tensor, Tensor]:
+    """:func:`check_images` and :func:`check_labels` on uint8 (N, 3, H, W) images and int64 (N,) labels.
+
+    ``prefix`` names them ``{prefix}_images`` and ``{prefix}_labels`` in messages (e.g. ``"train"``);
+    empty: ``images`` and ``labels``. Returns ``(images, labels)`` unchanged.
+    """
+    images_name, labels_name = (f"{prefix}_images", f"{prefix}_labels") if prefix else ("images", "labels")
+    images = check_images(images_name, images)
+    labels = check_labels(labels_name, labels, images.shape[0], num_classes, images_name=images_name)
+    return images, labels
+
+
+def check_score_matrix(name: str, scores: Any) -> Tensor:
+    """``scores`` unchanged if it is a per-class score matrix (logits or probabilities): float (N, C),
+    N >= 1, C >= 2. Only type and shape are checked; :func:`check_probabilities` checks values too.
+
+    Raises:
+        TypeError: not a tensor, or not floating point.
+        ValueError: not 2-D, fewer than 2 columns, or no rows.
+    """
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, C), got {type(scores).__name__}")
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(
+            f"{name} must be 2-D, shape (N, C) with C >= 2 classes, got shape {tuple(scores.shape)}"
+        )
+    if not scores.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point, got dtype {scores.dtype}")
+    if scores.shape[0] == 0:
+        raise ValueError(f"{name} holds no rows (shape {tuple(scores.shape)}); at least one is needed")
+    return scores
+
+
+def check_probabilities(name: str, probs: Any) -> Tensor:
+    """``probs`` unchanged if it holds softmax probabilities: float (N, C) as :func:`check_score_matrix`,
+    finite, in [0, 1], each row summing to 1 within :data:`ROW_SUM_TOLERANCE` (summed in float64).
+
+    Raises:
+        TypeError, ValueError: as :func:`check_score_matrix`; ValueError for values that are not
+        probabilities (the usual cause: logits passed instead of ``logits.softmax(dim=1)``).
+    """
+    probs = check_score_matrix(name, probs)
+    if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1] (softmax probabilities: pass logits.softmax(dim=1))"
+        )
+    row_sums = probs.sum(dim=1, dtype=torch.float64)
+    if ((row_sums - 1.0).abs() > ROW_SUM_TOLERANCE).any():
+        raise ValueError(
+            f"every row of {name} must sum to 1 (softmax probabilities: pass logits.softmax(dim=1)); "
+            f"row sums range from {float(row_sums.min()):.6g} to {float(row_sums.max()):.6g}"
+        )
+    return probs
+
+
+def check_class_indices(name: str, labels: Any, num_rows: int, num_classes: int, *, rows_name: str) -> Tensor:
+    """The true classes next to an (N, C) score matrix, checked and returned as int64 (N,) on the CPU.
+
+    ``labels`` may have any integer dtype; each must lie in [0, C). ``rows_name`` names what they
+    must match in messages (e.g. ``"probs"``).
+
+    Raises:
+        TypeError: not a tensor, or not an integer dtype.
+        ValueError: not (N,), or a class outside [0, C).
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D ({num_rows},), got shape {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices (int64), got dtype {labels.dtype}")
+    if labels.shape[0] != num_rows:
+        raise ValueError(
+            f"{name} must have shape ({num_rows},) to match {rows_name} ({num_rows} rows), "
+            f"but {name} has {labels.shape[0]} entries"
+        )
+    labels = labels.detach().cpu().long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"{name} must be class indices in [0, {num_classes}) to match {rows_name}'s {num_classes} "
+            f"columns, got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
+    return labels
+
+
+def check_target_classes(name: str, target_classes: Any, n: int) -> Tensor:
+    """The class to explain for each of ``n`` images: one int for all, or an integer (n,) tensor;
+    returned as int64 (n,) on the CPU.
+
+    Raises:
+        TypeError: a bool, a float or bool tensor, or anything else that is not an int or a tensor.
+        ValueError: a tensor not of shape (n,), or a negative class.
+    """
+    if isinstance(target_classes, bool):
+        raise TypeError(f"{name} must be an int or an int64 tensor (N,), got a bool")
+    if isinstance(target_classes, int):
+        targets = torch.full((n,), target_classes, dtype=torch.int64)
+    elif isinstance(target_classes, Tensor):
+        if target_classes.dtype.is_floating_point or target_classes.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer class indices, got dtype {target_classes.dtype}")
+        if target_classes.ndim != 1 or len(target_classes) != n:
+            raise ValueError(
+                f"{name} must have shape ({n},) to match the images, got {tuple(target_classes.shape)}"
+            )
+        targets = target_classes.detach().cpu().long()
+    else:
+        raise TypeError(f"{name} must be an int or an int64 tensor (N,), got {type(target_classes).__name__}")
+    if n and targets.min() < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got {int(targets.min())}")
+    return targets
+
+
+__all__ = [
+    "ROW_SUM_TOLERANCE",
+    "check_class_indices",
+    "check_images",
+    "check_images_and_labels",
+    "check_labels",
+    "check_probabilities",
+    "check_score_matrix",
+    "check_target_classes",
+    "model_device",
+]
