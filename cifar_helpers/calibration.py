@@ -15,13 +15,16 @@ evaluation of the already-fitted temperature.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
+from torch import nn
 
 from .checks import check_class_indices, check_probabilities, check_score_matrix
+from .evaluation import predict
 
 # Search interval of T. Below 0.05 or above 20 the network's confidences would be either all ~1 or all
 # ~1/C; an optimum at a bound means the hold-out set cannot pin T down (e.g. it has no errors).
@@ -239,3 +242,39 @@ def calibration_report(
             "after": int((wrong & above_after).sum()),
         },
     }
+
+
+def calibrate_models(
+    models: Mapping[str, nn.Module],
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    holdout_images: torch.Tensor,
+    holdout_labels: torch.Tensor,
+    threshold: float = 0.9,
+    **predict_options: Any,
+) -> dict[str, Any]:
+    """:func:`calibration_report` of every model, each with its temperature fitted on the hold-out.
+
+    Args:
+        models: ``{name: trained network}``.
+        test_images: uint8 (N, 3, H, W); test_labels: int64 (N,).
+        holdout_images: uint8 (H', 3, H, W), training images kept out of training; holdout_labels:
+            int64 (H',). Empty when the run has no hold-out split.
+        threshold: the high-confidence threshold (``RunConfig.confidence_threshold``).
+        predict_options: keyword arguments of :func:`cifar_helpers.evaluation.predict` (batch size,
+            device, precision: ``RunConfig.eval_options()``).
+
+    Returns:
+        ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split to
+        fit a temperature on (the test split is never used for that).
+    """
+    if holdout_labels.numel() == 0:
+        return {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
+    reports = {}
+    for name, model in models.items():
+        test = predict(model, test_images, test_labels, **predict_options)
+        holdout = predict(model, holdout_images, holdout_labels, **predict_options)
+        reports[name] = calibration_report(
+            test.logits, test.labels, holdout.logits, holdout.labels, threshold
+        )
+    return reports

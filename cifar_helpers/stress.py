@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,11 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_images, check_labels
-
-if TYPE_CHECKING:
-    from .artifacts import RunDir
-    from .config import RunConfig
-    from .data import CifarData
+from .evaluation import predict
 
 CorruptionFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
@@ -316,8 +312,6 @@ def run_stress_test(
         {name: result}}`` where each ``result`` is a complete :func:`corruption_accuracy` result. This
         dict is what the stress stage saves as ``corruptions.json``.
     """
-    from .evaluation import predict
-
     images = check_images("images", images)
     # as_tensor keeps accepting a list or NumPy array of labels; predict needs them as int64 (N,).
     labels = check_labels("labels", torch.as_tensor(labels), images.shape[0])
@@ -435,138 +429,3 @@ def corruption_accuracy(
         seed=seed,
     )
     return full["models"]["model"]
-
-
-# --- the whole stage ---------------------------------------------------------------------------------
-
-STRESS_FIGURES: dict[str, str] = {
-    "corruptions": "corruption_curves.png",
-    "severity_grid": "severity_grid.png",
-    "calibration": "reliability_diagram.png",
-    "sanity": "randomisation_test.png",
-    "positive_control": "positive_control.png",
-}
-STAGE_MODELS: tuple[str, ...] = ("baseline", "augmented")
-
-
-def run_stress_stage(
-    run: RunDir,
-    config: RunConfig,
-    data: CifarData,
-    *,
-    progress: bool = False,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Notebook 06 in one call: the four stress checks on both trained models, saved in ``stress/``.
-
-    Each part is skipped when its JSON file already exists (unless ``force``), so an interrupted stage
-    resumes; every file and figure is written atomically.
-
-    * ``corruptions.json`` - :func:`run_stress_test` on a class-balanced subset of
-      ``config.stress_images`` test images, seeded by ``config.seed``; figures
-      ``corruption_curves.png`` and ``severity_grid.png``.
-    * ``calibration.json`` - ``{model: calibration_report(...)}``, the temperature fitted on the
-      hold-out split (``"skipped"`` with the reason when the run has none); ``reliability_diagram.png``.
-    * ``sanity.json`` - :func:`cifar_helpers.sanity.randomisation_test` of the baseline on
-      ``config.sanity_images`` test images at ``config.gradcam_layer``; ``randomisation_test.png``.
-    * ``positive_control.json`` - :func:`cifar_helpers.sanity.background_positive_control` (its models
-      under ``stress/positive_control/``); ``positive_control.png``.
-
-    Args:
-        run: the :class:`~cifar_helpers.artifacts.RunDir` (baseline and augmented stages complete).
-        config: the stage's :class:`~cifar_helpers.config.RunConfig`.
-        data: the run's :class:`~cifar_helpers.data.CifarData` (uint8 images, int64 labels).
-        progress: show the positive control's training progress.
-        force: recompute parts whose files exist.
-
-    Returns:
-        ``{"corruptions": dict, "calibration": dict, "sanity": dict, "positive_control": dict}``, the
-        contents of the four files.
-    """
-    from .artifacts import load_json, save_figure, save_json
-    from .calibration import calibration_report
-    from .evaluation import predict
-    from .normalization import normalize
-    from .plotting.stress import (
-        plot_corruption_curves,
-        plot_positive_control,
-        plot_randomisation_test,
-        plot_reliability_diagram,
-        plot_severity_grid,
-    )
-    from .sanity import (
-        background_positive_control,
-        cascading_randomisation_maps,
-        load_positive_control_examples,
-        summarise_randomisation,
-    )
-    from .training import load_trained_model
-
-    device = config.resolved_device()
-    eval_kwargs = {
-        "batch_size": config.eval_batch_size,
-        "device": device,
-        "bf16": config.resolved_precision() == "bf16",
-        "fp16": config.resolved_precision() == "fp16",
-        "channels_last": config.use_channels_last(),
-    }
-    stage_dir = run.stage_dir("stress")
-    models = {
-        name: load_trained_model(run.require(name, "checkpoint.pt")[0], device=device).eval()
-        for name in STAGE_MODELS
-    }
-    outputs: dict[str, Any] = {}
-
-    def todo(name: str) -> bool:
-        path = stage_dir / f"{name}.json"
-        if path.exists() and not force:
-            outputs[name] = load_json(path)
-            return False
-        return True
-
-    if todo("corruptions"):
-        subset = stratified_subset(data.test_labels, config.stress_images, config.seed)
-        images, labels = data.test_images[subset], data.test_labels[subset]
-        outputs["corruptions"] = run_stress_test(models, images, labels, seed=config.seed, **eval_kwargs)
-        save_figure(plot_corruption_curves(outputs["corruptions"]), stage_dir / STRESS_FIGURES["corruptions"])
-        save_figure(
-            plot_severity_grid(images[0], seed=config.seed), stage_dir / STRESS_FIGURES["severity_grid"]
-        )
-        save_json(stage_dir / "corruptions.json", outputs["corruptions"])
-
-    if todo("calibration"):
-        if data.holdout_labels.numel() == 0:
-            outputs["calibration"] = {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
-        else:
-            reports = {}
-            for name, model in models.items():
-                test = predict(model, data.test_images, data.test_labels, **eval_kwargs)
-                holdout = predict(model, data.holdout_images, data.holdout_labels, **eval_kwargs)
-                reports[name] = calibration_report(
-                    test.logits, test.labels, holdout.logits, holdout.labels, config.confidence_threshold
-                )
-            outputs["calibration"] = reports
-            save_figure(plot_reliability_diagram(reports), stage_dir / STRESS_FIGURES["calibration"])
-        save_json(stage_dir / "calibration.json", outputs["calibration"])
-
-    if todo("sanity"):
-        subset = stratified_subset(data.test_labels, config.sanity_images, config.seed)
-        images = normalize(data.test_images[subset].to(device))
-        options = {"layer": config.gradcam_layer, "seed": config.seed}
-        steps, maps, _ = cascading_randomisation_maps(models["baseline"], images, **options)
-        outputs["sanity"] = summarise_randomisation(steps, maps, **options)
-        figure = plot_randomisation_test(outputs["sanity"], maps, data.test_images[subset])
-        save_figure(figure, stage_dir / STRESS_FIGURES["sanity"])
-        save_json(stage_dir / "sanity.json", outputs["sanity"])
-
-    if todo("positive_control"):
-        control_dir = stage_dir / "positive_control"
-        outputs["positive_control"] = background_positive_control(
-            config, out_dir=control_dir, progress=progress
-        )
-        figure = plot_positive_control(
-            outputs["positive_control"], load_positive_control_examples(control_dir)
-        )
-        save_figure(figure, stage_dir / STRESS_FIGURES["positive_control"])
-        save_json(stage_dir / "positive_control.json", outputs["positive_control"])
-    return outputs

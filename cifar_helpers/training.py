@@ -629,14 +629,8 @@ def run_training_stage(
         progress=progress,
         resume=True,
     )
-    eval_options = {
-        "batch_size": config.eval_batch_size,
-        "bf16": config.resolved_precision() == "bf16",
-        "fp16": config.resolved_precision() == "fp16",
-        "channels_last": config.use_channels_last(),
-    }
-    test = predict(result.model, data.test_images, data.test_labels, **eval_options)
-    train = predict(result.model, data.train_images, data.train_labels, **eval_options)
+    test = predict(result.model, data.test_images, data.test_labels, **config.eval_options())
+    train = predict(result.model, data.train_images, data.train_labels, **config.eval_options())
     test.save(out_dir / PREDICTIONS_NAME)
     test_accuracy = accuracy(test)
     train_accuracy = accuracy(train)

@@ -187,3 +187,27 @@ def test_reliability_diagram_figure() -> None:
     assert figure_to_png_bytes(fig).startswith(b"\x89PNG")
     with pytest.raises(TypeError, match="model names"):
         plot_reliability_diagram(reports["baseline"])
+
+
+def test_calibrate_models_fits_each_model_on_its_holdout_predictions():
+    from cifar_helpers.data import make_synthetic_cifar
+    from cifar_helpers.evaluation import predict
+    from cifar_helpers.models import resnet18
+
+    data = make_synthetic_cifar(2, 6, holdout_per_class=4, seed=3)
+    torch.manual_seed(0)
+    models = {"a": resnet18(width=4).eval(), "b": resnet18(width=4).eval()}
+    test_set, holdout_set = (data.test_images, data.test_labels), (data.holdout_images, data.holdout_labels)
+    reports = calibration.calibrate_models(models, *test_set, *holdout_set, 0.5, batch_size=7)
+    assert set(reports) == {"a", "b"}
+    for name, model in models.items():
+        test = predict(model, data.test_images, data.test_labels)
+        holdout = predict(model, data.holdout_images, data.holdout_labels)
+        expected = calibration.calibration_report(
+            test.logits, test.labels, holdout.logits, holdout.labels, 0.5
+        )
+        assert reports[name] == pytest.approx(expected)
+        assert reports[name]["num_holdout"] == 40 and reports[name]["num_test"] == 60
+    no_holdout = (data.holdout_images[:0], data.holdout_labels[:0])
+    skipped = calibration.calibrate_models(models, *test_set, *no_holdout)
+    assert skipped == {"skipped": "the run has no hold-out split (holdout_per_class=0)"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import cv2
 import numpy as np
@@ -287,65 +286,3 @@ def test_severity_grid_shows_every_corruption_at_every_severity(images: torch.Te
     assert np.array_equal(np.asarray(shown), expected)
     with pytest.raises(ValueError, match=r"shape \(3, H, W\)"):
         plot_severity_grid(images)
-
-
-# --- the whole stage --------------------------------------------------------------------------------
-def test_stress_stage_writes_its_outputs_and_resumes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cifar_helpers import sanity
-    from cifar_helpers.artifacts import STAGE_OUTPUTS, RunDir, load_json, save_torch
-    from cifar_helpers.config import make_config
-    from cifar_helpers.data import make_synthetic_cifar
-    from cifar_helpers.report import fmt_pct, render_report
-    from cifar_helpers.stress import STRESS_FIGURES, run_stress_stage
-    from cifar_helpers.training import train_model
-
-    config = make_config("smoke", seed=1, width=4, epochs=1, device="cpu", stress_images=20, sanity_images=4)
-    data = make_synthetic_cifar(10, 4, holdout_per_class=3, seed=1)
-    run = RunDir(tmp_path / "run")
-    for stage in ("baseline", "augmented"):
-        train_model(
-            config,
-            data.train_images,
-            data.train_labels,
-            data.test_images,
-            data.test_labels,
-            run.stage_dir(stage),
-            augment=stage == "augmented",
-            progress=False,
-        )
-
-    # The positive control trains two models of its own (tested in test_sanity.py); stubbed here.
-    def fake_control(config, *, out_dir, progress=False):
-        entry = {"test_accuracy": 0.5, "num_failures": 0, "mask_share": 0.2, "pointing_game": 0.5}
-        examples = {
-            "images": data.test_images[:0],
-            "masks": data.test_masks[:0],
-            "maps": torch.zeros(0, 32, 32),
-        }
-        examples |= {"true_labels": data.test_labels[:0], "predicted": data.test_labels[:0]}
-        examples |= {"confidence": torch.zeros(0)}
-        save_torch(
-            out_dir / sanity.EXAMPLES_NAME, {"classes": data.classes, "tied": examples, "untied": examples}
-        )
-        return {"threshold": 0.9, "tied": entry, "untied": entry, "mask_share_gap": 0.0}
-
-    monkeypatch.setattr(sanity, "background_positive_control", fake_control)
-    outputs = run_stress_stage(run, config, data)
-    stress_dir = run.stage_dir("stress")
-    assert run.is_complete("stress")
-    assert all((stress_dir / name).exists() for name in STRESS_FIGURES.values())
-    corruptions = load_json(stress_dir / "corruptions.json")
-    assert corruptions["num_images"] == 20 and set(corruptions["models"]) == {"baseline", "augmented"}
-    assert set(load_json(stress_dir / "calibration.json")) == {"baseline", "augmented"}
-    assert load_json(stress_dir / "sanity.json")["num_images"] == 4
-    assert outputs["sanity"]["spearman_mean"][0] == pytest.approx(1.0)
-
-    # A second call finds every file and recomputes nothing.
-    stamps = {name: (stress_dir / name).stat().st_mtime_ns for name in STAGE_OUTPUTS["stress"]}
-    again = run_stress_stage(run, config, data)
-    assert {name: (stress_dir / name).stat().st_mtime_ns for name in stamps} == stamps
-    assert again["corruptions"] == json.loads(json.dumps(outputs["corruptions"]))
-
-    page = render_report(run.root)
-    assert fmt_pct(corruptions["models"]["baseline"]["clean_accuracy"]) in page
-    assert page.count("data:image/png;base64,") == len(STRESS_FIGURES)
