@@ -31,6 +31,7 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 
 from .artifacts import load_json, save_json
+from .reproducibility import cpu_supports_bf16
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]
@@ -202,7 +203,6 @@ class RunConfig:
         device = self.resolved_device()
         if device.type == "cuda":
             return choose_precision("cuda", capability=torch.cuda.get_device_capability(device))
-        from .reproducibility import cpu_supports_bf16
 
         return choose_precision(device.type, cpu_bf16=cpu_supports_bf16())
 

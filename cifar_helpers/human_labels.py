@@ -50,7 +50,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .artifacts import atomic_path
+from .artifacts import RunDir, atomic_path, load_json
+from .data import resolve_data_root
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -382,8 +383,6 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
         return NotApplicable(reason)
     folder = find_human_labels_dir(config.human_labels_dir)
     if folder is None:
-        from .data import resolve_data_root
-
         folder = resolve_data_root(config.data_dir) / HUMAN_LABELS_SUBDIR
     if not _has_all_files(folder):
         if not config.download:
@@ -757,8 +756,6 @@ FAILURES_REPORT = "human_labels.json"  # in failures/ (notebook 02) and reevalua
 def load_failure_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Notebook 02's saved :func:`human_failure_report` (``failures/human_labels.json``); when the
     stage ran without writing one, a not-applicable dict saying to rerun it."""
-    from .artifacts import RunDir, load_json
-
     path = RunDir(run_dir).path("failures", FAILURES_REPORT)
     if not path.exists():
         return NotApplicable(f"{path} is missing: rerun 02_failure_detection.ipynb").to_dict()
@@ -771,8 +768,6 @@ def human_labels_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns ``{"applies": False, "reason": ...}`` when no human labels apply (or stage 02 has not run).
     """
-    from .artifacts import RunDir, load_json
-
     run = RunDir(run_dir)
     path = run.path("failures", FAILURES_REPORT)
     if not path.exists():

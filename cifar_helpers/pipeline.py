@@ -21,13 +21,14 @@ from typing import Any
 from . import lineage
 from .artifacts import STAGE_INPUTS, STAGES, RunDir, load_json, save_json
 from .config import RunConfig, make_config
+from .human_labels import format_human_summary, human_labels_summary
+from .kernel import LocalKernelManager
 from .progress import StageProgress
-from .registry import stage_number
+from .registry import HEADLESS_ENV, stage_number
+from .stages import check_run_identity
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
-# Set for every kernel papermill starts: there is no widget front end, so browsers render statically.
-HEADLESS_ENV = "CIFAR_STRESS_HEADLESS"
 
 
 class PipelineArgumentError(ValueError):
@@ -146,8 +147,6 @@ def check_request(
     Each selected stage's inputs must be selected too or finished; its ``profile`` and ``seed`` must
     be the run's; its configuration knobs must be valid together with the run's configuration.
     """
-    from .stages import check_run_identity
-
     for stage in stages:
         for needed in STAGE_INPUTS[stage]:
             if needed in stages or stage_is_finished(run, needed):
@@ -250,7 +249,6 @@ def execute_notebook(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from .kernel import LocalKernelManager
 
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ[HEADLESS_ENV] = "1"
@@ -316,7 +314,6 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
     summary["confidence_threshold"] = failures.get("threshold")
     comparison = read("reevaluation", "comparison.json")
     summary["comparison"] = comparison.get("counts", {})
-    from .human_labels import human_labels_summary
 
     summary["human_labels"] = human_labels_summary(run.root)
     if results is not None:
@@ -356,7 +353,6 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"augmented model: fixed {counts.get('fixed', 0)}, kept {kept} "
             f"({counts.get('kept_same', 0)} same wrong class), new {counts.get('new', 0)}"
         )
-    from .human_labels import format_human_summary
 
     human_lines = format_human_summary(summary.get("human_labels") or {})
     if human_lines:

@@ -41,6 +41,9 @@ class StageSpec:
     expected_seconds: Mapping[str, float]
 
 
+# Set in every kernel run_all.py starts: there is no widget front end, so browsers render statically.
+HEADLESS_ENV = "CIFAR_STRESS_HEADLESS"
+
 _TRAINING_OUTPUTS = ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json")
 
 STAGE_SPECS: tuple[StageSpec, ...] = (

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import STAGES, RunDir, load_json, save_json
+from .config import make_config, resolve_profile
+from .pipeline import NOTEBOOK_DIR, StageFailed, execute_notebook, failure_marker, stage_is_finished
 from .replicate_layout import (
     REPLICATES_NOTEBOOK,
     REPLICATES_STAGE,
@@ -46,6 +48,9 @@ from .replicate_layout import (
     replicates_dir,
     seed_run_dir,
 )
+from .report import write_replicates_report
+from .seed_analysis import describe_replicates
+from .stages import default_run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO_ROOT / "run_all.py"
@@ -132,8 +137,6 @@ class SeedOutcome:
 
 
 def _finished(run: RunDir, stages: Sequence[str]) -> set[str]:
-    from .pipeline import stage_is_finished
-
     return {stage for stage in stages if stage_is_finished(run, stage)}
 
 
@@ -204,8 +207,6 @@ def run_seed(
         seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, stages=reported
     )
     if not outcome.ok:
-        from .pipeline import failure_marker
-
         marked = [s for s in stages if failure_marker(run, s).exists()]
         unfinished = [s for s in stages if s not in reported]
         outcome.failed_stage = (marked or unfinished or [None])[0]
@@ -297,7 +298,6 @@ def run_replicates(request: ReplicateRequest) -> int:
     """Run every seed as a Ray task, then stage 07; print progress; return the exit status (0 or 1)."""
     import ray
 
-    from .config import make_config
 
     data_seed = request.overrides.get("data_seed")
     if data_seed is None:
@@ -363,8 +363,6 @@ def run_replicates(request: ReplicateRequest) -> int:
     save_json(root / "summary.json", summary)
     print("\n" + format_replicate_summary(summary))
     if replicates_status in ("ran", "skipped"):
-        from .report import write_replicates_report
-
         print(f"\nReport: {write_replicates_report(root)}")
     return status
 
@@ -441,8 +439,6 @@ def _seed_task(
 
 def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) -> str:
     """Execute 07_replicates.ipynb on the replicate run; "ran" or "failed" (the reason is printed)."""
-    from .pipeline import NOTEBOOK_DIR, StageFailed, execute_notebook
-
     source = NOTEBOOK_DIR / REPLICATES_NOTEBOOK
     parameters = {
         "run_dir": str(request.root),
@@ -519,8 +515,6 @@ def format_replicate_summary(summary: dict[str, Any]) -> str:
             f"{counts.get('fixed', '-'):>7}{counts.get('new', '-'):>5}{info['minutes']:>9.2f}"
         )
     if summary.get("replicates"):
-        from .seed_analysis import describe_replicates
-
         lines += ["", describe_replicates(summary["replicates"])]
     else:
         lines += ["", f"stage 07 (replicates): {summary['replicates_stage']}"]
@@ -532,9 +526,6 @@ def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) 
 
     Raises :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option.
     """
-    from .config import resolve_profile
-    from .stages import default_run_dir
-
     if args.seeds is None:
         raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
     if "seed" in overrides:

@@ -23,7 +23,9 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from .artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path, load_json
+from .human_labels import CATEGORIES, human_labels_summary
 from .registry import STAGE_SPECS
+from .replicate_layout import REPLICATES_NOTEBOOK, REPLICATES_OUTPUTS, find_seed_dirs, replicates_dir
 
 REPORT_NAME = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -629,8 +631,6 @@ def _overview(run: RunDir) -> str:
 def _human_labels_section(run: RunDir) -> str:
     """Confident failures by category (both models, with enrichment), fixed/kept/new by category and
     the CIFAR-10H cross-entropy, or the one line saying why no human labels apply."""
-    from .human_labels import CATEGORIES, human_labels_summary
-
     summary = human_labels_summary(run.root)
     head = "<h2>Is it the model or the label? (human labels)</h2>"
     if not summary.get("applies"):
@@ -753,8 +753,6 @@ def _interval_row(label: str, entry: dict[str, Any]) -> tuple[str, ...]:
 def replicates_section(root: str | os.PathLike[str]) -> str:
     """The replicate stage's section: accuracy over seeds, the noise floor table, failure stability
     and the figures, read from ``<root>/replicates/``."""
-    from .replicate_layout import REPLICATES_NOTEBOOK, REPLICATES_OUTPUTS, replicates_dir
-
     base = replicates_dir(root)
     missing = [name for name in REPLICATES_OUTPUTS if not (base / name).exists()]
     head = f'<section id="stage-replicates"><h2>{_esc(REPLICATES_TITLE)} '
@@ -844,8 +842,6 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
 
 def render_replicates_report(root: str | os.PathLike[str]) -> str:
     """The replicate run's report page: each seed's headline numbers and the replicate section."""
-    from .replicate_layout import find_seed_dirs
-
     root = Path(root).expanduser().resolve()
     title = f"cifar-stress replicate report: {root.name}"
     rows = []

@@ -36,8 +36,16 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from .artifacts import save_torch
+from .artifacts import load_torch, save_torch
 from .checks import model_device
+from .config import make_config
+from .data import make_synthetic_cifar
+from .evaluation import predict
+from .failures import find_high_confidence_failures
+from .faithfulness import random_maps, road_table
+from .gradcam import grad_cam, mask_share, pointing_game
+from .normalization import normalize
+from .training import train_model
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -137,8 +145,6 @@ def cascading_randomisation_maps(
         ``(steps, maps, targets)``: step names (``"trained"`` first, then :data:`RANDOMISATION_STEPS`),
         float32 maps (S, N, H, W) on the CPU, and the int64 (N,) target classes.
     """
-    from .gradcam import grad_cam
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_model_modules(model)
@@ -245,8 +251,6 @@ def _control_config(
     config: RunConfig, *, train_per_class: int, test_per_class: int, epochs: int
 ) -> RunConfig:
     """The smoke recipe (width 8, batch 25, fp32) on the run's device, seed and threads, for ``epochs``."""
-    from .config import make_config
-
     return make_config(
         "smoke",
         seed=config.seed,
@@ -328,13 +332,6 @@ def background_positive_control(
         ``pointing_game_gap`` (untied minus tied; positive when the control works), the sizes used,
         ``examples_file`` and ``seconds`` (wall time; the only value that varies between runs).
     """
-    from .data import make_synthetic_cifar
-    from .evaluation import predict
-    from .failures import find_high_confidence_failures
-    from .gradcam import grad_cam, mask_share, pointing_game
-    from .normalization import normalize
-    from .training import train_model
-
     if not 0.0 <= correlation <= 1.0:
         raise ValueError(f"correlation must be in [0, 1], got {correlation!r}")
     for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
@@ -477,8 +474,6 @@ def _control_road(
     how much more the prediction rests on the object than on the background: high for a model that
     looks at the object, low for one that reads the background.
     """
-    from .faithfulness import random_maps, road_table
-
     k, _, height, width = images.shape
     rows = {
         "gradcam": maps[:k],
@@ -496,8 +491,6 @@ def load_positive_control_examples(out_dir: str | Path) -> dict[str, Any]:
         entry holding ``images`` uint8 (K, 3, 32, 32), ``masks`` bool (K, 32, 32), ``maps`` float32
         (K, 32, 32), ``true_labels`` / ``predicted`` int64 (K,), ``confidence`` float32 (K,), ``indices``.
     """
-    from .artifacts import load_torch
-
     path = Path(out_dir) / EXAMPLES_NAME
     if not path.exists():
         raise FileNotFoundError(

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from . import lineage
 from .artifacts import (
@@ -34,9 +37,22 @@ from .artifacts import (
     set_aside_stage,
 )
 from .config import ConfigError, RunConfig, make_config, resolve_profile
+from .data import load_data
+from .gradcam import explain_images
+from .human_labels import NotApplicable, failure_categories, human_labels_for_run
 from .registry import stage_number
+from .replicate_layout import find_seed_dirs, replicates_dir
 from .reproducibility import seed_everything
+from .run_discovery import describe_runs, most_recent_run_with
 from .runlock import check_not_locked
+from .seed_analysis import (
+    MODELS,
+    SeedResults,
+    category_mix,
+    check_same_test_set,
+    load_seed_results,
+)
+from .training import load_trained_model
 
 # Keys that decide what a run computes; a stage asking for other values belongs to another run.
 _RUN_IDENTITY_KEYS = ("profile", "seed")
@@ -80,8 +96,6 @@ class Stage:
     def data(self) -> Any:
         """The run's dataset (:class:`cifar_helpers.data.CifarData`), loaded once, checked against setup."""
         if self._data is None:
-            from .data import load_data
-
             data = load_data(self.config, progress=False)
             summary_path = self.run.root / "data_summary.json"
             if summary_path.exists():
@@ -183,7 +197,6 @@ def open_stage(
     if stage not in STAGES or stage == "setup":
         known = ", ".join(s for s in STAGES if s != "setup")
         raise ValueError(f"unknown stage {stage!r}; stages opened with open_stage: {known}")
-    from .run_discovery import describe_runs, most_recent_run_with
 
     runs_root = project_root() / "runs"
     found = None
@@ -287,3 +300,136 @@ def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
     run = RunDir(run_dir)
     (path,) = run.require(stage, "config.json")
     return RunConfig.load(path)
+
+
+# --- opening a replicate run (notebook 07) --------------------------------------------------------------
+
+
+@dataclass
+class Replicates:
+    """An opened replicate run: its root, the seeds compared, their results, and where 07 writes."""
+
+    root: Path
+    profile: str
+    results: list[SeedResults]
+    explain_seed: int
+    _data: Any = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.results]
+
+    @property
+    def dir(self) -> Path:
+        """``<root>/replicates``, created."""
+        path = replicates_dir(self.root)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def path(self, name: str) -> Path:
+        """Path of an artifact of the replicate stage."""
+        return self.dir / name
+
+    def describe(self) -> str:
+        """One line per seed: its run directory and test accuracies."""
+        # The directory's name, not its path: the path differs between machines (and nbval runs).
+        lines = [f"replicate run {self.root.name}/ ({self.profile} profile), {len(self.results)} seeds:"]
+        for r in self.results:
+            accuracies = ", ".join(f"{m} {100 * r.test_accuracy[m]:.2f} %" for m in MODELS)
+            lines.append(f"  seed {r.seed}: {r.run_dir.name}/  test accuracy {accuracies}")
+        return "\n".join(lines)
+
+    def _explain_run(self) -> tuple[Any, Any]:
+        """The configuration and the data (loaded once) of ``explain_seed``'s run, generators seeded."""
+        run = RunDir(next(r for r in self.results if r.seed == self.explain_seed).run_dir)
+        config = RunConfig.load(run.config_path)
+        seed_everything(config.seed)
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        if self._data is None:
+            self._data = load_data(config, progress=False)
+        return config, self._data
+
+    def explain(self, indices: Sequence[int], max_images: int = 16) -> dict[str, Any]:
+        """Grad-CAM of ``explain_seed``'s baseline on test images ``indices`` (at most ``max_images``).
+
+        Returns the inputs of :func:`cifar_helpers.plotting.plot_gradcam_pairs`: uint8 images
+        (K, 3, H, W), predicted- and true-class maps (K, H, W), labels, predictions, confidences and
+        the class names.
+        """
+        result = next(r for r in self.results if r.seed == self.explain_seed)
+        run = RunDir(result.run_dir)
+        _, data = self._explain_run()
+        chosen = torch.tensor(list(indices)[:max_images], dtype=torch.int64)
+        model = load_trained_model(run.path("baseline", "checkpoint.pt"))
+        layer = stage_config(run.root, "gradcam").gradcam_layer
+        probs = result.probs["baseline"][chosen]
+        predicted, true = probs.argmax(dim=1), result.labels[chosen]
+        images = data.test_images[chosen]
+        return {
+            "images": images,
+            "predicted_maps": explain_images(model, images, predicted, layer=layer),
+            "true_maps": explain_images(model, images, true, layer=layer),
+            "true_labels": true,
+            "predicted_labels": predicted,
+            "confidences": probs.max(dim=1).values,
+            "classes": data.classes,
+        }
+
+    def human_label_mix(self, stability: Mapping[str, Any]) -> dict[str, Any]:
+        """The human-label categories of the consistent and of the one-seed failures.
+
+        A failure that holds over seeds is more often the label's doing (verified label error,
+        ambiguous) than one a single seed makes. Returns ``{"applies": True, "ambiguity_threshold": t,
+        "consistent": {category: n}, "one_seed": {category: n}}``, or ``{"applies": False, "reason":
+        ...}`` where no human labels apply (a test subset, another dataset; see
+        :func:`cifar_helpers.human_labels.human_labels_for_run`).
+        """
+        config, data = self._explain_run()
+        human = human_labels_for_run(config, data)
+        if isinstance(human, NotApplicable):
+            return human.to_dict()
+        categories = failure_categories(range(len(data.test_labels)), human, config.ambiguity_threshold)
+        mix = category_mix(categories, stability["consistent"], stability["one_seed"])
+        return {"applies": True, "ambiguity_threshold": config.ambiguity_threshold, **mix}
+
+
+def open_replicates(
+    run_dir: str | Path | None,
+    *,
+    profile: str = "auto",
+    seeds: Sequence[int] | None = None,
+    seed: int | None = None,
+) -> Replicates:
+    """Open the replicate run at ``run_dir`` (None: ``runs/<profile>``) for stage 07.
+
+    ``seeds`` chooses the seeds to compare (None: every ``seed-<k>`` directory found); ``seed`` the one
+    whose baseline explains the consistent failures (None: the first). Needs at least two seeds whose
+    runs are complete up to the augmented model and share their test images; otherwise raises
+    :class:`~cifar_helpers.artifacts.MissingStageError` saying how to get them.
+    """
+    root = Path(run_dir if run_dir is not None else default_run_dir(profile)).expanduser().resolve()
+    found = find_seed_dirs(root)
+    chosen = list(seeds) if seeds is not None else list(found)
+    how = (
+        f"python run_all.py --profile {resolve_profile(profile)} --run-dir {root} --seeds 42,43,44 "
+        "(seeds already done are skipped)"
+    )
+    missing = [s for s in chosen if s not in found]
+    if missing:
+        raise MissingStageError(f"no run directory for seed(s) {missing} under {root}: run {how}")
+    if len(chosen) < 2:
+        raise MissingStageError(
+            f"{root} holds {len(chosen)} seed run(s); comparing seeds needs at least two: run {how}"
+        )
+    results = [load_seed_results(found[s], s) for s in chosen]
+    asked = resolve_profile(profile)
+    for r in results:
+        ran = load_json(RunDir(r.run_dir).config_path).get("profile")
+        if ran != asked:
+            raise ValueError(f"seed {r.seed} ran the {ran!r} profile, not {asked!r}: use profile={ran!r}")
+    check_same_test_set(results)
+    explain_seed = chosen[0] if seed is None else seed
+    if explain_seed not in chosen:
+        raise ValueError(f"seed={explain_seed} is not one of the seeds compared ({chosen})")
+    return Replicates(root, asked, results, explain_seed)

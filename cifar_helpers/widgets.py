@@ -27,7 +27,7 @@ from IPython.display import HTML, display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .pipeline import HEADLESS_ENV
+from .gradcam import explain_images
 from .plotting.core import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
@@ -51,6 +51,7 @@ from .plotting.core import (
 )
 from .plotting.explanations import plot_failure_grid, plot_gradcam_pairs
 from .plotting.human_labels import human_votes_panel
+from .registry import HEADLESS_ENV
 
 TOP_K = 5
 
@@ -97,8 +98,6 @@ def _make_explainer(
     model: Any, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, layer: Any
 ) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
     """Grad-CAM of one test image for its predicted and its true class, with ``model``."""
-    from .gradcam import explain_images
-
     def explain(index: int) -> tuple[np.ndarray, np.ndarray]:
         image = torch.from_numpy(np.ascontiguousarray(images[index : index + 1])).repeat(2, 1, 1, 1)
         targets = torch.tensor([int(np.argmax(probs[index])), int(labels[index])])

@@ -86,6 +86,42 @@ def test_the_library_has_no_import_cycle():
     assert cycles(graph) == []
 
 
+# docs/architecture.md's layers, bottom first: a module imports from its own layer or the ones below.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("registry", "checks", "models", "augment", "normalization", "reproducibility", "safe_load", "manifest"),
+    ("config", "artifacts", "lineage", "runlock", "replicate_layout"),
+    (
+        "data",
+        "training",
+        "evaluation",
+        "failures",
+        "human_labels",
+        "gradcam",
+        "faithfulness",
+        "stress",
+        "calibration",
+        "sanity",
+        "seed_analysis",
+    ),
+    ("plotting", "tables", "widgets", "report"),
+    ("stages", "pipeline", "progress", "kernel", "run_discovery", "replicates"),
+)
+
+
+def layer_of(module: str) -> int:
+    name = module.removeprefix("cifar_helpers.").split(".")[0]
+    return next(i for i, layer in enumerate(LAYERS) if name in layer)
+
+
+def test_every_module_imports_only_from_its_layer_or_below():
+    graph = import_graph()
+    modules = {m for m in graph if m != "cifar_helpers"}
+    named = {n for layer in LAYERS for n in layer}
+    assert {m.removeprefix("cifar_helpers.").split(".")[0] for m in modules} == named
+    upward = [(m, t) for m in sorted(modules) for t in sorted(graph[m]) if layer_of(t) > layer_of(m)]
+    assert upward == []
+
+
 def test_the_registry_and_the_leaves_import_nothing_above_them():
     graph = import_graph()
     assert graph["cifar_helpers.registry"] == set()

@@ -189,7 +189,7 @@ def test_human_label_mix_categorises_the_replicates_failures(tmp_path, batches_r
     of the human labels; on a test subset none apply."""
     from cifar_helpers.config import make_config
     from cifar_helpers.human_labels import failure_categories, load_human_labels
-    from cifar_helpers.seed_analysis import Replicates
+    from cifar_helpers.stages import Replicates
 
     human = load_human_labels(human_labels_root)
     errors = torch.nonzero(human.verified_errors)[:3, 0].tolist()

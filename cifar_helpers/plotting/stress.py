@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..stress import CORRUPTION_PARAMETERS, CORRUPTIONS, corrupt, corruption_seed
 from .core import (
     CORRECT_COLOR,
     MODEL_COLORS,
@@ -134,8 +135,6 @@ def plot_severity_grid(
 
     Pixels are drawn as blocks (nearest neighbour), so pixelation and JPEG artefacts stay visible.
     """
-    from ..stress import CORRUPTION_PARAMETERS, CORRUPTIONS, corrupt, corruption_seed
-
     array = check_image(image)
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
     if not names:
