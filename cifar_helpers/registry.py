@@ -28,8 +28,9 @@ class StageSpec:
         inputs: the stages whose outputs it reads (directly), checked before it starts.
         outputs: what it must have written to count as finished; later stages and the report read
             these names (it may write more: figures, extra arrays).
-        expected_seconds: how long it takes per profile on a 2-core laptop (``full``: one GPU); only
-            the proportions matter once a stage has run, as ETAs are rescaled by the measured speed.
+        expected_seconds: how long it takes per profile on a 2-core laptop (``full``: one GPU;
+            ``quick``: measured on the rebuilt CIFAR-10 batches); only the proportions matter once a
+            stage has run, as ETAs are rescaled by the measured speed.
     """
 
     name: str
@@ -54,7 +55,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="00 Setup: configuration, environment and data",
         inputs=(),
         outputs=("config.json", "environment.json", "data_summary.json"),
-        expected_seconds={"smoke": 8, "quick": 20, "cpu": 40, "full": 40},
+        expected_seconds={"smoke": 8, "quick": 9, "cpu": 40, "full": 40},
     ),
     StageSpec(
         name="baseline",
@@ -63,7 +64,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="01 Baseline training",
         inputs=("setup",),
         outputs=_TRAINING_OUTPUTS,
-        expected_seconds={"smoke": 15, "quick": 150, "cpu": 840, "full": 600},
+        expected_seconds={"smoke": 15, "quick": 205, "cpu": 840, "full": 600},
     ),
     StageSpec(
         name="failures",
@@ -72,7 +73,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="02 High-confidence failures",
         inputs=("setup", "baseline"),
         outputs=("failures.json", "summary.json"),
-        expected_seconds={"smoke": 8, "quick": 20, "cpu": 30, "full": 20},
+        expected_seconds={"smoke": 8, "quick": 15, "cpu": 30, "full": 20},
     ),
     StageSpec(
         name="gradcam",
@@ -81,7 +82,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="03 Grad-CAM of the failures",
         inputs=("setup", "baseline", "failures"),
         outputs=("heatmaps.pt", "measures.json", "road.json"),
-        expected_seconds={"smoke": 12, "quick": 40, "cpu": 90, "full": 40},
+        expected_seconds={"smoke": 12, "quick": 31, "cpu": 90, "full": 40},
     ),
     StageSpec(
         name="augmented",
@@ -90,7 +91,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="04 Training with augmentation",
         inputs=("setup", "baseline"),  # its notebook draws both models' curves
         outputs=_TRAINING_OUTPUTS,
-        expected_seconds={"smoke": 15, "quick": 150, "cpu": 840, "full": 600},
+        expected_seconds={"smoke": 15, "quick": 174, "cpu": 840, "full": 600},
     ),
     StageSpec(
         name="reevaluation",
@@ -99,7 +100,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="05 Re-evaluation: fixed, kept and new failures",
         inputs=("setup", "baseline", "failures", "gradcam", "augmented"),
         outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json"),
-        expected_seconds={"smoke": 12, "quick": 40, "cpu": 60, "full": 30},
+        expected_seconds={"smoke": 12, "quick": 22, "cpu": 60, "full": 30},
     ),
     StageSpec(
         name="stress",
@@ -108,7 +109,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="06 Stress tests: corruptions, calibration, sanity check, positive control",
         inputs=("setup", "baseline", "failures", "augmented"),
         outputs=("corruptions.json", "calibration.json", "sanity.json", "positive_control.json"),
-        expected_seconds={"smoke": 30, "quick": 120, "cpu": 300, "full": 120},
+        expected_seconds={"smoke": 30, "quick": 56, "cpu": 300, "full": 120},
     ),
 )
 

@@ -219,3 +219,24 @@ def test_a_stage_that_fails_after_writing_its_outputs_is_not_finished(tmp_path):
         run_stage("failures", run, {"run_dir": str(run.root)}, notebook_dir=notebooks)
     assert run.is_complete("failures")  # every output is there ...
     assert not stage_is_finished(run, "failures")  # ... but the stage did not finish
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_the_quick_profile_finds_hundreds_of_confident_failures_on_real_data(
+    tmp_path, batches_root, human_labels_root, monkeypatch
+):
+    """Issue 11, item 3: the README's quick try (minutes on a laptop) populates the failure browser,
+    on the whole test set in its order so the human labels apply (the smoke profile finds none)."""
+    monkeypatch.setenv("CIFAR10H_ROOT", str(human_labels_root))
+    run_dir = tmp_path / "quick"
+    common = ("--profile", "quick", "--data-dir", str(batches_root), "--run-dir", str(run_dir))
+    completed = run_all(*common, "--stages", "0-2", timeout=1500)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "[baseline] epoch 20/20" in completed.stdout
+    failures = json.loads((run_dir / "failures" / "summary.json").read_text())
+    assert failures["threshold"] == 0.9 and failures["num_high_confidence"] >= 100, failures
+    human = json.loads((run_dir / "failures" / "human_labels.json").read_text())
+    assert human["applies"] and sum(human["counts"].values()) == failures["num_high_confidence"]
+    metrics = json.loads((run_dir / "baseline" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.4 and metrics["train_accuracy"] > 0.9  # it overfits, as meant
