@@ -38,6 +38,7 @@ from .plotting.core import (
     check_images,
     check_labels,
     check_maps,
+    class_bars,
     failure_arrays,
     format_confidence,
     frame,
@@ -226,14 +227,7 @@ def _top_k_panel(ax: Axes, probs: np.ndarray, true: int, classes: list[str], tit
         CORRECT_COLOR if c == true else WRONG_COLOR if rank == 0 else NEUTRAL_COLOR
         for rank, c in enumerate(order)
     ]
-    y = np.arange(len(order))[::-1]
-    ax.barh(y, probs[order], color=colors)
-    for yi, c in zip(y, order, strict=True):
-        ax.text(probs[c], yi, f" {format_confidence(probs[c])}", va="center", fontsize=7)
-    ax.set_yticks(y, [classes[c] for c in order])
-    ax.set_xlim(0, 1.3)
-    ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
-    ax.grid(axis="y", visible=False)
+    class_bars(ax, probs, order, colors, classes, format_confidence)
     if true not in order:
         rank = int((probs > probs[true]).sum()) + 1
         ax.set_xlabel(

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from cifar_helpers.config import PROFILES, ConfigError, RunConfig, make_config, resolve_profile
+from cifar_helpers.config import PROFILE_NAMES, PROFILES, ConfigError, RunConfig, make_config, resolve_profile
 
 
 def test_profiles_resolve_and_validate():
@@ -39,7 +39,7 @@ def test_invalid_values_are_refused_with_the_key(overrides, fragment):
 
 
 def test_unknown_profile_lists_the_choices():
-    with pytest.raises(ConfigError, match="smoke, cpu, full, auto"):
+    with pytest.raises(ConfigError, match="smoke, quick, cpu, full, auto"):
         make_config("bogus")
 
 
@@ -112,11 +112,11 @@ def test_auto_precision_follows_the_gpu_compute_capability(monkeypatch, capabili
 
 
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch):
-    import cifar_helpers.reproducibility as reproducibility
+    import cifar_helpers.config as config_module
     from cifar_helpers.config import choose_precision
 
     for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(reproducibility, "cpu_supports_bf16", lambda native=native: native)
+        monkeypatch.setattr(config_module, "cpu_supports_bf16", lambda native=native: native)
         assert make_config("cpu", device="cpu").resolved_precision() == expected
     assert choose_precision("cpu", cpu_bf16=True) == "bf16"
     with pytest.raises(ValueError, match="compute capability"):
@@ -143,3 +143,12 @@ def test_road_settings_are_validated_and_survive_json():
         assert fragment in str(info.value)
     with pytest.raises(ConfigError, match="road_images must be >= 1"):
         make_config("smoke", road_images=0)
+
+
+def test_the_quick_profile_uses_real_data_sized_for_minutes():
+    """Issue 11, item 3: the whole test set (so the human labels apply) and a tenth of the training
+    set, long enough to overfit it (the failure browser then has something to show)."""
+    quick = make_config("quick")
+    assert quick.test_per_class is None and quick.train_per_class == 500 and quick.holdout_per_class > 0
+    assert quick.width == 8 and quick.epochs == 20 and quick.precision == "fp32"
+    assert "quick" in PROFILE_NAMES and PROFILE_NAMES.index("quick") == 1

@@ -217,6 +217,27 @@ def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarra
     return columns
 
 
+def class_bars(
+    ax: Axes,
+    values: np.ndarray,
+    order: np.ndarray,
+    colors: Sequence[str],
+    classes: Sequence[str],
+    value_text: Callable[[float], str],
+) -> None:
+    """Horizontal bars of ``values[order]`` (probabilities or vote shares in [0, 1]), ``order[0]`` on
+    top, each bar named by its class and labelled with ``value_text(value)``; the x axis runs to 130 %
+    to leave room for the labels."""
+    y = np.arange(len(order))[::-1]
+    ax.barh(y, values[order], color=colors)
+    for yi, c in zip(y, order, strict=True):
+        ax.text(values[c], yi, f" {value_text(values[c])}", va="center", fontsize=7)
+    ax.set_yticks(y, [classes[c] for c in order])
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
+    ax.grid(axis="y", visible=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # Text
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..human_labels import AGREED, AMBIGUOUS, CATEGORIES, LABEL_ERROR, MODEL_ERROR, NUM_TEST_IMAGES
-from .core import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, new_figure, styled
+from .core import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, class_bars, new_figure, styled
 
 CATEGORY_COLORS = {LABEL_ERROR: "#7b3294", AMBIGUOUS: "#f1a340", MODEL_ERROR: WRONG_COLOR}
 _BASE_STATUS = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
@@ -68,14 +68,7 @@ def human_votes_panel(
     colors = [
         CORRECT_COLOR if c == given else WRONG_COLOR if c == predicted else NEUTRAL_COLOR for c in order
     ]
-    y = np.arange(len(order))[::-1]
-    ax.barh(y, shares[order], color=colors)
-    for yi, c in zip(y, order, strict=True):
-        ax.text(shares[c], yi, f" {100 * shares[c]:.0f}%", va="center", fontsize=7)
-    ax.set_yticks(y, [classes[c] for c in order])
-    ax.set_xlim(0, 1.3)
-    ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
-    ax.grid(axis="y", visible=False)
+    class_bars(ax, shares, order, colors, classes, lambda share: f"{100 * share:.0f}%")
     if predicted not in order:
         ax.set_xlabel(f"humans for '{classes[predicted]}': {100 * shares[predicted]:.0f}%", color=WRONG_COLOR)
     ax.set_title(title, fontsize=8)
