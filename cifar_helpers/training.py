@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -304,6 +304,162 @@ def _stop_if_diverged(
     )
 
 
+@dataclass
+class _TrainingState:
+    """Everything one training run changes as it goes, and what a checkpoint restores."""
+
+    model: nn.Module
+    optimizer: torch.optim.SGD
+    generators: dict[str, torch.Generator]
+    scaler: torch.amp.GradScaler | None
+    schedule: list[float]  # the learning rate of every step of the run
+    device: torch.device
+    precision: str
+    memory_format: torch.memory_format
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _new_state(config: RunConfig, num_classes: int, schedule: list[float]) -> _TrainingState:
+    """A fresh network, optimiser and seeded generators on the configured device."""
+    device = config.resolved_device()
+    precision = config.resolved_precision()
+    model = build_model(config, num_classes)
+    # The batch order is drawn on the CPU so that it is the same on every device; the augmentation
+    # generator must live where the images are (random_crop_flip draws on their device).
+    generators = {
+        "order": torch.Generator().manual_seed(_stream_seed(config.seed, "order")),
+        "augment": torch.Generator(device=device).manual_seed(_stream_seed(config.seed, "augment")),
+    }
+    return _TrainingState(
+        model=model,
+        optimizer=make_optimizer(model, config),
+        generators=generators,
+        # fp16's narrow range underflows small gradients: scale the loss up, and the gradients back
+        # down before the step (skipping steps whose gradients overflowed). bf16 and fp32 need none.
+        scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+        schedule=schedule,
+        device=device,
+        precision=precision,
+        memory_format=torch.channels_last if config.use_channels_last() else torch.contiguous_format,
+    )
+
+
+def _resume(
+    state: _TrainingState, checkpoint_path: Path, config: RunConfig, run_facts: dict[str, Any], steps: int
+) -> None:
+    """Load the checkpoint into ``state``: weights, optimiser, step, history, every RNG state."""
+    checkpoint = load_torch(checkpoint_path)
+    check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.step = checkpoint["step"]
+    state.history = list(checkpoint["history"])
+    _restore_rng_states(checkpoint["rng"], state.generators, state.device)
+    if state.scaler is not None and "scaler" in checkpoint:
+        state.scaler.load_state_dict(checkpoint["scaler"])
+    if state.step != len(state.history) * steps:
+        raise CheckpointMismatchError(
+            f"{checkpoint_path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
+            f"{steps} steps"
+        )
+
+
+def _train_one_epoch(
+    state: _TrainingState,
+    config: RunConfig,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    epoch: int,
+    *,
+    augment: bool,
+    bar: Any,
+    checkpoint_path: Path,
+) -> tuple[float, float, float]:
+    """One pass over the training images in a seeded order: ``(mean loss, accuracy, seconds)``, both
+    running means over the epoch's (augmented) batches in train mode. Raises
+    :class:`TrainingDivergedError` at the first non-finite loss, before anything of the epoch is saved.
+    """
+    model, optimizer, scaler, device = state.model, state.optimizer, state.scaler, state.device
+    n, batch_size = x_train.shape[0], config.batch_size
+    steps = steps_per_epoch(n, batch_size)
+    dtype = config.autocast_dtype()
+    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    postfix_every = max(1, steps // POSTFIX_UPDATES_PER_EPOCH)
+    model.train()
+    _sync(device)
+    start = time.perf_counter()
+    order = torch.randperm(n, generator=state.generators["order"]).to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    # Index of the epoch's first step with a non-finite loss (-1: none), kept on the device so the
+    # loop does not wait for the GPU each step; read at every progress update and the epoch's end.
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    seen = 0
+    for i in range(steps):
+        index = order[i * batch_size : (i + 1) * batch_size]
+        images = x_train[index]
+        labels = y_train[index]
+        if augment:
+            images = random_crop_flip(
+                images, padding=config.crop_padding, flip=config.flip, generator=state.generators["augment"]
+            )
+        inputs = normalize(images).contiguous(memory_format=state.memory_format)
+        lr = state.schedule[state.step]
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        state.step += 1
+
+        batch = labels.shape[0]
+        seen += batch
+        loss_sum += loss.detach().double() * batch
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
+        bar.update(1)
+        if (i + 1) % postfix_every == 0 or i + 1 == steps:
+            first = state.step - i - 1
+            _stop_if_diverged(
+                int(first_bad), epoch, steps, state.schedule, first, state.history, checkpoint_path
+            )
+            if not bar.disable:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+    _sync(device)
+    return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start
+
+
+def _save_checkpoint(
+    state: _TrainingState, config: RunConfig, run_facts: dict[str, Any], epoch: int, checkpoint_path: Path
+) -> None:
+    """Write the checkpoint of a finished ``epoch`` (1-based), atomically: everything :func:`_resume`
+    needs to continue bit for bit."""
+    save_torch(
+        checkpoint_path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "step": state.step,
+            "epoch": epoch,
+            "history": state.history,
+            "config": config.to_dict(),
+            "run": run_facts,
+            "rng": _rng_states(state.generators, state.device),
+            **({"scaler": state.scaler.state_dict()} if state.scaler is not None else {}),
+        },
+    )
+
+
 # --- training ---------------------------------------------------------------------------------------
 
 
@@ -355,140 +511,58 @@ def train_model(
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
 
-    device = config.resolved_device()
-    precision = config.resolved_precision()
-    memory_format = torch.channels_last if config.use_channels_last() else torch.contiguous_format
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
     history_path = out_dir / HISTORY_NAME
-
     n = train_images.shape[0]
-    batch_size = config.batch_size
-    steps = steps_per_epoch(n, batch_size)
-    schedule = learning_rates(config, n)
+    steps = steps_per_epoch(n, config.batch_size)
     run_facts = {
         "augment": bool(augment),
         "num_classes": num_classes,
         "train_data": _fingerprint(train_images, train_labels),
         "test_data": _fingerprint(test_images, test_labels),
     }
-
-    model = build_model(config, num_classes)
-    optimizer = make_optimizer(model, config)
-    # The batch order is drawn on the CPU so that it is the same on every device; the augmentation
-    # generator must live where the images are (random_crop_flip draws on their device).
-    generators = {
-        "order": torch.Generator().manual_seed(_stream_seed(config.seed, "order")),
-        "augment": torch.Generator(device=device).manual_seed(_stream_seed(config.seed, "augment")),
-    }
-    # fp16's narrow range underflows small gradients: scale the loss up, and the gradients back down
-    # before the step (skipping steps whose gradients overflowed). bf16 and fp32 need no scaler.
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    history: list[dict[str, Any]] = []
-    step = 0
+    state = _new_state(config, num_classes, learning_rates(config, n))
     if resume and checkpoint_path.exists():
-        checkpoint = load_torch(checkpoint_path)
-        check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        step = checkpoint["step"]
-        history = list(checkpoint["history"])
-        _restore_rng_states(checkpoint["rng"], generators, device)
-        if scaler is not None and "scaler" in checkpoint:
-            scaler.load_state_dict(checkpoint["scaler"])
-        if step != len(history) * steps:
-            raise CheckpointMismatchError(
-                f"{checkpoint_path} is inconsistent: step {step} after {len(history)} epochs of {steps} steps"
-            )
-
+        _resume(state, checkpoint_path, config, run_facts, steps)
+    device = state.device
     environment = {
         **environment_report(),
         "device": str(device),
-        "precision": precision,
-        "bf16": precision == "bf16",
-        "channels_last": memory_format == torch.channels_last,
+        "precision": state.precision,
+        "bf16": state.precision == "bf16",
+        "channels_last": state.memory_format == torch.channels_last,
     }
-    x_train = train_images.to(device)
-    y_train = train_labels.to(device)
-    x_test = test_images.to(device)
-    y_test = test_labels.to(device)
-    dtype = config.autocast_dtype()
-    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    postfix_every = max(1, steps // POSTFIX_UPDATES_PER_EPOCH)
+    x_train, y_train = train_images.to(device), train_labels.to(device)
+    x_test, y_test = test_images.to(device), test_labels.to(device)
 
-    for epoch in range(len(history), config.epochs):
+    for epoch in range(len(state.history), config.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
-        model.train()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
-        _sync(device)
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=generators["order"]).to(device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        # Index of the epoch's first step with a non-finite loss (-1: none), kept on the device so the
-        # loop does not wait for the GPU each step; read at every progress update and the epoch's end.
-        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-        seen = 0
-        for i in range(steps):
-            index = order[i * batch_size : (i + 1) * batch_size]
-            images = x_train[index]
-            labels = y_train[index]
-            if augment:
-                images = random_crop_flip(
-                    images, padding=config.crop_padding, flip=config.flip, generator=generators["augment"]
-                )
-            inputs = normalize(images).contiguous(memory_format=memory_format)
-            lr = schedule[step]
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
-                logits = model(inputs)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            step += 1
-
-            batch = labels.shape[0]
-            seen += batch
-            loss_sum += loss.detach().double() * batch
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
-            bar.update(1)
-            if (i + 1) % postfix_every == 0 or i + 1 == steps:
-                first = step - i - 1
-                _stop_if_diverged(int(first_bad), epoch, steps, schedule, first, history, checkpoint_path)
-                if progress:
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
-        _sync(device)
-        seconds = time.perf_counter() - start
-
+        train_loss, train_acc, seconds = _train_one_epoch(
+            state, config, x_train, y_train, epoch, augment=augment, bar=bar, checkpoint_path=checkpoint_path
+        )
         test = predict(
-            model,
+            state.model,
             x_test,
             y_test,
             batch_size=config.eval_batch_size,
             device=device,
-            bf16=precision == "bf16",
-            fp16=precision == "fp16",
-            channels_last=memory_format == torch.channels_last,
+            bf16=state.precision == "bf16",
+            fp16=state.precision == "fp16",
+            channels_last=state.memory_format == torch.channels_last,
         )
         entry = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / seen,
-            "train_acc": correct.item() / seen,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
             "test_loss": cross_entropy(test),
             "test_acc": accuracy(test),
-            "lr": schedule[step - 1],
+            "lr": state.schedule[state.step - 1],
             "seconds": seconds,
         }
-        history.append(entry)
+        state.history.append(entry)
         if progress:
             bar.set_postfix(
                 loss=f"{entry['train_loss']:.4f}",
@@ -496,36 +570,21 @@ def train_model(
                 test_acc=f"{entry['test_acc']:.4f}",
             )
         bar.close()
-
-        save_torch(
-            checkpoint_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "epoch": epoch + 1,
-                "history": history,
-                "config": config.to_dict(),
-                "run": run_facts,
-                "rng": _rng_states(generators, device),
-                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-            },
-        )
-        save_json(history_path, _history_document(config, history, environment))
+        _save_checkpoint(state, config, run_facts, epoch + 1, checkpoint_path)
+        save_json(history_path, _history_document(config, state.history, environment))
 
     if not checkpoint_path.exists():
         raise RuntimeError(f"no epoch was trained and there is no checkpoint at {checkpoint_path}")
     if not history_path.exists():
         # A run that was finished before this call still gets a history.json beside its checkpoint.
-        save_json(history_path, _history_document(config, history, environment))
-    model.eval()
+        save_json(history_path, _history_document(config, state.history, environment))
+    state.model.eval()
     return TrainResult(
-        model=model,
-        history=history,
+        model=state.model,
+        history=state.history,
         checkpoint_path=checkpoint_path,
         history_path=history_path,
-        train_seconds=float(sum(h["seconds"] for h in history)),
+        train_seconds=float(sum(h["seconds"] for h in state.history)),
     )
 
 
