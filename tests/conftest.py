@@ -12,6 +12,19 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_all(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    """``python run_all.py ARGS`` from the repository root, output captured (as a user would run it)."""
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_all.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+
+
 # The shared JPEG copy sits beside the repository in development and CI; CIFAR10_ROOT overrides it.
 DEFAULT_SHARED_ROOT = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 # torchvision's batches rebuilt from that copy (test set in the original order) by
@@ -92,22 +105,16 @@ REPLICATE_SEEDS = (42, 43)
 def smoke_replicates(tmp_path_factory: pytest.TempPathFactory) -> ReplicateRun:
     """``run_all.py --profile smoke --seeds 42,43`` on generated data, run once per test session."""
     root = tmp_path_factory.mktemp("replicates") / "run"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "run_all.py"),
-            "--profile",
-            "smoke",
-            "-p",
-            "data_source=synthetic",
-            "--seeds",
-            ",".join(map(str, REPLICATE_SEEDS)),
-            "--run-dir",
-            str(root),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+    seeds = ",".join(map(str, REPLICATE_SEEDS))
+    completed = run_all(
+        "--profile",
+        "smoke",
+        "-p",
+        "data_source=synthetic",
+        "--seeds",
+        seeds,
+        "--run-dir",
+        str(root),
         timeout=3600,
     )
     return ReplicateRun(root, completed)

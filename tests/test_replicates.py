@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPLICATE_SEEDS
+from conftest import run_all as run_all_py
 
 from cifar_helpers.artifacts import STAGES, RunDir, load_json
 from cifar_helpers.config import make_config
@@ -28,13 +28,8 @@ SYNTHETIC = ("--profile", "smoke", "-p", "data_source=synthetic")
 
 
 def run_all(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "run_all.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    """run_all.py with the time a replicate run needs."""
+    return run_all_py(*args, timeout=timeout)
 
 
 def test_parse_seeds_reads_lists_and_ranges():

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_all
 
 from cifar_helpers.artifacts import STAGES, RunDir, save_json
 from cifar_helpers.pipeline import (
@@ -20,16 +19,6 @@ from cifar_helpers.pipeline import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_all(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "run_all.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
 
 
 @pytest.mark.parametrize(
