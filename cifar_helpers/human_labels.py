@@ -791,30 +791,3 @@ def human_labels_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             summary["by_category"] = reevaluation["by_category"]
             summary["fixed_label_errors"] = len(reevaluation["fixed_label_errors"])
     return summary
-
-
-def format_human_summary(summary: dict[str, Any]) -> list[str]:
-    """:func:`human_labels_summary` as lines of the run summary's text table."""
-    if not summary:
-        return []
-    if not summary.get("applies"):
-        return [f"no human labels apply: {summary.get('reason')}"]
-    lines = [f"{'confident failures by category':<32}{'baseline':>16}{'augmented':>16}"]
-    for c in CATEGORIES:
-        cells = []
-        for model in ("baseline", "augmented"):
-            m = summary.get(model)
-            cells.append("-" if m is None else f"{m['counts'][c]} ({_times(m['enrichment'][c])})")
-        lines.append(f"  {c:<30}{cells[0]:>16}{cells[1]:>16}")
-    by_category = summary.get("by_category")
-    if by_category:
-        lines.append(f"{'':<32}{'fixed':>8}{'kept':>8}{'new':>8}")
-        for c in CATEGORIES:
-            kept = by_category["kept_same"][c] + by_category["kept_different"][c]
-            lines.append(f"  {c:<30}{by_category['fixed'][c]:>8}{kept:>8}{by_category['new'][c]:>8}")
-        if summary.get("fixed_label_errors"):
-            lines.append(
-                f"  {summary['fixed_label_errors']} 'fixed' failure(s) are verified label errors: "
-                "the augmented model now agrees with a wrong label"
-            )
-    return lines

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from . import lineage
-from .artifacts import STAGE_INPUTS, STAGES, RunDir, load_json, save_json
+from .artifacts import STAGE_INPUTS, STAGES, RunDir, save_json
 from .config import RunConfig, make_config
-from .human_labels import format_human_summary, human_labels_summary
 from .kernel import LocalKernelManager
 from .progress import StageProgress
 from .registry import HEADLESS_ENV, stage_number
+from .report import summarize_run as run_numbers
 from .stages import check_run_identity
+from .tables import format_run_summary
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
@@ -249,7 +250,6 @@ def execute_notebook(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ[HEADLESS_ENV] = "1"
     marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
@@ -296,26 +296,9 @@ def stage_is_finished(run: RunDir, stage: str) -> bool:
 
 
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
-    """The numbers a reader wants first: accuracies, gaps, failure counts, fixed/kept/new, minutes."""
-
-    def read(stage: str, name: str) -> dict[str, Any]:
-        path = run.stage_dir(stage, create=False) / name
-        return load_json(path) if path.exists() else {}
-
-    summary: dict[str, Any] = {"run_dir": str(run.root)}
-    for stage in ("baseline", "augmented"):
-        metrics = read(stage, "metrics.json")
-        summary[stage] = {
-            key: metrics.get(key)
-            for key in ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
-        }
-    failures = read("failures", "summary.json")
-    summary["high_confidence_failures"] = failures.get("num_high_confidence")
-    summary["confidence_threshold"] = failures.get("threshold")
-    comparison = read("reevaluation", "comparison.json")
-    summary["comparison"] = comparison.get("counts", {})
-
-    summary["human_labels"] = human_labels_summary(run.root)
+    """The report's run summary (:func:`cifar_helpers.report.summarize_run`), with each stage's
+    status and minutes when this invocation ran stages."""
+    summary = run_numbers(run)
     if results is not None:
         summary["stages"] = {
             r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results
@@ -324,45 +307,8 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A plain-text table of :func:`summarize_run`'s numbers."""
-
-    def pct(x: Any) -> str:
-        return f"{100 * x:6.2f} %" if isinstance(x, (int, float)) else "     -  "
-
-    lines = [f"Run: {summary['run_dir']}", "", f"{'model':<12}{'test acc':>10}{'train acc':>11}{'gap':>10}"]
-    for model in ("baseline", "augmented"):
-        m = summary.get(model, {})
-        lines.append(
-            f"{model:<12}{pct(m.get('test_accuracy')):>10}{pct(m.get('train_accuracy')):>11}"
-            f"{pct(m.get('train_test_gap')):>10}"
-        )
-    lines.append("gap: train minus test accuracy, both evaluated in eval mode without augmentation")
-    lines.append("")
-    threshold = summary.get("confidence_threshold")
-    label = (
-        f"high-confidence failures (conf > {threshold})"
-        if threshold is not None
-        else "high-confidence failures"
-    )
-    count = summary.get("high_confidence_failures")
-    lines.append(f"{label}: {count if count is not None else '-'}")
-    counts = summary.get("comparison") or {}
-    if counts:
-        kept = counts.get("kept_same", 0) + counts.get("kept_different", 0)
-        lines.append(
-            f"augmented model: fixed {counts.get('fixed', 0)}, kept {kept} "
-            f"({counts.get('kept_same', 0)} same wrong class), new {counts.get('new', 0)}"
-        )
-
-    human_lines = format_human_summary(summary.get("human_labels") or {})
-    if human_lines:
-        lines += ["", *human_lines]
-    stages = summary.get("stages")
-    if stages:
-        lines += ["", f"{'stage':<14}{'status':<9}{'minutes':>8}"]
-        for name, info in stages.items():
-            lines.append(f"{name:<14}{info['status']:<9}{info['minutes']:>8.2f}")
-    return "\n".join(lines)
+    """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.tables.format_run_summary`)."""
+    return format_run_summary(summary)
 
 
 def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:

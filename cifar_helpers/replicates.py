@@ -298,7 +298,6 @@ def run_replicates(request: ReplicateRequest) -> int:
     """Run every seed as a Ray task, then stage 07; print progress; return the exit status (0 or 1)."""
     import ray
 
-
     data_seed = request.overrides.get("data_seed")
     if data_seed is None:
         data_seed = request.seeds[0]

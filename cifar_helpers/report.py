@@ -11,9 +11,7 @@ shows why, so a report can be written at any point of a run.
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -23,9 +21,33 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from .artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path, load_json
-from .human_labels import CATEGORIES, human_labels_summary
+from .human_labels import human_labels_summary
 from .registry import STAGE_SPECS
 from .replicate_layout import REPLICATES_NOTEBOOK, REPLICATES_OUTPUTS, find_seed_dirs, replicates_dir
+from .tables import (
+    ROAD_EXPLAINED,
+    Cell,
+    Percent,
+    Table,
+    accuracy_table,
+    calibration_table,
+    comparison_tables,
+    corruption_tables,
+    esc,
+    failure_road_table,
+    failure_tables,
+    fmt_num,
+    fmt_pct,
+    get,
+    human_label_tables,
+    no_human_labels,
+    per_class_table,
+    positive_control_road_table,
+    positive_control_table,
+    randomisation_table,
+    road_by_model_table,
+    run_summary_tables,
+)
 
 REPORT_NAME = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -54,39 +76,7 @@ nav ul { columns: 2; }
 """
 
 
-# --- formatting -----------------------------------------------------------------------------------
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def fmt_pct(value: Any) -> str:
-    """A fraction as a percentage with two decimals (``0.9123`` -> ``"91.23%"``); ``"n/a"`` if missing."""
-    if not _is_number(value) or math.isnan(value):
-        return "n/a"
-    return f"{100 * value:.2f}%"
-
-
-def fmt_num(value: Any) -> str:
-    """A number with four significant digits (integers in full); other values as text."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, allow_nan=True)
-    return str(value)
+# --- formatting: the rows come from tables, this module only lays them out --------------------------
 
 
 def _caption(path: Path) -> str:
@@ -94,45 +84,27 @@ def _caption(path: Path) -> str:
     return text[:1].upper() + text[1:] if text else path.name
 
 
-def _table(
-    header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] | None = None
-) -> str:
-    """Rows of already formatted cells -> an HTML table (every cell escaped)."""
-    rows = list(rows)
-    if not rows:
-        return '<p class="note">(nothing to show)</p>'
-    numeric = list(numeric) if numeric is not None else [False] * len(header)
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            cls = ' class="num"' if i < len(numeric) and numeric[i] else ""
-            cells.append(f"<td{cls}>{_esc(cell)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _table(header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
+    """Rows of cells under a header -> an HTML table (every cell escaped)."""
+    return Table("", tuple(header), tuple(tuple(row) for row in rows)).html()
 
 
-def _kv_table(pairs: Iterable[tuple[str, str]], columns: int = 1) -> str:
+def _kv_table(pairs: Iterable[tuple[str, Cell]], columns: int = 1) -> str:
     """Quantity/value pairs as a table; ``columns`` > 1 sets that many pairs side by side (long lists)."""
     pairs = list(pairs)
     rows_needed = max(1, math.ceil(len(pairs) / columns))
     chunks = [pairs[i * rows_needed : (i + 1) * rows_needed] for i in range(columns)]
     rows = []
     for r in range(rows_needed):
-        row: list[str] = []
+        row: list[Cell] = []
         for chunk in chunks:
             row.extend(chunk[r] if r < len(chunk) else ("", ""))
         rows.append(row)
-    return _table(("quantity", "value") * columns, rows if pairs else [], numeric=(False, True) * columns)
+    return _table(("quantity", "value") * columns, rows if pairs else [])
 
 
-def _get(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
+def _html(tables: Iterable[Table]) -> str:
+    return "".join(table.html() for table in tables)
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -143,7 +115,7 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
             pairs.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return pairs
     if isinstance(obj, list):
-        if len(obj) <= 10 and all(_is_number(v) or isinstance(v, (str, bool)) or v is None for v in obj):
+        if len(obj) <= 10 and all(isinstance(v, (int, float, str, bool)) or v is None for v in obj):
             return [(prefix, ", ".join(fmt_num(v) for v in obj))]
         return [(prefix, f"[{len(obj)} entries]")]
     return [(prefix, obj)]
@@ -157,7 +129,7 @@ def _generic(data: Any) -> str:
     return _kv_table(shown) + note
 
 
-# --- per-file summaries ---------------------------------------------------------------------------
+# --- per-file summaries: the report-only rows, and the shared tables ---------------------------------
 
 
 def _config_summary(config: dict[str, Any]) -> str:
@@ -165,33 +137,28 @@ def _config_summary(config: dict[str, Any]) -> str:
 
 
 def _data_summary(summary: dict[str, Any]) -> str:
-    rows = [
+    rows: list[tuple[str, Cell]] = [
         ("source", fmt_num(summary.get("source"))),
         ("root", fmt_num(summary.get("root"))),
         ("classes", ", ".join(map(str, summary.get("classes") or [])) or "n/a"),
     ]
     counts = summary.get("num_images")
     if isinstance(counts, dict):
-        rows += [(f"{split} images", fmt_num(n)) for split, n in counts.items()]
+        rows += [(f"{split} images", n) for split, n in counts.items()]
     rows.append(("fingerprint", fmt_num(summary.get("fingerprint"))))
     return _kv_table(rows)
 
 
 def _metrics_summary(metrics: dict[str, Any]) -> str:
-    rows = [
-        ("test accuracy", fmt_pct(metrics.get("test_accuracy"))),
-        ("train accuracy", fmt_pct(metrics.get("train_accuracy"))),
-        ("train-test gap (eval mode, no augmentation)", fmt_pct(metrics.get("train_test_gap"))),
-        ("epochs", fmt_num(metrics.get("epochs"))),
-        ("training time (s)", fmt_num(metrics.get("train_seconds"))),
-        ("images per second", fmt_num(metrics.get("images_per_second"))),
+    training = [
+        ("epochs", metrics.get("epochs")),
+        ("training time (s)", metrics.get("train_seconds")),
+        ("images per second", metrics.get("images_per_second")),
     ]
-    html_out = _kv_table(rows)
+    html_out = accuracy_table(metrics).html() + _kv_table(training)
     per_class = metrics.get("per_class_accuracy")
     if isinstance(per_class, dict) and per_class:
-        html_out += "<h4>Per-class test accuracy</h4>" + _table(
-            ("class", "accuracy"), ((name, fmt_pct(acc)) for name, acc in per_class.items()), (False, True)
-        )
+        html_out += "<h4>Per-class test accuracy</h4>" + per_class_table({"accuracy": per_class}).html()
     return html_out
 
 
@@ -201,12 +168,12 @@ def _history_summary(history: dict[str, Any]) -> str:
         return _generic(history)
     last = epochs[-1] if epochs and isinstance(epochs[-1], dict) else {}
     rows = [
-        ("epochs finished", fmt_num(len(epochs))),
-        ("training complete", fmt_num(history.get("complete"))),
-        ("last epoch: train loss", fmt_num(last.get("train_loss"))),
-        ("last epoch: train accuracy (augmented batches)", fmt_pct(last.get("train_acc"))),
-        ("last epoch: test loss", fmt_num(last.get("test_loss"))),
-        ("last epoch: test accuracy", fmt_pct(last.get("test_acc"))),
+        ("epochs finished", len(epochs)),
+        ("training complete", history.get("complete")),
+        ("last epoch: train loss", last.get("train_loss")),
+        ("last epoch: train accuracy (augmented batches)", Percent(last.get("train_acc"))),
+        ("last epoch: test loss", last.get("test_loss")),
+        ("last epoch: test accuracy", Percent(last.get("test_acc"))),
     ]
     return _kv_table(rows)
 
@@ -214,239 +181,44 @@ def _history_summary(history: dict[str, Any]) -> str:
 def _failure_list_summary(failures: dict[str, Any]) -> str:
     indices = failures.get("indices")
     rows = [
-        ("confidence threshold", fmt_num(failures.get("threshold"))),
-        ("images evaluated", fmt_num(failures.get("num_images"))),
-        ("errors", fmt_num(failures.get("num_errors"))),
-        ("high-confidence failures listed", fmt_num(len(indices) if isinstance(indices, list) else None)),
+        ("confidence threshold", failures.get("threshold")),
+        ("images evaluated", failures.get("num_images")),
+        ("errors", failures.get("num_errors")),
+        ("high-confidence failures listed", len(indices) if isinstance(indices, list) else None),
     ]
     return _kv_table(rows)
 
 
-def _failure_summary(summary: dict[str, Any]) -> str:
-    rows = [
-        ("confidence threshold", fmt_num(summary.get("threshold"))),
-        ("test images", fmt_num(summary.get("num_images"))),
-        ("accuracy", fmt_pct(summary.get("accuracy"))),
-        ("errors", fmt_num(summary.get("num_errors"))),
-        ("high-confidence failures", fmt_num(summary.get("num_high_confidence"))),
-        ("share of errors that are high-confidence", fmt_pct(summary.get("share_of_errors_high_confidence"))),
+def _positive_control_summary(data: Any) -> str:
+    note = (
+        '<p class="note">Two models trained on generated data: one whose training backgrounds give the '
+        "class away, one whose do not. On test images with random backgrounds, the Grad-CAM maps of the "
+        "first model's high-confidence failures should lie mostly off the object.</p>"
+    )
+    extra = [
+        ("mask-share gap (untied - tied)", data.get("mask_share_gap")),
+        ("pointing-game gap (untied - tied)", Percent(data.get("pointing_game_gap"))),
     ]
-    html_out = _kv_table(rows)
-    pairs = summary.get("most_confused_pairs")
-    if isinstance(pairs, list) and pairs and all(isinstance(p, dict) for p in pairs):
-        columns = list(pairs[0])
-        html_out += "<h4>Most confused pairs</h4>" + _table(
-            columns, ([fmt_num(p.get(c)) for c in columns] for p in pairs[:10])
-        )
-    return html_out
-
-
-def _comparison_summary(comparison: dict[str, Any]) -> str:
-    counts = comparison.get("counts") or {}
-    kept = [counts.get("kept_same"), counts.get("kept_different")]
-    total_kept = sum(kept) if all(_is_number(k) for k in kept) else None
-    rows = [
-        ("confidence threshold", fmt_num(comparison.get("threshold"))),
-        ("baseline high-confidence failures", fmt_num(counts.get("baseline_failures"))),
-        ("fixed by the augmented model", fmt_num(counts.get("fixed"))),
-        ("kept, same wrong class", fmt_num(counts.get("kept_same"))),
-        ("kept, different wrong class", fmt_num(counts.get("kept_different"))),
-        ("kept in total", fmt_num(total_kept)),
-        ("new high-confidence failures", fmt_num(counts.get("new"))),
-        ("augmented high-confidence failures", fmt_num(counts.get("augmented_failures"))),
-        ("baseline test accuracy", fmt_pct(comparison.get("baseline_accuracy"))),
-        ("augmented test accuracy", fmt_pct(comparison.get("augmented_accuracy"))),
-    ]
-    return _kv_table(rows)
-
-
-def _per_model(data: Any, marker: str) -> dict[str, Any]:
-    """``{model: result}`` from a file holding either that or a single result (which has ``marker``)."""
-    if isinstance(data, dict) and isinstance(data.get("models"), dict):
-        return data["models"]
-    if isinstance(data, dict) and marker in data:
-        return {"model": data}
-    if isinstance(data, dict):
-        return {name: value for name, value in data.items() if isinstance(value, dict) and marker in value}
-    return {}
-
-
-def _corruptions_summary(data: Any) -> str:
-    models = _per_model(data, "clean_accuracy")
-    if not models:
-        return _generic(data)
-    names = list(models)
-    rows = [
-        ["clean accuracy", *(fmt_pct(models[m].get("clean_accuracy")) for m in names)],
-        [
-            "mean accuracy under corruption",
-            *(fmt_pct(models[m].get("mean_corruption_accuracy")) for m in names),
-        ],
-        ["absolute drop", *(fmt_pct(models[m].get("absolute_drop")) for m in names)],
-        ["relative drop", *(fmt_pct(models[m].get("relative_drop")) for m in names)],
-    ]
-    html_out = _table(["", *names], rows, [False] + [True] * len(names))
-    corruptions: list[str] = []
-    for m in names:
-        for c in models[m].get("corruptions") or {}:
-            if c not in corruptions:
-                corruptions.append(c)
-    if corruptions:
-        severities = next((models[m].get("severities") for m in names if models[m].get("severities")), None)
-        header = ["corruption", *(f"{m}: mean" for m in names)]
-        if severities:
-            header += [f"{m}: severity {', '.join(map(str, severities))}" for m in names]
-        table_rows = []
-        for c in corruptions:
-            cells = [_get(models[m], "corruptions", c) or {} for m in names]
-            row = [c, *(fmt_pct(cell.get("mean_accuracy")) for cell in cells)]
-            if severities:
-                row += [" / ".join(fmt_pct(a) for a in cell.get("accuracy") or []) for cell in cells]
-            table_rows.append(row)
-        html_out += "<h4>Accuracy per corruption</h4>" + _table(header, table_rows)
-    return html_out
-
-
-def _calibration_summary(data: Any) -> str:
-    models = _per_model(data, "temperature")
-    if not models:
-        return _generic(data)
-    names = list(models)
-
-    def row(label: str, get: Callable[[dict[str, Any]], Any], fmt: Callable[[Any], str]) -> list[str]:
-        return [label, *(fmt(get(models[m])) for m in names)]
-
-    rows = [
-        row("temperature T (fitted on the hold-out split)", lambda r: r.get("temperature"), fmt_num),
-        row("ECE before", lambda r: _get(r, "before", "ece"), fmt_num),
-        row("ECE after", lambda r: _get(r, "after", "ece"), fmt_num),
-        row("NLL before", lambda r: _get(r, "before", "nll"), fmt_num),
-        row("NLL after", lambda r: _get(r, "after", "nll"), fmt_num),
-        row("test accuracy", lambda r: _get(r, "before", "accuracy"), fmt_pct),
-        row("confidence threshold", lambda r: r.get("threshold"), fmt_num),
-        row(
-            "failures above it before scaling",
-            lambda r: _get(r, "high_confidence_failures", "before"),
-            fmt_num,
-        ),
-        row(
-            "...still above it after scaling",
-            lambda r: _get(r, "high_confidence_failures", "still_above_after"),
-            fmt_num,
-        ),
-        row(
-            "failures above it after scaling", lambda r: _get(r, "high_confidence_failures", "after"), fmt_num
-        ),
-    ]
-    return _table(["", *names], rows, [False] + [True] * len(names))
+    road = positive_control_road_table(data)
+    return (
+        note + positive_control_table(data).html() + _kv_table(extra) + ("" if road is None else road.html())
+    )
 
 
 def _sanity_summary(data: Any) -> str:
-    steps = _get(data, "steps")
-    means = _get(data, "spearman_mean")
-    stds = _get(data, "spearman_std")
-    if not (isinstance(steps, list) and isinstance(means, list) and len(means) == len(steps)):
-        return _generic(data)
-    stds = stds if isinstance(stds, list) and len(stds) == len(steps) else [None] * len(steps)
     note = (
         '<p class="note">Spearman rank correlation between the trained model\'s Grad-CAM maps and '
         "those of copies whose layers are re-initialised cumulatively from the top (Adebayo et al., "
         "2018). Maps that do not change as the weights are destroyed would not explain the model.</p>"
     )
-    rows = [(step, fmt_num(m), fmt_num(s)) for step, m, s in zip(steps, means, stds, strict=True)]
-    return note + _table(("randomised up to", "mean Spearman", "std"), rows, (False, True, True))
-
-
-def _positive_control_summary(data: Any) -> str:
-    tied, untied = _get(data, "tied"), _get(data, "untied")
-    if not (isinstance(tied, dict) and isinstance(untied, dict)):
-        return _generic(data)
-    note = (
-        '<p class="note">Two models trained on generated data: one whose training backgrounds give the '
-        "class away (correlation {}), one whose do not. On test images with random backgrounds, the "
-        "Grad-CAM maps of the first model's high-confidence failures should lie mostly off the object."
-        "</p>"
-    ).format(_esc(fmt_num(data.get("correlation"))))
-    rows = [
-        ("test accuracy", fmt_pct(tied.get("test_accuracy")), fmt_pct(untied.get("test_accuracy"))),
-        ("train accuracy", fmt_pct(tied.get("train_accuracy")), fmt_pct(untied.get("train_accuracy"))),
-        ("high-confidence failures", fmt_num(tied.get("num_failures")), fmt_num(untied.get("num_failures"))),
-        ("mean mask share (failures)", fmt_num(tied.get("mask_share")), fmt_num(untied.get("mask_share"))),
-        (
-            "pointing game (failures)",
-            fmt_pct(tied.get("pointing_game")),
-            fmt_pct(untied.get("pointing_game")),
-        ),
-        (
-            "mean mask share (all test images)",
-            fmt_num(tied.get("mask_share_all")),
-            fmt_num(untied.get("mask_share_all")),
-        ),
-    ]
-    extra = [
-        ("confidence threshold used", fmt_num(data.get("threshold"))),
-        ("mask-share gap (untied - tied)", fmt_num(data.get("mask_share_gap"))),
-        ("pointing-game gap (untied - tied)", fmt_pct(data.get("pointing_game_gap"))),
-        ("object area (chance level of the mask share)", fmt_num(data.get("object_area_fraction"))),
-    ]
-    road = "".join(
-        f"<h4>ROAD on the {name} model's failures (object = the true object mask as the map)</h4>"
-        + _road_table_html(entry["road"])
-        for name, entry in (("tied", tied), ("untied", untied))
-        if isinstance(entry.get("road"), dict)
-    )
-    return (
-        note
-        + _table(("", "tied backgrounds", "untied backgrounds"), rows, (False, True, True))
-        + _kv_table(extra)
-        + road
-    )
-
-
-def _road_table_html(table: Any, label: str = "") -> str:
-    """One ROAD table (:func:`cifar_helpers.faithfulness.road_table`) as HTML: a row per map."""
-    rows, fractions = _get(table, "rows"), _get(table, "fractions")
-    if not (isinstance(rows, dict) and isinstance(fractions, list)):
-        return _generic(table)
-    header = [
-        f"{label}map".strip(),
-        *(f"most first {100 * f:.0f}%" for f in fractions),
-        *(f"least first {100 * f:.0f}%" for f in fractions),
-        "combined",
-    ]
-    body = [
-        [
-            name,
-            *(fmt_num(v) for v in row.get("most_relevant_first") or []),
-            *(fmt_num(v) for v in row.get("least_relevant_first") or []),
-            fmt_num(row.get("combined")),
-        ]
-        for name, row in rows.items()
-    ]
-    return _table(header, body, [False] + [True] * (len(header) - 1))
-
-
-ROAD_NOTE = (
-    '<p class="note">ROAD (Rong et al., 2022): the change in the explained class\'s probability after '
-    "removing a share of the pixels, most or least relevant first by the map, and imputing them from "
-    "their neighbours. Faithful maps fall fast most-relevant-first and stay flat least-relevant-first; "
-    "combined = mean of (least - most) / 2, higher is more faithful; a random map is the floor.</p>"
-)
+    return note + randomisation_table(data).html()
 
 
 def _road_summary(data: Any) -> str:
-    if isinstance(_get(data, "models"), dict):
-        return ROAD_NOTE + "".join(
-            f"<h4>{_esc(name)}</h4>" + _road_table_html(table) for name, table in data["models"].items()
-        )
-    if not isinstance(_get(data, "rows"), dict):
-        return _generic(data)
-    extra = [
-        ("failures scored (most confident first)", fmt_num(data.get("num_images"))),
-        ("most faithful Grad-CAM layer", _esc(data.get("best_layer"))),
-        (f"most faithful explainer at {data.get('explainer_layer')}", _esc(data.get("best_explainer"))),
-    ]
-    return ROAD_NOTE + _road_table_html(data) + _kv_table(extra)
+    note = f'<p class="note">{esc(ROAD_EXPLAINED)}.</p>'
+    if isinstance(get(data, "models"), dict):
+        return note + road_by_model_table(data).html()
+    return note + failure_road_table(data).html()
 
 
 # Which summary renders which file; files without one get the generic table of their values.
@@ -459,10 +231,10 @@ SUMMARIES: dict[tuple[str, str], Callable[[Any], str]] = {
     ("augmented", "history.json"): _history_summary,
     ("augmented", "metrics.json"): _metrics_summary,
     ("failures", "failures.json"): _failure_list_summary,
-    ("failures", "summary.json"): _failure_summary,
-    ("reevaluation", "comparison.json"): _comparison_summary,
-    ("stress", "corruptions.json"): _corruptions_summary,
-    ("stress", "calibration.json"): _calibration_summary,
+    ("failures", "summary.json"): lambda data: _html(failure_tables(data, max_pairs=10)),
+    ("reevaluation", "comparison.json"): lambda data: _html(comparison_tables(data)),
+    ("stress", "corruptions.json"): lambda data: _html(corruption_tables(data, severities=True)),
+    ("stress", "calibration.json"): lambda data: calibration_table(data).html(),
     ("stress", "sanity.json"): _sanity_summary,
     ("stress", "positive_control.json"): _positive_control_summary,
     ("gradcam", "road.json"): _road_summary,
@@ -526,16 +298,16 @@ def _embed_png(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as error:
-        return f'<p class="error">could not read figure {_esc(path.name)}: {_esc(error)}</p>'
+        return f'<p class="error">could not read figure {esc(path.name)}: {esc(error)}</p>'
     problem = png_problem(data)
     if problem is not None:
         # A truncated or mislabelled file would show as a broken image; say what is wrong instead.
-        return f'<p class="error">{_esc(path.name)} {_esc(problem)}; not embedded</p>'
+        return f'<p class="error">{esc(path.name)} {esc(problem)}; not embedded</p>'
     encoded = base64.b64encode(data).decode("ascii")
     caption = _caption(path)
     return (
-        f'<figure><img src="data:image/png;base64,{encoded}" alt="{_esc(caption)}">'
-        f'<figcaption>{_esc(caption)} <span class="note">({_esc(path.name)})</span></figcaption></figure>'
+        f'<figure><img src="data:image/png;base64,{encoded}" alt="{esc(caption)}">'
+        f'<figcaption>{esc(caption)} <span class="note">({esc(path.name)})</span></figcaption></figure>'
     )
 
 
@@ -554,32 +326,32 @@ def _stage_section(run: RunDir, stage: str) -> str:
     status, missing = _stage_status(run, stage)
     css = {"complete": "complete", "incomplete": "incomplete", "not run": "notrun"}[status]
     parts = [
-        f'<section id="stage-{_esc(stage)}"><h2>{_esc(STAGE_TITLES.get(stage, stage))} '
-        f'<span class="status {css}">{_esc(status)}</span></h2>'
+        f'<section id="stage-{esc(stage)}"><h2>{esc(STAGE_TITLES.get(stage, stage))} '
+        f'<span class="status {css}">{esc(status)}</span></h2>'
     ]
     if status == "not run":
         parts.append(
-            f'<p class="note">stage not run: run {_esc(STAGES[stage][1])} to produce '
-            f"{_esc(', '.join(STAGE_OUTPUTS[stage]))}.</p></section>"
+            f'<p class="note">stage not run: run {esc(STAGES[stage][1])} to produce '
+            f"{esc(', '.join(STAGE_OUTPUTS[stage]))}.</p></section>"
         )
         return "".join(parts)
     if missing:
-        parts.append(f'<p class="note">missing: {_esc(", ".join(missing))}</p>')
+        parts.append(f'<p class="note">missing: {esc(", ".join(missing))}</p>')
     json_names = [name for name in STAGE_OUTPUTS[stage] if name.endswith(".json")]
     for name in json_names:
         path = base / name
         if not path.exists():
             continue
         data, error = _read_json(path)
-        parts.append(f'<h3>{_esc(FILE_TITLES.get(name, name))} <span class="note">({_esc(name)})</span></h3>')
+        parts.append(f'<h3>{esc(FILE_TITLES.get(name, name))} <span class="note">({esc(name)})</span></h3>')
         if error is not None:
-            parts.append(f'<p class="error">{_esc(error)}</p>')
+            parts.append(f'<p class="error">{esc(error)}</p>')
             continue
         render = SUMMARIES.get((stage, name), _generic)
         try:
             parts.append(render(data))
         except Exception as failure:  # a malformed file must not take the whole report down
-            parts.append(f'<p class="error">could not summarise {_esc(name)}: {_esc(failure)}</p>')
+            parts.append(f'<p class="error">could not summarise {esc(name)}: {esc(failure)}</p>')
             parts.append(_generic(data) if isinstance(data, (dict, list)) else "")
     figures = sorted(base.glob("*.png"))
     if figures:
@@ -589,101 +361,61 @@ def _stage_section(run: RunDir, stage: str) -> str:
     return "".join(parts)
 
 
-def _overview(run: RunDir) -> str:
-    """The numbers a reader wants first: both models' accuracies and gaps, failures, fixed/kept/new."""
+def summarize_run(run: RunDir) -> dict[str, Any]:
+    """The numbers a reader wants first (``summary.json``): accuracies, gaps, failure counts,
+    fixed/kept/new, and the human-label categories."""
 
     def read(stage: str, name: str) -> dict[str, Any]:
-        path = run.root / STAGES[stage][0] / name
+        path = run.stage_dir(stage, create=False) / name
         if not path.exists():
             return {}
         data, _ = _read_json(path)
         return data if isinstance(data, dict) else {}
 
-    rows = []
+    summary: dict[str, Any] = {"run_dir": str(run.root)}
     for stage in ("baseline", "augmented"):
         metrics = read(stage, "metrics.json")
-        rows.append(
-            (
-                stage,
-                fmt_pct(metrics.get("test_accuracy")),
-                fmt_pct(metrics.get("train_accuracy")),
-                fmt_pct(metrics.get("train_test_gap")),
-            )
-        )
-    html_out = _table(
-        ("model", "test accuracy", "train accuracy", "train-test gap (eval mode)"),
-        rows,
-        (False, True, True, True),
-    )
+        summary[stage] = {
+            key: metrics.get(key)
+            for key in ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
+        }
     failures = read("failures", "summary.json")
-    counts = read("reevaluation", "comparison.json").get("counts") or {}
-    facts = [
-        ("high-confidence failures of the baseline", fmt_num(failures.get("num_high_confidence"))),
-        ("confidence threshold", fmt_num(failures.get("threshold"))),
-        (
-            "fixed / kept (same) / kept (different) / new",
-            " / ".join(fmt_num(counts.get(k)) for k in ("fixed", "kept_same", "kept_different", "new")),
-        ),
-    ]
-    return html_out + _kv_table(facts)
+    summary["high_confidence_failures"] = failures.get("num_high_confidence")
+    summary["confidence_threshold"] = failures.get("threshold")
+    summary["comparison"] = read("reevaluation", "comparison.json").get("counts", {})
+    summary["human_labels"] = human_labels_summary(run.root)
+    return summary
 
 
-def _human_labels_section(run: RunDir) -> str:
+def _overview(summary: dict[str, Any]) -> str:
+    """The run summary's tables (the same rows ``run_all.py`` prints at the end)."""
+    return _html(run_summary_tables(summary))
+
+
+def _human_labels_section(run: RunDir, summary: dict[str, Any]) -> str:
     """Confident failures by category (both models, with enrichment), fixed/kept/new by category and
     the CIFAR-10H cross-entropy, or the one line saying why no human labels apply."""
-    summary = human_labels_summary(run.root)
     head = "<h2>Is it the model or the label? (human labels)</h2>"
-    if not summary.get("applies"):
-        return head + f'<p class="note">no human labels apply: {_esc(summary.get("reason"))}</p>'
-    models = [m for m in ("baseline", "augmented") if m in summary]
-
-    def cell(model: str, category: str) -> str:
-        m = summary[model]
-        factor = m["enrichment"][category]
-        return (
-            f"{m['counts'][category]} (x{factor:.1f})" if factor is not None else str(m["counts"][category])
-        )
-
-    parts = [
-        head,
-        '<p class="note">Categories of the confident failures (CIFAR-10H, Peterson et al. 2019; verified '
-        f"label errors, Northcutt et al. 2021; ambiguous: given label's human share &lt; "
-        f"{_esc(summary['ambiguity_threshold'])}). In brackets: enrichment against the test set.</p>",
-        _table(
-            ("category", *models),
-            [(c, *(cell(m, c) for m in models)) for c in CATEGORIES],
-            (False, *(True for _ in models)),
-        ),
-    ]
-    by_category = summary.get("by_category")
-    if by_category:
-        groups = ("fixed", "kept_same", "kept_different", "new")
-        parts.append(
-            _table(
-                ("category", "fixed", "kept (same)", "kept (different)", "new"),
-                [(c, *(str(by_category[g][c]) for g in groups)) for c in CATEGORIES],
-                (False, True, True, True, True),
-            )
-        )
-        if summary.get("fixed_label_errors"):
-            parts.append(
-                f'<p class="error">{summary["fixed_label_errors"]} "fixed" failure(s) are verified label '
-                "errors: the augmented model now agrees with a wrong label.</p>"
-            )
-    plurality = summary["accuracy_vs_human_plurality"]
-    facts = [(f"{m}: accuracy against the human plurality label", fmt_pct(plurality.get(m))) for m in models]
-    calibration_path = run.root / STAGES["stress"][0] / "human_calibration.json"
+    reason = no_human_labels(summary)
+    if reason is not None:
+        return head + f'<p class="note">{esc(reason)}</p>'
+    note = (
+        '<p class="note">CIFAR-10H, Peterson et al. 2019; verified label errors, Northcutt et al. 2021; '
+        f"ambiguous: the given label's human share &lt; {esc(summary['ambiguity_threshold'])}.</p>"
+    )
+    facts: list[tuple[str, Cell]] = []
+    calibration_path = run.path("stress", "human_calibration.json")
     if calibration_path.exists():
         calibration, _ = _read_json(calibration_path)
         if isinstance(calibration, dict) and calibration.get("applies"):
-            for name, m in calibration["models"].items():
-                facts.append(
-                    (
-                        f"{name}: CIFAR-10H cross-entropy, as trained / temperature-scaled",
-                        f"{fmt_num(m['before'])} / {fmt_num(m['after'])}",
-                    )
+            facts = [
+                (
+                    f"{name}: CIFAR-10H cross-entropy, as trained / temperature-scaled",
+                    f"{fmt_num(m['before'])} / {fmt_num(m['after'])}",
                 )
-    return "".join(parts) + _kv_table(facts)
+                for name, m in calibration["models"].items()
+            ]
+    return head + note + _html(human_label_tables(summary)) + (_kv_table(facts) if facts else "")
 
 
 def _page_head(title: str) -> str:
@@ -692,8 +424,8 @@ def _page_head(title: str) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{esc(title)}</h1>"
     )
 
 
@@ -706,16 +438,17 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         )
     title = f"cifar-stress run report: {run.root.name}"
     nav = "".join(
-        f'<li><a href="#stage-{_esc(s)}">{_esc(STAGE_TITLES.get(s, s))}</a> '
-        f"({_esc(_stage_status(run, s)[0])})</li>"
+        f'<li><a href="#stage-{esc(s)}">{esc(STAGE_TITLES.get(s, s))}</a> '
+        f"({esc(_stage_status(run, s)[0])})</li>"
         for s in STAGES
     )
     sections = "".join(_stage_section(run, stage) for stage in STAGES)
+    summary = summarize_run(run)
     return (
         _page_head(title)
-        + f'<p class="note">Run directory: {_esc(run.root)}. Built from the files the stages saved there.</p>'
-        f"<h2>Overview</h2>{_overview(run)}"
-        f"{_human_labels_section(run)}"
+        + f'<p class="note">Run directory: {esc(run.root)}. Built from the files the stages saved there.</p>'
+        f"<h2>Overview</h2>{_overview(summary)}"
+        f"{_human_labels_section(run, summary.get('human_labels') or {})}"
         f"<nav><h2>Stages</h2><ul>{nav}</ul></nav>"
         f"{sections}</body></html>\n"
     )
@@ -755,17 +488,17 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
     and the figures, read from ``<root>/replicates/``."""
     base = replicates_dir(root)
     missing = [name for name in REPLICATES_OUTPUTS if not (base / name).exists()]
-    head = f'<section id="stage-replicates"><h2>{_esc(REPLICATES_TITLE)} '
+    head = f'<section id="stage-replicates"><h2>{esc(REPLICATES_TITLE)} '
     if missing:
         return (
             head + '<span class="status notrun">not run</span></h2><p class="note">stage not run: '
-            f"run {_esc(REPLICATES_NOTEBOOK)} (run_all.py --seeds) to produce {_esc(', '.join(missing))}."
+            f"run {esc(REPLICATES_NOTEBOOK)} (run_all.py --seeds) to produce {esc(', '.join(missing))}."
             "</p></section>"
         )
     parts = [head + '<span class="status complete">complete</span></h2>']
     accuracy, error = _read_json(base / "accuracy.json")
     if error:
-        parts.append(f'<p class="error">{_esc(error)}</p>')
+        parts.append(f'<p class="error">{esc(error)}</p>')
     else:
         difference = accuracy["difference"]
         p_value = difference.get("p_value")
@@ -778,16 +511,15 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
                     _interval_row("augmented", accuracy["augmented"]),
                     _interval_row("augmented − baseline (paired)", difference),
                 ],
-                (False, True, True, True),
             )
         )
         parts.append(
-            f'<p class="note">seeds {_esc(", ".join(map(str, accuracy["seeds"])))}; paired t-test '
-            f"p = {_esc(fmt_num(p_value))}</p>"
+            f'<p class="note">seeds {esc(", ".join(map(str, accuracy["seeds"])))}; paired t-test '
+            f"p = {esc(fmt_num(p_value))}</p>"
         )
     floor, error = _read_json(base / "noise_floor.json")
     if error:
-        parts.append(f'<p class="error">{_esc(error)}</p>')
+        parts.append(f'<p class="error">{esc(error)}</p>')
     else:
         keys = ("fixed", "kept_same", "kept_different", "new")
         parts.append("<h3>The noise floor: a reseed against augmentation</h3>")
@@ -795,10 +527,10 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
             (f"{row['from']} → {row['to']}", *(fmt_num(row[k]) for k in keys))
             for row in floor["reseed"] + floor["augmentation"]
         ]
-        parts.append(_table(("comparison", *keys), rows, (False, True, True, True, True)))
+        parts.append(_table(("comparison", *keys), rows))
     stability, error = _read_json(base / "stability.json")
     if error:
-        parts.append(f'<p class="error">{_esc(error)}</p>')
+        parts.append(f'<p class="error">{esc(error)}</p>')
     else:
         parts.append("<h3>Failure stability (baseline)</h3>")
         facts = [
@@ -814,9 +546,9 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
     mix_path = base / "category_mix.json"  # replicate runs made before it existed have none
     mix, error = _read_json(mix_path) if mix_path.exists() else ({}, None)
     if error:
-        parts.append(f'<p class="error">{_esc(error)}</p>')
+        parts.append(f'<p class="error">{esc(error)}</p>')
     elif mix and not mix.get("applies"):
-        parts.append(f'<p class="note">No human labels apply: {_esc(mix.get("reason", ""))}</p>')
+        parts.append(f'<p class="note">No human labels apply: {esc(mix.get("reason", ""))}</p>')
     elif mix:
         groups = ("consistent", "one_seed")
         totals = {g: sum(mix[g].values()) for g in groups}
@@ -833,7 +565,7 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
             for category in sorted({c for g in groups for c in mix[g]})
         ]
         parts.append("<h3>Human-label categories: consistent failures against one-seed failures</h3>")
-        parts.append(_table(("category", "consistent", "one seed only"), rows, (False, True, True)))
+        parts.append(_table(("category", "consistent", "one seed only"), rows))
     parts.append("<h3>Figures</h3>")
     parts.extend(_embed_png(path) for path in sorted(base.glob("*.png")))
     parts.append("</section>")
@@ -863,11 +595,10 @@ def render_replicates_report(root: str | os.PathLike[str]) -> str:
     seeds_table = _table(
         ("seed", "baseline test accuracy", "augmented test accuracy", "the seed's own report"),
         rows,
-        (False, True, True, False),
     )
     return (
         _page_head(title)
-        + f'<p class="note">Replicate run: {_esc(root)}. Built from the seed-&lt;k&gt;/ run directories '
+        + f'<p class="note">Replicate run: {esc(root)}. Built from the seed-&lt;k&gt;/ run directories '
         "and replicates/.</p>"
         f"<h2>Seeds</h2>{seeds_table}{replicates_section(root)}</body></html>\n"
     )

@@ -1,20 +1,182 @@
-"""Short, readable text for notebooks and ``run_all.py``: what a stage found, in a few lines.
+"""Every result the project prints, as rows: one source for the notebooks' text, ``run_all.py``'s
+summary and the HTML report.
 
-Counts are printed as counts ("412/500 correct") and rates to one decimal: these are fixed by the
-seed on any CPU, so the nbval reference outputs stay valid across machines, where 8-digit losses
-would not.
+A builder (``*_table``) turns a saved result into a :class:`Table` of cells that still carry their
+kind (a :class:`Percent`, a :class:`Signed` difference, a count, a plain number or text); the text
+and HTML renderings format them for their medium. The text keeps counts as counts and rates to one
+decimal: these are fixed by the seed on any CPU, so the nbval reference outputs stay valid across
+machines, where 8-digit losses would not. The report shows two decimals and four significant digits.
+
+Builders read results leniently (a missing key is an empty cell), because the report is also built
+from the files of a run that is still going, or was written by an older version.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .config import PROFILES, RunConfig
+from .human_labels import CATEGORIES
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
+@dataclass(frozen=True)
+class Percent:
+    """A fraction shown as a percentage."""
+
+    value: float | None
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A difference, shown with its sign."""
+
+    value: float | None
+
+
+@dataclass(frozen=True)
+class Times:
+    """An enrichment factor (``x2.3``)."""
+
+    value: float | None
+
+
+Cell = str | int | float | bool | Percent | Signed | Times | None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _missing(value: Any) -> bool:
+    return not _is_number(value) or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt_pct(value: Any) -> str:
+    """A fraction as a percentage with two decimals (``0.9123`` -> ``"91.23%"``); ``"n/a"`` if missing."""
+    return "n/a" if _missing(value) else f"{100 * value:.2f}%"
+
+
+def fmt_num(value: Any) -> str:
+    """A number with four significant digits (integers in full); other values as text."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, allow_nan=True)
+    return str(value)
+
+
+def _pct(x: Any) -> str:
+    return "-" if _missing(x) else f"{100 * x:.1f} %"
+
+
+def text_cell(cell: Cell) -> str:
+    """A cell as the notebooks and ``run_all.py`` print it: rates to one decimal, ``-`` when missing."""
+    if isinstance(cell, Percent):
+        return _pct(cell.value)
+    if isinstance(cell, Signed):
+        return "-" if _missing(cell.value) else f"{cell.value:+.2f}"
+    if isinstance(cell, Times):
+        return "-" if _missing(cell.value) else f"x{cell.value:.1f}"
+    if cell is None:
+        return "-"
+    if isinstance(cell, float):
+        return "-" if math.isnan(cell) else f"{cell:.2f}"
+    return fmt_num(cell)
+
+
+def html_cell(cell: Cell) -> str:
+    """A cell as the report shows it (not yet escaped): two decimals, four significant digits."""
+    if isinstance(cell, Percent):
+        return fmt_pct(cell.value)
+    if isinstance(cell, Signed):
+        return "n/a" if _missing(cell.value) else f"{cell.value:+.4g}"
+    if isinstance(cell, Times):
+        return "n/a" if _missing(cell.value) else f"x{cell.value:.1f}"
+    return fmt_num(cell)
+
+
+def esc(value: Any) -> str:
+    """Text made safe for HTML (quotes included)."""
+    return html.escape(str(value), quote=True)
+
+
+NUMERIC = ' class="num"'
+
+
+@dataclass(frozen=True)
+class Table:
+    """A result as a titled table: ``header`` names the columns (empty: a list of quantity/value rows),
+    ``rows`` hold the cells, ``notes`` are sentences shown after it. The first column is a label; the
+    others are values, right-aligned."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    notes: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def text(self, indent: str = "") -> str:
+        """Aligned plain text: the title, the header, a line per row, then the notes."""
+        cells = [list(self.header)] if self.header else []
+        cells += [[text_cell(c) for c in row] for row in self.rows]
+        width = max((len(row) for row in cells), default=0)
+        widths = [max((len(row[i]) for row in cells if i < len(row)), default=0) for i in range(width)]
+        lines = [self.title] if self.title else []
+        for row in cells:
+            line = row[0].ljust(widths[0]) + "".join(
+                f"  {c:>{w}}" for c, w in zip(row[1:], widths[1:], strict=False)
+            )
+            lines.append(indent + line.rstrip())
+        return "\n".join([*lines, *self.notes])
+
+    def html(self, level: int = 4) -> str:
+        """An HTML table (every cell escaped) under an ``<h{level}>`` title, the notes as paragraphs."""
+        title = f"<h{level}>{esc(self.title)}</h{level}>" if self.title else ""
+        notes = "".join(f'<p class="note">{esc(note)}</p>' for note in self.notes)
+        if not self.rows:
+            return f'{title}<p class="note">(nothing to show)</p>{notes}'
+        header = self.header or ("quantity", "value")
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td{NUMERIC if i else ''}>{esc(html_cell(c))}</td>" for i, c in enumerate(row))
+            + "</tr>"
+            for row in self.rows
+        )
+        return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+
+
+def get(obj: Any, *keys: str | int) -> Any:
+    """``obj[k1][k2]...`` or None where a level is missing or not a container (lenient reading)."""
+    for key in keys:
+        if isinstance(obj, dict):
+            obj = obj.get(key)
+        elif isinstance(obj, list) and isinstance(key, int) and -len(obj) <= key < len(obj):
+            obj = obj[key]
+        else:
+            return None
+    return obj
+
+
+def texts(tables: Sequence[Table], separator: str = "\n") -> str:
+    """Several tables as text, one after the other."""
+    return separator.join(t.text() for t in tables)
+
+
+# --- text only: notebook narration without a report counterpart ------------------------------------
 
 
 def describe_config(config: RunConfig) -> str:
@@ -40,46 +202,6 @@ def describe_data(summary: dict[str, Any]) -> str:
     per_class = summary["counts"]["train"]
     low, high = min(per_class.values()), max(per_class.values())
     lines.append(f"training images per class: {low:,}" + (f" to {high:,}" if high != low else ""))
-    return "\n".join(lines)
-
-
-def describe_metrics(metrics: dict[str, Any], num_test: int, num_train: int) -> str:
-    """Accuracy as counts and percentages, and the train-test gap, from a stage's ``metrics.json``."""
-    test_correct = round(metrics["test_accuracy"] * num_test)
-    train_correct = round(metrics["train_accuracy"] * num_train)
-    gap = metrics["train_test_gap"]
-    return "\n".join(
-        [
-            f"test accuracy:  {test_correct}/{num_test} correct ({_pct(metrics['test_accuracy'])})",
-            f"train accuracy: {train_correct}/{num_train} correct ({_pct(metrics['train_accuracy'])})",
-            f"train - test gap: {100 * gap:.1f} percentage points (both evaluated in eval mode, "
-            "without augmentation)",
-        ]
-    )
-
-
-def per_class_table(per_class: dict[str, dict[str, float | None]]) -> str:
-    """Per-class accuracy of one or more models: ``{model: {class: accuracy}}`` -> aligned table."""
-    models = list(per_class)
-    classes = list(next(iter(per_class.values())))
-    lines = [f"{'class':<12}" + "".join(f"{m:>12}" for m in models)]
-    for name in classes:
-        lines.append(f"{name:<12}" + "".join(f"{_pct(per_class[m][name]):>12}" for m in models))
-    return "\n".join(lines)
-
-
-def describe_failures(summary: dict[str, Any]) -> str:
-    """The failure counts of :func:`cifar_helpers.failures.failure_summary`, in words."""
-    n, errors, high = summary["num_images"], summary["num_errors"], summary["num_high_confidence"]
-    share = summary["share_of_errors_high_confidence"]
-    lines = [
-        f"{errors}/{n} test images misclassified; {high} of them with confidence > {summary['threshold']}",
-        f"share of errors made with high confidence: {_pct(share)}",
-    ]
-    pairs = summary["most_confused_pairs"][:5]
-    if pairs:
-        lines.append("most frequent high-confidence confusions (true -> predicted):")
-        lines += [f"  {p['true']} -> {p['predicted']}: {p['count']}" for p in pairs]
     return "\n".join(lines)
 
 
@@ -127,24 +249,6 @@ def describe_attention(measures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def describe_comparison(comparison: dict[str, Any]) -> str:
-    """The baseline -> augmented comparison (``FailureComparison.to_dict()``) in words."""
-    counts = comparison["counts"]
-    lines = [
-        f"{'':<11}{'test acc':>10}{'train-test gap':>16}",
-        f"{'baseline':<11}{_pct(comparison['baseline_accuracy']):>10}{_pct(comparison['baseline_gap']):>16}",
-        f"{'augmented':<11}{_pct(comparison['augmented_accuracy']):>10}{_pct(comparison['augmented_gap']):>16}",
-        "",
-        f"of the baseline's {counts['baseline_failures']} high-confidence failures "
-        f"(confidence > {comparison['threshold']}), the augmented model",
-        f"  fixed            {counts['fixed']:>5}",
-        f"  kept (same)      {counts['kept_same']:>5}   still wrong, with the same wrong class",
-        f"  kept (different) {counts['kept_different']:>5}   still wrong, with another wrong class",
-        f"and created {counts['new']} new high-confidence failures ({counts['augmented_failures']} in all)",
-    ]
-    return "\n".join(lines)
-
-
 def describe_attention_change(
     measures: dict[str, Any], names: tuple[str, str] = ("baseline", "augmented")
 ) -> str:
@@ -163,153 +267,472 @@ def describe_attention_change(
     )
 
 
-def describe_corruptions(result: dict[str, Any]) -> str:
-    """Accuracy under each corruption (mean over severities 1-5) per model, from ``corruptions.json``."""
-    models = list(result["models"])
-    lines = [
-        f"{result['num_images']} test images, {len(result['corruption_names'])} corruptions x "
-        f"{len(result['severities'])} severities",
-        f"{'':<16}" + "".join(f"{m:>12}" for m in models),
-        f"{'clean':<16}" + "".join(f"{_pct(result['models'][m]['clean_accuracy']):>12}" for m in models),
-    ]
-    for name in result["corruption_names"]:
-        cells = "".join(
-            f"{_pct(result['models'][m]['corruptions'][name]['mean_accuracy']):>12}" for m in models
-        )
-        lines.append(f"{name:<16}{cells}")
-    lines.append(
-        f"{'mean corrupted':<16}"
-        + "".join(f"{_pct(result['models'][m]['mean_corruption_accuracy']):>12}" for m in models)
+# --- the rows shared by the notebooks, run_all.py and the report -----------------------------------
+
+
+def accuracy_table(
+    metrics: dict[str, Any], num_test: int | None = None, num_train: int | None = None
+) -> Table:
+    """Test and train accuracy and their gap, from a stage's ``metrics.json``; with the image counts,
+    also how many images each model got right."""
+    test, train = metrics.get("test_accuracy"), metrics.get("train_accuracy")
+    gap = (
+        "train - test gap (both in eval mode, without augmentation)",
+        Percent(metrics.get("train_test_gap")),
     )
-    return "\n".join(lines)
+    if num_test is None or num_train is None:
+        return Table("", (), (("test accuracy", Percent(test)), ("train accuracy", Percent(train)), gap))
+
+    def correct(accuracy: Any, n: int) -> str | None:
+        return None if _missing(accuracy) else f"{round(accuracy * n)}/{n}"
+
+    rows = (
+        ("test", correct(test, num_test), Percent(test)),
+        ("train", correct(train, num_train), Percent(train)),
+        (gap[0], None, gap[1]),
+    )
+    return Table("", ("images", "correct", "accuracy"), rows)
+
+
+def describe_metrics(metrics: dict[str, Any], num_test: int, num_train: int) -> str:
+    """Accuracy as counts and percentages, and the train-test gap (:func:`accuracy_table`)."""
+    return accuracy_table(metrics, num_test, num_train).text()
+
+
+def per_class_table(per_class: dict[str, dict[str, float | None]]) -> Table:
+    """Per-class accuracy of one or more models: ``{model: {class: accuracy}}``, a row per class."""
+    models = list(per_class)
+    classes = list(next(iter(per_class.values()), {}))
+    rows = tuple((name, *(Percent(get(per_class, m, name)) for m in models)) for name in classes)
+    return Table("", ("class", *models), rows)
+
+
+def failure_tables(summary: dict[str, Any], max_pairs: int = 5) -> list[Table]:
+    """The failure counts of :func:`cifar_helpers.failures.failure_summary` and the most frequent
+    confident confusions."""
+    facts = Table(
+        "",
+        (),
+        (
+            ("test images", summary.get("num_images")),
+            ("accuracy", Percent(summary.get("accuracy"))),
+            ("misclassified", summary.get("num_errors")),
+            (f"of them with confidence > {summary.get('threshold')}", summary.get("num_high_confidence")),
+            (
+                "share of errors made with high confidence",
+                Percent(summary.get("share_of_errors_high_confidence")),
+            ),
+        ),
+    )
+    pairs = [p for p in summary.get("most_confused_pairs") or [] if isinstance(p, dict)][:max_pairs]
+    if not pairs:
+        return [facts]
+    confusions = Table(
+        "most frequent high-confidence confusions",
+        ("true", "predicted", "count"),
+        tuple((p.get("true"), p.get("predicted"), p.get("count")) for p in pairs),
+    )
+    return [facts, confusions]
+
+
+def describe_failures(summary: dict[str, Any]) -> str:
+    """The failure counts of :func:`cifar_helpers.failures.failure_summary` (:func:`failure_tables`)."""
+    return texts(failure_tables(summary))
+
+
+def comparison_tables(comparison: dict[str, Any]) -> list[Table]:
+    """Both models' accuracy and gap, and what became of the baseline's confident failures
+    (``FailureComparison.to_dict()``)."""
+    counts = comparison.get("counts") or {}
+    models = Table(
+        "",
+        ("model", "test accuracy", "train - test gap"),
+        tuple(
+            (m, Percent(comparison.get(f"{m}_accuracy")), Percent(comparison.get(f"{m}_gap")))
+            for m in ("baseline", "augmented")
+        ),
+    )
+    fate = Table(
+        f"of the baseline's {counts.get('baseline_failures', '-')} high-confidence failures "
+        f"(confidence > {comparison.get('threshold')}), the augmented model",
+        (),
+        (
+            ("fixed", counts.get("fixed")),
+            ("kept, same wrong class", counts.get("kept_same")),
+            ("kept, another wrong class", counts.get("kept_different")),
+            ("new high-confidence failures", counts.get("new")),
+            ("its high-confidence failures in all", counts.get("augmented_failures")),
+        ),
+    )
+    return [models, fate]
+
+
+def describe_comparison(comparison: dict[str, Any]) -> str:
+    """The baseline -> augmented comparison (:func:`comparison_tables`)."""
+    return texts(comparison_tables(comparison))
+
+
+def per_model(data: Any, marker: str) -> dict[str, Any]:
+    """``{model: result}`` from a file holding either that or a single result (which has ``marker``)."""
+    if isinstance(data, dict) and isinstance(data.get("models"), dict):
+        return data["models"]
+    if isinstance(data, dict) and marker in data:
+        return {"model": data}
+    if isinstance(data, dict):
+        return {name: value for name, value in data.items() if isinstance(value, dict) and marker in value}
+    return {}
+
+
+def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[Table]:
+    """Each model's clean and corrupted accuracy, and its accuracy per corruption (mean over the
+    severities; with ``severities``, each severity's too), from ``corruptions.json``."""
+    models = per_model(result, "clean_accuracy")
+    names = list(models)
+    num_images, levels = result.get("num_images"), result.get("severities")
+    title = "" if num_images is None else f"{num_images} test images, severities {levels}"
+    overall = Table(
+        title,
+        ("", *names),
+        tuple(
+            (label, *(Percent(models[m].get(key)) for m in names))
+            for label, key in (
+                ("clean", "clean_accuracy"),
+                ("mean corrupted", "mean_corruption_accuracy"),
+                ("absolute drop", "absolute_drop"),
+                ("relative drop", "relative_drop"),
+            )
+        ),
+    )
+    corruptions = list(dict.fromkeys(c for m in names for c in models[m].get("corruptions") or {}))
+    header = ["corruption", *names]
+    if severities:
+        header += [f"{m}: by severity" for m in names]
+    rows = []
+    for c in corruptions:
+        cells = [get(models[m], "corruptions", c) or {} for m in names]
+        row: list[Cell] = [c, *(Percent(cell.get("mean_accuracy")) for cell in cells)]
+        if severities:
+            row += [" / ".join(fmt_pct(a) for a in cell.get("accuracy") or []) for cell in cells]
+        rows.append(tuple(row))
+    return [overall, Table("accuracy per corruption (mean over severities)", tuple(header), tuple(rows))]
+
+
+def describe_corruptions(result: dict[str, Any]) -> str:
+    """Accuracy under each corruption per model (:func:`corruption_tables`)."""
+    return texts(corruption_tables(result))
+
+
+def calibration_table(reports: dict[str, Any]) -> Table:
+    """ECE and NLL before and after temperature scaling, and the confident failures that stay
+    confident, per model, from ``calibration.json``."""
+    models = per_model(reports, "temperature")
+    names = list(models)
+
+    def row(label: str, *keys: str, kind: type = float) -> tuple[Cell, ...]:
+        values = [get(models[m], *keys) for m in names]
+        return (label, *(Percent(v) if kind is Percent else v for v in values))
+
+    skipped = tuple(f"{name}: skipped ({report})" for name, report in reports.items() if name not in models)
+    holdout = {get(models[m], "num_holdout") for m in names}
+    return Table(
+        f"temperature fitted on {', '.join(map(str, holdout))} held-out training images" if names else "",
+        ("", *names),
+        (
+            row("temperature", "temperature"),
+            row("ECE before", "before", "ece", kind=Percent),
+            row("ECE after", "after", "ece", kind=Percent),
+            row("NLL before", "before", "nll"),
+            row("NLL after", "after", "nll"),
+            row("test accuracy", "before", "accuracy", kind=Percent),
+            row("confidence threshold", "threshold"),
+            row("failures above it before scaling", "high_confidence_failures", "before"),
+            row("... still above it after scaling", "high_confidence_failures", "still_above_after"),
+            row("failures above it after scaling", "high_confidence_failures", "after"),
+        )
+        if names
+        else (),
+        skipped,
+    )
 
 
 def describe_calibration(reports: dict[str, Any]) -> str:
-    """ECE and NLL before and after temperature scaling per model, from ``calibration.json``."""
-    lines = []
-    for model, report in reports.items():
-        if not isinstance(report, dict) or "temperature" not in report:
-            lines.append(f"{model}: skipped ({report})")
-            continue
-        before, after, failures = report["before"], report["after"], report["high_confidence_failures"]
-        lines += [
-            f"{model}: temperature {report['temperature']:.2f} (fitted on {report['num_holdout']} held-out "
-            "training images)",
-            f"  ECE {100 * before['ece']:.1f} % -> {100 * after['ece']:.1f} %, "
-            f"NLL {before['nll']:.2f} -> {after['nll']:.2f}",
-            f"  failures with confidence > {report['threshold']}: {failures['before']} before, "
-            f"{failures['still_above_after']} of them still above it after scaling",
-        ]
-    return "\n".join(lines)
+    """ECE and NLL before and after temperature scaling per model (:func:`calibration_table`)."""
+    return calibration_table(reports).text()
+
+
+def randomisation_table(result: dict[str, Any]) -> Table:
+    """Spearman correlation of Grad-CAM maps as layers are re-initialised, from ``sanity.json``."""
+    steps = result.get("steps") or []
+    means = result.get("spearman_mean") or [None] * len(steps)
+    stds = result.get("spearman_std") or [None] * len(steps)
+    n = result.get("num_images")
+    return Table(
+        "Spearman correlation with the trained model's maps" + ("" if n is None else f" ({n} images)"),
+        ("randomised up to", "mean", "std"),
+        tuple((step, Signed(m), s) for step, m, s in zip(steps, means, stds, strict=True)),
+    )
 
 
 def describe_randomisation(result: dict[str, Any]) -> str:
-    """Spearman correlation of Grad-CAM maps as layers are re-initialised, from ``sanity.json``."""
-    lines = [f"Spearman correlation with the trained model's maps ({result['num_images']} images):"]
-    for step, mean in zip(result["steps"], result["spearman_mean"], strict=True):
-        lines.append(f"  {step:<12}{'-' if mean is None else f'{mean:+.2f}':>6}")
-    return "\n".join(lines)
+    """The model-parameter randomisation test (:func:`randomisation_table`)."""
+    return randomisation_table(result).text()
+
+
+def positive_control_table(result: dict[str, Any]) -> Table:
+    """Accuracy, failures, mask share and pointing game of the tied and untied models, from
+    ``positive_control.json``."""
+    tied, untied = result.get("tied") or {}, result.get("untied") or {}
+
+    def row(label: str, key: str, kind: type = float) -> tuple[Cell, ...]:
+        return (label, *(Percent(r.get(key)) if kind is Percent else r.get(key) for r in (tied, untied)))
+
+    correlation = result.get("correlation")
+    return Table(
+        "generated data, backgrounds tied to the class in "
+        f"{'-' if _missing(correlation) else f'{100 * correlation:.0f} %'} of training images (none at "
+        f"test); failures above confidence {result.get('threshold')}",
+        ("", "tied", "untied"),
+        (
+            row("test accuracy", "test_accuracy", Percent),
+            row("train accuracy", "train_accuracy", Percent),
+            row("failures", "num_failures", int),
+            row("mask share (failures)", "mask_share"),
+            row("pointing game (failures)", "pointing_game", Percent),
+            row("mask share (all test images)", "mask_share_all"),
+        ),
+        (f"a uniform map's mask share: {text_cell(result.get('object_area_fraction'))}",),
+    )
 
 
 def describe_positive_control(result: dict[str, Any]) -> str:
-    """Mask share and pointing game of the tied and untied models, from ``positive_control.json``."""
-    lines = [
-        f"generated data, backgrounds tied to the class in {100 * result['correlation']:.0f} % of training "
-        f"images (none at test); failures above confidence {result['threshold']}",
-        f"{'':<9}{'test acc':>10}{'failures':>10}{'mask share':>12}{'pointing game':>15}",
-    ]
-    for name in ("tied", "untied"):
-        r = result[name]
-        lines.append(
-            f"{name:<9}{_pct(r['test_accuracy']):>10}{r['num_failures']:>10}{r['mask_share']:>12.2f}"
-            f"{_pct(r['pointing_game']):>15}"
+    """The background-shortcut positive control (:func:`positive_control_table`)."""
+    return positive_control_table(result).text()
+
+
+def road_table(
+    table: dict[str, Any],
+    names: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str = "",
+) -> Table:
+    """A ROAD table (:func:`cifar_helpers.faithfulness.road_table`), a row per map: the change in the
+    explained class's probability with each share of pixels removed, most then least relevant first,
+    and the combined score. ``names`` picks and orders the maps (default: all), ``labels`` renames them."""
+    rows, fractions = table.get("rows") or {}, table.get("fractions") or []
+    names = list(rows) if names is None else list(names)
+    header = (
+        "map",
+        *(f"most {100 * f:.0f}%" for f in fractions),
+        *(f"least {100 * f:.0f}%" for f in fractions),
+        "combined",
+    )
+    body = tuple(
+        (
+            label,
+            *(Signed(v) for v in get(rows, name, "most_relevant_first") or []),
+            *(Signed(v) for v in get(rows, name, "least_relevant_first") or []),
+            Signed(get(rows, name, "combined")),
         )
-    lines.append(f"uniform map: mask share {result['object_area_fraction']:.2f}")
-    return "\n".join(lines)
+        for name, label in zip(names, labels or names, strict=True)
+    )
+    return Table(title, header, body)
 
 
-def _road_rows(table: dict[str, Any], names: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
-    """Aligned ROAD rows: the change at each fraction, most then least relevant first, and combined."""
-    fractions = table["fractions"]
-    cells = "".join(f"{100 * f:>6.0f}%" for f in fractions)
-    lines = [
-        f"{'':<18}{'most relevant removed first':<{7 * len(fractions) + 3}}"
-        f"{'least relevant removed first':<{7 * len(fractions) + 3}}combined",
-        f"{'map':<18}{cells}   {cells}",
-    ]
-    for name, label in zip(names, labels or names, strict=True):
-        row = table["rows"][name]
-        morf = "".join(f"{v:>+7.2f}" for v in row["most_relevant_first"])
-        lerf = "".join(f"{v:>+7.2f}" for v in row["least_relevant_first"])
-        lines.append(f"{label:<18}{morf}   {lerf}   {row['combined']:>+6.2f}")
-    return lines
+ROAD_EXPLAINED = (
+    "ROAD (Rong et al., 2022): the change in the explained class's probability after removing a share of "
+    "the pixels, most or least relevant first by the map, and imputing them from their neighbours; a "
+    "faithful map falls fast most-relevant-first and stays flat least-relevant-first; combined = mean of "
+    "(least - most) / 2, higher is more faithful; a random map is the floor"
+)
+
+
+def failure_road_table(report: dict[str, Any]) -> Table:
+    """Notebook 03's ROAD table (:func:`cifar_helpers.faithfulness.failure_faithfulness`): Grad-CAM at
+    each layer, each explainer at the compared layer and a random map (the floor), with the verdicts."""
+    layer = report.get("explainer_layer")
+    names = [f"gradcam@{name}" for name in report.get("layers") or []]
+    names += [f"{e}@{layer}" for e in report.get("explainers") or [] if f"{e}@{layer}" not in names]
+    rows = report.get("rows") or {}
+    names = [name for name in [*names, "random"] if name in rows] or list(rows)
+    notes = []
+    if report.get("best_layer") is not None:
+        notes.append(f"most faithful Grad-CAM layer: {report['best_layer']}")
+    if report.get("best_explainer") is not None:
+        notes.append(f"most faithful explainer at {layer}: {report['best_explainer']}")
+    title = (
+        f"ROAD on the {report.get('num_images')} most confident of {report.get('num_failures')} failures: "
+        "change in the predicted class's probability"
+    )
+    return Table(title, road_table(report, names).header, road_table(report, names).rows, tuple(notes))
 
 
 def describe_road(report: dict[str, Any]) -> str:
-    """Notebook 03's ROAD table (:func:`cifar_helpers.faithfulness.failure_faithfulness`) in words.
-
-    Rows: Grad-CAM at each layer, each explainer at the compared layer, and a random map (the floor).
-    Values: mean change in the predicted class's probability after removing (and imputing) that share
-    of pixels; a faithful map falls fast when the most relevant go and little when the least relevant go.
-    """
+    """Notebook 03's ROAD table (:func:`failure_road_table`)."""
     if report["num_images"] == 0:
         return "no failures to score"
-    layer = report["explainer_layer"]
-    names = [f"gradcam@{name}" for name in report["layers"]]
-    names += [f"{e}@{layer}" for e in report["explainers"] if f"{e}@{layer}" not in names]
-    names.append("random")
-    lines = [
-        f"ROAD on the {report['num_images']} most confident of {report['num_failures']} failures: change in "
-        "the predicted class's probability",
-        *_road_rows(report, names),
-    ]
-    rows = report["rows"]
-    floor = rows["random"]["combined"]
-    if report["best_layer"] is not None:
-        scores = ", ".join(f"{name} {rows[f'gradcam@{name}']['combined']:+.2f}" for name in report["layers"])
-        lines.append(
-            f"most faithful Grad-CAM layer: {report['best_layer']} (combined {scores}; random {floor:+.2f})"
-        )
-    if report["best_explainer"] is not None:
-        best = rows[f"{report['best_explainer']}@{layer}"]["combined"]
-        lines.append(f"most faithful explainer at {layer}: {report['best_explainer']} (combined {best:+.2f})")
-    return "\n".join(lines)
+    return failure_road_table(report).text()
+
+
+def road_by_model_table(result: dict[str, Any]) -> Table:
+    """Each model's Grad-CAM against the random floor by ROAD (``faithfulness.road_by_model``)."""
+    header: tuple[str, ...] = ()
+    rows: list[tuple[Cell, ...]] = []
+    for name, table in (result.get("models") or {}).items():
+        part = road_table(table, ["gradcam", "random"], [f"{name} Grad-CAM", f"{name} random"])
+        header, rows = part.header, [*rows, *part.rows]
+    return Table(
+        f"ROAD on {result.get('num_images')} images, each model's maps of its own prediction: change in "
+        "that class's probability",
+        header,
+        tuple(rows),
+    )
 
 
 def describe_road_by_model(result: dict[str, Any]) -> str:
-    """Each model's Grad-CAM against the random floor by ROAD (``faithfulness.road_by_model``)."""
+    """Each model's Grad-CAM against the random floor by ROAD (:func:`road_by_model_table`)."""
     if result["num_images"] == 0:
         return "no images to score"
-    models = result["models"]
-    first = next(iter(models.values()))
-    lines = [
-        f"ROAD on {result['num_images']} images, each model's maps of its own prediction: change in "
-        "that class's probability",
-        *_road_rows(first, [])[:2],
-    ]
-    for name, table in models.items():
-        lines += _road_rows(table, ["gradcam", "random"], [f"{name} Grad-CAM", f"{name} random"])[2:]
-    return "\n".join(lines)
+    return road_by_model_table(result).text()
+
+
+def positive_control_road_table(result: dict[str, Any]) -> Table | None:
+    """ROAD's combined score of the positive control's two models (``positive_control.json``): Grad-CAM,
+    a random map and the object mask as the map; None for a result computed before ROAD was added."""
+    roads = {name: get(result, name, "road") for name in ("tied", "untied")}
+    if any(not isinstance(road, dict) for road in roads.values()):
+        return None
+    return Table(
+        "ROAD combined score on each model's failures (higher: removing what the map ranks first hurts "
+        "more than removing what it ranks last)",
+        ("", "images", "Grad-CAM", "random", "object mask"),
+        tuple(
+            (
+                name,
+                road.get("num_images"),
+                *(Signed(get(road, "rows", r, "combined")) for r in ("gradcam", "random", "object")),
+            )
+            for name, road in roads.items()
+        ),
+        ("object mask as the map: how much more the prediction rests on the object than on the background",),
+    )
 
 
 def describe_positive_control_road(result: dict[str, Any]) -> str:
-    """ROAD of the positive control's two models (``positive_control.json``), one line per model."""
-    lines = [
-        "ROAD combined score on each model's failures (higher: removing what the map ranks first hurts "
-        "more than removing what it ranks last)",
-        f"{'':<9}{'images':>8}{'Grad-CAM':>10}{'random':>9}{'object mask':>13}",
-    ]
-    for name in ("tied", "untied"):
-        road = result[name].get("road")
-        if road is None:
-            return "no ROAD numbers in this result (computed by an older version)"
-        rows = road["rows"]
-        cells = "".join(
-            f"{'-' if rows[r]['combined'] is None else format(rows[r]['combined'], '+.2f'):>{w}}"
-            for r, w in (("gradcam", 10), ("random", 9), ("object", 13))
-        )
-        lines.append(f"{name:<9}{road['num_images']:>8}{cells}")
-    lines.append(
-        "object mask as the map: how much more the prediction rests on the object than on the background"
+    """ROAD of the positive control's two models (:func:`positive_control_road_table`)."""
+    table = positive_control_road_table(result)
+    return "no ROAD numbers in this result (computed by an older version)" if table is None else table.text()
+
+
+# --- the run's summary: run_all.py's last words and the top of the report -------------------------
+
+
+def run_summary_tables(summary: dict[str, Any]) -> list[Table]:
+    """The numbers a reader wants first (``summary.json``): both models' accuracy and gap, the
+    confident failures and what the augmented model did with them."""
+    models = Table(
+        "",
+        ("model", "test accuracy", "train accuracy", "train - test gap"),
+        tuple(
+            (
+                m,
+                *(
+                    Percent(get(summary, m, key))
+                    for key in ("test_accuracy", "train_accuracy", "train_test_gap")
+                ),
+            )
+            for m in ("baseline", "augmented")
+        ),
+        ("gap: train minus test accuracy, both evaluated in eval mode without augmentation",),
     )
-    return "\n".join(lines)
+    threshold = summary.get("confidence_threshold")
+    counts = summary.get("comparison") or {}
+    failures = Table(
+        "",
+        (),
+        (
+            (
+                "high-confidence failures of the baseline"
+                + ("" if threshold is None else f" (confidence > {threshold})"),
+                summary.get("high_confidence_failures"),
+            ),
+            ("fixed by the augmented model", counts.get("fixed")),
+            ("kept, same wrong class", counts.get("kept_same")),
+            ("kept, another wrong class", counts.get("kept_different")),
+            ("new high-confidence failures", counts.get("new")),
+        ),
+    )
+    return [models, failures]
+
+
+def human_label_tables(summary: dict[str, Any]) -> list[Table]:
+    """:func:`cifar_helpers.human_labels.human_labels_summary` as tables: each model's confident
+    failures by category (with enrichment) and fixed / kept / new by category. Empty when no human
+    labels apply (:func:`no_human_labels` says why)."""
+    if not summary.get("applies"):
+        return []
+    models = [m for m in ("baseline", "augmented") if m in summary]
+
+    def cell(model: str, category: str) -> str:
+        counts, factor = get(summary, model, "counts", category), get(summary, model, "enrichment", category)
+        return f"{counts} ({text_cell(Times(factor))})"
+
+    tables = [
+        Table(
+            "confident failures by category (in brackets: enrichment against the test set)",
+            ("category", *models),
+            tuple((c, *(cell(m, c) for m in models)) for c in CATEGORIES),
+        )
+    ]
+    by_category = summary.get("by_category")
+    if by_category:
+        groups = ("fixed", "kept_same", "kept_different", "new")
+        flagged = summary.get("fixed_label_errors")
+        tables.append(
+            Table(
+                "the confident failures by category: fixed, kept or new in the augmented model",
+                ("category", "fixed", "kept (same)", "kept (different)", "new"),
+                tuple((c, *(get(by_category, g, c) for g in groups)) for c in CATEGORIES),
+                (
+                    f"{flagged} 'fixed' failure(s) are verified label errors: the augmented model now "
+                    "agrees with a wrong label",
+                )
+                if flagged
+                else (),
+            )
+        )
+    plurality = summary.get("accuracy_vs_human_plurality") or {}
+    tables.append(
+        Table(
+            "",
+            (),
+            tuple(
+                (f"{m}: accuracy against the human plurality label", Percent(plurality.get(m)))
+                for m in models
+            ),
+        )
+    )
+    return tables
+
+
+def no_human_labels(summary: dict[str, Any]) -> str | None:
+    """The one line saying why no human labels apply, or None when they do."""
+    return None if summary.get("applies") else f"no human labels apply: {summary.get('reason')}"
+
+
+def format_run_summary(summary: dict[str, Any]) -> str:
+    """``summary.json`` as ``run_all.py`` prints it at the end: the run summary's tables, the human
+    labels and each stage's status and minutes."""
+    parts = [f"Run: {summary['run_dir']}", texts(run_summary_tables(summary), "\n\n")]
+    human = summary.get("human_labels") or {}
+    if human:
+        parts.append(no_human_labels(human) or texts(human_label_tables(human), "\n\n"))
+    stages = summary.get("stages")
+    if stages:
+        parts.append(
+            Table(
+                "",
+                ("stage", "status", "minutes"),
+                tuple((name, info["status"], float(info["minutes"])) for name, info in stages.items()),
+            ).text()
+        )
+    return "\n\n".join(parts)

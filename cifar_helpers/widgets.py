@@ -99,6 +99,7 @@ def _make_explainer(
     model: Any, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, layer: Any
 ) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
     """Grad-CAM of one test image for its predicted and its true class, with ``model``."""
+
     def explain(index: int) -> tuple[np.ndarray, np.ndarray]:
         image = torch.from_numpy(np.ascontiguousarray(images[index : index + 1])).repeat(2, 1, 1, 1)
         targets = torch.tensor([int(np.argmax(probs[index])), int(labels[index])])

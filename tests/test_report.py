@@ -163,7 +163,9 @@ def test_report_shows_key_numbers_and_unrun_stages(fake_run: Path) -> None:
     for number in ("81.23%", "97.34%", "16.11%", "84.56%", "5.55%", "60.42%"):
         assert number in page
     assert ">37<" in page  # high-confidence failures
-    assert "21 / 9 / 7 / 13" in page  # fixed / kept same / kept different / new
+    overview = page.split("<h2>Overview</h2>")[1].split("<h2>")[0]
+    for label, count in (("fixed", 21), ("kept, same", 9), ("kept, another", 7), ("new high", 13)):
+        assert re.search(rf"<td>{label}[^<]*</td><td class=\"num\">{count}</td>", overview), label
     gradcam = page.split('id="stage-gradcam"')[1].split("</section>")[0]
     assert "stage not run" in gradcam
     assert "Training curves" in page and "Corruption curves" in page  # captions from file names
@@ -263,7 +265,7 @@ def test_every_embedded_image_decodes_in_chromium(fake_run: Path, chromium: str,
     # (so the check can tell a broken image from a good one).
     assert int(match.group(1)) == 5
     assert match.group(2) == "control-broken"
-    for number in ("81.23%", "84.56%", "16.11%", "5.55%", "21 / 9 / 7 / 13"):
+    for number in ("81.23%", "84.56%", "16.11%", "5.55%", "fixed by the augmented model"):
         assert number in result.stdout
 
 
