@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_images, check_target_classes, model_device
-from .gradcam import _restore_modes, _save_modes, explain_images, resolve_layer
+from .gradcam.cam import _restore_modes, _save_modes, explain_images, resolve_layer
 from .normalization import normalize
 
 MOST_RELEVANT_FIRST = "most_relevant_first"

@@ -83,6 +83,7 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_library_has_no_import_cycle():
     graph = import_graph()
     assert "cifar_helpers.stress" in graph and "cifar_helpers.plotting.core" in graph
+    assert {"cifar_helpers.gradcam.cam", "cifar_helpers.gradcam.stage_reports"} <= set(graph)
     assert cycles(graph) == []
 
 

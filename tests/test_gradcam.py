@@ -389,3 +389,18 @@ def test_attention_measures_json_ready() -> None:
     assert measures["mean_difference"] == 1.0
     assert measures["share_failure_higher"] == 1.0
     assert 0 < measures["wilcoxon_p"] <= 1
+
+
+def test_the_package_offers_the_names_notebooks_import() -> None:
+    # cifar_helpers.gradcam is a package of three modules; its old import paths keep working.
+    import cifar_helpers.gradcam as gradcam
+    from cifar_helpers.gradcam import attention, cam, stage_reports
+
+    homes = {
+        cam: ("DEFAULT_LAYER", "grad_cam", "gradcam_for_failures", "explain_images", "resolve_layer"),
+        attention: ("periphery_share", "mask_share", "pointing_game", "attention_measures", "deletion_curve"),
+        stage_reports: ("matched_confidence_controls", "failure_attention_report", "compare_attention"),
+    }
+    assert sorted(gradcam.__all__) == sorted(name for names in homes.values() for name in names)
+    for module, names in homes.items():
+        assert all(getattr(gradcam, name) is getattr(module, name) for name in names)
