@@ -309,8 +309,16 @@ def run_stress_test(
 
     Returns:
         JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
-        {name: result}}`` where each ``result`` is a complete :func:`corruption_accuracy` result. This
-        dict is what the stress stage saves as ``corruptions.json``.
+        {name: result}}``, what the stress stage saves as ``corruptions.json``. Each model's
+        ``result`` is complete on its own (it repeats the shared keys)::
+
+            {"clean_accuracy": float, "clean_mean_confidence": float,
+             "corruptions": {name: {"accuracy": [per severity], "mean_confidence": [per severity],
+                                    "mean_accuracy", "absolute_drop", "relative_drop"}},
+             "mean_corruption_accuracy": float,   # mean over every corruption x severity cell
+             "absolute_drop": clean - mean, "relative_drop": (clean - mean) / clean, **shared}
+
+        Accuracies are fractions in [0, 1].
     """
     images = check_images("images", images)
     # as_tensor keeps accepting a list or NumPy array of labels; predict needs them as int64 (N,).
@@ -378,54 +386,7 @@ def run_stress_test(
         "num_images": int(images.shape[0]),
         "seed": int(seed),
     }
-    # Each model's entry also carries the shared keys, so it is a complete corruption_accuracy result.
+    # Each model's entry also carries the shared keys, so it is a complete result on its own.
     for result in results.values():
         result.update(shared)
     return {**shared, "models": results}
-
-
-def corruption_accuracy(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    corruptions: Sequence[str] | None = None,
-    severities: Sequence[int] = SEVERITIES,
-    batch_size: int = 1000,
-    device: str | torch.device | None = None,
-    bf16: bool = False,
-    channels_last: bool = False,
-    fp16: bool = False,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Accuracy of one model on clean and corrupted copies of ``images``.
-
-    Args: as :func:`run_stress_test`, for a single model.
-
-    Returns:
-        JSON-ready dict::
-
-            {"clean_accuracy": float, "clean_mean_confidence": float,
-             "corruptions": {name: {"accuracy": [per severity], "mean_confidence": [per severity],
-                                    "mean_accuracy", "absolute_drop", "relative_drop"}},
-             "mean_corruption_accuracy": float,   # mean over every corruption x severity cell
-             "absolute_drop": clean - mean, "relative_drop": (clean - mean) / clean,
-             "corruption_names": [names], "severities": [...], "parameters": {...},
-             "num_images": N, "seed": seed}
-
-        Accuracies are fractions in [0, 1].
-    """
-    full = run_stress_test(
-        {"model": model},
-        images,
-        labels,
-        corruptions=corruptions,
-        severities=severities,
-        batch_size=batch_size,
-        device=device,
-        bf16=bf16,
-        fp16=fp16,
-        channels_last=channels_last,
-        seed=seed,
-    )
-    return full["models"]["model"]

@@ -171,7 +171,7 @@ def get(obj: Any, *keys: str | int) -> Any:
     return obj
 
 
-def texts(tables: Sequence[Table], separator: str = "\n") -> str:
+def texts(tables: Sequence[Table], separator: str = "\n\n") -> str:
     """Several tables as text, one after the other."""
     return separator.join(t.text() for t in tables)
 
@@ -276,12 +276,12 @@ def accuracy_table(
     """Test and train accuracy and their gap, from a stage's ``metrics.json``; with the image counts,
     also how many images each model got right."""
     test, train = metrics.get("test_accuracy"), metrics.get("train_accuracy")
-    gap = (
-        "train - test gap (both in eval mode, without augmentation)",
-        Percent(metrics.get("train_test_gap")),
-    )
+    gap = ("train - test gap", Percent(metrics.get("train_test_gap")))
+    note = ("both evaluated in eval mode, without augmentation",)
     if num_test is None or num_train is None:
-        return Table("", (), (("test accuracy", Percent(test)), ("train accuracy", Percent(train)), gap))
+        return Table(
+            "", (), (("test accuracy", Percent(test)), ("train accuracy", Percent(train)), gap), note
+        )
 
     def correct(accuracy: Any, n: int) -> str | None:
         return None if _missing(accuracy) else f"{round(accuracy * n)}/{n}"
@@ -291,7 +291,7 @@ def accuracy_table(
         ("train", correct(train, num_train), Percent(train)),
         (gap[0], None, gap[1]),
     )
-    return Table("", ("images", "correct", "accuracy"), rows)
+    return Table("", ("images", "correct", "accuracy"), rows, note)
 
 
 def describe_metrics(metrics: dict[str, Any], num_test: int, num_train: int) -> str:
@@ -388,8 +388,12 @@ def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[
     severities; with ``severities``, each severity's too), from ``corruptions.json``."""
     models = per_model(result, "clean_accuracy")
     names = list(models)
-    num_images, levels = result.get("num_images"), result.get("severities")
-    title = "" if num_images is None else f"{num_images} test images, severities {levels}"
+    num_images, kinds, levels = (result.get(k) for k in ("num_images", "corruption_names", "severities"))
+    title = (
+        f"{num_images} test images, {len(kinds)} corruptions x {len(levels)} severities"
+        if num_images is not None and isinstance(kinds, list) and isinstance(levels, list)
+        else ""
+    )
     overall = Table(
         title,
         ("", *names),

@@ -120,14 +120,6 @@ def test_overlay_heatmap_accepts_reduced_precision_maps(images):
     np.testing.assert_array_equal(plotting.overlay_heatmap(images[0], heatmap.bfloat16()), expected)
 
 
-def test_overlay_batch_matches_single_overlays(images, maps):
-    out = plotting.overlay_batch(images, maps, scale=2)
-    assert out.shape == (6, 64, 64, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(out[4], plotting.overlay_heatmap(images[4], maps[4], scale=2))
-    with pytest.raises(ValueError, match="heatmaps"):
-        plotting.overlay_batch(images, maps[:5])
-
-
 # --------------------------------------------------------------------------------------------------
 # Curves, matrices, bars
 # --------------------------------------------------------------------------------------------------
@@ -312,17 +304,6 @@ def test_deletion_curves_report_given_or_computed_auc():
 # --------------------------------------------------------------------------------------------------
 # Image figures
 # --------------------------------------------------------------------------------------------------
-def test_image_grid_layout_and_titles(images):
-    fig = plotting.plot_image_grid(images, [f"img {i}" for i in range(6)], ncols=4)
-    assert len(fig.axes) == 8
-    assert len(image_axes(fig)) == 6
-    assert [ax.get_title() for ax in fig.axes[:6]] == [f"img {i}" for i in range(6)]
-    with pytest.raises(ValueError, match="titles must have one entry per image"):
-        plotting.plot_image_grid(images, ["a"])
-    with pytest.raises(TypeError, match="uint8"):
-        plotting.plot_image_grid(images.float())
-
-
 def test_failure_grid_titles_say_true_predicted_and_confidence(images):
     failures = StandInFailureSet(
         indices=torch.tensor([40, 7, 3]),
@@ -422,7 +403,7 @@ def test_before_after_gradcam_shows_both_verdicts(images, maps):
 # Display
 # --------------------------------------------------------------------------------------------------
 def test_figures_render_to_png_without_pyplot(images):
-    fig = plotting.plot_image_grid(images[:2])
+    fig = plotting.plot_class_samples(images[:2], torch.tensor([0, 1]), ["a", "b"], per_class=1)
     assert isinstance(fig, plotting.NotebookFigure)
     png = plotting.figure_to_png_bytes(fig, dpi=50)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

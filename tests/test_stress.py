@@ -15,7 +15,6 @@ from cifar_helpers.stress import (
     CORRUPTION_PARAMETERS,
     CORRUPTIONS,
     corrupt,
-    corruption_accuracy,
     corruption_seed,
     run_stress_test,
     stratified_subset,
@@ -190,6 +189,11 @@ def _texture_set(n_per_class: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     images[n_per_class:] += 45 * checker
     labels = torch.cat([torch.zeros(n_per_class), torch.ones(n_per_class)]).long()
     return images.round().clamp(0, 255).to(torch.uint8), labels
+
+
+def corruption_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **kwargs) -> dict:
+    """One model's entry of :func:`run_stress_test`, as it would be were it the only model."""
+    return run_stress_test({"model": model}, images, labels, **kwargs)["models"]["model"]
 
 
 def test_corruption_accuracy_measures_the_drop() -> None:

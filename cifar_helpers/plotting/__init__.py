@@ -14,10 +14,8 @@ from .core import (
     WRONG_COLOR,
     NotebookFigure,
     figure_to_png_bytes,
-    overlay_batch,
     overlay_heatmap,
     plot_class_samples,
-    plot_image_grid,
     upscale_image,
 )
 from .explanations import (
@@ -50,7 +48,6 @@ __all__ = [
     "WRONG_COLOR",
     "NotebookFigure",
     "figure_to_png_bytes",
-    "overlay_batch",
     "overlay_heatmap",
     "plot_before_after_gradcam",
     "plot_class_samples",
@@ -62,7 +59,6 @@ __all__ = [
     "plot_failure_comparison",
     "plot_failure_grid",
     "plot_gradcam_pairs",
-    "plot_image_grid",
     "plot_map_columns",
     "plot_per_class_accuracy",
     "plot_periphery_shares",

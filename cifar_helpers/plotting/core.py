@@ -313,29 +313,6 @@ def overlay_heatmap(
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def overlay_batch(
-    images: Any,
-    heatmaps: Any,
-    *,
-    scale: int = 4,
-    alpha: float = 0.45,
-    colormap: int = cv2.COLORMAP_JET,
-) -> np.ndarray:
-    """:func:`overlay_heatmap` for a batch: uint8 (N, 3, H, W) + float (N, H, W) -> uint8 (N, H*s, W*s, 3)."""
-    batch = check_images(images)
-    n, _, height, width = batch.shape
-    maps = check_maps(heatmaps, "heatmaps", (n, height, width))
-    scale = _check_scale(scale)
-    if n == 0:
-        return np.zeros((0, height * scale, width * scale, 3), dtype=np.uint8)
-    return np.stack(
-        [
-            overlay_heatmap(img, m, scale=scale, alpha=alpha, colormap=colormap)
-            for img, m in zip(batch, maps, strict=True)
-        ]
-    )
-
-
 def show_image(ax: Axes, image: np.ndarray, title: str | None = None, color: str | None = None) -> None:
     """Draw an RGB (H, W, 3) array on ``ax`` without ticks or grid, with an optional coloured title."""
     ax.imshow(image, interpolation="nearest")
@@ -372,61 +349,6 @@ def add_heatmap_colorbar(fig: Figure, axes: Any, label: str | None = None) -> No
     )
     bar.set_label(label or "Grad-CAM: blue = no evidence for the class, red = strongest evidence", fontsize=8)
     bar.ax.grid(False)
-
-
-@styled
-def plot_image_grid(
-    images: Any,
-    titles: Sequence[str] | None = None,
-    ncols: int = 8,
-    scale: float = 1.3,
-    *,
-    title: str | None = None,
-    title_colors: Sequence[str] | None = None,
-) -> Figure:
-    """Images in a grid, each with an optional title.
-
-    Args:
-        images: uint8 (N, 3, H, W).
-        titles: N strings (e.g. class names), or None.
-        ncols: images per row.
-        scale: inches per image side; the images are drawn with nearest-neighbour upscaling so each
-            pixel stays visible.
-        title: figure title.
-        title_colors: N colours for the titles (e.g. green/red for right/wrong).
-
-    Returns:
-        A figure with one axes per image (spare cells of the last row are hidden).
-    """
-    batch = check_images(images)
-    n = len(batch)
-    if n == 0:
-        raise ValueError("images is empty: nothing to plot")
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0 inches, got {scale!r}")
-    for given, label in ((titles, "titles"), (title_colors, "title_colors")):
-        if given is not None and len(given) != n:
-            raise ValueError(f"{label} must have one entry per image ({n}), got {len(given)}")
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    title_room = 0.35 if titles is not None else 0.0
-    fig = new_figure(ncols * scale, nrows * (scale + title_room) + (0.4 if title else 0.0))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        if i >= n:
-            ax.set_axis_off()
-            continue
-        show_image(
-            ax,
-            batch[i].transpose(1, 2, 0),
-            None if titles is None else titles[i],
-            None if title_colors is None else title_colors[i],
-        )
-    if title:
-        fig.suptitle(title)
-    return fig
 
 
 def plot_class_samples(
