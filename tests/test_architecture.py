@@ -84,6 +84,7 @@ def test_the_library_has_no_import_cycle():
     graph = import_graph()
     assert "cifar_helpers.stress" in graph and "cifar_helpers.plotting.core" in graph
     assert {"cifar_helpers.gradcam.cam", "cifar_helpers.gradcam.stage_reports"} <= set(graph)
+    assert "cifar_helpers.data.folders" in graph
     assert cycles(graph) == []
 
 
@@ -127,6 +128,15 @@ def test_the_registry_and_the_leaves_import_nothing_above_them():
     graph = import_graph()
     assert graph["cifar_helpers.registry"] == set()
     assert graph["cifar_helpers.artifacts"] <= {"cifar_helpers.manifest", "cifar_helpers.registry"}
+
+
+def test_the_data_readers_share_only_core():
+    # data/: the readers and the generated set know nothing of each other; loading dispatches to them.
+    graph = import_graph()
+    inside = {m: {t for t in graph[m] if t.startswith("cifar_helpers.data")} for m in graph}
+    assert inside["cifar_helpers.data.core"] == set()
+    for reader in ("batches", "folders", "generated"):
+        assert inside[f"cifar_helpers.data.{reader}"] == {"cifar_helpers.data.core"}
 
 
 def test_every_view_of_the_stages_reads_the_registry():

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_helpers import data as data_module
 from cifar_helpers.config import make_config
+
+# folders and generated are submodules: their private helpers are patched and called there, where
+# the code that uses them looks them up.
 from cifar_helpers.data import (
     BATCHES_DIR,
     CACHE_SUBDIR,
@@ -24,6 +26,8 @@ from cifar_helpers.data import (
     SYNTHETIC_HUES,
     CifarData,
     DataError,
+    folders,
+    generated,
     load_cifar10,
     load_data,
     make_synthetic_cifar,
@@ -212,9 +216,9 @@ def _background_means(d: CifarData, split: str) -> tuple[torch.Tensor, torch.Ten
 def _tied_background(label: int) -> torch.Tensor:
     """What ``background_class_correlation`` puts behind a training object of class ``label``, without
     jitter or noise: uint8 (3, 32, 32), from the generator's own recipe."""
-    angle = torch.tensor([data_module._tied_angle(label)])
-    t = data_module._stripes(angle, torch.tensor([data_module._tied_freq(label)]), torch.zeros(1))
-    c1, c2 = (torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1) for c in data_module._tied_colours(label))
+    angle = torch.tensor([generated._tied_angle(label)])
+    t = generated._stripes(angle, torch.tensor([generated._tied_freq(label)]), torch.zeros(1))
+    c1, c2 = (torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1) for c in generated._tied_colours(label))
     image = c1 * (1 - t[:, None]) + c2 * t[:, None]
     return image[0].round().clamp(0, 255).to(torch.uint8)
 
@@ -331,7 +335,7 @@ def test_second_load_reads_the_cache(tree: Path, monkeypatch: pytest.MonkeyPatch
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("images were decoded again instead of read from the cache")
 
-    monkeypatch.setattr(data_module, "_decode_images", no_decoding)
+    monkeypatch.setattr(folders, "_decode_images", no_decoding)
     second = load_cifar10(tree, download=False, progress=False)
     assert torch.equal(first.train_images, second.train_images)
     assert torch.equal(first.test_labels, second.test_labels)
@@ -501,13 +505,13 @@ def test_shared_copy_loads_and_is_cached(shared_root: Path, monkeypatch: pytest.
     assert first.test_images.shape == (10_000, 3, 32, 32) and first.test_labels.dtype == torch.int64
     assert torch.bincount(first.train_labels).tolist() == [5000] * 10
     assert torch.bincount(first.test_labels).tolist() == [1000] * 10
-    if not data_module._dir_is_writable(shared_root):
+    if not folders._dir_is_writable(shared_root):
         # A read-only copy (as in CI, even for root) is never written to: the cache goes elsewhere.
         assert not (shared_root / CACHE_SUBDIR).exists()
 
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("the shared copy was decoded again instead of read from the cache")
 
-    monkeypatch.setattr(data_module, "_decode_images", no_decoding)
+    monkeypatch.setattr(folders, "_decode_images", no_decoding)
     second = load_cifar10(shared_root, download=False, progress=False, train_per_class=10, test_per_class=10)
     assert torch.equal(second.train_images, first.train_images[second.train_index])

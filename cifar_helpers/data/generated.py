@@ -1,0 +1,357 @@
+"""The generated ("synthetic") dataset: ten classes of coloured shapes on textured backgrounds, with
+object masks and an optional background-class correlation. Every image is a function of
+``(seed, split, position)``, rendered in chunks with torch; no files are read or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .core import _CACHE_VERSION, IMAGE_SIZE, CifarData, DataError, _check_count, _splitmix64
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic shapes
+# --------------------------------------------------------------------------------------------------
+
+SYNTHETIC_CLASSES = (
+    "disc",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "hbar",
+    "vbar",
+    "diamond",
+    "star",
+    "ellipse",
+)
+# Object hue per class, in degrees. Classes come in pairs of similar colour and similar shape
+# (disc/ellipse, square/diamond, cross/star, hbar/vbar, triangle/ring) so that neither colour nor a
+# coarse outline alone separates all ten: the task is learnable but not trivial.
+SYNTHETIC_HUES = (0.0, 215.0, 300.0, 52.0, 278.0, 120.0, 142.0, 237.0, 36.0, 20.0)
+SYNTHETIC_HUE_JITTER = 12.0  # +- degrees around the class hue
+# Share of objects painted in their decoy class's colour (see make_synthetic_cifar).
+SYNTHETIC_DECOY_RATE = 0.1
+SYNTHETIC_TRAIN_PER_CLASS = 5000  # the virtual full splits have CIFAR-10's sizes
+SYNTHETIC_TEST_PER_CLASS = 1000
+_SPLIT_IDS = {"train": 1, "test": 2}
+_CHUNK = 4096  # images rendered at once: bounds the float32 scratch memory (~ 30 MB per array)
+_NOISE_TILES = 512  # pixel-noise tiles shared by all images (6 MB)
+# Object radius in pixels: the smallest objects make the shape pairs hard to tell apart.
+_RADIUS = (4.5, 11.5)
+# Backgrounds are duller than objects (saturation <= 0.5), so the object can be found early in
+# training, yet their hues span the whole circle, so some are close to the object's colour.
+_BG_SATURATION = (0.0, 0.5)
+_BG_VALUE = (0.25, 0.85)
+
+
+def make_synthetic_cifar(
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    *,
+    holdout_per_class: int = 0,
+    seed: int = 0,
+    background_class_correlation: float = 0.0,
+    decoy_colour_rate: float = SYNTHETIC_DECOY_RATE,
+) -> CifarData:
+    """Ten classes of coloured shapes on textured backgrounds, with object masks.
+
+    Each image shows one object (class-specific shape, class-specific hue with jitter in hue,
+    saturation and brightness, random position, scale and a small rotation) on a random textured
+    background (gradient, stripes or blobs in two random colours, plus pixel noise).
+
+    Every image is a function of ``(seed, split, position)`` only, where position ``p`` has label
+    ``p % 10`` in a virtual full split of CIFAR-10's size (5000 training and 1000 test images per
+    class). ``train`` holds positions ``0 .. 10 * train_per_class - 1`` and ``test`` likewise, so a
+    smaller request is a prefix of a larger one. The hold-out takes the last ``holdout_per_class``
+    per class of the virtual training split, so it never overlaps ``train`` and does not change it.
+
+    ``background_class_correlation = p``: in ``train`` and the hold-out, each image's background is
+    its class's own tied background (fixed stripes in a class-specific colour) with probability ``p``;
+    ``test`` backgrounds are always random. With ``p`` near 1 a model learns to classify the background.
+
+    ``decoy_colour_rate = q``: in every split, each object is painted, with probability ``q``, in the
+    colour of its class's *decoy* class (the next class) instead of its own. Colour is the easiest
+    cue, so a briefly trained model calls such an object by its colour, confidently: the generated
+    set has high-confidence failures with a known cause (a colour, i.e. texture, bias), as CIFAR-10
+    has cat/dog and automobile/truck. 0 gives only true-coloured objects.
+
+    Returns:
+        :class:`CifarData` with source ``"synthetic"``: images uint8 (N, 3, 32, 32), labels int64 (N,),
+        masks bool (N, 32, 32) (True on the object, never empty).
+
+    Raises:
+        DataError: negative counts, ``train_per_class + holdout_per_class > 5000``,
+            ``test_per_class > 1000``, or a correlation outside [0, 1].
+    """
+    _check_count("train_per_class", train_per_class, allow_none=False)
+    _check_count("test_per_class", test_per_class, allow_none=False)
+    _check_count("holdout_per_class", holdout_per_class, allow_none=False)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise DataError(f"seed must be an integer, got {seed!r}")
+    if not 0.0 <= background_class_correlation <= 1.0:
+        raise DataError(
+            f"background_class_correlation must be in [0, 1], got {background_class_correlation!r}"
+        )
+    if not 0.0 <= decoy_colour_rate <= 1.0:
+        raise DataError(f"decoy_colour_rate must be in [0, 1], got {decoy_colour_rate!r}")
+    if train_per_class + holdout_per_class > SYNTHETIC_TRAIN_PER_CLASS:
+        raise DataError(
+            f"synthetic training split has {SYNTHETIC_TRAIN_PER_CLASS} images per class; asked for "
+            f"train_per_class={train_per_class} + holdout_per_class={holdout_per_class}"
+        )
+    if test_per_class > SYNTHETIC_TEST_PER_CLASS:
+        raise DataError(
+            f"synthetic test split has {SYNTHETIC_TEST_PER_CLASS} images per class; "
+            f"asked for test_per_class={test_per_class}"
+        )
+    n_classes = len(SYNTHETIC_CLASSES)
+    full_train = SYNTHETIC_TRAIN_PER_CLASS * n_classes
+    train_index = torch.arange(train_per_class * n_classes)
+    holdout_index = torch.arange(full_train - holdout_per_class * n_classes, full_train)
+    test_index = torch.arange(test_per_class * n_classes)
+    p = float(background_class_correlation)
+    q = float(decoy_colour_rate)
+    train_images, train_masks = _render_split(seed, "train", train_index, p, q)
+    holdout_images, holdout_masks = _render_split(seed, "train", holdout_index, p, q)
+    test_images, test_masks = _render_split(seed, "test", test_index, 0.0, q)
+    fingerprint = hashlib.sha256(f"synthetic-v{_CACHE_VERSION}-seed{seed}-p{p!r}".encode()).hexdigest()
+    return CifarData(
+        train_images=train_images,
+        train_labels=train_index % n_classes,
+        test_images=test_images,
+        test_labels=test_index % n_classes,
+        classes=list(SYNTHETIC_CLASSES),
+        source="synthetic",
+        root=None,
+        holdout_images=holdout_images,
+        holdout_labels=holdout_index % n_classes,
+        train_index=train_index,
+        test_index=test_index,
+        holdout_index=holdout_index,
+        train_masks=train_masks,
+        test_masks=test_masks,
+        holdout_masks=holdout_masks,
+        fingerprint=fingerprint,
+    )
+
+
+def _image_uniforms(seed: int, split: str, positions: np.ndarray, count: int) -> torch.Tensor:
+    """``count`` uniforms in [0, 1) per image, float32 (N, count): a function of (seed, split, position)."""
+    base = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+    split_key = _splitmix64(base ^ np.uint64(_SPLIT_IDS[split]))
+    keys = _splitmix64(split_key ^ _splitmix64(positions.astype(np.uint64)))
+    with np.errstate(over="ignore"):
+        streams = np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        bits = _splitmix64(keys[:, None] ^ streams[None, :])
+    # The top 24 bits give float32-exact values in [0, 1).
+    return torch.from_numpy(((bits >> np.uint64(40)).astype(np.float32)) * np.float32(2.0**-24))
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Hue in degrees, saturation and value in [0, 1] (each (N,)) -> RGB float (N, 3) in [0, 255]."""
+    h = torch.remainder(h, 360.0) / 60.0
+    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0]) + h[:, None], 6.0)
+    rgb = v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+    return rgb * 255.0
+
+
+_COORDS = torch.arange(IMAGE_SIZE, dtype=torch.float32) + 0.5  # pixel centres
+
+
+def _stripes(angle: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """Soft-edged stripes from angle (rad), cycles per image and phase (rad), each float (N,).
+
+    Returns float (N, 32, 32) in [0, 1].
+    """
+    x = (_COORDS / IMAGE_SIZE - 0.5).view(1, 1, -1)
+    y = (_COORDS / IMAGE_SIZE - 0.5).view(1, -1, 1)
+    proj = torch.cos(angle).view(-1, 1, 1) * x + torch.sin(angle).view(-1, 1, 1) * y
+    wave = torch.sin(2 * math.pi * freq.view(-1, 1, 1) * proj + phase.view(-1, 1, 1))
+    return torch.sigmoid(4.0 * wave)
+
+
+def _tied_angle(label: int) -> float:
+    return math.radians(18.0 * label)
+
+
+def _tied_freq(label: int) -> float:
+    return 2.0 + 0.4 * (label % 5)
+
+
+def _tied_colours(label: int) -> tuple[list[float], list[float]]:
+    hue = torch.tensor([(36.0 * label + 17.0) % 360.0])
+    light = _hsv_to_rgb(hue, torch.tensor([0.55]), torch.tensor([0.85]))[0].tolist()
+    dark = _hsv_to_rgb(hue + 25.0, torch.tensor([0.75]), torch.tensor([0.35]))[0].tolist()
+    return light, dark
+
+
+_NOISE_BANK: list[torch.Tensor] = []
+
+
+def _noise_bank() -> torch.Tensor:
+    """Standard-normal pixel-noise tiles, float32 (512, 3, 32, 32), the same in every process."""
+    if not _NOISE_BANK:
+        generator = torch.Generator().manual_seed(20240531)
+        _NOISE_BANK.append(torch.randn(_NOISE_TILES, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator))
+    return _NOISE_BANK[0]
+
+
+def _plus(u: torch.Tensor, v: torch.Tensor, arm: float = 0.3) -> torch.Tensor:
+    au, av = u.abs(), v.abs()
+    return ((au <= arm) & (av <= 1.0)) | ((av <= arm) & (au <= 1.0))
+
+
+def _star(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # An asterisk: the plus sign and the same rotated by 45 degrees.
+    d1, d2 = (u - v) / math.sqrt(2), (u + v) / math.sqrt(2)
+    diagonal = _plus(d1, d2, arm=0.22) & (d1.abs() <= 0.85) & (d2.abs() <= 0.85)
+    return _plus(u, v) | diagonal
+
+
+# Object coordinates (u, v) span about [-1, 1]; each entry maps float (n, 32, 32) pairs to bool masks.
+_SHAPES: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...] = (
+    lambda u, v: u * u + v * v <= 1.0,  # disc
+    lambda u, v: torch.maximum(u.abs(), v.abs()) <= 0.8,  # square
+    lambda u, v: (v <= 0.6) & (u.abs() <= 0.92 * (v + 1.0) / 1.6),  # triangle, apex up
+    _plus,  # cross
+    lambda u, v: ((u * u + v * v) <= 1.0) & ((u * u + v * v) >= 0.55**2),  # ring
+    lambda u, v: (u.abs() <= 1.0) & (v.abs() <= 0.32),  # hbar
+    lambda u, v: (u.abs() <= 0.32) & (v.abs() <= 1.0),  # vbar
+    lambda u, v: u.abs() + v.abs() <= 1.1,  # diamond
+    _star,  # star
+    lambda u, v: u * u + (v / 0.55) ** 2 <= 1.0,  # ellipse
+)
+
+
+def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bool (N, 32, 32) masks of each image's class shape at object coordinates u, v (float (N, 32, 32))."""
+    masks = torch.empty(u.shape, dtype=torch.bool)
+    # Only each image's own shape is evaluated: ten times less work than all shapes for all images.
+    for label, shape in enumerate(_SHAPES):
+        selected = torch.nonzero(labels == label)[:, 0]
+        if len(selected):
+            masks[selected] = shape(u[selected], v[selected])
+    return masks
+
+
+def _background_mix(kind: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
+    """Mixing weight of the two background colours, float (N, 32, 32) in [0, 1].
+
+    ``kind`` (int64 (N,)) picks a linear gradient (0), stripes (1) or smooth blobs (2); ``rnd`` holds
+    the per-image uniforms. Each image's texture alone is computed.
+    """
+    n = len(kind)
+    t = torch.empty((n, IMAGE_SIZE, IMAGE_SIZE))
+    angle = 2 * math.pi * rnd[:, _U_ANGLE]
+    grad = torch.nonzero(kind == 0)[:, 0]
+    if len(grad):
+        x = (_COORDS / IMAGE_SIZE - 0.5).view(1, 1, -1)
+        y = (_COORDS / IMAGE_SIZE - 0.5).view(1, -1, 1)
+        a = angle[grad].view(-1, 1, 1)
+        t[grad] = (0.5 + torch.cos(a) * x + torch.sin(a) * y).clamp(0, 1)
+    stripe = torch.nonzero(kind == 1)[:, 0]
+    if len(stripe):
+        freq = 1.5 + 4.0 * rnd[stripe, _U_FREQ]
+        t[stripe] = _stripes(angle[stripe], freq, 2 * math.pi * rnd[stripe, _U_PHASE])
+    blob = torch.nonzero(kind == 2)[:, 0]
+    if len(blob):
+        grid = rnd[blob, _U_BLOBS : _U_BLOBS + 16].reshape(-1, 1, 4, 4)
+        smooth = F.interpolate(grid, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False)
+        t[blob] = torch.sigmoid(8.0 * (smooth[:, 0] - 0.5))
+    return t
+
+
+def _render_split(
+    seed: int, split: str, positions: torch.Tensor, correlation: float, decoy_rate: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render images at ``positions`` of a split -> uint8 (N, 3, 32, 32) and bool masks (N, 32, 32)."""
+    images = torch.empty((len(positions), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+    masks = torch.empty((len(positions), IMAGE_SIZE, IMAGE_SIZE), dtype=torch.bool)
+    for start in range(0, len(positions), _CHUNK):
+        chunk = positions[start : start + _CHUNK]
+        images[start : start + len(chunk)], masks[start : start + len(chunk)] = _render(
+            seed, split, chunk, correlation, decoy_rate
+        )
+    return images, masks
+
+
+# Indices of the per-image uniforms.
+_U_HUE, _U_SAT, _U_VAL, _U_SCALE, _U_CX, _U_CY, _U_ROT = range(7)
+_U_BG_KIND, _U_BG1, _U_BG2 = 7, 8, 11  # colours take 3 uniforms each (h, s, v)
+_U_ANGLE, _U_FREQ, _U_PHASE, _U_TILE, _U_TIE, _U_NOISE, _U_SHADE = range(14, 21)
+_U_BLOBS = 21  # a 4x4 grid of blob intensities: 16 uniforms
+_U_DECOY = _U_BLOBS + 16
+_U_COUNT = _U_DECOY + 1
+
+
+def _render(
+    seed: int, split: str, positions: torch.Tensor, correlation: float, decoy_rate: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n_classes = len(SYNTHETIC_CLASSES)
+    n = len(positions)
+    labels = positions % n_classes
+    rnd = _image_uniforms(seed, split, positions.numpy(), _U_COUNT)
+
+    # --- background: two random colours mixed by a gradient, stripes or blobs ---------------------
+    def colour(i: int, s_lo: float, s_hi: float, v_lo: float, v_hi: float) -> torch.Tensor:
+        return _hsv_to_rgb(
+            360.0 * rnd[:, i], s_lo + (s_hi - s_lo) * rnd[:, i + 1], v_lo + (v_hi - v_lo) * rnd[:, i + 2]
+        )
+
+    c1, c2 = colour(_U_BG1, *_BG_SATURATION, *_BG_VALUE), colour(_U_BG2, *_BG_SATURATION, *_BG_VALUE)
+    t = _background_mix((3 * rnd[:, _U_BG_KIND]).long().clamp(max=2), rnd)
+    background = torch.addcmul(c1.view(n, 3, 1, 1), (c2 - c1).view(n, 3, 1, 1), t[:, None])
+
+    if correlation > 0:
+        # The tied background: class-specific stripes and colours; only the phase and brightness vary,
+        # so it identifies the class at a glance.
+        tied = rnd[:, _U_TIE] < correlation
+        if bool(tied.any()):
+            angles = torch.tensor([_tied_angle(c) for c in range(n_classes)])[labels]
+            freqs = torch.tensor([_tied_freq(c) for c in range(n_classes)])[labels]
+            light = torch.tensor([_tied_colours(c)[0] for c in range(n_classes)])[labels]
+            dark = torch.tensor([_tied_colours(c)[1] for c in range(n_classes)])[labels]
+            brightness = (0.9 + 0.2 * rnd[:, _U_BG1]).view(n, 1, 1, 1)
+            t_tied = _stripes(angles, freqs, 2 * math.pi * rnd[:, _U_PHASE])[:, None]
+            tied_bg = (light.view(n, 3, 1, 1) * (1 - t_tied) + dark.view(n, 3, 1, 1) * t_tied) * brightness
+            background = torch.where(tied.view(n, 1, 1, 1), tied_bg, background)
+
+    # --- the object: class shape at a random place, scale and small rotation -----------------------
+    radius = _RADIUS[0] + (_RADIUS[1] - _RADIUS[0]) * rnd[:, _U_SCALE]
+    cx = radius + (IMAGE_SIZE - 2 * radius) * rnd[:, _U_CX]
+    cy = radius + (IMAGE_SIZE - 2 * radius) * rnd[:, _U_CY]
+    theta = math.radians(20.0) * (2 * rnd[:, _U_ROT] - 1)
+    dx = (_COORDS.view(1, 1, -1) - cx.view(-1, 1, 1)) / radius.view(-1, 1, 1)
+    dy = (_COORDS.view(1, -1, 1) - cy.view(-1, 1, 1)) / radius.view(-1, 1, 1)
+    cos, sin = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+    mask = _shape_masks(labels, u, v)
+    # A tiny object can fall between pixel centres; its centre pixel keeps every mask non-empty.
+    empty = ~mask.flatten(1).any(1)
+    if bool(empty.any()):
+        idx = torch.nonzero(empty)[:, 0]
+        mask[idx, cy[idx].long().clamp(0, IMAGE_SIZE - 1), cx[idx].long().clamp(0, IMAGE_SIZE - 1)] = True
+
+    colour_class = torch.where(rnd[:, _U_DECOY] < decoy_rate, (labels + 1) % n_classes, labels)
+    hues = torch.tensor(SYNTHETIC_HUES)[colour_class] + SYNTHETIC_HUE_JITTER * (2 * rnd[:, _U_HUE] - 1)
+    obj = _hsv_to_rgb(hues, 0.7 + 0.3 * rnd[:, _U_SAT], 0.7 + 0.3 * rnd[:, _U_VAL])
+    # Soft shading across the object, so it is not one flat colour.
+    shade_angle = 2 * math.pi * rnd[:, _U_SHADE]
+    shading = 1.0 + 0.12 * (
+        torch.cos(shade_angle).view(-1, 1, 1) * u + torch.sin(shade_angle).view(-1, 1, 1) * v
+    )
+    obj_pixels = obj.view(n, 3, 1, 1) * shading[:, None]
+
+    # --- pixel noise: a tile of the shared bank per image, at its own amplitude ----------------------
+    tile = (rnd[:, _U_TILE] * _NOISE_TILES).long().clamp(max=_NOISE_TILES - 1)
+    amplitude = (4.0 + 14.0 * rnd[:, _U_NOISE]).view(n, 1, 1, 1)
+    image = torch.where(mask[:, None], obj_pixels, background)
+    image.addcmul_(_noise_bank().index_select(0, tile), amplitude)
+    return image.round_().clamp_(0, 255).to(torch.uint8), mask
