@@ -4,6 +4,8 @@ included), and every stage is defined once, in the registry."""
 from __future__ import annotations
 
 import ast
+import json
+import re
 from pathlib import Path
 
 from cifar_helpers import artifacts, progress, report
@@ -151,3 +153,39 @@ def test_every_view_of_the_stages_reads_the_registry():
             assert seconds[spec.name] == spec.expected_seconds[profile]
     notebooks = sorted(p.name for p in (PACKAGE.parent / "notebooks").glob("0[0-6]_*.ipynb"))
     assert sorted(spec.notebook for spec in STAGE_SPECS) == notebooks
+
+
+def public_definitions() -> dict[str, str]:
+    """``{name: module file}`` of every public top-level function and class of the package."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                found[node.name] = str(path.relative_to(PACKAGE.parent))
+    return found
+
+
+def names_used(source: str) -> set[str]:
+    """Names read and attributes taken in Python source (imports and definitions do not count)."""
+    used = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            used.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+    return used
+
+
+def test_every_public_function_is_used_outside_the_tests():
+    # Used: by the library, run_all.py, a benchmark or a notebook's code cells. A function only the
+    # tests call is dead code that the tests keep alive.
+    root = PACKAGE.parent
+    used: set[str] = set()
+    for path in [*PACKAGE.rglob("*.py"), root / "run_all.py", *(root / "benchmarks").rglob("*.py")]:
+        used |= names_used(path.read_text(encoding="utf-8"))
+    for notebook in (root / "notebooks").glob("*.ipynb"):
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        used |= set(re.findall(r"\w+", code))
+    unused = {name: module for name, module in public_definitions().items() if name not in used}
+    assert unused == {}
