@@ -49,8 +49,8 @@ from .replicate_layout import (
     seed_run_dir,
 )
 from .report import write_replicates_report
-from .seed_analysis import describe_replicates
 from .stages import default_run_dir
+from .tables import describe_replicates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO_ROOT / "run_all.py"

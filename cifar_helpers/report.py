@@ -24,6 +24,7 @@ from .artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path, load_json
 from .human_labels import human_labels_summary
 from .registry import STAGE_SPECS
 from .replicate_layout import REPLICATES_NOTEBOOK, REPLICATES_OUTPUTS, find_seed_dirs, replicates_dir
+from .seed_analysis import COUNT_KEYS
 from .tables import (
     ROAD_EXPLAINED,
     Cell,
@@ -31,6 +32,7 @@ from .tables import (
     Table,
     accuracy_table,
     calibration_table,
+    category_mix_table,
     comparison_tables,
     corruption_tables,
     esc,
@@ -41,12 +43,14 @@ from .tables import (
     get,
     human_label_tables,
     no_human_labels,
+    noise_floor_table,
     per_class_table,
     positive_control_road_table,
     positive_control_table,
     randomisation_table,
     road_by_model_table,
     run_summary_tables,
+    seed_accuracy_table,
 )
 
 REPORT_NAME = "report.html"
@@ -477,10 +481,43 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
 REPLICATES_TITLE = "07 Replicates: accuracy over seeds, the reseed noise floor, failure stability"
 
 
-def _interval_row(label: str, entry: dict[str, Any]) -> tuple[str, ...]:
-    low, high = entry.get("low"), entry.get("high")
-    interval = f"[{fmt_pct(low)}, {fmt_pct(high)}]" if low is not None else "n/a (one seed)"
-    return (label, fmt_pct(entry.get("mean")), fmt_pct(entry.get("sd")), interval)
+def _noise_floor(floor: dict[str, Any]) -> str:
+    pairs = [
+        (f"{row['from']} → {row['to']}", *(row[k] for k in COUNT_KEYS))
+        for row in floor["reseed"] + floor["augmentation"]
+    ]
+    return noise_floor_table(floor["mean"]).html() + _table(("each pair", *COUNT_KEYS), pairs)
+
+
+def _stability(stability: dict[str, Any]) -> str:
+    return _kv_table(
+        [
+            ("confident failures per seed", fmt_num(stability["failures_per_seed"])),
+            ("images failing in k seeds", fmt_num(stability["images_failing_in_k_seeds"])),
+            ("mean Jaccard overlap between seeds", stability["mean_jaccard"]),
+            (
+                f"consistent failures (in ≥ {stability['consistent_min_seeds']} seeds)",
+                len(stability["consistent"]),
+            ),
+        ]
+    )
+
+
+# The replicate section's parts: file in replicates/, heading, how its numbers are shown.
+REPLICATE_SECTIONS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    (
+        "accuracy.json",
+        "Test accuracy over seeds (95 % t-interval)",
+        lambda data: seed_accuracy_table(data).html(),
+    ),
+    ("noise_floor.json", "The noise floor: a reseed against augmentation", _noise_floor),
+    ("stability.json", "Failure stability (baseline)", _stability),
+    (
+        "category_mix.json",
+        "Human-label categories: consistent failures against one-seed failures",
+        lambda data: category_mix_table(data).html(),
+    ),
+)
 
 
 def replicates_section(root: str | os.PathLike[str]) -> str:
@@ -496,76 +533,20 @@ def replicates_section(root: str | os.PathLike[str]) -> str:
             "</p></section>"
         )
     parts = [head + '<span class="status complete">complete</span></h2>']
-    accuracy, error = _read_json(base / "accuracy.json")
-    if error:
-        parts.append(f'<p class="error">{esc(error)}</p>')
-    else:
-        difference = accuracy["difference"]
-        p_value = difference.get("p_value")
-        parts.append("<h3>Test accuracy over seeds (95 % t-interval)</h3>")
+    for name, heading, render in REPLICATE_SECTIONS:
+        path = base / name
+        if not path.exists():  # category_mix.json: replicate runs made before it existed have none
+            continue
+        data, error = _read_json(path)
+        reason = no_human_labels(data) if name == "category_mix.json" and data else None
+        parts.append(f"<h3>{esc(heading)}</h3>")
         parts.append(
-            _table(
-                ("", "mean", "sd", "95 % interval"),
-                [
-                    _interval_row("baseline", accuracy["baseline"]),
-                    _interval_row("augmented", accuracy["augmented"]),
-                    _interval_row("augmented − baseline (paired)", difference),
-                ],
-            )
+            f'<p class="error">{esc(error)}</p>'
+            if error
+            else f'<p class="note">{esc(reason)}</p>'
+            if reason
+            else render(data)
         )
-        parts.append(
-            f'<p class="note">seeds {esc(", ".join(map(str, accuracy["seeds"])))}; paired t-test '
-            f"p = {esc(fmt_num(p_value))}</p>"
-        )
-    floor, error = _read_json(base / "noise_floor.json")
-    if error:
-        parts.append(f'<p class="error">{esc(error)}</p>')
-    else:
-        keys = ("fixed", "kept_same", "kept_different", "new")
-        parts.append("<h3>The noise floor: a reseed against augmentation</h3>")
-        rows = [
-            (f"{row['from']} → {row['to']}", *(fmt_num(row[k]) for k in keys))
-            for row in floor["reseed"] + floor["augmentation"]
-        ]
-        parts.append(_table(("comparison", *keys), rows))
-    stability, error = _read_json(base / "stability.json")
-    if error:
-        parts.append(f'<p class="error">{esc(error)}</p>')
-    else:
-        parts.append("<h3>Failure stability (baseline)</h3>")
-        facts = [
-            ("confident failures per seed", fmt_num(stability["failures_per_seed"])),
-            ("images failing in k seeds", fmt_num(stability["images_failing_in_k_seeds"])),
-            ("mean Jaccard overlap between seeds", fmt_num(stability["mean_jaccard"])),
-            (
-                f"consistent failures (in ≥ {stability['consistent_min_seeds']} seeds)",
-                fmt_num(len(stability["consistent"])),
-            ),
-        ]
-        parts.append(_kv_table(facts))
-    mix_path = base / "category_mix.json"  # replicate runs made before it existed have none
-    mix, error = _read_json(mix_path) if mix_path.exists() else ({}, None)
-    if error:
-        parts.append(f'<p class="error">{esc(error)}</p>')
-    elif mix and not mix.get("applies"):
-        parts.append(f'<p class="note">No human labels apply: {esc(mix.get("reason", ""))}</p>')
-    elif mix:
-        groups = ("consistent", "one_seed")
-        totals = {g: sum(mix[g].values()) for g in groups}
-        rows = [
-            (
-                category,
-                *(
-                    f"{mix[g].get(category, 0)} ({fmt_pct(mix[g].get(category, 0) / totals[g])})"
-                    if totals[g]
-                    else "0"
-                    for g in groups
-                ),
-            )
-            for category in sorted({c for g in groups for c in mix[g]})
-        ]
-        parts.append("<h3>Human-label categories: consistent failures against one-seed failures</h3>")
-        parts.append(_table(("category", "consistent", "one seed only"), rows))
     parts.append("<h3>Figures</h3>")
     parts.extend(_embed_png(path) for path in sorted(base.glob("*.png")))
     parts.append("</section>")

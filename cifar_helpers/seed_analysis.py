@@ -306,26 +306,6 @@ def category_mix(
     return {"consistent": tally(consistent), "one_seed": tally(one_seed)}
 
 
-def describe_category_mix(mix: Mapping[str, Any]) -> str:
-    """A small table of :meth:`cifar_helpers.stages.Replicates.human_label_mix`: the count and share of
-    each category among the consistent and among the one-seed failures (or why no labels apply)."""
-    if not mix.get("applies"):
-        return f"no human labels apply: {mix.get('reason', 'unknown reason')}"
-    groups = {"consistent": "consistent", "one_seed": "one seed only"}
-    totals = {g: sum(mix[g].values()) for g in groups}
-    categories = sorted({c for g in groups for c in mix[g]})
-    lines = [f"{'category':<22}" + "".join(f"{title:>22}" for title in groups.values())]
-    for category in categories:
-        cells = []
-        for group in groups:
-            n = mix[group].get(category, 0)
-            share = f"{100 * n / totals[group]:.0f} %" if totals[group] else "-"
-            cells.append(f"{f'{n} ({share})':>22}")
-        lines.append(f"{category:<22}" + "".join(cells))
-    lines.append(f"{'all':<22}" + "".join(f"{totals[g]:>22}" for g in groups))
-    return "\n".join(lines)
-
-
 def replicate_summary(
     accuracy: Mapping[str, Any], floor: Mapping[str, Any], stability: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -341,46 +321,3 @@ def replicate_summary(
         "consistent_failures": len(stability["consistent"]),
         "ever_failing": stability["ever_failing"],
     }
-
-
-def describe_replicates(summary: Mapping[str, Any]) -> str:
-    """A few plain sentences of :func:`replicate_summary`'s numbers."""
-
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.2f} %"
-
-    def interval(entry: Mapping[str, Any]) -> str:
-        if entry.get("sd") is None:
-            return f"{pct(entry['mean'])} (one seed: no interval)"
-        spread = f"± {pct(entry['sd'])} sd"
-        return f"{pct(entry['mean'])} {spread}, 95 % CI [{pct(entry['low'])}, {pct(entry['high'])}]"
-
-    seeds = ", ".join(str(s) for s in summary["seeds"])
-    lines = [
-        f"seeds: {seeds}",
-        f"baseline test accuracy:  {interval(summary['baseline'])}",
-        f"augmented test accuracy: {interval(summary['augmented'])}",
-        f"augmented - baseline:    {interval(summary['difference'])}"
-        + (
-            f", paired t-test p = {summary['difference']['p_value']:.3g}"
-            if summary["difference"]["p_value"] is not None
-            else ""
-        ),
-    ]
-    floor, excess = summary["noise_floor"], summary["excess_over_reseed"]
-    if "reseed" in floor:
-        lines.append(
-            "mean fixed / kept (same) / kept (different) / new: "
-            + "reseed "
-            + " / ".join(f"{floor['reseed'][k]:.1f}" for k in COUNT_KEYS)
-            + ", augmentation "
-            + " / ".join(f"{floor['augmentation'][k]:.1f}" for k in COUNT_KEYS)
-        )
-        lines.append(f"fixed beyond what a reseed alone gives: {excess['fixed']:+.1f} images on average")
-    if summary["mean_jaccard"] is not None:
-        lines.append(
-            f"failure sets overlap (mean Jaccard between seeds): {summary['mean_jaccard']:.2f}; "
-            f"{summary['consistent_failures']} of {summary['ever_failing']} ever-failing images fail in at "
-            "least half the seeds (and two at least)"
-        )
-    return "\n".join(lines)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import PROFILES, RunConfig
-from .human_labels import CATEGORIES
+from .human_labels import AGREED, AMBIGUOUS, CATEGORIES, LABEL_ERROR, MODEL_ERROR, NUM_TEST_IMAGES
+from .seed_analysis import COUNT_KEYS
 
 
 @dataclass(frozen=True)
@@ -740,3 +741,191 @@ def format_run_summary(summary: dict[str, Any]) -> str:
             ).text()
         )
     return "\n\n".join(parts)
+
+
+# --- human labels (notebooks 02, 05, 06) ------------------------------------------------------------
+
+
+def human_failure_table(report: dict[str, Any], title: str = "") -> Table:
+    """:func:`cifar_helpers.human_labels.human_failure_report` (applying): the confident failures by
+    category, their share, the category's share of the test set and the enrichment."""
+    counts, n, base = report.get("counts") or {}, report.get("num_failures"), report.get("base_counts") or {}
+    base_for = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
+    rho = report.get("spearman_confidence_vs_human_share")
+    return Table(
+        title
+        or f"the {n} confident failures by category (ambiguous: the given label's human share "
+        f"< {report.get('ambiguity_threshold')})",
+        ("category", "failures", "share", "in the test set", "enrichment"),
+        tuple(
+            (
+                c,
+                counts.get(c),
+                Percent(counts.get(c, 0) / n if n else None),
+                Percent(
+                    get(base, base_for[c]) / NUM_TEST_IMAGES
+                    if c in base_for and base_for[c] in base
+                    else None
+                ),
+                Times(get(report, "enrichment", c)),
+            )
+            for c in CATEGORIES
+        ),
+        (
+            f"accuracy against the given labels {_pct(report.get('accuracy'))}, against the human "
+            f"plurality {_pct(report.get('accuracy_vs_human_plurality'))}",
+            "rank correlation of the model's confidence with the human share of its prediction: "
+            + text_cell(rho),
+        ),
+    )
+
+
+def describe_human_failures(report: dict[str, Any]) -> str:
+    """Notebook 02's human-label report (:func:`human_failure_table`), or why no human labels apply."""
+    return no_human_labels(report) or human_failure_table(report).text()
+
+
+def human_comparison_tables(result: dict[str, Any]) -> list[Table]:
+    """:func:`cifar_helpers.human_labels.comparison_by_category` (applying): the augmented model's
+    failures by category, and fixed / kept / new by category with every fixed verified label error."""
+    flagged = result.get("fixed_label_errors") or []
+    notes = (
+        (
+            f"WARNING: {len(flagged)} 'fixed' failure(s) are verified label errors: the augmented model "
+            "now agrees with a wrong label:",
+            *(
+                f"  image {f['index']}: labelled '{f['given']}', humans say '{f['human_plurality']}' (given "
+                f"label's share {f['given_share']:.2f}, verification {f['mturk_given_votes']} for it)"
+                for f in flagged
+            ),
+        )
+        if flagged
+        else ("no verified label error among the fixed failures",)
+    )
+    augmented = result.get("augmented") or {}
+    return [
+        human_failure_table(
+            augmented, f"augmented model: its {augmented.get('num_failures')} confident failures"
+        ),
+        Table(
+            "the baseline's failures, fixed / kept, and the augmented model's new ones, by category",
+            ("category", "fixed", "kept (same)", "kept (different)", "new"),
+            tuple((c, *(get(result, "by_category", g, c) for g in COUNT_KEYS)) for c in CATEGORIES),
+            notes,
+        ),
+    ]
+
+
+def describe_human_comparison(result: dict[str, Any]) -> str:
+    """Notebook 05's categories (:func:`human_comparison_tables`), or why no human labels apply."""
+    return no_human_labels(result) or texts(human_comparison_tables(result))
+
+
+def human_calibration_table(result: dict[str, Any]) -> Table:
+    """:func:`cifar_helpers.human_labels.calibration_against_humans` (applying): each model's
+    cross-entropy against the CIFAR-10H votes, as trained and temperature-scaled."""
+    return Table(
+        "cross-entropy against the CIFAR-10H vote distribution (nats, lower = more human-like "
+        f"uncertainty; the humans' own entropy is {text_cell(result.get('human_entropy'))})",
+        ("model", "as trained", "temperature", "scaled"),
+        tuple(
+            (name, m.get("before"), m.get("temperature"), m.get("after"))
+            for name, m in (result.get("models") or {}).items()
+        ),
+    )
+
+
+def describe_human_calibration(result: dict[str, Any]) -> str:
+    """Notebook 06's cross-entropy against humans (:func:`human_calibration_table`)."""
+    return no_human_labels(result) or human_calibration_table(result).text()
+
+
+# --- seed replicates (notebook 07, the replicate report) ---------------------------------------------
+
+
+def seed_accuracy_table(accuracy: dict[str, Any]) -> Table:
+    """Both models' test accuracy over seeds and their paired difference: mean, standard deviation and
+    95 % t-interval (``accuracy.json``, or the replicate summary)."""
+    difference = accuracy.get("difference") or {}
+
+    def interval(entry: dict[str, Any]) -> str:
+        if entry.get("sd") is None:
+            return "n/a (one seed)"
+        return f"[{_pct(entry.get('low'))}, {_pct(entry.get('high'))}]"
+
+    rows = tuple(
+        (
+            label,
+            Percent(get(accuracy, key, "mean")),
+            Percent(get(accuracy, key, "sd")),
+            interval(accuracy.get(key) or {}),
+        )
+        for label, key in (
+            ("baseline", "baseline"),
+            ("augmented", "augmented"),
+            ("augmented - baseline", "difference"),
+        )
+    )
+    p_value = difference.get("p_value")
+    return Table(
+        f"test accuracy over seeds {', '.join(map(str, accuracy.get('seeds') or []))}",
+        ("", "mean", "sd", "95 % interval"),
+        rows,
+        () if p_value is None else (f"paired t-test on the difference: p = {p_value:.3g}",),
+    )
+
+
+def noise_floor_table(means: dict[str, Any]) -> Table:
+    """Mean fixed / kept / new between two baseline seeds (the reseed) beside baseline -> augmented
+    (``noise_floor.json``'s ``mean``)."""
+    return Table(
+        "mean fixed / kept / new: a reseed of the baseline against augmentation",
+        ("comparison", "fixed", "kept (same)", "kept (different)", "new"),
+        tuple(
+            (kind, *(get(means, kind, k) for k in COUNT_KEYS))
+            for kind in ("reseed", "augmentation")
+            if kind in means
+        ),
+    )
+
+
+def describe_replicates(summary: dict[str, Any]) -> str:
+    """:func:`cifar_helpers.seed_analysis.replicate_summary`'s numbers: accuracy over seeds, the noise
+    floor and how much the failure sets overlap."""
+    parts = [seed_accuracy_table(summary).text()]
+    floor, excess = summary.get("noise_floor") or {}, summary.get("excess_over_reseed") or {}
+    if "reseed" in floor:
+        fixed = text_cell(Signed(excess.get("fixed")))
+        parts.append(
+            f"{noise_floor_table(floor)}\nfixed beyond what a reseed alone gives: {fixed} images on average"
+        )
+    if summary.get("mean_jaccard") is not None:
+        parts.append(
+            f"failure sets overlap (mean Jaccard between seeds): {summary['mean_jaccard']:.2f}; "
+            f"{summary['consistent_failures']} of {summary['ever_failing']} ever-failing images fail in at "
+            "least half the seeds (and two at least)"
+        )
+    return "\n\n".join(parts)
+
+
+def category_mix_table(mix: dict[str, Any]) -> Table:
+    """:meth:`cifar_helpers.stages.Replicates.human_label_mix` (applying): the count and share of each
+    category among the consistent and among the one-seed failures."""
+    groups = ("consistent", "one_seed")
+    totals = {g: sum((mix.get(g) or {}).values()) for g in groups}
+
+    def cell(group: str, category: str) -> str:
+        n = get(mix, group, category) or 0
+        return f"{n} ({_share(n / totals[group])})" if totals[group] else "0"
+
+    categories = sorted({c for g in groups for c in mix.get(g) or {}})
+    return Table(
+        "",
+        ("category", "consistent", "one seed only"),
+        (*((c, *(cell(g, c) for g in groups)) for c in categories), ("all", *(totals[g] for g in groups))),
+    )
+
+
+def describe_category_mix(mix: dict[str, Any]) -> str:
+    """Notebook 07's categories of consistent and one-seed failures (:func:`category_mix_table`)."""
+    return no_human_labels(mix) or category_mix_table(mix).text()

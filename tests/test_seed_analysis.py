@@ -15,8 +15,6 @@ from cifar_helpers.seed_analysis import (
     category_mix,
     check_same_test_set,
     consistent_indices,
-    describe_category_mix,
-    describe_replicates,
     failure_counts,
     failure_stability,
     jaccard_matrix,
@@ -26,6 +24,7 @@ from cifar_helpers.seed_analysis import (
     replicate_summary,
     reseed_pairs,
 )
+from cifar_helpers.tables import describe_category_mix, describe_replicates
 
 
 def failure_set(indices: list[int]) -> FailureSet:
@@ -151,7 +150,7 @@ def test_failure_stability_of_the_baseline():
     assert stability["images_failing_in_k_seeds"] == {1: 2, 2: 0, 3: 1}
     summary = replicate_summary(accuracy_over_seeds(RESULTS), noise_floor(RESULTS), stability)
     text = describe_replicates(summary)
-    assert "seeds: 1, 2, 3" in text and "1 of 3 ever-failing images" in text
+    assert "over seeds 1, 2, 3" in text and "1 of 3 ever-failing images" in text
 
 
 def test_category_mix_splits_consistent_and_one_seed_failures():
