@@ -27,9 +27,10 @@ from .seed_analysis import COUNT_KEYS
 
 @dataclass(frozen=True)
 class Percent:
-    """A fraction shown as a percentage."""
+    """A fraction shown as a percentage (in text with ``digits`` decimals)."""
 
     value: float | None
+    digits: int = 1
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,14 @@ def fmt_num(value: Any) -> str:
     return str(value)
 
 
-def _pct(x: Any) -> str:
-    return "-" if _missing(x) else f"{100 * x:.1f} %"
+def _pct(x: Any, digits: int = 1) -> str:
+    return "-" if _missing(x) else f"{100 * x:.{digits}f} %"
 
 
 def text_cell(cell: Cell) -> str:
     """A cell as the notebooks and ``run_all.py`` print it: rates to one decimal, ``-`` when missing."""
     if isinstance(cell, Percent):
-        return _pct(cell.value)
+        return _pct(cell.value, cell.digits)
     if isinstance(cell, Signed):
         return "-" if _missing(cell.value) else f"{cell.value:+.2f}"
     if isinstance(cell, Times):
@@ -845,19 +846,20 @@ def describe_human_calibration(result: dict[str, Any]) -> str:
 
 def seed_accuracy_table(accuracy: dict[str, Any]) -> Table:
     """Both models' test accuracy over seeds and their paired difference: mean, standard deviation and
-    95 % t-interval (``accuracy.json``, or the replicate summary)."""
+    95 % t-interval (``accuracy.json``, or the replicate summary). Two decimals in text too: a seed
+    changes accuracy by tenths of a point, the size of the differences these numbers weigh."""
     difference = accuracy.get("difference") or {}
 
     def interval(entry: dict[str, Any]) -> str:
         if entry.get("sd") is None:
             return "n/a (one seed)"
-        return f"[{_pct(entry.get('low'))}, {_pct(entry.get('high'))}]"
+        return f"[{_pct(entry.get('low'), 2)}, {_pct(entry.get('high'), 2)}]"
 
     rows = tuple(
         (
             label,
-            Percent(get(accuracy, key, "mean")),
-            Percent(get(accuracy, key, "sd")),
+            Percent(get(accuracy, key, "mean"), 2),
+            Percent(get(accuracy, key, "sd"), 2),
             interval(accuracy.get(key) or {}),
         )
         for label, key in (
