@@ -16,8 +16,9 @@ Typical use::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,15 +26,8 @@ from torch import Tensor
 
 from .checks import check_class_indices, check_probabilities, check_score_matrix
 
-_FAILURE_SET_KEYS = (
-    "threshold",
-    "num_images",
-    "num_errors",
-    "indices",
-    "true_labels",
-    "predicted",
-    "confidence",
-)
+# The per-failure columns of a FailureSet, each (K,).
+_COLUMNS = ("indices", "true_labels", "predicted", "confidence")
 
 STATUS_FIXED = "fixed"
 STATUS_KEPT_SAME = "kept (same)"
@@ -73,14 +67,33 @@ def _check_classes(classes: Sequence[str], num_classes: int, name: str = "classe
     return [str(c) for c in classes]
 
 
-def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return num_classes
+def _check_positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def _accuracy(probs: Tensor, labels: Tensor) -> float:
     return float((probs.argmax(dim=1) == labels).double().mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON form: a converter per key, in the key order of the files already written
+# --------------------------------------------------------------------------------------------------
+_int64 = partial(torch.tensor, dtype=torch.int64)
+_float32 = partial(torch.tensor, dtype=torch.float32)
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _to_json(value: Any) -> Any:
+    """Tensors as lists (float32 -> Python float is exact, so the JSON roundtrip loses nothing),
+    failure sets as their :meth:`FailureSet.to_dict`, numbers as they are."""
+    if isinstance(value, Tensor):
+        return value.tolist()
+    return value.to_dict() if isinstance(value, FailureSet) else value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,7 +113,7 @@ class FailureSet:
         num_images: N, the number of images evaluated.
         num_errors: all wrong predictions on the split, whatever their confidence.
 
-    ``num_images`` and ``num_errors`` describe the evaluated split, so :meth:`filter` keeps them.
+    ``num_images`` and ``num_errors`` describe the evaluated split, so :meth:`restricted_to` keeps them.
     """
 
     indices: Tensor
@@ -113,7 +126,7 @@ class FailureSet:
 
     def __post_init__(self) -> None:
         k = len(self.indices)
-        for name in ("indices", "true_labels", "predicted", "confidence"):
+        for name in _COLUMNS:
             value = getattr(self, name)
             if not isinstance(value, Tensor) or value.ndim != 1 or len(value) != k:
                 raise ValueError(f"FailureSet.{name} must be a 1-D tensor of length {k} (as indices)")
@@ -128,76 +141,33 @@ class FailureSet:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def to_records(self, classes: Sequence[str]) -> list[dict[str, Any]]:
-        """One dict per failure, in rank order: rank, index, true/predicted names and labels, confidence."""
-        labels = torch.cat([self.true_labels, self.predicted])
-        names = _check_classes(classes, int(labels.max()) + 1 if len(labels) else 0)
-        columns = (self.indices, self.true_labels, self.predicted, self.confidence)
-        return [
-            {
-                "rank": rank,
-                "index": index,
-                "true": names[true],
-                "true_label": true,
-                "predicted": names[pred],
-                "predicted_label": pred,
-                "confidence": conf,
-            }
-            for rank, (index, true, pred, conf) in enumerate(zip(*(c.tolist() for c in columns), strict=True))
-        ]
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (lists and numbers); :meth:`from_dict` restores it bit for bit."""
-        return {
-            "threshold": self.threshold,
-            "num_images": self.num_images,
-            "num_errors": self.num_errors,
-            "indices": self.indices.tolist(),
-            "true_labels": self.true_labels.tolist(),
-            "predicted": self.predicted.tolist(),
-            # float32 -> Python float is exact, so the roundtrip through JSON loses nothing.
-            "confidence": self.confidence.tolist(),
-        }
+        return {key: _to_json(getattr(self, key)) for key in _FAILURE_SET_JSON}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FailureSet:
         """Rebuild a :class:`FailureSet` from :meth:`to_dict`'s output (e.g. a loaded failures.json)."""
-        missing = [key for key in _FAILURE_SET_KEYS if key not in values]
+        missing = [key for key in _FAILURE_SET_JSON if key not in values]
         if missing:
             raise ValueError(f"FailureSet.from_dict: missing key(s) {', '.join(missing)}")
-        return cls(
-            indices=torch.tensor(values["indices"], dtype=torch.int64),
-            true_labels=torch.tensor(values["true_labels"], dtype=torch.int64),
-            predicted=torch.tensor(values["predicted"], dtype=torch.int64),
-            confidence=torch.tensor(values["confidence"], dtype=torch.float32),
-            threshold=float(values["threshold"]),
-            num_images=int(values["num_images"]),
-            num_errors=int(values["num_errors"]),
-        )
-
-    def filter(self, true_class: int | None = None, predicted_class: int | None = None) -> FailureSet:
-        """The failures whose true class and/or predicted class match; ranking is kept."""
-        keep = torch.ones(len(self), dtype=torch.bool)
-        if true_class is not None:
-            keep &= self.true_labels == int(true_class)
-        if predicted_class is not None:
-            keep &= self.predicted == int(predicted_class)
-        return self._select(keep)
+        return cls(**{key: convert(values[key]) for key, convert in _FAILURE_SET_JSON.items()})
 
     def restricted_to(self, image_indices: Tensor) -> FailureSet:
         """The failures whose image index is in ``image_indices`` (int64, any order), rank order kept."""
-        return self._select(torch.isin(self.indices, torch.as_tensor(image_indices, dtype=torch.int64)))
+        keep = torch.isin(self.indices, torch.as_tensor(image_indices, dtype=torch.int64))
+        return replace(self, **{name: getattr(self, name)[keep] for name in _COLUMNS})
 
-    def _select(self, keep: Tensor) -> FailureSet:
-        return FailureSet(
-            indices=self.indices[keep],
-            true_labels=self.true_labels[keep],
-            predicted=self.predicted[keep],
-            confidence=self.confidence[keep],
-            threshold=self.threshold,
-            num_images=self.num_images,
-            num_errors=self.num_errors,
-        )
+
+_FAILURE_SET_JSON: dict[str, Callable[[Any], Any]] = {
+    "threshold": float,
+    "num_images": int,
+    "num_errors": int,
+    "indices": _int64,
+    "true_labels": _int64,
+    "predicted": _int64,
+    "confidence": _float32,
+}
 
 
 def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: float = 0.9) -> FailureSet:
@@ -239,7 +209,7 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
 # --------------------------------------------------------------------------------------------------
 def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
-    num_classes = _check_num_classes(num_classes)
+    num_classes = _check_positive_int(num_classes, "num_classes")
     if len(failures) and max(int(failures.true_labels.max()), int(failures.predicted.max())) >= num_classes:
         raise ValueError(f"failures hold class indices >= num_classes={num_classes}")
     flat = failures.true_labels * num_classes + failures.predicted
@@ -252,8 +222,7 @@ def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 1
     Returns ``[{"true": name, "predicted": name, "count": n}, ...]`` with n > 0, sorted by count
     (descending), then true name, then predicted name; empty when there are no failures.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    _check_positive_int(k, "k")
     names = _check_classes(classes, 0)
     counts = confused_pair_counts(failures, len(names))
     pairs = [
@@ -270,7 +239,7 @@ def per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: in
     ``labels`` (N,) are the labels of the evaluated split. A class with no images gets NaN (the rate
     is undefined, and 0 would claim the model never fails on it).
     """
-    num_classes = _check_num_classes(num_classes)
+    num_classes = _check_positive_int(num_classes, "num_classes")
     labels = check_class_indices(
         "labels", labels, failures.num_images, num_classes, rows_name="the images the failures come from"
     )
@@ -279,10 +248,6 @@ def per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: in
     images = torch.bincount(labels, minlength=num_classes).double()
     failed = torch.bincount(failures.true_labels, minlength=num_classes)[:num_classes].double()
     return torch.where(images > 0, failed / images.clamp_min(1), torch.full_like(images, math.nan))
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
 
 
 def failure_summary(
@@ -310,7 +275,7 @@ def failure_summary(
         "num_high_confidence": len(failures),
         "share_of_errors_high_confidence": len(failures) / num_errors if num_errors else None,
         "per_class_failure_rate": {
-            name: _nan_to_none(rate) for name, rate in zip(names, rates.tolist(), strict=True)
+            name: None if math.isnan(rate) else rate for name, rate in zip(names, rates.tolist(), strict=True)
         },
         "most_confused_pairs": most_confused_pairs(failures, names, k=10),
     }
@@ -322,8 +287,7 @@ def confidence_histogram(probs: Tensor, labels: Tensor, bins: int = 20) -> dict[
     Returns JSON-ready ``{"edges": bins + 1 floats over [0, 1], "correct": bins counts,
     "wrong": bins counts}``. Bins are half-open ``[lo, hi)`` except the last, which includes 1.
     """
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    _check_positive_int(bins, "bins")
     probs, labels = _check_probs(probs, labels)
     confidence = probs.max(dim=1).values.double()
     edges = torch.arange(bins + 1, dtype=torch.float64) / bins
@@ -369,14 +333,8 @@ class FailureComparison:
 
     def counts(self) -> dict[str, int]:
         """Sizes of each group, plus the two failure sets'."""
-        return {
-            "baseline_failures": len(self.baseline_failures),
-            "augmented_failures": len(self.augmented_failures),
-            "fixed": len(self.fixed),
-            "kept_same": len(self.kept_same),
-            "kept_different": len(self.kept_different),
-            "new": len(self.new),
-        }
+        groups = ("baseline_failures", "augmented_failures", "fixed", "kept_same", "kept_different", "new")
+        return {group: len(getattr(self, group)) for group in groups}
 
     def status(self) -> list[str]:
         """Status of each baseline failure, in its rank order: "fixed", "kept (same)", "kept (different)"."""
@@ -418,41 +376,30 @@ class FailureComparison:
         return {
             "threshold": self.baseline_failures.threshold,
             "counts": self.counts(),
-            "baseline_accuracy": self.baseline_accuracy,
-            "augmented_accuracy": self.augmented_accuracy,
-            "baseline_gap": self.baseline_gap,
-            "augmented_gap": self.augmented_gap,
-            "fixed": self.fixed.tolist(),
-            "kept_same": self.kept_same.tolist(),
-            "kept_different": self.kept_different.tolist(),
-            "new": self.new.tolist(),
-            "augmented_predicted": self.augmented_predicted.tolist(),
-            "augmented_confidence": self.augmented_confidence.tolist(),
-            "baseline_failures": self.baseline_failures.to_dict(),
-            "augmented_failures": self.augmented_failures.to_dict(),
+            **{key: _to_json(getattr(self, key)) for key in _COMPARISON_JSON},
         }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FailureComparison:
-        """Rebuild a :class:`FailureComparison` from :meth:`to_dict`'s output."""
+        """Rebuild a :class:`FailureComparison` from :meth:`to_dict`'s output (a missing gap is None)."""
+        values = {"baseline_gap": None, "augmented_gap": None, **values}
+        return cls(**{key: convert(values[key]) for key, convert in _COMPARISON_JSON.items()})
 
-        def gap(key: str) -> float | None:
-            return None if values.get(key) is None else float(values[key])
 
-        return cls(
-            fixed=torch.tensor(values["fixed"], dtype=torch.int64),
-            kept_same=torch.tensor(values["kept_same"], dtype=torch.int64),
-            kept_different=torch.tensor(values["kept_different"], dtype=torch.int64),
-            new=torch.tensor(values["new"], dtype=torch.int64),
-            baseline_failures=FailureSet.from_dict(values["baseline_failures"]),
-            augmented_failures=FailureSet.from_dict(values["augmented_failures"]),
-            augmented_predicted=torch.tensor(values["augmented_predicted"], dtype=torch.int64),
-            augmented_confidence=torch.tensor(values["augmented_confidence"], dtype=torch.float32),
-            baseline_accuracy=float(values["baseline_accuracy"]),
-            augmented_accuracy=float(values["augmented_accuracy"]),
-            baseline_gap=gap("baseline_gap"),
-            augmented_gap=gap("augmented_gap"),
-        )
+_COMPARISON_JSON: dict[str, Callable[[Any], Any]] = {
+    "baseline_accuracy": float,
+    "augmented_accuracy": float,
+    "baseline_gap": _optional_float,
+    "augmented_gap": _optional_float,
+    "fixed": _int64,
+    "kept_same": _int64,
+    "kept_different": _int64,
+    "new": _int64,
+    "augmented_predicted": _int64,
+    "augmented_confidence": _float32,
+    "baseline_failures": FailureSet.from_dict,
+    "augmented_failures": FailureSet.from_dict,
+}
 
 
 def _check_accuracy(value: float | None, name: str) -> float | None:
@@ -505,9 +452,7 @@ def compare_failures(
     fixed = pred_now == truth
     kept_same = pred_now == pred_then
     kept_different = ~fixed & ~kept_same
-    is_baseline_failure = torch.zeros(len(labels), dtype=torch.bool)
-    is_baseline_failure[at_base] = True
-    new = augmented.indices[~is_baseline_failure[augmented.indices]]
+    new = augmented.indices[~torch.isin(augmented.indices, at_base)]
 
     base_acc, aug_acc = _accuracy(base_probs, labels), _accuracy(aug_probs, labels)
     return FailureComparison(

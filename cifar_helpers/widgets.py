@@ -16,7 +16,9 @@ import html
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from types import SimpleNamespace
 from typing import Any
 
@@ -72,12 +74,12 @@ class _ModelView:
     name: str
     failures: dict[str, np.ndarray]  # indices, true_labels, predicted, confidence: (K,)
     probs: np.ndarray  # (N, C)
-    heatmap_rows: dict[int, int]  # test index -> row of predicted_maps / true_maps
-    predicted_maps: np.ndarray | None  # (M, H, W)
-    true_maps: np.ndarray | None  # (M, H, W)
+    # test index -> (predicted-class map, true-class map), each (H, W): the precomputed maps, then
+    # those computed on demand.
+    maps: dict[int, tuple[np.ndarray, np.ndarray]]
+    threshold: float | None  # the failure set's, when it has one
     # Computes (predicted-class map, true-class map) of one test image when none was precomputed.
     explain: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
-    _computed: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def maps_for(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(predicted-class map, true-class map) of test image ``index``, or None if unavailable.
@@ -85,33 +87,25 @@ class _ModelView:
         Precomputed maps are used first; otherwise, when the browser was given the model, Grad-CAM is
         computed for this one image (once, then cached).
         """
-        row = self.heatmap_rows.get(index)
-        if row is not None and self.predicted_maps is not None and self.true_maps is not None:
-            return self.predicted_maps[row], self.true_maps[row]
-        if self.explain is None:
-            return None
-        if index not in self._computed:
-            self._computed[index] = self.explain(index)
-        return self._computed[index]
+        if index not in self.maps and self.explain is not None:
+            self.maps[index] = self.explain(index)
+        return self.maps.get(index)
 
 
-def _make_explainer(
-    model: Any, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, layer: Any
-) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
-    """Grad-CAM of one test image for its predicted and its true class, with ``model``."""
-
-    def explain(index: int) -> tuple[np.ndarray, np.ndarray]:
-        image = torch.from_numpy(np.ascontiguousarray(images[index : index + 1])).repeat(2, 1, 1, 1)
-        targets = torch.tensor([int(np.argmax(probs[index])), int(labels[index])])
-        maps = explain_images(model, image, targets, layer=layer).numpy()
-        return maps[0], maps[1]
-
-    return explain
+def _explain(
+    model: Any, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, layer: Any, index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM of test image ``index`` for its predicted and its true class, with ``model``."""
+    image = torch.from_numpy(np.ascontiguousarray(images[index : index + 1])).repeat(2, 1, 1, 1)
+    targets = torch.tensor([int(np.argmax(probs[index])), int(labels[index])])
+    maps = explain_images(model, image, targets, layer=layer).numpy()
+    return maps[0], maps[1]
 
 
 def _check_heatmaps(
     name: str, heatmaps: Mapping[str, Any], num_images: int, size: tuple[int, int]
-) -> tuple[dict[int, int], np.ndarray, np.ndarray]:
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{test index: (predicted-class map, true-class map)}`` of one model's precomputed heatmaps."""
     label = f"heatmaps[{name!r}]"
     if not isinstance(heatmaps, Mapping):
         raise TypeError(f"{label} must be a dict with indices, predicted_maps and true_maps")
@@ -126,8 +120,7 @@ def _check_heatmaps(
     shape = (len(indices), *size)
     predicted_maps = check_maps(heatmaps["predicted_maps"], f"{label}['predicted_maps']", shape)
     true_maps = check_maps(heatmaps["true_maps"], f"{label}['true_maps']", shape)
-    rows = {int(index): row for row, index in enumerate(indices.tolist())}
-    return rows, predicted_maps, true_maps
+    return dict(zip(indices.tolist(), zip(predicted_maps, true_maps, strict=True), strict=True))
 
 
 def _prepare(
@@ -158,16 +151,13 @@ def _prepare(
         raise ValueError(
             f"probs has no entry for model(s) {', '.join(map(repr, missing))}: give one per failures key"
         )
-    heatmaps = heatmaps or {}
+    heatmaps, models = heatmaps or {}, models or {}
     if not isinstance(heatmaps, Mapping):
         raise TypeError("heatmaps must be None or a dict {model name: heatmap dict}")
-    unknown = [name for name in heatmaps if name not in failures]
-    if unknown:
-        raise ValueError(f"heatmaps has model(s) {', '.join(map(repr, unknown))} that are not in failures")
-    models = models or {}
-    unknown = [name for name in models if name not in failures]
-    if unknown:
-        raise ValueError(f"models has model(s) {', '.join(map(repr, unknown))} that are not in failures")
+    for label, given in (("heatmaps", heatmaps), ("models", models)):
+        unknown = [name for name in given if name not in failures]
+        if unknown:
+            raise ValueError(f"{label} has model(s) {', '.join(map(repr, unknown))} that are not in failures")
 
     views: dict[str, _ModelView] = {}
     for name, failure_set in failures.items():
@@ -186,15 +176,12 @@ def _prepare(
             raise ValueError(
                 f"probs[{name!r}] must have shape ({n}, {len(names)}), got {tuple(model_probs.shape)}"
             )
-        rows, predicted_maps, true_maps = {}, None, None
-        if name in heatmaps:
-            rows, predicted_maps, true_maps = _check_heatmaps(name, heatmaps[name], n, (height, width))
+        maps = _check_heatmaps(name, heatmaps[name], n, (height, width)) if name in heatmaps else {}
         explain = None
         if name in models:
-            explain = _make_explainer(models[name], batch, model_probs, true_labels, layer)
-        views[str(name)] = _ModelView(
-            str(name), columns, model_probs, rows, predicted_maps, true_maps, explain=explain
-        )
+            explain = partial(_explain, models[name], batch, model_probs, true_labels, layer)
+        threshold = getattr(failure_set, "threshold", None)
+        views[str(name)] = _ModelView(str(name), columns, model_probs, maps, threshold, explain=explain)
     return batch, true_labels, names, views
 
 
@@ -235,23 +222,6 @@ def _top_k_panel(ax: Axes, probs: np.ndarray, true: int, classes: list[str], tit
             f"true '{classes[true]}': {format_confidence(probs[true])} (rank {rank})", color=CORRECT_COLOR
         )
     ax.set_title(title, fontsize=8)
-
-
-def _heatmap_panels(
-    axes: Sequence[Axes],
-    image: np.ndarray,
-    maps: tuple[np.ndarray, np.ndarray] | None,
-    titles: Sequence[str],
-    missing: str,
-) -> bool:
-    """Draw the predicted- and true-class overlays, or ``missing`` when there are no maps."""
-    if maps is None:
-        message_panel(axes[0], missing)
-        axes[1].set_axis_off()
-        return False
-    for ax, heatmap, title in zip(axes, maps, titles, strict=True):
-        show_image(ax, overlay_heatmap(image, heatmap), title)
-    return True
 
 
 @styled
@@ -296,16 +266,17 @@ def _browser_figure(
                 if right
                 else f"no {model.name} heatmap\nfor this image"
             )
-        any_heatmap |= _heatmap_panels(
-            (ax_pred, ax_true),
-            image,
-            model.maps_for(index),
-            (
-                f"{model.name}: where it looked\nto say '{predicted_name}'",
-                f"where the evidence\nfor '{true_name}' would be",
-            ),
-            missing,
-        )
+        maps = model.maps_for(index)
+        if maps is None:
+            message_panel(ax_pred, missing)
+            ax_true.set_axis_off()
+        else:
+            any_heatmap = True
+            pred_title = f"{model.name}: where it looked\nto say '{predicted_name}'"
+            show_image(ax_pred, overlay_heatmap(image, maps[0]), pred_title)
+            show_image(
+                ax_true, overlay_heatmap(image, maps[1]), f"where the evidence\nfor '{true_name}' would be"
+            )
         _top_k_panel(ax_bars, probs, true, classes, f"{model.name}: top-{min(TOP_K, len(classes))} classes")
         if human_shares is not None and row == 0:
             human_votes_panel(
@@ -377,25 +348,23 @@ class FailureBrowser:
         self.model_names = list(self._models)
         # "any" is the no-filter choice; renamed in the unlikely case that a class is called "any".
         self.any_label = "any" if "any" not in self.classes else "(any class)"
-        filter_options = [self.any_label, *self.classes]
 
-        self.thresholds = {name: getattr(failures[name], "threshold", None) for name in self.model_names}
         # The label is a sibling, not the toggle's description: JupyterLab wraps a ToggleButtons
         # description onto a line of its own above the buttons.
         self.model_toggle = widgets.ToggleButtons(options=self.model_names, value=self.model_names[0])
         self.model_row = widgets.HBox([widgets.Label("Model:"), self.model_toggle])
         if len(self.model_names) == 1:
             self.model_row.layout.display = "none"
-        self.true_dropdown = widgets.Dropdown(
-            options=filter_options, value=self.any_label, description="True class:"
-        )
-        self.pred_dropdown = widgets.Dropdown(
-            options=filter_options, value=self.any_label, description="Predicted:"
-        )
+
+        def any_or(options: Sequence[str], description: str) -> widgets.Dropdown:
+            return widgets.Dropdown(
+                options=[self.any_label, *options], value=self.any_label, description=description
+            )
+
+        self.true_dropdown = any_or(self.classes, "True class:")
+        self.pred_dropdown = any_or(self.classes, "Predicted:")
         present = [] if self._categories is None else sorted(set(self._categories.tolist()))
-        self.category_dropdown = widgets.Dropdown(
-            options=[self.any_label, *present], value=self.any_label, description="Category:"
-        )
+        self.category_dropdown = any_or(present, "Category:")
         if self._categories is None:
             self.category_dropdown.layout.display = "none"
         # Redraw on release only: a figure per intermediate slider position would lag. The slider
@@ -419,7 +388,7 @@ class FailureBrowser:
         self._rows = np.empty(0, dtype=np.int64)
         self._updating = False
         for control in (self.model_toggle, self.true_dropdown, self.pred_dropdown, self.category_dropdown):
-            control.observe(self._on_filter_change, names="value")
+            control.observe(lambda _change: self._apply_filters(), names="value")
         self.slider.observe(self._on_slider_change, names="value")
         self._apply_filters()
 
@@ -441,24 +410,19 @@ class FailureBrowser:
         index = self.current_index
         if index is None:
             return None
-        current = self._models[self.model]
-        others = [view for name, view in self._models.items() if name != self.model]
         return _browser_figure(
             self._images[index],
             index,
             int(self._labels[index]),
             self.classes,
-            current,
-            others,
+            self._models[self.model],
+            [view for name, view in self._models.items() if name != self.model],
             f"{self.slider.value} of {len(self._rows)}",
             None if self._human_shares is None else self._human_shares[index],
             None if self._categories is None else str(self._categories[index]),
         )
 
     # --- events -------------------------------------------------------------------------------------
-    def _on_filter_change(self, _change: dict[str, Any]) -> None:
-        self._apply_filters()
-
     def _on_slider_change(self, _change: dict[str, Any]) -> None:
         if not self._updating:
             self._show()
@@ -491,7 +455,7 @@ class FailureBrowser:
         if n == 0:
             self.position_label.value = "0 of 0"
             total = len(self._models[self.model].failures["indices"])
-            threshold = self.thresholds.get(self.model)
+            threshold = self._models[self.model].threshold
             if total == 0:
                 above = f"above {threshold:g}" if threshold is not None else "above the threshold"
                 self.message = (
@@ -551,30 +515,26 @@ def static_failure_figure(
     batch, _, names, views = _prepare(images, labels, classes, failures, probs, heatmaps, models, layer)
     model = next(iter(views.values()))
     columns = model.failures
-    with_maps = []
-    for row, index in enumerate(columns["indices"].tolist()):
-        if len(with_maps) == max_static:
-            break
-        maps = model.maps_for(index)
-        if maps is not None:
-            with_maps.append((row, maps))
+    # Lazily, so that Grad-CAM on demand runs for the failures drawn only.
+    maps = ((row, model.maps_for(index)) for row, index in enumerate(columns["indices"].tolist()))
+    with_maps = list(islice(((row, m) for row, m in maps if m is not None), max_static))
     if with_maps:
         rows = np.array([row for row, _ in with_maps])
+        predicted_maps, true_maps = (np.stack(m) for m in zip(*(m for _, m in with_maps), strict=True))
         return plot_gradcam_pairs(
             batch[columns["indices"][rows]],
-            np.stack([maps[0] for _, maps in with_maps]),
-            np.stack([maps[1] for _, maps in with_maps]),
-            columns["true_labels"][rows],
-            columns["predicted"][rows],
-            columns["confidence"][rows],
+            predicted_maps,
+            true_maps,
+            *(columns[key][rows] for key in ("true_labels", "predicted", "confidence")),
             names,
             max_rows=math.ceil(len(rows) / 2),
             per_row=2,
             title=f"{model.name}: the {len(rows)} most confident failures and their Grad-CAM",
         )
-    first = {key: values[:max_static] for key, values in columns.items()}
-    subset = SimpleNamespace(**first, threshold=getattr(failures[model.name], "threshold", None))
-    return plot_failure_grid(batch[first["indices"]], subset, names, max_images=max_static)
+    first = SimpleNamespace(
+        **{key: values[:max_static] for key, values in columns.items()}, threshold=model.threshold
+    )
+    return plot_failure_grid(batch[first.indices], first, names, max_images=max_static)
 
 
 def show_failure_browser(
@@ -608,23 +568,10 @@ def show_failure_browser(
     """
     if interactive is None:
         interactive = not is_headless()
+    inputs = (images, labels, classes, failures, probs, heatmaps, models, layer)
     if interactive:
-        browser = FailureBrowser(
-            images,
-            labels,
-            classes,
-            failures,
-            probs,
-            heatmaps,
-            models,
-            layer,
-            human_shares=human_shares,
-            categories=categories,
-        )
-        display(browser)
-        return browser
-    fig = static_failure_figure(
-        images, labels, classes, failures, probs, heatmaps, models, layer, max_static=max_static
-    )
-    display(fig)
-    return fig
+        shown = FailureBrowser(*inputs, human_shares=human_shares, categories=categories)
+    else:
+        shown = static_failure_figure(*inputs, max_static=max_static)
+    display(shown)
+    return shown

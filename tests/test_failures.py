@@ -61,31 +61,6 @@ def test_ranked_by_confidence_ties_by_lower_index() -> None:
     assert failures.num_errors == 4
 
 
-def test_records_and_filter() -> None:
-    labels = torch.tensor([0, 1, 2, 0])
-    probs = make_probs([1, 0, 0, 2], [0.95, 0.99, 0.93, 0.5])
-    failures = find_high_confidence_failures(probs, labels)
-    records = failures.to_records(CLASSES)
-    assert [r["index"] for r in records] == [1, 0, 2]
-    assert records[0] == {
-        "rank": 0,
-        "index": 1,
-        "true": "dog",
-        "true_label": 1,
-        "predicted": "cat",
-        "predicted_label": 0,
-        "confidence": pytest.approx(0.99),
-    }
-    to_cat = failures.filter(predicted_class=0)
-    assert to_cat.indices.tolist() == [1, 2]
-    assert failures.filter(true_class=2, predicted_class=0).indices.tolist() == [2]
-    assert len(failures.filter(true_class=1, predicted_class=2)) == 0
-    # The split-level counts describe the evaluation, not the subset.
-    assert to_cat.num_images == 4 and to_cat.num_errors == 4
-    with pytest.raises(ValueError, match="classes"):
-        failures.to_records(["cat", "dog"])
-
-
 def test_failure_set_json_roundtrip_is_exact() -> None:
     torch.manual_seed(0)
     probs = torch.randn(200, 10).mul(4).softmax(dim=1)
@@ -138,7 +113,6 @@ def test_empty_failures_are_handled_everywhere(
     probs = make_probs(predicted, confidence)
     failures = find_high_confidence_failures(probs, labels)
     assert len(failures) == 0 and failures.num_errors == num_errors
-    assert failures.to_records(CLASSES) == []
     assert FailureSet.from_dict(roundtrip_json(failures.to_dict())).indices.shape == (0,)
     assert torch.equal(confused_pair_counts(failures, 3), torch.zeros(3, 3, dtype=torch.int64))
     assert most_confused_pairs(failures, CLASSES) == []
