@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec
 
 import cv2
@@ -31,6 +31,12 @@ WRONG_COLOR = "#d73027"
 NEUTRAL_COLOR = "#9e9e9e"
 # Per-model colours, in the order models are given (baseline first, augmented second, ...).
 MODEL_COLORS = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def model_color(i: int) -> str:
+    """The colour of the ``i``-th model, cycling through :data:`MODEL_COLORS`."""
+    return MODEL_COLORS[i % len(MODEL_COLORS)]
+
 
 # Inches per image panel: a 32x32 image needs about this much to show its content at notebook width.
 PANEL_INCHES = 1.9
@@ -156,6 +162,20 @@ def check_maps(maps: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.clip(array, 0.0, 1.0)
 
 
+def check_count(value: Any, name: str) -> int:
+    """A positive integer (a count, a scale factor) as ``int``; anything else raises naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_keys(mapping: Mapping[str, Any], keys: Sequence[str], name: str) -> None:
+    """Raise naming ``name`` and the missing keys unless ``mapping`` holds every one of ``keys``."""
+    missing = [key for key in keys if key not in mapping]
+    if missing:
+        raise ValueError(f"{name} is missing key(s) {', '.join(missing)}")
+
+
 def check_classes(classes: Sequence[str], name: str = "classes") -> list[str]:
     """``classes`` as a non-empty list of strings."""
     if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
@@ -263,15 +283,9 @@ def failure_title(true_name: str, predicted_name: str, confidence: float, width:
 # --------------------------------------------------------------------------------------------------
 # Images and heatmap overlays
 # --------------------------------------------------------------------------------------------------
-def _check_scale(scale: int) -> int:
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    return int(scale)
-
-
 def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
     """uint8 (3, H, W) -> uint8 (H*scale, W*scale, 3) RGB, bicubic (smooth enough to read at 32x32)."""
-    scale = _check_scale(scale)
+    scale = check_count(scale, "scale")
     hwc = np.ascontiguousarray(check_image(image).transpose(1, 2, 0))
     if scale == 1:
         return hwc
@@ -351,33 +365,28 @@ def add_heatmap_colorbar(fig: Figure, axes: Any, label: str | None = None) -> No
     bar.ax.grid(False)
 
 
-def plot_class_samples(
-    images: Any, labels: Any, classes: Sequence[str], per_class: int = 8, scale: float = 1.0
-) -> Figure:
-    """The first ``per_class`` images of every class, one row per class.
+def plot_class_samples(images: Any, labels: Any, classes: Sequence[str], per_class: int = 8) -> Figure:
+    """The first ``per_class`` images of every class, one row per class, an inch per image.
 
     Args:
         images: uint8 (N, 3, H, W).
         labels: int (N,) classes of the images.
         classes: C class names; a class with fewer images leaves its row short.
         per_class: images per row.
-        scale: inches per image side.
     """
     batch = check_images(images)
     names = check_classes(classes)
     label_array = check_labels(labels, "labels", len(batch), len(names))
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
-    fig = new_figure(per_class * scale + 1.2, len(names) * scale + 0.5)
-    axes = np.atleast_2d(fig.subplots(len(names), per_class, squeeze=False))
+    per_class = check_count(per_class, "per_class")
+    fig = new_figure(per_class + 1.2, len(names) + 0.5)
+    axes = fig.subplots(len(names), per_class, squeeze=False)
     for c, name in enumerate(names):
         members = np.flatnonzero(label_array == c)[:per_class]
         for j, ax in enumerate(axes[c]):
             if j < len(members):
                 show_image(ax, batch[members[j]].transpose(1, 2, 0))
-            else:
+            elif j > 0:  # the first panel keeps its axis, to name the class even when it has no image
                 ax.set_axis_off()
-        axes[c, 0].set_axis_on()
         axes[c, 0].set_xticks([])
         axes[c, 0].set_yticks([])
         axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)

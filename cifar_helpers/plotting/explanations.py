@@ -8,18 +8,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .core import (
     CORRECT_COLOR,
-    MODEL_COLORS,
     NEUTRAL_COLOR,
     PANEL_INCHES,
     WRONG_COLOR,
     add_heatmap_colorbar,
     check_classes,
+    check_count,
     check_fractions,
     check_images,
+    check_keys,
     check_labels,
     check_maps,
     failure_arrays,
@@ -27,6 +29,7 @@ from .core import (
     format_confidence,
     frame,
     message_panel,
+    model_color,
     new_figure,
     overlay_heatmap,
     show_image,
@@ -34,12 +37,6 @@ from .core import (
     to_numpy,
     upscale_image,
 )
-
-
-def _check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _empty_figure(title: str, message: str) -> Figure:
@@ -55,15 +52,21 @@ def _verdict(predicted: int, true: int) -> tuple[str, str]:
     return ("✓", CORRECT_COLOR) if predicted == true else ("✗", WRONG_COLOR)
 
 
+def _failure_panel(
+    ax: Axes, image: np.ndarray, names: list[str], true: int, predicted: int, confidence: float, width: int
+) -> None:
+    """The upscaled image, titled "true → predicted (confidence)" (broken to fit ``width`` characters)
+    and framed in the verdict's colour."""
+    _, color = _verdict(predicted, true)
+    show_image(
+        ax, upscale_image(image), failure_title(names[true], names[predicted], confidence, width), color
+    )
+    frame(ax, color)
+
+
 @styled
-def plot_failure_grid(
-    images: Any,
-    failures: Any,
-    classes: Sequence[str],
-    max_images: int = 32,
-    ncols: int = 8,
-) -> Figure:
-    """The most confident failures, each titled "true → predicted (confidence)".
+def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_images: int = 32) -> Figure:
+    """The most confident failures, eight per row, each titled "true → predicted (confidence)".
 
     Args:
         images: uint8 (K, 3, H, W), the images of the failures in the failure set's order
@@ -72,7 +75,6 @@ def plot_failure_grid(
             ``confidence`` of length K, and optionally ``threshold``).
         classes: class names.
         max_images: show at most this many (the most confident first).
-        ncols: images per row.
 
     Titles and frames are red for wrong predictions (green if a correct one is passed in).
     """
@@ -85,8 +87,7 @@ def plot_failure_grid(
             f"images must hold one image per failure ({k}), got {len(batch)}: "
             "pass test_images[failures.indices]"
         )
-    max_images = _check_count(max_images, "max_images")
-    ncols = _check_count(ncols, "ncols")
+    max_images = check_count(max_images, "max_images")
     true = check_labels(columns["true_labels"], "failures.true_labels", k, len(names))
     predicted = check_labels(columns["predicted"], "failures.predicted", k, len(names))
     threshold = getattr(failures, "threshold", None)
@@ -94,22 +95,15 @@ def plot_failure_grid(
         return _empty_figure("High-confidence failures", "no high-confidence failures: nothing to show")
 
     n = min(k, max_images)
-    ncols = min(ncols, n)
+    ncols = min(8, n)
     nrows = math.ceil(n / ncols)
     fig = new_figure(ncols * PANEL_INCHES * 0.85, nrows * (PANEL_INCHES * 0.85 + 0.45) + 0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
-        if i >= n:
+        if i < n:
+            _failure_panel(ax, batch[i], names, true[i], predicted[i], columns["confidence"][i], width=20)
+        else:
             ax.set_axis_off()
-            continue
-        _, color = _verdict(predicted[i], true[i])
-        show_image(
-            ax,
-            upscale_image(batch[i], 4),
-            failure_title(names[true[i]], names[predicted[i]], columns["confidence"][i], width=20),
-            color,
-        )
-        frame(ax, color)
     above = f" with confidence > {threshold:.0%}" if threshold is not None else ""
     fig.suptitle(f"The {n} most confident of {k} failures{above}: true → predicted (confidence)")
     return fig
@@ -121,19 +115,21 @@ def _gradcam_inputs(
     labels: dict[str, Any],
     confidences: dict[str, Any],
     classes: Sequence[str],
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """The images, every map, label and confidence checked against them (by argument name), the names."""
     names = check_classes(classes)
     batch = check_images(images)
     k, _, height, width = batch.shape
-    checked_maps = {key: check_maps(value, key, (k, height, width)) for key, value in maps.items()}
-    checked_labels = {key: check_labels(value, key, k, len(names)) for key, value in labels.items()}
-    checked_conf = {key: check_fractions(value, key, k) for key, value in confidences.items()}
-    return batch, checked_maps, checked_labels, checked_conf, names
+    checked = {key: check_maps(value, key, (k, height, width)) for key, value in maps.items()}
+    checked |= {key: check_labels(value, key, k, len(names)) for key, value in labels.items()}
+    checked |= {key: check_fractions(value, key, k) for key, value in confidences.items()}
+    return batch, checked, names
 
 
-def _triplet_axes(fig: Figure, n: int, per_row: int) -> list[list[Any]]:
-    """Axes for ``n`` (image, map, map) triplets, ``per_row`` triplets per row, a gap between them."""
+def _triplet_figure(n: int, per_row: int) -> tuple[Figure, list[list[Axes]]]:
+    """A figure of ``n`` (image, map, map) triplets of axes, ``per_row`` per row, a gap between them."""
     rows = math.ceil(n / per_row)
+    fig = new_figure(per_row * (3 * PANEL_INCHES + 0.3), rows * (PANEL_INCHES + 0.55) + 1.0)
     ratios = []
     for j in range(per_row):
         ratios += [1, 1, 1] + ([0.15] if j < per_row - 1 else [])
@@ -143,7 +139,7 @@ def _triplet_axes(fig: Figure, n: int, per_row: int) -> list[list[Any]]:
         row, slot = divmod(i, per_row)
         first = slot * 4
         triplets.append([fig.add_subplot(grid[row, first + c]) for c in range(3)])
-    return triplets
+    return fig, triplets
 
 
 @styled
@@ -158,8 +154,6 @@ def plot_gradcam_pairs(
     max_rows: int = 8,
     *,
     per_row: int = 1,
-    scale: int = 4,
-    alpha: float = 0.45,
     title: str | None = None,
 ) -> Figure:
     """Where the model looked for the wrong class, and where the evidence for the right one is.
@@ -175,48 +169,32 @@ def plot_gradcam_pairs(
         classes: class names.
         max_rows: at most this many rows are drawn.
         per_row: (image, map, map) triplets per row; 2 makes a compact overview.
-        scale, alpha: as in :func:`overlay_heatmap`.
         title: figure title.
 
     Returns:
         A figure with three axes per failure shown plus a colour bar.
     """
-    batch, maps, labels, conf, names = _gradcam_inputs(
+    batch, checked, names = _gradcam_inputs(
         images,
         {"predicted_maps": predicted_maps, "true_maps": true_maps},
         {"true_labels": true_labels, "predicted_labels": predicted_labels},
         {"confidences": confidences},
         classes,
     )
-    max_rows = _check_count(max_rows, "max_rows")
-    per_row = _check_count(per_row, "per_row")
+    max_rows = check_count(max_rows, "max_rows")
+    per_row = check_count(per_row, "per_row")
     if len(batch) == 0:
         return _empty_figure("Grad-CAM of failures", "no failures to explain")
 
     n = min(len(batch), max_rows * per_row)
-    rows = math.ceil(n / per_row)
-    fig = new_figure(per_row * (3 * PANEL_INCHES + 0.3), rows * (PANEL_INCHES + 0.55) + 1.0)
-    true, predicted = labels["true_labels"], labels["predicted_labels"]
-    for i, (ax_image, ax_pred, ax_true) in enumerate(_triplet_axes(fig, n, per_row)):
-        true_name, predicted_name = names[true[i]], names[predicted[i]]
-        _, color = _verdict(predicted[i], true[i])
-        show_image(
-            ax_image,
-            upscale_image(batch[i], scale),
-            failure_title(true_name, predicted_name, conf["confidences"][i]),
-            color,
-        )
-        frame(ax_image, color)
-        show_image(
-            ax_pred,
-            overlay_heatmap(batch[i], maps["predicted_maps"][i], scale=scale, alpha=alpha),
-            f"where it looked\nto say '{predicted_name}'",
-        )
-        show_image(
-            ax_true,
-            overlay_heatmap(batch[i], maps["true_maps"][i], scale=scale, alpha=alpha),
-            f"where the evidence\nfor '{true_name}' would be",
-        )
+    fig, triplets = _triplet_figure(n, per_row)
+    true, predicted = checked["true_labels"], checked["predicted_labels"]
+    for i, (ax_image, ax_pred, ax_true) in enumerate(triplets):
+        _failure_panel(ax_image, batch[i], names, true[i], predicted[i], checked["confidences"][i], width=22)
+        predicted_map = overlay_heatmap(batch[i], checked["predicted_maps"][i])
+        show_image(ax_pred, predicted_map, f"where it looked\nto say '{names[predicted[i]]}'")
+        true_map = overlay_heatmap(batch[i], checked["true_maps"][i])
+        show_image(ax_true, true_map, f"where the evidence\nfor '{names[true[i]]}' would be")
     add_heatmap_colorbar(fig, fig.axes)
     fig.suptitle(
         title or f"Grad-CAM of {n} confident failures: evidence for the wrong class vs the right one"
@@ -237,11 +215,7 @@ def plot_before_after_gradcam(
     classes: Sequence[str],
     *,
     row_titles: Sequence[str] | None = None,
-    model_names: tuple[str, str] = ("baseline", "augmented"),
     max_rows: int = 8,
-    scale: int = 4,
-    alpha: float = 0.45,
-    title: str | None = None,
 ) -> Figure:
     """The same images through both models: image | baseline Grad-CAM | augmented Grad-CAM.
 
@@ -254,15 +228,12 @@ def plot_before_after_gradcam(
         baseline_confidence, augmented_confidence: float (K,) each model's confidence in it.
         classes: class names.
         row_titles: K strings shown above each image, e.g. "fixed", "kept (same)", "new".
-        model_names: the two models' names for the titles.
         max_rows: at most this many rows.
-        scale, alpha: as in :func:`overlay_heatmap`.
-        title: figure title.
 
     Each heatmap is titled with that model's prediction and confidence, green with ✓ when right and
     red with ✗ when wrong.
     """
-    batch, maps, labels, conf, names = _gradcam_inputs(
+    batch, checked, names = _gradcam_inputs(
         images,
         {"baseline_maps": baseline_maps, "augmented_maps": augmented_maps},
         {
@@ -273,35 +244,31 @@ def plot_before_after_gradcam(
         {"baseline_confidence": baseline_confidence, "augmented_confidence": augmented_confidence},
         classes,
     )
-    max_rows = _check_count(max_rows, "max_rows")
+    max_rows = check_count(max_rows, "max_rows")
     if row_titles is not None and len(row_titles) != len(batch):
         raise ValueError(f"row_titles must have one entry per image ({len(batch)}), got {len(row_titles)}")
     if len(batch) == 0:
         return _empty_figure("Baseline vs augmented Grad-CAM", "no images to compare")
 
     n = min(len(batch), max_rows)
-    fig = new_figure(3 * PANEL_INCHES + 0.3, n * (PANEL_INCHES + 0.55) + 1.0)
-    axes = fig.subplots(n, 3, squeeze=False)
-    true = labels["true_labels"]
-    for i in range(n):
+    fig, triplets = _triplet_figure(n, 1)
+    true = checked["true_labels"]
+    for i, (ax_image, *ax_models) in enumerate(triplets):
         prefix = f"{row_titles[i]}: " if row_titles is not None else ""
-        show_image(axes[i, 0], upscale_image(batch[i], scale), f"{prefix}true '{names[true[i]]}'")
-        for col, key in ((1, "baseline"), (2, "augmented")):
-            predicted = labels[f"{key}_predicted"][i]
+        show_image(ax_image, upscale_image(batch[i]), f"{prefix}true '{names[true[i]]}'")
+        for ax, model in zip(ax_models, ("baseline", "augmented"), strict=True):
+            predicted = checked[f"{model}_predicted"][i]
             mark, color = _verdict(predicted, true[i])
+            confidence = format_confidence(checked[f"{model}_confidence"][i])
             show_image(
-                axes[i, col],
-                overlay_heatmap(batch[i], maps[f"{key}_maps"][i], scale=scale, alpha=alpha),
-                f"{model_names[col - 1]}: '{names[predicted]}'\n"
-                f"{format_confidence(conf[f'{key}_confidence'][i])} {mark}",
+                ax,
+                overlay_heatmap(batch[i], checked[f"{model}_maps"][i]),
+                f"{model}: '{names[predicted]}'\n{confidence} {mark}",
                 color,
             )
-            frame(axes[i, col], color, width=2.0)
-    add_heatmap_colorbar(fig, axes.ravel().tolist())
-    fig.suptitle(
-        title
-        or f"Same image, two models: where {model_names[0]} and {model_names[1]} looked for their answer"
-    )
+            frame(ax, color, width=2.0)
+    add_heatmap_colorbar(fig, fig.axes)
+    fig.suptitle("Same image, two models: where baseline and augmented looked for their answer")
     return fig
 
 
@@ -310,37 +277,29 @@ def plot_before_after_gradcam(
 # --------------------------------------------------------------------------------------------------
 @styled
 def plot_periphery_shares(
-    failure_shares: Any,
-    control_shares: Any,
-    labels: tuple[str, str] = ("confident failures", "correct predictions"),
-    *,
-    uniform_share: float | None = None,
-    xlabel: str = "share of Grad-CAM mass on the image border",
-    title: str | None = None,
+    failure_shares: Any, control_shares: Any, *, uniform_share: float | None = None
 ) -> Figure:
-    """Distributions of a per-image attention share for failures against a control group.
+    """Distributions of the share of Grad-CAM mass on the image border, failures against correct ones.
 
     Args:
-        failure_shares: float (K,) in [0, 1], one share per failure.
-        control_shares: float (M,) in [0, 1], one per control image (e.g. correct predictions).
-        labels: names of the two groups.
+        failure_shares: float (K,) in [0, 1], one share per confident failure.
+        control_shares: float (M,) in [0, 1], one per correct prediction.
         uniform_share: the share a uniform heatmap would give (the border's area fraction), drawn
             as a reference line when given.
-        xlabel: what the share measures.
-        title: figure title.
 
     Medians are marked with dashed lines: if failures sit to the right, the model looked at the
     background more when it was confidently wrong.
     """
     # None marks an all-zero map (no share defined): left out, as in the measures.
     groups = {
-        labels[0]: check_fractions([v for v in failure_shares if v is not None], "failure_shares"),
-        labels[1]: check_fractions([v for v in control_shares if v is not None], "control_shares"),
+        "confident failures": check_fractions([v for v in failure_shares if v is not None], "failure_shares"),
+        "correct predictions": check_fractions(
+            [v for v in control_shares if v is not None], "control_shares"
+        ),
     }
     if any(len(values) == 0 for values in groups.values()):
         return _empty_figure(
-            title or "Where the heatmaps sit",
-            "no non-empty heatmaps in one of the groups: nothing to compare",
+            "Where the heatmaps sit", "no non-empty heatmaps in one of the groups: nothing to compare"
         )
 
     fig = new_figure(7.5, 4.0)
@@ -366,20 +325,22 @@ def plot_periphery_shares(
             uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=f"uniform heatmap ({uniform_share:.2f})"
         )
     ax.set_xlim(0, 1)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel("share of Grad-CAM mass on the image border")
     ax.set_ylabel("density")
     ax.legend(loc="upper right")
-    ax.set_title(title or "Does the model look at the background when it is confidently wrong?")
+    ax.set_title("Does the model look at the background when it is confidently wrong?")
     return fig
 
 
 _CURVE_KEYS = ("fractions", "attended", "random")
+_CURVE_STYLES = (
+    ("attended", "most attended first", {"ls": "-", "lw": 2, "marker": "o", "ms": 3}),
+    ("random", "random pixels", {"ls": "--", "lw": 1.6}),
+)
 
 
 def _check_curve(name: str, curve: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    missing = [key for key in _CURVE_KEYS if key not in curve]
-    if missing:
-        raise ValueError(f"curves[{name!r}] is missing key(s) {', '.join(missing)}")
+    check_keys(curve, _CURVE_KEYS, f"curves[{name!r}]")
     columns = {
         key: to_numpy(curve[key], f"curves[{name!r}][{key!r}]").astype(np.float64) for key in _CURVE_KEYS
     }
@@ -403,21 +364,14 @@ def _auc(curve: Mapping[str, Any], columns: dict[str, np.ndarray], key: str) -> 
 
 
 @styled
-def plot_deletion_curves(
-    curves: Mapping[str, Mapping[str, Any]],
-    *,
-    ylabel: str = "confidence in the original prediction",
-    title: str | None = None,
-) -> Figure:
+def plot_deletion_curves(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Deletion curves: the model's score as the most-attended pixels are removed, against random ones.
 
     Args:
         curves: ``{model name: curve}`` (or a single curve), each as
             :func:`cifar_helpers.gradcam.deletion_curve` returns it: ``fractions`` (S,) deleted
             fraction, ``attended`` (S,) and ``random`` (S,) scores, optional ``attended_auc`` and
-            ``random_auc``.
-        ylabel: what the score is.
-        title: figure title.
+            ``random_auc``; the score is the confidence in the original prediction.
 
     If Grad-CAM points at what the model uses, the solid (attended first) curve falls faster than
     the dashed (random) one: a lower area under it.
@@ -429,38 +383,19 @@ def plot_deletion_curves(
     # A model without failures has no curve (None): say so rather than draw an empty axis.
     curves = {name: curve for name, curve in curves.items() if curve is not None}
     if not curves:
-        return _empty_figure(title or "Deletion test", "no failures to test: no deletion curve")
+        return _empty_figure("Deletion test", "no failures to test: no deletion curve")
     fig = new_figure(7.0, 4.2)
     ax = fig.subplots()
     for i, (name, curve) in enumerate(curves.items()):
         columns = _check_curve(name, curve)
-        color = MODEL_COLORS[i % len(MODEL_COLORS)]
+        color = model_color(i)
         x = 100 * columns["fractions"]
-
-        attended_auc, random_auc = (_auc(curve, columns, key) for key in ("attended", "random"))
-        ax.plot(
-            x,
-            columns["attended"],
-            "-",
-            color=color,
-            lw=2,
-            marker="o",
-            ms=3,
-            label=f"{name}: most attended first (AUC {attended_auc:.3f})",
-        )
-        ax.plot(
-            x,
-            columns["random"],
-            "--",
-            color=color,
-            lw=1.6,
-            label=f"{name}: random pixels (AUC {random_auc:.3f})",
-        )
+        for key, what, style in _CURVE_STYLES:
+            label = f"{name}: {what} (AUC {_auc(curve, columns, key):.3f})"
+            ax.plot(x, columns[key], color=color, label=label, **style)
         ax.fill_between(x, columns["attended"], columns["random"], color=color, alpha=0.08)
     ax.set_xlabel("pixels deleted (%)")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel("confidence in the original prediction")
     ax.legend(loc="upper right")
-    ax.set_title(
-        title or "Deleting the pixels Grad-CAM highlights should hurt more than deleting random ones"
-    )
+    ax.set_title("Deleting the pixels Grad-CAM highlights should hurt more than deleting random ones")
     return fig

@@ -13,20 +13,20 @@ from matplotlib.ticker import MaxNLocator
 
 from .core import (
     CORRECT_COLOR,
-    MODEL_COLORS,
     NEUTRAL_COLOR,
     WRONG_COLOR,
     check_classes,
+    check_keys,
+    model_color,
     new_figure,
     styled,
     to_numpy,
 )
 
 _HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
-
-
-def _model_color(i: int) -> str:
-    return MODEL_COLORS[i % len(MODEL_COLORS)]
+# One style per curve, for the curves and for their legend entries alike.
+_TRAIN_STYLE: dict[str, Any] = {"ls": "--", "lw": 1.6}
+_TEST_STYLE: dict[str, Any] = {"ls": "-", "lw": 2.0, "marker": "o", "ms": 3}
 
 
 def _check_fraction(value: Any, name: str, low: float = 0.0) -> float:
@@ -97,12 +97,11 @@ def plot_training_curves(
     span = max(last_epoch - first_epoch, 1.0)
     handles = []
     for i, (name, cols) in enumerate(columns.items()):
-        color = _model_color(i)
+        color = model_color(i)
         epochs = cols["epoch"]
-        ax_acc.plot(epochs, 100 * cols["train_acc"], "--", color=color, lw=1.6)
-        ax_acc.plot(epochs, 100 * cols["test_acc"], "-", color=color, lw=2.0, marker="o", ms=3)
-        ax_loss.plot(epochs, cols["train_loss"], "--", color=color, lw=1.6)
-        ax_loss.plot(epochs, cols["test_loss"], "-", color=color, lw=2.0, marker="o", ms=3)
+        for ax, key, factor in ((ax_acc, "acc", 100), (ax_loss, "loss", 1)):
+            ax.plot(epochs, factor * cols[f"train_{key}"], color=color, **_TRAIN_STYLE)
+            ax.plot(epochs, factor * cols[f"test_{key}"], color=color, **_TEST_STYLE)
         handles.append(Line2D([], [], color=color, lw=2.5, label=name))
 
         # The final gap: a bracket from test to train accuracy at the last epoch, labelled in points.
@@ -133,8 +132,8 @@ def plot_training_curves(
             fontweight="bold",
         )
     handles += [
-        Line2D([], [], color="black", ls="--", lw=1.6, label="train (running, during the epoch)"),
-        Line2D([], [], color="black", ls="-", lw=2.0, marker="o", ms=3, label="test"),
+        Line2D([], [], color="black", label="train (running, during the epoch)", **_TRAIN_STYLE),
+        Line2D([], [], color="black", label="test", **_TEST_STYLE),
     ]
     if evaluated:
         handles.append(
@@ -167,16 +166,13 @@ def plot_training_curves(
 def plot_confusion_matrix(
     cm: Any,
     classes: Sequence[str],
-    normalize: bool = True,
     title: str = "Confusion matrix: off-diagonal (red) cells are the mistakes",
 ) -> Figure:
-    """A confusion matrix with the numbers in the cells.
+    """A confusion matrix, each cell a percent of its true class (row) with the count beneath.
 
     Args:
         cm: (C, C) counts, rows = true class, columns = predicted class.
         classes: C class names.
-        normalize: show each cell as a percent of its true class (row), with the count beneath;
-            otherwise counts only.
         title: figure title.
 
     The diagonal is shaded green on a 0-100% scale and the mistakes red on their own scale (up to
@@ -191,8 +187,7 @@ def plot_confusion_matrix(
         raise ValueError("cm must hold non-negative counts")
     row_totals = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        fractions = np.where(row_totals > 0, counts / row_totals, np.nan)
-    values = fractions if normalize else counts
+        values = np.where(row_totals > 0, counts / row_totals, np.nan)
 
     size = max(4.5, 0.62 * c + 1.8)
     fig = new_figure(size, size * 0.92)
@@ -200,29 +195,22 @@ def plot_confusion_matrix(
     diagonal = np.eye(c, dtype=bool)
     off = np.where(diagonal, np.nan, values)
     off_max = np.nanmax(off) if np.isfinite(off).any() and np.nanmax(off) > 0 else 1.0
-    ax.imshow(
-        np.where(diagonal, values, np.nan),
-        cmap="Greens",
-        vmin=0,
-        vmax=1.0 if normalize else np.nanmax(values) or 1,
-    )
+    ax.imshow(np.where(diagonal, values, np.nan), cmap="Greens", vmin=0, vmax=1.0)
     ax.imshow(off, cmap="Reds", vmin=0, vmax=off_max)
     for t in range(c):
         for p in range(c):
             value = values[t, p]
-            level = value / (1.0 if normalize else (np.nanmax(values) or 1)) if t == p else value / off_max
+            level = value if t == p else value / off_max
             text_color = "white" if np.isfinite(level) and level > 0.6 else "black"
             if not np.isfinite(value):
                 label = "–"
-            elif normalize:
-                label = f"{value:.0%}\n({int(counts[t, p])})" if counts[t, p] else "·"
             else:
-                label = f"{int(value)}" if value else "·"
+                label = f"{value:.0%}\n({int(counts[t, p])})" if counts[t, p] else "·"
             ax.text(p, t, label, ha="center", va="center", fontsize=7, color=text_color)
     ax.set_xticks(range(c), names, rotation=45, ha="right")
     ax.set_yticks(range(c), names)
     ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class" + (" (each row sums to 100%)" if normalize else ""))
+    ax.set_ylabel("true class (each row sums to 100%)")
     ax.grid(False)
     ax.set_title(title, fontsize=10)
     return fig
@@ -254,18 +242,13 @@ def _per_class_table(per_class: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 
 @styled
-def plot_per_class_accuracy(
-    per_class: Mapping[str, Any] | Any,
-    classes: Sequence[str],
-    title: str = "Test accuracy per class: which classes lag behind",
-) -> Figure:
+def plot_per_class_accuracy(per_class: Mapping[str, Any] | Any, classes: Sequence[str]) -> Figure:
     """Per-class accuracy, grouped bars per class, one colour per model.
 
     Args:
         per_class: ``{model name: accuracies}`` where accuracies are a (C,) tensor/array or
             ``{class name: accuracy}``; or one (C,) tensor for a single model. Accuracies in [0, 1].
         classes: C class names.
-        title: figure title.
 
     With exactly two models, the change (second - first, in points) is printed above each class.
     """
@@ -282,7 +265,7 @@ def plot_per_class_accuracy(
             x + (i - (m - 1) / 2) * width,
             100 * acc,
             width,
-            color=_model_color(i),
+            color=model_color(i),
             label=f"{model} (mean {mean:.1%})",
         )
     if m == 2:
@@ -303,7 +286,10 @@ def plot_per_class_accuracy(
     ax.set_ylim(0, 122)
     ax.set_yticks(range(0, 101, 20))
     ax.legend(loc="upper center", ncols=min(m, 3))
-    ax.set_title(title + (" (numbers: change in points)" if m == 2 else ""))
+    ax.set_title(
+        "Test accuracy per class: which classes lag behind"
+        + (" (numbers: change in points)" if m == 2 else "")
+    )
     return fig
 
 
@@ -311,35 +297,21 @@ def plot_per_class_accuracy(
 # Failures: confidence histogram, confused pairs, comparison
 # --------------------------------------------------------------------------------------------------
 @styled
-def plot_confidence_histogram(
-    hist: Mapping[str, Any],
-    threshold: float,
-    *,
-    log: bool = True,
-    title: str | None = None,
-) -> Figure:
+def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figure:
     """How confident the model is when it is right and when it is wrong.
+
+    The count axis is logarithmic, so a few hundred wrong predictions stay visible next to thousands
+    of correct ones.
 
     Args:
         hist: ``{"edges": B+1 bin edges in [0, 1], "correct": B counts, "wrong": B counts}``, as
             :func:`cifar_helpers.failures.confidence_histogram` returns it.
         threshold: the high-confidence threshold, drawn as a vertical line.
-        log: logarithmic count axis, so a few hundred wrong predictions stay visible next to
-            thousands of correct ones.
-        title: figure title.
     """
-    missing = [key for key in ("edges", "correct", "wrong") if key not in hist]
-    if missing:
-        raise ValueError(f"hist is missing key(s) {', '.join(missing)}")
-    edges = to_numpy(hist["edges"], "hist['edges']").astype(np.float64)
-    correct = to_numpy(hist["correct"], "hist['correct']").astype(np.float64)
-    wrong = to_numpy(hist["wrong"], "hist['wrong']").astype(np.float64)
-    if (
-        edges.ndim != 1
-        or len(edges) < 2
-        or correct.shape != (len(edges) - 1,)
-        or wrong.shape != correct.shape
-    ):
+    keys = ("edges", "correct", "wrong")
+    check_keys(hist, keys, "hist")
+    edges, correct, wrong = (to_numpy(hist[key], f"hist[{key!r}]").astype(np.float64) for key in keys)
+    if edges.ndim != 1 or len(edges) < 2 or not correct.shape == wrong.shape == (len(edges) - 1,):
         raise ValueError(
             f"hist must have B+1 edges and B counts per group, "
             f"got {edges.shape}, {correct.shape}, {wrong.shape}"
@@ -350,8 +322,10 @@ def plot_confidence_histogram(
     ax = fig.subplots()
     # Side by side within each bin: overlaid bars would hide whichever group is smaller.
     half = np.diff(edges) / 2
-    ax.bar(edges[:-1], correct, half, align="edge", color=CORRECT_COLOR, alpha=0.8, label="correct", log=log)
-    ax.bar(edges[:-1] + half, wrong, half, align="edge", color=WRONG_COLOR, alpha=0.9, label="wrong", log=log)
+    ax.bar(edges[:-1], correct, half, align="edge", color=CORRECT_COLOR, alpha=0.8, label="correct", log=True)
+    ax.bar(
+        edges[:-1] + half, wrong, half, align="edge", color=WRONG_COLOR, alpha=0.9, label="wrong", log=True
+    )
     ax.axvline(threshold, color="black", ls="--", lw=1.2)
     confident_wrong = int(wrong[edges[:-1] >= threshold - 1e-9].sum())
     total_wrong = int(wrong.sum())
@@ -369,58 +343,31 @@ def plot_confidence_histogram(
     )
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel("confidence (maximum softmax probability)")
-    ax.set_ylabel("images" + (" (log scale)" if log else ""))
+    ax.set_ylabel("images (log scale)")
     ax.legend(loc="upper left")
     ax.set_title(
-        title
-        or "Confidence of right and wrong predictions: red bars right of the line are confident failures"
+        "Confidence of right and wrong predictions: red bars right of the line are confident failures"
     )
     return fig
 
 
-def _pair_name(value: Any, classes: list[str] | None, name: str) -> str:
-    if isinstance(value, str):
-        return value
-    if classes is None:
-        raise ValueError(f"{name} is a class index ({value!r}); pass classes to name it")
-    return classes[int(value)]
-
-
 @styled
-def plot_confused_pairs(
-    pairs: Sequence[Mapping[str, Any]],
-    k: int = 10,
-    classes: Sequence[str] | None = None,
-    *,
-    title: str = "Most frequent confident mistakes (true → predicted)",
-) -> Figure:
-    """The ``k`` most frequent (true → predicted) pairs as horizontal bars, largest on top.
+def plot_confused_pairs(pairs: Sequence[Mapping[str, Any]]) -> Figure:
+    """The (true → predicted) pairs as horizontal bars, the most frequent on top.
 
     Args:
-        pairs: ``[{"true", "predicted", "count"}, ...]`` as
-            :func:`cifar_helpers.failures.most_confused_pairs` returns them; "true" and "predicted"
-            are class names, or indices when ``classes`` is given.
-        k: how many pairs to show.
-        classes: class names, to name integer labels.
-        title: figure title.
+        pairs: ``[{"true": class name, "predicted": class name, "count": n}, ...]`` as
+            :func:`cifar_helpers.failures.most_confused_pairs` returns them (the 10 most frequent).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    names = check_classes(classes) if classes is not None else None
     rows = []
     for i, pair in enumerate(pairs):
-        missing = [key for key in ("true", "predicted", "count") if key not in pair]
-        if missing:
-            raise ValueError(f"pairs[{i}] is missing key(s) {', '.join(missing)}")
-        true_name = _pair_name(pair["true"], names, f"pairs[{i}]['true']")
-        predicted_name = _pair_name(pair["predicted"], names, f"pairs[{i}]['predicted']")
-        rows.append((f"{true_name} → {predicted_name}", int(pair["count"])))
+        check_keys(pair, ("true", "predicted", "count"), f"pairs[{i}]")
+        rows.append((f"{pair['true']} → {pair['predicted']}", int(pair["count"])))
     rows.sort(key=lambda row: -row[1])
-    rows = rows[:k]
 
     fig = new_figure(6.5, 0.38 * max(len(rows), 3) + 1.2)
     ax = fig.subplots()
-    ax.set_title(title)
+    ax.set_title("Most frequent confident mistakes (true → predicted)")
     if not rows:
         ax.set_axis_off()
         ax.text(0.5, 0.5, "no confident mistakes to show", ha="center", va="center", transform=ax.transAxes)
@@ -452,8 +399,6 @@ def plot_failure_comparison(
     augmented_accuracy: float,
     baseline_gap: float | None = None,
     augmented_gap: float | None = None,
-    *,
-    model_names: tuple[str, str] = ("baseline", "augmented"),
 ) -> Figure:
     """What retraining with augmentation did to the baseline's confident failures.
 
@@ -462,14 +407,11 @@ def plot_failure_comparison(
             :meth:`cifar_helpers.failures.FailureComparison.counts` returns them.
         baseline_accuracy, augmented_accuracy: test accuracies in [0, 1].
         baseline_gap, augmented_gap: train - test accuracy in [-1, 1], or None when unknown.
-        model_names: names of the two models, for the labels.
 
     Returns:
         A figure with three axes: the four failure groups, test accuracy, and the generalisation gap.
     """
-    missing = [key for key, _, _ in _COMPARISON_GROUPS if key not in counts]
-    if missing:
-        raise ValueError(f"counts is missing key(s) {', '.join(missing)}")
+    check_keys(counts, [key for key, _, _ in _COMPARISON_GROUPS], "counts")
     values = []
     for key, _, _ in _COMPARISON_GROUPS:
         n = counts[key]
@@ -486,10 +428,7 @@ def plot_failure_comparison(
     ]
 
     fig = new_figure(11, 4.0)
-    grid = fig.add_gridspec(1, 3, width_ratios=[2.4, 1, 1])
-    ax_groups = fig.add_subplot(grid[0, 0])
-    ax_acc = fig.add_subplot(grid[0, 1])
-    ax_gap = fig.add_subplot(grid[0, 2])
+    ax_groups, ax_acc, ax_gap = fig.subplots(1, 3, width_ratios=[2.4, 1, 1])
 
     x = np.arange(len(values))
     ax_groups.bar(x, values, color=[color for _, _, color in _COMPARISON_GROUPS])
@@ -499,14 +438,14 @@ def plot_failure_comparison(
     ax_groups.set_ylabel("high-confidence failures")
     ax_groups.margins(y=0.15)
     net = values[3] - values[0]
-    before, after = sum(values[:3]), values[1] + values[2] + values[3]
+    before, after = sum(values[:3]), sum(values[1:])
     ax_groups.set_title(f"Failures: {before} → {after} (net {net:+d})")
 
-    colors = [_model_color(0), _model_color(1)]
+    models, colors = ("baseline", "augmented"), [model_color(0), model_color(1)]
     ax_acc.bar([0, 1], [100 * a for a in accuracies], color=colors)
     for xi, a in enumerate(accuracies):
         ax_acc.text(xi, 100 * a, f"{a:.1%}", ha="center", va="bottom", fontsize=9)
-    ax_acc.set_xticks([0, 1], model_names)
+    ax_acc.set_xticks([0, 1], models)
     ax_acc.set_ylim(0, 110)
     ax_acc.set_title("Test accuracy (%)")
 
@@ -524,7 +463,7 @@ def plot_failure_comparison(
                 fontsize=9,
             )
     ax_gap.axhline(0, color="black", lw=0.8)
-    ax_gap.set_xticks([0, 1], model_names)
+    ax_gap.set_xticks([0, 1], models)
     ax_gap.set_xlim(-0.6, 1.6)
     ax_gap.margins(y=0.2)
     ax_gap.set_title("Train - test gap (pts):\nsmaller = less overfitting")

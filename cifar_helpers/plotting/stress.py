@@ -9,17 +9,17 @@ the run directory) and returns a figure; nothing is drawn with ``pyplot``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..stress import CORRUPTION_PARAMETERS, CORRUPTIONS, corrupt, corruption_seed
 from .core import (
     CORRECT_COLOR,
-    MODEL_COLORS,
     NEUTRAL_COLOR,
     WRONG_COLOR,
     add_heatmap_colorbar,
@@ -28,16 +28,13 @@ from .core import (
     check_maps,
     failure_title,
     message_panel,
+    model_color,
     new_figure,
     overlay_heatmap,
     show_image,
     styled,
     to_numpy,
 )
-
-
-def _model_color(i: int) -> str:
-    return MODEL_COLORS[i % len(MODEL_COLORS)]
 
 
 def _models(results: Mapping[str, Any], marker: str, name: str) -> dict[str, Mapping[str, Any]]:
@@ -60,37 +57,43 @@ def _models(results: Mapping[str, Any], marker: str, name: str) -> dict[str, Map
     return models
 
 
-def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
-    cols = min(n, max_cols)
-    return math.ceil(n / cols), cols
+def _summary_and_panels(
+    fig: Figure, rows: int, cols: int, height_ratios: tuple[float, float]
+) -> tuple[Axes, list[list[Axes]]]:
+    """A summary axes across the top of ``fig`` and, below it, ``rows`` x ``cols`` heatmap panels with
+    their colour bar, heights as ``height_ratios`` (summary, one row); no panels when ``rows`` is 0."""
+    if not rows:
+        return fig.subplots(), []
+    grid = fig.add_gridspec(1 + rows, cols, height_ratios=(height_ratios[0], *[height_ratios[1]] * rows))
+    summary = fig.add_subplot(grid[0, :])
+    panels = [[fig.add_subplot(grid[1 + row, col]) for col in range(cols)] for row in range(rows)]
+    add_heatmap_colorbar(fig, fig.axes[1:])
+    return summary, panels
 
 
 # --------------------------------------------------------------------------------------------------
 # Corruptions
 # --------------------------------------------------------------------------------------------------
 @styled
-def plot_corruption_curves(results: Mapping[str, Any], title: str | None = None) -> Figure:
-    """Accuracy against severity, one panel per corruption, one line per model.
+def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
+    """Accuracy against severity, one panel per corruption (three per row), one line per model.
 
     Args:
         results: ``{model name: corruption_accuracy(...) result}``, or the whole
             :func:`cifar_helpers.stress.run_stress_test` result (``corruptions.json``).
-        title: figure title.
 
     Severity 0 is the clean accuracy; each model's clean accuracy is also drawn as a dashed line in
     its colour, so the drop is read as the distance below it.
     """
     models = _models(results, "clean_accuracy", "results")
-    names: list[str] = []
-    for result in models.values():
-        for corruption in result.get("corruptions") or {}:
-            if corruption not in names:
-                names.append(corruption)
+    # Every corruption of any model, in the order first seen.
+    names = list(dict.fromkeys(c for result in models.values() for c in result.get("corruptions") or {}))
     if not names:
         raise ValueError("results hold no corruption: run corruption_accuracy with at least one corruption")
-    rows, cols = _grid(len(names))
+    cols = min(len(names), 3)
+    rows = math.ceil(len(names) / cols)
     fig = new_figure(3.2 * cols, 2.6 * rows + 0.6)
-    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
     for ax, corruption in zip(axes, names, strict=False):
         for i, (model, result) in enumerate(models.items()):
             cell = (result.get("corruptions") or {}).get(corruption)
@@ -98,7 +101,7 @@ def plot_corruption_curves(results: Mapping[str, Any], title: str | None = None)
                 continue
             severities = list(result.get("severities") or range(1, len(cell["accuracy"]) + 1))
             clean = float(result["clean_accuracy"])
-            color = _model_color(i)
+            color = model_color(i)
             ax.plot(
                 [0, *severities], [clean, *cell["accuracy"]], "o-", color=color, lw=1.8, ms=4, label=model
             )
@@ -117,39 +120,32 @@ def plot_corruption_curves(results: Mapping[str, Any], title: str | None = None)
         for model, r in models.items()
     )
     axes[0].legend(loc="lower left")
-    fig.suptitle(title or f"Accuracy under corruption ({summary})")
+    fig.suptitle(f"Accuracy under corruption ({summary})")
     return fig
 
 
 @styled
-def plot_severity_grid(
-    image: Any, seed: int = 0, corruptions: Sequence[str] | None = None, title: str | None = None
-) -> Figure:
-    """One image under every corruption (rows) at every severity 0..5 (columns).
+def plot_severity_grid(image: Any, seed: int = 0) -> Figure:
+    """One image under every corruption of :data:`cifar_helpers.stress.CORRUPTIONS` (rows) at every
+    severity 0..5 (columns).
 
     Args:
         image: uint8 (3, H, W) RGB image.
         seed: seed of the random corruptions (the noise).
-        corruptions: names from :data:`cifar_helpers.stress.CORRUPTIONS` (default: all).
-        title: figure title.
 
     Pixels are drawn as blocks (nearest neighbour), so pixelation and JPEG artefacts stay visible.
     """
-    array = check_image(image)
-    names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
-    if not names:
-        raise ValueError(f"corruptions must name at least one of: {', '.join(CORRUPTIONS)}")
-    batch = torch.from_numpy(np.ascontiguousarray(array))[None]
-    fig = new_figure(1.45 * 6 + 0.8, 1.45 * len(names) + 0.6)
-    axes = fig.subplots(len(names), 6, squeeze=False)
-    for row, name in enumerate(names):
+    batch = torch.from_numpy(np.ascontiguousarray(check_image(image)))[None]
+    fig = new_figure(1.45 * 6 + 0.8, 1.45 * len(CORRUPTIONS) + 0.6)
+    axes = fig.subplots(len(CORRUPTIONS), 6, squeeze=False)
+    for row, name in enumerate(CORRUPTIONS):
         for severity in range(6):
             out = corrupt(batch, name, severity, corruption_seed(seed, name, max(severity, 1)))[0]
             ax = axes[row, severity]
             label = "clean" if severity == 0 else f"{severity}: {CORRUPTION_PARAMETERS[name][severity - 1]:g}"
             show_image(ax, out.permute(1, 2, 0).numpy(), title=label)
         axes[row, 0].set_ylabel(name.replace("_", " "), fontsize=9)
-    fig.suptitle(title or "Corruptions at severity 0 (clean) to 5, with each severity's parameter")
+    fig.suptitle("Corruptions at severity 0 (clean) to 5, with each severity's parameter")
     return fig
 
 
@@ -158,11 +154,11 @@ def plot_severity_grid(
 # --------------------------------------------------------------------------------------------------
 def _bins(reliability: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     try:
-        edges = np.asarray(reliability["edges"], dtype=np.float64)
-        counts = np.asarray(reliability["counts"], dtype=np.float64)
-        accuracy = np.array([np.nan if a is None else a for a in reliability["accuracy"]], dtype=np.float64)
-        confidence = np.array(
-            [np.nan if c is None else c for c in reliability["confidence"]], dtype=np.float64
+        edges, counts = (np.asarray(reliability[key], dtype=np.float64) for key in ("edges", "counts"))
+        # An empty bin has no accuracy or confidence: None in the JSON.
+        accuracy, confidence = (
+            np.array([np.nan if v is None else v for v in reliability[key]], dtype=np.float64)
+            for key in ("accuracy", "confidence")
         )
     except (KeyError, TypeError) as error:
         raise ValueError(
@@ -174,12 +170,11 @@ def _bins(reliability: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.nda
 
 
 @styled
-def plot_reliability_diagram(reports: Mapping[str, Any], title: str | None = None) -> Figure:
+def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
     """Reliability diagrams before and after temperature scaling, one column per model.
 
     Args:
         reports: ``{model name: calibration_report(...) result}`` (``calibration.json``).
-        title: figure title.
 
     Top: accuracy per confidence bin (bars: before scaling, line: after) against the diagonal of
     perfect calibration; bars below the diagonal are over-confidence. Bottom: how many predictions
@@ -199,7 +194,7 @@ def plot_reliability_diagram(reports: Mapping[str, Any], title: str | None = Non
             centres,
             np.nan_to_num(before[2]),
             width=widths,
-            color=_model_color(col),
+            color=model_color(col),
             alpha=0.45,
             edgecolor="white",
             label=f"before (ECE {report['before']['ece']:.3f})",
@@ -218,27 +213,18 @@ def plot_reliability_diagram(reports: Mapping[str, Any], title: str | None = Non
         top.set_ylabel("accuracy in bin")
         top.set_title(model)
         top.legend(loc="upper left")
-        total_before, total_after = max(before[1].sum(), 1.0), max(after[1].sum(), 1.0)
-        bottom.bar(
-            centres - widths / 4,
-            before[1] / total_before,
-            width=widths / 2,
-            color=_model_color(col),
-            alpha=0.6,
-            label="before",
-        )
-        bottom.bar(
-            centres + widths / 4,
-            after[1] / total_after,
-            width=widths / 2,
-            color=WRONG_COLOR,
-            alpha=0.6,
-            label="after",
-        )
+        for side, counts, color, label in (
+            (-1, before[1], model_color(col), "before"),
+            (1, after[1], WRONG_COLOR, "after"),
+        ):
+            share = counts / max(counts.sum(), 1.0)
+            bottom.bar(
+                centres + side * widths / 4, share, width=widths / 2, color=color, alpha=0.6, label=label
+            )
         bottom.set_xlabel("confidence (maximum softmax probability)")
         bottom.set_ylabel("share of predictions")
         bottom.legend(loc="upper left")
-    fig.suptitle(title or "Reliability before and after temperature scaling (fitted on the hold-out split)")
+    fig.suptitle("Reliability before and after temperature scaling (fitted on the hold-out split)")
     return fig
 
 
@@ -251,7 +237,6 @@ def plot_randomisation_test(
     maps: Any = None,
     images: Any = None,
     num_examples: int = 4,
-    title: str | None = None,
 ) -> Figure:
     """The cascading randomisation test: correlation per step, and optionally the maps themselves.
 
@@ -261,7 +246,6 @@ def plot_randomisation_test(
             :func:`cifar_helpers.sanity.cascading_randomisation_maps`, S = number of steps.
         images: uint8 (N, 3, H, W), the images of ``maps``; required with ``maps``.
         num_examples: images shown when ``maps`` is given.
-        title: figure title.
     """
     try:
         steps = list(result["steps"])
@@ -273,27 +257,22 @@ def plot_randomisation_test(
         ) from error
     if not len(steps) == len(means) == len(stds):
         raise ValueError("result's steps, spearman_mean and spearman_std must have the same length")
-    show_maps = maps is not None
-    if show_maps and images is None:
-        raise ValueError("images are needed with maps (the images the maps explain)")
     n_show = 0
-    if show_maps:
+    if maps is not None:
+        if images is None:
+            raise ValueError("images are needed with maps (the images the maps explain)")
         image_array = check_images(images, "images")
         n, _, height, width = image_array.shape
         map_array = check_maps(maps, "maps", (len(steps), n, height, width))
         n_show = min(int(num_examples), n)
     fig = new_figure(max(7.0, 1.35 * len(steps) + 1.0), 3.2 + 1.45 * n_show)
-    if n_show:
-        grid = fig.add_gridspec(1 + n_show, len(steps), height_ratios=(2.2, *([1.0] * n_show)))
-        ax = fig.add_subplot(grid[0, :])
-    else:
-        ax = fig.subplots()
+    ax, panels = _summary_and_panels(fig, n_show, len(steps), (2.2, 1.0))
     x = np.arange(len(steps))
     ax.fill_between(
-        x, means - stds, means + stds, color=_model_color(0), alpha=0.2, label="± 1 std over images"
+        x, means - stds, means + stds, color=model_color(0), alpha=0.2, label="± 1 std over images"
     )
     ax.plot(
-        x, means, "o-", color=_model_color(0), lw=2, label="mean Spearman correlation with the trained maps"
+        x, means, "o-", color=model_color(0), lw=2, label="mean Spearman correlation with the trained maps"
     )
     ax.axhline(0, color=NEUTRAL_COLOR, lw=1)
     ax.set_xticks(x, [s if i == 0 else f"+ {s}" for i, s in enumerate(steps)])
@@ -301,15 +280,12 @@ def plot_randomisation_test(
     ax.set_xlabel("layers re-initialised, cumulatively from the top")
     ax.set_ylabel("rank correlation")
     ax.legend(loc="upper right")
-    for row in range(n_show):
-        for col in range(len(steps)):
-            panel = fig.add_subplot(grid[1 + row, col])
+    for row, row_panels in enumerate(panels):
+        for col, panel in enumerate(row_panels):
             show_image(panel, overlay_heatmap(image_array[row], map_array[col, row], scale=3))
             if row == 0:
                 panel.set_title(steps[col], fontsize=8)
-    if n_show:
-        add_heatmap_colorbar(fig, fig.axes[1:])
-    fig.suptitle(title or "Grad-CAM sanity check: maps must change when the learned weights are destroyed")
+    fig.suptitle("Grad-CAM sanity check: maps must change when the learned weights are destroyed")
     return fig
 
 
@@ -318,11 +294,7 @@ def plot_randomisation_test(
 # --------------------------------------------------------------------------------------------------
 @styled
 def plot_positive_control(
-    result: Mapping[str, Any],
-    examples: Mapping[str, Any] | None = None,
-    classes: Sequence[str] | None = None,
-    num_examples: int = 6,
-    title: str | None = None,
+    result: Mapping[str, Any], examples: Mapping[str, Any] | None = None, num_examples: int = 6
 ) -> Figure:
     """Where Grad-CAM looks for the background-tied and the untied model's confident failures.
 
@@ -330,29 +302,21 @@ def plot_positive_control(
         result: :func:`cifar_helpers.sanity.background_positive_control`'s result
             (``positive_control.json``).
         examples: optional :func:`cifar_helpers.sanity.load_positive_control_examples` output; each
-            model's failures are then shown with the map overlaid and the object outlined in white.
-        classes: class names (default: ``examples["classes"]``).
+            model's failures are then shown with the map overlaid and the object outlined in white,
+            titled with the names in ``examples["classes"]`` (class indices without it).
         num_examples: failures shown per model.
-        title: figure title.
     """
     models = [m for m in ("tied", "untied") if isinstance(result.get(m), Mapping)]
     if len(models) != 2:
         raise ValueError(
             "result must be a background_positive_control result with 'tied' and 'untied' entries"
         )
-    rows_of_examples: list[tuple[str, Mapping[str, Any]]] = []
-    if examples is not None:
-        rows_of_examples = [(m, examples[m]) for m in models if m in examples]
-        classes = list(classes if classes is not None else examples.get("classes") or [])
+    examples = examples or {}
+    rows_of_examples = [(m, examples[m]) for m in models if m in examples]
+    classes = list(examples.get("classes") or [])
     n_cols = max(3, num_examples)
     fig = new_figure(1.6 * n_cols + 0.6, 3.3 + 1.9 * len(rows_of_examples))
-    if rows_of_examples:
-        grid = fig.add_gridspec(
-            1 + len(rows_of_examples), n_cols, height_ratios=(2.0, *[1.2] * len(rows_of_examples))
-        )
-        ax = fig.add_subplot(grid[0, :])
-    else:
-        ax = fig.subplots()
+    ax, panels = _summary_and_panels(fig, len(rows_of_examples), n_cols, (2.0, 1.2))
 
     measures = (
         ("mask_share", "mask share\n(failures)"),
@@ -392,20 +356,22 @@ def plot_positive_control(
         f"mask-share gap (untied - tied) {float(result.get('mask_share_gap', math.nan)):+.3f}"
     )
 
-    for row, (model, entry) in enumerate(rows_of_examples, start=1):
+    def class_name(label: Any) -> str:
+        return classes[int(label)] if int(label) < len(classes) else str(int(label))
+
+    scale = 3
+    for (model, entry), row_panels in zip(rows_of_examples, panels, strict=True):
         images = check_images(entry["images"], f"examples[{model!r}]['images']")
         k = min(len(images), num_examples)
         maps = check_maps(entry["maps"], f"examples[{model!r}]['maps']", (len(images), *images.shape[2:]))
         masks = to_numpy(entry["masks"], f"examples[{model!r}]['masks']").astype(bool)
-        true = to_numpy(entry["true_labels"], "true_labels")
-        predicted = to_numpy(entry["predicted"], "predicted")
-        confidence = to_numpy(entry["confidence"], "confidence")
-        for col in range(n_cols):
-            panel = fig.add_subplot(grid[row, col])
+        true, predicted, confidence = (
+            to_numpy(entry[key], key) for key in ("true_labels", "predicted", "confidence")
+        )
+        for col, panel in enumerate(row_panels):
             if col >= k:
                 message_panel(panel, "no more failures" if col == k else "")
                 continue
-            scale = 3
             show_image(panel, overlay_heatmap(images[col], maps[col], scale=scale))
             # The object's outline, so "on the object or not" can be judged at a glance.
             panel.contour(
@@ -414,15 +380,9 @@ def plot_positive_control(
                 colors="white",
                 linewidths=1.0,
             )
-            names = classes or []
-            true_name = names[int(true[col])] if int(true[col]) < len(names) else str(int(true[col]))
-            pred_name = (
-                names[int(predicted[col])] if int(predicted[col]) < len(names) else str(int(predicted[col]))
-            )
-            panel.set_title(failure_title(true_name, pred_name, float(confidence[col])), fontsize=7)
+            title = failure_title(class_name(true[col]), class_name(predicted[col]), float(confidence[col]))
+            panel.set_title(title, fontsize=7)
             if col == 0:
                 panel.set_ylabel(f"{model}", fontsize=9)
-    if rows_of_examples:
-        add_heatmap_colorbar(fig, fig.axes[1:])
-    fig.suptitle(title or "Positive control: a model that learned the background looks at the background")
+    fig.suptitle("Positive control: a model that learned the background looks at the background")
     return fig
