@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,11 +51,6 @@ def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, to
     return scores, labels
 
 
-def _check_probs(probs: Any, labels: Any, name: str = "probs") -> tuple[torch.Tensor, torch.Tensor]:
-    probs, labels = _check_scores(probs, labels, name)
-    return check_probabilities(name, probs), labels
-
-
 def _check_n_bins(n_bins: Any) -> int:
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
@@ -78,7 +73,8 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
         "confidence": [float | None], "ece": float, "num_samples": N}``; ``None`` marks an empty bin.
     """
     n_bins = _check_n_bins(n_bins)
-    probs, labels = _check_probs(probs, labels)
+    probs, labels = _check_scores(probs, labels, "probs")
+    probs = check_probabilities("probs", probs)
     confidence, predicted = probs.max(dim=1)
     correct = (predicted == labels).to(torch.float64)
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64)
@@ -95,40 +91,26 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     return {
         "edges": edges.tolist(),
         "counts": counts.tolist(),
-        "accuracy": [
-            float(a) if n else None for a, n in zip(accuracy.tolist(), counts.tolist(), strict=True)
-        ],
-        "confidence": [
-            float(c) if n else None for c, n in zip(mean_confidence.tolist(), counts.tolist(), strict=True)
-        ],
+        # An empty bin's NaN (and only an empty bin's) becomes None.
+        "accuracy": [None if math.isnan(a) else a for a in accuracy.tolist()],
+        "confidence": [None if math.isnan(c) else c for c in mean_confidence.tolist()],
         "ece": ece,
         "num_samples": int(labels.numel()),
     }
 
 
-def negative_log_likelihood(
-    scores: torch.Tensor, labels: torch.Tensor, *, inputs: Literal["logits", "probs"] = "logits"
-) -> float:
-    """Mean negative log-likelihood of the true classes, in nats.
+def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the true classes under the softmax of ``logits``, in nats.
 
     Args:
-        scores: float (N, C): logits (``inputs="logits"``) or softmax probabilities (``inputs="probs"``).
+        logits: float (N, C) logits.
         labels: int64 (N,) true classes.
-        inputs: which of the two ``scores`` holds; stated explicitly because a batch of logits can look
-            like probabilities.
 
     Returns:
-        mean of -log p(true class); probabilities are floored at 1e-12 so a confident mistake costs
-        at most ~27.6 nats instead of infinity.
+        mean of -log p(true class), computed in float64.
     """
-    if inputs == "logits":
-        logits, labels = _check_scores(scores, labels, "logits")
-        log_probs = torch.log_softmax(logits, dim=1)
-    elif inputs == "probs":
-        probs, labels = _check_probs(scores, labels)
-        log_probs = probs.clamp(min=1e-12).log()
-    else:
-        raise ValueError(f"inputs must be 'logits' or 'probs', got {inputs!r}")
+    logits, labels = _check_scores(logits, labels, "logits")
+    log_probs = torch.log_softmax(logits, dim=1)
     return float(-log_probs.gather(1, labels.view(-1, 1)).mean())
 
 

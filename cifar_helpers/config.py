@@ -18,6 +18,7 @@ Profiles:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -143,36 +144,33 @@ class RunConfig:
             # inf and nan pass every range check below (nan compares false both ways) and train nonsense.
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
-        _positive("epochs", self.epochs)
-        _positive("batch_size", self.batch_size)
-        _positive("eval_batch_size", self.eval_batch_size)
-        _positive("width", self.width)
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ConfigError(
-                f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs!r}"
-            )
-        if self.crop_padding < 0:
-            raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding!r}")
-        if not 0 < self.confidence_threshold < 1:
-            raise ConfigError(f"confidence_threshold must be in (0, 1), got {self.confidence_threshold!r}")
-        if not 0 < self.ambiguity_threshold <= 1:
-            raise ConfigError(f"ambiguity_threshold must be in (0, 1], got {self.ambiguity_threshold!r}")
-        for key in ("train_per_class", "test_per_class", "num_threads"):
-            value = getattr(self, key)
-            if value is not None:
-                _positive(key, value)
-        if self.holdout_per_class < 0:
-            raise ConfigError(f"holdout_per_class must be >= 0, got {self.holdout_per_class!r}")
-        for key in ("max_gradcam_failures", "stress_images", "sanity_images", "road_images"):
-            _positive(key, getattr(self, key))
+        # (key, its allowed range as the message states it, whether the value lies in it), in the
+        # order checked; an optional count (None allowed) is checked only when set.
+        ranges = (
+            ("epochs", ">= 1", self.epochs >= 1),
+            ("batch_size", ">= 1", self.batch_size >= 1),
+            ("eval_batch_size", ">= 1", self.eval_batch_size >= 1),
+            ("width", ">= 1", self.width >= 1),
+            ("lr", "> 0", self.lr > 0),
+            ("momentum", "in [0, 1)", 0 <= self.momentum < 1),
+            ("weight_decay", ">= 0", self.weight_decay >= 0),
+            ("label_smoothing", "in [0, 1)", 0 <= self.label_smoothing < 1),
+            ("warmup_epochs", f"in [0, epochs={self.epochs}]", 0 <= self.warmup_epochs <= self.epochs),
+            ("crop_padding", ">= 0", self.crop_padding >= 0),
+            ("confidence_threshold", "in (0, 1)", 0 < self.confidence_threshold < 1),
+            ("ambiguity_threshold", "in (0, 1]", 0 < self.ambiguity_threshold <= 1),
+            ("train_per_class", ">= 1", self.train_per_class is None or self.train_per_class >= 1),
+            ("test_per_class", ">= 1", self.test_per_class is None or self.test_per_class >= 1),
+            ("num_threads", ">= 1", self.num_threads is None or self.num_threads >= 1),
+            ("holdout_per_class", ">= 0", self.holdout_per_class >= 0),
+            ("max_gradcam_failures", ">= 1", self.max_gradcam_failures >= 1),
+            ("stress_images", ">= 1", self.stress_images >= 1),
+            ("sanity_images", ">= 1", self.sanity_images >= 1),
+            ("road_images", ">= 1", self.road_images >= 1),
+        )
+        for key, allowed, ok in ranges:
+            if not ok:
+                raise ConfigError(f"{key} must be {allowed}, got {getattr(self, key)!r}")
         fractions = list(self.road_fractions)
         if not fractions or any(not 0 < f < 1 for f in fractions):
             raise ConfigError(f"road_fractions must be fractions in (0, 1), got {fractions!r}")
@@ -203,7 +201,6 @@ class RunConfig:
         device = self.resolved_device()
         if device.type == "cuda":
             return choose_precision("cuda", capability=torch.cuda.get_device_capability(device))
-
         return choose_precision(device.type, cpu_bf16=cpu_supports_bf16())
 
     def use_bf16(self) -> bool:
@@ -257,9 +254,13 @@ def choose_precision(
     return "bf16" if cpu_bf16 else "fp32"
 
 
-def _positive(key: str, value: Any) -> None:
-    if not value >= 1:
-        raise ConfigError(f"{key} must be >= 1, got {value!r}")
+# Scalar field types: the Python types accepted for each, and how the error message names it.
+_SCALARS: dict[type, tuple[type | tuple[type, ...], str]] = {
+    bool: (bool, "true or false"),
+    int: (int, "an integer"),
+    float: ((int, float), "a number"),
+    str: (str, "a string"),
+}
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
@@ -274,14 +275,10 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         args = get_args(hint)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(key, value, arg)
-            except ConfigError as e:
-                errors.append(str(e))
+            if arg is not type(None):
+                with contextlib.suppress(ConfigError):
+                    return _check_type(key, value, arg)
         names = " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
         raise ConfigError(f"{key} must be {names}, got {value!r}")
     if origin is tuple:
@@ -293,22 +290,12 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a dict, got {value!r}")
         return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
+    if hint in _SCALARS:
+        accepted, description = _SCALARS[hint]
+        # bool is a subclass of int, but true is not a count or a learning rate.
+        if not isinstance(value, accepted) or (isinstance(value, bool) and hint is not bool):
+            raise ConfigError(f"{key} must be {description}, got {value!r}")
+        return float(value) if hint is float else value
     return value
 
 

@@ -121,11 +121,7 @@ def predict(
     if bf16 and fp16:
         raise ValueError("predict: choose bf16 or fp16, not both")
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else None
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=dtype)
-        if dtype is not None
-        else contextlib.nullcontext()
-    )
+    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     chunks = []

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm.auto import tqdm
+
 from .artifacts import RunDir, load_json
 from .registry import STAGE_SPECS
 
@@ -113,16 +115,13 @@ class RunProgress:
             return epochs * self.epoch_seconds
         return self.expected.get(stage, 60.0) * self.speed()
 
-    def run_eta(self, current: str | None = None, current_left: float | None = None) -> float | None:
+    def run_eta(self, current: str | None = None, current_left: float | None = None) -> float:
         """Seconds left in the run: the current stage's remainder plus the stages after it."""
-        later = [s for s in self.pending if s != current]
-        left = sum(self.estimate(s) for s in later)
-        return left + (current_left or 0.0)
+        later = sum(self.estimate(s) for s in self.pending if s != current)
+        return later + (current_left or 0.0)
 
-    def stage(self, stage: str, run: RunDir, epochs: int | None = None) -> StageProgress:
+    def stage(self, stage: str, run: RunDir) -> StageProgress:
         """The progress display of one stage (a context manager; pass its ``on_cell_start`` to papermill)."""
-        if epochs is not None:
-            self.epochs[stage] = epochs
         return StageProgress(self, stage, run)
 
     def finished(self, stage: str, seconds: float) -> None:
@@ -134,8 +133,6 @@ class RunProgress:
     def write(self, line: str) -> None:
         """Print a plain line (through tqdm on a terminal, so live lines are not broken)."""
         if self.live:
-            from tqdm.auto import tqdm
-
             tqdm.write(line, file=self.stream)
         else:
             print(line, file=self.stream, flush=True)
@@ -219,13 +216,11 @@ class StageProgress:
         self._render()
 
     # --- the line ----------------------------------------------------------------------------------
-    def stage_left(self) -> float | None:
-        """Seconds left in this stage, or None when unknown."""
-        elapsed = time.perf_counter() - self.start
+    def stage_left(self) -> float:
+        """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate."""
         if self.stage in TRAINING_STAGES and self.total_epochs and self.progress.epoch_seconds:
             return max(self.total_epochs - self.epochs_seen, 0) * self.progress.epoch_seconds
-        expected = self.progress.estimate(self.stage)
-        return max(expected - elapsed, 0.0)
+        return max(self.progress.estimate(self.stage) - (time.perf_counter() - self.start), 0.0)
 
     def describe(self) -> str:
         """The current state as one line of text."""
@@ -278,8 +273,6 @@ class StageProgress:
         if self.stage in TRAINING_STAGES and self.total_epochs is None and self.run.config_path.exists():
             self.total_epochs = int(load_json(self.run.config_path).get("epochs") or 0) or None
         if self.progress.live:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(total=None, bar_format="{desc}", file=self.progress.stream, leave=False)
             self._render()
         self._thread = threading.Thread(target=self._loop, name=f"progress-{self.stage}", daemon=True)
@@ -297,6 +290,4 @@ class StageProgress:
 
     def use_notebook(self, path: Path) -> None:
         """Read the section headings of the notebook being run."""
-        import json
-
-        self.titles = section_titles(json.loads(Path(path).read_text(encoding="utf-8")))
+        self.titles = section_titles(load_json(path))

@@ -40,7 +40,7 @@ from .artifacts import load_torch, save_torch
 from .checks import model_device
 from .config import make_config
 from .data import make_synthetic_cifar
-from .evaluation import predict
+from .evaluation import accuracy, predict
 from .failures import find_high_confidence_failures
 from .faithfulness import random_maps, road_table
 from .gradcam import grad_cam, mask_share, pointing_game
@@ -63,6 +63,15 @@ TRAINED_STEP = "trained"  # step 0: nothing randomised (the trained maps against
 
 # Thresholds tried, highest first, until both positive-control models have enough failures.
 CONTROL_THRESHOLDS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
+# Failures each control model needs at the chosen threshold (why 50: background_positive_control).
+CONTROL_MIN_FAILURES = 50
+# Size of the control, the same in every profile (its own epochs, not the profile's): under a minute
+# on 1-2 CPU cores, and a clear gap.
+CONTROL_TRAIN_PER_CLASS = 100
+CONTROL_TEST_PER_CLASS = 100
+CONTROL_EPOCHS = 4
+CONTROL_CORRELATION = 0.9  # probability that a tied training image has its class's tied background
+CONTROL_EXAMPLES = 8  # failures per model saved (image, mask, map) for figures
 EXAMPLES_NAME = "positive_control_examples.pt"
 
 
@@ -118,6 +127,21 @@ def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Te
             warnings.simplefilter("ignore")
             out[i] = spearmanr(a[i], b[i]).statistic
     return torch.from_numpy(out)
+
+
+def _nanmean(values: torch.Tensor) -> float:
+    # Not torch.nanmean: it sums with the NaNs zeroed in place, a different summation order, and in
+    # about one case in six differs in the last bit, which would change positive_control.json.
+    values = values.to(torch.float64)
+    valid = values[~torch.isnan(values)]
+    return float(valid.mean()) if valid.numel() else math.nan
+
+
+def _nanstd(values: torch.Tensor) -> float:
+    # Population std (ddof 0): a description of these images, defined even for a single one.
+    values = values.to(torch.float64)
+    valid = values[~torch.isnan(values)]
+    return float(valid.std(unbiased=False)) if valid.numel() else math.nan
 
 
 def cascading_randomisation_maps(
@@ -183,52 +207,14 @@ def cascading_randomisation_maps(
 def summarise_randomisation(
     steps: list[str], maps: torch.Tensor, *, layer: str | None = None, seed: int = 0
 ) -> dict[str, Any]:
-    """Spearman correlation of every step's maps with the trained maps (step 0), as a JSON-ready dict.
+    """The cascading model-parameter randomisation test of Adebayo et al. (2018) for Grad-CAM: the
+    Spearman correlation of every step's maps with the trained maps (step 0).
 
     Args:
         steps: step names, as returned by :func:`cascading_randomisation_maps`.
-        maps: float (S, N, H, W) maps, step 0 the trained model's.
+        maps: float (S, N, H, W) maps, step 0 the trained model's; e.g. of ``config.sanity_images``
+            test images at ``layer=config.gradcam_layer``.
         layer, seed: recorded in the result.
-
-    Returns:
-        See :func:`randomisation_test`.
-    """
-    if maps.ndim != 4 or maps.shape[0] != len(steps):
-        raise ValueError(f"maps must be (S, N, H, W) with S = {len(steps)} steps, got {tuple(maps.shape)}")
-    means: list[float] = []
-    stds: list[float] = []
-    defined: list[int] = []
-    for step_maps in maps:
-        rho = spearman_per_image(maps[0], step_maps)
-        valid = rho[~torch.isnan(rho)]
-        defined.append(int(valid.numel()))
-        means.append(float(valid.mean()) if valid.numel() else math.nan)
-        # Population std (ddof 0): a description of these images, defined even for a single one.
-        stds.append(float(valid.std(unbiased=False)) if valid.numel() else math.nan)
-    return {
-        "steps": list(steps),
-        "spearman_mean": means,
-        "spearman_std": stds,
-        "num_defined": defined,
-        "num_images": int(maps.shape[1]),
-        "layer": layer if layer is not None else "layer4",
-        "seed": int(seed),
-    }
-
-
-def randomisation_test(
-    model: nn.Module,
-    images_normalised: torch.Tensor,
-    *,
-    layer: str | None = None,
-    seed: int = 0,
-    target_classes: torch.Tensor | None = None,
-    batch_size: int | None = None,
-) -> dict[str, Any]:
-    """The cascading model-parameter randomisation test of Adebayo et al. (2018) for Grad-CAM.
-
-    Args: as :func:`cascading_randomisation_maps`; e.g. ``config.sanity_images`` test images and
-    ``layer=config.gradcam_layer``.
 
     Returns:
         JSON-ready ``{"steps": [...], "spearman_mean": [...], "spearman_std": [...],
@@ -238,75 +224,39 @@ def randomisation_test(
         (``num_defined``; see :func:`spearman_per_image`); NaN when there is none. This is what the
         stress stage saves as ``sanity.json``.
     """
-    steps, maps, _ = cascading_randomisation_maps(
-        model, images_normalised, layer=layer, seed=seed, target_classes=target_classes, batch_size=batch_size
-    )
-    return summarise_randomisation(steps, maps, layer=layer, seed=seed)
+    if maps.ndim != 4 or maps.shape[0] != len(steps):
+        raise ValueError(f"maps must be (S, N, H, W) with S = {len(steps)} steps, got {tuple(maps.shape)}")
+    rhos = [spearman_per_image(maps[0], step_maps) for step_maps in maps]
+    return {
+        "steps": list(steps),
+        "spearman_mean": [_nanmean(rho) for rho in rhos],
+        "spearman_std": [_nanstd(rho) for rho in rhos],
+        "num_defined": [int((~torch.isnan(rho)).sum()) for rho in rhos],
+        "num_images": int(maps.shape[1]),
+        "layer": layer if layer is not None else "layer4",
+        "seed": int(seed),
+    }
 
 
 # --- positive control ------------------------------------------------------------------------------
 
 
-def _control_config(
-    config: RunConfig, *, train_per_class: int, test_per_class: int, epochs: int
-) -> RunConfig:
-    """The smoke recipe (width 8, batch 25, fp32) on the run's device, seed and threads, for ``epochs``."""
-    return make_config(
-        "smoke",
-        seed=config.seed,
-        device=config.device,
-        num_threads=config.num_threads,
-        data_source="synthetic",
-        train_per_class=train_per_class,
-        test_per_class=test_per_class,
-        holdout_per_class=0,
-        epochs=epochs,
-        confidence_threshold=config.confidence_threshold,
-        gradcam_layer=config.gradcam_layer,
-    )
-
-
-def _nanmean(values: torch.Tensor) -> float:
-    # Not torch.nanmean: it sums with the NaNs zeroed in place, a different summation order, and in
-    # about one case in six differs in the last bit, which would change positive_control.json.
-    values = values.to(torch.float64)
-    valid = values[~torch.isnan(values)]
-    return float(valid.mean()) if valid.numel() else math.nan
-
-
-def _nanstd(values: torch.Tensor) -> float:
-    values = values.to(torch.float64)
-    valid = values[~torch.isnan(values)]
-    return float(valid.std(unbiased=False)) if valid.numel() else math.nan
-
-
-def background_positive_control(
-    config: RunConfig,
-    *,
-    out_dir: str | Path,
-    correlation: float = 0.9,
-    progress: bool = False,
-    train_per_class: int = 100,
-    test_per_class: int = 100,
-    epochs: int = 4,
-    min_failures: int = 50,
-    num_examples: int = 8,
-) -> dict[str, Any]:
+def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> dict[str, Any]:
     """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
 
     Both models use the smoke recipe (ResNet-18 of width 8, batch 25, fp32) with ``config``'s seed,
     device, threads, Grad-CAM layer and confidence threshold, and are tested on the same generated
-    test images, whose backgrounds are never tied to the class. The defaults (100 training and 100
-    test images per class, 4 epochs) take under a minute on 1-2 CPU cores and give a clear gap.
-    ``epochs`` is this function's own, not the profile's, so the control costs the same in every
-    profile.
+    test images, whose backgrounds are never tied to the class. The tied model's training images
+    have their class's background with probability :data:`CONTROL_CORRELATION`. The control's size
+    (:data:`CONTROL_TRAIN_PER_CLASS` and :data:`CONTROL_TEST_PER_CLASS` images per class,
+    :data:`CONTROL_EPOCHS` epochs) does not depend on the profile.
 
     Each model's high-confidence failures on that test set are found with
     :func:`~cifar_helpers.failures.find_high_confidence_failures` at the highest threshold of
     ``config.confidence_threshold`` and :data:`CONTROL_THRESHOLDS` (those not above it) at which
-    *both* models have at least ``min_failures`` (the lowest one otherwise), so both are measured at
-    the same threshold. Grad-CAM explains the predicted class. Why 50 failures: the few most
-    confident failures of *both* models are dominated by the one confusion the generated classes
+    *both* models have at least :data:`CONTROL_MIN_FAILURES` (the lowest one otherwise), so both are
+    measured at the same threshold. Grad-CAM explains the predicted class. Why 50 failures: the few
+    most confident failures of *both* models are dominated by the one confusion the generated classes
     invite by design (square and diamond share hue and outline), an object-driven mistake whatever
     the background; over 50 or more failures the tied model's background-driven mistakes show (on
     seeds 0, 1 and 42 the gap in mask share is 0.07-0.12 at thresholds 0.5-0.7, while at 0.9 it
@@ -315,12 +265,8 @@ def background_positive_control(
     Args:
         config: the run configuration.
         out_dir: where the two models' checkpoints (``tied/``, ``untied/``) and
-            ``positive_control_examples.pt`` are written; finished checkpoints are reused.
-        correlation: probability that a training image's background is its class's tied background.
-        progress: show training progress bars.
-        train_per_class, test_per_class, epochs: size of the control.
-        min_failures: failures each model needs at the chosen threshold.
-        num_examples: failures per model saved (image, mask, map) for figures.
+            ``positive_control_examples.pt`` (:data:`CONTROL_EXAMPLES` failures per model: image,
+            mask, map) are written; finished checkpoints are reused.
 
     Returns:
         JSON-ready dict (saved by the stress stage as ``positive_control.json``): ``correlation``,
@@ -332,41 +278,40 @@ def background_positive_control(
         ``pointing_game_gap`` (untied minus tied; positive when the control works), the sizes used,
         ``examples_file`` and ``seconds`` (wall time; the only value that varies between runs).
     """
-    if not 0.0 <= correlation <= 1.0:
-        raise ValueError(f"correlation must be in [0, 1], got {correlation!r}")
-    for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(min_failures, bool) or not isinstance(min_failures, int) or min_failures < 1:
-        raise ValueError(f"min_failures must be a positive integer, got {min_failures!r}")
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    control = _control_config(
-        config, train_per_class=train_per_class, test_per_class=test_per_class, epochs=epochs
+    control = make_config(
+        "smoke",
+        seed=config.seed,
+        device=config.device,
+        num_threads=config.num_threads,
+        data_source="synthetic",
+        train_per_class=CONTROL_TRAIN_PER_CLASS,
+        test_per_class=CONTROL_TEST_PER_CLASS,
+        holdout_per_class=0,
+        epochs=CONTROL_EPOCHS,
+        confidence_threshold=config.confidence_threshold,
+        gradcam_layer=config.gradcam_layer,
     )
     # No decoy colours: the control isolates one cause of failure, the background.
-    untied = make_synthetic_cifar(
-        train_per_class,
-        test_per_class,
-        seed=control.seed,
-        background_class_correlation=0.0,
-        decoy_colour_rate=0.0,
-    )
-    tied = make_synthetic_cifar(
-        train_per_class,
-        test_per_class,
-        seed=control.seed,
-        background_class_correlation=correlation,
-        decoy_colour_rate=0.0,
-    )
+    datasets = {
+        name: make_synthetic_cifar(
+            CONTROL_TRAIN_PER_CLASS,
+            CONTROL_TEST_PER_CLASS,
+            seed=control.seed,
+            background_class_correlation=correlation,
+            decoy_colour_rate=0.0,
+        )
+        for name, correlation in (("untied", 0.0), ("tied", CONTROL_CORRELATION))
+    }
+    untied = datasets["untied"]
     test_images, test_labels, test_masks = untied.test_images, untied.test_labels, untied.test_masks
     if test_masks is None:
         raise RuntimeError("make_synthetic_cifar returned no test masks; the positive control needs them")
 
-    eval_kwargs = {"batch_size": control.eval_batch_size, "bf16": False, "channels_last": False}
     trained: dict[str, dict[str, Any]] = {}
-    for name, data in (("tied", tied), ("untied", untied)):
+    for name in ("tied", "untied"):
+        data = datasets[name]
         result = train_model(
             control,
             data.train_images,
@@ -376,17 +321,17 @@ def background_positive_control(
             out_dir / name,
             augment=False,
             num_classes=len(data.classes),
-            progress=progress,
+            progress=False,
             resume=True,
         )
         model = result.model.eval()
-        test = predict(model, test_images, test_labels, **eval_kwargs)
-        train = predict(model, data.train_images, data.train_labels, **eval_kwargs)
+        test = predict(model, test_images, test_labels, **control.eval_options())
+        train = predict(model, data.train_images, data.train_labels, **control.eval_options())
         trained[name] = {
             "model": model,
             "probs": test.probs,
-            "test_accuracy": float((test.preds == test_labels).to(torch.float64).mean()),
-            "train_accuracy": float((train.preds == data.train_labels).to(torch.float64).mean()),
+            "test_accuracy": accuracy(test),
+            "train_accuracy": accuracy(train),
         }
 
     tried = [t for t in CONTROL_THRESHOLDS if t <= control.confidence_threshold]
@@ -397,7 +342,7 @@ def background_positive_control(
         counts = [
             len(find_high_confidence_failures(t["probs"], test_labels, candidate)) for t in trained.values()
         ]
-        if min(counts) >= min_failures:
+        if min(counts) >= CONTROL_MIN_FAILURES:
             threshold = candidate
             break
 
@@ -427,7 +372,7 @@ def background_positive_control(
         summary[name]["road"] = _control_road(
             model, test_images[idx[: config.road_images]], predicted[idx], maps[idx], test_masks[idx], config
         )
-        keep = idx[:num_examples]
+        keep = idx[:CONTROL_EXAMPLES]
         examples[name] = {
             "indices": keep.clone(),
             "images": test_images[keep].clone(),
@@ -435,18 +380,18 @@ def background_positive_control(
             "maps": maps[keep].clone(),
             "true_labels": test_labels[keep].clone(),
             "predicted": predicted[keep].clone(),
-            "confidence": failures.confidence[:num_examples].clone(),
+            "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
         }
     save_torch(out_dir / EXAMPLES_NAME, {"classes": list(untied.classes), "threshold": threshold, **examples})
 
     return {
-        "correlation": float(correlation),
+        "correlation": float(CONTROL_CORRELATION),
         "threshold": float(threshold),
         "thresholds_tried": [float(t) for t in tried],
-        "min_failures": min_failures,
-        "train_per_class": train_per_class,
-        "test_per_class": test_per_class,
-        "epochs": epochs,
+        "min_failures": CONTROL_MIN_FAILURES,
+        "train_per_class": CONTROL_TRAIN_PER_CLASS,
+        "test_per_class": CONTROL_TEST_PER_CLASS,
+        "epochs": CONTROL_EPOCHS,
         "width": control.width,
         "seed": control.seed,
         "layer": control.gradcam_layer,
@@ -505,7 +450,6 @@ __all__ = [
     "background_positive_control",
     "cascading_randomisation_maps",
     "load_positive_control_examples",
-    "randomisation_test",
     "spearman_per_image",
     "summarise_randomisation",
 ]

@@ -334,17 +334,10 @@ def run_stress_test(
     if not severities:
         raise ValueError("severities must contain at least one severity in 1..5")
 
+    options = dict(batch_size=batch_size, device=device, bf16=bf16, fp16=fp16, channels_last=channels_last)
+
     def evaluate(model: nn.Module, batch: torch.Tensor) -> tuple[float, float]:
-        predictions = predict(
-            model,
-            batch,
-            labels,
-            batch_size=batch_size,
-            device=device,
-            bf16=bf16,
-            fp16=fp16,
-            channels_last=channels_last,
-        )
+        predictions = predict(model, batch, labels, **options)
         correct = (predictions.preds.cpu() == labels.cpu()).to(torch.float64)
         return float(correct.mean()), float(predictions.confidences.to(torch.float64).mean())
 
@@ -367,6 +360,13 @@ def run_stress_test(
                 cell["accuracy"].append(accuracy)
                 cell["mean_confidence"].append(confidence)
 
+    shared = {
+        "corruption_names": names,
+        "severities": severities,
+        "parameters": {name: list(CORRUPTION_PARAMETERS[name]) for name in names},
+        "num_images": int(images.shape[0]),
+        "seed": int(seed),
+    }
     for result in results.values():
         clean = result["clean_accuracy"]
         every_cell: list[float] = []
@@ -378,15 +378,6 @@ def run_stress_test(
         result["mean_corruption_accuracy"] = _mean(every_cell)
         result["absolute_drop"] = clean - result["mean_corruption_accuracy"]
         result["relative_drop"] = result["absolute_drop"] / clean if clean > 0 else math.nan
-
-    shared = {
-        "corruption_names": names,
-        "severities": severities,
-        "parameters": {name: list(CORRUPTION_PARAMETERS[name]) for name in names},
-        "num_images": int(images.shape[0]),
-        "seed": int(seed),
-    }
-    # Each model's entry also carries the shared keys, so it is a complete result on its own.
-    for result in results.values():
+        # Each model's entry also carries the shared keys, so it is a complete result on its own.
         result.update(shared)
     return {**shared, "models": results}

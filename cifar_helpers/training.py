@@ -108,8 +108,7 @@ class TrainResult:
     Attributes:
         model: the trained network, on the training device, in eval mode.
         history: one dict per finished epoch (see :func:`train_model`).
-        checkpoint_path: the checkpoint of the last finished epoch.
-        history_path: ``history.json`` beside it.
+        checkpoint_path: the checkpoint of the last finished epoch (``history.json`` lies beside it).
         train_seconds: total time spent in training steps over all epochs, resumed ones included
             (test-set evaluation excluded).
     """
@@ -117,15 +116,15 @@ class TrainResult:
     model: nn.Module
     history: list[dict[str, Any]]
     checkpoint_path: Path
-    history_path: Path
     train_seconds: float
 
 
 # --- model and schedule ---------------------------------------------------------------------------
 
 
-def build_model(config: RunConfig, num_classes: int = 10) -> nn.Module:
-    """ResNet-18 of ``config.width``, initialised from ``config.seed``, on the training device.
+def build_model(config: RunConfig, num_classes: int = 10, device: torch.device | None = None) -> nn.Module:
+    """ResNet-18 of ``config.width``, initialised from ``config.seed``, on ``device`` (None: the
+    training device, ``config.resolved_device()``).
 
     The weights are drawn on the CPU under a private RNG seeded with ``config.seed`` (torch's global
     generator is left untouched), so the baseline and augmented stages, and CPU and GPU runs, start
@@ -136,7 +135,7 @@ def build_model(config: RunConfig, num_classes: int = 10) -> nn.Module:
         model = resnet18(
             num_classes=num_classes, width=config.width, zero_init_residual=config.zero_init_residual
         )
-    model = model.to(config.resolved_device())
+    model = model.to(config.resolved_device() if device is None else device)
     if config.use_channels_last():
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -212,6 +211,17 @@ def _fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def _run_facts(augment: bool, num_classes: int, *data: torch.Tensor) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it besides :data:`TRAINING_KEYS`;
+    ``data`` is the training images and labels, then the test images and labels."""
+    return {
+        "augment": bool(augment),
+        "num_classes": num_classes,
+        "train_data": _fingerprint(*data[:2]),
+        "test_data": _fingerprint(*data[2:]),
+    }
+
+
 def check_checkpoint_compatible(
     checkpoint: dict[str, Any], config: RunConfig, run_facts: dict[str, Any], path: str | os.PathLike[str]
 ) -> None:
@@ -224,18 +234,14 @@ def check_checkpoint_compatible(
         raise CheckpointMismatchError(
             f"{path} has checkpoint format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT}"
         )
-    saved_config = checkpoint["config"]
+    # No run fact is named like a configuration key, so one dict holds both.
+    saved = {**checkpoint["config"], **checkpoint["run"]}
     current = config.to_dict()
+    now = {**{key: current[key] for key in TRAINING_KEYS}, **run_facts}
     differences = [
-        f"{key}={saved_config.get(key)!r} in the checkpoint but {current[key]!r} now"
-        for key in TRAINING_KEYS
-        if saved_config.get(key) != current[key]
-    ]
-    saved_facts = checkpoint["run"]
-    differences += [
-        f"{key}={saved_facts.get(key)!r} in the checkpoint but {value!r} now"
-        for key, value in run_facts.items()
-        if saved_facts.get(key) != value
+        f"{key}={saved.get(key)!r} in the checkpoint but {value!r} now"
+        for key, value in now.items()
+        if saved.get(key) != value
     ]
     if differences:
         raise CheckpointMismatchError(
@@ -277,31 +283,6 @@ def _history_document(
         "config": config.to_dict(),
         "environment": environment,
     }
-
-
-def _stop_if_diverged(
-    first_bad: int,
-    epoch: int,
-    steps: int,
-    schedule: list[float],
-    epoch_start_step: int,
-    history: list[dict[str, Any]],
-    checkpoint_path: Path,
-) -> None:
-    """Raise :class:`TrainingDivergedError` when step ``first_bad`` (0-based, -1: none) of ``epoch``
-    (0-based) had a non-finite loss. Nothing of the diverged epoch is saved."""
-    if first_bad < 0:
-        return
-    kept = (
-        f"the checkpoint of epoch {len(history)} in {checkpoint_path} is kept"
-        if history and checkpoint_path.exists()
-        else "no checkpoint was written"
-    )
-    raise TrainingDivergedError(
-        f"training diverged: the loss became inf or nan at epoch {epoch + 1}, step {first_bad + 1} of "
-        f"{steps} (learning rate {schedule[epoch_start_step + first_bad]:.4g} at that step); the learning "
-        f"rate is likely too high, try a smaller lr; {kept}"
-    )
 
 
 @dataclass
@@ -363,6 +344,27 @@ def _resume(
             f"{checkpoint_path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
             f"{steps} steps"
         )
+
+
+def _stop_if_diverged(
+    state: _TrainingState, first_bad: int, epoch: int, steps: int, checkpoint_path: Path
+) -> None:
+    """Raise :class:`TrainingDivergedError` when step ``first_bad`` (0-based, -1: none) of ``epoch``
+    (0-based, ``steps`` steps) had a non-finite loss. Nothing of the diverged epoch is saved."""
+    if first_bad < 0:
+        return
+    history = state.history
+    kept = (
+        f"the checkpoint of epoch {len(history)} in {checkpoint_path} is kept"
+        if history and checkpoint_path.exists()
+        else "no checkpoint was written"
+    )
+    # Every epoch has the same number of steps, so this one began at step epoch * steps.
+    raise TrainingDivergedError(
+        f"training diverged: the loss became inf or nan at epoch {epoch + 1}, step {first_bad + 1} of "
+        f"{steps} (learning rate {state.schedule[epoch * steps + first_bad]:.4g} at that step); the "
+        f"learning rate is likely too high, try a smaller lr; {kept}"
+    )
 
 
 def _train_one_epoch(
@@ -428,10 +430,7 @@ def _train_one_epoch(
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
         bar.update(1)
         if (i + 1) % postfix_every == 0 or i + 1 == steps:
-            first = state.step - i - 1
-            _stop_if_diverged(
-                int(first_bad), epoch, steps, state.schedule, first, state.history, checkpoint_path
-            )
+            _stop_if_diverged(state, int(first_bad), epoch, steps, checkpoint_path)
             if not bar.disable:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
     _sync(device)
@@ -516,12 +515,7 @@ def train_model(
     history_path = out_dir / HISTORY_NAME
     n = train_images.shape[0]
     steps = steps_per_epoch(n, config.batch_size)
-    run_facts = {
-        "augment": bool(augment),
-        "num_classes": num_classes,
-        "train_data": _fingerprint(train_images, train_labels),
-        "test_data": _fingerprint(test_images, test_labels),
-    }
+    run_facts = _run_facts(augment, num_classes, train_images, train_labels, test_images, test_labels)
     state = _new_state(config, num_classes, learning_rates(config, n))
     if resume and checkpoint_path.exists():
         _resume(state, checkpoint_path, config, run_facts, steps)
@@ -536,23 +530,13 @@ def train_model(
     x_train, y_train = train_images.to(device), train_labels.to(device)
     x_test, y_test = test_images.to(device), test_labels.to(device)
 
-    for epoch in range(len(state.history), config.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
+    last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
+    for epoch in range(len(state.history), last_epoch):
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
         train_loss, train_acc, seconds = _train_one_epoch(
             state, config, x_train, y_train, epoch, augment=augment, bar=bar, checkpoint_path=checkpoint_path
         )
-        test = predict(
-            state.model,
-            x_test,
-            y_test,
-            batch_size=config.eval_batch_size,
-            device=device,
-            bf16=state.precision == "bf16",
-            fp16=state.precision == "fp16",
-            channels_last=state.memory_format == torch.channels_last,
-        )
+        test = predict(state.model, x_test, y_test, **config.eval_options())
         entry = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -563,18 +547,11 @@ def train_model(
             "seconds": seconds,
         }
         state.history.append(entry)
-        if progress:
-            bar.set_postfix(
-                loss=f"{entry['train_loss']:.4f}",
-                acc=f"{entry['train_acc']:.4f}",
-                test_acc=f"{entry['test_acc']:.4f}",
-            )
+        bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}", test_acc=f"{entry['test_acc']:.4f}")
         bar.close()
         _save_checkpoint(state, config, run_facts, epoch + 1, checkpoint_path)
         save_json(history_path, _history_document(config, state.history, environment))
 
-    if not checkpoint_path.exists():
-        raise RuntimeError(f"no epoch was trained and there is no checkpoint at {checkpoint_path}")
     if not history_path.exists():
         # A run that was finished before this call still gets a history.json beside its checkpoint.
         save_json(history_path, _history_document(config, state.history, environment))
@@ -583,7 +560,6 @@ def train_model(
         model=state.model,
         history=state.history,
         checkpoint_path=checkpoint_path,
-        history_path=history_path,
         train_seconds=float(sum(h["seconds"] for h in state.history)),
     )
 
@@ -612,13 +588,8 @@ def _model_from_checkpoint(checkpoint: dict[str, Any], device: str | torch.devic
             device = config.resolved_device()
         except ConfigError:
             device = torch.device("cpu")
-    # Building the network draws initial weights; keep that from moving torch's global generator.
-    with torch.random.fork_rng(devices=[]):
-        model = resnet18(num_classes=checkpoint["run"]["num_classes"], width=config.width)
+    model = build_model(config, checkpoint["run"]["num_classes"], torch.device(device))
     model.load_state_dict(checkpoint["model"])
-    model = model.to(device)
-    if config.use_channels_last():
-        model = model.to(memory_format=torch.channels_last)
     return model.eval()
 
 
@@ -656,15 +627,11 @@ def run_training_stage(
     metrics_path = out_dir / METRICS_NAME
     num_classes = len(data.classes)
     augment = stage == "augmented"
+    tensors = (data.train_images, data.train_labels, data.test_images, data.test_labels)
 
     if run.is_complete(stage) and load_json(history_path).get("complete"):
         checkpoint = load_torch(checkpoint_path)
-        run_facts = {
-            "augment": augment,
-            "num_classes": num_classes,
-            "train_data": _fingerprint(data.train_images, data.train_labels),
-            "test_data": _fingerprint(data.test_images, data.test_labels),
-        }
+        run_facts = _run_facts(augment, num_classes, *tensors)
         check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
@@ -672,21 +639,11 @@ def run_training_stage(
             model=_model_from_checkpoint(checkpoint, config.resolved_device()),
             history=checkpoint["history"],
             checkpoint_path=checkpoint_path,
-            history_path=history_path,
             train_seconds=float(load_json(metrics_path)["train_seconds"]),
         )
 
     result = train_model(
-        config,
-        data.train_images,
-        data.train_labels,
-        data.test_images,
-        data.test_labels,
-        out_dir,
-        augment=augment,
-        num_classes=num_classes,
-        progress=progress,
-        resume=True,
+        config, *tensors, out_dir, augment=augment, num_classes=num_classes, progress=progress, resume=True
     )
     test = predict(result.model, data.test_images, data.test_labels, **config.eval_options())
     train = predict(result.model, data.train_images, data.train_labels, **config.eval_options())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,10 +20,16 @@ from cifar_helpers.sanity import (
     background_positive_control,
     cascading_randomisation_maps,
     load_positive_control_examples,
-    randomisation_test,
     spearman_per_image,
+    summarise_randomisation,
 )
 from cifar_helpers.training import train_model
+
+
+def randomisation_test(model: nn.Module, images: torch.Tensor, **options: Any) -> dict[str, Any]:
+    """The randomisation test as notebook 06 runs it: every step's maps, then their summary."""
+    steps, maps, _ = cascading_randomisation_maps(model, images, **options)
+    return summarise_randomisation(steps, maps, layer=options.get("layer"), seed=options.get("seed", 0))
 
 
 def test_spearman_of_identical_reversed_and_constant_maps() -> None:
