@@ -241,7 +241,7 @@ def plot_randomisation_test(
     """The cascading randomisation test: correlation per step, and optionally the maps themselves.
 
     Args:
-        result: :func:`cifar_helpers.sanity.randomisation_test`'s result (``sanity.json``).
+        result: :func:`cifar_helpers.sanity.summarise_randomisation`'s result (``sanity.json``).
         maps: optional float (S, N, H, W) in [0, 1] from
             :func:`cifar_helpers.sanity.cascading_randomisation_maps`, S = number of steps.
         images: uint8 (N, 3, H, W), the images of ``maps``; required with ``maps``.
@@ -253,7 +253,7 @@ def plot_randomisation_test(
         stds = np.asarray(result["spearman_std"], dtype=np.float64)
     except (KeyError, TypeError) as error:
         raise ValueError(
-            "result must be a randomisation_test result (steps, spearman_mean, spearman_std)"
+            "result must be a summarise_randomisation result (steps, spearman_mean, spearman_std)"
         ) from error
     if not len(steps) == len(means) == len(stds):
         raise ValueError("result's steps, spearman_mean and spearman_std must have the same length")
