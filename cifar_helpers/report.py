@@ -41,6 +41,7 @@ from .tables import (
     fmt_num,
     fmt_pct,
     get,
+    human_calibration_table,
     human_label_tables,
     no_human_labels,
     noise_floor_table,
@@ -407,19 +408,14 @@ def _human_labels_section(run: RunDir, summary: dict[str, Any]) -> str:
         '<p class="note">CIFAR-10H, Peterson et al. 2019; verified label errors, Northcutt et al. 2021; '
         f"ambiguous: the given label's human share &lt; {esc(summary['ambiguity_threshold'])}.</p>"
     )
-    facts: list[tuple[str, Cell]] = []
     calibration_path = run.path("stress", "human_calibration.json")
-    if calibration_path.exists():
-        calibration, _ = _read_json(calibration_path)
-        if isinstance(calibration, dict) and calibration.get("applies"):
-            facts = [
-                (
-                    f"{name}: CIFAR-10H cross-entropy, as trained / temperature-scaled",
-                    f"{fmt_num(m['before'])} / {fmt_num(m['after'])}",
-                )
-                for name, m in calibration["models"].items()
-            ]
-    return head + note + _html(human_label_tables(summary)) + (_kv_table(facts) if facts else "")
+    calibration, _ = _read_json(calibration_path) if calibration_path.exists() else ({}, None)
+    against_humans = (
+        human_calibration_table(calibration).html()
+        if isinstance(calibration, dict) and calibration.get("applies")
+        else ""
+    )
+    return head + note + _html(human_label_tables(summary)) + against_humans
 
 
 def _page_head(title: str) -> str:

@@ -173,6 +173,20 @@ def get(obj: Any, *keys: str | int) -> Any:
     return obj
 
 
+def _value(value: Any) -> Cell:
+    return value
+
+
+# A row of a results table: its label, the kind of its cells (Percent, Signed or _value) and the keys
+# that lead to the value in each source.
+RowSpec = tuple[Any, ...]
+
+
+def spec_rows(sources: Sequence[Any], spec: Sequence[RowSpec]) -> tuple[tuple[Cell, ...], ...]:
+    """A row per ``(label, kind, *keys)`` of ``spec``: the label, then each source's value at ``keys``."""
+    return tuple((label, *(kind(get(source, *keys)) for source in sources)) for label, kind, *keys in spec)
+
+
 def texts(tables: Sequence[Table], separator: str = "\n\n") -> str:
     """Several tables as text, one after the other."""
     return separator.join(t.text() for t in tables)
@@ -385,6 +399,14 @@ def per_model(data: Any, marker: str) -> dict[str, Any]:
     return {}
 
 
+CORRUPTION_ROWS: tuple[RowSpec, ...] = (
+    ("clean", Percent, "clean_accuracy"),
+    ("mean corrupted", Percent, "mean_corruption_accuracy"),
+    ("absolute drop", Percent, "absolute_drop"),
+    ("relative drop", Percent, "relative_drop"),
+)
+
+
 def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[Table]:
     """Each model's clean and corrupted accuracy, and its accuracy per corruption (mean over the
     severities; with ``severities``, each severity's too), from ``corruptions.json``."""
@@ -396,19 +418,7 @@ def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[
         if num_images is not None and isinstance(kinds, list) and isinstance(levels, list)
         else ""
     )
-    overall = Table(
-        title,
-        ("", *names),
-        tuple(
-            (label, *(Percent(models[m].get(key)) for m in names))
-            for label, key in (
-                ("clean", "clean_accuracy"),
-                ("mean corrupted", "mean_corruption_accuracy"),
-                ("absolute drop", "absolute_drop"),
-                ("relative drop", "relative_drop"),
-            )
-        ),
-    )
+    overall = Table(title, ("", *names), spec_rows(list(models.values()), CORRUPTION_ROWS))
     corruptions = list(dict.fromkeys(c for m in names for c in models[m].get("corruptions") or {}))
     header = ["corruption", *names]
     if severities:
@@ -428,35 +438,30 @@ def describe_corruptions(result: dict[str, Any]) -> str:
     return texts(corruption_tables(result))
 
 
+CALIBRATION_ROWS: tuple[RowSpec, ...] = (
+    ("temperature", _value, "temperature"),
+    ("ECE before", Percent, "before", "ece"),
+    ("ECE after", Percent, "after", "ece"),
+    ("NLL before", _value, "before", "nll"),
+    ("NLL after", _value, "after", "nll"),
+    ("test accuracy", Percent, "before", "accuracy"),
+    ("confidence threshold", _value, "threshold"),
+    ("failures above it before scaling", _value, "high_confidence_failures", "before"),
+    ("... still above it after scaling", _value, "high_confidence_failures", "still_above_after"),
+    ("failures above it after scaling", _value, "high_confidence_failures", "after"),
+)
+
+
 def calibration_table(reports: dict[str, Any]) -> Table:
     """ECE and NLL before and after temperature scaling, and the confident failures that stay
     confident, per model, from ``calibration.json``."""
     models = per_model(reports, "temperature")
-    names = list(models)
-
-    def row(label: str, *keys: str, kind: type = float) -> tuple[Cell, ...]:
-        values = [get(models[m], *keys) for m in names]
-        return (label, *(Percent(v) if kind is Percent else v for v in values))
-
     skipped = tuple(f"{name}: skipped ({report})" for name, report in reports.items() if name not in models)
-    holdout = {get(models[m], "num_holdout") for m in names}
+    holdout = ", ".join(map(str, dict.fromkeys(get(m, "num_holdout") for m in models.values())))
     return Table(
-        f"temperature fitted on {', '.join(map(str, holdout))} held-out training images" if names else "",
-        ("", *names),
-        (
-            row("temperature", "temperature"),
-            row("ECE before", "before", "ece", kind=Percent),
-            row("ECE after", "after", "ece", kind=Percent),
-            row("NLL before", "before", "nll"),
-            row("NLL after", "after", "nll"),
-            row("test accuracy", "before", "accuracy", kind=Percent),
-            row("confidence threshold", "threshold"),
-            row("failures above it before scaling", "high_confidence_failures", "before"),
-            row("... still above it after scaling", "high_confidence_failures", "still_above_after"),
-            row("failures above it after scaling", "high_confidence_failures", "after"),
-        )
-        if names
-        else (),
+        f"temperature fitted on {holdout} held-out training images" if models else "",
+        ("", *models),
+        spec_rows(list(models.values()), CALIBRATION_ROWS) if models else (),
         skipped,
     )
 
@@ -484,28 +489,26 @@ def describe_randomisation(result: dict[str, Any]) -> str:
     return randomisation_table(result).text()
 
 
+POSITIVE_CONTROL_ROWS: tuple[RowSpec, ...] = (
+    ("test accuracy", Percent, "test_accuracy"),
+    ("train accuracy", Percent, "train_accuracy"),
+    ("failures", _value, "num_failures"),
+    ("mask share (failures)", _value, "mask_share"),
+    ("pointing game (failures)", Percent, "pointing_game"),
+    ("mask share (all test images)", _value, "mask_share_all"),
+)
+
+
 def positive_control_table(result: dict[str, Any]) -> Table:
     """Accuracy, failures, mask share and pointing game of the tied and untied models, from
     ``positive_control.json``."""
-    tied, untied = result.get("tied") or {}, result.get("untied") or {}
-
-    def row(label: str, key: str, kind: type = float) -> tuple[Cell, ...]:
-        return (label, *(Percent(r.get(key)) if kind is Percent else r.get(key) for r in (tied, untied)))
-
     correlation = result.get("correlation")
     return Table(
         "generated data, backgrounds tied to the class in "
         f"{'-' if _missing(correlation) else f'{100 * correlation:.0f} %'} of training images (none at "
         f"test); failures above confidence {result.get('threshold')}",
         ("", "tied", "untied"),
-        (
-            row("test accuracy", "test_accuracy", Percent),
-            row("train accuracy", "train_accuracy", Percent),
-            row("failures", "num_failures", int),
-            row("mask share (failures)", "mask_share"),
-            row("pointing game (failures)", "pointing_game", Percent),
-            row("mask share (all test images)", "mask_share_all"),
-        ),
+        spec_rows([result.get("tied") or {}, result.get("untied") or {}], POSITIVE_CONTROL_ROWS),
         (f"a uniform map's mask share: {text_cell(result.get('object_area_fraction'))}",),
     )
 
@@ -824,13 +827,18 @@ def describe_human_comparison(result: dict[str, Any]) -> str:
 
 def human_calibration_table(result: dict[str, Any]) -> Table:
     """:func:`cifar_helpers.human_labels.calibration_against_humans` (applying): each model's
-    cross-entropy against the CIFAR-10H votes, as trained and temperature-scaled."""
+    cross-entropy against the CIFAR-10H votes, as trained and temperature-scaled. Three decimals:
+    temperature scaling moves it by hundredths."""
+
+    def nats(x: Any) -> str:
+        return "-" if _missing(x) else f"{x:.3f}"
+
     return Table(
         "cross-entropy against the CIFAR-10H vote distribution (nats, lower = more human-like "
-        f"uncertainty; the humans' own entropy is {text_cell(result.get('human_entropy'))})",
+        f"uncertainty; the humans' own entropy is {nats(result.get('human_entropy'))})",
         ("model", "as trained", "temperature", "scaled"),
         tuple(
-            (name, m.get("before"), m.get("temperature"), m.get("after"))
+            (name, nats(m.get("before")), m.get("temperature"), nats(m.get("after")))
             for name, m in (result.get("models") or {}).items()
         ),
     )

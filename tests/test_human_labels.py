@@ -294,11 +294,16 @@ def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path
 
 
 def test_the_run_summary_and_report_show_the_categories(tmp_path: Path) -> None:
-    from cifar_helpers.artifacts import RunDir
+    from cifar_helpers.artifacts import RunDir, save_json
     from cifar_helpers.pipeline import format_summary, summarize_run
     from cifar_helpers.report import render_report
 
     root = _write_run(tmp_path, _constructed_human())
+    against_humans = {"baseline": {"before": 1.9062, "temperature": 2.2, "after": 1.4251}}
+    save_json(
+        RunDir(root).path("stress", "human_calibration.json"),
+        {"applies": True, "human_entropy": 0.154, "models": against_humans},
+    )
     summary = summarize_run(RunDir(root))
     human = summary["human_labels"]
     assert human["baseline"]["counts"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 1, hl.MODEL_ERROR: 1}
@@ -311,6 +316,11 @@ def test_the_run_summary_and_report_show_the_categories(tmp_path: Path) -> None:
     page = render_report(root)
     assert "Is it the model or the label?" in page and "verified label error" in page
     assert "now agrees with a wrong label" in page
+    assert (
+        "cross-entropy against the CIFAR-10H vote distribution" in page
+        and ">1.906<" in page
+        and ">1.425<" in page
+    )
 
 
 def test_without_human_labels_summary_and_report_say_so_in_one_line(tmp_path: Path) -> None:
