@@ -216,9 +216,9 @@ def _background_means(d: CifarData, split: str) -> tuple[torch.Tensor, torch.Ten
 def _tied_background(label: int) -> torch.Tensor:
     """What ``background_class_correlation`` puts behind a training object of class ``label``, without
     jitter or noise: uint8 (3, 32, 32), from the generator's own recipe."""
-    angle = torch.tensor([generated._tied_angle(label)])
-    t = generated._stripes(angle, torch.tensor([generated._tied_freq(label)]), torch.zeros(1))
-    c1, c2 = (torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1) for c in generated._tied_colours(label))
+    angle, freq, light, dark = generated._tied_recipe(label)
+    t = generated._stripes(torch.tensor([angle]), torch.tensor([freq]), torch.zeros(1))
+    c1, c2 = (torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1) for c in (light, dark))
     image = c1 * (1 - t[:, None]) + c2 * t[:, None]
     return image[0].round().clamp(0, 255).to(torch.uint8)
 

@@ -21,12 +21,7 @@ from .core import (
     DataError,
     _FullData,
     _hash_entries,
-    _stat_key,
 )
-
-# --------------------------------------------------------------------------------------------------
-# Finding the data
-# --------------------------------------------------------------------------------------------------
 
 
 def _batches_dir(root: Path) -> Path | None:
@@ -53,18 +48,11 @@ def _download_cifar10(root: Path) -> Path:
     return root / BATCHES_DIR
 
 
-# --------------------------------------------------------------------------------------------------
-# torchvision's pickled batches
-# --------------------------------------------------------------------------------------------------
-
-
 def _unpickle(path: Path) -> dict[Any, Any]:
     try:
         # Only containers, str/bytes, numbers and NumPy arrays are reconstructed: a batch file from
         # an untrusted download cannot run code (see safe_load). str or bytes keys: _get takes both.
         obj = load_batch_pickle(path)
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing; {ACCEPTED_LAYOUTS}") from None
     except UnsafePickleError as err:
         raise DataError(str(err)) from None
     except Exception as err:
@@ -97,7 +85,9 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_batches(folder: Path) -> _FullData:
-    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META_FILE) if not (folder / n).is_file()]
+    """The batches folder -> both full splits, the class names from its meta file and a fingerprint."""
+    names = (*TRAIN_BATCHES, TEST_BATCH, META_FILE)
+    missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DataError(f"{folder} lacks {', '.join(missing)}; {ACCEPTED_LAYOUTS}")
     meta = _unpickle(folder / META_FILE)
@@ -105,20 +95,18 @@ def _load_batches(folder: Path) -> _FullData:
         n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names", folder / META_FILE)
     ]
     train = [_read_batch(folder / n) for n in TRAIN_BATCHES]
+    train_images, train_labels = (np.concatenate(parts) for parts in zip(*train, strict=True))
     test_images, test_labels = _read_batch(folder / TEST_BATCH)
-    train_images = np.concatenate([b[0] for b in train])
-    train_labels = np.concatenate([b[1] for b in train])
     for name, labels in (("training", train_labels), ("test", test_labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
             raise DataError(
                 f"{folder}: {name} labels outside [0, {len(classes)}) of {META_FILE}'s label_names"
             )
-    entries = [(n, *_stat_key(folder / n)) for n in (*TRAIN_BATCHES, TEST_BATCH, META_FILE)]
     return _FullData(
         train_images=torch.from_numpy(train_images),
         train_labels=torch.from_numpy(train_labels),
         test_images=torch.from_numpy(np.ascontiguousarray(test_images)),
         test_labels=torch.from_numpy(test_labels),
         classes=classes,
-        fingerprint=_hash_entries("cifar10", entries),
+        fingerprint=_hash_entries("cifar10", [(n, (folder / n).stat()) for n in names]),
     )

@@ -10,9 +10,9 @@ has no import cycle.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,29 +82,17 @@ class CifarData:
             counts = torch.bincount(labels, minlength=len(self.classes)).tolist()
             return dict(zip(self.classes, counts, strict=True))
 
+        splits = {"train": self.train_labels, "test": self.test_labels, "holdout": self.holdout_labels}
         return {
             "source": self.source,
             "root": self.root,
             "classes": list(self.classes),
             "fingerprint": self.fingerprint,
             "image_shape": [3, IMAGE_SIZE, IMAGE_SIZE],
-            "num_images": {
-                "train": len(self.train_labels),
-                "test": len(self.test_labels),
-                "holdout": len(self.holdout_labels),
-            },
-            "counts": {
-                "train": per_class(self.train_labels),
-                "test": per_class(self.test_labels),
-                "holdout": per_class(self.holdout_labels),
-            },
+            "num_images": {split: len(labels) for split, labels in splits.items()},
+            "counts": {split: per_class(labels) for split, labels in splits.items()},
             "has_masks": self.train_masks is not None,
         }
-
-
-# --------------------------------------------------------------------------------------------------
-# Shared by the loaders: count checks, full splits, fingerprints, the SplitMix64 scramble
-# --------------------------------------------------------------------------------------------------
 
 
 def _check_count(name: str, value: int | None, *, allow_none: bool) -> None:
@@ -118,25 +106,25 @@ def _check_count(name: str, value: int | None, *, allow_none: bool) -> None:
 
 @dataclass
 class _FullData:
-    """Both full splits as decoded: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+    """Both full splits as decoded: images uint8 (N, 3, 32, 32), labels int64 (N,).
 
+    An image-folder cache file holds these fields, in this order, after its ``version``: a change
+    here needs a new ``_CACHE_VERSION``.
+    """
+
+    fingerprint: str
+    classes: list[str]
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
-    classes: list[str]
-    fingerprint: str
 
 
-def _stat_key(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
-def _hash_entries(kind: str, entries: Sequence[tuple[str, int, int]]) -> str:
+def _hash_entries(kind: str, entries: Sequence[tuple[str, os.stat_result]]) -> str:
+    """A fingerprint of files by name, size and modification time (their contents are not read)."""
     digest = hashlib.sha256(f"{kind}-v{_CACHE_VERSION}\n".encode())
-    for name, size, mtime in entries:
-        digest.update(f"{name}\t{size}\t{mtime}\n".encode())
+    for name, st in entries:
+        digest.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -10,9 +10,8 @@ import stat
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -31,10 +30,6 @@ from .core import (
     _hash_entries,
 )
 
-# --------------------------------------------------------------------------------------------------
-# Image-folder trees: scan, fingerprint, cache, decode
-# --------------------------------------------------------------------------------------------------
-
 
 @dataclass
 class _TreeListing:
@@ -42,7 +37,7 @@ class _TreeListing:
 
     classes: list[str]
     files: dict[str, list[str]]  # split -> file paths, class by class, sorted by name
-    labels: dict[str, np.ndarray]  # split -> int64 (n,)
+    labels: dict[str, torch.Tensor]  # split -> int64 (n,)
     fingerprint: str
 
 
@@ -67,31 +62,25 @@ def _scan_tree(root: Path) -> _TreeListing:
             f"(only in train: {only_train or 'none'}; only in test: {only_test or 'none'}); "
             f"{ACCEPTED_LAYOUTS}"
         )
-    entries: list[tuple[str, int, int]] = []
+    entries: list[tuple[str, os.stat_result]] = []
     files: dict[str, list[str]] = {}
-    labels: dict[str, np.ndarray] = {}
+    labels: dict[str, torch.Tensor] = {}
     for split in ("train", "test"):
-        split_files: list[str] = []
+        files[split] = []
         split_labels: list[int] = []
         for label, name in enumerate(train_classes):
             class_dir = root / split / name
             with os.scandir(class_dir) as it:
                 images = [
-                    (e.name, e)
-                    for e in it
-                    if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS)
+                    e for e in it if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS)
                 ]
             if not images:
                 raise DataError(f"{class_dir} contains no PNG or JPEG images; {ACCEPTED_LAYOUTS}")
-            images.sort(key=lambda item: item[0])
-            prefix = f"{split}/{name}/"
-            for file_name, e in images:
-                st = e.stat()
-                entries.append((prefix + file_name, st.st_size, st.st_mtime_ns))
-                split_files.append(e.path)
-            split_labels.extend([label] * len(images))
-        files[split] = split_files
-        labels[split] = np.asarray(split_labels, dtype=np.int64)
+            images.sort(key=lambda e: e.name)
+            entries += [(f"{split}/{name}/{e.name}", e.stat()) for e in images]
+            files[split] += [e.path for e in images]
+            split_labels += [label] * len(images)
+        labels[split] = torch.tensor(split_labels, dtype=torch.int64)
     return _TreeListing(train_classes, files, labels, _hash_entries("folder", entries))
 
 
@@ -107,11 +96,8 @@ def _dir_is_writable(path: Path) -> bool:
 
 def _cache_dirs(root: Path, cache_dir: str | os.PathLike[str] | None) -> tuple[list[Path], list[Path]]:
     """(directories to look for a cache in, directories to try writing one to), in order."""
-    fallbacks = []
-    if cache_dir is not None:
-        fallbacks.append(Path(cache_dir).expanduser())
-    if os.environ.get("CIFAR_STRESS_CACHE"):
-        fallbacks.append(Path(os.environ["CIFAR_STRESS_CACHE"]).expanduser())
+    env = os.environ.get("CIFAR_STRESS_CACHE") or None  # unset or empty: skipped
+    fallbacks = [Path(d).expanduser() for d in (cache_dir, env) if d is not None]
     fallbacks.append(Path.home() / ".cache" / "cifar-stress")
     in_root = root / CACHE_SUBDIR
     write = [in_root, *fallbacks] if _dir_is_writable(root) else fallbacks
@@ -124,14 +110,7 @@ def _read_cache(path: Path, fingerprint: str) -> _FullData | None:
         return None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-        data = _FullData(
-            train_images=obj["train_images"],
-            train_labels=obj["train_labels"],
-            test_images=obj["test_images"],
-            test_labels=obj["test_labels"],
-            classes=list(obj["classes"]),
-            fingerprint=obj["fingerprint"],
-        )
+        data = _FullData(**{field.name: obj[field.name] for field in fields(_FullData)})
     except Exception:
         return None  # unreadable (e.g. written by another version): decode again and overwrite it
     ok = (
@@ -146,15 +125,7 @@ def _read_cache(path: Path, fingerprint: str) -> _FullData | None:
 
 def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | None:
     """Save ``data`` atomically into the first directory that accepts it; None if none does."""
-    payload = {
-        "version": _CACHE_VERSION,
-        "fingerprint": data.fingerprint,
-        "classes": list(data.classes),
-        "train_images": data.train_images,
-        "train_labels": data.train_labels,
-        "test_images": data.test_images,
-        "test_labels": data.test_labels,
-    }
+    payload = {"version": _CACHE_VERSION, **vars(data)}
     errors = []
     for directory in dirs:
         try:
@@ -185,24 +156,18 @@ def _load_folder(root: Path, *, cache_dir: str | os.PathLike[str] | None, progre
             return cached
     total = sum(len(f) for f in listing.files.values())
     with tqdm(total=total, desc=f"decoding {root.name or root}", unit="img", disable=not progress) as bar:
-        train_images = _decode_images(listing.files["train"], bar.update)
-        test_images = _decode_images(listing.files["test"], bar.update)
+        images = {split: _decode_images(files, bar.update) for split, files in listing.files.items()}
     data = _FullData(
-        train_images=train_images,
-        train_labels=torch.from_numpy(listing.labels["train"]),
-        test_images=test_images,
-        test_labels=torch.from_numpy(listing.labels["test"]),
+        train_images=images["train"],
+        train_labels=listing.labels["train"],
+        test_images=images["test"],
+        test_labels=listing.labels["test"],
         classes=listing.classes,
         fingerprint=listing.fingerprint,
     )
     # Only a fully decoded tree reaches this line, so a decode error never leaves a cache behind.
     _write_cache(write_dirs, name, data)
     return data
-
-
-def _describe(image: np.ndarray) -> str:
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    return f"{image.shape[1]}x{image.shape[0]} with {channels} channel(s) of {image.dtype}"
 
 
 def _decode_into(paths: Sequence[str | Path], out: np.ndarray, start: int) -> None:
@@ -218,14 +183,15 @@ def _decode_into(paths: Sequence[str | Path], out: np.ndarray, start: int) -> No
         if image is None:
             raise DataError(f"{path} cannot be decoded: corrupt, or not a PNG/JPEG image")
         if image.dtype != np.uint8 or image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            channels = 1 if image.ndim == 2 else image.shape[2]
             raise DataError(
-                f"{path} is {_describe(image)}; every image must be {IMAGE_SIZE}x{IMAGE_SIZE} RGB "
-                "(3 channels, 8 bits, no alpha)"
+                f"{path} is {image.shape[1]}x{image.shape[0]} with {channels} channel(s) of {image.dtype}; "
+                f"every image must be {IMAGE_SIZE}x{IMAGE_SIZE} RGB (3 channels, 8 bits, no alpha)"
             )
         out[start + offset] = image[:, :, ::-1]  # OpenCV decodes BGR
 
 
-def _decode_images(paths: Sequence[str | Path], advance: Callable[[int], Any] | None = None) -> torch.Tensor:
+def _decode_images(paths: Sequence[str | Path], advance: Callable[[int], object]) -> torch.Tensor:
     """Decode image files on a thread pool (OpenCV releases the GIL) -> uint8 (N, 3, 32, 32) RGB.
 
     ``advance(n)`` is called after each finished chunk of ``n`` files (a progress bar's update).
@@ -241,8 +207,7 @@ def _decode_images(paths: Sequence[str | Path], advance: Callable[[int], Any] | 
         try:
             for future, n in futures:
                 future.result()
-                if advance is not None:
-                    advance(n)
+                advance(n)
         except BaseException:
             for future, _ in futures:
                 future.cancel()

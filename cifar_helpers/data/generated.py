@@ -5,6 +5,7 @@ object masks and an optional background-class correlation. Every image is a func
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
@@ -14,10 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from .core import _CACHE_VERSION, IMAGE_SIZE, CifarData, DataError, _check_count, _splitmix64
-
-# --------------------------------------------------------------------------------------------------
-# Synthetic shapes
-# --------------------------------------------------------------------------------------------------
 
 SYNTHETIC_CLASSES = (
     "disc",
@@ -163,6 +160,9 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
 
 
 _COORDS = torch.arange(IMAGE_SIZE, dtype=torch.float32) + 0.5  # pixel centres
+# Pixel centres relative to the image centre, in image widths: x along a row, y down a column.
+_X = (_COORDS / IMAGE_SIZE - 0.5).view(1, 1, -1)
+_Y = (_COORDS / IMAGE_SIZE - 0.5).view(1, -1, 1)
 
 
 def _stripes(angle: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
@@ -170,37 +170,24 @@ def _stripes(angle: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> to
 
     Returns float (N, 32, 32) in [0, 1].
     """
-    x = (_COORDS / IMAGE_SIZE - 0.5).view(1, 1, -1)
-    y = (_COORDS / IMAGE_SIZE - 0.5).view(1, -1, 1)
-    proj = torch.cos(angle).view(-1, 1, 1) * x + torch.sin(angle).view(-1, 1, 1) * y
+    proj = torch.cos(angle).view(-1, 1, 1) * _X + torch.sin(angle).view(-1, 1, 1) * _Y
     wave = torch.sin(2 * math.pi * freq.view(-1, 1, 1) * proj + phase.view(-1, 1, 1))
     return torch.sigmoid(4.0 * wave)
 
 
-def _tied_angle(label: int) -> float:
-    return math.radians(18.0 * label)
-
-
-def _tied_freq(label: int) -> float:
-    return 2.0 + 0.4 * (label % 5)
-
-
-def _tied_colours(label: int) -> tuple[list[float], list[float]]:
+def _tied_recipe(label: int) -> tuple[float, float, list[float], list[float]]:
+    """Class ``label``'s tied background: stripe angle (rad), cycles per image, light and dark RGB."""
     hue = torch.tensor([(36.0 * label + 17.0) % 360.0])
     light = _hsv_to_rgb(hue, torch.tensor([0.55]), torch.tensor([0.85]))[0].tolist()
     dark = _hsv_to_rgb(hue + 25.0, torch.tensor([0.75]), torch.tensor([0.35]))[0].tolist()
-    return light, dark
+    return math.radians(18.0 * label), 2.0 + 0.4 * (label % 5), light, dark
 
 
-_NOISE_BANK: list[torch.Tensor] = []
-
-
+@functools.cache
 def _noise_bank() -> torch.Tensor:
     """Standard-normal pixel-noise tiles, float32 (512, 3, 32, 32), the same in every process."""
-    if not _NOISE_BANK:
-        generator = torch.Generator().manual_seed(20240531)
-        _NOISE_BANK.append(torch.randn(_NOISE_TILES, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator))
-    return _NOISE_BANK[0]
+    generator = torch.Generator().manual_seed(20240531)
+    return torch.randn(_NOISE_TILES, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
 
 
 def _plus(u: torch.Tensor, v: torch.Tensor, arm: float = 0.3) -> torch.Tensor:
@@ -252,10 +239,8 @@ def _background_mix(kind: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
     angle = 2 * math.pi * rnd[:, _U_ANGLE]
     grad = torch.nonzero(kind == 0)[:, 0]
     if len(grad):
-        x = (_COORDS / IMAGE_SIZE - 0.5).view(1, 1, -1)
-        y = (_COORDS / IMAGE_SIZE - 0.5).view(1, -1, 1)
         a = angle[grad].view(-1, 1, 1)
-        t[grad] = (0.5 + torch.cos(a) * x + torch.sin(a) * y).clamp(0, 1)
+        t[grad] = (0.5 + torch.cos(a) * _X + torch.sin(a) * _Y).clamp(0, 1)
     stripe = torch.nonzero(kind == 1)[:, 0]
     if len(stripe):
         freq = 1.5 + 4.0 * rnd[stripe, _U_FREQ]
@@ -314,10 +299,8 @@ def _render(
         # so it identifies the class at a glance.
         tied = rnd[:, _U_TIE] < correlation
         if bool(tied.any()):
-            angles = torch.tensor([_tied_angle(c) for c in range(n_classes)])[labels]
-            freqs = torch.tensor([_tied_freq(c) for c in range(n_classes)])[labels]
-            light = torch.tensor([_tied_colours(c)[0] for c in range(n_classes)])[labels]
-            dark = torch.tensor([_tied_colours(c)[1] for c in range(n_classes)])[labels]
+            per_class = zip(*(_tied_recipe(c) for c in range(n_classes)), strict=True)
+            angles, freqs, light, dark = (torch.tensor(column)[labels] for column in per_class)
             brightness = (0.9 + 0.2 * rnd[:, _U_BG1]).view(n, 1, 1, 1)
             t_tied = _stripes(angles, freqs, 2 * math.pi * rnd[:, _U_PHASE])[:, None]
             tied_bg = (light.view(n, 3, 1, 1) * (1 - t_tied) + dark.view(n, 3, 1, 1) * t_tied) * brightness

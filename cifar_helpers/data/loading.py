@@ -22,11 +22,6 @@ if TYPE_CHECKING:
     from ..config import RunConfig
 
 
-# --------------------------------------------------------------------------------------------------
-# Public entry points
-# --------------------------------------------------------------------------------------------------
-
-
 def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
     """Where to look for CIFAR-10: ``root`` if given, else ``$CIFAR10_ROOT``, else ``./data``.
 
@@ -88,8 +83,7 @@ def load_cifar10(
     data_root = resolve_data_root(root)
     kind, location = _detect_layout(data_root, source, download)
     if kind == "download":
-        location = _download_cifar10(data_root)
-        kind = "cifar10"
+        kind, location = "cifar10", _download_cifar10(data_root)
     if kind == "cifar10":
         full = _load_batches(location)
     else:
@@ -183,7 +177,7 @@ def _detect_layout(root: Path, source: str, download: bool) -> tuple[str, Path]:
     """("cifar10" | "folder" | "download", location) for what is at ``root``, or a DataError."""
     if root.exists() and not root.is_dir():
         raise DataError(f"{root} is a file, not a directory; {ACCEPTED_LAYOUTS}")
-    batches = _batches_dir(root) if root.is_dir() else None
+    batches = _batches_dir(root)
     has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
     if source in ("auto", "cifar10") and batches is not None:
         return "cifar10", batches
@@ -204,12 +198,6 @@ def _detect_layout(root: Path, source: str, download: bool) -> tuple[str, Path]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _derived_generator(seed: int, stream: int) -> torch.Generator:
-    """An independent generator per subset draw, so the test subset does not depend on the hold-out."""
-    mixed = int(_splitmix64(np.array([seed % 2**64], dtype=np.uint64) ^ np.uint64(stream))[0])
-    return torch.Generator().manual_seed(mixed & (2**63 - 1))
-
-
 def _take_subsets(
     full: _FullData,
     *,
@@ -220,39 +208,23 @@ def _take_subsets(
     holdout_per_class: int,
     seed: int,
 ) -> CifarData:
-    n_classes = len(full.classes)
-    all_train = torch.arange(len(full.train_labels))
-    holdout_index = stratified_indices(
-        full.train_labels,
-        holdout_per_class,
-        _derived_generator(seed, 1),
-        num_classes=n_classes,
-        classes=full.classes,
-    )
-    keep = torch.ones(len(all_train), dtype=torch.bool)
+    def draw(labels: torch.Tensor, per_class: int | None, stream: int) -> torch.Tensor:
+        """Stratified positions in ``labels`` (all of them for None). Each draw has a generator of its
+        own, derived from the seed and ``stream``, so the test subset does not depend on the hold-out."""
+        if per_class is None:
+            return torch.arange(len(labels))
+        mixed = int(_splitmix64(np.array([seed % 2**64], dtype=np.uint64) ^ np.uint64(stream))[0])
+        generator = torch.Generator().manual_seed(mixed & (2**63 - 1))
+        return stratified_indices(
+            labels, per_class, generator, num_classes=len(full.classes), classes=full.classes
+        )
+
+    holdout_index = draw(full.train_labels, holdout_per_class, 1)
+    keep = torch.ones(len(full.train_labels), dtype=torch.bool)
     keep[holdout_index] = False
-    remaining = all_train[keep]
-    if train_per_class is None:
-        train_index = remaining
-    else:
-        picked = stratified_indices(
-            full.train_labels[remaining],
-            train_per_class,
-            _derived_generator(seed, 2),
-            num_classes=n_classes,
-            classes=full.classes,
-        )
-        train_index = remaining[picked]
-    if test_per_class is None:
-        test_index = torch.arange(len(full.test_labels))
-    else:
-        test_index = stratified_indices(
-            full.test_labels,
-            test_per_class,
-            _derived_generator(seed, 3),
-            num_classes=n_classes,
-            classes=full.classes,
-        )
+    remaining = torch.arange(len(full.train_labels))[keep]
+    train_index = remaining[draw(full.train_labels[remaining], train_per_class, 2)]
+    test_index = draw(full.test_labels, test_per_class, 3)
     whole = train_per_class is None and holdout_per_class == 0
     return CifarData(
         # The full split is returned as is (no copy) when nothing is subset.
