@@ -250,6 +250,9 @@ def test_synthetic_rejects_bad_sizes() -> None:
         make_synthetic_cifar(1, 1, background_class_correlation=1.5)
     with pytest.raises(DataError, match="train_per_class"):
         make_synthetic_cifar(-1, 1)
+    # A hold-out larger than the split is named as such, not as the negative rest it leaves.
+    with pytest.raises(DataError, match=r"has 5000 images per class; asked for .*holdout_per_class=5001"):
+        load_cifar10(source="synthetic", holdout_per_class=5001)
 
 
 def test_load_data_uses_the_config() -> None:

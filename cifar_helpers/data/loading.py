@@ -72,7 +72,7 @@ def load_cifar10(
     _check_count("holdout_per_class", holdout_per_class, allow_none=False)
     if source == "synthetic":
         if train_per_class is None:
-            train_per_class = SYNTHETIC_TRAIN_PER_CLASS - holdout_per_class
+            train_per_class = max(SYNTHETIC_TRAIN_PER_CLASS - holdout_per_class, 0)  # too large: said below
         return make_synthetic_cifar(
             train_per_class,
             SYNTHETIC_TEST_PER_CLASS if test_per_class is None else test_per_class,
