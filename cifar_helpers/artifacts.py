@@ -96,9 +96,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # tensors, NumPy arrays and scalars
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -193,9 +191,8 @@ class RunDir:
         base = self.stage_dir(stage, create=False)
         missing = [n for n in names if not (base / n).exists()]
         if missing:
-            notebook = STAGES[stage][1]
             raise MissingStageError(
-                f"{', '.join(missing)} not found in {base}: run {notebook} (stage '{stage}') "
+                f"{', '.join(missing)} not found in {base}: run {STAGES[stage][1]} (stage '{stage}') "
                 f"with run_dir={str(self.root)!r} first"
             )
         for name, problem in self.damaged(stage, *names):

@@ -50,16 +50,12 @@ def parse_stages(spec: str | None) -> list[str]:
         try:
             if part in STAGE_NAMES:
                 chosen.add(STAGE_NAMES.index(part))
-            elif "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if not 0 <= lo <= hi <= last:
-                    raise ValueError
-                chosen.update(range(lo, hi + 1))
-            else:
-                number = int(part)
-                if not 0 <= number <= last:
-                    raise ValueError
-                chosen.add(number)
+                continue
+            bounds = [int(x) for x in part.split("-", 1)]  # a range "3-5" or one number "3"
+            lo, hi = bounds[0], bounds[-1]
+            if not 0 <= lo <= hi <= last:
+                raise ValueError
+            chosen.update(range(lo, hi + 1))
         except ValueError:
             raise PipelineArgumentError(
                 f"--stages: cannot read {part!r}; use numbers 0-{last}, ranges like 3-5, or names "
@@ -77,14 +73,15 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     """The parameters cell of a notebook as ``{name: default value}`` (defaults parsed as literals)."""
     import papermill
 
-    declared = papermill.inspect_notebook(str(path))
-    defaults: dict[str, Any] = {}
-    for name, info in declared.items():
-        try:
-            defaults[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            defaults[name] = info["default"]
-    return defaults
+    return {name: _literal(info["default"]) for name, info in papermill.inspect_notebook(str(path)).items()}
+
+
+def _literal(text: str) -> Any:
+    """``text`` as a Python literal (``3``, ``0.8``, ``None``, ``"a"``), or the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def parse_parameter(item: str) -> tuple[str, Any]:
@@ -93,11 +90,7 @@ def parse_parameter(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key.isidentifier():
         raise PipelineArgumentError(f"-p {item!r}: expected KEY=VALUE, e.g. -p epochs=3")
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return key, value
+    return key, _literal(raw)
 
 
 def _type_matches(value: Any, default: Any) -> bool:
@@ -114,9 +107,7 @@ def check_parameters(
     overrides: dict[str, Any], parameters_by_stage: dict[str, dict[str, Any]], profile: str
 ) -> None:
     """Refuse unknown keys and values of the wrong type; validate configuration keys with RunConfig."""
-    known: dict[str, Any] = {}
-    for params in parameters_by_stage.values():
-        known.update(params)
+    known = {key: value for params in parameters_by_stage.values() for key, value in params.items()}
     for key, value in overrides.items():
         if key not in known:
             raise PipelineArgumentError(
@@ -160,10 +151,9 @@ def check_request(
                 state = f"was computed from earlier results of {', '.join(at_fault)}"
             else:
                 state = "is not complete"
-            number = stage_number(needed)
             raise PipelineArgumentError(
                 f"stage '{stage}' reads stage '{needed}', which {state} in {run.root}: "
-                f"add {number} to --stages"
+                f"add {stage_number(needed)} to --stages"
             )
     if not run.config_path.exists():
         return

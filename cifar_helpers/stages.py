@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,6 @@ from .seed_analysis import (
 )
 from .training import load_trained_model
 
-# Keys that decide what a run computes; a stage asking for other values belongs to another run.
-_RUN_IDENTITY_KEYS = ("profile", "seed")
-
 
 def project_root(cwd: str | os.PathLike[str] | None = None) -> Path:
     """Where ``runs/`` and ``data/`` live: the working directory, or its parent inside ``notebooks/``.
@@ -80,13 +77,7 @@ class Stage:
     name: str
     run: RunDir
     config: RunConfig
-    environment: dict[str, Any] = field(default_factory=dict)
     _data: Any = None
-
-    @property
-    def dir(self) -> Path:
-        """This stage's output directory."""
-        return self.run.stage_dir(self.name)
 
     def path(self, name: str) -> Path:
         """Path of an artifact of this stage."""
@@ -109,20 +100,24 @@ class Stage:
             self._data = data
         return self._data
 
-    def is_complete(self) -> bool:
-        """Whether this stage already wrote all of its outputs (a rerun can then be skipped)."""
-        return self.run.is_complete(self.name)
-
 
 def check_run_identity(run: RunDir, config: RunConfig, profile: str, seed: int) -> None:
-    """Raise :class:`ConfigError` when ``profile`` or ``seed`` differ from the run's configuration."""
-    asked = {"profile": resolve_profile(profile), "seed": seed}
-    for key in _RUN_IDENTITY_KEYS:
-        if getattr(config, key) != asked[key]:
+    """Raise :class:`ConfigError` when ``profile`` or ``seed`` differ from the run's configuration:
+    they decide what a run computes, so a stage asking for other values belongs to another run."""
+    for key, asked in (("profile", resolve_profile(profile)), ("seed", seed)):
+        if getattr(config, key) != asked:
             raise ConfigError(
                 f"run directory {run.root} was set up with {key}={getattr(config, key)!r}, but this notebook "
-                f"asks for {key}={asked[key]!r}: use the same {key}, or another run_dir"
+                f"asks for {key}={asked!r}: use the same {key}, or another run_dir"
             )
+
+
+def _seed(config: RunConfig) -> dict[str, Any]:
+    """Seed every generator and apply ``num_threads``; returns :func:`seed_everything`'s report."""
+    environment = seed_everything(config.seed)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    return environment
 
 
 def setup_run(
@@ -156,16 +151,12 @@ def setup_run(
             )
     check_not_locked(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
-    environment = seed_everything(config.seed)
-    if config.num_threads is not None:
-        import torch
-
-        torch.set_num_threads(config.num_threads)
+    environment = _seed(config)
     # What precision="auto" and device="auto" resolved to on this machine.
     environment.update(device=str(config.resolved_device()), precision=config.resolved_precision())
     config.save(run.config_path)
     save_json(run.root / "environment.json", environment)
-    return Stage(name="setup", run=run, config=config, environment=environment)
+    return Stage(name="setup", run=run, config=config)
 
 
 def open_stage(
@@ -230,14 +221,10 @@ def open_stage(
         replace_results(run, stage)
     else:
         check_same_configuration(run, stage, config)
-    environment = seed_everything(config.seed)
-    if config.num_threads is not None:
-        import torch
-
-        torch.set_num_threads(config.num_threads)
+    _seed(config)
     config.save(run.path(stage, "config.json"))
     lineage.record_inputs(run, stage)
-    return Stage(name=stage, run=run, config=config, environment=environment)
+    return Stage(name=stage, run=run, config=config)
 
 
 def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
@@ -286,8 +273,7 @@ def replace_results(run: RunDir, stage: str) -> None:
         return
     message = f"force: the previous results of stage '{stage}' moved to {moved}"
     if affected:
-        first = stage_number(affected[0])
-        last = stage_number(affected[-1])
+        first, last = stage_number(affected[0]), stage_number(affected[-1])
         message += (
             f"; {', '.join(affected)} now hold results of the old ones: rerun them after this notebook "
             f"(run_all.py --stages {first}-{last})"
@@ -297,8 +283,7 @@ def replace_results(run: RunDir, stage: str) -> None:
 
 def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
     """The configuration a finished stage ran under (its knobs applied)."""
-    run = RunDir(run_dir)
-    (path,) = run.require(stage, "config.json")
+    (path,) = RunDir(run_dir).require(stage, "config.json")
     return RunConfig.load(path)
 
 
@@ -319,16 +304,11 @@ class Replicates:
     def seeds(self) -> list[int]:
         return [r.seed for r in self.results]
 
-    @property
-    def dir(self) -> Path:
-        """``<root>/replicates``, created."""
-        path = replicates_dir(self.root)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
     def path(self, name: str) -> Path:
-        """Path of an artifact of the replicate stage."""
-        return self.dir / name
+        """Path of an artifact of the replicate stage, in ``<root>/replicates`` (created)."""
+        directory = replicates_dir(self.root)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / name
 
     def describe(self) -> str:
         """One line per seed: its run directory and test accuracies."""
@@ -339,16 +319,14 @@ class Replicates:
             lines.append(f"  seed {r.seed}: {r.run_dir.name}/  test accuracy {accuracies}")
         return "\n".join(lines)
 
-    def _explain_run(self) -> tuple[Any, Any]:
-        """The configuration and the data (loaded once) of ``explain_seed``'s run, generators seeded."""
-        run = RunDir(next(r for r in self.results if r.seed == self.explain_seed).run_dir)
-        config = RunConfig.load(run.config_path)
-        seed_everything(config.seed)
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
+    def _explain_run(self) -> tuple[SeedResults, RunConfig, Any]:
+        """``explain_seed``'s results, configuration and data (loaded once), generators seeded."""
+        result = next(r for r in self.results if r.seed == self.explain_seed)
+        config = RunConfig.load(RunDir(result.run_dir).config_path)
+        _seed(config)
         if self._data is None:
             self._data = load_data(config, progress=False)
-        return config, self._data
+        return result, config, self._data
 
     def explain(self, indices: Sequence[int], max_images: int = 16) -> dict[str, Any]:
         """Grad-CAM of ``explain_seed``'s baseline on test images ``indices`` (at most ``max_images``).
@@ -357,9 +335,8 @@ class Replicates:
         (K, 3, H, W), predicted- and true-class maps (K, H, W), labels, predictions, confidences and
         the class names.
         """
-        result = next(r for r in self.results if r.seed == self.explain_seed)
+        result, _, data = self._explain_run()
         run = RunDir(result.run_dir)
-        _, data = self._explain_run()
         chosen = torch.tensor(list(indices)[:max_images], dtype=torch.int64)
         model = load_trained_model(run.path("baseline", "checkpoint.pt"))
         layer = stage_config(run.root, "gradcam").gradcam_layer
@@ -385,7 +362,7 @@ class Replicates:
         ...}`` where no human labels apply (a test subset, another dataset; see
         :func:`cifar_helpers.human_labels.human_labels_for_run`).
         """
-        config, data = self._explain_run()
+        _, config, data = self._explain_run()
         human = human_labels_for_run(config, data)
         if isinstance(human, NotApplicable):
             return human.to_dict()
@@ -411,8 +388,9 @@ def open_replicates(
     root = Path(run_dir if run_dir is not None else default_run_dir(profile)).expanduser().resolve()
     found = find_seed_dirs(root)
     chosen = list(seeds) if seeds is not None else list(found)
+    asked = resolve_profile(profile)
     how = (
-        f"python run_all.py --profile {resolve_profile(profile)} --run-dir {root} --seeds 42,43,44 "
+        f"python run_all.py --profile {asked} --run-dir {root} --seeds 42,43,44 "
         "(seeds already done are skipped)"
     )
     missing = [s for s in chosen if s not in found]
@@ -423,7 +401,6 @@ def open_replicates(
             f"{root} holds {len(chosen)} seed run(s); comparing seeds needs at least two: run {how}"
         )
     results = [load_seed_results(found[s], s) for s in chosen]
-    asked = resolve_profile(profile)
     for r in results:
         ran = load_json(RunDir(r.run_dir).config_path).get("profile")
         if ran != asked:

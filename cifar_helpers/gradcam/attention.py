@@ -209,10 +209,8 @@ def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: in
         (failure - control over those pairs); ``share_failure_higher``; ``wilcoxon_p``: two-sided
         Wilcoxon signed-rank p-value over the pairs. Undefined values are None.
     """
-    failure_maps, control_maps = (
-        _check_maps(failure_maps, "failure_maps"),
-        _check_maps(control_maps, "control_maps"),
-    )
+    failure_maps = _check_maps(failure_maps, "failure_maps")
+    control_maps = _check_maps(control_maps, "control_maps")
     if failure_maps.shape[0] != control_maps.shape[0]:
         raise ValueError(
             f"failure_maps ({failure_maps.shape[0]} maps) and control_maps ({control_maps.shape[0]}) "

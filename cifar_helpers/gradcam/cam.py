@@ -204,7 +204,6 @@ def gradcam_for_failures(
     *,
     layer: nn.Module | str | None = None,
     batch_size: int = 256,
-    device: torch.device | str | None = None,
     max_items: int | None = None,
 ) -> dict[str, Tensor]:
     """Grad-CAM maps of the predicted (wrong) class and of the true class for each failure.
@@ -213,14 +212,12 @@ def gradcam_for_failures(
     where it found (or missed) evidence for the right answer.
 
     Args:
-        model: the model whose failures these are, already on ``device``.
+        model: the model whose failures these are (its device is used; the model is not moved).
         images_uint8: uint8 (N, 3, H, W) the whole split the failures were found on (CPU is fine;
             only the failures' images are moved).
         failures: from :func:`cifar_helpers.failures.find_high_confidence_failures` on that split.
         layer: see :func:`resolve_layer`.
         batch_size: images per pass.
-        device: where to compute; None uses the model's device. The model is not moved: a device
-            that differs from the model's raises.
         max_items: explain only the first (most confident) ``max_items`` failures.
 
     Returns:
@@ -239,30 +236,16 @@ def gradcam_for_failures(
         isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0
     ):
         raise ValueError(f"max_items must be a non-negative integer or None, got {max_items!r}")
-    batch_size = _check_batch_size(batch_size, len(failures))
-    home = model_device(model, images_uint8.device)
-    requested = home if device is None else torch.device(device)
-    if requested.type != home.type or requested.index not in (None, home.index):
-        raise ValueError(f"device={str(device)!r} but the model is on {home}; move the model first")
-    target_layer = resolve_layer(model, layer)
-
     k = len(failures) if max_items is None else min(max_items, len(failures))
     indices = failures.indices[:k]
     predicted, true_labels = failures.predicted[:k], failures.true_labels[:k]
-    height, width = images_uint8.shape[2:]
-    predicted_maps = torch.empty((k, height, width), dtype=torch.float32)
-    true_maps = torch.empty((k, height, width), dtype=torch.float32)
-    for start in range(0, k, batch_size):
-        batch = slice(start, start + batch_size)
-        x = normalize(images_uint8[indices[batch]].to(home))
-        predicted_maps[batch] = grad_cam(model, x, predicted[batch], target_layer).cpu()
-        true_maps[batch] = grad_cam(model, x, true_labels[batch], target_layer).cpu()
+    chosen = images_uint8[indices]
     return {
         "indices": indices.clone(),
         "predicted": predicted.clone(),
         "true_labels": true_labels.clone(),
-        "predicted_maps": predicted_maps,
-        "true_maps": true_maps,
+        "predicted_maps": explain_images(model, chosen, predicted, layer=layer, batch_size=batch_size),
+        "true_maps": explain_images(model, chosen, true_labels, layer=layer, batch_size=batch_size),
     }
 
 

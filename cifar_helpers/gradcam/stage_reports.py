@@ -139,8 +139,6 @@ def failure_attention_report(
         model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size
     )
     fail_maps = failure_maps["predicted_maps"]
-
-    device = model_device(model, images_uint8.device)
     report.update(
         periphery=attention_measures(fail_maps, control_maps, center=center),
         failure_periphery_shares=_share_list(fail_maps, center),
@@ -148,7 +146,7 @@ def failure_attention_report(
         control_indices=controls.tolist(),
         deletion=deletion_curve(
             model,
-            normalize(images_uint8[indices].to(device)),
+            normalize(images_uint8[indices].to(model_device(model, images_uint8.device))),
             failure_maps["predicted"],
             fail_maps,
             steps=deletion_steps,
