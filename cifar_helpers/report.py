@@ -35,6 +35,7 @@ from .tables import (
     category_mix_table,
     comparison_tables,
     corruption_tables,
+    data_table,
     esc,
     failure_road_table,
     failure_tables,
@@ -141,19 +142,6 @@ def _config_summary(config: dict[str, Any]) -> str:
     return _kv_table(((key, fmt_num(value)) for key, value in config.items()), columns=3)
 
 
-def _data_summary(summary: dict[str, Any]) -> str:
-    rows: list[tuple[str, Cell]] = [
-        ("source", fmt_num(summary.get("source"))),
-        ("root", fmt_num(summary.get("root"))),
-        ("classes", ", ".join(map(str, summary.get("classes") or [])) or "n/a"),
-    ]
-    counts = summary.get("num_images")
-    if isinstance(counts, dict):
-        rows += [(f"{split} images", n) for split, n in counts.items()]
-    rows.append(("fingerprint", fmt_num(summary.get("fingerprint"))))
-    return _kv_table(rows)
-
-
 def _metrics_summary(metrics: dict[str, Any]) -> str:
     training = [
         ("epochs", metrics.get("epochs")),
@@ -230,7 +218,7 @@ def _road_summary(data: Any) -> str:
 SUMMARIES: dict[tuple[str, str], Callable[[Any], str]] = {
     ("setup", "config.json"): _config_summary,
     ("setup", "environment.json"): _config_summary,
-    ("setup", "data_summary.json"): _data_summary,
+    ("setup", "data_summary.json"): lambda data: data_table(data, provenance=True).html(),
     ("baseline", "history.json"): _history_summary,
     ("baseline", "metrics.json"): _metrics_summary,
     ("augmented", "history.json"): _history_summary,

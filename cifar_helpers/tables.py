@@ -130,18 +130,18 @@ class Table:
     def __str__(self) -> str:
         return self.text()
 
-    def text(self, indent: str = "") -> str:
-        """Aligned plain text: the title, the header, a line per row, then the notes."""
+    def text(self) -> str:
+        """Aligned plain text: the title, the header, a line per row, then the notes. Values are
+        right-aligned under a header; a table without one is a list of ``label  value`` lines."""
         cells = [list(self.header)] if self.header else []
         cells += [[text_cell(c) for c in row] for row in self.rows]
         width = max((len(row) for row in cells), default=0)
         widths = [max((len(row[i]) for row in cells if i < len(row)), default=0) for i in range(width)]
+        align = ">" if self.header else "<"
         lines = [self.title] if self.title else []
         for row in cells:
-            line = row[0].ljust(widths[0]) + "".join(
-                f"  {c:>{w}}" for c, w in zip(row[1:], widths[1:], strict=False)
-            )
-            lines.append(indent + line.rstrip())
+            values = "".join(f"  {c:{align}{w}}" for c, w in zip(row[1:], widths[1:], strict=False))
+            lines.append((row[0].ljust(widths[0]) + values).rstrip())
         return "\n".join([*lines, *self.notes])
 
     def html(self, level: int = 4) -> str:
@@ -207,18 +207,29 @@ def describe_config(config: RunConfig) -> str:
     return "\n".join(lines)
 
 
-def describe_data(summary: dict[str, Any]) -> str:
-    """One paragraph about a dataset, from :meth:`cifar_helpers.data.CifarData.summary`."""
-    n = summary["num_images"]
-    classes = summary["classes"]
-    lines = [
-        f"source: {summary['source']}  ({len(classes)} classes: {', '.join(classes)})",
-        f"images: {n['train']:,} training, {n['holdout']:,} held out for calibration, {n['test']:,} test",
+def data_table(summary: dict[str, Any], provenance: bool = False) -> Table:
+    """A dataset in a few rows, from :meth:`cifar_helpers.data.CifarData.summary`; with
+    ``provenance``, also where it was read from and its fingerprint (machine-specific, so the
+    notebooks leave them out)."""
+    classes, n = summary.get("classes") or [], summary.get("num_images") or {}
+    per_class = list((get(summary, "counts", "train") or {}).values())
+    low, high = (min(per_class), max(per_class)) if per_class else (None, None)
+    rows: list[tuple[Cell, ...]] = [
+        ("source", summary.get("source")),
+        (f"{len(classes)} classes", ", ".join(map(str, classes))),
+        ("training images", n.get("train")),
+        ("held out for calibration", n.get("holdout")),
+        ("test images", n.get("test")),
+        ("training images per class", low if high == low else f"{low} to {high}"),
     ]
-    per_class = summary["counts"]["train"]
-    low, high = min(per_class.values()), max(per_class.values())
-    lines.append(f"training images per class: {low:,}" + (f" to {high:,}" if high != low else ""))
-    return "\n".join(lines)
+    if provenance:
+        rows += [("root", summary.get("root")), ("fingerprint", summary.get("fingerprint"))]
+    return Table("", (), tuple(rows))
+
+
+def describe_data(summary: dict[str, Any]) -> str:
+    """A dataset in a few lines (:func:`data_table`)."""
+    return data_table(summary).text()
 
 
 def comparison_table(rows: Sequence[dict[str, Any]], max_rows: int = 20) -> str:
