@@ -187,9 +187,9 @@ def spec_rows(sources: Sequence[Any], spec: Sequence[RowSpec]) -> tuple[tuple[Ce
     return tuple((label, *(kind(get(source, *keys)) for source in sources)) for label, kind, *keys in spec)
 
 
-def texts(tables: Sequence[Table], separator: str = "\n\n") -> str:
-    """Several tables as text, one after the other."""
-    return separator.join(t.text() for t in tables)
+def texts(tables: Sequence[Table]) -> str:
+    """Several tables as text, a blank line between them."""
+    return "\n\n".join(t.text() for t in tables)
 
 
 # --- text only: notebook narration without a report counterpart ------------------------------------
@@ -583,7 +583,8 @@ def failure_road_table(report: dict[str, Any]) -> Table:
         f"ROAD on the {report.get('num_images')} most confident of {report.get('num_failures')} failures: "
         "change in the predicted class's probability"
     )
-    return Table(title, road_table(report, names).header, road_table(report, names).rows, tuple(notes))
+    table = road_table(report, names)
+    return Table(title, table.header, table.rows, tuple(notes))
 
 
 def describe_road(report: dict[str, Any]) -> str:
@@ -742,10 +743,10 @@ def no_human_labels(summary: dict[str, Any]) -> str | None:
 def format_run_summary(summary: dict[str, Any]) -> str:
     """``summary.json`` as ``run_all.py`` prints it at the end: the run summary's tables, the human
     labels and each stage's status and minutes."""
-    parts = [f"Run: {summary['run_dir']}", texts(run_summary_tables(summary), "\n\n")]
+    parts = [f"Run: {summary['run_dir']}", texts(run_summary_tables(summary))]
     human = summary.get("human_labels") or {}
     if human:
-        parts.append(no_human_labels(human) or texts(human_label_tables(human), "\n\n"))
+        parts.append(no_human_labels(human) or texts(human_label_tables(human)))
     stages = summary.get("stages")
     if stages:
         parts.append(
