@@ -23,11 +23,13 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from cifar_helpers import report
-from cifar_helpers.artifacts import STAGE_INPUTS, STAGES, RunDir, set_aside_stage
-from cifar_helpers.config import PROFILE_NAMES, resolve_profile
-from cifar_helpers.lineage import out_of_date, pin_readers
-from cifar_helpers.pipeline import (
+from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, set_aside_stage
+from cifar_helpers.rundir.config import PROFILE_NAMES, resolve_profile
+from cifar_helpers.rundir.lineage import out_of_date, pin_readers
+from cifar_helpers.rundir.registry import stage_number
+from cifar_helpers.rundir.runlock import LOCK_NAME, RunLock, RunLockedError
+from cifar_helpers.views import report
+from cifar_helpers.workflow.pipeline import (
     PipelineArgumentError,
     StageFailed,
     StageResult,
@@ -45,10 +47,8 @@ from cifar_helpers.pipeline import (
     summarize_run,
     write_summary,
 )
-from cifar_helpers.progress import RunProgress
-from cifar_helpers.registry import stage_number
-from cifar_helpers.runlock import LOCK_NAME, RunLock, RunLockedError
-from cifar_helpers.stages import default_run_dir
+from cifar_helpers.workflow.progress import RunProgress
+from cifar_helpers.workflow.stages import default_run_dir
 
 # Errors of the machine, not of the code: reported in one line (path and cause), exit status 1.
 ENVIRONMENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT}
@@ -127,7 +127,7 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
         parser.error(str(e))
     if args.seeds is not None or args.ray_address is not None:
         # Imported here: single-seed runs never import (or start) Ray.
-        from cifar_helpers.replicates import ReplicateArgumentError, run_from_arguments
+        from cifar_helpers.workflow.replicates import ReplicateArgumentError, run_from_arguments
 
         try:
             return run_from_arguments(args, stages, overrides)

@@ -21,9 +21,9 @@ import torch
 
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cifar_helpers.artifacts import load_torch
-from cifar_helpers.gradcam import grad_cam
-from cifar_helpers.models import resnet18
+from cifar_helpers.analysis.gradcam import grad_cam
+from cifar_helpers.core.models import resnet18
+from cifar_helpers.rundir.artifacts import load_torch
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

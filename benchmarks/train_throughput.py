@@ -2,7 +2,7 @@
 
 Trains the same ResNet-18 with the same optimizer and batch size two ways:
 
-* ``project``   - :func:`cifar_helpers.training.train_model` itself: uint8 tensors in memory, a seeded
+* ``project``   - :func:`cifar_helpers.core.training.train_model` itself: uint8 tensors in memory, a seeded
   permutation per epoch, ``random_crop_flip`` on the whole batch on the device, normalisation there,
   bf16 autocast and channels-last where the device runs bf16 natively (CUDA, or a CPU with
   AVX512-BF16/AMX), fp32 otherwise. It trains two epochs of ``--steps`` batches and the second one is
@@ -47,10 +47,10 @@ import torch.nn.functional as F
 
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cifar_helpers.config import PROFILES, RunConfig, make_config
-from cifar_helpers.models import resnet18
-from cifar_helpers.normalization import CIFAR10_MEAN, CIFAR10_STD
-from cifar_helpers.training import make_optimizer, train_model
+from cifar_helpers.core.models import resnet18
+from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD
+from cifar_helpers.core.training import make_optimizer, train_model
+from cifar_helpers.rundir.config import PROFILES, RunConfig, make_config
 
 NUM_CLASSES = 10
 PEAK_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -338,7 +338,7 @@ def main() -> None:
         ratio = best["project"]["images_per_second"] / best["reference"]["images_per_second"]
         print(f"width {width:3d}  speed-up  {ratio:.2f}x")
     if args.json:
-        from cifar_helpers.artifacts import save_json
+        from cifar_helpers.rundir.artifacts import save_json
 
         save_json(args.json, {"matmul_peak_gflops": peaks, "runs": results})
 

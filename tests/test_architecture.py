@@ -4,12 +4,16 @@ included), and every stage is defined once, in the registry."""
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
+import tokenize
 from pathlib import Path
 
-from cifar_helpers import artifacts, progress, report
-from cifar_helpers.registry import STAGE_REGISTRY, STAGE_SPECS, stage_number
+from cifar_helpers.rundir import artifacts
+from cifar_helpers.rundir.registry import STAGE_REGISTRY, STAGE_SPECS, stage_number
+from cifar_helpers.views import report
+from cifar_helpers.workflow import progress
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cifar_helpers"
 
@@ -34,8 +38,8 @@ def import_graph() -> dict[str, set[str]]:
                 else:
                     target = node.module or ""
                 submodules = [f"{target}.{alias.name}" for alias in node.names]
-                # "from . import manifest" imports the submodule, not the package's __init__
-                candidates = submodules if node.module is None else [target, *submodules]
+                # "from cifar_helpers.rundir import manifest" imports the submodule, not the package's __init__
+                candidates = [m for m in submodules if m in modules] or [target]
             elif isinstance(node, ast.Import):
                 candidates = [alias.name for alias in node.names]
             else:
@@ -84,61 +88,47 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_library_has_no_import_cycle():
     graph = import_graph()
-    assert "cifar_helpers.stress" in graph and "cifar_helpers.plotting.core" in graph
-    assert {"cifar_helpers.gradcam.cam", "cifar_helpers.gradcam.stage_reports"} <= set(graph)
-    assert "cifar_helpers.data.folders" in graph
+    assert "cifar_helpers.analysis.stress" in graph and "cifar_helpers.views.plotting.core" in graph
+    assert {"cifar_helpers.analysis.gradcam.cam", "cifar_helpers.analysis.gradcam.stage_reports"} <= set(
+        graph
+    )
+    assert "cifar_helpers.core.data.folders" in graph
     assert cycles(graph) == []
 
 
-# docs/architecture.md's layers, bottom first: a module imports from its own layer or the ones below.
-LAYERS: tuple[tuple[str, ...], ...] = (
-    ("registry", "checks", "models", "augment", "normalization", "reproducibility", "safe_load", "manifest"),
-    ("config", "artifacts", "lineage", "runlock", "replicate_layout"),
-    (
-        "data",
-        "training",
-        "evaluation",
-        "failures",
-        "human_labels",
-        "gradcam",
-        "faithfulness",
-        "stress",
-        "calibration",
-        "sanity",
-        "seed_analysis",
-    ),
-    ("plotting", "tables", "widgets", "report"),
-    ("stages", "pipeline", "progress", "kernel", "run_discovery", "replicates"),
-)
+# docs/architecture.md's layers, bottom first: each is a folder of the package, and a module imports
+# from its own folder or the ones below.
+LAYERS: tuple[str, ...] = ("rundir", "core", "analysis", "views", "workflow")
 
 
 def layer_of(module: str) -> int:
-    name = module.removeprefix("cifar_helpers.").split(".")[0]
-    return next(i for i, layer in enumerate(LAYERS) if name in layer)
+    return LAYERS.index(module.removeprefix("cifar_helpers.").split(".")[0])
 
 
-def test_every_module_imports_only_from_its_layer_or_below():
+def test_every_module_lives_in_a_layer_folder_and_imports_only_from_its_layer_or_below():
     graph = import_graph()
     modules = {m for m in graph if m != "cifar_helpers"}
-    named = {n for layer in LAYERS for n in layer}
-    assert {m.removeprefix("cifar_helpers.").split(".")[0] for m in modules} == named
+    assert {m.removeprefix("cifar_helpers.").split(".")[0] for m in modules} == set(LAYERS)
     upward = [(m, t) for m in sorted(modules) for t in sorted(graph[m]) if layer_of(t) > layer_of(m)]
     assert upward == []
 
 
 def test_the_registry_and_the_leaves_import_nothing_above_them():
     graph = import_graph()
-    assert graph["cifar_helpers.registry"] == set()
-    assert graph["cifar_helpers.artifacts"] <= {"cifar_helpers.manifest", "cifar_helpers.registry"}
+    assert graph["cifar_helpers.rundir.registry"] == set()
+    assert graph["cifar_helpers.rundir.artifacts"] <= {
+        "cifar_helpers.rundir.manifest",
+        "cifar_helpers.rundir.registry",
+    }
 
 
 def test_the_data_readers_share_only_core():
     # data/: the readers and the generated set know nothing of each other; loading dispatches to them.
     graph = import_graph()
-    inside = {m: {t for t in graph[m] if t.startswith("cifar_helpers.data")} for m in graph}
-    assert inside["cifar_helpers.data.core"] == set()
+    inside = {m: {t for t in graph[m] if t.startswith("cifar_helpers.core.data")} for m in graph}
+    assert inside["cifar_helpers.core.data.core"] == set()
     for reader in ("batches", "folders", "generated"):
-        assert inside[f"cifar_helpers.data.{reader}"] == {"cifar_helpers.data.core"}
+        assert inside[f"cifar_helpers.core.data.{reader}"] == {"cifar_helpers.core.data.core"}
 
 
 def test_every_view_of_the_stages_reads_the_registry():
@@ -189,3 +179,52 @@ def test_every_public_function_is_used_outside_the_tests():
         used |= set(re.findall(r"\w+", code))
     unused = {name: module for name, module in public_definitions().items() if name not in used}
     assert unused == {}
+
+
+MAX_FUNCTION_CODE_LINES = 80  # a function longer than a screen of code hides more than one job
+
+
+def code_lines_per_function(path: Path, root: Path = PACKAGE.parent) -> dict[str, int]:
+    """``{"file:line name": lines of code}`` for every function in ``path``: lines holding a token,
+    docstrings, comments and blank lines not counted."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    docstrings: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.update(range(first.lineno, first.end_lineno + 1))
+    skip = {
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+        tokenize.ENDMARKER,
+    }
+    code: set[int] = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type not in skip:
+            code.update(range(token.start[0], token.end[0] + 1))
+    code -= docstrings
+    return {
+        f"{path.relative_to(root)}:{node.lineno} {node.name}": sum(
+            node.lineno <= line <= node.end_lineno for line in code
+        )
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+
+
+def test_the_line_counter_skips_docstrings_comments_and_blank_lines(tmp_path):
+    (tmp_path / "m.py").write_text(
+        'def f(x):\n    """Doc.\n\n    More."""\n    # why\n\n    return (x +\n  1)\n'
+    )
+    assert code_lines_per_function(tmp_path / "m.py", tmp_path) == {"m.py:1 f": 3}
+
+
+def test_no_function_is_longer_than_a_screen_of_code():
+    lengths = {k: v for p in PACKAGE.rglob("*.py") for k, v in code_lines_per_function(p).items()}
+    assert {k: v for k, v in lengths.items() if v > MAX_FUNCTION_CODE_LINES} == {}

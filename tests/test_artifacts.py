@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from cifar_helpers.artifacts import (
+from cifar_helpers.rundir.artifacts import (
     STAGE_OUTPUTS,
     MissingStageError,
     RunDir,
@@ -12,7 +12,7 @@ from cifar_helpers.artifacts import (
     save_json,
     save_torch,
 )
-from cifar_helpers.manifest import MANIFEST_NAME
+from cifar_helpers.rundir.manifest import MANIFEST_NAME
 
 
 def test_save_json_converts_tensors_and_leaves_no_temp_files(tmp_path):

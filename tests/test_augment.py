@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_helpers.augment import random_crop_flip
+from cifar_helpers.core.augment import random_crop_flip
 
 
 def _images(n: int = 64, c: int = 3, h: int = 8, w: int = 8, seed: int = 0) -> torch.Tensor:

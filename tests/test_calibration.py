@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from cifar_helpers import calibration
-from cifar_helpers.calibration import (
+from cifar_helpers.analysis import calibration
+from cifar_helpers.analysis.calibration import (
     TEMPERATURE_BOUNDS,
     calibration_report,
     fit_temperature,
@@ -167,8 +167,8 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_reliability_diagram_figure() -> None:
-    from cifar_helpers.plotting.core import figure_to_png_bytes
-    from cifar_helpers.plotting.stress import plot_reliability_diagram
+    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.stress import plot_reliability_diagram
 
     logits, labels = _calibrated(2000, seed=10)
     reports = {
@@ -186,9 +186,9 @@ def test_reliability_diagram_figure() -> None:
 
 
 def test_calibrate_models_fits_each_model_on_its_holdout_predictions():
-    from cifar_helpers.data import make_synthetic_cifar
-    from cifar_helpers.evaluation import predict
-    from cifar_helpers.models import resnet18
+    from cifar_helpers.core.data import make_synthetic_cifar
+    from cifar_helpers.core.evaluation import predict
+    from cifar_helpers.core.models import resnet18
 
     data = make_synthetic_cifar(2, 6, holdout_per_class=4, seed=3)
     torch.manual_seed(0)

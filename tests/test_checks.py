@@ -1,4 +1,4 @@
-"""The shared input checks (cifar_helpers.checks): what they accept, what they refuse and how they say so."""
+"""The shared input checks (core.checks): what they accept, what they refuse and how they say so."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_helpers import checks
-from cifar_helpers.checks import (
+from cifar_helpers.core import checks
+from cifar_helpers.core.checks import (
     check_class_indices,
     check_images,
     check_images_and_labels,

@@ -3,7 +3,14 @@ import json
 import pytest
 import torch
 
-from cifar_helpers.config import PROFILE_NAMES, PROFILES, ConfigError, RunConfig, make_config, resolve_profile
+from cifar_helpers.rundir.config import (
+    PROFILE_NAMES,
+    PROFILES,
+    ConfigError,
+    RunConfig,
+    make_config,
+    resolve_profile,
+)
 
 
 def test_profiles_resolve_and_validate():
@@ -112,8 +119,8 @@ def test_auto_precision_follows_the_gpu_compute_capability(monkeypatch, capabili
 
 
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch):
-    import cifar_helpers.config as config_module
-    from cifar_helpers.config import choose_precision
+    import cifar_helpers.rundir.config as config_module
+    from cifar_helpers.rundir.config import choose_precision
 
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(config_module, "cpu_supports_bf16", lambda native=native: native)
@@ -128,6 +135,8 @@ def test_explicit_precision_is_kept_and_fp16_is_a_choice():
         assert make_config("smoke", precision=name, device="cpu").resolved_precision() == name
     with pytest.raises(ConfigError, match="precision must be one of 'auto', 'bf16', 'fp16', 'fp32'"):
         make_config("smoke", precision="fp8")
+
+
 def test_road_settings_are_validated_and_survive_json():
     config = make_config("smoke", road_fractions=[0.1, 0.5])
     assert config.road_fractions == (0.1, 0.5) and config.road_images == PROFILES["smoke"]["road_images"]

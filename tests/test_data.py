@@ -1,4 +1,4 @@
-"""cifar_helpers.data: synthetic shapes, image-folder trees and their cache, pickled batches, errors."""
+"""cifar_helpers.core.data: synthetic shapes, image-folder trees and their cache, pickled batches, errors."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_helpers.config import make_config
-
 # folders and generated are submodules: their private helpers are patched and called there, where
 # the code that uses them looks them up.
-from cifar_helpers.data import (
+from cifar_helpers.core.data import (
     BATCHES_DIR,
     CACHE_SUBDIR,
     SYNTHETIC_CLASSES,
@@ -34,6 +32,7 @@ from cifar_helpers.data import (
     resolve_data_root,
     stratified_indices,
 )
+from cifar_helpers.rundir.config import make_config
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cifar_helpers.evaluation import (
+from cifar_helpers.core.evaluation import (
     Predictions,
     accuracy,
     confusion_matrix,
@@ -15,8 +15,8 @@ from cifar_helpers.evaluation import (
     per_class_accuracy,
     predict,
 )
-from cifar_helpers.models import resnet18
-from cifar_helpers.normalization import normalize
+from cifar_helpers.core.models import resnet18
+from cifar_helpers.core.normalization import normalize
 
 Data = tuple[torch.Tensor, torch.Tensor]
 

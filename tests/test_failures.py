@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from cifar_helpers.failures import (
+from cifar_helpers.analysis.failures import (
     FailureComparison,
     FailureSet,
     compare_failures,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_helpers.faithfulness import (
+from cifar_helpers.analysis.faithfulness import (
     LEAST_RELEVANT_FIRST,
     MOST_RELEVANT_FIRST,
     check_fractions,
@@ -23,8 +23,8 @@ from cifar_helpers.faithfulness import (
     road_curves,
     road_table,
 )
-from cifar_helpers.gradcam import deletion_curve, explain_images
-from cifar_helpers.models import resnet18
+from cifar_helpers.analysis.gradcam import deletion_curve, explain_images
+from cifar_helpers.core.models import resnet18
 
 
 def random_uint8(n: int, *, seed: int) -> torch.Tensor:
@@ -163,7 +163,7 @@ def test_project_gradcam_matches_the_library_gradcam() -> None:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from cifar_helpers.normalization import normalize
+    from cifar_helpers.core.normalization import normalize
 
     model = small_resnet()
     images = torch.randint(
@@ -215,8 +215,8 @@ def _small_table() -> dict:
 
 
 def test_road_table_text_and_figures() -> None:
-    from cifar_helpers.plotting import plot_map_columns, plot_road_curves
-    from cifar_helpers.tables import describe_positive_control_road, describe_road_by_model
+    from cifar_helpers.views.plotting import plot_map_columns, plot_road_curves
+    from cifar_helpers.views.tables import describe_positive_control_road, describe_road_by_model
 
     table = _small_table()
     assert set(table["rows"]) == {"gradcam", "random"} and table["num_images"] == 2
@@ -238,7 +238,7 @@ def test_road_table_text_and_figures() -> None:
 
 
 def test_describe_road_names_the_best_layer_and_explainer() -> None:
-    from cifar_helpers.tables import describe_road
+    from cifar_helpers.views.tables import describe_road
 
     model = small_resnet()
     report, _ = faithfulness_report(

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_helpers.failures import FailureSet
-from cifar_helpers.gradcam import (
+from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.analysis.gradcam import (
     attention_measures,
     deletion_curve,
     grad_cam,
@@ -23,8 +23,8 @@ from cifar_helpers.gradcam import (
     pointing_game,
     resolve_layer,
 )
-from cifar_helpers.models import resnet18
-from cifar_helpers.normalization import normalize
+from cifar_helpers.core.models import resnet18
+from cifar_helpers.core.normalization import normalize
 
 # Class 0 and 1 mix positive and negative channel weights; class 2's are all negative, so with
 # positive activations its map is negative everywhere and Grad-CAM's ReLU leaves nothing.
@@ -392,9 +392,9 @@ def test_attention_measures_json_ready() -> None:
 
 
 def test_the_package_offers_the_names_notebooks_import() -> None:
-    # cifar_helpers.gradcam is a package of three modules; its old import paths keep working.
-    import cifar_helpers.gradcam as gradcam
-    from cifar_helpers.gradcam import attention, cam, stage_reports
+    # cifar_helpers.analysis.gradcam is a package of three modules; its old import paths keep working.
+    import cifar_helpers.analysis.gradcam as gradcam
+    from cifar_helpers.analysis.gradcam import attention, cam, stage_reports
 
     homes = {
         cam: ("DEFAULT_LAYER", "grad_cam", "gradcam_for_failures", "explain_images", "resolve_layer"),

@@ -2,16 +2,16 @@
 
 import torch
 
-from cifar_helpers.failures import find_high_confidence_failures
-from cifar_helpers.gradcam import (
+from cifar_helpers.analysis.failures import find_high_confidence_failures
+from cifar_helpers.analysis.gradcam import (
     compare_attention,
     explain_images,
     failure_attention_report,
     grad_cam,
     gradcam_for_failures,
 )
-from cifar_helpers.models import resnet18
-from cifar_helpers.normalization import normalize
+from cifar_helpers.core.models import resnet18
+from cifar_helpers.core.normalization import normalize
 
 
 def _model_and_images(n=24):

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import cifar_helpers.training as training
-from cifar_helpers.artifacts import (
+import cifar_helpers.core.training as training
+from cifar_helpers.core.data import DataError, load_cifar10
+from cifar_helpers.core.training import TrainingDivergedError, train_model
+from cifar_helpers.rundir.artifacts import (
     DamagedArtifactError,
     MissingStageError,
     RunDir,
@@ -24,11 +26,9 @@ from cifar_helpers.artifacts import (
     save_json,
     save_torch,
 )
-from cifar_helpers.config import ConfigError, RunConfig, make_config
-from cifar_helpers.data import DataError, load_cifar10
-from cifar_helpers.manifest import MANIFEST_NAME, read_manifest
-from cifar_helpers.safe_load import UnsafePickleError, load_batch_pickle
-from cifar_helpers.training import TrainingDivergedError, train_model
+from cifar_helpers.rundir.config import ConfigError, RunConfig, make_config
+from cifar_helpers.rundir.manifest import MANIFEST_NAME, read_manifest
+from cifar_helpers.rundir.safe_load import UnsafePickleError, load_batch_pickle
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from cifar_helpers import human_labels as hl
-from cifar_helpers.config import make_config
-from cifar_helpers.data import make_synthetic_cifar
-from cifar_helpers.failures import compare_failures, find_high_confidence_failures
-from cifar_helpers.tables import describe_human_comparison
+from cifar_helpers.analysis.failures import compare_failures, find_high_confidence_failures
+from cifar_helpers.core.data import make_synthetic_cifar
+from cifar_helpers.rundir.config import make_config
+from cifar_helpers.views.tables import describe_human_comparison
 
 
 # --------------------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def test_human_cross_entropy_is_lowest_for_the_human_distribution() -> None:
 # Run summary and report
 # --------------------------------------------------------------------------------------------------
 def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path:
-    from cifar_helpers.artifacts import RunDir, save_json
+    from cifar_helpers.rundir.artifacts import RunDir, save_json
 
     run = RunDir(tmp_path / "run")
     labels = torch.arange(10_000) % 10
@@ -294,9 +294,9 @@ def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path
 
 
 def test_the_run_summary_and_report_show_the_categories(tmp_path: Path) -> None:
-    from cifar_helpers.artifacts import RunDir, save_json
-    from cifar_helpers.pipeline import format_summary, summarize_run
-    from cifar_helpers.report import render_report
+    from cifar_helpers.rundir.artifacts import RunDir, save_json
+    from cifar_helpers.views.report import render_report
+    from cifar_helpers.workflow.pipeline import format_summary, summarize_run
 
     root = _write_run(tmp_path, _constructed_human())
     against_humans = {"baseline": {"before": 1.9062, "temperature": 2.2, "after": 1.4251}}
@@ -324,9 +324,9 @@ def test_the_run_summary_and_report_show_the_categories(tmp_path: Path) -> None:
 
 
 def test_without_human_labels_summary_and_report_say_so_in_one_line(tmp_path: Path) -> None:
-    from cifar_helpers.artifacts import RunDir
-    from cifar_helpers.pipeline import format_summary, summarize_run
-    from cifar_helpers.report import render_report
+    from cifar_helpers.rundir.artifacts import RunDir
+    from cifar_helpers.views.report import render_report
+    from cifar_helpers.workflow.pipeline import format_summary, summarize_run
 
     root = _write_run(tmp_path, hl.NotApplicable("the run uses the generated data set, not CIFAR-10"))
     summary = summarize_run(RunDir(root))

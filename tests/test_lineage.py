@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from cifar_helpers import lineage
-from cifar_helpers.artifacts import STAGE_OUTPUTS, RunDir, StaleStageError, load_json, save_json, save_torch
-from cifar_helpers.config import ConfigError, make_config
-from cifar_helpers.pipeline import stage_is_finished, stale_stages
-from cifar_helpers.stages import open_stage
+from cifar_helpers.rundir import lineage
+from cifar_helpers.rundir.artifacts import (
+    STAGE_OUTPUTS,
+    RunDir,
+    StaleStageError,
+    load_json,
+    save_json,
+    save_torch,
+)
+from cifar_helpers.rundir.config import ConfigError, make_config
+from cifar_helpers.workflow.pipeline import stage_is_finished, stale_stages
+from cifar_helpers.workflow.stages import open_stage
 
 
 def write_outputs(run: RunDir, stage: str, marker: object) -> None:

@@ -1,6 +1,6 @@
 import torch
 
-from cifar_helpers.models import resnet18
+from cifar_helpers.core.models import resnet18
 
 
 def test_full_width_parameter_count_matches_the_reference_network():
@@ -38,7 +38,7 @@ def test_bad_width_is_refused():
 
 
 def test_zero_init_residual_starts_every_block_as_its_shortcut():
-    from cifar_helpers.models import BasicBlock
+    from cifar_helpers.core.models import BasicBlock
 
     torch.manual_seed(0)
     model = resnet18(width=8, zero_init_residual=True)

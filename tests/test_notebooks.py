@@ -19,7 +19,7 @@ from notebook_references import (
     source_notebooks,
 )
 
-from cifar_helpers.replicate_layout import find_seed_dirs
+from cifar_helpers.rundir.replicate_layout import find_seed_dirs
 
 NOTEBOOKS = source_notebooks()
 

@@ -1,4 +1,4 @@
-"""Tests of cifar_helpers.plotting: what each figure shows, the heatmap overlays, and input checks."""
+"""Tests of cifar_helpers.views.plotting: what each figure shows, the heatmap overlays, and input checks."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from cifar_helpers import plotting
-from cifar_helpers.plotting.core import format_confidence
+from cifar_helpers.views import plotting
+from cifar_helpers.views.plotting.core import format_confidence
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @dataclass
 class StandInFailureSet:
-    """The fields of cifar_helpers.failures.FailureSet that plotting reads."""
+    """The fields of cifar_helpers.analysis.failures.FailureSet that plotting reads."""
 
     indices: torch.Tensor
     true_labels: torch.Tensor

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from cifar_helpers.artifacts import RunDir, save_json
-from cifar_helpers.progress import RunProgress, format_duration, section_titles
+from cifar_helpers.rundir.artifacts import RunDir, save_json
+from cifar_helpers.workflow.progress import RunProgress, format_duration, section_titles
 
 
 def history(epochs: int, done: int) -> dict:
@@ -88,7 +88,7 @@ def test_run_eta_is_rescaled_by_the_measured_speed(tmp_path):
 
 
 def test_a_long_section_gets_a_plain_line_and_a_short_one_does_not(tmp_path, monkeypatch):
-    import cifar_helpers.progress as progress_module
+    import cifar_helpers.workflow.progress as progress_module
 
     run = RunDir(tmp_path)
     out = io.StringIO()

@@ -11,17 +11,22 @@ import torch
 from conftest import REPLICATE_SEEDS
 from conftest import run_all as run_all_py
 
-from cifar_helpers.artifacts import STAGES, RunDir, load_json
-from cifar_helpers.config import make_config
-from cifar_helpers.pipeline import stage_is_finished
-from cifar_helpers.replicate_layout import (
+from cifar_helpers.rundir.artifacts import STAGES, RunDir, load_json
+from cifar_helpers.rundir.config import make_config
+from cifar_helpers.rundir.replicate_layout import (
     REPLICATES_NOTEBOOK,
     REPLICATES_OUTPUTS,
     find_seed_dirs,
     seed_run_dir,
 )
-from cifar_helpers.replicates import ReplicateArgumentError, parse_seeds, seed_command, task_resources
-from cifar_helpers.report import REPLICATES_TITLE
+from cifar_helpers.views.report import REPLICATES_TITLE
+from cifar_helpers.workflow.pipeline import stage_is_finished
+from cifar_helpers.workflow.replicates import (
+    ReplicateArgumentError,
+    parse_seeds,
+    seed_command,
+    task_resources,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = ("--profile", "smoke", "-p", "data_source=synthetic")

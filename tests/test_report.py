@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_helpers.artifacts import STAGE_OUTPUTS, save_figure, save_json
-from cifar_helpers.calibration import calibration_report
-from cifar_helpers.config import make_config
-from cifar_helpers.report import REPORT_NAME, fmt_pct, png_problem, render_report, write_report
+from cifar_helpers.analysis.calibration import calibration_report
+from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, save_figure, save_json
+from cifar_helpers.rundir.config import make_config
+from cifar_helpers.views.report import REPORT_NAME, fmt_pct, png_problem, render_report, write_report
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 HOSTILE_NOTE = "<script>alert('x')</script> & <b>bold</b>"

@@ -3,7 +3,7 @@ import random
 import numpy as np
 import torch
 
-from cifar_helpers.reproducibility import environment_report, seed_everything
+from cifar_helpers.rundir.reproducibility import environment_report, seed_everything
 
 
 def test_same_seed_same_draws_from_every_generator():

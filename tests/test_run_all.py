@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import run_all
 
-from cifar_helpers.artifacts import STAGES, RunDir, save_json
-from cifar_helpers.pipeline import (
+from cifar_helpers.rundir.artifacts import STAGES, RunDir, save_json
+from cifar_helpers.workflow.pipeline import (
     PipelineArgumentError,
     StageFailed,
     execute_notebook,
@@ -66,7 +66,7 @@ def test_parse_parameter_reads_literals_and_strings():
 
 
 def test_stale_stages_follow_the_data_flow(tmp_path):
-    from cifar_helpers.artifacts import STAGE_OUTPUTS
+    from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS
 
     run = RunDir(tmp_path)
     for stage, names in STAGE_OUTPUTS.items():
@@ -184,7 +184,7 @@ def test_terminal_shows_live_progress_and_no_kernel_transport_warning(tmp_path):
 def test_a_stage_that_fails_after_writing_its_outputs_is_not_finished(tmp_path):
     import nbformat
 
-    from cifar_helpers.pipeline import StageFailed, run_stage, stage_is_finished
+    from cifar_helpers.workflow.pipeline import StageFailed, run_stage, stage_is_finished
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

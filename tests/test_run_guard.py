@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 import run_all
-from cifar_helpers import report
-from cifar_helpers.artifacts import STAGE_OUTPUTS, RunDir, save_json, save_torch
-from cifar_helpers.config import make_config
-from cifar_helpers.pipeline import StageResult
-from cifar_helpers.runlock import LOCK_HOLDER_ENV, LOCK_NAME, RunLock, RunLockedError, check_not_locked
-from cifar_helpers.stages import open_stage, setup_run
+from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, RunDir, save_json, save_torch
+from cifar_helpers.rundir.config import make_config
+from cifar_helpers.rundir.runlock import LOCK_HOLDER_ENV, LOCK_NAME, RunLock, RunLockedError, check_not_locked
+from cifar_helpers.views import report
+from cifar_helpers.workflow.pipeline import StageResult
+from cifar_helpers.workflow.stages import open_stage, setup_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 _HOLDER = """
 import sys, time
-from cifar_helpers.runlock import RunLock
+from cifar_helpers.rundir.runlock import RunLock
 RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)

@@ -11,10 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_helpers.config import make_config
-from cifar_helpers.data import make_synthetic_cifar
-from cifar_helpers.normalization import normalize
-from cifar_helpers.sanity import (
+from cifar_helpers.analysis.sanity import (
     CONTROL_THRESHOLDS,
     RANDOMISATION_STEPS,
     background_positive_control,
@@ -23,7 +20,10 @@ from cifar_helpers.sanity import (
     spearman_per_image,
     summarise_randomisation,
 )
-from cifar_helpers.training import train_model
+from cifar_helpers.core.data import make_synthetic_cifar
+from cifar_helpers.core.normalization import normalize
+from cifar_helpers.core.training import train_model
+from cifar_helpers.rundir.config import make_config
 
 
 def randomisation_test(model: nn.Module, images: torch.Tensor, **options: Any) -> dict[str, Any]:
@@ -137,8 +137,8 @@ def test_background_positive_control_shows_the_gap(tmp_path: Path) -> None:
 
 
 def test_randomisation_figure(trained_model: tuple[nn.Module, torch.Tensor]) -> None:
-    from cifar_helpers.plotting.core import figure_to_png_bytes
-    from cifar_helpers.plotting.stress import plot_randomisation_test
+    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.stress import plot_randomisation_test
 
     model, images = trained_model
     steps, maps, _ = cascading_randomisation_maps(model, images[:3], seed=0)
@@ -155,8 +155,8 @@ def test_randomisation_figure(trained_model: tuple[nn.Module, torch.Tensor]) -> 
 
 
 def test_positive_control_figure() -> None:
-    from cifar_helpers.plotting.core import figure_to_png_bytes
-    from cifar_helpers.plotting.stress import plot_positive_control
+    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.stress import plot_positive_control
 
     data = make_synthetic_cifar(1, 1, seed=0)
     entry = {"test_accuracy": 0.3, "num_failures": 40, "mask_share": 0.17, "pointing_game": 0.3}

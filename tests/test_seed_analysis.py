@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import stats
 
-from cifar_helpers.failures import FailureSet, compare_failures
-from cifar_helpers.seed_analysis import (
+from cifar_helpers.analysis.failures import FailureSet, compare_failures
+from cifar_helpers.analysis.seed_analysis import (
     SeedResults,
     accuracy_over_seeds,
     category_mix,
@@ -24,7 +24,7 @@ from cifar_helpers.seed_analysis import (
     replicate_summary,
     reseed_pairs,
 )
-from cifar_helpers.tables import describe_category_mix, describe_replicates
+from cifar_helpers.views.tables import describe_category_mix, describe_replicates
 
 
 def failure_set(indices: list[int]) -> FailureSet:
@@ -186,9 +186,9 @@ def test_describe_category_mix_shows_counts_and_shares_or_why_none_apply():
 def test_human_label_mix_categorises_the_replicates_failures(tmp_path, batches_root, human_labels_root):
     """On the whole CIFAR-10 test set in its order, consistent and one-seed failures get the categories
     of the human labels; on a test subset none apply."""
-    from cifar_helpers.config import make_config
-    from cifar_helpers.human_labels import failure_categories, load_human_labels
-    from cifar_helpers.stages import Replicates
+    from cifar_helpers.analysis.human_labels import failure_categories, load_human_labels
+    from cifar_helpers.rundir.config import make_config
+    from cifar_helpers.workflow.stages import Replicates
 
     human = load_human_labels(human_labels_root)
     errors = torch.nonzero(human.verified_errors)[:3, 0].tolist()

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from cifar_helpers.artifacts import MissingStageError, RunDir, save_json
-from cifar_helpers.config import ConfigError, RunConfig
-from cifar_helpers.stages import default_run_dir, open_stage, setup_run
+from cifar_helpers.rundir.artifacts import MissingStageError, RunDir, save_json
+from cifar_helpers.rundir.config import ConfigError, RunConfig
+from cifar_helpers.workflow.stages import default_run_dir, open_stage, setup_run
 
 
 def test_setup_writes_config_and_environment(tmp_path):
@@ -70,7 +70,7 @@ def test_setup_records_the_resolved_precision_in_the_environment(tmp_path):
 
 def _finished_run(root, profile, stages):
     """A run folder whose ``stages`` have all their outputs (contents do not matter here)."""
-    from cifar_helpers.artifacts import STAGE_OUTPUTS
+    from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS
 
     setup_run(root, profile=profile, data_source="synthetic")
     run = RunDir(root)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_helpers.stress import (
+from cifar_helpers.analysis.stress import (
     CORRUPTION_PARAMETERS,
     CORRUPTIONS,
     corrupt,
@@ -253,8 +253,8 @@ def test_stress_test_refuses_bad_arguments() -> None:
 
 # --- figures ----------------------------------------------------------------------------------------
 def test_corruption_curves_figure() -> None:
-    from cifar_helpers.plotting.core import figure_to_png_bytes
-    from cifar_helpers.plotting.stress import plot_corruption_curves
+    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.stress import plot_corruption_curves
 
     images, labels = _texture_set(4)
     both = run_stress_test(
@@ -279,7 +279,7 @@ def test_corruption_curves_figure() -> None:
 
 
 def test_severity_grid_shows_every_corruption_at_every_severity(images: torch.Tensor) -> None:
-    from cifar_helpers.plotting.stress import plot_severity_grid
+    from cifar_helpers.views.plotting.stress import plot_severity_grid
 
     fig = plot_severity_grid(images[0], seed=1)
     assert len(fig.axes) == len(CORRUPTIONS) * 6

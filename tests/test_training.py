@@ -19,14 +19,10 @@ from typing import Any
 import pytest
 import torch
 
-import cifar_helpers.training as training
-from cifar_helpers.artifacts import STAGE_OUTPUTS, RunDir, load_json, load_torch
-from cifar_helpers.config import RunConfig, make_config
-from cifar_helpers.evaluation import Predictions, predict
-from cifar_helpers.manifest import MANIFEST_NAME
-from cifar_helpers.normalization import normalize
-from cifar_helpers.reproducibility import cpu_supports_bf16
-from cifar_helpers.training import (
+import cifar_helpers.core.training as training
+from cifar_helpers.core.evaluation import Predictions, predict
+from cifar_helpers.core.normalization import normalize
+from cifar_helpers.core.training import (
     CheckpointMismatchError,
     build_model,
     learning_rates,
@@ -35,6 +31,10 @@ from cifar_helpers.training import (
     steps_per_epoch,
     train_model,
 )
+from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, RunDir, load_json, load_torch
+from cifar_helpers.rundir.config import RunConfig, make_config
+from cifar_helpers.rundir.manifest import MANIFEST_NAME
+from cifar_helpers.rundir.reproducibility import cpu_supports_bf16
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"class{i}" for i in range(10)]
@@ -215,8 +215,8 @@ TRAIN_SCRIPT = textwrap.dedent(
     import sys
     import torch
     sys.path.insert(0, {root!r})
-    from cifar_helpers.config import make_config
-    from cifar_helpers.training import train_model
+    from cifar_helpers.rundir.config import make_config
+    from cifar_helpers.core.training import train_model
 
     config = make_config("smoke", **{config!r})
     g = torch.Generator().manual_seed(0)

@@ -14,8 +14,8 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from cifar_helpers import plotting, widgets
-from cifar_helpers.widgets import FailureBrowser, show_failure_browser, static_failure_figure
+from cifar_helpers.views import plotting, widgets
+from cifar_helpers.views.widgets import FailureBrowser, show_failure_browser, static_failure_figure
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 N = 24
@@ -23,7 +23,7 @@ N = 24
 
 @dataclass
 class StandInFailureSet:
-    """The fields of cifar_helpers.failures.FailureSet that the browser reads."""
+    """The fields of cifar_helpers.analysis.failures.FailureSet that the browser reads."""
 
     indices: torch.Tensor
     true_labels: torch.Tensor
@@ -33,7 +33,7 @@ class StandInFailureSet:
 
 
 def failures_of(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.9) -> StandInFailureSet:
-    """Confident failures, most confident first (what cifar_helpers.failures computes)."""
+    """Confident failures, most confident first (what cifar_helpers.analysis.failures computes)."""
     confidence, predicted = probs.max(dim=1)
     wrong = ((predicted != labels) & (confidence > threshold)).nonzero().squeeze(1)
     order = wrong[torch.argsort(confidence[wrong], descending=True, stable=True)]
@@ -278,7 +278,7 @@ def test_inputs_are_checked_against_each_other(data):
 
 
 def test_works_with_the_real_failure_set(data):
-    failures_module = pytest.importorskip("cifar_helpers.failures")
+    failures_module = pytest.importorskip("cifar_helpers.analysis.failures")
     real = failures_module.find_high_confidence_failures(data["probs"]["baseline"], data["labels"], 0.9)
     browser = FailureBrowser(**{**only(data, "baseline"), "failures": {"baseline": real}})
     assert browser.filtered_indices.tolist() == [0, 3, 4, 5, 8]
@@ -286,8 +286,8 @@ def test_works_with_the_real_failure_set(data):
 
 
 def test_models_give_heatmaps_on_demand_for_images_without_precomputed_maps(data):
-    from cifar_helpers.gradcam import explain_images
-    from cifar_helpers.models import resnet18
+    from cifar_helpers.analysis.gradcam import explain_images
+    from cifar_helpers.core.models import resnet18
 
     torch.manual_seed(0)
     model = resnet18(num_classes=len(CLASSES), width=4).eval()

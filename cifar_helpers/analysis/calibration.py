@@ -1,0 +1,262 @@
+"""Calibration: does a confidence of 0.95 mean "right 95 % of the time"? And temperature scaling.
+
+Expected calibration error (Naeini et al., 2015; Guo et al., 2017) bins the test predictions by their
+maximum softmax probability into equal-width bins and averages |accuracy - mean confidence| over the
+bins, weighted by how many predictions fall in each. Temperature scaling (Guo et al., 2017) divides
+the logits by one scalar T > 0 fitted to minimise the negative log-likelihood on held-out data; it
+changes confidences but never the predicted class.
+
+The temperature is fitted on the *hold-out* split (training images kept out of training, see
+``RunConfig.holdout_per_class``), never on the test split: :func:`fit_temperature` receives only
+hold-out tensors, and :func:`calibration_report` passes the test tensors to nothing but the
+evaluation of the already-fitted temperature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from torch import nn
+
+from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
+from cifar_helpers.core.evaluation import predict
+
+# Search interval of T. Below 0.05 or above 20 the network's confidences would be either all ~1 or all
+# ~1/C; an optimum at a bound means the hold-out set cannot pin T down (e.g. it has no errors).
+TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
+
+
+def _as_tensor(values: Any, name: str) -> torch.Tensor:
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(values)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(values).__name__}")
+    return values.detach().cpu()
+
+
+def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) float scores and (N,) int labels -> float64 and int64 CPU tensors, validated."""
+    scores = check_score_matrix(name, _as_tensor(scores, name))
+    num_rows, num_classes = scores.shape
+    labels = _as_tensor(labels, "labels")
+    labels = check_class_indices("labels", labels, num_rows, num_classes, rows_name=name)
+    scores = scores.to(torch.float64)
+    if not torch.isfinite(scores).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return scores, labels
+
+
+def _check_n_bins(n_bins: Any) -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    return n_bins
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
+    """The reliability diagram's data: per confidence bin, how many predictions, their accuracy, confidence.
+
+    Bins split (0, 1] into ``n_bins`` equal-width intervals ``(lo, hi]`` (the first also takes 0);
+    a prediction falls in the bin of its maximum probability.
+
+    Args:
+        probs: float (N, C) softmax probabilities.
+        labels: int64 (N,) true classes.
+        n_bins: number of bins (15 as in Guo et al., 2017).
+
+    Returns:
+        JSON-ready ``{"edges": n_bins + 1 floats, "counts": [int], "accuracy": [float | None],
+        "confidence": [float | None], "ece": float, "num_samples": N}``; ``None`` marks an empty bin.
+    """
+    n_bins = _check_n_bins(n_bins)
+    probs, labels = _check_scores(probs, labels, "probs")
+    probs = check_probabilities("probs", probs)
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels).to(torch.float64)
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64)
+    # right=False on the inner edges puts a confidence equal to an edge in the bin that edge closes.
+    index = torch.bucketize(confidence, edges[1:-1], right=False)
+    counts = torch.bincount(index, minlength=n_bins)
+    correct_sum = torch.bincount(index, weights=correct, minlength=n_bins)
+    confidence_sum = torch.bincount(index, weights=confidence, minlength=n_bins)
+    nonempty = counts > 0
+    accuracy = torch.where(nonempty, correct_sum / counts.clamp(min=1), torch.nan)
+    mean_confidence = torch.where(nonempty, confidence_sum / counts.clamp(min=1), torch.nan)
+    gaps = (accuracy - mean_confidence).abs()
+    ece = float((gaps[nonempty] * counts[nonempty]).sum() / counts.sum())
+    return {
+        "edges": edges.tolist(),
+        "counts": counts.tolist(),
+        # An empty bin's NaN (and only an empty bin's) becomes None.
+        "accuracy": [None if math.isnan(a) else a for a in accuracy.tolist()],
+        "confidence": [None if math.isnan(c) else c for c in mean_confidence.tolist()],
+        "ece": ece,
+        "num_samples": int(labels.numel()),
+    }
+
+
+def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the true classes under the softmax of ``logits``, in nats.
+
+    Args:
+        logits: float (N, C) logits.
+        labels: int64 (N,) true classes.
+
+    Returns:
+        mean of -log p(true class), computed in float64.
+    """
+    logits, labels = _check_scores(logits, labels, "logits")
+    log_probs = torch.log_softmax(logits, dim=1)
+    return float(-log_probs.gather(1, labels.view(-1, 1)).mean())
+
+
+def fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) -> float:
+    """The temperature T > 0 minimising the hold-out NLL of ``softmax(logits / T)``.
+
+    Only hold-out data goes in: this function has no way to see the test split, which is what keeps
+    the calibrated test numbers honest.
+
+    The NLL of ``logits / T`` is unimodal in log T, so a bounded Brent search on log T within
+    :data:`TEMPERATURE_BOUNDS` finds the global minimum; it is deterministic (no random start) and
+    computed in float64.
+
+    Args:
+        holdout_logits: float (H, C) logits of the hold-out images.
+        holdout_labels: int64 (H,) their true classes.
+
+    Returns:
+        T as a Python float (T > 1 softens over-confident predictions, T < 1 sharpens). A T at a
+        bound of :data:`TEMPERATURE_BOUNDS` means the hold-out set could not determine it.
+    """
+    logits, labels = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
+    true_logit = logits.gather(1, labels.view(-1, 1)).squeeze(1)
+
+    def nll(log_t: float) -> float:
+        scaled = logits / math.exp(log_t)
+        return float((torch.logsumexp(scaled, dim=1) - true_logit / math.exp(log_t)).mean())
+
+    low, high = (math.log(b) for b in TEMPERATURE_BOUNDS)
+    result = minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    log_t = float(result.x)
+    # Brent's bounded method never evaluates the bounds themselves; check them so that a monotone
+    # objective (e.g. a hold-out set without any error) returns the bound rather than a point near it.
+    best = min((nll(x), x) for x in (log_t, low, high))
+    return math.exp(best[1])
+
+
+def _summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict[str, Any]:
+    probs = torch.softmax(logits, dim=1)
+    bins = reliability_bins(probs, labels, n_bins)
+    return {
+        "ece": bins["ece"],
+        "nll": negative_log_likelihood(logits, labels),
+        "accuracy": float((probs.argmax(dim=1) == labels).to(torch.float64).mean()),
+        "mean_confidence": float(probs.max(dim=1).values.mean()),
+        "reliability": bins,
+    }
+
+
+def calibration_report(
+    test_logits: torch.Tensor,
+    test_labels: torch.Tensor,
+    holdout_logits: torch.Tensor,
+    holdout_labels: torch.Tensor,
+    threshold: float = 0.9,
+    *,
+    n_bins: int = 15,
+) -> dict[str, Any]:
+    """Calibration of one model on the test split, before and after temperature scaling.
+
+    The temperature is fitted on the hold-out split alone (:func:`fit_temperature`), then applied to
+    the test logits.
+
+    Args:
+        test_logits: float (N, C) test logits.
+        test_labels: int64 (N,) test labels.
+        holdout_logits: float (H, C) hold-out logits.
+        holdout_labels: int64 (H,) hold-out labels.
+        threshold: the high-confidence threshold (``RunConfig.confidence_threshold``); a failure is a
+            wrong prediction with maximum probability strictly above it.
+        n_bins: ECE bins.
+
+    Returns:
+        JSON-ready dict: ``temperature``, ``threshold``, ``n_bins``, ``num_test``, ``num_holdout``,
+        ``before`` and ``after`` (each ``{"ece", "nll", "accuracy", "mean_confidence", "reliability"}``
+        on the test split), ``holdout_nll_before`` / ``holdout_nll_after``, and
+        ``high_confidence_failures``: ``{"before": failures above the threshold before scaling,
+        "still_above_after": how many of those stay above it after scaling, "after": all failures
+        above it after scaling}`` (scaling keeps every prediction's class, so only confidences move).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    n_bins = _check_n_bins(n_bins)
+    test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
+    holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
+    if holdout_logits_64.shape[1] != test_logits.shape[1]:
+        raise ValueError(
+            f"holdout_logits has {holdout_logits_64.shape[1]} classes but test_logits has "
+            f"{test_logits.shape[1]}; both must come from the same model"
+        )
+    temperature = fit_temperature(holdout_logits, holdout_labels)
+
+    scaled = test_logits / temperature
+    before_probs, after_probs = torch.softmax(test_logits, dim=1), torch.softmax(scaled, dim=1)
+    wrong = before_probs.argmax(dim=1) != test_labels
+    failures_before = wrong & (before_probs.max(dim=1).values > threshold)
+    above_after = after_probs.max(dim=1).values > threshold
+    return {
+        "temperature": temperature,
+        "threshold": float(threshold),
+        "n_bins": n_bins,
+        "num_test": int(test_labels.numel()),
+        "num_holdout": int(holdout_labels_64.numel()),
+        "holdout_nll_before": negative_log_likelihood(holdout_logits_64, holdout_labels_64),
+        "holdout_nll_after": negative_log_likelihood(holdout_logits_64 / temperature, holdout_labels_64),
+        "before": _summary(test_logits, test_labels, n_bins),
+        "after": _summary(scaled, test_labels, n_bins),
+        "high_confidence_failures": {
+            "before": int(failures_before.sum()),
+            "still_above_after": int((failures_before & above_after).sum()),
+            "after": int((wrong & above_after).sum()),
+        },
+    }
+
+
+def calibrate_models(
+    models: Mapping[str, nn.Module],
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    holdout_images: torch.Tensor,
+    holdout_labels: torch.Tensor,
+    threshold: float = 0.9,
+    **predict_options: Any,
+) -> dict[str, Any]:
+    """:func:`calibration_report` of every model, each with its temperature fitted on the hold-out.
+
+    Args:
+        models: ``{name: trained network}``.
+        test_images: uint8 (N, 3, H, W); test_labels: int64 (N,).
+        holdout_images: uint8 (H', 3, H, W), training images kept out of training; holdout_labels:
+            int64 (H',). Empty when the run has no hold-out split.
+        threshold: the high-confidence threshold (``RunConfig.confidence_threshold``).
+        predict_options: keyword arguments of :func:`cifar_helpers.core.evaluation.predict` (batch size,
+            device, precision: ``RunConfig.eval_options()``).
+
+    Returns:
+        ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split to
+        fit a temperature on (the test split is never used for that).
+    """
+    if holdout_labels.numel() == 0:
+        return {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
+    reports = {}
+    for name, model in models.items():
+        test = predict(model, test_images, test_labels, **predict_options)
+        holdout = predict(model, holdout_images, holdout_labels, **predict_options)
+        reports[name] = calibration_report(
+            test.logits, test.labels, holdout.logits, holdout.labels, threshold
+        )
+    return reports

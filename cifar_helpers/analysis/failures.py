@@ -1,0 +1,471 @@
+"""High-confidence failures: finding them, grouping them, and comparing two models on them.
+
+A *high-confidence failure* is a test image the model classifies wrongly with a maximum softmax
+probability strictly above a threshold (0.9 by default: a prediction at exactly 0.9 is not above it).
+Everything here takes plain tensors (probabilities ``(N, C)``, labels ``(N,)``), so it works with any
+model's outputs, and everything that ends up in a run directory has a JSON-ready form.
+
+Typical use::
+
+    failures = find_high_confidence_failures(probs, labels, threshold=0.9)
+    save_json(run.path("failures", "failures.json"), failures.to_dict())
+    save_json(run.path("failures", "summary.json"), failure_summary(probs, labels, failures, classes))
+    comparison = compare_failures(baseline_probs, augmented_probs, labels)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
+
+# The per-failure columns of a FailureSet, each (K,).
+_COLUMNS = ("indices", "true_labels", "predicted", "confidence")
+
+STATUS_FIXED = "fixed"
+STATUS_KEPT_SAME = "kept (same)"
+STATUS_KEPT_DIFFERENT = "kept (different)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+def _check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be in the open interval (0, 1), got {threshold!r}")
+    return float(threshold)
+
+
+def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
+    """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU.
+
+    Probabilities are returned in float64 when given in float64, else in float32, so comparisons
+    with the threshold happen at the precision the caller computed them in.
+    """
+    num_images, num_classes = check_score_matrix(name, probs).shape
+    labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
+    probs = probs.detach().cpu()
+    if probs.dtype != torch.float64:
+        probs = probs.float()
+    return check_probabilities(name, probs), labels
+
+
+def _check_classes(classes: Sequence[str], num_classes: int, name: str = "classes") -> list[str]:
+    if isinstance(classes, str) or not isinstance(classes, Sequence):
+        raise TypeError(f"{name} must be a list of class names, got {type(classes).__name__}")
+    if len(classes) < num_classes:
+        raise ValueError(f"{name} has {len(classes)} names but class indices go up to {num_classes - 1}")
+    return [str(c) for c in classes]
+
+
+def _check_positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _accuracy(probs: Tensor, labels: Tensor) -> float:
+    return float((probs.argmax(dim=1) == labels).double().mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON form: a converter per key, in the key order of the files already written
+# --------------------------------------------------------------------------------------------------
+_int64 = partial(torch.tensor, dtype=torch.int64)
+_float32 = partial(torch.tensor, dtype=torch.float32)
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _to_json(value: Any) -> Any:
+    """Tensors as lists (float32 -> Python float is exact, so the JSON roundtrip loses nothing),
+    failure sets as their :meth:`FailureSet.to_dict`, numbers as they are."""
+    if isinstance(value, Tensor):
+        return value.tolist()
+    return value.to_dict() if isinstance(value, FailureSet) else value
+
+
+# --------------------------------------------------------------------------------------------------
+# The failure set
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class FailureSet:
+    """High-confidence failures of one model on one split, ranked by confidence (highest first).
+
+    Attributes:
+        indices: int64 (K,) positions of the failures in the evaluated split; ties in confidence are
+            ranked by lower index first.
+        true_labels: int64 (K,) the true class of each failure.
+        predicted: int64 (K,) the (wrong) predicted class.
+        confidence: float32 (K,) the maximum softmax probability, all strictly above ``threshold``.
+        threshold: the confidence threshold used.
+        num_images: N, the number of images evaluated.
+        num_errors: all wrong predictions on the split, whatever their confidence.
+
+    ``num_images`` and ``num_errors`` describe the evaluated split, so :meth:`restricted_to` keeps them.
+    """
+
+    indices: Tensor
+    true_labels: Tensor
+    predicted: Tensor
+    confidence: Tensor
+    threshold: float
+    num_images: int
+    num_errors: int
+
+    def __post_init__(self) -> None:
+        k = len(self.indices)
+        for name in _COLUMNS:
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) or value.ndim != 1 or len(value) != k:
+                raise ValueError(f"FailureSet.{name} must be a 1-D tensor of length {k} (as indices)")
+        if k and (self.indices.min() < 0 or self.indices.max() >= self.num_images):
+            raise ValueError(f"FailureSet.indices must lie in [0, num_images={self.num_images})")
+        if not 0 <= k <= self.num_errors <= self.num_images:
+            raise ValueError(
+                f"FailureSet needs len <= num_errors <= num_images, got {k}, {self.num_errors}, "
+                f"{self.num_images}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (lists and numbers); :meth:`from_dict` restores it bit for bit."""
+        return {key: _to_json(getattr(self, key)) for key in _FAILURE_SET_JSON}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FailureSet:
+        """Rebuild a :class:`FailureSet` from :meth:`to_dict`'s output (e.g. a loaded failures.json)."""
+        missing = [key for key in _FAILURE_SET_JSON if key not in values]
+        if missing:
+            raise ValueError(f"FailureSet.from_dict: missing key(s) {', '.join(missing)}")
+        return cls(**{key: convert(values[key]) for key, convert in _FAILURE_SET_JSON.items()})
+
+    def restricted_to(self, image_indices: Tensor) -> FailureSet:
+        """The failures whose image index is in ``image_indices`` (int64, any order), rank order kept."""
+        keep = torch.isin(self.indices, torch.as_tensor(image_indices, dtype=torch.int64))
+        return replace(self, **{name: getattr(self, name)[keep] for name in _COLUMNS})
+
+
+_FAILURE_SET_JSON: dict[str, Callable[[Any], Any]] = {
+    "threshold": float,
+    "num_images": int,
+    "num_errors": int,
+    "indices": _int64,
+    "true_labels": _int64,
+    "predicted": _int64,
+    "confidence": _float32,
+}
+
+
+def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: float = 0.9) -> FailureSet:
+    """The wrongly classified images whose maximum softmax probability is strictly above ``threshold``.
+
+    Args:
+        probs: float (N, C) softmax probabilities (rows sum to 1), any device.
+        labels: int64 (N,) true classes.
+        threshold: in (0, 1); a confidence equal to it is *not* above it. The comparison runs in the
+            precision of ``probs`` (float32 unless float64 is given).
+
+    Returns:
+        A :class:`FailureSet` on the CPU, ranked by confidence, highest first (ties: lower index
+        first). It may be empty.
+    """
+    threshold = _check_threshold(threshold)
+    probs, labels = _check_probs(probs, labels)
+    confidence = probs.max(dim=1).values
+    # argmax documents returning the first maximal column, which keeps tied predictions deterministic.
+    predicted = probs.argmax(dim=1)
+    wrong = predicted != labels
+    selected = torch.nonzero(wrong & (confidence > threshold)).flatten()
+    # A stable sort keeps ascending index order among equal confidences.
+    order = torch.sort(confidence[selected], descending=True, stable=True).indices
+    selected = selected[order]
+    return FailureSet(
+        indices=selected,
+        true_labels=labels[selected],
+        predicted=predicted[selected],
+        confidence=confidence[selected].float(),
+        threshold=threshold,
+        num_images=int(probs.shape[0]),
+        num_errors=int(wrong.sum()),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Grouping
+# --------------------------------------------------------------------------------------------------
+def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
+    """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
+    num_classes = _check_positive_int(num_classes, "num_classes")
+    if len(failures) and max(int(failures.true_labels.max()), int(failures.predicted.max())) >= num_classes:
+        raise ValueError(f"failures hold class indices >= num_classes={num_classes}")
+    flat = failures.true_labels * num_classes + failures.predicted
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
+    """The ``k`` most frequent (true, predicted) pairs among the failures.
+
+    Returns ``[{"true": name, "predicted": name, "count": n}, ...]`` with n > 0, sorted by count
+    (descending), then true name, then predicted name; empty when there are no failures.
+    """
+    _check_positive_int(k, "k")
+    names = _check_classes(classes, 0)
+    counts = confused_pair_counts(failures, len(names))
+    pairs = [
+        {"true": names[t], "predicted": names[p], "count": int(counts[t, p])}
+        for t, p in torch.nonzero(counts).tolist()
+    ]
+    pairs.sort(key=lambda pair: (-pair["count"], pair["true"], pair["predicted"]))
+    return pairs[:k]
+
+
+def per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
+    """float64 (C,): high-confidence failures of true class c / images of class c in ``labels``.
+
+    ``labels`` (N,) are the labels of the evaluated split. A class with no images gets NaN (the rate
+    is undefined, and 0 would claim the model never fails on it).
+    """
+    num_classes = _check_positive_int(num_classes, "num_classes")
+    labels = check_class_indices(
+        "labels", labels, failures.num_images, num_classes, rows_name="the images the failures come from"
+    )
+    if len(failures) and failures.true_labels.max() >= num_classes:
+        raise ValueError(f"failures hold true classes >= num_classes={num_classes}")
+    images = torch.bincount(labels, minlength=num_classes).double()
+    failed = torch.bincount(failures.true_labels, minlength=num_classes)[:num_classes].double()
+    return torch.where(images > 0, failed / images.clamp_min(1), torch.full_like(images, math.nan))
+
+
+def failure_summary(
+    probs: Tensor, labels: Tensor, failures: FailureSet, classes: Sequence[str]
+) -> dict[str, Any]:
+    """A JSON-ready summary of the failures of one model on one split.
+
+    Keys: threshold, num_images, accuracy, num_errors, num_high_confidence,
+    share_of_errors_high_confidence (None when there are no errors), per_class_failure_rate
+    ({class name: rate}, None for a class with no images), most_confused_pairs (top 10).
+    """
+    probs, labels = _check_probs(probs, labels)
+    names = _check_classes(classes, probs.shape[1])[: probs.shape[1]]
+    if failures.num_images != len(labels):
+        raise ValueError(
+            f"failures were found on {failures.num_images} images but probs/labels hold {len(labels)}"
+        )
+    num_errors = int((probs.argmax(dim=1) != labels).sum())
+    rates = per_class_failure_rate(failures, labels, probs.shape[1])
+    return {
+        "threshold": failures.threshold,
+        "num_images": len(labels),
+        "accuracy": _accuracy(probs, labels),
+        "num_errors": num_errors,
+        "num_high_confidence": len(failures),
+        "share_of_errors_high_confidence": len(failures) / num_errors if num_errors else None,
+        "per_class_failure_rate": {
+            name: None if math.isnan(rate) else rate for name, rate in zip(names, rates.tolist(), strict=True)
+        },
+        "most_confused_pairs": most_confused_pairs(failures, names, k=10),
+    }
+
+
+def confidence_histogram(probs: Tensor, labels: Tensor, bins: int = 20) -> dict[str, list]:
+    """Histogram of the maximum softmax probability, separately for correct and wrong predictions.
+
+    Returns JSON-ready ``{"edges": bins + 1 floats over [0, 1], "correct": bins counts,
+    "wrong": bins counts}``. Bins are half-open ``[lo, hi)`` except the last, which includes 1.
+    """
+    _check_positive_int(bins, "bins")
+    probs, labels = _check_probs(probs, labels)
+    confidence = probs.max(dim=1).values.double()
+    edges = torch.arange(bins + 1, dtype=torch.float64) / bins
+    # bucketize against the edges themselves (not floor(conf * bins)) so a value lands in the bin
+    # its printed edges say it does, with no rounding from the multiplication.
+    bin_index = (torch.bucketize(confidence, edges, right=True) - 1).clamp(0, bins - 1)
+    correct = probs.argmax(dim=1) == labels
+    return {
+        "edges": edges.tolist(),
+        "correct": torch.bincount(bin_index[correct], minlength=bins).tolist(),
+        "wrong": torch.bincount(bin_index[~correct], minlength=bins).tolist(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Baseline -> augmented comparison
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class FailureComparison:
+    """How the baseline's high-confidence failures fare under the augmented model.
+
+    ``fixed``, ``kept_same`` and ``kept_different`` partition the baseline failures; ``new`` holds the
+    augmented model's high-confidence failures that were not baseline ones. All four are int64 index
+    tensors into the test split, sorted ascending.
+
+    ``augmented_predicted`` (int64 (K,)) and ``augmented_confidence`` (float32 (K,)) are the augmented
+    model's prediction and max probability on each baseline failure, aligned with
+    ``baseline_failures`` (its rank order).
+    """
+
+    fixed: Tensor
+    kept_same: Tensor
+    kept_different: Tensor
+    new: Tensor
+    baseline_failures: FailureSet
+    augmented_failures: FailureSet
+    augmented_predicted: Tensor
+    augmented_confidence: Tensor
+    baseline_accuracy: float
+    augmented_accuracy: float
+    baseline_gap: float | None = None
+    augmented_gap: float | None = None
+
+    def counts(self) -> dict[str, int]:
+        """Sizes of each group, plus the two failure sets'."""
+        groups = ("baseline_failures", "augmented_failures", "fixed", "kept_same", "kept_different", "new")
+        return {group: len(getattr(self, group)) for group in groups}
+
+    def status(self) -> list[str]:
+        """Status of each baseline failure, in its rank order: "fixed", "kept (same)", "kept (different)"."""
+        true, base = self.baseline_failures.true_labels, self.baseline_failures.predicted
+        return [
+            STATUS_FIXED if aug == t else STATUS_KEPT_SAME if aug == b else STATUS_KEPT_DIFFERENT
+            for t, b, aug in zip(true.tolist(), base.tolist(), self.augmented_predicted.tolist(), strict=True)
+        ]
+
+    def table(self, classes: Sequence[str]) -> list[dict[str, Any]]:
+        """One row per baseline failure (baseline rank order) with both models' predictions and status."""
+        base = self.baseline_failures
+        labels = torch.cat([base.true_labels, base.predicted, self.augmented_predicted])
+        names = _check_classes(classes, int(labels.max()) + 1 if len(labels) else 0)
+        return [
+            {
+                "index": index,
+                "true": names[true],
+                "baseline_predicted": names[b_pred],
+                "baseline_confidence": b_conf,
+                "augmented_predicted": names[a_pred],
+                "augmented_confidence": a_conf,
+                "status": status,
+            }
+            for index, true, b_pred, b_conf, a_pred, a_conf, status in zip(
+                base.indices.tolist(),
+                base.true_labels.tolist(),
+                base.predicted.tolist(),
+                base.confidence.tolist(),
+                self.augmented_predicted.tolist(),
+                self.augmented_confidence.tolist(),
+                self.status(),
+                strict=True,
+            )
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (comparison.json); :meth:`from_dict` restores it."""
+        return {
+            "threshold": self.baseline_failures.threshold,
+            "counts": self.counts(),
+            **{key: _to_json(getattr(self, key)) for key in _COMPARISON_JSON},
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FailureComparison:
+        """Rebuild a :class:`FailureComparison` from :meth:`to_dict`'s output (a missing gap is None)."""
+        values = {"baseline_gap": None, "augmented_gap": None, **values}
+        return cls(**{key: convert(values[key]) for key, convert in _COMPARISON_JSON.items()})
+
+
+_COMPARISON_JSON: dict[str, Callable[[Any], Any]] = {
+    "baseline_accuracy": float,
+    "augmented_accuracy": float,
+    "baseline_gap": _optional_float,
+    "augmented_gap": _optional_float,
+    "fixed": _int64,
+    "kept_same": _int64,
+    "kept_different": _int64,
+    "new": _int64,
+    "augmented_predicted": _int64,
+    "augmented_confidence": _float32,
+    "baseline_failures": FailureSet.from_dict,
+    "augmented_failures": FailureSet.from_dict,
+}
+
+
+def _check_accuracy(value: float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be an accuracy in [0, 1] (a fraction, not a percent), got {value!r}")
+    return float(value)
+
+
+def compare_failures(
+    baseline_probs: Tensor,
+    augmented_probs: Tensor,
+    labels: Tensor,
+    threshold: float = 0.9,
+    *,
+    baseline_train_accuracy: float | None = None,
+    augmented_train_accuracy: float | None = None,
+) -> FailureComparison:
+    """Compare two models' predictions on the same test images.
+
+    Args:
+        baseline_probs, augmented_probs: float (N, C) softmax probabilities on the same N images.
+        labels: int64 (N,) true classes.
+        threshold: the high-confidence threshold, applied to both models.
+        baseline_train_accuracy, augmented_train_accuracy: optional training accuracies in [0, 1];
+            each given one yields a generalisation gap (train accuracy - test accuracy).
+
+    Each baseline failure is *fixed* (augmented model right), *kept (same)* (augmented model makes
+    the same mistake, at any confidence) or *kept (different)* (wrong with another class). *New*
+    failures are augmented high-confidence failures that were not baseline ones, including images the
+    baseline got wrong at low confidence.
+    """
+    base_probs, labels = _check_probs(baseline_probs, labels, name="baseline_probs")
+    aug_probs, _ = _check_probs(augmented_probs, labels, name="augmented_probs")
+    if base_probs.shape != aug_probs.shape:
+        raise ValueError(
+            f"baseline_probs {tuple(base_probs.shape)} and augmented_probs {tuple(aug_probs.shape)} "
+            "must have the same shape (the same test images and classes)"
+        )
+    baseline = find_high_confidence_failures(base_probs, labels, threshold)
+    augmented = find_high_confidence_failures(aug_probs, labels, threshold)
+    train_base = _check_accuracy(baseline_train_accuracy, "baseline_train_accuracy")
+    train_aug = _check_accuracy(augmented_train_accuracy, "augmented_train_accuracy")
+
+    aug_conf = aug_probs.max(dim=1).values.float()
+    aug_pred = aug_probs.argmax(dim=1)
+    at_base = baseline.indices
+    pred_then, pred_now, truth = baseline.predicted, aug_pred[at_base], labels[at_base]
+    fixed = pred_now == truth
+    kept_same = pred_now == pred_then
+    kept_different = ~fixed & ~kept_same
+    new = augmented.indices[~torch.isin(augmented.indices, at_base)]
+
+    base_acc, aug_acc = _accuracy(base_probs, labels), _accuracy(aug_probs, labels)
+    return FailureComparison(
+        fixed=at_base[fixed].sort().values,
+        kept_same=at_base[kept_same].sort().values,
+        kept_different=at_base[kept_different].sort().values,
+        new=new.sort().values,
+        baseline_failures=baseline,
+        augmented_failures=augmented,
+        augmented_predicted=pred_now,
+        augmented_confidence=aug_conf[at_base],
+        baseline_accuracy=base_acc,
+        augmented_accuracy=aug_acc,
+        baseline_gap=None if train_base is None else train_base - base_acc,
+        augmented_gap=None if train_aug is None else train_aug - aug_acc,
+    )

@@ -1,0 +1,607 @@
+"""Are the heatmaps faithful to the model? ROAD, a random-map floor, layers and explainers compared.
+
+ROAD (Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution Methods", ICML
+2022) removes a fraction of the pixels, in the order a map ranks them, and measures how the target
+class's probability changes. Removed pixels are *imputed* from their neighbours (noisy linear
+imputation) instead of being set to a constant: scattered constant-valued pixels are themselves far
+out of distribution, so a constant-blanking test destroys the prediction about as fast for random
+pixels as for the evidence, and cannot tell a faithful map from a random one (the confound of
+:func:`cifar_helpers.analysis.gradcam.deletion_curve`).
+
+* **most relevant first** (MoRF): remove the top ``f`` of the map; a faithful map makes the
+  probability fall fast (a large negative change);
+* **least relevant first** (LeRF): remove the bottom ``f``; a faithful map leaves it nearly intact;
+* **combined**: the mean over fractions of (LeRF change - MoRF change) / 2, as
+  ``pytorch_grad_cam.metrics.road.ROADCombined`` defines it; higher is more faithful, 0 is what a
+  map unrelated to the model scores on average;
+* a **random map** (uniform noise per pixel) through the same procedure is the floor.
+
+The imputer is pytorch-grad-cam's ``NoisyLinearImputer`` (the ROAD authors' code). Two things differ
+from ``ROADMostRelevantFirst`` / ``ROADLeastRelevantFirst``, and both are tested:
+
+* *ties*: the library keeps the pixels strictly below a percentile of the map, so a map whose lower
+  part is flat (Grad-CAM's ReLU leaves many exact zeros) loses far more pixels than asked for,
+  e.g. all of them. Here exactly as many pixels are removed as the library removes on a map without
+  ties, and tied pixels are ranked in a seeded random order;
+* *determinism*: the imputer's noise comes from torch's global generator; here it is drawn under a
+  fixed seed per (order, fraction), leaving the caller's generator untouched.
+
+On maps without ties the two agree exactly (``tests/test_faithfulness.py``).
+
+Typical use::
+
+    maps = comparison_maps(model, images_uint8, predicted, layers=("layer2", "layer3", "layer4"))
+    scores = road_table(model, images_uint8, predicted, maps, fractions=(0.2, 0.4, 0.6, 0.8))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cifar_helpers.analysis.gradcam.cam import _restore_modes, _save_modes, explain_images, resolve_layer
+from cifar_helpers.core.checks import check_images, check_target_classes, model_device
+from cifar_helpers.core.normalization import normalize
+
+MOST_RELEVANT_FIRST = "most_relevant_first"
+LEAST_RELEVANT_FIRST = "least_relevant_first"
+REMOVAL_ORDERS = (MOST_RELEVANT_FIRST, LEAST_RELEVANT_FIRST)
+
+GRADCAM = "gradcam"  # the project's batched Grad-CAM (analysis.gradcam), identical to the library's
+# Established alternatives from pytorch-grad-cam, by the name used in tables and results.
+LIBRARY_EXPLAINERS = ("gradcam++", "hirescam", "scorecam", "eigencam")
+EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
+RANDOM = "random"
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+def check_fractions(fractions: Sequence[float], name: str = "fractions") -> tuple[float, ...]:
+    """Removal fractions: a non-empty, strictly increasing sequence of numbers in (0, 1)."""
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or not fractions:
+        raise ValueError(f"{name} must be a non-empty list of fractions in (0, 1), got {fractions!r}")
+    values = []
+    for value in fractions:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"{name} must hold fractions strictly between 0 and 1, got {value!r}")
+        values.append(float(value))
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise ValueError(f"{name} must be strictly increasing, got {fractions!r}")
+    return tuple(values)
+
+
+def _check_map_shape(maps: Tensor, shape: tuple[int, int, int], name: str = "maps") -> Tensor:
+    if not isinstance(maps, Tensor) or not maps.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a float tensor (N, H, W), got {getattr(maps, 'dtype', type(maps))}")
+    if tuple(maps.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape} to match the images, got {tuple(maps.shape)}")
+    if maps.numel() and not torch.isfinite(maps).all():
+        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+    return maps.detach().cpu()
+
+
+# --------------------------------------------------------------------------------------------------
+# ROAD
+# --------------------------------------------------------------------------------------------------
+def kept_pixels(pixels: int, fraction: float) -> int:
+    """How many of ``pixels`` stay when ``fraction`` is removed: the library's rule on a map without ties.
+
+    ``RemoveMostRelevantFirst(percentile=100 * (1 - fraction))`` keeps the pixels strictly below
+    ``np.percentile(map, percentile)``; with distinct values and linear interpolation that is
+    ``ceil((1 - fraction) * (pixels - 1))`` of them.
+    """
+    return math.ceil(round((1.0 - fraction) * (pixels - 1), 9))
+
+
+def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
+    """Which pixels ROAD keeps when it removes ``fraction`` of them in ``order``.
+
+    Args:
+        maps: float (N, H, W) attribution maps (any scale; only the ranking matters).
+        fraction: share of the pixels to remove, in (0, 1).
+        order: :data:`MOST_RELEVANT_FIRST` or :data:`LEAST_RELEVANT_FIRST`.
+        generator: orders tied pixels (a seeded random tie-break).
+
+    Returns:
+        bool (N, H, W) on the CPU, True where the pixel is kept; ``kept_pixels(H * W, fraction)``
+        per image.
+    """
+    if order not in REMOVAL_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(REMOVAL_ORDERS)}, got {order!r}")
+    check_fractions([fraction], "fraction")
+    n, height, width = maps.shape
+    pixels = height * width
+    flat = maps.detach().cpu().double().flatten(1)
+    # A random permutation first, then a stable sort: ties end up in a random order.
+    shuffle = torch.rand((n, pixels), generator=generator).argsort(dim=1)
+    ascending = shuffle.gather(1, torch.sort(flat.gather(1, shuffle), dim=1, stable=True).indices)
+    kept = kept_pixels(pixels, fraction)
+    # MoRF keeps the least relevant pixels, LeRF the most relevant.
+    chosen = ascending[:, :kept] if order == MOST_RELEVANT_FIRST else ascending[:, pixels - kept :]
+    keep = torch.zeros((n, pixels), dtype=torch.bool).scatter_(1, chosen, True)
+    return keep.view(n, height, width)
+
+
+def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
+    """Replace the pixels not kept by pytorch-grad-cam's noisy linear imputation, under a fixed seed.
+
+    Args:
+        images: float (N, 3, H, W) normalised images (the imputer works in the network's input space).
+        keep: bool (N, H, W), True where the pixel stays.
+        seed: seeds the imputer's noise (drawn image after image); the caller's global torch
+            generator is left as it was.
+
+    Returns:
+        float32 (N, 3, H, W) on the CPU.
+    """
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    imputer = NoisyLinearImputer()
+    images = images.detach().float().cpu()
+    out = torch.empty_like(images)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # The imputer hands torch tensors to np.argwhere, which NumPy 2 warns about; harmless here.
+        warnings.filterwarnings("ignore", message="__array_wrap__", category=DeprecationWarning)
+        torch.manual_seed(seed)
+        for i in range(len(images)):
+            out[i] = imputer(images[i], keep[i].float())
+    return out
+
+
+def _target_probabilities(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+    device = model_device(model, x.device)
+    out = torch.empty(len(x), dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size].to(device)).float()
+            probs = logits.softmax(dim=1).gather(1, targets[start : start + batch_size, None].to(device))
+            out[start : start + batch_size] = probs[:, 0].double().cpu()
+    return out
+
+
+def road_change(
+    model: nn.Module,
+    images: Tensor,
+    target_classes: Tensor,
+    maps: Tensor,
+    fraction: float,
+    order: str,
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> Tensor:
+    """Per image, the change in the target class's probability after ROAD removes ``fraction``.
+
+    The equivalent of ``ROADMostRelevantFirst(percentile=100 * (1 - fraction))`` (or
+    ``ROADLeastRelevantFirst``) with ``ClassifierOutputSoftmaxTarget`` under ``torch.manual_seed(seed)``,
+    with ties broken at random (see the module docstring).
+
+    Args:
+        model: the classifier (run in eval mode; every module's mode is restored).
+        images: float (N, 3, H, W) normalised.
+        target_classes: int64 (N,) the class whose probability is tracked.
+        maps: float (N, H, W) the attribution maps, the images' spatial size.
+        fraction, order: see :func:`keep_masks`.
+        seed: seeds the tie-break and the imputer's noise.
+        batch_size: images per forward pass.
+
+    Returns:
+        float64 (N,) on the CPU: probability after minus probability before.
+    """
+    n, _, height, width = images.shape
+    targets = check_target_classes("target_classes", target_classes, n)
+    maps = _check_map_shape(maps, (n, height, width))
+    keep = keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
+    imputed = impute(images, keep, seed=seed)
+    modes = _save_modes(model)
+    try:
+        model.eval()
+        before = _target_probabilities(model, images.detach().float().cpu(), targets, batch_size)
+        after = _target_probabilities(model, imputed, targets, batch_size)
+    finally:
+        _restore_modes(modes)
+    return after - before
+
+
+def road_curves(
+    model: nn.Module,
+    images: Tensor,
+    target_classes: Tensor,
+    maps: Tensor,
+    fractions: Sequence[float],
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
+
+    Args:
+        model, images, target_classes, maps, batch_size: see :func:`road_change`.
+        fractions: shares of the pixels removed, strictly increasing in (0, 1).
+        seed: each (order, fraction) uses its own seed derived from this one, so one curve's noise
+            does not depend on the other fractions asked for.
+
+    Returns:
+        JSON-ready: ``num_images``; ``fractions``; per order (``most_relevant_first``,
+        ``least_relevant_first``) the mean probability change per fraction and ``*_sem`` its
+        standard error; ``combined``: mean over fractions of (LeRF - MoRF) / 2, higher is more
+        faithful; ``combined_per_image`` (N,).
+    """
+    fractions = check_fractions(fractions)
+    n = len(images)
+    result: dict[str, Any] = {"num_images": n, "fractions": list(fractions)}
+    changes: dict[str, Tensor] = {}
+    for order_index, order in enumerate(REMOVAL_ORDERS):
+        per_fraction = []
+        for fraction in fractions:
+            fraction_seed = seed * 1_000_003 + order_index * 1_000 + round(fraction * 1000)
+            per_fraction.append(
+                road_change(
+                    model,
+                    images,
+                    target_classes,
+                    maps,
+                    fraction,
+                    order,
+                    seed=fraction_seed,
+                    batch_size=batch_size,
+                )
+            )
+        changes[order] = torch.stack(per_fraction, dim=1) if n else torch.zeros((0, len(fractions)))
+        result[order] = changes[order].mean(dim=0).tolist() if n else [None] * len(fractions)
+        result[f"{order}_sem"] = (
+            (changes[order].std(dim=0) / math.sqrt(n)).tolist() if n > 1 else [None] * len(fractions)
+        )
+    combined = ((changes[LEAST_RELEVANT_FIRST] - changes[MOST_RELEVANT_FIRST]) / 2).mean(dim=1)
+    result["combined"] = float(combined.mean()) if n else None
+    result["combined_sem"] = float(combined.std() / math.sqrt(n)) if n > 1 else None
+    result["combined_per_image"] = combined.tolist()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# The maps being compared
+# --------------------------------------------------------------------------------------------------
+def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
+    """Uniform noise per pixel, float32 (N, H, W): a map that knows nothing about the model."""
+    return torch.rand((n, height, width), generator=torch.Generator().manual_seed(seed))
+
+
+def library_maps(
+    model: nn.Module,
+    images_uint8: Tensor,
+    target_classes: Tensor,
+    method: str,
+    *,
+    layer: nn.Module | str | None = None,
+    batch_size: int = 64,
+) -> Tensor:
+    """Maps of one of pytorch-grad-cam's explainers (:data:`LIBRARY_EXPLAINERS`) for the target classes.
+
+    Args:
+        model: the classifier (fp32; its device is used). Every module's mode is restored and the
+            parameters' ``.grad`` are cleared afterwards (the library calls ``backward``).
+        images_uint8: uint8 (N, 3, H, W).
+        target_classes: int64 (N,) the class explained (its logit, as for Grad-CAM).
+        method: ``gradcam++``, ``hirescam``, ``scorecam`` or ``eigencam``.
+        layer: see :func:`cifar_helpers.analysis.gradcam.resolve_layer`.
+        batch_size: images per call (Score-CAM runs one forward per channel per image).
+
+    Returns:
+        float32 (N, H, W) on the CPU, in [0, 1] (the library's min-max scaling).
+    """
+    from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    classes = {"gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "scorecam": ScoreCAM, "eigencam": EigenCAM}
+    if method not in classes:
+        raise ValueError(f"method must be one of {', '.join(classes)}, got {method!r}")
+    images_uint8 = check_images("images_uint8", images_uint8)
+    n, _, height, width = images_uint8.shape
+    targets = check_target_classes("target_classes", target_classes, n)
+    target_layer = resolve_layer(model, layer)
+    device = model_device(model, images_uint8.device)
+    maps = torch.zeros((n, height, width), dtype=torch.float32)
+    modes = _save_modes(model)
+    grads_before = [p.grad for p in model.parameters()]
+    try:
+        with classes[method](model=model, target_layers=[target_layer]) as cam:
+            # Score-CAM: all of one image's channel-masked copies in one forward pass.
+            cam.batch_size = 1024
+            for start in range(0, n, batch_size):
+                x = normalize(images_uint8[start : start + batch_size].to(device))
+                wanted = [ClassifierOutputTarget(int(c)) for c in targets[start : start + batch_size]]
+                # Score-CAM prints a progress bar per image; keep notebook outputs clean.
+                with contextlib.redirect_stderr(io.StringIO()):
+                    maps[start : start + batch_size] = torch.from_numpy(cam(input_tensor=x, targets=wanted))
+    finally:
+        for p, grad in zip(model.parameters(), grads_before, strict=True):
+            p.grad = grad
+        _restore_modes(modes)
+    return maps
+
+
+def explainer_maps(
+    model: nn.Module,
+    images_uint8: Tensor,
+    target_classes: Tensor,
+    method: str,
+    *,
+    layer: nn.Module | str | None = None,
+    batch_size: int = 64,
+) -> Tensor:
+    """Maps of any explainer in :data:`EXPLAINERS`: float32 (N, H, W) on the CPU, in [0, 1]."""
+    if method == GRADCAM:
+        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=batch_size)
+    return library_maps(model, images_uint8, target_classes, method, layer=layer, batch_size=batch_size)
+
+
+def map_key(method: str, layer: str) -> str:
+    """How a (method, layer) pair is named in results: ``"gradcam@layer4"``."""
+    return f"{method}@{layer}"
+
+
+def comparison_maps(
+    model: nn.Module,
+    images_uint8: Tensor,
+    target_classes: Tensor,
+    *,
+    layers: Sequence[str] = ("layer2", "layer3", "layer4"),
+    explainers: Sequence[str] = EXPLAINERS,
+    explainer_layer: str = "layer4",
+    seed: int = 0,
+) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """Every map notebook 03 compares: Grad-CAM at each layer, each explainer at one layer, random.
+
+    Args:
+        model: the classifier.
+        images_uint8: uint8 (N, 3, H, W).
+        target_classes: int64 (N,) the class explained.
+        layers: layers Grad-CAM is computed at.
+        explainers: methods from :data:`EXPLAINERS` computed at ``explainer_layer``.
+        explainer_layer: the layer the explainers are compared on.
+        seed: seeds the random map.
+
+    Returns:
+        ``maps``: ``{"gradcam@layer2": (N, H, W), ..., "random": (N, H, W)}`` float32 on the CPU;
+        ``seconds``: the time each took.
+    """
+    images_uint8 = check_images("images_uint8", images_uint8)
+    unknown = [e for e in explainers if e not in EXPLAINERS]
+    if unknown:
+        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
+    n, _, height, width = images_uint8.shape
+    jobs = [(GRADCAM, layer) for layer in layers]
+    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
+    maps: dict[str, Tensor] = {}
+    seconds: dict[str, float] = {}
+    for method, layer in jobs:
+        start = time.perf_counter()
+        key = map_key(method, layer)
+        maps[key] = explainer_maps(model, images_uint8, target_classes, method, layer=layer)
+        seconds[key] = time.perf_counter() - start
+    maps[RANDOM] = random_maps(n, height, width, seed=seed)
+    seconds[RANDOM] = 0.0
+    return maps, seconds
+
+
+def road_table(
+    model: nn.Module,
+    images_uint8: Tensor,
+    target_classes: Tensor,
+    maps: dict[str, Tensor],
+    *,
+    fractions: Sequence[float],
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """ROAD curves (:func:`road_curves`) of several sets of maps of the same images, JSON-ready.
+
+    Every set is scored with the same seed, so their imputation noise is the same: differences
+    between rows come from the maps alone.
+
+    Args:
+        model: the classifier.
+        images_uint8: uint8 (N, 3, H, W).
+        target_classes: int64 (N,) the class whose probability is tracked (the one explained).
+        maps: ``{name: float (N, H, W)}``, e.g. from :func:`comparison_maps`.
+        fractions: removal fractions.
+        seed, batch_size: see :func:`road_curves`.
+
+    Returns:
+        ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
+    """
+    images_uint8 = check_images("images_uint8", images_uint8)
+    fractions = check_fractions(fractions)
+    start = time.perf_counter()
+    images = normalize(images_uint8.cpu())
+    rows = {
+        name: road_curves(model, images, target_classes, m, fractions, seed=seed, batch_size=batch_size)
+        for name, m in maps.items()
+    }
+    return {
+        "num_images": len(images_uint8),
+        "fractions": list(fractions),
+        "rows": rows,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
+    """The candidate row of a :func:`road_table` with the highest combined ROAD score (None if none)."""
+    rows = table["rows"]
+    scored = [(rows[c]["combined"], c) for c in candidates if rows.get(c, {}).get("combined") is not None]
+    return max(scored)[1] if scored else None
+
+
+def faithfulness_report(
+    model: nn.Module,
+    images_uint8: Tensor,
+    target_classes: Tensor,
+    *,
+    layers: Sequence[str],
+    explainers: Sequence[str],
+    explainer_layer: str,
+    fractions: Sequence[float],
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Notebook 03's faithfulness section in one call: maps of every layer and explainer, scored by ROAD.
+
+    Args:
+        model: the classifier whose failures these are.
+        images_uint8: uint8 (N, 3, H, W) the failures' images (already subsampled).
+        target_classes: int64 (N,) the predicted (wrong) class, the one explained and tracked.
+        layers, explainers, explainer_layer: see :func:`comparison_maps`.
+        fractions: removal fractions.
+        seed: seeds the random map, the tie-breaks and the imputation noise.
+
+    Returns:
+        ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
+        ``explainer_layer``, ``best_layer`` and ``best_explainer`` by combined score, ``map_seconds``)
+        and ``maps`` (``{name: float32 (N, H, W)}``, for figures).
+    """
+    maps, map_seconds = comparison_maps(
+        model,
+        images_uint8,
+        target_classes,
+        layers=layers,
+        explainers=explainers,
+        explainer_layer=explainer_layer,
+        seed=seed,
+    )
+    table = road_table(model, images_uint8, target_classes, maps, fractions=fractions, seed=seed)
+    best_layer = best_map(table, [map_key(GRADCAM, layer) for layer in layers])
+    best_explainer = best_map(table, [map_key(e, explainer_layer) for e in explainers])
+    table.update(
+        layers=list(layers),
+        explainers=list(explainers),
+        explainer_layer=explainer_layer,
+        best_layer=None if best_layer is None else best_layer.split("@", 1)[1],
+        best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],
+        map_seconds=map_seconds,
+    )
+    return table, maps
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage-level helpers: what notebooks 03, 05 and 06 compute, each in one call
+# --------------------------------------------------------------------------------------------------
+ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
+
+
+def failure_faithfulness(
+    model: nn.Module,
+    images_uint8: Tensor,
+    failure_maps: dict[str, Tensor],
+    config: Any,
+    *,
+    layers: Sequence[str] = ROAD_LAYERS,
+    explainers: Sequence[str] = EXPLAINERS,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Notebook 03: ROAD of every layer and explainer on the ``config.road_images`` most confident failures.
+
+    Args:
+        model: the model whose failures these are.
+        images_uint8: uint8 (N, 3, H, W) the whole split.
+        failure_maps: :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` output (``indices``,
+            ``predicted``; most confident first).
+        config: the :class:`rundir.config.RunConfig` (``road_images``, ``road_fractions``,
+            ``gradcam_layer`` - the layer the explainers are compared on - and ``seed``).
+        layers, explainers: see :func:`comparison_maps`.
+
+    Returns:
+        ``report``: :func:`faithfulness_report`'s, plus ``indices`` of the images scored and
+        ``num_failures`` (how many there were to choose from); ``maps``: ``indices``, ``predicted``
+        and ``maps`` ({name: (K, H, W)}), for figures.
+    """
+    k = min(config.road_images, len(failure_maps["indices"]))
+    indices = failure_maps["indices"][:k]
+    targets = failure_maps["predicted"][:k]
+    report, maps = faithfulness_report(
+        model,
+        images_uint8[indices],
+        targets,
+        layers=layers,
+        explainers=explainers,
+        explainer_layer=config.gradcam_layer,
+        fractions=config.road_fractions,
+        seed=config.seed,
+    )
+    report.update(indices=indices.tolist(), num_failures=len(failure_maps["indices"]))
+    return report, {"indices": indices, "predicted": targets, "maps": maps}
+
+
+def road_by_model(
+    models: dict[str, nn.Module],
+    images_uint8: Tensor,
+    targets: dict[str, Tensor],
+    maps: dict[str, Tensor],
+    *,
+    fractions: Sequence[float],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ROAD of each model's own maps of the same images, each against the same random floor.
+
+    Args:
+        models: ``{name: model}``.
+        images_uint8: uint8 (K, 3, H, W), the images every model is scored on.
+        targets: ``{name: int64 (K,)}`` the class each model's maps explain (its own prediction).
+        maps: ``{name: float (K, H, W)}`` each model's maps.
+        fractions, seed: see :func:`road_table`.
+
+    Returns:
+        JSON-ready: ``num_images``, ``fractions`` and ``models`` (``{name: road_table result with rows
+        "gradcam" and "random"}``).
+    """
+    images_uint8 = check_images("images_uint8", images_uint8)
+    n, _, height, width = images_uint8.shape
+    floor = random_maps(n, height, width, seed=seed)
+    tables = {
+        name: road_table(
+            model,
+            images_uint8,
+            targets[name],
+            {GRADCAM: maps[name], RANDOM: floor},
+            fractions=fractions,
+            seed=seed,
+        )
+        for name, model in models.items()
+    }
+    return {"num_images": n, "fractions": list(check_fractions(fractions)), "models": tables}
+
+
+__all__ = [
+    "EXPLAINERS",
+    "LEAST_RELEVANT_FIRST",
+    "LIBRARY_EXPLAINERS",
+    "MOST_RELEVANT_FIRST",
+    "RANDOM",
+    "REMOVAL_ORDERS",
+    "ROAD_LAYERS",
+    "best_map",
+    "check_fractions",
+    "comparison_maps",
+    "explainer_maps",
+    "failure_faithfulness",
+    "faithfulness_report",
+    "impute",
+    "keep_masks",
+    "kept_pixels",
+    "library_maps",
+    "map_key",
+    "random_maps",
+    "road_by_model",
+    "road_change",
+    "road_curves",
+    "road_table",
+]

@@ -1,0 +1,248 @@
+"""Measures of where Grad-CAM maps put their mass: the share outside the central square, the share
+inside an object mask, the pointing game, failures' maps against matched controls' (with a Wilcoxon
+test), and the deletion test of whether the most attended pixels are the ones the model uses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cifar_helpers.core.checks import check_target_classes, model_device
+
+from .cam import _check_batch_size, _check_float_images, _restore_modes, _save_modes
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+def _check_maps(maps: Tensor, name: str = "maps") -> Tensor:
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (N, H, W), got {type(maps).__name__}")
+    if maps.ndim != 3:
+        raise ValueError(f"{name} must be 3-D (N, H, W), got shape {tuple(maps.shape)}")
+    if not maps.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point, got dtype {maps.dtype}")
+    if maps.numel() and (maps.min() < 0 or not torch.isfinite(maps).all()):
+        raise ValueError(
+            f"{name} must be non-negative and finite (Grad-CAM maps are), got negative or NaN values"
+        )
+    return maps.detach()
+
+
+def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
+    if not isinstance(masks, Tensor) or masks.dtype != torch.bool:
+        raise TypeError(f"masks must be a bool tensor (N, H, W), got {getattr(masks, 'dtype', type(masks))}")
+    if masks.shape != maps.shape:
+        raise ValueError(f"masks must have the maps' shape {tuple(maps.shape)}, got {tuple(masks.shape)}")
+    return masks.to(maps.device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the mass is
+# --------------------------------------------------------------------------------------------------
+def _share(maps: Tensor, region: Tensor) -> Tensor:
+    """Share of each map's mass inside ``region`` (bool, broadcastable to maps); NaN for an empty map."""
+    total = maps.sum(dim=(1, 2), dtype=torch.float64)
+    inside = (maps * region).sum(dim=(1, 2), dtype=torch.float64)
+    share = torch.where(total > 0, inside / total.clamp_min(math.ulp(0.0)), math.nan)
+    return share.to(maps.dtype)
+
+
+def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
+    """Share of each map's mass outside the central ``center`` x ``center`` square.
+
+    Args:
+        maps: non-negative float (N, H, W), e.g. Grad-CAM maps.
+        center: side of the central square, 1 <= center <= min(H, W). It starts at
+            ((H - center) // 2, (W - center) // 2): rows and columns 8..23 for 32x32 and 16.
+
+    Returns:
+        (N,) in the maps' dtype, in [0, 1]: 0 when all the mass is in the centre, 1 when it is all
+        outside. NaN for an all-zero map, which has no mass to place anywhere; use ``nanmean`` or
+        drop them before averaging.
+    """
+    maps = _check_maps(maps)
+    height, width = maps.shape[1:]
+    if isinstance(center, bool) or not isinstance(center, int) or not 1 <= center <= min(height, width):
+        raise ValueError(
+            f"center must be an integer in [1, {min(height, width)}] for {height}x{width} maps, "
+            f"got {center!r}"
+        )
+    top, left = (height - center) // 2, (width - center) // 2
+    outside = torch.ones((height, width), dtype=torch.bool, device=maps.device)
+    outside[top : top + center, left : left + center] = False
+    return _share(maps, outside)
+
+
+def mask_share(maps: Tensor, masks: Tensor) -> Tensor:
+    """Share of each map's mass inside its object mask.
+
+    Args:
+        maps: non-negative float (N, H, W).
+        masks: bool (N, H, W), True on the object.
+
+    Returns:
+        (N,) in [0, 1] in the maps' dtype; NaN for an all-zero map.
+    """
+    maps = _check_maps(maps)
+    return _share(maps, _check_masks(masks, maps))
+
+
+def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
+    """Whether each map's maximum falls inside its mask (Zhang et al., 2016).
+
+    Args:
+        maps: non-negative float (N, H, W).
+        masks: bool (N, H, W).
+
+    Returns:
+        bool (N,). With several maximal pixels the first in row-major order counts; an all-zero map
+        points nowhere and scores False.
+    """
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps)
+    flat = maps.flatten(1)
+    peak = flat.argmax(dim=1)
+    hit = masks.flatten(1).gather(1, peak[:, None])[:, 0]
+    return hit & (flat.amax(dim=1) > 0)
+
+
+def deletion_curve(
+    model: nn.Module,
+    images: Tensor,
+    target_classes: Tensor,
+    maps: Tensor,
+    *,
+    steps: int = 10,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Probability of the target class as the most attended pixels are blanked, versus random pixels.
+
+    Pixels are blanked (all channels set to 0 in normalised space, i.e. the dataset mean) in ``steps``
+    equal steps from none to all, in order of decreasing map value (ties: row-major order) for the
+    "attended" curve and in a random order for the "random" curve. A faithful map makes the attended
+    curve fall faster, i.e. a lower area under it.
+
+    Args:
+        model: the classifier (run in eval mode, modes restored afterwards).
+        images: float (N, 3, H, W), normalised.
+        target_classes: int64 (N,) class whose probability is tracked.
+        maps: float (N, H, W) the maps to test, the images' spatial size.
+        steps: number of blanking steps (>= 1).
+        generator: for the random order; None uses a fixed seed (0), so results are reproducible.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``fractions``, ``attended``, ``random``: float64 (steps + 1,) CPU tensors (fraction of pixels
+        blanked, mean target probability); ``attended_auc``, ``random_auc``: trapezoidal areas.
+    """
+    images = _check_float_images(images)
+    n, _, height, width = images.shape
+    targets = check_target_classes("target_classes", target_classes, n)
+    maps = _check_maps(maps)
+    if maps.shape != (n, height, width):
+        raise ValueError(
+            f"maps must have shape {(n, height, width)} to match images, got {tuple(maps.shape)}"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    batch_size = _check_batch_size(batch_size, n)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    device = model_device(model, images.device)
+
+    pixels = height * width
+    counts = [s * pixels // steps for s in range(steps + 1)]
+    attended_order = torch.sort(maps.cpu().flatten(1), dim=1, descending=True, stable=True).indices
+    random_order = torch.rand((n, pixels), generator=generator).argsort(dim=1)
+    positions = torch.arange(pixels).expand(n, pixels)
+    # rank[i, p] = when pixel p of image i is blanked; "blanked at step s" is then rank < counts[s].
+    ranks = {
+        name: torch.empty((n, pixels), dtype=torch.int64).scatter_(1, order, positions)
+        for name, order in (("attended", attended_order), ("random", random_order))
+    }
+    totals = {name: torch.zeros(steps + 1, dtype=torch.float64) for name in ranks}
+
+    modes = _save_modes(model)
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                x = images[start : start + batch_size].to(device)
+                batch_targets = targets[start : start + batch_size].to(device)
+                for name, rank in ranks.items():
+                    batch_rank = rank[start : start + batch_size].to(device).view(-1, 1, height, width)
+                    for step, count in enumerate(counts):
+                        probs = model(x * (batch_rank >= count)).float().softmax(dim=1)
+                        target_probs = probs.gather(1, batch_targets[:, None])
+                        totals[name][step] += target_probs.sum(dtype=torch.float64).item()
+    finally:
+        _restore_modes(modes)
+
+    fractions = torch.tensor(counts, dtype=torch.float64) / pixels
+    attended, random = totals["attended"] / max(n, 1), totals["random"] / max(n, 1)
+    return {
+        "fractions": fractions,
+        "attended": attended,
+        "random": random,
+        "attended_auc": float(torch.trapezoid(attended, fractions)),
+        "random_auc": float(torch.trapezoid(random, fractions)),
+    }
+
+
+def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: int = 16) -> dict[str, Any]:
+    """Periphery share of failures' maps versus their confidence-matched controls' maps, JSON-ready.
+
+    Args:
+        failure_maps: float (K, H, W) maps of the failures.
+        control_maps: float (K, H, W) maps of the matched correct images, aligned with the failures
+            (from :func:`matched_confidence_controls`).
+        center: see :func:`periphery_share`.
+
+    Returns:
+        ``center``; ``failures`` and ``controls``: {n, mean, median} of the periphery share over
+        non-empty maps; ``pairs``: pairs where both maps are non-empty; ``mean_difference``
+        (failure - control over those pairs); ``share_failure_higher``; ``wilcoxon_p``: two-sided
+        Wilcoxon signed-rank p-value over the pairs. Undefined values are None.
+    """
+    failure_maps = _check_maps(failure_maps, "failure_maps")
+    control_maps = _check_maps(control_maps, "control_maps")
+    if failure_maps.shape[0] != control_maps.shape[0]:
+        raise ValueError(
+            f"failure_maps ({failure_maps.shape[0]} maps) and control_maps ({control_maps.shape[0]}) "
+            "must be paired one to one"
+        )
+    failure_share = periphery_share(failure_maps, center).double().cpu()
+    control_share = periphery_share(control_maps, center).double().cpu()
+
+    def describe(share: Tensor) -> dict[str, Any]:
+        share = share[~share.isnan()]
+        if len(share) == 0:
+            return {"n": 0, "mean": None, "median": None}
+        return {"n": len(share), "mean": float(share.mean()), "median": float(share.quantile(0.5))}
+
+    both = ~failure_share.isnan() & ~control_share.isnan()
+    difference = failure_share[both] - control_share[both]
+    return {
+        "center": center,
+        "failures": describe(failure_share),
+        "controls": describe(control_share),
+        "pairs": int(both.sum()),
+        "mean_difference": float(difference.mean()) if len(difference) else None,
+        "share_failure_higher": float((difference > 0).double().mean()) if len(difference) else None,
+        "wilcoxon_p": _wilcoxon_p(difference),
+    }
+
+
+def _wilcoxon_p(difference: Tensor) -> float | None:
+    if not (difference != 0).any():
+        return None  # the test is undefined when every pair ties
+    from scipy.stats import wilcoxon
+
+    p_value = float(wilcoxon(difference.numpy()).pvalue)
+    return None if math.isnan(p_value) else p_value

@@ -1,0 +1,283 @@
+"""Batched Grad-CAM on any convolutional layer: the layer to explain, the maps, and the maps of a
+split's failures or of any uint8 images.
+
+Grad-CAM (Selvaraju et al., 2017): for a target class c and a layer with activations A (K, h, w),
+the channel weights are the spatial mean of d logit_c / d A_k (the logit, before the softmax), and
+the map is ReLU(sum_k w_k A_k), bilinearly upsampled to the input size and divided by its maximum.
+
+The maps of a whole batch come from one forward and one backward pass on the model's device: in
+eval mode the samples do not interact, so the gradient of the *sum* of each sample's target logit
+with respect to the batch's activations is each sample's own gradient. Only the activation's
+gradient is computed (``torch.autograd.grad``), so parameters' ``.grad`` are never touched.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.core.checks import check_images, check_target_classes, model_device
+from cifar_helpers.core.normalization import normalize
+
+DEFAULT_LAYER = "layer4"
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation and small helpers
+# --------------------------------------------------------------------------------------------------
+def _check_batch_size(batch_size: int | None, n: int) -> int:
+    if batch_size is None:
+        return max(n, 1)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    return batch_size
+
+
+def _check_float_images(images: Tensor, name: str = "images") -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, 3, H, W), got shape {tuple(images.shape)}")
+    if not images.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be normalised floats (use cifar_helpers.core.normalization.normalize on uint8 "
+            f"images), got dtype {images.dtype}"
+        )
+    return images.detach()
+
+
+def _save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    # Per module, not just the root: a caller may have put some submodules in eval on purpose.
+    return [(module, module.training) for module in model.modules()]
+
+
+def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
+def resolve_layer(model: nn.Module, layer: nn.Module | str | None = None) -> nn.Module:
+    """The module Grad-CAM explains.
+
+    Args:
+        model: the network.
+        layer: None for ``model.layer4`` (the last convolutional stage of our ResNets), a dotted
+            submodule name such as ``"layer3.1"`` or ``"layer4.1.conv2"``, or a submodule itself.
+
+    Raises:
+        ValueError: the name is unknown (the message lists the valid names) or the module is not
+            part of ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    is_default = layer is None
+    if layer is None:
+        layer = DEFAULT_LAYER
+    if isinstance(layer, str):
+        modules = dict(model.named_modules())
+        if layer and layer in modules:
+            return modules[layer]
+        names = [name for name in modules if name]
+        close = difflib.get_close_matches(layer, names, n=3)
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        default = " (the default layer; pass layer= to choose another)" if is_default else ""
+        raise ValueError(
+            f"layer {layer!r}{default} is not a submodule of {type(model).__name__}{hint}; "
+            f"valid names: {', '.join(names) or '(the model has no submodules)'}"
+        )
+    if isinstance(layer, nn.Module):
+        if not any(module is layer for module in model.modules()):
+            raise ValueError(f"layer {type(layer).__name__} is not a submodule of {type(model).__name__}")
+        return layer
+    raise TypeError(f"layer must be None, a dotted module name or an nn.Module, got {type(layer).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Grad-CAM
+# --------------------------------------------------------------------------------------------------
+def grad_cam(
+    model: nn.Module,
+    images: Tensor,
+    target_classes: Tensor | int,
+    layer: nn.Module | str | None = None,
+    *,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Grad-CAM maps of ``target_classes`` for each image.
+
+    Args:
+        model: a classifier returning logits (N, C). It is run in eval mode (BatchNorm uses its
+            running statistics); every module's mode is restored afterwards, and parameters'
+            ``.grad`` are left exactly as they were.
+        images: float (N, 3, H, W), normalised, any device (moved to the model's device).
+        target_classes: int64 (N,) class to explain per image, or one int for all.
+        layer: see :func:`resolve_layer`; its output must be a (N, K, h, w) tensor.
+        batch_size: images per forward/backward pass; None does all N in one pass.
+
+    Returns:
+        float32 (N, H, W) on the model's device, each map in [0, 1] with maximum 1, or all zeros when
+        no location has positive evidence for the class.
+
+    Works inside ``torch.no_grad()`` and ``torch.inference_mode()``: gradients are enabled internally.
+    """
+    target_layer = resolve_layer(model, layer)
+    images = _check_float_images(images)
+    n, _, height, width = images.shape
+    targets = check_target_classes("target_classes", target_classes, n)
+    batch_size = _check_batch_size(batch_size, n)
+    device = model_device(model, images.device)
+    targets = targets.to(device)
+    captured: list[Tensor] = []
+
+    def capture(module: nn.Module, inputs: Any, output: Any) -> Tensor:
+        if not isinstance(output, Tensor) or output.ndim != 4:
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ValueError(
+                f"Grad-CAM needs a layer whose output is (N, K, h, w); this one returned {shape}"
+            )
+        # The activation becomes a leaf of a fresh graph: its gradient is all Grad-CAM needs, and
+        # recording only from here on leaves the layers before it graph-free (a fraction of the memory
+        # of a full backward). The caller's no_grad block restores the grad mode on exit.
+        torch.set_grad_enabled(True)
+        activation = output.detach().requires_grad_(True)
+        captured.append(activation)
+        # The model continues with a copy, so a later in-place op (ReLU(inplace=True)) neither fails
+        # on a leaf nor alters the activation the map is built from.
+        return activation.clone()
+
+    modes = _save_modes(model)
+    handle = target_layer.register_forward_hook(capture)
+    try:
+        model.eval()
+        # inference_mode(False) lets a caller inside torch.inference_mode() get gradients at all; the
+        # output is allocated inside it because inference tensors cannot be written to outside.
+        with torch.inference_mode(False):
+            maps = torch.empty((n, height, width), dtype=torch.float32, device=device)
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                captured.clear()
+                with torch.no_grad():
+                    logits = model(images[start:stop].to(device))
+                if len(captured) != 1:
+                    raise RuntimeError(
+                        f"the Grad-CAM layer ran {len(captured)} times in one forward pass; "
+                        "choose a layer the model calls exactly once"
+                    )
+                if logits.ndim != 2 or not logits.requires_grad:
+                    raise RuntimeError(
+                        "the model must return logits (N, C) computed from the Grad-CAM layer's output"
+                    )
+                batch_targets = targets[start:stop]
+                if batch_targets.max() >= logits.shape[1]:
+                    raise ValueError(
+                        f"target_classes must be < the model's {logits.shape[1]} classes, "
+                        f"got {int(batch_targets.max())}"
+                    )
+                # Backpropagating a one-hot per sample equals the gradient of the sum of the selected
+                # logits: one backward gives every sample its own gradient.
+                selector = torch.zeros_like(logits).scatter_(1, batch_targets[:, None], 1.0)
+                (gradient,) = torch.autograd.grad(logits, captured[0], grad_outputs=selector)
+                activation = captured[0].detach().float()
+                weights = gradient.float().mean(dim=(2, 3), keepdim=True)
+                cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
+                cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+                peak = cam.amax(dim=(1, 2), keepdim=True)
+                maps[start:stop] = torch.where(
+                    peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), 0.0
+                )
+                del logits  # frees this batch's graph before the next forward builds one
+    finally:
+        handle.remove()
+        _restore_modes(modes)
+    return maps
+
+
+def gradcam_for_failures(
+    model: nn.Module,
+    images_uint8: Tensor,
+    failures: FailureSet,
+    *,
+    layer: nn.Module | str | None = None,
+    batch_size: int = 256,
+    max_items: int | None = None,
+) -> dict[str, Tensor]:
+    """Grad-CAM maps of the predicted (wrong) class and of the true class for each failure.
+
+    The predicted-class map shows where the model found evidence for what it said; the true-class map
+    where it found (or missed) evidence for the right answer.
+
+    Args:
+        model: the model whose failures these are (its device is used; the model is not moved).
+        images_uint8: uint8 (N, 3, H, W) the whole split the failures were found on (CPU is fine;
+            only the failures' images are moved).
+        failures: from :func:`cifar_helpers.analysis.failures.find_high_confidence_failures` on that split.
+        layer: see :func:`resolve_layer`.
+        batch_size: images per pass.
+        max_items: explain only the first (most confident) ``max_items`` failures.
+
+    Returns:
+        On the CPU: ``indices`` int64 (K,), ``predicted`` and ``true_labels`` int64 (K,),
+        ``predicted_maps`` and ``true_maps`` float32 (K, H, W) in [0, 1].
+    """
+    images_uint8 = check_images("images_uint8", images_uint8)
+    if not isinstance(failures, FailureSet):
+        raise TypeError(f"failures must be a FailureSet, got {type(failures).__name__}")
+    if failures.num_images != len(images_uint8):
+        raise ValueError(
+            f"the failures were found on {failures.num_images} images but images_uint8 holds "
+            f"{len(images_uint8)}; pass the whole split they index into"
+        )
+    if max_items is not None and (
+        isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0
+    ):
+        raise ValueError(f"max_items must be a non-negative integer or None, got {max_items!r}")
+    k = len(failures) if max_items is None else min(max_items, len(failures))
+    indices = failures.indices[:k]
+    predicted, true_labels = failures.predicted[:k], failures.true_labels[:k]
+    chosen = images_uint8[indices]
+    return {
+        "indices": indices.clone(),
+        "predicted": predicted.clone(),
+        "true_labels": true_labels.clone(),
+        "predicted_maps": explain_images(model, chosen, predicted, layer=layer, batch_size=batch_size),
+        "true_maps": explain_images(model, chosen, true_labels, layer=layer, batch_size=batch_size),
+    }
+
+
+def explain_images(
+    model: nn.Module,
+    images_uint8: Tensor,
+    target_classes: Tensor,
+    *,
+    layer: nn.Module | str | None = None,
+    batch_size: int = 256,
+) -> Tensor:
+    """Grad-CAM of uint8 images: normalised and moved to the model's device batch by batch.
+
+    Args:
+        model: the classifier (its device is used).
+        images_uint8: uint8 (K, 3, H, W).
+        target_classes: int64 (K,) the class to explain for each image.
+        layer: see :func:`resolve_layer`.
+        batch_size: images per forward/backward pass.
+
+    Returns:
+        float32 (K, H, W) maps in [0, 1], on the CPU.
+    """
+    images_uint8 = check_images("images_uint8", images_uint8)
+    k, _, height, width = images_uint8.shape
+    targets = check_target_classes("target_classes", target_classes, k)
+    batch_size = _check_batch_size(batch_size, k)
+    device = model_device(model, images_uint8.device)
+    target_layer = resolve_layer(model, layer)
+    maps = torch.zeros((k, height, width), dtype=torch.float32)
+    for start in range(0, k, batch_size):
+        batch = slice(start, start + batch_size)
+        x = normalize(images_uint8[batch].to(device))
+        maps[batch] = grad_cam(model, x, targets[batch], target_layer).cpu()
+    return maps

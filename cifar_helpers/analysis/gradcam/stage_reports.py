@@ -1,0 +1,193 @@
+"""The measures notebooks 03 and 05 record, each in one call: failures' attention against
+confidence-matched correct images plus the deletion test (:func:`failure_attention_report`), and
+two models' attention on the same images (:func:`compare_attention`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cifar_helpers.core.checks import model_device
+from cifar_helpers.core.normalization import normalize
+
+from .attention import attention_measures, deletion_curve, periphery_share
+from .cam import explain_images
+
+
+# --------------------------------------------------------------------------------------------------
+# Confidence-matched controls
+# --------------------------------------------------------------------------------------------------
+def matched_confidence_controls(
+    confidences: Tensor,
+    correct: Tensor,
+    reference_confidences: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """For each reference (failure), a correctly classified image with the nearest confidence.
+
+    Comparing failures with *confidence-matched* correct images keeps a difference in attention from
+    being a difference in confidence in disguise.
+
+    Args:
+        confidences: float (N,) max softmax probability of every image of the split.
+        correct: bool (N,) whether each image was classified correctly.
+        reference_confidences: float (K,) confidences to match (the failures').
+        generator: breaks ties between equally near candidates at random (confidences saturate at
+            1.0, so ties are common). None breaks them by lowest index, deterministically.
+
+    Returns:
+        int64 (K,) indices into the split, aligned with ``reference_confidences``. References are
+        matched greedily from the most confident down; candidates are drawn without replacement
+        until every correct image has been used once, and only then reused.
+    """
+    for name, value in (("confidences", confidences), ("reference_confidences", reference_confidences)):
+        if not isinstance(value, Tensor) or value.ndim != 1 or not value.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a 1-D float tensor, got {getattr(value, 'shape', type(value))}")
+    if not isinstance(correct, Tensor) or correct.dtype != torch.bool or correct.shape != confidences.shape:
+        raise TypeError(f"correct must be a bool tensor of shape {tuple(confidences.shape)}")
+    candidates = torch.nonzero(correct.cpu()).flatten()
+    if len(candidates) == 0 and len(reference_confidences):
+        raise ValueError("there are no correctly classified images to match against")
+    if generator is not None:
+        # A random candidate order makes argmin's first-minimum rule a random tie-break.
+        candidates = candidates[torch.randperm(len(candidates), generator=generator)]
+    pool = confidences.detach().cpu().double()[candidates]
+    references = reference_confidences.detach().cpu().double()
+    available = torch.ones(len(candidates), dtype=torch.bool)
+    matches = torch.empty(len(references), dtype=torch.int64)
+    for ref in torch.sort(references, descending=True, stable=True).indices.tolist():
+        if not available.any():
+            available.fill_(True)
+        distance = torch.where(available, (pool - references[ref]).abs(), math.inf)
+        best = int(distance.argmin())
+        available[best] = False
+        matches[ref] = candidates[best]
+    return matches
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage-level helpers: what notebooks 03 and 05 compute, each in one call
+# --------------------------------------------------------------------------------------------------
+def _share_list(maps: Tensor, center: int) -> list[float | None]:
+    """Per-image periphery shares as a JSON-ready list (None for an all-zero map)."""
+    return [None if math.isnan(v) else v for v in periphery_share(maps, center).tolist()]
+
+
+def failure_attention_report(
+    model: nn.Module,
+    images_uint8: Tensor,
+    probs: Tensor,
+    labels: Tensor,
+    failure_maps: dict[str, Tensor],
+    *,
+    layer: nn.Module | str | None = None,
+    deletion_steps: int = 10,
+    seed: int = 0,
+    center: int = 16,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Are the failures' heatmaps different, and are they faithful? The measures of notebook 03.
+
+    1. *Periphery*: the share of each failure's predicted-class map outside the central
+       ``center``×``center`` square, against correctly classified images of matched confidence
+       (:func:`matched_confidence_controls`), so the comparison is not one of confidence in disguise.
+    2. *Deletion test*: blanking the failures' most attended pixels against as many random pixels
+       (:func:`deletion_curve`); faithful maps make the predicted class's probability fall faster.
+
+    Args:
+        model: the model the failures and maps belong to.
+        images_uint8: uint8 (N, 3, H, W) the whole split.
+        probs: float (N, C) the model's probabilities on the split.
+        labels: int64 (N,) true classes.
+        failure_maps: output of :func:`gradcam_for_failures` (``indices``, ``predicted``,
+            ``predicted_maps``).
+        layer, batch_size: as for :func:`grad_cam`.
+        deletion_steps: blanking steps of the deletion test.
+        seed: seeds tie-breaking among controls and the random deletion order.
+        center: side of the central square, in pixels.
+
+    Returns:
+        JSON-ready: ``num_failures``; ``periphery`` (:func:`attention_measures`);
+        ``failure_periphery_shares`` and ``control_periphery_shares`` (per image, NaN as None);
+        ``control_indices``; ``deletion`` (:func:`deletion_curve`, or None without failures).
+    """
+    indices = failure_maps["indices"]
+    k = len(indices)
+    report: dict[str, Any] = {"num_failures": k, "center": center, "deletion_steps": deletion_steps}
+    if k == 0:
+        empty = torch.zeros((0, *images_uint8.shape[2:]))
+        report.update(
+            periphery=attention_measures(empty, empty, center=center),
+            failure_periphery_shares=[],
+            control_periphery_shares=[],
+            control_indices=[],
+            deletion=None,
+        )
+        return report
+    confidences, predicted = probs.max(dim=1)
+    controls = matched_confidence_controls(
+        confidences,
+        predicted == labels,
+        confidences[indices],
+        generator=torch.Generator().manual_seed(seed),
+    )
+    control_maps = explain_images(
+        model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size
+    )
+    fail_maps = failure_maps["predicted_maps"]
+    report.update(
+        periphery=attention_measures(fail_maps, control_maps, center=center),
+        failure_periphery_shares=_share_list(fail_maps, center),
+        control_periphery_shares=_share_list(control_maps, center),
+        control_indices=controls.tolist(),
+        deletion=deletion_curve(
+            model,
+            normalize(images_uint8[indices].to(model_device(model, images_uint8.device))),
+            failure_maps["predicted"],
+            fail_maps,
+            steps=deletion_steps,
+            generator=torch.Generator().manual_seed(seed),
+            batch_size=batch_size,
+        ),
+    )
+    return report
+
+
+def compare_attention(
+    before_maps: Tensor,
+    after_maps: Tensor,
+    *,
+    center: int = 16,
+    names: tuple[str, str] = ("baseline", "augmented"),
+) -> dict[str, Any]:
+    """Periphery share of two models' maps of the same images: did attention move onto the object?
+
+    Args:
+        before_maps, after_maps: float (K, H, W), aligned image by image.
+        center: side of the central square, in pixels.
+        names: what to call the two sets of maps in the result.
+
+    Returns:
+        JSON-ready: per model {n, mean, median} of the periphery share and the per-image shares;
+        ``mean_change`` (after - before over images where both maps are non-empty);
+        ``share_moved_inward`` (fraction of those images whose periphery share fell); ``wilcoxon_p``.
+    """
+    measures = attention_measures(before_maps, after_maps, center=center)
+    before, after = names
+    return {
+        "center": center,
+        before: measures["failures"],
+        after: measures["controls"],
+        f"{before}_shares": _share_list(before_maps, center),
+        f"{after}_shares": _share_list(after_maps, center),
+        "pairs": measures["pairs"],
+        "mean_change": None if measures["mean_difference"] is None else -measures["mean_difference"],
+        # "failure higher" is "before higher": the periphery share fell, attention moved inward.
+        "share_moved_inward": measures["share_failure_higher"],
+        "wilcoxon_p": measures["wilcoxon_p"],
+    }

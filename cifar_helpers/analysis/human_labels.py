@@ -1,0 +1,709 @@
+"""Human labels for the CIFAR-10 test set: is a confident failure the model's fault, or the label's?
+
+Two public label sets, both indexed by the *original* CIFAR-10 test order:
+
+* **CIFAR-10H** (Peterson, Battleday, Griffiths, Russakovsky, ICCV 2019): about 50 human
+  classifications of every test image, ``cifar10h-counts.npy`` (10,000 x 10 vote counts).
+  CC BY-NC-SA 4.0: downloaded at run time, never shipped with this project.
+* **Verified label errors** (Northcutt, Athalye, Mueller, NeurIPS 2021 datasets track; the
+  repository cleanlab/label-errors, Apache-2.0): ``cifar10_mturk.json``, 275 candidate errors, each
+  shown to 5 workers; the paper's 54 test label errors are those where fewer than 3 of the 5 chose
+  the given label. The same repository has the 10,000 original test labels in order
+  (``cifar10_test_set_original_labels.npy``), which the order check below compares against.
+
+They only mean something for the CIFAR-10 test set in its original order (torchvision's download).
+:func:`human_labels_for_run` applies them only there and otherwise returns :class:`NotApplicable`
+with a one-line reason; every report function passes that through, so the notebooks run unchanged.
+
+Every confident failure gets one category (:data:`CATEGORIES`):
+
+* ``verified label error`` - the image is one of the 54 verified errors: the given label is wrong;
+* ``ambiguous`` - otherwise, the CIFAR-10H share of the given label is below
+  ``RunConfig.ambiguity_threshold`` (default 0.8: more than one annotator in five chose another class);
+* ``model error`` - humans agree with the label: the model's mistake.
+
+Why 0.8: CIFAR-10H's median image has 1 dissenting vote in 52 (a slip rate of 1.9 %). At that rate
+the binomial chance that 10 or more of ~51 annotators slip on the same image is so small that fewer
+than 0.01 of the 10,000 images would fall below 0.8 by slips alone (0.06 even at 4 %, the 75th
+percentile), while 609 do: below 0.8 the disagreement is a property of the image. At 0.9 slips
+alone would put 6 to 190 images below (1.9 % to 4 %); at 0.5 the
+category would miss most of the split images (122 below 0.5 against 609 below 0.8). And 39 of the 54
+verified label errors are below 0.8 (median share 0.66), so the threshold also catches what the
+independent verification calls a label problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cifar_helpers.core.data import resolve_data_root
+from cifar_helpers.rundir.artifacts import RunDir, atomic_path, load_json
+
+if TYPE_CHECKING:
+    from cifar_helpers.analysis.failures import FailureComparison, FailureSet
+    from cifar_helpers.core.data import CifarData
+    from cifar_helpers.rundir.config import RunConfig
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+NUM_TEST_IMAGES = 10_000
+HUMAN_LABELS_ENV = "CIFAR10H_ROOT"
+HUMAN_LABELS_SUBDIR = "human-labels"  # under the data folder, where downloads go
+
+LABEL_ERROR = "verified label error"
+AMBIGUOUS = "ambiguous"
+MODEL_ERROR = "model error"
+CATEGORIES = (LABEL_ERROR, AMBIGUOUS, MODEL_ERROR)
+# A test image's label status, whatever the model says: a failure on an AGREED image is a model error.
+AGREED = "humans agree"
+LABEL_STATUSES = (LABEL_ERROR, AMBIGUOUS, AGREED)
+
+DEFAULT_AMBIGUITY_THRESHOLD = 0.8
+# Northcutt et al.: a candidate is a label error when fewer than 3 of its 5 workers chose the given label.
+VERIFIED_ERROR_MAX_GIVEN_VOTES = 2
+MTURK_WORKERS = 5
+
+# Order check: each test image's mean intensity against the original test set's (see the resource's
+# note in README.md). JPEG re-encoding moves an image's mean by well under one grey level; the same
+# images shuffled within each class match in about 8 % of positions.
+ORDER_TOLERANCE_LEVELS = 4.0
+ORDER_MIN_MATCHING = 0.99
+_INTENSITY_RESOURCE = "cifar10_test_mean_intensity.npy"
+
+_DOWNLOAD_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class PublicFile:
+    """One published file: its name, where it is published, its SHA-256 and whose it is."""
+
+    name: str
+    url: str
+    sha256: str
+    source: str
+
+
+PUBLIC_FILES = (
+    PublicFile(
+        "cifar10h-counts.npy",
+        "https://raw.githubusercontent.com/jcpeterson/cifar-10h/master/data/cifar10h-counts.npy",
+        "9b36b4550349af56c79083356312eb4af856cc5fd3caf1f669d40b9d0bbb69ff",
+        "CIFAR-10H, Peterson et al. (ICCV 2019), CC BY-NC-SA 4.0",
+    ),
+    PublicFile(
+        "cifar10_mturk.json",
+        "https://raw.githubusercontent.com/cleanlab/label-errors/main/mturk/cifar10_mturk.json",
+        "81b2c16c9eee060d6cc2390f6bbce1e0e7be0a050574be5177c9428f3596b5b5",
+        "cleanlab/label-errors, Northcutt et al. (NeurIPS 2021), Apache-2.0",
+    ),
+    PublicFile(
+        "cifar10_test_set_original_labels.npy",
+        "https://raw.githubusercontent.com/cleanlab/label-errors/main/original_test_labels/"
+        "cifar10_test_set_original_labels.npy",
+        "8fba587d5b11011df52b2a20eb4a272eeaf20c2d162554059f714d4b78d23aed",
+        "cleanlab/label-errors, Northcutt et al. (NeurIPS 2021), Apache-2.0",
+    ),
+)
+COUNTS_FILE, MTURK_FILE, ORIGINAL_LABELS_FILE = (f.name for f in PUBLIC_FILES)
+
+# Tests replace this to serve local bytes; nothing else in the project opens a URL here.
+urlopen: Callable[..., Any] = urllib.request.urlopen
+
+
+class HumanLabelError(ValueError):
+    """Human-label files are missing, corrupt or refused; the message names the file and the remedy."""
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """Why no human labels apply to this run (one line); every report function passes it through."""
+
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"applies": False, "reason": ...}``, what the stages save in place of a report."""
+        return {"applies": False, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"no human labels apply: {self.reason}"
+
+
+@dataclass(frozen=True)
+class HumanLabels:
+    """The human labels of the 10,000 CIFAR-10 test images, in the original order.
+
+    Attributes:
+        counts: int64 (10000, 10) CIFAR-10H votes per class.
+        original_labels: int64 (10000,) the original test labels.
+        mturk_given: int64 (10000,) how many of the 5 verification workers chose the given label, for
+            the 275 candidates of Northcutt et al.; -1 for images that were not candidates.
+        root: the folder the files were read from.
+    """
+
+    counts: Tensor
+    original_labels: Tensor
+    mturk_given: Tensor
+    root: str
+
+    @property
+    def shares(self) -> Tensor:
+        """float64 (10000, 10): each class's share of the image's human votes."""
+        return self.counts.double() / self.counts.sum(dim=1, keepdim=True).double()
+
+    @property
+    def verified_errors(self) -> Tensor:
+        """bool (10000,): the verified label errors (``given`` < 3 of 5)."""
+        return (self.mturk_given >= 0) & (self.mturk_given <= VERIFIED_ERROR_MAX_GIVEN_VOTES)
+
+    def given_share(self) -> Tensor:
+        """float64 (10000,): the human share of each image's given (original) label."""
+        return self.shares.gather(1, self.original_labels[:, None])[:, 0]
+
+    def plurality_mask(self) -> Tensor:
+        """bool (10000, 10): the classes with the most human votes (several where votes tie)."""
+        return self.counts == self.counts.max(dim=1, keepdim=True).values
+
+    def label_status(self, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD) -> Tensor:
+        """int64 (10000,): index into :data:`LABEL_STATUSES` (label error, ambiguous, humans agree)."""
+        threshold = _check_ambiguity_threshold(ambiguity_threshold)
+        status = torch.full((NUM_TEST_IMAGES,), LABEL_STATUSES.index(AGREED), dtype=torch.int64)
+        status[self.given_share() < threshold] = LABEL_STATUSES.index(AMBIGUOUS)
+        status[self.verified_errors] = LABEL_STATUSES.index(LABEL_ERROR)
+        return status
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding, downloading and loading the files
+# --------------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def default_human_labels_dir() -> Path:
+    """``../shared/data/human-labels`` beside the project checkout (development machines and CI)."""
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / HUMAN_LABELS_SUBDIR
+
+
+def _has_all_files(folder: Path) -> bool:
+    return all((folder / f.name).is_file() for f in PUBLIC_FILES)
+
+
+def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
+    """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT``, else the
+    shared folder beside the checkout when it holds all three files; None when there is none.
+
+    A configured folder or environment variable is returned even when files are missing (they are
+    downloaded into it); a folder that exists but is not a directory is refused.
+    """
+    for candidate, origin in (
+        (configured, "human_labels_dir"),
+        (os.environ.get(HUMAN_LABELS_ENV) or None, f"${HUMAN_LABELS_ENV}"),
+    ):
+        if candidate is not None and str(candidate) != "":
+            path = Path(candidate).expanduser().absolute()
+            if path.exists() and not path.is_dir():
+                raise HumanLabelError(
+                    f"{origin}={str(path)!r} is not a directory; give the folder of {COUNTS_FILE}"
+                )
+            return path
+    shared = default_human_labels_dir()
+    return shared if _has_all_files(shared) else None
+
+
+def download_human_labels(folder: str | os.PathLike[str], *, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download the missing public files into ``folder``, each checked against its SHA-256.
+
+    Each file is written under a temporary name and renamed only after its checksum matched, so a
+    failed or refused download leaves nothing behind. Files already present are kept as they are
+    (:func:`load_human_labels` checks them).
+
+    Raises:
+        HumanLabelError: a downloaded file's checksum differs from the published one (refused).
+        OSError (urllib.error.URLError included): no network, or the server refused.
+    """
+    folder = Path(folder)
+    for item in PUBLIC_FILES:
+        target = folder / item.name
+        if target.exists():
+            continue
+        with urlopen(item.url, timeout=timeout) as response:
+            payload = response.read()
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != item.sha256:
+            raise HumanLabelError(
+                f"refused {item.url}: its SHA-256 is {digest}, the published file's is {item.sha256} "
+                "(a changed or truncated download); nothing was written"
+            )
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(payload)
+    return folder
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise HumanLabelError(f"{path}: not a readable .npy array ({error})") from error
+
+
+def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
+    """Read and check the three public files in ``folder``.
+
+    Every file must be byte-identical to the published one (SHA-256), so nothing downstream works on
+    an edited or truncated copy; arrays are read without pickle.
+
+    Raises:
+        HumanLabelError: a file is missing or differs from the published one (named, with the remedy).
+    """
+    folder = Path(folder)
+    for item in PUBLIC_FILES:
+        path = folder / item.name
+        if not path.is_file():
+            raise HumanLabelError(
+                f"{path} is missing: put the published {item.name} there ({item.url}) "
+                "or let the run download it"
+            )
+        digest = _sha256(path)
+        if digest != item.sha256:
+            raise HumanLabelError(
+                f"{path} differs from the published file (SHA-256 {digest}, expected {item.sha256}): "
+                f"replace it with {item.url}"
+            )
+    counts = _read_npy(folder / COUNTS_FILE)
+    labels = _read_npy(folder / ORIGINAL_LABELS_FILE)
+    mturk = json.loads((folder / MTURK_FILE).read_text(encoding="utf-8"))
+    given = np.full(NUM_TEST_IMAGES, -1, dtype=np.int64)
+    for entry in mturk:
+        given[int(entry["id"])] = int(entry["mturk"]["given"])
+    return HumanLabels(
+        counts=torch.from_numpy(counts.astype(np.int64)),
+        original_labels=torch.from_numpy(labels.astype(np.int64)),
+        mturk_given=torch.from_numpy(given),
+        root=str(folder),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Where they apply
+# --------------------------------------------------------------------------------------------------
+def original_test_intensity() -> np.ndarray:
+    """uint8 (10000,): each original CIFAR-10 test image's mean pixel value (all channels), rounded."""
+    with resources.as_file(resources.files("cifar_helpers") / "resources" / _INTENSITY_RESOURCE) as path:
+        return np.load(path, allow_pickle=False)
+
+
+def check_test_order(
+    test_labels: Tensor,
+    test_images: Tensor,
+    original_labels: Tensor,
+    reference_intensity: np.ndarray | Tensor,
+) -> str | None:
+    """Whether a test set is the original one in the original order; None if so, else the reason.
+
+    The labels must equal the original label sequence, and each image's mean pixel value must be
+    within :data:`ORDER_TOLERANCE_LEVELS` grey levels of the original image at that position for at
+    least :data:`ORDER_MIN_MATCHING` of the images. The second check is what refuses the same images
+    shuffled within each class (their labels are still in order).
+
+    Args:
+        test_labels: int64 (N,); test_images: uint8 (N, 3, H, W); original_labels: int (N0,);
+        reference_intensity: (N0,) mean pixel value of each original image.
+    """
+    original_labels = torch.as_tensor(original_labels).long()
+    if len(test_labels) != len(original_labels):
+        return f"the test set has {len(test_labels)} images, the original {len(original_labels)}"
+    if not torch.equal(test_labels.long().cpu(), original_labels):
+        mismatched = int((test_labels.long().cpu() != original_labels).sum())
+        return (
+            f"the test labels are not CIFAR-10's original sequence ({mismatched} of {len(test_labels)} "
+            "positions differ): another order (an image-folder set is sorted by class) or other labels"
+        )
+    means = test_images.reshape(len(test_images), -1).double().mean(dim=1)
+    reference = torch.as_tensor(np.asarray(reference_intensity), dtype=torch.float64)
+    matching = float(((means - reference).abs() <= ORDER_TOLERANCE_LEVELS).double().mean())
+    if matching < ORDER_MIN_MATCHING:
+        return (
+            f"the test images are not in CIFAR-10's original order (only {matching:.0%} match the original "
+            "image at their position, e.g. shuffled within each class)"
+        )
+    return None
+
+
+def applicability_without_files(data: CifarData) -> str | None:
+    """Reasons that need no human-label file: generated data, other classes, a test subset."""
+    if data.source == "synthetic":
+        return "the run uses the generated data set, not CIFAR-10"
+    if tuple(data.classes) != CIFAR10_CLASSES:
+        return f"the classes {list(data.classes)} are not CIFAR-10's"
+    if len(data.test_labels) != NUM_TEST_IMAGES:
+        return (
+            f"the run tests on a subset ({len(data.test_labels)} of {NUM_TEST_IMAGES} images, "
+            "test_per_class); the human labels need the whole test set in its original order"
+        )
+    if not torch.equal(data.test_index.cpu(), torch.arange(NUM_TEST_IMAGES)):
+        return "the test images are not in their split's order"
+    return None
+
+
+def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | NotApplicable:
+    """The human labels for this run's test set, or :class:`NotApplicable` with the one-line reason.
+
+    Looks for the files (``config.human_labels_dir``, ``$CIFAR10H_ROOT``, the shared folder beside
+    the checkout), downloading any missing ones into that folder or, failing one, into
+    ``<data folder>/human-labels`` when ``config.download`` allows it. No network is not an error:
+    the run goes on without human labels and says so, as it does when a download or a local file
+    is refused (checksum). Then the order check (:func:`check_test_order`) decides whether they apply.
+    """
+    reason = applicability_without_files(data)
+    if reason is not None:
+        return NotApplicable(reason)
+    folder = find_human_labels_dir(config.human_labels_dir)
+    if folder is None:
+        folder = resolve_data_root(config.data_dir) / HUMAN_LABELS_SUBDIR
+    if not _has_all_files(folder):
+        if not config.download:
+            return NotApplicable(f"the human-label files are not in {folder} and download=False")
+        try:
+            download_human_labels(folder)
+        except (urllib.error.URLError, OSError) as error:
+            return NotApplicable(
+                f"the human-label files are not in {folder} and could not be downloaded ({error}); "
+                f"set ${HUMAN_LABELS_ENV} to a folder holding them"
+            )
+        except HumanLabelError as error:
+            return NotApplicable(str(error))
+    try:
+        human = load_human_labels(folder)
+    except HumanLabelError as error:
+        return NotApplicable(str(error))
+    reason = check_test_order(
+        data.test_labels, data.test_images, human.original_labels, original_test_intensity()
+    )
+    return NotApplicable(reason) if reason is not None else human
+
+
+# --------------------------------------------------------------------------------------------------
+# Per image and per failure
+# --------------------------------------------------------------------------------------------------
+def _check_ambiguity_threshold(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"ambiguity_threshold must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def failure_categories(
+    indices: Tensor | Sequence[int],
+    human: HumanLabels,
+    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
+) -> list[str]:
+    """The category (one of :data:`CATEGORIES`) of each failure, given by its test index.
+
+    Args:
+        indices: int (K,) test-set positions of wrong predictions (any model).
+        human: the run's :class:`HumanLabels`.
+        ambiguity_threshold: the given label's human share below which an image is ambiguous.
+    """
+    status = human.label_status(ambiguity_threshold)[torch.as_tensor(indices, dtype=torch.int64)]
+    names = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, AGREED: MODEL_ERROR}
+    return [names[LABEL_STATUSES[s]] for s in status.tolist()]
+
+
+def _spearman(x: Tensor, y: Tensor) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or bool((x == x[0]).all()) or bool((y == y[0]).all()):
+        return None  # undefined for constant input
+    rho = spearmanr(x.double().numpy(), y.double().numpy()).statistic
+    return None if math.isnan(rho) else float(rho)
+
+
+def _category_counts(categories: Sequence[str]) -> dict[str, int]:
+    return {c: sum(1 for x in categories if x == c) for c in CATEGORIES}
+
+
+def human_failure_report(
+    probs: Tensor,
+    labels: Tensor,
+    failures: FailureSet,
+    human: HumanLabels | NotApplicable,
+    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
+) -> dict[str, Any]:
+    """Notebook 02's human-label analysis of one model's confident failures.
+
+    Args:
+        probs: float (10000, 10) the model's test probabilities; labels: int64 (10000,).
+        failures: the model's confident failures (indices into the test set).
+        human: from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
+        ambiguity_threshold: see :func:`failure_categories`.
+
+    Returns:
+        JSON-ready: ``applies``; ``ambiguity_threshold``; ``counts`` (per category among the
+        failures); ``base_counts`` (label status of all test images: label error, ambiguous, humans
+        agree); ``enrichment`` (per category: its share among failures over its share of the test
+        set, the "humans agree" share standing for model errors); ``accuracy`` against the given
+        labels and ``accuracy_vs_human_plurality`` (a prediction counts when it is among the classes
+        with most votes); ``spearman_confidence_vs_human_share`` (model confidence against the human
+        share of its prediction, all test images); ``spearman_given_prob_vs_human_share`` (the
+        model's probability of the given label against its human share); ``failures``: per failure,
+        in rank order, ``index``, ``category``, ``given_share``, ``predicted_share``,
+        ``human_plurality`` (the most voted class).
+    """
+    if isinstance(human, NotApplicable):
+        return human.to_dict()
+    threshold = _check_ambiguity_threshold(ambiguity_threshold)
+    probs, labels = probs.float().cpu(), labels.long().cpu()
+    shares = human.shares
+    predicted = probs.argmax(dim=1)
+    confidence = probs.max(dim=1).values
+    status = human.label_status(threshold)
+    categories = failure_categories(failures.indices, human, threshold)
+    counts = _category_counts(categories)
+    n_fail = len(failures)
+    base = {s: int((status == i).sum()) for i, s in enumerate(LABEL_STATUSES)}
+    base_for = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
+    enrichment = {
+        c: (counts[c] / n_fail) / (base[base_for[c]] / NUM_TEST_IMAGES)
+        if n_fail and base[base_for[c]]
+        else None
+        for c in CATEGORIES
+    }
+    plurality = human.plurality_mask()
+    given_share = shares.gather(1, labels[:, None])[:, 0]
+    predicted_share = shares.gather(1, predicted[:, None])[:, 0]
+    records = [
+        {
+            "index": index,
+            "category": category,
+            "given_share": float(given_share[index]),
+            "predicted_share": float(predicted_share[index]),
+            "human_plurality": int(shares[index].argmax()),
+        }
+        for index, category in zip(failures.indices.tolist(), categories, strict=True)
+    ]
+    return {
+        "applies": True,
+        "source": human.root,
+        "ambiguity_threshold": threshold,
+        "num_failures": n_fail,
+        "counts": counts,
+        "base_counts": base,
+        "enrichment": enrichment,
+        "accuracy": float((predicted == labels).double().mean()),
+        "accuracy_vs_human_plurality": float(plurality.gather(1, predicted[:, None]).double().mean()),
+        "spearman_confidence_vs_human_share": _spearman(confidence, predicted_share),
+        "spearman_given_prob_vs_human_share": _spearman(probs.gather(1, labels[:, None])[:, 0], given_share),
+        "failures": records,
+    }
+
+
+def model_error_maps(maps: dict[str, Any], human_report: dict[str, Any]) -> dict[str, Any] | None:
+    """The Grad-CAM maps of notebook 03 restricted to the failures humans call model errors.
+
+    Args:
+        maps: :func:`analysis.gradcam.gradcam_for_failures`'s dict (``indices`` (M,) and per-failure
+            tensors of first dimension M).
+        human_report: :func:`human_failure_report`'s output (saved as ``failures/human_labels.json``).
+
+    Returns:
+        The same dict with only the model-error rows, or None when no human labels apply.
+    """
+    if not human_report.get("applies"):
+        return None
+    model_errors = {r["index"] for r in human_report["failures"] if r["category"] == MODEL_ERROR}
+    keep = torch.tensor([int(i) in model_errors for i in maps["indices"].tolist()], dtype=torch.bool)
+    return {
+        key: value[keep] if isinstance(value, Tensor) and value.ndim and len(value) == len(keep) else value
+        for key, value in maps.items()
+    }
+
+
+def comparison_by_category(
+    comparison: FailureComparison,
+    augmented_probs: Tensor,
+    human: HumanLabels | NotApplicable,
+    ambiguity_threshold: float,
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged.
+
+    A fixed verified label error is not progress: the augmented model now agrees with a label that
+    humans verified to be wrong.
+
+    Args:
+        comparison: :func:`cifar_helpers.analysis.failures.compare_failures`'s result.
+        augmented_probs: float (10000, 10) the augmented model's test probabilities.
+
+    Returns:
+        JSON-ready: ``applies``; ``ambiguity_threshold``; ``by_category`` ``{group: {category: count}}``
+        for the groups ``fixed``, ``kept_same``, ``kept_different``, ``new``; ``baseline_counts`` and
+        ``augmented_counts`` (each model's confident failures per category); ``augmented``
+        (:func:`human_failure_report` of the augmented model); ``fixed_label_errors``: per flagged
+        image ``index``, ``given`` (the wrong label), ``human_plurality``, ``given_share``,
+        ``mturk_given_votes``.
+    """
+    if isinstance(human, NotApplicable):
+        return human.to_dict()
+    threshold = _check_ambiguity_threshold(ambiguity_threshold)
+    groups = {
+        "fixed": comparison.fixed,
+        "kept_same": comparison.kept_same,
+        "kept_different": comparison.kept_different,
+        "new": comparison.new,
+    }
+    by_category = {g: _category_counts(failure_categories(ix, human, threshold)) for g, ix in groups.items()}
+    # Human labels apply only where the test labels are the original ones, so these are the labels.
+    augmented_report = human_failure_report(
+        augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
+    )
+    shares = human.shares
+    fixed_errors = [i for i in comparison.fixed.tolist() if bool(human.verified_errors[i])]
+    flagged = [
+        {
+            "index": i,
+            "given": classes[int(human.original_labels[i])],
+            "human_plurality": classes[int(shares[i].argmax())],
+            "given_share": float(shares[i, human.original_labels[i]]),
+            "mturk_given_votes": f"{int(human.mturk_given[i])} of {MTURK_WORKERS}",
+        }
+        for i in fixed_errors
+    ]
+    return {
+        "applies": True,
+        "ambiguity_threshold": threshold,
+        "by_category": by_category,
+        "baseline_counts": _category_counts(
+            failure_categories(comparison.baseline_failures.indices, human, threshold)
+        ),
+        "augmented_counts": augmented_report["counts"],
+        "augmented": augmented_report,
+        "fixed_label_errors": flagged,
+    }
+
+
+def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float = 1.0) -> float:
+    """Peterson et al.'s measure of human-like uncertainty: the mean cross-entropy (nats) between the
+    CIFAR-10H vote distribution and the model's softmax(logits / temperature).
+
+    Args:
+        logits: float (10000, 10) test logits in the original order.
+        temperature: > 0; 1 is the model as trained.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    log_probs = torch.log_softmax(logits.double().cpu() / temperature, dim=1)
+    return float(-(human.shares * log_probs).sum(dim=1).mean())
+
+
+def calibration_against_humans(
+    logits: dict[str, Tensor],
+    temperatures: dict[str, float | None],
+    human: HumanLabels | NotApplicable,
+) -> dict[str, Any]:
+    """Notebook 06: each model's CIFAR-10H cross-entropy before and after temperature scaling.
+
+    Args:
+        logits: ``{model: float (10000, 10) test logits}``.
+        temperatures: ``{model: temperature fitted on the hold-out split}`` (None: not fitted).
+
+    Returns:
+        JSON-ready ``{"applies": True, "models": {model: {"temperature", "before", "after"}},
+        "human_entropy"}``: lower is more human-like; no model can go below ``human_entropy``, the
+        mean entropy of the human vote distributions themselves.
+    """
+    if isinstance(human, NotApplicable):
+        return human.to_dict()
+    shares = human.shares
+    entropy = float(-(shares * torch.log(shares.clamp_min(1e-300))).sum(dim=1).mean())
+    models = {}
+    for name, model_logits in logits.items():
+        temperature = temperatures.get(name)
+        models[name] = {
+            "temperature": temperature,
+            "before": human_cross_entropy(model_logits, human),
+            "after": None if temperature is None else human_cross_entropy(model_logits, human, temperature),
+        }
+    return {"applies": True, "models": models, "human_entropy": entropy}
+
+
+def browser_inputs(
+    human: HumanLabels | NotApplicable, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD
+) -> dict[str, Any]:
+    """Keyword arguments for :func:`cifar_helpers.views.widgets.show_failure_browser`: the human vote
+    shares (float (10000, 10)) and the category of a failure on each test image; ``{}`` when no human
+    labels apply, so the browser is unchanged."""
+    if isinstance(human, NotApplicable):
+        return {}
+    return {
+        "human_shares": human.shares.float(),
+        "categories": failure_categories(torch.arange(NUM_TEST_IMAGES), human, ambiguity_threshold),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the stages' results back (notebook 03, the run summary, seed replicates)
+# --------------------------------------------------------------------------------------------------
+FAILURES_REPORT = "human_labels.json"  # in failures/ (notebook 02) and reevaluation/ (notebook 05)
+
+
+def load_failure_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Notebook 02's saved :func:`human_failure_report` (``failures/human_labels.json``); when the
+    stage ran without writing one, a not-applicable dict saying to rerun it."""
+    path = RunDir(run_dir).path("failures", FAILURES_REPORT)
+    if not path.exists():
+        return NotApplicable(f"{path} is missing: rerun 02_failure_detection.ipynb").to_dict()
+    return load_json(path)
+
+
+def human_labels_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run summary's human-label numbers: each model's failures by category with enrichment,
+    fixed / kept / new by category and how many "fixed" failures are verified label errors.
+
+    Returns ``{"applies": False, "reason": ...}`` when no human labels apply (or stage 02 has not run).
+    """
+    run = RunDir(run_dir)
+    path = run.path("failures", FAILURES_REPORT)
+    if not path.exists():
+        return NotApplicable("stage 02 has not written failures/human_labels.json").to_dict()
+    baseline = load_json(path)
+    if not baseline.get("applies"):
+        return {"applies": False, "reason": baseline.get("reason")}
+    summary: dict[str, Any] = {
+        "applies": True,
+        "ambiguity_threshold": baseline["ambiguity_threshold"],
+        "baseline": {"counts": baseline["counts"], "enrichment": baseline["enrichment"]},
+        "accuracy_vs_human_plurality": {"baseline": baseline["accuracy_vs_human_plurality"]},
+    }
+    path = run.path("reevaluation", FAILURES_REPORT)
+    if path.exists():
+        reevaluation = load_json(path)
+        if reevaluation.get("applies"):
+            augmented = reevaluation["augmented"]
+            summary["augmented"] = {"counts": augmented["counts"], "enrichment": augmented["enrichment"]}
+            summary["accuracy_vs_human_plurality"]["augmented"] = augmented["accuracy_vs_human_plurality"]
+            summary["by_category"] = reevaluation["by_category"]
+            summary["fixed_label_errors"] = len(reevaluation["fixed_label_errors"])
+    return summary

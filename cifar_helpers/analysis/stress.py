@@ -1,0 +1,383 @@
+"""Corruption stress test: CIFAR-10-C-style corruptions generated on the fly, and accuracy under them.
+
+Hendrycks & Dietterich (2019, "Benchmarking Neural Network Robustness to Common Corruptions and
+Perturbations") publish CIFAR-10-C as fixed files; here the same kind of corruption is computed from
+the run's own uint8 test images, so any test subset (or the generated data set) can be stress-tested
+without a download, and the same seed always gives the same corrupted pixels.
+
+Six corruptions, five severities each, with the per-severity parameters of the CIFAR-10-C generator
+(``make_cifar_c.py`` of the paper's repository); severity 0 is the identity:
+
+==================  ==================================================  ==================================
+name                what it does (pixel values x in [0, 1])              parameter, severities 1..5
+==================  ==================================================  ==================================
+``gaussian_noise``  x + N(0, sigma^2) per pixel and channel, clipped      sigma 0.04, 0.06, 0.08, 0.09, 0.10
+``gaussian_blur``   Gaussian filter, edge pixels replicated               sigma 0.4, 0.6, 0.7, 0.8, 1.0 px
+``contrast``        (x - m) * c + m, m = per-image, per-channel mean      c 0.75, 0.5, 0.4, 0.3, 0.15
+``brightness``      HSV value channel V + c, clipped to [0, 1]            c 0.05, 0.1, 0.15, 0.2, 0.3
+``jpeg``            JPEG re-compression (``cv2.imencode``)                quality 80, 65, 58, 50, 40
+``pixelate``        box-resize to s*32 px and back to 32 px               s 0.95, 0.9, 0.85, 0.75, 0.65
+==================  ==================================================  ==================================
+
+Differences from the reference implementation, all deliberate: results are rounded to the nearest
+uint8 value (the reference truncates, which darkens every image by half a grey level on average);
+the blur kernel is truncated at 4 sigma as in ``skimage.filters.gaussian``; brightness is computed
+without the HSV round trip (adding to V and converting back scales R, G, B by V'/V, which is what
+is done here, vectorised; a black pixel becomes the grey V' = c). Pixelate reproduces PIL's box
+resampling (which the reference uses both ways) as two small matrices instead of calling PIL or
+OpenCV: OpenCV's INTER_AREA averages over exact pixel footprints and INTER_NEAREST maps with floor(),
+and with them severity 1 changed CIFAR-10 test images by 6.7 grey levels on average instead of the
+reference's 2.0, about as much as severity 5 (9.6), so the published severities would no longer mean
+what they mean in CIFAR-10-C. JPEG uses ``cv2.imencode`` (libjpeg, 4:2:0 chroma, like PIL's default).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifar_helpers.core.checks import check_images, check_labels
+from cifar_helpers.core.evaluation import predict
+
+CorruptionFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
+
+# Per-severity parameters (severity 1..5 -> index 0..4), from CIFAR-10-C's generator.
+CORRUPTION_PARAMETERS: dict[str, tuple[float, ...]] = {
+    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),
+    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
+    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),
+    "jpeg": (80, 65, 58, 50, 40),
+    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),
+}
+
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+MAX_SEVERITY = 5
+
+
+def _to_unit(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32) / 255.0
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    # Round instead of truncating (see the module docstring); clamp first so noise cannot wrap around.
+    return (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
+def _gaussian_noise(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    sigma = CORRUPTION_PARAMETERS["gaussian_noise"][severity - 1]
+    # Drawn on the CPU from the caller's generator: identical noise whatever device the images are on.
+    noise = torch.randn(images.shape, generator=generator, dtype=torch.float32)
+    return _to_uint8(_to_unit(images) + sigma * noise)
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = int(4.0 * sigma + 0.5)  # skimage.filters.gaussian's default truncate=4.0
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return (kernel / kernel.sum()).to(torch.float32)
+
+
+def _gaussian_blur(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    sigma = CORRUPTION_PARAMETERS["gaussian_blur"][severity - 1]
+    kernel = _gaussian_kernel(sigma)
+    radius = (kernel.numel() - 1) // 2
+    x = _to_unit(images)
+    channels = x.shape[1]
+    # Separable filter, one group per channel; replicate padding matches skimage's mode="nearest".
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), horizontal, groups=channels)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), vertical, groups=channels)
+    return _to_uint8(x)
+
+
+def _contrast(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    factor = CORRUPTION_PARAMETERS["contrast"][severity - 1]
+    x = _to_unit(images)
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return _to_uint8((x - means) * factor + means)
+
+
+def _brightness(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    shift = CORRUPTION_PARAMETERS["brightness"][severity - 1]
+    x = _to_unit(images)
+    value = x.amax(dim=1, keepdim=True)  # HSV's V
+    new_value = (value + shift).clamp(max=1.0)
+    # Same H and S with a new V scales every channel by V'/V; a black pixel (V = 0, no hue) becomes grey V'.
+    scaled = torch.where(value > 0, x * (new_value / value.clamp(min=1e-12)), new_value.expand_as(x))
+    return _to_uint8(scaled)
+
+
+def _jpeg(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    quality = int(CORRUPTION_PARAMETERS["jpeg"][severity - 1])
+    hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty_like(hwc)
+    params = [int(cv2.IMWRITE_JPEG_QUALITY), quality]
+    for i, image in enumerate(hwc):
+        # OpenCV encodes BGR; reversing the channels keeps the YCbCr conversion (and chroma loss) right.
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), params)
+        if not ok:
+            raise RuntimeError(f"cv2.imencode failed to JPEG-encode image {i} at quality {quality}")
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+        out[i] = decoded[:, :, ::-1]
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _box_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """PIL's BOX resampling along one axis as a matrix: float32 (size_out, size_in), rows summing to 1.
+
+    Follows Pillow's ``precompute_coeffs``: output pixel i is centred at (i + 0.5) * scale in input
+    coordinates, and averages the input pixels whose centres fall in a box of width max(scale, 1)
+    around it. The box is sampled at pixel centres, so a slight shrink (scale 32/30) mostly drops a
+    few rows and columns and an enlargement repeats them: the blocky look of pixelation.
+    """
+    scale = size_in / size_out
+    filter_scale = max(scale, 1.0)
+    support = 0.5 * filter_scale
+    weights = torch.zeros(size_out, size_in, dtype=torch.float64)
+    for i in range(size_out):
+        centre = (i + 0.5) * scale
+        low = max(int(centre - support + 0.5), 0)
+        high = min(int(centre + support + 0.5), size_in)
+        for j in range(low, high):
+            offset = (j - centre + 0.5) / filter_scale
+            if -0.5 < offset <= 0.5:
+                weights[i, j] = 1.0
+        weights[i] /= weights[i].sum()
+    return weights.to(torch.float32)
+
+
+def _box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL's BOX resize of float (N, C, H, W) whole grey levels -> float (N, C, height, width), rounded.
+
+    Not ``PIL.Image.resize(..., Image.Resampling.BOX)`` itself: Pillow works in fixed point and rounds
+    between its horizontal and vertical passes, so on CIFAR-10 test images 6 % (severity 1) to 37 %
+    (severity 5) of the pixelated pixels come out one grey level away from these (never more, see
+    tests/test_stress.py). Calling Pillow would change every saved stress result for no gain.
+    """
+    rows = _box_resize_matrix(x.shape[2], height)
+    cols = _box_resize_matrix(x.shape[3], width)
+    # Rounded to whole grey levels, as PIL's uint8 image is between the two resizes.
+    return (rows @ x @ cols.T).round()
+
+
+def _pixelate(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    scale = CORRUPTION_PARAMETERS["pixelate"][severity - 1]
+    height, width = images.shape[2], images.shape[3]
+    small = _box_resize(images.to(torch.float32), max(1, int(height * scale)), max(1, int(width * scale)))
+    return _box_resize(small, height, width).clamp(0, 255).to(torch.uint8)
+
+
+CORRUPTIONS: dict[str, CorruptionFn] = {
+    "gaussian_noise": _gaussian_noise,
+    "gaussian_blur": _gaussian_blur,
+    "contrast": _contrast,
+    "brightness": _brightness,
+    "jpeg": _jpeg,
+    "pixelate": _pixelate,
+}
+
+
+def _check_corruption(name: str) -> None:
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; known corruptions: {', '.join(CORRUPTIONS)}")
+
+
+def _check_severity(severity: Any, allow_zero: bool = True) -> int:
+    low = 0 if allow_zero else 1
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not low <= severity <= 5:
+        raise ValueError(f"severity must be an integer in {low}..{MAX_SEVERITY}, got {severity!r}")
+    return int(severity)
+
+
+def corruption_seed(seed: int, name: str, severity: int) -> int:
+    """The seed of one (corruption, severity) cell, derived from the run's ``seed``.
+
+    Independent of which other corruptions or severities are evaluated and in which order, so a cell
+    can be recomputed alone; stable across Python processes (CRC32, not ``hash``).
+    """
+    state = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8")), int(severity)])
+    return int(state.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+
+
+def corrupt(
+    images: torch.Tensor,
+    name: str,
+    severity: int,
+    generator: torch.Generator | int | None = None,
+) -> torch.Tensor:
+    """Apply corruption ``name`` at ``severity`` to a batch of images.
+
+    Args:
+        images: uint8 tensor (N, 3, H, W), RGB, any device (processed on the CPU).
+        name: a key of :data:`CORRUPTIONS`.
+        severity: 0 (identity: an unchanged copy) to 5 (strongest).
+        generator: a CPU ``torch.Generator`` (advanced by random corruptions) or an integer seed;
+            ``None`` means seed 0. Only ``gaussian_noise`` draws random numbers.
+
+    Returns:
+        uint8 tensor (N, 3, H, W) on the input's device.
+    """
+    images = check_images("images", images)
+    _check_corruption(name)
+    severity = _check_severity(severity)
+    if generator is None or isinstance(generator, (int, np.integer)):
+        seed = 0 if generator is None else int(generator)
+        generator = torch.Generator().manual_seed(seed)
+    elif not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
+        )
+    if severity == 0:
+        return images.clone()
+    device = images.device
+    out = CORRUPTIONS[name](images.detach().cpu(), severity, generator)
+    return out.to(device)
+
+
+def stratified_subset(labels: torch.Tensor, n_images: int, seed: int) -> torch.Tensor:
+    """Indices of at most ``n_images`` images with the classes as equally represented as possible.
+
+    Args:
+        labels: int64 (N,) class labels.
+        n_images: how many to keep (all N when ``n_images >= N``).
+        seed: seeds the choice within each class.
+
+    Returns:
+        int64 (min(n_images, N),) indices, sorted, for e.g. ``config.stress_images``.
+    """
+    if n_images < 1:
+        raise ValueError(f"n_images must be >= 1, got {n_images!r}")
+    labels = torch.as_tensor(labels).cpu()
+    if n_images >= labels.numel():
+        return torch.arange(labels.numel())
+    generator = torch.Generator().manual_seed(int(seed))
+    per_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+    per_class = [idx[torch.randperm(idx.numel(), generator=generator)] for idx in per_class]
+    # Round-robin over classes: every class gets floor or ceil of its share, small classes are used up.
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < n_images:
+        for idx in per_class:
+            if depth < idx.numel() and len(chosen) < n_images:
+                chosen.append(int(idx[depth]))
+        depth += 1
+    return torch.tensor(sorted(chosen), dtype=torch.int64)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def run_stress_test(
+    models: Mapping[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    batch_size: int = 1000,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+    fp16: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy of every model on the clean images and on every corruption x severity.
+
+    Each corrupted set is generated once and shown to every model, so the models are compared on the
+    same pixels; a cell's noise comes from :func:`corruption_seed` (``seed``, name, severity).
+
+    Args:
+        models: name -> trained model (e.g. ``{"baseline": ..., "augmented": ...}``).
+        images: uint8 (N, 3, 32, 32) test images.
+        labels: int64 (N,) labels.
+        corruptions: names from :data:`CORRUPTIONS` (default: all, in that order).
+        severities: severities to evaluate, each in 1..5.
+        batch_size, device, bf16, fp16, channels_last: passed to :func:`cifar_helpers.core.evaluation.predict`
+            (``device=None``: the model's own device).
+        seed: base seed of the corruptions.
+
+    Returns:
+        JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
+        {name: result}}``, what the stress stage saves as ``corruptions.json``. Each model's
+        ``result`` is complete on its own (it repeats the shared keys)::
+
+            {"clean_accuracy": float, "clean_mean_confidence": float,
+             "corruptions": {name: {"accuracy": [per severity], "mean_confidence": [per severity],
+                                    "mean_accuracy", "absolute_drop", "relative_drop"}},
+             "mean_corruption_accuracy": float,   # mean over every corruption x severity cell
+             "absolute_drop": clean - mean, "relative_drop": (clean - mean) / clean, **shared}
+
+        Accuracies are fractions in [0, 1].
+    """
+    images = check_images("images", images)
+    # as_tensor keeps accepting a list or NumPy array of labels; predict needs them as int64 (N,).
+    labels = check_labels("labels", torch.as_tensor(labels), images.shape[0])
+    if not models:
+        raise ValueError("models must name at least one model, e.g. {'baseline': model}")
+    names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
+    if not names:
+        raise ValueError(f"corruptions must name at least one of: {', '.join(CORRUPTIONS)}")
+    for name in names:
+        _check_corruption(name)
+    severities = [_check_severity(s, allow_zero=False) for s in severities]
+    if not severities:
+        raise ValueError("severities must contain at least one severity in 1..5")
+
+    options = dict(batch_size=batch_size, device=device, bf16=bf16, fp16=fp16, channels_last=channels_last)
+
+    def evaluate(model: nn.Module, batch: torch.Tensor) -> tuple[float, float]:
+        predictions = predict(model, batch, labels, **options)
+        correct = (predictions.preds.cpu() == labels.cpu()).to(torch.float64)
+        return float(correct.mean()), float(predictions.confidences.to(torch.float64).mean())
+
+    results: dict[str, dict[str, Any]] = {}
+    for model_name, model in models.items():
+        clean_accuracy, clean_confidence = evaluate(model, images)
+        results[model_name] = {
+            "clean_accuracy": clean_accuracy,
+            "clean_mean_confidence": clean_confidence,
+            "corruptions": {},
+        }
+    for name in names:
+        for model_name in models:
+            results[model_name]["corruptions"][name] = {"accuracy": [], "mean_confidence": []}
+        for severity in severities:
+            corrupted = corrupt(images, name, severity, corruption_seed(seed, name, severity))
+            for model_name, model in models.items():
+                accuracy, confidence = evaluate(model, corrupted)
+                cell = results[model_name]["corruptions"][name]
+                cell["accuracy"].append(accuracy)
+                cell["mean_confidence"].append(confidence)
+
+    shared = {
+        "corruption_names": names,
+        "severities": severities,
+        "parameters": {name: list(CORRUPTION_PARAMETERS[name]) for name in names},
+        "num_images": int(images.shape[0]),
+        "seed": int(seed),
+    }
+    for result in results.values():
+        clean = result["clean_accuracy"]
+        every_cell: list[float] = []
+        for cell in result["corruptions"].values():
+            cell["mean_accuracy"] = _mean(cell["accuracy"])
+            cell["absolute_drop"] = clean - cell["mean_accuracy"]
+            cell["relative_drop"] = cell["absolute_drop"] / clean if clean > 0 else math.nan
+            every_cell.extend(cell["accuracy"])
+        result["mean_corruption_accuracy"] = _mean(every_cell)
+        result["absolute_drop"] = clean - result["mean_corruption_accuracy"]
+        result["relative_drop"] = result["absolute_drop"] / clean if clean > 0 else math.nan
+        # Each model's entry also carries the shared keys, so it is a complete result on its own.
+        result.update(shared)
+    return {**shared, "models": results}

@@ -1,0 +1,1 @@
+"""Data, the ResNet-18, augmentation, training and predictions."""

@@ -1,0 +1,113 @@
+"""torchvision's ``cifar-10-batches-py`` layout: recognising the batches folder, downloading it with
+torchvision, and reading the pickled batches (without running code) into both full splits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cifar_helpers.rundir.safe_load import UnsafePickleError, load_batch_pickle
+
+from .core import (
+    ACCEPTED_LAYOUTS,
+    BATCHES_DIR,
+    IMAGE_SIZE,
+    META_FILE,
+    TEST_BATCH,
+    TRAIN_BATCHES,
+    DataError,
+    _FullData,
+    _hash_entries,
+)
+
+
+def _batches_dir(root: Path) -> Path | None:
+    """The folder holding the pickled batches, if ``root`` is one or contains one."""
+    for candidate in (root / BATCHES_DIR, root):
+        if (candidate / META_FILE).is_file() or (candidate / TRAIN_BATCHES[0]).is_file():
+            return candidate
+    return None
+
+
+def _download_cifar10(root: Path) -> Path:
+    """Download and unpack CIFAR-10 into ``root`` with torchvision; return the batches folder."""
+    try:
+        import torchvision
+
+        root.mkdir(parents=True, exist_ok=True)
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+    except Exception as err:  # no network shows up as URLError, OSError, RuntimeError, ...
+        raise DataError(
+            f"downloading CIFAR-10 into {root} failed ({type(err).__name__}: {err}); this machine probably "
+            "has no network access. Point --data-dir or the CIFAR10_ROOT environment variable at a copy "
+            f"of CIFAR-10; {ACCEPTED_LAYOUTS}"
+        ) from err
+    return root / BATCHES_DIR
+
+
+def _unpickle(path: Path) -> dict[Any, Any]:
+    try:
+        # Only containers, str/bytes, numbers and NumPy arrays are reconstructed: a batch file from
+        # an untrusted download cannot run code (see safe_load). str or bytes keys: _get takes both.
+        obj = load_batch_pickle(path)
+    except UnsafePickleError as err:
+        raise DataError(str(err)) from None
+    except Exception as err:
+        raise DataError(
+            f"{path} is not a readable CIFAR-10 batch file ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} is not a CIFAR-10 batch file (expected a pickled dict)")
+    return obj
+
+
+def _get(batch: dict[Any, Any], key: str, path: Path) -> Any:
+    for k in (key, key.encode()):
+        if k in batch:
+            return batch[k]
+    raise DataError(f"{path} has no {key!r} entry; is it a CIFAR-10 batch file?")
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A batch file -> images uint8 (n, 3, 32, 32) and labels int64 (n,)."""
+    batch = _unpickle(path)
+    data = np.asarray(_get(batch, "data", path))
+    labels = np.asarray(_get(batch, "labels", path), dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE:
+        raise DataError(f"{path}: 'data' must be uint8 of shape (n, 3072), got {data.dtype} {data.shape}")
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
+    # Rows are stored channel-major (1024 red, 1024 green, 1024 blue), i.e. already (3, 32, 32).
+    return data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE), labels
+
+
+def _load_batches(folder: Path) -> _FullData:
+    """The batches folder -> both full splits, the class names from its meta file and a fingerprint."""
+    names = (*TRAIN_BATCHES, TEST_BATCH, META_FILE)
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataError(f"{folder} lacks {', '.join(missing)}; {ACCEPTED_LAYOUTS}")
+    meta = _unpickle(folder / META_FILE)
+    classes = [
+        n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names", folder / META_FILE)
+    ]
+    train = [_read_batch(folder / n) for n in TRAIN_BATCHES]
+    train_images, train_labels = (np.concatenate(parts) for parts in zip(*train, strict=True))
+    test_images, test_labels = _read_batch(folder / TEST_BATCH)
+    for name, labels in (("training", train_labels), ("test", test_labels)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise DataError(
+                f"{folder}: {name} labels outside [0, {len(classes)}) of {META_FILE}'s label_names"
+            )
+    return _FullData(
+        train_images=torch.from_numpy(train_images),
+        train_labels=torch.from_numpy(train_labels),
+        test_images=torch.from_numpy(np.ascontiguousarray(test_images)),
+        test_labels=torch.from_numpy(test_labels),
+        classes=classes,
+        fingerprint=_hash_entries("cifar10", [(n, (folder / n).stat()) for n in names]),
+    )

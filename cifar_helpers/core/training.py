@@ -1,0 +1,692 @@
+"""The training loop: schedule, mixed precision, progress bar, checkpoints, resume, history.
+
+The recipe is the assignment's: SGD with Nesterov momentum and weight decay, a learning rate that
+rises linearly from ``lr / 10`` to ``lr`` over ``warmup_epochs`` and then follows a cosine to zero,
+updated every step, and an optional label-smoothed cross-entropy.
+
+The data never goes through a DataLoader. The uint8 images are moved to the training device once;
+every epoch draws a seeded permutation, and each batch is gathered, augmented as a whole
+(:func:`cifar_helpers.core.augment.random_crop_flip`), normalised and cast there. Every source of
+randomness is a ``torch.Generator`` seeded from ``config.seed`` and saved in the checkpoint, so an
+interrupted run resumed from its last checkpoint ends with the same weights, bit for bit, as one that
+was never interrupted (on the CPU, same machine and thread count).
+
+Batches: ``ceil(N / batch_size)`` per epoch; the last, smaller batch is kept unless it would hold a
+single image, which is then skipped for that epoch (BatchNorm cannot normalise a batch of one, and
+with a fresh permutation each epoch a different image is skipped each time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cifar_helpers.core.augment import random_crop_flip
+from cifar_helpers.core.checks import check_images_and_labels
+from cifar_helpers.core.evaluation import (
+    accuracy,
+    confusion_matrix,
+    cross_entropy,
+    per_class_accuracy,
+    predict,
+)
+from cifar_helpers.core.models import resnet18
+from cifar_helpers.core.normalization import normalize
+from cifar_helpers.rundir.artifacts import RunDir, load_json, load_torch, save_json, save_torch
+from cifar_helpers.rundir.config import ConfigError, RunConfig
+from cifar_helpers.rundir.reproducibility import environment_report
+
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.json"
+PREDICTIONS_NAME = "predictions.pt"
+METRICS_NAME = "metrics.json"
+CHECKPOINT_FORMAT = 1
+
+# Configuration keys that change the trained weights or the recorded history. A checkpoint written
+# under different values is refused rather than resumed. Execution details that leave the numbers
+# alone on a given machine (device, threads, eval batch size, paths, how the data were found) and the
+# analysis settings of later stages are left out, so a run can be resumed elsewhere or re-analysed;
+# the data themselves are compared by fingerprint.
+TRAINING_KEYS: tuple[str, ...] = (
+    "seed",
+    "train_per_class",
+    "test_per_class",
+    "holdout_per_class",
+    "width",
+    "zero_init_residual",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_epochs",
+    "crop_padding",
+    "flip",
+    "precision",
+    "memory_format",
+)
+
+# Warm-up starts at this fraction of the peak learning rate.
+WARMUP_START_FACTOR = 0.1
+
+# The progress bar's postfix is refreshed this many times per epoch at most: reading the running
+# loss forces a device synchronisation, which would stall a GPU if done every step.
+POSTFIX_UPDATES_PER_EPOCH = 20
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run with different training settings or data than this one."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became inf or nan; the checkpoint of the last finished epoch is kept."""
+
+
+class CifarDataLike(Protocol):
+    """What :func:`run_training_stage` needs from a dataset (``cifar_helpers.core.data.CifarData`` fits)."""
+
+    train_images: torch.Tensor  # uint8 (N, 3, 32, 32)
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor  # uint8 (M, 3, 32, 32)
+    test_labels: torch.Tensor  # int64 (M,)
+    classes: Sequence[str]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` and :func:`run_training_stage` return.
+
+    Attributes:
+        model: the trained network, on the training device, in eval mode.
+        history: one dict per finished epoch (see :func:`train_model`).
+        checkpoint_path: the checkpoint of the last finished epoch (``history.json`` lies beside it).
+        train_seconds: total time spent in training steps over all epochs, resumed ones included
+            (test-set evaluation excluded).
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    checkpoint_path: Path
+    train_seconds: float
+
+
+# --- model and schedule ---------------------------------------------------------------------------
+
+
+def build_model(config: RunConfig, num_classes: int = 10, device: torch.device | None = None) -> nn.Module:
+    """ResNet-18 of ``config.width``, initialised from ``config.seed``, on ``device`` (None: the
+    training device, ``config.resolved_device()``).
+
+    The weights are drawn on the CPU under a private RNG seeded with ``config.seed`` (torch's global
+    generator is left untouched), so the baseline and augmented stages, and CPU and GPU runs, start
+    from the same initial weights. The model is channels-last when ``config.use_channels_last()``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = resnet18(
+            num_classes=num_classes, width=config.width, zero_init_residual=config.zero_init_residual
+        )
+    model = model.to(config.resolved_device() if device is None else device)
+    if config.use_channels_last():
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    """Optimizer steps per epoch: ``ceil(num_images / batch_size)``, less a final batch of one image."""
+    if num_images < 2:
+        raise ValueError(f"training needs at least 2 images (BatchNorm), got {num_images}")
+    full, rest = divmod(num_images, batch_size)
+    return full + (1 if rest >= 2 else 0)
+
+
+def images_per_epoch(num_images: int, batch_size: int) -> int:
+    """Images actually trained on per epoch (``num_images``, less one when the last batch would be 1)."""
+    return num_images - (1 if num_images % batch_size == 1 else 0)
+
+
+def lr_at_step(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Learning rate of optimizer step ``step`` (0-based).
+
+    Linear from ``peak_lr * 0.1`` at step 0 to ``peak_lr`` at step ``warmup_steps``, then a half
+    cosine from ``peak_lr`` down towards 0, reaching ``peak_lr * (1 + cos(pi * (D - 1) / D)) / 2``
+    (about ``peak_lr * 2.5 / D**2``) at the last step, where ``D = total_steps - warmup_steps``.
+    """
+    if not 0 <= step < total_steps:
+        raise ValueError(f"step must be in [0, {total_steps}), got {step}")
+    if step < warmup_steps:
+        return peak_lr * (WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * step / warmup_steps)
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return 0.5 * peak_lr * (1.0 + math.cos(math.pi * progress))
+
+
+def learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
+    """The learning rate of every optimizer step of a run, in order (length ``epochs * steps``)."""
+    steps = steps_per_epoch(num_train_images, config.batch_size)
+    total = steps * config.epochs
+    warmup = min(round(config.warmup_epochs * steps), total)
+    return [lr_at_step(s, total, warmup, config.lr) for s in range(total)]
+
+
+def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum and weight decay on every parameter, as in the reference recipe.
+
+    Nesterov needs a non-zero momentum, so it is only switched on when ``config.momentum > 0``.
+    """
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    """Independent seeds for the batch order and the augmentation, derived from one run seed."""
+    spawn_key = {"order": 1, "augment": 2}[stream]
+    state = np.random.SeedSequence(seed, spawn_key=(spawn_key,)).generate_state(1, np.uint64)
+    return int(state[0]) >> 1  # torch seeds are at most 2**63 - 1 on some builds
+
+
+def _fingerprint(*tensors: torch.Tensor) -> str:
+    """A hash of the tensors' contents, to notice a checkpoint trained on different data."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        array = t.detach().cpu().contiguous().numpy()
+        h.update(str((array.dtype, array.shape)).encode())
+        h.update(memoryview(array).cast("B"))
+    return h.hexdigest()
+
+
+def _run_facts(augment: bool, num_classes: int, *data: torch.Tensor) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it besides :data:`TRAINING_KEYS`;
+    ``data`` is the training images and labels, then the test images and labels."""
+    return {
+        "augment": bool(augment),
+        "num_classes": num_classes,
+        "train_data": _fingerprint(*data[:2]),
+        "test_data": _fingerprint(*data[2:]),
+    }
+
+
+def check_checkpoint_compatible(
+    checkpoint: dict[str, Any], config: RunConfig, run_facts: dict[str, Any], path: str | os.PathLike[str]
+) -> None:
+    """Raise :class:`CheckpointMismatchError` naming every training-relevant difference.
+
+    Compares the :data:`TRAINING_KEYS` of the checkpoint's configuration with ``config``, and the run
+    facts (augmentation on/off, number of classes, fingerprints of the training and test data).
+    """
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} has checkpoint format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT}"
+        )
+    # No run fact is named like a configuration key, so one dict holds both.
+    saved = {**checkpoint["config"], **checkpoint["run"]}
+    current = config.to_dict()
+    now = {**{key: current[key] for key in TRAINING_KEYS}, **run_facts}
+    differences = [
+        f"{key}={saved.get(key)!r} in the checkpoint but {value!r} now"
+        for key, value in now.items()
+        if saved.get(key) != value
+    ]
+    if differences:
+        raise CheckpointMismatchError(
+            f"{path} was written by a different run and cannot be resumed: {'; '.join(differences)}. "
+            "Delete it, pass resume=False, or train into another directory."
+        )
+
+
+def _rng_states(generators: dict[str, torch.Generator], device: torch.device) -> dict[str, Any]:
+    states: dict[str, Any] = {name: g.get_state() for name, g in generators.items()}
+    states["torch_cpu"] = torch.get_rng_state()
+    if device.type == "cuda":
+        states["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _restore_rng_states(
+    states: dict[str, Any], generators: dict[str, torch.Generator], device: torch.device
+) -> None:
+    for name, g in generators.items():
+        g.set_state(states[name])
+    torch.set_rng_state(states["torch_cpu"])
+    if device.type == "cuda" and "torch_cuda" in states:
+        torch.cuda.set_rng_state(states["torch_cuda"], device)
+
+
+def _sync(device: torch.device) -> None:
+    # Kernels run asynchronously on CUDA: wait for them before reading the clock.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _history_document(
+    config: RunConfig, history: list[dict[str, Any]], environment: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "complete": len(history) == config.epochs,
+        "epochs": history,
+        "config": config.to_dict(),
+        "environment": environment,
+    }
+
+
+@dataclass
+class _TrainingState:
+    """Everything one training run changes as it goes, and what a checkpoint restores."""
+
+    model: nn.Module
+    optimizer: torch.optim.SGD
+    generators: dict[str, torch.Generator]
+    scaler: torch.amp.GradScaler | None
+    schedule: list[float]  # the learning rate of every step of the run
+    device: torch.device
+    precision: str
+    memory_format: torch.memory_format
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _new_state(config: RunConfig, num_classes: int, schedule: list[float]) -> _TrainingState:
+    """A fresh network, optimiser and seeded generators on the configured device."""
+    device = config.resolved_device()
+    precision = config.resolved_precision()
+    model = build_model(config, num_classes)
+    # The batch order is drawn on the CPU so that it is the same on every device; the augmentation
+    # generator must live where the images are (random_crop_flip draws on their device).
+    generators = {
+        "order": torch.Generator().manual_seed(_stream_seed(config.seed, "order")),
+        "augment": torch.Generator(device=device).manual_seed(_stream_seed(config.seed, "augment")),
+    }
+    return _TrainingState(
+        model=model,
+        optimizer=make_optimizer(model, config),
+        generators=generators,
+        # fp16's narrow range underflows small gradients: scale the loss up, and the gradients back
+        # down before the step (skipping steps whose gradients overflowed). bf16 and fp32 need none.
+        scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+        schedule=schedule,
+        device=device,
+        precision=precision,
+        memory_format=torch.channels_last if config.use_channels_last() else torch.contiguous_format,
+    )
+
+
+def _resume(
+    state: _TrainingState, checkpoint_path: Path, config: RunConfig, run_facts: dict[str, Any], steps: int
+) -> None:
+    """Load the checkpoint into ``state``: weights, optimiser, step, history, every RNG state."""
+    checkpoint = load_torch(checkpoint_path)
+    check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.step = checkpoint["step"]
+    state.history = list(checkpoint["history"])
+    _restore_rng_states(checkpoint["rng"], state.generators, state.device)
+    if state.scaler is not None and "scaler" in checkpoint:
+        state.scaler.load_state_dict(checkpoint["scaler"])
+    if state.step != len(state.history) * steps:
+        raise CheckpointMismatchError(
+            f"{checkpoint_path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
+            f"{steps} steps"
+        )
+
+
+def _stop_if_diverged(
+    state: _TrainingState, first_bad: int, epoch: int, steps: int, checkpoint_path: Path
+) -> None:
+    """Raise :class:`TrainingDivergedError` when step ``first_bad`` (0-based, -1: none) of ``epoch``
+    (0-based, ``steps`` steps) had a non-finite loss. Nothing of the diverged epoch is saved."""
+    if first_bad < 0:
+        return
+    history = state.history
+    kept = (
+        f"the checkpoint of epoch {len(history)} in {checkpoint_path} is kept"
+        if history and checkpoint_path.exists()
+        else "no checkpoint was written"
+    )
+    # Every epoch has the same number of steps, so this one began at step epoch * steps.
+    raise TrainingDivergedError(
+        f"training diverged: the loss became inf or nan at epoch {epoch + 1}, step {first_bad + 1} of "
+        f"{steps} (learning rate {state.schedule[epoch * steps + first_bad]:.4g} at that step); the "
+        f"learning rate is likely too high, try a smaller lr; {kept}"
+    )
+
+
+def _train_one_epoch(
+    state: _TrainingState,
+    config: RunConfig,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    epoch: int,
+    *,
+    augment: bool,
+    bar: Any,
+    checkpoint_path: Path,
+) -> tuple[float, float, float]:
+    """One pass over the training images in a seeded order: ``(mean loss, accuracy, seconds)``, both
+    running means over the epoch's (augmented) batches in train mode. Raises
+    :class:`TrainingDivergedError` at the first non-finite loss, before anything of the epoch is saved.
+    """
+    model, optimizer, scaler, device = state.model, state.optimizer, state.scaler, state.device
+    n, batch_size = x_train.shape[0], config.batch_size
+    steps = steps_per_epoch(n, batch_size)
+    dtype = config.autocast_dtype()
+    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    postfix_every = max(1, steps // POSTFIX_UPDATES_PER_EPOCH)
+    model.train()
+    _sync(device)
+    start = time.perf_counter()
+    order = torch.randperm(n, generator=state.generators["order"]).to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    # Index of the epoch's first step with a non-finite loss (-1: none), kept on the device so the
+    # loop does not wait for the GPU each step; read at every progress update and the epoch's end.
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    seen = 0
+    for i in range(steps):
+        index = order[i * batch_size : (i + 1) * batch_size]
+        images = x_train[index]
+        labels = y_train[index]
+        if augment:
+            images = random_crop_flip(
+                images, padding=config.crop_padding, flip=config.flip, generator=state.generators["augment"]
+            )
+        inputs = normalize(images).contiguous(memory_format=state.memory_format)
+        lr = state.schedule[state.step]
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        state.step += 1
+
+        batch = labels.shape[0]
+        seen += batch
+        loss_sum += loss.detach().double() * batch
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
+        bar.update(1)
+        if (i + 1) % postfix_every == 0 or i + 1 == steps:
+            _stop_if_diverged(state, int(first_bad), epoch, steps, checkpoint_path)
+            if not bar.disable:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+    _sync(device)
+    return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start
+
+
+def _save_checkpoint(
+    state: _TrainingState, config: RunConfig, run_facts: dict[str, Any], epoch: int, checkpoint_path: Path
+) -> None:
+    """Write the checkpoint of a finished ``epoch`` (1-based), atomically: everything :func:`_resume`
+    needs to continue bit for bit."""
+    save_torch(
+        checkpoint_path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "step": state.step,
+            "epoch": epoch,
+            "history": state.history,
+            "config": config.to_dict(),
+            "run": run_facts,
+            "rng": _rng_states(state.generators, state.device),
+            **({"scaler": state.scaler.state_dict()} if state.scaler is not None else {}),
+        },
+    )
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def train_model(
+    config: RunConfig,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    out_dir: str | os.PathLike[str],
+    *,
+    augment: bool,
+    num_classes: int = 10,
+    progress: bool = True,
+    resume: bool = True,
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train ResNet-18 with the configured recipe, checkpointing every epoch into ``out_dir``.
+
+    When ``config.num_threads`` is set, ``torch.set_num_threads`` is called with it (process-wide).
+
+    Args:
+        config: the run configuration (recipe, width, seed, device, precision, threads).
+        train_images: uint8 (N, 3, 32, 32), on any device; moved to the training device once.
+        train_labels: int64 (N,).
+        test_images: uint8 (M, 3, 32, 32), evaluated after every epoch.
+        test_labels: int64 (M,).
+        out_dir: where ``checkpoint.pt`` and ``history.json`` are written (atomically) after every epoch.
+        augment: apply ``random_crop_flip(padding=config.crop_padding, flip=config.flip)`` to every
+            training batch; without it the network sees exactly the normalised training images.
+        num_classes: output classes of the network.
+        progress: show a tqdm progress bar per epoch with the running loss and accuracy.
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists (a checkpoint written with
+            different training settings or data raises :class:`CheckpointMismatchError`). With
+            ``resume=False`` an existing checkpoint is ignored and overwritten after the first epoch.
+        stop_after_epoch: stop once this many epochs are finished (for interrupting a run on purpose);
+            ``None`` trains all ``config.epochs``.
+
+    Returns:
+        :class:`TrainResult`. Each history entry is ``{"epoch" (1-based), "train_loss", "train_acc"``
+        (running means over the epoch's augmented batches, in train mode), ``"test_loss", "test_acc"``
+        (eval mode, un-augmented test set), ``"lr"`` (of the epoch's last step), ``"seconds"`` (time of
+        the epoch's training steps, test evaluation excluded)``}``.
+    """
+    check_images_and_labels(train_images, train_labels, num_classes, prefix="train")
+    check_images_and_labels(test_images, test_labels, num_classes, prefix="test")
+    if stop_after_epoch is not None and stop_after_epoch < 1:
+        raise ValueError(f"stop_after_epoch must be >= 1 or None, got {stop_after_epoch!r}")
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    history_path = out_dir / HISTORY_NAME
+    n = train_images.shape[0]
+    steps = steps_per_epoch(n, config.batch_size)
+    run_facts = _run_facts(augment, num_classes, train_images, train_labels, test_images, test_labels)
+    state = _new_state(config, num_classes, learning_rates(config, n))
+    if resume and checkpoint_path.exists():
+        _resume(state, checkpoint_path, config, run_facts, steps)
+    device = state.device
+    environment = {
+        **environment_report(),
+        "device": str(device),
+        "precision": state.precision,
+        "bf16": state.precision == "bf16",
+        "channels_last": state.memory_format == torch.channels_last,
+    }
+    x_train, y_train = train_images.to(device), train_labels.to(device)
+    x_test, y_test = test_images.to(device), test_labels.to(device)
+
+    last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
+    for epoch in range(len(state.history), last_epoch):
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
+        train_loss, train_acc, seconds = _train_one_epoch(
+            state, config, x_train, y_train, epoch, augment=augment, bar=bar, checkpoint_path=checkpoint_path
+        )
+        test = predict(state.model, x_test, y_test, **config.eval_options())
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": cross_entropy(test),
+            "test_acc": accuracy(test),
+            "lr": state.schedule[state.step - 1],
+            "seconds": seconds,
+        }
+        state.history.append(entry)
+        bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}", test_acc=f"{entry['test_acc']:.4f}")
+        bar.close()
+        _save_checkpoint(state, config, run_facts, epoch + 1, checkpoint_path)
+        save_json(history_path, _history_document(config, state.history, environment))
+
+    if not history_path.exists():
+        # A run that was finished before this call still gets a history.json beside its checkpoint.
+        save_json(history_path, _history_document(config, state.history, environment))
+    state.model.eval()
+    return TrainResult(
+        model=state.model,
+        history=state.history,
+        checkpoint_path=checkpoint_path,
+        train_seconds=float(sum(h["seconds"] for h in state.history)),
+    )
+
+
+def load_trained_model(
+    checkpoint_path: str | os.PathLike[str], device: str | torch.device | None = None
+) -> nn.Module:
+    """The network saved in a :func:`train_model` checkpoint, rebuilt from its configuration, eval mode.
+
+    Args:
+        checkpoint_path: a ``checkpoint.pt`` written by :func:`train_model`.
+        device: where to put the model; ``None`` uses the checkpoint configuration's device when this
+            machine has it (``auto`` resolves to cuda or cpu here), else the CPU. The model is
+            channels-last when the checkpoint's configuration uses channels-last here.
+    """
+    checkpoint = load_torch(checkpoint_path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint_path} is not a checkpoint written by cifar_helpers.core.training")
+    return _model_from_checkpoint(checkpoint, device)
+
+
+def _model_from_checkpoint(checkpoint: dict[str, Any], device: str | torch.device | None) -> nn.Module:
+    config = RunConfig.from_dict(checkpoint["config"])
+    if device is None:
+        try:
+            device = config.resolved_device()
+        except ConfigError:
+            device = torch.device("cpu")
+    model = build_model(config, checkpoint["run"]["num_classes"], torch.device(device))
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+# --- a whole training stage ------------------------------------------------------------------------
+
+
+def run_training_stage(
+    run: RunDir,
+    config: RunConfig,
+    data: CifarDataLike,
+    stage: Literal["baseline", "augmented"],
+    progress: bool = True,
+) -> TrainResult:
+    """Notebooks 01 and 04 in one call: train, evaluate, and write the stage's outputs.
+
+    ``baseline`` trains without augmentation, ``augmented`` with random crop + flip; both start from
+    the same initial weights and see the same batch order (both seeded from ``config.seed``), so they
+    differ only by the augmentation. Writes into ``run.stage_dir(stage)``:
+
+    * ``checkpoint.pt``, ``history.json`` - from :func:`train_model` (resumed if interrupted);
+    * ``predictions.pt`` - test-set :class:`core.evaluation.Predictions`;
+    * ``metrics.json`` - ``test_accuracy``, ``train_accuracy`` (eval mode, un-augmented training
+      images), ``train_test_gap`` (train minus test), ``per_class_accuracy`` ({class name: accuracy},
+      NaN for a class absent from the test set), ``confusion_matrix`` (rows true, columns predicted),
+      ``train_seconds``, ``epochs``, ``images_per_second`` (training images per second of training).
+
+    A stage whose files are all present and whose history is complete is loaded, not retrained (its
+    checkpoint must still match ``config`` and ``data``, else :class:`CheckpointMismatchError`).
+    """
+    if stage not in ("baseline", "augmented"):
+        raise ValueError(f"stage must be 'baseline' or 'augmented', got {stage!r}")
+    out_dir = run.stage_dir(stage)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    history_path = out_dir / HISTORY_NAME
+    metrics_path = out_dir / METRICS_NAME
+    num_classes = len(data.classes)
+    augment = stage == "augmented"
+    tensors = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+
+    if run.is_complete(stage) and load_json(history_path).get("complete"):
+        checkpoint = load_torch(checkpoint_path)
+        run_facts = _run_facts(augment, num_classes, *tensors)
+        check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        return TrainResult(
+            model=_model_from_checkpoint(checkpoint, config.resolved_device()),
+            history=checkpoint["history"],
+            checkpoint_path=checkpoint_path,
+            train_seconds=float(load_json(metrics_path)["train_seconds"]),
+        )
+
+    result = train_model(
+        config, *tensors, out_dir, augment=augment, num_classes=num_classes, progress=progress, resume=True
+    )
+    test = predict(result.model, data.test_images, data.test_labels, **config.eval_options())
+    train = predict(result.model, data.train_images, data.train_labels, **config.eval_options())
+    test.save(out_dir / PREDICTIONS_NAME)
+    test_accuracy = accuracy(test)
+    train_accuracy = accuracy(train)
+    per_class = per_class_accuracy(test.preds, test.labels, num_classes)
+    seen = images_per_epoch(data.train_images.shape[0], config.batch_size) * config.epochs
+    save_json(
+        metrics_path,
+        {
+            "test_accuracy": test_accuracy,
+            "train_accuracy": train_accuracy,
+            "train_test_gap": train_accuracy - test_accuracy,
+            "per_class_accuracy": {name: per_class[i].item() for i, name in enumerate(data.classes)},
+            "confusion_matrix": confusion_matrix(test.preds, test.labels, num_classes).tolist(),
+            "train_seconds": result.train_seconds,
+            "epochs": config.epochs,
+            "images_per_second": seen / result.train_seconds if result.train_seconds > 0 else None,
+        },
+    )
+    return result
+
+
+__all__ = [
+    "TRAINING_KEYS",
+    "CheckpointMismatchError",
+    "CifarDataLike",
+    "TrainResult",
+    "build_model",
+    "check_checkpoint_compatible",
+    "images_per_epoch",
+    "learning_rates",
+    "load_trained_model",
+    "lr_at_step",
+    "make_optimizer",
+    "run_training_stage",
+    "steps_per_epoch",
+    "train_model",
+]

@@ -1,0 +1,240 @@
+"""The run directory: where each stage writes, atomic writes, and loading what earlier stages wrote.
+
+A run directory looks like::
+
+    runs/<name>/
+        config.json            the RunConfig of the run (written by 00_setup)
+        environment.json       seed_everything's report
+        baseline/              01: checkpoint.pt, history.json, predictions.pt
+        failures/              02: high-confidence failures of the baseline
+        gradcam/               03: heatmaps and overlays for those failures
+        augmented/             04: checkpoint.pt, history.json, predictions.pt
+        reevaluation/          05: fixed / kept / new failures, side-by-side heatmaps
+        stress/                06: corruptions, calibration, sanity check, positive control
+        executed/              notebooks as papermill ran them
+        report.html
+
+Every file is written to a temporary name in the same directory and renamed into place, so a reader
+never sees a half-written checkpoint or JSON, and a crash leaves the previous version intact. Its size
+and SHA-256 go into the directory's ``manifest.json`` (:mod:`cifar_helpers.rundir.manifest`), so a file
+damaged later is reported, with the stage to rerun, when a later stage reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifar_helpers.rundir import manifest
+from cifar_helpers.rundir.registry import STAGE_SPECS, stage_number
+
+# Views of the stage registry (one record per stage: :mod:`cifar_helpers.rundir.registry`), by stage key in
+# pipeline order: (directory in the run, notebook that writes it); what it must have written to count
+# as finished; the stages it reads (recorded in its inputs.json, :mod:`cifar_helpers.rundir.lineage`).
+STAGES: dict[str, tuple[str, str]] = {s.name: (s.directory, s.notebook) for s in STAGE_SPECS}
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {s.name: s.outputs for s in STAGE_SPECS}
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {s.name: s.inputs for s in STAGE_SPECS}
+
+
+class MissingStageError(FileNotFoundError):
+    """An artifact that an earlier stage should have written is not in the run directory."""
+
+
+class DamagedArtifactError(MissingStageError):
+    """An artifact exists but is not what its stage wrote (truncated, altered, or unsafe to load)."""
+
+
+class StaleStageError(MissingStageError):
+    """A stage's results were computed from outputs of an earlier stage that have changed since."""
+
+
+def rerun_hint(path: str | os.PathLike[str]) -> str:
+    """What to do about a bad artifact at ``path``: the stage (and notebook) that writes it, if known."""
+    path = Path(path)
+    stage = next((s for s, (d, _) in STAGES.items() if d != "." and d == path.parent.name), None)
+    if stage is None and path.name in STAGE_OUTPUTS["setup"]:
+        stage = "setup"
+    if stage is None:
+        return "write it again"
+    return (
+        f"rerun stage '{stage}' ({STAGES[stage][1]}; run_all.py --stages {stage_number(stage)} --force) "
+        "to write it again"
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
+
+    Usage: ``with atomic_path(p) as tmp: torch.save(obj, tmp)``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    # mkstemp creates 0600 files; give artifacts the permissions any new file would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # tensors, NumPy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write an object of type {type(obj).__name__} to JSON")
+
+
+def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically, and record it in the manifest. Tensors and NumPy
+    arrays become lists; NaN (an undefined measure, e.g. a mean over no images) is kept."""
+    text = json.dumps(obj, indent=2, default=_to_jsonable, allow_nan=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    manifest.record(path)
+    return Path(path)
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file written by :func:`save_json`."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
+    """``torch.save`` atomically (checkpoints, prediction tensors, heatmaps), recorded in the manifest.
+
+    ``obj`` must be loadable by :func:`load_torch`: tensors, dicts, lists, tuples, str, numbers,
+    bools and None.
+    """
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    manifest.record(path)
+    return Path(path)
+
+
+def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` a file written by :func:`save_torch`, with ``weights_only=True``.
+
+    Only tensors, containers, strings and numbers are reconstructed, so a crafted file cannot run
+    code. Raises :class:`DamagedArtifactError` (one line: the file, the problem, the stage to rerun)
+    when the file does not match its manifest entry, cannot be read, or names anything else.
+    """
+    problem = manifest.damage(path)
+    if problem is not None:
+        raise DamagedArtifactError(f"{path} is damaged ({problem}): {rerun_hint(path)}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"it would run {found.group(1)}" if found else "it holds objects other than plain values"
+        raise DamagedArtifactError(
+            f"refusing to load {path}: {what}, and this project's files hold only tensors and plain "
+            f"values; {rerun_hint(path)}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        # torch's own text runs to several sentences; its first names the problem.
+        first = str(err).split(". ")[0].splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedArtifactError(f"{path} cannot be read ({first}): {rerun_hint(path)}") from None
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    manifest.record(path)
+    return Path(path)
+
+
+class RunDir:
+    """Paths of one run, and checks that an earlier stage has written what a later one needs."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def stage_dir(self, stage: str, create: bool = True) -> Path:
+        """Directory of ``stage`` (a key of :data:`STAGES`)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; known stages: {', '.join(STAGES)}")
+        path = self.root / STAGES[stage][0]
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def path(self, stage: str, name: str) -> Path:
+        """Path of artifact ``name`` of ``stage`` (directories are created)."""
+        return self.stage_dir(stage) / name
+
+    def require(self, stage: str, *names: str) -> list[Path]:
+        """Paths of artifacts of ``stage``; raise :class:`MissingStageError` naming the notebook to run."""
+        base = self.stage_dir(stage, create=False)
+        missing = [n for n in names if not (base / n).exists()]
+        if missing:
+            raise MissingStageError(
+                f"{', '.join(missing)} not found in {base}: run {STAGES[stage][1]} (stage '{stage}') "
+                f"with run_dir={str(self.root)!r} first"
+            )
+        for name, problem in self.damaged(stage, *names):
+            raise DamagedArtifactError(f"{base / name} is damaged ({problem}): {rerun_hint(base / name)}")
+        return [base / n for n in names]
+
+    def has(self, stage: str, *names: str) -> bool:
+        """Whether every artifact ``names`` of ``stage`` exists."""
+        base = self.stage_dir(stage, create=False)
+        return all((base / n).exists() for n in names)
+
+    def damaged(self, stage: str, *names: str) -> list[tuple[str, str]]:
+        """``(name, problem)`` for each artifact of ``stage`` (default: its :data:`STAGE_OUTPUTS`) that
+        exists but no longer matches the size and SHA-256 recorded when it was written."""
+        base = self.stage_dir(stage, create=False)
+        found = ((n, manifest.damage(base / n)) for n in (names or STAGE_OUTPUTS[stage]))
+        return [(n, problem) for n, problem in found if problem is not None]
+
+    def is_complete(self, stage: str) -> bool:
+        """Whether ``stage`` has written every file of :data:`STAGE_OUTPUTS`, each as it was written."""
+        return self.has(stage, *STAGE_OUTPUTS[stage]) and not self.damaged(stage)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+
+def set_aside_stage(run: RunDir, stage: str) -> Path | None:
+    """Before a forced rerun: move the stage's directory to ``<dir>.previous`` so it starts afresh.
+
+    The stage's functions resume from (or reuse) whatever they find, so a rerun that is meant to
+    recompute must not find the old outputs; moving them aside instead of deleting keeps the last
+    results until the new ones exist (an older ``.previous`` is replaced). Setup lives in the run's
+    root and is idempotent, so it is left in place. Returns the new location, or None.
+    """
+    if stage == "setup":
+        return None
+    current = run.stage_dir(stage, create=False)
+    if not current.exists():
+        return None
+    previous = current.with_name(current.name + ".previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    current.rename(previous)
+    return previous

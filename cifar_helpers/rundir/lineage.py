@@ -1,0 +1,108 @@
+"""What each stage read, and whether it still holds: ``<stage>/inputs.json``.
+
+A stage's results follow from the outputs of the stages it reads (:data:`STAGE_INPUTS`). When one of
+those is recomputed - a notebook rerun by hand with another threshold, ``run_all.py --stages 2
+--force`` - the later stages still hold results computed from the old outputs. So every stage records,
+when it opens, the SHA-256 of each output it reads (taken from the manifests, so nothing is hashed
+twice)::
+
+    {"baseline": {"checkpoint.pt": "9f86d0...", "predictions.pt": "...", ...}, "failures": {...}}
+
+and a stage is *out of date* when a recorded digest no longer matches, or when a stage it reads is
+itself out of date. Readers refuse out-of-date inputs with the stage to rerun; ``run_all.py`` reruns
+them. Runs written before this record existed have no ``inputs.json``: unverified, never stale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cifar_helpers.rundir import manifest
+from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGE_OUTPUTS, STAGES, RunDir, load_json, save_json
+
+INPUTS_NAME = "inputs.json"
+# Rewritten each time 00_setup reopens the run (the machine's report), without changing any result.
+_NOT_AN_INPUT = frozenset({"environment.json"})
+
+
+def input_digests(run: RunDir, stage: str) -> dict[str, dict[str, str]]:
+    """``{input stage: {output name: sha256}}`` of the outputs ``stage`` reads, as they are now.
+
+    Outputs without a manifest entry (older runs, missing files) are left out.
+    """
+    digests: dict[str, dict[str, str]] = {}
+    for source in STAGE_INPUTS[stage]:
+        files = manifest.read_manifest(run.stage_dir(source, create=False))
+        digests[source] = {
+            name: files[name]["sha256"]
+            for name in STAGE_OUTPUTS[source]
+            if name not in _NOT_AN_INPUT and isinstance(files.get(name), dict) and "sha256" in files[name]
+        }
+    return digests
+
+
+def record_inputs(run: RunDir, stage: str) -> None:
+    """Write ``<stage>/inputs.json``: what ``stage`` reads, as it is now (called when it opens)."""
+    save_json(run.path(stage, INPUTS_NAME), input_digests(run, stage))
+
+
+def has_outputs(run: RunDir, stage: str) -> bool:
+    """Whether any of ``stage``'s outputs exist (a finished or a partly written stage)."""
+    base = run.stage_dir(stage, create=False)
+    return any((base / name).exists() for name in STAGE_OUTPUTS[stage])
+
+
+def changed_inputs(run: RunDir, stage: str) -> list[str]:
+    """The input stages whose outputs differ from what ``stage`` read when it ran, in pipeline order.
+
+    Empty when ``stage`` has no ``inputs.json`` (not run yet, or run before inputs were recorded).
+    """
+    path = run.stage_dir(stage, create=False) / INPUTS_NAME
+    if stage == "setup" or not path.exists():
+        return []
+    try:
+        recorded: Any = load_json(path)
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):  # unreadable: what the stage read is unknown, so assume changed
+        return [s for s in STAGE_INPUTS[stage] if s != "setup"]
+    now = input_digests(run, stage)
+    return [s for s in STAGE_INPUTS[stage] if s in recorded and recorded[s] != now[s]]
+
+
+def out_of_date(run: RunDir, stage: str) -> list[str]:
+    """Why ``stage``'s results no longer follow from its inputs: the stages at fault, in pipeline order.
+
+    An input stage is at fault when its outputs changed since ``stage`` read them, or when it has
+    results that are out of date themselves (then the stages at fault upstream are named). Empty
+    when ``stage`` is up to date, or has nothing to check.
+    """
+    if not has_outputs(run, stage):
+        return []
+    at_fault = set(changed_inputs(run, stage))
+    for source in STAGE_INPUTS[stage]:
+        if source not in at_fault and source != "setup":
+            at_fault.update(out_of_date(run, source))
+    return [s for s in STAGES if s in at_fault]
+
+
+def readers_of(stage: str) -> list[str]:
+    """The stages that read ``stage``'s outputs, directly or through other stages, in pipeline order."""
+    readers: list[str] = []
+    for later in STAGES:
+        if any(source == stage or source in readers for source in STAGE_INPUTS[later]):
+            readers.append(later)
+    return readers
+
+
+def pin_readers(run: RunDir, stage: str) -> list[str]:
+    """Before ``stage`` is recomputed: give each later stage that has results but no record one of its
+    inputs as they are now (it was computed from them), so the recomputation makes it out of date.
+
+    Returns the later stages that have results (the ones the recomputation makes out of date).
+    """
+    affected = [later for later in readers_of(stage) if has_outputs(run, later)]
+    for later in affected:
+        if not (run.stage_dir(later, create=False) / INPUTS_NAME).exists():
+            record_inputs(run, later)
+    return affected

@@ -1,0 +1,90 @@
+"""Size and SHA-256 of every artifact, recorded when it is written and checked when it is read.
+
+Each directory that :func:`cifar_helpers.rundir.artifacts.save_json` / ``save_torch`` / ``save_figure``
+write into gets a ``manifest.json``::
+
+    {"files": {"checkpoint.pt": {"bytes": 1234567, "sha256": "9f86d0..."}, ...}}
+
+A file that no longer matches its entry (truncated by a full disk, overwritten by hand, damaged
+in a copy) is reported as damaged instead of failing deep inside ``torch.load``. A file without an
+entry (run directories written before manifests existed, files written by other means) is
+unverified, not damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+_CHUNK = 1 << 20
+
+# (path, size, mtime_ns, inode) -> sha256: a completeness check reads the same large checkpoints
+# several times per run_all.py invocation; a file changed since has another size, mtime or inode.
+_digest_cache: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """``(size in bytes, sha256 hex digest)`` of a file."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _digest_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        _digest_cache[key] = h.hexdigest()
+    return st.st_size, _digest_cache[key]
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The ``files`` entries of ``directory``'s manifest; empty when there is none or it is unreadable."""
+    try:
+        with open(Path(directory) / MANIFEST_NAME, encoding="utf-8") as f:
+            files = json.load(f).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return files if isinstance(files, dict) else {}
+
+
+def record(path: str | os.PathLike[str]) -> None:
+    """Record the size and SHA-256 of ``path`` (just written) in its directory's manifest, atomically."""
+    path = Path(path)
+    size, digest = file_digest(path)
+    files = read_manifest(path.parent)
+    files[path.name] = {"bytes": size, "sha256": digest}
+    text = json.dumps({"files": dict(sorted(files.items()))}, indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path.parent / MANIFEST_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def damage(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` no longer matches its manifest entry, or None (it matches, or has no entry).
+
+    A missing file is not "damaged" here: callers report missing outputs separately.
+    """
+    path = Path(path)
+    entry = read_manifest(path.parent).get(path.name)
+    if not isinstance(entry, dict) or not path.is_file():
+        return None
+    expected_size, expected_digest = entry.get("bytes"), entry.get("sha256")
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        return f"{size} bytes, but {expected_size} were written"
+    if expected_digest is not None and file_digest(path)[1] != expected_digest:
+        return "its contents differ from what was written (SHA-256 mismatch)"
+    return None

@@ -1,0 +1,122 @@
+"""The pipeline's stages, each defined once: folder, notebook, title, what it reads and what it writes.
+
+Everything that needs to know about stages reads this one table: the run directory (where a stage
+writes, whether it is complete: :mod:`cifar_helpers.rundir.artifacts`), ``open_stage`` (what must exist
+before a stage starts: :mod:`cifar_helpers.workflow.stages`), ``run_all.py`` (which notebook runs a stage and
+in what order: :mod:`workflow.pipeline`), the lineage records (:mod:`rundir.lineage`), the
+ETAs (:mod:`cifar_helpers.workflow.progress`) and the report's headings (:mod:`cifar_helpers.views.report`).
+A stage *is* its notebook: papermill runs it, and its cells call the library.
+
+This module imports nothing from the package, so every other module may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the pipeline.
+
+    Attributes:
+        name: the key used everywhere (``run_all.py --stages gradcam``, ``open_stage("gradcam")``).
+        directory: its folder in the run directory (``"."``: the run directory itself).
+        notebook: the notebook in ``notebooks/`` that runs it.
+        title: its heading in the report.
+        inputs: the stages whose outputs it reads (directly), checked before it starts.
+        outputs: what it must have written to count as finished; later stages and the report read
+            these names (it may write more: figures, extra arrays).
+        expected_seconds: how long it takes per profile on a 2-core laptop (``full``: one GPU;
+            ``quick``: measured on the rebuilt CIFAR-10 batches); only the proportions matter once a
+            stage has run, as ETAs are rescaled by the measured speed.
+    """
+
+    name: str
+    directory: str
+    notebook: str
+    title: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    expected_seconds: Mapping[str, float]
+
+
+# Set in every kernel run_all.py starts: there is no widget front end, so browsers render statically.
+HEADLESS_ENV = "CIFAR_STRESS_HEADLESS"
+
+_TRAINING_OUTPUTS = ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json")
+
+STAGE_SPECS: tuple[StageSpec, ...] = (
+    StageSpec(
+        name="setup",
+        directory=".",
+        notebook="00_setup.ipynb",
+        title="00 Setup: configuration, environment and data",
+        inputs=(),
+        outputs=("config.json", "environment.json", "data_summary.json"),
+        expected_seconds={"smoke": 8, "quick": 9, "cpu": 40, "full": 40},
+    ),
+    StageSpec(
+        name="baseline",
+        directory="baseline",
+        notebook="01_baseline_training.ipynb",
+        title="01 Baseline training",
+        inputs=("setup",),
+        outputs=_TRAINING_OUTPUTS,
+        expected_seconds={"smoke": 15, "quick": 205, "cpu": 840, "full": 600},
+    ),
+    StageSpec(
+        name="failures",
+        directory="failures",
+        notebook="02_failure_detection.ipynb",
+        title="02 High-confidence failures",
+        inputs=("setup", "baseline"),
+        outputs=("failures.json", "summary.json"),
+        expected_seconds={"smoke": 8, "quick": 15, "cpu": 30, "full": 20},
+    ),
+    StageSpec(
+        name="gradcam",
+        directory="gradcam",
+        notebook="03_gradcam.ipynb",
+        title="03 Grad-CAM of the failures",
+        inputs=("setup", "baseline", "failures"),
+        outputs=("heatmaps.pt", "measures.json", "road.json"),
+        expected_seconds={"smoke": 12, "quick": 31, "cpu": 90, "full": 40},
+    ),
+    StageSpec(
+        name="augmented",
+        directory="augmented",
+        notebook="04_augmented_training.ipynb",
+        title="04 Training with augmentation",
+        inputs=("setup", "baseline"),  # its notebook draws both models' curves
+        outputs=_TRAINING_OUTPUTS,
+        expected_seconds={"smoke": 15, "quick": 174, "cpu": 840, "full": 600},
+    ),
+    StageSpec(
+        name="reevaluation",
+        directory="reevaluation",
+        notebook="05_reevaluation.ipynb",
+        title="05 Re-evaluation: fixed, kept and new failures",
+        inputs=("setup", "baseline", "failures", "gradcam", "augmented"),
+        outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json"),
+        expected_seconds={"smoke": 12, "quick": 22, "cpu": 60, "full": 30},
+    ),
+    StageSpec(
+        name="stress",
+        directory="stress",
+        notebook="06_stress_tests.ipynb",
+        title="06 Stress tests: corruptions, calibration, sanity check, positive control",
+        inputs=("setup", "baseline", "failures", "augmented"),
+        outputs=("corruptions.json", "calibration.json", "sanity.json", "positive_control.json"),
+        expected_seconds={"smoke": 30, "quick": 56, "cpu": 300, "full": 120},
+    ),
+)
+
+# The same records by name, in pipeline order.
+STAGE_REGISTRY: dict[str, StageSpec] = {spec.name: spec for spec in STAGE_SPECS}
+
+
+def stage_number(name: str) -> int:
+    """The stage's position in the pipeline (``setup`` is 0), as ``run_all.py --stages`` counts."""
+    return list(STAGE_REGISTRY).index(name)

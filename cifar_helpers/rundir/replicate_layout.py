@@ -1,0 +1,63 @@
+"""Where a replicate run keeps what: one run directory per seed, and the replicate stage (07).
+
+A replicate run (``run_all.py --seeds``, :mod:`cifar_helpers.workflow.replicates`) is laid out as::
+
+    runs/<profile>/
+        seed-42/, seed-43/, ...   complete single-seed runs (stages 00-06)
+        replicates/               07: accuracy over seeds, the reseed noise floor, failure stability
+        executed/                 07_replicates.ipynb as papermill ran it
+        summary.json, report.html
+
+The runner (:mod:`workflow.replicates`), the analysis (:mod:`analysis.seed_analysis`) and
+the report read the layout from here, so none of them needs the others.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cifar_helpers.rundir.artifacts import load_json
+
+SEED_DIR_PREFIX = "seed-"
+REPLICATES_STAGE = "replicates"
+REPLICATES_NOTEBOOK = "07_replicates.ipynb"
+# What stage 07 writes into <root>/replicates/; the stage is complete when all of these exist.
+REPLICATES_OUTPUTS = (
+    "accuracy.json",
+    "noise_floor.json",
+    "stability.json",
+    "category_mix.json",
+    "summary.json",
+)
+
+
+def seed_run_dir(root: str | os.PathLike[str], seed: int) -> Path:
+    """Run directory of ``seed`` in the replicate run at ``root``."""
+    return Path(root) / f"{SEED_DIR_PREFIX}{seed}"
+
+
+def find_seed_dirs(root: str | os.PathLike[str]) -> dict[int, Path]:
+    """``{seed: directory}`` of the ``seed-<k>`` directories under ``root``, in seed order."""
+    found = {}
+    for path in Path(root).glob(f"{SEED_DIR_PREFIX}*"):
+        suffix = path.name[len(SEED_DIR_PREFIX) :]
+        if path.is_dir() and suffix.isdigit():
+            found[int(suffix)] = path
+    return dict(sorted(found.items()))
+
+
+def replicates_dir(root: str | os.PathLike[str]) -> Path:
+    """Where stage 07 writes: ``<root>/replicates``."""
+    return Path(root) / REPLICATES_STAGE
+
+
+def replicates_complete(root: str | os.PathLike[str], seeds: Sequence[int]) -> bool:
+    """Whether stage 07 wrote all its outputs for exactly ``seeds`` and did not fail since."""
+    directory = replicates_dir(root)
+    if not all((directory / name).exists() for name in REPLICATES_OUTPUTS):
+        return False
+    if (Path(root) / "executed" / f"{REPLICATES_STAGE}.incomplete").exists():
+        return False
+    return load_json(directory / "summary.json").get("seeds") == list(seeds)

@@ -1,0 +1,1 @@
+"""What a person sees: figures, tables, the failure browser and the HTML report."""

@@ -1,0 +1,394 @@
+"""Building blocks shared by every figure: style, input checks, heatmap overlays and image grids.
+
+Every plotting function returns a :class:`NotebookFigure` built without ``pyplot``: nothing is drawn
+twice, nothing piles up in pyplot's figure registry when a widget redraws, and the figure shows
+itself as a PNG in JupyterLab, Colab and papermill whatever the matplotlib backend is. Display one
+by ending a cell with it (or ``display(fig)``), save it with
+:func:`cifar_helpers.rundir.artifacts.save_figure`; ``plt.show()`` does not know about these figures.
+
+Heatmap overlays use OpenCV colormaps (JET by default: blue = no evidence, red = strongest), and the
+colour bars drawn next to them use matplotlib's identical ``jet`` so the legend matches the pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ParamSpec
+
+import cv2
+import matplotlib as mpl
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+# One palette for the whole project, so "green" always means right and "red" always means wrong.
+CORRECT_COLOR = "#1a9850"
+WRONG_COLOR = "#d73027"
+NEUTRAL_COLOR = "#9e9e9e"
+# Per-model colours, in the order models are given (baseline first, augmented second, ...).
+MODEL_COLORS = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def model_color(i: int) -> str:
+    """The colour of the ``i``-th model, cycling through :data:`MODEL_COLORS`."""
+    return MODEL_COLORS[i % len(MODEL_COLORS)]
+
+
+# Inches per image panel: a 32x32 image needs about this much to show its content at notebook width.
+PANEL_INCHES = 1.9
+HEATMAP_CMAP = "jet"  # matplotlib's name for cv2.COLORMAP_JET, used for colour bars
+
+STYLE: dict[str, Any] = {
+    # White, not transparent: transparent figures vanish on JupyterLab's dark theme.
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "figure.titlesize": 11,
+    "figure.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linestyle": ":",
+    "image.interpolation": "nearest",
+}
+
+P = ParamSpec("P")
+
+
+class NotebookFigure(Figure):
+    """A matplotlib Figure that renders itself as PNG in IPython front ends (no pyplot needed)."""
+
+    def _repr_png_(self) -> bytes:
+        return figure_to_png_bytes(self)
+
+
+def styled(fn: Callable[P, Figure]) -> Callable[P, Figure]:
+    """Build the figure of ``fn`` under the project style, so every figure looks the same."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Figure:
+        with mpl.rc_context(STYLE):
+            fig = fn(*args, **kwargs)
+            # Ticks are created lazily at draw time, outside this context; fix their size now.
+            for ax in fig.axes:
+                ax.tick_params(labelsize=STYLE["xtick.labelsize"])
+        return fig
+
+    return wrapper
+
+
+def new_figure(width: float, height: float) -> NotebookFigure:
+    """A white :class:`NotebookFigure` of ``width`` x ``height`` inches with constrained layout."""
+    return NotebookFigure(figsize=(width, height), layout="constrained")
+
+
+def figure_to_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """Render ``fig`` to PNG bytes (for widgets, HTML reports and ``_repr_png_``)."""
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks: every public function accepts tensors (any device) or NumPy arrays
+# --------------------------------------------------------------------------------------------------
+def to_numpy(x: Any, name: str) -> np.ndarray:
+    """``x`` (tensor on any device, array, or nested sequence) as a NumPy array; errors name ``name``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        # NumPy has no bfloat16 and OpenCV cannot resize float16; maps made under autocast may be either.
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return x.numpy()
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}") from e
+
+
+def check_images(images: Any, name: str = "images") -> np.ndarray:
+    """uint8 images (N, 3, H, W) as a NumPy array; anything else raises naming ``name``."""
+    array = to_numpy(images, name)
+    if array.dtype != np.uint8:
+        raise TypeError(
+            f"{name} must be uint8 images in [0, 255] (as core.data returns them), got {array.dtype}"
+        )
+    if array.ndim != 4 or array.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(array.shape)}")
+    return array
+
+
+def check_image(image: Any, name: str = "image") -> np.ndarray:
+    """One uint8 image (3, H, W) as a NumPy array; anything else raises naming ``name``."""
+    array = to_numpy(image, name)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"{name} must have shape (3, H, W), got {tuple(array.shape)}")
+    return check_images(array[None], name)[0]
+
+
+def check_maps(maps: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Float heatmaps of exactly ``shape`` with values in [0, 1], as float32; raises naming ``name``."""
+    array = to_numpy(maps, name)
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} (one map per image, at the image's size), "
+            f"got {tuple(array.shape)}"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"{name} must be float heatmaps in [0, 1], got {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    if array.size and not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    # A little slack for float error from normalisation; anything further out is a wrong input.
+    if array.size and (array.min() < -1e-3 or array.max() > 1 + 1e-3):
+        raise ValueError(
+            f"{name} must lie in [0, 1] (normalised Grad-CAM maps), "
+            f"got [{array.min():.3g}, {array.max():.3g}]"
+        )
+    return np.clip(array, 0.0, 1.0)
+
+
+def check_count(value: Any, name: str) -> int:
+    """A positive integer (a count, a scale factor) as ``int``; anything else raises naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_keys(mapping: Mapping[str, Any], keys: Sequence[str], name: str) -> None:
+    """Raise naming ``name`` and the missing keys unless ``mapping`` holds every one of ``keys``."""
+    missing = [key for key in keys if key not in mapping]
+    if missing:
+        raise ValueError(f"{name} is missing key(s) {', '.join(missing)}")
+
+
+def check_classes(classes: Sequence[str], name: str = "classes") -> list[str]:
+    """``classes`` as a non-empty list of strings."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
+        raise TypeError(f"{name} must be a non-empty list of class names, got {classes!r}")
+    names = list(classes)
+    if not all(isinstance(c, str) for c in names):
+        raise TypeError(f"{name} must contain strings only, got {names!r}")
+    return names
+
+
+def check_labels(labels: Any, name: str, length: int, num_classes: int) -> np.ndarray:
+    """Integer class labels (length,) in [0, num_classes) as int64; raises naming ``name``."""
+    array = to_numpy(labels, name)
+    if array.ndim != 1 or len(array) != length:
+        raise ValueError(f"{name} must have shape ({length},), got {tuple(array.shape)}")
+    if length and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer class labels, got {array.dtype}")
+    array = array.astype(np.int64, copy=False)
+    if length and (array.min() < 0 or array.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}) (one per class name), got {array.min()}..{array.max()}"
+        )
+    return array
+
+
+def check_fractions(values: Any, name: str, length: int | None = None) -> np.ndarray:
+    """Numbers in [0, 1] (e.g. confidences) as float64 (length,); raises naming ``name``."""
+    array = to_numpy(values, name).astype(np.float64)
+    if array.ndim != 1 or (length is not None and len(array) != length):
+        expected = f"({length},)" if length is not None else "(N,)"
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
+    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
+        raise ValueError(f"{name} must be fractions in [0, 1] (not percents)")
+    return array
+
+
+def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarray]:
+    """The columns of a FailureSet-like object as NumPy arrays, checked for equal length.
+
+    Any object with ``indices``, ``true_labels``, ``predicted`` (int, (K,)) and ``confidence``
+    (float, (K,)) attributes works, so plotting never needs to import :mod:`cifar_helpers.analysis.failures`.
+    """
+    columns = {}
+    for key in ("indices", "true_labels", "predicted", "confidence"):
+        if not hasattr(failures, key):
+            raise TypeError(f"{name} must be a FailureSet (or have .{key}), got {type(failures).__name__}")
+        columns[key] = to_numpy(getattr(failures, key), f"{name}.{key}")
+    k = len(columns["indices"])
+    for key, array in columns.items():
+        if array.ndim != 1 or len(array) != k:
+            raise ValueError(
+                f"{name}.{key} must have shape ({k},) like {name}.indices, got {tuple(array.shape)}"
+            )
+    for key in ("indices", "true_labels", "predicted"):
+        if k and not np.issubdtype(columns[key].dtype, np.integer):
+            raise TypeError(f"{name}.{key} must hold integers, got {columns[key].dtype}")
+        columns[key] = columns[key].astype(np.int64, copy=False)
+    columns["confidence"] = columns["confidence"].astype(np.float64, copy=False)
+    return columns
+
+
+def class_bars(
+    ax: Axes,
+    values: np.ndarray,
+    order: np.ndarray,
+    colors: Sequence[str],
+    classes: Sequence[str],
+    value_text: Callable[[float], str],
+) -> None:
+    """Horizontal bars of ``values[order]`` (probabilities or vote shares in [0, 1]), ``order[0]`` on
+    top, each bar named by its class and labelled with ``value_text(value)``; the x axis runs to 130 %
+    to leave room for the labels."""
+    y = np.arange(len(order))[::-1]
+    ax.barh(y, values[order], color=colors)
+    for yi, c in zip(y, order, strict=True):
+        ax.text(values[c], yi, f" {value_text(values[c])}", va="center", fontsize=7)
+    ax.set_yticks(y, [classes[c] for c in order])
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
+    ax.grid(axis="y", visible=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Text
+# --------------------------------------------------------------------------------------------------
+def format_confidence(p: float) -> str:
+    """A probability as a percent that never rounds a 99.96% mistake up to "100%" (nor 0.3% to "0%")."""
+    if p >= 1.0:
+        return "100%"
+    if 0.0 < p < 0.005:
+        return "<1%"
+    if round(p * 100) >= 100:
+        return f"{math.floor(p * 1000) / 10:.1f}%"
+    return f"{p:.0%}"
+
+
+def failure_title(true_name: str, predicted_name: str, confidence: float, width: int = 22) -> str:
+    """ "true → predicted (97%)", broken after the arrow when it would not fit a panel."""
+    text = f"{true_name} → {predicted_name} ({format_confidence(confidence)})"
+    if len(text) <= width:
+        return text
+    return f"{true_name} →\n{predicted_name} ({format_confidence(confidence)})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Images and heatmap overlays
+# --------------------------------------------------------------------------------------------------
+def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
+    """uint8 (3, H, W) -> uint8 (H*scale, W*scale, 3) RGB, bicubic (smooth enough to read at 32x32)."""
+    scale = check_count(scale, "scale")
+    hwc = np.ascontiguousarray(check_image(image).transpose(1, 2, 0))
+    if scale == 1:
+        return hwc
+    height, width = hwc.shape[:2]
+    return cv2.resize(hwc, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
+
+
+def overlay_heatmap(
+    image: Any,
+    heatmap: Any,
+    *,
+    scale: int = 4,
+    alpha: float = 0.45,
+    colormap: int = cv2.COLORMAP_JET,
+) -> np.ndarray:
+    """Blend a heatmap onto an image, both upscaled so a 32x32 picture is readable.
+
+    Args:
+        image: uint8 (3, H, W) RGB image.
+        heatmap: float (H, W) in [0, 1], e.g. a Grad-CAM map (1 = strongest evidence).
+        scale: integer upscaling factor; the image is upscaled bicubically, the heatmap bilinearly
+            (a smooth map should stay smooth, and stay in [0, 1]).
+        alpha: weight of the coloured heatmap in [0, 1]; 0 returns the upscaled image unchanged.
+        colormap: an OpenCV colormap constant (``cv2.COLORMAP_*``).
+
+    Returns:
+        uint8 (H*scale, W*scale, 3) RGB.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    rgb = upscale_image(image, scale)
+    height, width = rgb.shape[0] // int(scale), rgb.shape[1] // int(scale)
+    heat = check_maps(heatmap, "heatmap", (height, width))
+    heat = cv2.resize(heat, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    heat_u8 = np.clip(np.rint(heat * 255.0), 0, 255).astype(np.uint8)
+    # OpenCV colormaps produce BGR; the rest of the project (and matplotlib) is RGB.
+    colored = cv2.cvtColor(cv2.applyColorMap(heat_u8, colormap), cv2.COLOR_BGR2RGB)
+    blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colored.astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def show_image(ax: Axes, image: np.ndarray, title: str | None = None, color: str | None = None) -> None:
+    """Draw an RGB (H, W, 3) array on ``ax`` without ticks or grid, with an optional coloured title."""
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title is not None:
+        ax.set_title(title, color=color or "black", fontsize=8)
+
+
+def frame(ax: Axes, color: str, width: float = 2.5) -> None:
+    """Draw a coloured border around an image panel (green = right, red = wrong)."""
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_edgecolor(color)
+        spine.set_linewidth(width)
+
+
+def message_panel(ax: Axes, text: str, color: str = "dimgray") -> None:
+    """Turn ``ax`` into a centred text note (e.g. "no heatmap for this image")."""
+    ax.set_axis_off()
+    ax.text(
+        0.5, 0.5, text, ha="center", va="center", fontsize=8, color=color, wrap=True, transform=ax.transAxes
+    )
+
+
+def add_heatmap_colorbar(fig: Figure, axes: Any, label: str | None = None) -> None:
+    """A horizontal JET colour bar under ``axes`` saying what the overlay colours mean."""
+    mappable = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=HEATMAP_CMAP)
+    bar = fig.colorbar(
+        mappable, ax=axes, orientation="horizontal", fraction=0.04, pad=0.02, aspect=50, shrink=0.6
+    )
+    bar.set_label(label or "Grad-CAM: blue = no evidence for the class, red = strongest evidence", fontsize=8)
+    bar.ax.grid(False)
+
+
+def plot_class_samples(images: Any, labels: Any, classes: Sequence[str], per_class: int = 8) -> Figure:
+    """The first ``per_class`` images of every class, one row per class, an inch per image.
+
+    Args:
+        images: uint8 (N, 3, H, W).
+        labels: int (N,) classes of the images.
+        classes: C class names; a class with fewer images leaves its row short.
+        per_class: images per row.
+    """
+    batch = check_images(images)
+    names = check_classes(classes)
+    label_array = check_labels(labels, "labels", len(batch), len(names))
+    per_class = check_count(per_class, "per_class")
+    fig = new_figure(per_class + 1.2, len(names) + 0.5)
+    axes = fig.subplots(len(names), per_class, squeeze=False)
+    for c, name in enumerate(names):
+        members = np.flatnonzero(label_array == c)[:per_class]
+        for j, ax in enumerate(axes[c]):
+            if j < len(members):
+                show_image(ax, batch[members[j]].transpose(1, 2, 0))
+            elif j > 0:  # the first panel keeps its axis, to name the class even when it has no image
+                ax.set_axis_off()
+        axes[c, 0].set_xticks([])
+        axes[c, 0].set_yticks([])
+        axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{per_class} training images per class")
+    return fig

@@ -1,0 +1,401 @@
+"""Figures that explain failures: failure grids, Grad-CAM pairs, baseline-vs-augmented heatmaps and
+the attention measures (periphery shares, deletion curves)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .core import (
+    CORRECT_COLOR,
+    NEUTRAL_COLOR,
+    PANEL_INCHES,
+    WRONG_COLOR,
+    add_heatmap_colorbar,
+    check_classes,
+    check_count,
+    check_fractions,
+    check_images,
+    check_keys,
+    check_labels,
+    check_maps,
+    failure_arrays,
+    failure_title,
+    format_confidence,
+    frame,
+    message_panel,
+    model_color,
+    new_figure,
+    overlay_heatmap,
+    show_image,
+    styled,
+    to_numpy,
+    upscale_image,
+)
+
+
+def _empty_figure(title: str, message: str) -> Figure:
+    fig = new_figure(6, 1.6)
+    ax = fig.subplots()
+    message_panel(ax, message, color="black")
+    fig.suptitle(title)
+    return fig
+
+
+def _verdict(predicted: int, true: int) -> tuple[str, str]:
+    """(mark, colour) for a prediction: a green tick when right, a red cross when wrong."""
+    return ("✓", CORRECT_COLOR) if predicted == true else ("✗", WRONG_COLOR)
+
+
+def _failure_panel(
+    ax: Axes, image: np.ndarray, names: list[str], true: int, predicted: int, confidence: float, width: int
+) -> None:
+    """The upscaled image, titled "true → predicted (confidence)" (broken to fit ``width`` characters)
+    and framed in the verdict's colour."""
+    _, color = _verdict(predicted, true)
+    show_image(
+        ax, upscale_image(image), failure_title(names[true], names[predicted], confidence, width), color
+    )
+    frame(ax, color)
+
+
+@styled
+def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_images: int = 32) -> Figure:
+    """The most confident failures, eight per row, each titled "true → predicted (confidence)".
+
+    Args:
+        images: uint8 (K, 3, H, W), the images of the failures in the failure set's order
+            (``test_images[failures.indices]``).
+        failures: a FailureSet (or any object with ``indices``, ``true_labels``, ``predicted``,
+            ``confidence`` of length K, and optionally ``threshold``).
+        classes: class names.
+        max_images: show at most this many (the most confident first).
+
+    Titles and frames are red for wrong predictions (green if a correct one is passed in).
+    """
+    names = check_classes(classes)
+    columns = failure_arrays(failures)
+    k = len(columns["indices"])
+    batch = check_images(images)
+    if len(batch) != k:
+        raise ValueError(
+            f"images must hold one image per failure ({k}), got {len(batch)}: "
+            "pass test_images[failures.indices]"
+        )
+    max_images = check_count(max_images, "max_images")
+    true = check_labels(columns["true_labels"], "failures.true_labels", k, len(names))
+    predicted = check_labels(columns["predicted"], "failures.predicted", k, len(names))
+    threshold = getattr(failures, "threshold", None)
+    if k == 0:
+        return _empty_figure("High-confidence failures", "no high-confidence failures: nothing to show")
+
+    n = min(k, max_images)
+    ncols = min(8, n)
+    nrows = math.ceil(n / ncols)
+    fig = new_figure(ncols * PANEL_INCHES * 0.85, nrows * (PANEL_INCHES * 0.85 + 0.45) + 0.5)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        if i < n:
+            _failure_panel(ax, batch[i], names, true[i], predicted[i], columns["confidence"][i], width=20)
+        else:
+            ax.set_axis_off()
+    above = f" with confidence > {threshold:.0%}" if threshold is not None else ""
+    fig.suptitle(f"The {n} most confident of {k} failures{above}: true → predicted (confidence)")
+    return fig
+
+
+def _gradcam_inputs(
+    images: Any,
+    maps: dict[str, Any],
+    labels: dict[str, Any],
+    confidences: dict[str, Any],
+    classes: Sequence[str],
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """The images, every map, label and confidence checked against them (by argument name), the names."""
+    names = check_classes(classes)
+    batch = check_images(images)
+    k, _, height, width = batch.shape
+    checked = {key: check_maps(value, key, (k, height, width)) for key, value in maps.items()}
+    checked |= {key: check_labels(value, key, k, len(names)) for key, value in labels.items()}
+    checked |= {key: check_fractions(value, key, k) for key, value in confidences.items()}
+    return batch, checked, names
+
+
+def _triplet_figure(n: int, per_row: int) -> tuple[Figure, list[list[Axes]]]:
+    """A figure of ``n`` (image, map, map) triplets of axes, ``per_row`` per row, a gap between them."""
+    rows = math.ceil(n / per_row)
+    fig = new_figure(per_row * (3 * PANEL_INCHES + 0.3), rows * (PANEL_INCHES + 0.55) + 1.0)
+    ratios = []
+    for j in range(per_row):
+        ratios += [1, 1, 1] + ([0.15] if j < per_row - 1 else [])
+    grid = fig.add_gridspec(rows, len(ratios), width_ratios=ratios)
+    triplets = []
+    for i in range(n):
+        row, slot = divmod(i, per_row)
+        first = slot * 4
+        triplets.append([fig.add_subplot(grid[row, first + c]) for c in range(3)])
+    return fig, triplets
+
+
+@styled
+def plot_gradcam_pairs(
+    images: Any,
+    predicted_maps: Any,
+    true_maps: Any,
+    true_labels: Any,
+    predicted_labels: Any,
+    confidences: Any,
+    classes: Sequence[str],
+    max_rows: int = 8,
+    *,
+    per_row: int = 1,
+    title: str | None = None,
+) -> Figure:
+    """Where the model looked for the wrong class, and where the evidence for the right one is.
+
+    Per failure: the image | Grad-CAM for the predicted class | Grad-CAM for the true class.
+
+    Args:
+        images: uint8 (K, 3, H, W) images of the failures.
+        predicted_maps: float (K, H, W) in [0, 1], Grad-CAM for each predicted class.
+        true_maps: float (K, H, W) in [0, 1], Grad-CAM for each true class.
+        true_labels, predicted_labels: int (K,) class indices.
+        confidences: float (K,) the predicted class's probability.
+        classes: class names.
+        max_rows: at most this many rows are drawn.
+        per_row: (image, map, map) triplets per row; 2 makes a compact overview.
+        title: figure title.
+
+    Returns:
+        A figure with three axes per failure shown plus a colour bar.
+    """
+    batch, checked, names = _gradcam_inputs(
+        images,
+        {"predicted_maps": predicted_maps, "true_maps": true_maps},
+        {"true_labels": true_labels, "predicted_labels": predicted_labels},
+        {"confidences": confidences},
+        classes,
+    )
+    max_rows = check_count(max_rows, "max_rows")
+    per_row = check_count(per_row, "per_row")
+    if len(batch) == 0:
+        return _empty_figure("Grad-CAM of failures", "no failures to explain")
+
+    n = min(len(batch), max_rows * per_row)
+    fig, triplets = _triplet_figure(n, per_row)
+    true, predicted = checked["true_labels"], checked["predicted_labels"]
+    for i, (ax_image, ax_pred, ax_true) in enumerate(triplets):
+        _failure_panel(ax_image, batch[i], names, true[i], predicted[i], checked["confidences"][i], width=22)
+        predicted_map = overlay_heatmap(batch[i], checked["predicted_maps"][i])
+        show_image(ax_pred, predicted_map, f"where it looked\nto say '{names[predicted[i]]}'")
+        true_map = overlay_heatmap(batch[i], checked["true_maps"][i])
+        show_image(ax_true, true_map, f"where the evidence\nfor '{names[true[i]]}' would be")
+    add_heatmap_colorbar(fig, fig.axes)
+    fig.suptitle(
+        title or f"Grad-CAM of {n} confident failures: evidence for the wrong class vs the right one"
+    )
+    return fig
+
+
+@styled
+def plot_before_after_gradcam(
+    images: Any,
+    baseline_maps: Any,
+    augmented_maps: Any,
+    true_labels: Any,
+    baseline_predicted: Any,
+    baseline_confidence: Any,
+    augmented_predicted: Any,
+    augmented_confidence: Any,
+    classes: Sequence[str],
+    *,
+    row_titles: Sequence[str] | None = None,
+    max_rows: int = 8,
+) -> Figure:
+    """The same images through both models: image | baseline Grad-CAM | augmented Grad-CAM.
+
+    Args:
+        images: uint8 (K, 3, H, W).
+        baseline_maps, augmented_maps: float (K, H, W) in [0, 1], each model's Grad-CAM (usually for
+            the class that model predicts).
+        true_labels: int (K,).
+        baseline_predicted, augmented_predicted: int (K,) each model's prediction.
+        baseline_confidence, augmented_confidence: float (K,) each model's confidence in it.
+        classes: class names.
+        row_titles: K strings shown above each image, e.g. "fixed", "kept (same)", "new".
+        max_rows: at most this many rows.
+
+    Each heatmap is titled with that model's prediction and confidence, green with ✓ when right and
+    red with ✗ when wrong.
+    """
+    batch, checked, names = _gradcam_inputs(
+        images,
+        {"baseline_maps": baseline_maps, "augmented_maps": augmented_maps},
+        {
+            "true_labels": true_labels,
+            "baseline_predicted": baseline_predicted,
+            "augmented_predicted": augmented_predicted,
+        },
+        {"baseline_confidence": baseline_confidence, "augmented_confidence": augmented_confidence},
+        classes,
+    )
+    max_rows = check_count(max_rows, "max_rows")
+    if row_titles is not None and len(row_titles) != len(batch):
+        raise ValueError(f"row_titles must have one entry per image ({len(batch)}), got {len(row_titles)}")
+    if len(batch) == 0:
+        return _empty_figure("Baseline vs augmented Grad-CAM", "no images to compare")
+
+    n = min(len(batch), max_rows)
+    fig, triplets = _triplet_figure(n, 1)
+    true = checked["true_labels"]
+    for i, (ax_image, *ax_models) in enumerate(triplets):
+        prefix = f"{row_titles[i]}: " if row_titles is not None else ""
+        show_image(ax_image, upscale_image(batch[i]), f"{prefix}true '{names[true[i]]}'")
+        for ax, model in zip(ax_models, ("baseline", "augmented"), strict=True):
+            predicted = checked[f"{model}_predicted"][i]
+            mark, color = _verdict(predicted, true[i])
+            confidence = format_confidence(checked[f"{model}_confidence"][i])
+            show_image(
+                ax,
+                overlay_heatmap(batch[i], checked[f"{model}_maps"][i]),
+                f"{model}: '{names[predicted]}'\n{confidence} {mark}",
+                color,
+            )
+            frame(ax, color, width=2.0)
+    add_heatmap_colorbar(fig, fig.axes)
+    fig.suptitle("Same image, two models: where baseline and augmented looked for their answer")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention measures
+# --------------------------------------------------------------------------------------------------
+@styled
+def plot_periphery_shares(
+    failure_shares: Any, control_shares: Any, *, uniform_share: float | None = None
+) -> Figure:
+    """Distributions of the share of Grad-CAM mass on the image border, failures against correct ones.
+
+    Args:
+        failure_shares: float (K,) in [0, 1], one share per confident failure.
+        control_shares: float (M,) in [0, 1], one per correct prediction.
+        uniform_share: the share a uniform heatmap would give (the border's area fraction), drawn
+            as a reference line when given.
+
+    Medians are marked with dashed lines: if failures sit to the right, the model looked at the
+    background more when it was confidently wrong.
+    """
+    # None marks an all-zero map (no share defined): left out, as in the measures.
+    groups = {
+        "confident failures": check_fractions([v for v in failure_shares if v is not None], "failure_shares"),
+        "correct predictions": check_fractions(
+            [v for v in control_shares if v is not None], "control_shares"
+        ),
+    }
+    if any(len(values) == 0 for values in groups.values()):
+        return _empty_figure(
+            "Where the heatmaps sit", "no non-empty heatmaps in one of the groups: nothing to compare"
+        )
+
+    fig = new_figure(7.5, 4.0)
+    ax = fig.subplots()
+    bins = np.linspace(0.0, 1.0, 26)
+    for (name, values), color in zip(groups.items(), (WRONG_COLOR, CORRECT_COLOR), strict=True):
+        median = float(np.median(values))
+        # Densities, so a group of 50 failures and one of 5,000 controls share an axis.
+        ax.hist(values, bins=bins, density=True, color=color, alpha=0.35, label=f"{name} (n={len(values)})")
+        ax.hist(values, bins=bins, density=True, color=color, histtype="step", lw=1.5)
+        ax.axvline(median, color=color, ls="--", lw=1.8)
+        ax.text(
+            median,
+            0.98,
+            f" median {median:.2f}",
+            color=color,
+            transform=ax.get_xaxis_transform(),
+            va="top",
+            fontsize=8,
+        )
+    if uniform_share is not None:
+        ax.axvline(
+            uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=f"uniform heatmap ({uniform_share:.2f})"
+        )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of Grad-CAM mass on the image border")
+    ax.set_ylabel("density")
+    ax.legend(loc="upper right")
+    ax.set_title("Does the model look at the background when it is confidently wrong?")
+    return fig
+
+
+_CURVE_KEYS = ("fractions", "attended", "random")
+_CURVE_STYLES = (
+    ("attended", "most attended first", {"ls": "-", "lw": 2, "marker": "o", "ms": 3}),
+    ("random", "random pixels", {"ls": "--", "lw": 1.6}),
+)
+
+
+def _check_curve(name: str, curve: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    check_keys(curve, _CURVE_KEYS, f"curves[{name!r}]")
+    columns = {
+        key: to_numpy(curve[key], f"curves[{name!r}][{key!r}]").astype(np.float64) for key in _CURVE_KEYS
+    }
+    length = len(columns["fractions"])
+    for key, values in columns.items():
+        if values.ndim != 1 or len(values) != length or length < 2:
+            raise ValueError(
+                f"curves[{name!r}]: fractions, attended and random must be 1-D of equal length >= 2, "
+                f"got {key} with shape {tuple(values.shape)}"
+            )
+    return columns
+
+
+def _auc(curve: Mapping[str, Any], columns: dict[str, np.ndarray], key: str) -> float:
+    """The AUC the curve reports, else the trapezoid area over the deleted fraction."""
+    given = curve.get(f"{key}_auc")
+    if given is not None:
+        return float(given)
+    x, y = columns["fractions"], columns[key]
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+@styled
+def plot_deletion_curves(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Deletion curves: the model's score as the most-attended pixels are removed, against random ones.
+
+    Args:
+        curves: ``{model name: curve}`` (or a single curve), each as
+            :func:`cifar_helpers.analysis.gradcam.deletion_curve` returns it: ``fractions`` (S,) deleted
+            fraction, ``attended`` (S,) and ``random`` (S,) scores, optional ``attended_auc`` and
+            ``random_auc``; the score is the confidence in the original prediction.
+
+    If Grad-CAM points at what the model uses, the solid (attended first) curve falls faster than
+    the dashed (random) one: a lower area under it.
+    """
+    if "fractions" in curves:
+        curves = {"model": curves}
+    if not curves:
+        raise ValueError("curves is empty: pass {model name: deletion curve}")
+    # A model without failures has no curve (None): say so rather than draw an empty axis.
+    curves = {name: curve for name, curve in curves.items() if curve is not None}
+    if not curves:
+        return _empty_figure("Deletion test", "no failures to test: no deletion curve")
+    fig = new_figure(7.0, 4.2)
+    ax = fig.subplots()
+    for i, (name, curve) in enumerate(curves.items()):
+        columns = _check_curve(name, curve)
+        color = model_color(i)
+        x = 100 * columns["fractions"]
+        for key, what, style in _CURVE_STYLES:
+            label = f"{name}: {what} (AUC {_auc(curve, columns, key):.3f})"
+            ax.plot(x, columns[key], color=color, label=label, **style)
+        ax.fill_between(x, columns["attended"], columns["random"], color=color, alpha=0.08)
+    ax.set_xlabel("pixels deleted (%)")
+    ax.set_ylabel("confidence in the original prediction")
+    ax.legend(loc="upper right")
+    ax.set_title("Deleting the pixels Grad-CAM highlights should hurt more than deleting random ones")
+    return fig

@@ -1,0 +1,389 @@
+"""Figures of the stress stage: corruption curves, a severity grid, reliability diagrams, the Grad-CAM
+randomisation test and the background positive control.
+
+Every function takes the JSON-ready results of :mod:`cifar_helpers.analysis.stress`,
+:mod:`analysis.calibration` and :mod:`analysis.sanity` (as computed, or as loaded back from
+the run directory) and returns a figure; nothing is drawn with ``pyplot``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from cifar_helpers.analysis.stress import CORRUPTION_PARAMETERS, CORRUPTIONS, corrupt, corruption_seed
+
+from .core import (
+    CORRECT_COLOR,
+    NEUTRAL_COLOR,
+    WRONG_COLOR,
+    add_heatmap_colorbar,
+    check_image,
+    check_images,
+    check_maps,
+    failure_title,
+    message_panel,
+    model_color,
+    new_figure,
+    overlay_heatmap,
+    show_image,
+    styled,
+    to_numpy,
+)
+
+
+def _models(results: Mapping[str, Any], marker: str, name: str) -> dict[str, Mapping[str, Any]]:
+    """``{model: result}`` from either that mapping or a whole stage file holding ``"models"``."""
+    if not isinstance(results, Mapping) or not results:
+        raise TypeError(
+            f"{name} must be a non-empty dict of model name -> result, got {type(results).__name__}"
+        )
+    if isinstance(results.get("models"), Mapping):
+        results = results["models"]
+    if marker in results:
+        raise TypeError(
+            f"{name} must map model names to results, e.g. {{'baseline': result}}; got one result"
+        )
+    models = {}
+    for model, result in results.items():
+        if not isinstance(result, Mapping) or marker not in result:
+            raise ValueError(f"{name}[{model!r}] is not a result with a {marker!r} entry")
+        models[str(model)] = result
+    return models
+
+
+def _summary_and_panels(
+    fig: Figure, rows: int, cols: int, height_ratios: tuple[float, float]
+) -> tuple[Axes, list[list[Axes]]]:
+    """A summary axes across the top of ``fig`` and, below it, ``rows`` x ``cols`` heatmap panels with
+    their colour bar, heights as ``height_ratios`` (summary, one row); no panels when ``rows`` is 0."""
+    if not rows:
+        return fig.subplots(), []
+    grid = fig.add_gridspec(1 + rows, cols, height_ratios=(height_ratios[0], *[height_ratios[1]] * rows))
+    summary = fig.add_subplot(grid[0, :])
+    panels = [[fig.add_subplot(grid[1 + row, col]) for col in range(cols)] for row in range(rows)]
+    add_heatmap_colorbar(fig, fig.axes[1:])
+    return summary, panels
+
+
+# --------------------------------------------------------------------------------------------------
+# Corruptions
+# --------------------------------------------------------------------------------------------------
+@styled
+def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
+    """Accuracy against severity, one panel per corruption (three per row), one line per model.
+
+    Args:
+        results: ``{model name: corruption_accuracy(...) result}``, or the whole
+            :func:`cifar_helpers.analysis.stress.run_stress_test` result (``corruptions.json``).
+
+    Severity 0 is the clean accuracy; each model's clean accuracy is also drawn as a dashed line in
+    its colour, so the drop is read as the distance below it.
+    """
+    models = _models(results, "clean_accuracy", "results")
+    # Every corruption of any model, in the order first seen.
+    names = list(dict.fromkeys(c for result in models.values() for c in result.get("corruptions") or {}))
+    if not names:
+        raise ValueError("results hold no corruption: run corruption_accuracy with at least one corruption")
+    cols = min(len(names), 3)
+    rows = math.ceil(len(names) / cols)
+    fig = new_figure(3.2 * cols, 2.6 * rows + 0.6)
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+    for ax, corruption in zip(axes, names, strict=False):
+        for i, (model, result) in enumerate(models.items()):
+            cell = (result.get("corruptions") or {}).get(corruption)
+            if cell is None:
+                continue
+            severities = list(result.get("severities") or range(1, len(cell["accuracy"]) + 1))
+            clean = float(result["clean_accuracy"])
+            color = model_color(i)
+            ax.plot(
+                [0, *severities], [clean, *cell["accuracy"]], "o-", color=color, lw=1.8, ms=4, label=model
+            )
+            ax.axhline(clean, color=color, ls="--", lw=1.0, alpha=0.7)
+        ax.set_title(corruption.replace("_", " "))
+        ax.set_xticks(range(0, 6))
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylim(0, 1.02)
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    for ax in axes[::cols]:
+        ax.set_ylabel("accuracy")
+    summary = ", ".join(
+        f"{model}: clean {float(r['clean_accuracy']):.1%}, "
+        f"corrupted {float(r.get('mean_corruption_accuracy', math.nan)):.1%}"
+        for model, r in models.items()
+    )
+    axes[0].legend(loc="lower left")
+    fig.suptitle(f"Accuracy under corruption ({summary})")
+    return fig
+
+
+@styled
+def plot_severity_grid(image: Any, seed: int = 0) -> Figure:
+    """One image under every corruption of :data:`cifar_helpers.analysis.stress.CORRUPTIONS` (rows) at every
+    severity 0..5 (columns).
+
+    Args:
+        image: uint8 (3, H, W) RGB image.
+        seed: seed of the random corruptions (the noise).
+
+    Pixels are drawn as blocks (nearest neighbour), so pixelation and JPEG artefacts stay visible.
+    """
+    batch = torch.from_numpy(np.ascontiguousarray(check_image(image)))[None]
+    fig = new_figure(1.45 * 6 + 0.8, 1.45 * len(CORRUPTIONS) + 0.6)
+    axes = fig.subplots(len(CORRUPTIONS), 6, squeeze=False)
+    for row, name in enumerate(CORRUPTIONS):
+        for severity in range(6):
+            out = corrupt(batch, name, severity, corruption_seed(seed, name, max(severity, 1)))[0]
+            ax = axes[row, severity]
+            label = "clean" if severity == 0 else f"{severity}: {CORRUPTION_PARAMETERS[name][severity - 1]:g}"
+            show_image(ax, out.permute(1, 2, 0).numpy(), title=label)
+        axes[row, 0].set_ylabel(name.replace("_", " "), fontsize=9)
+    fig.suptitle("Corruptions at severity 0 (clean) to 5, with each severity's parameter")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------------
+def _bins(reliability: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        edges, counts = (np.asarray(reliability[key], dtype=np.float64) for key in ("edges", "counts"))
+        # An empty bin has no accuracy or confidence: None in the JSON.
+        accuracy, confidence = (
+            np.array([np.nan if v is None else v for v in reliability[key]], dtype=np.float64)
+            for key in ("accuracy", "confidence")
+        )
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"{name} is not a reliability_bins result (edges, counts, accuracy, confidence)"
+        ) from error
+    if not len(edges) == len(counts) + 1 == len(accuracy) + 1 == len(confidence) + 1:
+        raise ValueError(f"{name}: edges must have one entry more than counts, accuracy and confidence")
+    return edges, counts, accuracy, confidence
+
+
+@styled
+def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
+    """Reliability diagrams before and after temperature scaling, one column per model.
+
+    Args:
+        reports: ``{model name: calibration_report(...) result}`` (``calibration.json``).
+
+    Top: accuracy per confidence bin (bars: before scaling, line: after) against the diagonal of
+    perfect calibration; bars below the diagonal are over-confidence. Bottom: how many predictions
+    fall in each bin, before and after.
+    """
+    models = _models(reports, "temperature", "reports")
+    fig = new_figure(3.6 * len(models), 5.4)
+    axes = fig.subplots(2, len(models), squeeze=False, height_ratios=(2.2, 1.0), sharex=True)
+    for col, (model, report) in enumerate(models.items()):
+        before = _bins(report["before"]["reliability"], f"reports[{model!r}]['before']")
+        after = _bins(report["after"]["reliability"], f"reports[{model!r}]['after']")
+        edges = before[0]
+        centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        top, bottom = axes[0, col], axes[1, col]
+        top.plot([0, 1], [0, 1], color=NEUTRAL_COLOR, ls="--", lw=1, label="perfect calibration")
+        top.bar(
+            centres,
+            np.nan_to_num(before[2]),
+            width=widths,
+            color=model_color(col),
+            alpha=0.45,
+            edgecolor="white",
+            label=f"before (ECE {report['before']['ece']:.3f})",
+        )
+        top.plot(
+            after[3],
+            after[2],
+            "o-",
+            color=WRONG_COLOR,
+            ms=3.5,
+            lw=1.5,
+            label=f"after T = {report['temperature']:.2f} (ECE {report['after']['ece']:.3f})",
+        )
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy in bin")
+        top.set_title(model)
+        top.legend(loc="upper left")
+        for side, counts, color, label in (
+            (-1, before[1], model_color(col), "before"),
+            (1, after[1], WRONG_COLOR, "after"),
+        ):
+            share = counts / max(counts.sum(), 1.0)
+            bottom.bar(
+                centres + side * widths / 4, share, width=widths / 2, color=color, alpha=0.6, label=label
+            )
+        bottom.set_xlabel("confidence (maximum softmax probability)")
+        bottom.set_ylabel("share of predictions")
+        bottom.legend(loc="upper left")
+    fig.suptitle("Reliability before and after temperature scaling (fitted on the hold-out split)")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Grad-CAM sanity check
+# --------------------------------------------------------------------------------------------------
+@styled
+def plot_randomisation_test(
+    result: Mapping[str, Any],
+    maps: Any = None,
+    images: Any = None,
+    num_examples: int = 4,
+) -> Figure:
+    """The cascading randomisation test: correlation per step, and optionally the maps themselves.
+
+    Args:
+        result: :func:`cifar_helpers.analysis.sanity.summarise_randomisation`'s result (``sanity.json``).
+        maps: optional float (S, N, H, W) in [0, 1] from
+            :func:`cifar_helpers.analysis.sanity.cascading_randomisation_maps`, S = number of steps.
+        images: uint8 (N, 3, H, W), the images of ``maps``; required with ``maps``.
+        num_examples: images shown when ``maps`` is given.
+    """
+    try:
+        steps = list(result["steps"])
+        means = np.asarray(result["spearman_mean"], dtype=np.float64)
+        stds = np.asarray(result["spearman_std"], dtype=np.float64)
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            "result must be a summarise_randomisation result (steps, spearman_mean, spearman_std)"
+        ) from error
+    if not len(steps) == len(means) == len(stds):
+        raise ValueError("result's steps, spearman_mean and spearman_std must have the same length")
+    n_show = 0
+    if maps is not None:
+        if images is None:
+            raise ValueError("images are needed with maps (the images the maps explain)")
+        image_array = check_images(images, "images")
+        n, _, height, width = image_array.shape
+        map_array = check_maps(maps, "maps", (len(steps), n, height, width))
+        n_show = min(int(num_examples), n)
+    fig = new_figure(max(7.0, 1.35 * len(steps) + 1.0), 3.2 + 1.45 * n_show)
+    ax, panels = _summary_and_panels(fig, n_show, len(steps), (2.2, 1.0))
+    x = np.arange(len(steps))
+    ax.fill_between(
+        x, means - stds, means + stds, color=model_color(0), alpha=0.2, label="± 1 std over images"
+    )
+    ax.plot(
+        x, means, "o-", color=model_color(0), lw=2, label="mean Spearman correlation with the trained maps"
+    )
+    ax.axhline(0, color=NEUTRAL_COLOR, lw=1)
+    ax.set_xticks(x, [s if i == 0 else f"+ {s}" for i, s in enumerate(steps)])
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("layers re-initialised, cumulatively from the top")
+    ax.set_ylabel("rank correlation")
+    ax.legend(loc="upper right")
+    for row, row_panels in enumerate(panels):
+        for col, panel in enumerate(row_panels):
+            show_image(panel, overlay_heatmap(image_array[row], map_array[col, row], scale=3))
+            if row == 0:
+                panel.set_title(steps[col], fontsize=8)
+    fig.suptitle("Grad-CAM sanity check: maps must change when the learned weights are destroyed")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Positive control
+# --------------------------------------------------------------------------------------------------
+@styled
+def plot_positive_control(
+    result: Mapping[str, Any], examples: Mapping[str, Any] | None = None, num_examples: int = 6
+) -> Figure:
+    """Where Grad-CAM looks for the background-tied and the untied model's confident failures.
+
+    Args:
+        result: :func:`cifar_helpers.analysis.sanity.background_positive_control`'s result
+            (``positive_control.json``).
+        examples: optional :func:`cifar_helpers.analysis.sanity.load_positive_control_examples` output; each
+            model's failures are then shown with the map overlaid and the object outlined in white,
+            titled with the names in ``examples["classes"]`` (class indices without it).
+        num_examples: failures shown per model.
+    """
+    models = [m for m in ("tied", "untied") if isinstance(result.get(m), Mapping)]
+    if len(models) != 2:
+        raise ValueError(
+            "result must be a background_positive_control result with 'tied' and 'untied' entries"
+        )
+    examples = examples or {}
+    rows_of_examples = [(m, examples[m]) for m in models if m in examples]
+    classes = list(examples.get("classes") or [])
+    n_cols = max(3, num_examples)
+    fig = new_figure(1.6 * n_cols + 0.6, 3.3 + 1.9 * len(rows_of_examples))
+    ax, panels = _summary_and_panels(fig, len(rows_of_examples), n_cols, (2.0, 1.2))
+
+    measures = (
+        ("mask_share", "mask share\n(failures)"),
+        ("mask_share_all", "mask share\n(all test images)"),
+        ("pointing_game", "pointing game\n(failures)"),
+        ("pointing_game_all", "pointing game\n(all test images)"),
+    )
+    x = np.arange(len(measures))
+    colours = {"tied": WRONG_COLOR, "untied": CORRECT_COLOR}
+    for i, model in enumerate(models):
+        entry = result[model]
+        values = [float(entry.get(key, math.nan)) for key, _ in measures]
+        label = (
+            f"{model} backgrounds: accuracy {float(entry.get('test_accuracy', math.nan)):.0%}, "
+            f"{entry.get('num_failures', '?')} failures"
+        )
+        offset = (i - 0.5) * 0.38
+        bars = ax.bar(
+            x + offset, np.nan_to_num(values), width=0.36, color=colours[model], alpha=0.8, label=label
+        )
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
+    area = result.get("object_area_fraction")
+    if area is not None:
+        ax.axhline(
+            float(area),
+            color=NEUTRAL_COLOR,
+            ls="--",
+            lw=1.2,
+            label=f"object area ({float(area):.2f}): uniform map",
+        )
+    ax.set_xticks(x, [label for _, label in measures])
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("share / hit rate")
+    ax.legend(loc="upper left")
+    ax.set_title(
+        f"confidence > {float(result.get('threshold', math.nan)):g}; "
+        f"mask-share gap (untied - tied) {float(result.get('mask_share_gap', math.nan)):+.3f}"
+    )
+
+    def class_name(label: Any) -> str:
+        return classes[int(label)] if int(label) < len(classes) else str(int(label))
+
+    scale = 3
+    for (model, entry), row_panels in zip(rows_of_examples, panels, strict=True):
+        images = check_images(entry["images"], f"examples[{model!r}]['images']")
+        k = min(len(images), num_examples)
+        maps = check_maps(entry["maps"], f"examples[{model!r}]['maps']", (len(images), *images.shape[2:]))
+        masks = to_numpy(entry["masks"], f"examples[{model!r}]['masks']").astype(bool)
+        true, predicted, confidence = (
+            to_numpy(entry[key], key) for key in ("true_labels", "predicted", "confidence")
+        )
+        for col, panel in enumerate(row_panels):
+            if col >= k:
+                message_panel(panel, "no more failures" if col == k else "")
+                continue
+            show_image(panel, overlay_heatmap(images[col], maps[col], scale=scale))
+            # The object's outline, so "on the object or not" can be judged at a glance.
+            panel.contour(
+                np.kron(masks[col].astype(np.float32), np.ones((scale, scale), dtype=np.float32)),
+                levels=[0.5],
+                colors="white",
+                linewidths=1.0,
+            )
+            title = failure_title(class_name(true[col]), class_name(predicted[col]), float(confidence[col]))
+            panel.set_title(title, fontsize=7)
+            if col == 0:
+                panel.set_ylabel(f"{model}", fontsize=9)
+    fig.suptitle("Positive control: a model that learned the background looks at the background")
+    return fig

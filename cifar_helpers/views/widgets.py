@@ -1,0 +1,577 @@
+"""The failure browser: step through a model's confident failures, one image at a time.
+
+For each failure it shows the image, where the model looked to say the wrong class, where the
+evidence for the true class would be, the five most probable classes, and what every other model
+(e.g. the augmented one) says about the same image. Plain ipywidgets 8 and matplotlib figures
+inside an ``Output``: no custom JavaScript, so it works in JupyterLab, Jupyter Notebook and Colab.
+
+Where there is no widget front end (``run_all.py``, papermill, nbval set ``CIFAR_STRESS_HEADLESS``),
+:func:`show_failure_browser` draws one static figure instead, so the executed notebook still holds
+the pictures.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from types import SimpleNamespace
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from IPython.display import HTML, display
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from cifar_helpers.analysis.gradcam import explain_images
+from cifar_helpers.rundir.registry import HEADLESS_ENV
+from cifar_helpers.views.plotting.core import (
+    CORRECT_COLOR,
+    NEUTRAL_COLOR,
+    PANEL_INCHES,
+    WRONG_COLOR,
+    add_heatmap_colorbar,
+    check_classes,
+    check_images,
+    check_labels,
+    check_maps,
+    class_bars,
+    failure_arrays,
+    format_confidence,
+    frame,
+    message_panel,
+    new_figure,
+    overlay_heatmap,
+    show_image,
+    styled,
+    to_numpy,
+    upscale_image,
+)
+from cifar_helpers.views.plotting.explanations import plot_failure_grid, plot_gradcam_pairs
+from cifar_helpers.views.plotting.human_labels import human_votes_panel
+
+TOP_K = 5
+
+
+def is_headless() -> bool:
+    """Whether ``CIFAR_STRESS_HEADLESS`` says there is no widget front end ("", "0", "false" mean no)."""
+    return os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# --------------------------------------------------------------------------------------------------
+# Checked inputs, shared by the browser and the static figure
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _ModelView:
+    """Everything the browser shows for one model, as NumPy arrays."""
+
+    name: str
+    failures: dict[str, np.ndarray]  # indices, true_labels, predicted, confidence: (K,)
+    probs: np.ndarray  # (N, C)
+    # test index -> (predicted-class map, true-class map), each (H, W): the precomputed maps, then
+    # those computed on demand.
+    maps: dict[int, tuple[np.ndarray, np.ndarray]]
+    threshold: float | None  # the failure set's, when it has one
+    # Computes (predicted-class map, true-class map) of one test image when none was precomputed.
+    explain: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
+
+    def maps_for(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(predicted-class map, true-class map) of test image ``index``, or None if unavailable.
+
+        Precomputed maps are used first; otherwise, when the browser was given the model, Grad-CAM is
+        computed for this one image (once, then cached).
+        """
+        if index not in self.maps and self.explain is not None:
+            self.maps[index] = self.explain(index)
+        return self.maps.get(index)
+
+
+def _explain(
+    model: Any, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, layer: Any, index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM of test image ``index`` for its predicted and its true class, with ``model``."""
+    image = torch.from_numpy(np.ascontiguousarray(images[index : index + 1])).repeat(2, 1, 1, 1)
+    targets = torch.tensor([int(np.argmax(probs[index])), int(labels[index])])
+    maps = explain_images(model, image, targets, layer=layer).numpy()
+    return maps[0], maps[1]
+
+
+def _check_heatmaps(
+    name: str, heatmaps: Mapping[str, Any], num_images: int, size: tuple[int, int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{test index: (predicted-class map, true-class map)}`` of one model's precomputed heatmaps."""
+    label = f"heatmaps[{name!r}]"
+    if not isinstance(heatmaps, Mapping):
+        raise TypeError(f"{label} must be a dict with indices, predicted_maps and true_maps")
+    missing = [key for key in ("indices", "predicted_maps", "true_maps") if key not in heatmaps]
+    if missing:
+        raise ValueError(f"{label} is missing key(s) {', '.join(missing)}")
+    indices = to_numpy(heatmaps["indices"], f"{label}['indices']")
+    if indices.ndim != 1 or (len(indices) and not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"{label}['indices'] must be 1-D integer test-split indices, got {indices.dtype}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= num_images):
+        raise ValueError(f"{label}['indices'] must lie in [0, {num_images}) (positions in the test split)")
+    shape = (len(indices), *size)
+    predicted_maps = check_maps(heatmaps["predicted_maps"], f"{label}['predicted_maps']", shape)
+    true_maps = check_maps(heatmaps["true_maps"], f"{label}['true_maps']", shape)
+    return dict(zip(indices.tolist(), zip(predicted_maps, true_maps, strict=True), strict=True))
+
+
+def _prepare(
+    images: Any,
+    labels: Any,
+    classes: Sequence[str],
+    failures: Mapping[str, Any],
+    probs: Mapping[str, Any],
+    heatmaps: Mapping[str, Mapping[str, Any]] | None,
+    models: Mapping[str, Any] | None = None,
+    layer: Any = None,
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, _ModelView]]:
+    """Check the browser's inputs against each other; every error names the input at fault."""
+    batch = check_images(images)
+    n, _, height, width = batch.shape
+    names = check_classes(classes)
+    if len(set(names)) != len(names):
+        raise ValueError(f"classes must be unique names, got {names!r}")
+    true_labels = check_labels(labels, "labels", n, len(names))
+    if not isinstance(failures, Mapping) or not failures:
+        raise TypeError(
+            "failures must be a non-empty dict {model name: FailureSet}, e.g. {'baseline': failures}"
+        )
+    if not isinstance(probs, Mapping):
+        raise TypeError("probs must be a dict {model name: (N, C) probabilities}")
+    missing = [name for name in failures if name not in probs]
+    if missing:
+        raise ValueError(
+            f"probs has no entry for model(s) {', '.join(map(repr, missing))}: give one per failures key"
+        )
+    heatmaps, models = heatmaps or {}, models or {}
+    if not isinstance(heatmaps, Mapping):
+        raise TypeError("heatmaps must be None or a dict {model name: heatmap dict}")
+    for label, given in (("heatmaps", heatmaps), ("models", models)):
+        unknown = [name for name in given if name not in failures]
+        if unknown:
+            raise ValueError(f"{label} has model(s) {', '.join(map(repr, unknown))} that are not in failures")
+
+    views: dict[str, _ModelView] = {}
+    for name, failure_set in failures.items():
+        columns = failure_arrays(failure_set, f"failures[{name!r}]")
+        k = len(columns["indices"])
+        if k and (columns["indices"].min() < 0 or columns["indices"].max() >= n):
+            raise ValueError(f"failures[{name!r}].indices must lie in [0, {n}) (positions in the test split)")
+        check_labels(columns["predicted"], f"failures[{name!r}].predicted", k, len(names))
+        if not np.array_equal(columns["true_labels"], true_labels[columns["indices"]]):
+            raise ValueError(
+                f"failures[{name!r}].true_labels disagree with labels[failures[{name!r}].indices]: "
+                "were the failures found on a different split or subset?"
+            )
+        model_probs = to_numpy(probs[name], f"probs[{name!r}]").astype(np.float64)
+        if model_probs.shape != (n, len(names)):
+            raise ValueError(
+                f"probs[{name!r}] must have shape ({n}, {len(names)}), got {tuple(model_probs.shape)}"
+            )
+        maps = _check_heatmaps(name, heatmaps[name], n, (height, width)) if name in heatmaps else {}
+        explain = None
+        if name in models:
+            explain = partial(_explain, models[name], batch, model_probs, true_labels, layer)
+        threshold = getattr(failure_set, "threshold", None)
+        views[str(name)] = _ModelView(str(name), columns, model_probs, maps, threshold, explain=explain)
+    return batch, true_labels, names, views
+
+
+def _check_human(
+    human_shares: Any, categories: Sequence[str] | None, num_images: int, num_classes: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The optional human votes (N, C) and per-image failure categories (N,), checked."""
+    shares = None
+    if human_shares is not None:
+        shares = to_numpy(human_shares, "human_shares").astype(np.float64)
+        if shares.shape != (num_images, num_classes):
+            raise ValueError(
+                f"human_shares must have shape ({num_images}, {num_classes}) (one vote share per test "
+                f"image and class), got {tuple(shares.shape)}"
+            )
+    names = None
+    if categories is not None:
+        names = np.asarray([str(c) for c in categories], dtype=object)
+        if names.shape != (num_images,):
+            raise ValueError(f"categories must hold one name per test image ({num_images}), got {len(names)}")
+    return shares, names
+
+
+# --------------------------------------------------------------------------------------------------
+# Figure panels
+# --------------------------------------------------------------------------------------------------
+def _top_k_panel(ax: Axes, probs: np.ndarray, true: int, classes: list[str], title: str) -> None:
+    """The TOP_K most probable classes as bars: true class green, a wrong top prediction red."""
+    order = np.argsort(-probs, kind="stable")[: min(TOP_K, len(classes))]
+    colors = [
+        CORRECT_COLOR if c == true else WRONG_COLOR if rank == 0 else NEUTRAL_COLOR
+        for rank, c in enumerate(order)
+    ]
+    class_bars(ax, probs, order, colors, classes, format_confidence)
+    if true not in order:
+        rank = int((probs > probs[true]).sum()) + 1
+        ax.set_xlabel(
+            f"true '{classes[true]}': {format_confidence(probs[true])} (rank {rank})", color=CORRECT_COLOR
+        )
+    ax.set_title(title, fontsize=8)
+
+
+@styled
+def _browser_figure(
+    image: np.ndarray,
+    index: int,
+    true: int,
+    classes: list[str],
+    current: _ModelView,
+    others: list[_ModelView],
+    position: str,
+    human_shares: np.ndarray | None = None,
+    category: str | None = None,
+) -> Figure:
+    """One failure through every model: a row per model (image or verdict | 2 heatmaps | top-5), and
+    the human votes (CIFAR-10H) beside the first row's top-5 when given."""
+    rows = 1 + len(others)
+    columns = 4 if human_shares is None else 5
+    fig = new_figure(columns * PANEL_INCHES + 1.2 + 0.7 * (columns - 4), rows * (PANEL_INCHES + 0.75) + 0.9)
+    grid = fig.add_gridspec(rows, columns, width_ratios=[1, 1, 1, 1.4, 1.4][:columns])
+    true_name = classes[true]
+    any_heatmap = False
+    for row, model in enumerate([current, *others]):
+        probs = model.probs[index]
+        predicted = int(np.argmax(probs))
+        predicted_name = classes[predicted]
+        ax_left, ax_pred, ax_true, ax_bars = (fig.add_subplot(grid[row, col]) for col in range(4))
+        if row == 0:
+            show_image(ax_left, upscale_image(image), f"test image #{index}\ntrue class '{true_name}'")
+            frame(ax_left, WRONG_COLOR if predicted != true else CORRECT_COLOR)
+            missing = "no heatmap for this failure\n(Grad-CAM was computed\nfor a subset only)"
+        else:
+            right = predicted == true
+            message_panel(
+                ax_left,
+                f"{model.name} says\n'{predicted_name}' ({format_confidence(probs[predicted])})\n"
+                + ("✓ right" if right else "✗ wrong"),
+                color=CORRECT_COLOR if right else WRONG_COLOR,
+            )
+            missing = (
+                f"{model.name} is right here:\nits heatmaps were computed\nfor its failures only"
+                if right
+                else f"no {model.name} heatmap\nfor this image"
+            )
+        maps = model.maps_for(index)
+        if maps is None:
+            message_panel(ax_pred, missing)
+            ax_true.set_axis_off()
+        else:
+            any_heatmap = True
+            pred_title = f"{model.name}: where it looked\nto say '{predicted_name}'"
+            show_image(ax_pred, overlay_heatmap(image, maps[0]), pred_title)
+            show_image(
+                ax_true, overlay_heatmap(image, maps[1]), f"where the evidence\nfor '{true_name}' would be"
+            )
+        _top_k_panel(ax_bars, probs, true, classes, f"{model.name}: top-{min(TOP_K, len(classes))} classes")
+        if human_shares is not None and row == 0:
+            human_votes_panel(
+                fig.add_subplot(grid[row, 4]), human_shares, true, predicted, classes, "humans (CIFAR-10H)"
+            )
+    if any_heatmap:
+        add_heatmap_colorbar(fig, fig.axes)
+    fig.suptitle(
+        f"{current.name}: '{true_name}' taken for '{classes[int(np.argmax(current.probs[index]))]}' "
+        f"({format_confidence(current.probs[index].max())}), failure {position}"
+        + ("" if category is None else f"\ncategory: {category}")
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The browser
+# --------------------------------------------------------------------------------------------------
+class FailureBrowser:
+    """An ipywidgets browser over the confident failures of one or more models.
+
+    Args:
+        images: uint8 (N, 3, H, W), the whole test split.
+        labels: int (N,) true classes.
+        classes: C class names.
+        failures: ``{model name: FailureSet}`` (indices into the test split, most confident first).
+        probs: ``{model name: float (N, C)}`` probabilities on every test image.
+        heatmaps: ``{model name: {"indices": (M,), "predicted_maps": (M, H, W), "true_maps": (M, H, W)}}``
+            for some of that model's failures; images without maps say "no heatmap".
+        models: ``{model name: nn.Module}``: where an image has no precomputed map, Grad-CAM is
+            computed for it on demand with that model (at ``layer``) and cached.
+        layer: the layer Grad-CAM explains for ``models`` (None: ``layer4``).
+        human_shares: optional float (N, C) human vote shares per test image (CIFAR-10H), drawn
+            beside the model's top-5.
+        categories: optional (N,) category of a failure on each test image (``verified label error``,
+            ``ambiguous``, ``model error``; :func:`cifar_helpers.analysis.human_labels.browser_inputs`), shown
+            on screen and offered as a filter.
+
+    Controls: a model toggle (only with several models), true- and predicted-class filters, a
+    category filter (with ``categories``) and a slider over the filtered failures. Display it by
+    ending a cell with the browser.
+
+    State for code and tests: :attr:`current_index` (test index shown, or None),
+    :attr:`filtered_indices`, :attr:`message`, :meth:`render_current`, and the widgets
+    :attr:`model_toggle` (in :attr:`model_row`, beside its label), :attr:`true_dropdown`,
+    :attr:`pred_dropdown`, :attr:`slider` (1-based, like its label), :attr:`output`.
+    """
+
+    def __init__(
+        self,
+        images: Any,
+        labels: Any,
+        classes: Sequence[str],
+        failures: Mapping[str, Any],
+        probs: Mapping[str, Any],
+        heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
+        models: Mapping[str, Any] | None = None,
+        layer: Any = None,
+        *,
+        human_shares: Any = None,
+        categories: Sequence[str] | None = None,
+    ) -> None:
+        self._images, self._labels, self.classes, self._models = _prepare(
+            images, labels, classes, failures, probs, heatmaps, models, layer
+        )
+        self._human_shares, self._categories = _check_human(
+            human_shares, categories, len(self._labels), len(self.classes)
+        )
+        self.model_names = list(self._models)
+        # "any" is the no-filter choice; renamed in the unlikely case that a class is called "any".
+        self.any_label = "any" if "any" not in self.classes else "(any class)"
+
+        # The label is a sibling, not the toggle's description: JupyterLab wraps a ToggleButtons
+        # description onto a line of its own above the buttons.
+        self.model_toggle = widgets.ToggleButtons(options=self.model_names, value=self.model_names[0])
+        self.model_row = widgets.HBox([widgets.Label("Model:"), self.model_toggle])
+        if len(self.model_names) == 1:
+            self.model_row.layout.display = "none"
+
+        def any_or(options: Sequence[str], description: str) -> widgets.Dropdown:
+            return widgets.Dropdown(
+                options=[self.any_label, *options], value=self.any_label, description=description
+            )
+
+        self.true_dropdown = any_or(self.classes, "True class:")
+        self.pred_dropdown = any_or(self.classes, "Predicted:")
+        present = [] if self._categories is None else sorted(set(self._categories.tolist()))
+        self.category_dropdown = any_or(present, "Category:")
+        if self._categories is None:
+            self.category_dropdown.layout.display = "none"
+        # Redraw on release only: a figure per intermediate slider position would lag. The slider
+        # counts from 1, like the "k of n" label beside it.
+        self.slider = widgets.IntSlider(
+            value=1, min=1, max=1, description="Failure:", continuous_update=False
+        )
+        self.position_label = widgets.Label()
+        self.output = widgets.Output()
+        self.widget = widgets.VBox(
+            [
+                self.model_row,
+                widgets.HBox([self.true_dropdown, self.pred_dropdown, self.category_dropdown]),
+                widgets.HBox([self.slider, self.position_label]),
+                self.output,
+            ]
+        )
+
+        self.filtered_indices = torch.empty(0, dtype=torch.int64)
+        self.message = ""
+        self._rows = np.empty(0, dtype=np.int64)
+        self._updating = False
+        for control in (self.model_toggle, self.true_dropdown, self.pred_dropdown, self.category_dropdown):
+            control.observe(lambda _change: self._apply_filters(), names="value")
+        self.slider.observe(self._on_slider_change, names="value")
+        self._apply_filters()
+
+    # --- state --------------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """Name of the model whose failures are browsed."""
+        return self.model_toggle.value
+
+    @property
+    def current_index(self) -> int | None:
+        """Test-split index of the failure shown, or None when no failure matches the filters."""
+        if len(self._rows) == 0:
+            return None
+        return int(self.filtered_indices[self.slider.value - 1])
+
+    def render_current(self) -> Figure | None:
+        """The figure the browser shows for the current failure (None when nothing matches)."""
+        index = self.current_index
+        if index is None:
+            return None
+        return _browser_figure(
+            self._images[index],
+            index,
+            int(self._labels[index]),
+            self.classes,
+            self._models[self.model],
+            [view for name, view in self._models.items() if name != self.model],
+            f"{self.slider.value} of {len(self._rows)}",
+            None if self._human_shares is None else self._human_shares[index],
+            None if self._categories is None else str(self._categories[index]),
+        )
+
+    # --- events -------------------------------------------------------------------------------------
+    def _on_slider_change(self, _change: dict[str, Any]) -> None:
+        if not self._updating:
+            self._show()
+
+    def _apply_filters(self) -> None:
+        """Recompute the filtered failures of the chosen model and go back to the first one."""
+        columns = self._models[self.model].failures
+        keep = np.ones(len(columns["indices"]), dtype=bool)
+        if self.true_dropdown.value != self.any_label:
+            keep &= columns["true_labels"] == self.classes.index(self.true_dropdown.value)
+        if self.pred_dropdown.value != self.any_label:
+            keep &= columns["predicted"] == self.classes.index(self.pred_dropdown.value)
+        if self._categories is not None and self.category_dropdown.value != self.any_label:
+            keep &= self._categories[columns["indices"]] == self.category_dropdown.value
+        self._rows = np.flatnonzero(keep)
+        self.filtered_indices = torch.from_numpy(columns["indices"][self._rows].copy())
+        # The slider's own observer must not redraw for each of these intermediate values.
+        self._updating = True
+        try:
+            self.slider.value = 1
+            self.slider.max = max(len(self._rows), 1)
+            self.slider.disabled = len(self._rows) == 0
+        finally:
+            self._updating = False
+        self._show()
+
+    def _show(self) -> None:
+        n = len(self._rows)
+        self.output.clear_output(wait=True)
+        if n == 0:
+            self.position_label.value = "0 of 0"
+            total = len(self._models[self.model].failures["indices"])
+            threshold = self._models[self.model].threshold
+            if total == 0:
+                above = f"above {threshold:g}" if threshold is not None else "above the threshold"
+                self.message = (
+                    f"{self.model} made no mistakes with confidence {above}. To see less confident "
+                    f"ones, lower confidence_threshold (the parameters cell of 02_failure_detection.ipynb, "
+                    f"or run_all.py -p confidence_threshold=0.7 --stages 2-6 --force)."
+                )
+            else:
+                category = (
+                    "" if self._categories is None else f" and category '{self.category_dropdown.value}'"
+                )
+                self.message = (
+                    f"No failures match: {self.model} has {total} confident failures, none with true "
+                    f"class '{self.true_dropdown.value}', predicted class '{self.pred_dropdown.value}'"
+                    f"{category}. Set a filter back to '{self.any_label}'."
+                )
+            with self.output:
+                display(HTML(f"<p style='font-size:1.1em'><b>{html.escape(self.message)}</b></p>"))
+            return
+        self.message = ""
+        self.position_label.value = f"{self.slider.value} of {n} (most confident first)"
+        fig = self.render_current()
+        with self.output:
+            display(fig)
+
+    # --- display ------------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        shown, matching = self.current_index, len(self._rows)
+        return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Static fallback and the notebook entry point
+# --------------------------------------------------------------------------------------------------
+def static_failure_figure(
+    images: Any,
+    labels: Any,
+    classes: Sequence[str],
+    failures: Mapping[str, Any],
+    probs: Mapping[str, Any],
+    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
+    models: Mapping[str, Any] | None = None,
+    layer: Any = None,
+    *,
+    max_static: int = 16,
+) -> Figure:
+    """One figure of the first model's ``max_static`` most confident failures, with heatmaps.
+
+    Arguments as :class:`FailureBrowser`. Failures with heatmaps are drawn as image | predicted-class
+    map | true-class map, two per row; without any heatmaps it is a plain failure grid.
+    """
+    if isinstance(max_static, bool) or not isinstance(max_static, int) or max_static < 1:
+        raise ValueError(f"max_static must be a positive integer, got {max_static!r}")
+    batch, _, names, views = _prepare(images, labels, classes, failures, probs, heatmaps, models, layer)
+    model = next(iter(views.values()))
+    columns = model.failures
+    # Lazily, so that Grad-CAM on demand runs for the failures drawn only.
+    maps = ((row, model.maps_for(index)) for row, index in enumerate(columns["indices"].tolist()))
+    with_maps = list(islice(((row, m) for row, m in maps if m is not None), max_static))
+    if with_maps:
+        rows = np.array([row for row, _ in with_maps])
+        predicted_maps, true_maps = (np.stack(m) for m in zip(*(m for _, m in with_maps), strict=True))
+        return plot_gradcam_pairs(
+            batch[columns["indices"][rows]],
+            predicted_maps,
+            true_maps,
+            *(columns[key][rows] for key in ("true_labels", "predicted", "confidence")),
+            names,
+            max_rows=math.ceil(len(rows) / 2),
+            per_row=2,
+            title=f"{model.name}: the {len(rows)} most confident failures and their Grad-CAM",
+        )
+    first = SimpleNamespace(
+        **{key: values[:max_static] for key, values in columns.items()}, threshold=model.threshold
+    )
+    return plot_failure_grid(batch[first.indices], first, names, max_images=max_static)
+
+
+def show_failure_browser(
+    images: Any,
+    labels: Any,
+    classes: Sequence[str],
+    failures: Mapping[str, Any],
+    probs: Mapping[str, Any],
+    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
+    models: Mapping[str, Any] | None = None,
+    layer: Any = None,
+    *,
+    interactive: bool | None = None,
+    max_static: int = 16,
+    human_shares: Any = None,
+    categories: Sequence[str] | None = None,
+) -> FailureBrowser | Figure:
+    """Display the failure browser, or its static figure where widgets cannot run.
+
+    Arguments as :class:`FailureBrowser`.
+
+    Args:
+        interactive: True for the widget, False for the static figure, None to decide from the
+            environment: static when ``CIFAR_STRESS_HEADLESS`` is set (run_all.py, papermill, nbval).
+        max_static: failures in the static figure.
+        human_shares, categories: as for :class:`FailureBrowser` (the interactive browser only).
+
+    Returns:
+        The :class:`FailureBrowser` or the static Figure, already displayed: assign the result
+        (``browser = show_failure_browser(...)``) so the cell does not show it a second time.
+    """
+    if interactive is None:
+        interactive = not is_headless()
+    inputs = (images, labels, classes, failures, probs, heatmaps, models, layer)
+    if interactive:
+        shown = FailureBrowser(*inputs, human_shares=human_shares, categories=categories)
+    else:
+        shown = static_failure_figure(*inputs, max_static=max_static)
+    display(shown)
+    return shown

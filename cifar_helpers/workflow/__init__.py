@@ -1,0 +1,1 @@
+"""Running a study: opening a stage, executing the notebooks, progress, seed replicates."""

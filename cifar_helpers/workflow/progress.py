@@ -1,0 +1,293 @@
+"""Live progress of ``run_all.py`` in the terminal: what each stage is doing, and how long is left.
+
+A notebook runs in a separate kernel, so the terminal learns about it from two robust sources:
+
+* the cell papermill starts (an nbclient ``on_cell_start`` hook), shown as the section heading of
+  the notebook it belongs to ("Heatmaps for every failure");
+* the per-epoch ``history.json`` the trainer writes atomically into the stage's folder, polled from a
+  thread: epoch k/N, training loss, test accuracy and the stage's ETA from the measured epoch time.
+
+The run's ETA adds the remaining stages' expected durations: :data:`EXPECTED_SECONDS` per profile,
+scaled by how fast this machine turned out to be on the stages already run, and for a training stage
+by the measured time per epoch. On a terminal each stage is one updating tqdm line; elsewhere (CI logs,
+output redirected to a file) plain lines are printed: one per epoch, and one per section that takes
+more than :data:`PLAIN_SECTION_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm.auto import tqdm
+
+from cifar_helpers.rundir.artifacts import RunDir, load_json
+from cifar_helpers.rundir.registry import STAGE_SPECS
+
+TRAINING_STAGES = ("baseline", "augmented")
+# Seconds each stage takes per profile (the stage registry's measured figures). Only the proportions
+# matter once a stage has run: they are rescaled by the speed measured on this machine.
+EXPECTED_SECONDS: dict[str, dict[str, float]] = {
+    profile: {spec.name: spec.expected_seconds[profile] for spec in STAGE_SPECS}
+    for profile in STAGE_SPECS[0].expected_seconds
+}
+PLAIN_SECTION_SECONDS = 5.0  # a section shorter than this gets no line of its own in plain output
+POLL_SECONDS = 1.0
+
+
+def format_duration(seconds: float | None) -> str:
+    """``75`` -> ``"1m15s"``; ``None`` -> ``"?"``."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def section_titles(notebook: dict[str, Any]) -> dict[str, str]:
+    """``{code cell id: the heading of the section it is in}`` for a notebook (an nbformat dict).
+
+    The heading is the last ``##`` markdown heading above the cell; cells above the first one belong
+    to "opening the stage".
+    """
+    titles: dict[str, str] = {}
+    current = "opening the stage"
+    for cell in notebook.get("cells", []):
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        if cell.get("cell_type") == "markdown":
+            for line in source.splitlines():
+                if line.startswith("##"):
+                    current = line.lstrip("#").strip()
+                    break
+        elif cell.get("cell_type") == "code" and cell.get("id"):
+            titles[cell["id"]] = current
+    return titles
+
+
+class RunProgress:
+    """Progress of one ``run_all.py`` invocation: the stages still to run and their expected durations.
+
+    Args:
+        profile: the run's resolved profile (``smoke``, ``cpu``, ``full``); selects
+            :data:`EXPECTED_SECONDS` (``cpu``'s proportions for an unknown one).
+        stages: the stages this invocation will run, in order.
+        stream: where to write (default ``sys.stdout``).
+        live: one updating tqdm line per stage; ``None``: when ``stream`` is a terminal.
+    """
+
+    def __init__(
+        self,
+        profile: str,
+        stages: Iterable[str],
+        *,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+    ) -> None:
+        self.expected = dict(EXPECTED_SECONDS.get(profile, EXPECTED_SECONDS["cpu"]))
+        self.pending = list(stages)
+        self.stream = stream if stream is not None else sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.actual: dict[str, float] = {}  # seconds of the stages finished in this invocation
+        self.epoch_seconds: float | None = None  # measured wall time per epoch, eval included
+        self.epochs: dict[str, int] = {}
+
+    def speed(self) -> float:
+        """Measured / expected seconds over the stages finished so far (1.0 before any), clamped."""
+        done = [s for s in self.actual if s in self.expected]
+        if not done:
+            return 1.0
+        ratio = sum(self.actual[s] for s in done) / max(sum(self.expected[s] for s in done), 1e-9)
+        return min(max(ratio, 0.1), 20.0)
+
+    def estimate(self, stage: str) -> float:
+        """Expected seconds of a stage not yet started."""
+        # Both training stages run the same number of epochs over the same data.
+        epochs = self.epochs.get(stage) or max(self.epochs.values(), default=None)
+        if stage in TRAINING_STAGES and self.epoch_seconds is not None and epochs:
+            return epochs * self.epoch_seconds
+        return self.expected.get(stage, 60.0) * self.speed()
+
+    def run_eta(self, current: str | None = None, current_left: float | None = None) -> float:
+        """Seconds left in the run: the current stage's remainder plus the stages after it."""
+        later = sum(self.estimate(s) for s in self.pending if s != current)
+        return later + (current_left or 0.0)
+
+    def stage(self, stage: str, run: RunDir) -> StageProgress:
+        """The progress display of one stage (a context manager; pass its ``on_cell_start`` to papermill)."""
+        return StageProgress(self, stage, run)
+
+    def finished(self, stage: str, seconds: float) -> None:
+        """Record a finished stage's duration (refines the estimates of the stages after it)."""
+        self.actual[stage] = seconds
+        if stage in self.pending:
+            self.pending.remove(stage)
+
+    def write(self, line: str) -> None:
+        """Print a plain line (through tqdm on a terminal, so live lines are not broken)."""
+        if self.live:
+            tqdm.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+
+class StageProgress:
+    """One stage's line: its current section or epoch, its ETA and the run's. Use as a context manager."""
+
+    def __init__(self, run_progress: RunProgress, stage: str, run: RunDir) -> None:
+        self.progress = run_progress
+        self.stage = stage
+        self.run = run
+        self.titles: dict[str, str] = {}
+        self.section: str | None = None
+        self.section_start = 0.0
+        self.section_reported = True
+        self.epochs_seen = 0
+        self.epoch_times: list[float] = []
+        self.last_epoch: dict[str, Any] | None = None
+        self.total_epochs = run_progress.epochs.get(stage)
+        self.start = time.perf_counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: Any = None
+        self._history = run.stage_dir(stage, create=False) / "history.json"
+        self._last_mtime: float | None = None
+        self._first_count = 0
+
+    # --- papermill/nbclient hook ------------------------------------------------------------------
+    def on_cell_start(self, cell: Any = None, cell_index: int | None = None, **_: Any) -> None:
+        """nbclient's ``on_cell_start`` hook: note the section the starting cell belongs to."""
+        cell_id = cell.get("id") if cell is not None else None
+        title = self.titles.get(cell_id) if cell_id else None
+        if title is None:  # papermill's injected parameters cell, or a notebook without ids
+            title = self.section or "opening the stage"
+        with self._lock:
+            if title != self.section:
+                self.section = title
+                self.section_start = time.perf_counter()
+                self.section_reported = False
+        self._render()
+
+    # --- polling the trainer's history ------------------------------------------------------------
+    def poll(self) -> None:
+        """Read ``history.json`` if it changed; a new epoch updates the line (or prints one)."""
+        try:
+            mtime = self._history.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._last_mtime:
+            return
+        self._last_mtime = mtime
+        try:
+            document = load_json(self._history)
+        except (OSError, ValueError):  # written atomically, but be safe against a foreign writer
+            return
+        epochs = document.get("epochs") or []
+        total = (document.get("config") or {}).get("epochs")
+        now = time.perf_counter()
+        with self._lock:
+            if total:
+                self.total_epochs = int(total)
+                self.progress.epochs[self.stage] = int(total)
+            if len(epochs) <= self.epochs_seen:
+                return
+            if not self.epoch_times:
+                self._first_count = self.epochs_seen
+            self.epoch_times.append(now)
+            self.epochs_seen = len(epochs)
+            self.last_epoch = epochs[-1]
+            counted = self.epochs_seen - self._first_count - 1
+            if len(self.epoch_times) >= 2 and counted > 0:
+                # Wall time between history updates: training, test evaluation and checkpointing.
+                self.progress.epoch_seconds = (self.epoch_times[-1] - self.epoch_times[0]) / counted
+            elif self.progress.epoch_seconds is None:
+                # One epoch seen: its training time plus a share for the test evaluation.
+                self.progress.epoch_seconds = 1.1 * float(epochs[-1].get("seconds", 0.0)) or None
+        if not self.progress.live:
+            self.progress.write(self.describe())
+        self._render()
+
+    # --- the line ----------------------------------------------------------------------------------
+    def stage_left(self) -> float:
+        """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate."""
+        if self.stage in TRAINING_STAGES and self.total_epochs and self.progress.epoch_seconds:
+            return max(self.total_epochs - self.epochs_seen, 0) * self.progress.epoch_seconds
+        return max(self.progress.estimate(self.stage) - (time.perf_counter() - self.start), 0.0)
+
+    def describe(self) -> str:
+        """The current state as one line of text."""
+        elapsed = time.perf_counter() - self.start
+        left = self.stage_left()
+        parts: list[str] = []
+        epoch = self.last_epoch
+        if self.stage in TRAINING_STAGES and self.total_epochs and epoch is not None:
+            parts.append(
+                f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
+                f"test acc {100 * epoch['test_acc']:.1f} %"
+            )
+        elif self.stage in TRAINING_STAGES and self.total_epochs:
+            parts.append(f"{self.section or 'starting the kernel'} (0/{self.total_epochs} epochs done)")
+        else:
+            parts.append(self.section or "starting the kernel")
+        parts.append(f"elapsed {format_duration(elapsed)}")
+        parts.append(f"stage ETA {format_duration(left)}")
+        parts.append(f"run ETA {format_duration(self.progress.run_eta(self.stage, left))}")
+        return f"[{self.stage}] " + " | ".join(parts)
+
+    def _render(self) -> None:
+        if self._bar is not None:
+            self._bar.set_description_str(self.describe(), refresh=True)
+
+    def _plain_section_line(self) -> None:
+        with self._lock:
+            due = (
+                not self.section_reported
+                and self.section is not None
+                and time.perf_counter() - self.section_start >= PLAIN_SECTION_SECONDS
+            )
+            if due:
+                self.section_reported = True
+        if due and (self.stage not in TRAINING_STAGES or self.last_epoch is None):
+            self.progress.write(self.describe())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            self.poll()
+            if self.progress.live:
+                self._render()
+            else:
+                self._plain_section_line()
+
+    def __enter__(self) -> StageProgress:
+        # A stage resumed from a checkpoint already has epochs in its history: count from there.
+        self.poll()
+        self.epoch_times = []
+        if self.stage in TRAINING_STAGES and self.total_epochs is None and self.run.config_path.exists():
+            self.total_epochs = int(load_json(self.run.config_path).get("epochs") or 0) or None
+        if self.progress.live:
+            self._bar = tqdm(total=None, bar_format="{desc}", file=self.progress.stream, leave=False)
+            self._render()
+        self._thread = threading.Thread(target=self._loop, name=f"progress-{self.stage}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.poll()
+        if self._bar is not None:
+            self._bar.close()
+        self.progress.finished(self.stage, time.perf_counter() - self.start)
+
+    def use_notebook(self, path: Path) -> None:
+        """Read the section headings of the notebook being run."""
+        self.titles = section_titles(load_json(path))

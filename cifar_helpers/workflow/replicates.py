@@ -1,0 +1,553 @@
+"""Seed replicates: the whole pipeline once per seed, as Ray tasks, then the replicate stage (07).
+
+``python run_all.py --seeds 42,43,44`` (or ``--seeds 42-46``) lays a replicate run out as::
+
+    runs/<profile>/
+        seed-42/               a complete single-seed run (stages 00-06), exactly as
+        seed-43/               run_all.py --run-dir runs/<profile>/seed-43 -p seed=43 -p data_seed=42
+        ...                    would write it
+        replicates/            07: accuracy over seeds, the reseed noise floor, failure stability
+        executed/              07_replicates.ipynb as papermill ran it
+        summary.json, report.html
+
+Each seed runs as one Ray task, and the task runs the single-seed pipeline itself: a ``run_all.py``
+subprocess on the seed's directory. So a seed's run *is* the single-seed run (same stages, same
+skip-and-resume rules, same outputs), a crash in one seed cannot take the driver or another seed
+down, and the seed's console output is kept in ``seed-<k>/run_all.log``. Every seed gets the same
+``data_seed`` (the first seed unless ``-p data_seed`` says otherwise): the seeds differ in
+initialisation, batch order and augmentation, and are trained and tested on the same images, which is
+what makes per-image comparisons between seeds meaningful.
+
+Ray starts embedded on this machine unless ``--ray-address`` (or ``RAY_ADDRESS``) names a cluster;
+it is imported only here, so single-seed runs never start it. The task asks for one GPU where the
+cluster has GPUs, else for the profile's CPU threads (all of a machine's cores when the profile does
+not fix them), so Ray runs as many seeds at once as the resources allow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cifar_helpers.rundir.artifacts import STAGES, RunDir, load_json, save_json
+from cifar_helpers.rundir.config import make_config, resolve_profile
+from cifar_helpers.rundir.replicate_layout import (
+    REPLICATES_NOTEBOOK,
+    REPLICATES_STAGE,
+    replicates_complete,
+    replicates_dir,
+    seed_run_dir,
+)
+from cifar_helpers.views.report import write_replicates_report
+from cifar_helpers.views.tables import describe_replicates
+from cifar_helpers.workflow.pipeline import (
+    NOTEBOOK_DIR,
+    StageFailed,
+    execute_notebook,
+    failure_marker,
+    stage_is_finished,
+)
+from cifar_helpers.workflow.stages import default_run_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_ALL = REPO_ROOT / "run_all.py"
+# A loaded machine can take longer than Ray's start-up wait to start its agents; try again.
+RAY_START_ATTEMPTS = 3
+# How often a seed's task looks at its run directory for newly finished stages.
+POLL_SECONDS = 1.0
+LOG_NAME = "run_all.log"
+
+
+class ReplicateArgumentError(ValueError):
+    """A bad ``--seeds`` value or a parameter that conflicts with it (exit status 2)."""
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``"42,43,44"``, ``"42-46"`` or a mix (``"1,5-7"``) -> sorted distinct seeds."""
+    seeds: set[int] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise ReplicateArgumentError(
+                f"--seeds: cannot read {part!r}; use non-negative integers and ranges, e.g. 42,43,44 or 42-46"
+            )
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        if high < low:
+            raise ReplicateArgumentError(f"--seeds: range {part!r} runs backwards; write {high}-{low}")
+        seeds.update(range(low, high + 1))
+    return sorted(seeds)
+
+
+# --- one seed, as a Ray task --------------------------------------------------------------------------
+
+
+def seed_command(
+    seed: int,
+    root: Path,
+    *,
+    profile: str,
+    data_seed: int | None,
+    parameters: Sequence[str] = (),
+    data_dir: str | None = None,
+    stages: str | None = None,
+    force: bool = False,
+) -> list[str]:
+    """The single-seed ``run_all.py`` command line that computes ``seed``'s run of a replicate run."""
+    command = [
+        "run_all.py",
+        "--profile",
+        profile,
+        "--run-dir",
+        str(seed_run_dir(root, seed)),
+        "-p",
+        f"seed={seed}",
+    ]
+    if data_seed is not None:  # a setup parameter: run_all.py refuses it when setup is not selected
+        command += ["-p", f"data_seed={data_seed}"]
+    if data_dir is not None:
+        command += ["--data-dir", data_dir]
+    if stages is not None:
+        command += ["--stages", stages]
+    if force:
+        command.append("--force")
+    for item in parameters:
+        command += ["-p", item]
+    return command
+
+
+@dataclass
+class SeedOutcome:
+    """How one seed's run ended: exit status, the stage that failed (if any) and why."""
+
+    seed: int
+    returncode: int
+    failed_stage: str | None = None
+    message: str = ""
+    log: str = ""
+    seconds: float = 0.0
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def _finished(run: RunDir, stages: Sequence[str]) -> set[str]:
+    return {stage for stage in stages if stage_is_finished(run, stage)}
+
+
+def _error_lines(log_text: str, limit: int = 6) -> str:
+    """The lines of a failed run's output that say what went wrong (the FAILED block, else the tail)."""
+    lines = [line for line in log_text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "FAILED" in line or line.startswith("run_all.py: error"):
+            return "\n".join(lines[i : i + limit])
+    return "\n".join(lines[-limit:])
+
+
+def run_seed(
+    seed: int,
+    command: Sequence[str],
+    run_dir: str,
+    stages: Sequence[str],
+    force: bool,
+    report: Callable[[dict[str, Any]], None],
+) -> SeedOutcome:
+    """Run one seed's single-seed pipeline as a subprocess; ``report`` each stage as it finishes.
+
+    A stage counts as finished when its outputs are complete and run_all.py's failure marker is gone
+    (:func:`cifar_helpers.workflow.pipeline.stage_is_finished`), so progress is read from the run directory,
+    not from the console output. Stages complete before the start are reported as skipped (unless
+    ``force``). The output goes to ``<run_dir>/run_all.log``.
+    """
+    run = RunDir(run_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    log_path = run.root / LOG_NAME
+    start = time.perf_counter()
+    last_event = start
+    reported: dict[str, dict[str, Any]] = {}
+    seen_unfinished = set(stages) - _finished(run, stages) if force else set()
+    if not force:
+        for stage in stages:
+            if stage in _finished(run, stages):
+                reported[stage] = {"status": "skipped", "minutes": 0.0}
+                report({"seed": seed, "stage": stage, **reported[stage]})
+
+    def poll(final: bool) -> None:
+        nonlocal last_event
+        done = _finished(run, stages)
+        seen_unfinished.update(set(stages) - done)
+        for stage in stages:  # in pipeline order, so a fast pair of stages is reported in order
+            if (
+                stage in reported
+                or stage not in done
+                or (force and stage not in seen_unfinished and not final)
+            ):
+                continue
+            now = time.perf_counter()
+            reported[stage] = {"status": "ran", "minutes": round((now - last_event) / 60, 2)}
+            last_event = now
+            report({"seed": seed, "stage": stage, **reported[stage]})
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [sys.executable, *command], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        while process.poll() is None:
+            time.sleep(POLL_SECONDS)
+            poll(final=False)
+    poll(final=True)
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    outcome = SeedOutcome(
+        seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, stages=reported
+    )
+    if not outcome.ok:
+        marked = [s for s in stages if failure_marker(run, s).exists()]
+        unfinished = [s for s in stages if s not in reported]
+        outcome.failed_stage = (marked or unfinished or [None])[0]
+        outcome.message = _error_lines(text)
+    return outcome
+
+
+# --- the driver -----------------------------------------------------------------------------------
+
+
+def start_ray(address: str | None) -> str:
+    """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start one on this machine.
+
+    Returns a one-line description of where the seeds will run.
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return f"Ray cluster at {address}"
+    import torch
+
+    gpus = torch.cuda.device_count()
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        before = _child_pids()
+        try:
+            ray.init(
+                num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False
+            )
+            break
+        except Exception as e:  # Ray raises a bare Exception when its processes start too slowly
+            ray.shutdown()
+            # A failed start leaves the processes it did start (GCS, monitors) running: end them.
+            for pid in _child_pids() - before:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if attempt == RAY_START_ATTEMPTS:
+                raise RuntimeError(f"Ray did not start on this machine ({attempt} attempts): {e}") from e
+            print(f"Ray did not start ({e}); trying again", flush=True)
+    return f"Ray on this machine ({os.cpu_count()} CPUs, {gpus} GPUs)"
+
+
+def _child_pids() -> set[int]:
+    """Ids of this process's child processes (read from /proc; empty where there is none)."""
+    me, found = os.getpid(), set()
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The fields after the command name (in parentheses): state, then the parent's id.
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == me:
+            found.add(int(entry.name))
+    return found
+
+
+def task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
+    """Ray resources of one seed's task: a GPU each where there are GPUs, else its CPU threads.
+
+    ``num_threads`` is the profile's torch thread count (None: torch's default, all of a machine's
+    cores, so the task asks for a whole machine and results match a single-seed run there).
+    """
+    if cluster.get("GPU", 0) >= 1:
+        return {"num_gpus": 1, "num_cpus": num_threads or 1}
+    return {"num_cpus": num_threads or max(1, int(largest_node_cpus))}
+
+
+@dataclass
+class ReplicateRequest:
+    """What ``run_all.py --seeds`` was asked to do."""
+
+    seeds: list[int]
+    root: Path
+    profile: str
+    stages: list[str]
+    parameters: list[str]  # the -p KEY=VALUE items, passed on to every seed
+    overrides: dict[str, Any]  # the same, parsed
+    data_dir: str | None = None
+    stages_spec: str | None = None
+    force: bool = False
+    ray_address: str | None = None
+
+
+def run_replicates(request: ReplicateRequest) -> int:
+    """Run every seed as a Ray task, then stage 07; print progress; return the exit status (0 or 1)."""
+    import ray
+
+    data_seed = request.overrides.get("data_seed")
+    if data_seed is None:
+        data_seed = request.seeds[0]
+    config_values = {k: v for k, v in request.overrides.items() if v is not None and k != "profile"}
+    num_threads = make_config(request.profile, **config_values).num_threads
+    root = request.root
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"Replicate run: {root} (seeds {', '.join(map(str, request.seeds))}, data_seed {data_seed})")
+    where = start_ray(request.ray_address)
+    try:
+        cluster = ray.cluster_resources()
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
+        resources = task_resources(num_threads, cluster, largest)
+        print(f"{where}; each seed's task asks for {resources}", flush=True)
+        outcomes = _run_seed_tasks(request, data_seed, resources)
+    finally:
+        ray.shutdown()
+
+    failed = [o for o in outcomes if not o.ok]
+    for outcome in failed:
+        notebook = STAGES[outcome.failed_stage][1] if outcome.failed_stage in STAGES else "run_all.py"
+        print(
+            f"seed {outcome.seed} FAILED in {notebook}"
+            + (f" (stage '{outcome.failed_stage}')" if outcome.failed_stage else "")
+            + f"; its output: {outcome.log}\n  "
+            + outcome.message.replace("\n", "\n  "),
+            file=sys.stderr,
+            flush=True,
+        )
+    status = 1 if failed else 0
+    seeds = request.seeds
+    replicates_status = "not run"
+    if failed:
+        print(
+            f"stage 07 not run: {len(failed)} of {len(seeds)} seeds failed; fix the cause and rerun the same "
+            "command (finished stages are skipped)",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif len(seeds) < 2:
+        print(
+            "stage 07 compares seeds and needs at least two: add more, e.g. "
+            f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)",
+            flush=True,
+        )
+    elif incomplete := [s for s in seeds if _finished(RunDir(seed_run_dir(root, s)), STAGES) != set(STAGES)]:
+        print(
+            f"stage 07 not run: the runs of seed(s) {', '.join(map(str, incomplete))} do not have every "
+            "stage yet; run without --stages to complete them",
+            flush=True,
+        )
+    elif not any(s["status"] == "ran" for o in outcomes for s in o.stages.values()) and (
+        not request.force and replicates_complete(root, seeds)
+    ):
+        print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: complete, skipped", flush=True)
+        replicates_status = "skipped"
+    else:
+        replicates_status = _run_replicates_notebook(request, seeds)
+        if replicates_status == "failed":
+            status = 1
+    summary = replicate_run_summary(root, outcomes, replicates_status)
+    save_json(root / "summary.json", summary)
+    print("\n" + format_replicate_summary(summary))
+    if replicates_status in ("ran", "skipped"):
+        print(f"\nReport: {write_replicates_report(root)}")
+    return status
+
+
+def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) -> list[SeedOutcome]:
+    import ray
+    from ray.util.queue import Empty, Queue
+
+    progress = Queue(actor_options={"num_cpus": 0})
+    task = ray.remote(max_retries=0, **resources)(_seed_task)
+    pending = {}
+    for seed in request.seeds:
+        command = seed_command(
+            seed,
+            request.root,
+            profile=request.profile,
+            data_seed=data_seed if "setup" in request.stages else None,
+            parameters=[item for item in request.parameters if not item.startswith("data_seed=")],
+            data_dir=request.data_dir,
+            stages=request.stages_spec,
+            force=request.force,
+        )
+        ref = task.remote(
+            seed, command, str(seed_run_dir(request.root, seed)), request.stages, request.force, progress
+        )
+        pending[ref] = seed
+    total = len(request.seeds) * len(request.stages)
+    accounted = 0
+
+    def drain() -> None:
+        nonlocal accounted
+        while True:
+            try:
+                event = progress.get_nowait()
+            except Empty:
+                return
+            accounted += 1
+            notebook = STAGES[event["stage"]][1]
+            what = (
+                "complete, skipped" if event["status"] == "skipped" else f"done in {event['minutes']:.2f} min"
+            )
+            print(
+                f"[seed {event['seed']}] [{event['stage']}] {notebook}: {what}  ({accounted}/{total} stages)",
+                flush=True,
+            )
+
+    outcomes: dict[int, SeedOutcome] = {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        drain()
+        for ref in ready:
+            seed = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as e:  # the task itself died (worker lost, node gone)
+                outcome = SeedOutcome(seed, 1, message=f"Ray task failed: {str(e).splitlines()[0]}")
+            outcomes[seed] = outcome
+            state = "finished" if outcome.ok else "FAILED"
+            print(
+                f"[seed {seed}] {state} after {outcome.seconds / 60:.2f} min "
+                f"({len(outcomes)}/{len(request.seeds)} seeds)",
+                flush=True,
+            )
+    drain()
+    return [outcomes[s] for s in request.seeds]
+
+
+def _seed_task(
+    seed: int, command: list[str], run_dir: str, stages: list[str], force: bool, progress: Any
+) -> SeedOutcome:
+    """The Ray task of one seed: :func:`run_seed`, its progress events put on a Ray queue."""
+    return run_seed(seed, command, run_dir, stages, force, report=progress.put)
+
+
+def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) -> str:
+    """Execute 07_replicates.ipynb on the replicate run; "ran" or "failed" (the reason is printed)."""
+    source = NOTEBOOK_DIR / REPLICATES_NOTEBOOK
+    parameters = {
+        "run_dir": str(request.root),
+        "profile": request.profile,
+        "seed": seeds[0],
+        "seeds": list(seeds),
+    }
+    print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: running ...", flush=True)
+    try:
+        seconds = execute_notebook(
+            source,
+            request.root / "executed" / REPLICATES_NOTEBOOK,
+            parameters,
+            request.root / "executed" / f"{REPLICATES_STAGE}.incomplete",
+            label=f"stage '{REPLICATES_STAGE}'",
+        )
+    except StageFailed as e:
+        print(f"[{REPLICATES_STAGE}] FAILED\n{e}", file=sys.stderr, flush=True)
+        return "failed"
+    print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: done in {seconds / 60:.2f} min", flush=True)
+    return "ran"
+
+
+# --- the run summary --------------------------------------------------------------------------------
+
+
+def replicate_run_summary(
+    root: Path, outcomes: Sequence[SeedOutcome], replicates_status: str
+) -> dict[str, Any]:
+    """``<root>/summary.json``: each seed's status and headline numbers, and stage 07's summary."""
+    seeds: dict[str, Any] = {}
+    for outcome in outcomes:
+        run_dir = seed_run_dir(root, outcome.seed)
+        path = run_dir / "summary.json"
+        seed_summary = load_json(path) if outcome.ok and path.exists() else {}
+        seeds[str(outcome.seed)] = {
+            "status": "ok" if outcome.ok else "failed",
+            "failed_stage": outcome.failed_stage,
+            "run_dir": str(run_dir),
+            "minutes": round(outcome.seconds / 60, 2),
+            "test_accuracy": {
+                m: (seed_summary.get(m) or {}).get("test_accuracy") for m in ("baseline", "augmented")
+            },
+            "high_confidence_failures": seed_summary.get("high_confidence_failures"),
+            "comparison": seed_summary.get("comparison", {}),
+        }
+    path = replicates_dir(root) / "summary.json"
+    replicates = load_json(path) if replicates_status in ("ran", "skipped") and path.exists() else None
+    return {
+        "run_dir": str(root),
+        "seeds": seeds,
+        "replicates_stage": replicates_status,
+        "replicates": replicates,
+    }
+
+
+def format_replicate_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`replicate_run_summary`'s numbers."""
+
+    def pct(x: Any) -> str:
+        return f"{100 * x:6.2f} %" if isinstance(x, (int, float)) else "     -  "
+
+    lines = [
+        f"Replicate run: {summary['run_dir']}",
+        "",
+        f"{'seed':<8}{'status':<8}{'baseline':>10}{'augmented':>11}{'failures':>10}{'fixed':>7}{'new':>5}{'minutes':>9}",
+    ]
+    for seed, info in summary["seeds"].items():
+        counts = info["comparison"] or {}
+        failures = info["high_confidence_failures"]
+        lines.append(
+            f"{seed:<8}{info['status']:<8}{pct(info['test_accuracy']['baseline']):>10}"
+            f"{pct(info['test_accuracy']['augmented']):>11}{failures if failures is not None else '-':>10}"
+            f"{counts.get('fixed', '-'):>7}{counts.get('new', '-'):>5}{info['minutes']:>9.2f}"
+        )
+    if summary.get("replicates"):
+        lines += ["", describe_replicates(summary["replicates"])]
+    else:
+        lines += ["", f"stage 07 (replicates): {summary['replicates_stage']}"]
+    return "\n".join(lines)
+
+
+def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) -> int:
+    """``run_all.py --seeds ...``: the parsed command line -> :func:`run_replicates` -> exit status.
+
+    Raises :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option.
+    """
+    if args.seeds is None:
+        raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
+    if "seed" in overrides:
+        raise ReplicateArgumentError("-p seed cannot be combined with --seeds: the seeds come from --seeds")
+    profile = resolve_profile(args.profile)
+    root = Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(profile, cwd=Path.cwd())
+    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir is not None else None
+    request = ReplicateRequest(
+        seeds=parse_seeds(args.seeds),
+        root=root.resolve(),
+        profile=profile,
+        stages=stages,
+        parameters=list(args.parameters),
+        overrides=overrides,
+        data_dir=data_dir,
+        stages_spec=args.stages,
+        force=args.force,
+        ray_address=args.ray_address,
+    )
+    return run_replicates(request)

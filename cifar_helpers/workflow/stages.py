@@ -1,0 +1,412 @@
+"""Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
+
+Every notebook starts with :func:`setup_run` (stage 00) or :func:`open_stage` (stages 01-06). They
+make the properties of docs/architecture.md hold without each notebook repeating them:
+
+* a stage reads only what earlier stages wrote, and fails with a message naming the notebook to run
+  when an input is missing;
+* the notebook's ``profile`` and ``seed`` must agree with the run directory's ``config.json``, so a
+  stage cannot silently mix two runs;
+* stage-specific knobs (e.g. the confidence threshold) are validated by :class:`RunConfig` and the
+  stage's own configuration is saved beside its results (``<stage>/config.json``);
+* every generator is seeded before the stage computes anything;
+* a run directory that ``run_all.py`` is running on is not written from elsewhere (``runlock``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifar_helpers.analysis.gradcam import explain_images
+from cifar_helpers.analysis.human_labels import NotApplicable, failure_categories, human_labels_for_run
+from cifar_helpers.analysis.seed_analysis import (
+    MODELS,
+    SeedResults,
+    category_mix,
+    check_same_test_set,
+    load_seed_results,
+)
+from cifar_helpers.core.data import load_data
+from cifar_helpers.core.training import load_trained_model
+from cifar_helpers.rundir import lineage
+from cifar_helpers.rundir.artifacts import (
+    STAGE_INPUTS,
+    STAGE_OUTPUTS,
+    STAGES,
+    MissingStageError,
+    RunDir,
+    StaleStageError,
+    load_json,
+    save_json,
+    set_aside_stage,
+)
+from cifar_helpers.rundir.config import ConfigError, RunConfig, make_config, resolve_profile
+from cifar_helpers.rundir.registry import stage_number
+from cifar_helpers.rundir.replicate_layout import find_seed_dirs, replicates_dir
+from cifar_helpers.rundir.reproducibility import seed_everything
+from cifar_helpers.rundir.runlock import check_not_locked
+from cifar_helpers.workflow.run_discovery import describe_runs, most_recent_run_with
+
+
+def project_root(cwd: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``runs/`` and ``data/`` live: the working directory, or its parent inside ``notebooks/``.
+
+    A notebook runs with ``notebooks/`` as its working directory, so the project root is its parent
+    there; elsewhere (``run_all.py``, Colab) it is the working directory.
+    """
+    here = Path(cwd) if cwd is not None else Path.cwd()
+    return (here.parent if here.name == "notebooks" else here).resolve()
+
+
+def default_run_dir(profile: str, cwd: str | os.PathLike[str] | None = None) -> Path:
+    """``runs/<profile>`` at the project root (``auto`` is resolved first)."""
+    return project_root(cwd) / "runs" / resolve_profile(profile)
+
+
+@dataclass
+class Stage:
+    """An opened stage: where it writes, the configuration it runs under, and (lazily) the data."""
+
+    name: str
+    run: RunDir
+    config: RunConfig
+    _data: Any = None
+
+    def path(self, name: str) -> Path:
+        """Path of an artifact of this stage."""
+        return self.run.path(self.name, name)
+
+    @property
+    def data(self) -> Any:
+        """The run's dataset (:class:`core.data.CifarData`), loaded once, checked against setup."""
+        if self._data is None:
+            data = load_data(self.config, progress=False)
+            summary_path = self.run.root / "data_summary.json"
+            if summary_path.exists():
+                expected = load_json(summary_path).get("fingerprint")
+                if expected and data.fingerprint and expected != data.fingerprint:
+                    raise MissingStageError(
+                        f"the data at {data.root} differs from the data this run was set up with "
+                        f"(fingerprint {data.fingerprint} != {expected}): rerun 00_setup.ipynb with "
+                        f"run_dir={str(self.run.root)!r}, or use a new run_dir"
+                    )
+            self._data = data
+        return self._data
+
+
+def check_run_identity(run: RunDir, config: RunConfig, profile: str, seed: int) -> None:
+    """Raise :class:`ConfigError` when ``profile`` or ``seed`` differ from the run's configuration:
+    they decide what a run computes, so a stage asking for other values belongs to another run."""
+    for key, asked in (("profile", resolve_profile(profile)), ("seed", seed)):
+        if getattr(config, key) != asked:
+            raise ConfigError(
+                f"run directory {run.root} was set up with {key}={getattr(config, key)!r}, but this notebook "
+                f"asks for {key}={asked!r}: use the same {key}, or another run_dir"
+            )
+
+
+def _seed(config: RunConfig) -> dict[str, Any]:
+    """Seed every generator and apply ``num_threads``; returns :func:`seed_everything`'s report."""
+    environment = seed_everything(config.seed)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    return environment
+
+
+def setup_run(
+    run_dir: str | os.PathLike[str] | None,
+    *,
+    profile: str = "auto",
+    seed: int = 42,
+    **overrides: Any,
+) -> Stage:
+    """Stage 00: create (or reopen) a run directory with a validated configuration.
+
+    ``overrides`` are :class:`RunConfig` fields; ``None`` values mean "the profile's default".
+    Writes ``config.json`` and ``environment.json``. Reopening a run with a different configuration is
+    refused (its results would no longer match its config); use another ``run_dir`` for that.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    generated = values.get("data_source") == "synthetic"
+    if values.get("data_dir") is None and not os.environ.get("CIFAR10_ROOT") and not generated:
+        # "./data" means the project's data folder, whether run from run_all.py or from notebooks/.
+        values["data_dir"] = str(project_root() / "data")
+    config = make_config(profile, seed=seed, **values)
+    run = RunDir(run_dir if run_dir is not None else default_run_dir(profile))
+    if run.config_path.exists():
+        existing = RunConfig.load(run.config_path)
+        if existing != config:
+            old, new = existing.to_dict(), config.to_dict()
+            changes = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old) if old[k] != new[k])
+            raise ConfigError(
+                f"run directory {run.root} already holds a run with a different configuration "
+                f"({changes}); use another run_dir, or delete that directory to start over"
+            )
+    check_not_locked(run.root)
+    run.root.mkdir(parents=True, exist_ok=True)
+    environment = _seed(config)
+    # What precision="auto" and device="auto" resolved to on this machine.
+    environment.update(device=str(config.resolved_device()), precision=config.resolved_precision())
+    config.save(run.config_path)
+    save_json(run.root / "environment.json", environment)
+    return Stage(name="setup", run=run, config=config)
+
+
+def open_stage(
+    stage: str,
+    run_dir: str | os.PathLike[str] | None,
+    *,
+    profile: str = "auto",
+    seed: int = 42,
+    force: bool = False,
+    **knobs: Any,
+) -> Stage:
+    """Open stage ``stage`` (01-06) of the run in ``run_dir``.
+
+    With ``run_dir=None`` and ``profile="auto"`` (a notebook opened by hand), the run is the most
+    recently modified one under ``runs/`` whose earlier stages are finished, announced in one line.
+    Checks that the stages it reads from are complete (else :class:`MissingStageError` naming the
+    notebook to run and, without ``run_dir``, the runs that exist and the parameter to set), that
+    ``profile`` and ``seed`` match the run, applies and validates ``knobs`` (:class:`RunConfig`
+    fields specific to this stage; ``None`` keeps the run's value), saves the stage's configuration
+    as ``<stage>/config.json``, records what it reads (``<stage>/inputs.json``, :mod:`lineage`) and
+    seeds every generator.
+
+    Results that later stages read are never replaced silently: when the stage already has results
+    computed with another configuration, :class:`ConfigError` names the differing keys, unless
+    ``force`` is set; then the old results move to ``<stage>.previous/`` (as ``run_all.py --force``
+    does) and the later stages that read them count as out of date until rerun. An input stage that is
+    itself out of date is refused with :class:`StaleStageError`, naming the notebook to rerun.
+    """
+    if stage not in STAGES or stage == "setup":
+        known = ", ".join(s for s in STAGES if s != "setup")
+        raise ValueError(f"unknown stage {stage!r}; stages opened with open_stage: {known}")
+
+    runs_root = project_root() / "runs"
+    found = None
+    if run_dir is None and profile == "auto":
+        # Opened by hand with the defaults: use the most recent run that has what this stage reads.
+        found = most_recent_run_with(runs_root, STAGE_INPUTS[stage])
+        if found is not None:
+            print(
+                f"Using the run in {found.root} (the most recent with the stages this notebook reads); "
+                "set run_dir or profile in the parameters cell to choose another"
+            )
+    run = found or RunDir(run_dir if run_dir is not None else default_run_dir(profile))
+    check_not_locked(run.root)
+    try:
+        for needed in STAGE_INPUTS[stage]:
+            run.require(needed, *STAGE_OUTPUTS[needed])
+    except MissingStageError as e:
+        if run_dir is not None:
+            raise
+        raise MissingStageError(f"{e}. {describe_runs(runs_root)}") from None
+    for needed in STAGE_INPUTS[stage]:
+        check_up_to_date(run, needed, reader=stage)
+    config = RunConfig.load(run.config_path)
+    check_run_identity(run, config, config.profile if found is not None else profile, seed)
+    values = {k: v for k, v in knobs.items() if v is not None}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
+    if unknown:
+        raise ConfigError(f"unknown stage knob(s) {', '.join(unknown)} for stage {stage!r}")
+    config = config.replace(**values)
+    if force:
+        replace_results(run, stage)
+    else:
+        check_same_configuration(run, stage, config)
+    _seed(config)
+    config.save(run.path(stage, "config.json"))
+    lineage.record_inputs(run, stage)
+    return Stage(name=stage, run=run, config=config)
+
+
+def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
+    """Raise :class:`StaleStageError` when ``stage`` (read by ``reader``) holds results computed from
+    outputs of earlier stages that have changed since, naming what to rerun."""
+    at_fault = lineage.out_of_date(run, stage)
+    if not at_fault:
+        return
+    first, last = stage_number(stage), stage_number(reader)
+    raise StaleStageError(
+        f"stage '{reader}' reads stage '{stage}', whose results in {run.root} were computed from earlier "
+        f"results of {', '.join(repr(s) for s in at_fault)}, which have been recomputed since: rerun "
+        f"{STAGES[stage][1]} first (or run_all.py --stages {first}-{last} to refresh every stage in between)"
+    )
+
+
+def check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None:
+    """Raise :class:`ConfigError` when ``stage`` already has results computed with a configuration
+    other than ``config``, naming the differing keys and the two ways on."""
+    previous_path = run.stage_dir(stage, create=False) / "config.json"
+    if not previous_path.exists() or not lineage.has_outputs(run, stage):
+        return
+    previous = RunConfig.load(previous_path)
+    if previous == config:
+        return
+    old, new = previous.to_dict(), config.to_dict()
+    keys = [k for k in old if old[k] != new.get(k)]
+    changes = ", ".join(f"{k}={old[k]!r} (this notebook asks for {new.get(k)!r})" for k in keys)
+    keep = ", ".join(f"{k} = {old[k]!r}" for k in keys)
+    readers = lineage.readers_of(stage)
+    read_by = f"; stages {', '.join(readers)} read them" if readers else ""
+    raise ConfigError(
+        f"stage '{stage}' in {run.root} already holds results computed with {changes}{read_by}. "
+        f"To keep them, set {keep} in the parameters cell (or use another run_dir); to replace them, "
+        f"set force = True (run_all.py: --force): the old results move to "
+        f"{STAGES[stage][0]}.previous/ and the later stages must be rerun"
+    )
+
+
+def replace_results(run: RunDir, stage: str) -> None:
+    """``force``: set ``stage``'s results aside (``<stage>.previous/``) so it recomputes from scratch,
+    after pinning what the later stages read, so they count as out of date until rerun."""
+    affected = lineage.pin_readers(run, stage)
+    moved = set_aside_stage(run, stage)
+    if moved is None:
+        return
+    message = f"force: the previous results of stage '{stage}' moved to {moved}"
+    if affected:
+        first, last = stage_number(affected[0]), stage_number(affected[-1])
+        message += (
+            f"; {', '.join(affected)} now hold results of the old ones: rerun them after this notebook "
+            f"(run_all.py --stages {first}-{last})"
+        )
+    print(message)
+
+
+def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
+    """The configuration a finished stage ran under (its knobs applied)."""
+    (path,) = RunDir(run_dir).require(stage, "config.json")
+    return RunConfig.load(path)
+
+
+# --- opening a replicate run (notebook 07) --------------------------------------------------------------
+
+
+@dataclass
+class Replicates:
+    """An opened replicate run: its root, the seeds compared, their results, and where 07 writes."""
+
+    root: Path
+    profile: str
+    results: list[SeedResults]
+    explain_seed: int
+    _data: Any = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.results]
+
+    def path(self, name: str) -> Path:
+        """Path of an artifact of the replicate stage, in ``<root>/replicates`` (created)."""
+        directory = replicates_dir(self.root)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / name
+
+    def describe(self) -> str:
+        """One line per seed: its run directory and test accuracies."""
+        # The directory's name, not its path: the path differs between machines (and nbval runs).
+        lines = [f"replicate run {self.root.name}/ ({self.profile} profile), {len(self.results)} seeds:"]
+        for r in self.results:
+            accuracies = ", ".join(f"{m} {100 * r.test_accuracy[m]:.2f} %" for m in MODELS)
+            lines.append(f"  seed {r.seed}: {r.run_dir.name}/  test accuracy {accuracies}")
+        return "\n".join(lines)
+
+    def _explain_run(self) -> tuple[SeedResults, RunConfig, Any]:
+        """``explain_seed``'s results, configuration and data (loaded once), generators seeded."""
+        result = next(r for r in self.results if r.seed == self.explain_seed)
+        config = RunConfig.load(RunDir(result.run_dir).config_path)
+        _seed(config)
+        if self._data is None:
+            self._data = load_data(config, progress=False)
+        return result, config, self._data
+
+    def explain(self, indices: Sequence[int], max_images: int = 16) -> dict[str, Any]:
+        """Grad-CAM of ``explain_seed``'s baseline on test images ``indices`` (at most ``max_images``).
+
+        Returns the inputs of :func:`cifar_helpers.views.plotting.plot_gradcam_pairs`: uint8 images
+        (K, 3, H, W), predicted- and true-class maps (K, H, W), labels, predictions, confidences and
+        the class names.
+        """
+        result, _, data = self._explain_run()
+        run = RunDir(result.run_dir)
+        chosen = torch.tensor(list(indices)[:max_images], dtype=torch.int64)
+        model = load_trained_model(run.path("baseline", "checkpoint.pt"))
+        layer = stage_config(run.root, "gradcam").gradcam_layer
+        probs = result.probs["baseline"][chosen]
+        predicted, true = probs.argmax(dim=1), result.labels[chosen]
+        images = data.test_images[chosen]
+        return {
+            "images": images,
+            "predicted_maps": explain_images(model, images, predicted, layer=layer),
+            "true_maps": explain_images(model, images, true, layer=layer),
+            "true_labels": true,
+            "predicted_labels": predicted,
+            "confidences": probs.max(dim=1).values,
+            "classes": data.classes,
+        }
+
+    def human_label_mix(self, stability: Mapping[str, Any]) -> dict[str, Any]:
+        """The human-label categories of the consistent and of the one-seed failures.
+
+        A failure that holds over seeds is more often the label's doing (verified label error,
+        ambiguous) than one a single seed makes. Returns ``{"applies": True, "ambiguity_threshold": t,
+        "consistent": {category: n}, "one_seed": {category: n}}``, or ``{"applies": False, "reason":
+        ...}`` where no human labels apply (a test subset, another dataset; see
+        :func:`cifar_helpers.analysis.human_labels.human_labels_for_run`).
+        """
+        _, config, data = self._explain_run()
+        human = human_labels_for_run(config, data)
+        if isinstance(human, NotApplicable):
+            return human.to_dict()
+        categories = failure_categories(range(len(data.test_labels)), human, config.ambiguity_threshold)
+        mix = category_mix(categories, stability["consistent"], stability["one_seed"])
+        return {"applies": True, "ambiguity_threshold": config.ambiguity_threshold, **mix}
+
+
+def open_replicates(
+    run_dir: str | Path | None,
+    *,
+    profile: str = "auto",
+    seeds: Sequence[int] | None = None,
+    seed: int | None = None,
+) -> Replicates:
+    """Open the replicate run at ``run_dir`` (None: ``runs/<profile>``) for stage 07.
+
+    ``seeds`` chooses the seeds to compare (None: every ``seed-<k>`` directory found); ``seed`` the one
+    whose baseline explains the consistent failures (None: the first). Needs at least two seeds whose
+    runs are complete up to the augmented model and share their test images; otherwise raises
+    :class:`rundir.artifacts.MissingStageError` saying how to get them.
+    """
+    root = Path(run_dir if run_dir is not None else default_run_dir(profile)).expanduser().resolve()
+    found = find_seed_dirs(root)
+    chosen = list(seeds) if seeds is not None else list(found)
+    asked = resolve_profile(profile)
+    how = (
+        f"python run_all.py --profile {asked} --run-dir {root} --seeds 42,43,44 "
+        "(seeds already done are skipped)"
+    )
+    missing = [s for s in chosen if s not in found]
+    if missing:
+        raise MissingStageError(f"no run directory for seed(s) {missing} under {root}: run {how}")
+    if len(chosen) < 2:
+        raise MissingStageError(
+            f"{root} holds {len(chosen)} seed run(s); comparing seeds needs at least two: run {how}"
+        )
+    results = [load_seed_results(found[s], s) for s in chosen]
+    for r in results:
+        ran = load_json(RunDir(r.run_dir).config_path).get("profile")
+        if ran != asked:
+            raise ValueError(f"seed {r.seed} ran the {ran!r} profile, not {asked!r}: use profile={ran!r}")
+    check_same_test_set(results)
+    explain_seed = chosen[0] if seed is None else seed
+    if explain_seed not in chosen:
+        raise ValueError(f"seed={explain_seed} is not one of the seeds compared ({chosen})")
+    return Replicates(root, asked, results, explain_seed)
