@@ -85,19 +85,12 @@ def test_overlay_heatmap_alpha_zero_is_the_cubic_upscaled_image(images):
     np.testing.assert_array_equal(out, plotting.upscale_image(images[0], 3))
 
 
-def test_overlay_heatmap_other_colormap_changes_colours(images):
-    heatmap = torch.linspace(0, 1, 32 * 32).reshape(32, 32)
-    jet = plotting.overlay_heatmap(images[0], heatmap)
-    viridis = plotting.overlay_heatmap(images[0], heatmap, colormap=cv2.COLORMAP_VIRIDIS)
-    assert not np.array_equal(jet, viridis)
-
-
 @pytest.mark.parametrize(
     ("image", "heatmap", "error", "match"),
     [
         (np.zeros((3, 32, 32), np.uint8), np.zeros((4, 4), np.float32), ValueError, "heatmap"),
         (np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.float32), ValueError, "image"),
-        (np.zeros((3, 32, 32), np.float32), np.zeros((32, 32), np.float32), TypeError, "uint8"),
+        (np.zeros((3, 32, 32), np.float32), np.zeros((32, 32), np.float32), ValueError, "uint8"),
         (np.zeros((3, 32, 32), np.uint8), np.full((32, 32), 2.0, np.float32), ValueError, r"\[0, 1\]"),
         (np.zeros((3, 32, 32), np.uint8), np.full((32, 32), np.nan, np.float32), ValueError, "NaN"),
     ],

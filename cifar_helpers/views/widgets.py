@@ -1,13 +1,8 @@
-"""The failure browser: step through a model's confident failures, one image at a time.
-
-For each failure it shows the image, where the model looked to say the wrong class, where the
-evidence for the true class would be, the five most probable classes, and what every other model
-(e.g. the augmented one) says about the same image. Plain ipywidgets 8 and matplotlib figures
-inside an ``Output``: no custom JavaScript, so it works in JupyterLab, Jupyter Notebook and Colab.
-
-Where there is no widget front end (``run_all.py``, papermill, nbval set ``CIFAR_STRESS_HEADLESS``),
-:func:`show_failure_browser` draws one static figure instead, so the executed notebook still holds
-the pictures.
+"""The failure browser: step through a model's confident failures, one image at a time, with its
+Grad-CAM maps, top-5 classes and what every other model says about the same image. Plain ipywidgets 8
+and figures in an ``Output`` (no custom JavaScript), so it works in JupyterLab, Notebook and Colab.
+Without a widget front end (``CIFAR_STRESS_HEADLESS``: run_all.py, papermill, nbval),
+:func:`show_failure_browser` draws one static figure instead.
 """
 
 from __future__ import annotations
@@ -38,13 +33,15 @@ from cifar_helpers.views.plotting.core import (
     WRONG_COLOR,
     add_heatmap_colorbar,
     check_classes,
-    check_images,
-    check_labels,
+    check_count,
+    check_keys,
     check_maps,
     class_bars,
+    class_labels,
     failure_arrays,
     format_confidence,
     frame,
+    image_batch,
     message_panel,
     new_figure,
     overlay_heatmap,
@@ -64,29 +61,21 @@ def is_headless() -> bool:
     return os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-# --------------------------------------------------------------------------------------------------
-# Checked inputs, shared by the browser and the static figure
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class _ModelView:
-    """Everything the browser shows for one model, as NumPy arrays."""
+    """Everything the browser shows for one model, as NumPy arrays: failure columns (K,), probs (N, C),
+    ``{test index: (predicted-class map, true-class map)}`` (H, W) and how to compute a missing pair."""
 
     name: str
-    failures: dict[str, np.ndarray]  # indices, true_labels, predicted, confidence: (K,)
-    probs: np.ndarray  # (N, C)
-    # test index -> (predicted-class map, true-class map), each (H, W): the precomputed maps, then
-    # those computed on demand.
+    failures: dict[str, np.ndarray]
+    probs: np.ndarray
     maps: dict[int, tuple[np.ndarray, np.ndarray]]
-    threshold: float | None  # the failure set's, when it has one
-    # Computes (predicted-class map, true-class map) of one test image when none was precomputed.
+    threshold: float | None
     explain: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def maps_for(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(predicted-class map, true-class map) of test image ``index``, or None if unavailable.
-
-        Precomputed maps are used first; otherwise, when the browser was given the model, Grad-CAM is
-        computed for this one image (once, then cached).
-        """
+        """(predicted-class map, true-class map) of test image ``index``: precomputed, else computed with
+        the model (once, then cached), else None."""
         if index not in self.maps and self.explain is not None:
             self.maps[index] = self.explain(index)
         return self.maps.get(index)
@@ -109,9 +98,7 @@ def _check_heatmaps(
     label = f"heatmaps[{name!r}]"
     if not isinstance(heatmaps, Mapping):
         raise TypeError(f"{label} must be a dict with indices, predicted_maps and true_maps")
-    missing = [key for key in ("indices", "predicted_maps", "true_maps") if key not in heatmaps]
-    if missing:
-        raise ValueError(f"{label} is missing key(s) {', '.join(missing)}")
+    check_keys(heatmaps, ("indices", "predicted_maps", "true_maps"), label)
     indices = to_numpy(heatmaps["indices"], f"{label}['indices']")
     if indices.ndim != 1 or (len(indices) and not np.issubdtype(indices.dtype, np.integer)):
         raise ValueError(f"{label}['indices'] must be 1-D integer test-split indices, got {indices.dtype}")
@@ -134,12 +121,12 @@ def _prepare(
     layer: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, _ModelView]]:
     """Check the browser's inputs against each other; every error names the input at fault."""
-    batch = check_images(images)
+    batch = image_batch("images", images)
     n, _, height, width = batch.shape
     names = check_classes(classes)
     if len(set(names)) != len(names):
         raise ValueError(f"classes must be unique names, got {names!r}")
-    true_labels = check_labels(labels, "labels", n, len(names))
+    true_labels = class_labels("labels", labels, n, len(names))
     if not isinstance(failures, Mapping) or not failures:
         raise TypeError(
             "failures must be a non-empty dict {model name: FailureSet}, e.g. {'baseline': failures}"
@@ -165,7 +152,7 @@ def _prepare(
         k = len(columns["indices"])
         if k and (columns["indices"].min() < 0 or columns["indices"].max() >= n):
             raise ValueError(f"failures[{name!r}].indices must lie in [0, {n}) (positions in the test split)")
-        check_labels(columns["predicted"], f"failures[{name!r}].predicted", k, len(names))
+        class_labels(f"failures[{name!r}].predicted", columns["predicted"], k, len(names))
         if not np.array_equal(columns["true_labels"], true_labels[columns["indices"]]):
             raise ValueError(
                 f"failures[{name!r}].true_labels disagree with labels[failures[{name!r}].indices]: "
@@ -189,25 +176,18 @@ def _check_human(
     human_shares: Any, categories: Sequence[str] | None, num_images: int, num_classes: int
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The optional human votes (N, C) and per-image failure categories (N,), checked."""
-    shares = None
-    if human_shares is not None:
-        shares = to_numpy(human_shares, "human_shares").astype(np.float64)
-        if shares.shape != (num_images, num_classes):
-            raise ValueError(
-                f"human_shares must have shape ({num_images}, {num_classes}) (one vote share per test "
-                f"image and class), got {tuple(shares.shape)}"
-            )
-    names = None
-    if categories is not None:
-        names = np.asarray([str(c) for c in categories], dtype=object)
-        if names.shape != (num_images,):
-            raise ValueError(f"categories must hold one name per test image ({num_images}), got {len(names)}")
+    shares = None if human_shares is None else to_numpy(human_shares, "human_shares").astype(np.float64)
+    if shares is not None and shares.shape != (num_images, num_classes):
+        raise ValueError(
+            f"human_shares must have shape ({num_images}, {num_classes}) (one vote share per test "
+            f"image and class), got {tuple(shares.shape)}"
+        )
+    names = None if categories is None else np.asarray([str(c) for c in categories], dtype=object)
+    if names is not None and names.shape != (num_images,):
+        raise ValueError(f"categories must hold one name per test image ({num_images}), got {len(names)}")
     return shares, names
 
 
-# --------------------------------------------------------------------------------------------------
-# Figure panels
-# --------------------------------------------------------------------------------------------------
 def _top_k_panel(ax: Axes, probs: np.ndarray, true: int, classes: list[str], title: str) -> None:
     """The TOP_K most probable classes as bars: true class green, a wrong top prediction red."""
     order = np.argsort(-probs, kind="stable")[: min(TOP_K, len(classes))]
@@ -292,37 +272,19 @@ def _browser_figure(
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# The browser
-# --------------------------------------------------------------------------------------------------
 class FailureBrowser:
-    """An ipywidgets browser over the confident failures of one or more models.
+    """An ipywidgets browser over the confident failures of one or more models: a model toggle (with
+    several models), true-, predicted-class and category filters and a 1-based slider over the matches.
 
     Args:
-        images: uint8 (N, 3, H, W), the whole test split.
-        labels: int (N,) true classes.
+        images, labels: the test split, uint8 (N, 3, H, W) and int (N,).
         classes: C class names.
-        failures: ``{model name: FailureSet}`` (indices into the test split, most confident first).
-        probs: ``{model name: float (N, C)}`` probabilities on every test image.
-        heatmaps: ``{model name: {"indices": (M,), "predicted_maps": (M, H, W), "true_maps": (M, H, W)}}``
-            for some of that model's failures; images without maps say "no heatmap".
-        models: ``{model name: nn.Module}``: where an image has no precomputed map, Grad-CAM is
-            computed for it on demand with that model (at ``layer``) and cached.
-        layer: the layer Grad-CAM explains for ``models`` (None: ``layer4``).
-        human_shares: optional float (N, C) human vote shares per test image (CIFAR-10H), drawn
-            beside the model's top-5.
-        categories: optional (N,) category of a failure on each test image (``verified label error``,
-            ``ambiguous``, ``model error``; :func:`cifar_helpers.analysis.human_labels.browser_inputs`), shown
-            on screen and offered as a filter.
-
-    Controls: a model toggle (only with several models), true- and predicted-class filters, a
-    category filter (with ``categories``) and a slider over the filtered failures. Display it by
-    ending a cell with the browser.
-
-    State for code and tests: :attr:`current_index` (test index shown, or None),
-    :attr:`filtered_indices`, :attr:`message`, :meth:`render_current`, and the widgets
-    :attr:`model_toggle` (in :attr:`model_row`, beside its label), :attr:`true_dropdown`,
-    :attr:`pred_dropdown`, :attr:`slider` (1-based, like its label), :attr:`output`.
+        failures, probs: ``{model name: FailureSet}`` (most confident first), ``{model name: float (N, C)}``.
+        heatmaps: ``{model name: {"indices": (M,), "predicted_maps": (M, H, W), "true_maps": (M, H, W)}}``.
+        models: ``{model name: nn.Module}`` to compute missing maps on demand (at ``layer``, None: layer4).
+        human_shares: optional float (N, C) CIFAR-10H vote shares, drawn beside the model's top-5.
+        categories: optional (N,) failure category per test image, shown and offered as a filter
+            (:func:`cifar_helpers.analysis.human_labels.browser_inputs`).
     """
 
     def __init__(
@@ -392,7 +354,6 @@ class FailureBrowser:
         self.slider.observe(self._on_slider_change, names="value")
         self._apply_filters()
 
-    # --- state --------------------------------------------------------------------------------------
     @property
     def model(self) -> str:
         """Name of the model whose failures are browsed."""
@@ -422,7 +383,6 @@ class FailureBrowser:
             None if self._categories is None else str(self._categories[index]),
         )
 
-    # --- events -------------------------------------------------------------------------------------
     def _on_slider_change(self, _change: dict[str, Any]) -> None:
         if not self._updating:
             self._show()
@@ -481,7 +441,6 @@ class FailureBrowser:
         with self.output:
             display(fig)
 
-    # --- display ------------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
@@ -490,9 +449,6 @@ class FailureBrowser:
         return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
 
 
-# --------------------------------------------------------------------------------------------------
-# Static fallback and the notebook entry point
-# --------------------------------------------------------------------------------------------------
 def static_failure_figure(
     images: Any,
     labels: Any,
@@ -505,13 +461,9 @@ def static_failure_figure(
     *,
     max_static: int = 16,
 ) -> Figure:
-    """One figure of the first model's ``max_static`` most confident failures, with heatmaps.
-
-    Arguments as :class:`FailureBrowser`. Failures with heatmaps are drawn as image | predicted-class
-    map | true-class map, two per row; without any heatmaps it is a plain failure grid.
-    """
-    if isinstance(max_static, bool) or not isinstance(max_static, int) or max_static < 1:
-        raise ValueError(f"max_static must be a positive integer, got {max_static!r}")
+    """The first model's ``max_static`` most confident failures with heatmaps, as image | predicted-class
+    map | true-class map, two per row (without any: a failure grid); arguments as :class:`FailureBrowser`."""
+    max_static = check_count(max_static, "max_static")
     batch, _, names, views = _prepare(images, labels, classes, failures, probs, heatmaps, models, layer)
     model = next(iter(views.values()))
     columns = model.failures
@@ -552,20 +504,9 @@ def show_failure_browser(
     human_shares: Any = None,
     categories: Sequence[str] | None = None,
 ) -> FailureBrowser | Figure:
-    """Display the failure browser, or its static figure where widgets cannot run.
-
-    Arguments as :class:`FailureBrowser`.
-
-    Args:
-        interactive: True for the widget, False for the static figure, None to decide from the
-            environment: static when ``CIFAR_STRESS_HEADLESS`` is set (run_all.py, papermill, nbval).
-        max_static: failures in the static figure.
-        human_shares, categories: as for :class:`FailureBrowser` (the interactive browser only).
-
-    Returns:
-        The :class:`FailureBrowser` or the static Figure, already displayed: assign the result
-        (``browser = show_failure_browser(...)``) so the cell does not show it a second time.
-    """
+    """Display and return the :class:`FailureBrowser` (arguments as there) or, where widgets cannot run,
+    :func:`static_failure_figure` of ``max_static`` failures: ``interactive`` True, False, or None for
+    static when ``CIFAR_STRESS_HEADLESS`` is set. Assign the result so the cell does not show it twice."""
     if interactive is None:
         interactive = not is_headless()
     inputs = (images, labels, classes, failures, probs, heatmaps, models, layer)

@@ -1,11 +1,5 @@
-"""Every figure of the project. Each ``plot_*`` function returns a matplotlib Figure and never calls
-``plt.show``: end a notebook cell with the figure to show it, or save it with
-:func:`cifar_helpers.rundir.artifacts.save_figure`. The overlay functions return uint8 RGB arrays.
-
-Submodules: ``core`` (style, input checks, overlays, image grids), ``metrics`` (curves, confusion
-matrix, accuracies, failure counts), ``explanations`` (failure grids and Grad-CAM figures),
-``stress`` (corruptions, calibration, sanity check, positive control), ``faithfulness`` (ROAD
-curves, maps side by side).
+"""Every figure of the project: each ``plot_*`` function returns a matplotlib Figure (end a cell with it
+to show it, or :func:`cifar_helpers.rundir.artifacts.save_figure` it); overlays return uint8 RGB arrays.
 """
 
 from .core import (

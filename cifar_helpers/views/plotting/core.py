@@ -1,13 +1,9 @@
 """Building blocks shared by every figure: style, input checks, heatmap overlays and image grids.
 
-Every plotting function returns a :class:`NotebookFigure` built without ``pyplot``: nothing is drawn
-twice, nothing piles up in pyplot's figure registry when a widget redraws, and the figure shows
-itself as a PNG in JupyterLab, Colab and papermill whatever the matplotlib backend is. Display one
-by ending a cell with it (or ``display(fig)``), save it with
-:func:`cifar_helpers.rundir.artifacts.save_figure`; ``plt.show()`` does not know about these figures.
-
-Heatmap overlays use OpenCV colormaps (JET by default: blue = no evidence, red = strongest), and the
-colour bars drawn next to them use matplotlib's identical ``jet`` so the legend matches the pixels.
+Figures are :class:`NotebookFigure` built without ``pyplot``: nothing piles up in pyplot's registry
+when a widget redraws, and a figure shows itself as PNG in any front end whatever the backend.
+Overlays use OpenCV's JET colormap and colour bars matplotlib's identical ``jet``, so legend and
+pixels match.
 """
 
 from __future__ import annotations
@@ -25,7 +21,9 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-# One palette for the whole project, so "green" always means right and "red" always means wrong.
+from cifar_helpers.core import checks
+
+# One palette for the whole project: green always means right, red always wrong.
 CORRECT_COLOR = "#1a9850"
 WRONG_COLOR = "#d73027"
 NEUTRAL_COLOR = "#9e9e9e"
@@ -44,15 +42,9 @@ HEATMAP_CMAP = "jet"  # matplotlib's name for cv2.COLORMAP_JET, used for colour 
 
 STYLE: dict[str, Any] = {
     # White, not transparent: transparent figures vanish on JupyterLab's dark theme.
-    "figure.facecolor": "white",
-    "axes.facecolor": "white",
-    "savefig.facecolor": "white",
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
+    **dict.fromkeys(("figure.facecolor", "axes.facecolor", "savefig.facecolor"), "white"),
+    **dict.fromkeys(("font.size", "axes.titlesize", "axes.labelsize"), 9),
+    **dict.fromkeys(("xtick.labelsize", "ytick.labelsize", "legend.fontsize"), 8),
     "legend.frameon": False,
     "figure.titlesize": 11,
     "figure.titleweight": "bold",
@@ -103,9 +95,6 @@ def figure_to_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
-# --------------------------------------------------------------------------------------------------
-# Input checks: every public function accepts tensors (any device) or NumPy arrays
-# --------------------------------------------------------------------------------------------------
 def to_numpy(x: Any, name: str) -> np.ndarray:
     """``x`` (tensor on any device, array, or nested sequence) as a NumPy array; errors name ``name``."""
     if isinstance(x, torch.Tensor):
@@ -120,24 +109,34 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}") from e
 
 
-def check_images(images: Any, name: str = "images") -> np.ndarray:
-    """uint8 images (N, 3, H, W) as a NumPy array; anything else raises naming ``name``."""
-    array = to_numpy(images, name)
-    if array.dtype != np.uint8:
-        raise TypeError(
-            f"{name} must be uint8 images in [0, 255] (as core.data returns them), got {array.dtype}"
-        )
-    if array.ndim != 4 or array.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(array.shape)}")
-    return array
+def _cpu_tensor(x: Any, name: str) -> torch.Tensor:
+    try:
+        return torch.from_numpy(np.ascontiguousarray(to_numpy(x, name)))
+    except TypeError as e:
+        raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}") from e
 
 
-def check_image(image: Any, name: str = "image") -> np.ndarray:
-    """One uint8 image (3, H, W) as a NumPy array; anything else raises naming ``name``."""
+def image_batch(name: str, images: Any) -> np.ndarray:
+    """uint8 (N, 3, H, W) images (tensor on any device, or array) checked by
+    :func:`cifar_helpers.core.checks.check_images`, as a NumPy array."""
+    return checks.check_images(name, _cpu_tensor(images, name)).numpy()
+
+
+def single_image(name: str, image: Any) -> np.ndarray:
+    """One uint8 (3, H, W) image as a NumPy array; anything else raises naming ``name``."""
     array = to_numpy(image, name)
     if array.ndim != 3 or array.shape[0] != 3:
         raise ValueError(f"{name} must have shape (3, H, W), got {tuple(array.shape)}")
-    return check_images(array[None], name)[0]
+    return image_batch(name, array[None])[0]
+
+
+def class_labels(name: str, labels: Any, length: int, num_classes: int) -> np.ndarray:
+    """Class labels (length,) of any integer dtype, checked by :func:`cifar_helpers.core.checks.check_labels`
+    to lie in [0, num_classes), as int64 NumPy."""
+    tensor = _cpu_tensor(labels, name)
+    if not (tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool):
+        tensor = tensor.long()
+    return checks.check_labels(name, tensor, length, num_classes).numpy()
 
 
 def check_maps(maps: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -186,21 +185,6 @@ def check_classes(classes: Sequence[str], name: str = "classes") -> list[str]:
     return names
 
 
-def check_labels(labels: Any, name: str, length: int, num_classes: int) -> np.ndarray:
-    """Integer class labels (length,) in [0, num_classes) as int64; raises naming ``name``."""
-    array = to_numpy(labels, name)
-    if array.ndim != 1 or len(array) != length:
-        raise ValueError(f"{name} must have shape ({length},), got {tuple(array.shape)}")
-    if length and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer class labels, got {array.dtype}")
-    array = array.astype(np.int64, copy=False)
-    if length and (array.min() < 0 or array.max() >= num_classes):
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}) (one per class name), got {array.min()}..{array.max()}"
-        )
-    return array
-
-
 def check_fractions(values: Any, name: str, length: int | None = None) -> np.ndarray:
     """Numbers in [0, 1] (e.g. confidences) as float64 (length,); raises naming ``name``."""
     array = to_numpy(values, name).astype(np.float64)
@@ -213,11 +197,8 @@ def check_fractions(values: Any, name: str, length: int | None = None) -> np.nda
 
 
 def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarray]:
-    """The columns of a FailureSet-like object as NumPy arrays, checked for equal length.
-
-    Any object with ``indices``, ``true_labels``, ``predicted`` (int, (K,)) and ``confidence``
-    (float, (K,)) attributes works, so plotting never needs to import :mod:`cifar_helpers.analysis.failures`.
-    """
+    """The columns of a FailureSet-like object (``indices``, ``true_labels``, ``predicted``: int (K,),
+    ``confidence``: float (K,)) as NumPy arrays, checked for equal length."""
     columns = {}
     for key in ("indices", "true_labels", "predicted", "confidence"):
         if not hasattr(failures, key):
@@ -258,9 +239,6 @@ def class_bars(
     ax.grid(axis="y", visible=False)
 
 
-# --------------------------------------------------------------------------------------------------
-# Text
-# --------------------------------------------------------------------------------------------------
 def format_confidence(p: float) -> str:
     """A probability as a percent that never rounds a 99.96% mistake up to "100%" (nor 0.3% to "0%")."""
     if p >= 1.0:
@@ -280,40 +258,20 @@ def failure_title(true_name: str, predicted_name: str, confidence: float, width:
     return f"{true_name} →\n{predicted_name} ({format_confidence(confidence)})"
 
 
-# --------------------------------------------------------------------------------------------------
-# Images and heatmap overlays
-# --------------------------------------------------------------------------------------------------
 def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
     """uint8 (3, H, W) -> uint8 (H*scale, W*scale, 3) RGB, bicubic (smooth enough to read at 32x32)."""
     scale = check_count(scale, "scale")
-    hwc = np.ascontiguousarray(check_image(image).transpose(1, 2, 0))
+    hwc = np.ascontiguousarray(single_image("image", image).transpose(1, 2, 0))
     if scale == 1:
         return hwc
     height, width = hwc.shape[:2]
     return cv2.resize(hwc, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
 
 
-def overlay_heatmap(
-    image: Any,
-    heatmap: Any,
-    *,
-    scale: int = 4,
-    alpha: float = 0.45,
-    colormap: int = cv2.COLORMAP_JET,
-) -> np.ndarray:
-    """Blend a heatmap onto an image, both upscaled so a 32x32 picture is readable.
-
-    Args:
-        image: uint8 (3, H, W) RGB image.
-        heatmap: float (H, W) in [0, 1], e.g. a Grad-CAM map (1 = strongest evidence).
-        scale: integer upscaling factor; the image is upscaled bicubically, the heatmap bilinearly
-            (a smooth map should stay smooth, and stay in [0, 1]).
-        alpha: weight of the coloured heatmap in [0, 1]; 0 returns the upscaled image unchanged.
-        colormap: an OpenCV colormap constant (``cv2.COLORMAP_*``).
-
-    Returns:
-        uint8 (H*scale, W*scale, 3) RGB.
-    """
+def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4, alpha: float = 0.45) -> np.ndarray:
+    """uint8 (3, H, W) image and float (H, W) heatmap in [0, 1] -> uint8 (H*scale, W*scale, 3) RGB: the
+    JET-coloured map blended with weight ``alpha`` onto the image, both upscaled (image bicubic, map
+    bilinear, so a smooth map stays smooth and in [0, 1])."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     rgb = upscale_image(image, scale)
@@ -322,7 +280,7 @@ def overlay_heatmap(
     heat = cv2.resize(heat, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
     heat_u8 = np.clip(np.rint(heat * 255.0), 0, 255).astype(np.uint8)
     # OpenCV colormaps produce BGR; the rest of the project (and matplotlib) is RGB.
-    colored = cv2.cvtColor(cv2.applyColorMap(heat_u8, colormap), cv2.COLOR_BGR2RGB)
+    colored = cv2.cvtColor(cv2.applyColorMap(heat_u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colored.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
@@ -366,17 +324,11 @@ def add_heatmap_colorbar(fig: Figure, axes: Any, label: str | None = None) -> No
 
 
 def plot_class_samples(images: Any, labels: Any, classes: Sequence[str], per_class: int = 8) -> Figure:
-    """The first ``per_class`` images of every class, one row per class, an inch per image.
-
-    Args:
-        images: uint8 (N, 3, H, W).
-        labels: int (N,) classes of the images.
-        classes: C class names; a class with fewer images leaves its row short.
-        per_class: images per row.
-    """
-    batch = check_images(images)
+    """The first ``per_class`` of uint8 (N, 3, H, W) ``images`` of every class (int (N,) ``labels``), a row
+    per class name in ``classes``, an inch per image; a class with fewer images leaves its row short."""
+    batch = image_batch("images", images)
     names = check_classes(classes)
-    label_array = check_labels(labels, "labels", len(batch), len(names))
+    label_array = class_labels("labels", labels, len(batch), len(names))
     per_class = check_count(per_class, "per_class")
     fig = new_figure(per_class + 1.2, len(names) + 0.5)
     axes = fig.subplots(len(names), per_class, squeeze=False)

@@ -20,14 +20,14 @@ from .core import (
     check_classes,
     check_count,
     check_fractions,
-    check_images,
     check_keys,
-    check_labels,
     check_maps,
+    class_labels,
     failure_arrays,
     failure_title,
     format_confidence,
     frame,
+    image_batch,
     message_panel,
     model_color,
     new_figure,
@@ -58,38 +58,33 @@ def _failure_panel(
     """The upscaled image, titled "true → predicted (confidence)" (broken to fit ``width`` characters)
     and framed in the verdict's colour."""
     _, color = _verdict(predicted, true)
-    show_image(
-        ax, upscale_image(image), failure_title(names[true], names[predicted], confidence, width), color
-    )
+    title = failure_title(names[true], names[predicted], confidence, width)
+    show_image(ax, upscale_image(image), title, color)
     frame(ax, color)
 
 
 @styled
 def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_images: int = 32) -> Figure:
-    """The most confident failures, eight per row, each titled "true → predicted (confidence)".
+    """The first ``max_images`` failures, eight per row, each titled "true → predicted (confidence)" and
+    framed red (green for a right prediction).
 
     Args:
-        images: uint8 (K, 3, H, W), the images of the failures in the failure set's order
-            (``test_images[failures.indices]``).
-        failures: a FailureSet (or any object with ``indices``, ``true_labels``, ``predicted``,
-            ``confidence`` of length K, and optionally ``threshold``).
+        images: uint8 (K, 3, H, W) in the failure set's order (``test_images[failures.indices]``).
+        failures: a FailureSet, or any object with its columns of length K (``threshold`` optional).
         classes: class names.
-        max_images: show at most this many (the most confident first).
-
-    Titles and frames are red for wrong predictions (green if a correct one is passed in).
     """
     names = check_classes(classes)
     columns = failure_arrays(failures)
     k = len(columns["indices"])
-    batch = check_images(images)
+    batch = image_batch("images", images)
     if len(batch) != k:
         raise ValueError(
             f"images must hold one image per failure ({k}), got {len(batch)}: "
             "pass test_images[failures.indices]"
         )
     max_images = check_count(max_images, "max_images")
-    true = check_labels(columns["true_labels"], "failures.true_labels", k, len(names))
-    predicted = check_labels(columns["predicted"], "failures.predicted", k, len(names))
+    true = class_labels("failures.true_labels", columns["true_labels"], k, len(names))
+    predicted = class_labels("failures.predicted", columns["predicted"], k, len(names))
     threshold = getattr(failures, "threshold", None)
     if k == 0:
         return _empty_figure("High-confidence failures", "no high-confidence failures: nothing to show")
@@ -118,10 +113,10 @@ def _gradcam_inputs(
 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """The images, every map, label and confidence checked against them (by argument name), the names."""
     names = check_classes(classes)
-    batch = check_images(images)
+    batch = image_batch("images", images)
     k, _, height, width = batch.shape
     checked = {key: check_maps(value, key, (k, height, width)) for key, value in maps.items()}
-    checked |= {key: check_labels(value, key, k, len(names)) for key, value in labels.items()}
+    checked |= {key: class_labels(key, value, k, len(names)) for key, value in labels.items()}
     checked |= {key: check_fractions(value, key, k) for key, value in confidences.items()}
     return batch, checked, names
 
@@ -156,24 +151,9 @@ def plot_gradcam_pairs(
     per_row: int = 1,
     title: str | None = None,
 ) -> Figure:
-    """Where the model looked for the wrong class, and where the evidence for the right one is.
-
-    Per failure: the image | Grad-CAM for the predicted class | Grad-CAM for the true class.
-
-    Args:
-        images: uint8 (K, 3, H, W) images of the failures.
-        predicted_maps: float (K, H, W) in [0, 1], Grad-CAM for each predicted class.
-        true_maps: float (K, H, W) in [0, 1], Grad-CAM for each true class.
-        true_labels, predicted_labels: int (K,) class indices.
-        confidences: float (K,) the predicted class's probability.
-        classes: class names.
-        max_rows: at most this many rows are drawn.
-        per_row: (image, map, map) triplets per row; 2 makes a compact overview.
-        title: figure title.
-
-    Returns:
-        A figure with three axes per failure shown plus a colour bar.
-    """
+    """Per failure: the uint8 (K, 3, H, W) image | Grad-CAM (float (K, H, W) in [0, 1]) for the predicted
+    class | for the true class, titled with int (K,) labels and float (K,) confidences; ``per_row``
+    triplets per row (2: a compact overview), at most ``max_rows`` rows, and a colour bar."""
     batch, checked, names = _gradcam_inputs(
         images,
         {"predicted_maps": predicted_maps, "true_maps": true_maps},
@@ -217,22 +197,9 @@ def plot_before_after_gradcam(
     row_titles: Sequence[str] | None = None,
     max_rows: int = 8,
 ) -> Figure:
-    """The same images through both models: image | baseline Grad-CAM | augmented Grad-CAM.
-
-    Args:
-        images: uint8 (K, 3, H, W).
-        baseline_maps, augmented_maps: float (K, H, W) in [0, 1], each model's Grad-CAM (usually for
-            the class that model predicts).
-        true_labels: int (K,).
-        baseline_predicted, augmented_predicted: int (K,) each model's prediction.
-        baseline_confidence, augmented_confidence: float (K,) each model's confidence in it.
-        classes: class names.
-        row_titles: K strings shown above each image, e.g. "fixed", "kept (same)", "new".
-        max_rows: at most this many rows.
-
-    Each heatmap is titled with that model's prediction and confidence, green with ✓ when right and
-    red with ✗ when wrong.
-    """
+    """The same uint8 (K, 3, H, W) images through both models: image (titled with ``row_titles``, e.g.
+    "fixed") | baseline Grad-CAM | augmented Grad-CAM (float (K, H, W) in [0, 1]), each map titled with
+    that model's int (K,) prediction and float (K,) confidence, green ✓ when right, red ✗ when wrong."""
     batch, checked, names = _gradcam_inputs(
         images,
         {"baseline_maps": baseline_maps, "augmented_maps": augmented_maps},
@@ -272,24 +239,13 @@ def plot_before_after_gradcam(
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Attention measures
-# --------------------------------------------------------------------------------------------------
 @styled
 def plot_periphery_shares(
     failure_shares: Any, control_shares: Any, *, uniform_share: float | None = None
 ) -> Figure:
-    """Distributions of the share of Grad-CAM mass on the image border, failures against correct ones.
-
-    Args:
-        failure_shares: float (K,) in [0, 1], one share per confident failure.
-        control_shares: float (M,) in [0, 1], one per correct prediction.
-        uniform_share: the share a uniform heatmap would give (the border's area fraction), drawn
-            as a reference line when given.
-
-    Medians are marked with dashed lines: if failures sit to the right, the model looked at the
-    background more when it was confidently wrong.
-    """
+    """Densities of the share of Grad-CAM mass on the image border, float (K,) ``failure_shares`` against
+    (M,) ``control_shares`` of correct predictions, medians dashed, and the border's area fraction
+    ``uniform_share`` (what a uniform map gives) dotted when given."""
     # None marks an all-zero map (no share defined): left out, as in the measures.
     groups = {
         "confident failures": check_fractions([v for v in failure_shares if v is not None], "failure_shares"),
@@ -304,26 +260,17 @@ def plot_periphery_shares(
 
     fig = new_figure(7.5, 4.0)
     ax = fig.subplots()
-    bins = np.linspace(0.0, 1.0, 26)
+    bins, axis_x = np.linspace(0.0, 1.0, 26), ax.get_xaxis_transform()
     for (name, values), color in zip(groups.items(), (WRONG_COLOR, CORRECT_COLOR), strict=True):
         median = float(np.median(values))
         # Densities, so a group of 50 failures and one of 5,000 controls share an axis.
         ax.hist(values, bins=bins, density=True, color=color, alpha=0.35, label=f"{name} (n={len(values)})")
         ax.hist(values, bins=bins, density=True, color=color, histtype="step", lw=1.5)
         ax.axvline(median, color=color, ls="--", lw=1.8)
-        ax.text(
-            median,
-            0.98,
-            f" median {median:.2f}",
-            color=color,
-            transform=ax.get_xaxis_transform(),
-            va="top",
-            fontsize=8,
-        )
+        ax.text(median, 0.98, f" median {median:.2f}", color=color, transform=axis_x, va="top", fontsize=8)
     if uniform_share is not None:
-        ax.axvline(
-            uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=f"uniform heatmap ({uniform_share:.2f})"
-        )
+        label = f"uniform heatmap ({uniform_share:.2f})"
+        ax.axvline(uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=label)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of Grad-CAM mass on the image border")
     ax.set_ylabel("density")
@@ -365,19 +312,10 @@ def _auc(curve: Mapping[str, Any], columns: dict[str, np.ndarray], key: str) -> 
 
 @styled
 def plot_deletion_curves(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Deletion curves: the model's score as the most-attended pixels are removed, against random ones.
-
-    Args:
-        curves: ``{model name: curve}`` (or a single curve), each as
-            :func:`cifar_helpers.analysis.gradcam.deletion_curve` returns it: ``fractions`` (S,) deleted
-            fraction, ``attended`` (S,) and ``random`` (S,) scores, optional ``attended_auc`` and
-            ``random_auc``; the score is the confidence in the original prediction.
-
-    If Grad-CAM points at what the model uses, the solid (attended first) curve falls faster than
-    the dashed (random) one: a lower area under it.
-    """
-    if "fractions" in curves:
-        curves = {"model": curves}
+    """The confidence in the original prediction as the most-attended pixels are deleted (solid) against
+    random ones (dashed), AUC in the legend. ``curves``: ``{model name: curve}``, each as
+    :func:`cifar_helpers.analysis.gradcam.deletion_curve` returns it (``fractions``, ``attended``,
+    ``random``: (S,); ``attended_auc``, ``random_auc`` optional)."""
     if not curves:
         raise ValueError("curves is empty: pass {model name: deletion curve}")
     # A model without failures has no curve (None): say so rather than draw an empty axis.

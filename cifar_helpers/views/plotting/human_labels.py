@@ -26,15 +26,8 @@ _BASE_STATUS = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGR
 
 @styled
 def plot_failure_categories(reports: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Each category's share among each model's confident failures, against its share of the test set.
-
-    Args:
-        reports: ``{model: human_failure_report(...)}`` (reports that do not apply are refused).
-
-    Returns:
-        A figure of grouped bars per category (log scale: label errors are 0.5 % of the test set),
-        each model's bar annotated with its enrichment factor.
-    """
+    """Each category's share among each model's confident failures (``{model: human_failure_report(...)}``,
+    all applying) against its share of the test set, on a log scale, annotated with the enrichment."""
     missing = [name for name, r in reports.items() if not r.get("applies")]
     if not reports or missing:
         raise ValueError(f"reports must all apply (human labels present); not for: {', '.join(missing)}")

@@ -38,9 +38,6 @@ def _check_fraction(value: Any, name: str, low: float = 0.0) -> float:
     return value
 
 
-# --------------------------------------------------------------------------------------------------
-# Training curves
-# --------------------------------------------------------------------------------------------------
 def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     if isinstance(history, Mapping) or not isinstance(history, Sequence) or len(history) == 0:
         raise ValueError(f"history of {name!r} must be a non-empty list of per-epoch dicts")
@@ -50,8 +47,7 @@ def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[st
             raise ValueError(f"history of {name!r}, entry {i}: missing key(s) {', '.join(missing)}")
     columns = {key: np.array([float(row[key]) for row in history]) for key in _HISTORY_KEYS}
     for key in ("train_acc", "test_acc"):
-        values = columns[key]
-        if np.nanmax(values) > 1.0 or np.nanmin(values) < 0.0:
+        if np.nanmax(columns[key]) > 1.0 or np.nanmin(columns[key]) < 0.0:
             raise ValueError(f"history of {name!r}: {key} must be fractions in [0, 1], not percents")
     return columns
 
@@ -61,75 +57,47 @@ def plot_training_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
     final_train_accuracy: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Accuracy and loss per epoch, train (dashed) against test (solid), one colour per model.
-
-    The dashed train curve is the running accuracy during each epoch, in train mode and (for an
-    augmented model) on augmented batches. The train-test gap reported everywhere else
-    (``metrics.json``, the summary, the report) compares the *trained* model on the un-augmented
-    training images, evaluated like the test set. Give that accuracy in ``final_train_accuracy``
-    and the bracket at the last epoch shows that same gap, drawn to a diamond at the evaluated
-    train accuracy; without it the bracket is labelled as the running-accuracy difference it is.
+    """Accuracy and loss per epoch, train (dashed) against test (solid), one colour per model, and each
+    model's final train - test gap as a bar at its last epoch, in points in the legend.
 
     Args:
-        histories: ``{model name: history}`` or a single history; a history is a list of dicts with
+        histories: ``{model name: history}`` or one history (named ``"model"``): per-epoch dicts with
             ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` (accuracies in [0, 1]).
-        final_train_accuracy: ``{model name: train accuracy in [0, 1]}`` evaluated after training
-            (``metrics.json``'s ``train_accuracy``); a single history is named ``"model"``.
-
-    Returns:
-        A figure with two axes (accuracy, loss), the final gap annotated per model.
+        final_train_accuracy: ``{model name: accuracy in [0, 1]}`` of the trained model on the
+            un-augmented training images (``metrics.json``'s ``train_accuracy``). Given, the gap is the one
+            reported everywhere else, up to a diamond at that accuracy; otherwise it is measured from the
+            running train accuracy of the last epoch (train mode, augmented batches).
     """
     named = dict(histories) if isinstance(histories, Mapping) else {"model": histories}
     if not named:
         raise ValueError("histories is empty: pass {model name: history}")
     columns = {name: _history_columns(name, history) for name, history in named.items()}
-    evaluated = dict(final_train_accuracy or {})
-    for name, value in evaluated.items():
+    evaluated = {}
+    for name, value in (final_train_accuracy or {}).items():
         if name not in columns:
             raise ValueError(f"final_train_accuracy names {name!r}, which has no history")
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"final_train_accuracy[{name!r}] must be a fraction in [0, 1], got {value!r}")
+        evaluated[name] = 100 * _check_fraction(value, f"final_train_accuracy[{name!r}]")
 
     fig = new_figure(11, 4.2)
     ax_acc, ax_loss = fig.subplots(1, 2)
-    first_epoch = min(cols["epoch"][0] for cols in columns.values())
-    last_epoch = max(cols["epoch"][-1] for cols in columns.values())
-    span = max(last_epoch - first_epoch, 1.0)
+    # Gap bars of models that end on the same epoch are shifted apart so that they do not hide each other.
+    epochs = np.concatenate([cols["epoch"] for cols in columns.values()])
+    shift = 0.02 * max(np.ptp(epochs), 1.0)
     handles = []
     for i, (name, cols) in enumerate(columns.items()):
-        color = model_color(i)
-        epochs = cols["epoch"]
+        color, last = model_color(i), cols["epoch"][-1] + shift * i
         for ax, key, factor in ((ax_acc, "acc", 100), (ax_loss, "loss", 1)):
-            ax.plot(epochs, factor * cols[f"train_{key}"], color=color, **_TRAIN_STYLE)
-            ax.plot(epochs, factor * cols[f"test_{key}"], color=color, **_TEST_STYLE)
-        handles.append(Line2D([], [], color=color, lw=2.5, label=name))
-
-        # The final gap: a bracket from test to train accuracy at the last epoch, labelled in points.
-        # Brackets of different models are shifted apart so that they do not hide each other.
-        x_gap = epochs[-1] + 0.02 * span * i
+            ax.plot(cols["epoch"], factor * cols[f"train_{key}"], color=color, **_TRAIN_STYLE)
+            ax.plot(cols["epoch"], factor * cols[f"test_{key}"], color=color, **_TEST_STYLE)
         test_final = 100 * cols["test_acc"][-1]
         if name in evaluated:
-            train_final = 100 * float(evaluated[name])
-            label = f"{name}: gap {train_final - test_final:+.1f} pts"
-            ax_acc.plot([x_gap], [train_final], "D", color=color, ms=5, mec="black", mew=0.6)
+            train_final, what = evaluated[name], "gap"
+            ax_acc.plot([last], [train_final], "D", color=color, ms=5, mec="black", mew=0.6)
         else:
-            train_final = 100 * cols["train_acc"][-1]
-            label = f"{name}: running train - test {train_final - test_final:+.1f} pts"
-        ax_acc.annotate(
-            "",
-            xy=(x_gap, train_final),
-            xytext=(x_gap, test_final),
-            arrowprops={"arrowstyle": "<->", "color": color, "lw": 1.2, "shrinkA": 0, "shrinkB": 0},
-        )
-        ax_acc.annotate(
-            label,
-            xy=(x_gap, (train_final + test_final) / 2),
-            xytext=(6, -12 * i),
-            textcoords="offset points",
-            color=color,
-            fontsize=8,
-            va="center",
-            fontweight="bold",
+            train_final, what = 100 * cols["train_acc"][-1], "running train - test"
+        ax_acc.vlines(last, test_final, train_final, color=color, lw=4, alpha=0.4)
+        handles.append(
+            Line2D([], [], color=color, lw=2.5, label=f"{name}: {what} {train_final - test_final:+.1f} pts")
         )
     handles += [
         Line2D([], [], color="black", label="train (running, during the epoch)", **_TRAIN_STYLE),
@@ -139,45 +107,30 @@ def plot_training_curves(
         handles.append(
             Line2D([], [], color="black", ls="", marker="D", ms=5, label="train, evaluated like test")
         )
+        fig.supxlabel(
+            "gap = accuracy on the training images evaluated like the test set (eval mode, no "
+            "augmentation) minus test accuracy, as in metrics.json",
+            fontsize=7,
+            color="0.35",
+        )
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    # Room on the right of the last epoch for the gap labels.
-    ax_acc.set_xlim(first_epoch - 0.03 * span, last_epoch + 0.4 * span)
     for ax in (ax_acc, ax_loss):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.legend(handles=handles, loc="upper right")
     fig.suptitle("Training curves: how far the training accuracy runs ahead of the test accuracy")
-    if evaluated:
-        fig.text(
-            0.01,
-            0.01,
-            "gap = accuracy on the training images evaluated like the test set (eval mode, no "
-            "augmentation) minus test accuracy: the gap in metrics.json, the summary and the report",
-            fontsize=7,
-            color="0.35",
-        )
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Confusion matrix and per-class accuracy
-# --------------------------------------------------------------------------------------------------
 @styled
 def plot_confusion_matrix(
     cm: Any,
     classes: Sequence[str],
     title: str = "Confusion matrix: off-diagonal (red) cells are the mistakes",
 ) -> Figure:
-    """A confusion matrix, each cell a percent of its true class (row) with the count beneath.
-
-    Args:
-        cm: (C, C) counts, rows = true class, columns = predicted class.
-        classes: C class names.
-        title: figure title.
-
-    The diagonal is shaded green on a 0-100% scale and the mistakes red on their own scale (up to
-    the largest mistake), so a 3% confusion is not washed out by 90% diagonal cells.
-    """
+    """(C, C) counts ``cm`` (rows: true class, columns: predicted) of the C ``classes``, each cell a percent
+    of its row with the count beneath. The diagonal is green on a 0-100% scale, mistakes red on their own
+    scale (up to the largest), so a 3% confusion is not washed out by 90% diagonal cells."""
     names = check_classes(classes)
     counts = to_numpy(cm, "cm").astype(np.float64)
     c = len(names)
@@ -202,10 +155,8 @@ def plot_confusion_matrix(
             value = values[t, p]
             level = value if t == p else value / off_max
             text_color = "white" if np.isfinite(level) and level > 0.6 else "black"
-            if not np.isfinite(value):
-                label = "–"
-            else:
-                label = f"{value:.0%}\n({int(counts[t, p])})" if counts[t, p] else "·"
+            label = f"{value:.0%}\n({int(counts[t, p])})" if counts[t, p] else "·"
+            label = label if np.isfinite(value) else "–"
             ax.text(p, t, label, ha="center", va="center", fontsize=7, color=text_color)
     ax.set_xticks(range(c), names, rotation=45, ha="right")
     ax.set_yticks(range(c), names)
@@ -243,15 +194,9 @@ def _per_class_table(per_class: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 @styled
 def plot_per_class_accuracy(per_class: Mapping[str, Any] | Any, classes: Sequence[str]) -> Figure:
-    """Per-class accuracy, grouped bars per class, one colour per model.
-
-    Args:
-        per_class: ``{model name: accuracies}`` where accuracies are a (C,) tensor/array or
-            ``{class name: accuracy}``; or one (C,) tensor for a single model. Accuracies in [0, 1].
-        classes: C class names.
-
-    With exactly two models, the change (second - first, in points) is printed above each class.
-    """
+    """Per-class accuracy in [0, 1] as grouped bars, one colour per model: ``per_class`` is ``{model name:
+    (C,) tensor/array or {class name: accuracy}}`` or one (C,) tensor. With two models, the change
+    (second - first, in points) is printed above each class."""
     names = check_classes(classes)
     table = _per_class_table(per_class, names)
     c, m = len(names), len(table)
@@ -260,26 +205,16 @@ def plot_per_class_accuracy(per_class: Mapping[str, Any] | Any, classes: Sequenc
     x = np.arange(c)
     width = 0.8 / m
     for i, (model, acc) in enumerate(table.items()):
-        mean = np.nanmean(acc)
+        offset = (i - (m - 1) / 2) * width
         ax.bar(
-            x + (i - (m - 1) / 2) * width,
-            100 * acc,
-            width,
-            color=model_color(i),
-            label=f"{model} (mean {mean:.1%})",
+            x + offset, 100 * acc, width, color=model_color(i), label=f"{model} (mean {np.nanmean(acc):.1%})"
         )
     if m == 2:
         first, second = table.values()
         for xi, delta, top in zip(x, 100 * (second - first), 100 * np.fmax(first, second), strict=True):
+            color = CORRECT_COLOR if delta > 0 else WRONG_COLOR if delta < 0 else NEUTRAL_COLOR
             if np.isfinite(delta):
-                ax.text(
-                    xi,
-                    top + 1.5,
-                    f"{delta:+.1f}",
-                    ha="center",
-                    fontsize=7,
-                    color=CORRECT_COLOR if delta > 0 else WRONG_COLOR if delta < 0 else NEUTRAL_COLOR,
-                )
+                ax.text(xi, top + 1.5, f"{delta:+.1f}", ha="center", fontsize=7, color=color)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("accuracy (%)")
     # Headroom above 100% keeps the legend off the bars.
@@ -293,21 +228,11 @@ def plot_per_class_accuracy(per_class: Mapping[str, Any] | Any, classes: Sequenc
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Failures: confidence histogram, confused pairs, comparison
-# --------------------------------------------------------------------------------------------------
 @styled
 def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figure:
-    """How confident the model is when it is right and when it is wrong.
-
-    The count axis is logarithmic, so a few hundred wrong predictions stay visible next to thousands
-    of correct ones.
-
-    Args:
-        hist: ``{"edges": B+1 bin edges in [0, 1], "correct": B counts, "wrong": B counts}``, as
-            :func:`cifar_helpers.analysis.failures.confidence_histogram` returns it.
-        threshold: the high-confidence threshold, drawn as a vertical line.
-    """
+    """How confident the model is when right and when wrong, on a log count axis, with the ``threshold``
+    of high confidence drawn as a line; ``hist``: ``{"edges": (B+1,), "correct": (B,), "wrong": (B,)}``
+    as :func:`cifar_helpers.analysis.failures.confidence_histogram` returns it."""
     keys = ("edges", "correct", "wrong")
     check_keys(hist, keys, "hist")
     edges, correct, wrong = (to_numpy(hist[key], f"hist[{key!r}]").astype(np.float64) for key in keys)
@@ -353,12 +278,9 @@ def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figu
 
 @styled
 def plot_confused_pairs(pairs: Sequence[Mapping[str, Any]]) -> Figure:
-    """The (true → predicted) pairs as horizontal bars, the most frequent on top.
-
-    Args:
-        pairs: ``[{"true": class name, "predicted": class name, "count": n}, ...]`` as
-            :func:`cifar_helpers.analysis.failures.most_confused_pairs` returns them (the 10 most frequent).
-    """
+    """The (true → predicted) ``pairs`` (``[{"true", "predicted", "count"}, ...]`` as
+    :func:`cifar_helpers.analysis.failures.most_confused_pairs` returns them) as bars, the most frequent
+    on top."""
     rows = []
     for i, pair in enumerate(pairs):
         check_keys(pair, ("true", "predicted", "count"), f"pairs[{i}]")
@@ -400,17 +322,9 @@ def plot_failure_comparison(
     baseline_gap: float | None = None,
     augmented_gap: float | None = None,
 ) -> Figure:
-    """What retraining with augmentation did to the baseline's confident failures.
-
-    Args:
-        counts: ``{"fixed", "kept_same", "kept_different", "new": n}`` (extra keys are ignored), as
-            :meth:`cifar_helpers.analysis.failures.FailureComparison.counts` returns them.
-        baseline_accuracy, augmented_accuracy: test accuracies in [0, 1].
-        baseline_gap, augmented_gap: train - test accuracy in [-1, 1], or None when unknown.
-
-    Returns:
-        A figure with three axes: the four failure groups, test accuracy, and the generalisation gap.
-    """
+    """What retraining with augmentation did to the baseline's confident failures: the four groups of
+    ``counts`` (:meth:`cifar_helpers.analysis.failures.FailureComparison.counts`), test accuracies in [0, 1]
+    and train - test gaps in [-1, 1] (None: unknown), one axes each."""
     check_keys(counts, [key for key, _, _ in _COMPARISON_GROUPS], "counts")
     values = []
     for key, _, _ in _COMPARISON_GROUPS:
@@ -454,14 +368,8 @@ def plot_failure_comparison(
             ax_gap.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=9, color=NEUTRAL_COLOR)
         else:
             ax_gap.bar(xi, 100 * gap, color=colors[xi])
-            ax_gap.text(
-                xi,
-                100 * gap,
-                f"{100 * gap:+.1f}",
-                ha="center",
-                va="bottom" if gap >= 0 else "top",
-                fontsize=9,
-            )
+            va = "bottom" if gap >= 0 else "top"
+            ax_gap.text(xi, 100 * gap, f"{100 * gap:+.1f}", ha="center", va=va, fontsize=9)
     ax_gap.axhline(0, color="black", lw=0.8)
     ax_gap.set_xticks([0, 1], models)
     ax_gap.set_xlim(-0.6, 1.6)

@@ -1,7 +1,5 @@
-"""Figures of the replicate stage (07): accuracy over seeds, the reseed noise floor, failure stability.
-
-Each function takes the JSON-ready dicts of :mod:`cifar_helpers.analysis.seed_analysis` and returns a Figure.
-"""
+"""Figures of the replicate stage (07) from the dicts of :mod:`cifar_helpers.analysis.seed_analysis`:
+accuracy over seeds, the reseed noise floor, failure stability."""
 
 from __future__ import annotations
 
@@ -9,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .core import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, new_figure, styled
+from .core import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, check_keys, new_figure, styled
 
 _GROUPS = (
     ("fixed", "fixed", CORRECT_COLOR),
@@ -21,39 +20,25 @@ _GROUPS = (
 )
 
 
-def _check_keys(name: str, value: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in value]
-    if missing:
-        raise ValueError(f"{name} is missing key(s) {', '.join(missing)}; pass what seed_analysis returns")
+def _mean_ci(ax: Axes, x: float, entry: Mapping[str, Any]) -> None:
+    """A black diamond at ``entry``'s mean with its 95 % interval, in percent (nothing for one seed)."""
+    if entry["sd"] is not None:
+        low, high = 100 * (entry["mean"] - entry["low"]), 100 * (entry["high"] - entry["mean"])
+        ax.errorbar(x, 100 * entry["mean"], yerr=[[low], [high]], fmt="D", color="black", capsize=5)
 
 
 @styled
 def plot_seed_accuracies(accuracy: Mapping[str, Any]) -> Figure:
-    """Each seed's test accuracy of both models (dots joined per seed), with mean and 95 % interval,
-    and the paired differences with theirs.
-
-    Args:
-        accuracy: :func:`cifar_helpers.analysis.seed_analysis.accuracy_over_seeds`'s result.
-    """
-    _check_keys("accuracy", accuracy, ("seeds", "per_seed", "baseline", "augmented", "difference"))
+    """Each seed's test accuracy of both models (dots joined per seed) and their paired differences, each
+    with mean and 95 % interval, from :func:`cifar_helpers.analysis.seed_analysis.accuracy_over_seeds`."""
+    check_keys(accuracy, ("seeds", "per_seed", "baseline", "augmented", "difference"), "accuracy")
     seeds = list(accuracy["seeds"])
     fig = new_figure(10, 3.8)
     ax_acc, ax_diff = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
-    for i, model in enumerate(("baseline", "augmented")):
-        values = 100 * np.asarray(accuracy["per_seed"][model], dtype=float)
+    base, aug = (100 * np.asarray(accuracy["per_seed"][m], dtype=float) for m in ("baseline", "augmented"))
+    for i, (model, values) in enumerate((("baseline", base), ("augmented", aug))):
         ax_acc.scatter(np.full(len(values), i), values, color=MODEL_COLORS[i], zorder=3)
-        entry = accuracy[model]
-        if entry["sd"] is not None:
-            ax_acc.errorbar(
-                i + 0.15,
-                100 * entry["mean"],
-                yerr=[[100 * (entry["mean"] - entry["low"])], [100 * (entry["high"] - entry["mean"])]],
-                fmt="D",
-                color="black",
-                capsize=5,
-            )
-    base = 100 * np.asarray(accuracy["per_seed"]["baseline"], dtype=float)
-    aug = 100 * np.asarray(accuracy["per_seed"]["augmented"], dtype=float)
+        _mean_ci(ax_acc, i + 0.15, accuracy[model])
     for b, a in zip(base, aug, strict=True):
         ax_acc.plot([0, 1], [b, a], color=NEUTRAL_COLOR, linewidth=0.8, zorder=1)
     ax_acc.set_xticks([0, 1], ["baseline", "augmented"])
@@ -67,15 +52,7 @@ def plot_seed_accuracies(accuracy: Mapping[str, Any]) -> Figure:
     ax_diff.scatter(np.zeros(len(values)), values, color=MODEL_COLORS[1], zorder=3)
     for seed, value in zip(seeds, values, strict=True):
         ax_diff.annotate(f"seed {seed}", (0, value), xytext=(6, 0), textcoords="offset points", fontsize=8)
-    if diff["sd"] is not None:
-        ax_diff.errorbar(
-            0.4,
-            100 * diff["mean"],
-            yerr=[[100 * (diff["mean"] - diff["low"])], [100 * (diff["high"] - diff["mean"])]],
-            fmt="D",
-            color="black",
-            capsize=5,
-        )
+    _mean_ci(ax_diff, 0.4, diff)
     ax_diff.set_xlim(-0.5, 1.0)
     ax_diff.set_xticks([])
     ax_diff.set_ylabel("augmented − baseline (points)")
@@ -86,13 +63,10 @@ def plot_seed_accuracies(accuracy: Mapping[str, Any]) -> Figure:
 
 @styled
 def plot_noise_floor(floor: Mapping[str, Any]) -> Figure:
-    """Fixed / kept / new of a reseed (baseline seed a -> baseline seed b) beside augmentation
-    (baseline -> augmented of one seed): mean counts as bars, each comparison as a dot.
-
-    Args:
-        floor: :func:`cifar_helpers.analysis.seed_analysis.noise_floor`'s result.
-    """
-    _check_keys("floor", floor, ("reseed", "augmentation", "mean"))
+    """Fixed / kept / new of a reseed (baseline seed a -> seed b) beside augmentation (baseline ->
+    augmented, one seed) from :func:`cifar_helpers.analysis.seed_analysis.noise_floor`: mean counts as
+    bars, each comparison as a dot."""
+    check_keys(floor, ("reseed", "augmentation", "mean"), "floor")
     fig = new_figure(9, 3.8)
     ax = fig.subplots()
     x = np.arange(len(_GROUPS))
@@ -118,14 +92,10 @@ def plot_noise_floor(floor: Mapping[str, Any]) -> Figure:
 
 @styled
 def plot_failure_stability(stability: Mapping[str, Any]) -> Figure:
-    """How many seeds each confident failure holds in, and the Jaccard overlap of the seeds' failure sets.
-
-    Args:
-        stability: :func:`cifar_helpers.analysis.seed_analysis.failure_stability`'s result.
-    """
-    _check_keys(
-        "stability", stability, ("seeds", "images_failing_in_k_seeds", "jaccard", "consistent_min_seeds")
-    )
+    """How many seeds each confident failure holds in, and the Jaccard overlap of the seeds' failure sets,
+    from :func:`cifar_helpers.analysis.seed_analysis.failure_stability`."""
+    keys = ("seeds", "images_failing_in_k_seeds", "jaccard", "consistent_min_seeds")
+    check_keys(stability, keys, "stability")
     seeds = list(stability["seeds"])
     histogram = {int(k): v for k, v in stability["images_failing_in_k_seeds"].items()}
     fig = new_figure(10, 4.0)

@@ -1,10 +1,6 @@
 """Figures of the stress stage: corruption curves, a severity grid, reliability diagrams, the Grad-CAM
-randomisation test and the background positive control.
-
-Every function takes the JSON-ready results of :mod:`cifar_helpers.analysis.stress`,
-:mod:`analysis.calibration` and :mod:`analysis.sanity` (as computed, or as loaded back from
-the run directory) and returns a figure; nothing is drawn with ``pyplot``.
-"""
+randomisation test and the background positive control, from the JSON-ready results of
+:mod:`cifar_helpers.analysis` ``stress``, ``calibration`` and ``sanity``."""
 
 from __future__ import annotations
 
@@ -24,15 +20,15 @@ from .core import (
     NEUTRAL_COLOR,
     WRONG_COLOR,
     add_heatmap_colorbar,
-    check_image,
-    check_images,
     check_maps,
     failure_title,
+    image_batch,
     message_panel,
     model_color,
     new_figure,
     overlay_heatmap,
     show_image,
+    single_image,
     styled,
     to_numpy,
 )
@@ -72,22 +68,11 @@ def _summary_and_panels(
     return summary, panels
 
 
-# --------------------------------------------------------------------------------------------------
-# Corruptions
-# --------------------------------------------------------------------------------------------------
 @styled
 def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
-    """Accuracy against severity, one panel per corruption (three per row), one line per model.
-
-    Args:
-        results: ``{model name: corruption_accuracy(...) result}``, or the whole
-            :func:`cifar_helpers.analysis.stress.run_stress_test` result (``corruptions.json``).
-
-    Severity 0 is the clean accuracy; each model's clean accuracy is also drawn as a dashed line in
-    its colour, so the drop is read as the distance below it.
-    """
+    """Accuracy against severity (0 = clean, also dashed), a panel per corruption, a line per model, from
+    ``{model name: corruption_accuracy(...) result}`` or a whole ``corruptions.json``."""
     models = _models(results, "clean_accuracy", "results")
-    # Every corruption of any model, in the order first seen.
     names = list(dict.fromkeys(c for result in models.values() for c in result.get("corruptions") or {}))
     if not names:
         raise ValueError("results hold no corruption: run corruption_accuracy with at least one corruption")
@@ -127,16 +112,9 @@ def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
 
 @styled
 def plot_severity_grid(image: Any, seed: int = 0) -> Figure:
-    """One image under every corruption of :data:`cifar_helpers.analysis.stress.CORRUPTIONS` (rows) at every
-    severity 0..5 (columns).
-
-    Args:
-        image: uint8 (3, H, W) RGB image.
-        seed: seed of the random corruptions (the noise).
-
-    Pixels are drawn as blocks (nearest neighbour), so pixelation and JPEG artefacts stay visible.
-    """
-    batch = torch.from_numpy(np.ascontiguousarray(check_image(image)))[None]
+    """One uint8 (3, H, W) image under every corruption of :data:`cifar_helpers.analysis.stress.CORRUPTIONS`
+    (rows) at severity 0..5 (columns), the noise drawn with ``seed``."""
+    batch = torch.from_numpy(np.ascontiguousarray(single_image("image", image)))[None]
     fig = new_figure(1.45 * 6 + 0.8, 1.45 * len(CORRUPTIONS) + 0.6)
     axes = fig.subplots(len(CORRUPTIONS), 6, squeeze=False)
     for row, name in enumerate(CORRUPTIONS):
@@ -150,9 +128,6 @@ def plot_severity_grid(image: Any, seed: int = 0) -> Figure:
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Calibration
-# --------------------------------------------------------------------------------------------------
 def _bins(reliability: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     try:
         edges, counts = (np.asarray(reliability[key], dtype=np.float64) for key in ("edges", "counts"))
@@ -172,15 +147,9 @@ def _bins(reliability: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.nda
 
 @styled
 def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
-    """Reliability diagrams before and after temperature scaling, one column per model.
-
-    Args:
-        reports: ``{model name: calibration_report(...) result}`` (``calibration.json``).
-
-    Top: accuracy per confidence bin (bars: before scaling, line: after) against the diagonal of
-    perfect calibration; bars below the diagonal are over-confidence. Bottom: how many predictions
-    fall in each bin, before and after.
-    """
+    """Reliability diagrams of ``{model name: calibration_report(...) result}``, a column per model: accuracy
+    per confidence bin before (bars) and after (line) temperature scaling against the diagonal, and
+    below, the share of predictions per bin."""
     models = _models(reports, "temperature", "reports")
     fig = new_figure(3.6 * len(models), 5.4)
     axes = fig.subplots(2, len(models), squeeze=False, height_ratios=(2.2, 1.0), sharex=True)
@@ -189,38 +158,26 @@ def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
         after = _bins(report["after"]["reliability"], f"reports[{model!r}]['after']")
         edges = before[0]
         centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-        top, bottom = axes[0, col], axes[1, col]
+        top, bottom, color = axes[0, col], axes[1, col], model_color(col)
         top.plot([0, 1], [0, 1], color=NEUTRAL_COLOR, ls="--", lw=1, label="perfect calibration")
+        label = f"before (ECE {report['before']['ece']:.3f})"
         top.bar(
-            centres,
-            np.nan_to_num(before[2]),
-            width=widths,
-            color=model_color(col),
-            alpha=0.45,
-            edgecolor="white",
-            label=f"before (ECE {report['before']['ece']:.3f})",
+            centres, np.nan_to_num(before[2]), width=widths, color=color, alpha=0.45, ec="white", label=label
         )
-        top.plot(
-            after[3],
-            after[2],
-            "o-",
-            color=WRONG_COLOR,
-            ms=3.5,
-            lw=1.5,
-            label=f"after T = {report['temperature']:.2f} (ECE {report['after']['ece']:.3f})",
-        )
+        label = f"after T = {report['temperature']:.2f} (ECE {report['after']['ece']:.3f})"
+        top.plot(after[3], after[2], "o-", color=WRONG_COLOR, ms=3.5, lw=1.5, label=label)
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
         top.set_ylabel("accuracy in bin")
         top.set_title(model)
         top.legend(loc="upper left")
-        for side, counts, color, label in (
-            (-1, before[1], model_color(col), "before"),
+        for side, counts, tint, label in (
+            (-1, before[1], color, "before"),
             (1, after[1], WRONG_COLOR, "after"),
         ):
             share = counts / max(counts.sum(), 1.0)
             bottom.bar(
-                centres + side * widths / 4, share, width=widths / 2, color=color, alpha=0.6, label=label
+                centres + side * widths / 4, share, width=widths / 2, color=tint, alpha=0.6, label=label
             )
         bottom.set_xlabel("confidence (maximum softmax probability)")
         bottom.set_ylabel("share of predictions")
@@ -229,9 +186,6 @@ def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Grad-CAM sanity check
-# --------------------------------------------------------------------------------------------------
 @styled
 def plot_randomisation_test(
     result: Mapping[str, Any],
@@ -239,15 +193,8 @@ def plot_randomisation_test(
     images: Any = None,
     num_examples: int = 4,
 ) -> Figure:
-    """The cascading randomisation test: correlation per step, and optionally the maps themselves.
-
-    Args:
-        result: :func:`cifar_helpers.analysis.sanity.summarise_randomisation`'s result (``sanity.json``).
-        maps: optional float (S, N, H, W) in [0, 1] from
-            :func:`cifar_helpers.analysis.sanity.cascading_randomisation_maps`, S = number of steps.
-        images: uint8 (N, 3, H, W), the images of ``maps``; required with ``maps``.
-        num_examples: images shown when ``maps`` is given.
-    """
+    """The cascading randomisation test (``sanity.json``): correlation per step; with float (S, N, H, W)
+    ``maps`` of the S steps and their uint8 (N, 3, H, W) ``images``, the maps of ``num_examples`` images."""
     try:
         steps = list(result["steps"])
         means = np.asarray(result["spearman_mean"], dtype=np.float64)
@@ -262,19 +209,15 @@ def plot_randomisation_test(
     if maps is not None:
         if images is None:
             raise ValueError("images are needed with maps (the images the maps explain)")
-        image_array = check_images(images, "images")
+        image_array = image_batch("images", images)
         n, _, height, width = image_array.shape
         map_array = check_maps(maps, "maps", (len(steps), n, height, width))
         n_show = min(int(num_examples), n)
     fig = new_figure(max(7.0, 1.35 * len(steps) + 1.0), 3.2 + 1.45 * n_show)
     ax, panels = _summary_and_panels(fig, n_show, len(steps), (2.2, 1.0))
-    x = np.arange(len(steps))
-    ax.fill_between(
-        x, means - stds, means + stds, color=model_color(0), alpha=0.2, label="± 1 std over images"
-    )
-    ax.plot(
-        x, means, "o-", color=model_color(0), lw=2, label="mean Spearman correlation with the trained maps"
-    )
+    x, color = np.arange(len(steps)), model_color(0)
+    ax.fill_between(x, means - stds, means + stds, color=color, alpha=0.2, label="± 1 std over images")
+    ax.plot(x, means, "o-", color=color, lw=2, label="mean Spearman correlation with the trained maps")
     ax.axhline(0, color=NEUTRAL_COLOR, lw=1)
     ax.set_xticks(x, [s if i == 0 else f"+ {s}" for i, s in enumerate(steps)])
     ax.set_ylim(-1.05, 1.05)
@@ -290,23 +233,13 @@ def plot_randomisation_test(
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Positive control
-# --------------------------------------------------------------------------------------------------
 @styled
 def plot_positive_control(
     result: Mapping[str, Any], examples: Mapping[str, Any] | None = None, num_examples: int = 6
 ) -> Figure:
-    """Where Grad-CAM looks for the background-tied and the untied model's confident failures.
-
-    Args:
-        result: :func:`cifar_helpers.analysis.sanity.background_positive_control`'s result
-            (``positive_control.json``).
-        examples: optional :func:`cifar_helpers.analysis.sanity.load_positive_control_examples` output; each
-            model's failures are then shown with the map overlaid and the object outlined in white,
-            titled with the names in ``examples["classes"]`` (class indices without it).
-        num_examples: failures shown per model.
-    """
+    """Where Grad-CAM looks for the background-tied and the untied model's confident failures
+    (``positive_control.json``); with :func:`cifar_helpers.analysis.sanity.load_positive_control_examples`'
+    ``examples``, ``num_examples`` failures per model, map overlaid and object outlined in white."""
     models = [m for m in ("tied", "untied") if isinstance(result.get(m), Mapping)]
     if len(models) != 2:
         raise ValueError(
@@ -341,13 +274,8 @@ def plot_positive_control(
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
     area = result.get("object_area_fraction")
     if area is not None:
-        ax.axhline(
-            float(area),
-            color=NEUTRAL_COLOR,
-            ls="--",
-            lw=1.2,
-            label=f"object area ({float(area):.2f}): uniform map",
-        )
+        label = f"object area ({float(area):.2f}): uniform map"
+        ax.axhline(float(area), color=NEUTRAL_COLOR, ls="--", lw=1.2, label=label)
     ax.set_xticks(x, [label for _, label in measures])
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("share / hit rate")
@@ -362,7 +290,7 @@ def plot_positive_control(
 
     scale = 3
     for (model, entry), row_panels in zip(rows_of_examples, panels, strict=True):
-        images = check_images(entry["images"], f"examples[{model!r}]['images']")
+        images = image_batch(f"examples[{model!r}]['images']", entry["images"])
         k = min(len(images), num_examples)
         maps = check_maps(entry["maps"], f"examples[{model!r}]['maps']", (len(images), *images.shape[2:]))
         masks = to_numpy(entry["masks"], f"examples[{model!r}]['masks']").astype(bool)
@@ -375,12 +303,8 @@ def plot_positive_control(
                 continue
             show_image(panel, overlay_heatmap(images[col], maps[col], scale=scale))
             # The object's outline, so "on the object or not" can be judged at a glance.
-            panel.contour(
-                np.kron(masks[col].astype(np.float32), np.ones((scale, scale), dtype=np.float32)),
-                levels=[0.5],
-                colors="white",
-                linewidths=1.0,
-            )
+            outline = np.kron(masks[col].astype(np.float32), np.ones((scale, scale), dtype=np.float32))
+            panel.contour(outline, levels=[0.5], colors="white", linewidths=1.0)
             title = failure_title(class_name(true[col]), class_name(predicted[col]), float(confidence[col]))
             panel.set_title(title, fontsize=7)
             if col == 0:
