@@ -424,3 +424,8 @@ def test_plot_class_samples_draws_a_row_per_class_with_its_own_images():
     assert int(np.asarray(axes[0].images[0].get_array()).max()) == 0
     with pytest.raises(ValueError, match="per_class"):
         plotting.plot_class_samples(images, labels, ["a", "b", "c"], per_class=0)
+    # NumPy arrays and any integer dtype of labels are accepted, checked by core.checks all the same
+    same = plotting.plot_class_samples(images.numpy(), labels.numpy().astype(np.int32), ["a", "b", "c"], 3)
+    assert [ax.get_ylabel() for ax in same.axes[::3]] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        plotting.plot_class_samples(images, labels, ["a", "b"])

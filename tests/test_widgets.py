@@ -251,6 +251,21 @@ def test_interactive_when_not_headless(data, monkeypatch):
     assert isinstance(show_failure_browser(**data, interactive=False), Figure)
 
 
+def test_static_figure_takes_the_notebooks_arguments_without_heatmaps(data):
+    # as 02_failure_detection calls it: positional images, labels, classes; the rest by name
+    inputs = only(data, "baseline")
+    fig = show_failure_browser(
+        inputs["images"],
+        inputs["labels"],
+        CLASSES,
+        failures=inputs["failures"],
+        probs=inputs["probs"],
+        interactive=False,
+        max_static=3,
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["cat → dog (99%)", "truck → ship (98%)", "cat → dog (97%)"]
+
+
 def test_static_figure_without_heatmaps_is_a_failure_grid(data):
     fig = static_failure_figure(**{**only(data, "augmented"), "heatmaps": None})
     assert [ax.get_title() for ax in fig.axes] == [

@@ -30,6 +30,7 @@ from cifar_helpers.views.plotting.core import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     PANEL_INCHES,
+    TOP_K,
     WRONG_COLOR,
     add_heatmap_colorbar,
     check_classes,
@@ -52,8 +53,6 @@ from cifar_helpers.views.plotting.core import (
 )
 from cifar_helpers.views.plotting.explanations import plot_failure_grid, plot_gradcam_pairs
 from cifar_helpers.views.plotting.human_labels import human_votes_panel
-
-TOP_K = 5
 
 
 def is_headless() -> bool:
@@ -116,7 +115,7 @@ def _prepare(
     classes: Sequence[str],
     failures: Mapping[str, Any],
     probs: Mapping[str, Any],
-    heatmaps: Mapping[str, Mapping[str, Any]] | None,
+    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
     models: Mapping[str, Any] | None = None,
     layer: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, _ModelView]]:
@@ -188,88 +187,26 @@ def _check_human(
     return shares, names
 
 
+def _verdict_panel(ax: Axes, model: str, predicted: str, confidence: float, right: bool) -> None:
+    """Another model's verdict on the image shown, as text: green "✓ right" or red "✗ wrong"."""
+    verdict, color = ("✓ right", CORRECT_COLOR) if right else ("✗ wrong", WRONG_COLOR)
+    message_panel(
+        ax, f"{model} says\n'{predicted}' ({format_confidence(confidence)})\n{verdict}", color=color
+    )
+
+
 def _top_k_panel(ax: Axes, probs: np.ndarray, true: int, classes: list[str], title: str) -> None:
     """The TOP_K most probable classes as bars: true class green, a wrong top prediction red."""
-    order = np.argsort(-probs, kind="stable")[: min(TOP_K, len(classes))]
-    colors = [
-        CORRECT_COLOR if c == true else WRONG_COLOR if rank == 0 else NEUTRAL_COLOR
-        for rank, c in enumerate(order)
-    ]
-    class_bars(ax, probs, order, colors, classes, format_confidence)
+
+    def color_of(c: int, rank: int) -> str:
+        return CORRECT_COLOR if c == true else WRONG_COLOR if rank == 0 else NEUTRAL_COLOR
+
+    order = class_bars(ax, probs, classes, color_of, format_confidence, title)
     if true not in order:
         rank = int((probs > probs[true]).sum()) + 1
         ax.set_xlabel(
             f"true '{classes[true]}': {format_confidence(probs[true])} (rank {rank})", color=CORRECT_COLOR
         )
-    ax.set_title(title, fontsize=8)
-
-
-@styled
-def _browser_figure(
-    image: np.ndarray,
-    index: int,
-    true: int,
-    classes: list[str],
-    current: _ModelView,
-    others: list[_ModelView],
-    position: str,
-    human_shares: np.ndarray | None = None,
-    category: str | None = None,
-) -> Figure:
-    """One failure through every model: a row per model (image or verdict | 2 heatmaps | top-5), and
-    the human votes (CIFAR-10H) beside the first row's top-5 when given."""
-    rows = 1 + len(others)
-    columns = 4 if human_shares is None else 5
-    fig = new_figure(columns * PANEL_INCHES + 1.2 + 0.7 * (columns - 4), rows * (PANEL_INCHES + 0.75) + 0.9)
-    grid = fig.add_gridspec(rows, columns, width_ratios=[1, 1, 1, 1.4, 1.4][:columns])
-    true_name = classes[true]
-    any_heatmap = False
-    for row, model in enumerate([current, *others]):
-        probs = model.probs[index]
-        predicted = int(np.argmax(probs))
-        predicted_name = classes[predicted]
-        ax_left, ax_pred, ax_true, ax_bars = (fig.add_subplot(grid[row, col]) for col in range(4))
-        if row == 0:
-            show_image(ax_left, upscale_image(image), f"test image #{index}\ntrue class '{true_name}'")
-            frame(ax_left, WRONG_COLOR if predicted != true else CORRECT_COLOR)
-            missing = "no heatmap for this failure\n(Grad-CAM was computed\nfor a subset only)"
-        else:
-            right = predicted == true
-            message_panel(
-                ax_left,
-                f"{model.name} says\n'{predicted_name}' ({format_confidence(probs[predicted])})\n"
-                + ("✓ right" if right else "✗ wrong"),
-                color=CORRECT_COLOR if right else WRONG_COLOR,
-            )
-            missing = (
-                f"{model.name} is right here:\nits heatmaps were computed\nfor its failures only"
-                if right
-                else f"no {model.name} heatmap\nfor this image"
-            )
-        maps = model.maps_for(index)
-        if maps is None:
-            message_panel(ax_pred, missing)
-            ax_true.set_axis_off()
-        else:
-            any_heatmap = True
-            pred_title = f"{model.name}: where it looked\nto say '{predicted_name}'"
-            show_image(ax_pred, overlay_heatmap(image, maps[0]), pred_title)
-            show_image(
-                ax_true, overlay_heatmap(image, maps[1]), f"where the evidence\nfor '{true_name}' would be"
-            )
-        _top_k_panel(ax_bars, probs, true, classes, f"{model.name}: top-{min(TOP_K, len(classes))} classes")
-        if human_shares is not None and row == 0:
-            human_votes_panel(
-                fig.add_subplot(grid[row, 4]), human_shares, true, predicted, classes, "humans (CIFAR-10H)"
-            )
-    if any_heatmap:
-        add_heatmap_colorbar(fig, fig.axes)
-    fig.suptitle(
-        f"{current.name}: '{true_name}' taken for '{classes[int(np.argmax(current.probs[index]))]}' "
-        f"({format_confidence(current.probs[index].max())}), failure {position}"
-        + ("" if category is None else f"\ncategory: {category}")
-    )
-    return fig
 
 
 class FailureBrowser:
@@ -336,14 +273,9 @@ class FailureBrowser:
         )
         self.position_label = widgets.Label()
         self.output = widgets.Output()
-        self.widget = widgets.VBox(
-            [
-                self.model_row,
-                widgets.HBox([self.true_dropdown, self.pred_dropdown, self.category_dropdown]),
-                widgets.HBox([self.slider, self.position_label]),
-                self.output,
-            ]
-        )
+        filters = widgets.HBox([self.true_dropdown, self.pred_dropdown, self.category_dropdown])
+        slider_row = widgets.HBox([self.slider, self.position_label])
+        self.widget = widgets.VBox([self.model_row, filters, slider_row, self.output])
 
         self.filtered_indices = torch.empty(0, dtype=torch.int64)
         self.message = ""
@@ -369,19 +301,61 @@ class FailureBrowser:
     def render_current(self) -> Figure | None:
         """The figure the browser shows for the current failure (None when nothing matches)."""
         index = self.current_index
-        if index is None:
-            return None
-        return _browser_figure(
-            self._images[index],
-            index,
-            int(self._labels[index]),
-            self.classes,
-            self._models[self.model],
-            [view for name, view in self._models.items() if name != self.model],
-            f"{self.slider.value} of {len(self._rows)}",
-            None if self._human_shares is None else self._human_shares[index],
-            None if self._categories is None else str(self._categories[index]),
+        return None if index is None else self._figure(index)
+
+    @styled
+    def _figure(self, index: int) -> Figure:
+        """Test image ``index`` through every model: a row per model (image or verdict | 2 heatmaps |
+        top-5), and the human votes (CIFAR-10H) beside the first row's top-5 when given."""
+        image, true, classes = self._images[index], int(self._labels[index]), self.classes
+        current = self._models[self.model]
+        models = [current, *(view for view in self._models.values() if view is not current)]
+        shares = None if self._human_shares is None else self._human_shares[index]
+        rows, columns = len(models), 4 if shares is None else 5
+        fig = new_figure(
+            columns * PANEL_INCHES + 1.2 + 0.7 * (columns - 4), rows * (PANEL_INCHES + 0.75) + 0.9
         )
+        grid = fig.add_gridspec(rows, columns, width_ratios=[1, 1, 1, 1.4, 1.4][:columns])
+        true_name = classes[true]
+        for row, model in enumerate(models):
+            probs = model.probs[index]
+            predicted = int(np.argmax(probs))
+            ax_left, ax_pred, ax_true, ax_bars = (fig.add_subplot(grid[row, col]) for col in range(4))
+            if row == 0:
+                show_image(ax_left, upscale_image(image), f"test image #{index}\ntrue class '{true_name}'")
+                frame(ax_left, WRONG_COLOR if predicted != true else CORRECT_COLOR)
+                missing = "no heatmap for this failure\n(Grad-CAM was computed\nfor a subset only)"
+            else:
+                _verdict_panel(ax_left, model.name, classes[predicted], probs[predicted], predicted == true)
+                missing = f"no {model.name} heatmap\nfor this image"
+                if predicted == true:
+                    missing = (
+                        f"{model.name} is right here:\nits heatmaps were computed\nfor its failures only"
+                    )
+            maps = model.maps_for(index)
+            if maps is None:
+                message_panel(ax_pred, missing)
+                ax_true.set_axis_off()
+            else:
+                title = f"{model.name}: where it looked\nto say '{classes[predicted]}'"
+                show_image(ax_pred, overlay_heatmap(image, maps[0]), title)
+                title = f"where the evidence\nfor '{true_name}' would be"
+                show_image(ax_true, overlay_heatmap(image, maps[1]), title)
+            _top_k_panel(
+                ax_bars, probs, true, classes, f"{model.name}: top-{min(TOP_K, len(classes))} classes"
+            )
+            if shares is not None and row == 0:
+                ax_votes = fig.add_subplot(grid[row, 4])
+                human_votes_panel(ax_votes, shares, true, predicted, classes, "humans (CIFAR-10H)")
+        if any(model.maps_for(index) is not None for model in models):
+            add_heatmap_colorbar(fig, fig.axes)
+        category = "" if self._categories is None else f"\ncategory: {self._categories[index]}"
+        fig.suptitle(
+            f"{current.name}: '{true_name}' taken for '{classes[int(np.argmax(current.probs[index]))]}' "
+            f"({format_confidence(current.probs[index].max())}), "
+            f"failure {self.slider.value} of {len(self._rows)}{category}"
+        )
+        return fig
 
     def _on_slider_change(self, _change: dict[str, Any]) -> None:
         if not self._updating:
@@ -449,22 +423,11 @@ class FailureBrowser:
         return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
 
 
-def static_failure_figure(
-    images: Any,
-    labels: Any,
-    classes: Sequence[str],
-    failures: Mapping[str, Any],
-    probs: Mapping[str, Any],
-    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
-    models: Mapping[str, Any] | None = None,
-    layer: Any = None,
-    *,
-    max_static: int = 16,
-) -> Figure:
+def static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: Any) -> Figure:
     """The first model's ``max_static`` most confident failures with heatmaps, as image | predicted-class
-    map | true-class map, two per row (without any: a failure grid); arguments as :class:`FailureBrowser`."""
+    map | true-class map, two per row (without any: a failure grid); ``inputs`` as :class:`FailureBrowser`."""
     max_static = check_count(max_static, "max_static")
-    batch, _, names, views = _prepare(images, labels, classes, failures, probs, heatmaps, models, layer)
+    batch, _, names, views = _prepare(*inputs, **named_inputs)
     model = next(iter(views.values()))
     columns = model.failures
     # Lazily, so that Grad-CAM on demand runs for the failures drawn only.
@@ -490,29 +453,21 @@ def static_failure_figure(
 
 
 def show_failure_browser(
-    images: Any,
-    labels: Any,
-    classes: Sequence[str],
-    failures: Mapping[str, Any],
-    probs: Mapping[str, Any],
-    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
-    models: Mapping[str, Any] | None = None,
-    layer: Any = None,
-    *,
+    *inputs: Any,
     interactive: bool | None = None,
     max_static: int = 16,
     human_shares: Any = None,
     categories: Sequence[str] | None = None,
+    **named_inputs: Any,
 ) -> FailureBrowser | Figure:
-    """Display and return the :class:`FailureBrowser` (arguments as there) or, where widgets cannot run,
+    """Display and return the :class:`FailureBrowser` (``inputs`` as there) or, where widgets cannot run,
     :func:`static_failure_figure` of ``max_static`` failures: ``interactive`` True, False, or None for
     static when ``CIFAR_STRESS_HEADLESS`` is set. Assign the result so the cell does not show it twice."""
     if interactive is None:
         interactive = not is_headless()
-    inputs = (images, labels, classes, failures, probs, heatmaps, models, layer)
     if interactive:
-        shown = FailureBrowser(*inputs, human_shares=human_shares, categories=categories)
+        shown = FailureBrowser(*inputs, **named_inputs, human_shares=human_shares, categories=categories)
     else:
-        shown = static_failure_figure(*inputs, max_static=max_static)
+        shown = static_failure_figure(*inputs, **named_inputs, max_static=max_static)
     display(shown)
     return shown

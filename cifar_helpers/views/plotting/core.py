@@ -39,6 +39,7 @@ def model_color(i: int) -> str:
 # Inches per image panel: a 32x32 image needs about this much to show its content at notebook width.
 PANEL_INCHES = 1.9
 HEATMAP_CMAP = "jet"  # matplotlib's name for cv2.COLORMAP_JET, used for colour bars
+TOP_K = 5  # classes in a bar panel of the failure browser
 
 STYLE: dict[str, Any] = {
     # White, not transparent: transparent figures vanish on JupyterLab's dark theme.
@@ -221,22 +222,25 @@ def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarra
 def class_bars(
     ax: Axes,
     values: np.ndarray,
-    order: np.ndarray,
-    colors: Sequence[str],
     classes: Sequence[str],
+    color_of: Callable[[int, int], str],
     value_text: Callable[[float], str],
-) -> None:
-    """Horizontal bars of ``values[order]`` (probabilities or vote shares in [0, 1]), ``order[0]`` on
-    top, each bar named by its class and labelled with ``value_text(value)``; the x axis runs to 130 %
-    to leave room for the labels."""
+    title: str,
+) -> np.ndarray:
+    """The :data:`TOP_K` largest of (C,) ``values`` in [0, 1] (probabilities, vote shares) as bars, the
+    largest on top, coloured ``color_of(class, rank)``, named by class and labelled ``value_text(value)``
+    (the x axis runs to 130 % to leave room); returns the classes shown, (TOP_K,)."""
+    order = np.argsort(-values, kind="stable")[: min(TOP_K, len(classes))]
     y = np.arange(len(order))[::-1]
-    ax.barh(y, values[order], color=colors)
+    ax.barh(y, values[order], color=[color_of(c, rank) for rank, c in enumerate(order)])
     for yi, c in zip(y, order, strict=True):
         ax.text(values[c], yi, f" {value_text(values[c])}", va="center", fontsize=7)
     ax.set_yticks(y, [classes[c] for c in order])
     ax.set_xlim(0, 1.3)
     ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
     ax.grid(axis="y", visible=False)
+    ax.set_title(title, fontsize=8)
+    return order
 
 
 def format_confidence(p: float) -> str:
@@ -253,9 +257,7 @@ def format_confidence(p: float) -> str:
 def failure_title(true_name: str, predicted_name: str, confidence: float, width: int = 22) -> str:
     """ "true → predicted (97%)", broken after the arrow when it would not fit a panel."""
     text = f"{true_name} → {predicted_name} ({format_confidence(confidence)})"
-    if len(text) <= width:
-        return text
-    return f"{true_name} →\n{predicted_name} ({format_confidence(confidence)})"
+    return text if len(text) <= width else text.replace(" → ", " →\n", 1)
 
 
 def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
@@ -288,21 +290,18 @@ def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4, alpha: float = 
 def show_image(ax: Axes, image: np.ndarray, title: str | None = None, color: str | None = None) -> None:
     """Draw an RGB (H, W, 3) array on ``ax`` without ticks or grid, with an optional coloured title."""
     ax.imshow(image, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.grid(False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    ax.spines[:].set_visible(False)
     if title is not None:
         ax.set_title(title, color=color or "black", fontsize=8)
 
 
 def frame(ax: Axes, color: str, width: float = 2.5) -> None:
     """Draw a coloured border around an image panel (green = right, red = wrong)."""
-    for spine in ax.spines.values():
-        spine.set_visible(True)
-        spine.set_edgecolor(color)
-        spine.set_linewidth(width)
+    ax.spines[:].set_visible(True)
+    ax.spines[:].set_edgecolor(color)
+    ax.spines[:].set_linewidth(width)
 
 
 def message_panel(ax: Axes, text: str, color: str = "dimgray") -> None:

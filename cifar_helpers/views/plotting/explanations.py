@@ -125,16 +125,11 @@ def _triplet_figure(n: int, per_row: int) -> tuple[Figure, list[list[Axes]]]:
     """A figure of ``n`` (image, map, map) triplets of axes, ``per_row`` per row, a gap between them."""
     rows = math.ceil(n / per_row)
     fig = new_figure(per_row * (3 * PANEL_INCHES + 0.3), rows * (PANEL_INCHES + 0.55) + 1.0)
-    ratios = []
-    for j in range(per_row):
-        ratios += [1, 1, 1] + ([0.15] if j < per_row - 1 else [])
+    ratios = ([1, 1, 1, 0.15] * per_row)[:-1]
     grid = fig.add_gridspec(rows, len(ratios), width_ratios=ratios)
-    triplets = []
-    for i in range(n):
-        row, slot = divmod(i, per_row)
-        first = slot * 4
-        triplets.append([fig.add_subplot(grid[row, first + c]) for c in range(3)])
-    return fig, triplets
+    return fig, [
+        [fig.add_subplot(grid[i // per_row, i % per_row * 4 + c]) for c in range(3)] for i in range(n)
+    ]
 
 
 @styled
@@ -165,7 +160,6 @@ def plot_gradcam_pairs(
     per_row = check_count(per_row, "per_row")
     if len(batch) == 0:
         return _empty_figure("Grad-CAM of failures", "no failures to explain")
-
     n = min(len(batch), max_rows * per_row)
     fig, triplets = _triplet_figure(n, per_row)
     true, predicted = checked["true_labels"], checked["predicted_labels"]
@@ -216,7 +210,6 @@ def plot_before_after_gradcam(
         raise ValueError(f"row_titles must have one entry per image ({len(batch)}), got {len(row_titles)}")
     if len(batch) == 0:
         return _empty_figure("Baseline vs augmented Grad-CAM", "no images to compare")
-
     n = min(len(batch), max_rows)
     fig, triplets = _triplet_figure(n, 1)
     true = checked["true_labels"]
@@ -227,12 +220,8 @@ def plot_before_after_gradcam(
             predicted = checked[f"{model}_predicted"][i]
             mark, color = _verdict(predicted, true[i])
             confidence = format_confidence(checked[f"{model}_confidence"][i])
-            show_image(
-                ax,
-                overlay_heatmap(batch[i], checked[f"{model}_maps"][i]),
-                f"{model}: '{names[predicted]}'\n{confidence} {mark}",
-                color,
-            )
+            title = f"{model}: '{names[predicted]}'\n{confidence} {mark}"
+            show_image(ax, overlay_heatmap(batch[i], checked[f"{model}_maps"][i]), title, color)
             frame(ax, color, width=2.0)
     add_heatmap_colorbar(fig, fig.axes)
     fig.suptitle("Same image, two models: where baseline and augmented looked for their answer")

@@ -52,8 +52,8 @@ def plot_road_curves(table: Mapping[str, Any], rows: Sequence[str] | None = None
         for name in names:
             row, is_floor = table["rows"][name], name == "random"
             style, color = ("--", NEUTRAL_COLOR) if is_floor else ("-", next(colors))
-            label = f"{name} (combined {row['combined']:+.2f})"
-            ax.plot(x, row[order], style, color=color, marker="o", ms=3, lw=1.6, label=label)
+            legend = f"{name} (combined {row['combined']:+.2f})"
+            ax.plot(x, row[order], style, color=color, marker="o", ms=3, lw=1.6, label=legend)
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_title(label)
         ax.set_xlabel("pixels removed and imputed (%)")

@@ -63,13 +63,12 @@ def plot_failure_categories(reports: Mapping[str, Mapping[str, Any]]) -> Figure:
 def human_votes_panel(
     ax: Axes, shares: np.ndarray, given: int, predicted: int, classes: Sequence[str], title: str
 ) -> None:
-    """The five classes most voted by humans (CIFAR-10H shares) as bars: given label green, the
+    """The five classes most voted by humans (CIFAR-10H shares, (C,)) as bars: given label green, the
     model's prediction red, beside the model's own top-5 panel of the failure browser."""
-    order = np.argsort(-shares, kind="stable")[: min(5, len(classes))]
-    colors = [
-        CORRECT_COLOR if c == given else WRONG_COLOR if c == predicted else NEUTRAL_COLOR for c in order
-    ]
-    class_bars(ax, shares, order, colors, classes, lambda share: f"{100 * share:.0f}%")
+
+    def color_of(c: int, _rank: int) -> str:
+        return CORRECT_COLOR if c == given else WRONG_COLOR if c == predicted else NEUTRAL_COLOR
+
+    order = class_bars(ax, shares, classes, color_of, lambda share: f"{100 * share:.0f}%", title)
     if predicted not in order:
         ax.set_xlabel(f"humans for '{classes[predicted]}': {100 * shares[predicted]:.0f}%", color=WRONG_COLOR)
-    ax.set_title(title, fontsize=8)

@@ -253,19 +253,12 @@ def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figu
     )
     ax.axvline(threshold, color="black", ls="--", lw=1.2)
     confident_wrong = int(wrong[edges[:-1] >= threshold - 1e-9].sum())
-    total_wrong = int(wrong.sum())
     ax.axvspan(threshold, edges[-1], color=WRONG_COLOR, alpha=0.06)
-    ax.text(
-        threshold,
-        0.97,
-        f" threshold {threshold:.2f}\n {confident_wrong} of {total_wrong} wrong predictions\n"
-        " in bins at or above it",
-        transform=ax.get_xaxis_transform(),
-        va="top",
-        ha="right" if threshold > 0.6 else "left",
-        fontsize=8,
-        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
-    )
+    note = f" threshold {threshold:.2f}\n {confident_wrong} of {int(wrong.sum())} wrong predictions\n"
+    note += " in bins at or above it"
+    box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85}
+    ha, on_x = "right" if threshold > 0.6 else "left", ax.get_xaxis_transform()
+    ax.text(threshold, 0.97, note, transform=on_x, va="top", ha=ha, fontsize=8, bbox=box)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel("confidence (maximum softmax probability)")
     ax.set_ylabel("images (log scale)")
@@ -343,7 +336,6 @@ def plot_failure_comparison(
 
     fig = new_figure(11, 4.0)
     ax_groups, ax_acc, ax_gap = fig.subplots(1, 3, width_ratios=[2.4, 1, 1])
-
     x = np.arange(len(values))
     ax_groups.bar(x, values, color=[color for _, _, color in _COMPARISON_GROUPS])
     for xi, n in zip(x, values, strict=True):

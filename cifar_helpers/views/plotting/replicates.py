@@ -122,8 +122,7 @@ def plot_failure_stability(stability: Mapping[str, Any]) -> Figure:
         for j in range(len(seeds)):
             color = "black" if matrix[i, j] > 0.6 else "white"
             ax_jac.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color=color, fontsize=8)
-    ax_jac.set_xlabel("seed")
-    ax_jac.set_ylabel("seed")
+    ax_jac.set(xlabel="seed", ylabel="seed")
     ax_jac.set_title("Jaccard overlap of the failure sets")
     fig.colorbar(image, ax=ax_jac, fraction=0.046)
     return fig

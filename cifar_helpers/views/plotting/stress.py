@@ -259,17 +259,13 @@ def plot_positive_control(
         ("pointing_game_all", "pointing game\n(all test images)"),
     )
     x = np.arange(len(measures))
-    colours = {"tied": WRONG_COLOR, "untied": CORRECT_COLOR}
-    for i, model in enumerate(models):
+    for i, (model, colour) in enumerate(zip(models, (WRONG_COLOR, CORRECT_COLOR), strict=True)):
         entry = result[model]
         values = [float(entry.get(key, math.nan)) for key, _ in measures]
-        label = (
-            f"{model} backgrounds: accuracy {float(entry.get('test_accuracy', math.nan)):.0%}, "
-            f"{entry.get('num_failures', '?')} failures"
-        )
-        offset = (i - 0.5) * 0.38
+        accuracy = float(entry.get("test_accuracy", math.nan))
+        label = f"{model} backgrounds: accuracy {accuracy:.0%}, {entry.get('num_failures', '?')} failures"
         bars = ax.bar(
-            x + offset, np.nan_to_num(values), width=0.36, color=colours[model], alpha=0.8, label=label
+            x + (i - 0.5) * 0.38, np.nan_to_num(values), width=0.36, color=colour, alpha=0.8, label=label
         )
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
     area = result.get("object_area_fraction")
