@@ -39,6 +39,7 @@ from torch import nn
 from cifar_helpers.analysis.failures import find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import random_maps, road_table
 from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
+from cifar_helpers.analysis.gradcam.cam import _check_float_images, _restore_modes, _save_modes
 from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import accuracy, predict
@@ -48,6 +49,7 @@ from cifar_helpers.rundir.artifacts import load_torch, save_torch
 from cifar_helpers.rundir.config import make_config
 
 if TYPE_CHECKING:
+    from cifar_helpers.core.data import CifarData
     from cifar_helpers.rundir.config import RunConfig
 
 # Cascading randomisation order, top of the network first: (step name, modules re-initialised).
@@ -172,24 +174,21 @@ def cascading_randomisation_maps(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_model_modules(model)
-    if not isinstance(images_normalised, torch.Tensor) or not images_normalised.dtype.is_floating_point:
-        raise TypeError("images_normalised must be a float tensor (N, 3, H, W); use normalization.normalize")
-    if images_normalised.ndim != 4 or images_normalised.shape[0] == 0:
+    images_normalised = _check_float_images(images_normalised, "images_normalised")
+    if images_normalised.shape[0] == 0:
         raise ValueError(
             f"images_normalised must be (N, 3, H, W) with N >= 1, got {tuple(images_normalised.shape)}"
         )
     device = model_device(model)
     images = images_normalised.to(device)
     if target_classes is None:
-        # Each module's own mode is restored, not just the root's, as grad_cam does.
-        modes = [(module, module.training) for module in model.modules()]
+        modes = _save_modes(model)
         model.eval()
         try:
             with torch.no_grad():
                 target_classes = model(images).argmax(dim=1).cpu()
         finally:
-            for module, training in modes:
-                module.training = training
+            _restore_modes(modes)
     target_classes = torch.as_tensor(target_classes).long().cpu()
 
     steps = [TRAINED_STEP]
@@ -258,9 +257,7 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
     measured at the same threshold. Grad-CAM explains the predicted class. Why 50 failures: the few
     most confident failures of *both* models are dominated by the one confusion the generated classes
     invite by design (square and diamond share hue and outline), an object-driven mistake whatever
-    the background; over 50 or more failures the tied model's background-driven mistakes show (on
-    seeds 0, 1 and 42 the gap in mask share is 0.07-0.12 at thresholds 0.5-0.7, while at 0.9 it
-    varies from -0.04 to +0.03).
+    the background; only over many failures do the tied model's background-driven mistakes show.
 
     Args:
         config: the run configuration.
@@ -273,8 +270,8 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         ``threshold`` (used), ``thresholds_tried``, ``object_area_fraction`` (mean object area of the
         test images: the mask share of a uniform map), ``tied`` and ``untied``, each
         ``{"test_accuracy", "train_accuracy", "num_failures", "mask_share", "mask_share_std",
-        "pointing_game", "failure_object_area", "mask_share_all", "pointing_game_all"}`` (``*_all``
-        over every test image, explaining the predicted class), ``mask_share_gap`` and
+        "pointing_game", "failure_object_area", "mask_share_all", "pointing_game_all", "road"}``
+        (``*_all`` over every test image, explaining the predicted class), ``mask_share_gap`` and
         ``pointing_game_gap`` (untied minus tied; positive when the control works), the sizes used,
         ``examples_file`` and ``seconds`` (wall time; the only value that varies between runs).
     """
@@ -304,86 +301,19 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         )
         for name, correlation in (("untied", 0.0), ("tied", CONTROL_CORRELATION))
     }
-    untied = datasets["untied"]
-    test_images, test_labels, test_masks = untied.test_images, untied.test_labels, untied.test_masks
-    if test_masks is None:
+    test = datasets["untied"]  # both share the test split: backgrounds there are never tied
+    if test.test_masks is None:
         raise RuntimeError("make_synthetic_cifar returned no test masks; the positive control needs them")
-
-    trained: dict[str, dict[str, Any]] = {}
-    for name in ("tied", "untied"):
-        data = datasets[name]
-        result = train_model(
-            control,
-            data.train_images,
-            data.train_labels,
-            test_images,
-            test_labels,
-            out_dir / name,
-            augment=False,
-            num_classes=len(data.classes),
-            progress=False,
-            resume=True,
-        )
-        model = result.model.eval()
-        test = predict(model, test_images, test_labels, **control.eval_options())
-        train = predict(model, data.train_images, data.train_labels, **control.eval_options())
-        trained[name] = {
-            "model": model,
-            "probs": test.probs,
-            "test_accuracy": accuracy(test),
-            "train_accuracy": accuracy(train),
-        }
-
-    tried = [t for t in CONTROL_THRESHOLDS if t <= control.confidence_threshold]
-    if not tried or tried[0] != control.confidence_threshold:
-        tried.insert(0, control.confidence_threshold)
-    threshold = tried[-1]
-    for candidate in tried:
-        counts = [
-            len(find_high_confidence_failures(t["probs"], test_labels, candidate)) for t in trained.values()
-        ]
-        if min(counts) >= CONTROL_MIN_FAILURES:
-            threshold = candidate
-            break
-
-    device = model_device(trained["tied"]["model"])
-    normalised = normalize(test_images.to(device))
+    trained = {
+        name: _train_control(control, datasets[name], test, out_dir / name) for name in ("tied", "untied")
+    }
+    threshold, tried = _control_threshold(trained, test.test_labels, control.confidence_threshold)
+    normalised = normalize(test.test_images.to(model_device(trained["tied"]["model"])))
     summary: dict[str, Any] = {}
     examples: dict[str, dict[str, torch.Tensor]] = {}
     for name, entry in trained.items():
-        model = entry["model"]
-        predicted = entry["probs"].argmax(dim=1)
-        maps = grad_cam(model, normalised, predicted, control.gradcam_layer, batch_size=256).cpu()
-        shares = mask_share(maps, test_masks)
-        hits = pointing_game(maps, test_masks)
-        failures = find_high_confidence_failures(entry["probs"], test_labels, threshold)
-        idx = failures.indices
-        summary[name] = {
-            "test_accuracy": entry["test_accuracy"],
-            "train_accuracy": entry["train_accuracy"],
-            "num_failures": len(failures),
-            "mask_share": _nanmean(shares[idx]),
-            "mask_share_std": _nanstd(shares[idx]),
-            "pointing_game": float(hits[idx].to(torch.float64).mean()) if len(idx) else math.nan,
-            "failure_object_area": float(test_masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
-            "mask_share_all": _nanmean(shares),
-            "pointing_game_all": float(hits.to(torch.float64).mean()),
-        }
-        summary[name]["road"] = _control_road(
-            model, test_images[idx[: config.road_images]], predicted[idx], maps[idx], test_masks[idx], config
-        )
-        keep = idx[:CONTROL_EXAMPLES]
-        examples[name] = {
-            "indices": keep.clone(),
-            "images": test_images[keep].clone(),
-            "masks": test_masks[keep].clone(),
-            "maps": maps[keep].clone(),
-            "true_labels": test_labels[keep].clone(),
-            "predicted": predicted[keep].clone(),
-            "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
-        }
-    save_torch(out_dir / EXAMPLES_NAME, {"classes": list(untied.classes), "threshold": threshold, **examples})
-
+        summary[name], examples[name] = _explain_control(entry, test, normalised, threshold, config)
+    save_torch(out_dir / EXAMPLES_NAME, {"classes": list(test.classes), "threshold": threshold, **examples})
     return {
         "correlation": float(CONTROL_CORRELATION),
         "threshold": float(threshold),
@@ -395,7 +325,7 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         "width": control.width,
         "seed": control.seed,
         "layer": control.gradcam_layer,
-        "object_area_fraction": float(test_masks.to(torch.float64).mean()),
+        "object_area_fraction": float(test.test_masks.to(torch.float64).mean()),
         "tied": summary["tied"],
         "untied": summary["untied"],
         "mask_share_gap": summary["untied"]["mask_share"] - summary["tied"]["mask_share"],
@@ -403,6 +333,83 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         "examples_file": EXAMPLES_NAME,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _train_control(control: RunConfig, data: CifarData, test: CifarData, out_dir: Path) -> dict[str, Any]:
+    """One control model trained (or resumed) on ``data``'s training split and tested on ``test``'s."""
+    result = train_model(
+        control,
+        data.train_images,
+        data.train_labels,
+        test.test_images,
+        test.test_labels,
+        out_dir,
+        augment=False,
+        num_classes=len(data.classes),
+        progress=False,
+        resume=True,
+    )
+    model = result.model.eval()
+    tested = predict(model, test.test_images, test.test_labels, **control.eval_options())
+    train = predict(model, data.train_images, data.train_labels, **control.eval_options())
+    return {
+        "model": model,
+        "probs": tested.probs,
+        "test_accuracy": accuracy(tested),
+        "train_accuracy": accuracy(train),
+    }
+
+
+def _control_threshold(
+    trained: dict[str, dict[str, Any]], labels: torch.Tensor, configured: float
+) -> tuple[float, list[float]]:
+    """The highest threshold tried at which every model has :data:`CONTROL_MIN_FAILURES`, and those tried."""
+    tried = [t for t in CONTROL_THRESHOLDS if t <= configured]
+    if not tried or tried[0] != configured:
+        tried.insert(0, configured)
+    for candidate in tried:
+        counts = [len(find_high_confidence_failures(t["probs"], labels, candidate)) for t in trained.values()]
+        if min(counts) >= CONTROL_MIN_FAILURES:
+            return candidate, tried
+    return tried[-1], tried
+
+
+def _explain_control(
+    entry: dict[str, Any], test: CifarData, normalised: torch.Tensor, threshold: float, config: RunConfig
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One control model's Grad-CAM measures (its result entry) and its first failures (for figures)."""
+    model, masks = entry["model"], test.test_masks
+    predicted = entry["probs"].argmax(dim=1)
+    maps = grad_cam(model, normalised, predicted, config.gradcam_layer, batch_size=256).cpu()
+    shares = mask_share(maps, masks)
+    hits = pointing_game(maps, masks)
+    failures = find_high_confidence_failures(entry["probs"], test.test_labels, threshold)
+    idx = failures.indices
+    summary = {
+        "test_accuracy": entry["test_accuracy"],
+        "train_accuracy": entry["train_accuracy"],
+        "num_failures": len(failures),
+        "mask_share": _nanmean(shares[idx]),
+        "mask_share_std": _nanstd(shares[idx]),
+        "pointing_game": float(hits[idx].to(torch.float64).mean()) if len(idx) else math.nan,
+        "failure_object_area": float(masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
+        "mask_share_all": _nanmean(shares),
+        "pointing_game_all": float(hits.to(torch.float64).mean()),
+        "road": _control_road(
+            model, test.test_images[idx[: config.road_images]], predicted[idx], maps[idx], masks[idx], config
+        ),
+    }
+    keep = idx[:CONTROL_EXAMPLES]
+    example = {
+        "indices": keep.clone(),
+        "images": test.test_images[keep].clone(),
+        "masks": masks[keep].clone(),
+        "maps": maps[keep].clone(),
+        "true_labels": test.test_labels[keep].clone(),
+        "predicted": predicted[keep].clone(),
+        "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
+    }
+    return summary, example
 
 
 def _control_road(
@@ -442,14 +449,3 @@ def load_positive_control_examples(out_dir: str | Path) -> dict[str, Any]:
             f"{path} not found: run background_positive_control with out_dir={str(out_dir)!r}"
         )
     return load_torch(path)
-
-
-__all__ = [
-    "CONTROL_THRESHOLDS",
-    "RANDOMISATION_STEPS",
-    "background_positive_control",
-    "cascading_randomisation_maps",
-    "load_positive_control_examples",
-    "spearman_per_image",
-    "summarise_randomisation",
-]
