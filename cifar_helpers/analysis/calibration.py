@@ -23,6 +23,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
 
+from cifar_helpers.analysis.failures import _check_positive_int, _check_threshold
 from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
 from cifar_helpers.core.evaluation import predict
 
@@ -51,12 +52,6 @@ def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, to
     return scores, labels
 
 
-def _check_n_bins(n_bins: Any) -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    return n_bins
-
-
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
     """The reliability diagram's data: per confidence bin, how many predictions, their accuracy, confidence.
 
@@ -72,7 +67,7 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
         JSON-ready ``{"edges": n_bins + 1 floats, "counts": [int], "accuracy": [float | None],
         "confidence": [float | None], "ece": float, "num_samples": N}``; ``None`` marks an empty bin.
     """
-    n_bins = _check_n_bins(n_bins)
+    n_bins = _check_positive_int(n_bins, "n_bins")
     probs, labels = _check_scores(probs, labels, "probs")
     probs = check_probabilities("probs", probs)
     confidence, predicted = probs.max(dim=1)
@@ -191,9 +186,8 @@ def calibration_report(
         "still_above_after": how many of those stay above it after scaling, "after": all failures
         above it after scaling}`` (scaling keeps every prediction's class, so only confidences move).
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
-    n_bins = _check_n_bins(n_bins)
+    threshold = _check_threshold(threshold)
+    n_bins = _check_positive_int(n_bins, "n_bins")
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
     holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     if holdout_logits_64.shape[1] != test_logits.shape[1]:
@@ -210,7 +204,7 @@ def calibration_report(
     above_after = after_probs.max(dim=1).values > threshold
     return {
         "temperature": temperature,
-        "threshold": float(threshold),
+        "threshold": threshold,
         "n_bins": n_bins,
         "num_test": int(test_labels.numel()),
         "num_holdout": int(holdout_labels_64.numel()),

@@ -34,9 +34,6 @@ STATUS_KEPT_SAME = "kept (same)"
 STATUS_KEPT_DIFFERENT = "kept (different)"
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
 def _check_threshold(threshold: float) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold must be a number in (0, 1), got {threshold!r}")
@@ -77,9 +74,6 @@ def _accuracy(probs: Tensor, labels: Tensor) -> float:
     return float((probs.argmax(dim=1) == labels).double().mean())
 
 
-# --------------------------------------------------------------------------------------------------
-# JSON form: a converter per key, in the key order of the files already written
-# --------------------------------------------------------------------------------------------------
 _int64 = partial(torch.tensor, dtype=torch.int64)
 _float32 = partial(torch.tensor, dtype=torch.float32)
 
@@ -96,9 +90,6 @@ def _to_json(value: Any) -> Any:
     return value.to_dict() if isinstance(value, FailureSet) else value
 
 
-# --------------------------------------------------------------------------------------------------
-# The failure set
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class FailureSet:
     """High-confidence failures of one model on one split, ranked by confidence (highest first).
@@ -204,9 +195,6 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Grouping
-# --------------------------------------------------------------------------------------------------
 def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
     num_classes = _check_positive_int(num_classes, "num_classes")
@@ -302,9 +290,6 @@ def confidence_histogram(probs: Tensor, labels: Tensor, bins: int = 20) -> dict[
     }
 
 
-# --------------------------------------------------------------------------------------------------
-# Baseline -> augmented comparison
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class FailureComparison:
     """How the baseline's high-confidence failures fare under the augmented model.

@@ -27,11 +27,6 @@ from ``ROADMostRelevantFirst`` / ``ROADLeastRelevantFirst``, and both are tested
   fixed seed per (order, fraction), leaving the caller's generator untouched.
 
 On maps without ties the two agree exactly (``tests/test_faithfulness.py``).
-
-Typical use::
-
-    maps = comparison_maps(model, images_uint8, predicted, layers=("layer2", "layer3", "layer4"))
-    scores = road_table(model, images_uint8, predicted, maps, fractions=(0.2, 0.4, 0.6, 0.8))
 """
 
 from __future__ import annotations
@@ -43,6 +38,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -63,9 +59,6 @@ EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
 RANDOM = "random"
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
 def check_fractions(fractions: Sequence[float], name: str = "fractions") -> tuple[float, ...]:
     """Removal fractions: a non-empty, strictly increasing sequence of numbers in (0, 1)."""
     if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or not fractions:
@@ -90,9 +83,6 @@ def _check_map_shape(maps: Tensor, shape: tuple[int, int, int], name: str = "map
     return maps.detach().cpu()
 
 
-# --------------------------------------------------------------------------------------------------
-# ROAD
-# --------------------------------------------------------------------------------------------------
 def kept_pixels(pixels: int, fraction: float) -> int:
     """How many of ``pixels`` stay when ``fraction`` is removed: the library's rule on a map without ties.
 
@@ -239,24 +229,13 @@ def road_curves(
     """
     fractions = check_fractions(fractions)
     n = len(images)
+    change = partial(road_change, model, images, target_classes, maps, batch_size=batch_size)
     result: dict[str, Any] = {"num_images": n, "fractions": list(fractions)}
     changes: dict[str, Tensor] = {}
-    for order_index, order in enumerate(REMOVAL_ORDERS):
-        per_fraction = []
-        for fraction in fractions:
-            fraction_seed = seed * 1_000_003 + order_index * 1_000 + round(fraction * 1000)
-            per_fraction.append(
-                road_change(
-                    model,
-                    images,
-                    target_classes,
-                    maps,
-                    fraction,
-                    order,
-                    seed=fraction_seed,
-                    batch_size=batch_size,
-                )
-            )
+    for i, order in enumerate(REMOVAL_ORDERS):
+        per_fraction = [
+            change(f, order, seed=seed * 1_000_003 + i * 1_000 + round(f * 1000)) for f in fractions
+        ]
         changes[order] = torch.stack(per_fraction, dim=1) if n else torch.zeros((0, len(fractions)))
         result[order] = changes[order].mean(dim=0).tolist() if n else [None] * len(fractions)
         result[f"{order}_sem"] = (
@@ -269,9 +248,6 @@ def road_curves(
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# The maps being compared
-# --------------------------------------------------------------------------------------------------
 def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
     """Uniform noise per pixel, float32 (N, H, W): a map that knows nothing about the model."""
     return torch.rand((n, height, width), generator=torch.Generator().manual_seed(seed))
@@ -493,9 +469,6 @@ def faithfulness_report(
     return table, maps
 
 
-# --------------------------------------------------------------------------------------------------
-# Stage-level helpers: what notebooks 03, 05 and 06 compute, each in one call
-# --------------------------------------------------------------------------------------------------
 ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
 
 
@@ -578,30 +551,3 @@ def road_by_model(
         for name, model in models.items()
     }
     return {"num_images": n, "fractions": list(check_fractions(fractions)), "models": tables}
-
-
-__all__ = [
-    "EXPLAINERS",
-    "LEAST_RELEVANT_FIRST",
-    "LIBRARY_EXPLAINERS",
-    "MOST_RELEVANT_FIRST",
-    "RANDOM",
-    "REMOVAL_ORDERS",
-    "ROAD_LAYERS",
-    "best_map",
-    "check_fractions",
-    "comparison_maps",
-    "explainer_maps",
-    "failure_faithfulness",
-    "faithfulness_report",
-    "impute",
-    "keep_masks",
-    "kept_pixels",
-    "library_maps",
-    "map_key",
-    "random_maps",
-    "road_by_model",
-    "road_change",
-    "road_curves",
-    "road_table",
-]

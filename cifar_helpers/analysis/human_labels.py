@@ -22,14 +22,7 @@ Every confident failure gets one category (:data:`CATEGORIES`):
   ``RunConfig.ambiguity_threshold`` (default 0.8: more than one annotator in five chose another class);
 * ``model error`` - humans agree with the label: the model's mistake.
 
-Why 0.8: CIFAR-10H's median image has 1 dissenting vote in 52 (a slip rate of 1.9 %). At that rate
-the binomial chance that 10 or more of ~51 annotators slip on the same image is so small that fewer
-than 0.01 of the 10,000 images would fall below 0.8 by slips alone (0.06 even at 4 %, the 75th
-percentile), while 609 do: below 0.8 the disagreement is a property of the image. At 0.9 slips
-alone would put 6 to 190 images below (1.9 % to 4 %); at 0.5 the
-category would miss most of the split images (122 below 0.5 against 609 below 0.8). And 39 of the 54
-verified label errors are below 0.8 (median share 0.66), so the threshold also catches what the
-independent verification calls a label problem.
+Why 0.8, from the CIFAR-10H votes themselves: README.md, "Is it the model or the label?".
 """
 
 from __future__ import annotations
@@ -48,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from torch import Tensor
 
 from cifar_helpers.core.data import resolve_data_root
@@ -58,18 +52,7 @@ if TYPE_CHECKING:
     from cifar_helpers.core.data import CifarData
     from cifar_helpers.rundir.config import RunConfig
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_TEST_IMAGES = 10_000
 HUMAN_LABELS_ENV = "CIFAR10H_ROOT"
 HUMAN_LABELS_SUBDIR = "human-labels"  # under the data folder, where downloads go
@@ -196,13 +179,6 @@ class HumanLabels:
         return status
 
 
-# --------------------------------------------------------------------------------------------------
-# Finding, downloading and loading the files
-# --------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def default_human_labels_dir() -> Path:
     """``../shared/data/human-labels`` beside the project checkout (development machines and CI)."""
     return Path(__file__).resolve().parents[3] / "shared" / "data" / HUMAN_LABELS_SUBDIR
@@ -287,7 +263,7 @@ def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
                 f"{path} is missing: put the published {item.name} there ({item.url}) "
                 "or let the run download it"
             )
-        digest = _sha256(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != item.sha256:
             raise HumanLabelError(
                 f"{path} differs from the published file (SHA-256 {digest}, expected {item.sha256}): "
@@ -307,9 +283,6 @@ def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Where they apply
-# --------------------------------------------------------------------------------------------------
 def original_test_intensity() -> np.ndarray:
     """uint8 (10000,): each original CIFAR-10 test image's mean pixel value (all channels), rounded."""
     with resources.as_file(resources.files("cifar_helpers") / "resources" / _INTENSITY_RESOURCE) as path:
@@ -406,9 +379,6 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
     return NotApplicable(reason) if reason is not None else human
 
 
-# --------------------------------------------------------------------------------------------------
-# Per image and per failure
-# --------------------------------------------------------------------------------------------------
 def _check_ambiguity_threshold(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"ambiguity_threshold must be a number in (0, 1], got {value!r}")
@@ -433,8 +403,6 @@ def failure_categories(
 
 
 def _spearman(x: Tensor, y: Tensor) -> float | None:
-    from scipy.stats import spearmanr
-
     if len(x) < 3 or bool((x == x[0]).all()) or bool((y == y[0]).all()):
         return None  # undefined for constant input
     rho = spearmanr(x.double().numpy(), y.double().numpy()).statistic
@@ -568,13 +536,10 @@ def comparison_by_category(
     if isinstance(human, NotApplicable):
         return human.to_dict()
     threshold = _check_ambiguity_threshold(ambiguity_threshold)
-    groups = {
-        "fixed": comparison.fixed,
-        "kept_same": comparison.kept_same,
-        "kept_different": comparison.kept_different,
-        "new": comparison.new,
+    by_category = {
+        group: _category_counts(failure_categories(getattr(comparison, group), human, threshold))
+        for group in ("fixed", "kept_same", "kept_different", "new")
     }
-    by_category = {g: _category_counts(failure_categories(ix, human, threshold)) for g, ix in groups.items()}
     # Human labels apply only where the test labels are the original ones, so these are the labels.
     augmented_report = human_failure_report(
         augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
@@ -663,9 +628,6 @@ def browser_inputs(
     }
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading the stages' results back (notebook 03, the run summary, seed replicates)
-# --------------------------------------------------------------------------------------------------
 FAILURES_REPORT = "human_labels.json"  # in failures/ (notebook 02) and reevaluation/ (notebook 05)
 
 

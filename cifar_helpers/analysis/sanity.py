@@ -237,9 +237,6 @@ def summarise_randomisation(
     }
 
 
-# --- positive control ------------------------------------------------------------------------------
-
-
 def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> dict[str, Any]:
     """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
 

@@ -105,9 +105,6 @@ def check_same_test_set(results: Sequence[SeedResults]) -> None:
             )
 
 
-# --- accuracy over seeds ----------------------------------------------------------------------------
-
-
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean, sample standard deviation and a Student-t ``confidence`` interval of ``values``.
 
@@ -162,8 +159,6 @@ def accuracy_over_seeds(results: Sequence[SeedResults], confidence: float = 0.95
     }
 
 
-# --- the noise floor of fixed / kept / new ------------------------------------------------------------
-
 COUNT_KEYS = ("fixed", "kept_same", "kept_different", "new")
 
 
@@ -211,9 +206,6 @@ def noise_floor(results: Sequence[SeedResults]) -> dict[str, Any]:
         else {}
     )
     return {**rows, "mean": mean, "excess": excess}
-
-
-# --- failure stability ------------------------------------------------------------------------------
 
 
 def failure_sets(results: Sequence[SeedResults], model: str = "baseline") -> list[FailureSet]:

@@ -26,9 +26,9 @@ without the HSV round trip (adding to V and converting back scales R, G, B by V'
 is done here, vectorised; a black pixel becomes the grey V' = c). Pixelate reproduces PIL's box
 resampling (which the reference uses both ways) as two small matrices instead of calling PIL or
 OpenCV: OpenCV's INTER_AREA averages over exact pixel footprints and INTER_NEAREST maps with floor(),
-and with them severity 1 changed CIFAR-10 test images by 6.7 grey levels on average instead of the
-reference's 2.0, about as much as severity 5 (9.6), so the published severities would no longer mean
-what they mean in CIFAR-10-C. JPEG uses ``cv2.imencode`` (libjpeg, 4:2:0 chroma, like PIL's default).
+and with them a mild severity changes an image several times as much as the reference's does, so the
+published severities would no longer mean what they mean in CIFAR-10-C. JPEG uses ``cv2.imencode``
+(libjpeg, 4:2:0 chroma, like PIL's default).
 """
 
 from __future__ import annotations
@@ -160,9 +160,9 @@ def _box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """PIL's BOX resize of float (N, C, H, W) whole grey levels -> float (N, C, height, width), rounded.
 
     Not ``PIL.Image.resize(..., Image.Resampling.BOX)`` itself: Pillow works in fixed point and rounds
-    between its horizontal and vertical passes, so on CIFAR-10 test images 6 % (severity 1) to 37 %
-    (severity 5) of the pixelated pixels come out one grey level away from these (never more, see
-    tests/test_stress.py). Calling Pillow would change every saved stress result for no gain.
+    between its horizontal and vertical passes, so some pixelated pixels come out one grey level away
+    from these (never more, see tests/test_stress.py). Calling Pillow would change every saved stress
+    result for no gain.
     """
     rows = _box_resize_matrix(x.shape[2], height)
     cols = _box_resize_matrix(x.shape[3], width)
@@ -341,25 +341,15 @@ def run_stress_test(
         correct = (predictions.preds.cpu() == labels.cpu()).to(torch.float64)
         return float(correct.mean()), float(predictions.confidences.to(torch.float64).mean())
 
-    results: dict[str, dict[str, Any]] = {}
-    for model_name, model in models.items():
-        clean_accuracy, clean_confidence = evaluate(model, images)
-        results[model_name] = {
-            "clean_accuracy": clean_accuracy,
-            "clean_mean_confidence": clean_confidence,
-            "corruptions": {},
-        }
+    clean = {model_name: evaluate(model, images) for model_name, model in models.items()}
+    cells = {m: {name: {"accuracy": [], "mean_confidence": []} for name in names} for m in models}
     for name in names:
-        for model_name in models:
-            results[model_name]["corruptions"][name] = {"accuracy": [], "mean_confidence": []}
         for severity in severities:
             corrupted = corrupt(images, name, severity, corruption_seed(seed, name, severity))
             for model_name, model in models.items():
                 accuracy, confidence = evaluate(model, corrupted)
-                cell = results[model_name]["corruptions"][name]
-                cell["accuracy"].append(accuracy)
-                cell["mean_confidence"].append(confidence)
-
+                cells[model_name][name]["accuracy"].append(accuracy)
+                cells[model_name][name]["mean_confidence"].append(confidence)
     shared = {
         "corruption_names": names,
         "severities": severities,
@@ -367,17 +357,28 @@ def run_stress_test(
         "num_images": int(images.shape[0]),
         "seed": int(seed),
     }
-    for result in results.values():
-        clean = result["clean_accuracy"]
-        every_cell: list[float] = []
-        for cell in result["corruptions"].values():
-            cell["mean_accuracy"] = _mean(cell["accuracy"])
-            cell["absolute_drop"] = clean - cell["mean_accuracy"]
-            cell["relative_drop"] = cell["absolute_drop"] / clean if clean > 0 else math.nan
-            every_cell.extend(cell["accuracy"])
-        result["mean_corruption_accuracy"] = _mean(every_cell)
-        result["absolute_drop"] = clean - result["mean_corruption_accuracy"]
-        result["relative_drop"] = result["absolute_drop"] / clean if clean > 0 else math.nan
-        # Each model's entry also carries the shared keys, so it is a complete result on its own.
-        result.update(shared)
-    return {**shared, "models": results}
+    return {**shared, "models": {m: _model_result(*clean[m], cells[m], shared) for m in models}}
+
+
+def _drops(clean: float, corrupted: float) -> dict[str, float]:
+    """The accuracy lost to corruption, absolute and as a share of the clean accuracy."""
+    drop = clean - corrupted
+    return {"absolute_drop": drop, "relative_drop": drop / clean if clean > 0 else math.nan}
+
+
+def _model_result(
+    clean_accuracy: float, clean_confidence: float, cells: dict[str, Any], shared: dict[str, Any]
+) -> dict[str, Any]:
+    """One model's :func:`run_stress_test` entry, complete on its own (it repeats the shared keys)."""
+    for cell in cells.values():
+        cell["mean_accuracy"] = _mean(cell["accuracy"])
+        cell.update(_drops(clean_accuracy, cell["mean_accuracy"]))
+    mean = _mean([accuracy for cell in cells.values() for accuracy in cell["accuracy"]])
+    return {
+        "clean_accuracy": clean_accuracy,
+        "clean_mean_confidence": clean_confidence,
+        "corruptions": cells,
+        "mean_corruption_accuracy": mean,
+        **_drops(clean_accuracy, mean),
+        **shared,
+    }

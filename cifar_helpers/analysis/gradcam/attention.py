@@ -11,14 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cifar_helpers.analysis.failures import _check_positive_int
 from cifar_helpers.core.checks import check_target_classes, model_device
 
 from .cam import _check_batch_size, _check_float_images, _restore_modes, _save_modes
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
 def _check_maps(maps: Tensor, name: str = "maps") -> Tensor:
     if not isinstance(maps, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (N, H, W), got {type(maps).__name__}")
@@ -41,9 +39,6 @@ def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
     return masks.to(maps.device)
 
 
-# --------------------------------------------------------------------------------------------------
-# Where the mass is
-# --------------------------------------------------------------------------------------------------
 def _share(maps: Tensor, region: Tensor) -> Tensor:
     """Share of each map's mass inside ``region`` (bool, broadcastable to maps); NaN for an empty map."""
     total = maps.sum(dim=(1, 2), dtype=torch.float64)
@@ -149,8 +144,7 @@ def deletion_curve(
         raise ValueError(
             f"maps must have shape {(n, height, width)} to match images, got {tuple(maps.shape)}"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_positive_int(steps, "steps")
     batch_size = _check_batch_size(batch_size, n)
     if generator is None:
         generator = torch.Generator().manual_seed(0)

@@ -27,9 +27,6 @@ from cifar_helpers.core.normalization import normalize
 DEFAULT_LAYER = "layer4"
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation and small helpers
-# --------------------------------------------------------------------------------------------------
 def _check_batch_size(batch_size: int | None, n: int) -> int:
     if batch_size is None:
         return max(n, 1)
@@ -97,9 +94,6 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None = None) -> nn.
     raise TypeError(f"layer must be None, a dotted module name or an nn.Module, got {type(layer).__name__}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Grad-CAM
-# --------------------------------------------------------------------------------------------------
 def grad_cam(
     model: nn.Module,
     images: Tensor,

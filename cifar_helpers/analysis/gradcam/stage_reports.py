@@ -18,9 +18,6 @@ from .attention import attention_measures, deletion_curve, periphery_share
 from .cam import explain_images
 
 
-# --------------------------------------------------------------------------------------------------
-# Confidence-matched controls
-# --------------------------------------------------------------------------------------------------
 def matched_confidence_controls(
     confidences: Tensor,
     correct: Tensor,
@@ -70,9 +67,6 @@ def matched_confidence_controls(
     return matches
 
 
-# --------------------------------------------------------------------------------------------------
-# Stage-level helpers: what notebooks 03 and 05 compute, each in one call
-# --------------------------------------------------------------------------------------------------
 def _share_list(maps: Tensor, center: int) -> list[float | None]:
     """Per-image periphery shares as a JSON-ready list (None for an all-zero map)."""
     return [None if math.isnan(v) else v for v in periphery_share(maps, center).tolist()]
