@@ -2,15 +2,9 @@
 
 A *high-confidence failure* is a test image the model classifies wrongly with a maximum softmax
 probability strictly above a threshold (0.9 by default: a prediction at exactly 0.9 is not above it).
-Everything here takes plain tensors (probabilities ``(N, C)``, labels ``(N,)``), so it works with any
-model's outputs, and everything that ends up in a run directory has a JSON-ready form.
-
-Typical use::
-
-    failures = find_high_confidence_failures(probs, labels, threshold=0.9)
-    save_json(run.path("failures", "failures.json"), failures.to_dict())
-    save_json(run.path("failures", "summary.json"), failure_summary(probs, labels, failures, classes))
-    comparison = compare_failures(baseline_probs, augmented_probs, labels)
+Everything here takes plain tensors (probabilities ``(N, C)``, labels ``(N,)``), and everything that
+ends up in a run directory has a JSON-ready form (``failures.json``, ``summary.json``,
+``comparison.json``).
 """
 
 from __future__ import annotations
@@ -92,19 +86,11 @@ def _to_json(value: Any) -> Any:
 
 @dataclass
 class FailureSet:
-    """High-confidence failures of one model on one split, ranked by confidence (highest first).
-
-    Attributes:
-        indices: int64 (K,) positions of the failures in the evaluated split; ties in confidence are
-            ranked by lower index first.
-        true_labels: int64 (K,) the true class of each failure.
-        predicted: int64 (K,) the (wrong) predicted class.
-        confidence: float32 (K,) the maximum softmax probability, all strictly above ``threshold``.
-        threshold: the confidence threshold used.
-        num_images: N, the number of images evaluated.
-        num_errors: all wrong predictions on the split, whatever their confidence.
-
-    ``num_images`` and ``num_errors`` describe the evaluated split, so :meth:`restricted_to` keeps them.
+    """High-confidence failures of one model on one split, ranked by confidence (highest first, ties by
+    lower index): ``indices`` int64 (K,) positions in the evaluated split, ``true_labels`` and
+    ``predicted`` int64 (K,), ``confidence`` float32 (K,) the maximum softmax probability (all strictly
+    above ``threshold``). ``num_images`` (N) and ``num_errors`` (all wrong predictions, whatever their
+    confidence) describe the evaluated split, so :meth:`restricted_to` keeps them.
     """
 
     indices: Tensor
@@ -164,15 +150,10 @@ _FAILURE_SET_JSON: dict[str, Callable[[Any], Any]] = {
 def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: float = 0.9) -> FailureSet:
     """The wrongly classified images whose maximum softmax probability is strictly above ``threshold``.
 
-    Args:
-        probs: float (N, C) softmax probabilities (rows sum to 1), any device.
-        labels: int64 (N,) true classes.
-        threshold: in (0, 1); a confidence equal to it is *not* above it. The comparison runs in the
-            precision of ``probs`` (float32 unless float64 is given).
-
-    Returns:
-        A :class:`FailureSet` on the CPU, ranked by confidence, highest first (ties: lower index
-        first). It may be empty.
+    ``probs`` float (N, C) softmax probabilities on any device, ``labels`` int64 (N,), ``threshold`` in
+    (0, 1), compared in the precision of ``probs`` (float32 unless float64 is given). Returns a
+    :class:`FailureSet` on the CPU, ranked by confidence, highest first (ties: lower index first);
+    it may be empty.
     """
     threshold = _check_threshold(threshold)
     probs, labels = _check_probs(probs, labels)
@@ -295,12 +276,10 @@ class FailureComparison:
     """How the baseline's high-confidence failures fare under the augmented model.
 
     ``fixed``, ``kept_same`` and ``kept_different`` partition the baseline failures; ``new`` holds the
-    augmented model's high-confidence failures that were not baseline ones. All four are int64 index
-    tensors into the test split, sorted ascending.
-
-    ``augmented_predicted`` (int64 (K,)) and ``augmented_confidence`` (float32 (K,)) are the augmented
-    model's prediction and max probability on each baseline failure, aligned with
-    ``baseline_failures`` (its rank order).
+    augmented model's high-confidence failures that were not baseline ones; all four are int64 index
+    tensors into the test split, sorted ascending. ``augmented_predicted`` int64 (K,) and
+    ``augmented_confidence`` float32 (K,) are the augmented model's prediction and max probability on
+    each baseline failure, in ``baseline_failures``' rank order.
     """
 
     fixed: Tensor
@@ -404,19 +383,13 @@ def compare_failures(
     baseline_train_accuracy: float | None = None,
     augmented_train_accuracy: float | None = None,
 ) -> FailureComparison:
-    """Compare two models' predictions on the same test images.
+    """Compare two models' predictions (float (N, C) softmax probabilities) on the same test images.
 
-    Args:
-        baseline_probs, augmented_probs: float (N, C) softmax probabilities on the same N images.
-        labels: int64 (N,) true classes.
-        threshold: the high-confidence threshold, applied to both models.
-        baseline_train_accuracy, augmented_train_accuracy: optional training accuracies in [0, 1];
-            each given one yields a generalisation gap (train accuracy - test accuracy).
-
-    Each baseline failure is *fixed* (augmented model right), *kept (same)* (augmented model makes
-    the same mistake, at any confidence) or *kept (different)* (wrong with another class). *New*
-    failures are augmented high-confidence failures that were not baseline ones, including images the
-    baseline got wrong at low confidence.
+    Each baseline failure is *fixed* (augmented model right), *kept (same)* (the same mistake, at any
+    confidence) or *kept (different)* (wrong with another class). *New* failures are augmented
+    high-confidence failures that were not baseline ones, including images the baseline got wrong at
+    low confidence. Each training accuracy given (in [0, 1]) yields a generalisation gap (train
+    accuracy - test accuracy).
     """
     base_probs, labels = _check_probs(baseline_probs, labels, name="baseline_probs")
     aug_probs, _ = _check_probs(augmented_probs, labels, name="augmented_probs")

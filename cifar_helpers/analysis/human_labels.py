@@ -139,12 +139,9 @@ class NotApplicable:
 class HumanLabels:
     """The human labels of the 10,000 CIFAR-10 test images, in the original order.
 
-    Attributes:
-        counts: int64 (10000, 10) CIFAR-10H votes per class.
-        original_labels: int64 (10000,) the original test labels.
-        mturk_given: int64 (10000,) how many of the 5 verification workers chose the given label, for
-            the 275 candidates of Northcutt et al.; -1 for images that were not candidates.
-        root: the folder the files were read from.
+    ``counts`` int64 (10000, 10) CIFAR-10H votes per class; ``original_labels`` int64 (10000,);
+    ``mturk_given`` int64 (10000,) how many of the 5 verification workers chose the given label, for
+    the 275 candidates of Northcutt et al. (-1 elsewhere); ``root`` the folder the files came from.
     """
 
     counts: Tensor
@@ -213,9 +210,8 @@ def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> P
 def download_human_labels(folder: str | os.PathLike[str], *, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
     """Download the missing public files into ``folder``, each checked against its SHA-256.
 
-    Each file is written under a temporary name and renamed only after its checksum matched, so a
-    failed or refused download leaves nothing behind. Files already present are kept as they are
-    (:func:`load_human_labels` checks them).
+    A file is renamed into place only after its checksum matched, so a failed or refused download
+    leaves nothing behind; files already present are kept (:func:`load_human_labels` checks them).
 
     Raises:
         HumanLabelError: a downloaded file's checksum differs from the published one (refused).
@@ -247,10 +243,8 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
-    """Read and check the three public files in ``folder``.
-
-    Every file must be byte-identical to the published one (SHA-256), so nothing downstream works on
-    an edited or truncated copy; arrays are read without pickle.
+    """Read the three public files in ``folder``, each byte-identical to the published one (SHA-256),
+    arrays without pickle.
 
     Raises:
         HumanLabelError: a file is missing or differs from the published one (named, with the remedy).
@@ -295,16 +289,13 @@ def check_test_order(
     original_labels: Tensor,
     reference_intensity: np.ndarray | Tensor,
 ) -> str | None:
-    """Whether a test set is the original one in the original order; None if so, else the reason.
+    """None if the test set is the original one in the original order, else the reason.
 
-    The labels must equal the original label sequence, and each image's mean pixel value must be
-    within :data:`ORDER_TOLERANCE_LEVELS` grey levels of the original image at that position for at
-    least :data:`ORDER_MIN_MATCHING` of the images. The second check is what refuses the same images
-    shuffled within each class (their labels are still in order).
-
-    Args:
-        test_labels: int64 (N,); test_images: uint8 (N, 3, H, W); original_labels: int (N0,);
-        reference_intensity: (N0,) mean pixel value of each original image.
+    The labels must equal the original sequence, and each image's mean pixel value must be within
+    :data:`ORDER_TOLERANCE_LEVELS` grey levels of the original image at that position for at least
+    :data:`ORDER_MIN_MATCHING` of the images: the same images shuffled within each class have their
+    labels still in order. ``test_labels`` int64 (N,), ``test_images`` uint8 (N, 3, H, W),
+    ``original_labels`` int (N0,), ``reference_intensity`` (N0,) each original image's mean pixel value.
     """
     original_labels = torch.as_tensor(original_labels).long()
     if len(test_labels) != len(original_labels):
@@ -390,12 +381,8 @@ def failure_categories(
     human: HumanLabels,
     ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
 ) -> list[str]:
-    """The category (one of :data:`CATEGORIES`) of each failure, given by its test index.
-
-    Args:
-        indices: int (K,) test-set positions of wrong predictions (any model).
-        human: the run's :class:`HumanLabels`.
-        ambiguity_threshold: the given label's human share below which an image is ambiguous.
+    """The category (one of :data:`CATEGORIES`) of each failure, given by its int (K,) test ``indices``;
+    an image is ambiguous when its given label's human share is below ``ambiguity_threshold``.
     """
     status = human.label_status(ambiguity_threshold)[torch.as_tensor(indices, dtype=torch.int64)]
     names = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, AGREED: MODEL_ERROR}
@@ -422,11 +409,8 @@ def human_failure_report(
 ) -> dict[str, Any]:
     """Notebook 02's human-label analysis of one model's confident failures.
 
-    Args:
-        probs: float (10000, 10) the model's test probabilities; labels: int64 (10000,).
-        failures: the model's confident failures (indices into the test set).
-        human: from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
-        ambiguity_threshold: see :func:`failure_categories`.
+    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
+    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
 
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``counts`` (per category among the
@@ -489,15 +473,9 @@ def human_failure_report(
 
 
 def model_error_maps(maps: dict[str, Any], human_report: dict[str, Any]) -> dict[str, Any] | None:
-    """The Grad-CAM maps of notebook 03 restricted to the failures humans call model errors.
-
-    Args:
-        maps: :func:`analysis.gradcam.gradcam_for_failures`'s dict (``indices`` (M,) and per-failure
-            tensors of first dimension M).
-        human_report: :func:`human_failure_report`'s output (saved as ``failures/human_labels.json``).
-
-    Returns:
-        The same dict with only the model-error rows, or None when no human labels apply.
+    """Notebook 03's Grad-CAM ``maps`` (:func:`analysis.gradcam.gradcam_for_failures`: ``indices`` (M,)
+    and per-failure tensors of first dimension M) with only the rows of the failures
+    ``human_report`` (:func:`human_failure_report`) calls model errors; None when no human labels apply.
     """
     if not human_report.get("applies"):
         return None
@@ -516,14 +494,11 @@ def comparison_by_category(
     ambiguity_threshold: float,
     classes: Sequence[str],
 ) -> dict[str, Any]:
-    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged.
+    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged (not
+    progress: the augmented model now agrees with a label humans verified to be wrong).
 
-    A fixed verified label error is not progress: the augmented model now agrees with a label that
-    humans verified to be wrong.
-
-    Args:
-        comparison: :func:`cifar_helpers.analysis.failures.compare_failures`'s result.
-        augmented_probs: float (10000, 10) the augmented model's test probabilities.
+    ``comparison`` from :func:`cifar_helpers.analysis.failures.compare_failures`; ``augmented_probs``
+    float (10000, 10) the augmented model's test probabilities.
 
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``by_category`` ``{group: {category: count}}``
@@ -571,11 +546,8 @@ def comparison_by_category(
 
 def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float = 1.0) -> float:
     """Peterson et al.'s measure of human-like uncertainty: the mean cross-entropy (nats) between the
-    CIFAR-10H vote distribution and the model's softmax(logits / temperature).
-
-    Args:
-        logits: float (10000, 10) test logits in the original order.
-        temperature: > 0; 1 is the model as trained.
+    CIFAR-10H votes and softmax(``logits`` / ``temperature``), logits float (10000, 10) in the original
+    order, temperature > 0 (1: the model as trained).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
@@ -590,9 +562,8 @@ def calibration_against_humans(
 ) -> dict[str, Any]:
     """Notebook 06: each model's CIFAR-10H cross-entropy before and after temperature scaling.
 
-    Args:
-        logits: ``{model: float (10000, 10) test logits}``.
-        temperatures: ``{model: temperature fitted on the hold-out split}`` (None: not fitted).
+    ``logits`` ``{model: float (10000, 10) test logits}``; ``temperatures`` ``{model: temperature
+    fitted on the hold-out split, or None}``.
 
     Returns:
         JSON-ready ``{"applies": True, "models": {model: {"temperature", "before", "after"}},

@@ -2,24 +2,19 @@
 
 1. **Model-parameter randomisation test** (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
    The layers of a copy of the trained network are re-initialised cumulatively from the top
-   (``linear``, then ``layer4``, ``layer3``, ``layer2``, ``layer1``, and finally the stem ``conv1`` /
-   ``bn1``), and after each step the Grad-CAM maps of the same images and the same target classes
-   are compared with the trained model's by Spearman rank correlation. An explanation that depends on
-   what the network learned must decorrelate as the learned weights are destroyed; one that stays put
-   is explaining the architecture or the image, not the model. For Grad-CAM the first step already
-   does most of the damage: its channel weights are the gradient of the class logit, which through
-   the global average pool is the linear head's row for that class, so a random head scrambles them.
-   The correlation need not fall monotonically after that: once ``layer4`` itself is random its
-   maps follow the image's edges and blobs, as random convolutions do (Adebayo et al.'s "edge
-   detector" effect), and a weakly trained model's maps partly do too.
+   (``linear``, ``layer4`` ... ``layer1``, then the stem), and after each step the Grad-CAM maps of
+   the same images and target classes are compared with the trained model's by Spearman rank
+   correlation: maps that depend on what the network learned must decorrelate. The first step does
+   most of the damage (Grad-CAM's channel weights are, through the global average pool, the linear
+   head's row for the class), and the fall need not be monotonic after it: once ``layer4`` itself is
+   random its maps follow the image's edges, as random convolutions do.
 
-2. **Positive control for background confusion.** On generated images with known object masks, a
-   model is trained on data whose *training* backgrounds give the class away
-   (``background_class_correlation``), and a second one on data whose do not. On test images with
-   random backgrounds the first model makes high-confidence mistakes because it reads the
-   background, so Grad-CAM of its failures should put most of its mass off the object; the second
-   model's failures should not (or less so). If Grad-CAM cannot tell these two apart, it cannot be
-   trusted to diagnose "the model looks at the background" on CIFAR-10 either.
+2. **Positive control for background confusion.** On generated images with known object masks, one
+   model is trained on data whose *training* backgrounds give the class away and one on data whose
+   do not. On test images with random backgrounds the first model's confident mistakes come from the
+   background, so Grad-CAM of its failures should put less of its mass on the object than the second
+   model's. If Grad-CAM cannot tell these two apart, it cannot diagnose "the model looks at the
+   background" on CIFAR-10 either.
 """
 
 from __future__ import annotations
@@ -39,7 +34,7 @@ from torch import nn
 from cifar_helpers.analysis.failures import find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import random_maps, road_table
 from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
-from cifar_helpers.analysis.gradcam.cam import _check_float_images, _restore_modes, _save_modes
+from cifar_helpers.analysis.gradcam.cam import _check_float_images, _eval_mode
 from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import accuracy, predict
@@ -103,16 +98,11 @@ def _reinitialise(module: nn.Module, seed: int, device: torch.device) -> None:
 
 
 def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation between two stacks of maps, one value per image.
+    """Spearman rank correlation between two stacks of float (N, H, W) maps of the same images.
 
-    Args:
-        reference: float (N, H, W) maps.
-        other: float (N, H, W) maps of the same images.
-
-    Returns:
-        float64 (N,) in [-1, 1] (ties get average ranks). NaN where either map is constant (e.g. an
-        all-zero Grad-CAM map, with no positive evidence anywhere): a rank correlation is undefined
-        there, and counting it as 0 would read "no evidence" as "unrelated evidence".
+    Returns float64 (N,) in [-1, 1] (ties get average ranks); NaN where either map is constant (e.g.
+    an all-zero Grad-CAM map): a rank correlation is undefined there, and 0 would read "no evidence"
+    as "unrelated evidence".
     """
     if reference.shape != other.shape or reference.ndim != 3:
         raise ValueError(
@@ -158,10 +148,10 @@ def cascading_randomisation_maps(
     """Grad-CAM maps of the trained model and of each cumulatively randomised copy.
 
     Args:
-        model: the trained CIFAR ResNet (left unchanged: the randomisation happens on a deep copy).
+        model: the trained CIFAR ResNet (left unchanged: a deep copy is randomised).
         images_normalised: float (N, 3, H, W), normalised.
-        layer: Grad-CAM layer name (``config.gradcam_layer``; None is ``layer4``). It stays the same
-            at every step, so once ``layer4`` is re-initialised the maps come from random weights there.
+        layer: Grad-CAM layer name (None: ``layer4``), the same at every step, so once ``layer4`` is
+            re-initialised the maps come from random weights there.
         seed: seeds the re-initialisation; step k uses ``seed + k``.
         target_classes: int64 (N,) classes to explain; None uses the *trained* model's predictions at
             every step, so only the weights change between steps.
@@ -182,13 +172,8 @@ def cascading_randomisation_maps(
     device = model_device(model)
     images = images_normalised.to(device)
     if target_classes is None:
-        modes = _save_modes(model)
-        model.eval()
-        try:
-            with torch.no_grad():
-                target_classes = model(images).argmax(dim=1).cpu()
-        finally:
-            _restore_modes(modes)
+        with _eval_mode(model), torch.no_grad():
+            target_classes = model(images).argmax(dim=1).cpu()
     target_classes = torch.as_tensor(target_classes).long().cpu()
 
     steps = [TRAINED_STEP]
@@ -207,21 +192,15 @@ def summarise_randomisation(
     steps: list[str], maps: torch.Tensor, *, layer: str | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """The cascading model-parameter randomisation test of Adebayo et al. (2018) for Grad-CAM: the
-    Spearman correlation of every step's maps with the trained maps (step 0).
-
-    Args:
-        steps: step names, as returned by :func:`cascading_randomisation_maps`.
-        maps: float (S, N, H, W) maps, step 0 the trained model's; e.g. of ``config.sanity_images``
-            test images at ``layer=config.gradcam_layer``.
-        layer, seed: recorded in the result.
+    Spearman correlation of every step's maps (float (S, N, H, W), step 0 the trained model's, from
+    :func:`cascading_randomisation_maps`) with the trained maps; ``layer`` and ``seed`` are recorded.
 
     Returns:
         JSON-ready ``{"steps": [...], "spearman_mean": [...], "spearman_std": [...],
         "num_defined": [...], "num_images", "layer", "seed"}``, one entry per step, the first being
         the trained model against itself (1.0 by construction; a check of the bookkeeping). Means
         and standard deviations are over the images whose maps are both non-constant
-        (``num_defined``; see :func:`spearman_per_image`); NaN when there is none. This is what the
-        stress stage saves as ``sanity.json``.
+        (``num_defined``); NaN when there is none. The stress stage saves it as ``sanity.json``.
     """
     if maps.ndim != 4 or maps.shape[0] != len(steps):
         raise ValueError(f"maps must be (S, N, H, W) with S = {len(steps)} steps, got {tuple(maps.shape)}")

@@ -215,17 +215,11 @@ def corrupt(
     severity: int,
     generator: torch.Generator | int | None = None,
 ) -> torch.Tensor:
-    """Apply corruption ``name`` at ``severity`` to a batch of images.
+    """Apply corruption ``name`` (a key of :data:`CORRUPTIONS`) at ``severity`` (0: an unchanged copy,
+    to 5) to uint8 (N, 3, H, W) RGB images on any device (processed on the CPU, returned on theirs).
 
-    Args:
-        images: uint8 tensor (N, 3, H, W), RGB, any device (processed on the CPU).
-        name: a key of :data:`CORRUPTIONS`.
-        severity: 0 (identity: an unchanged copy) to 5 (strongest).
-        generator: a CPU ``torch.Generator`` (advanced by random corruptions) or an integer seed;
-            ``None`` means seed 0. Only ``gaussian_noise`` draws random numbers.
-
-    Returns:
-        uint8 tensor (N, 3, H, W) on the input's device.
+    ``generator``: a CPU ``torch.Generator`` (advanced by random corruptions) or an integer seed; None
+    means seed 0. Only ``gaussian_noise`` draws random numbers.
     """
     images = check_images("images", images)
     _check_corruption(name)
@@ -245,15 +239,9 @@ def corrupt(
 
 
 def stratified_subset(labels: torch.Tensor, n_images: int, seed: int) -> torch.Tensor:
-    """Indices of at most ``n_images`` images with the classes as equally represented as possible.
-
-    Args:
-        labels: int64 (N,) class labels.
-        n_images: how many to keep (all N when ``n_images >= N``).
-        seed: seeds the choice within each class.
-
-    Returns:
-        int64 (min(n_images, N),) indices, sorted, for e.g. ``config.stress_images``.
+    """Sorted int64 indices of at most ``n_images`` images (all N when ``n_images >= N``) with the
+    classes of int64 (N,) ``labels`` as equally represented as possible, chosen within each class
+    under ``seed`` (e.g. for ``config.stress_images``).
     """
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images!r}")
@@ -299,13 +287,11 @@ def run_stress_test(
 
     Args:
         models: name -> trained model (e.g. ``{"baseline": ..., "augmented": ...}``).
-        images: uint8 (N, 3, 32, 32) test images.
-        labels: int64 (N,) labels.
+        images: uint8 (N, 3, 32, 32) test images; labels: int64 (N,).
         corruptions: names from :data:`CORRUPTIONS` (default: all, in that order).
         severities: severities to evaluate, each in 1..5.
-        batch_size, device, bf16, fp16, channels_last: passed to :func:`cifar_helpers.core.evaluation.predict`
-            (``device=None``: the model's own device).
-        seed: base seed of the corruptions.
+        batch_size, device, bf16, fp16, channels_last: passed to
+            :func:`cifar_helpers.core.evaluation.predict` (``device=None``: the model's own device).
 
     Returns:
         JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
