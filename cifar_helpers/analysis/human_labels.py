@@ -556,9 +556,7 @@ def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float =
 
 
 def calibration_against_humans(
-    logits: dict[str, Tensor],
-    temperatures: dict[str, float | None],
-    human: HumanLabels | NotApplicable,
+    logits: dict[str, Tensor], temperatures: dict[str, float | None], human: HumanLabels | NotApplicable
 ) -> dict[str, Any]:
     """Notebook 06: each model's CIFAR-10H cross-entropy before and after temperature scaling.
 

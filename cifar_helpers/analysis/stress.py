@@ -210,10 +210,7 @@ def corruption_seed(seed: int, name: str, severity: int) -> int:
 
 
 def corrupt(
-    images: torch.Tensor,
-    name: str,
-    severity: int,
-    generator: torch.Generator | int | None = None,
+    images: torch.Tensor, name: str, severity: int, generator: torch.Generator | int | None = None
 ) -> torch.Tensor:
     """Apply corruption ``name`` (a key of :data:`CORRUPTIONS`) at ``severity`` (0: an unchanged copy,
     to 5) to uint8 (N, 3, H, W) RGB images on any device (processed on the CPU, returned on theirs).

@@ -113,10 +113,7 @@ def failure_attention_report(
         return report
     confidences, predicted = probs.max(dim=1)
     controls = matched_confidence_controls(
-        confidences,
-        predicted == labels,
-        confidences[indices],
-        generator=torch.Generator().manual_seed(seed),
+        confidences, predicted == labels, confidences[indices], generator=torch.Generator().manual_seed(seed)
     )
     control_maps = explain_images(
         model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size
