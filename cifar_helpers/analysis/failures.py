@@ -26,6 +26,8 @@ _COLUMNS = ("indices", "true_labels", "predicted", "confidence")
 STATUS_FIXED = "fixed"
 STATUS_KEPT_SAME = "kept (same)"
 STATUS_KEPT_DIFFERENT = "kept (different)"
+_TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "augmented_predicted")
+_TABLE_KEYS += ("augmented_confidence", "status")
 
 
 def _check_threshold(threshold: float) -> float:
@@ -313,27 +315,16 @@ class FailureComparison:
         base = self.baseline_failures
         labels = torch.cat([base.true_labels, base.predicted, self.augmented_predicted])
         names = _check_classes(classes, int(labels.max()) + 1 if len(labels) else 0)
-        return [
-            {
-                "index": index,
-                "true": names[true],
-                "baseline_predicted": names[b_pred],
-                "baseline_confidence": b_conf,
-                "augmented_predicted": names[a_pred],
-                "augmented_confidence": a_conf,
-                "status": status,
-            }
-            for index, true, b_pred, b_conf, a_pred, a_conf, status in zip(
-                base.indices.tolist(),
-                base.true_labels.tolist(),
-                base.predicted.tolist(),
-                base.confidence.tolist(),
-                self.augmented_predicted.tolist(),
-                self.augmented_confidence.tolist(),
-                self.status(),
-                strict=True,
-            )
-        ]
+        columns = (
+            base.indices.tolist(),
+            [names[c] for c in base.true_labels.tolist()],
+            [names[c] for c in base.predicted.tolist()],
+            base.confidence.tolist(),
+            [names[c] for c in self.augmented_predicted.tolist()],
+            self.augmented_confidence.tolist(),
+            self.status(),
+        )
+        return [dict(zip(_TABLE_KEYS, row, strict=True)) for row in zip(*columns, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (comparison.json); :meth:`from_dict` restores it."""

@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -353,7 +352,7 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
             return NotApplicable(f"the human-label files are not in {folder} and download=False")
         try:
             download_human_labels(folder)
-        except (urllib.error.URLError, OSError) as error:
+        except OSError as error:  # urllib.error.URLError included
             return NotApplicable(
                 f"the human-label files are not in {folder} and could not be downloaded ({error}); "
                 f"set ${HUMAN_LABELS_ENV} to a folder holding them"

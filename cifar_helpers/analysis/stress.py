@@ -47,7 +47,8 @@ from torch import nn
 from cifar_helpers.core.checks import check_images, check_labels
 from cifar_helpers.core.evaluation import predict
 
-CorruptionFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
+# (uint8 images on the CPU, the severity's parameter, generator) -> uint8 images
+CorruptionFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
 # Per-severity parameters (severity 1..5 -> index 0..4), from CIFAR-10-C's generator.
 CORRUPTION_PARAMETERS: dict[str, tuple[float, ...]] = {
@@ -72,8 +73,7 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
 
-def _gaussian_noise(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    sigma = CORRUPTION_PARAMETERS["gaussian_noise"][severity - 1]
+def _gaussian_noise(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     # Drawn on the CPU from the caller's generator: identical noise whatever device the images are on.
     noise = torch.randn(images.shape, generator=generator, dtype=torch.float32)
     return _to_uint8(_to_unit(images) + sigma * noise)
@@ -86,8 +86,7 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     return (kernel / kernel.sum()).to(torch.float32)
 
 
-def _gaussian_blur(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    sigma = CORRUPTION_PARAMETERS["gaussian_blur"][severity - 1]
+def _gaussian_blur(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     kernel = _gaussian_kernel(sigma)
     radius = (kernel.numel() - 1) // 2
     x = _to_unit(images)
@@ -100,15 +99,13 @@ def _gaussian_blur(images: torch.Tensor, severity: int, generator: torch.Generat
     return _to_uint8(x)
 
 
-def _contrast(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    factor = CORRUPTION_PARAMETERS["contrast"][severity - 1]
+def _contrast(images: torch.Tensor, factor: float, generator: torch.Generator) -> torch.Tensor:
     x = _to_unit(images)
     means = x.mean(dim=(2, 3), keepdim=True)
     return _to_uint8((x - means) * factor + means)
 
 
-def _brightness(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    shift = CORRUPTION_PARAMETERS["brightness"][severity - 1]
+def _brightness(images: torch.Tensor, shift: float, generator: torch.Generator) -> torch.Tensor:
     x = _to_unit(images)
     value = x.amax(dim=1, keepdim=True)  # HSV's V
     new_value = (value + shift).clamp(max=1.0)
@@ -117,8 +114,8 @@ def _brightness(images: torch.Tensor, severity: int, generator: torch.Generator)
     return _to_uint8(scaled)
 
 
-def _jpeg(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    quality = int(CORRUPTION_PARAMETERS["jpeg"][severity - 1])
+def _jpeg(images: torch.Tensor, quality: float, generator: torch.Generator) -> torch.Tensor:
+    quality = int(quality)
     hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty_like(hwc)
     params = [int(cv2.IMWRITE_JPEG_QUALITY), quality]
@@ -170,8 +167,7 @@ def _box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (rows @ x @ cols.T).round()
 
 
-def _pixelate(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    scale = CORRUPTION_PARAMETERS["pixelate"][severity - 1]
+def _pixelate(images: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
     height, width = images.shape[2], images.shape[3]
     small = _box_resize(images.to(torch.float32), max(1, int(height * scale)), max(1, int(width * scale)))
     return _box_resize(small, height, width).clamp(0, 255).to(torch.uint8)
@@ -231,7 +227,7 @@ def corrupt(
     if severity == 0:
         return images.clone()
     device = images.device
-    out = CORRUPTIONS[name](images.detach().cpu(), severity, generator)
+    out = CORRUPTIONS[name](images.detach().cpu(), CORRUPTION_PARAMETERS[name][severity - 1], generator)
     return out.to(device)
 
 
