@@ -1,15 +1,10 @@
 """Calibration: does a confidence of 0.95 mean "right 95 % of the time"? And temperature scaling.
 
-Expected calibration error (Naeini et al., 2015; Guo et al., 2017) bins the test predictions by their
-maximum softmax probability into equal-width bins and averages |accuracy - mean confidence| over the
-bins, weighted by how many predictions fall in each. Temperature scaling (Guo et al., 2017) divides
-the logits by one scalar T > 0 fitted to minimise the negative log-likelihood on held-out data; it
-changes confidences but never the predicted class.
-
-The temperature is fitted on the *hold-out* split (training images kept out of training, see
-``RunConfig.holdout_per_class``), never on the test split: :func:`fit_temperature` receives only
-hold-out tensors, and :func:`calibration_report` passes the test tensors to nothing but the
-evaluation of the already-fitted temperature.
+Expected calibration error (Naeini et al., 2015; Guo et al., 2017) averages |accuracy - mean
+confidence| over equal-width bins of the maximum softmax probability, weighted by their counts.
+Temperature scaling (Guo et al., 2017) divides the logits by one T > 0 fitted to minimise the NLL
+on the *hold-out* split (``RunConfig.holdout_per_class``), never on the test split: it changes
+confidences, never the predicted class.
 """
 
 from __future__ import annotations

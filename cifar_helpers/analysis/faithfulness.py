@@ -107,15 +107,9 @@ def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Gener
 
 
 def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
-    """Replace the pixels not kept by pytorch-grad-cam's noisy linear imputation, under a fixed seed.
-
-    Args:
-        images: float (N, 3, H, W) normalised (the imputer works in the network's input space).
-        keep: bool (N, H, W), True where the pixel stays.
-        seed: seeds the imputer's noise; the caller's global torch generator is left as it was.
-
-    Returns:
-        float32 (N, 3, H, W) on the CPU.
+    """Replace the pixels not kept (``keep`` bool (N, H, W)) of float (N, 3, H, W) normalised ``images``
+    by pytorch-grad-cam's noisy linear imputation, its noise seeded by ``seed`` (the caller's global
+    generator is left as it was): float32 (N, 3, H, W) on the CPU.
     """
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
@@ -433,13 +427,10 @@ def failure_faithfulness(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Notebook 03: ROAD of every layer and explainer on the ``config.road_images`` most confident failures.
 
-    Args:
-        images_uint8: uint8 (N, 3, H, W) the whole split.
-        failure_maps: :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` output (``indices``,
-            ``predicted``; most confident first).
-        config: the :class:`rundir.config.RunConfig` (``road_images``, ``road_fractions``,
-            ``gradcam_layer`` - the layer the explainers are compared on - and ``seed``).
-        layers, explainers: see :func:`comparison_maps`.
+    ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` the output of
+    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` (most confident first); ``config`` gives
+    ``road_images``, ``road_fractions``, ``gradcam_layer`` (where the explainers are compared) and
+    ``seed``; ``layers`` and ``explainers`` as for :func:`comparison_maps`.
 
     Returns:
         ``report``: :func:`faithfulness_report`'s, plus ``indices`` of the images scored and

@@ -1,28 +1,17 @@
 """Human labels for the CIFAR-10 test set: is a confident failure the model's fault, or the label's?
 
-Two public label sets, both indexed by the *original* CIFAR-10 test order:
+Two public label sets (sources and licences: README.md, "Is it the model or the label?"), both
+indexed by the *original* CIFAR-10 test order: CIFAR-10H's ~50 human votes per test image
+(``cifar10h-counts.npy``), and Northcutt et al.'s 275 candidate label errors, each shown to 5
+workers (``cifar10_mturk.json``; the 54 verified errors are those where fewer than 3 of the 5 chose
+the given label), with the original test labels in order (``cifar10_test_set_original_labels.npy``).
+They apply only to the whole test set in that order: elsewhere :func:`human_labels_for_run` returns
+:class:`NotApplicable` with a one-line reason, which every report function passes through.
 
-* **CIFAR-10H** (Peterson, Battleday, Griffiths, Russakovsky, ICCV 2019): about 50 human
-  classifications of every test image, ``cifar10h-counts.npy`` (10,000 x 10 vote counts).
-  CC BY-NC-SA 4.0: downloaded at run time, never shipped with this project.
-* **Verified label errors** (Northcutt, Athalye, Mueller, NeurIPS 2021 datasets track; the
-  repository cleanlab/label-errors, Apache-2.0): ``cifar10_mturk.json``, 275 candidate errors, each
-  shown to 5 workers; the paper's 54 test label errors are those where fewer than 3 of the 5 chose
-  the given label. The same repository has the 10,000 original test labels in order
-  (``cifar10_test_set_original_labels.npy``), which the order check below compares against.
-
-They only mean something for the CIFAR-10 test set in its original order (torchvision's download).
-:func:`human_labels_for_run` applies them only there and otherwise returns :class:`NotApplicable`
-with a one-line reason; every report function passes that through, so the notebooks run unchanged.
-
-Every confident failure gets one category (:data:`CATEGORIES`):
-
-* ``verified label error`` - the image is one of the 54 verified errors: the given label is wrong;
-* ``ambiguous`` - otherwise, the CIFAR-10H share of the given label is below
-  ``RunConfig.ambiguity_threshold`` (default 0.8: more than one annotator in five chose another class);
-* ``model error`` - humans agree with the label: the model's mistake.
-
-Why 0.8, from the CIFAR-10H votes themselves: README.md, "Is it the model or the label?".
+Every confident failure gets one category (:data:`CATEGORIES`): ``verified label error`` (the given
+label is wrong); else ``ambiguous`` when the CIFAR-10H share of the given label is below
+``RunConfig.ambiguity_threshold`` (default 0.8: more than one annotator in five chose another
+class; why 0.8: the README); else ``model error`` (humans agree with the label).
 """
 
 from __future__ import annotations

@@ -145,17 +145,13 @@ def cascading_randomisation_maps(
     target_classes: torch.Tensor | None = None,
     batch_size: int | None = None,
 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Grad-CAM maps of the trained model and of each cumulatively randomised copy.
+    """Grad-CAM maps of the trained model and of each cumulatively randomised copy (the model itself is
+    left unchanged: a deep copy is randomised; step k re-initialises under ``seed + k``).
 
-    Args:
-        model: the trained CIFAR ResNet (left unchanged: a deep copy is randomised).
-        images_normalised: float (N, 3, H, W), normalised.
-        layer: Grad-CAM layer name (None: ``layer4``), the same at every step, so once ``layer4`` is
-            re-initialised the maps come from random weights there.
-        seed: seeds the re-initialisation; step k uses ``seed + k``.
-        target_classes: int64 (N,) classes to explain; None uses the *trained* model's predictions at
-            every step, so only the weights change between steps.
-        batch_size: images per Grad-CAM pass (None: all at once).
+    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``), the same
+    at every step, so once ``layer4`` is re-initialised the maps come from random weights there;
+    ``target_classes`` int64 (N,), None for the *trained* model's predictions at every step, so only the
+    weights change between steps; ``batch_size`` images per Grad-CAM pass (None: all at once).
 
     Returns:
         ``(steps, maps, targets)``: step names (``"trained"`` first, then :data:`RANDOMISATION_STEPS`),
@@ -219,27 +215,19 @@ def summarise_randomisation(
 def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> dict[str, Any]:
     """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
 
-    Both models use the smoke recipe (ResNet-18 of width 8, batch 25, fp32) with ``config``'s seed,
-    device, threads, Grad-CAM layer and confidence threshold, and are tested on the same generated
-    test images, whose backgrounds are never tied to the class. The tied model's training images
-    have their class's background with probability :data:`CONTROL_CORRELATION`. The control's size
-    (:data:`CONTROL_TRAIN_PER_CLASS` and :data:`CONTROL_TEST_PER_CLASS` images per class,
-    :data:`CONTROL_EPOCHS` epochs) does not depend on the profile.
-
-    Each model's high-confidence failures on that test set are found with
-    :func:`analysis.failures.find_high_confidence_failures` at the highest threshold of
-    ``config.confidence_threshold`` and :data:`CONTROL_THRESHOLDS` (those not above it) at which
-    *both* models have at least :data:`CONTROL_MIN_FAILURES` (the lowest one otherwise), so both are
-    measured at the same threshold. Grad-CAM explains the predicted class. Why 50 failures: the few
-    most confident failures of *both* models are dominated by the one confusion the generated classes
-    invite by design (square and diamond share hue and outline), an object-driven mistake whatever
-    the background; only over many failures do the tied model's background-driven mistakes show.
-
-    Args:
-        config: the run configuration.
-        out_dir: where the two models' checkpoints (``tied/``, ``untied/``) and
-            ``positive_control_examples.pt`` (:data:`CONTROL_EXAMPLES` failures per model: image,
-            mask, map) are written; finished checkpoints are reused.
+    Both use the smoke recipe (ResNet-18 of width 8, batch 25, fp32) with ``config``'s seed, device,
+    threads, Grad-CAM layer and confidence threshold, at a size that does not depend on the profile
+    (:data:`CONTROL_TRAIN_PER_CLASS`, :data:`CONTROL_TEST_PER_CLASS`, :data:`CONTROL_EPOCHS`); the
+    tied model's training images have their class's background with probability
+    :data:`CONTROL_CORRELATION`. Both are tested on the same generated images, whose backgrounds are
+    never tied. Their failures are taken at the highest of ``config.confidence_threshold`` and the
+    :data:`CONTROL_THRESHOLDS` below it at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest
+    otherwise): the few most confident failures of both are dominated by the confusion the generated
+    classes invite by design (square and diamond share hue and outline), whatever the background;
+    only over many failures do the tied model's background-driven mistakes show. Grad-CAM explains the
+    predicted class. ``out_dir`` receives the checkpoints (``tied/``, ``untied/``; finished ones are
+    reused) and ``positive_control_examples.pt`` (:data:`CONTROL_EXAMPLES` failures per model: image,
+    mask, map).
 
     Returns:
         JSON-ready dict (saved by the stress stage as ``positive_control.json``): ``correlation``,
@@ -247,9 +235,9 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         test images: the mask share of a uniform map), ``tied`` and ``untied``, each
         ``{"test_accuracy", "train_accuracy", "num_failures", "mask_share", "mask_share_std",
         "pointing_game", "failure_object_area", "mask_share_all", "pointing_game_all", "road"}``
-        (``*_all`` over every test image, explaining the predicted class), ``mask_share_gap`` and
-        ``pointing_game_gap`` (untied minus tied; positive when the control works), the sizes used,
-        ``examples_file`` and ``seconds`` (wall time; the only value that varies between runs).
+        (``*_all`` over every test image), ``mask_share_gap`` and ``pointing_game_gap`` (untied minus
+        tied; positive when the control works), the sizes used, ``examples_file`` and ``seconds`` (wall
+        time; the only value that varies between runs).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)

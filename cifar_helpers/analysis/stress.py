@@ -277,19 +277,14 @@ def run_stress_test(
 
     Each corrupted set is generated once and shown to every model, so the models are compared on the
     same pixels; a cell's noise comes from :func:`corruption_seed` (``seed``, name, severity).
-
-    Args:
-        models: name -> trained model (e.g. ``{"baseline": ..., "augmented": ...}``).
-        images: uint8 (N, 3, 32, 32) test images; labels: int64 (N,).
-        corruptions: names from :data:`CORRUPTIONS` (default: all, in that order).
-        severities: severities to evaluate, each in 1..5.
-        batch_size, device, bf16, fp16, channels_last: passed to
-            :func:`cifar_helpers.core.evaluation.predict` (``device=None``: the model's own device).
+    ``models``: name -> trained model; ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (N,);
+    ``corruptions`` names from :data:`CORRUPTIONS` (None: all); ``severities`` each in 1..5;
+    ``batch_size``, ``device`` (None: the model's own), ``bf16``, ``fp16``, ``channels_last`` go to
+    :func:`cifar_helpers.core.evaluation.predict`.
 
     Returns:
         JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
-        {name: result}}``, what the stress stage saves as ``corruptions.json``. Each model's
-        ``result`` is complete on its own (it repeats the shared keys)::
+        {name: result}}`` (``corruptions.json``), each model's ``result`` complete on its own::
 
             {"clean_accuracy": float, "clean_mean_confidence": float,
              "corruptions": {name: {"accuracy": [per severity], "mean_confidence": [per severity],

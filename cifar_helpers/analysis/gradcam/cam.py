@@ -1,14 +1,10 @@
-"""Batched Grad-CAM on any convolutional layer: the layer to explain, the maps, and the maps of a
-split's failures or of any uint8 images.
+"""Batched Grad-CAM (Selvaraju et al., 2017) on any convolutional layer, of normalised or uint8 images.
 
-Grad-CAM (Selvaraju et al., 2017): for a target class c and a layer with activations A (K, h, w),
-the channel weights are the spatial mean of d logit_c / d A_k (the logit, before the softmax), and
-the map is ReLU(sum_k w_k A_k), bilinearly upsampled to the input size and divided by its maximum.
-
-The maps of a whole batch come from one forward and one backward pass on the model's device: in
-eval mode the samples do not interact, so the gradient of the *sum* of each sample's target logit
-with respect to the batch's activations is each sample's own gradient. Only the activation's
-gradient is computed (``torch.autograd.grad``), so parameters' ``.grad`` are never touched.
+For a target class c and a layer with activations A (K, h, w), the channel weights are the spatial
+mean of d logit_c / d A_k, and the map is ReLU(sum_k w_k A_k), bilinearly upsampled to the input
+size and divided by its maximum. A batch takes one forward and one backward pass: in eval mode the
+samples do not interact, so the gradient of the *sum* of the target logits is each sample's own.
+Only the activation's gradient is computed, so parameters' ``.grad`` are never touched.
 """
 
 from __future__ import annotations
