@@ -87,8 +87,7 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
 
 def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean -log p(true class) under the softmax of ``logits`` float (N, C), ``labels`` int64 (N,): nats,
-    computed in float64.
-    """
+    computed in float64."""
     logits, labels = _check_scores(logits, labels, "logits")
     log_probs = torch.log_softmax(logits, dim=1)
     return float(-log_probs.gather(1, labels.view(-1, 1)).mean())

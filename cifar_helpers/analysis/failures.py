@@ -92,8 +92,7 @@ class FailureSet:
     lower index): ``indices`` int64 (K,) positions in the evaluated split, ``true_labels`` and
     ``predicted`` int64 (K,), ``confidence`` float32 (K,) the maximum softmax probability (all strictly
     above ``threshold``). ``num_images`` (N) and ``num_errors`` (all wrong predictions, whatever their
-    confidence) describe the evaluated split, so :meth:`restricted_to` keeps them.
-    """
+    confidence) describe the evaluated split, so :meth:`restricted_to` keeps them."""
 
     indices: Tensor
     true_labels: Tensor

@@ -109,8 +109,7 @@ def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Gener
 def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
     """Replace the pixels not kept (``keep`` bool (N, H, W)) of float (N, 3, H, W) normalised ``images``
     by pytorch-grad-cam's noisy linear imputation, its noise seeded by ``seed`` (the caller's global
-    generator is left as it was): float32 (N, 3, H, W) on the CPU.
-    """
+    generator is left as it was): float32 (N, 3, H, W) on the CPU."""
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
     imputer = NoisyLinearImputer()

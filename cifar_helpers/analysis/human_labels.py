@@ -370,8 +370,7 @@ def failure_categories(
     ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
 ) -> list[str]:
     """The category (one of :data:`CATEGORIES`) of each failure, given by its int (K,) test ``indices``;
-    an image is ambiguous when its given label's human share is below ``ambiguity_threshold``.
-    """
+    an image is ambiguous when its given label's human share is below ``ambiguity_threshold``."""
     status = human.label_status(ambiguity_threshold)[torch.as_tensor(indices, dtype=torch.int64)]
     names = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, AGREED: MODEL_ERROR}
     return [names[LABEL_STATUSES[s]] for s in status.tolist()]
@@ -463,8 +462,7 @@ def human_failure_report(
 def model_error_maps(maps: dict[str, Any], human_report: dict[str, Any]) -> dict[str, Any] | None:
     """Notebook 03's Grad-CAM ``maps`` (:func:`analysis.gradcam.gradcam_for_failures`: ``indices`` (M,)
     and per-failure tensors of first dimension M) with only the rows of the failures
-    ``human_report`` (:func:`human_failure_report`) calls model errors; None when no human labels apply.
-    """
+    ``human_report`` (:func:`human_failure_report`) calls model errors; None when no human labels apply."""
     if not human_report.get("applies"):
         return None
     model_errors = {r["index"] for r in human_report["failures"] if r["category"] == MODEL_ERROR}
@@ -535,8 +533,7 @@ def comparison_by_category(
 def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float = 1.0) -> float:
     """Peterson et al.'s measure of human-like uncertainty: the mean cross-entropy (nats) between the
     CIFAR-10H votes and softmax(``logits`` / ``temperature``), logits float (10000, 10) in the original
-    order, temperature > 0 (1: the model as trained).
-    """
+    order, temperature > 0 (1: the model as trained)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     log_probs = torch.log_softmax(logits.double().cpu() / temperature, dim=1)

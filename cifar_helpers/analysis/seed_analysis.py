@@ -35,8 +35,7 @@ CONSISTENT_SHARE = 0.5
 class SeedResults:
     """What one seed's run directory holds that the replicate analysis needs: ``probs[model]`` float32
     (N, C) on the test set, ``labels`` int64 (N,), ``test_set`` what decides which test images the run
-    used (data fingerprint, subset size and the seed that drew it), ``train_accuracy[model]`` a fraction.
-    """
+    used (data fingerprint, subset size and the seed that drew it), ``train_accuracy[model]`` a fraction."""
 
     seed: int
     run_dir: Path
@@ -170,20 +169,10 @@ def noise_floor(results: Sequence[SeedResults]) -> dict[str, Any]:
     augmentation's mean exceeds the reseed's (what a reseed alone does not explain).
     """
     by_seed = {r.seed: r for r in results}
-    rows: dict[str, list[dict[str, Any]]] = {"reseed": [], "augmentation": []}
-    for a, b in reseed_pairs(list(by_seed)):
-        first, second = by_seed[a], by_seed[b]
-        comparison = compare_failures(
-            first.probs["baseline"], second.probs["baseline"], first.labels, first.threshold
-        )
-        rows["reseed"].append(
-            {"from": f"baseline seed {a}", "to": f"baseline seed {b}", **comparison.counts()}
-        )
-    for r in results:
-        comparison = compare_failures(r.probs["baseline"], r.probs["augmented"], r.labels, r.threshold)
-        rows["augmentation"].append(
-            {"from": f"baseline seed {r.seed}", "to": f"augmented seed {r.seed}", **comparison.counts()}
-        )
+    rows = {
+        "reseed": [_counts(by_seed[a], "baseline", by_seed[b]) for a, b in reseed_pairs(list(by_seed))],
+        "augmentation": [_counts(r, "augmented", r) for r in results],
+    }
     mean = {
         kind: {key: sum(row[key] for row in kind_rows) / len(kind_rows) for key in COUNT_KEYS}
         for kind, kind_rows in rows.items()
@@ -195,6 +184,12 @@ def noise_floor(results: Sequence[SeedResults]) -> dict[str, Any]:
         else {}
     )
     return {**rows, "mean": mean, "excess": excess}
+
+
+def _counts(first: SeedResults, model: str, second: SeedResults) -> dict[str, Any]:
+    """fixed / kept / new counts from ``first``'s baseline to ``second``'s ``model``, in a labelled row."""
+    comparison = compare_failures(first.probs["baseline"], second.probs[model], first.labels, first.threshold)
+    return {"from": f"baseline seed {first.seed}", "to": f"{model} seed {second.seed}", **comparison.counts()}
 
 
 def failure_sets(results: Sequence[SeedResults], model: str = "baseline") -> list[FailureSet]:

@@ -234,8 +234,7 @@ def corrupt(
 def stratified_subset(labels: torch.Tensor, n_images: int, seed: int) -> torch.Tensor:
     """Sorted int64 indices of at most ``n_images`` images (all N when ``n_images >= N``) with the
     classes of int64 (N,) ``labels`` as equally represented as possible, chosen within each class
-    under ``seed`` (e.g. for ``config.stress_images``).
-    """
+    under ``seed`` (e.g. for ``config.stress_images``)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images!r}")
     labels = torch.as_tensor(labels).cpu()

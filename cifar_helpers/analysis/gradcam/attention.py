@@ -69,16 +69,14 @@ def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
 
 def mask_share(maps: Tensor, masks: Tensor) -> Tensor:
     """Share of each non-negative float (N, H, W) map's mass inside its bool (N, H, W) object mask:
-    (N,) in [0, 1] in the maps' dtype, NaN for an all-zero map.
-    """
+    (N,) in [0, 1] in the maps' dtype, NaN for an all-zero map."""
     maps = _check_maps(maps)
     return _share(maps, _check_masks(masks, maps))
 
 
 def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     """Whether each map's maximum falls inside its mask (Zhang et al., 2016), bool (N,): with several
-    maximal pixels the first in row-major order counts; an all-zero map points nowhere (False).
-    """
+    maximal pixels the first in row-major order counts; an all-zero map points nowhere (False)."""
     maps = _check_maps(maps)
     masks = _check_masks(masks, maps)
     flat = maps.flatten(1)

@@ -237,8 +237,7 @@ def explain_images(
     batch_size: int = 256,
 ) -> Tensor:
     """Grad-CAM of uint8 (K, 3, H, W) images for int64 (K,) ``target_classes``, normalised and moved to
-    the model's device batch by batch: float32 (K, H, W) maps in [0, 1], on the CPU.
-    """
+    the model's device batch by batch: float32 (K, H, W) maps in [0, 1], on the CPU."""
     images_uint8 = check_images("images_uint8", images_uint8)
     k, _, height, width = images_uint8.shape
     targets = check_target_classes("target_classes", target_classes, k)
