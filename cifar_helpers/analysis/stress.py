@@ -5,19 +5,9 @@ Perturbations") publish CIFAR-10-C as fixed files; here the same kind of corrupt
 the run's own uint8 test images, so any test subset (or the generated data set) can be stress-tested
 without a download, and the same seed always gives the same corrupted pixels.
 
-Six corruptions, five severities each, with the per-severity parameters of the CIFAR-10-C generator
-(``make_cifar_c.py`` of the paper's repository); severity 0 is the identity:
-
-==================  ==================================================  ==================================
-name                what it does (pixel values x in [0, 1])              parameter, severities 1..5
-==================  ==================================================  ==================================
-``gaussian_noise``  x + N(0, sigma^2) per pixel and channel, clipped      sigma 0.04, 0.06, 0.08, 0.09, 0.10
-``gaussian_blur``   Gaussian filter, edge pixels replicated               sigma 0.4, 0.6, 0.7, 0.8, 1.0 px
-``contrast``        (x - m) * c + m, m = per-image, per-channel mean      c 0.75, 0.5, 0.4, 0.3, 0.15
-``brightness``      HSV value channel V + c, clipped to [0, 1]            c 0.05, 0.1, 0.15, 0.2, 0.3
-``jpeg``            JPEG re-compression (``cv2.imencode``)                quality 80, 65, 58, 50, 40
-``pixelate``        box-resize to s*32 px and back to 32 px               s 0.95, 0.9, 0.85, 0.75, 0.65
-==================  ==================================================  ==================================
+Six corruptions (:data:`CORRUPTION_PARAMETERS`), five severities each, with the per-severity
+parameters of the CIFAR-10-C generator (``make_cifar_c.py`` of the paper's repository); severity 0
+is the identity.
 
 Differences from the reference implementation, all deliberate: results are rounded to the nearest
 uint8 value (the reference truncates, which darkens every image by half a grey level on average);
@@ -50,14 +40,14 @@ from cifar_helpers.core.evaluation import predict
 # (uint8 images on the CPU, the severity's parameter, generator) -> uint8 images
 CorruptionFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
-# Per-severity parameters (severity 1..5 -> index 0..4), from CIFAR-10-C's generator.
+# Per-severity parameters (severity 1..5 -> index 0..4), from CIFAR-10-C's generator; x in [0, 1].
 CORRUPTION_PARAMETERS: dict[str, tuple[float, ...]] = {
-    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),
-    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),
-    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
-    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),
-    "jpeg": (80, 65, 58, 50, 40),
-    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),
+    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # sigma: x + N(0, sigma^2) per pixel, clipped
+    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),  # sigma (px) of a Gaussian filter, edge pixels replicated
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # c: (x - m) * c + m, m the per-image, per-channel mean
+    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # c: HSV's value channel V + c, clipped to [0, 1]
+    "jpeg": (80, 65, 58, 50, 40),  # quality of a JPEG re-compression (cv2.imencode)
+    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # s: box-resize to s * 32 px and back to 32 px
 }
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
