@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_helpers import human_labels as hl
+from cifar_helpers.analysis import human_labels as hl
 from cifar_helpers.analysis.failures import compare_failures, find_high_confidence_failures
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.rundir.config import make_config

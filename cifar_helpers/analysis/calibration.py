@@ -1,15 +1,10 @@
 """Calibration: does a confidence of 0.95 mean "right 95 % of the time"? And temperature scaling.
 
-Expected calibration error (Naeini et al., 2015; Guo et al., 2017) bins the test predictions by their
-maximum softmax probability into equal-width bins and averages |accuracy - mean confidence| over the
-bins, weighted by how many predictions fall in each. Temperature scaling (Guo et al., 2017) divides
-the logits by one scalar T > 0 fitted to minimise the negative log-likelihood on held-out data; it
-changes confidences but never the predicted class.
-
-The temperature is fitted on the *hold-out* split (training images kept out of training, see
-``RunConfig.holdout_per_class``), never on the test split: :func:`fit_temperature` receives only
-hold-out tensors, and :func:`calibration_report` passes the test tensors to nothing but the
-evaluation of the already-fitted temperature.
+Expected calibration error (Naeini et al., 2015; Guo et al., 2017) averages |accuracy - mean
+confidence| over equal-width bins of the maximum softmax probability, weighted by their counts.
+Temperature scaling (Guo et al., 2017) divides the logits by one T > 0 fitted to minimise the NLL
+on the *hold-out* split (``RunConfig.holdout_per_class``), never on the test split: it changes
+confidences, never the predicted class.
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
 
+from cifar_helpers.analysis.failures import _check_positive_int, _check_threshold
 from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
 from cifar_helpers.core.evaluation import predict
 
@@ -51,28 +47,18 @@ def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, to
     return scores, labels
 
 
-def _check_n_bins(n_bins: Any) -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    return n_bins
-
-
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
     """The reliability diagram's data: per confidence bin, how many predictions, their accuracy, confidence.
 
-    Bins split (0, 1] into ``n_bins`` equal-width intervals ``(lo, hi]`` (the first also takes 0);
-    a prediction falls in the bin of its maximum probability.
-
-    Args:
-        probs: float (N, C) softmax probabilities.
-        labels: int64 (N,) true classes.
-        n_bins: number of bins (15 as in Guo et al., 2017).
+    ``probs`` float (N, C) softmax probabilities and ``labels`` int64 (N,); bins split (0, 1] into
+    ``n_bins`` equal-width intervals ``(lo, hi]`` (the first also takes 0; 15 as in Guo et al., 2017),
+    a prediction falling in the bin of its maximum probability.
 
     Returns:
         JSON-ready ``{"edges": n_bins + 1 floats, "counts": [int], "accuracy": [float | None],
         "confidence": [float | None], "ece": float, "num_samples": N}``; ``None`` marks an empty bin.
     """
-    n_bins = _check_n_bins(n_bins)
+    n_bins = _check_positive_int(n_bins, "n_bins")
     probs, labels = _check_scores(probs, labels, "probs")
     probs = check_probabilities("probs", probs)
     confidence, predicted = probs.max(dim=1)
@@ -100,15 +86,8 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
 
 
 def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean negative log-likelihood of the true classes under the softmax of ``logits``, in nats.
-
-    Args:
-        logits: float (N, C) logits.
-        labels: int64 (N,) true classes.
-
-    Returns:
-        mean of -log p(true class), computed in float64.
-    """
+    """Mean -log p(true class) under the softmax of ``logits`` float (N, C), ``labels`` int64 (N,): nats,
+    computed in float64."""
     logits, labels = _check_scores(logits, labels, "logits")
     log_probs = torch.log_softmax(logits, dim=1)
     return float(-log_probs.gather(1, labels.view(-1, 1)).mean())
@@ -117,20 +96,14 @@ def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float
 def fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) -> float:
     """The temperature T > 0 minimising the hold-out NLL of ``softmax(logits / T)``.
 
-    Only hold-out data goes in: this function has no way to see the test split, which is what keeps
-    the calibrated test numbers honest.
-
-    The NLL of ``logits / T`` is unimodal in log T, so a bounded Brent search on log T within
-    :data:`TEMPERATURE_BOUNDS` finds the global minimum; it is deterministic (no random start) and
-    computed in float64.
-
-    Args:
-        holdout_logits: float (H, C) logits of the hold-out images.
-        holdout_labels: int64 (H,) their true classes.
+    Only hold-out data goes in (float (H, C) logits, int64 (H,) labels): this function has no way to
+    see the test split, which is what keeps the calibrated test numbers honest. The NLL of
+    ``logits / T`` is unimodal in log T, so a bounded Brent search on log T within
+    :data:`TEMPERATURE_BOUNDS` finds the global minimum, deterministically, in float64.
 
     Returns:
-        T as a Python float (T > 1 softens over-confident predictions, T < 1 sharpens). A T at a
-        bound of :data:`TEMPERATURE_BOUNDS` means the hold-out set could not determine it.
+        T as a Python float (T > 1 softens over-confident predictions, T < 1 sharpens); T at a bound
+        of :data:`TEMPERATURE_BOUNDS` means the hold-out set could not determine it.
     """
     logits, labels = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     true_logit = logits.gather(1, labels.view(-1, 1)).squeeze(1)
@@ -171,17 +144,10 @@ def calibration_report(
 ) -> dict[str, Any]:
     """Calibration of one model on the test split, before and after temperature scaling.
 
-    The temperature is fitted on the hold-out split alone (:func:`fit_temperature`), then applied to
-    the test logits.
-
-    Args:
-        test_logits: float (N, C) test logits.
-        test_labels: int64 (N,) test labels.
-        holdout_logits: float (H, C) hold-out logits.
-        holdout_labels: int64 (H,) hold-out labels.
-        threshold: the high-confidence threshold (``RunConfig.confidence_threshold``); a failure is a
-            wrong prediction with maximum probability strictly above it.
-        n_bins: ECE bins.
+    The temperature is fitted on the hold-out split alone (:func:`fit_temperature`: float (H, C)
+    logits, int64 (H,) labels), then applied to the test logits float (N, C) (labels int64 (N,)).
+    ``threshold`` is the high-confidence threshold (``RunConfig.confidence_threshold``: a failure is a
+    wrong prediction with maximum probability strictly above it); ``n_bins`` the ECE bins.
 
     Returns:
         JSON-ready dict: ``temperature``, ``threshold``, ``n_bins``, ``num_test``, ``num_holdout``,
@@ -191,9 +157,8 @@ def calibration_report(
         "still_above_after": how many of those stay above it after scaling, "after": all failures
         above it after scaling}`` (scaling keeps every prediction's class, so only confidences move).
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
-    n_bins = _check_n_bins(n_bins)
+    threshold = _check_threshold(threshold)
+    n_bins = _check_positive_int(n_bins, "n_bins")
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
     holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     if holdout_logits_64.shape[1] != test_logits.shape[1]:
@@ -210,7 +175,7 @@ def calibration_report(
     above_after = after_probs.max(dim=1).values > threshold
     return {
         "temperature": temperature,
-        "threshold": float(threshold),
+        "threshold": threshold,
         "n_bins": n_bins,
         "num_test": int(test_labels.numel()),
         "num_holdout": int(holdout_labels_64.numel()),
@@ -235,16 +200,13 @@ def calibrate_models(
     threshold: float = 0.9,
     **predict_options: Any,
 ) -> dict[str, Any]:
-    """:func:`calibration_report` of every model, each with its temperature fitted on the hold-out.
+    """:func:`calibration_report` of every model in ``{name: trained network}``, each with its
+    temperature fitted on the hold-out split.
 
-    Args:
-        models: ``{name: trained network}``.
-        test_images: uint8 (N, 3, H, W); test_labels: int64 (N,).
-        holdout_images: uint8 (H', 3, H, W), training images kept out of training; holdout_labels:
-            int64 (H',). Empty when the run has no hold-out split.
-        threshold: the high-confidence threshold (``RunConfig.confidence_threshold``).
-        predict_options: keyword arguments of :func:`cifar_helpers.core.evaluation.predict` (batch size,
-            device, precision: ``RunConfig.eval_options()``).
+    ``test_images`` uint8 (N, 3, H, W) and ``test_labels`` int64 (N,); ``holdout_images`` uint8
+    (H', 3, H, W) and ``holdout_labels`` int64 (H',), training images kept out of training (empty
+    when the run has none); ``predict_options``: :func:`cifar_helpers.core.evaluation.predict`'s
+    keyword arguments (``RunConfig.eval_options()``).
 
     Returns:
         ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split to

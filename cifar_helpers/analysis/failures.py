@@ -2,15 +2,9 @@
 
 A *high-confidence failure* is a test image the model classifies wrongly with a maximum softmax
 probability strictly above a threshold (0.9 by default: a prediction at exactly 0.9 is not above it).
-Everything here takes plain tensors (probabilities ``(N, C)``, labels ``(N,)``), so it works with any
-model's outputs, and everything that ends up in a run directory has a JSON-ready form.
-
-Typical use::
-
-    failures = find_high_confidence_failures(probs, labels, threshold=0.9)
-    save_json(run.path("failures", "failures.json"), failures.to_dict())
-    save_json(run.path("failures", "summary.json"), failure_summary(probs, labels, failures, classes))
-    comparison = compare_failures(baseline_probs, augmented_probs, labels)
+Everything here takes plain tensors (probabilities ``(N, C)``, labels ``(N,)``), and everything that
+ends up in a run directory has a JSON-ready form (``failures.json``, ``summary.json``,
+``comparison.json``).
 """
 
 from __future__ import annotations
@@ -32,11 +26,10 @@ _COLUMNS = ("indices", "true_labels", "predicted", "confidence")
 STATUS_FIXED = "fixed"
 STATUS_KEPT_SAME = "kept (same)"
 STATUS_KEPT_DIFFERENT = "kept (different)"
+_TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "augmented_predicted")
+_TABLE_KEYS += ("augmented_confidence", "status")
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
 def _check_threshold(threshold: float) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold must be a number in (0, 1), got {threshold!r}")
@@ -77,9 +70,6 @@ def _accuracy(probs: Tensor, labels: Tensor) -> float:
     return float((probs.argmax(dim=1) == labels).double().mean())
 
 
-# --------------------------------------------------------------------------------------------------
-# JSON form: a converter per key, in the key order of the files already written
-# --------------------------------------------------------------------------------------------------
 _int64 = partial(torch.tensor, dtype=torch.int64)
 _float32 = partial(torch.tensor, dtype=torch.float32)
 
@@ -96,25 +86,13 @@ def _to_json(value: Any) -> Any:
     return value.to_dict() if isinstance(value, FailureSet) else value
 
 
-# --------------------------------------------------------------------------------------------------
-# The failure set
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class FailureSet:
-    """High-confidence failures of one model on one split, ranked by confidence (highest first).
-
-    Attributes:
-        indices: int64 (K,) positions of the failures in the evaluated split; ties in confidence are
-            ranked by lower index first.
-        true_labels: int64 (K,) the true class of each failure.
-        predicted: int64 (K,) the (wrong) predicted class.
-        confidence: float32 (K,) the maximum softmax probability, all strictly above ``threshold``.
-        threshold: the confidence threshold used.
-        num_images: N, the number of images evaluated.
-        num_errors: all wrong predictions on the split, whatever their confidence.
-
-    ``num_images`` and ``num_errors`` describe the evaluated split, so :meth:`restricted_to` keeps them.
-    """
+    """High-confidence failures of one model on one split, ranked by confidence (highest first, ties by
+    lower index): ``indices`` int64 (K,) positions in the evaluated split, ``true_labels`` and
+    ``predicted`` int64 (K,), ``confidence`` float32 (K,) the maximum softmax probability (all strictly
+    above ``threshold``). ``num_images`` (N) and ``num_errors`` (all wrong predictions, whatever their
+    confidence) describe the evaluated split, so :meth:`restricted_to` keeps them."""
 
     indices: Tensor
     true_labels: Tensor
@@ -173,15 +151,10 @@ _FAILURE_SET_JSON: dict[str, Callable[[Any], Any]] = {
 def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: float = 0.9) -> FailureSet:
     """The wrongly classified images whose maximum softmax probability is strictly above ``threshold``.
 
-    Args:
-        probs: float (N, C) softmax probabilities (rows sum to 1), any device.
-        labels: int64 (N,) true classes.
-        threshold: in (0, 1); a confidence equal to it is *not* above it. The comparison runs in the
-            precision of ``probs`` (float32 unless float64 is given).
-
-    Returns:
-        A :class:`FailureSet` on the CPU, ranked by confidence, highest first (ties: lower index
-        first). It may be empty.
+    ``probs`` float (N, C) softmax probabilities on any device, ``labels`` int64 (N,), ``threshold`` in
+    (0, 1), compared in the precision of ``probs`` (float32 unless float64 is given). Returns a
+    :class:`FailureSet` on the CPU, ranked by confidence, highest first (ties: lower index first);
+    it may be empty.
     """
     threshold = _check_threshold(threshold)
     probs, labels = _check_probs(probs, labels)
@@ -204,9 +177,6 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Grouping
-# --------------------------------------------------------------------------------------------------
 def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
     num_classes = _check_positive_int(num_classes, "num_classes")
@@ -302,20 +272,15 @@ def confidence_histogram(probs: Tensor, labels: Tensor, bins: int = 20) -> dict[
     }
 
 
-# --------------------------------------------------------------------------------------------------
-# Baseline -> augmented comparison
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class FailureComparison:
     """How the baseline's high-confidence failures fare under the augmented model.
 
     ``fixed``, ``kept_same`` and ``kept_different`` partition the baseline failures; ``new`` holds the
-    augmented model's high-confidence failures that were not baseline ones. All four are int64 index
-    tensors into the test split, sorted ascending.
-
-    ``augmented_predicted`` (int64 (K,)) and ``augmented_confidence`` (float32 (K,)) are the augmented
-    model's prediction and max probability on each baseline failure, aligned with
-    ``baseline_failures`` (its rank order).
+    augmented model's high-confidence failures that were not baseline ones; all four are int64 index
+    tensors into the test split, sorted ascending. ``augmented_predicted`` int64 (K,) and
+    ``augmented_confidence`` float32 (K,) are the augmented model's prediction and max probability on
+    each baseline failure, in ``baseline_failures``' rank order.
     """
 
     fixed: Tensor
@@ -349,27 +314,16 @@ class FailureComparison:
         base = self.baseline_failures
         labels = torch.cat([base.true_labels, base.predicted, self.augmented_predicted])
         names = _check_classes(classes, int(labels.max()) + 1 if len(labels) else 0)
-        return [
-            {
-                "index": index,
-                "true": names[true],
-                "baseline_predicted": names[b_pred],
-                "baseline_confidence": b_conf,
-                "augmented_predicted": names[a_pred],
-                "augmented_confidence": a_conf,
-                "status": status,
-            }
-            for index, true, b_pred, b_conf, a_pred, a_conf, status in zip(
-                base.indices.tolist(),
-                base.true_labels.tolist(),
-                base.predicted.tolist(),
-                base.confidence.tolist(),
-                self.augmented_predicted.tolist(),
-                self.augmented_confidence.tolist(),
-                self.status(),
-                strict=True,
-            )
-        ]
+        columns = (
+            base.indices.tolist(),
+            [names[c] for c in base.true_labels.tolist()],
+            [names[c] for c in base.predicted.tolist()],
+            base.confidence.tolist(),
+            [names[c] for c in self.augmented_predicted.tolist()],
+            self.augmented_confidence.tolist(),
+            self.status(),
+        )
+        return [dict(zip(_TABLE_KEYS, row, strict=True)) for row in zip(*columns, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (comparison.json); :meth:`from_dict` restores it."""
@@ -419,19 +373,13 @@ def compare_failures(
     baseline_train_accuracy: float | None = None,
     augmented_train_accuracy: float | None = None,
 ) -> FailureComparison:
-    """Compare two models' predictions on the same test images.
+    """Compare two models' predictions (float (N, C) softmax probabilities) on the same test images.
 
-    Args:
-        baseline_probs, augmented_probs: float (N, C) softmax probabilities on the same N images.
-        labels: int64 (N,) true classes.
-        threshold: the high-confidence threshold, applied to both models.
-        baseline_train_accuracy, augmented_train_accuracy: optional training accuracies in [0, 1];
-            each given one yields a generalisation gap (train accuracy - test accuracy).
-
-    Each baseline failure is *fixed* (augmented model right), *kept (same)* (augmented model makes
-    the same mistake, at any confidence) or *kept (different)* (wrong with another class). *New*
-    failures are augmented high-confidence failures that were not baseline ones, including images the
-    baseline got wrong at low confidence.
+    Each baseline failure is *fixed* (augmented model right), *kept (same)* (the same mistake, at any
+    confidence) or *kept (different)* (wrong with another class). *New* failures are augmented
+    high-confidence failures that were not baseline ones, including images the baseline got wrong at
+    low confidence. Each training accuracy given (in [0, 1]) yields a generalisation gap (train
+    accuracy - test accuracy).
     """
     base_probs, labels = _check_probs(baseline_probs, labels, name="baseline_probs")
     aug_probs, _ = _check_probs(augmented_probs, labels, name="augmented_probs")

@@ -1,37 +1,22 @@
 """Are the heatmaps faithful to the model? ROAD, a random-map floor, layers and explainers compared.
 
-ROAD (Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution Methods", ICML
-2022) removes a fraction of the pixels, in the order a map ranks them, and measures how the target
-class's probability changes. Removed pixels are *imputed* from their neighbours (noisy linear
-imputation) instead of being set to a constant: scattered constant-valued pixels are themselves far
-out of distribution, so a constant-blanking test destroys the prediction about as fast for random
-pixels as for the evidence, and cannot tell a faithful map from a random one (the confound of
-:func:`cifar_helpers.analysis.gradcam.deletion_curve`).
+ROAD (Rong et al., ICML 2022) removes a fraction of the pixels, in the order a map ranks them, and
+measures how the target class's probability changes. Removed pixels are *imputed* from their
+neighbours (pytorch-grad-cam's ``NoisyLinearImputer``, the ROAD authors' code): scattered constant
+pixels are themselves out of distribution, so constant blanking destroys the prediction about as
+fast for random pixels as for the evidence (the confound of
+:func:`cifar_helpers.analysis.gradcam.deletion_curve`). *Most relevant first* (MoRF) removes the top
+``f`` of the map, and a faithful map makes the probability fall fast; *least relevant first* (LeRF)
+removes the bottom ``f``, and a faithful map leaves it nearly intact; *combined* is the mean over
+fractions of (LeRF change - MoRF change) / 2, as ``ROADCombined`` defines it: higher is more
+faithful, and a map unrelated to the model (the **random map** floor) scores 0 on average.
 
-* **most relevant first** (MoRF): remove the top ``f`` of the map; a faithful map makes the
-  probability fall fast (a large negative change);
-* **least relevant first** (LeRF): remove the bottom ``f``; a faithful map leaves it nearly intact;
-* **combined**: the mean over fractions of (LeRF change - MoRF change) / 2, as
-  ``pytorch_grad_cam.metrics.road.ROADCombined`` defines it; higher is more faithful, 0 is what a
-  map unrelated to the model scores on average;
-* a **random map** (uniform noise per pixel) through the same procedure is the floor.
-
-The imputer is pytorch-grad-cam's ``NoisyLinearImputer`` (the ROAD authors' code). Two things differ
-from ``ROADMostRelevantFirst`` / ``ROADLeastRelevantFirst``, and both are tested:
-
-* *ties*: the library keeps the pixels strictly below a percentile of the map, so a map whose lower
-  part is flat (Grad-CAM's ReLU leaves many exact zeros) loses far more pixels than asked for,
-  e.g. all of them. Here exactly as many pixels are removed as the library removes on a map without
-  ties, and tied pixels are ranked in a seeded random order;
-* *determinism*: the imputer's noise comes from torch's global generator; here it is drawn under a
-  fixed seed per (order, fraction), leaving the caller's generator untouched.
-
-On maps without ties the two agree exactly (``tests/test_faithfulness.py``).
-
-Typical use::
-
-    maps = comparison_maps(model, images_uint8, predicted, layers=("layer2", "layer3", "layer4"))
-    scores = road_table(model, images_uint8, predicted, maps, fractions=(0.2, 0.4, 0.6, 0.8))
+Two things differ from ``ROADMostRelevantFirst`` / ``ROADLeastRelevantFirst``, both tested (on maps
+without ties the two agree exactly): *ties*: the library keeps the pixels strictly below a
+percentile, so a map whose lower part is flat (Grad-CAM's ReLU leaves many exact zeros) loses far
+more pixels than asked for; here exactly as many pixels are removed as on a map without ties, tied
+pixels ranked in a seeded random order. *Determinism*: the imputer's noise is drawn under a fixed
+seed per (order, fraction), leaving the caller's global generator untouched.
 """
 
 from __future__ import annotations
@@ -43,12 +28,13 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cifar_helpers.analysis.gradcam.cam import _restore_modes, _save_modes, explain_images, resolve_layer
+from cifar_helpers.analysis.gradcam.cam import _eval_mode, explain_images, resolve_layer
 from cifar_helpers.core.checks import check_images, check_target_classes, model_device
 from cifar_helpers.core.normalization import normalize
 
@@ -63,9 +49,6 @@ EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
 RANDOM = "random"
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
 def check_fractions(fractions: Sequence[float], name: str = "fractions") -> tuple[float, ...]:
     """Removal fractions: a non-empty, strictly increasing sequence of numbers in (0, 1)."""
     if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or not fractions:
@@ -90,9 +73,6 @@ def _check_map_shape(maps: Tensor, shape: tuple[int, int, int], name: str = "map
     return maps.detach().cpu()
 
 
-# --------------------------------------------------------------------------------------------------
-# ROAD
-# --------------------------------------------------------------------------------------------------
 def kept_pixels(pixels: int, fraction: float) -> int:
     """How many of ``pixels`` stay when ``fraction`` is removed: the library's rule on a map without ties.
 
@@ -104,17 +84,11 @@ def kept_pixels(pixels: int, fraction: float) -> int:
 
 
 def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
-    """Which pixels ROAD keeps when it removes ``fraction`` of them in ``order``.
+    """Which pixels ROAD keeps when it removes ``fraction`` (in (0, 1)) of them in ``order``.
 
-    Args:
-        maps: float (N, H, W) attribution maps (any scale; only the ranking matters).
-        fraction: share of the pixels to remove, in (0, 1).
-        order: :data:`MOST_RELEVANT_FIRST` or :data:`LEAST_RELEVANT_FIRST`.
-        generator: orders tied pixels (a seeded random tie-break).
-
-    Returns:
-        bool (N, H, W) on the CPU, True where the pixel is kept; ``kept_pixels(H * W, fraction)``
-        per image.
+    ``maps`` float (N, H, W) only rank the pixels; ``generator`` orders tied ones (a seeded random
+    tie-break). Returns bool (N, H, W) on the CPU, True where kept: ``kept_pixels(H * W, fraction)``
+    per image.
     """
     if order not in REMOVAL_ORDERS:
         raise ValueError(f"order must be one of {', '.join(REMOVAL_ORDERS)}, got {order!r}")
@@ -133,17 +107,9 @@ def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Gener
 
 
 def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
-    """Replace the pixels not kept by pytorch-grad-cam's noisy linear imputation, under a fixed seed.
-
-    Args:
-        images: float (N, 3, H, W) normalised images (the imputer works in the network's input space).
-        keep: bool (N, H, W), True where the pixel stays.
-        seed: seeds the imputer's noise (drawn image after image); the caller's global torch
-            generator is left as it was.
-
-    Returns:
-        float32 (N, 3, H, W) on the CPU.
-    """
+    """Replace the pixels not kept (``keep`` bool (N, H, W)) of float (N, 3, H, W) normalised ``images``
+    by pytorch-grad-cam's noisy linear imputation, its noise seeded by ``seed`` (the caller's global
+    generator is left as it was): float32 (N, 3, H, W) on the CPU."""
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
     imputer = NoisyLinearImputer()
@@ -184,16 +150,10 @@ def road_change(
 
     The equivalent of ``ROADMostRelevantFirst(percentile=100 * (1 - fraction))`` (or
     ``ROADLeastRelevantFirst``) with ``ClassifierOutputSoftmaxTarget`` under ``torch.manual_seed(seed)``,
-    with ties broken at random (see the module docstring).
-
-    Args:
-        model: the classifier (run in eval mode; every module's mode is restored).
-        images: float (N, 3, H, W) normalised.
-        target_classes: int64 (N,) the class whose probability is tracked.
-        maps: float (N, H, W) the attribution maps, the images' spatial size.
-        fraction, order: see :func:`keep_masks`.
-        seed: seeds the tie-break and the imputer's noise.
-        batch_size: images per forward pass.
+    with ties broken at random (see the module docstring). The model runs in eval mode (every
+    module's mode is restored); ``images`` are float (N, 3, H, W) normalised, ``target_classes``
+    int64 (N,), ``maps`` float (N, H, W); ``fraction`` and ``order`` as for :func:`keep_masks`;
+    ``seed`` seeds the tie-break and the imputer's noise.
 
     Returns:
         float64 (N,) on the CPU: probability after minus probability before.
@@ -203,13 +163,9 @@ def road_change(
     maps = _check_map_shape(maps, (n, height, width))
     keep = keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
     imputed = impute(images, keep, seed=seed)
-    modes = _save_modes(model)
-    try:
-        model.eval()
+    with _eval_mode(model):
         before = _target_probabilities(model, images.detach().float().cpu(), targets, batch_size)
         after = _target_probabilities(model, imputed, targets, batch_size)
-    finally:
-        _restore_modes(modes)
     return after - before
 
 
@@ -225,38 +181,25 @@ def road_curves(
 ) -> dict[str, Any]:
     """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
 
-    Args:
-        model, images, target_classes, maps, batch_size: see :func:`road_change`.
-        fractions: shares of the pixels removed, strictly increasing in (0, 1).
-        seed: each (order, fraction) uses its own seed derived from this one, so one curve's noise
-            does not depend on the other fractions asked for.
+    Arguments as for :func:`road_change`; ``fractions`` strictly increasing in (0, 1). Each (order,
+    fraction) uses its own seed derived from ``seed``, so one curve's noise does not depend on the
+    other fractions asked for.
 
     Returns:
         JSON-ready: ``num_images``; ``fractions``; per order (``most_relevant_first``,
         ``least_relevant_first``) the mean probability change per fraction and ``*_sem`` its
         standard error; ``combined``: mean over fractions of (LeRF - MoRF) / 2, higher is more
-        faithful; ``combined_per_image`` (N,).
+        faithful, and ``combined_sem``; ``combined_per_image`` (N,).
     """
     fractions = check_fractions(fractions)
     n = len(images)
+    change = partial(road_change, model, images, target_classes, maps, batch_size=batch_size)
     result: dict[str, Any] = {"num_images": n, "fractions": list(fractions)}
     changes: dict[str, Tensor] = {}
-    for order_index, order in enumerate(REMOVAL_ORDERS):
-        per_fraction = []
-        for fraction in fractions:
-            fraction_seed = seed * 1_000_003 + order_index * 1_000 + round(fraction * 1000)
-            per_fraction.append(
-                road_change(
-                    model,
-                    images,
-                    target_classes,
-                    maps,
-                    fraction,
-                    order,
-                    seed=fraction_seed,
-                    batch_size=batch_size,
-                )
-            )
+    for i, order in enumerate(REMOVAL_ORDERS):
+        per_fraction = [
+            change(f, order, seed=seed * 1_000_003 + i * 1_000 + round(f * 1000)) for f in fractions
+        ]
         changes[order] = torch.stack(per_fraction, dim=1) if n else torch.zeros((0, len(fractions)))
         result[order] = changes[order].mean(dim=0).tolist() if n else [None] * len(fractions)
         result[f"{order}_sem"] = (
@@ -269,9 +212,6 @@ def road_curves(
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# The maps being compared
-# --------------------------------------------------------------------------------------------------
 def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
     """Uniform noise per pixel, float32 (N, H, W): a map that knows nothing about the model."""
     return torch.rand((n, height, width), generator=torch.Generator().manual_seed(seed))
@@ -288,14 +228,10 @@ def library_maps(
 ) -> Tensor:
     """Maps of one of pytorch-grad-cam's explainers (:data:`LIBRARY_EXPLAINERS`) for the target classes.
 
-    Args:
-        model: the classifier (fp32; its device is used). Every module's mode is restored and the
-            parameters' ``.grad`` are cleared afterwards (the library calls ``backward``).
-        images_uint8: uint8 (N, 3, H, W).
-        target_classes: int64 (N,) the class explained (its logit, as for Grad-CAM).
-        method: ``gradcam++``, ``hirescam``, ``scorecam`` or ``eigencam``.
-        layer: see :func:`cifar_helpers.analysis.gradcam.resolve_layer`.
-        batch_size: images per call (Score-CAM runs one forward per channel per image).
+    ``model`` (fp32) runs on its own device; every module's mode and the parameters' ``.grad`` are
+    restored afterwards (the library calls ``backward``). ``images_uint8`` uint8 (N, 3, H, W),
+    ``target_classes`` int64 (N,) (their logit is explained, as for Grad-CAM), ``layer`` as for
+    :func:`cifar_helpers.analysis.gradcam.resolve_layer`, ``batch_size`` images per call.
 
     Returns:
         float32 (N, H, W) on the CPU, in [0, 1] (the library's min-max scaling).
@@ -312,10 +248,9 @@ def library_maps(
     target_layer = resolve_layer(model, layer)
     device = model_device(model, images_uint8.device)
     maps = torch.zeros((n, height, width), dtype=torch.float32)
-    modes = _save_modes(model)
     grads_before = [p.grad for p in model.parameters()]
     try:
-        with classes[method](model=model, target_layers=[target_layer]) as cam:
+        with _eval_mode(model), classes[method](model=model, target_layers=[target_layer]) as cam:
             # Score-CAM: all of one image's channel-masked copies in one forward pass.
             cam.batch_size = 1024
             for start in range(0, n, batch_size):
@@ -327,7 +262,6 @@ def library_maps(
     finally:
         for p, grad in zip(model.parameters(), grads_before, strict=True):
             p.grad = grad
-        _restore_modes(modes)
     return maps
 
 
@@ -361,16 +295,10 @@ def comparison_maps(
     explainer_layer: str = "layer4",
     seed: int = 0,
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """Every map notebook 03 compares: Grad-CAM at each layer, each explainer at one layer, random.
+    """Every map notebook 03 compares: Grad-CAM at each of ``layers``, each of ``explainers`` (from
+    :data:`EXPLAINERS`) at ``explainer_layer``, and a random map seeded by ``seed``.
 
-    Args:
-        model: the classifier.
-        images_uint8: uint8 (N, 3, H, W).
-        target_classes: int64 (N,) the class explained.
-        layers: layers Grad-CAM is computed at.
-        explainers: methods from :data:`EXPLAINERS` computed at ``explainer_layer``.
-        explainer_layer: the layer the explainers are compared on.
-        seed: seeds the random map.
+    ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained.
 
     Returns:
         ``maps``: ``{"gradcam@layer2": (N, H, W), ..., "random": (N, H, W)}`` float32 on the CPU;
@@ -408,15 +336,9 @@ def road_table(
     """ROAD curves (:func:`road_curves`) of several sets of maps of the same images, JSON-ready.
 
     Every set is scored with the same seed, so their imputation noise is the same: differences
-    between rows come from the maps alone.
-
-    Args:
-        model: the classifier.
-        images_uint8: uint8 (N, 3, H, W).
-        target_classes: int64 (N,) the class whose probability is tracked (the one explained).
-        maps: ``{name: float (N, H, W)}``, e.g. from :func:`comparison_maps`.
-        fractions: removal fractions.
-        seed, batch_size: see :func:`road_curves`.
+    between rows come from the maps alone. ``images_uint8`` uint8 (N, 3, H, W); ``target_classes``
+    int64 (N,), the class tracked (the one explained); ``maps`` ``{name: float (N, H, W)}``, e.g. from
+    :func:`comparison_maps`.
 
     Returns:
         ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
@@ -457,13 +379,10 @@ def faithfulness_report(
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Notebook 03's faithfulness section in one call: maps of every layer and explainer, scored by ROAD.
 
-    Args:
-        model: the classifier whose failures these are.
-        images_uint8: uint8 (N, 3, H, W) the failures' images (already subsampled).
-        target_classes: int64 (N,) the predicted (wrong) class, the one explained and tracked.
-        layers, explainers, explainer_layer: see :func:`comparison_maps`.
-        fractions: removal fractions.
-        seed: seeds the random map, the tie-breaks and the imputation noise.
+    ``images_uint8`` uint8 (N, 3, H, W) are the failures' images (already subsampled),
+    ``target_classes`` int64 (N,) their predicted (wrong) class, the one explained and tracked;
+    ``layers``, ``explainers``, ``explainer_layer`` as for :func:`comparison_maps`; ``seed`` seeds the
+    random map, the tie-breaks and the imputation noise.
 
     Returns:
         ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
@@ -493,9 +412,6 @@ def faithfulness_report(
     return table, maps
 
 
-# --------------------------------------------------------------------------------------------------
-# Stage-level helpers: what notebooks 03, 05 and 06 compute, each in one call
-# --------------------------------------------------------------------------------------------------
 ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
 
 
@@ -510,14 +426,10 @@ def failure_faithfulness(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Notebook 03: ROAD of every layer and explainer on the ``config.road_images`` most confident failures.
 
-    Args:
-        model: the model whose failures these are.
-        images_uint8: uint8 (N, 3, H, W) the whole split.
-        failure_maps: :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` output (``indices``,
-            ``predicted``; most confident first).
-        config: the :class:`rundir.config.RunConfig` (``road_images``, ``road_fractions``,
-            ``gradcam_layer`` - the layer the explainers are compared on - and ``seed``).
-        layers, explainers: see :func:`comparison_maps`.
+    ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` the output of
+    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` (most confident first); ``config`` gives
+    ``road_images``, ``road_fractions``, ``gradcam_layer`` (where the explainers are compared) and
+    ``seed``; ``layers`` and ``explainers`` as for :func:`comparison_maps`.
 
     Returns:
         ``report``: :func:`faithfulness_report`'s, plus ``indices`` of the images scored and
@@ -552,12 +464,9 @@ def road_by_model(
 ) -> dict[str, Any]:
     """ROAD of each model's own maps of the same images, each against the same random floor.
 
-    Args:
-        models: ``{name: model}``.
-        images_uint8: uint8 (K, 3, H, W), the images every model is scored on.
-        targets: ``{name: int64 (K,)}`` the class each model's maps explain (its own prediction).
-        maps: ``{name: float (K, H, W)}`` each model's maps.
-        fractions, seed: see :func:`road_table`.
+    ``models`` ``{name: model}``; ``images_uint8`` uint8 (K, 3, H, W), scored for every model;
+    ``targets`` ``{name: int64 (K,)}``, the class each model's maps explain (its own prediction);
+    ``maps`` ``{name: float (K, H, W)}``; ``fractions``, ``seed`` as for :func:`road_table`.
 
     Returns:
         JSON-ready: ``num_images``, ``fractions`` and ``models`` (``{name: road_table result with rows
@@ -566,42 +475,8 @@ def road_by_model(
     images_uint8 = check_images("images_uint8", images_uint8)
     n, _, height, width = images_uint8.shape
     floor = random_maps(n, height, width, seed=seed)
-    tables = {
-        name: road_table(
-            model,
-            images_uint8,
-            targets[name],
-            {GRADCAM: maps[name], RANDOM: floor},
-            fractions=fractions,
-            seed=seed,
-        )
-        for name, model in models.items()
-    }
+    tables = {}
+    for name, model in models.items():
+        rows = {GRADCAM: maps[name], RANDOM: floor}
+        tables[name] = road_table(model, images_uint8, targets[name], rows, fractions=fractions, seed=seed)
     return {"num_images": n, "fractions": list(check_fractions(fractions)), "models": tables}
-
-
-__all__ = [
-    "EXPLAINERS",
-    "LEAST_RELEVANT_FIRST",
-    "LIBRARY_EXPLAINERS",
-    "MOST_RELEVANT_FIRST",
-    "RANDOM",
-    "REMOVAL_ORDERS",
-    "ROAD_LAYERS",
-    "best_map",
-    "check_fractions",
-    "comparison_maps",
-    "explainer_maps",
-    "failure_faithfulness",
-    "faithfulness_report",
-    "impute",
-    "keep_masks",
-    "kept_pixels",
-    "library_maps",
-    "map_key",
-    "random_maps",
-    "road_by_model",
-    "road_change",
-    "road_curves",
-    "road_table",
-]

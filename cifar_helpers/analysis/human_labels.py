@@ -1,35 +1,17 @@
 """Human labels for the CIFAR-10 test set: is a confident failure the model's fault, or the label's?
 
-Two public label sets, both indexed by the *original* CIFAR-10 test order:
+Two public label sets (sources and licences: README.md, "Is it the model or the label?"), both
+indexed by the *original* CIFAR-10 test order: CIFAR-10H's ~50 human votes per test image
+(``cifar10h-counts.npy``), and Northcutt et al.'s 275 candidate label errors, each shown to 5
+workers (``cifar10_mturk.json``; the 54 verified errors are those where fewer than 3 of the 5 chose
+the given label), with the original test labels in order (``cifar10_test_set_original_labels.npy``).
+They apply only to the whole test set in that order: elsewhere :func:`human_labels_for_run` returns
+:class:`NotApplicable` with a one-line reason, which every report function passes through.
 
-* **CIFAR-10H** (Peterson, Battleday, Griffiths, Russakovsky, ICCV 2019): about 50 human
-  classifications of every test image, ``cifar10h-counts.npy`` (10,000 x 10 vote counts).
-  CC BY-NC-SA 4.0: downloaded at run time, never shipped with this project.
-* **Verified label errors** (Northcutt, Athalye, Mueller, NeurIPS 2021 datasets track; the
-  repository cleanlab/label-errors, Apache-2.0): ``cifar10_mturk.json``, 275 candidate errors, each
-  shown to 5 workers; the paper's 54 test label errors are those where fewer than 3 of the 5 chose
-  the given label. The same repository has the 10,000 original test labels in order
-  (``cifar10_test_set_original_labels.npy``), which the order check below compares against.
-
-They only mean something for the CIFAR-10 test set in its original order (torchvision's download).
-:func:`human_labels_for_run` applies them only there and otherwise returns :class:`NotApplicable`
-with a one-line reason; every report function passes that through, so the notebooks run unchanged.
-
-Every confident failure gets one category (:data:`CATEGORIES`):
-
-* ``verified label error`` - the image is one of the 54 verified errors: the given label is wrong;
-* ``ambiguous`` - otherwise, the CIFAR-10H share of the given label is below
-  ``RunConfig.ambiguity_threshold`` (default 0.8: more than one annotator in five chose another class);
-* ``model error`` - humans agree with the label: the model's mistake.
-
-Why 0.8: CIFAR-10H's median image has 1 dissenting vote in 52 (a slip rate of 1.9 %). At that rate
-the binomial chance that 10 or more of ~51 annotators slip on the same image is so small that fewer
-than 0.01 of the 10,000 images would fall below 0.8 by slips alone (0.06 even at 4 %, the 75th
-percentile), while 609 do: below 0.8 the disagreement is a property of the image. At 0.9 slips
-alone would put 6 to 190 images below (1.9 % to 4 %); at 0.5 the
-category would miss most of the split images (122 below 0.5 against 609 below 0.8). And 39 of the 54
-verified label errors are below 0.8 (median share 0.66), so the threshold also catches what the
-independent verification calls a label problem.
+Every confident failure gets one category (:data:`CATEGORIES`): ``verified label error`` (the given
+label is wrong); else ``ambiguous`` when the CIFAR-10H share of the given label is below
+``RunConfig.ambiguity_threshold`` (default 0.8: more than one annotator in five chose another
+class; why 0.8: the README); else ``model error`` (humans agree with the label).
 """
 
 from __future__ import annotations
@@ -38,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from torch import Tensor
 
 from cifar_helpers.core.data import resolve_data_root
@@ -58,18 +40,7 @@ if TYPE_CHECKING:
     from cifar_helpers.core.data import CifarData
     from cifar_helpers.rundir.config import RunConfig
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_TEST_IMAGES = 10_000
 HUMAN_LABELS_ENV = "CIFAR10H_ROOT"
 HUMAN_LABELS_SUBDIR = "human-labels"  # under the data folder, where downloads go
@@ -156,12 +127,9 @@ class NotApplicable:
 class HumanLabels:
     """The human labels of the 10,000 CIFAR-10 test images, in the original order.
 
-    Attributes:
-        counts: int64 (10000, 10) CIFAR-10H votes per class.
-        original_labels: int64 (10000,) the original test labels.
-        mturk_given: int64 (10000,) how many of the 5 verification workers chose the given label, for
-            the 275 candidates of Northcutt et al.; -1 for images that were not candidates.
-        root: the folder the files were read from.
+    ``counts`` int64 (10000, 10) CIFAR-10H votes per class; ``original_labels`` int64 (10000,);
+    ``mturk_given`` int64 (10000,) how many of the 5 verification workers chose the given label, for
+    the 275 candidates of Northcutt et al. (-1 elsewhere); ``root`` the folder the files came from.
     """
 
     counts: Tensor
@@ -194,13 +162,6 @@ class HumanLabels:
         status[self.given_share() < threshold] = LABEL_STATUSES.index(AMBIGUOUS)
         status[self.verified_errors] = LABEL_STATUSES.index(LABEL_ERROR)
         return status
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding, downloading and loading the files
-# --------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def default_human_labels_dir() -> Path:
@@ -237,9 +198,8 @@ def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> P
 def download_human_labels(folder: str | os.PathLike[str], *, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
     """Download the missing public files into ``folder``, each checked against its SHA-256.
 
-    Each file is written under a temporary name and renamed only after its checksum matched, so a
-    failed or refused download leaves nothing behind. Files already present are kept as they are
-    (:func:`load_human_labels` checks them).
+    A file is renamed into place only after its checksum matched, so a failed or refused download
+    leaves nothing behind; files already present are kept (:func:`load_human_labels` checks them).
 
     Raises:
         HumanLabelError: a downloaded file's checksum differs from the published one (refused).
@@ -271,10 +231,8 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
-    """Read and check the three public files in ``folder``.
-
-    Every file must be byte-identical to the published one (SHA-256), so nothing downstream works on
-    an edited or truncated copy; arrays are read without pickle.
+    """Read the three public files in ``folder``, each byte-identical to the published one (SHA-256),
+    arrays without pickle.
 
     Raises:
         HumanLabelError: a file is missing or differs from the published one (named, with the remedy).
@@ -287,7 +245,7 @@ def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
                 f"{path} is missing: put the published {item.name} there ({item.url}) "
                 "or let the run download it"
             )
-        digest = _sha256(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != item.sha256:
             raise HumanLabelError(
                 f"{path} differs from the published file (SHA-256 {digest}, expected {item.sha256}): "
@@ -307,9 +265,6 @@ def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Where they apply
-# --------------------------------------------------------------------------------------------------
 def original_test_intensity() -> np.ndarray:
     """uint8 (10000,): each original CIFAR-10 test image's mean pixel value (all channels), rounded."""
     with resources.as_file(resources.files("cifar_helpers") / "resources" / _INTENSITY_RESOURCE) as path:
@@ -322,16 +277,13 @@ def check_test_order(
     original_labels: Tensor,
     reference_intensity: np.ndarray | Tensor,
 ) -> str | None:
-    """Whether a test set is the original one in the original order; None if so, else the reason.
+    """None if the test set is the original one in the original order, else the reason.
 
-    The labels must equal the original label sequence, and each image's mean pixel value must be
-    within :data:`ORDER_TOLERANCE_LEVELS` grey levels of the original image at that position for at
-    least :data:`ORDER_MIN_MATCHING` of the images. The second check is what refuses the same images
-    shuffled within each class (their labels are still in order).
-
-    Args:
-        test_labels: int64 (N,); test_images: uint8 (N, 3, H, W); original_labels: int (N0,);
-        reference_intensity: (N0,) mean pixel value of each original image.
+    The labels must equal the original sequence, and each image's mean pixel value must be within
+    :data:`ORDER_TOLERANCE_LEVELS` grey levels of the original image at that position for at least
+    :data:`ORDER_MIN_MATCHING` of the images: the same images shuffled within each class have their
+    labels still in order. ``test_labels`` int64 (N,), ``test_images`` uint8 (N, 3, H, W),
+    ``original_labels`` int (N0,), ``reference_intensity`` (N0,) each original image's mean pixel value.
     """
     original_labels = torch.as_tensor(original_labels).long()
     if len(test_labels) != len(original_labels):
@@ -389,7 +341,7 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
             return NotApplicable(f"the human-label files are not in {folder} and download=False")
         try:
             download_human_labels(folder)
-        except (urllib.error.URLError, OSError) as error:
+        except OSError as error:  # urllib.error.URLError included
             return NotApplicable(
                 f"the human-label files are not in {folder} and could not be downloaded ({error}); "
                 f"set ${HUMAN_LABELS_ENV} to a folder holding them"
@@ -406,9 +358,6 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
     return NotApplicable(reason) if reason is not None else human
 
 
-# --------------------------------------------------------------------------------------------------
-# Per image and per failure
-# --------------------------------------------------------------------------------------------------
 def _check_ambiguity_threshold(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"ambiguity_threshold must be a number in (0, 1], got {value!r}")
@@ -420,21 +369,14 @@ def failure_categories(
     human: HumanLabels,
     ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
 ) -> list[str]:
-    """The category (one of :data:`CATEGORIES`) of each failure, given by its test index.
-
-    Args:
-        indices: int (K,) test-set positions of wrong predictions (any model).
-        human: the run's :class:`HumanLabels`.
-        ambiguity_threshold: the given label's human share below which an image is ambiguous.
-    """
+    """The category (one of :data:`CATEGORIES`) of each failure, given by its int (K,) test ``indices``;
+    an image is ambiguous when its given label's human share is below ``ambiguity_threshold``."""
     status = human.label_status(ambiguity_threshold)[torch.as_tensor(indices, dtype=torch.int64)]
     names = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, AGREED: MODEL_ERROR}
     return [names[LABEL_STATUSES[s]] for s in status.tolist()]
 
 
 def _spearman(x: Tensor, y: Tensor) -> float | None:
-    from scipy.stats import spearmanr
-
     if len(x) < 3 or bool((x == x[0]).all()) or bool((y == y[0]).all()):
         return None  # undefined for constant input
     rho = spearmanr(x.double().numpy(), y.double().numpy()).statistic
@@ -454,11 +396,8 @@ def human_failure_report(
 ) -> dict[str, Any]:
     """Notebook 02's human-label analysis of one model's confident failures.
 
-    Args:
-        probs: float (10000, 10) the model's test probabilities; labels: int64 (10000,).
-        failures: the model's confident failures (indices into the test set).
-        human: from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
-        ambiguity_threshold: see :func:`failure_categories`.
+    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
+    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
 
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``counts`` (per category among the
@@ -521,16 +460,9 @@ def human_failure_report(
 
 
 def model_error_maps(maps: dict[str, Any], human_report: dict[str, Any]) -> dict[str, Any] | None:
-    """The Grad-CAM maps of notebook 03 restricted to the failures humans call model errors.
-
-    Args:
-        maps: :func:`analysis.gradcam.gradcam_for_failures`'s dict (``indices`` (M,) and per-failure
-            tensors of first dimension M).
-        human_report: :func:`human_failure_report`'s output (saved as ``failures/human_labels.json``).
-
-    Returns:
-        The same dict with only the model-error rows, or None when no human labels apply.
-    """
+    """Notebook 03's Grad-CAM ``maps`` (:func:`analysis.gradcam.gradcam_for_failures`: ``indices`` (M,)
+    and per-failure tensors of first dimension M) with only the rows of the failures
+    ``human_report`` (:func:`human_failure_report`) calls model errors; None when no human labels apply."""
     if not human_report.get("applies"):
         return None
     model_errors = {r["index"] for r in human_report["failures"] if r["category"] == MODEL_ERROR}
@@ -548,14 +480,11 @@ def comparison_by_category(
     ambiguity_threshold: float,
     classes: Sequence[str],
 ) -> dict[str, Any]:
-    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged.
+    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged (not
+    progress: the augmented model now agrees with a label humans verified to be wrong).
 
-    A fixed verified label error is not progress: the augmented model now agrees with a label that
-    humans verified to be wrong.
-
-    Args:
-        comparison: :func:`cifar_helpers.analysis.failures.compare_failures`'s result.
-        augmented_probs: float (10000, 10) the augmented model's test probabilities.
+    ``comparison`` from :func:`cifar_helpers.analysis.failures.compare_failures`; ``augmented_probs``
+    float (10000, 10) the augmented model's test probabilities.
 
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``by_category`` ``{group: {category: count}}``
@@ -568,13 +497,10 @@ def comparison_by_category(
     if isinstance(human, NotApplicable):
         return human.to_dict()
     threshold = _check_ambiguity_threshold(ambiguity_threshold)
-    groups = {
-        "fixed": comparison.fixed,
-        "kept_same": comparison.kept_same,
-        "kept_different": comparison.kept_different,
-        "new": comparison.new,
+    by_category = {
+        group: _category_counts(failure_categories(getattr(comparison, group), human, threshold))
+        for group in ("fixed", "kept_same", "kept_different", "new")
     }
-    by_category = {g: _category_counts(failure_categories(ix, human, threshold)) for g, ix in groups.items()}
     # Human labels apply only where the test labels are the original ones, so these are the labels.
     augmented_report = human_failure_report(
         augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
@@ -606,12 +532,8 @@ def comparison_by_category(
 
 def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float = 1.0) -> float:
     """Peterson et al.'s measure of human-like uncertainty: the mean cross-entropy (nats) between the
-    CIFAR-10H vote distribution and the model's softmax(logits / temperature).
-
-    Args:
-        logits: float (10000, 10) test logits in the original order.
-        temperature: > 0; 1 is the model as trained.
-    """
+    CIFAR-10H votes and softmax(``logits`` / ``temperature``), logits float (10000, 10) in the original
+    order, temperature > 0 (1: the model as trained)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     log_probs = torch.log_softmax(logits.double().cpu() / temperature, dim=1)
@@ -619,15 +541,12 @@ def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float =
 
 
 def calibration_against_humans(
-    logits: dict[str, Tensor],
-    temperatures: dict[str, float | None],
-    human: HumanLabels | NotApplicable,
+    logits: dict[str, Tensor], temperatures: dict[str, float | None], human: HumanLabels | NotApplicable
 ) -> dict[str, Any]:
     """Notebook 06: each model's CIFAR-10H cross-entropy before and after temperature scaling.
 
-    Args:
-        logits: ``{model: float (10000, 10) test logits}``.
-        temperatures: ``{model: temperature fitted on the hold-out split}`` (None: not fitted).
+    ``logits`` ``{model: float (10000, 10) test logits}``; ``temperatures`` ``{model: temperature
+    fitted on the hold-out split, or None}``.
 
     Returns:
         JSON-ready ``{"applies": True, "models": {model: {"temperature", "before", "after"}},
@@ -663,9 +582,6 @@ def browser_inputs(
     }
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading the stages' results back (notebook 03, the run summary, seed replicates)
-# --------------------------------------------------------------------------------------------------
 FAILURES_REPORT = "human_labels.json"  # in failures/ (notebook 02) and reevaluation/ (notebook 05)
 
 

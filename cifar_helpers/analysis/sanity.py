@@ -2,24 +2,19 @@
 
 1. **Model-parameter randomisation test** (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
    The layers of a copy of the trained network are re-initialised cumulatively from the top
-   (``linear``, then ``layer4``, ``layer3``, ``layer2``, ``layer1``, and finally the stem ``conv1`` /
-   ``bn1``), and after each step the Grad-CAM maps of the same images and the same target classes
-   are compared with the trained model's by Spearman rank correlation. An explanation that depends on
-   what the network learned must decorrelate as the learned weights are destroyed; one that stays put
-   is explaining the architecture or the image, not the model. For Grad-CAM the first step already
-   does most of the damage: its channel weights are the gradient of the class logit, which through
-   the global average pool is the linear head's row for that class, so a random head scrambles them.
-   The correlation need not fall monotonically after that: once ``layer4`` itself is random its
-   maps follow the image's edges and blobs, as random convolutions do (Adebayo et al.'s "edge
-   detector" effect), and a weakly trained model's maps partly do too.
+   (``linear``, ``layer4`` ... ``layer1``, then the stem), and after each step the Grad-CAM maps of
+   the same images and target classes are compared with the trained model's by Spearman rank
+   correlation: maps that depend on what the network learned must decorrelate. The first step does
+   most of the damage (Grad-CAM's channel weights are, through the global average pool, the linear
+   head's row for the class), and the fall need not be monotonic after it: once ``layer4`` itself is
+   random its maps follow the image's edges, as random convolutions do.
 
-2. **Positive control for background confusion.** On generated images with known object masks, a
-   model is trained on data whose *training* backgrounds give the class away
-   (``background_class_correlation``), and a second one on data whose do not. On test images with
-   random backgrounds the first model makes high-confidence mistakes because it reads the
-   background, so Grad-CAM of its failures should put most of its mass off the object; the second
-   model's failures should not (or less so). If Grad-CAM cannot tell these two apart, it cannot be
-   trusted to diagnose "the model looks at the background" on CIFAR-10 either.
+2. **Positive control for background confusion.** On generated images with known object masks, one
+   model is trained on data whose *training* backgrounds give the class away and one on data whose
+   do not. On test images with random backgrounds the first model's confident mistakes come from the
+   background, so Grad-CAM of its failures should put less of its mass on the object than the second
+   model's. If Grad-CAM cannot tell these two apart, it cannot diagnose "the model looks at the
+   background" on CIFAR-10 either.
 """
 
 from __future__ import annotations
@@ -39,6 +34,7 @@ from torch import nn
 from cifar_helpers.analysis.failures import find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import random_maps, road_table
 from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
+from cifar_helpers.analysis.gradcam.cam import _check_float_images, _eval_mode
 from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import accuracy, predict
@@ -48,6 +44,7 @@ from cifar_helpers.rundir.artifacts import load_torch, save_torch
 from cifar_helpers.rundir.config import make_config
 
 if TYPE_CHECKING:
+    from cifar_helpers.core.data import CifarData
     from cifar_helpers.rundir.config import RunConfig
 
 # Cascading randomisation order, top of the network first: (step name, modules re-initialised).
@@ -101,16 +98,11 @@ def _reinitialise(module: nn.Module, seed: int, device: torch.device) -> None:
 
 
 def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation between two stacks of maps, one value per image.
+    """Spearman rank correlation between two stacks of float (N, H, W) maps of the same images.
 
-    Args:
-        reference: float (N, H, W) maps.
-        other: float (N, H, W) maps of the same images.
-
-    Returns:
-        float64 (N,) in [-1, 1] (ties get average ranks). NaN where either map is constant (e.g. an
-        all-zero Grad-CAM map, with no positive evidence anywhere): a rank correlation is undefined
-        there, and counting it as 0 would read "no evidence" as "unrelated evidence".
+    Returns float64 (N,) in [-1, 1] (ties get average ranks); NaN where either map is constant (e.g.
+    an all-zero Grad-CAM map): a rank correlation is undefined there, and 0 would read "no evidence"
+    as "unrelated evidence".
     """
     if reference.shape != other.shape or reference.ndim != 3:
         raise ValueError(
@@ -129,19 +121,15 @@ def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Te
     return torch.from_numpy(out)
 
 
-def _nanmean(values: torch.Tensor) -> float:
-    # Not torch.nanmean: it sums with the NaNs zeroed in place, a different summation order, and in
-    # about one case in six differs in the last bit, which would change positive_control.json.
+def _nan_mean_std(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and population std (ddof 0: defined even for one image) of the non-NaN values, in float64.
+
+    Not torch.nanmean: it sums with the NaNs zeroed in place, a different summation order that in
+    about one case in six differs in the last bit, which would change positive_control.json.
+    """
     values = values.to(torch.float64)
     valid = values[~torch.isnan(values)]
-    return float(valid.mean()) if valid.numel() else math.nan
-
-
-def _nanstd(values: torch.Tensor) -> float:
-    # Population std (ddof 0): a description of these images, defined even for a single one.
-    values = values.to(torch.float64)
-    valid = values[~torch.isnan(values)]
-    return float(valid.std(unbiased=False)) if valid.numel() else math.nan
+    return (float(valid.mean()), float(valid.std(unbiased=False))) if valid.numel() else (math.nan, math.nan)
 
 
 def cascading_randomisation_maps(
@@ -153,17 +141,13 @@ def cascading_randomisation_maps(
     target_classes: torch.Tensor | None = None,
     batch_size: int | None = None,
 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Grad-CAM maps of the trained model and of each cumulatively randomised copy.
+    """Grad-CAM maps of the trained model and of each cumulatively randomised copy (the model itself is
+    left unchanged: a deep copy is randomised; step k re-initialises under ``seed + k``).
 
-    Args:
-        model: the trained CIFAR ResNet (left unchanged: the randomisation happens on a deep copy).
-        images_normalised: float (N, 3, H, W), normalised.
-        layer: Grad-CAM layer name (``config.gradcam_layer``; None is ``layer4``). It stays the same
-            at every step, so once ``layer4`` is re-initialised the maps come from random weights there.
-        seed: seeds the re-initialisation; step k uses ``seed + k``.
-        target_classes: int64 (N,) classes to explain; None uses the *trained* model's predictions at
-            every step, so only the weights change between steps.
-        batch_size: images per Grad-CAM pass (None: all at once).
+    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``), the same
+    at every step, so once ``layer4`` is re-initialised the maps come from random weights there;
+    ``target_classes`` int64 (N,), None for the *trained* model's predictions at every step, so only the
+    weights change between steps; ``batch_size`` images per Grad-CAM pass (None: all at once).
 
     Returns:
         ``(steps, maps, targets)``: step names (``"trained"`` first, then :data:`RANDOMISATION_STEPS`),
@@ -172,24 +156,16 @@ def cascading_randomisation_maps(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_model_modules(model)
-    if not isinstance(images_normalised, torch.Tensor) or not images_normalised.dtype.is_floating_point:
-        raise TypeError("images_normalised must be a float tensor (N, 3, H, W); use normalization.normalize")
-    if images_normalised.ndim != 4 or images_normalised.shape[0] == 0:
+    images_normalised = _check_float_images(images_normalised, "images_normalised")
+    if images_normalised.shape[0] == 0:
         raise ValueError(
             f"images_normalised must be (N, 3, H, W) with N >= 1, got {tuple(images_normalised.shape)}"
         )
     device = model_device(model)
     images = images_normalised.to(device)
     if target_classes is None:
-        # Each module's own mode is restored, not just the root's, as grad_cam does.
-        modes = [(module, module.training) for module in model.modules()]
-        model.eval()
-        try:
-            with torch.no_grad():
-                target_classes = model(images).argmax(dim=1).cpu()
-        finally:
-            for module, training in modes:
-                module.training = training
+        with _eval_mode(model), torch.no_grad():
+            target_classes = model(images).argmax(dim=1).cpu()
     target_classes = torch.as_tensor(target_classes).long().cpu()
 
     steps = [TRAINED_STEP]
@@ -208,29 +184,24 @@ def summarise_randomisation(
     steps: list[str], maps: torch.Tensor, *, layer: str | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """The cascading model-parameter randomisation test of Adebayo et al. (2018) for Grad-CAM: the
-    Spearman correlation of every step's maps with the trained maps (step 0).
-
-    Args:
-        steps: step names, as returned by :func:`cascading_randomisation_maps`.
-        maps: float (S, N, H, W) maps, step 0 the trained model's; e.g. of ``config.sanity_images``
-            test images at ``layer=config.gradcam_layer``.
-        layer, seed: recorded in the result.
+    Spearman correlation of every step's maps (float (S, N, H, W), step 0 the trained model's, from
+    :func:`cascading_randomisation_maps`) with the trained maps; ``layer`` and ``seed`` are recorded.
 
     Returns:
         JSON-ready ``{"steps": [...], "spearman_mean": [...], "spearman_std": [...],
         "num_defined": [...], "num_images", "layer", "seed"}``, one entry per step, the first being
         the trained model against itself (1.0 by construction; a check of the bookkeeping). Means
         and standard deviations are over the images whose maps are both non-constant
-        (``num_defined``; see :func:`spearman_per_image`); NaN when there is none. This is what the
-        stress stage saves as ``sanity.json``.
+        (``num_defined``); NaN when there is none. The stress stage saves it as ``sanity.json``.
     """
     if maps.ndim != 4 or maps.shape[0] != len(steps):
         raise ValueError(f"maps must be (S, N, H, W) with S = {len(steps)} steps, got {tuple(maps.shape)}")
     rhos = [spearman_per_image(maps[0], step_maps) for step_maps in maps]
+    stats = [_nan_mean_std(rho) for rho in rhos]
     return {
         "steps": list(steps),
-        "spearman_mean": [_nanmean(rho) for rho in rhos],
-        "spearman_std": [_nanstd(rho) for rho in rhos],
+        "spearman_mean": [mean for mean, _ in stats],
+        "spearman_std": [std for _, std in stats],
         "num_defined": [int((~torch.isnan(rho)).sum()) for rho in rhos],
         "num_images": int(maps.shape[1]),
         "layer": layer if layer is not None else "layer4",
@@ -238,45 +209,32 @@ def summarise_randomisation(
     }
 
 
-# --- positive control ------------------------------------------------------------------------------
-
-
 def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> dict[str, Any]:
     """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
 
-    Both models use the smoke recipe (ResNet-18 of width 8, batch 25, fp32) with ``config``'s seed,
-    device, threads, Grad-CAM layer and confidence threshold, and are tested on the same generated
-    test images, whose backgrounds are never tied to the class. The tied model's training images
-    have their class's background with probability :data:`CONTROL_CORRELATION`. The control's size
-    (:data:`CONTROL_TRAIN_PER_CLASS` and :data:`CONTROL_TEST_PER_CLASS` images per class,
-    :data:`CONTROL_EPOCHS` epochs) does not depend on the profile.
-
-    Each model's high-confidence failures on that test set are found with
-    :func:`analysis.failures.find_high_confidence_failures` at the highest threshold of
-    ``config.confidence_threshold`` and :data:`CONTROL_THRESHOLDS` (those not above it) at which
-    *both* models have at least :data:`CONTROL_MIN_FAILURES` (the lowest one otherwise), so both are
-    measured at the same threshold. Grad-CAM explains the predicted class. Why 50 failures: the few
-    most confident failures of *both* models are dominated by the one confusion the generated classes
-    invite by design (square and diamond share hue and outline), an object-driven mistake whatever
-    the background; over 50 or more failures the tied model's background-driven mistakes show (on
-    seeds 0, 1 and 42 the gap in mask share is 0.07-0.12 at thresholds 0.5-0.7, while at 0.9 it
-    varies from -0.04 to +0.03).
-
-    Args:
-        config: the run configuration.
-        out_dir: where the two models' checkpoints (``tied/``, ``untied/``) and
-            ``positive_control_examples.pt`` (:data:`CONTROL_EXAMPLES` failures per model: image,
-            mask, map) are written; finished checkpoints are reused.
+    Both use the smoke recipe (ResNet-18 of width 8, batch 25, fp32) with ``config``'s seed, device,
+    threads, Grad-CAM layer and confidence threshold, at a size that does not depend on the profile
+    (:data:`CONTROL_TRAIN_PER_CLASS`, :data:`CONTROL_TEST_PER_CLASS`, :data:`CONTROL_EPOCHS`); the
+    tied model's training images have their class's background with probability
+    :data:`CONTROL_CORRELATION`. Both are tested on the same generated images, whose backgrounds are
+    never tied. Their failures are taken at the highest of ``config.confidence_threshold`` and the
+    :data:`CONTROL_THRESHOLDS` below it at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest
+    otherwise): the few most confident failures of both are dominated by the confusion the generated
+    classes invite by design (square and diamond share hue and outline), whatever the background;
+    only over many failures do the tied model's background-driven mistakes show. Grad-CAM explains the
+    predicted class. ``out_dir`` receives the checkpoints (``tied/``, ``untied/``; finished ones are
+    reused) and ``positive_control_examples.pt`` (:data:`CONTROL_EXAMPLES` failures per model: image,
+    mask, map).
 
     Returns:
         JSON-ready dict (saved by the stress stage as ``positive_control.json``): ``correlation``,
         ``threshold`` (used), ``thresholds_tried``, ``object_area_fraction`` (mean object area of the
         test images: the mask share of a uniform map), ``tied`` and ``untied``, each
         ``{"test_accuracy", "train_accuracy", "num_failures", "mask_share", "mask_share_std",
-        "pointing_game", "failure_object_area", "mask_share_all", "pointing_game_all"}`` (``*_all``
-        over every test image, explaining the predicted class), ``mask_share_gap`` and
-        ``pointing_game_gap`` (untied minus tied; positive when the control works), the sizes used,
-        ``examples_file`` and ``seconds`` (wall time; the only value that varies between runs).
+        "pointing_game", "failure_object_area", "mask_share_all", "pointing_game_all", "road"}``
+        (``*_all`` over every test image), ``mask_share_gap`` and ``pointing_game_gap`` (untied minus
+        tied; positive when the control works), the sizes used, ``examples_file`` and ``seconds`` (wall
+        time; the only value that varies between runs).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -304,86 +262,17 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         )
         for name, correlation in (("untied", 0.0), ("tied", CONTROL_CORRELATION))
     }
-    untied = datasets["untied"]
-    test_images, test_labels, test_masks = untied.test_images, untied.test_labels, untied.test_masks
-    if test_masks is None:
-        raise RuntimeError("make_synthetic_cifar returned no test masks; the positive control needs them")
-
-    trained: dict[str, dict[str, Any]] = {}
-    for name in ("tied", "untied"):
-        data = datasets[name]
-        result = train_model(
-            control,
-            data.train_images,
-            data.train_labels,
-            test_images,
-            test_labels,
-            out_dir / name,
-            augment=False,
-            num_classes=len(data.classes),
-            progress=False,
-            resume=True,
-        )
-        model = result.model.eval()
-        test = predict(model, test_images, test_labels, **control.eval_options())
-        train = predict(model, data.train_images, data.train_labels, **control.eval_options())
-        trained[name] = {
-            "model": model,
-            "probs": test.probs,
-            "test_accuracy": accuracy(test),
-            "train_accuracy": accuracy(train),
-        }
-
-    tried = [t for t in CONTROL_THRESHOLDS if t <= control.confidence_threshold]
-    if not tried or tried[0] != control.confidence_threshold:
-        tried.insert(0, control.confidence_threshold)
-    threshold = tried[-1]
-    for candidate in tried:
-        counts = [
-            len(find_high_confidence_failures(t["probs"], test_labels, candidate)) for t in trained.values()
-        ]
-        if min(counts) >= CONTROL_MIN_FAILURES:
-            threshold = candidate
-            break
-
-    device = model_device(trained["tied"]["model"])
-    normalised = normalize(test_images.to(device))
+    test = datasets["untied"]  # both share the test split: backgrounds there are never tied
+    trained = {
+        name: _train_control(control, datasets[name], test, out_dir / name) for name in ("tied", "untied")
+    }
+    threshold, tried = _control_threshold(trained, test.test_labels, control.confidence_threshold)
+    normalised = normalize(test.test_images.to(model_device(trained["tied"]["model"])))
     summary: dict[str, Any] = {}
     examples: dict[str, dict[str, torch.Tensor]] = {}
     for name, entry in trained.items():
-        model = entry["model"]
-        predicted = entry["probs"].argmax(dim=1)
-        maps = grad_cam(model, normalised, predicted, control.gradcam_layer, batch_size=256).cpu()
-        shares = mask_share(maps, test_masks)
-        hits = pointing_game(maps, test_masks)
-        failures = find_high_confidence_failures(entry["probs"], test_labels, threshold)
-        idx = failures.indices
-        summary[name] = {
-            "test_accuracy": entry["test_accuracy"],
-            "train_accuracy": entry["train_accuracy"],
-            "num_failures": len(failures),
-            "mask_share": _nanmean(shares[idx]),
-            "mask_share_std": _nanstd(shares[idx]),
-            "pointing_game": float(hits[idx].to(torch.float64).mean()) if len(idx) else math.nan,
-            "failure_object_area": float(test_masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
-            "mask_share_all": _nanmean(shares),
-            "pointing_game_all": float(hits.to(torch.float64).mean()),
-        }
-        summary[name]["road"] = _control_road(
-            model, test_images[idx[: config.road_images]], predicted[idx], maps[idx], test_masks[idx], config
-        )
-        keep = idx[:CONTROL_EXAMPLES]
-        examples[name] = {
-            "indices": keep.clone(),
-            "images": test_images[keep].clone(),
-            "masks": test_masks[keep].clone(),
-            "maps": maps[keep].clone(),
-            "true_labels": test_labels[keep].clone(),
-            "predicted": predicted[keep].clone(),
-            "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
-        }
-    save_torch(out_dir / EXAMPLES_NAME, {"classes": list(untied.classes), "threshold": threshold, **examples})
-
+        summary[name], examples[name] = _explain_control(entry, test, normalised, threshold, config)
+    save_torch(out_dir / EXAMPLES_NAME, {"classes": list(test.classes), "threshold": threshold, **examples})
     return {
         "correlation": float(CONTROL_CORRELATION),
         "threshold": float(threshold),
@@ -395,7 +284,7 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         "width": control.width,
         "seed": control.seed,
         "layer": control.gradcam_layer,
-        "object_area_fraction": float(test_masks.to(torch.float64).mean()),
+        "object_area_fraction": float(test.test_masks.to(torch.float64).mean()),
         "tied": summary["tied"],
         "untied": summary["untied"],
         "mask_share_gap": summary["untied"]["mask_share"] - summary["tied"]["mask_share"],
@@ -403,6 +292,84 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> di
         "examples_file": EXAMPLES_NAME,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _train_control(control: RunConfig, data: CifarData, test: CifarData, out_dir: Path) -> dict[str, Any]:
+    """One control model trained (or resumed) on ``data``'s training split and tested on ``test``'s."""
+    result = train_model(
+        control,
+        data.train_images,
+        data.train_labels,
+        test.test_images,
+        test.test_labels,
+        out_dir,
+        augment=False,
+        num_classes=len(data.classes),
+        progress=False,
+        resume=True,
+    )
+    model = result.model.eval()
+    tested = predict(model, test.test_images, test.test_labels, **control.eval_options())
+    train = predict(model, data.train_images, data.train_labels, **control.eval_options())
+    return {
+        "model": model,
+        "probs": tested.probs,
+        "test_accuracy": accuracy(tested),
+        "train_accuracy": accuracy(train),
+    }
+
+
+def _control_threshold(
+    trained: dict[str, dict[str, Any]], labels: torch.Tensor, configured: float
+) -> tuple[float, list[float]]:
+    """The highest threshold tried at which every model has :data:`CONTROL_MIN_FAILURES`, and those tried."""
+    tried = [t for t in CONTROL_THRESHOLDS if t <= configured]
+    if not tried or tried[0] != configured:
+        tried.insert(0, configured)
+    for candidate in tried:
+        counts = [len(find_high_confidence_failures(t["probs"], labels, candidate)) for t in trained.values()]
+        if min(counts) >= CONTROL_MIN_FAILURES:
+            return candidate, tried
+    return tried[-1], tried
+
+
+def _explain_control(
+    entry: dict[str, Any], test: CifarData, normalised: torch.Tensor, threshold: float, config: RunConfig
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One control model's Grad-CAM measures (its result entry) and its first failures (for figures)."""
+    model, masks = entry["model"], test.test_masks
+    predicted = entry["probs"].argmax(dim=1)
+    maps = grad_cam(model, normalised, predicted, config.gradcam_layer, batch_size=256).cpu()
+    shares = mask_share(maps, masks)
+    hits = pointing_game(maps, masks)
+    failures = find_high_confidence_failures(entry["probs"], test.test_labels, threshold)
+    idx = failures.indices
+    share_mean, share_std = _nan_mean_std(shares[idx])
+    summary = {
+        "test_accuracy": entry["test_accuracy"],
+        "train_accuracy": entry["train_accuracy"],
+        "num_failures": len(failures),
+        "mask_share": share_mean,
+        "mask_share_std": share_std,
+        "pointing_game": float(hits[idx].to(torch.float64).mean()) if len(idx) else math.nan,
+        "failure_object_area": float(masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
+        "mask_share_all": _nan_mean_std(shares)[0],
+        "pointing_game_all": float(hits.to(torch.float64).mean()),
+        "road": _control_road(
+            model, test.test_images[idx[: config.road_images]], predicted[idx], maps[idx], masks[idx], config
+        ),
+    }
+    keep = idx[:CONTROL_EXAMPLES]
+    example = {
+        "indices": keep.clone(),
+        "images": test.test_images[keep].clone(),
+        "masks": masks[keep].clone(),
+        "maps": maps[keep].clone(),
+        "true_labels": test.test_labels[keep].clone(),
+        "predicted": predicted[keep].clone(),
+        "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
+    }
+    return summary, example
 
 
 def _control_road(
@@ -442,14 +409,3 @@ def load_positive_control_examples(out_dir: str | Path) -> dict[str, Any]:
             f"{path} not found: run background_positive_control with out_dir={str(out_dir)!r}"
         )
     return load_torch(path)
-
-
-__all__ = [
-    "CONTROL_THRESHOLDS",
-    "RANDOMISATION_STEPS",
-    "background_positive_control",
-    "cascading_randomisation_maps",
-    "load_positive_control_examples",
-    "spearman_per_image",
-    "summarise_randomisation",
-]

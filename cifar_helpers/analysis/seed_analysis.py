@@ -1,18 +1,12 @@
 """What seed replicates say: error bars on accuracy, the reseed noise floor, and failure stability.
 
-A replicate run trains the same recipe once per seed (``runs/<profile>/seed-<k>/``, see
-:mod:`cifar_helpers.workflow.replicates`), every seed on the same data (``data_seed`` fixed). These functions
-read those run directories and answer "would this hold with another seed?":
-
-* accuracy of each model as mean, standard deviation and a 95 % t-interval over seeds, and the paired
-  per-seed difference (augmented - baseline) with its interval and a paired t-test;
-* the **noise floor** of fixed / kept / new: :func:`analysis.failures.compare_failures` between
-  two *baseline* seeds (same recipe, another seed) beside baseline -> augmented of the same seed;
-* **failure stability**: per test image, in how many seeds it is a high-confidence failure; the
-  Jaccard overlap of the seeds' failure sets; the failures that hold in at least half the seeds.
-
-Everything takes tensors or plain lists and returns plain values (JSON-ready dicts), so the notebook
-only loads, calls and plots.
+A replicate run trains the same recipe once per seed on the same data (``runs/<profile>/seed-<k>/``,
+see :mod:`cifar_helpers.workflow.replicates`). These functions take those runs' results and return
+JSON-ready dicts: accuracy over seeds (mean, sd, 95 % t-interval, the paired augmented - baseline
+difference with a paired t-test); the **noise floor** of fixed / kept / new
+(:func:`analysis.failures.compare_failures` between two *baseline* seeds, beside baseline ->
+augmented of one seed); **failure stability** (in how many seeds each test image fails, the
+Jaccard overlap of the seeds' failure sets, the failures that hold in at least half the seeds).
 """
 
 from __future__ import annotations
@@ -24,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy import stats
 from torch import Tensor
 
 from cifar_helpers.analysis.failures import FailureSet, compare_failures, find_high_confidence_failures
@@ -38,12 +33,9 @@ CONSISTENT_SHARE = 0.5
 
 @dataclass
 class SeedResults:
-    """What one seed's run directory holds that the replicate analysis needs.
-
-    ``probs[model]`` is float32 (N, C) on the test set, ``labels`` int64 (N,), ``test_set`` what
-    decides which test images the run used (data fingerprint, subset size and the seed that drew it),
-    ``train_accuracy[model]`` a fraction.
-    """
+    """What one seed's run directory holds that the replicate analysis needs: ``probs[model]`` float32
+    (N, C) on the test set, ``labels`` int64 (N,), ``test_set`` what decides which test images the run
+    used (data fingerprint, subset size and the seed that drew it), ``train_accuracy[model]`` a fraction."""
 
     seed: int
     run_dir: Path
@@ -105,16 +97,11 @@ def check_same_test_set(results: Sequence[SeedResults]) -> None:
             )
 
 
-# --- accuracy over seeds ----------------------------------------------------------------------------
-
-
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean, sample standard deviation and a Student-t ``confidence`` interval of ``values``.
 
     With one value the spread and interval are None (a single seed says nothing about seed noise).
     """
-    from scipy import stats
-
     x = torch.tensor([float(v) for v in values], dtype=torch.float64)
     n = len(x)
     if n == 0:
@@ -135,8 +122,6 @@ def paired_difference(
     The pairing removes what a seed does to both models alike (the same data subset, the same
     initialisation stream), so the interval is narrower than the two accuracies' intervals suggest.
     """
-    from scipy import stats
-
     if len(baseline) != len(augmented):
         raise ValueError(
             f"baseline ({len(baseline)}) and augmented ({len(augmented)}) need one value per seed"
@@ -162,8 +147,6 @@ def accuracy_over_seeds(results: Sequence[SeedResults], confidence: float = 0.95
     }
 
 
-# --- the noise floor of fixed / kept / new ------------------------------------------------------------
-
 COUNT_KEYS = ("fixed", "kept_same", "kept_different", "new")
 
 
@@ -186,20 +169,10 @@ def noise_floor(results: Sequence[SeedResults]) -> dict[str, Any]:
     augmentation's mean exceeds the reseed's (what a reseed alone does not explain).
     """
     by_seed = {r.seed: r for r in results}
-    rows: dict[str, list[dict[str, Any]]] = {"reseed": [], "augmentation": []}
-    for a, b in reseed_pairs(list(by_seed)):
-        first, second = by_seed[a], by_seed[b]
-        comparison = compare_failures(
-            first.probs["baseline"], second.probs["baseline"], first.labels, first.threshold
-        )
-        rows["reseed"].append(
-            {"from": f"baseline seed {a}", "to": f"baseline seed {b}", **comparison.counts()}
-        )
-    for r in results:
-        comparison = compare_failures(r.probs["baseline"], r.probs["augmented"], r.labels, r.threshold)
-        rows["augmentation"].append(
-            {"from": f"baseline seed {r.seed}", "to": f"augmented seed {r.seed}", **comparison.counts()}
-        )
+    rows = {
+        "reseed": [_counts(by_seed[a], "baseline", by_seed[b]) for a, b in reseed_pairs(list(by_seed))],
+        "augmentation": [_counts(r, "augmented", r) for r in results],
+    }
     mean = {
         kind: {key: sum(row[key] for row in kind_rows) / len(kind_rows) for key in COUNT_KEYS}
         for kind, kind_rows in rows.items()
@@ -213,7 +186,10 @@ def noise_floor(results: Sequence[SeedResults]) -> dict[str, Any]:
     return {**rows, "mean": mean, "excess": excess}
 
 
-# --- failure stability ------------------------------------------------------------------------------
+def _counts(first: SeedResults, model: str, second: SeedResults) -> dict[str, Any]:
+    """fixed / kept / new counts from ``first``'s baseline to ``second``'s ``model``, in a labelled row."""
+    comparison = compare_failures(first.probs["baseline"], second.probs[model], first.labels, first.threshold)
+    return {"from": f"baseline seed {first.seed}", "to": f"{model} seed {second.seed}", **comparison.counts()}
 
 
 def failure_sets(results: Sequence[SeedResults], model: str = "baseline") -> list[FailureSet]:

@@ -5,19 +5,9 @@ Perturbations") publish CIFAR-10-C as fixed files; here the same kind of corrupt
 the run's own uint8 test images, so any test subset (or the generated data set) can be stress-tested
 without a download, and the same seed always gives the same corrupted pixels.
 
-Six corruptions, five severities each, with the per-severity parameters of the CIFAR-10-C generator
-(``make_cifar_c.py`` of the paper's repository); severity 0 is the identity:
-
-==================  ==================================================  ==================================
-name                what it does (pixel values x in [0, 1])              parameter, severities 1..5
-==================  ==================================================  ==================================
-``gaussian_noise``  x + N(0, sigma^2) per pixel and channel, clipped      sigma 0.04, 0.06, 0.08, 0.09, 0.10
-``gaussian_blur``   Gaussian filter, edge pixels replicated               sigma 0.4, 0.6, 0.7, 0.8, 1.0 px
-``contrast``        (x - m) * c + m, m = per-image, per-channel mean      c 0.75, 0.5, 0.4, 0.3, 0.15
-``brightness``      HSV value channel V + c, clipped to [0, 1]            c 0.05, 0.1, 0.15, 0.2, 0.3
-``jpeg``            JPEG re-compression (``cv2.imencode``)                quality 80, 65, 58, 50, 40
-``pixelate``        box-resize to s*32 px and back to 32 px               s 0.95, 0.9, 0.85, 0.75, 0.65
-==================  ==================================================  ==================================
+Six corruptions (:data:`CORRUPTION_PARAMETERS`), five severities each, with the per-severity
+parameters of the CIFAR-10-C generator (``make_cifar_c.py`` of the paper's repository); severity 0
+is the identity.
 
 Differences from the reference implementation, all deliberate: results are rounded to the nearest
 uint8 value (the reference truncates, which darkens every image by half a grey level on average);
@@ -26,9 +16,9 @@ without the HSV round trip (adding to V and converting back scales R, G, B by V'
 is done here, vectorised; a black pixel becomes the grey V' = c). Pixelate reproduces PIL's box
 resampling (which the reference uses both ways) as two small matrices instead of calling PIL or
 OpenCV: OpenCV's INTER_AREA averages over exact pixel footprints and INTER_NEAREST maps with floor(),
-and with them severity 1 changed CIFAR-10 test images by 6.7 grey levels on average instead of the
-reference's 2.0, about as much as severity 5 (9.6), so the published severities would no longer mean
-what they mean in CIFAR-10-C. JPEG uses ``cv2.imencode`` (libjpeg, 4:2:0 chroma, like PIL's default).
+and with them a mild severity changes an image several times as much as the reference's does, so the
+published severities would no longer mean what they mean in CIFAR-10-C. JPEG uses ``cv2.imencode``
+(libjpeg, 4:2:0 chroma, like PIL's default).
 """
 
 from __future__ import annotations
@@ -47,16 +37,17 @@ from torch import nn
 from cifar_helpers.core.checks import check_images, check_labels
 from cifar_helpers.core.evaluation import predict
 
-CorruptionFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
+# (uint8 images on the CPU, the severity's parameter, generator) -> uint8 images
+CorruptionFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
-# Per-severity parameters (severity 1..5 -> index 0..4), from CIFAR-10-C's generator.
+# Per-severity parameters (severity 1..5 -> index 0..4), from CIFAR-10-C's generator; x in [0, 1].
 CORRUPTION_PARAMETERS: dict[str, tuple[float, ...]] = {
-    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),
-    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),
-    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
-    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),
-    "jpeg": (80, 65, 58, 50, 40),
-    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),
+    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # sigma: x + N(0, sigma^2) per pixel, clipped
+    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),  # sigma (px) of a Gaussian filter, edge pixels replicated
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # c: (x - m) * c + m, m the per-image, per-channel mean
+    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # c: HSV's value channel V + c, clipped to [0, 1]
+    "jpeg": (80, 65, 58, 50, 40),  # quality of a JPEG re-compression (cv2.imencode)
+    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # s: box-resize to s * 32 px and back to 32 px
 }
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -72,8 +63,7 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
 
-def _gaussian_noise(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    sigma = CORRUPTION_PARAMETERS["gaussian_noise"][severity - 1]
+def _gaussian_noise(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     # Drawn on the CPU from the caller's generator: identical noise whatever device the images are on.
     noise = torch.randn(images.shape, generator=generator, dtype=torch.float32)
     return _to_uint8(_to_unit(images) + sigma * noise)
@@ -86,8 +76,7 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     return (kernel / kernel.sum()).to(torch.float32)
 
 
-def _gaussian_blur(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    sigma = CORRUPTION_PARAMETERS["gaussian_blur"][severity - 1]
+def _gaussian_blur(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     kernel = _gaussian_kernel(sigma)
     radius = (kernel.numel() - 1) // 2
     x = _to_unit(images)
@@ -100,15 +89,13 @@ def _gaussian_blur(images: torch.Tensor, severity: int, generator: torch.Generat
     return _to_uint8(x)
 
 
-def _contrast(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    factor = CORRUPTION_PARAMETERS["contrast"][severity - 1]
+def _contrast(images: torch.Tensor, factor: float, generator: torch.Generator) -> torch.Tensor:
     x = _to_unit(images)
     means = x.mean(dim=(2, 3), keepdim=True)
     return _to_uint8((x - means) * factor + means)
 
 
-def _brightness(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    shift = CORRUPTION_PARAMETERS["brightness"][severity - 1]
+def _brightness(images: torch.Tensor, shift: float, generator: torch.Generator) -> torch.Tensor:
     x = _to_unit(images)
     value = x.amax(dim=1, keepdim=True)  # HSV's V
     new_value = (value + shift).clamp(max=1.0)
@@ -117,8 +104,8 @@ def _brightness(images: torch.Tensor, severity: int, generator: torch.Generator)
     return _to_uint8(scaled)
 
 
-def _jpeg(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    quality = int(CORRUPTION_PARAMETERS["jpeg"][severity - 1])
+def _jpeg(images: torch.Tensor, quality: float, generator: torch.Generator) -> torch.Tensor:
+    quality = int(quality)
     hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
     out = np.empty_like(hwc)
     params = [int(cv2.IMWRITE_JPEG_QUALITY), quality]
@@ -160,9 +147,9 @@ def _box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """PIL's BOX resize of float (N, C, H, W) whole grey levels -> float (N, C, height, width), rounded.
 
     Not ``PIL.Image.resize(..., Image.Resampling.BOX)`` itself: Pillow works in fixed point and rounds
-    between its horizontal and vertical passes, so on CIFAR-10 test images 6 % (severity 1) to 37 %
-    (severity 5) of the pixelated pixels come out one grey level away from these (never more, see
-    tests/test_stress.py). Calling Pillow would change every saved stress result for no gain.
+    between its horizontal and vertical passes, so some pixelated pixels come out one grey level away
+    from these (never more, see tests/test_stress.py). Calling Pillow would change every saved stress
+    result for no gain.
     """
     rows = _box_resize_matrix(x.shape[2], height)
     cols = _box_resize_matrix(x.shape[3], width)
@@ -170,8 +157,7 @@ def _box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (rows @ x @ cols.T).round()
 
 
-def _pixelate(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    scale = CORRUPTION_PARAMETERS["pixelate"][severity - 1]
+def _pixelate(images: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
     height, width = images.shape[2], images.shape[3]
     small = _box_resize(images.to(torch.float32), max(1, int(height * scale)), max(1, int(width * scale)))
     return _box_resize(small, height, width).clamp(0, 255).to(torch.uint8)
@@ -210,22 +196,13 @@ def corruption_seed(seed: int, name: str, severity: int) -> int:
 
 
 def corrupt(
-    images: torch.Tensor,
-    name: str,
-    severity: int,
-    generator: torch.Generator | int | None = None,
+    images: torch.Tensor, name: str, severity: int, generator: torch.Generator | int | None = None
 ) -> torch.Tensor:
-    """Apply corruption ``name`` at ``severity`` to a batch of images.
+    """Apply corruption ``name`` (a key of :data:`CORRUPTIONS`) at ``severity`` (0: an unchanged copy,
+    to 5) to uint8 (N, 3, H, W) RGB images on any device (processed on the CPU, returned on theirs).
 
-    Args:
-        images: uint8 tensor (N, 3, H, W), RGB, any device (processed on the CPU).
-        name: a key of :data:`CORRUPTIONS`.
-        severity: 0 (identity: an unchanged copy) to 5 (strongest).
-        generator: a CPU ``torch.Generator`` (advanced by random corruptions) or an integer seed;
-            ``None`` means seed 0. Only ``gaussian_noise`` draws random numbers.
-
-    Returns:
-        uint8 tensor (N, 3, H, W) on the input's device.
+    ``generator``: a CPU ``torch.Generator`` (advanced by random corruptions) or an integer seed; None
+    means seed 0. Only ``gaussian_noise`` draws random numbers.
     """
     images = check_images("images", images)
     _check_corruption(name)
@@ -240,21 +217,14 @@ def corrupt(
     if severity == 0:
         return images.clone()
     device = images.device
-    out = CORRUPTIONS[name](images.detach().cpu(), severity, generator)
+    out = CORRUPTIONS[name](images.detach().cpu(), CORRUPTION_PARAMETERS[name][severity - 1], generator)
     return out.to(device)
 
 
 def stratified_subset(labels: torch.Tensor, n_images: int, seed: int) -> torch.Tensor:
-    """Indices of at most ``n_images`` images with the classes as equally represented as possible.
-
-    Args:
-        labels: int64 (N,) class labels.
-        n_images: how many to keep (all N when ``n_images >= N``).
-        seed: seeds the choice within each class.
-
-    Returns:
-        int64 (min(n_images, N),) indices, sorted, for e.g. ``config.stress_images``.
-    """
+    """Sorted int64 indices of at most ``n_images`` images (all N when ``n_images >= N``) with the
+    classes of int64 (N,) ``labels`` as equally represented as possible, chosen within each class
+    under ``seed`` (e.g. for ``config.stress_images``)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images!r}")
     labels = torch.as_tensor(labels).cpu()
@@ -296,21 +266,14 @@ def run_stress_test(
 
     Each corrupted set is generated once and shown to every model, so the models are compared on the
     same pixels; a cell's noise comes from :func:`corruption_seed` (``seed``, name, severity).
-
-    Args:
-        models: name -> trained model (e.g. ``{"baseline": ..., "augmented": ...}``).
-        images: uint8 (N, 3, 32, 32) test images.
-        labels: int64 (N,) labels.
-        corruptions: names from :data:`CORRUPTIONS` (default: all, in that order).
-        severities: severities to evaluate, each in 1..5.
-        batch_size, device, bf16, fp16, channels_last: passed to :func:`cifar_helpers.core.evaluation.predict`
-            (``device=None``: the model's own device).
-        seed: base seed of the corruptions.
+    ``models``: name -> trained model; ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (N,);
+    ``corruptions`` names from :data:`CORRUPTIONS` (None: all); ``severities`` each in 1..5;
+    ``batch_size``, ``device`` (None: the model's own), ``bf16``, ``fp16``, ``channels_last`` go to
+    :func:`cifar_helpers.core.evaluation.predict`.
 
     Returns:
         JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
-        {name: result}}``, what the stress stage saves as ``corruptions.json``. Each model's
-        ``result`` is complete on its own (it repeats the shared keys)::
+        {name: result}}`` (``corruptions.json``), each model's ``result`` complete on its own::
 
             {"clean_accuracy": float, "clean_mean_confidence": float,
              "corruptions": {name: {"accuracy": [per severity], "mean_confidence": [per severity],
@@ -341,25 +304,15 @@ def run_stress_test(
         correct = (predictions.preds.cpu() == labels.cpu()).to(torch.float64)
         return float(correct.mean()), float(predictions.confidences.to(torch.float64).mean())
 
-    results: dict[str, dict[str, Any]] = {}
-    for model_name, model in models.items():
-        clean_accuracy, clean_confidence = evaluate(model, images)
-        results[model_name] = {
-            "clean_accuracy": clean_accuracy,
-            "clean_mean_confidence": clean_confidence,
-            "corruptions": {},
-        }
+    clean = {model_name: evaluate(model, images) for model_name, model in models.items()}
+    cells = {m: {name: {"accuracy": [], "mean_confidence": []} for name in names} for m in models}
     for name in names:
-        for model_name in models:
-            results[model_name]["corruptions"][name] = {"accuracy": [], "mean_confidence": []}
         for severity in severities:
             corrupted = corrupt(images, name, severity, corruption_seed(seed, name, severity))
             for model_name, model in models.items():
                 accuracy, confidence = evaluate(model, corrupted)
-                cell = results[model_name]["corruptions"][name]
-                cell["accuracy"].append(accuracy)
-                cell["mean_confidence"].append(confidence)
-
+                cells[model_name][name]["accuracy"].append(accuracy)
+                cells[model_name][name]["mean_confidence"].append(confidence)
     shared = {
         "corruption_names": names,
         "severities": severities,
@@ -367,17 +320,28 @@ def run_stress_test(
         "num_images": int(images.shape[0]),
         "seed": int(seed),
     }
-    for result in results.values():
-        clean = result["clean_accuracy"]
-        every_cell: list[float] = []
-        for cell in result["corruptions"].values():
-            cell["mean_accuracy"] = _mean(cell["accuracy"])
-            cell["absolute_drop"] = clean - cell["mean_accuracy"]
-            cell["relative_drop"] = cell["absolute_drop"] / clean if clean > 0 else math.nan
-            every_cell.extend(cell["accuracy"])
-        result["mean_corruption_accuracy"] = _mean(every_cell)
-        result["absolute_drop"] = clean - result["mean_corruption_accuracy"]
-        result["relative_drop"] = result["absolute_drop"] / clean if clean > 0 else math.nan
-        # Each model's entry also carries the shared keys, so it is a complete result on its own.
-        result.update(shared)
-    return {**shared, "models": results}
+    return {**shared, "models": {m: _model_result(*clean[m], cells[m], shared) for m in models}}
+
+
+def _drops(clean: float, corrupted: float) -> dict[str, float]:
+    """The accuracy lost to corruption, absolute and as a share of the clean accuracy."""
+    drop = clean - corrupted
+    return {"absolute_drop": drop, "relative_drop": drop / clean if clean > 0 else math.nan}
+
+
+def _model_result(
+    clean_accuracy: float, clean_confidence: float, cells: dict[str, Any], shared: dict[str, Any]
+) -> dict[str, Any]:
+    """One model's :func:`run_stress_test` entry, complete on its own (it repeats the shared keys)."""
+    for cell in cells.values():
+        cell["mean_accuracy"] = _mean(cell["accuracy"])
+        cell.update(_drops(clean_accuracy, cell["mean_accuracy"]))
+    mean = _mean([accuracy for cell in cells.values() for accuracy in cell["accuracy"]])
+    return {
+        "clean_accuracy": clean_accuracy,
+        "clean_mean_confidence": clean_confidence,
+        "corruptions": cells,
+        "mean_corruption_accuracy": mean,
+        **_drops(clean_accuracy, mean),
+        **shared,
+    }

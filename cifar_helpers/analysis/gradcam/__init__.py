@@ -1,16 +1,9 @@
 """Batched Grad-CAM on any convolutional layer, and measures of where the maps put their mass.
 
-Submodules: ``cam`` (the computation: the layer to explain, :func:`grad_cam` on normalised images,
-:func:`gradcam_for_failures` and :func:`explain_images` on uint8 ones), ``attention`` (measures on
-the maps: periphery and mask shares, the pointing game, failures against controls, the deletion
-test), ``stage_reports`` (what notebooks 03 and 05 record, each in one call: confidence-matched
-controls, :func:`failure_attention_report`, :func:`compare_attention`).
-
-Typical use::
-
-    maps = grad_cam(model, normalize(images_uint8.to(device)), predicted)      # (N, 32, 32) in [0, 1]
-    heatmaps = gradcam_for_failures(model, test_images, failures, layer="layer4")
-    periphery_share(heatmaps["predicted_maps"])                                 # (K,) in [0, 1]
+``cam``: the computation (:func:`grad_cam` on normalised images, :func:`gradcam_for_failures` and
+:func:`explain_images` on uint8 ones); ``attention``: measures on the maps (periphery and mask
+shares, the pointing game, failures against controls, the deletion test); ``stage_reports``: what
+notebooks 03 and 05 record, each in one call.
 """
 
 from .attention import attention_measures, deletion_curve, mask_share, periphery_share, pointing_game

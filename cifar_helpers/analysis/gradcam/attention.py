@@ -11,14 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cifar_helpers.analysis.failures import _check_positive_int
 from cifar_helpers.core.checks import check_target_classes, model_device
 
-from .cam import _check_batch_size, _check_float_images, _restore_modes, _save_modes
+from .cam import _check_batch_size, _check_float_images, _eval_mode
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
 def _check_maps(maps: Tensor, name: str = "maps") -> Tensor:
     if not isinstance(maps, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (N, H, W), got {type(maps).__name__}")
@@ -41,9 +39,6 @@ def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
     return masks.to(maps.device)
 
 
-# --------------------------------------------------------------------------------------------------
-# Where the mass is
-# --------------------------------------------------------------------------------------------------
 def _share(maps: Tensor, region: Tensor) -> Tensor:
     """Share of each map's mass inside ``region`` (bool, broadcastable to maps); NaN for an empty map."""
     total = maps.sum(dim=(1, 2), dtype=torch.float64)
@@ -53,17 +48,11 @@ def _share(maps: Tensor, region: Tensor) -> Tensor:
 
 
 def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
-    """Share of each map's mass outside the central ``center`` x ``center`` square.
+    """Share of each non-negative float (N, H, W) map's mass outside the central ``center`` x ``center``
+    square, which starts at ((H - center) // 2, (W - center) // 2): rows and columns 8..23 for 32x32.
 
-    Args:
-        maps: non-negative float (N, H, W), e.g. Grad-CAM maps.
-        center: side of the central square, 1 <= center <= min(H, W). It starts at
-            ((H - center) // 2, (W - center) // 2): rows and columns 8..23 for 32x32 and 16.
-
-    Returns:
-        (N,) in the maps' dtype, in [0, 1]: 0 when all the mass is in the centre, 1 when it is all
-        outside. NaN for an all-zero map, which has no mass to place anywhere; use ``nanmean`` or
-        drop them before averaging.
+    Returns (N,) in the maps' dtype, in [0, 1]; NaN for an all-zero map, which has no mass to place
+    anywhere (use ``nanmean`` or drop them before averaging).
     """
     maps = _check_maps(maps)
     height, width = maps.shape[1:]
@@ -79,30 +68,15 @@ def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
 
 
 def mask_share(maps: Tensor, masks: Tensor) -> Tensor:
-    """Share of each map's mass inside its object mask.
-
-    Args:
-        maps: non-negative float (N, H, W).
-        masks: bool (N, H, W), True on the object.
-
-    Returns:
-        (N,) in [0, 1] in the maps' dtype; NaN for an all-zero map.
-    """
+    """Share of each non-negative float (N, H, W) map's mass inside its bool (N, H, W) object mask:
+    (N,) in [0, 1] in the maps' dtype, NaN for an all-zero map."""
     maps = _check_maps(maps)
     return _share(maps, _check_masks(masks, maps))
 
 
 def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
-    """Whether each map's maximum falls inside its mask (Zhang et al., 2016).
-
-    Args:
-        maps: non-negative float (N, H, W).
-        masks: bool (N, H, W).
-
-    Returns:
-        bool (N,). With several maximal pixels the first in row-major order counts; an all-zero map
-        points nowhere and scores False.
-    """
+    """Whether each map's maximum falls inside its mask (Zhang et al., 2016), bool (N,): with several
+    maximal pixels the first in row-major order counts; an all-zero map points nowhere (False)."""
     maps = _check_maps(maps)
     masks = _check_masks(masks, maps)
     flat = maps.flatten(1)
@@ -123,19 +97,11 @@ def deletion_curve(
 ) -> dict[str, Any]:
     """Probability of the target class as the most attended pixels are blanked, versus random pixels.
 
-    Pixels are blanked (all channels set to 0 in normalised space, i.e. the dataset mean) in ``steps``
-    equal steps from none to all, in order of decreasing map value (ties: row-major order) for the
-    "attended" curve and in a random order for the "random" curve. A faithful map makes the attended
-    curve fall faster, i.e. a lower area under it.
-
-    Args:
-        model: the classifier (run in eval mode, modes restored afterwards).
-        images: float (N, 3, H, W), normalised.
-        target_classes: int64 (N,) class whose probability is tracked.
-        maps: float (N, H, W) the maps to test, the images' spatial size.
-        steps: number of blanking steps (>= 1).
-        generator: for the random order; None uses a fixed seed (0), so results are reproducible.
-        batch_size: images per forward pass.
+    Pixels are blanked (set to 0 in normalised space, the dataset mean) in ``steps`` equal steps from
+    none to all, by decreasing map value (ties: row-major order) for the "attended" curve and in a
+    random order (``generator``; None: seed 0) for the "random" one. A faithful map makes the attended
+    curve fall faster. ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,),
+    ``maps`` float (N, H, W); the model runs in eval mode (modes restored).
 
     Returns:
         ``fractions``, ``attended``, ``random``: float64 (steps + 1,) CPU tensors (fraction of pixels
@@ -149,8 +115,7 @@ def deletion_curve(
         raise ValueError(
             f"maps must have shape {(n, height, width)} to match images, got {tuple(maps.shape)}"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_positive_int(steps, "steps")
     batch_size = _check_batch_size(batch_size, n)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
@@ -168,21 +133,16 @@ def deletion_curve(
     }
     totals = {name: torch.zeros(steps + 1, dtype=torch.float64) for name in ranks}
 
-    modes = _save_modes(model)
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                x = images[start : start + batch_size].to(device)
-                batch_targets = targets[start : start + batch_size].to(device)
-                for name, rank in ranks.items():
-                    batch_rank = rank[start : start + batch_size].to(device).view(-1, 1, height, width)
-                    for step, count in enumerate(counts):
-                        probs = model(x * (batch_rank >= count)).float().softmax(dim=1)
-                        target_probs = probs.gather(1, batch_targets[:, None])
-                        totals[name][step] += target_probs.sum(dtype=torch.float64).item()
-    finally:
-        _restore_modes(modes)
+    with _eval_mode(model), torch.no_grad():
+        for start in range(0, n, batch_size):
+            x = images[start : start + batch_size].to(device)
+            batch_targets = targets[start : start + batch_size].to(device)
+            for name, rank in ranks.items():
+                batch_rank = rank[start : start + batch_size].to(device).view(-1, 1, height, width)
+                for step, count in enumerate(counts):
+                    probs = model(x * (batch_rank >= count)).float().softmax(dim=1)
+                    target_probs = probs.gather(1, batch_targets[:, None])
+                    totals[name][step] += target_probs.sum(dtype=torch.float64).item()
 
     fractions = torch.tensor(counts, dtype=torch.float64) / pixels
     attended, random = totals["attended"] / max(n, 1), totals["random"] / max(n, 1)
@@ -196,13 +156,8 @@ def deletion_curve(
 
 
 def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: int = 16) -> dict[str, Any]:
-    """Periphery share of failures' maps versus their confidence-matched controls' maps, JSON-ready.
-
-    Args:
-        failure_maps: float (K, H, W) maps of the failures.
-        control_maps: float (K, H, W) maps of the matched correct images, aligned with the failures
-            (from :func:`matched_confidence_controls`).
-        center: see :func:`periphery_share`.
+    """Periphery share of failures' float (K, H, W) maps versus their confidence-matched controls' maps
+    (aligned with the failures, from :func:`matched_confidence_controls`), JSON-ready.
 
     Returns:
         ``center``; ``failures`` and ``controls``: {n, mean, median} of the periphery share over

@@ -1,19 +1,17 @@
-"""Batched Grad-CAM on any convolutional layer: the layer to explain, the maps, and the maps of a
-split's failures or of any uint8 images.
+"""Batched Grad-CAM (Selvaraju et al., 2017) on any convolutional layer, of normalised or uint8 images.
 
-Grad-CAM (Selvaraju et al., 2017): for a target class c and a layer with activations A (K, h, w),
-the channel weights are the spatial mean of d logit_c / d A_k (the logit, before the softmax), and
-the map is ReLU(sum_k w_k A_k), bilinearly upsampled to the input size and divided by its maximum.
-
-The maps of a whole batch come from one forward and one backward pass on the model's device: in
-eval mode the samples do not interact, so the gradient of the *sum* of each sample's target logit
-with respect to the batch's activations is each sample's own gradient. Only the activation's
-gradient is computed (``torch.autograd.grad``), so parameters' ``.grad`` are never touched.
+For a target class c and a layer with activations A (K, h, w), the channel weights are the spatial
+mean of d logit_c / d A_k, and the map is ReLU(sum_k w_k A_k), bilinearly upsampled to the input
+size and divided by its maximum. A batch takes one forward and one backward pass: in eval mode the
+samples do not interact, so the gradient of the *sum* of the target logits is each sample's own.
+Only the activation's gradient is computed, so parameters' ``.grad`` are never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,9 +25,6 @@ from cifar_helpers.core.normalization import normalize
 DEFAULT_LAYER = "layer4"
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation and small helpers
-# --------------------------------------------------------------------------------------------------
 def _check_batch_size(batch_size: int | None, n: int) -> int:
     if batch_size is None:
         return max(n, 1)
@@ -51,23 +46,22 @@ def _check_float_images(images: Tensor, name: str = "images") -> Tensor:
     return images.detach()
 
 
-def _save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    # Per module, not just the root: a caller may have put some submodules in eval on purpose.
-    return [(module, module.training) for module in model.modules()]
-
-
-def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
-    for module, training in modes:
-        module.training = training
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block; afterwards every module's own mode is restored (not
+    just the root's: a caller may have put some submodules in eval on purpose)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str | None = None) -> nn.Module:
-    """The module Grad-CAM explains.
-
-    Args:
-        model: the network.
-        layer: None for ``model.layer4`` (the last convolutional stage of our ResNets), a dotted
-            submodule name such as ``"layer3.1"`` or ``"layer4.1.conv2"``, or a submodule itself.
+    """The module Grad-CAM explains: ``layer`` None for ``model.layer4`` (the last convolutional stage of
+    our ResNets), a dotted submodule name such as ``"layer3.1"``, or a submodule itself.
 
     Raises:
         ValueError: the name is unknown (the message lists the valid names) or the module is not
@@ -97,9 +91,6 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None = None) -> nn.
     raise TypeError(f"layer must be None, a dotted module name or an nn.Module, got {type(layer).__name__}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Grad-CAM
-# --------------------------------------------------------------------------------------------------
 def grad_cam(
     model: nn.Module,
     images: Tensor,
@@ -111,9 +102,8 @@ def grad_cam(
     """Grad-CAM maps of ``target_classes`` for each image.
 
     Args:
-        model: a classifier returning logits (N, C). It is run in eval mode (BatchNorm uses its
-            running statistics); every module's mode is restored afterwards, and parameters'
-            ``.grad`` are left exactly as they were.
+        model: a classifier returning logits (N, C), run in eval mode; every module's mode is restored
+            afterwards, and parameters' ``.grad`` are left exactly as they were.
         images: float (N, 3, H, W), normalised, any device (moved to the model's device).
         target_classes: int64 (N,) class to explain per image, or one int for all.
         layer: see :func:`resolve_layer`; its output must be a (N, K, h, w) tensor.
@@ -121,9 +111,8 @@ def grad_cam(
 
     Returns:
         float32 (N, H, W) on the model's device, each map in [0, 1] with maximum 1, or all zeros when
-        no location has positive evidence for the class.
-
-    Works inside ``torch.no_grad()`` and ``torch.inference_mode()``: gradients are enabled internally.
+        no location has positive evidence for the class. Works inside ``torch.no_grad()`` and
+        ``torch.inference_mode()``.
     """
     target_layer = resolve_layer(model, layer)
     images = _check_float_images(images)
@@ -150,13 +139,11 @@ def grad_cam(
         # on a leaf nor alters the activation the map is built from.
         return activation.clone()
 
-    modes = _save_modes(model)
     handle = target_layer.register_forward_hook(capture)
     try:
-        model.eval()
         # inference_mode(False) lets a caller inside torch.inference_mode() get gradients at all; the
         # output is allocated inside it because inference tensors cannot be written to outside.
-        with torch.inference_mode(False):
+        with _eval_mode(model), torch.inference_mode(False):
             maps = torch.empty((n, height, width), dtype=torch.float32, device=device)
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
@@ -193,7 +180,6 @@ def grad_cam(
                 del logits  # frees this batch's graph before the next forward builds one
     finally:
         handle.remove()
-        _restore_modes(modes)
     return maps
 
 
@@ -206,23 +192,16 @@ def gradcam_for_failures(
     batch_size: int = 256,
     max_items: int | None = None,
 ) -> dict[str, Tensor]:
-    """Grad-CAM maps of the predicted (wrong) class and of the true class for each failure.
+    """Grad-CAM maps of the predicted (wrong) class and of the true class for each failure: where the
+    model found evidence for what it said, and where it found (or missed) evidence for the right answer.
 
-    The predicted-class map shows where the model found evidence for what it said; the true-class map
-    where it found (or missed) evidence for the right answer.
-
-    Args:
-        model: the model whose failures these are (its device is used; the model is not moved).
-        images_uint8: uint8 (N, 3, H, W) the whole split the failures were found on (CPU is fine;
-            only the failures' images are moved).
-        failures: from :func:`cifar_helpers.analysis.failures.find_high_confidence_failures` on that split.
-        layer: see :func:`resolve_layer`.
-        batch_size: images per pass.
-        max_items: explain only the first (most confident) ``max_items`` failures.
+    ``images_uint8`` uint8 (N, 3, H, W) is the whole split ``failures`` were found on (only the
+    failures' images are moved to the model's device); ``max_items`` explains only the first (most
+    confident) failures.
 
     Returns:
-        On the CPU: ``indices`` int64 (K,), ``predicted`` and ``true_labels`` int64 (K,),
-        ``predicted_maps`` and ``true_maps`` float32 (K, H, W) in [0, 1].
+        On the CPU: ``indices``, ``predicted`` and ``true_labels`` int64 (K,), ``predicted_maps`` and
+        ``true_maps`` float32 (K, H, W) in [0, 1].
     """
     images_uint8 = check_images("images_uint8", images_uint8)
     if not isinstance(failures, FailureSet):
@@ -257,18 +236,8 @@ def explain_images(
     layer: nn.Module | str | None = None,
     batch_size: int = 256,
 ) -> Tensor:
-    """Grad-CAM of uint8 images: normalised and moved to the model's device batch by batch.
-
-    Args:
-        model: the classifier (its device is used).
-        images_uint8: uint8 (K, 3, H, W).
-        target_classes: int64 (K,) the class to explain for each image.
-        layer: see :func:`resolve_layer`.
-        batch_size: images per forward/backward pass.
-
-    Returns:
-        float32 (K, H, W) maps in [0, 1], on the CPU.
-    """
+    """Grad-CAM of uint8 (K, 3, H, W) images for int64 (K,) ``target_classes``, normalised and moved to
+    the model's device batch by batch: float32 (K, H, W) maps in [0, 1], on the CPU."""
     images_uint8 = check_images("images_uint8", images_uint8)
     k, _, height, width = images_uint8.shape
     targets = check_target_classes("target_classes", target_classes, k)

@@ -18,9 +18,6 @@ from .attention import attention_measures, deletion_curve, periphery_share
 from .cam import explain_images
 
 
-# --------------------------------------------------------------------------------------------------
-# Confidence-matched controls
-# --------------------------------------------------------------------------------------------------
 def matched_confidence_controls(
     confidences: Tensor,
     correct: Tensor,
@@ -28,22 +25,17 @@ def matched_confidence_controls(
     *,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """For each reference (failure), a correctly classified image with the nearest confidence.
+    """For each reference (failure), a correctly classified image with the nearest confidence, so a
+    difference in attention is not a difference in confidence in disguise.
 
-    Comparing failures with *confidence-matched* correct images keeps a difference in attention from
-    being a difference in confidence in disguise.
-
-    Args:
-        confidences: float (N,) max softmax probability of every image of the split.
-        correct: bool (N,) whether each image was classified correctly.
-        reference_confidences: float (K,) confidences to match (the failures').
-        generator: breaks ties between equally near candidates at random (confidences saturate at
-            1.0, so ties are common). None breaks them by lowest index, deterministically.
+    ``confidences`` float (N,) and ``correct`` bool (N,) cover the split; ``reference_confidences``
+    float (K,) are the failures'. ``generator`` breaks ties between equally near candidates at random
+    (confidences saturate at 1.0, so ties are common); None breaks them by lowest index.
 
     Returns:
-        int64 (K,) indices into the split, aligned with ``reference_confidences``. References are
-        matched greedily from the most confident down; candidates are drawn without replacement
-        until every correct image has been used once, and only then reused.
+        int64 (K,) indices into the split, aligned with the references, matched greedily from the most
+        confident down; candidates are drawn without replacement until every correct image has been
+        used once, and only then reused.
     """
     for name, value in (("confidences", confidences), ("reference_confidences", reference_confidences)):
         if not isinstance(value, Tensor) or value.ndim != 1 or not value.dtype.is_floating_point:
@@ -70,9 +62,6 @@ def matched_confidence_controls(
     return matches
 
 
-# --------------------------------------------------------------------------------------------------
-# Stage-level helpers: what notebooks 03 and 05 compute, each in one call
-# --------------------------------------------------------------------------------------------------
 def _share_list(maps: Tensor, center: int) -> list[float | None]:
     """Per-image periphery shares as a JSON-ready list (None for an all-zero map)."""
     return [None if math.isnan(v) else v for v in periphery_share(maps, center).tolist()]
@@ -95,26 +84,19 @@ def failure_attention_report(
 
     1. *Periphery*: the share of each failure's predicted-class map outside the central
        ``center``×``center`` square, against correctly classified images of matched confidence
-       (:func:`matched_confidence_controls`), so the comparison is not one of confidence in disguise.
+       (:func:`matched_confidence_controls`, tie-broken by ``seed``).
     2. *Deletion test*: blanking the failures' most attended pixels against as many random pixels
-       (:func:`deletion_curve`); faithful maps make the predicted class's probability fall faster.
+       (:func:`deletion_curve`, ``deletion_steps`` steps, random order from ``seed``).
 
-    Args:
-        model: the model the failures and maps belong to.
-        images_uint8: uint8 (N, 3, H, W) the whole split.
-        probs: float (N, C) the model's probabilities on the split.
-        labels: int64 (N,) true classes.
-        failure_maps: output of :func:`gradcam_for_failures` (``indices``, ``predicted``,
-            ``predicted_maps``).
-        layer, batch_size: as for :func:`grad_cam`.
-        deletion_steps: blanking steps of the deletion test.
-        seed: seeds tie-breaking among controls and the random deletion order.
-        center: side of the central square, in pixels.
+    ``images_uint8`` uint8 (N, 3, H, W), ``probs`` float (N, C) and ``labels`` int64 (N,) cover the
+    whole split; ``failure_maps`` is :func:`gradcam_for_failures`' output; ``layer`` and
+    ``batch_size`` as for :func:`grad_cam`.
 
     Returns:
-        JSON-ready: ``num_failures``; ``periphery`` (:func:`attention_measures`);
-        ``failure_periphery_shares`` and ``control_periphery_shares`` (per image, NaN as None);
-        ``control_indices``; ``deletion`` (:func:`deletion_curve`, or None without failures).
+        JSON-ready: ``num_failures``, ``center``, ``deletion_steps``; ``periphery``
+        (:func:`attention_measures`); ``failure_periphery_shares`` and ``control_periphery_shares``
+        (per image, NaN as None); ``control_indices``; ``deletion`` (:func:`deletion_curve`, or None
+        without failures).
     """
     indices = failure_maps["indices"]
     k = len(indices)
@@ -131,10 +113,7 @@ def failure_attention_report(
         return report
     confidences, predicted = probs.max(dim=1)
     controls = matched_confidence_controls(
-        confidences,
-        predicted == labels,
-        confidences[indices],
-        generator=torch.Generator().manual_seed(seed),
+        confidences, predicted == labels, confidences[indices], generator=torch.Generator().manual_seed(seed)
     )
     control_maps = explain_images(
         model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size
@@ -165,12 +144,8 @@ def compare_attention(
     center: int = 16,
     names: tuple[str, str] = ("baseline", "augmented"),
 ) -> dict[str, Any]:
-    """Periphery share of two models' maps of the same images: did attention move onto the object?
-
-    Args:
-        before_maps, after_maps: float (K, H, W), aligned image by image.
-        center: side of the central square, in pixels.
-        names: what to call the two sets of maps in the result.
+    """Periphery share of two models' float (K, H, W) maps of the same images, aligned image by image:
+    did attention move onto the object? ``names`` are what the two sets are called in the result.
 
     Returns:
         JSON-ready: per model {n, mean, median} of the periphery share and the per-image shares;
