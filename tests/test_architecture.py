@@ -38,7 +38,7 @@ def import_graph() -> dict[str, set[str]]:
                 else:
                     target = node.module or ""
                 submodules = [f"{target}.{alias.name}" for alias in node.names]
-                # "from cifar_helpers.rundir import manifest" imports the submodule, not the package's __init__
+                # "from cifar_helpers.rundir import manifest" imports the submodule, not the __init__
                 candidates = [m for m in submodules if m in modules] or [target]
             elif isinstance(node, ast.Import):
                 candidates = [alias.name for alias in node.names]
