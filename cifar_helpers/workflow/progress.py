@@ -8,10 +8,12 @@ A notebook runs in a separate kernel, so the terminal learns about it from two r
   thread: epoch k/N, training loss, test accuracy and the stage's ETA from the measured epoch time.
 
 The run's ETA adds the remaining stages' expected durations: :data:`EXPECTED_SECONDS` per profile,
-scaled by how fast this machine turned out to be on the stages already run, and for a training stage
-by the measured time per epoch. On a terminal each stage is one updating tqdm line; elsewhere (CI logs,
-output redirected to a file) plain lines are printed: one per epoch, and one per section that takes
-more than :data:`PLAIN_SECTION_SECONDS`.
+scaled by how fast this machine turned out to be on the other stages already run. A training stage
+is estimated only from training: the step rate the trainer measured before its first epoch (written
+into ``history.json``), then the measured time per epoch; until then the ETA says it is not measured.
+On a terminal each stage is one updating tqdm line; elsewhere (CI logs, output redirected to a file)
+plain lines are printed: one per epoch, and one per section that takes more than
+:data:`PLAIN_SECTION_SECONDS`.
 """
 
 from __future__ import annotations
@@ -100,25 +102,30 @@ class RunProgress:
         self.epochs: dict[str, int] = {}
 
     def speed(self) -> float:
-        """Measured / expected seconds over the stages finished so far (1.0 before any), clamped."""
-        done = [s for s in self.actual if s in self.expected]
+        """Measured / expected seconds over the non-training stages finished so far (1.0 before
+        any), clamped. Training runs at another pace (compute, not I/O) and is estimated apart."""
+        done = [s for s in self.actual if s in self.expected and s not in TRAINING_STAGES]
         if not done:
             return 1.0
         ratio = sum(self.actual[s] for s in done) / max(sum(self.expected[s] for s in done), 1e-9)
         return min(max(ratio, 0.1), 20.0)
 
-    def estimate(self, stage: str) -> float:
-        """Expected seconds of a stage not yet started."""
+    def estimate(self, stage: str) -> float | None:
+        """Expected seconds of a stage not yet started; None for a training stage before any
+        training was measured."""
         # Both training stages run the same number of epochs over the same data.
         epochs = self.epochs.get(stage) or max(self.epochs.values(), default=None)
-        if stage in TRAINING_STAGES and self.epoch_seconds is not None and epochs:
-            return epochs * self.epoch_seconds
+        if stage in TRAINING_STAGES:
+            return epochs * self.epoch_seconds if self.epoch_seconds is not None and epochs else None
         return self.expected.get(stage, 60.0) * self.speed()
 
-    def run_eta(self, current: str | None = None, current_left: float | None = None) -> float:
-        """Seconds left in the run: the current stage's remainder plus the stages after it."""
-        later = sum(self.estimate(s) for s in self.pending if s != current)
-        return later + (current_left or 0.0)
+    def run_eta(self, current: str | None = None, current_left: float | None = None) -> float | None:
+        """Seconds left in the run: the current stage's remainder plus the stages after it (None
+        while a training stage among them is not measured yet)."""
+        later = [self.estimate(s) for s in self.pending if s != current]
+        if None in later or (current in TRAINING_STAGES and current_left is None):
+            return None
+        return sum(later) + (current_left or 0.0)
 
     def stage(self, stage: str, run: RunDir) -> StageProgress:
         """The progress display of one stage (a context manager; pass its ``on_cell_start`` to papermill)."""
@@ -197,6 +204,10 @@ class StageProgress:
             if total:
                 self.total_epochs = int(total)
                 self.progress.epochs[self.stage] = int(total)
+            step = (document.get("environment") or {}).get("train_step") or {}
+            if not epochs and self.progress.epoch_seconds is None and step.get("seconds_per_step"):
+                # Measured before training (core.step_choice); plus a share for the test evaluation.
+                self.progress.epoch_seconds = 1.1 * step["seconds_per_step"] * step["steps_per_epoch"]
             if len(epochs) <= self.epochs_seen:
                 return
             if not self.epoch_times:
@@ -216,9 +227,12 @@ class StageProgress:
         self._render()
 
     # --- the line ----------------------------------------------------------------------------------
-    def stage_left(self) -> float:
-        """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate."""
-        if self.stage in TRAINING_STAGES and self.total_epochs and self.progress.epoch_seconds:
+    def stage_left(self) -> float | None:
+        """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate
+        (None: a training stage not measured yet)."""
+        if self.stage in TRAINING_STAGES:
+            if not (self.total_epochs and self.progress.epoch_seconds):
+                return None
             return max(self.total_epochs - self.epochs_seen, 0) * self.progress.epoch_seconds
         return max(self.progress.estimate(self.stage) - (time.perf_counter() - self.start), 0.0)
 
@@ -238,8 +252,10 @@ class StageProgress:
         else:
             parts.append(self.section or "starting the kernel")
         parts.append(f"elapsed {format_duration(elapsed)}")
-        parts.append(f"stage ETA {format_duration(left)}")
-        parts.append(f"run ETA {format_duration(self.progress.run_eta(self.stage, left))}")
+        run_left = self.progress.run_eta(self.stage, left)
+        unmeasured = "not measured yet (training speed)"
+        parts.append(f"stage ETA {unmeasured if left is None else format_duration(left)}")
+        parts.append(f"run ETA {unmeasured if run_left is None else format_duration(run_left)}")
         return f"[{self.stage}] " + " | ".join(parts)
 
     def _render(self) -> None:
