@@ -161,6 +161,13 @@ def machine_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _library_version() -> str:
+    try:
+        return importlib.metadata.version("cifar-stress")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing it
+        return "not installed"
+
+
 def cache_key(config: RunConfig) -> str:
     """What a measurement depends on: the machine, the versions, and the step's shape and arithmetic."""
     device = config.resolved_device()
@@ -169,7 +176,7 @@ def cache_key(config: RunConfig) -> str:
         "device": device.type,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__,
-        "cifar_helpers": importlib.metadata.version("cifar-stress"),
+        "cifar_helpers": _library_version(),
         "precision": config.resolved_precision(),
         "width": config.width,
         "batch_size": config.batch_size,
