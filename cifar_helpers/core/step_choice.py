@@ -35,8 +35,8 @@ from cifar_helpers.rundir.config import RunConfig
 
 CACHE_NAME = "train_steps.json"
 CACHE_FORMAT = 1
-PROBE_WARMUP_STEPS = 2  # untimed: the first calls pick kernels (and compile)
-PROBE_TIMED_STEPS = 5
+PROBE_WARMUP_STEPS = 3  # untimed: the first calls pick kernels (and compile)
+PROBE_TIMED_STEPS = 10
 # Before this machine ever compiled the model: a guess of the compile time (2-core CPU, width 16:
 # tens of seconds) and of the most compiling can gain, to tell whether a run is long enough to try.
 COMPILE_SECONDS_GUESS = 60.0
