@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -234,11 +233,13 @@ def start_ray(address: str | None) -> str:
     if address:
         ray.init(address=address, log_to_driver=False)
         return f"Ray cluster at {address}"
+    import psutil  # vendored by Ray (ray/thirdparty_files), importable once ray is imported
     import torch
 
     gpus = torch.cuda.device_count()
+    me = psutil.Process()
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
-        before = _child_pids()
+        before = {child.pid for child in me.children()}
         try:
             ray.init(
                 num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False
@@ -247,30 +248,14 @@ def start_ray(address: str | None) -> str:
         except Exception as e:  # Ray raises a bare Exception when its processes start too slowly
             ray.shutdown()
             # A failed start leaves the processes it did start (GCS, monitors) running: end them.
-            for pid in _child_pids() - before:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            for child in me.children():
+                if child.pid not in before:
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
             if attempt == RAY_START_ATTEMPTS:
                 raise RuntimeError(f"Ray did not start on this machine ({attempt} attempts): {e}") from e
             print(f"Ray did not start ({e}); trying again", flush=True)
     return f"Ray on this machine ({os.cpu_count()} CPUs, {gpus} GPUs)"
-
-
-def _child_pids() -> set[int]:
-    """Ids of this process's child processes (read from /proc; empty where there is none)."""
-    me, found = os.getpid(), set()
-    proc = Path("/proc")
-    for entry in proc.iterdir() if proc.is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # The fields after the command name (in parentheses): state, then the parent's id.
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == me:
-            found.add(int(entry.name))
-    return found
 
 
 def task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
