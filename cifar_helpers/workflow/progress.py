@@ -1,17 +1,9 @@
 """Live progress of ``run_all.py`` in the terminal: what each stage is doing, and how long is left.
 
-A notebook runs in a separate kernel, so the terminal learns about it from two robust sources:
-
-* the cell papermill starts (an nbclient ``on_cell_start`` hook), shown as the section heading of
-  the notebook it belongs to ("Heatmaps for every failure");
-* the per-epoch ``history.json`` the trainer writes atomically into the stage's folder, polled from a
-  thread: epoch k/N, training loss, test accuracy and the stage's ETA from the measured epoch time.
-
-The run's ETA adds the remaining stages' expected durations: :data:`EXPECTED_SECONDS` per profile,
-scaled by how fast this machine turned out to be on the stages already run, and for a training stage
-by the measured time per epoch. On a terminal each stage is one updating tqdm line; elsewhere (CI logs,
-output redirected to a file) plain lines are printed: one per epoch, and one per section that takes
-more than :data:`PLAIN_SECTION_SECONDS`.
+The terminal learns what a notebook's kernel does from the cell papermill starts (shown as its section
+heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale
+:data:`EXPECTED_SECONDS` by the speed measured on the stages already run (training: per epoch). On a
+terminal each stage is one updating tqdm line; elsewhere, one plain line per epoch and per long section.
 """
 
 from __future__ import annotations
@@ -29,8 +21,7 @@ from cifar_helpers.rundir.artifacts import RunDir, load_json
 from cifar_helpers.rundir.registry import STAGE_SPECS
 
 TRAINING_STAGES = ("baseline", "augmented")
-# Seconds each stage takes per profile (the stage registry's measured figures). Only the proportions
-# matter once a stage has run: they are rescaled by the speed measured on this machine.
+# Seconds each stage takes per profile (the stage registry's); rescaled by the speed measured here.
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
     profile: {spec.name: spec.expected_seconds[profile] for spec in STAGE_SPECS}
     for profile in STAGE_SPECS[0].expected_seconds
@@ -52,11 +43,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def section_titles(notebook: dict[str, Any]) -> dict[str, str]:
-    """``{code cell id: the heading of the section it is in}`` for a notebook (an nbformat dict).
-
-    The heading is the last ``##`` markdown heading above the cell; cells above the first one belong
-    to "opening the stage".
-    """
+    """``{code cell id: the last ``##`` heading above it}`` for a notebook (an nbformat dict); cells
+    above the first heading belong to "opening the stage"."""
     titles: dict[str, str] = {}
     current = "opening the stage"
     for cell in notebook.get("cells", []):
@@ -73,15 +61,8 @@ def section_titles(notebook: dict[str, Any]) -> dict[str, str]:
 
 
 class RunProgress:
-    """Progress of one ``run_all.py`` invocation: the stages still to run and their expected durations.
-
-    Args:
-        profile: the run's resolved profile (``smoke``, ``cpu``, ``full``); selects
-            :data:`EXPECTED_SECONDS` (``cpu``'s proportions for an unknown one).
-        stages: the stages this invocation will run, in order.
-        stream: where to write (default ``sys.stdout``).
-        live: one updating tqdm line per stage; ``None``: when ``stream`` is a terminal.
-    """
+    """Progress of one ``run_all.py`` invocation over ``stages`` (in order) of a ``profile`` run, written
+    to ``stream`` (stdout) as one updating tqdm line per stage when ``live`` (None: on a terminal)."""
 
     def __init__(
         self,

@@ -1,27 +1,13 @@
-"""Seed replicates: the whole pipeline once per seed, as Ray tasks, then the replicate stage (07).
+"""Seed replicates (``run_all.py --seeds 42,43,44`` or ``42-46``): the pipeline once per seed, then stage 07.
 
-``python run_all.py --seeds 42,43,44`` (or ``--seeds 42-46``) lays a replicate run out as::
+Each seed is one Ray task that runs the single-seed ``run_all.py`` on ``<root>/seed-<k>`` as a
+subprocess (layout: :mod:`cifar_helpers.rundir.replicate_layout`), so a seed's run *is* a single-seed
+run, a crash in one seed cannot take the others down, and its output is kept in ``seed-<k>/run_all.log``.
+Every seed gets the same ``data_seed`` (the first seed unless ``-p data_seed`` says otherwise), so the
+seeds are trained and tested on the same images and can be compared image by image.
 
-    runs/<profile>/
-        seed-42/               a complete single-seed run (stages 00-06), exactly as
-        seed-43/               run_all.py --run-dir runs/<profile>/seed-43 -p seed=43 -p data_seed=42
-        ...                    would write it
-        replicates/            07: accuracy over seeds, the reseed noise floor, failure stability
-        executed/              07_replicates.ipynb as papermill ran it
-        summary.json, report.html
-
-Each seed runs as one Ray task, and the task runs the single-seed pipeline itself: a ``run_all.py``
-subprocess on the seed's directory. So a seed's run *is* the single-seed run (same stages, same
-skip-and-resume rules, same outputs), a crash in one seed cannot take the driver or another seed
-down, and the seed's console output is kept in ``seed-<k>/run_all.log``. Every seed gets the same
-``data_seed`` (the first seed unless ``-p data_seed`` says otherwise): the seeds differ in
-initialisation, batch order and augmentation, and are trained and tested on the same images, which is
-what makes per-image comparisons between seeds meaningful.
-
-Ray starts embedded on this machine unless ``--ray-address`` (or ``RAY_ADDRESS``) names a cluster;
-it is imported only here, so single-seed runs never start it. The task asks for one GPU where the
-cluster has GPUs, else for the profile's CPU threads (all of a machine's cores when the profile does
-not fix them), so Ray runs as many seeds at once as the resources allow.
+Ray starts on this machine unless ``--ray-address`` (or ``RAY_ADDRESS``) names a cluster; it is imported
+only here. A task asks for one GPU where the cluster has GPUs, else for the profile's CPU threads.
 """
 
 from __future__ import annotations
@@ -58,11 +44,8 @@ from cifar_helpers.workflow.pipeline import (
 from cifar_helpers.workflow.stages import default_run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUN_ALL = REPO_ROOT / "run_all.py"
-# A loaded machine can take longer than Ray's start-up wait to start its agents; try again.
-RAY_START_ATTEMPTS = 3
-# How often a seed's task looks at its run directory for newly finished stages.
-POLL_SECONDS = 1.0
+RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
+POLL_SECONDS = 1.0  # how often a seed's task looks at its run directory for newly finished stages
 LOG_NAME = "run_all.log"
 
 
@@ -102,26 +85,14 @@ def seed_command(
     force: bool = False,
 ) -> list[str]:
     """The single-seed ``run_all.py`` command line that computes ``seed``'s run of a replicate run."""
-    command = [
-        "run_all.py",
-        "--profile",
-        profile,
-        "--run-dir",
-        str(seed_run_dir(root, seed)),
-        "-p",
-        f"seed={seed}",
-    ]
-    if data_seed is not None:  # a setup parameter: run_all.py refuses it when setup is not selected
-        command += ["-p", f"data_seed={data_seed}"]
-    if data_dir is not None:
-        command += ["--data-dir", data_dir]
-    if stages is not None:
-        command += ["--stages", stages]
-    if force:
-        command.append("--force")
-    for item in parameters:
-        command += ["-p", item]
-    return command
+    command = ["run_all.py", "--profile", profile, "--run-dir", str(seed_run_dir(root, seed))]
+    command += ["-p", f"seed={seed}"]
+    # data_seed is a setup parameter: run_all.py refuses it when setup is not selected.
+    command += ["-p", f"data_seed={data_seed}"] if data_seed is not None else []
+    command += ["--data-dir", data_dir] if data_dir is not None else []
+    command += ["--stages", stages] if stages is not None else []
+    command += ["--force"] if force else []
+    return command + [arg for item in parameters for arg in ("-p", item)]
 
 
 @dataclass
@@ -162,13 +133,9 @@ def run_seed(
     force: bool,
     report: Callable[[dict[str, Any]], None],
 ) -> SeedOutcome:
-    """Run one seed's single-seed pipeline as a subprocess; ``report`` each stage as it finishes.
-
-    A stage counts as finished when its outputs are complete and run_all.py's failure marker is gone
-    (:func:`cifar_helpers.workflow.pipeline.stage_is_finished`), so progress is read from the run directory,
-    not from the console output. Stages complete before the start are reported as skipped (unless
-    ``force``). The output goes to ``<run_dir>/run_all.log``.
-    """
+    """Run one seed's single-seed pipeline as a subprocess (output in ``<run_dir>/run_all.log``);
+    ``report`` each stage as the run directory shows it finished (stages finished before the start as
+    skipped, unless ``force``)."""
     run = RunDir(run_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     log_path = run.root / LOG_NAME
@@ -176,13 +143,8 @@ def run_seed(
     last_event = start
     reported: dict[str, dict[str, Any]] = {}
     seen_unfinished = set(stages) - _finished(run, stages) if force else set()
-    if not force:
-        for stage in stages:
-            if stage in _finished(run, stages):
-                reported[stage] = {"status": "skipped", "minutes": 0.0}
-                report({"seed": seed, "stage": stage, **reported[stage]})
 
-    def poll(final: bool) -> None:
+    def poll(status: str, final: bool = False) -> None:
         nonlocal last_event
         done = _finished(run, stages)
         seen_unfinished.update(set(stages) - done)
@@ -194,9 +156,13 @@ def run_seed(
             ):
                 continue
             now = time.perf_counter()
-            reported[stage] = {"status": "ran", "minutes": round((now - last_event) / 60, 2)}
-            last_event = now
+            minutes = round((now - last_event) / 60, 2) if status == "ran" else 0.0
+            last_event = now if status == "ran" else last_event
+            reported[stage] = {"status": status, "minutes": minutes}
             report({"seed": seed, "stage": stage, **reported[stage]})
+
+    if not force:
+        poll("skipped")
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w", encoding="utf-8") as log:
@@ -205,8 +171,8 @@ def run_seed(
         )
         while process.poll() is None:
             time.sleep(POLL_SECONDS)
-            poll(final=False)
-    poll(final=True)
+            poll("ran")
+    poll("ran", final=True)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     outcome = SeedOutcome(
         seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, stages=reported
@@ -223,10 +189,8 @@ def run_seed(
 
 
 def start_ray(address: str | None) -> str:
-    """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start one on this machine.
-
-    Returns a one-line description of where the seeds will run.
-    """
+    """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start one on this machine;
+    returns where the seeds will run, in words."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -259,11 +223,8 @@ def start_ray(address: str | None) -> str:
 
 
 def task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
-    """Ray resources of one seed's task: a GPU each where there are GPUs, else its CPU threads.
-
-    ``num_threads`` is the profile's torch thread count (None: torch's default, all of a machine's
-    cores, so the task asks for a whole machine and results match a single-seed run there).
-    """
+    """Ray resources of one seed's task: a GPU each where there are GPUs, else its CPU threads
+    (``num_threads`` None: torch's default, all cores, so the task asks for a whole machine)."""
     if cluster.get("GPU", 0) >= 1:
         return {"num_gpus": 1, "num_cpus": num_threads or 1}
     return {"num_cpus": num_threads or max(1, int(largest_node_cpus))}
@@ -512,10 +473,8 @@ def format_replicate_summary(summary: dict[str, Any]) -> str:
 
 
 def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) -> int:
-    """``run_all.py --seeds ...``: the parsed command line -> :func:`run_replicates` -> exit status.
-
-    Raises :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option.
-    """
+    """``run_all.py --seeds ...``: the parsed command line -> :func:`run_replicates` -> exit status;
+    :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option."""
     if args.seeds is None:
         raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
     if "seed" in overrides:
