@@ -200,15 +200,8 @@ def run_stage(
     raise :class:`StageFailed` on error."""
     source = notebook_path(stage, notebook_dir)
     executed = run.root / "executed" / source.name
-    seconds = execute_notebook(
-        source,
-        executed,
-        parameters,
-        failure_marker(run, stage),
-        label=f"stage '{stage}'",
-        kernel_name=kernel_name,
-        progress=progress,
-    )
+    options = {"label": f"stage '{stage}'", "kernel_name": kernel_name, "progress": progress}
+    seconds = execute_notebook(source, executed, parameters, failure_marker(run, stage), **options)
     return StageResult(stage, "ran", seconds, executed)
 
 
@@ -236,15 +229,13 @@ def execute_notebook(
         hooks["on_cell_start"] = progress.on_cell_start
     start = time.perf_counter()
     try:
+        options = {"kernel_name": kernel_name, "progress_bar": False, "cwd": str(source.parent), **hooks}
         papermill.execute_notebook(
             str(source),
             str(executed),
             parameters=parameters,
-            kernel_name=kernel_name,
-            progress_bar=False,
-            cwd=str(source.parent),
             kernel_manager_class=LocalKernelManager,
-            **hooks,
+            **options,
         )
     except PapermillExecutionError as e:
         first_line = next((line for line in e.source.splitlines() if line.strip()), "")

@@ -65,12 +65,7 @@ class RunProgress:
     to ``stream`` (stdout) as one updating tqdm line per stage when ``live`` (None: on a terminal)."""
 
     def __init__(
-        self,
-        profile: str,
-        stages: Iterable[str],
-        *,
-        stream: TextIO | None = None,
-        live: bool | None = None,
+        self, profile: str, stages: Iterable[str], *, stream: TextIO | None = None, live: bool | None = None
     ) -> None:
         self.expected = dict(EXPECTED_SECONDS.get(profile, EXPECTED_SECONDS["cpu"]))
         self.pending = list(stages)

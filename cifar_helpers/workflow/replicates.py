@@ -269,42 +269,34 @@ def run_replicates(request: ReplicateRequest) -> int:
         ray.shutdown()
 
     failed = [o for o in outcomes if not o.ok]
-    for outcome in failed:
-        notebook = STAGES[outcome.failed_stage][1] if outcome.failed_stage in STAGES else "run_all.py"
-        print(
-            f"seed {outcome.seed} FAILED in {notebook}"
-            + (f" (stage '{outcome.failed_stage}')" if outcome.failed_stage else "")
-            + f"; its output: {outcome.log}\n  "
-            + outcome.message.replace("\n", "\n  "),
-            file=sys.stderr,
-            flush=True,
-        )
+    for o in failed:
+        notebook = STAGES[o.failed_stage][1] if o.failed_stage in STAGES else "run_all.py"
+        stage = f" (stage '{o.failed_stage}')" if o.failed_stage else ""
+        details = o.message.replace("\n", "\n  ")
+        _say(f"seed {o.seed} FAILED in {notebook}{stage}; its output: {o.log}\n  {details}", error=True)
     status = 1 if failed else 0
     seeds = request.seeds
     replicates_status = "not run"
     if failed:
-        print(
+        _say(
             f"stage 07 not run: {len(failed)} of {len(seeds)} seeds failed; fix the cause and rerun the same "
             "command (finished stages are skipped)",
-            file=sys.stderr,
-            flush=True,
+            error=True,
         )
     elif len(seeds) < 2:
-        print(
+        _say(
             "stage 07 compares seeds and needs at least two: add more, e.g. "
-            f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)",
-            flush=True,
+            f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)"
         )
     elif incomplete := [s for s in seeds if _finished(RunDir(seed_run_dir(root, s)), STAGES) != set(STAGES)]:
-        print(
+        _say(
             f"stage 07 not run: the runs of seed(s) {', '.join(map(str, incomplete))} do not have every "
-            "stage yet; run without --stages to complete them",
-            flush=True,
+            "stage yet; run without --stages to complete them"
         )
     elif not any(s["status"] == "ran" for o in outcomes for s in o.stages.values()) and (
         not request.force and replicates_complete(root, seeds)
     ):
-        print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: complete, skipped", flush=True)
+        _say(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: complete, skipped")
         replicates_status = "skipped"
     else:
         replicates_status = _run_replicates_notebook(request, seeds)
@@ -318,6 +310,10 @@ def run_replicates(request: ReplicateRequest) -> int:
     return status
 
 
+def _say(message: str, error: bool = False) -> None:
+    print(message, file=sys.stderr if error else sys.stdout, flush=True)
+
+
 def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) -> list[SeedOutcome]:
     import ray
     from ray.util.queue import Empty, Queue
@@ -325,21 +321,17 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
     progress = Queue(actor_options={"num_cpus": 0})
     task = ray.remote(max_retries=0, **resources)(_seed_task)
     pending = {}
+    options = {
+        "data_seed": data_seed if "setup" in request.stages else None,
+        "parameters": [item for item in request.parameters if not item.startswith("data_seed=")],
+        "data_dir": request.data_dir,
+        "stages": request.stages_spec,
+        "force": request.force,
+    }
     for seed in request.seeds:
-        command = seed_command(
-            seed,
-            request.root,
-            profile=request.profile,
-            data_seed=data_seed if "setup" in request.stages else None,
-            parameters=[item for item in request.parameters if not item.startswith("data_seed=")],
-            data_dir=request.data_dir,
-            stages=request.stages_spec,
-            force=request.force,
-        )
-        ref = task.remote(
-            seed, command, str(seed_run_dir(request.root, seed)), request.stages, request.force, progress
-        )
-        pending[ref] = seed
+        command = seed_command(seed, request.root, profile=request.profile, **options)
+        run_dir = str(seed_run_dir(request.root, seed))
+        pending[task.remote(seed, command, run_dir, request.stages, request.force, progress)] = seed
     total = len(request.seeds) * len(request.stages)
     accounted = 0
 
@@ -352,12 +344,10 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
                 return
             accounted += 1
             notebook = STAGES[event["stage"]][1]
-            what = (
-                "complete, skipped" if event["status"] == "skipped" else f"done in {event['minutes']:.2f} min"
-            )
-            print(
-                f"[seed {event['seed']}] [{event['stage']}] {notebook}: {what}  ({accounted}/{total} stages)",
-                flush=True,
+            skipped = event["status"] == "skipped"
+            what = "complete, skipped" if skipped else f"done in {event['minutes']:.2f} min"
+            _say(
+                f"[seed {event['seed']}] [{event['stage']}] {notebook}: {what}  ({accounted}/{total} stages)"
             )
 
     outcomes: dict[int, SeedOutcome] = {}
@@ -372,10 +362,9 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
                 outcome = SeedOutcome(seed, 1, message=f"Ray task failed: {str(e).splitlines()[0]}")
             outcomes[seed] = outcome
             state = "finished" if outcome.ok else "FAILED"
-            print(
-                f"[seed {seed}] {state} after {outcome.seconds / 60:.2f} min "
-                f"({len(outcomes)}/{len(request.seeds)} seeds)",
-                flush=True,
+            minutes = outcome.seconds / 60
+            _say(
+                f"[seed {seed}] {state} after {minutes:.2f} min ({len(outcomes)}/{len(request.seeds)} seeds)"
             )
     drain()
     return [outcomes[s] for s in request.seeds]
@@ -399,15 +388,12 @@ def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) ->
     }
     print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: running ...", flush=True)
     try:
-        seconds = execute_notebook(
-            source,
-            request.root / "executed" / REPLICATES_NOTEBOOK,
-            parameters,
-            request.root / "executed" / f"{REPLICATES_STAGE}.incomplete",
-            label=f"stage '{REPLICATES_STAGE}'",
-        )
+        executed = request.root / "executed"
+        marker = executed / f"{REPLICATES_STAGE}.incomplete"
+        label = f"stage '{REPLICATES_STAGE}'"
+        seconds = execute_notebook(source, executed / REPLICATES_NOTEBOOK, parameters, marker, label=label)
     except StageFailed as e:
-        print(f"[{REPLICATES_STAGE}] FAILED\n{e}", file=sys.stderr, flush=True)
+        _say(f"[{REPLICATES_STAGE}] FAILED\n{e}", error=True)
         return "failed"
     print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: done in {seconds / 60:.2f} min", flush=True)
     return "ran"

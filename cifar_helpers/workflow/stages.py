@@ -109,11 +109,7 @@ def _seed(config: RunConfig) -> dict[str, Any]:
 
 
 def setup_run(
-    run_dir: str | os.PathLike[str] | None,
-    *,
-    profile: str = "auto",
-    seed: int = 42,
-    **overrides: Any,
+    run_dir: str | os.PathLike[str] | None, *, profile: str = "auto", seed: int = 42, **overrides: Any
 ) -> Stage:
     """Stage 00: create (or reopen, with the same configuration) a run directory; writes ``config.json``
     and ``environment.json``. ``overrides`` are :class:`RunConfig` fields (None: the profile's default)."""
