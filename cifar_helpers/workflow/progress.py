@@ -200,23 +200,17 @@ class StageProgress:
 
     def describe(self) -> str:
         """The current state as one line of text."""
-        elapsed = time.perf_counter() - self.start
-        left = self.stage_left()
-        parts: list[str] = []
-        epoch = self.last_epoch
-        if self.stage in TRAINING_STAGES and self.total_epochs and epoch is not None:
-            parts.append(
-                f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
-                f"test acc {100 * epoch['test_acc']:.1f} %"
-            )
-        elif self.stage in TRAINING_STAGES and self.total_epochs:
-            parts.append(f"{self.section or 'starting the kernel'} (0/{self.total_epochs} epochs done)")
-        else:
-            parts.append(self.section or "starting the kernel")
-        parts.append(f"elapsed {format_duration(elapsed)}")
-        parts.append(f"stage ETA {format_duration(left)}")
-        parts.append(f"run ETA {format_duration(self.progress.run_eta(self.stage, left))}")
-        return f"[{self.stage}] " + " | ".join(parts)
+        elapsed, left, epoch = time.perf_counter() - self.start, self.stage_left(), self.last_epoch
+        training = self.stage in TRAINING_STAGES and self.total_epochs
+        what = self.section or "starting the kernel"
+        if training and epoch is not None:
+            what = f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
+            what += f"test acc {100 * epoch['test_acc']:.1f} %"
+        elif training:
+            what += f" (0/{self.total_epochs} epochs done)"
+        run_eta = format_duration(self.progress.run_eta(self.stage, left))
+        times = f"elapsed {format_duration(elapsed)} | stage ETA {format_duration(left)} | run ETA {run_eta}"
+        return f"[{self.stage}] {what} | {times}"
 
     def _render(self) -> None:
         if self._bar is not None:
