@@ -172,7 +172,6 @@ class RunConfig:
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
-    # --- resolved execution settings ----------------------------------------------------------------
     def resolved_device(self) -> torch.device:
         """The torch device this run uses (``auto`` -> cuda when available)."""
         if self.device == "auto":

@@ -138,7 +138,6 @@ class StageProgress:
         self._last_mtime: float | None = None
         self._first_count = 0
 
-    # --- papermill/nbclient hook ------------------------------------------------------------------
     def on_cell_start(self, cell: Any = None, cell_index: int | None = None, **_: Any) -> None:
         """nbclient's ``on_cell_start`` hook: note the section the starting cell belongs to."""
         cell_id = cell.get("id") if cell is not None else None
@@ -152,7 +151,6 @@ class StageProgress:
                 self.section_reported = False
         self._render()
 
-    # --- polling the trainer's history ------------------------------------------------------------
     def poll(self) -> None:
         """Read ``history.json`` if it changed; a new epoch updates the line (or prints one)."""
         try:
@@ -191,7 +189,6 @@ class StageProgress:
             self.progress.write(self.describe())
         self._render()
 
-    # --- the line ----------------------------------------------------------------------------------
     def stage_left(self) -> float:
         """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate."""
         if self.stage in TRAINING_STAGES and self.total_epochs and self.progress.epoch_seconds:

@@ -70,9 +70,6 @@ def parse_seeds(spec: str) -> list[int]:
     return sorted(seeds)
 
 
-# --- one seed, as a Ray task --------------------------------------------------------------------------
-
-
 def seed_command(
     seed: int,
     root: Path,
@@ -183,9 +180,6 @@ def run_seed(
         outcome.failed_stage = (marked or unfinished or [None])[0]
         outcome.message = _error_lines(text)
     return outcome
-
-
-# --- the driver -----------------------------------------------------------------------------------
 
 
 def start_ray(address: str | None) -> str:
@@ -397,9 +391,6 @@ def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) ->
         return "failed"
     print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: done in {seconds / 60:.2f} min", flush=True)
     return "ran"
-
-
-# --- the run summary --------------------------------------------------------------------------------
 
 
 def replicate_run_summary(

@@ -258,9 +258,6 @@ def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
     return RunConfig.load(path)
 
 
-# --- opening a replicate run (notebook 07) --------------------------------------------------------------
-
-
 @dataclass
 class Replicates:
     """An opened replicate run: its root, the seeds compared, their results, and where 07 writes."""
