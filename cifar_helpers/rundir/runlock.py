@@ -35,9 +35,9 @@ def _write_pid(fd: int) -> None:
 
 def _holder_pid(lock_path: Path) -> str:
     try:
-        with open(lock_path, encoding="utf-8") as f:
+        with open(lock_path, "rb") as f:
             f.seek(1)
-            text = f.read().strip()
+            text = f.read().decode("ascii", errors="replace").strip()
     except OSError:
         return "unknown"
     return text if text.isdigit() else "unknown"
