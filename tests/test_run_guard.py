@@ -56,7 +56,7 @@ def stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
 _HOLDER = """
 import sys, time
 from cifar_helpers.rundir.runlock import RunLock
-RunLock(sys.argv[1]).acquire()
+lock = RunLock(sys.argv[1]).acquire()  # held while the object lives
 print("locked", flush=True)
 time.sleep(120)
 """

@@ -1,22 +1,19 @@
 """Size and SHA-256 of every artifact, recorded when it is written and checked when it is read.
 
-Each directory that :func:`cifar_helpers.rundir.artifacts.save_json` / ``save_torch`` / ``save_figure``
-write into gets a ``manifest.json``::
-
-    {"files": {"checkpoint.pt": {"bytes": 1234567, "sha256": "9f86d0..."}, ...}}
-
-A file that no longer matches its entry (truncated by a full disk, overwritten by hand, damaged
-in a copy) is reported as damaged instead of failing deep inside ``torch.load``. A file without an
-entry (run directories written before manifests existed, files written by other means) is
-unverified, not damaged.
+Each directory the ``save_*`` functions of :mod:`cifar_helpers.rundir.artifacts` write into gets a
+``manifest.json``: ``{"files": {"checkpoint.pt": {"bytes": 1234567, "sha256": "9f86d0..."}, ...}}``.
+A file that no longer matches its entry is reported as damaged instead of failing deep inside
+``torch.load``; a file without one (older runs, files written by other means) is unverified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +56,29 @@ def record(path: str | os.PathLike[str]) -> None:
     files = read_manifest(path.parent)
     files[path.name] = {"bytes": size, "sha256": digest}
     text = json.dumps({"files": dict(sorted(files.items()))}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=path.parent)
+    with atomic_path(path.parent / MANIFEST_NAME) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it,
+    so a reader never sees a half-written file. Usage: ``with atomic_path(p) as tmp: torch.save(obj, tmp)``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    # mkstemp creates 0600 files; give artifacts the permissions any new file would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path.parent / MANIFEST_NAME)
+        yield tmp
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -19,11 +19,7 @@ from typing import Any
 # arrays with _frombuffer, older protocols with _reconstruct + ndarray.__setstate__; dtype and scalar
 # rebuild dtypes and NumPy scalars; _codecs.encode is how protocol-2 pickles written by Python 3
 # spell bytes objects. None of these can reach the file system, a process or an import.
-_NUMPY_CORE_GLOBALS = {
-    ("multiarray", "_reconstruct"),
-    ("multiarray", "scalar"),
-    ("numeric", "_frombuffer"),
-}
+_NUMPY_CORE_GLOBALS = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
 ALLOWED_BATCH_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
     | {

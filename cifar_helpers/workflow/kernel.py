@@ -1,10 +1,6 @@
-"""The kernel manager papermill starts each notebook's kernel with.
-
-ipykernel warns on every start that "Kernel is running over TCP without encryption" unless the
-kernel talks over IPC (Unix domain sockets in Jupyter's runtime directory, private to the user) or has
-CurveZMQ keys. A local pipeline needs no network port at all, so kernels are started with the IPC
-transport where the platform has it; everything else the kernel prints, errors included, still
-reaches the terminal unchanged. On Windows (no IPC transport in ZeroMQ) kernels keep TCP.
+"""The kernel manager papermill starts each notebook's kernel with: IPC transport (Unix sockets in
+Jupyter's private runtime directory) where the platform has it, since ipykernel warns on every start
+that "Kernel is running over TCP without encryption". On Windows (no IPC in ZeroMQ) kernels keep TCP.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Which run a notebook opened by hand means: the runs under ``runs/`` and what each has finished.
-
-Papermill and ``run_all.py`` always pass ``run_dir`` and ``profile``; a notebook opened in JupyterLab
-keeps its defaults (``run_dir = None``, ``profile = "auto"``). There "auto" means "the run I made",
-which is not always ``runs/<auto profile>``: after ``run_all.py --profile smoke`` it is ``runs/smoke``.
-"""
+"""Which run a notebook opened by hand (``run_dir = None``, ``profile = "auto"``) means: the runs under
+``runs/`` and what each has finished (after ``run_all.py --profile smoke`` it is ``runs/smoke``)."""
 
 from __future__ import annotations
 
