@@ -33,6 +33,7 @@ if "google.colab" in sys.modules:
                 f"uploaded folder (or upload the project to {project}), then run this cell again"
             )
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", project], check=True)
+    sys.path.insert(0, project)  # an editable install's path hook is read at start-up, not by this kernel
     os.chdir(os.path.join(project, "notebooks"))"""
 
 

@@ -44,6 +44,7 @@ def colab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CIFAR_STRESS_REPO", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
     installs: list[list[str]] = []
     real_run = subprocess.run
 
@@ -83,6 +84,7 @@ def test_the_cell_clones_the_repository_installs_it_and_opens_its_notebooks(
     assert (project / "pyproject.toml").exists()
     assert colab == [[sys.executable, "-m", "pip", "install", "-q", "-e", str(project)]]
     assert Path.cwd() == project / "notebooks"
+    assert sys.path[0] == str(project)  # importable in this kernel, before any restart
     _run_cell(tmp_path / "content")  # run again: the clone is reused
     assert len(colab) == 2 and Path.cwd() == project / "notebooks"
 
