@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import _CACHE_VERSION, IMAGE_SIZE, CifarData, DataError, _check_count, _splitmix64
+from .common import _CACHE_VERSION, IMAGE_SIZE, CifarData, DataError, _check_count, _splitmix64
 
 SYNTHETIC_CLASSES = (
     "disc",
@@ -79,13 +79,9 @@ def make_synthetic_cifar(
     set has high-confidence failures with a known cause (a colour, i.e. texture, bias), as CIFAR-10
     has cat/dog and automobile/truck. 0 gives only true-coloured objects.
 
-    Returns:
-        :class:`CifarData` with source ``"synthetic"``: images uint8 (N, 3, 32, 32), labels int64 (N,),
-        masks bool (N, 32, 32) (True on the object, never empty).
-
-    Raises:
-        DataError: negative counts, ``train_per_class + holdout_per_class > 5000``,
-            ``test_per_class > 1000``, or a correlation outside [0, 1].
+    Returns a :class:`CifarData` of source ``"synthetic"`` with masks bool (N, 32, 32) (True on the
+    object, never empty). :class:`DataError` for negative counts, ``train_per_class + holdout_per_class
+    > 5000``, ``test_per_class > 1000``, or a rate outside [0, 1].
     """
     _check_count("train_per_class", train_per_class, allow_none=False)
     _check_count("test_per_class", test_per_class, allow_none=False)
@@ -113,8 +109,7 @@ def make_synthetic_cifar(
     train_index = torch.arange(train_per_class * n_classes)
     holdout_index = torch.arange(full_train - holdout_per_class * n_classes, full_train)
     test_index = torch.arange(test_per_class * n_classes)
-    p = float(background_class_correlation)
-    q = float(decoy_colour_rate)
+    p, q = float(background_class_correlation), float(decoy_colour_rate)
     train_images, train_masks = _render_split(seed, "train", train_index, p, q)
     holdout_images, holdout_masks = _render_split(seed, "train", holdout_index, p, q)
     test_images, test_masks = _render_split(seed, "test", test_index, 0.0, q)
@@ -166,10 +161,7 @@ _Y = (_COORDS / IMAGE_SIZE - 0.5).view(1, -1, 1)
 
 
 def _stripes(angle: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """Soft-edged stripes from angle (rad), cycles per image and phase (rad), each float (N,).
-
-    Returns float (N, 32, 32) in [0, 1].
-    """
+    """Soft-edged stripes, float (N, 32, 32) in [0, 1], from angle and phase (rad), cycles per image."""
     proj = torch.cos(angle).view(-1, 1, 1) * _X + torch.sin(angle).view(-1, 1, 1) * _Y
     wave = torch.sin(2 * math.pi * freq.view(-1, 1, 1) * proj + phase.view(-1, 1, 1))
     return torch.sigmoid(4.0 * wave)
@@ -229,10 +221,8 @@ def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torc
 
 
 def _background_mix(kind: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
-    """Mixing weight of the two background colours, float (N, 32, 32) in [0, 1].
-
-    ``kind`` (int64 (N,)) picks a linear gradient (0), stripes (1) or smooth blobs (2); ``rnd`` holds
-    the per-image uniforms. Each image's texture alone is computed.
+    """Mixing weight of the two background colours, float (N, 32, 32) in [0, 1]: ``kind`` (int64 (N,))
+    picks a linear gradient (0), stripes (1) or smooth blobs (2) drawn from the per-image uniforms ``rnd``.
     """
     n = len(kind)
     t = torch.empty((n, IMAGE_SIZE, IMAGE_SIZE))
@@ -260,9 +250,9 @@ def _render_split(
     images = torch.empty((len(positions), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     masks = torch.empty((len(positions), IMAGE_SIZE, IMAGE_SIZE), dtype=torch.bool)
     for start in range(0, len(positions), _CHUNK):
-        chunk = positions[start : start + _CHUNK]
-        images[start : start + len(chunk)], masks[start : start + len(chunk)] = _render(
-            seed, split, chunk, correlation, decoy_rate
+        end = start + _CHUNK
+        images[start:end], masks[start:end] = _render(
+            seed, split, positions[start:end], correlation, decoy_rate
         )
     return images, masks
 
