@@ -99,38 +99,38 @@ def _generic(data: Any) -> list[pd.DataFrame]:
 
 def _metrics(metrics: dict[str, Any]) -> list[pd.DataFrame]:
     training = [(k, metrics[k]) for k in ("epochs", "train_seconds", "images_per_second")]
-    per_class = t.per_class_table({"accuracy": metrics["per_class_accuracy"]})
-    per_class.attrs["title"] = "Per-class test accuracy"
+    per_class = t.per_class_table({"accuracy": metrics["per_class_accuracy"]}, "Per-class test accuracy")
     return [t.accuracy_table(metrics), t.table(t.KV, training), per_class]
 
 
 def _history(history: dict[str, Any]) -> list[pd.DataFrame]:
-    last = history["epochs"][-1]
-    rows = [
-        ("epochs finished", len(history["epochs"])),
-        ("training complete", history["complete"]),
-        ("last epoch: train loss", last["train_loss"]),
-        ("last epoch: train accuracy (augmented batches)", last["train_acc"]),
-        ("last epoch: test loss", last["test_loss"]),
-        ("last epoch: test accuracy", last["test_acc"]),
+    last, what = (
+        history["epochs"][-1],
+        ("train loss", "train accuracy (augmented batches)", "test loss", "test accuracy"),
+    )
+    rows = [("epochs finished", len(history["epochs"])), ("training complete", history["complete"])]
+    rows += [
+        (f"last epoch: {w}", last[k])
+        for w, k in zip(what, ("train_loss", "train_acc", "test_loss", "test_acc"), strict=True)
     ]
     return [t.table(t.KV, rows, formats={rows[3][0]: "pct", rows[5][0]: "pct"})]
 
 
 def _failure_list(failures: dict[str, Any]) -> list[pd.DataFrame]:
-    rows = [
-        ("confidence threshold", failures["threshold"]),
-        ("images evaluated", failures["num_images"]),
-        ("errors", failures["num_errors"]),
-        ("high-confidence failures listed", len(failures["indices"])),
+    spec = [
+        ("confidence threshold", None, "threshold"),
+        ("images evaluated", None, "num_images"),
+        ("errors", None, "num_errors"),
     ]
-    return [t.table(t.KV, rows)]
+    frame = t.spec_table({"value": failures}, spec)
+    frame.loc[len(frame)] = ("high-confidence failures listed", len(failures["indices"]))
+    return [frame]
 
 
 def _positive_control(data: dict[str, Any]) -> list[pd.DataFrame]:
-    gaps = [
-        ("mask-share gap (untied - tied)", data["mask_share_gap"]),
-        ("pointing-game gap (untied - tied)", data["pointing_game_gap"]),
+    spec = [
+        ("mask-share gap (untied - tied)", None, "mask_share_gap"),
+        ("pointing-game gap (untied - tied)", "pct", "pointing_game_gap"),
     ]
     return [
         t.note(
@@ -139,20 +139,18 @@ def _positive_control(data: dict[str, Any]) -> list[pd.DataFrame]:
             "model's high-confidence failures should lie mostly off the object."
         ),
         t.positive_control_table(data),
-        t.table(t.KV, gaps, formats={gaps[1][0]: "pct"}),
+        t.spec_table({"value": data}, spec),
         t.positive_control_road_table(data),
     ]
 
 
 def _sanity(data: dict[str, Any]) -> list[pd.DataFrame]:
-    return [
-        t.note(
-            "Spearman rank correlation between the trained model's Grad-CAM maps and those of copies whose "
-            "layers are re-initialised cumulatively from the top (Adebayo et al., 2018). Maps that do not "
-            "change as the weights are destroyed would not explain the model."
-        ),
-        t.randomisation_table(data),
-    ]
+    about = (
+        "Spearman rank correlation between the trained model's Grad-CAM maps and those of copies whose "
+        "layers are re-initialised cumulatively from the top (Adebayo et al., 2018). Maps that do not "
+        "change as the weights are destroyed would not explain the model."
+    )
+    return [t.note(about), t.randomisation_table(data)]
 
 
 def _road(data: dict[str, Any]) -> list[pd.DataFrame]:
@@ -163,50 +161,65 @@ def _road(data: dict[str, Any]) -> list[pd.DataFrame]:
     ]
 
 
-# Which summary renders which file; files without one get the generic table of their values.
-SUMMARIES: dict[tuple[str, str], Callable[[Any], list[pd.DataFrame]]] = {
-    ("setup", "config.json"): lambda data: [_kv(list(data.items()), columns=3)],
-    ("setup", "environment.json"): lambda data: [_kv(list(data.items()), columns=3)],
-    ("setup", "data_summary.json"): lambda data: [t.data_table(data, provenance=True)],
-    ("baseline", "history.json"): _history,
-    ("baseline", "metrics.json"): _metrics,
-    ("augmented", "history.json"): _history,
-    ("augmented", "metrics.json"): _metrics,
-    ("failures", "failures.json"): _failure_list,
-    ("failures", "summary.json"): lambda data: t.failure_tables(data, max_pairs=10),
-    ("reevaluation", "comparison.json"): t.comparison_tables,
-    ("stress", "corruptions.json"): lambda data: t.corruption_tables(data, severities=True),
-    ("stress", "calibration.json"): lambda data: [t.calibration_table(data)],
-    ("stress", "sanity.json"): _sanity,
-    ("stress", "positive_control.json"): _positive_control,
-    ("gradcam", "road.json"): _road,
-    ("reevaluation", "road.json"): _road,
-}
+def _noise_floor(floor: dict[str, Any]) -> list[pd.DataFrame]:
+    pairs = [
+        (f"{r['from']} → {r['to']}", *(r[k] for k in COUNT_KEYS))
+        for r in floor["reseed"] + floor["augmentation"]
+    ]
+    return [t.noise_floor_table(floor["mean"]), t.table(("each pair", *COUNT_KEYS), pairs)]
 
-FILE_TITLES: dict[str, str] = {
-    "config.json": "Configuration",
-    "environment.json": "Environment",
-    "data_summary.json": "Data",
-    "metrics.json": "Accuracy",
-    "history.json": "Training history",
-    "failures.json": "Failure list",
-    "summary.json": "Failure summary",
-    "measures.json": "Attention measures",
-    "comparison.json": "Baseline vs augmented failures",
-    "corruptions.json": "Corruption stress test",
-    "calibration.json": "Calibration and temperature scaling",
-    "sanity.json": "Grad-CAM sanity check (model-parameter randomisation)",
-    "positive_control.json": "Positive control: background shortcut",
-    "road.json": "Faithfulness of the heatmaps (ROAD)",
+
+def _stability(stability: dict[str, Any]) -> list[pd.DataFrame]:
+    spec = [
+        ("confident failures per seed", None, "failures_per_seed"),
+        ("images failing in k seeds", None, "images_failing_in_k_seeds"),
+        ("mean Jaccard overlap between seeds", None, "mean_jaccard"),
+    ]
+    frame = t.spec_table({"value": stability}, spec)
+    frame.loc[len(frame)] = (
+        f"consistent failures (in ≥ {stability['consistent_min_seeds']} seeds)",
+        len(stability["consistent"]),
+    )
+    return [frame]
+
+
+# Each file's heading and how its numbers are shown; a file not listed gets the table of its values.
+FILES: dict[str, tuple[str, Callable[[Any], list[pd.DataFrame]]]] = {
+    "config.json": ("Configuration", lambda data: [_kv(list(data.items()), columns=3)]),
+    "environment.json": ("Environment", lambda data: [_kv(list(data.items()), columns=3)]),
+    "data_summary.json": ("Data", lambda data: [t.data_table(data, provenance=True)]),
+    "metrics.json": ("Accuracy", _metrics),
+    "history.json": ("Training history", _history),
+    "failures.json": ("Failure list", _failure_list),
+    "summary.json": ("Failure summary", lambda data: t.failure_tables(data, max_pairs=10)),
+    "measures.json": ("Attention measures", _generic),
+    "comparison.json": ("Baseline vs augmented failures", t.comparison_tables),
+    "corruptions.json": ("Corruption stress test", lambda data: t.corruption_tables(data, severities=True)),
+    "calibration.json": ("Calibration and temperature scaling", lambda data: [t.calibration_table(data)]),
+    "sanity.json": ("Grad-CAM sanity check (model-parameter randomisation)", _sanity),
+    "positive_control.json": ("Positive control: background shortcut", _positive_control),
+    "road.json": ("Faithfulness of the heatmaps (ROAD)", _road),
+    # replicates/
+    "accuracy.json": (
+        "Test accuracy over seeds (95 % t-interval)",
+        lambda data: [t.seed_accuracy_table(data)],
+    ),
+    "noise_floor.json": ("The noise floor: a reseed against augmentation", _noise_floor),
+    "stability.json": ("Failure stability (baseline)", _stability),
+    "category_mix.json": (
+        "Human-label categories: consistent failures against one-seed failures",
+        lambda data: [t.category_mix_table(data)],
+    ),
 }
 
 
 # --- the page -------------------------------------------------------------------------------------
 
 
-def _file_part(path: Path, heading: str, render: Callable[[Any], list[pd.DataFrame]]) -> dict[str, str]:
+def _file_part(path: Path) -> dict[str, str]:
     """A file's part of its section: its tables, or why it cannot be shown (with its values where the
     file could be read but not summarised)."""
+    heading, render = FILES.get(path.name, (path.name, _generic))
     part = {"heading": heading, "name": path.name}
     try:
         data = read_result(path)
@@ -244,48 +257,35 @@ def png_problem(data: bytes) -> str | None:
     return None
 
 
-def _figures(folder: Path) -> list[dict[str, str]]:
-    """Every PNG of ``folder``: its data for a data URI and its caption, or why it is not embedded (a
-    truncated or mislabelled file would show as a broken image)."""
-    figures = []
-    for path in sorted(folder.glob("*.png")):
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            figures.append({"name": path.name, "error": f"could not be read ({error})"})
-            continue
-        problem = png_problem(data)
-        caption = path.stem.replace("_", " ").replace("-", " ").strip()
-        figures.append(
-            {"name": path.name, "error": problem}
-            if problem
-            else {
-                "name": path.name,
-                "caption": caption[:1].upper() + caption[1:],
-                "data": base64.b64encode(data).decode(),
-            }
-        )
-    return figures
+def _figure(path: Path) -> dict[str, str]:
+    """A PNG's data for a data URI and its caption, or why it is not embedded (a truncated or
+    mislabelled file would show as a broken image)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return {"name": path.name, "error": f"could not be read ({error})"}
+    caption = path.stem.replace("_", " ").replace("-", " ").strip()
+    problem = png_problem(data)
+    if problem:
+        return {"name": path.name, "error": problem}
+    return {
+        "name": path.name,
+        "caption": caption[:1].upper() + caption[1:],
+        "data": base64.b64encode(data).decode(),
+    }
 
 
-def _stage_section(run: RunDir, stage: str) -> dict[str, Any]:
-    base = run.root / STAGES[stage][0]
-    outputs = STAGE_OUTPUTS[stage]
-    missing = [name for name in outputs if not (base / name).exists()]
-    status = "complete" if not missing else "not run" if len(missing) == len(outputs) else "incomplete"
-    section = {"id": stage, "title": STAGE_TITLES.get(stage, stage), "status": status}
+def _section(stage: str, title: str, base: Path, names: tuple[str, ...], notebook: str) -> dict[str, Any]:
+    """A stage's section: its status, each JSON file's tables and the figures in ``base``."""
+    missing = [name for name in names if not (base / name).exists()]
+    status = "complete" if not missing else "not run" if len(missing) == len(names) else "incomplete"
+    section = {"id": stage, "title": title, "status": status}
     if status == "not run":
-        return {
-            **section,
-            "notes": [f"stage not run: run {STAGES[stage][1]} to produce {', '.join(outputs)}."],
-        }
-    parts = [
-        _file_part(base / name, FILE_TITLES.get(name, name), SUMMARIES.get((stage, name), _generic))
-        for name in outputs
-        if name.endswith(".json") and (base / name).exists()
-    ]
-    notes = [f"missing: {', '.join(missing)}"] if missing else []
-    return {**section, "notes": notes, "parts": parts, "figures": _figures(base)}
+        return {**section, "notes": [f"stage not run: run {notebook} to produce {', '.join(names)}."]}
+    json_files = [base / name for name in names if name.endswith(".json") and (base / name).exists()]
+    notes = [f"missing: {', '.join(missing)}"] * bool(missing)
+    figures = [_figure(path) for path in sorted(base.glob("*.png"))]
+    return {**section, "notes": notes, "parts": [_file_part(path) for path in json_files], "figures": figures}
 
 
 def read_run_summary(run: RunDir) -> dict[str, Any]:
@@ -298,34 +298,30 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
         data = read_result(path) if path.exists() else dict.fromkeys(keys)
         return {key: data[key] for key in keys}
 
-    summary: dict[str, Any] = {"run_dir": str(run.root)}
-    for stage in ("baseline", "augmented"):
-        keys = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
-        summary[stage] = read(stage, "metrics.json", keys)
+    metrics = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
     failures = read("failures", "summary.json", ("num_high_confidence", "threshold"))
-    summary["high_confidence_failures"] = failures["num_high_confidence"]
-    summary["confidence_threshold"] = failures["threshold"]
-    comparison = read("reevaluation", "comparison.json", ("counts",))["counts"]
-    summary["comparison"] = comparison or dict.fromkeys(COUNT_KEYS)
-    summary["human_labels"] = human_labels_summary(run.root)
-    return summary
+    return {
+        "run_dir": str(run.root),
+        **{stage: read(stage, "metrics.json", metrics) for stage in ("baseline", "augmented")},
+        "high_confidence_failures": failures["num_high_confidence"],
+        "confidence_threshold": failures["threshold"],
+        "comparison": read("reevaluation", "comparison.json", ("counts",))["counts"]
+        or dict.fromkeys(COUNT_KEYS),
+        "human_labels": human_labels_summary(run.root),
+    }
 
 
-def _human_labels(run: RunDir, summary: dict[str, Any]) -> str:
+def _human_labels(run: RunDir) -> str:
     """Confident failures by category (both models, with enrichment), fixed/kept/new by category and
     the CIFAR-10H cross-entropy, or the one line saying why no human labels apply."""
+    summary = human_labels_summary(run.root)
     frames = t.human_label_tables(summary)
     if summary["applies"]:
-        frames.insert(
-            0,
-            t.note(
-                "CIFAR-10H, Peterson et al. 2019; verified label errors, Northcutt et al. 2021; ambiguous: "
-                f"the given label's human share < {summary['ambiguity_threshold']}."
-            ),
-        )
         path = run.path("stress", "human_calibration.json")
-        if path.exists():  # written by stage 06
-            frames.append(t.human_calibration_table(read_result(path)))
+        calibration = [t.human_calibration_table(read_result(path))] if path.exists() else []  # stage 06's
+        sources = "CIFAR-10H, Peterson et al. 2019; verified label errors, Northcutt et al. 2021"
+        about = f"{sources}; ambiguous: the given label's human share < {summary['ambiguity_threshold']}."
+        frames = [t.note(about), *frames, *calibration]
     return _html(frames)
 
 
@@ -344,18 +340,21 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         raise FileNotFoundError(
             f"run directory {run.root} does not exist; pass the directory a run wrote into"
         )
+    sections = [
+        _section(stage, STAGE_TITLES.get(stage, stage), run.root / folder, STAGE_OUTPUTS[stage], notebook)
+        for stage, (folder, notebook) in STAGES.items()
+    ]
+    blocks = [
+        _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
+        _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
+    ]
+    intro = f"Run directory: {run.root}. Built from the files the stages saved there."
     return TEMPLATE.render(
         title=f"cifar-stress run report: {run.root.name}",
-        intro=f"Run directory: {run.root}. Built from the files the stages saved there.",
-        blocks=[
-            _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
-            _block(
-                "Is it the model or the label? (human labels)",
-                lambda: _human_labels(run, human_labels_summary(run.root)),
-            ),
-        ],
+        intro=intro,
+        blocks=blocks,
         nav=True,
-        sections=[_stage_section(run, stage) for stage in STAGES],
+        sections=sections,
     )
 
 
@@ -366,16 +365,9 @@ def _write(path: Path, page: str) -> Path:
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``<run_dir>/report.html`` atomically and return its path.
-
-    Args:
-        run_dir: a run directory (see :mod:`cifar_helpers.rundir.artifacts`); stages that have not run are
-            shown as "stage not run".
-
-    Returns:
-        The path of the report. The page is self-contained: figures are base64 PNG data URIs, the CSS
-        is inline, there is no script and no external resource.
-    """
+    """Write ``<run_dir>/report.html`` atomically and return its path: one self-contained page (figures
+    as base64 PNG data URIs, inline CSS, no script, no external resource); stages that have not run are
+    shown as "stage not run"."""
     return _write(RunDir(run_dir).root / REPORT_NAME, render_report(run_dir))
 
 
@@ -384,81 +376,32 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
 REPLICATES_TITLE = "07 Replicates: accuracy over seeds, the reseed noise floor, failure stability"
 
 
-def _noise_floor(floor: dict[str, Any]) -> list[pd.DataFrame]:
-    pairs = [
-        (f"{row['from']} → {row['to']}", *(row[k] for k in COUNT_KEYS))
-        for row in floor["reseed"] + floor["augmentation"]
-    ]
-    return [t.noise_floor_table(floor["mean"]), t.table(("each pair", *COUNT_KEYS), pairs)]
-
-
-def _stability(stability: dict[str, Any]) -> list[pd.DataFrame]:
-    rows = [
-        ("confident failures per seed", t.fmt(stability["failures_per_seed"])),
-        ("images failing in k seeds", t.fmt(stability["images_failing_in_k_seeds"])),
-        ("mean Jaccard overlap between seeds", stability["mean_jaccard"]),
-        (
-            f"consistent failures (in ≥ {stability['consistent_min_seeds']} seeds)",
-            len(stability["consistent"]),
-        ),
-    ]
-    return [t.table(t.KV, rows)]
-
-
-# The replicate section's parts: file in replicates/, heading, how its numbers are shown.
-REPLICATE_SECTIONS: tuple[tuple[str, str, Callable[[Any], list[pd.DataFrame]]], ...] = (
-    (
-        "accuracy.json",
-        "Test accuracy over seeds (95 % t-interval)",
-        lambda data: [t.seed_accuracy_table(data)],
-    ),
-    ("noise_floor.json", "The noise floor: a reseed against augmentation", _noise_floor),
-    ("stability.json", "Failure stability (baseline)", _stability),
-    (
-        "category_mix.json",
-        "Human-label categories: consistent failures against one-seed failures",
-        lambda data: [t.category_mix_table(data)],
-    ),
-)
-
-
-def replicates_section(root: str | os.PathLike[str]) -> dict[str, Any]:
-    """The replicate stage's section: accuracy over seeds, the noise floor table, failure stability
-    and the figures, read from ``<root>/replicates/``."""
-    base = replicates_dir(root)
-    missing = [name for name in REPLICATES_OUTPUTS if not (base / name).exists()]
-    section = {"id": "replicates", "title": REPLICATES_TITLE}
-    if missing:
-        note = (
-            f"stage not run: run {REPLICATES_NOTEBOOK} (run_all.py --seeds) to produce {', '.join(missing)}."
-        )
-        return {**section, "status": "not run", "notes": [note]}
-    parts = [
-        _file_part(base / name, heading, render)
-        for name, heading, render in REPLICATE_SECTIONS
-        if (base / name).exists()  # category_mix.json: replicate runs made before it existed have none
-    ]
-    return {**section, "status": "complete", "parts": parts, "figures": _figures(base)}
-
-
-def render_replicates_report(root: str | os.PathLike[str]) -> str:
-    """The replicate run's report page: each seed's headline numbers and the replicate section."""
-    root = Path(root).expanduser().resolve()
+def _seeds(root: Path) -> str:
+    """Each seed's test accuracies and a link to its own report."""
     rows = []
     for seed, directory in find_seed_dirs(root).items():
-        accuracy = []
-        for model in ("baseline", "augmented"):
-            path = directory / model / "metrics.json"
-            accuracy.append(read_result(path)["test_accuracy"] if path.exists() else None)
+        paths = [directory / model / "metrics.json" for model in ("baseline", "augmented")]
+        accuracy = [read_result(path)["test_accuracy"] if path.exists() else None for path in paths]
         report = f"{directory.name}/{REPORT_NAME}" if (directory / REPORT_NAME).exists() else "no report"
         rows.append((str(seed), *accuracy, report))
     columns = ("seed", "baseline test accuracy", "augmented test accuracy", "the seed's own report")
-    seeds = t.table(columns, rows, formats=dict.fromkeys(columns[1:3], "pct"))
+    return _html([t.table(columns, rows, formats=dict.fromkeys(columns[1:3], "pct"))])
+
+
+def render_replicates_report(root: str | os.PathLike[str]) -> str:
+    """The replicate run's report page: each seed's headline numbers and the replicate section
+    (accuracy over seeds, the noise floor, failure stability and the figures of ``replicates/``)."""
+    root = Path(root).expanduser().resolve()
+    base = replicates_dir(root)
+    names = REPLICATES_OUTPUTS
+    section = _section(
+        "replicates", REPLICATES_TITLE, base, names, f"{REPLICATES_NOTEBOOK} (run_all.py --seeds)"
+    )
     return TEMPLATE.render(
         title=f"cifar-stress replicate report: {root.name}",
         intro=f"Replicate run: {root}. Built from the seed-<k>/ run directories and replicates/.",
-        blocks=[{"heading": "Seeds", "html": _html([seeds])}],
-        sections=[replicates_section(root)],
+        blocks=[_block("Seeds", lambda: _seeds(root))],
+        sections=[section],
     )
 
 
