@@ -18,7 +18,7 @@ from cifar_helpers.rundir import lineage
 from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
-from cifar_helpers.views.report import summarize_run as run_numbers
+from cifar_helpers.views.report import read_run_summary
 from cifar_helpers.views.tables import format_run_summary
 from cifar_helpers.workflow.kernel import LocalKernelManager
 from cifar_helpers.workflow.progress import StageProgress
@@ -264,9 +264,9 @@ def stage_is_finished(run: RunDir, stage: str) -> bool:
 
 
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
-    """The report's run summary (:func:`cifar_helpers.views.report.summarize_run`), with each stage's
+    """The report's run summary (:func:`cifar_helpers.views.report.read_run_summary`), with each stage's
     status and minutes when this invocation ran stages."""
-    summary = run_numbers(run)
+    summary = read_run_summary(run)
     if results is not None:
         summary["stages"] = {
             r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results
