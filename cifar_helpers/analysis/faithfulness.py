@@ -217,7 +217,7 @@ def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
     return torch.rand((n, height, width), generator=torch.Generator().manual_seed(seed))
 
 
-def library_maps(
+def explainer_maps(
     model: nn.Module,
     images_uint8: Tensor,
     target_classes: Tensor,
@@ -226,7 +226,8 @@ def library_maps(
     layer: nn.Module | str | None = None,
     batch_size: int = 64,
 ) -> Tensor:
-    """Maps of one of pytorch-grad-cam's explainers (:data:`LIBRARY_EXPLAINERS`) for the target classes.
+    """Maps of any explainer in :data:`EXPLAINERS` (the project's Grad-CAM, or pytorch-grad-cam's) for
+    the target classes.
 
     ``model`` (fp32) runs on its own device; every module's mode and the parameters' ``.grad`` are
     restored afterwards (the library calls ``backward``). ``images_uint8`` uint8 (N, 3, H, W),
@@ -236,6 +237,8 @@ def library_maps(
     Returns:
         float32 (N, H, W) on the CPU, in [0, 1] (the library's min-max scaling).
     """
+    if method == GRADCAM:
+        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=batch_size)
     from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -265,62 +268,9 @@ def library_maps(
     return maps
 
 
-def explainer_maps(
-    model: nn.Module,
-    images_uint8: Tensor,
-    target_classes: Tensor,
-    method: str,
-    *,
-    layer: nn.Module | str | None = None,
-    batch_size: int = 64,
-) -> Tensor:
-    """Maps of any explainer in :data:`EXPLAINERS`: float32 (N, H, W) on the CPU, in [0, 1]."""
-    if method == GRADCAM:
-        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=batch_size)
-    return library_maps(model, images_uint8, target_classes, method, layer=layer, batch_size=batch_size)
-
-
 def map_key(method: str, layer: str) -> str:
     """How a (method, layer) pair is named in results: ``"gradcam@layer4"``."""
     return f"{method}@{layer}"
-
-
-def comparison_maps(
-    model: nn.Module,
-    images_uint8: Tensor,
-    target_classes: Tensor,
-    *,
-    layers: Sequence[str] = ("layer2", "layer3", "layer4"),
-    explainers: Sequence[str] = EXPLAINERS,
-    explainer_layer: str = "layer4",
-    seed: int = 0,
-) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """Every map notebook 03 compares: Grad-CAM at each of ``layers``, each of ``explainers`` (from
-    :data:`EXPLAINERS`) at ``explainer_layer``, and a random map seeded by ``seed``.
-
-    ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained.
-
-    Returns:
-        ``maps``: ``{"gradcam@layer2": (N, H, W), ..., "random": (N, H, W)}`` float32 on the CPU;
-        ``seconds``: the time each took.
-    """
-    images_uint8 = check_images("images_uint8", images_uint8)
-    unknown = [e for e in explainers if e not in EXPLAINERS]
-    if unknown:
-        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
-    n, _, height, width = images_uint8.shape
-    jobs = [(GRADCAM, layer) for layer in layers]
-    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
-    maps: dict[str, Tensor] = {}
-    seconds: dict[str, float] = {}
-    for method, layer in jobs:
-        start = time.perf_counter()
-        key = map_key(method, layer)
-        maps[key] = explainer_maps(model, images_uint8, target_classes, method, layer=layer)
-        seconds[key] = time.perf_counter() - start
-    maps[RANDOM] = random_maps(n, height, width, seed=seed)
-    seconds[RANDOM] = 0.0
-    return maps, seconds
 
 
 def road_table(
@@ -338,7 +288,7 @@ def road_table(
     Every set is scored with the same seed, so their imputation noise is the same: differences
     between rows come from the maps alone. ``images_uint8`` uint8 (N, 3, H, W); ``target_classes``
     int64 (N,), the class tracked (the one explained); ``maps`` ``{name: float (N, H, W)}``, e.g. from
-    :func:`comparison_maps`.
+    :func:`faithfulness_report`.
 
     Returns:
         ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
@@ -377,27 +327,34 @@ def faithfulness_report(
     fractions: Sequence[float],
     seed: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Notebook 03's faithfulness section in one call: maps of every layer and explainer, scored by ROAD.
+    """Notebook 03's faithfulness section in one call: Grad-CAM at each of ``layers``, each of
+    ``explainers`` (from :data:`EXPLAINERS`) at ``explainer_layer`` and a random map, scored by ROAD.
 
     ``images_uint8`` uint8 (N, 3, H, W) are the failures' images (already subsampled),
     ``target_classes`` int64 (N,) their predicted (wrong) class, the one explained and tracked;
-    ``layers``, ``explainers``, ``explainer_layer`` as for :func:`comparison_maps`; ``seed`` seeds the
-    random map, the tie-breaks and the imputation noise.
+    ``seed`` seeds the random map, the tie-breaks and the imputation noise.
 
     Returns:
         ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
-        ``explainer_layer``, ``best_layer`` and ``best_explainer`` by combined score, ``map_seconds``)
-        and ``maps`` (``{name: float32 (N, H, W)}``, for figures).
+        ``explainer_layer``, ``best_layer`` and ``best_explainer`` by combined score, ``map_seconds``:
+        the time each map took) and ``maps`` (``{"gradcam@layer2": float32 (N, H, W), ..., "random"}``).
     """
-    maps, map_seconds = comparison_maps(
-        model,
-        images_uint8,
-        target_classes,
-        layers=layers,
-        explainers=explainers,
-        explainer_layer=explainer_layer,
-        seed=seed,
-    )
+    images_uint8 = check_images("images_uint8", images_uint8)
+    unknown = [e for e in explainers if e not in EXPLAINERS]
+    if unknown:
+        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
+    n, _, height, width = images_uint8.shape
+    jobs = [(GRADCAM, layer) for layer in layers]
+    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
+    maps: dict[str, Tensor] = {}
+    map_seconds: dict[str, float] = {}
+    for method, layer in jobs:
+        start = time.perf_counter()
+        key = map_key(method, layer)
+        maps[key] = explainer_maps(model, images_uint8, target_classes, method, layer=layer)
+        map_seconds[key] = time.perf_counter() - start
+    maps[RANDOM] = random_maps(n, height, width, seed=seed)
+    map_seconds[RANDOM] = 0.0
     table = road_table(model, images_uint8, target_classes, maps, fractions=fractions, seed=seed)
     best_layer = best_map(table, [map_key(GRADCAM, layer) for layer in layers])
     best_explainer = best_map(table, [map_key(e, explainer_layer) for e in explainers])
@@ -429,7 +386,7 @@ def failure_faithfulness(
     ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` the output of
     :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` (most confident first); ``config`` gives
     ``road_images``, ``road_fractions``, ``gradcam_layer`` (where the explainers are compared) and
-    ``seed``; ``layers`` and ``explainers`` as for :func:`comparison_maps`.
+    ``seed``; ``layers`` and ``explainers`` as for :func:`faithfulness_report`.
 
     Returns:
         ``report``: :func:`faithfulness_report`'s, plus ``indices`` of the images scored and

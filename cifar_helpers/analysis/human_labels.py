@@ -164,11 +164,6 @@ class HumanLabels:
         return status
 
 
-def default_human_labels_dir() -> Path:
-    """``../shared/data/human-labels`` beside the project checkout (development machines and CI)."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / HUMAN_LABELS_SUBDIR
-
-
 def _has_all_files(folder: Path) -> bool:
     return all((folder / f.name).is_file() for f in PUBLIC_FILES)
 
@@ -191,7 +186,8 @@ def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> P
                     f"{origin}={str(path)!r} is not a directory; give the folder of {COUNTS_FILE}"
                 )
             return path
-    shared = default_human_labels_dir()
+    # ../shared/data/human-labels beside the project checkout (development machines and CI)
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / HUMAN_LABELS_SUBDIR
     return shared if _has_all_files(shared) else None
 
 

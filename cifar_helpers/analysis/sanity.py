@@ -72,31 +72,6 @@ CONTROL_EXAMPLES = 8  # failures per model saved (image, mask, map) for figures
 EXAMPLES_NAME = "positive_control_examples.pt"
 
 
-def _check_model_modules(model: nn.Module) -> None:
-    names = dict(model.named_modules())
-    missing = [name for _, modules in RANDOMISATION_STEPS for name in modules if name not in names]
-    if missing:
-        raise ValueError(
-            f"model has no submodule(s) {', '.join(map(repr, missing))}; the randomisation test expects "
-            f"the CIFAR ResNet's {', '.join(n for _, m in RANDOMISATION_STEPS for n in m)}"
-        )
-
-
-def _reinitialise(module: nn.Module, seed: int, device: torch.device) -> None:
-    """Re-draw every parameter below ``module`` with its own ``reset_parameters``, under ``seed``.
-
-    The generator is forked, so the caller's global random state is left as it was; BatchNorm's reset
-    also forgets its running statistics, as a freshly built layer would have them.
-    """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for sub in module.modules():
-            reset = getattr(sub, "reset_parameters", None)
-            if callable(reset):
-                reset()
-
-
 def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between two stacks of float (N, H, W) maps of the same images.
 
@@ -155,7 +130,12 @@ def cascading_randomisation_maps(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_model_modules(model)
+    missing = [n for _, names in RANDOMISATION_STEPS for n in names if n not in dict(model.named_modules())]
+    if missing:
+        raise ValueError(
+            f"model has no submodule(s) {', '.join(map(repr, missing))}; the randomisation test expects "
+            f"the CIFAR ResNet's {', '.join(n for _, m in RANDOMISATION_STEPS for n in m)}"
+        )
     images_normalised = _check_float_images(images_normalised, "images_normalised")
     if images_normalised.shape[0] == 0:
         raise ValueError(
@@ -173,8 +153,15 @@ def cascading_randomisation_maps(
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
     for k, (step, names) in enumerate(RANDOMISATION_STEPS, start=1):
+        # Every parameter below the step's modules re-drawn by its own reset_parameters under seed + k,
+        # the generator forked so the caller's random state is left as it was; BatchNorm's reset also
+        # forgets its running statistics, as a freshly built layer would have them.
         for name in names:
-            _reinitialise(modules[name], seed + k, device)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed + k)
+                for sub in modules[name].modules():
+                    if callable(getattr(sub, "reset_parameters", None)):
+                        sub.reset_parameters()
         steps.append(step)
         maps.append(grad_cam(randomised, images, target_classes, layer, batch_size=batch_size).cpu())
     return steps, torch.stack(maps), target_classes
@@ -345,6 +332,14 @@ def _explain_control(
     failures = find_high_confidence_failures(entry["probs"], test.test_labels, threshold)
     idx = failures.indices
     share_mean, share_std = _nan_mean_std(shares[idx])
+    # ROAD of the failures with their Grad-CAM, a random map, and the true object mask as a map: the mask
+    # ranks every object pixel above every background pixel, so its combined score says how much more
+    # the prediction rests on the object than on the background.
+    road = idx[: config.road_images]
+    road_images, fractions = test.test_images[road], config.road_fractions
+    k, _, height, width = road_images.shape
+    rows = {"gradcam": maps[road], "random": random_maps(k, height, width, seed=config.seed)}
+    rows["object"] = masks[road].float()
     summary = {
         "test_accuracy": entry["test_accuracy"],
         "train_accuracy": entry["train_accuracy"],
@@ -355,9 +350,7 @@ def _explain_control(
         "failure_object_area": float(masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
         "mask_share_all": _nan_mean_std(shares)[0],
         "pointing_game_all": float(hits.to(torch.float64).mean()),
-        "road": _control_road(
-            model, test.test_images[idx[: config.road_images]], predicted[idx], maps[idx], masks[idx], config
-        ),
+        "road": road_table(model, road_images, predicted[road], rows, fractions=fractions, seed=config.seed),
     }
     keep = idx[:CONTROL_EXAMPLES]
     example = {
@@ -370,29 +363,6 @@ def _explain_control(
         "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
     }
     return summary, example
-
-
-def _control_road(
-    model: nn.Module,
-    images: torch.Tensor,
-    predicted: torch.Tensor,
-    maps: torch.Tensor,
-    masks: torch.Tensor,
-    config: RunConfig,
-) -> dict[str, Any]:
-    """ROAD of one control model's failures: its Grad-CAM, a random map, and the true object mask as a map.
-
-    The object mask ranks every object pixel above every background pixel, so its combined score says
-    how much more the prediction rests on the object than on the background: high for a model that
-    looks at the object, low for one that reads the background.
-    """
-    k, _, height, width = images.shape
-    rows = {
-        "gradcam": maps[:k],
-        "random": random_maps(k, height, width, seed=config.seed),
-        "object": masks[:k].float(),
-    }
-    return road_table(model, images, predicted[:k], rows, fractions=config.road_fractions, seed=config.seed)
 
 
 def load_positive_control_examples(out_dir: str | Path) -> dict[str, Any]:

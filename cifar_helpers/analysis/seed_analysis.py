@@ -192,11 +192,6 @@ def _counts(first: SeedResults, model: str, second: SeedResults) -> dict[str, An
     return {"from": f"baseline seed {first.seed}", "to": f"{model} seed {second.seed}", **comparison.counts()}
 
 
-def failure_sets(results: Sequence[SeedResults], model: str = "baseline") -> list[FailureSet]:
-    """Each seed's high-confidence failures of ``model``, at the seed's threshold."""
-    return [find_high_confidence_failures(r.probs[model], r.labels, r.threshold) for r in results]
-
-
 def failure_counts(failures: Sequence[FailureSet], num_images: int) -> Tensor:
     """int64 (N,): in how many of the failure sets each test image appears."""
     counts = torch.zeros(num_images, dtype=torch.int64)
@@ -233,15 +228,10 @@ def consistent_indices(counts: Tensor, num_seeds: int, share: float = CONSISTENT
     return torch.tensor(order, dtype=torch.int64)
 
 
-def one_seed_indices(counts: Tensor) -> Tensor:
-    """int64 indices of the images that fail in exactly one seed."""
-    return torch.nonzero(counts == 1).flatten()
-
-
 def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -> dict[str, Any]:
     """Per-image failure counts of ``model`` over seeds, their histogram, the Jaccard matrix and the
     consistent failures (JSON-ready)."""
-    sets = failure_sets(results, model)
+    sets = [find_high_confidence_failures(r.probs[model], r.labels, r.threshold) for r in results]
     num_seeds = len(results)
     counts = failure_counts(sets, len(results[0].labels))
     matrix = jaccard_matrix(sets)
@@ -259,7 +249,7 @@ def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -
         "consistent_min_seeds": consistent_min_seeds(num_seeds),
         "consistent": consistent.tolist(),
         "consistent_counts": counts[consistent].tolist(),
-        "one_seed": one_seed_indices(counts).tolist(),
+        "one_seed": torch.nonzero(counts == 1).flatten().tolist(),
         "counts": counts.tolist(),
     }
 

@@ -34,15 +34,6 @@ class UnsafePickleError(pickle.UnpicklingError):
     """A pickle names a global outside the allow-list; nothing from it was called."""
 
 
-def _numpy_core_module(module: str) -> Any:
-    # numpy.core is a deprecated alias of numpy._core on NumPy 2; import the real module directly.
-    submodule = module.rsplit(".", 1)[1]
-    try:
-        return importlib.import_module(f"numpy._core.{submodule}")
-    except ImportError:  # NumPy 1.x
-        return importlib.import_module(f"numpy.core.{submodule}")
-
-
 class BatchUnpickler(pickle.Unpickler):
     """An unpickler that reconstructs only what a CIFAR-10 batch holds (:data:`ALLOWED_BATCH_GLOBALS`)."""
 
@@ -57,7 +48,12 @@ class BatchUnpickler(pickle.Unpickler):
                 "refusing to load it (only containers, str/bytes, numbers and NumPy arrays are allowed)"
             )
         if module.startswith(("numpy.core.", "numpy._core.")):
-            return getattr(_numpy_core_module(module), name)
+            # numpy.core is a deprecated alias of numpy._core on NumPy 2; import the real module directly.
+            submodule = module.rsplit(".", 1)[1]
+            try:
+                return getattr(importlib.import_module(f"numpy._core.{submodule}"), name)
+            except ImportError:  # NumPy 1.x
+                return getattr(importlib.import_module(f"numpy.core.{submodule}"), name)
         return getattr(importlib.import_module(module), name)
 
     def persistent_load(self, pid: Any) -> Any:

@@ -15,11 +15,6 @@ from traitlets import default
 _MAX_IPC_PATH = 100
 
 
-def ipc_path_fits(prefix: str) -> bool:
-    """Whether IPC sockets named ``<prefix>-<port>`` fit the Unix socket path limit."""
-    return len(prefix) + len("-65535") <= _MAX_IPC_PATH
-
-
 class LocalKernelManager(AsyncKernelManager):
     """An ``AsyncKernelManager`` using the IPC transport on POSIX systems (see the module docstring)."""
 
@@ -38,7 +33,7 @@ class LocalKernelManager(AsyncKernelManager):
                 os.makedirs(runtime, mode=0o700, exist_ok=True)
                 self.connection_file = os.path.join(runtime, f"kernel-{os.getpid()}-{id(self):x}.json")
             prefix = os.path.splitext(self.connection_file)[0] + "-ipc"
-            if ipc_path_fits(prefix):
+            if len(prefix) + len("-65535") <= _MAX_IPC_PATH:
                 self.ip = prefix
             else:
                 self.transport = "tcp"

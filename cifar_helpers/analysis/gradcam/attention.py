@@ -183,6 +183,11 @@ def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: in
 
     both = ~failure_share.isnan() & ~control_share.isnan()
     difference = failure_share[both] - control_share[both]
+    p_value = math.nan  # the test is undefined when every pair ties
+    if (difference != 0).any():
+        from scipy.stats import wilcoxon
+
+        p_value = float(wilcoxon(difference.numpy()).pvalue)
     return {
         "center": center,
         "failures": describe(failure_share),
@@ -190,14 +195,5 @@ def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: in
         "pairs": int(both.sum()),
         "mean_difference": float(difference.mean()) if len(difference) else None,
         "share_failure_higher": float((difference > 0).double().mean()) if len(difference) else None,
-        "wilcoxon_p": _wilcoxon_p(difference),
+        "wilcoxon_p": None if math.isnan(p_value) else p_value,
     }
-
-
-def _wilcoxon_p(difference: Tensor) -> float | None:
-    if not (difference != 0).any():
-        return None  # the test is undefined when every pair ties
-    from scipy.stats import wilcoxon
-
-    p_value = float(wilcoxon(difference.numpy()).pvalue)
-    return None if math.isnan(p_value) else p_value
