@@ -288,7 +288,7 @@ def road_table(
     Every set is scored with the same seed, so their imputation noise is the same: differences
     between rows come from the maps alone. ``images_uint8`` uint8 (N, 3, H, W); ``target_classes``
     int64 (N,), the class tracked (the one explained); ``maps`` ``{name: float (N, H, W)}``, e.g. from
-    :func:`faithfulness_report`.
+    :func:`failure_faithfulness`.
 
     Returns:
         ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
@@ -316,59 +316,6 @@ def best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
     return max(scored)[1] if scored else None
 
 
-def faithfulness_report(
-    model: nn.Module,
-    images_uint8: Tensor,
-    target_classes: Tensor,
-    *,
-    layers: Sequence[str],
-    explainers: Sequence[str],
-    explainer_layer: str,
-    fractions: Sequence[float],
-    seed: int = 0,
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Notebook 03's faithfulness section in one call: Grad-CAM at each of ``layers``, each of
-    ``explainers`` (from :data:`EXPLAINERS`) at ``explainer_layer`` and a random map, scored by ROAD.
-
-    ``images_uint8`` uint8 (N, 3, H, W) are the failures' images (already subsampled),
-    ``target_classes`` int64 (N,) their predicted (wrong) class, the one explained and tracked;
-    ``seed`` seeds the random map, the tie-breaks and the imputation noise.
-
-    Returns:
-        ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
-        ``explainer_layer``, ``best_layer`` and ``best_explainer`` by combined score, ``map_seconds``:
-        the time each map took) and ``maps`` (``{"gradcam@layer2": float32 (N, H, W), ..., "random"}``).
-    """
-    images_uint8 = check_images("images_uint8", images_uint8)
-    unknown = [e for e in explainers if e not in EXPLAINERS]
-    if unknown:
-        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
-    n, _, height, width = images_uint8.shape
-    jobs = [(GRADCAM, layer) for layer in layers]
-    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
-    maps: dict[str, Tensor] = {}
-    map_seconds: dict[str, float] = {}
-    for method, layer in jobs:
-        start = time.perf_counter()
-        key = map_key(method, layer)
-        maps[key] = explainer_maps(model, images_uint8, target_classes, method, layer=layer)
-        map_seconds[key] = time.perf_counter() - start
-    maps[RANDOM] = random_maps(n, height, width, seed=seed)
-    map_seconds[RANDOM] = 0.0
-    table = road_table(model, images_uint8, target_classes, maps, fractions=fractions, seed=seed)
-    best_layer = best_map(table, [map_key(GRADCAM, layer) for layer in layers])
-    best_explainer = best_map(table, [map_key(e, explainer_layer) for e in explainers])
-    table.update(
-        layers=list(layers),
-        explainers=list(explainers),
-        explainer_layer=explainer_layer,
-        best_layer=None if best_layer is None else best_layer.split("@", 1)[1],
-        best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],
-        map_seconds=map_seconds,
-    )
-    return table, maps
-
-
 ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
 
 
@@ -381,32 +328,53 @@ def failure_faithfulness(
     layers: Sequence[str] = ROAD_LAYERS,
     explainers: Sequence[str] = EXPLAINERS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Notebook 03: ROAD of every layer and explainer on the ``config.road_images`` most confident failures.
+    """Notebook 03's faithfulness section in one call: on the ``config.road_images`` most confident
+    failures, Grad-CAM at each of ``layers``, each of ``explainers`` (from :data:`EXPLAINERS`) at
+    ``config.gradcam_layer`` and a random map, scored by ROAD (:func:`road_table`).
 
     ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` the output of
-    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` (most confident first); ``config`` gives
-    ``road_images``, ``road_fractions``, ``gradcam_layer`` (where the explainers are compared) and
-    ``seed``; ``layers`` and ``explainers`` as for :func:`faithfulness_report`.
+    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` (most confident first), whose
+    ``predicted`` (wrong) class is the one explained and tracked; ``config`` gives ``road_images``,
+    ``road_fractions``, ``gradcam_layer`` and ``seed`` (the random map, tie-breaks and imputation noise).
 
     Returns:
-        ``report``: :func:`faithfulness_report`'s, plus ``indices`` of the images scored and
-        ``num_failures`` (how many there were to choose from); ``maps``: ``indices``, ``predicted``
-        and ``maps`` ({name: (K, H, W)}), for figures.
+        ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
+        ``explainer_layer``, ``best_layer`` and ``best_explainer`` by combined score, ``map_seconds``:
+        the time each map took, ``indices`` of the images scored and ``num_failures``: how many there
+        were to choose from); ``maps``: ``indices``, ``predicted`` and ``maps`` (``{"gradcam@layer2":
+        float32 (K, H, W), ..., "random"}``), for figures.
     """
     k = min(config.road_images, len(failure_maps["indices"]))
-    indices = failure_maps["indices"][:k]
-    targets = failure_maps["predicted"][:k]
-    report, maps = faithfulness_report(
-        model,
-        images_uint8[indices],
-        targets,
-        layers=layers,
-        explainers=explainers,
-        explainer_layer=config.gradcam_layer,
-        fractions=config.road_fractions,
-        seed=config.seed,
+    indices, targets = failure_maps["indices"][:k], failure_maps["predicted"][:k]
+    images = check_images("images_uint8", images_uint8[indices])
+    explainer_layer, seed = config.gradcam_layer, config.seed
+    unknown = [e for e in explainers if e not in EXPLAINERS]
+    if unknown:
+        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
+    jobs = [(GRADCAM, layer) for layer in layers]
+    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
+    maps: dict[str, Tensor] = {}
+    map_seconds: dict[str, float] = {}
+    for method, layer in jobs:
+        start = time.perf_counter()
+        key = map_key(method, layer)
+        maps[key] = explainer_maps(model, images, targets, method, layer=layer)
+        map_seconds[key] = time.perf_counter() - start
+    maps[RANDOM] = random_maps(k, *images.shape[2:], seed=seed)
+    map_seconds[RANDOM] = 0.0
+    report = road_table(model, images, targets, maps, fractions=config.road_fractions, seed=seed)
+    best_layer = best_map(report, [map_key(GRADCAM, layer) for layer in layers])
+    best_explainer = best_map(report, [map_key(e, explainer_layer) for e in explainers])
+    report.update(
+        layers=list(layers),
+        explainers=list(explainers),
+        explainer_layer=explainer_layer,
+        best_layer=None if best_layer is None else best_layer.split("@", 1)[1],
+        best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],
+        map_seconds=map_seconds,
+        indices=indices.tolist(),
+        num_failures=len(failure_maps["indices"]),
     )
-    report.update(indices=indices.tolist(), num_failures=len(failure_maps["indices"]))
     return report, {"indices": indices, "predicted": targets, "maps": maps}
 
 

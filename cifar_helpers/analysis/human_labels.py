@@ -151,10 +151,6 @@ class HumanLabels:
         """float64 (10000,): the human share of each image's given (original) label."""
         return self.shares.gather(1, self.original_labels[:, None])[:, 0]
 
-    def plurality_mask(self) -> Tensor:
-        """bool (10000, 10): the classes with the most human votes (several where votes tie)."""
-        return self.counts == self.counts.max(dim=1, keepdim=True).values
-
     def label_status(self, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD) -> Tensor:
         """int64 (10000,): index into :data:`LABEL_STATUSES` (label error, ambiguous, humans agree)."""
         threshold = _check_ambiguity_threshold(ambiguity_threshold)
@@ -426,7 +422,7 @@ def human_failure_report(
         else None
         for c in CATEGORIES
     }
-    plurality = human.plurality_mask()
+    plurality = human.counts == human.counts.max(dim=1, keepdim=True).values  # several where votes tie
     given_share = shares.gather(1, labels[:, None])[:, 0]
     predicted_share = shares.gather(1, predicted[:, None])[:, 0]
     records = [

@@ -320,28 +320,25 @@ def run_stress_test(
         "num_images": int(images.shape[0]),
         "seed": int(seed),
     }
-    return {**shared, "models": {m: _model_result(*clean[m], cells[m], shared) for m in models}}
+    results = {}
+    for m, (clean_accuracy, clean_confidence) in clean.items():
+        for cell in cells[m].values():
+            cell["mean_accuracy"] = _mean(cell["accuracy"])
+            cell.update(_drops(clean_accuracy, cell["mean_accuracy"]))
+        mean = _mean([accuracy for cell in cells[m].values() for accuracy in cell["accuracy"]])
+        # Each model's entry is complete on its own: it repeats the shared keys.
+        results[m] = {
+            "clean_accuracy": clean_accuracy,
+            "clean_mean_confidence": clean_confidence,
+            "corruptions": cells[m],
+            "mean_corruption_accuracy": mean,
+            **_drops(clean_accuracy, mean),
+            **shared,
+        }
+    return {**shared, "models": results}
 
 
 def _drops(clean: float, corrupted: float) -> dict[str, float]:
     """The accuracy lost to corruption, absolute and as a share of the clean accuracy."""
     drop = clean - corrupted
     return {"absolute_drop": drop, "relative_drop": drop / clean if clean > 0 else math.nan}
-
-
-def _model_result(
-    clean_accuracy: float, clean_confidence: float, cells: dict[str, Any], shared: dict[str, Any]
-) -> dict[str, Any]:
-    """One model's :func:`run_stress_test` entry, complete on its own (it repeats the shared keys)."""
-    for cell in cells.values():
-        cell["mean_accuracy"] = _mean(cell["accuracy"])
-        cell.update(_drops(clean_accuracy, cell["mean_accuracy"]))
-    mean = _mean([accuracy for cell in cells.values() for accuracy in cell["accuracy"]])
-    return {
-        "clean_accuracy": clean_accuracy,
-        "clean_mean_confidence": clean_confidence,
-        "corruptions": cells,
-        "mean_corruption_accuracy": mean,
-        **_drops(clean_accuracy, mean),
-        **shared,
-    }
