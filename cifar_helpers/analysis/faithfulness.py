@@ -1,22 +1,13 @@
-"""Are the heatmaps faithful to the model? ROAD, a random-map floor, layers and explainers compared.
+"""Are the heatmaps faithful to the model? ROAD (Rong et al., ICML 2022), a random-map floor, layers
+and explainers compared.
 
-ROAD (Rong et al., ICML 2022) removes a fraction of the pixels, in the order a map ranks them, and
-measures how the target class's probability changes. Removed pixels are *imputed* from their
-neighbours (pytorch-grad-cam's ``NoisyLinearImputer``, the ROAD authors' code): scattered constant
-pixels are themselves out of distribution, so constant blanking destroys the prediction about as
-fast for random pixels as for the evidence (the confound of
-:func:`cifar_helpers.analysis.gradcam.deletion_curve`). *Most relevant first* (MoRF) removes the top
-``f`` of the map, and a faithful map makes the probability fall fast; *least relevant first* (LeRF)
-removes the bottom ``f``, and a faithful map leaves it nearly intact; *combined* is the mean over
-fractions of (LeRF change - MoRF change) / 2, as ``ROADCombined`` defines it: higher is more
-faithful, and a map unrelated to the model (the **random map** floor) scores 0 on average.
-
-Two things differ from ``ROADMostRelevantFirst`` / ``ROADLeastRelevantFirst``, both tested (on maps
-without ties the two agree exactly): *ties*: the library keeps the pixels strictly below a
-percentile, so a map whose lower part is flat (Grad-CAM's ReLU leaves many exact zeros) loses far
-more pixels than asked for; here exactly as many pixels are removed as on a map without ties, tied
-pixels ranked in a seeded random order. *Determinism*: the imputer's noise is drawn under a fixed
-seed per (order, fraction), leaving the caller's global generator untouched.
+ROAD removes the most (MoRF) or least (LeRF) relevant ``f`` of a map's pixels, imputed from their
+neighbours (pytorch-grad-cam's ``NoisyLinearImputer``: constant blanking is itself out of distribution),
+and measures the change in the target class's probability; *combined* is the mean over fractions of
+(LeRF change - MoRF change) / 2, as ``ROADCombined``: higher is more faithful, a random map scores 0 on
+average. Unlike the library, tied pixels (Grad-CAM's ReLU leaves many zeros) are ranked in a seeded
+random order, so exactly as many pixels go as on a map without ties, and the imputer's noise is seeded
+per (order, fraction), leaving the global generator untouched.
 """
 
 from __future__ import annotations
@@ -148,12 +139,9 @@ def road_change(
 ) -> Tensor:
     """Per image, the change in the target class's probability after ROAD removes ``fraction``.
 
-    The equivalent of ``ROADMostRelevantFirst(percentile=100 * (1 - fraction))`` (or
-    ``ROADLeastRelevantFirst``) with ``ClassifierOutputSoftmaxTarget`` under ``torch.manual_seed(seed)``,
-    with ties broken at random (see the module docstring). The model runs in eval mode (every
-    module's mode is restored); ``images`` are float (N, 3, H, W) normalised, ``target_classes``
-    int64 (N,), ``maps`` float (N, H, W); ``fraction`` and ``order`` as for :func:`keep_masks`;
-    ``seed`` seeds the tie-break and the imputer's noise.
+    ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,), ``maps`` float (N, H, W);
+    ``fraction`` and ``order`` as for :func:`keep_masks`; ``seed`` seeds the tie-break and the imputer's
+    noise. The model runs in eval mode (every module's mode is restored).
 
     Returns:
         float64 (N,) on the CPU: probability after minus probability before.
@@ -181,9 +169,8 @@ def road_curves(
 ) -> dict[str, Any]:
     """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
 
-    Arguments as for :func:`road_change`; ``fractions`` strictly increasing in (0, 1). Each (order,
-    fraction) uses its own seed derived from ``seed``, so one curve's noise does not depend on the
-    other fractions asked for.
+    Arguments as for :func:`road_change`; ``fractions`` strictly increasing in (0, 1), each (order,
+    fraction) seeded on its own so its noise does not depend on the other fractions.
 
     Returns:
         JSON-ready: ``num_images``; ``fractions``; per order (``most_relevant_first``,
@@ -285,10 +272,9 @@ def road_table(
 ) -> dict[str, Any]:
     """ROAD curves (:func:`road_curves`) of several sets of maps of the same images, JSON-ready.
 
-    Every set is scored with the same seed, so their imputation noise is the same: differences
-    between rows come from the maps alone. ``images_uint8`` uint8 (N, 3, H, W); ``target_classes``
-    int64 (N,), the class tracked (the one explained); ``maps`` ``{name: float (N, H, W)}``, e.g. from
-    :func:`failure_faithfulness`.
+    Every set is scored with the same seed, so differences between rows come from the maps alone.
+    ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained;
+    ``maps`` ``{name: float (N, H, W)}``.
 
     Returns:
         ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
@@ -332,17 +318,14 @@ def failure_faithfulness(
     failures, Grad-CAM at each of ``layers``, each of ``explainers`` (from :data:`EXPLAINERS`) at
     ``config.gradcam_layer`` and a random map, scored by ROAD (:func:`road_table`).
 
-    ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` the output of
-    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` (most confident first), whose
-    ``predicted`` (wrong) class is the one explained and tracked; ``config`` gives ``road_images``,
-    ``road_fractions``, ``gradcam_layer`` and ``seed`` (the random map, tie-breaks and imputation noise).
+    ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` from
+    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures`, whose ``predicted`` class is explained.
 
     Returns:
         ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
-        ``explainer_layer``, ``best_layer`` and ``best_explainer`` by combined score, ``map_seconds``:
-        the time each map took, ``indices`` of the images scored and ``num_failures``: how many there
-        were to choose from); ``maps``: ``indices``, ``predicted`` and ``maps`` (``{"gradcam@layer2":
-        float32 (K, H, W), ..., "random"}``), for figures.
+        ``explainer_layer``, ``best_layer``, ``best_explainer``, ``map_seconds``, ``indices`` scored and
+        ``num_failures``); ``maps``: ``indices``, ``predicted`` and ``maps`` (``{"gradcam@layer2":
+        float32 (K, H, W), ..., "random"}``).
     """
     k = min(config.road_images, len(failure_maps["indices"]))
     indices, targets = failure_maps["indices"][:k], failure_maps["predicted"][:k]

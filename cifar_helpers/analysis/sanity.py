@@ -1,20 +1,12 @@
 """Is Grad-CAM telling us about the model? Two checks with known answers.
 
-1. **Model-parameter randomisation test** (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
-   The layers of a copy of the trained network are re-initialised cumulatively from the top
-   (``linear``, ``layer4`` ... ``layer1``, then the stem), and after each step the Grad-CAM maps of
-   the same images and target classes are compared with the trained model's by Spearman rank
-   correlation: maps that depend on what the network learned must decorrelate. The first step does
-   most of the damage (Grad-CAM's channel weights are, through the global average pool, the linear
-   head's row for the class), and the fall need not be monotonic after it: once ``layer4`` itself is
-   random its maps follow the image's edges, as random convolutions do.
-
-2. **Positive control for background confusion.** On generated images with known object masks, one
-   model is trained on data whose *training* backgrounds give the class away and one on data whose
-   do not. On test images with random backgrounds the first model's confident mistakes come from the
-   background, so Grad-CAM of its failures should put less of its mass on the object than the second
-   model's. If Grad-CAM cannot tell these two apart, it cannot diagnose "the model looks at the
-   background" on CIFAR-10 either.
+1. **Model-parameter randomisation test** (Adebayo et al., 2018): the layers of a copy of the trained
+   network are re-initialised cumulatively from the top, and each step's Grad-CAM maps are compared
+   with the trained model's by Spearman rank correlation; maps that depend on what was learned must
+   decorrelate.
+2. **Positive control for background confusion**: on generated images with known object masks, a model
+   trained where backgrounds give the class away should put less Grad-CAM mass on the object in its
+   failures than one trained where they do not.
 """
 
 from __future__ import annotations
@@ -62,8 +54,7 @@ TRAINED_STEP = "trained"  # step 0: nothing randomised (the trained maps against
 CONTROL_THRESHOLDS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
 # Failures each control model needs at the chosen threshold (why 50: background_positive_control).
 CONTROL_MIN_FAILURES = 50
-# Size of the control, the same in every profile (its own epochs, not the profile's): under a minute
-# on 1-2 CPU cores, and a clear gap.
+# Size of the control, the same in every profile (its own epochs, not the profile's).
 CONTROL_TRAIN_PER_CLASS = 100
 CONTROL_TEST_PER_CLASS = 100
 CONTROL_EPOCHS = 4
@@ -99,8 +90,8 @@ def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Te
 def _nan_mean_std(values: torch.Tensor) -> tuple[float, float]:
     """Mean and population std (ddof 0: defined even for one image) of the non-NaN values, in float64.
 
-    Not torch.nanmean: it sums with the NaNs zeroed in place, a different summation order that in
-    about one case in six differs in the last bit, which would change positive_control.json.
+    Not torch.nanmean: its summation order differs in the last bit, which would change
+    positive_control.json.
     """
     values = values.to(torch.float64)
     valid = values[~torch.isnan(values)]
@@ -176,10 +167,9 @@ def summarise_randomisation(
 
     Returns:
         JSON-ready ``{"steps": [...], "spearman_mean": [...], "spearman_std": [...],
-        "num_defined": [...], "num_images", "layer", "seed"}``, one entry per step, the first being
-        the trained model against itself (1.0 by construction; a check of the bookkeeping). Means
-        and standard deviations are over the images whose maps are both non-constant
-        (``num_defined``); NaN when there is none. The stress stage saves it as ``sanity.json``.
+        "num_defined": [...], "num_images", "layer", "seed"}``, one entry per step, the first the
+        trained model against itself; means and stds over the ``num_defined`` images whose maps are
+        both non-constant (NaN when none).
     """
     if maps.ndim != 4 or maps.shape[0] != len(steps):
         raise ValueError(f"maps must be (S, N, H, W) with S = {len(steps)} steps, got {tuple(maps.shape)}")
@@ -199,29 +189,23 @@ def summarise_randomisation(
 def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> dict[str, Any]:
     """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
 
-    Both use the smoke recipe (ResNet-18 of width 8, batch 25, fp32) with ``config``'s seed, device,
-    threads, Grad-CAM layer and confidence threshold, at a size that does not depend on the profile
-    (:data:`CONTROL_TRAIN_PER_CLASS`, :data:`CONTROL_TEST_PER_CLASS`, :data:`CONTROL_EPOCHS`); the
-    tied model's training images have their class's background with probability
-    :data:`CONTROL_CORRELATION`. Both are tested on the same generated images, whose backgrounds are
-    never tied. Their failures are taken at the highest of ``config.confidence_threshold`` and the
-    :data:`CONTROL_THRESHOLDS` below it at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest
-    otherwise): the few most confident failures of both are dominated by the confusion the generated
-    classes invite by design (square and diamond share hue and outline), whatever the background;
-    only over many failures do the tied model's background-driven mistakes show. Grad-CAM explains the
-    predicted class. ``out_dir`` receives the checkpoints (``tied/``, ``untied/``; finished ones are
-    reused) and ``positive_control_examples.pt`` (:data:`CONTROL_EXAMPLES` failures per model: image,
-    mask, map).
+    Both use the smoke recipe with ``config``'s seed, device, threads, Grad-CAM layer and confidence
+    threshold, at the fixed ``CONTROL_*`` sizes, and are tested on the same untied images. Failures are
+    taken at the highest of ``config.confidence_threshold`` and the :data:`CONTROL_THRESHOLDS` below it
+    at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest otherwise): the few most confident
+    failures are dominated by the square/diamond confusion the generated classes invite by design, and
+    only over many failures do the tied model's background-driven mistakes show. ``out_dir`` receives
+    the checkpoints (``tied/``, ``untied/``; finished ones are reused) and
+    ``positive_control_examples.pt``.
 
     Returns:
         JSON-ready dict (saved by the stress stage as ``positive_control.json``): ``correlation``,
-        ``threshold`` (used), ``thresholds_tried``, ``object_area_fraction`` (mean object area of the
-        test images: the mask share of a uniform map), ``tied`` and ``untied``, each
-        ``{"test_accuracy", "train_accuracy", "num_failures", "mask_share", "mask_share_std",
-        "pointing_game", "failure_object_area", "mask_share_all", "pointing_game_all", "road"}``
-        (``*_all`` over every test image), ``mask_share_gap`` and ``pointing_game_gap`` (untied minus
-        tied; positive when the control works), the sizes used, ``examples_file`` and ``seconds`` (wall
-        time; the only value that varies between runs).
+        ``threshold`` (used), ``thresholds_tried``, ``object_area_fraction`` (the mask share of a
+        uniform map), ``tied`` and ``untied``, each ``{"test_accuracy", "train_accuracy",
+        "num_failures", "mask_share", "mask_share_std", "pointing_game", "failure_object_area",
+        "mask_share_all", "pointing_game_all", "road"}`` (``*_all`` over every test image),
+        ``mask_share_gap`` and ``pointing_game_gap`` (untied minus tied), the sizes used,
+        ``examples_file`` and ``seconds``.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
