@@ -96,10 +96,8 @@ def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float
 def fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) -> float:
     """The temperature T > 0 minimising the hold-out NLL of ``softmax(logits / T)``.
 
-    Only hold-out data goes in (float (H, C) logits, int64 (H,) labels): this function has no way to
-    see the test split, which is what keeps the calibrated test numbers honest. The NLL of
-    ``logits / T`` is unimodal in log T, so a bounded Brent search on log T within
-    :data:`TEMPERATURE_BOUNDS` finds the global minimum, deterministically, in float64.
+    Only hold-out data goes in (float (H, C) logits, int64 (H,) labels). The NLL is unimodal in log T,
+    so a bounded Brent search on log T within :data:`TEMPERATURE_BOUNDS` finds the global minimum.
 
     Returns:
         T as a Python float (T > 1 softens over-confident predictions, T < 1 sharpens); T at a bound
@@ -144,18 +142,16 @@ def calibration_report(
 ) -> dict[str, Any]:
     """Calibration of one model on the test split, before and after temperature scaling.
 
-    The temperature is fitted on the hold-out split alone (:func:`fit_temperature`: float (H, C)
-    logits, int64 (H,) labels), then applied to the test logits float (N, C) (labels int64 (N,)).
-    ``threshold`` is the high-confidence threshold (``RunConfig.confidence_threshold``: a failure is a
-    wrong prediction with maximum probability strictly above it); ``n_bins`` the ECE bins.
+    The temperature is fitted on the hold-out logits float (H, C) / labels int64 (H,), then applied to
+    the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold,
+    ``n_bins`` the ECE bins.
 
     Returns:
         JSON-ready dict: ``temperature``, ``threshold``, ``n_bins``, ``num_test``, ``num_holdout``,
         ``before`` and ``after`` (each ``{"ece", "nll", "accuracy", "mean_confidence", "reliability"}``
         on the test split), ``holdout_nll_before`` / ``holdout_nll_after``, and
-        ``high_confidence_failures``: ``{"before": failures above the threshold before scaling,
-        "still_above_after": how many of those stay above it after scaling, "after": all failures
-        above it after scaling}`` (scaling keeps every prediction's class, so only confidences move).
+        ``high_confidence_failures``: ``{"before", "still_above_after", "after"}`` failure counts
+        (scaling keeps every prediction's class).
     """
     threshold = _check_threshold(threshold)
     n_bins = _check_positive_int(n_bins, "n_bins")
@@ -209,8 +205,7 @@ def calibrate_models(
     keyword arguments (``RunConfig.eval_options()``).
 
     Returns:
-        ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split to
-        fit a temperature on (the test split is never used for that).
+        ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split.
     """
     if holdout_labels.numel() == 0:
         return {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
