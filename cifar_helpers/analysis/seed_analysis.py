@@ -1,12 +1,7 @@
 """What seed replicates say: error bars on accuracy, the reseed noise floor, and failure stability.
 
-A replicate run trains the same recipe once per seed on the same data (``runs/<profile>/seed-<k>/``,
-see :mod:`cifar_helpers.workflow.replicates`). These functions take those runs' results and return
-JSON-ready dicts: accuracy over seeds (mean, sd, 95 % t-interval, the paired augmented - baseline
-difference with a paired t-test); the **noise floor** of fixed / kept / new
-(:func:`analysis.failures.compare_failures` between two *baseline* seeds, beside baseline ->
-augmented of one seed); **failure stability** (in how many seeds each test image fails, the
-Jaccard overlap of the seeds' failure sets, the failures that hold in at least half the seeds).
+These functions take the results of a replicate run (:mod:`cifar_helpers.workflow.replicates`) and
+return JSON-ready dicts.
 """
 
 from __future__ import annotations
@@ -119,8 +114,7 @@ def paired_difference(
 ) -> dict[str, Any]:
     """Per-seed ``augmented - baseline``: its mean, interval and a paired t-test (two-sided p-value).
 
-    The pairing removes what a seed does to both models alike (the same data subset, the same
-    initialisation stream), so the interval is narrower than the two accuracies' intervals suggest.
+    The pairing removes what a seed does to both models alike.
     """
     if len(baseline) != len(augmented):
         raise ValueError(

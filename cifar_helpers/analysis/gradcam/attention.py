@@ -51,8 +51,7 @@ def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
     """Share of each non-negative float (N, H, W) map's mass outside the central ``center`` x ``center``
     square, which starts at ((H - center) // 2, (W - center) // 2): rows and columns 8..23 for 32x32.
 
-    Returns (N,) in the maps' dtype, in [0, 1]; NaN for an all-zero map, which has no mass to place
-    anywhere (use ``nanmean`` or drop them before averaging).
+    Returns (N,) in the maps' dtype, in [0, 1]; NaN for an all-zero map.
     """
     maps = _check_maps(maps)
     height, width = maps.shape[1:]
@@ -97,10 +96,9 @@ def deletion_curve(
 ) -> dict[str, Any]:
     """Probability of the target class as the most attended pixels are blanked, versus random pixels.
 
-    Pixels are blanked (set to 0 in normalised space, the dataset mean) in ``steps`` equal steps from
-    none to all, by decreasing map value (ties: row-major order) for the "attended" curve and in a
-    random order (``generator``; None: seed 0) for the "random" one. A faithful map makes the attended
-    curve fall faster. ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,),
+    Pixels are set to 0 (normalised: the dataset mean) in ``steps`` equal steps, by decreasing map
+    value (ties: row-major order) or in a random order (``generator``; None: seed 0).
+    ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,),
     ``maps`` float (N, H, W); the model runs in eval mode (modes restored).
 
     Returns:

@@ -34,8 +34,7 @@ def matched_confidence_controls(
 
     Returns:
         int64 (K,) indices into the split, aligned with the references, matched greedily from the most
-        confident down; candidates are drawn without replacement until every correct image has been
-        used once, and only then reused.
+        confident down, without replacement until every correct image has been used once.
     """
     for name, value in (("confidences", confidences), ("reference_confidences", reference_confidences)):
         if not isinstance(value, Tensor) or value.ndim != 1 or not value.dtype.is_floating_point:
