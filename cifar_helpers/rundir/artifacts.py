@@ -1,9 +1,8 @@
 """The run directory: where each stage writes, atomic writes, and loading what earlier stages wrote.
 
-What each stage's folder holds is drawn in docs/architecture.md ("Data flows one way") and defined in
-:mod:`cifar_helpers.rundir.registry`; ``executed/`` keeps the notebooks as papermill ran them. Every
-file is written atomically and recorded in its directory's ``manifest.json``
-(:mod:`cifar_helpers.rundir.manifest`), so a file damaged later is reported with the stage to rerun.
+The layout is drawn in docs/architecture.md and defined in :mod:`cifar_helpers.rundir.registry`. Every
+file is written atomically and recorded in its directory's ``manifest.json``, so a file damaged later
+is reported with the stage to rerun.
 """
 
 from __future__ import annotations

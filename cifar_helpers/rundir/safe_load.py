@@ -1,9 +1,7 @@
 """Reading pickles from folders a user points us at, without running code from them.
 
-``pickle.load`` calls whatever callable a pickle names, so a ``data_batch_1`` downloaded from
-anywhere could run a shell command. A CIFAR-10 batch legitimately holds only plain containers,
-strings, bytes, numbers and NumPy arrays, so :class:`BatchUnpickler` reconstructs exactly those and
-refuses every other global before it is looked up (an allow-list, not a check after the fact).
+``pickle.load`` calls whatever callable a pickle names; :class:`BatchUnpickler` allows only the globals
+a CIFAR-10 batch needs and refuses every other one before it is looked up.
 """
 
 from __future__ import annotations

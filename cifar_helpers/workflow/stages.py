@@ -1,8 +1,7 @@
 """Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
 
 Every notebook starts with :func:`setup_run` (00), :func:`open_stage` (01-06) or :func:`open_replicates`
-(07), which check that its inputs exist and are up to date, that ``profile`` and ``seed`` are the run's,
-validate and save the stage's knobs, seed every generator and refuse a run ``run_all.py`` is writing.
+(07).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def _class_dirs(split_dir: Path) -> list[str]:
 def _scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], dict[str, torch.Tensor], str]:
     """List train/test class folders and their images with os.scandir (one stat per file): the
     classes, per split the file paths (class by class, sorted by name) and int64 (n,) labels, and the
-    tree's fingerprint. Paths stay strings: 60,000 Path objects would take longer than the stat calls.
+    tree's fingerprint. Paths stay strings: Path objects would cost more than the stat calls.
     """
     train_classes, test_classes = _class_dirs(root / "train"), _class_dirs(root / "test")
     if not train_classes and not test_classes:
