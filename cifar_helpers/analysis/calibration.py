@@ -1,10 +1,7 @@
 """Calibration: does a confidence of 0.95 mean "right 95 % of the time"? And temperature scaling.
 
-Expected calibration error (Naeini et al., 2015; Guo et al., 2017) averages |accuracy - mean
-confidence| over equal-width bins of the maximum softmax probability, weighted by their counts.
-Temperature scaling (Guo et al., 2017) divides the logits by one T > 0 fitted to minimise the NLL
-on the *hold-out* split (``RunConfig.holdout_per_class``), never on the test split: it changes
-confidences, never the predicted class.
+Expected calibration error (Guo et al., 2017) over equal-width confidence bins; temperature scaling
+divides the logits by one T > 0 fitted on the *hold-out* split, never the test split.
 """
 
 from __future__ import annotations
@@ -22,8 +19,7 @@ from cifar_helpers.analysis.failures import _check_positive_int, _check_threshol
 from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
 from cifar_helpers.core.evaluation import predict
 
-# Search interval of T. Below 0.05 or above 20 the network's confidences would be either all ~1 or all
-# ~1/C; an optimum at a bound means the hold-out set cannot pin T down (e.g. it has no errors).
+# Search interval of T; an optimum at a bound means the hold-out set cannot pin T down (e.g. no errors).
 TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
 
 
@@ -50,9 +46,8 @@ def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, to
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
     """The reliability diagram's data: per confidence bin, how many predictions, their accuracy, confidence.
 
-    ``probs`` float (N, C) softmax probabilities and ``labels`` int64 (N,); bins split (0, 1] into
-    ``n_bins`` equal-width intervals ``(lo, hi]`` (the first also takes 0; 15 as in Guo et al., 2017),
-    a prediction falling in the bin of its maximum probability.
+    ``probs`` float (N, C) softmax probabilities and ``labels`` int64 (N,); ``n_bins`` equal-width
+    intervals ``(lo, hi]`` of the maximum probability (the first also takes 0).
 
     Returns:
         JSON-ready ``{"edges": n_bins + 1 floats, "counts": [int], "accuracy": [float | None],

@@ -36,11 +36,8 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
-    """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU.
-
-    Probabilities are returned in float64 when given in float64, else in float32, so comparisons
-    with the threshold happen at the precision the caller computed them in.
-    """
+    """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU,
+    probabilities in float64 when given so, else float32."""
     num_images, num_classes = check_score_matrix(name, probs).shape
     labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
     probs = probs.detach().cpu()

@@ -216,9 +216,8 @@ def explainer_maps(
     """Maps of any explainer in :data:`EXPLAINERS` (the project's Grad-CAM, or pytorch-grad-cam's) for
     the target classes.
 
-    ``model`` (fp32) runs on its own device; every module's mode and the parameters' ``.grad`` are
-    restored afterwards (the library calls ``backward``). ``images_uint8`` uint8 (N, 3, H, W),
-    ``target_classes`` int64 (N,) (their logit is explained, as for Grad-CAM), ``layer`` as for
+    ``model`` (fp32) runs on its own device, its modes and ``.grad`` restored afterwards.
+    ``images_uint8`` uint8 (N, 3, H, W), ``target_classes`` int64 (N,) (the logit explained), ``layer`` as for
     :func:`cifar_helpers.analysis.gradcam.resolve_layer`, ``batch_size`` images per call.
 
     Returns:

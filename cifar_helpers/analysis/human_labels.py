@@ -158,12 +158,9 @@ def _has_all_files(folder: Path) -> bool:
 
 
 def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
-    """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT``, else the
-    shared folder beside the checkout when it holds all three files; None when there is none.
-
-    A configured folder or environment variable is returned even when files are missing (they are
-    downloaded into it); a folder that exists but is not a directory is refused.
-    """
+    """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT`` (either
+    returned even when files are missing), else the shared folder beside the checkout when it holds all
+    three files; None when there is none."""
     for candidate, origin in (
         (configured, "human_labels_dir"),
         (os.environ.get(HUMAN_LABELS_ENV) or None, f"${HUMAN_LABELS_ENV}"),
@@ -181,10 +178,7 @@ def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> P
 
 
 def download_human_labels(folder: str | os.PathLike[str], *, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
-    """Download the missing public files into ``folder``, each checked against its SHA-256.
-
-    A file is renamed into place only after its checksum matched, so a failed or refused download
-    leaves nothing behind; files already present are kept (:func:`load_human_labels` checks them).
+    """Download the missing public files into ``folder``, each written only after its SHA-256 matched.
 
     Raises:
         HumanLabelError: a downloaded file's checksum differs from the published one (refused).
@@ -458,11 +452,9 @@ def comparison_by_category(
     ambiguity_threshold: float,
     classes: Sequence[str],
 ) -> dict[str, Any]:
-    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged (not
-    progress: the augmented model now agrees with a label humans verified to be wrong).
+    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged.
 
-    ``comparison`` from :func:`cifar_helpers.analysis.failures.compare_failures`; ``augmented_probs``
-    float (10000, 10) the augmented model's test probabilities.
+    ``augmented_probs`` float (10000, 10) the augmented model's test probabilities.
 
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``by_category`` ``{group: {category: count}}``
@@ -528,8 +520,7 @@ def calibration_against_humans(
 
     Returns:
         JSON-ready ``{"applies": True, "models": {model: {"temperature", "before", "after"}},
-        "human_entropy"}``: lower is more human-like; no model can go below ``human_entropy``, the
-        mean entropy of the human vote distributions themselves.
+        "human_entropy"}``: lower is more human-like, ``human_entropy`` the floor.
     """
     if isinstance(human, NotApplicable):
         return human.to_dict()

@@ -66,9 +66,8 @@ EXAMPLES_NAME = "positive_control_examples.pt"
 def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between two stacks of float (N, H, W) maps of the same images.
 
-    Returns float64 (N,) in [-1, 1] (ties get average ranks); NaN where either map is constant (e.g.
-    an all-zero Grad-CAM map): a rank correlation is undefined there, and 0 would read "no evidence"
-    as "unrelated evidence".
+    Returns float64 (N,) in [-1, 1] (ties get average ranks); NaN where either map is constant (0
+    would read "no evidence" as "unrelated evidence").
     """
     if reference.shape != other.shape or reference.ndim != 3:
         raise ValueError(
@@ -110,10 +109,9 @@ def cascading_randomisation_maps(
     """Grad-CAM maps of the trained model and of each cumulatively randomised copy (the model itself is
     left unchanged: a deep copy is randomised; step k re-initialises under ``seed + k``).
 
-    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``), the same
-    at every step, so once ``layer4`` is re-initialised the maps come from random weights there;
-    ``target_classes`` int64 (N,), None for the *trained* model's predictions at every step, so only the
-    weights change between steps; ``batch_size`` images per Grad-CAM pass (None: all at once).
+    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``);
+    ``target_classes`` int64 (N,), None for the *trained* model's predictions at every step;
+    ``batch_size`` images per Grad-CAM pass (None: all at once).
 
     Returns:
         ``(steps, maps, targets)``: step names (``"trained"`` first, then :data:`RANDOMISATION_STEPS`),
@@ -144,9 +142,7 @@ def cascading_randomisation_maps(
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
     for k, (step, names) in enumerate(RANDOMISATION_STEPS, start=1):
-        # Every parameter below the step's modules re-drawn by its own reset_parameters under seed + k,
-        # the generator forked so the caller's random state is left as it was; BatchNorm's reset also
-        # forgets its running statistics, as a freshly built layer would have them.
+        # Forked so the caller's random state is left as it was; BatchNorm's reset clears its statistics.
         for name in names:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(seed + k)

@@ -159,8 +159,7 @@ def noise_floor(results: Sequence[SeedResults]) -> dict[str, Any]:
     """fixed / kept / new between two baseline seeds, beside baseline -> augmented of the same seed.
 
     Returns ``{"reseed": [...], "augmentation": [...], "mean": {"reseed": {...}, "augmentation": {...}},
-    "excess": {...}}``: one row of counts per comparison, the mean counts of each kind and how much
-    augmentation's mean exceeds the reseed's (what a reseed alone does not explain).
+    "excess": {...}}``: counts per comparison, their means and augmentation's excess over the reseed's.
     """
     by_seed = {r.seed: r for r in results}
     rows = {

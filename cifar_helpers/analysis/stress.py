@@ -186,8 +186,7 @@ def corrupt(
     """Apply corruption ``name`` (a key of :data:`CORRUPTIONS`) at ``severity`` (0: an unchanged copy,
     to 5) to uint8 (N, 3, H, W) RGB images on any device (processed on the CPU, returned on theirs).
 
-    ``generator``: a CPU ``torch.Generator`` (advanced by random corruptions) or an integer seed; None
-    means seed 0. Only ``gaussian_noise`` draws random numbers.
+    ``generator``: a CPU ``torch.Generator`` or an integer seed (None: 0), used by ``gaussian_noise``.
     """
     images = check_images("images", images)
     _check_corruption(name)
@@ -251,9 +250,8 @@ def run_stress_test(
 
     Every model sees the same corrupted pixels, a cell's noise seeded by :func:`corruption_seed`.
     ``models``: name -> trained model; ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (N,);
-    ``corruptions`` names from :data:`CORRUPTIONS` (None: all); ``severities`` each in 1..5;
-    ``batch_size``, ``device`` (None: the model's own), ``bf16``, ``fp16``, ``channels_last`` go to
-    :func:`cifar_helpers.core.evaluation.predict`.
+    ``corruptions`` names from :data:`CORRUPTIONS` (None: all); ``severities`` each in 1..5; the rest
+    go to :func:`cifar_helpers.core.evaluation.predict`.
 
     Returns:
         JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":

@@ -26,8 +26,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-        # warn_only: a few ops (e.g. some upsampling backward passes on CUDA) have no deterministic
-        # kernel; they warn instead of aborting a multi-hour run.
+        # warn_only: a few CUDA ops have no deterministic kernel; warn instead of aborting a long run.
         torch.use_deterministic_algorithms(True, warn_only=True)
     report = environment_report()
     report["seed"] = seed

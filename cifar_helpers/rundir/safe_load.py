@@ -12,11 +12,8 @@ import os
 import pickle
 from typing import Any
 
-# (module, name) pairs a pickled CIFAR-10 batch needs. NumPy writes its array helpers under
-# numpy.core (the official Python-2 files, NumPy 1.x) or numpy._core (NumPy 2.x); protocol 5 rebuilds
-# arrays with _frombuffer, older protocols with _reconstruct + ndarray.__setstate__; dtype and scalar
-# rebuild dtypes and NumPy scalars; _codecs.encode is how protocol-2 pickles written by Python 3
-# spell bytes objects. None of these can reach the file system, a process or an import.
+# (module, name) pairs a pickled CIFAR-10 batch needs, under NumPy 1.x's and 2.x's module names and
+# every pickle protocol; none of them can reach the file system, a process or an import.
 _NUMPY_CORE_GLOBALS = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
 ALLOWED_BATCH_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
@@ -61,9 +58,8 @@ class BatchUnpickler(pickle.Unpickler):
 def load_batch_pickle(path: str | os.PathLike[str]) -> Any:
     """Unpickle a CIFAR-10 batch file with :class:`BatchUnpickler`.
 
-    ``latin1`` turns the Python 2 pickles of the official archive into str keys (and their NumPy
-    buffers into the right bytes); a pickle written by Python 3 keeps its bytes keys.
-    Raises :class:`UnsafePickleError` for any other global, before calling anything.
+    ``latin1`` reads the official archive's Python 2 pickles (str keys); Python 3 pickles keep bytes
+    keys. Raises :class:`UnsafePickleError` for any other global, before calling anything.
     """
     with open(path, "rb") as f:
         return BatchUnpickler(f, source=path, encoding="latin1").load()

@@ -1,7 +1,5 @@
-"""The kernel manager papermill starts each notebook's kernel with: IPC transport (Unix sockets in
-Jupyter's private runtime directory) where the platform has it, since ipykernel warns on every start
-that "Kernel is running over TCP without encryption". On Windows (no IPC in ZeroMQ) kernels keep TCP.
-"""
+"""The kernel manager papermill starts each notebook's kernel with: IPC transport where the platform
+has it (ipykernel warns about unencrypted TCP on every start), else TCP."""
 
 from __future__ import annotations
 

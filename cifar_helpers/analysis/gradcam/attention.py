@@ -1,7 +1,5 @@
-"""Measures of where Grad-CAM maps put their mass: the share outside the central square, the share
-inside an object mask, the pointing game, failures' maps against matched controls' (with a Wilcoxon
-test), and the deletion test of whether the most attended pixels are the ones the model uses.
-"""
+"""Measures of where Grad-CAM maps put their mass (periphery, object mask, pointing game), failures
+against matched controls, and the deletion test."""
 
 from __future__ import annotations
 

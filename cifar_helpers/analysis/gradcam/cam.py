@@ -191,9 +191,8 @@ def gradcam_for_failures(
     """Grad-CAM maps of the predicted (wrong) class and of the true class for each failure: where the
     model found evidence for what it said, and where it found (or missed) evidence for the right answer.
 
-    ``images_uint8`` uint8 (N, 3, H, W) is the whole split ``failures`` were found on (only the
-    failures' images are moved to the model's device); ``max_items`` explains only the first (most
-    confident) failures.
+    ``images_uint8`` uint8 (N, 3, H, W) is the whole split ``failures`` were found on; ``max_items``
+    explains only the first (most confident) failures.
 
     Returns:
         On the CPU: ``indices``, ``predicted`` and ``true_labels`` int64 (K,), ``predicted_maps`` and

@@ -29,8 +29,7 @@ def matched_confidence_controls(
     difference in attention is not a difference in confidence in disguise.
 
     ``confidences`` float (N,) and ``correct`` bool (N,) cover the split; ``reference_confidences``
-    float (K,) are the failures'. ``generator`` breaks ties between equally near candidates at random
-    (confidences saturate at 1.0, so ties are common); None breaks them by lowest index.
+    float (K,) are the failures'. ``generator`` breaks ties at random (None: by lowest index).
 
     Returns:
         int64 (K,) indices into the split, aligned with the references, matched greedily from the most
@@ -81,11 +80,8 @@ def failure_attention_report(
 ) -> dict[str, Any]:
     """Are the failures' heatmaps different, and are they faithful? The measures of notebook 03.
 
-    1. *Periphery*: the share of each failure's predicted-class map outside the central
-       ``center``×``center`` square, against correctly classified images of matched confidence
-       (:func:`matched_confidence_controls`, tie-broken by ``seed``).
-    2. *Deletion test*: blanking the failures' most attended pixels against as many random pixels
-       (:func:`deletion_curve`, ``deletion_steps`` steps, random order from ``seed``).
+    The periphery share of each failure's predicted-class map against matched-confidence correct
+    images (:func:`matched_confidence_controls`), and the deletion test (:func:`deletion_curve`).
 
     ``images_uint8`` uint8 (N, 3, H, W), ``probs`` float (N, C) and ``labels`` int64 (N,) cover the
     whole split; ``failure_maps`` is :func:`gradcam_for_failures`' output; ``layer`` and

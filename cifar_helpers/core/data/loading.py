@@ -55,8 +55,8 @@ def load_cifar10(
             (then ``$CIFAR_STRESS_CACHE``, then ``~/.cache/cifar-stress``).
         progress: show a progress bar while decoding.
 
-    Raises :class:`DataError` for nothing usable at ``root`` (naming it and the accepted layouts), a
-    file that does not decode or is not 32x32 RGB, a failed download, or a subset larger than a class.
+    Raises :class:`DataError` for unusable data at ``root``, a failed download, or a subset larger
+    than a class.
     """
     if source not in SOURCES:
         raise DataError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
