@@ -195,11 +195,9 @@ def png_problem(data: bytes) -> str | None:
     if not data.startswith(PNG_SIGNATURE):
         return "is not a PNG file"
     try:
-        # verify() leaves the image unusable, hence a second open for load().
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            image.verify()
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            image.load()
+        for check in ("verify", "load"):  # verify() leaves the image unusable: a fresh open for load()
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+                getattr(image, check)()
     except UnidentifiedImageError:
         return "is a damaged PNG file (its header cannot be read)"
     except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as error:
@@ -216,10 +214,10 @@ def _figure(path: Path) -> dict[str, str]:
         data = path.read_bytes()
     except OSError as error:
         return {"name": path.name, "error": f"could not be read ({error})"}
-    caption = path.stem.replace("_", " ").replace("-", " ").strip()
     problem = png_problem(data)
     if problem:
         return {"name": path.name, "error": problem}
+    caption = path.stem.replace("_", " ").replace("-", " ").strip()
     return {
         "name": path.name,
         "caption": caption[:1].upper() + caption[1:],
@@ -297,14 +295,11 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
-    intro = f"Run directory: {run.root}. Built from the files the stages saved there."
-    return TEMPLATE.render(
-        title=f"cifar-stress run report: {run.root.name}",
-        intro=intro,
-        blocks=blocks,
-        nav=True,
-        sections=sections,
+    title, intro = (
+        f"cifar-stress run report: {run.root.name}",
+        f"Run directory: {run.root}. Built from the files the stages saved there.",
     )
+    return TEMPLATE.render(title=title, intro=intro, blocks=blocks, nav=True, sections=sections)
 
 
 def _write(path: Path, page: str) -> Path:
@@ -332,7 +327,7 @@ def _seeds(root: Path) -> str:
         report = f"{directory.name}/{REPORT_NAME}" if (directory / REPORT_NAME).exists() else "no report"
         rows.append((str(seed), *accuracy, report))
     columns = ("seed", "baseline test accuracy", "augmented test accuracy", "the seed's own report")
-    return _html([t.table(columns, rows, formats=dict.fromkeys(columns[1:3], "pct"))])
+    return _html(t.table(columns, rows, formats=dict.fromkeys(columns[1:3], "pct")))
 
 
 def render_replicates_report(root: str | os.PathLike[str]) -> str:
