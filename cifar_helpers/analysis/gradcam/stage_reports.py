@@ -161,3 +161,49 @@ def compare_attention(
         "share_moved_inward": measures["share_failure_higher"],
         "wilcoxon_p": measures["wilcoxon_p"],
     }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.0%}"
+
+
+def describe_attention(measures: dict[str, Any]) -> str:
+    """:func:`failure_attention_report`'s measures in words (notebook 03)."""
+    if measures["num_failures"] == 0:
+        return "no high-confidence failures to explain"
+    periphery, center, deletion = measures["periphery"], measures["center"], measures["deletion"]
+    lines = [
+        f"Grad-CAM mass outside the central {center}x{center} pixels (a uniform map puts 75 % there):",
+        f"  high-confidence failures:             median {_pct(periphery['failures']['median'])}",
+        f"  correct images of matched confidence: median {_pct(periphery['controls']['median'])}",
+    ]
+    if periphery["share_failure_higher"] is not None:  # None without a pair to compare
+        lines.append(
+            f"  the failure's map is more peripheral than its control's in "
+            f"{_pct(periphery['share_failure_higher'])} of {periphery['pairs']} pairs"
+        )
+    if deletion is not None:  # None without deletion steps
+        lines += [
+            "mean-blanking deletion (area under the predicted class's probability as pixels are set to the "
+            f"mean): most attended first {deletion['attended_auc']:.2f}, random {deletion['random_auc']:.2f}",
+            "  not a faithfulness verdict: scattered mean-valued pixels are out of distribution themselves "
+            "and destroy the prediction whatever their order; ROAD (below) removes pixels without it",
+        ]
+    return "\n".join(lines)
+
+
+def describe_attention_change(
+    measures: dict[str, Any], names: tuple[str, str] = ("baseline", "augmented")
+) -> str:
+    """:func:`compare_attention`'s periphery comparison in words (notebook 05)."""
+    if measures["pairs"] == 0:
+        return "no pairs of non-empty heatmaps to compare"
+    c = measures["center"]
+    return "\n".join(
+        [
+            f"Grad-CAM mass outside the central {c}x{c} pixels, on the baseline's failures "
+            f"({measures['pairs']} images):",
+            *(f"  {name:<10} median {_pct(measures[name]['median'])}" for name in names),
+            f"attention moved towards the centre on {_pct(measures['share_moved_inward'])} of the images",
+        ]
+    )
