@@ -15,21 +15,3 @@ from .stage_reports import (
     failure_attention_report,
     matched_confidence_controls,
 )
-
-__all__ = [
-    "DEFAULT_LAYER",
-    "attention_measures",
-    "compare_attention",
-    "deletion_curve",
-    "describe_attention",
-    "describe_attention_change",
-    "explain_images",
-    "failure_attention_report",
-    "grad_cam",
-    "gradcam_for_failures",
-    "mask_share",
-    "matched_confidence_controls",
-    "periphery_share",
-    "pointing_game",
-    "resolve_layer",
-]

@@ -13,18 +13,3 @@ from __future__ import annotations
 from .common import BATCHES_DIR, CACHE_SUBDIR, CifarData, DataError
 from .generated import SYNTHETIC_CLASSES, SYNTHETIC_HUE_JITTER, SYNTHETIC_HUES, make_synthetic_cifar
 from .loading import load_cifar10, load_data, resolve_data_root, stratified_indices
-
-__all__ = [
-    "BATCHES_DIR",
-    "CACHE_SUBDIR",
-    "SYNTHETIC_CLASSES",
-    "SYNTHETIC_HUES",
-    "SYNTHETIC_HUE_JITTER",
-    "CifarData",
-    "DataError",
-    "load_cifar10",
-    "load_data",
-    "make_synthetic_cifar",
-    "resolve_data_root",
-    "stratified_indices",
-]
