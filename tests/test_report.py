@@ -295,13 +295,32 @@ def test_text_keeps_long_class_names_apart() -> None:
         "threshold": 0.9,
         "num_high_confidence": 2,
         "share_of_errors_high_confidence": 0.4,
-        "most_confused_pairs": [{"true": "automobile", "predicted": "airplane", "count": 2}],
+        "most_confused_pairs": [
+            {"true": "automobile", "predicted": "airplane", "count": 2},
+            {"true": "cat", "predicted": "dog", "count": 13},
+        ],
     }
     facts, confusions = (tables.text(frame) for frame in tables.failure_tables(summary))
-    assert re.search(r"^automobile {2,}airplane {2,}2$", confusions, flags=re.M), confusions
+    # words aligned left, numbers right
+    assert confusions.splitlines()[1:] == [
+        "true        predicted  count",
+        "automobile  airplane       2",
+        "cat         dog           13",
+    ], confusions
     assert re.search(r"^share of errors made with high confidence {2,}40\.0%$", facts, flags=re.M), facts
     per_class = tables.text(tables.per_class_table({"airplane": {"automobile": 1.0, "ship": 0.25}}))
     assert per_class.splitlines() == ["class       airplane", "automobile    100.0%", "ship           25.0%"]
+
+
+def test_tables_on_one_page_keep_their_styles_apart() -> None:
+    pairs = tables.table(("true", "predicted", "count"), [("cat", "dog", 3)], "confusions")
+    counts = tables.table(("model", "failures", "fixed"), [("baseline", 3, 1)], "counts")
+    first, second = tables.to_html(pairs), tables.to_html(counts)
+    ids = [re.search(r'<table id="(\w+)"', page).group(1) for page in (first, second)]
+    assert ids[0] != ids[1] and ids[0] == re.search(r'<table id="(\w+)"', tables.to_html(pairs)).group(1)
+    # the first column is always left-aligned; "predicted" too, as words, but no number column
+    assert first.count("text-align: left") == 2 and second.count("text-align: left") == 1
+    assert f"#{ids[0]}_row0_col1" in first
 
 
 # --- rendered in a real browser -------------------------------------------------------------------

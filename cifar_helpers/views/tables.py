@@ -8,6 +8,7 @@ report (``precise``) more. Builders read strictly: a missing key raises ``KeyErr
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 from collections.abc import Iterable, Sequence
@@ -89,14 +90,21 @@ def _not_applicable(result: dict[str, Any]) -> pd.DataFrame:
     return note(f"no human labels apply: {result['reason']}")  # only where "applies" is false
 
 
+def is_words(column: pd.Series) -> bool:
+    """Whether a column holds only text (aligned left, unlike numbers)."""
+    return bool(len(column)) and all(isinstance(v, str) for v in column)
+
+
 def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> Styler:
-    """The table as a ``Styler`` (fixed uuid: the same HTML every run); ``precise``: the report's digits."""
+    """The table as a ``Styler``; ``precise``: the report's digits."""
     formats = frame.attrs.get("formats", {})
 
     def cell(kind: str | None) -> Any:
         return lambda v: html.escape(fmt(v, kind, precise)) if escape else fmt(v, kind, precise)
 
-    styler = Styler(frame, uuid="cifar", cell_ids=False).hide(axis="index")
+    # One id per table, the same every run: a page holds many tables, and their styles must not mix.
+    uuid = hashlib.sha1(repr((frame.attrs.get("title"), list(frame.columns))).encode()).hexdigest()[:8]
+    styler = Styler(frame, uuid=uuid, cell_ids=False).hide(axis="index")
     for column in frame.columns:
         styler.format(cell(formats.get(column)), subset=[column])
     labels = list(frame.iloc[:, 0]) if len(frame.columns) else []
@@ -106,6 +114,8 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
             styler.format(cell(kind), subset=pd.IndexSlice[rows, frame.columns[1:]])
     if escape:
         styler.format_index(escape="html", axis="columns")
+    if words := [c for c in frame.columns[1:] if tuple(frame.columns) != KV and is_words(frame[c])]:
+        styler.set_properties(subset=words, **{"text-align": "left"})  # words read left to right
     return styler.set_table_styles(
         [{"selector": selector, "props": props} for selector, props in CSS.items()]
     )
@@ -119,9 +129,9 @@ def text(frame: pd.DataFrame) -> str:
         rendered = style(frame, escape=False).to_string(delimiter=SEP).splitlines()[1 if kv else 0 :]
         cells = [line.split(SEP) for line in rendered]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-        align = "<" if kv else ">"
+        align = ["<" if kv or is_words(frame.iloc[:, i]) else ">" for i in range(len(widths))]
         for row in cells:
-            values = "".join(f"  {c:{align}{w}}" for c, w in zip(row[1:], widths[1:], strict=True))
+            values = "".join(f"  {c:{a}{w}}" for c, w, a in zip(row[1:], widths[1:], align[1:], strict=True))
             lines.append((row[0].ljust(widths[0]) + values).rstrip())
     return "\n".join(line for line in [*lines, *frame.attrs.get("notes", ())] if line)
 
