@@ -15,6 +15,7 @@ from torch import nn
 
 from cifar_helpers.analysis.claims import (
     ALL_FAILURES,
+    ALL_IMAGES,
     CLAIMS,
     INCONCLUSIVE,
     MCNEMAR_EXACT,
@@ -120,6 +121,7 @@ def test_rows_survive_json_and_seeds_combine_by_t() -> None:
     # Seeds that disagree in sign give a mean whose interval straddles zero.
     (split,) = combine_seeds([[row_with(e)] for e in (0.3, -0.3, 0.05)])
     assert split.verdict == INCONCLUSIVE
+    assert t_interval([0.2, 0.2]) == (0.2, 0.2, 0.2) and math.isnan(t_interval([0.2])[1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,7 +234,7 @@ def test_accuracy_claims_on_known_accuracies() -> None:
     assert gain.method == MCNEMAR_EXACT and gain.effect == pytest.approx(0.04) and gain.verdict == SUPPORTED
     assert aug_level.effect == pytest.approx(0.89) and aug_level.verdict == SUPPORTED
     assert narrowing.effect == pytest.approx(0.14 - 0.01) and narrowing.verdict == SUPPORTED
-    assert all(r.ci_low <= r.effect <= r.ci_high for r in rows)
+    assert all(r.ci_low <= r.effect <= r.ci_high and r.population == ALL_IMAGES for r in rows)
     # A baseline at 70 % is not "about 85 %", and one whose training accuracy is lower does not overfit
     # (with no gap at all, 10,000 test images cannot tell it from a gap of one point: inconclusive).
     low_base = Predictions(

@@ -47,6 +47,7 @@ EXACT_BINOMIAL = "Clopper-Pearson exact"
 MCNEMAR_EXACT = "McNemar exact"
 T_OVER_SEEDS = "t over seeds"
 
+ALL_IMAGES = "test images"  # claims 1-2
 ALL_FAILURES = "confident failures"
 MODEL_ERRORS = "model errors only"  # verified label errors and ambiguous images set aside
 
@@ -94,9 +95,7 @@ class Rule:
             band = " to ".join(f"{100 * v:g} %" for v in self.band)
             return f"supported if the 95 % interval lies in {band}, not supported if wholly outside it"
         m = f"{self.min_effect:g}"
-        return (
-            f"supported if >= {m} and the 95 % interval excludes 0; not supported if inside ±{m} or below 0"
-        )
+        return f"supported if >= {m} and the 95 % interval excludes 0; not supported if inside ±{m} or < 0"
 
 
 # Why 0.05 (five percentage points of a rate or a share of map mass): a cause that makes a difference
@@ -193,6 +192,8 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
     if len(x) < 2:
         return (float(x[0]) if len(x) else math.nan), math.nan, math.nan
+    if np.ptp(x) == 0:  # every seed agrees exactly: the interval is that one value
+        return float(x[0]), float(x[0]), float(x[0])
     low, high = stats.t.interval(CONFIDENCE_LEVEL, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
     return float(x.mean()), float(low), float(high)
 
@@ -280,7 +281,7 @@ def accuracy_claims(
         (2, "augmented test accuracy", band, aug_acc, a_ci, exact, RULE_AUGMENTED_LEVEL, {}),
         (2, "baseline gap minus augmented gap", "the baseline's gap", narrowing, narrow_ci, boot, diff, gaps),
     ]
-    return [ClaimResult(CLAIMS[c], t, k, e, *ci, m, n, r, details=d) for c, t, k, e, ci, m, r, d in rows]
+    return [ClaimResult(CLAIMS[c], t, k, e, *ci, m, n, r, ALL_IMAGES, d) for c, t, k, e, ci, m, r, d in rows]
 
 
 # --------------------------------------------------------------------------------------------------
