@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,13 @@ from cifar_helpers.analysis.claims import (
     ALL_FAILURES,
     ALL_IMAGES,
     CLAIMS,
+    CLAIMS_FILE,
     INCONCLUSIVE,
     MCNEMAR_EXACT,
+    MODEL_ERRORS,
+    NO_CUE,
     NOT_SUPPORTED,
+    PLANTED_CUE,
     RULE_ACCURACY_DIFFERENCE,
     RULE_AUGMENTED_LEVEL,
     RULE_BASELINE_LEVEL,
@@ -37,6 +42,8 @@ from cifar_helpers.analysis.claims import (
     mcnemar_exact,
     model_errors_only,
     off_center_claim,
+    positive_control_rows,
+    read_ledger,
     shuffled_accuracy,
     t_interval,
     texture_claim,
@@ -49,10 +56,8 @@ from cifar_helpers.analysis.interventions import (
     shuffle_tiles,
     swap_surround,
 )
-from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD
-from cifar_helpers.core.training import load_trained_model
 
 
 def random_images(n: int, seed: int = 0) -> torch.Tensor:
@@ -406,25 +411,8 @@ def test_the_background_test_finds_the_planted_cue_and_its_control_does_not(
     # donors from the tied training set whose object stays out of the ring (pure background), must find
     # the cue in the tied model, and the same surrounds must rescue the untied model far less.
     result, out = positive_control
-    seed = int(result["seed"])
-    sizes = result["train_per_class"], result["test_per_class"]
-    tied_data, untied_data = (
-        make_synthetic_cifar(*sizes, seed=seed, background_class_correlation=p, decoy_colour_rate=0.0)
-        for p in (result["correlation"], 0.0)
-    )
-    images, labels = untied_data.test_images, untied_data.test_labels
-    donors = tied_data.train_images, tied_data.train_labels
-    rows = {}
-    for name in ("tied", "untied"):
-        model = load_trained_model(out / name / "checkpoint.pt", device="cpu")
-        failures = find_high_confidence_failures(
-            predict(model, images, labels).probs, labels, result["threshold"]
-        )
-        masks = tied_data.train_masks
-        rows[name] = background_claim(
-            model, images, failures, *donors, donor_masks=masks, max_failures=200, seed=seed
-        )
-    tied, untied = rows["tied"], rows["untied"]
+    tied, untied = positive_control_rows(result, out, eval_options={"device": "cpu"})
+    assert (tied.population, untied.population) == (PLANTED_CUE, NO_CUE)
     assert tied.verdict == SUPPORTED and tied.n >= 50
     # The control arm behaves as a control: other classes' surrounds rescue the tied model far less...
     assert tied.details["rescue_other_surround"] < tied.details["rescue_true_surround"] / 2
@@ -433,3 +421,28 @@ def test_the_background_test_finds_the_planted_cue_and_its_control_does_not(
     # model reads colour.)
     assert untied.ci_high < tied.ci_low
     assert untied.verdict != SUPPORTED  # at this seed the untied model's effect is within the margin
+
+
+def test_a_runs_ledger_is_read_from_its_stages_and_shown_as_one_table(tmp_path: Path) -> None:
+    from cifar_helpers.rundir.artifacts import save_json
+    from cifar_helpers.views.tables import claims_table, text
+
+    gain = accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[2]
+    rows = {
+        "gradcam": [row_with(0.2), replace(row_with(0.0), population=MODEL_ERRORS)],
+        "reevaluation": [gain],
+        "stress": [replace(row_with(0.3), population=PLANTED_CUE)],
+    }
+    for stage, stage_rows in rows.items():
+        save_json(tmp_path / stage / CLAIMS_FILE, [r.to_dict() for r in stage_rows])
+    ledger = read_ledger(tmp_path)
+    assert ledger == [gain, *rows["gradcam"], *rows["stress"]]  # by claim, the positive control last
+    assert read_ledger(tmp_path, stages=("stress",)) == rows["stress"]
+    frame = claims_table(ledger)
+    assert list(frame.columns) == ["claim", "test", "control", "effect [95 % CI]", "verdict"]
+    assert list(frame["verdict"]) == [NOT_SUPPORTED, SUPPORTED, INCONCLUSIVE, SUPPORTED]
+    assert frame["effect [95 % CI]"][1] == "+20.0% [+10.0%, +30.0%]"
+    assert frame["test"][2] == f"t [{MODEL_ERRORS}]" and frame["test"][1] == "t"
+    shown = text(frame)
+    assert "McNemar exact (claim 2)" in shown and "m (claim 3)" in shown and "inconclusive:" in shown
+    assert "no claims tested yet" in text(claims_table(read_ledger(tmp_path / "empty")))

@@ -12,8 +12,10 @@ exact binomial interval where one fits, and a t interval over seeds for a replic
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
 from cifar_helpers.analysis.gradcam import matched_confidence_controls
 from cifar_helpers.analysis.human_labels import MODEL_ERROR
 from cifar_helpers.analysis.interventions import (
@@ -32,7 +34,10 @@ from cifar_helpers.analysis.interventions import (
     surround_mask,
     swap_surround,
 )
+from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import Predictions, accuracy, predict
+from cifar_helpers.core.training import load_trained_model
+from cifar_helpers.rundir.artifacts import RunDir, load_json
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -50,6 +55,11 @@ T_OVER_SEEDS = "t over seeds"
 ALL_IMAGES = "test images"  # claims 1-2
 ALL_FAILURES = "confident failures"
 MODEL_ERRORS = "model errors only"  # verified label errors and ambiguous images set aside
+PLANTED_CUE = "positive control: a model that learned a planted background cue"
+NO_CUE = "positive control: the same recipe without the cue"
+
+CLAIMS_FILE = "claims.json"  # a stage's rows, a list of ClaimResult.to_dict()
+LEDGER_STAGES = ("gradcam", "reevaluation", "stress")  # the stages that save rows, in pipeline order
 
 
 @dataclass(frozen=True)
@@ -579,3 +589,65 @@ def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult
             replace(first, effect=effect, ci_low=low, ci_high=high, method=T_OVER_SEEDS, n=n, details=details)
         )
     return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# The positive control, and the ledger of a run
+# --------------------------------------------------------------------------------------------------
+def positive_control_rows(
+    result: Mapping[str, Any],
+    control_dir: str | os.PathLike[str],
+    *,
+    max_failures: int = 200,
+    eval_options: Mapping[str, Any] | None = None,
+) -> list[ClaimResult]:
+    """Claim 3's test where the answer is known: on the background positive control, whose tied
+    model learned a planted background cue and whose untied model (the control) did not.
+
+    The datasets are generated again from ``result``'s seed and sizes; donors come from the tied
+    training set, only those whose object stays out of the ring (pure background), and the failures
+    of both models on the shared untied test split are taken at the control's threshold.
+
+    Args:
+        result: :func:`analysis.sanity.background_positive_control`'s output (``positive_control.json``).
+        control_dir: its ``out_dir``, holding ``tied/checkpoint.pt`` and ``untied/checkpoint.pt``.
+        max_failures: failures tested per model. eval_options: as for :func:`background_claim`.
+
+    Returns:
+        Two rows, :data:`PLANTED_CUE` (should be supported) and :data:`NO_CUE` (should not).
+    """
+    seed, sizes = int(result["seed"]), (result["train_per_class"], result["test_per_class"])
+    tied, untied = (
+        make_synthetic_cifar(*sizes, seed=seed, background_class_correlation=p, decoy_colour_rate=0.0)
+        for p in (result["correlation"], 0.0)
+    )
+    images, labels, options = untied.test_images, untied.test_labels, dict(eval_options or {})
+    rows = []
+    for name, population in (("tied", PLANTED_CUE), ("untied", NO_CUE)):
+        model = load_trained_model(Path(control_dir) / name / "checkpoint.pt", device=options.get("device"))
+        probs = predict(model, images, labels, **options).probs
+        failures = find_high_confidence_failures(probs, labels, result["threshold"])
+        donors = tied.train_images, tied.train_labels
+        rows.append(
+            background_claim(
+                model,
+                images,
+                failures,
+                *donors,
+                donor_masks=tied.train_masks,
+                max_failures=max_failures,
+                seed=seed,
+                population=population,
+                eval_options=options,
+            )
+        )
+    return rows
+
+
+def read_ledger(run_dir: str | os.PathLike[str], stages: Sequence[str] = LEDGER_STAGES) -> list[ClaimResult]:
+    """The rows ``stages`` saved in ``<stage>/claims.json`` (a stage not run yet adds none), by claim,
+    the positive control's rows last."""
+    run = RunDir(run_dir)
+    paths = [run.stage_dir(stage, create=False) / CLAIMS_FILE for stage in stages]
+    rows = [ClaimResult.from_dict(row) for path in paths if path.exists() for row in load_json(path)]
+    return sorted(rows, key=lambda r: (r.population in (PLANTED_CUE, NO_CUE), r.claim))

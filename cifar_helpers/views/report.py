@@ -24,6 +24,7 @@ import jinja2
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.analysis.human_labels import human_labels_summary
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path
@@ -183,6 +184,10 @@ def _stability(stability: dict[str, Any]) -> list[pd.DataFrame]:
     return [frame]
 
 
+def _claim_rows(rows: list[dict[str, Any]]) -> list[ClaimResult]:
+    return [ClaimResult.from_dict(row) for row in rows]
+
+
 # Each file's heading and how its numbers are shown; a file not listed gets the table of its values.
 FILES: dict[str, tuple[str, Callable[[Any], list[pd.DataFrame]]]] = {
     "config.json": ("Configuration", lambda data: [_kv(list(data.items()), columns=3)]),
@@ -199,6 +204,8 @@ FILES: dict[str, tuple[str, Callable[[Any], list[pd.DataFrame]]]] = {
     "sanity.json": ("Grad-CAM sanity check (model-parameter randomisation)", _sanity),
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
     "road.json": ("Faithfulness of the heatmaps (ROAD)", _road),
+    "claims.json": ("Claims tested here", lambda rows: [t.claims_table(_claim_rows(rows), title="")]),
+    "tile_shuffle.json": ("Accuracy on tile-shuffled images", _generic),
     # replicates/
     "accuracy.json": (
         "Test accuracy over seeds (95 % t-interval)",
@@ -346,6 +353,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
     ]
     blocks = [
         _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
+        _block("The claims ledger", lambda: _html([t.claims_table(read_ledger(run.root))])),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
     intro = f"Run directory: {run.root}. Built from the files the stages saved there."
