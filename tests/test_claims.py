@@ -21,6 +21,7 @@ from cifar_helpers.analysis.claims import (
     CLAIMS_FILE,
     INCONCLUSIVE,
     MCNEMAR_EXACT,
+    MIN_BOOTSTRAP_SAMPLE,
     MODEL_ERRORS,
     NO_CUE,
     NOT_SUPPORTED,
@@ -198,6 +199,9 @@ def test_the_intervals_cover_known_values_about_95_percent_of_the_time() -> None
     for name, count in hits.items():
         assert 0.88 <= count / runs <= 1.0, name
     assert math.isnan(bootstrap_interval([[1.0]])[0])
+    # A handful of equal values would give a zero-width interval, a verdict on a few images: none.
+    assert math.isnan(bootstrap_interval([np.zeros(MIN_BOOTSTRAP_SAMPLE - 1)])[1])
+    assert bootstrap_interval([np.zeros(MIN_BOOTSTRAP_SAMPLE)]) == (0.0, 0.0)
 
 
 def test_mcnemar_exact_on_paired_accuracies() -> None:

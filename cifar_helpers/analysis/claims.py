@@ -45,6 +45,10 @@ INCONCLUSIVE = "inconclusive"
 
 CONFIDENCE_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 1000  # percentile intervals (scipy.stats.bootstrap, vectorised)
+# Why 20: a percentile bootstrap of a few values undercovers, and one of equal values (4 failures none
+# of which any surround rescues) has zero width, which would call a claim "not supported" on a handful
+# of images. Below this many values per sample the interval is undefined and the row inconclusive.
+MIN_BOOTSTRAP_SAMPLE = 20
 
 BOOTSTRAP_FAILURES = "bootstrap over test images (the failures)"
 BOOTSTRAP_TRAIN_TEST = "bootstrap over test and training images"
@@ -55,8 +59,8 @@ T_OVER_SEEDS = "t over seeds"
 ALL_IMAGES = "test images"  # claims 1-2
 ALL_FAILURES = "confident failures"
 MODEL_ERRORS = "model errors only"  # verified label errors and ambiguous images set aside
-PLANTED_CUE = "positive control: a model that learned a planted background cue"
-NO_CUE = "positive control: the same recipe without the cue"
+PLANTED_CUE = "positive control, cue planted"  # a model that learned a planted background cue
+NO_CUE = "positive control, no cue"  # the same recipe without the cue
 
 CLAIMS_FILE = "claims.json"  # a stage's rows, a list of ClaimResult.to_dict()
 LEDGER_STAGES = ("gradcam", "reevaluation", "stress")  # the stages that save rows, in pipeline order
@@ -182,10 +186,10 @@ def bootstrap_interval(samples: Sequence[np.ndarray | Tensor], *, seed: int = 0)
         seed: seeds the resampling.
 
     Returns:
-        ``(low, high)``; ``(nan, nan)`` when a sample has fewer than two values.
+        ``(low, high)``; ``(nan, nan)`` when a sample has fewer than :data:`MIN_BOOTSTRAP_SAMPLE` values.
     """
     arrays = tuple(np.asarray(s, dtype=np.float64) for s in samples)
-    if any(len(a) < 2 for a in arrays):
+    if any(len(a) < MIN_BOOTSTRAP_SAMPLE for a in arrays):
         return math.nan, math.nan
 
     def statistic(*x: np.ndarray, axis: int = -1) -> np.ndarray:
