@@ -128,6 +128,11 @@ def test_rows_survive_json_and_seeds_combine_by_t() -> None:
     (split,) = combine_seeds([[row_with(e)] for e in (0.3, -0.3, 0.05)])
     assert split.verdict == INCONCLUSIVE
     assert t_interval([0.2, 0.2]) == (0.2, 0.2, 0.2) and math.isnan(t_interval([0.2])[1])
+    # A seed whose row has no interval (too few failures) measured nothing: it is left out.
+    unmeasured = replace(row_with(0.0), ci_low=math.nan, ci_high=math.nan)
+    (few,) = combine_seeds([[unmeasured], [unmeasured], [row_with(0.2)]])
+    assert few.n == 1 and math.isnan(few.ci_low) and few.verdict == INCONCLUSIVE
+    assert few.details["per_seed_effect"] == [0.0, 0.0, 0.2]
 
 
 # --------------------------------------------------------------------------------------------------

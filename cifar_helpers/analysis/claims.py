@@ -579,16 +579,19 @@ def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult
 
     Returns:
         One row per row of the first seed's ledger: the mean effect, its t interval over the seeds
-        with a defined effect (:data:`T_OVER_SEEDS`; ``n`` counts them), the verdict by the same rule;
-        details list each seed's effect and verdict.
+        whose row measured one (:data:`T_OVER_SEEDS`; ``n`` counts them), the verdict by the same rule;
+        details list each seed's effect and verdict. A seed's effect counts only with its own interval
+        defined: an effect over fewer than :data:`MIN_BOOTSTRAP_SAMPLE` failures is not a measurement,
+        and seeds that agree on one (no failure of a handful rescued) would give a zero-width interval.
     """
     rows = []
     for first in per_seed[0]:
         key = (first.claim, first.test, first.population)
         same = [r for ledger in per_seed for r in ledger if (r.claim, r.test, r.population) == key]
-        effect, low, high = t_interval([r.effect for r in same])
+        measured = [math.nan if math.isnan(r.ci_low) else r.effect for r in same]
+        effect, low, high = t_interval(measured)
         details = {"per_seed_effect": [r.effect for r in same], "per_seed_verdict": [r.verdict for r in same]}
-        n = sum(not math.isnan(r.effect) for r in same)
+        n = sum(not math.isnan(e) for e in measured)
         rows.append(
             replace(first, effect=effect, ci_low=low, ci_high=high, method=T_OVER_SEEDS, n=n, details=details)
         )

@@ -353,7 +353,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
     ]
     blocks = [
         _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
-        _block("The claims ledger", lambda: _html([t.claims_table(read_ledger(run.root))])),
+        _block("The claims ledger", lambda: _html([t.claims_table(read_ledger(run.root), title="")])),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
     intro = f"Run directory: {run.root}. Built from the files the stages saved there."
