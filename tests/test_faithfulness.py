@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from cifar_helpers.analysis.faithfulness import (
     MOST_RELEVANT_FIRST,
     check_fractions,
     explainer_maps,
-    faithfulness_report,
+    failure_faithfulness,
     keep_masks,
     kept_pixels,
     random_maps,
@@ -181,23 +182,19 @@ def test_project_gradcam_matches_the_library_gradcam() -> None:
     torch.testing.assert_close(ours_min_max, theirs_min_max, atol=1e-4, rtol=0)
 
 
-def test_faithfulness_report_on_a_small_model() -> None:
+def test_failure_faithfulness_on_a_small_model() -> None:
     model = small_resnet()
     images = torch.randint(
         0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5)
     )
-    targets = torch.tensor([0, 1, 2])
-    report, maps = faithfulness_report(
-        model,
-        images,
-        targets,
-        layers=("layer3", "layer4"),
-        explainers=("gradcam", "eigencam"),
-        explainer_layer="layer4",
-        fractions=(0.5,),
-        seed=0,
+    failures = {"indices": torch.tensor([2, 0, 1]), "predicted": torch.tensor([0, 1, 2])}
+    config = SimpleNamespace(road_images=3, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
+    report, figures = failure_faithfulness(
+        model, images, failures, config, layers=("layer3", "layer4"), explainers=("gradcam", "eigencam")
     )
+    maps = figures["maps"]
     assert set(maps) == {"gradcam@layer3", "gradcam@layer4", "eigencam@layer4", "random"}
+    assert report["indices"] == [2, 0, 1] and report["num_failures"] == 3
     assert set(report["rows"]) == set(maps)
     assert report["best_layer"] in ("layer3", "layer4")
     assert report["best_explainer"] in ("gradcam", "eigencam")
@@ -241,16 +238,11 @@ def test_road_table_names_the_best_layer_and_explainer() -> None:
     from cifar_helpers.views.tables import failure_road_table, text
 
     model = small_resnet()
-    report, _ = faithfulness_report(
-        model,
-        random_uint8(2, seed=8),
-        torch.tensor([0, 1]),
-        layers=("layer3", "layer4"),
-        explainers=("gradcam", "hirescam"),
-        explainer_layer="layer4",
-        fractions=(0.5,),
-    )
-    report["num_failures"] = 5
+    failures = {"indices": torch.tensor([0, 1, 2, 3, 4]), "predicted": torch.tensor([0, 1, 2, 3, 4])}
+    config = SimpleNamespace(road_images=2, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
+    images = random_uint8(5, seed=8)
+    layers, explainers = ("layer3", "layer4"), ("gradcam", "hirescam")
+    report, _ = failure_faithfulness(model, images, failures, config, layers=layers, explainers=explainers)
     shown = text(failure_road_table(report))
     assert "ROAD on the 2 most confident of 5 failures" in shown
     assert f"most faithful Grad-CAM layer: {report['best_layer']}" in shown

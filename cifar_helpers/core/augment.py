@@ -1,9 +1,4 @@
-"""Batch augmentations on the device, driven by a seeded generator.
-
-The original assignment augmented one PIL image at a time in DataLoader workers
-(``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``); here the same distribution is drawn for
-a whole batch at once, on the batch's device, from a ``torch.Generator`` that fixes every pixel.
-"""
+"""Batch augmentations on the device, driven by a seeded generator."""
 
 from __future__ import annotations
 
@@ -16,10 +11,8 @@ def random_crop_flip(
 ) -> torch.Tensor:
     """Random crop after zero padding, then a random horizontal flip, independently per image.
 
-    Per image this is distributed exactly like torchvision's ``RandomCrop((H, W), padding=padding)``
-    (constant zero fill) followed by ``RandomHorizontalFlip(0.5)``: the crop's top-left corner is
-    uniform over the ``(2 * padding + 1) ** 2`` positions of the padded image, and each image is
-    mirrored with probability 1/2. The whole batch is done with one pad and one gather.
+    Per image distributed exactly like torchvision's ``RandomCrop((H, W), padding=padding)`` followed
+    by ``RandomHorizontalFlip(0.5)``.
 
     ``images`` is (N, C, H, W) of any dtype, device and memory format; ``padding=0`` disables the crop.
     ``generator`` must live on the images' device (``None``: torch's global generator there); it draws

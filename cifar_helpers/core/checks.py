@@ -1,9 +1,8 @@
 """Input checks shared by the library's entry points: one definition per kind of input.
 
-Every check takes the argument's name first and says in its message what is accepted, so a caller
-several calls away from the mistake can still find it. A non-tensor raises ``TypeError``; a uint8
-image batch or its int64 labels of the wrong dtype or shape raise ``ValueError``; a score matrix or
-class indices of the wrong kind of dtype raise ``TypeError``, of the wrong shape or values ``ValueError``.
+Every check takes the argument's name first and says in its message what is accepted. A non-tensor
+raises ``TypeError``; a wrong dtype, shape or value ``ValueError``, except a score matrix or class indices
+of the wrong kind of dtype: ``TypeError``.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# Softmax outputs in float32 sum to 1 within ~1e-6; this tolerance still rejects logits or
-# unnormalised scores passed by mistake, which is the error it exists to catch.
+# Loose enough for float32 softmax rows, tight enough to reject logits passed by mistake.
 ROW_SUM_TOLERANCE = 1e-3
 
 

@@ -83,10 +83,9 @@ def predict(
     ``labels``, in batches of ``batch_size``, in eval mode and without autograd: :class:`Predictions`
     with float32 logits (N, C) and the labels, both on the CPU.
 
-    Each batch is moved to ``device`` (``None``: the model's) as uint8 and normalised there, a quarter
-    of float32's transfer. ``bf16`` or ``fp16`` autocast the forward pass; ``channels_last`` gives the
-    model channels-last input. The model's training/eval mode is restored afterwards. Up to float
-    rounding the result does not depend on ``batch_size`` (eval-mode BatchNorm uses running statistics).
+    Each batch is moved to ``device`` (``None``: the model's) as uint8 and normalised there. ``bf16``
+    or ``fp16`` autocast the forward pass; ``channels_last`` gives the model channels-last input. The
+    model's training/eval mode is restored afterwards.
     """
     check_images_and_labels(images, labels)
     if images.shape[0] == 0:
@@ -122,8 +121,7 @@ def accuracy(predictions: Predictions) -> float:
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts of (true class, predicted class) pairs among int64 (N,) ``preds`` and ``labels``.
 
-    Returns int64 (C, C); entry ``[i, j]`` counts images of true class ``i`` predicted as ``j`` (rows
-    are the truth, columns the prediction), so each row sums to the class's number of images.
+    Returns int64 (C, C); entry ``[i, j]`` counts images of true class ``i`` predicted as ``j``.
     """
     if preds.shape != labels.shape or preds.dim() != 1:
         raise ValueError(

@@ -1,9 +1,7 @@
 """ResNet-18 for 32x32 images, after kuangliu/pytorch-cifar.
 
-The CIFAR variant differs from the ImageNet one in its stem: a single 3x3 convolution at stride 1 and
-no max-pool, so a 32x32 image reaches ``layer4`` as a 4x4 map instead of vanishing to 1x1.
-``width`` scales every stage (64 is the standard network) so CPU profiles can train a narrower copy
-of the same architecture.
+Its stem is a single 3x3 convolution at stride 1 without max-pool, so a 32x32 image reaches ``layer4``
+as a 4x4 map; ``width`` scales every stage (64 is the standard network).
 """
 
 from __future__ import annotations
@@ -70,8 +68,7 @@ def resnet18(num_classes: int = 10, width: int = 64, zero_init_residual: bool = 
     """The CIFAR ResNet-18 (BasicBlock [2, 2, 2, 2]); 11,173,962 parameters at width 64.
 
     With ``zero_init_residual`` the last BatchNorm of every block starts with scale 0, so each block
-    begins as its shortcut and the network as a shallow one that deepens as it trains (Goyal et al.,
-    2017, "Accurate, Large Minibatch SGD"); short training schedules gain from it.
+    begins as its shortcut (Goyal et al., 2017).
     """
     model = ResNet(num_classes=num_classes, width=width)
     if zero_init_residual:

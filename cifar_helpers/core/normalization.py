@@ -1,9 +1,4 @@
-"""Turning uint8 images into the network's input.
-
-Images are stored as uint8 (N, 3, 32, 32) everywhere in the project (a quarter of float32's memory,
-and exactly what the files hold); they are converted to normalised floats only on the device, one
-batch at a time, just before the forward pass.
-"""
+"""Turning uint8 images into the network's input, on the device, one batch at a time."""
 
 from __future__ import annotations
 

@@ -1,21 +1,8 @@
 """The run directory: where each stage writes, atomic writes, and loading what earlier stages wrote.
 
-A run directory looks like::
-
-    runs/<name>/
-        config.json            the RunConfig of the run (written by 00_setup)
-        environment.json       seed_everything's report
-        baseline/              01: checkpoint.pt, history.json, predictions.pt
-        failures/              02: high-confidence failures of the baseline
-        gradcam/               03: heatmaps and overlays for those failures
-        augmented/             04: checkpoint.pt, history.json, predictions.pt
-        reevaluation/          05: fixed / kept / new failures, side-by-side heatmaps
-        stress/                06: corruptions, calibration, sanity check, positive control
-        executed/              notebooks as papermill ran them
-        report.html
-
-Every file is written atomically and recorded in its directory's ``manifest.json``
-(:mod:`cifar_helpers.rundir.manifest`), so a file damaged later is reported with the stage to rerun.
+The layout is drawn in docs/architecture.md and defined in :mod:`cifar_helpers.rundir.registry`. Every
+file is written atomically and recorded in its directory's ``manifest.json``, so a file damaged later
+is reported with the stage to rerun.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """What each stage read, and whether it still holds: ``<stage>/inputs.json``.
 
-When a stage opens it records the SHA-256 (from the manifests) of each output it reads,
-``{"baseline": {"checkpoint.pt": "9f86d0...", ...}, ...}``. It is *out of date* when a recorded digest
-no longer matches (an input was recomputed since), or when a stage it reads is itself out of date.
-Runs written before this record existed have no ``inputs.json``: unverified, never stale.
+A stage records the SHA-256 of each output it reads; it is *out of date* when a recorded digest no
+longer matches, or when a stage it reads is itself out of date. Without ``inputs.json``: never stale.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Size and SHA-256 of every artifact, recorded when it is written and checked when it is read.
 
-Each directory the ``save_*`` functions of :mod:`cifar_helpers.rundir.artifacts` write into gets a
-``manifest.json``: ``{"files": {"checkpoint.pt": {"bytes": 1234567, "sha256": "9f86d0..."}, ...}}``.
-A file that no longer matches its entry is reported as damaged instead of failing deep inside
-``torch.load``; a file without one (older runs, files written by other means) is unverified.
+Each directory :mod:`cifar_helpers.rundir.artifacts` writes into gets a ``manifest.json``:
+``{"files": {"checkpoint.pt": {"bytes": 1234567, "sha256": "9f86d0..."}, ...}}``; a file without an
+entry is unverified.
 """
 
 from __future__ import annotations
@@ -83,10 +82,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def damage(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` no longer matches its manifest entry, or None (it matches, or has no entry).
-
-    A missing file is not "damaged" here: callers report missing outputs separately.
-    """
+    """Why ``path`` no longer matches its manifest entry, or None (it matches, or has no entry)."""
     path = Path(path)
     entry = read_manifest(path.parent).get(path.name)
     if not isinstance(entry, dict) or not path.is_file():

@@ -26,8 +26,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-        # warn_only: a few ops (e.g. some upsampling backward passes on CUDA) have no deterministic
-        # kernel; they warn instead of aborting a multi-hour run.
+        # warn_only: a few CUDA ops have no deterministic kernel; warn instead of aborting a long run.
         torch.use_deterministic_algorithms(True, warn_only=True)
     report = environment_report()
     report["seed"] = seed
@@ -44,6 +43,8 @@ def cpu_supports_bf16() -> bool:
 
 def environment_report() -> dict[str, Any]:
     """Versions, device and thread counts: what is needed to tell whether two results should match."""
+    import torchvision  # imported here only: nothing else in the package needs it
+
     report: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -54,13 +55,8 @@ def environment_report() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_bf16": cpu_supports_bf16(),
         "cuda_available": torch.cuda.is_available(),
+        "torchvision": torchvision.__version__,
     }
-    try:
-        import torchvision
-
-        report["torchvision"] = torchvision.__version__
-    except ImportError:  # pragma: no cover - torchvision is a hard requirement, but a report must not fail
-        report["torchvision"] = None
     if torch.cuda.is_available():
         report["cuda"] = torch.version.cuda
         report["cudnn"] = torch.backends.cudnn.version()

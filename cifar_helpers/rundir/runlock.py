@@ -1,10 +1,8 @@
 """One writer per run directory: an OS file lock on ``<run>/.run.lock``, held by ``run_all.py`` for a run.
 
-The lock is :mod:`filelock`'s native lock (``flock`` on POSIX, ``LockFileEx`` on Windows), which the
-OS releases when its holder exits in any way, so a stale lock file never blocks a later run. The
-file records the holder's PID for the messages. The notebooks a run starts (papermill kernels)
-inherit :data:`LOCK_HOLDER_ENV`, set to the runner's PID; :func:`check_not_locked` lets those through
-and refuses anyone else, e.g. a notebook opened in JupyterLab while ``run_all.py`` runs on the run.
+:mod:`filelock`'s native lock, which the OS releases when its holder exits in any way, so a stale lock
+file never blocks a later run. The notebooks a run starts inherit :data:`LOCK_HOLDER_ENV` and pass
+:func:`check_not_locked`; anyone else is refused.
 """
 
 from __future__ import annotations
@@ -95,11 +93,7 @@ class RunLock:
 
 
 def check_not_locked(root: str | os.PathLike[str]) -> None:
-    """Raise :class:`RunLockedError` if a process other than this one's launcher holds ``root``'s lock.
-
-    Called before a notebook writes to a run. The holder and the processes it started (its PID in
-    :data:`LOCK_HOLDER_ENV`) pass.
-    """
+    """Raise :class:`RunLockedError` if a process other than this one's launcher holds ``root``'s lock."""
     root = Path(root)
     lock_path = root / LOCK_NAME
     if not lock_path.exists():

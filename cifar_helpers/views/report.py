@@ -1,12 +1,7 @@
-"""A one-page HTML report of a run, built only from what the stages saved in the run directory.
-
-``write_report(run_dir)`` writes ``<run_dir>/report.html``: one self-contained file (inline CSS,
-every figure embedded as a base64 PNG data URI, no scripts, nothing fetched from the network) that
-can be mailed, archived or opened years later. This module gathers the tables
-(:mod:`cifar_helpers.views.tables`) and figures of :data:`rundir.artifacts.STAGE_OUTPUTS` in
-pipeline order; ``templates/report.html.j2`` lays them out. A stage that has not run yet shows
-"stage not run", and a file that cannot be read or lacks a key shows why in its section, so a
-report can be written at any point of a run.
+"""A one-page, self-contained HTML report of a run (inline CSS, figures as data URIs, no script), built
+only from the run directory's files (:data:`rundir.artifacts.STAGE_OUTPUTS`) with the tables of
+:mod:`views.tables` and ``templates/report.html.j2``. A stage not run yet or a file that cannot be read
+says so in its section, so a report can be written at any point of a run.
 """
 
 from __future__ import annotations
@@ -14,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -55,8 +49,7 @@ class MissingKey(KeyError):
 
 
 def read_result(path: Path) -> Any:
-    """A JSON file (``NaN`` allowed) whose objects raise :class:`MissingKey`, naming the file and the
-    key, when a key is missing."""
+    """A JSON file whose objects raise :class:`MissingKey`, naming the file, for a missing key."""
 
     class Record(dict):
         def __missing__(self, key: Any) -> Any:
@@ -65,17 +58,10 @@ def read_result(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"), object_hook=Record)
 
 
-def _html(frames: list[pd.DataFrame]) -> str:
-    return "".join(t.to_html(frame, precise=True) for frame in frames)
-
-
-def _kv(pairs: list[tuple[str, Any]], columns: int = 1) -> pd.DataFrame:
-    """Quantity/value pairs as a table; ``columns`` > 1 sets that many pairs side by side (long lists)."""
-    n = max(1, math.ceil(len(pairs) / columns))
-    chunks = [pairs[i * n : (i + 1) * n] for i in range(columns)]
-    rows = [[v for chunk in chunks for v in (chunk[r] if r < len(chunk) else ("", ""))] for r in range(n)]
-    # The same header over each pair; the spaces keep pandas' column names apart.
-    return t.table([name + " " * i for i in range(columns) for name in t.KV], rows if pairs else [])
+def _html(frames: pd.DataFrame | list[pd.DataFrame]) -> str:
+    return "".join(
+        t.to_html(frame, precise=True) for frame in ([frames] if isinstance(frames, pd.DataFrame) else frames)
+    )
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -105,15 +91,10 @@ def _metrics(metrics: dict[str, Any]) -> list[pd.DataFrame]:
 
 
 def _history(history: dict[str, Any]) -> list[pd.DataFrame]:
-    last, what = (
-        history["epochs"][-1],
-        ("train loss", "train accuracy (augmented batches)", "test loss", "test accuracy"),
-    )
+    what = {"train loss": "train_loss", "train accuracy (augmented batches)": "train_acc"}
+    what |= {"test loss": "test_loss", "test accuracy": "test_acc"}
     rows = [("epochs finished", len(history["epochs"])), ("training complete", history["complete"])]
-    rows += [
-        (f"last epoch: {w}", last[k])
-        for w, k in zip(what, ("train_loss", "train_acc", "test_loss", "test_acc"), strict=True)
-    ]
+    rows += [(f"last epoch: {w}", history["epochs"][-1][k]) for w, k in what.items()]
     return [t.table(t.KV, rows, formats={rows[3][0]: "pct", rows[5][0]: "pct"})]
 
 
@@ -133,33 +114,8 @@ def _positive_control(data: dict[str, Any]) -> list[pd.DataFrame]:
         ("mask-share gap (untied - tied)", None, "mask_share_gap"),
         ("pointing-game gap (untied - tied)", "pct", "pointing_game_gap"),
     ]
-    return [
-        t.note(
-            "Two models trained on generated data: one whose training backgrounds give the class away, "
-            "one whose do not. On test images with random backgrounds, the Grad-CAM maps of the first "
-            "model's high-confidence failures should lie mostly off the object."
-        ),
-        t.positive_control_table(data),
-        t.spec_table({"value": data}, spec),
-        t.positive_control_road_table(data),
-    ]
-
-
-def _sanity(data: dict[str, Any]) -> list[pd.DataFrame]:
-    about = (
-        "Spearman rank correlation between the trained model's Grad-CAM maps and those of copies whose "
-        "layers are re-initialised cumulatively from the top (Adebayo et al., 2018). Maps that do not "
-        "change as the weights are destroyed would not explain the model."
-    )
-    return [t.note(about), t.randomisation_table(data)]
-
-
-def _road(data: dict[str, Any]) -> list[pd.DataFrame]:
-    by_model = isinstance(data.get("models"), dict)  # reevaluation/road.json: one table per model
-    return [
-        t.note(f"{t.ROAD_EXPLAINED}."),
-        (t.road_by_model_table if by_model else t.failure_road_table)(data),
-    ]
+    gaps = t.spec_table({"value": data}, spec)
+    return [t.positive_control_table(data), gaps, t.positive_control_road_table(data)]
 
 
 def _noise_floor(floor: dict[str, Any]) -> list[pd.DataFrame]:
@@ -188,11 +144,16 @@ def _claim_rows(rows: list[dict[str, Any]]) -> list[ClaimResult]:
     return [ClaimResult.from_dict(row) for row in rows]
 
 
-# Each file's heading and how its numbers are shown; a file not listed gets the table of its values.
-FILES: dict[str, tuple[str, Callable[[Any], list[pd.DataFrame]]]] = {
-    "config.json": ("Configuration", lambda data: [_kv(list(data.items()), columns=3)]),
-    "environment.json": ("Environment", lambda data: [_kv(list(data.items()), columns=3)]),
-    "data_summary.json": ("Data", lambda data: [t.data_table(data, provenance=True)]),
+def _road_table(data: dict[str, Any]) -> Callable[[Any], pd.DataFrame]:
+    return t.road_by_model_table if isinstance(data.get("models"), dict) else t.failure_road_table
+
+
+# Each file's heading and its table(s); a file not listed gets the table of its values. The template
+# adds the prose that explains some of them.
+FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]] = {
+    "config.json": ("Configuration", lambda data: t.table(t.KV, data.items())),
+    "environment.json": ("Environment", lambda data: t.table(t.KV, data.items())),
+    "data_summary.json": ("Data", lambda data: t.data_table(data, provenance=True)),
     "metrics.json": ("Accuracy", _metrics),
     "history.json": ("Training history", _history),
     "failures.json": ("Failure list", _failure_list),
@@ -200,22 +161,20 @@ FILES: dict[str, tuple[str, Callable[[Any], list[pd.DataFrame]]]] = {
     "measures.json": ("Attention measures", _generic),
     "comparison.json": ("Baseline vs augmented failures", t.comparison_tables),
     "corruptions.json": ("Corruption stress test", lambda data: t.corruption_tables(data, severities=True)),
-    "calibration.json": ("Calibration and temperature scaling", lambda data: [t.calibration_table(data)]),
-    "sanity.json": ("Grad-CAM sanity check (model-parameter randomisation)", _sanity),
+    "calibration.json": ("Calibration and temperature scaling", t.calibration_table),
+    "sanity.json": ("Grad-CAM sanity check (model-parameter randomisation)", t.randomisation_table),
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
-    "road.json": ("Faithfulness of the heatmaps (ROAD)", _road),
-    "claims.json": ("Claims tested here", lambda rows: [t.claims_table(_claim_rows(rows), title="")]),
+    # reevaluation/road.json has a table per model
+    "road.json": ("Faithfulness of the heatmaps (ROAD)", lambda data: _road_table(data)(data)),
+    "claims.json": ("Claims tested here", lambda rows: t.claims_table(_claim_rows(rows), title="")),
     "tile_shuffle.json": ("Accuracy on tile-shuffled images", _generic),
     # replicates/
-    "accuracy.json": (
-        "Test accuracy over seeds (95 % t-interval)",
-        lambda data: [t.seed_accuracy_table(data)],
-    ),
+    "accuracy.json": ("Test accuracy over seeds (95 % t-interval)", t.seed_accuracy_table),
     "noise_floor.json": ("The noise floor: a reseed against augmentation", _noise_floor),
     "stability.json": ("Failure stability (baseline)", _stability),
     "category_mix.json": (
         "Human-label categories: consistent failures against one-seed failures",
-        lambda data: [t.category_mix_table(data)],
+        t.category_mix_table,
     ),
 }
 
@@ -224,8 +183,7 @@ FILES: dict[str, tuple[str, Callable[[Any], list[pd.DataFrame]]]] = {
 
 
 def _file_part(path: Path) -> dict[str, str]:
-    """A file's part of its section: its tables, or why it cannot be shown (with its values where the
-    file could be read but not summarised)."""
+    """A file's tables, or why they cannot be shown (with its values if it could be read)."""
     heading, render = FILES.get(path.name, (path.name, _generic))
     part = {"heading": heading, "name": path.name}
     try:
@@ -240,20 +198,13 @@ def _file_part(path: Path) -> dict[str, str]:
 
 
 def png_problem(data: bytes) -> str | None:
-    """Why ``data`` is not an intact PNG file, or None when it is one.
-
-    Pillow's ``verify`` walks the chunks and checks each one's CRC without decoding; a fresh ``load``
-    then decodes the pixels, which catches image data that is cut short or does not decompress: what
-    a browser needs to show the figure.
-    """
+    """Why ``data`` is not an intact PNG file (chunk CRCs by ``verify``, pixels by ``load``), or None."""
     if not data.startswith(PNG_SIGNATURE):
         return "is not a PNG file"
     try:
-        # verify() leaves the image unusable, hence a second open for load().
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            image.verify()
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            image.load()
+        for check in ("verify", "load"):  # verify() leaves the image unusable: a fresh open for load()
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+                getattr(image, check)()
     except UnidentifiedImageError:
         return "is a damaged PNG file (its header cannot be read)"
     except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as error:
@@ -265,16 +216,15 @@ def png_problem(data: bytes) -> str | None:
 
 
 def _figure(path: Path) -> dict[str, str]:
-    """A PNG's data for a data URI and its caption, or why it is not embedded (a truncated or
-    mislabelled file would show as a broken image)."""
+    """A PNG's base64 data and caption, or why it is not embedded (it would show as a broken image)."""
     try:
         data = path.read_bytes()
     except OSError as error:
         return {"name": path.name, "error": f"could not be read ({error})"}
-    caption = path.stem.replace("_", " ").replace("-", " ").strip()
     problem = png_problem(data)
     if problem:
         return {"name": path.name, "error": problem}
+    caption = path.stem.replace("_", " ").replace("-", " ").strip()
     return {
         "name": path.name,
         "caption": caption[:1].upper() + caption[1:],
@@ -296,9 +246,7 @@ def _section(stage: str, title: str, base: Path, names: tuple[str, ...], noteboo
 
 
 def read_run_summary(run: RunDir) -> dict[str, Any]:
-    """The numbers a reader wants first (``summary.json``): accuracies, gaps, failure counts,
-    fixed/kept/new, and the human-label categories. A stage not run yet gives None values; a file
-    lacking a key raises :class:`MissingKey`."""
+    """The numbers a reader wants first (``summary.json``); None for a stage not run yet."""
 
     def read(stage: str, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
         path = run.stage_dir(stage, create=False) / name
@@ -319,8 +267,7 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
 
 
 def _human_labels(run: RunDir) -> str:
-    """Confident failures by category (both models, with enrichment), fixed/kept/new by category and
-    the CIFAR-10H cross-entropy, or the one line saying why no human labels apply."""
+    """The human-label tables with stage 06's CIFAR-10H cross-entropy, or why no human labels apply."""
     summary = human_labels_summary(run.root)
     frames = t.human_label_tables(summary)
     if summary["applies"]:
@@ -356,14 +303,11 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         _block("The claims ledger", lambda: _html([t.claims_table(read_ledger(run.root), title="")])),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
-    intro = f"Run directory: {run.root}. Built from the files the stages saved there."
-    return TEMPLATE.render(
-        title=f"cifar-stress run report: {run.root.name}",
-        intro=intro,
-        blocks=blocks,
-        nav=True,
-        sections=sections,
+    title, intro = (
+        f"cifar-stress run report: {run.root.name}",
+        f"Run directory: {run.root}. Built from the files the stages saved there.",
     )
+    return TEMPLATE.render(title=title, intro=intro, blocks=blocks, nav=True, sections=sections)
 
 
 def _write(path: Path, page: str) -> Path:
@@ -373,9 +317,7 @@ def _write(path: Path, page: str) -> Path:
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``<run_dir>/report.html`` atomically and return its path: one self-contained page (figures
-    as base64 PNG data URIs, inline CSS, no script, no external resource); stages that have not run are
-    shown as "stage not run"."""
+    """Write ``<run_dir>/report.html`` atomically and return its path."""
     return _write(RunDir(run_dir).root / REPORT_NAME, render_report(run_dir))
 
 
@@ -393,18 +335,14 @@ def _seeds(root: Path) -> str:
         report = f"{directory.name}/{REPORT_NAME}" if (directory / REPORT_NAME).exists() else "no report"
         rows.append((str(seed), *accuracy, report))
     columns = ("seed", "baseline test accuracy", "augmented test accuracy", "the seed's own report")
-    return _html([t.table(columns, rows, formats=dict.fromkeys(columns[1:3], "pct"))])
+    return _html(t.table(columns, rows, formats=dict.fromkeys(columns[1:3], "pct")))
 
 
 def render_replicates_report(root: str | os.PathLike[str]) -> str:
-    """The replicate run's report page: each seed's headline numbers and the replicate section
-    (accuracy over seeds, the noise floor, failure stability and the figures of ``replicates/``)."""
+    """The replicate run's page: each seed's accuracies and the section of ``replicates/``."""
     root = Path(root).expanduser().resolve()
-    base = replicates_dir(root)
-    names = REPLICATES_OUTPUTS
-    section = _section(
-        "replicates", REPLICATES_TITLE, base, names, f"{REPLICATES_NOTEBOOK} (run_all.py --seeds)"
-    )
+    notebook = f"{REPLICATES_NOTEBOOK} (run_all.py --seeds)"
+    section = _section("replicates", REPLICATES_TITLE, replicates_dir(root), REPLICATES_OUTPUTS, notebook)
     return TEMPLATE.render(
         title=f"cifar-stress replicate report: {root.name}",
         intro=f"Replicate run: {root}. Built from the seed-<k>/ run directories and replicates/.",

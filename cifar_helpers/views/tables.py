@@ -1,16 +1,9 @@
-"""Every result the project prints, as a pandas DataFrame: one source for the notebooks' tables,
-``run_all.py``'s summary and the HTML report.
+"""Every result the project prints as a pandas DataFrame, for the notebooks, ``run_all.py`` and the report.
 
-A builder (``*_table``) turns a result into a DataFrame whose cells are numbers (percentages as
-fractions) or text, so ``df.to_csv()`` writes numbers. ``df.attrs`` holds its ``title``, ``notes``
-(sentences shown after it) and ``formats``: the display kind (a key of :data:`FORMATS`) of a column,
-or of a row of a quantity/value table, set once per table. :func:`style` makes it a ``Styler``,
-:func:`text` aligned text, :func:`show` displays both in a notebook. The notebooks keep rates to one
-decimal: fixed by the seed on any CPU, so the nbval references hold across machines where 8-digit
-losses would not. The report (``precise``) shows two decimals and four significant digits.
-
-Builders read results strictly: a missing key raises ``KeyError``. The few keys optional by design
-are read with ``.get`` or ``in`` and say so where they are read.
+A builder (``*_table``) returns numbers (percentages as fractions) and text, so ``df.to_csv()`` writes
+numbers; ``df.attrs`` holds its ``title``, ``notes`` and ``formats`` (a :data:`FORMATS` kind per column,
+or per row of a quantity/value table). Notebooks show one decimal (stable across CPUs for nbval), the
+report (``precise``) more. Builders read strictly: a missing key raises ``KeyError``.
 """
 
 from __future__ import annotations
@@ -18,6 +11,8 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Sequence
+from functools import reduce
+from operator import getitem
 from typing import Any
 
 import pandas as pd
@@ -81,30 +76,22 @@ def note(line: str) -> pd.DataFrame:
     return table((), (), notes=(line,))
 
 
-def _at(obj: Any, keys: Sequence[Any]) -> Any:
-    for key in keys:
-        obj = obj[key]
-    return obj
-
-
 def spec_table(
     sources: dict[str, Any], spec: Sequence[tuple[Any, ...]], title: str = "", notes: Iterable[str] = ()
 ) -> pd.DataFrame:
     """A row per ``(label, kind, *keys)`` of ``spec``: the label, then each source's value at ``keys``.
     One source named ``value`` makes a quantity/value table."""
-    rows = [(label, *(_at(s, keys) for s in sources.values())) for label, _, *keys in spec]
+    rows = [(label, *(reduce(getitem, keys, s) for s in sources.values())) for label, _, *keys in spec]
     first = KV[0] if list(sources) == [KV[1]] else ""
     return table((first, *sources), rows, title, notes, {label: kind for label, kind, *_ in spec if kind})
 
 
-def _not_applicable(result: dict[str, Any]) -> pd.DataFrame | None:
-    # "reason" exists only where "applies" is false (human_labels.NotApplicable).
-    return None if result["applies"] else note(f"no human labels apply: {result['reason']}")
+def _not_applicable(result: dict[str, Any]) -> pd.DataFrame:
+    return note(f"no human labels apply: {result['reason']}")  # only where "applies" is false
 
 
 def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> Styler:
-    """The table with its display formats as a ``Styler`` (fixed uuid: the same HTML on every run);
-    ``precise``: the report's digits; ``escape``: text made safe for HTML (off for the text form)."""
+    """The table as a ``Styler`` (fixed uuid: the same HTML every run); ``precise``: the report's digits."""
     formats = frame.attrs.get("formats", {})
 
     def cell(kind: str | None) -> Any:
@@ -126,8 +113,7 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
 
 
 def text(frame: pd.DataFrame) -> str:
-    """Aligned plain text: the title, the header, a line per row (values right-aligned, two spaces at
-    least between columns), the notes. A quantity/value table is ``label  value`` lines."""
+    """Aligned plain text: title, header, rows, notes; a quantity/value table as ``label  value`` lines."""
     lines = [frame.attrs.get("title", "")]
     if len(frame):
         kv = tuple(frame.columns) == KV
@@ -142,8 +128,7 @@ def text(frame: pd.DataFrame) -> str:
 
 
 def to_html(frame: pd.DataFrame, precise: bool = False) -> str:
-    """The table as HTML, its notes as paragraphs after it; ``precise``: the report's digits and no
-    inline styles (the report's stylesheet sets them)."""
+    """The table as HTML with its title and notes; ``precise``: the report's digits, no inline styles."""
     title = f"<h4>{html.escape(frame.attrs['title'])}</h4>" if frame.attrs.get("title") else ""
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in frame.attrs.get("notes", ()))
     return (
@@ -157,16 +142,12 @@ def texts(frames: Iterable[pd.DataFrame]) -> str:
 
 
 def show(*frames: pd.DataFrame | str) -> None:
-    """Display tables in a notebook: styled HTML for JupyterLab and Colab and the same table as text
-    for nbval and the terminal; a string is printed as it is."""
+    """Display tables in a notebook, as HTML and as text (for nbval); a string is printed as it is."""
     for frame in frames:
         if isinstance(frame, str):
             print(frame)
         else:
             display({"text/plain": text(frame), "text/html": to_html(frame)}, raw=True)
-
-
-# --- the notebooks' narration: text without a table -----------------------------------------------
 
 
 def describe_config(config: RunConfig) -> str:
@@ -181,54 +162,11 @@ def describe_config(config: RunConfig) -> str:
     return "\n".join(lines)
 
 
-def describe_attention(measures: dict[str, Any]) -> str:
-    """Notebook 03's measures (:func:`cifar_helpers.analysis.gradcam.failure_attention_report`) in words."""
-    if measures["num_failures"] == 0:
-        return "no high-confidence failures to explain"
-    periphery, center, deletion = measures["periphery"], measures["center"], measures["deletion"]
-    lines = [
-        f"Grad-CAM mass outside the central {center}x{center} pixels (a uniform map puts 75 % there):",
-        f"  high-confidence failures:             median {fmt(periphery['failures']['median'], 'share')}",
-        f"  correct images of matched confidence: median {fmt(periphery['controls']['median'], 'share')}",
-    ]
-    if periphery["share_failure_higher"] is not None:  # None without a pair to compare
-        lines.append(
-            f"  the failure's map is more peripheral than its control's in "
-            f"{fmt(periphery['share_failure_higher'], 'share')} of {periphery['pairs']} pairs"
-        )
-    if deletion is not None:  # None without deletion steps
-        lines += [
-            "mean-blanking deletion (area under the predicted class's probability as pixels are set to the "
-            f"mean): most attended first {deletion['attended_auc']:.2f}, random {deletion['random_auc']:.2f}",
-            "  not a faithfulness verdict: scattered mean-valued pixels are out of distribution themselves "
-            "and destroy the prediction whatever their order; ROAD (below) removes pixels without it",
-        ]
-    return "\n".join(lines)
-
-
-def describe_attention_change(
-    measures: dict[str, Any], names: tuple[str, str] = ("baseline", "augmented")
-) -> str:
-    """Notebook 05's periphery comparison (:func:`analysis.gradcam.compare_attention`) in words."""
-    if measures["pairs"] == 0:
-        return "no pairs of non-empty heatmaps to compare"
-    c, moved = measures["center"], fmt(measures["share_moved_inward"], "share")
-    return "\n".join(
-        [
-            f"Grad-CAM mass outside the central {c}x{c} pixels, on the baseline's failures "
-            f"({measures['pairs']} images):",
-            *(f"  {name:<10} median {fmt(measures[name]['median'], 'share')}" for name in names),
-            f"attention moved towards the centre on {moved} of the images",
-        ]
-    )
-
-
 # --- the tables shared by the notebooks, run_all.py and the report ---------------------------------
 
 
 def data_table(summary: dict[str, Any], provenance: bool = False) -> pd.DataFrame:
-    """A dataset (:meth:`cifar_helpers.core.data.CifarData.summary`) in a few rows; with ``provenance``,
-    also where it was read from and its fingerprint (machine-specific: the notebooks leave them out)."""
+    """:meth:`core.data.CifarData.summary`; ``provenance``: its root and fingerprint too (per machine)."""
     classes, n, per_class = summary["classes"], summary["num_images"], summary["counts"]["train"].values()
     low, high = min(per_class), max(per_class)
     rows = [
@@ -245,19 +183,16 @@ def data_table(summary: dict[str, Any], provenance: bool = False) -> pd.DataFram
 def accuracy_table(
     metrics: dict[str, Any], num_test: int | None = None, num_train: int | None = None
 ) -> pd.DataFrame:
-    """Test and train accuracy and their gap (a stage's ``metrics.json``); with the image counts, also how
-    many images each model got right."""
-    test, train, gap = metrics["test_accuracy"], metrics["train_accuracy"], metrics["train_test_gap"]
+    """Test and train accuracy and their gap (``metrics.json``); with the image counts, how many of
+    the images each model got right."""
     notes = ("both evaluated in eval mode, without augmentation",)
+    counts = {"test": num_test, "train": num_train, "train - test gap": None}
+    keys = dict(zip(counts, ("test_accuracy", "train_accuracy", "train_test_gap"), strict=True))
     if num_test is None or num_train is None:
-        spec = [(f"{key.replace('_', ' ')}", "pct", key) for key in ("test_accuracy", "train_accuracy")]
-        return spec_table(
-            {"value": metrics}, [*spec, ("train - test gap", "pct", "train_test_gap")], notes=notes
-        )
+        spec = [(k if k.endswith("gap") else f"{k} accuracy", "pct", keys[k]) for k in counts]
+        return spec_table({"value": metrics}, spec, notes=notes)
     rows = [
-        ("test", round(test * num_test), num_test, test),
-        ("train", round(train * num_train), num_train, train),
-        ("train - test gap", None, None, gap),
+        (k, n if n is None else round(metrics[keys[k]] * n), n, metrics[keys[k]]) for k, n in counts.items()
     ]
     return table(("images", "correct", "of", "accuracy"), rows, notes=notes, formats={"accuracy": "pct"})
 
@@ -272,8 +207,7 @@ def per_class_table(per_class: dict[str, dict[str, float]], title: str = "") -> 
 
 
 def failure_tables(summary: dict[str, Any], max_pairs: int = 5) -> list[pd.DataFrame]:
-    """The failure counts (:func:`cifar_helpers.analysis.failures.failure_summary`) and the most frequent
-    confident confusions."""
+    """:func:`analysis.failures.failure_summary`'s counts and most frequent confident confusions."""
     spec = [
         ("test images", None, "num_images"),
         ("accuracy", "pct", "accuracy"),
@@ -294,6 +228,10 @@ def comparison_tables(comparison: dict[str, Any]) -> list[pd.DataFrame]:
     columns = ("model", "test accuracy", "train - test gap")
     rows = [(m, comparison[f"{m}_accuracy"], comparison[f"{m}_gap"]) for m in ("baseline", "augmented")]
     counts = comparison["counts"]
+    title = (
+        f"of the baseline's {counts['baseline_failures']} high-confidence failures "
+        f"(confidence > {comparison['threshold']}), the augmented model"
+    )
     spec = [
         ("fixed", None, "fixed"),
         ("kept, same wrong class", None, "kept_same"),
@@ -301,10 +239,6 @@ def comparison_tables(comparison: dict[str, Any]) -> list[pd.DataFrame]:
         ("new high-confidence failures", None, "new"),
         ("its high-confidence failures in all", None, "augmented_failures"),
     ]
-    title = (
-        f"of the baseline's {counts['baseline_failures']} high-confidence failures "
-        f"(confidence > {comparison['threshold']}), the augmented model"
-    )
     return [
         table(columns, rows, formats=dict.fromkeys(columns[1:], "pct")),
         spec_table({"value": counts}, spec, title),
@@ -320,17 +254,9 @@ def comparison_table(rows: Sequence[dict[str, Any]], max_rows: int = 20) -> pd.D
     return table(columns, body, notes=more, formats=dict.fromkeys(columns[3:6:2], "pct"))
 
 
-CORRUPTION_ROWS = (
-    ("clean", "pct", "clean_accuracy"),
-    ("mean corrupted", "pct", "mean_corruption_accuracy"),
-    ("absolute drop", "pct", "absolute_drop"),
-    ("relative drop", "pct", "relative_drop"),
-)
-
-
 def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[pd.DataFrame]:
-    """Each model's clean and corrupted accuracy, and its accuracy per corruption (mean over the
-    severities; with ``severities``, each severity's too), from ``corruptions.json``."""
+    """Each model's clean and corrupted accuracy, and per corruption (mean over the severities; with
+    ``severities``, each severity's too), from ``corruptions.json``."""
     models, kinds, levels = result["models"], result["corruption_names"], result["severities"]
     title = f"{result['num_images']} test images, {len(kinds)} corruptions x {len(levels)} severities"
     columns = ["corruption", *models, *(f"{m}: by severity" for m in models if severities)]
@@ -339,37 +265,40 @@ def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[
         cells = [m["corruptions"][c] for m in models.values()]
         by_severity = [" / ".join(fmt(a, "pct2") for a in cell["accuracy"]) for cell in cells] * severities
         rows.append([c, *(cell["mean_accuracy"] for cell in cells), *by_severity])
-    by_corruption = table(
-        columns, rows, "accuracy per corruption (mean over severities)", formats=dict.fromkeys(models, "pct")
-    )
-    return [spec_table(models, CORRUPTION_ROWS, title), by_corruption]
-
-
-CALIBRATION_ROWS = (
-    ("temperature", None, "temperature"),
-    ("ECE before", "pct", "before", "ece"),
-    ("ECE after", "pct", "after", "ece"),
-    ("NLL before", None, "before", "nll"),
-    ("NLL after", None, "after", "nll"),
-    ("test accuracy", "pct", "before", "accuracy"),
-    ("confidence threshold", None, "threshold"),
-    ("failures above it before scaling", None, "high_confidence_failures", "before"),
-    ("... still above it after scaling", None, "high_confidence_failures", "still_above_after"),
-    ("failures above it after scaling", None, "high_confidence_failures", "after"),
-)
+    spec = [
+        ("clean", "pct", "clean_accuracy"),
+        ("mean corrupted", "pct", "mean_corruption_accuracy"),
+        ("absolute drop", "pct", "absolute_drop"),
+        ("relative drop", "pct", "relative_drop"),
+    ]
+    title2 = "accuracy per corruption (mean over severities)"
+    return [
+        spec_table(models, spec, title),
+        table(columns, rows, title2, formats=dict.fromkeys(models, "pct")),
+    ]
 
 
 def calibration_table(reports: dict[str, Any]) -> pd.DataFrame:
-    """ECE and NLL before and after temperature scaling, and the confident failures that stay
-    confident, per model (``calibration.json``, where a skipped model has the reason instead)."""
+    """ECE, NLL and the confident failures before and after temperature scaling, per model
+    (``calibration.json``, where a skipped model has the reason instead)."""
     models = {name: report for name, report in reports.items() if isinstance(report, dict)}
     skipped = [f"{name}: skipped ({report})" for name, report in reports.items() if name not in models]
     if not models:
         return table((), (), notes=skipped)
+    spec = [
+        ("temperature", None, "temperature"),
+        ("ECE before", "pct", "before", "ece"),
+        ("ECE after", "pct", "after", "ece"),
+        ("NLL before", None, "before", "nll"),
+        ("NLL after", None, "after", "nll"),
+        ("test accuracy", "pct", "before", "accuracy"),
+        ("confidence threshold", None, "threshold"),
+        ("failures above it before scaling", None, "high_confidence_failures", "before"),
+        ("... still above it after scaling", None, "high_confidence_failures", "still_above_after"),
+        ("failures above it after scaling", None, "high_confidence_failures", "after"),
+    ]
     holdout = ", ".join(map(str, dict.fromkeys(m["num_holdout"] for m in models.values())))
-    return spec_table(
-        models, CALIBRATION_ROWS, f"temperature fitted on {holdout} held-out training images", skipped
-    )
+    return spec_table(models, spec, f"temperature fitted on {holdout} held-out training images", skipped)
 
 
 def randomisation_table(result: dict[str, Any]) -> pd.DataFrame:
@@ -379,51 +308,36 @@ def randomisation_table(result: dict[str, Any]) -> pd.DataFrame:
     return table(("randomised up to", "mean", "std"), rows, title, formats={"mean": "signed"})
 
 
-POSITIVE_CONTROL_ROWS = (
-    ("test accuracy", "pct", "test_accuracy"),
-    ("train accuracy", "pct", "train_accuracy"),
-    ("failures", None, "num_failures"),
-    ("mask share (failures)", None, "mask_share"),
-    ("pointing game (failures)", "pct", "pointing_game"),
-    ("mask share (all test images)", None, "mask_share_all"),
-)
-
-
 def positive_control_table(result: dict[str, Any]) -> pd.DataFrame:
-    """Accuracy, failures, mask share and pointing game of the tied and untied models, from
-    ``positive_control.json``."""
+    """The tied and untied models' accuracy, failures, mask share, pointing game (positive_control.json)."""
     title = (
         f"generated data, backgrounds tied to the class in {fmt(result['correlation'], 'share')} of training "
         f"images (none at test); failures above confidence {result['threshold']}"
     )
+    spec = [
+        ("test accuracy", "pct", "test_accuracy"),
+        ("train accuracy", "pct", "train_accuracy"),
+        ("failures", None, "num_failures"),
+        ("mask share (failures)", None, "mask_share"),
+        ("pointing game (failures)", "pct", "pointing_game"),
+        ("mask share (all test images)", None, "mask_share_all"),
+    ]
     notes = [f"a uniform map's mask share: {fmt(result['object_area_fraction'])}"]
-    return spec_table(
-        {"tied": result["tied"], "untied": result["untied"]}, POSITIVE_CONTROL_ROWS, title, notes
-    )
+    return spec_table({m: result[m] for m in ("tied", "untied")}, spec, title, notes)
 
 
 def road_map_table(
     road: dict[str, Any], names: Sequence[str], labels: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """A ROAD table (:func:`cifar_helpers.analysis.faithfulness.road_table`), a row per map of ``names``
-    (shown as ``labels``): the change in the explained class's probability with each share of pixels
-    removed, most then least relevant first, and the combined score."""
+    """A row per map of ``names`` (shown as ``labels``) of :func:`analysis.faithfulness.road_table`: the
+    change in the class's probability per share of pixels removed, most then least relevant first."""
     shares = [f"{100 * f:.0f}%" for f in road["fractions"]]
     columns = ("map", *(f"most {s}" for s in shares), *(f"least {s}" for s in shares), "combined")
-    rows = [road["rows"][name] for name in names]
     body = [
         (label, *r["most_relevant_first"], *r["least_relevant_first"], r["combined"])
-        for label, r in zip(labels or names, rows, strict=True)
+        for label, r in zip(labels or names, (road["rows"][name] for name in names), strict=True)
     ]
     return table(columns, body, formats=dict.fromkeys(columns[1:], "signed"))
-
-
-ROAD_EXPLAINED = (
-    "ROAD (Rong et al., 2022): the change in the explained class's probability after removing a share of "
-    "the pixels, most or least relevant first by the map, and imputing them from their neighbours; a "
-    "faithful map falls fast most-relevant-first and stays flat least-relevant-first; combined = mean of "
-    "(least - most) / 2, higher is more faithful; a random map is the floor"
-)
 
 
 def failure_road_table(report: dict[str, Any]) -> pd.DataFrame:
@@ -439,8 +353,7 @@ def failure_road_table(report: dict[str, Any]) -> pd.DataFrame:
         f"ROAD on the {report['num_images']} most confident of {report['num_failures']} failures: "
         "change in the predicted class's probability"
     )
-    # None where no layer or explainer was scored
-    best = {
+    best = {  # None where no layer or explainer was scored
         "most faithful Grad-CAM layer": report["best_layer"],
         f"most faithful explainer at {layer}": report["best_explainer"],
     }
@@ -452,9 +365,9 @@ def road_by_model_table(result: dict[str, Any]) -> pd.DataFrame:
     """Each model's Grad-CAM against the random floor by ROAD (``faithfulness.road_by_model``)."""
     if result["num_images"] == 0:
         return note("no images to score")
-    models = result["models"]
     parts = [
-        road_map_table(r, ["gradcam", "random"], [f"{m} Grad-CAM", f"{m} random"]) for m, r in models.items()
+        road_map_table(r, ["gradcam", "random"], [f"{m} Grad-CAM", f"{m} random"])
+        for m, r in result["models"].items()
     ]
     frame = pd.concat(parts, ignore_index=True)
     frame.attrs.update(
@@ -466,8 +379,8 @@ def road_by_model_table(result: dict[str, Any]) -> pd.DataFrame:
 
 
 def positive_control_road_table(result: dict[str, Any]) -> pd.DataFrame:
-    """ROAD's combined score of the positive control's two models (``positive_control.json``): Grad-CAM,
-    a random map and the object mask as the map."""
+    """ROAD's combined score of the positive control's two models: Grad-CAM, a random map and the
+    object mask as the map (``positive_control.json``)."""
     columns = ("", "images", "Grad-CAM", "random", "object mask")
     roads = {name: result[name]["road"] for name in ("tied", "untied")}
     rows = [
@@ -495,30 +408,28 @@ def run_summary_tables(summary: dict[str, Any]) -> list[pd.DataFrame]:
     rows = [(m, *(summary[m][k] for k in keys)) for m in ("baseline", "augmented")]
     note_ = ["gap: train minus test accuracy, both evaluated in eval mode without augmentation"]
     threshold = summary["confidence_threshold"]
+    above = "" if threshold is None else f" (confidence > {threshold})"
     spec = [
-        (
-            "high-confidence failures of the baseline"
-            + ("" if threshold is None else f" (confidence > {threshold})"),
-            None,
-            "high_confidence_failures",
-        ),
+        (f"high-confidence failures of the baseline{above}", None, "high_confidence_failures"),
         ("fixed by the augmented model", None, "comparison", "fixed"),
         ("kept, same wrong class", None, "comparison", "kept_same"),
         ("kept, another wrong class", None, "comparison", "kept_different"),
         ("new high-confidence failures", None, "comparison", "new"),
     ]
-    return [
-        table(columns, rows, notes=note_, formats=dict.fromkeys(columns[1:], "pct")),
-        spec_table({"value": summary}, spec),
-    ]
+    formats = dict.fromkeys(columns[1:], "pct")
+    return [table(columns, rows, notes=note_, formats=formats), spec_table({"value": summary}, spec)]
+
+
+def _by_category(by_category: dict[str, Any], title: str, notes: list[str]) -> pd.DataFrame:
+    rows = [(c, *(by_category[g][c] for g in COUNT_KEYS)) for c in CATEGORIES]
+    return table(CATEGORY_COUNTS, rows, title, notes)
 
 
 def human_label_tables(summary: dict[str, Any]) -> list[pd.DataFrame]:
-    """:func:`cifar_helpers.analysis.human_labels.human_labels_summary` as tables: each model's confident
-    failures by category (with enrichment) and fixed / kept / new by category, or why none apply."""
-    absent = _not_applicable(summary)
-    if absent is not None:
-        return [absent]
+    """:func:`analysis.human_labels.human_labels_summary`: each model's confident failures by category
+    (with enrichment) and fixed / kept / new by category, or why no human labels apply."""
+    if not summary["applies"]:
+        return [_not_applicable(summary)]
     models = [m for m in ("baseline", "augmented") if m in summary]  # augmented: once stage 05 has run
     columns = ("category", *(f"{m}{s}" for m in models for s in ("", " enrichment")))
     rows = [
@@ -531,18 +442,17 @@ def human_label_tables(summary: dict[str, Any]) -> list[pd.DataFrame]:
         flagged = summary["fixed_label_errors"]
         warning = (
             f"{flagged} 'fixed' failure(s) are verified label errors: the augmented model now agrees with "
-            "a wrong label"
         )
-        rows = [(c, *(summary["by_category"][g][c] for g in COUNT_KEYS)) for c in CATEGORIES]
+        warning += "a wrong label"
         title = "the confident failures by category: fixed, kept or new in the augmented model"
-        frames.append(table(CATEGORY_COUNTS, rows, title, [warning] * bool(flagged)))
+        frames.append(_by_category(summary["by_category"], title, [warning] * bool(flagged)))
     spec = [(f"{m}: accuracy against the human plurality label", "pct", m) for m in models]
     return [*frames, spec_table({"value": summary["accuracy_vs_human_plurality"]}, spec)]
 
 
 def format_run_summary(summary: dict[str, Any]) -> str:
-    """``summary.json`` as ``run_all.py`` prints it at the end: the run summary's tables, the human
-    labels and each stage's status and minutes (when this invocation ran stages)."""
+    """``summary.json`` as ``run_all.py`` prints it at the end, with each stage's status and minutes
+    when this invocation ran stages."""
     parts = [f"Run: {summary['run_dir']}", texts(run_summary_tables(summary))]
     parts.append(texts(human_label_tables(summary["human_labels"])))
     if "stages" in summary:
@@ -555,12 +465,10 @@ def format_run_summary(summary: dict[str, Any]) -> str:
 
 
 def human_failure_table(report: dict[str, Any], title: str = "") -> pd.DataFrame:
-    """:func:`cifar_helpers.analysis.human_labels.human_failure_report`: the confident failures by
-    category, their share, the category's share of the test set and the enrichment (None without
-    failures or without images of the category), or why no human labels apply."""
-    absent = _not_applicable(report)
-    if absent is not None:
-        return absent
+    """:func:`analysis.human_labels.human_failure_report`: the confident failures by category, their
+    share, the category's share of the test set and the enrichment, or why no human labels apply."""
+    if not report["applies"]:
+        return _not_applicable(report)
     counts, n, base = report["counts"], report["num_failures"], report["base_counts"]
     status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS}
     rows = [
@@ -590,11 +498,10 @@ def human_failure_table(report: dict[str, Any], title: str = "") -> pd.DataFrame
 
 
 def human_comparison_tables(result: dict[str, Any]) -> list[pd.DataFrame]:
-    """:func:`cifar_helpers.analysis.human_labels.comparison_by_category`: the augmented model's
-    failures by category, and fixed / kept / new by category with every fixed verified label error."""
-    absent = _not_applicable(result)
-    if absent is not None:
-        return [absent]
+    """:func:`analysis.human_labels.comparison_by_category`: the augmented model's failures by
+    category, and fixed / kept / new by category with every fixed verified label error."""
+    if not result["applies"]:
+        return [_not_applicable(result)]
     flagged, augmented = result["fixed_label_errors"], result["augmented"]
     notes = [
         f"WARNING: {len(flagged)} 'fixed' failure(s) are verified label errors: the augmented model "
@@ -604,44 +511,38 @@ def human_comparison_tables(result: dict[str, Any]) -> list[pd.DataFrame]:
         f"label's share {f['given_share']:.2f}, verification {f['mturk_given_votes']} for it)"
         for f in flagged
     ]
-    rows = [(c, *(result["by_category"][g][c] for g in COUNT_KEYS)) for c in CATEGORIES]
     title = "the baseline's failures, fixed / kept, and the augmented model's new ones, by category"
     return [
         human_failure_table(
             augmented, f"augmented model: its {augmented['num_failures']} confident failures"
         ),
-        table(CATEGORY_COUNTS, rows, title, notes or ["no verified label error among the fixed failures"]),
+        _by_category(
+            result["by_category"], title, notes or ["no verified label error among the fixed failures"]
+        ),
     ]
 
 
 def human_calibration_table(result: dict[str, Any]) -> pd.DataFrame:
-    """:func:`cifar_helpers.analysis.human_labels.calibration_against_humans`: each model's cross-entropy
-    against the CIFAR-10H votes, as trained and temperature-scaled (three decimals: scaling moves it
-    by hundredths), or why no human labels apply."""
-    absent = _not_applicable(result)
-    if absent is not None:
-        return absent
+    """:func:`analysis.human_labels.calibration_against_humans`: each model's cross-entropy against the
+    CIFAR-10H votes, as trained and temperature-scaled, or why no human labels apply."""
+    if not result["applies"]:
+        return _not_applicable(result)
     # temperature and "after" are None for a model the calibration skipped
     rows = [(name, m["before"], m["temperature"], m["after"]) for name, m in result["models"].items()]
     title = (
         "cross-entropy against the CIFAR-10H vote distribution (nats, lower = more human-like "
         f"uncertainty; the humans' own entropy is {fmt(result['human_entropy'], 'nats')})"
     )
-    return table(
-        ("model", "as trained", "temperature", "scaled"),
-        rows,
-        title,
-        formats={"as trained": "nats", "scaled": "nats"},
-    )
+    columns = ("model", "as trained", "temperature", "scaled")
+    return table(columns, rows, title, formats={"as trained": "nats", "scaled": "nats"})
 
 
 # --- seed replicates (notebook 07, the replicate report) ---------------------------------------------
 
 
 def seed_accuracy_table(accuracy: dict[str, Any]) -> pd.DataFrame:
-    """Both models' test accuracy over seeds and their paired difference: mean, standard deviation and
-    95 % t-interval (``accuracy.json``, or the replicate summary). Two decimals in text too: a seed
-    changes accuracy by tenths of a point, the size of the differences these numbers weigh."""
+    """Both models' test accuracy over seeds and their paired difference: mean, sd and 95 % t-interval
+    (``accuracy.json``, or the replicate summary), two decimals: seeds differ by tenths of a point."""
     columns = ("", "mean", "sd", "95 % interval from", "to")
     labels = {"baseline": "baseline", "augmented": "augmented", "difference": "augmented - baseline"}
     rows = [
@@ -649,16 +550,14 @@ def seed_accuracy_table(accuracy: dict[str, Any]) -> pd.DataFrame:
     ]
     p_value = accuracy["difference"]["p_value"]  # sd, low, high and p_value are None with one seed
     notes = [
-        f"paired t-test on the difference: p = {p_value:.3g}"
-        if p_value is not None
-        else "one seed: no interval"
+        "one seed: no interval" if p_value is None else f"paired t-test on the difference: p = {p_value:.3g}"
     ]
     title = f"test accuracy over seeds {', '.join(map(str, accuracy['seeds']))}"
     return table(columns, rows, title, notes, dict.fromkeys(columns[1:], "pct2"))
 
 
 def noise_floor_table(means: dict[str, Any]) -> pd.DataFrame:
-    """Mean fixed / kept / new between two baseline seeds (the reseed, which needs two seeds) beside
+    """Mean fixed / kept / new between two baseline seeds (the reseed, two seeds at least) beside
     baseline -> augmented (``noise_floor.json``'s ``mean``)."""
     rows = [
         (kind, *(means[kind][k] for k in COUNT_KEYS)) for kind in ("reseed", "augmentation") if kind in means
@@ -668,8 +567,8 @@ def noise_floor_table(means: dict[str, Any]) -> pd.DataFrame:
 
 
 def describe_replicates(summary: dict[str, Any]) -> str:
-    """:func:`analysis.seed_analysis.replicate_summary`'s numbers: accuracy over seeds, the noise
-    floor and how much the failure sets overlap."""
+    """:func:`analysis.seed_analysis.replicate_summary` in words: accuracy over seeds, the noise floor
+    and how much the failure sets overlap."""
     parts = [text(seed_accuracy_table(summary))]
     if "reseed" in summary["noise_floor"]:  # two seeds at least
         fixed = fmt(summary["excess_over_reseed"]["fixed"], "signed")
@@ -689,19 +588,22 @@ def describe_replicates(summary: dict[str, Any]) -> str:
 def category_mix_table(mix: dict[str, Any]) -> pd.DataFrame:
     """:meth:`workflow.stages.Replicates.human_label_mix`: the count and share of each category among
     the consistent and among the one-seed failures, or why no human labels apply."""
-    absent = _not_applicable(mix)
-    if absent is not None:
-        return absent
+    if not mix["applies"]:
+        return _not_applicable(mix)
     groups = ("consistent", "one_seed")
     totals = {g: sum(mix[g].values()) for g in groups}
-    # a group lists only the categories it has
-    cells = {
-        c: [(mix[g].get(c, 0), mix[g].get(c, 0) / totals[g] if totals[g] else None) for g in groups]
-        for c in sorted({c for g in groups for c in mix[g]})
-    }
-    rows = [(c, *cells[c][0], *cells[c][1]) for c in cells] + [
-        ("all", totals["consistent"], None, totals["one_seed"], None)
+    rows = [
+        (
+            c,
+            *(
+                x
+                for g in groups
+                for x in (mix[g].get(c, 0), mix[g].get(c, 0) / totals[g] if totals[g] else None)
+            ),
+        )
+        for c in sorted({c for g in groups for c in mix[g]})  # a group lists only the categories it has
     ]
+    rows.append(("all", totals["consistent"], None, totals["one_seed"], None))
     columns = ("category", "consistent", "consistent share", "one seed only", "one-seed share")
     return table(columns, rows, formats=dict.fromkeys(columns[2::2], "share"))
 

@@ -1,13 +1,9 @@
 """Seed replicates (``run_all.py --seeds 42,43,44`` or ``42-46``): the pipeline once per seed, then stage 07.
 
-Each seed is one Ray task that runs the single-seed ``run_all.py`` on ``<root>/seed-<k>`` as a
-subprocess (layout: :mod:`cifar_helpers.rundir.replicate_layout`), so a seed's run *is* a single-seed
-run, a crash in one seed cannot take the others down, and its output is kept in ``seed-<k>/run_all.log``.
-Every seed gets the same ``data_seed`` (the first seed unless ``-p data_seed`` says otherwise), so the
-seeds are trained and tested on the same images and can be compared image by image.
-
-Ray starts on this machine unless ``--ray-address`` (or ``RAY_ADDRESS``) names a cluster; it is imported
-only here. A task asks for one GPU where the cluster has GPUs, else for the profile's CPU threads.
+Each seed is one Ray task running the single-seed ``run_all.py`` on ``<root>/seed-<k>`` as a subprocess,
+so a crash in one seed cannot take the others down. Every seed gets the same ``data_seed`` (the first
+seed unless ``-p data_seed`` says otherwise), so seeds can be compared image by image. Ray is imported
+only here.
 """
 
 from __future__ import annotations

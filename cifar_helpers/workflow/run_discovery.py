@@ -15,11 +15,6 @@ def last_modified(run: RunDir) -> float:
     return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 
-def finished_stages(run: RunDir) -> list[str]:
-    """The stages whose outputs are all present in ``run``, in pipeline order."""
-    return [stage for stage in STAGES if run.has(stage, *STAGE_OUTPUTS[stage])]
-
-
 def list_runs(runs_root: str | os.PathLike[str]) -> list[RunDir]:
     """Run directories (folders with a ``config.json``) under ``runs_root``, most recently modified first."""
     root = Path(runs_root)
@@ -42,9 +37,8 @@ def describe_runs(runs_root: str | os.PathLike[str]) -> str:
     runs = list_runs(runs_root)
     if not runs:
         return f"there is no run under {runs_root} yet: run `python run_all.py` (or 00_setup.ipynb) first"
-    listed = "; ".join(
-        f"{run.root.name} (finished: {', '.join(finished_stages(run)) or 'nothing'})" for run in runs
-    )
+    finished = {run: [s for s in STAGES if run.has(s, *STAGE_OUTPUTS[s])] for run in runs}
+    listed = "; ".join(f"{run.root.name} (finished: {', '.join(finished[run]) or 'nothing'})" for run in runs)
     example = runs[0].root
     return (
         f"runs under {runs_root}: {listed}. To use one, set in the parameters cell "

@@ -1,8 +1,7 @@
 """Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
 
 Every notebook starts with :func:`setup_run` (00), :func:`open_stage` (01-06) or :func:`open_replicates`
-(07), which check that its inputs exist and are up to date, that ``profile`` and ``seed`` are the run's,
-validate and save the stage's knobs, seed every generator and refuse a run ``run_all.py`` is writing.
+(07).
 """
 
 from __future__ import annotations
@@ -151,11 +150,9 @@ def open_stage(
     """Open stage ``stage`` (01-06) of the run in ``run_dir`` (None with ``profile="auto"``: the most
     recent run under ``runs/`` with the stages it reads, announced in one line).
 
-    ``knobs`` are the stage's :class:`RunConfig` fields (None keeps the run's value); the stage's
-    configuration goes to ``<stage>/config.json``, what it reads to ``<stage>/inputs.json``. Missing or
-    out-of-date inputs raise :class:`MissingStageError` / :class:`StaleStageError` naming the notebook
-    to run; results computed with another configuration raise :class:`ConfigError` unless ``force``
-    moves them to ``<stage>.previous/``.
+    ``knobs`` are the stage's :class:`RunConfig` fields (None keeps the run's value). Missing or
+    out-of-date inputs raise :class:`MissingStageError` / :class:`StaleStageError`; results computed
+    with another configuration raise :class:`ConfigError` unless ``force`` moves them aside.
     """
     if stage not in STAGES or stage == "setup":
         known = ", ".join(s for s in STAGES if s != "setup")

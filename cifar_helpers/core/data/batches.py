@@ -50,8 +50,7 @@ def _download_cifar10(root: Path) -> Path:
 
 def _unpickle(path: Path) -> dict[Any, Any]:
     try:
-        # Only containers, str/bytes, numbers and NumPy arrays are reconstructed: a batch file from
-        # an untrusted download cannot run code (see safe_load). str or bytes keys: _get takes both.
+        # str or bytes keys: _get takes both.
         obj = load_batch_pickle(path)
     except UnsafePickleError as err:
         raise DataError(str(err)) from None

@@ -1,8 +1,5 @@
-"""What every part of :mod:`cifar_helpers.core.data` shares: constants, the accepted layouts,
-:class:`DataError`, :class:`CifarData` (what a load returns), ``_FullData`` (both full splits before
-subsetting), the count check, file fingerprints and the SplitMix64 scramble. The readers import from
-here, never from each other, so the package has no import cycle.
-"""
+"""What every part of :mod:`cifar_helpers.core.data` shares; the readers import from here, never from
+each other."""
 
 from __future__ import annotations
 

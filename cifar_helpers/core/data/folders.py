@@ -1,6 +1,5 @@
-"""Image-folder trees, ``train/<class>/*`` and ``test/<class>/*`` of 32x32 RGB PNG or JPEG files:
-listing and fingerprinting the tree, decoding it once with OpenCV on a thread pool, and caching the
-decoded arrays (beside the tree when it is writable, else in a cache directory)."""
+"""Image-folder trees, ``train/<class>/*`` and ``test/<class>/*`` of 32x32 RGB PNG or JPEG files,
+decoded once and cached (beside the tree when it is writable, else in a cache directory)."""
 
 from __future__ import annotations
 
@@ -39,7 +38,7 @@ def _class_dirs(split_dir: Path) -> list[str]:
 def _scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], dict[str, torch.Tensor], str]:
     """List train/test class folders and their images with os.scandir (one stat per file): the
     classes, per split the file paths (class by class, sorted by name) and int64 (n,) labels, and the
-    tree's fingerprint. Paths stay strings: 60,000 Path objects would take longer than the stat calls.
+    tree's fingerprint. Paths stay strings: Path objects would cost more than the stat calls.
     """
     train_classes, test_classes = _class_dirs(root / "train"), _class_dirs(root / "test")
     if not train_classes and not test_classes:
@@ -119,8 +118,7 @@ def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | Non
         try:
             with atomic_path(directory / name) as tmp:
                 torch.save(payload, tmp)
-                # mkstemp creates the file private (0600); a cache beside shared data should be
-                # readable by the other users of that data.
+                # mkstemp creates the file private (0600); others sharing the data should read it.
                 tmp.chmod(0o644)
             return directory / name
         except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer on a full disk

@@ -28,9 +28,8 @@ SYNTHETIC_CLASSES = (
     "star",
     "ellipse",
 )
-# Object hue per class, in degrees. Classes come in pairs of similar colour and similar shape
-# (disc/ellipse, square/diamond, cross/star, hbar/vbar, triangle/ring) so that neither colour nor a
-# coarse outline alone separates all ten: the task is learnable but not trivial.
+# Object hue per class, in degrees. Classes come in pairs of similar colour and shape (disc/ellipse,
+# square/diamond, ...) so that neither colour nor a coarse outline alone separates all ten.
 SYNTHETIC_HUES = (0.0, 215.0, 300.0, 52.0, 278.0, 120.0, 142.0, 237.0, 36.0, 20.0)
 SYNTHETIC_HUE_JITTER = 12.0  # +- degrees around the class hue
 # Share of objects painted in their decoy class's colour (see make_synthetic_cifar).
@@ -59,25 +58,14 @@ def make_synthetic_cifar(
 ) -> CifarData:
     """Ten classes of coloured shapes on textured backgrounds, with object masks.
 
-    Each image shows one object (class-specific shape, class-specific hue with jitter in hue,
-    saturation and brightness, random position, scale and a small rotation) on a random textured
-    background (gradient, stripes or blobs in two random colours, plus pixel noise).
+    Position ``p`` of a virtual split of CIFAR-10's size has label ``p % 10``; ``train`` and ``test``
+    hold its first ``10 * *_per_class`` positions, so a smaller request is a prefix of a larger one, and
+    the hold-out takes the last ``holdout_per_class`` per class of the virtual training split.
 
-    Every image is a function of ``(seed, split, position)`` only, where position ``p`` has label
-    ``p % 10`` in a virtual full split of CIFAR-10's size (5000 training and 1000 test images per
-    class). ``train`` holds positions ``0 .. 10 * train_per_class - 1`` and ``test`` likewise, so a
-    smaller request is a prefix of a larger one. The hold-out takes the last ``holdout_per_class``
-    per class of the virtual training split, so it never overlaps ``train`` and does not change it.
-
-    ``background_class_correlation = p``: in ``train`` and the hold-out, each image's background is
-    its class's own tied background (fixed stripes in a class-specific colour) with probability ``p``;
-    ``test`` backgrounds are always random. With ``p`` near 1 a model learns to classify the background.
-
+    ``background_class_correlation = p``: in ``train`` and the hold-out, each background is its class's
+    tied background with probability ``p``; ``test`` backgrounds are always random.
     ``decoy_colour_rate = q``: in every split, each object is painted, with probability ``q``, in the
-    colour of its class's *decoy* class (the next class) instead of its own. Colour is the easiest
-    cue, so a briefly trained model calls such an object by its colour, confidently: the generated
-    set has high-confidence failures with a known cause (a colour, i.e. texture, bias), as CIFAR-10
-    has cat/dog and automobile/truck. 0 gives only true-coloured objects.
+    colour of the next class, which gives confident failures with a known cause (a colour bias).
 
     Returns a :class:`CifarData` of source ``"synthetic"`` with masks bool (N, 32, 32) (True on the
     object, never empty). :class:`DataError` for negative counts, ``train_per_class + holdout_per_class
@@ -212,7 +200,6 @@ _SHAPES: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...] = (
 def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Bool (N, 32, 32) masks of each image's class shape at object coordinates u, v (float (N, 32, 32))."""
     masks = torch.empty(u.shape, dtype=torch.bool)
-    # Only each image's own shape is evaluated: ten times less work than all shapes for all images.
     for label, shape in enumerate(_SHAPES):
         selected = torch.nonzero(labels == label)[:, 0]
         if len(selected):
@@ -285,8 +272,7 @@ def _render(
     background = torch.addcmul(c1.view(n, 3, 1, 1), (c2 - c1).view(n, 3, 1, 1), t[:, None])
 
     if correlation > 0:
-        # The tied background: class-specific stripes and colours; only the phase and brightness vary,
-        # so it identifies the class at a glance.
+        # The tied background: class-specific stripes and colours, so it identifies the class at a glance.
         tied = rnd[:, _U_TIE] < correlation
         if bool(tied.any()):
             per_class = zip(*(_tied_recipe(c) for c in range(n_classes)), strict=True)

@@ -1,7 +1,5 @@
-"""Loading: the public entry points. Finds which layout is at a root, reads it with :mod:`.batches`
-or :mod:`.folders` (or generates :mod:`.generated`), and takes the seeded, class-stratified subsets.
-:mod:`cifar_helpers.core.data` re-exports the public names.
-"""
+"""Loading: the public entry points. Finds which layout is at a root, reads or generates it, and takes
+the seeded, class-stratified subsets."""
 
 from __future__ import annotations
 
@@ -57,8 +55,8 @@ def load_cifar10(
             (then ``$CIFAR_STRESS_CACHE``, then ``~/.cache/cifar-stress``).
         progress: show a progress bar while decoding.
 
-    Raises :class:`DataError` for nothing usable at ``root`` (naming it and the accepted layouts), a
-    file that does not decode or is not 32x32 RGB, a failed download, or a subset larger than a class.
+    Raises :class:`DataError` for unusable data at ``root``, a failed download, or a subset larger
+    than a class.
     """
     if source not in SOURCES:
         raise DataError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
@@ -125,8 +123,7 @@ def stratified_indices(
         c = int(short[0])
         name = f"{classes[c]!r} (label {c})" if classes is not None else f"label {c}"
         raise DataError(f"asked for {per_class} images per class, but class {name} has only {int(counts[c])}")
-    # A random order, then a stable sort by label: each class's items stay in random order, so the
-    # first per_class of each class are a uniform sample, and a larger per_class extends it.
+    # A random order, then a stable sort by label: a larger per_class extends a smaller one's sample.
     order = torch.randperm(len(labels), generator=generator)
     order = order[torch.sort(labels[order], stable=True).indices]
     starts = torch.cumsum(counts, 0) - counts
