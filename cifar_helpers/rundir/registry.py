@@ -63,7 +63,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         notebook="03_gradcam.ipynb",
         title="03 Grad-CAM of the failures",
         inputs=("setup", "baseline", "failures"),
-        outputs=("heatmaps.pt", "measures.json", "road.json"),
+        outputs=("heatmaps.pt", "measures.json", "road.json", "claims.json"),
         expected_seconds={"smoke": 12, "quick": 31, "cpu": 90, "full": 40},
     ),
     StageSpec(
@@ -81,7 +81,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         notebook="05_reevaluation.ipynb",
         title="05 Re-evaluation: fixed, kept and new failures",
         inputs=("setup", "baseline", "failures", "gradcam", "augmented"),
-        outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json"),
+        outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json", "claims.json"),
         expected_seconds={"smoke": 12, "quick": 22, "cpu": 60, "full": 30},
     ),
     StageSpec(
@@ -90,7 +90,14 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         notebook="06_stress_tests.ipynb",
         title="06 Stress tests: corruptions, calibration, sanity check, positive control",
         inputs=("setup", "baseline", "failures", "augmented"),
-        outputs=("corruptions.json", "calibration.json", "sanity.json", "positive_control.json"),
+        outputs=(
+            "corruptions.json",
+            "calibration.json",
+            "sanity.json",
+            "positive_control.json",
+            "claims.json",
+            "tile_shuffle.json",
+        ),
         expected_seconds={"smoke": 30, "quick": 56, "cpu": 300, "full": 120},
     ),
 )

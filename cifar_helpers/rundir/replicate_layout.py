@@ -2,7 +2,7 @@
 
 runs/<profile>/
     seed-42/, seed-43/, ...   complete single-seed runs (stages 00-06)
-    replicates/               07: accuracy over seeds, the reseed noise floor, failure stability
+    replicates/               07: accuracy over seeds, the reseed noise floor, failure stability, claims
     executed/                 07_replicates.ipynb as papermill ran it
     summary.json, report.html
 """
@@ -25,6 +25,7 @@ REPLICATES_OUTPUTS = (
     "stability.json",
     "category_mix.json",
     "summary.json",
+    "claims.json",  # the claims ledger over seeds
 )
 
 

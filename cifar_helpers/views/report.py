@@ -18,6 +18,7 @@ import jinja2
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.analysis.human_labels import human_labels_summary
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path
@@ -139,6 +140,10 @@ def _stability(stability: dict[str, Any]) -> list[pd.DataFrame]:
     return [frame]
 
 
+def _claim_rows(rows: list[dict[str, Any]]) -> list[ClaimResult]:
+    return [ClaimResult.from_dict(row) for row in rows]
+
+
 def _road_table(data: dict[str, Any]) -> Callable[[Any], pd.DataFrame]:
     return t.road_by_model_table if isinstance(data.get("models"), dict) else t.failure_road_table
 
@@ -161,6 +166,8 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
     # reevaluation/road.json has a table per model
     "road.json": ("Faithfulness of the heatmaps (ROAD)", lambda data: _road_table(data)(data)),
+    "claims.json": ("Claims tested here", lambda rows: t.claims_table(_claim_rows(rows), title="")),
+    "tile_shuffle.json": ("Accuracy on tile-shuffled images", _generic),
     # replicates/
     "accuracy.json": ("Test accuracy over seeds (95 % t-interval)", t.seed_accuracy_table),
     "noise_floor.json": ("The noise floor: a reseed against augmentation", _noise_floor),
@@ -293,6 +300,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
     ]
     blocks = [
         _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
+        _block("The claims ledger", lambda: _html([t.claims_table(read_ledger(run.root), title="")])),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
     title, intro = (

@@ -20,6 +20,7 @@ import pandas as pd
 from IPython.display import display
 from pandas.io.formats.style import Styler
 
+from cifar_helpers.analysis.claims import ALL_FAILURES, ALL_IMAGES, ClaimResult
 from cifar_helpers.analysis.human_labels import AGREED, AMBIGUOUS, CATEGORIES, LABEL_ERROR, NUM_TEST_IMAGES
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
 from cifar_helpers.rundir.config import PROFILES, RunConfig
@@ -615,3 +616,47 @@ def category_mix_table(mix: dict[str, Any]) -> pd.DataFrame:
     rows.append(("all", totals["consistent"], None, totals["one_seed"], None))
     columns = ("category", "consistent", "consistent share", "one seed only", "one-seed share")
     return table(columns, rows, formats=dict.fromkeys(columns[2::2], "share"))
+
+
+# --- the claims ledger (notebooks 05 and 07, run_all.py, the report) --------------------------------
+
+
+def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") -> pd.DataFrame:
+    """The ledger (:mod:`cifar_helpers.analysis.claims`): claim | test | control | effect [95 % CI] |
+    verdict, a row per :class:`ClaimResult` (its population after the test unless it is all test
+    images or all failures), effects in percent; the notes give each interval's method and each
+    verdict rule with the claims they apply to, and how to read "inconclusive"."""
+    if not rows:
+        return note("no claims tested yet: run 03_gradcam, 05_reevaluation and 06_stress_tests")
+
+    def effect(r: ClaimResult) -> str:
+        kind = "{:.1%}" if r.rule.band else "{:+.1%}"
+        low, mid, high = ("-" if math.isnan(v) else kind.format(v) for v in (r.ci_low, r.effect, r.ci_high))
+        return f"{mid} [{low}, {high}]"
+
+    def claims_by(key: Any) -> list[str]:
+        groups: dict[str, list[str]] = {}
+        for r in rows:
+            number = r.claim.split(".")[0]
+            if number not in groups.setdefault(key(r), []):
+                groups[key(r)].append(number)
+        return [f"{k} (claim {', '.join(v)})" for k, v in groups.items()]
+
+    body = [
+        (
+            r.claim,
+            r.test if r.population in (ALL_IMAGES, ALL_FAILURES) else f"{r.test} [{r.population}]",
+            r.control,
+            effect(r),
+            r.verdict,
+        )
+        for r in rows
+    ]
+    notes = [
+        "95 % intervals: " + "; ".join(claims_by(lambda r: r.method)),
+        "verdicts, by rules fixed before any number: " + "; ".join(claims_by(lambda r: r.rule.describe())),
+        "inconclusive: the interval is too wide to tell an effect that matters from none; more test "
+        "images, failures or seeds may decide it. It is not evidence against the claim.",
+    ]
+    columns = ("claim", "test", "control", "effect [95 % CI]", "verdict")
+    return table(columns, body, title, notes)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.rundir import lineage
 from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
 from cifar_helpers.views.report import read_run_summary
-from cifar_helpers.views.tables import format_run_summary
+from cifar_helpers.views.tables import claims_table, format_run_summary, text
 from cifar_helpers.workflow.kernel import LocalKernelManager
 from cifar_helpers.workflow.progress import StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
@@ -267,6 +268,7 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
     """The report's run summary (:func:`cifar_helpers.views.report.read_run_summary`), with each stage's
     status and minutes when this invocation ran stages."""
     summary = read_run_summary(run)
+    summary["claims"] = [row.to_dict() for row in read_ledger(run.root)]
     if results is not None:
         summary["stages"] = {
             r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results
@@ -275,8 +277,11 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`)."""
-    return format_run_summary(summary)
+    """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`),
+    then the claims ledger (:func:`cifar_helpers.views.tables.claims_table`)."""
+    # .get: a summary.json written before the ledger existed has no "claims".
+    ledger = claims_table([ClaimResult.from_dict(row) for row in summary.get("claims", [])])
+    return format_run_summary(summary) + "\n\n" + text(ledger)
 
 
 def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:
