@@ -122,13 +122,13 @@ def test_the_registry_and_the_leaves_import_nothing_above_them():
     }
 
 
-def test_the_data_readers_share_only_core():
+def test_the_data_readers_share_only_common():
     # data/: the readers and the generated set know nothing of each other; loading dispatches to them.
     graph = import_graph()
     inside = {m: {t for t in graph[m] if t.startswith("cifar_helpers.core.data")} for m in graph}
-    assert inside["cifar_helpers.core.data.core"] == set()
+    assert inside["cifar_helpers.core.data.common"] == set()
     for reader in ("batches", "folders", "generated"):
-        assert inside[f"cifar_helpers.core.data.{reader}"] == {"cifar_helpers.core.data.core"}
+        assert inside[f"cifar_helpers.core.data.{reader}"] == {"cifar_helpers.core.data.common"}
 
 
 def test_every_view_of_the_stages_reads_the_registry():

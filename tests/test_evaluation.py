@@ -61,21 +61,19 @@ def test_per_class_accuracy_with_missing_class_is_nan() -> None:
     assert acc[3].item() == 1.0
 
 
-def test_accuracy_both_call_forms() -> None:
+def test_accuracy_of_predictions() -> None:
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, -1.0], [0.0, 1.0]])
     labels = torch.tensor([0, 1, 1, 1])
-    p = Predictions(logits, labels)
-    assert accuracy(p) == pytest.approx(0.75)
-    assert accuracy(p.preds, labels) == pytest.approx(0.75)
-    with pytest.raises(ValueError, match="labels"):
-        accuracy(p.preds)
+    assert accuracy(Predictions(logits, labels)) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="empty"):
-        accuracy(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+        accuracy(Predictions(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
 
 
 def test_out_of_range_classes_are_refused() -> None:
     with pytest.raises(ValueError, match="labels must lie in"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
+    with pytest.raises(ValueError, match="must both have shape"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0]), 3)
 
 
 def test_prediction_properties_and_cross_entropy() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from cifar_helpers.analysis.faithfulness import (
     MOST_RELEVANT_FIRST,
     check_fractions,
     explainer_maps,
-    faithfulness_report,
+    failure_faithfulness,
     keep_masks,
     kept_pixels,
     random_maps,
@@ -181,23 +182,19 @@ def test_project_gradcam_matches_the_library_gradcam() -> None:
     torch.testing.assert_close(ours_min_max, theirs_min_max, atol=1e-4, rtol=0)
 
 
-def test_faithfulness_report_on_a_small_model() -> None:
+def test_failure_faithfulness_on_a_small_model() -> None:
     model = small_resnet()
     images = torch.randint(
         0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5)
     )
-    targets = torch.tensor([0, 1, 2])
-    report, maps = faithfulness_report(
-        model,
-        images,
-        targets,
-        layers=("layer3", "layer4"),
-        explainers=("gradcam", "eigencam"),
-        explainer_layer="layer4",
-        fractions=(0.5,),
-        seed=0,
+    failures = {"indices": torch.tensor([2, 0, 1]), "predicted": torch.tensor([0, 1, 2])}
+    config = SimpleNamespace(road_images=3, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
+    report, figures = failure_faithfulness(
+        model, images, failures, config, layers=("layer3", "layer4"), explainers=("gradcam", "eigencam")
     )
+    maps = figures["maps"]
     assert set(maps) == {"gradcam@layer3", "gradcam@layer4", "eigencam@layer4", "random"}
+    assert report["indices"] == [2, 0, 1] and report["num_failures"] == 3
     assert set(report["rows"]) == set(maps)
     assert report["best_layer"] in ("layer3", "layer4")
     assert report["best_explainer"] in ("gradcam", "eigencam")
@@ -216,16 +213,16 @@ def _small_table() -> dict:
 
 def test_road_table_text_and_figures() -> None:
     from cifar_helpers.views.plotting import plot_map_columns, plot_road_curves
-    from cifar_helpers.views.tables import describe_positive_control_road, describe_road_by_model
+    from cifar_helpers.views.tables import positive_control_road_table, road_by_model_table, text
 
     table = _small_table()
     assert set(table["rows"]) == {"gradcam", "random"} and table["num_images"] == 2
-    text = describe_road_by_model({"num_images": 2, "fractions": [0.25, 0.75], "models": {"m": table}})
-    assert "m Grad-CAM" in text and "m random" in text and "25%" in text and "75%" in text
+    by_model = text(road_by_model_table({"num_images": 2, "fractions": [0.25, 0.75], "models": {"m": table}}))
+    assert "m Grad-CAM" in by_model and "m random" in by_model and "25%" in by_model and "75%" in by_model
     object_row = {**table["rows"]["gradcam"], "combined": 0.4321}
     road = {**table, "rows": {**table["rows"], "object": object_row}}
-    text = describe_positive_control_road({"tied": {"road": road}, "untied": {"road": road}})
-    assert text.count("+0.43") == 2 and text.count(f"{table['rows']['random']['combined']:+.2f}") >= 2
+    control = text(positive_control_road_table({"tied": {"road": road}, "untied": {"road": road}}))
+    assert control.count("+0.43") == 2 and control.count(f"{table['rows']['random']['combined']:+.2f}") >= 2
     fig = plot_road_curves(table)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two maps and the zero line
     with pytest.raises(ValueError, match="not in the table"):
@@ -237,22 +234,17 @@ def test_road_table_text_and_figures() -> None:
         plot_map_columns(images, {"a": random_maps(3, 32, 32, seed=0)})
 
 
-def test_describe_road_names_the_best_layer_and_explainer() -> None:
-    from cifar_helpers.views.tables import describe_road
+def test_road_table_names_the_best_layer_and_explainer() -> None:
+    from cifar_helpers.views.tables import failure_road_table, text
 
     model = small_resnet()
-    report, _ = faithfulness_report(
-        model,
-        random_uint8(2, seed=8),
-        torch.tensor([0, 1]),
-        layers=("layer3", "layer4"),
-        explainers=("gradcam", "hirescam"),
-        explainer_layer="layer4",
-        fractions=(0.5,),
-    )
-    report["num_failures"] = 5
-    text = describe_road(report)
-    assert "ROAD on the 2 most confident of 5 failures" in text
-    assert f"most faithful Grad-CAM layer: {report['best_layer']}" in text
-    assert f"most faithful explainer at layer4: {report['best_explainer']}" in text
-    assert text.splitlines()[-3].startswith("random")
+    failures = {"indices": torch.tensor([0, 1, 2, 3, 4]), "predicted": torch.tensor([0, 1, 2, 3, 4])}
+    config = SimpleNamespace(road_images=2, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
+    images = random_uint8(5, seed=8)
+    layers, explainers = ("layer3", "layer4"), ("gradcam", "hirescam")
+    report, _ = failure_faithfulness(model, images, failures, config, layers=layers, explainers=explainers)
+    shown = text(failure_road_table(report))
+    assert "ROAD on the 2 most confident of 5 failures" in shown
+    assert f"most faithful Grad-CAM layer: {report['best_layer']}" in shown
+    assert f"most faithful explainer at layer4: {report['best_explainer']}" in shown
+    assert shown.splitlines()[-3].startswith("random")

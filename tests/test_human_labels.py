@@ -16,7 +16,7 @@ from cifar_helpers.analysis import human_labels as hl
 from cifar_helpers.analysis.failures import compare_failures, find_high_confidence_failures
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.rundir.config import make_config
-from cifar_helpers.views.tables import describe_human_comparison
+from cifar_helpers.views.tables import human_comparison_tables, texts
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_comparison_by_category_flags_fixed_label_errors() -> None:
     result = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
     assert result["augmented_counts"] == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 2}
     assert result["augmented"]["num_failures"] == 2
-    text = describe_human_comparison(result)
+    text = texts(human_comparison_tables(result))
     assert "WARNING: 1 'fixed' failure(s) are verified label errors" in text and "image 0" in text
     assert result["by_category"]["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 0}
     assert result["by_category"]["kept_same"][hl.MODEL_ERROR] == 1

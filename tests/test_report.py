@@ -7,6 +7,8 @@ embedded figure decodes (no broken images), and the key numbers are in the rende
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -23,7 +25,8 @@ import torch
 from cifar_helpers.analysis.calibration import calibration_report
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, save_figure, save_json
 from cifar_helpers.rundir.config import make_config
-from cifar_helpers.views.report import REPORT_NAME, fmt_pct, png_problem, render_report, write_report
+from cifar_helpers.views import tables
+from cifar_helpers.views.report import REPORT_NAME, png_problem, render_report, write_report
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 HOSTILE_NOTE = "<script>alert('x')</script> & <b>bold</b>"
@@ -64,24 +67,34 @@ def fake_run(tmp_path: Path) -> Path:
     config.save(run / "config.json")
     save_json(run / "environment.json", {"python": "3.11.0", "torch": "2.x", "seed": 3})
     save_json(
-        run / "data_summary.json", {"source": "synthetic", "classes": ["disc", "square"], "num_images": {}}
+        run / "data_summary.json",
+        {
+            "source": "synthetic",
+            "root": None,
+            "fingerprint": "f00d",
+            "classes": ["disc", "square"],
+            "num_images": {"train": 20, "holdout": 4, "test": 10},
+            "counts": {"train": {"disc": 10, "square": 10}},
+        },
     )
     _figure(run / "sample_grid.png", "samples", 0)
 
+    timing = {"epochs": 2, "train_seconds": 3.5, "images_per_second": 800.0}
+    per_class = {"per_class_accuracy": {"disc": 0.9, "square": 0.7246}}
     save_json(
         run / "baseline" / "metrics.json",
-        {"test_accuracy": 0.8123, "train_accuracy": 0.9734, "train_test_gap": 0.1611, "epochs": 2},
+        {"test_accuracy": 0.8123, "train_accuracy": 0.9734, "train_test_gap": 0.1611, **timing, **per_class},
     )
-    save_json(
-        run / "baseline" / "history.json",
-        {"complete": True, "epochs": [{"epoch": 1, "test_acc": 0.7001}, {"epoch": 2, "test_acc": 0.8123}]},
-    )
+    epoch = {"train_loss": 0.5, "train_acc": 0.8, "test_loss": 0.6}
+    history = {"complete": True, "epochs": [{**epoch, "test_acc": 0.7001}, {**epoch, "test_acc": 0.8123}]}
+    save_json(run / "baseline" / "history.json", history)
     _touch_outputs(run / "baseline", "baseline")
     _figure(run / "baseline" / "training_curves.png", "baseline curves", 1)
     save_json(
         run / "augmented" / "metrics.json",
-        {"test_accuracy": 0.8456, "train_accuracy": 0.9011, "train_test_gap": 0.0555, "epochs": 2},
+        {"test_accuracy": 0.8456, "train_accuracy": 0.9011, "train_test_gap": 0.0555, **timing, **per_class},
     )
+    save_json(run / "augmented" / "history.json", history)
     _touch_outputs(run / "augmented", "augmented")
 
     save_json(
@@ -92,7 +105,13 @@ def fake_run(tmp_path: Path) -> Path:
             "accuracy": 0.8123,
             "num_errors": 94,
             "num_high_confidence": 37,
+            "share_of_errors_high_confidence": 37 / 94,
+            "most_confused_pairs": [{"true": "automobile", "predicted": "airplane", "count": 3}],
         },
+    )
+    save_json(
+        run / "failures" / "failures.json",
+        {"threshold": 0.9, "num_images": 500, "num_errors": 94, "indices": list(range(37))},
     )
     _touch_outputs(run / "failures", "failures")
     (run / "failures" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage that is not a PNG image")
@@ -100,8 +119,23 @@ def fake_run(tmp_path: Path) -> Path:
 
     save_json(
         run / "reevaluation" / "comparison.json",
-        {"threshold": 0.9, "counts": {"fixed": 21, "kept_same": 9, "kept_different": 7, "new": 13}},
+        {
+            "threshold": 0.9,
+            "counts": {
+                "fixed": 21,
+                "kept_same": 9,
+                "kept_different": 7,
+                "new": 13,
+                "baseline_failures": 37,
+                "augmented_failures": 29,
+            },
+            "baseline_accuracy": 0.8123,
+            "augmented_accuracy": 0.8456,
+            "baseline_gap": 0.1611,
+            "augmented_gap": 0.0555,
+        },
     )
+    save_json(run / "reevaluation" / "road.json", {"num_images": 0, "fractions": [], "models": {}})
     _touch_outputs(run / "reevaluation", "reevaluation")
 
     stress = run / "stress"
@@ -113,7 +147,15 @@ def fake_run(tmp_path: Path) -> Path:
         "severities": [1, 2, 3, 4, 5],
         "corruptions": {"contrast": {"accuracy": [0.8, 0.7, 0.6, 0.5, 0.4], "mean_accuracy": 0.6}},
     }
-    save_json(stress / "corruptions.json", {"models": {"baseline": model_result, "augmented": model_result}})
+    save_json(
+        stress / "corruptions.json",
+        {
+            "num_images": 200,
+            "corruption_names": ["contrast"],
+            "severities": [1, 2, 3, 4, 5],
+            "models": {"baseline": model_result, "augmented": model_result},
+        },
+    )
     generator = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(400, 10, generator=generator)
     labels = torch.multinomial((logits / 3).softmax(dim=1), 1, generator=generator).squeeze(1)
@@ -125,16 +167,30 @@ def fake_run(tmp_path: Path) -> Path:
             "steps": ["trained", "linear", "layer4"],
             "spearman_mean": [1.0, 0.91, 0.12],
             "spearman_std": [0, 0.05, 0.2],
+            "num_images": 16,
         },
     )
+    control = {"test_accuracy": 0.25, "train_accuracy": 0.9, "mask_share_all": 0.2}
+    road = {
+        "num_images": 8,
+        "rows": {m: {"combined": c} for m, c in (("gradcam", 0.1), ("random", 0), ("object", 0.3))},
+    }
     save_json(
         stress / "positive_control.json",
         {
             "correlation": 0.9,
             "threshold": 0.6,
-            "tied": {"test_accuracy": 0.25, "num_failures": 40, "mask_share": 0.1361, "pointing_game": 0.2},
-            "untied": {"test_accuracy": 0.5, "num_failures": 25, "mask_share": 0.3171, "pointing_game": 0.9},
+            "object_area_fraction": 0.135,
+            "tied": {**control, "num_failures": 40, "mask_share": 0.1361, "pointing_game": 0.2, "road": road},
+            "untied": {
+                **control,
+                "num_failures": 25,
+                "mask_share": 0.3171,
+                "pointing_game": 0.9,
+                "road": road,
+            },
             "mask_share_gap": 0.181,
+            "pointing_game_gap": 0.7,
         },
     )
     _figure(stress / "corruption_curves.png", "corruptions", 2)
@@ -165,7 +221,7 @@ def test_report_shows_key_numbers_and_unrun_stages(fake_run: Path) -> None:
     assert ">37<" in page  # high-confidence failures
     overview = page.split("<h2>Overview</h2>")[1].split("<h2>")[0]
     for label, count in (("fixed", 21), ("kept, same", 9), ("kept, another", 7), ("new high", 13)):
-        assert re.search(rf"<td>{label}[^<]*</td><td class=\"num\">{count}</td>", overview), label
+        assert re.search(rf"<td >{label}[^<]*</td>\s*<td >{count}</td>", overview), label
     gradcam = page.split('id="stage-gradcam"')[1].split("</section>")[0]
     assert "stage not run" in gradcam
     assert "Training curves" in page and "Corruption curves" in page  # captions from file names
@@ -203,9 +259,68 @@ def test_png_check_finds_damaged_files(tmp_path: Path) -> None:
 
 
 def test_percent_format() -> None:
-    assert fmt_pct(0.81234) == "81.23%"
-    assert fmt_pct(None) == "n/a"
-    assert fmt_pct(float("nan")) == "n/a"
+    assert tables.fmt(0.81234, "pct") == "81.2%" and tables.fmt(0.81234, "pct", precise=True) == "81.23%"
+    assert tables.fmt(None, "pct") == "-" and tables.fmt(float("nan"), "pct") == "-"
+    assert tables.fmt(3) == "3" and tables.fmt(0.5) == "0.50" and tables.fmt(-0.1234, "signed") == "-0.12"
+
+
+def test_a_missing_key_is_named_with_its_file_in_its_section(fake_run: Path) -> None:
+    comparison = fake_run / "reevaluation" / "comparison.json"
+    data = json.loads(comparison.read_text(encoding="utf-8"))
+    del data["counts"]["kept_same"]
+    save_json(comparison, data)
+    page = html.unescape(render_report(fake_run))
+    error = "reevaluation/comparison.json has no key 'kept_same'"
+    section = page.split('id="stage-reevaluation"')[1].split("</section>")[0]
+    assert f"could not summarise comparison.json: {error}" in section
+    assert error in page.split("<h2>Overview</h2>")[1].split("<h2>")[0]
+    assert "could not" not in page.split('id="stage-stress"')[1]  # the other sections are whole
+
+
+def test_builders_read_strictly_and_give_numbers() -> None:
+    with pytest.raises(KeyError, match="train_test_gap"):
+        tables.accuracy_table({"test_accuracy": 0.5, "train_accuracy": 0.6})
+    frame = tables.accuracy_table(
+        {"test_accuracy": 0.5, "train_accuracy": 0.75, "train_test_gap": 0.25}, 10, 4
+    )
+    assert frame["accuracy"].tolist() == [0.5, 0.75, 0.25] and frame["correct"].tolist()[:2] == [5, 3]
+    assert "test,5,10,0.5" in frame.to_csv(index=False)
+
+
+def test_text_keeps_long_class_names_apart() -> None:
+    summary = {
+        "num_images": 10,
+        "accuracy": 0.5,
+        "num_errors": 5,
+        "threshold": 0.9,
+        "num_high_confidence": 2,
+        "share_of_errors_high_confidence": 0.4,
+        "most_confused_pairs": [
+            {"true": "automobile", "predicted": "airplane", "count": 2},
+            {"true": "cat", "predicted": "dog", "count": 13},
+        ],
+    }
+    facts, confusions = (tables.text(frame) for frame in tables.failure_tables(summary))
+    # words aligned left, numbers right
+    assert confusions.splitlines()[1:] == [
+        "true        predicted  count",
+        "automobile  airplane       2",
+        "cat         dog           13",
+    ], confusions
+    assert re.search(r"^share of errors made with high confidence {2,}40\.0%$", facts, flags=re.M), facts
+    per_class = tables.text(tables.per_class_table({"airplane": {"automobile": 1.0, "ship": 0.25}}))
+    assert per_class.splitlines() == ["class       airplane", "automobile    100.0%", "ship           25.0%"]
+
+
+def test_tables_on_one_page_keep_their_styles_apart() -> None:
+    pairs = tables.table(("true", "predicted", "count"), [("cat", "dog", 3)], "confusions")
+    counts = tables.table(("model", "failures", "fixed"), [("baseline", 3, 1)], "counts")
+    first, second = tables.to_html(pairs), tables.to_html(counts)
+    ids = [re.search(r'<table id="(\w+)"', page).group(1) for page in (first, second)]
+    assert ids[0] != ids[1] and ids[0] == re.search(r'<table id="(\w+)"', tables.to_html(pairs)).group(1)
+    # the first column is always left-aligned; "predicted" too, as words, but no number column
+    assert first.count("text-align: left") == 2 and second.count("text-align: left") == 1
+    assert f"#{ids[0]}_row0_col1" in first
 
 
 # --- rendered in a real browser -------------------------------------------------------------------

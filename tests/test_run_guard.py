@@ -40,8 +40,11 @@ def complete_run(root: Path) -> RunDir:
 
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The placeholder outputs are not a real run: skip the HTML report."""
+    """The placeholder outputs are not a real run (results read strictly would name their missing
+    keys): skip the summary's numbers and the HTML report."""
     monkeypatch.setattr(report, "write_report", lambda root: Path(root) / "report.html")
+    monkeypatch.setattr(run_all, "summarize_run", lambda run, results: {"run_dir": str(run.root)})
+    monkeypatch.setattr(run_all, "format_summary", lambda summary: summary["run_dir"])
 
 
 def stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -56,7 +59,7 @@ def stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
 _HOLDER = """
 import sys, time
 from cifar_helpers.rundir.runlock import RunLock
-RunLock(sys.argv[1]).acquire()
+lock = RunLock(sys.argv[1]).acquire()  # held while the object lives
 print("locked", flush=True)
 time.sleep(120)
 """

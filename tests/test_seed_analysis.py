@@ -24,7 +24,7 @@ from cifar_helpers.analysis.seed_analysis import (
     replicate_summary,
     reseed_pairs,
 )
-from cifar_helpers.views.tables import describe_category_mix, describe_replicates
+from cifar_helpers.views.tables import category_mix_table, describe_replicates, text
 
 
 def failure_set(indices: list[int]) -> FailureSet:
@@ -167,19 +167,21 @@ def test_seeds_tested_on_other_images_are_refused():
     check_same_test_set(RESULTS)
 
 
-def test_describe_category_mix_shows_counts_and_shares_or_why_none_apply():
+def test_category_mix_table_shows_counts_and_shares_or_why_none_apply():
     mix = {
         "applies": True,
         "consistent": {"ambiguous": 3, "model error": 1},
         "one_seed": {"model error": 8, "verified label error": 2},
     }
-    lines = describe_category_mix(mix).splitlines()
-    assert lines[0].split() == ["category", "consistent", "one", "seed", "only"]
-    assert lines[1].split() == ["ambiguous", "3", "(75", "%)", "0", "(0", "%)"]
-    assert lines[2].split() == ["model", "error", "1", "(25", "%)", "8", "(80", "%)"]
-    assert lines[-1].split() == ["all", "4", "10"]
+    frame = category_mix_table(mix)
+    assert frame.loc[0].tolist() == ["ambiguous", 3, 0.75, 0, 0.0]  # numbers, shares as fractions
+    lines = text(frame).splitlines()
+    assert [c.strip() for c in lines[0].split("  ") if c] == [*frame.columns]
+    assert lines[1].split() == ["ambiguous", "3", "75%", "0", "0%"]
+    assert lines[2].split() == ["model", "error", "1", "25%", "8", "80%"]
+    assert lines[-1].split() == ["all", "4", "-", "10", "-"]
     reason = {"applies": False, "reason": "the test set is a subset"}
-    assert describe_category_mix(reason) == "no human labels apply: the test set is a subset"
+    assert text(category_mix_table(reason)) == "no human labels apply: the test set is a subset"
 
 
 @pytest.mark.shared_data

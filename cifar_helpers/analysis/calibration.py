@@ -1,10 +1,7 @@
 """Calibration: does a confidence of 0.95 mean "right 95 % of the time"? And temperature scaling.
 
-Expected calibration error (Naeini et al., 2015; Guo et al., 2017) averages |accuracy - mean
-confidence| over equal-width bins of the maximum softmax probability, weighted by their counts.
-Temperature scaling (Guo et al., 2017) divides the logits by one T > 0 fitted to minimise the NLL
-on the *hold-out* split (``RunConfig.holdout_per_class``), never on the test split: it changes
-confidences, never the predicted class.
+Expected calibration error (Guo et al., 2017) over equal-width confidence bins; temperature scaling
+divides the logits by one T > 0 fitted on the *hold-out* split, never the test split.
 """
 
 from __future__ import annotations
@@ -22,8 +19,7 @@ from cifar_helpers.analysis.failures import _check_positive_int, _check_threshol
 from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
 from cifar_helpers.core.evaluation import predict
 
-# Search interval of T. Below 0.05 or above 20 the network's confidences would be either all ~1 or all
-# ~1/C; an optimum at a bound means the hold-out set cannot pin T down (e.g. it has no errors).
+# Search interval of T; an optimum at a bound means the hold-out set cannot pin T down (e.g. no errors).
 TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
 
 
@@ -50,9 +46,8 @@ def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, to
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
     """The reliability diagram's data: per confidence bin, how many predictions, their accuracy, confidence.
 
-    ``probs`` float (N, C) softmax probabilities and ``labels`` int64 (N,); bins split (0, 1] into
-    ``n_bins`` equal-width intervals ``(lo, hi]`` (the first also takes 0; 15 as in Guo et al., 2017),
-    a prediction falling in the bin of its maximum probability.
+    ``probs`` float (N, C) softmax probabilities and ``labels`` int64 (N,); ``n_bins`` equal-width
+    intervals ``(lo, hi]`` of the maximum probability (the first also takes 0).
 
     Returns:
         JSON-ready ``{"edges": n_bins + 1 floats, "counts": [int], "accuracy": [float | None],
@@ -96,10 +91,8 @@ def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float
 def fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) -> float:
     """The temperature T > 0 minimising the hold-out NLL of ``softmax(logits / T)``.
 
-    Only hold-out data goes in (float (H, C) logits, int64 (H,) labels): this function has no way to
-    see the test split, which is what keeps the calibrated test numbers honest. The NLL of
-    ``logits / T`` is unimodal in log T, so a bounded Brent search on log T within
-    :data:`TEMPERATURE_BOUNDS` finds the global minimum, deterministically, in float64.
+    Only hold-out data goes in (float (H, C) logits, int64 (H,) labels). The NLL is unimodal in log T,
+    so a bounded Brent search on log T within :data:`TEMPERATURE_BOUNDS` finds the global minimum.
 
     Returns:
         T as a Python float (T > 1 softens over-confident predictions, T < 1 sharpens); T at a bound
@@ -144,18 +137,16 @@ def calibration_report(
 ) -> dict[str, Any]:
     """Calibration of one model on the test split, before and after temperature scaling.
 
-    The temperature is fitted on the hold-out split alone (:func:`fit_temperature`: float (H, C)
-    logits, int64 (H,) labels), then applied to the test logits float (N, C) (labels int64 (N,)).
-    ``threshold`` is the high-confidence threshold (``RunConfig.confidence_threshold``: a failure is a
-    wrong prediction with maximum probability strictly above it); ``n_bins`` the ECE bins.
+    The temperature is fitted on the hold-out logits float (H, C) / labels int64 (H,), then applied to
+    the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold,
+    ``n_bins`` the ECE bins.
 
     Returns:
         JSON-ready dict: ``temperature``, ``threshold``, ``n_bins``, ``num_test``, ``num_holdout``,
         ``before`` and ``after`` (each ``{"ece", "nll", "accuracy", "mean_confidence", "reliability"}``
         on the test split), ``holdout_nll_before`` / ``holdout_nll_after``, and
-        ``high_confidence_failures``: ``{"before": failures above the threshold before scaling,
-        "still_above_after": how many of those stay above it after scaling, "after": all failures
-        above it after scaling}`` (scaling keeps every prediction's class, so only confidences move).
+        ``high_confidence_failures``: ``{"before", "still_above_after", "after"}`` failure counts
+        (scaling keeps every prediction's class).
     """
     threshold = _check_threshold(threshold)
     n_bins = _check_positive_int(n_bins, "n_bins")
@@ -209,8 +200,7 @@ def calibrate_models(
     keyword arguments (``RunConfig.eval_options()``).
 
     Returns:
-        ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split to
-        fit a temperature on (the test split is never used for that).
+        ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split.
     """
     if holdout_labels.numel() == 0:
         return {"skipped": "the run has no hold-out split (holdout_per_class=0)"}

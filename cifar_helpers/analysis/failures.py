@@ -1,10 +1,7 @@
 """High-confidence failures: finding them, grouping them, and comparing two models on them.
 
 A *high-confidence failure* is a test image the model classifies wrongly with a maximum softmax
-probability strictly above a threshold (0.9 by default: a prediction at exactly 0.9 is not above it).
-Everything here takes plain tensors (probabilities ``(N, C)``, labels ``(N,)``), and everything that
-ends up in a run directory has a JSON-ready form (``failures.json``, ``summary.json``,
-``comparison.json``).
+probability strictly above a threshold (0.9 by default).
 """
 
 from __future__ import annotations
@@ -39,11 +36,8 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
-    """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU.
-
-    Probabilities are returned in float64 when given in float64, else in float32, so comparisons
-    with the threshold happen at the precision the caller computed them in.
-    """
+    """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU,
+    probabilities in float64 when given so, else float32."""
     num_images, num_classes = check_score_matrix(name, probs).shape
     labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
     probs = probs.detach().cpu()
@@ -152,9 +146,8 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     """The wrongly classified images whose maximum softmax probability is strictly above ``threshold``.
 
     ``probs`` float (N, C) softmax probabilities on any device, ``labels`` int64 (N,), ``threshold`` in
-    (0, 1), compared in the precision of ``probs`` (float32 unless float64 is given). Returns a
-    :class:`FailureSet` on the CPU, ranked by confidence, highest first (ties: lower index first);
-    it may be empty.
+    (0, 1), compared in the precision of ``probs``. Returns a possibly empty :class:`FailureSet` on the
+    CPU.
     """
     threshold = _check_threshold(threshold)
     probs, labels = _check_probs(probs, labels)
@@ -375,11 +368,8 @@ def compare_failures(
 ) -> FailureComparison:
     """Compare two models' predictions (float (N, C) softmax probabilities) on the same test images.
 
-    Each baseline failure is *fixed* (augmented model right), *kept (same)* (the same mistake, at any
-    confidence) or *kept (different)* (wrong with another class). *New* failures are augmented
-    high-confidence failures that were not baseline ones, including images the baseline got wrong at
-    low confidence. Each training accuracy given (in [0, 1]) yields a generalisation gap (train
-    accuracy - test accuracy).
+    Returns a :class:`FailureComparison`; each training accuracy given (in [0, 1]) yields a
+    generalisation gap (train accuracy - test accuracy).
     """
     base_probs, labels = _check_probs(baseline_probs, labels, name="baseline_probs")
     aug_probs, _ = _check_probs(augmented_probs, labels, name="augmented_probs")

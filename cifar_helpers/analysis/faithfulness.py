@@ -1,22 +1,13 @@
-"""Are the heatmaps faithful to the model? ROAD, a random-map floor, layers and explainers compared.
+"""Are the heatmaps faithful to the model? ROAD (Rong et al., ICML 2022), a random-map floor, layers
+and explainers compared.
 
-ROAD (Rong et al., ICML 2022) removes a fraction of the pixels, in the order a map ranks them, and
-measures how the target class's probability changes. Removed pixels are *imputed* from their
-neighbours (pytorch-grad-cam's ``NoisyLinearImputer``, the ROAD authors' code): scattered constant
-pixels are themselves out of distribution, so constant blanking destroys the prediction about as
-fast for random pixels as for the evidence (the confound of
-:func:`cifar_helpers.analysis.gradcam.deletion_curve`). *Most relevant first* (MoRF) removes the top
-``f`` of the map, and a faithful map makes the probability fall fast; *least relevant first* (LeRF)
-removes the bottom ``f``, and a faithful map leaves it nearly intact; *combined* is the mean over
-fractions of (LeRF change - MoRF change) / 2, as ``ROADCombined`` defines it: higher is more
-faithful, and a map unrelated to the model (the **random map** floor) scores 0 on average.
-
-Two things differ from ``ROADMostRelevantFirst`` / ``ROADLeastRelevantFirst``, both tested (on maps
-without ties the two agree exactly): *ties*: the library keeps the pixels strictly below a
-percentile, so a map whose lower part is flat (Grad-CAM's ReLU leaves many exact zeros) loses far
-more pixels than asked for; here exactly as many pixels are removed as on a map without ties, tied
-pixels ranked in a seeded random order. *Determinism*: the imputer's noise is drawn under a fixed
-seed per (order, fraction), leaving the caller's global generator untouched.
+ROAD removes the most (MoRF) or least (LeRF) relevant ``f`` of a map's pixels, imputed from their
+neighbours (pytorch-grad-cam's ``NoisyLinearImputer``: constant blanking is itself out of distribution),
+and measures the change in the target class's probability; *combined* is the mean over fractions of
+(LeRF change - MoRF change) / 2, as ``ROADCombined``: higher is more faithful, a random map scores 0 on
+average. Unlike the library, tied pixels (Grad-CAM's ReLU leaves many zeros) are ranked in a seeded
+random order, so exactly as many pixels go as on a map without ties, and the imputer's noise is seeded
+per (order, fraction), leaving the global generator untouched.
 """
 
 from __future__ import annotations
@@ -148,12 +139,9 @@ def road_change(
 ) -> Tensor:
     """Per image, the change in the target class's probability after ROAD removes ``fraction``.
 
-    The equivalent of ``ROADMostRelevantFirst(percentile=100 * (1 - fraction))`` (or
-    ``ROADLeastRelevantFirst``) with ``ClassifierOutputSoftmaxTarget`` under ``torch.manual_seed(seed)``,
-    with ties broken at random (see the module docstring). The model runs in eval mode (every
-    module's mode is restored); ``images`` are float (N, 3, H, W) normalised, ``target_classes``
-    int64 (N,), ``maps`` float (N, H, W); ``fraction`` and ``order`` as for :func:`keep_masks`;
-    ``seed`` seeds the tie-break and the imputer's noise.
+    ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,), ``maps`` float (N, H, W);
+    ``fraction`` and ``order`` as for :func:`keep_masks`; ``seed`` seeds the tie-break and the imputer's
+    noise. The model runs in eval mode (every module's mode is restored).
 
     Returns:
         float64 (N,) on the CPU: probability after minus probability before.
@@ -181,9 +169,8 @@ def road_curves(
 ) -> dict[str, Any]:
     """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
 
-    Arguments as for :func:`road_change`; ``fractions`` strictly increasing in (0, 1). Each (order,
-    fraction) uses its own seed derived from ``seed``, so one curve's noise does not depend on the
-    other fractions asked for.
+    Arguments as for :func:`road_change`; ``fractions`` strictly increasing in (0, 1), each (order,
+    fraction) seeded on its own so its noise does not depend on the other fractions.
 
     Returns:
         JSON-ready: ``num_images``; ``fractions``; per order (``most_relevant_first``,
@@ -217,7 +204,7 @@ def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
     return torch.rand((n, height, width), generator=torch.Generator().manual_seed(seed))
 
 
-def library_maps(
+def explainer_maps(
     model: nn.Module,
     images_uint8: Tensor,
     target_classes: Tensor,
@@ -226,16 +213,18 @@ def library_maps(
     layer: nn.Module | str | None = None,
     batch_size: int = 64,
 ) -> Tensor:
-    """Maps of one of pytorch-grad-cam's explainers (:data:`LIBRARY_EXPLAINERS`) for the target classes.
+    """Maps of any explainer in :data:`EXPLAINERS` (the project's Grad-CAM, or pytorch-grad-cam's) for
+    the target classes.
 
-    ``model`` (fp32) runs on its own device; every module's mode and the parameters' ``.grad`` are
-    restored afterwards (the library calls ``backward``). ``images_uint8`` uint8 (N, 3, H, W),
-    ``target_classes`` int64 (N,) (their logit is explained, as for Grad-CAM), ``layer`` as for
+    ``model`` (fp32) runs on its own device, its modes and ``.grad`` restored afterwards.
+    ``images_uint8`` uint8 (N, 3, H, W), ``target_classes`` int64 (N,) (the logit explained), ``layer`` as for
     :func:`cifar_helpers.analysis.gradcam.resolve_layer`, ``batch_size`` images per call.
 
     Returns:
         float32 (N, H, W) on the CPU, in [0, 1] (the library's min-max scaling).
     """
+    if method == GRADCAM:
+        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=batch_size)
     from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -265,62 +254,9 @@ def library_maps(
     return maps
 
 
-def explainer_maps(
-    model: nn.Module,
-    images_uint8: Tensor,
-    target_classes: Tensor,
-    method: str,
-    *,
-    layer: nn.Module | str | None = None,
-    batch_size: int = 64,
-) -> Tensor:
-    """Maps of any explainer in :data:`EXPLAINERS`: float32 (N, H, W) on the CPU, in [0, 1]."""
-    if method == GRADCAM:
-        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=batch_size)
-    return library_maps(model, images_uint8, target_classes, method, layer=layer, batch_size=batch_size)
-
-
 def map_key(method: str, layer: str) -> str:
     """How a (method, layer) pair is named in results: ``"gradcam@layer4"``."""
     return f"{method}@{layer}"
-
-
-def comparison_maps(
-    model: nn.Module,
-    images_uint8: Tensor,
-    target_classes: Tensor,
-    *,
-    layers: Sequence[str] = ("layer2", "layer3", "layer4"),
-    explainers: Sequence[str] = EXPLAINERS,
-    explainer_layer: str = "layer4",
-    seed: int = 0,
-) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """Every map notebook 03 compares: Grad-CAM at each of ``layers``, each of ``explainers`` (from
-    :data:`EXPLAINERS`) at ``explainer_layer``, and a random map seeded by ``seed``.
-
-    ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained.
-
-    Returns:
-        ``maps``: ``{"gradcam@layer2": (N, H, W), ..., "random": (N, H, W)}`` float32 on the CPU;
-        ``seconds``: the time each took.
-    """
-    images_uint8 = check_images("images_uint8", images_uint8)
-    unknown = [e for e in explainers if e not in EXPLAINERS]
-    if unknown:
-        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
-    n, _, height, width = images_uint8.shape
-    jobs = [(GRADCAM, layer) for layer in layers]
-    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
-    maps: dict[str, Tensor] = {}
-    seconds: dict[str, float] = {}
-    for method, layer in jobs:
-        start = time.perf_counter()
-        key = map_key(method, layer)
-        maps[key] = explainer_maps(model, images_uint8, target_classes, method, layer=layer)
-        seconds[key] = time.perf_counter() - start
-    maps[RANDOM] = random_maps(n, height, width, seed=seed)
-    seconds[RANDOM] = 0.0
-    return maps, seconds
 
 
 def road_table(
@@ -335,10 +271,9 @@ def road_table(
 ) -> dict[str, Any]:
     """ROAD curves (:func:`road_curves`) of several sets of maps of the same images, JSON-ready.
 
-    Every set is scored with the same seed, so their imputation noise is the same: differences
-    between rows come from the maps alone. ``images_uint8`` uint8 (N, 3, H, W); ``target_classes``
-    int64 (N,), the class tracked (the one explained); ``maps`` ``{name: float (N, H, W)}``, e.g. from
-    :func:`comparison_maps`.
+    Every set is scored with the same seed, so differences between rows come from the maps alone.
+    ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained;
+    ``maps`` ``{name: float (N, H, W)}``.
 
     Returns:
         ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
@@ -366,52 +301,6 @@ def best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
     return max(scored)[1] if scored else None
 
 
-def faithfulness_report(
-    model: nn.Module,
-    images_uint8: Tensor,
-    target_classes: Tensor,
-    *,
-    layers: Sequence[str],
-    explainers: Sequence[str],
-    explainer_layer: str,
-    fractions: Sequence[float],
-    seed: int = 0,
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Notebook 03's faithfulness section in one call: maps of every layer and explainer, scored by ROAD.
-
-    ``images_uint8`` uint8 (N, 3, H, W) are the failures' images (already subsampled),
-    ``target_classes`` int64 (N,) their predicted (wrong) class, the one explained and tracked;
-    ``layers``, ``explainers``, ``explainer_layer`` as for :func:`comparison_maps`; ``seed`` seeds the
-    random map, the tie-breaks and the imputation noise.
-
-    Returns:
-        ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
-        ``explainer_layer``, ``best_layer`` and ``best_explainer`` by combined score, ``map_seconds``)
-        and ``maps`` (``{name: float32 (N, H, W)}``, for figures).
-    """
-    maps, map_seconds = comparison_maps(
-        model,
-        images_uint8,
-        target_classes,
-        layers=layers,
-        explainers=explainers,
-        explainer_layer=explainer_layer,
-        seed=seed,
-    )
-    table = road_table(model, images_uint8, target_classes, maps, fractions=fractions, seed=seed)
-    best_layer = best_map(table, [map_key(GRADCAM, layer) for layer in layers])
-    best_explainer = best_map(table, [map_key(e, explainer_layer) for e in explainers])
-    table.update(
-        layers=list(layers),
-        explainers=list(explainers),
-        explainer_layer=explainer_layer,
-        best_layer=None if best_layer is None else best_layer.split("@", 1)[1],
-        best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],
-        map_seconds=map_seconds,
-    )
-    return table, maps
-
-
 ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
 
 
@@ -424,32 +313,50 @@ def failure_faithfulness(
     layers: Sequence[str] = ROAD_LAYERS,
     explainers: Sequence[str] = EXPLAINERS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Notebook 03: ROAD of every layer and explainer on the ``config.road_images`` most confident failures.
+    """Notebook 03's faithfulness section in one call: on the ``config.road_images`` most confident
+    failures, Grad-CAM at each of ``layers``, each of ``explainers`` (from :data:`EXPLAINERS`) at
+    ``config.gradcam_layer`` and a random map, scored by ROAD (:func:`road_table`).
 
-    ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` the output of
-    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures` (most confident first); ``config`` gives
-    ``road_images``, ``road_fractions``, ``gradcam_layer`` (where the explainers are compared) and
-    ``seed``; ``layers`` and ``explainers`` as for :func:`comparison_maps`.
+    ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` from
+    :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures`, whose ``predicted`` class is explained.
 
     Returns:
-        ``report``: :func:`faithfulness_report`'s, plus ``indices`` of the images scored and
-        ``num_failures`` (how many there were to choose from); ``maps``: ``indices``, ``predicted``
-        and ``maps`` ({name: (K, H, W)}), for figures.
+        ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
+        ``explainer_layer``, ``best_layer``, ``best_explainer``, ``map_seconds``, ``indices`` scored and
+        ``num_failures``); ``maps``: ``indices``, ``predicted`` and ``maps`` (``{"gradcam@layer2":
+        float32 (K, H, W), ..., "random"}``).
     """
     k = min(config.road_images, len(failure_maps["indices"]))
-    indices = failure_maps["indices"][:k]
-    targets = failure_maps["predicted"][:k]
-    report, maps = faithfulness_report(
-        model,
-        images_uint8[indices],
-        targets,
-        layers=layers,
-        explainers=explainers,
-        explainer_layer=config.gradcam_layer,
-        fractions=config.road_fractions,
-        seed=config.seed,
+    indices, targets = failure_maps["indices"][:k], failure_maps["predicted"][:k]
+    images = check_images("images_uint8", images_uint8[indices])
+    explainer_layer, seed = config.gradcam_layer, config.seed
+    unknown = [e for e in explainers if e not in EXPLAINERS]
+    if unknown:
+        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
+    jobs = [(GRADCAM, layer) for layer in layers]
+    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
+    maps: dict[str, Tensor] = {}
+    map_seconds: dict[str, float] = {}
+    for method, layer in jobs:
+        start = time.perf_counter()
+        key = map_key(method, layer)
+        maps[key] = explainer_maps(model, images, targets, method, layer=layer)
+        map_seconds[key] = time.perf_counter() - start
+    maps[RANDOM] = random_maps(k, *images.shape[2:], seed=seed)
+    map_seconds[RANDOM] = 0.0
+    report = road_table(model, images, targets, maps, fractions=config.road_fractions, seed=seed)
+    best_layer = best_map(report, [map_key(GRADCAM, layer) for layer in layers])
+    best_explainer = best_map(report, [map_key(e, explainer_layer) for e in explainers])
+    report.update(
+        layers=list(layers),
+        explainers=list(explainers),
+        explainer_layer=explainer_layer,
+        best_layer=None if best_layer is None else best_layer.split("@", 1)[1],
+        best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],
+        map_seconds=map_seconds,
+        indices=indices.tolist(),
+        num_failures=len(failure_maps["indices"]),
     )
-    report.update(indices=indices.tolist(), num_failures=len(failure_maps["indices"]))
     return report, {"indices": indices, "predicted": targets, "maps": maps}
 
 

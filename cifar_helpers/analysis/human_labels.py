@@ -1,17 +1,11 @@
 """Human labels for the CIFAR-10 test set: is a confident failure the model's fault, or the label's?
 
-Two public label sets (sources and licences: README.md, "Is it the model or the label?"), both
-indexed by the *original* CIFAR-10 test order: CIFAR-10H's ~50 human votes per test image
-(``cifar10h-counts.npy``), and Northcutt et al.'s 275 candidate label errors, each shown to 5
-workers (``cifar10_mturk.json``; the 54 verified errors are those where fewer than 3 of the 5 chose
-the given label), with the original test labels in order (``cifar10_test_set_original_labels.npy``).
-They apply only to the whole test set in that order: elsewhere :func:`human_labels_for_run` returns
-:class:`NotApplicable` with a one-line reason, which every report function passes through.
+CIFAR-10H's human votes and Northcutt et al.'s verified label errors (:data:`PUBLIC_FILES`; sources and
+licences: README.md) apply only to the whole test set in its original order: elsewhere
+:func:`human_labels_for_run` returns :class:`NotApplicable`, which every report function passes through.
 
-Every confident failure gets one category (:data:`CATEGORIES`): ``verified label error`` (the given
-label is wrong); else ``ambiguous`` when the CIFAR-10H share of the given label is below
-``RunConfig.ambiguity_threshold`` (default 0.8: more than one annotator in five chose another
-class; why 0.8: the README); else ``model error`` (humans agree with the label).
+Every confident failure gets one of :data:`CATEGORIES`: ``verified label error``; else ``ambiguous``
+when the human share of the given label is below ``RunConfig.ambiguity_threshold``; else ``model error``.
 """
 
 from __future__ import annotations
@@ -58,9 +52,8 @@ DEFAULT_AMBIGUITY_THRESHOLD = 0.8
 VERIFIED_ERROR_MAX_GIVEN_VOTES = 2
 MTURK_WORKERS = 5
 
-# Order check: each test image's mean intensity against the original test set's (see the resource's
-# note in README.md). JPEG re-encoding moves an image's mean by well under one grey level; the same
-# images shuffled within each class match in about 8 % of positions.
+# Order check: each test image's mean intensity against the original test set's (README.md). JPEG
+# re-encoding moves an image's mean by well under one grey level.
 ORDER_TOLERANCE_LEVELS = 4.0
 ORDER_MIN_MATCHING = 0.99
 _INTENSITY_RESOURCE = "cifar10_test_mean_intensity.npy"
@@ -151,10 +144,6 @@ class HumanLabels:
         """float64 (10000,): the human share of each image's given (original) label."""
         return self.shares.gather(1, self.original_labels[:, None])[:, 0]
 
-    def plurality_mask(self) -> Tensor:
-        """bool (10000, 10): the classes with the most human votes (several where votes tie)."""
-        return self.counts == self.counts.max(dim=1, keepdim=True).values
-
     def label_status(self, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD) -> Tensor:
         """int64 (10000,): index into :data:`LABEL_STATUSES` (label error, ambiguous, humans agree)."""
         threshold = _check_ambiguity_threshold(ambiguity_threshold)
@@ -164,22 +153,14 @@ class HumanLabels:
         return status
 
 
-def default_human_labels_dir() -> Path:
-    """``../shared/data/human-labels`` beside the project checkout (development machines and CI)."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / HUMAN_LABELS_SUBDIR
-
-
 def _has_all_files(folder: Path) -> bool:
     return all((folder / f.name).is_file() for f in PUBLIC_FILES)
 
 
 def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
-    """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT``, else the
-    shared folder beside the checkout when it holds all three files; None when there is none.
-
-    A configured folder or environment variable is returned even when files are missing (they are
-    downloaded into it); a folder that exists but is not a directory is refused.
-    """
+    """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT`` (either
+    returned even when files are missing), else the shared folder beside the checkout when it holds all
+    three files; None when there is none."""
     for candidate, origin in (
         (configured, "human_labels_dir"),
         (os.environ.get(HUMAN_LABELS_ENV) or None, f"${HUMAN_LABELS_ENV}"),
@@ -191,15 +172,13 @@ def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> P
                     f"{origin}={str(path)!r} is not a directory; give the folder of {COUNTS_FILE}"
                 )
             return path
-    shared = default_human_labels_dir()
+    # ../shared/data/human-labels beside the project checkout (development machines and CI)
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / HUMAN_LABELS_SUBDIR
     return shared if _has_all_files(shared) else None
 
 
 def download_human_labels(folder: str | os.PathLike[str], *, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
-    """Download the missing public files into ``folder``, each checked against its SHA-256.
-
-    A file is renamed into place only after its checksum matched, so a failed or refused download
-    leaves nothing behind; files already present are kept (:func:`load_human_labels` checks them).
+    """Download the missing public files into ``folder``, each written only after its SHA-256 matched.
 
     Raises:
         HumanLabelError: a downloaded file's checksum differs from the published one (refused).
@@ -279,10 +258,9 @@ def check_test_order(
 ) -> str | None:
     """None if the test set is the original one in the original order, else the reason.
 
-    The labels must equal the original sequence, and each image's mean pixel value must be within
-    :data:`ORDER_TOLERANCE_LEVELS` grey levels of the original image at that position for at least
-    :data:`ORDER_MIN_MATCHING` of the images: the same images shuffled within each class have their
-    labels still in order. ``test_labels`` int64 (N,), ``test_images`` uint8 (N, 3, H, W),
+    The labels must equal the original sequence and, for :data:`ORDER_MIN_MATCHING` of the images, the
+    mean pixel value that of the original image there (images shuffled within a class keep the label
+    order). ``test_labels`` int64 (N,), ``test_images`` uint8 (N, 3, H, W),
     ``original_labels`` int (N0,), ``reference_intensity`` (N0,) each original image's mean pixel value.
     """
     original_labels = torch.as_tensor(original_labels).long()
@@ -324,11 +302,8 @@ def applicability_without_files(data: CifarData) -> str | None:
 def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | NotApplicable:
     """The human labels for this run's test set, or :class:`NotApplicable` with the one-line reason.
 
-    Looks for the files (``config.human_labels_dir``, ``$CIFAR10H_ROOT``, the shared folder beside
-    the checkout), downloading any missing ones into that folder or, failing one, into
-    ``<data folder>/human-labels`` when ``config.download`` allows it. No network is not an error:
-    the run goes on without human labels and says so, as it does when a download or a local file
-    is refused (checksum). Then the order check (:func:`check_test_order`) decides whether they apply.
+    Files come from :func:`find_human_labels_dir` or ``<data folder>/human-labels``, missing ones
+    downloaded when ``config.download`` allows; no network or a refused file is a reason, not an error.
     """
     reason = applicability_without_files(data)
     if reason is not None:
@@ -401,15 +376,12 @@ def human_failure_report(
 
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``counts`` (per category among the
-        failures); ``base_counts`` (label status of all test images: label error, ambiguous, humans
-        agree); ``enrichment`` (per category: its share among failures over its share of the test
-        set, the "humans agree" share standing for model errors); ``accuracy`` against the given
-        labels and ``accuracy_vs_human_plurality`` (a prediction counts when it is among the classes
-        with most votes); ``spearman_confidence_vs_human_share`` (model confidence against the human
-        share of its prediction, all test images); ``spearman_given_prob_vs_human_share`` (the
-        model's probability of the given label against its human share); ``failures``: per failure,
-        in rank order, ``index``, ``category``, ``given_share``, ``predicted_share``,
-        ``human_plurality`` (the most voted class).
+        failures); ``base_counts`` (per :data:`LABEL_STATUSES`, all test images); ``enrichment`` (per
+        category: its share among failures over its share of the test set); ``accuracy`` and
+        ``accuracy_vs_human_plurality`` (ties: any most-voted class counts);
+        ``spearman_confidence_vs_human_share``; ``spearman_given_prob_vs_human_share``; ``failures``:
+        per failure, in rank order, ``index``, ``category``, ``given_share``, ``predicted_share``,
+        ``human_plurality``.
     """
     if isinstance(human, NotApplicable):
         return human.to_dict()
@@ -430,7 +402,7 @@ def human_failure_report(
         else None
         for c in CATEGORIES
     }
-    plurality = human.plurality_mask()
+    plurality = human.counts == human.counts.max(dim=1, keepdim=True).values  # several where votes tie
     given_share = shares.gather(1, labels[:, None])[:, 0]
     predicted_share = shares.gather(1, predicted[:, None])[:, 0]
     records = [
@@ -480,11 +452,9 @@ def comparison_by_category(
     ambiguity_threshold: float,
     classes: Sequence[str],
 ) -> dict[str, Any]:
-    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged (not
-    progress: the augmented model now agrees with a label humans verified to be wrong).
+    """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged.
 
-    ``comparison`` from :func:`cifar_helpers.analysis.failures.compare_failures`; ``augmented_probs``
-    float (10000, 10) the augmented model's test probabilities.
+    ``augmented_probs`` float (10000, 10) the augmented model's test probabilities.
 
     Returns:
         JSON-ready: ``applies``; ``ambiguity_threshold``; ``by_category`` ``{group: {category: count}}``
@@ -550,8 +520,7 @@ def calibration_against_humans(
 
     Returns:
         JSON-ready ``{"applies": True, "models": {model: {"temperature", "before", "after"}},
-        "human_entropy"}``: lower is more human-like; no model can go below ``human_entropy``, the
-        mean entropy of the human vote distributions themselves.
+        "human_entropy"}``: lower is more human-like, ``human_entropy`` the floor.
     """
     if isinstance(human, NotApplicable):
         return human.to_dict()

@@ -1,20 +1,12 @@
 """Is Grad-CAM telling us about the model? Two checks with known answers.
 
-1. **Model-parameter randomisation test** (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
-   The layers of a copy of the trained network are re-initialised cumulatively from the top
-   (``linear``, ``layer4`` ... ``layer1``, then the stem), and after each step the Grad-CAM maps of
-   the same images and target classes are compared with the trained model's by Spearman rank
-   correlation: maps that depend on what the network learned must decorrelate. The first step does
-   most of the damage (Grad-CAM's channel weights are, through the global average pool, the linear
-   head's row for the class), and the fall need not be monotonic after it: once ``layer4`` itself is
-   random its maps follow the image's edges, as random convolutions do.
-
-2. **Positive control for background confusion.** On generated images with known object masks, one
-   model is trained on data whose *training* backgrounds give the class away and one on data whose
-   do not. On test images with random backgrounds the first model's confident mistakes come from the
-   background, so Grad-CAM of its failures should put less of its mass on the object than the second
-   model's. If Grad-CAM cannot tell these two apart, it cannot diagnose "the model looks at the
-   background" on CIFAR-10 either.
+1. **Model-parameter randomisation test** (Adebayo et al., 2018): the layers of a copy of the trained
+   network are re-initialised cumulatively from the top, and each step's Grad-CAM maps are compared
+   with the trained model's by Spearman rank correlation; maps that depend on what was learned must
+   decorrelate.
+2. **Positive control for background confusion**: on generated images with known object masks, a model
+   trained where backgrounds give the class away should put less Grad-CAM mass on the object in its
+   failures than one trained where they do not.
 """
 
 from __future__ import annotations
@@ -62,8 +54,7 @@ TRAINED_STEP = "trained"  # step 0: nothing randomised (the trained maps against
 CONTROL_THRESHOLDS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
 # Failures each control model needs at the chosen threshold (why 50: background_positive_control).
 CONTROL_MIN_FAILURES = 50
-# Size of the control, the same in every profile (its own epochs, not the profile's): under a minute
-# on 1-2 CPU cores, and a clear gap.
+# Size of the control, the same in every profile (its own epochs, not the profile's).
 CONTROL_TRAIN_PER_CLASS = 100
 CONTROL_TEST_PER_CLASS = 100
 CONTROL_EPOCHS = 4
@@ -72,37 +63,11 @@ CONTROL_EXAMPLES = 8  # failures per model saved (image, mask, map) for figures
 EXAMPLES_NAME = "positive_control_examples.pt"
 
 
-def _check_model_modules(model: nn.Module) -> None:
-    names = dict(model.named_modules())
-    missing = [name for _, modules in RANDOMISATION_STEPS for name in modules if name not in names]
-    if missing:
-        raise ValueError(
-            f"model has no submodule(s) {', '.join(map(repr, missing))}; the randomisation test expects "
-            f"the CIFAR ResNet's {', '.join(n for _, m in RANDOMISATION_STEPS for n in m)}"
-        )
-
-
-def _reinitialise(module: nn.Module, seed: int, device: torch.device) -> None:
-    """Re-draw every parameter below ``module`` with its own ``reset_parameters``, under ``seed``.
-
-    The generator is forked, so the caller's global random state is left as it was; BatchNorm's reset
-    also forgets its running statistics, as a freshly built layer would have them.
-    """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for sub in module.modules():
-            reset = getattr(sub, "reset_parameters", None)
-            if callable(reset):
-                reset()
-
-
 def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between two stacks of float (N, H, W) maps of the same images.
 
-    Returns float64 (N,) in [-1, 1] (ties get average ranks); NaN where either map is constant (e.g.
-    an all-zero Grad-CAM map): a rank correlation is undefined there, and 0 would read "no evidence"
-    as "unrelated evidence".
+    Returns float64 (N,) in [-1, 1] (ties get average ranks); NaN where either map is constant (0
+    would read "no evidence" as "unrelated evidence").
     """
     if reference.shape != other.shape or reference.ndim != 3:
         raise ValueError(
@@ -124,8 +89,8 @@ def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Te
 def _nan_mean_std(values: torch.Tensor) -> tuple[float, float]:
     """Mean and population std (ddof 0: defined even for one image) of the non-NaN values, in float64.
 
-    Not torch.nanmean: it sums with the NaNs zeroed in place, a different summation order that in
-    about one case in six differs in the last bit, which would change positive_control.json.
+    Not torch.nanmean: its summation order differs in the last bit, which would change
+    positive_control.json.
     """
     values = values.to(torch.float64)
     valid = values[~torch.isnan(values)]
@@ -144,10 +109,9 @@ def cascading_randomisation_maps(
     """Grad-CAM maps of the trained model and of each cumulatively randomised copy (the model itself is
     left unchanged: a deep copy is randomised; step k re-initialises under ``seed + k``).
 
-    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``), the same
-    at every step, so once ``layer4`` is re-initialised the maps come from random weights there;
-    ``target_classes`` int64 (N,), None for the *trained* model's predictions at every step, so only the
-    weights change between steps; ``batch_size`` images per Grad-CAM pass (None: all at once).
+    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``);
+    ``target_classes`` int64 (N,), None for the *trained* model's predictions at every step;
+    ``batch_size`` images per Grad-CAM pass (None: all at once).
 
     Returns:
         ``(steps, maps, targets)``: step names (``"trained"`` first, then :data:`RANDOMISATION_STEPS`),
@@ -155,7 +119,12 @@ def cascading_randomisation_maps(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_model_modules(model)
+    missing = [n for _, names in RANDOMISATION_STEPS for n in names if n not in dict(model.named_modules())]
+    if missing:
+        raise ValueError(
+            f"model has no submodule(s) {', '.join(map(repr, missing))}; the randomisation test expects "
+            f"the CIFAR ResNet's {', '.join(n for _, m in RANDOMISATION_STEPS for n in m)}"
+        )
     images_normalised = _check_float_images(images_normalised, "images_normalised")
     if images_normalised.shape[0] == 0:
         raise ValueError(
@@ -173,8 +142,13 @@ def cascading_randomisation_maps(
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
     for k, (step, names) in enumerate(RANDOMISATION_STEPS, start=1):
+        # Forked so the caller's random state is left as it was; BatchNorm's reset clears its statistics.
         for name in names:
-            _reinitialise(modules[name], seed + k, device)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed + k)
+                for sub in modules[name].modules():
+                    if callable(getattr(sub, "reset_parameters", None)):
+                        sub.reset_parameters()
         steps.append(step)
         maps.append(grad_cam(randomised, images, target_classes, layer, batch_size=batch_size).cpu())
     return steps, torch.stack(maps), target_classes
@@ -189,10 +163,9 @@ def summarise_randomisation(
 
     Returns:
         JSON-ready ``{"steps": [...], "spearman_mean": [...], "spearman_std": [...],
-        "num_defined": [...], "num_images", "layer", "seed"}``, one entry per step, the first being
-        the trained model against itself (1.0 by construction; a check of the bookkeeping). Means
-        and standard deviations are over the images whose maps are both non-constant
-        (``num_defined``); NaN when there is none. The stress stage saves it as ``sanity.json``.
+        "num_defined": [...], "num_images", "layer", "seed"}``, one entry per step, the first the
+        trained model against itself; means and stds over the ``num_defined`` images whose maps are
+        both non-constant (NaN when none).
     """
     if maps.ndim != 4 or maps.shape[0] != len(steps):
         raise ValueError(f"maps must be (S, N, H, W) with S = {len(steps)} steps, got {tuple(maps.shape)}")
@@ -212,29 +185,23 @@ def summarise_randomisation(
 def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> dict[str, Any]:
     """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
 
-    Both use the smoke recipe (ResNet-18 of width 8, batch 25, fp32) with ``config``'s seed, device,
-    threads, Grad-CAM layer and confidence threshold, at a size that does not depend on the profile
-    (:data:`CONTROL_TRAIN_PER_CLASS`, :data:`CONTROL_TEST_PER_CLASS`, :data:`CONTROL_EPOCHS`); the
-    tied model's training images have their class's background with probability
-    :data:`CONTROL_CORRELATION`. Both are tested on the same generated images, whose backgrounds are
-    never tied. Their failures are taken at the highest of ``config.confidence_threshold`` and the
-    :data:`CONTROL_THRESHOLDS` below it at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest
-    otherwise): the few most confident failures of both are dominated by the confusion the generated
-    classes invite by design (square and diamond share hue and outline), whatever the background;
-    only over many failures do the tied model's background-driven mistakes show. Grad-CAM explains the
-    predicted class. ``out_dir`` receives the checkpoints (``tied/``, ``untied/``; finished ones are
-    reused) and ``positive_control_examples.pt`` (:data:`CONTROL_EXAMPLES` failures per model: image,
-    mask, map).
+    Both use the smoke recipe with ``config``'s seed, device, threads, Grad-CAM layer and confidence
+    threshold, at the fixed ``CONTROL_*`` sizes, and are tested on the same untied images. Failures are
+    taken at the highest of ``config.confidence_threshold`` and the :data:`CONTROL_THRESHOLDS` below it
+    at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest otherwise): the few most confident
+    failures are dominated by the square/diamond confusion the generated classes invite by design, and
+    only over many failures do the tied model's background-driven mistakes show. ``out_dir`` receives
+    the checkpoints (``tied/``, ``untied/``; finished ones are reused) and
+    ``positive_control_examples.pt``.
 
     Returns:
         JSON-ready dict (saved by the stress stage as ``positive_control.json``): ``correlation``,
-        ``threshold`` (used), ``thresholds_tried``, ``object_area_fraction`` (mean object area of the
-        test images: the mask share of a uniform map), ``tied`` and ``untied``, each
-        ``{"test_accuracy", "train_accuracy", "num_failures", "mask_share", "mask_share_std",
-        "pointing_game", "failure_object_area", "mask_share_all", "pointing_game_all", "road"}``
-        (``*_all`` over every test image), ``mask_share_gap`` and ``pointing_game_gap`` (untied minus
-        tied; positive when the control works), the sizes used, ``examples_file`` and ``seconds`` (wall
-        time; the only value that varies between runs).
+        ``threshold`` (used), ``thresholds_tried``, ``object_area_fraction`` (the mask share of a
+        uniform map), ``tied`` and ``untied``, each ``{"test_accuracy", "train_accuracy",
+        "num_failures", "mask_share", "mask_share_std", "pointing_game", "failure_object_area",
+        "mask_share_all", "pointing_game_all", "road"}`` (``*_all`` over every test image),
+        ``mask_share_gap`` and ``pointing_game_gap`` (untied minus tied), the sizes used,
+        ``examples_file`` and ``seconds``.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -345,6 +312,14 @@ def _explain_control(
     failures = find_high_confidence_failures(entry["probs"], test.test_labels, threshold)
     idx = failures.indices
     share_mean, share_std = _nan_mean_std(shares[idx])
+    # ROAD of the failures with their Grad-CAM, a random map, and the true object mask as a map: the mask
+    # ranks every object pixel above every background pixel, so its combined score says how much more
+    # the prediction rests on the object than on the background.
+    road = idx[: config.road_images]
+    road_images, fractions = test.test_images[road], config.road_fractions
+    k, _, height, width = road_images.shape
+    rows = {"gradcam": maps[road], "random": random_maps(k, height, width, seed=config.seed)}
+    rows["object"] = masks[road].float()
     summary = {
         "test_accuracy": entry["test_accuracy"],
         "train_accuracy": entry["train_accuracy"],
@@ -355,9 +330,7 @@ def _explain_control(
         "failure_object_area": float(masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
         "mask_share_all": _nan_mean_std(shares)[0],
         "pointing_game_all": float(hits.to(torch.float64).mean()),
-        "road": _control_road(
-            model, test.test_images[idx[: config.road_images]], predicted[idx], maps[idx], masks[idx], config
-        ),
+        "road": road_table(model, road_images, predicted[road], rows, fractions=fractions, seed=config.seed),
     }
     keep = idx[:CONTROL_EXAMPLES]
     example = {
@@ -370,29 +343,6 @@ def _explain_control(
         "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
     }
     return summary, example
-
-
-def _control_road(
-    model: nn.Module,
-    images: torch.Tensor,
-    predicted: torch.Tensor,
-    maps: torch.Tensor,
-    masks: torch.Tensor,
-    config: RunConfig,
-) -> dict[str, Any]:
-    """ROAD of one control model's failures: its Grad-CAM, a random map, and the true object mask as a map.
-
-    The object mask ranks every object pixel above every background pixel, so its combined score says
-    how much more the prediction rests on the object than on the background: high for a model that
-    looks at the object, low for one that reads the background.
-    """
-    k, _, height, width = images.shape
-    rows = {
-        "gradcam": maps[:k],
-        "random": random_maps(k, height, width, seed=config.seed),
-        "object": masks[:k].float(),
-    }
-    return road_table(model, images, predicted[:k], rows, fractions=config.road_fractions, seed=config.seed)
 
 
 def load_positive_control_examples(out_dir: str | Path) -> dict[str, Any]:

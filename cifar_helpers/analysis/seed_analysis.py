@@ -1,12 +1,7 @@
 """What seed replicates say: error bars on accuracy, the reseed noise floor, and failure stability.
 
-A replicate run trains the same recipe once per seed on the same data (``runs/<profile>/seed-<k>/``,
-see :mod:`cifar_helpers.workflow.replicates`). These functions take those runs' results and return
-JSON-ready dicts: accuracy over seeds (mean, sd, 95 % t-interval, the paired augmented - baseline
-difference with a paired t-test); the **noise floor** of fixed / kept / new
-(:func:`analysis.failures.compare_failures` between two *baseline* seeds, beside baseline ->
-augmented of one seed); **failure stability** (in how many seeds each test image fails, the
-Jaccard overlap of the seeds' failure sets, the failures that hold in at least half the seeds).
+These functions take the results of a replicate run (:mod:`cifar_helpers.workflow.replicates`) and
+return JSON-ready dicts.
 """
 
 from __future__ import annotations
@@ -119,8 +114,7 @@ def paired_difference(
 ) -> dict[str, Any]:
     """Per-seed ``augmented - baseline``: its mean, interval and a paired t-test (two-sided p-value).
 
-    The pairing removes what a seed does to both models alike (the same data subset, the same
-    initialisation stream), so the interval is narrower than the two accuracies' intervals suggest.
+    The pairing removes what a seed does to both models alike.
     """
     if len(baseline) != len(augmented):
         raise ValueError(
@@ -165,8 +159,7 @@ def noise_floor(results: Sequence[SeedResults]) -> dict[str, Any]:
     """fixed / kept / new between two baseline seeds, beside baseline -> augmented of the same seed.
 
     Returns ``{"reseed": [...], "augmentation": [...], "mean": {"reseed": {...}, "augmentation": {...}},
-    "excess": {...}}``: one row of counts per comparison, the mean counts of each kind and how much
-    augmentation's mean exceeds the reseed's (what a reseed alone does not explain).
+    "excess": {...}}``: counts per comparison, their means and augmentation's excess over the reseed's.
     """
     by_seed = {r.seed: r for r in results}
     rows = {
@@ -190,11 +183,6 @@ def _counts(first: SeedResults, model: str, second: SeedResults) -> dict[str, An
     """fixed / kept / new counts from ``first``'s baseline to ``second``'s ``model``, in a labelled row."""
     comparison = compare_failures(first.probs["baseline"], second.probs[model], first.labels, first.threshold)
     return {"from": f"baseline seed {first.seed}", "to": f"{model} seed {second.seed}", **comparison.counts()}
-
-
-def failure_sets(results: Sequence[SeedResults], model: str = "baseline") -> list[FailureSet]:
-    """Each seed's high-confidence failures of ``model``, at the seed's threshold."""
-    return [find_high_confidence_failures(r.probs[model], r.labels, r.threshold) for r in results]
 
 
 def failure_counts(failures: Sequence[FailureSet], num_images: int) -> Tensor:
@@ -233,15 +221,10 @@ def consistent_indices(counts: Tensor, num_seeds: int, share: float = CONSISTENT
     return torch.tensor(order, dtype=torch.int64)
 
 
-def one_seed_indices(counts: Tensor) -> Tensor:
-    """int64 indices of the images that fail in exactly one seed."""
-    return torch.nonzero(counts == 1).flatten()
-
-
 def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -> dict[str, Any]:
     """Per-image failure counts of ``model`` over seeds, their histogram, the Jaccard matrix and the
     consistent failures (JSON-ready)."""
-    sets = failure_sets(results, model)
+    sets = [find_high_confidence_failures(r.probs[model], r.labels, r.threshold) for r in results]
     num_seeds = len(results)
     counts = failure_counts(sets, len(results[0].labels))
     matrix = jaccard_matrix(sets)
@@ -259,7 +242,7 @@ def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -
         "consistent_min_seeds": consistent_min_seeds(num_seeds),
         "consistent": consistent.tolist(),
         "consistent_counts": counts[consistent].tolist(),
-        "one_seed": one_seed_indices(counts).tolist(),
+        "one_seed": torch.nonzero(counts == 1).flatten().tolist(),
         "counts": counts.tolist(),
     }
 

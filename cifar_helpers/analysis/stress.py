@@ -1,24 +1,13 @@
 """Corruption stress test: CIFAR-10-C-style corruptions generated on the fly, and accuracy under them.
 
-Hendrycks & Dietterich (2019, "Benchmarking Neural Network Robustness to Common Corruptions and
-Perturbations") publish CIFAR-10-C as fixed files; here the same kind of corruption is computed from
-the run's own uint8 test images, so any test subset (or the generated data set) can be stress-tested
-without a download, and the same seed always gives the same corrupted pixels.
-
-Six corruptions (:data:`CORRUPTION_PARAMETERS`), five severities each, with the per-severity
-parameters of the CIFAR-10-C generator (``make_cifar_c.py`` of the paper's repository); severity 0
-is the identity.
-
-Differences from the reference implementation, all deliberate: results are rounded to the nearest
-uint8 value (the reference truncates, which darkens every image by half a grey level on average);
-the blur kernel is truncated at 4 sigma as in ``skimage.filters.gaussian``; brightness is computed
-without the HSV round trip (adding to V and converting back scales R, G, B by V'/V, which is what
-is done here, vectorised; a black pixel becomes the grey V' = c). Pixelate reproduces PIL's box
-resampling (which the reference uses both ways) as two small matrices instead of calling PIL or
-OpenCV: OpenCV's INTER_AREA averages over exact pixel footprints and INTER_NEAREST maps with floor(),
-and with them a mild severity changes an image several times as much as the reference's does, so the
-published severities would no longer mean what they mean in CIFAR-10-C. JPEG uses ``cv2.imencode``
-(libjpeg, 4:2:0 chroma, like PIL's default).
+The corruptions of Hendrycks & Dietterich (2019) are computed from the run's own uint8 test images, with
+the per-severity parameters of their ``make_cifar_c.py`` (severity 0 is the identity), so any test subset
+can be stressed without a download and a seed always gives the same pixels. Deliberate differences from
+the reference: results are rounded, not truncated (truncation darkens by half a grey level); the blur
+kernel is truncated at 4 sigma as in ``skimage.filters.gaussian``; brightness scales R, G, B by V'/V
+instead of an HSV round trip (the same result); pixelate reproduces PIL's box resampling as two small
+matrices (OpenCV's INTER_AREA / INTER_NEAREST would change the meaning of the published severities);
+JPEG uses ``cv2.imencode`` (4:2:0 chroma, like PIL's default).
 """
 
 from __future__ import annotations
@@ -122,10 +111,8 @@ def _jpeg(images: torch.Tensor, quality: float, generator: torch.Generator) -> t
 def _box_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
     """PIL's BOX resampling along one axis as a matrix: float32 (size_out, size_in), rows summing to 1.
 
-    Follows Pillow's ``precompute_coeffs``: output pixel i is centred at (i + 0.5) * scale in input
-    coordinates, and averages the input pixels whose centres fall in a box of width max(scale, 1)
-    around it. The box is sampled at pixel centres, so a slight shrink (scale 32/30) mostly drops a
-    few rows and columns and an enlargement repeats them: the blocky look of pixelation.
+    Follows Pillow's ``precompute_coeffs``: output pixel i averages the input pixels whose centres fall
+    in a box of width max(scale, 1) centred at (i + 0.5) * scale.
     """
     scale = size_in / size_out
     filter_scale = max(scale, 1.0)
@@ -146,10 +133,8 @@ def _box_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
 def _box_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """PIL's BOX resize of float (N, C, H, W) whole grey levels -> float (N, C, height, width), rounded.
 
-    Not ``PIL.Image.resize(..., Image.Resampling.BOX)`` itself: Pillow works in fixed point and rounds
-    between its horizontal and vertical passes, so some pixelated pixels come out one grey level away
-    from these (never more, see tests/test_stress.py). Calling Pillow would change every saved stress
-    result for no gain.
+    Not Pillow itself: its fixed point puts some pixels one grey level away from these, and switching
+    would change every saved stress result for no gain.
     """
     rows = _box_resize_matrix(x.shape[2], height)
     cols = _box_resize_matrix(x.shape[3], width)
@@ -188,8 +173,8 @@ def _check_severity(severity: Any, allow_zero: bool = True) -> int:
 def corruption_seed(seed: int, name: str, severity: int) -> int:
     """The seed of one (corruption, severity) cell, derived from the run's ``seed``.
 
-    Independent of which other corruptions or severities are evaluated and in which order, so a cell
-    can be recomputed alone; stable across Python processes (CRC32, not ``hash``).
+    Independent of the other cells evaluated, so a cell can be recomputed alone; stable across Python
+    processes (CRC32, not ``hash``).
     """
     state = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8")), int(severity)])
     return int(state.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
@@ -201,8 +186,7 @@ def corrupt(
     """Apply corruption ``name`` (a key of :data:`CORRUPTIONS`) at ``severity`` (0: an unchanged copy,
     to 5) to uint8 (N, 3, H, W) RGB images on any device (processed on the CPU, returned on theirs).
 
-    ``generator``: a CPU ``torch.Generator`` (advanced by random corruptions) or an integer seed; None
-    means seed 0. Only ``gaussian_noise`` draws random numbers.
+    ``generator``: a CPU ``torch.Generator`` or an integer seed (None: 0), used by ``gaussian_noise``.
     """
     images = check_images("images", images)
     _check_corruption(name)
@@ -264,12 +248,10 @@ def run_stress_test(
 ) -> dict[str, Any]:
     """Accuracy of every model on the clean images and on every corruption x severity.
 
-    Each corrupted set is generated once and shown to every model, so the models are compared on the
-    same pixels; a cell's noise comes from :func:`corruption_seed` (``seed``, name, severity).
+    Every model sees the same corrupted pixels, a cell's noise seeded by :func:`corruption_seed`.
     ``models``: name -> trained model; ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (N,);
-    ``corruptions`` names from :data:`CORRUPTIONS` (None: all); ``severities`` each in 1..5;
-    ``batch_size``, ``device`` (None: the model's own), ``bf16``, ``fp16``, ``channels_last`` go to
-    :func:`cifar_helpers.core.evaluation.predict`.
+    ``corruptions`` names from :data:`CORRUPTIONS` (None: all); ``severities`` each in 1..5; the rest
+    go to :func:`cifar_helpers.core.evaluation.predict`.
 
     Returns:
         JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
@@ -280,8 +262,6 @@ def run_stress_test(
                                     "mean_accuracy", "absolute_drop", "relative_drop"}},
              "mean_corruption_accuracy": float,   # mean over every corruption x severity cell
              "absolute_drop": clean - mean, "relative_drop": (clean - mean) / clean, **shared}
-
-        Accuracies are fractions in [0, 1].
     """
     images = check_images("images", images)
     # as_tensor keeps accepting a list or NumPy array of labels; predict needs them as int64 (N,).
@@ -320,28 +300,25 @@ def run_stress_test(
         "num_images": int(images.shape[0]),
         "seed": int(seed),
     }
-    return {**shared, "models": {m: _model_result(*clean[m], cells[m], shared) for m in models}}
+    results = {}
+    for m, (clean_accuracy, clean_confidence) in clean.items():
+        for cell in cells[m].values():
+            cell["mean_accuracy"] = _mean(cell["accuracy"])
+            cell.update(_drops(clean_accuracy, cell["mean_accuracy"]))
+        mean = _mean([accuracy for cell in cells[m].values() for accuracy in cell["accuracy"]])
+        # Each model's entry is complete on its own: it repeats the shared keys.
+        results[m] = {
+            "clean_accuracy": clean_accuracy,
+            "clean_mean_confidence": clean_confidence,
+            "corruptions": cells[m],
+            "mean_corruption_accuracy": mean,
+            **_drops(clean_accuracy, mean),
+            **shared,
+        }
+    return {**shared, "models": results}
 
 
 def _drops(clean: float, corrupted: float) -> dict[str, float]:
     """The accuracy lost to corruption, absolute and as a share of the clean accuracy."""
     drop = clean - corrupted
     return {"absolute_drop": drop, "relative_drop": drop / clean if clean > 0 else math.nan}
-
-
-def _model_result(
-    clean_accuracy: float, clean_confidence: float, cells: dict[str, Any], shared: dict[str, Any]
-) -> dict[str, Any]:
-    """One model's :func:`run_stress_test` entry, complete on its own (it repeats the shared keys)."""
-    for cell in cells.values():
-        cell["mean_accuracy"] = _mean(cell["accuracy"])
-        cell.update(_drops(clean_accuracy, cell["mean_accuracy"]))
-    mean = _mean([accuracy for cell in cells.values() for accuracy in cell["accuracy"]])
-    return {
-        "clean_accuracy": clean_accuracy,
-        "clean_mean_confidence": clean_confidence,
-        "corruptions": cells,
-        "mean_corruption_accuracy": mean,
-        **_drops(clean_accuracy, mean),
-        **shared,
-    }

@@ -1,12 +1,8 @@
 """Input checks shared by the library's entry points: one definition per kind of input.
 
-Every check takes the argument's name first and says in its message what is accepted, so a caller
-several calls away from the mistake can still find it. This module imports nothing from the package
-(it is a leaf), so any module can use it without an import cycle.
-
-Exception types keep the callers' public contract: a non-tensor raises ``TypeError``; a uint8 image
-batch or its int64 labels of the wrong dtype or shape raise ``ValueError``; a score matrix or class
-indices of the wrong kind of dtype raise ``TypeError``, of the wrong shape or values ``ValueError``.
+Every check takes the argument's name first and says in its message what is accepted. A non-tensor
+raises ``TypeError``; a wrong dtype, shape or value ``ValueError``, except a score matrix or class indices
+of the wrong kind of dtype: ``TypeError``.
 """
 
 from __future__ import annotations
@@ -17,8 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# Softmax outputs in float32 sum to 1 within ~1e-6; this tolerance still rejects logits or
-# unnormalised scores passed by mistake, which is the error it exists to catch.
+# Loose enough for float32 softmax rows, tight enough to reject logits passed by mistake.
 ROW_SUM_TOLERANCE = 1e-3
 
 
@@ -30,12 +25,7 @@ def model_device(model: nn.Module, default: torch.device | None = None) -> torch
 
 
 def check_images(name: str, images: Any) -> Tensor:
-    """``images`` unchanged if it is an image batch as the project stores them: uint8 (N, 3, H, W), RGB.
-
-    Raises:
-        TypeError: not a tensor.
-        ValueError: a tensor of another dtype, dimensionality or channel count.
-    """
+    """``images`` unchanged if it is an image batch as the project stores them: uint8 (N, 3, H, W), RGB."""
     if not isinstance(images, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of uint8 (N, 3, H, W), got {type(images).__name__}")
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -51,10 +41,6 @@ def check_labels(
 ) -> Tensor:
     """``labels`` unchanged if they are the labels of ``num_images`` images as stored: int64 (N,), and
     with ``num_classes`` given, each in [0, num_classes). ``images_name`` names the images in messages.
-
-    Raises:
-        TypeError: not a tensor.
-        ValueError: another dtype or shape, or a label outside [0, num_classes).
     """
     if not isinstance(labels, Tensor):
         raise TypeError(
@@ -77,11 +63,8 @@ def check_labels(
 def check_images_and_labels(
     images: Any, labels: Any, num_classes: int | None = None, *, prefix: str = ""
 ) -> tuple[Tensor, Tensor]:
-    """:func:`check_images` and :func:`check_labels` on uint8 (N, 3, H, W) images and int64 (N,) labels.
-
-    ``prefix`` names them ``{prefix}_images`` and ``{prefix}_labels`` in messages (e.g. ``"train"``);
-    empty: ``images`` and ``labels``. Returns ``(images, labels)`` unchanged.
-    """
+    """:func:`check_images` and :func:`check_labels` on uint8 (N, 3, H, W) images and int64 (N,) labels,
+    returned unchanged; ``prefix`` (e.g. ``"train"``) names them ``{prefix}_images`` in messages."""
     images_name, labels_name = (f"{prefix}_images", f"{prefix}_labels") if prefix else ("images", "labels")
     images = check_images(images_name, images)
     labels = check_labels(labels_name, labels, images.shape[0], num_classes, images_name=images_name)
@@ -91,10 +74,6 @@ def check_images_and_labels(
 def check_score_matrix(name: str, scores: Any) -> Tensor:
     """``scores`` unchanged if it is a per-class score matrix (logits or probabilities): float (N, C),
     N >= 1, C >= 2. Only type and shape are checked; :func:`check_probabilities` checks values too.
-
-    Raises:
-        TypeError: not a tensor, or not floating point.
-        ValueError: not 2-D, fewer than 2 columns, or no rows.
     """
     if not isinstance(scores, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C), got {type(scores).__name__}")
@@ -111,11 +90,8 @@ def check_score_matrix(name: str, scores: Any) -> Tensor:
 
 def check_probabilities(name: str, probs: Any) -> Tensor:
     """``probs`` unchanged if it holds softmax probabilities: float (N, C) as :func:`check_score_matrix`,
-    finite, in [0, 1], each row summing to 1 within :data:`ROW_SUM_TOLERANCE` (summed in float64).
-
-    Raises:
-        TypeError, ValueError: as :func:`check_score_matrix`; ValueError for values that are not
-        probabilities (the usual cause: logits passed instead of ``logits.softmax(dim=1)``).
+    finite, in [0, 1], each row summing to 1 within :data:`ROW_SUM_TOLERANCE` (summed in float64);
+    ValueError for values that are not (the usual cause: logits passed instead of their softmax).
     """
     probs = check_score_matrix(name, probs)
     if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
@@ -136,10 +112,6 @@ def check_class_indices(name: str, labels: Any, num_rows: int, num_classes: int,
 
     ``labels`` may have any integer dtype; each must lie in [0, C). ``rows_name`` names what they
     must match in messages (e.g. ``"probs"``).
-
-    Raises:
-        TypeError: not a tensor, or not an integer dtype.
-        ValueError: not (N,), or a class outside [0, C).
     """
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
@@ -163,11 +135,8 @@ def check_class_indices(name: str, labels: Any, num_rows: int, num_classes: int,
 
 def check_target_classes(name: str, target_classes: Any, n: int) -> Tensor:
     """The class to explain for each of ``n`` images: one int for all, or an integer (n,) tensor;
-    returned as int64 (n,) on the CPU.
-
-    Raises:
-        TypeError: a bool, a float or bool tensor, or anything else that is not an int or a tensor.
-        ValueError: a tensor not of shape (n,), or a negative class.
+    returned as int64 (n,) on the CPU. TypeError for a bool, a float or bool tensor or anything else;
+    ValueError for a tensor not of shape (n,) or a negative class.
     """
     if isinstance(target_classes, bool):
         raise TypeError(f"{name} must be an int or an int64 tensor (N,), got a bool")
@@ -186,16 +155,3 @@ def check_target_classes(name: str, target_classes: Any, n: int) -> Tensor:
     if n and targets.min() < 0:
         raise ValueError(f"{name} must be non-negative class indices, got {int(targets.min())}")
     return targets
-
-
-__all__ = [
-    "ROW_SUM_TOLERANCE",
-    "check_class_indices",
-    "check_images",
-    "check_images_and_labels",
-    "check_labels",
-    "check_probabilities",
-    "check_score_matrix",
-    "check_target_classes",
-    "model_device",
-]

@@ -1,9 +1,7 @@
 """ResNet-18 for 32x32 images, after kuangliu/pytorch-cifar.
 
-The CIFAR variant differs from the ImageNet one in its stem: a single 3x3 convolution at stride 1 and
-no max-pool, so a 32x32 image reaches ``layer4`` as a 4x4 map instead of vanishing to 1x1.
-``width`` scales every stage (64 gives the standard 11,173,962-parameter network) so CPU profiles
-can train a narrower copy of the same architecture.
+Its stem is a single 3x3 convolution at stride 1 without max-pool, so a 32x32 image reaches ``layer4``
+as a 4x4 map; ``width`` scales every stage (64 is the standard network).
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ from torch import nn
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (He et al., 2016)."""
-
-    expansion = 1
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -38,34 +34,28 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A CIFAR ResNet: 3x3 stem, four stages of BasicBlocks, global average pool, linear head.
+    """The CIFAR ResNet-18: 3x3 stem, four stages of two BasicBlocks, global average pool, linear head.
 
     Input: float tensor (N, 3, 32, 32), normalised. Output: logits (N, num_classes).
     The stages are named ``layer1`` .. ``layer4``; ``layer4`` is the last convolutional stage and the
     default Grad-CAM layer.
     """
 
-    def __init__(self, blocks: tuple[int, int, int, int], num_classes: int = 10, width: int = 64) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 64) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be a positive integer, got {width!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
-        self.width = width
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        planes = [width, 2 * width, 4 * width, 8 * width]
-        strides = [1, 2, 2, 2]
-        in_planes = width
-        stages = []
-        for n_blocks, p, s in zip(blocks, planes, strides, strict=True):
-            layers = []
-            for stride in [s] + [1] * (n_blocks - 1):
-                layers.append(BasicBlock(in_planes, p, stride))
-                in_planes = p
-            stages.append(nn.Sequential(*layers))
+        # Each stage doubles the channels and halves the resolution, except the first.
+        stages = [
+            nn.Sequential(BasicBlock(max(p // 2, width), p, 1 if p == width else 2), BasicBlock(p, p))
+            for p in (width, 2 * width, 4 * width, 8 * width)
+        ]
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.linear = nn.Linear(in_planes, num_classes)
+        self.linear = nn.Linear(8 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -78,10 +68,9 @@ def resnet18(num_classes: int = 10, width: int = 64, zero_init_residual: bool = 
     """The CIFAR ResNet-18 (BasicBlock [2, 2, 2, 2]); 11,173,962 parameters at width 64.
 
     With ``zero_init_residual`` the last BatchNorm of every block starts with scale 0, so each block
-    begins as its shortcut and the network as a shallow one that deepens as it trains (Goyal et al.,
-    2017, "Accurate, Large Minibatch SGD"); short training schedules gain from it.
+    begins as its shortcut (Goyal et al., 2017).
     """
-    model = ResNet((2, 2, 2, 2), num_classes=num_classes, width=width)
+    model = ResNet(num_classes=num_classes, width=width)
     if zero_init_residual:
         for module in model.modules():
             if isinstance(module, BasicBlock):

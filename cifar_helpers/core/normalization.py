@@ -1,9 +1,4 @@
-"""Turning uint8 images into the network's input.
-
-Images are stored as uint8 (N, 3, 32, 32) everywhere in the project (a quarter of float32's memory,
-and exactly what the files hold); they are converted to normalised floats only on the device, one
-batch at a time, just before the forward pass.
-"""
+"""Turning uint8 images into the network's input, on the device, one batch at a time."""
 
 from __future__ import annotations
 
@@ -14,12 +9,6 @@ CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
 
-def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(CIFAR10_MEAN, device=like.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=like.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return mean, std
-
-
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, 3, H, W) in [0, 255] -> float32 (N, 3, H, W), zero mean, unit variance.
 
@@ -27,5 +16,6 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     """
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
-    mean, std = _stats(images)
+    mean = torch.tensor(CIFAR10_MEAN, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
     return (images.float().div_(255.0) - mean) / std

@@ -4,12 +4,11 @@ The recipe is the assignment's: SGD with Nesterov momentum and weight decay, a l
 rises linearly from ``lr / 10`` to ``lr`` over ``warmup_epochs`` and then follows a cosine to zero,
 updated every step, and an optional label-smoothed cross-entropy.
 
-The data never goes through a DataLoader. The uint8 images are moved to the training device once;
-every epoch draws a seeded permutation, and each batch is gathered, augmented as a whole
-(:func:`cifar_helpers.core.augment.random_crop_flip`), normalised and cast there. Every source of
-randomness is a ``torch.Generator`` seeded from ``config.seed`` and saved in the checkpoint, so an
-interrupted run resumed from its last checkpoint ends with the same weights, bit for bit, as one that
-was never interrupted (on the CPU, same machine and thread count).
+No DataLoader: the uint8 images move to the training device once; each epoch draws a seeded
+permutation, and each batch is gathered, augmented as a whole, normalised and cast there. Every source
+of randomness is a ``torch.Generator`` seeded from ``config.seed`` and saved in the checkpoint, so a
+run resumed from its last checkpoint ends with the same weights, bit for bit, as an uninterrupted one
+(on the CPU, same machine and thread count).
 
 Batches: ``ceil(N / batch_size)`` per epoch; the last, smaller batch is kept unless it would hold a
 single image, which is then skipped for that epoch (BatchNorm cannot normalise a batch of one, and
@@ -23,10 +22,9 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +34,7 @@ from tqdm.auto import tqdm
 
 from cifar_helpers.core.augment import random_crop_flip
 from cifar_helpers.core.checks import check_images_and_labels
+from cifar_helpers.core.data import CifarData
 from cifar_helpers.core.evaluation import (
     accuracy,
     confusion_matrix,
@@ -98,26 +97,12 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became inf or nan; the checkpoint of the last finished epoch is kept."""
 
 
-class CifarDataLike(Protocol):
-    """What :func:`run_training_stage` needs from a dataset (``cifar_helpers.core.data.CifarData`` fits)."""
-
-    train_images: torch.Tensor  # uint8 (N, 3, 32, 32)
-    train_labels: torch.Tensor  # int64 (N,)
-    test_images: torch.Tensor  # uint8 (M, 3, 32, 32)
-    test_labels: torch.Tensor  # int64 (M,)
-    classes: Sequence[str]
-
-
 @dataclass
 class TrainResult:
-    """What :func:`train_model` and :func:`run_training_stage` return.
-
-    Attributes:
-        model: the trained network, on the training device, in eval mode.
-        history: one dict per finished epoch (see :func:`train_model`).
-        checkpoint_path: the checkpoint of the last finished epoch (``history.json`` lies beside it).
-        train_seconds: total time spent in training steps over all epochs, resumed ones included
-            (test-set evaluation excluded).
+    """What :func:`train_model` and :func:`run_training_stage` return: the trained network (training
+    device, eval mode), one history dict per finished epoch (see :func:`train_model`), the last
+    finished epoch's checkpoint (``history.json`` beside it) and the seconds spent in training steps
+    over all epochs, resumed ones included.
     """
 
     model: nn.Module
@@ -126,16 +111,11 @@ class TrainResult:
     train_seconds: float
 
 
-# --- model and schedule ---------------------------------------------------------------------------
-
-
 def build_model(config: RunConfig, num_classes: int = 10, device: torch.device | None = None) -> nn.Module:
-    """ResNet-18 of ``config.width``, initialised from ``config.seed``, on ``device`` (None: the
-    training device, ``config.resolved_device()``).
-
-    The weights are drawn on the CPU under a private RNG seeded with ``config.seed`` (torch's global
-    generator is left untouched), so the baseline and augmented stages, and CPU and GPU runs, start
-    from the same initial weights. The model is channels-last when ``config.use_channels_last()``.
+    """ResNet-18 of ``config.width`` on ``device`` (None: ``config.resolved_device()``), channels-last
+    when ``config.use_channels_last()``. The weights are drawn on the CPU under a private RNG seeded
+    with ``config.seed`` (torch's global generator is left untouched), so both training stages, and CPU
+    and GPU runs, start from the same initial weights.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -156,39 +136,27 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
     return full + (1 if rest >= 2 else 0)
 
 
-def images_per_epoch(num_images: int, batch_size: int) -> int:
-    """Images actually trained on per epoch (``num_images``, less one when the last batch would be 1)."""
-    return num_images - (1 if num_images % batch_size == 1 else 0)
-
-
-def lr_at_step(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
-    """Learning rate of optimizer step ``step`` (0-based).
-
-    Linear from ``peak_lr * 0.1`` at step 0 to ``peak_lr`` at step ``warmup_steps``, then a half
-    cosine from ``peak_lr`` down towards 0, reaching ``peak_lr * (1 + cos(pi * (D - 1) / D)) / 2``
-    (about ``peak_lr * 2.5 / D**2``) at the last step, where ``D = total_steps - warmup_steps``.
-    """
-    if not 0 <= step < total_steps:
-        raise ValueError(f"step must be in [0, {total_steps}), got {step}")
-    if step < warmup_steps:
-        return peak_lr * (WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * step / warmup_steps)
-    progress = (step - warmup_steps) / (total_steps - warmup_steps)
-    return 0.5 * peak_lr * (1.0 + math.cos(math.pi * progress))
-
-
 def learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
-    """The learning rate of every optimizer step of a run, in order (length ``epochs * steps``)."""
+    """The learning rate of every optimizer step of a run, in order (length ``epochs * steps``).
+
+    Linear from ``lr * 0.1`` at step 0 to ``lr`` at step ``W`` (``warmup_epochs`` worth of steps),
+    then a half cosine from ``lr`` down towards 0, reaching ``lr * (1 + cos(pi * (D - 1) / D)) / 2``
+    at the last step, where ``D`` is the number of steps after the warm-up.
+    """
     steps = steps_per_epoch(num_train_images, config.batch_size)
     total = steps * config.epochs
-    warmup = min(round(config.warmup_epochs * steps), total)
-    return [lr_at_step(s, total, warmup, config.lr) for s in range(total)]
+    warmup, lr = min(round(config.warmup_epochs * steps), total), config.lr
+    return [
+        lr * (WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * s / warmup)
+        if s < warmup
+        else 0.5 * lr * (1.0 + math.cos(math.pi * ((s - warmup) / (total - warmup))))
+        for s in range(total)
+    ]
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.SGD:
-    """SGD with (Nesterov) momentum and weight decay on every parameter, as in the reference recipe.
-
-    Nesterov needs a non-zero momentum, so it is only switched on when ``config.momentum > 0``.
-    """
+    """SGD with momentum and weight decay on every parameter, as in the reference recipe; Nesterov when
+    ``config.nesterov`` and ``config.momentum > 0`` (Nesterov needs a non-zero momentum)."""
     return torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -196,9 +164,6 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.SGD:
         nesterov=config.nesterov and config.momentum > 0,
         weight_decay=config.weight_decay,
     )
-
-
-# --- checkpoints ------------------------------------------------------------------------------------
 
 
 def _stream_seed(seed: int, stream: str) -> int:
@@ -221,12 +186,8 @@ def _fingerprint(*tensors: torch.Tensor) -> str:
 def _run_facts(augment: bool, num_classes: int, *data: torch.Tensor) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it besides :data:`TRAINING_KEYS`;
     ``data`` is the training images and labels, then the test images and labels."""
-    return {
-        "augment": bool(augment),
-        "num_classes": num_classes,
-        "train_data": _fingerprint(*data[:2]),
-        "test_data": _fingerprint(*data[2:]),
-    }
+    train, test = _fingerprint(*data[:2]), _fingerprint(*data[2:])
+    return {"augment": bool(augment), "num_classes": num_classes, "train_data": train, "test_data": test}
 
 
 def check_checkpoint_compatible(
@@ -281,17 +242,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _history_document(
-    config: RunConfig, history: list[dict[str, Any]], environment: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "complete": len(history) == config.epochs,
-        "epochs": history,
-        "config": config.to_dict(),
-        "environment": environment,
-    }
-
-
 @dataclass
 class _TrainingState:
     """Everything one training run changes as it goes, and what a checkpoint restores."""
@@ -302,7 +252,6 @@ class _TrainingState:
     scaler: torch.amp.GradScaler | None
     schedule: list[float]  # the learning rate of every step of the run
     device: torch.device
-    precision: str
     memory_format: torch.memory_format
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -330,7 +279,6 @@ def _new_state(config: RunConfig, num_classes: int, schedule: list[float]) -> _T
         scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
         schedule=schedule,
         device=device,
-        precision=precision,
         memory_format=torch.channels_last if config.use_channels_last() else torch.contiguous_format,
     )
 
@@ -364,10 +312,9 @@ def _stop_if_diverged(
     (0-based, ``steps`` steps) had a non-finite loss. Nothing of the diverged epoch is saved."""
     if first_bad < 0:
         return
-    history = state.history
     kept = (
-        f"the checkpoint of epoch {len(history)} in {checkpoint_path} is kept"
-        if history and checkpoint_path.exists()
+        f"the checkpoint of epoch {len(state.history)} in {checkpoint_path} is kept"
+        if state.history and checkpoint_path.exists()
         else "no checkpoint was written"
     )
     # Every epoch has the same number of steps, so this one began at step epoch * steps.
@@ -411,8 +358,7 @@ def _train_one_epoch(
     seen = 0
     for i in range(steps):
         index = order[i * batch_size : (i + 1) * batch_size]
-        images = x_train[index]
-        labels = y_train[index]
+        images, labels = x_train[index], y_train[index]
         if augment:
             images = random_crop_flip(
                 images, padding=config.crop_padding, flip=config.flip, generator=state.generators["augment"]
@@ -500,9 +446,6 @@ def _use_step(
     state.train_step = choice.record(config.batch_size)
 
 
-# --- training ---------------------------------------------------------------------------------------
-
-
 def train_model(
     config: RunConfig,
     train_images: torch.Tensor,
@@ -519,24 +462,14 @@ def train_model(
 ) -> TrainResult:
     """Train ResNet-18 with the configured recipe, checkpointing every epoch into ``out_dir``.
 
-    When ``config.num_threads`` is set, ``torch.set_num_threads`` is called with it (process-wide).
-
-    Args:
-        config: the run configuration (recipe, width, seed, device, precision, threads).
-        train_images: uint8 (N, 3, 32, 32), on any device; moved to the training device once.
-        train_labels: int64 (N,).
-        test_images: uint8 (M, 3, 32, 32), evaluated after every epoch.
-        test_labels: int64 (M,).
-        out_dir: where ``checkpoint.pt`` and ``history.json`` are written (atomically) after every epoch.
-        augment: apply ``random_crop_flip(padding=config.crop_padding, flip=config.flip)`` to every
-            training batch; without it the network sees exactly the normalised training images.
-        num_classes: output classes of the network.
-        progress: show a tqdm progress bar per epoch with the running loss and accuracy.
-        resume: continue from ``out_dir/checkpoint.pt`` when it exists (a checkpoint written with
-            different training settings or data raises :class:`CheckpointMismatchError`). With
-            ``resume=False`` an existing checkpoint is ignored and overwritten after the first epoch.
-        stop_after_epoch: stop once this many epochs are finished (for interrupting a run on purpose);
-            ``None`` trains all ``config.epochs``.
+    The training images uint8 (N, 3, 32, 32) and labels int64 (N,), on any device, move to the
+    training device once; the test images (M, 3, 32, 32) and labels (M,) are evaluated after every
+    epoch. ``augment`` applies ``random_crop_flip(padding=config.crop_padding, flip=config.flip)`` to
+    every training batch. With ``resume`` a run continues from ``out_dir/checkpoint.pt`` when it exists
+    (one written with other training settings or data raises :class:`CheckpointMismatchError`);
+    without, an existing checkpoint is overwritten after the first epoch. ``stop_after_epoch`` stops
+    once that many epochs are finished (to interrupt a run on purpose). ``progress`` shows a bar per
+    epoch; ``config.num_threads``, when set, goes to ``torch.set_num_threads`` (process-wide).
 
     Returns:
         :class:`TrainResult`. Each history entry is ``{"epoch" (1-based), "train_loss", "train_acc"``
@@ -561,7 +494,7 @@ def train_model(
     saved_step = None
     if resume and checkpoint_path.exists():
         saved_step = _resume(state, checkpoint_path, config, run_facts, steps)
-    device = state.device
+    device, precision = state.device, config.resolved_precision()
     x_train, y_train = train_images.to(device), train_labels.to(device)
     x_test, y_test = test_images.to(device), test_labels.to(device)
     last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
@@ -570,14 +503,18 @@ def train_model(
     environment = {
         **environment_report(),
         "device": str(device),
-        "precision": state.precision,
-        "bf16": state.precision == "bf16",
+        "precision": precision,
+        "bf16": precision == "bf16",
         "channels_last": state.memory_format == torch.channels_last,
         "train_step": {**state.train_step, "steps_per_epoch": steps},
     }
+
+    def save_history() -> None:
+        document = {"complete": len(state.history) == config.epochs, "epochs": state.history}
+        save_json(history_path, {**document, "config": config.to_dict(), "environment": environment})
+
     if planned > 0 and not state.history:
-        # Before the first epoch ends, the progress display reads the measured step rate from here.
-        save_json(history_path, _history_document(config, state.history, environment))
+        save_history()  # before the first epoch ends, the progress display reads the measured step rate
 
     for epoch in range(len(state.history), last_epoch):
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
@@ -598,18 +535,14 @@ def train_model(
         bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}", test_acc=f"{entry['test_acc']:.4f}")
         bar.close()
         _save_checkpoint(state, config, run_facts, epoch + 1, checkpoint_path)
-        save_json(history_path, _history_document(config, state.history, environment))
+        save_history()
 
     if not history_path.exists():
         # A run that was finished before this call still gets a history.json beside its checkpoint.
-        save_json(history_path, _history_document(config, state.history, environment))
+        save_history()
     state.model.eval()
-    return TrainResult(
-        model=state.model,
-        history=state.history,
-        checkpoint_path=checkpoint_path,
-        train_seconds=float(sum(h["seconds"] for h in state.history)),
-    )
+    seconds = float(sum(h["seconds"] for h in state.history))
+    return TrainResult(state.model, state.history, checkpoint_path, seconds)
 
 
 def load_trained_model(
@@ -617,11 +550,9 @@ def load_trained_model(
 ) -> nn.Module:
     """The network saved in a :func:`train_model` checkpoint, rebuilt from its configuration, eval mode.
 
-    Args:
-        checkpoint_path: a ``checkpoint.pt`` written by :func:`train_model`.
-        device: where to put the model; ``None`` uses the checkpoint configuration's device when this
-            machine has it (``auto`` resolves to cuda or cpu here), else the CPU. The model is
-            channels-last when the checkpoint's configuration uses channels-last here.
+    ``device=None`` uses the checkpoint configuration's device when this machine has it (``auto``
+    resolves to cuda or cpu here), else the CPU. The model is channels-last when the checkpoint's
+    configuration uses channels-last here.
     """
     checkpoint = load_torch(checkpoint_path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -641,21 +572,18 @@ def _model_from_checkpoint(checkpoint: dict[str, Any], device: str | torch.devic
     return model.eval()
 
 
-# --- a whole training stage ------------------------------------------------------------------------
-
-
 def run_training_stage(
     run: RunDir,
     config: RunConfig,
-    data: CifarDataLike,
+    data: CifarData,
     stage: Literal["baseline", "augmented"],
     progress: bool = True,
 ) -> TrainResult:
     """Notebooks 01 and 04 in one call: train, evaluate, and write the stage's outputs.
 
     ``baseline`` trains without augmentation, ``augmented`` with random crop + flip; both start from
-    the same initial weights and see the same batch order (both seeded from ``config.seed``), so they
-    differ only by the augmentation. Writes into ``run.stage_dir(stage)``:
+    the same initial weights and see the same batch order, so they differ only by the augmentation.
+    Writes into ``run.stage_dir(stage)``:
 
     * ``checkpoint.pt``, ``history.json`` - from :func:`train_model` (resumed if interrupted);
     * ``predictions.pt`` - test-set :class:`core.evaluation.Predictions`;
@@ -683,12 +611,9 @@ def run_training_stage(
         check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
-        return TrainResult(
-            model=_model_from_checkpoint(checkpoint, config.resolved_device()),
-            history=checkpoint["history"],
-            checkpoint_path=checkpoint_path,
-            train_seconds=float(load_json(metrics_path)["train_seconds"]),
-        )
+        model = _model_from_checkpoint(checkpoint, config.resolved_device())
+        seconds = float(load_json(metrics_path)["train_seconds"])
+        return TrainResult(model, checkpoint["history"], checkpoint_path, seconds)
 
     result = train_model(
         config, *tensors, out_dir, augment=augment, num_classes=num_classes, progress=progress, resume=True
@@ -696,10 +621,10 @@ def run_training_stage(
     test = predict(result.model, data.test_images, data.test_labels, **config.eval_options())
     train = predict(result.model, data.train_images, data.train_labels, **config.eval_options())
     test.save(out_dir / PREDICTIONS_NAME)
-    test_accuracy = accuracy(test)
-    train_accuracy = accuracy(train)
+    test_accuracy, train_accuracy = accuracy(test), accuracy(train)
     per_class = per_class_accuracy(test.preds, test.labels, num_classes)
-    seen = images_per_epoch(data.train_images.shape[0], config.batch_size) * config.epochs
+    n, batch_size = data.train_images.shape[0], config.batch_size
+    seen = min(n, steps_per_epoch(n, batch_size) * batch_size) * config.epochs  # images trained on
     save_json(
         metrics_path,
         {
@@ -714,21 +639,3 @@ def run_training_stage(
         },
     )
     return result
-
-
-__all__ = [
-    "TRAINING_KEYS",
-    "CheckpointMismatchError",
-    "CifarDataLike",
-    "TrainResult",
-    "build_model",
-    "check_checkpoint_compatible",
-    "images_per_epoch",
-    "learning_rates",
-    "load_trained_model",
-    "lr_at_step",
-    "make_optimizer",
-    "run_training_stage",
-    "steps_per_epoch",
-    "train_model",
-]

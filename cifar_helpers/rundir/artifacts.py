@@ -1,46 +1,27 @@
 """The run directory: where each stage writes, atomic writes, and loading what earlier stages wrote.
 
-A run directory looks like::
-
-    runs/<name>/
-        config.json            the RunConfig of the run (written by 00_setup)
-        environment.json       seed_everything's report
-        baseline/              01: checkpoint.pt, history.json, predictions.pt
-        failures/              02: high-confidence failures of the baseline
-        gradcam/               03: heatmaps and overlays for those failures
-        augmented/             04: checkpoint.pt, history.json, predictions.pt
-        reevaluation/          05: fixed / kept / new failures, side-by-side heatmaps
-        stress/                06: corruptions, calibration, sanity check, positive control
-        executed/              notebooks as papermill ran them
-        report.html
-
-Every file is written to a temporary name in the same directory and renamed into place, so a reader
-never sees a half-written checkpoint or JSON, and a crash leaves the previous version intact. Its size
-and SHA-256 go into the directory's ``manifest.json`` (:mod:`cifar_helpers.rundir.manifest`), so a file
-damaged later is reported, with the stage to rerun, when a later stage reads it.
+The layout is drawn in docs/architecture.md and defined in :mod:`cifar_helpers.rundir.registry`. Every
+file is written atomically and recorded in its directory's ``manifest.json``, so a file damaged later
+is reported with the stage to rerun.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cifar_helpers.rundir import manifest
+from cifar_helpers.rundir.manifest import atomic_path
 from cifar_helpers.rundir.registry import STAGE_SPECS, stage_number
 
-# Views of the stage registry (one record per stage: :mod:`cifar_helpers.rundir.registry`), by stage key in
-# pipeline order: (directory in the run, notebook that writes it); what it must have written to count
-# as finished; the stages it reads (recorded in its inputs.json, :mod:`cifar_helpers.rundir.lineage`).
+# Views of the stage registry (:mod:`cifar_helpers.rundir.registry`) by stage, in pipeline order.
 STAGES: dict[str, tuple[str, str]] = {s.name: (s.directory, s.notebook) for s in STAGE_SPECS}
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {s.name: s.outputs for s in STAGE_SPECS}
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {s.name: s.inputs for s in STAGE_SPECS}
@@ -72,29 +53,6 @@ def rerun_hint(path: str | os.PathLike[str]) -> str:
     )
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
-
-    Usage: ``with atomic_path(p) as tmp: torch.save(obj, tmp)``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600 files; give artifacts the permissions any new file would get.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # tensors, NumPy arrays and scalars
         return obj.tolist()
@@ -120,11 +78,7 @@ def load_json(path: str | os.PathLike[str]) -> Any:
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
-    """``torch.save`` atomically (checkpoints, prediction tensors, heatmaps), recorded in the manifest.
-
-    ``obj`` must be loadable by :func:`load_torch`: tensors, dicts, lists, tuples, str, numbers,
-    bools and None.
-    """
+    """``torch.save`` atomically, recorded in the manifest; ``obj`` holds only tensors and plain values."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     manifest.record(path)
@@ -132,12 +86,9 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` a file written by :func:`save_torch`, with ``weights_only=True``.
-
-    Only tensors, containers, strings and numbers are reconstructed, so a crafted file cannot run
-    code. Raises :class:`DamagedArtifactError` (one line: the file, the problem, the stage to rerun)
-    when the file does not match its manifest entry, cannot be read, or names anything else.
-    """
+    """``torch.load`` with ``weights_only=True`` (a crafted file cannot run code); raises
+    :class:`DamagedArtifactError` (one line, naming the stage to rerun) for a file that does not match
+    its manifest entry, cannot be read, or holds anything but tensors and plain values."""
     problem = manifest.damage(path)
     if problem is not None:
         raise DamagedArtifactError(f"{path} is damaged ({problem}): {rerun_hint(path)}")
@@ -221,13 +172,9 @@ class RunDir:
 
 
 def set_aside_stage(run: RunDir, stage: str) -> Path | None:
-    """Before a forced rerun: move the stage's directory to ``<dir>.previous`` so it starts afresh.
-
-    The stage's functions resume from (or reuse) whatever they find, so a rerun that is meant to
-    recompute must not find the old outputs; moving them aside instead of deleting keeps the last
-    results until the new ones exist (an older ``.previous`` is replaced). Setup lives in the run's
-    root and is idempotent, so it is left in place. Returns the new location, or None.
-    """
+    """Before a forced rerun: move the stage's directory to ``<dir>.previous`` (replacing an older one)
+    so the stage, which resumes from whatever it finds, starts afresh; returns the new location, or
+    None (nothing there, or setup, which lives in the run's root and is idempotent)."""
     if stage == "setup":
         return None
     current = run.stage_dir(stage, create=False)

@@ -1,19 +1,10 @@
 """One typed, validated configuration per run, and the named profiles.
 
-``make_config("smoke", epochs=3)`` starts from a profile and applies overrides; every value is
-checked (type, range, allowed choices) and an unknown key is refused with the list of known ones.
-The resulting :class:`RunConfig` is frozen and saved as ``config.json`` beside the run's results.
-
-Profiles:
-
-* ``smoke`` - tests and CI: 1,000 training and 500 test images, width 8, 6 epochs, fp32 on one
-  thread so the numbers do not depend on the core count. Each training stage takes seconds.
-* ``quick`` - a first look on real data: 5,000 training images, the whole test set, width 8,
-  20 epochs; minutes for the whole pipeline on a laptop, with hundreds of confident failures.
-* ``cpu``   - a laptop: all training images (less a small calibration hold-out), width 16,
-  bf16 where the CPU runs it natively. Minutes per training stage.
-* ``full``  - one GPU: the assignment's full-size ResNet-18 (width 64), 40 epochs.
-* ``auto``  - ``full`` where CUDA is available, ``cpu`` otherwise.
+``make_config("smoke", epochs=3)`` starts from a profile and applies overrides, each checked (type,
+range, choices; unknown keys refused). Profiles: ``smoke`` (tests and CI: 1,000 training images, fp32 on
+one thread, seconds per stage), ``quick`` (a first look on real data: minutes for the whole pipeline),
+``cpu`` (a laptop: all training images, width 16), ``full`` (one GPU: width 64, 40 epochs) and ``auto``
+(``full`` where CUDA is available, else ``cpu``).
 """
 
 from __future__ import annotations
@@ -185,7 +176,6 @@ class RunConfig:
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
-    # --- resolved execution settings ----------------------------------------------------------------
     def resolved_device(self) -> torch.device:
         """The torch device this run uses (``auto`` -> cuda when available)."""
         if self.device == "auto":
@@ -195,11 +185,8 @@ class RunConfig:
         return torch.device(self.device)
 
     def resolved_precision(self) -> Literal["bf16", "fp16", "fp32"]:
-        """The arithmetic this run trains and infers in on the resolved device (``auto`` decided).
-
-        ``fp16`` autocasts to float16 and trains with a gradient scaler (meant for CUDA GPUs without
-        native bf16; it also runs, slowly, on a CPU).
-        """
+        """The arithmetic this run trains and infers in on the resolved device (``auto`` decided); ``fp16``
+        trains with a gradient scaler."""
         if self.precision != "auto":
             return self.precision
         device = self.resolved_device()
@@ -238,15 +225,9 @@ class RunConfig:
 def choose_precision(
     device_type: str, *, capability: tuple[int, int] | None = None, cpu_bf16: bool = False
 ) -> Literal["bf16", "fp16", "fp32"]:
-    """The fastest precision that computes natively on a device (what ``precision="auto"`` means).
-
-    * CUDA, compute capability >= 8.0 (Ampere and later): ``bf16``, native in the tensor cores and
-      as wide in range as fp32, so no loss scaling is needed;
-    * CUDA 7.x (Volta, Turing: V100, T4) and 6.0 (P100): ``fp16`` with a gradient scaler; their bf16
-      is emulated (``torch.cuda.is_bf16_supported()`` still says yes), far slower than fp16;
-    * other CUDA GPUs (6.1 and older, whose fp16 runs at a fraction of fp32): ``fp32``;
-    * CPU: ``bf16`` where the CPU computes it natively (AVX512-BF16 or AMX), else ``fp32``.
-    """
+    """The fastest precision that computes natively on a device (what ``precision="auto"`` means): bf16
+    on CUDA >= 8.0 (no loss scaling needed); fp16 on 7.x and 6.0, whose bf16 is emulated (though
+    ``torch.cuda.is_bf16_supported()`` says yes); fp32 on older GPUs; on a CPU bf16 where it is native."""
     if device_type == "cuda":
         if capability is None:
             raise ValueError("choose_precision needs the compute capability of a CUDA device")

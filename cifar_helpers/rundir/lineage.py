@@ -1,16 +1,7 @@
 """What each stage read, and whether it still holds: ``<stage>/inputs.json``.
 
-A stage's results follow from the outputs of the stages it reads (:data:`STAGE_INPUTS`). When one of
-those is recomputed - a notebook rerun by hand with another threshold, ``run_all.py --stages 2
---force`` - the later stages still hold results computed from the old outputs. So every stage records,
-when it opens, the SHA-256 of each output it reads (taken from the manifests, so nothing is hashed
-twice)::
-
-    {"baseline": {"checkpoint.pt": "9f86d0...", "predictions.pt": "...", ...}, "failures": {...}}
-
-and a stage is *out of date* when a recorded digest no longer matches, or when a stage it reads is
-itself out of date. Readers refuse out-of-date inputs with the stage to rerun; ``run_all.py`` reruns
-them. Runs written before this record existed have no ``inputs.json``: unverified, never stale.
+A stage records the SHA-256 of each output it reads; it is *out of date* when a recorded digest no
+longer matches, or when a stage it reads is itself out of date. Without ``inputs.json``: never stale.
 """
 
 from __future__ import annotations
@@ -26,10 +17,8 @@ _NOT_AN_INPUT = frozenset({"environment.json"})
 
 
 def input_digests(run: RunDir, stage: str) -> dict[str, dict[str, str]]:
-    """``{input stage: {output name: sha256}}`` of the outputs ``stage`` reads, as they are now.
-
-    Outputs without a manifest entry (older runs, missing files) are left out.
-    """
+    """``{input stage: {output name: sha256}}`` of the outputs ``stage`` reads, as they are now (those
+    with a manifest entry)."""
     digests: dict[str, dict[str, str]] = {}
     for source in STAGE_INPUTS[stage]:
         files = manifest.read_manifest(run.stage_dir(source, create=False))
@@ -53,10 +42,8 @@ def has_outputs(run: RunDir, stage: str) -> bool:
 
 
 def changed_inputs(run: RunDir, stage: str) -> list[str]:
-    """The input stages whose outputs differ from what ``stage`` read when it ran, in pipeline order.
-
-    Empty when ``stage`` has no ``inputs.json`` (not run yet, or run before inputs were recorded).
-    """
+    """The input stages whose outputs differ from what ``stage`` read when it ran, in pipeline order
+    (none without an ``inputs.json``)."""
     path = run.stage_dir(stage, create=False) / INPUTS_NAME
     if stage == "setup" or not path.exists():
         return []
@@ -71,12 +58,8 @@ def changed_inputs(run: RunDir, stage: str) -> list[str]:
 
 
 def out_of_date(run: RunDir, stage: str) -> list[str]:
-    """Why ``stage``'s results no longer follow from its inputs: the stages at fault, in pipeline order.
-
-    An input stage is at fault when its outputs changed since ``stage`` read them, or when it has
-    results that are out of date themselves (then the stages at fault upstream are named). Empty
-    when ``stage`` is up to date, or has nothing to check.
-    """
+    """Why ``stage``'s results no longer follow from its inputs: the stages at fault (inputs changed
+    since, or the stages at fault upstream of an out-of-date input), in pipeline order; empty if none."""
     if not has_outputs(run, stage):
         return []
     at_fault = set(changed_inputs(run, stage))
@@ -96,11 +79,8 @@ def readers_of(stage: str) -> list[str]:
 
 
 def pin_readers(run: RunDir, stage: str) -> list[str]:
-    """Before ``stage`` is recomputed: give each later stage that has results but no record one of its
-    inputs as they are now (it was computed from them), so the recomputation makes it out of date.
-
-    Returns the later stages that have results (the ones the recomputation makes out of date).
-    """
+    """Before ``stage`` is recomputed: record the inputs of each later stage with results but no record,
+    so the recomputation makes it out of date; returns those later stages with results."""
     affected = [later for later in readers_of(stage) if has_outputs(run, later)]
     for later in affected:
         if not (run.stage_dir(later, create=False) / INPUTS_NAME).exists():

@@ -1,22 +1,18 @@
 """Size and SHA-256 of every artifact, recorded when it is written and checked when it is read.
 
-Each directory that :func:`cifar_helpers.rundir.artifacts.save_json` / ``save_torch`` / ``save_figure``
-write into gets a ``manifest.json``::
-
-    {"files": {"checkpoint.pt": {"bytes": 1234567, "sha256": "9f86d0..."}, ...}}
-
-A file that no longer matches its entry (truncated by a full disk, overwritten by hand, damaged
-in a copy) is reported as damaged instead of failing deep inside ``torch.load``. A file without an
-entry (run directories written before manifests existed, files written by other means) is
-unverified, not damaged.
+Each directory :mod:`cifar_helpers.rundir.artifacts` writes into gets a ``manifest.json``:
+``{"files": {"checkpoint.pt": {"bytes": 1234567, "sha256": "9f86d0..."}, ...}}``; a file without an
+entry is unverified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,24 +55,34 @@ def record(path: str | os.PathLike[str]) -> None:
     files = read_manifest(path.parent)
     files[path.name] = {"bytes": size, "sha256": digest}
     text = json.dumps({"files": dict(sorted(files.items()))}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=path.parent)
+    with atomic_path(path.parent / MANIFEST_NAME) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it,
+    so a reader never sees a half-written file. Usage: ``with atomic_path(p) as tmp: torch.save(obj, tmp)``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    # mkstemp creates 0600 files; give artifacts the permissions any new file would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path.parent / MANIFEST_NAME)
+        yield tmp
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def damage(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` no longer matches its manifest entry, or None (it matches, or has no entry).
-
-    A missing file is not "damaged" here: callers report missing outputs separately.
-    """
+    """Why ``path`` no longer matches its manifest entry, or None (it matches, or has no entry)."""
     path = Path(path)
     entry = read_manifest(path.parent).get(path.name)
     if not isinstance(entry, dict) or not path.is_file():

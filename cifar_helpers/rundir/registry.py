@@ -1,13 +1,7 @@
 """The pipeline's stages, each defined once: folder, notebook, title, what it reads and what it writes.
 
-Everything that needs to know about stages reads this one table: the run directory (where a stage
-writes, whether it is complete: :mod:`cifar_helpers.rundir.artifacts`), ``open_stage`` (what must exist
-before a stage starts: :mod:`cifar_helpers.workflow.stages`), ``run_all.py`` (which notebook runs a stage and
-in what order: :mod:`workflow.pipeline`), the lineage records (:mod:`rundir.lineage`), the
-ETAs (:mod:`cifar_helpers.workflow.progress`) and the report's headings (:mod:`cifar_helpers.views.report`).
-A stage *is* its notebook: papermill runs it, and its cells call the library.
-
-This module imports nothing from the package, so every other module may import it.
+Everything that needs to know about stages (run directory, ``open_stage``, ``run_all.py``, lineage,
+ETAs, the report) reads this one table. It imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -18,27 +12,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage of the pipeline.
+    """One stage (a stage *is* its notebook: papermill runs it; its cells call the library)."""
 
-    Attributes:
-        name: the key used everywhere (``run_all.py --stages gradcam``, ``open_stage("gradcam")``).
-        directory: its folder in the run directory (``"."``: the run directory itself).
-        notebook: the notebook in ``notebooks/`` that runs it.
-        title: its heading in the report.
-        inputs: the stages whose outputs it reads (directly), checked before it starts.
-        outputs: what it must have written to count as finished; later stages and the report read
-            these names (it may write more: figures, extra arrays).
-        expected_seconds: how long it takes per profile on a 2-core laptop (``full``: one GPU;
-            ``quick``: measured on the rebuilt CIFAR-10 batches); only the proportions matter once a
-            stage has run, as ETAs are rescaled by the measured speed.
-    """
-
-    name: str
-    directory: str
+    name: str  # the key used everywhere (``run_all.py --stages gradcam``, ``open_stage("gradcam")``)
+    directory: str  # its folder in the run directory ("." : the run directory itself)
     notebook: str
-    title: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
+    title: str  # its heading in the report
+    inputs: tuple[str, ...]  # the stages whose outputs it reads directly, checked before it starts
+    outputs: tuple[str, ...]  # what it must have written to count as finished (it may write more)
+    # Seconds per profile on a 2-core laptop (full: one GPU); ETAs use only the proportions.
     expected_seconds: Mapping[str, float]
 
 
@@ -81,7 +63,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         notebook="03_gradcam.ipynb",
         title="03 Grad-CAM of the failures",
         inputs=("setup", "baseline", "failures"),
-        outputs=("heatmaps.pt", "measures.json", "road.json"),
+        outputs=("heatmaps.pt", "measures.json", "road.json", "claims.json"),
         expected_seconds={"smoke": 12, "quick": 31, "cpu": 90, "full": 40},
     ),
     StageSpec(
@@ -99,7 +81,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         notebook="05_reevaluation.ipynb",
         title="05 Re-evaluation: fixed, kept and new failures",
         inputs=("setup", "baseline", "failures", "gradcam", "augmented"),
-        outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json"),
+        outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json", "claims.json"),
         expected_seconds={"smoke": 12, "quick": 22, "cpu": 60, "full": 30},
     ),
     StageSpec(
@@ -108,7 +90,14 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         notebook="06_stress_tests.ipynb",
         title="06 Stress tests: corruptions, calibration, sanity check, positive control",
         inputs=("setup", "baseline", "failures", "augmented"),
-        outputs=("corruptions.json", "calibration.json", "sanity.json", "positive_control.json"),
+        outputs=(
+            "corruptions.json",
+            "calibration.json",
+            "sanity.json",
+            "positive_control.json",
+            "claims.json",
+            "tile_shuffle.json",
+        ),
         expected_seconds={"smoke": 30, "quick": 56, "cpu": 300, "full": 120},
     ),
 )

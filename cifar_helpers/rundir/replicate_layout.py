@@ -1,15 +1,10 @@
-"""Where a replicate run keeps what: one run directory per seed, and the replicate stage (07).
+"""Where a replicate run (``run_all.py --seeds``) keeps what; the runner, analysis and report read it::
 
-A replicate run (``run_all.py --seeds``, :mod:`cifar_helpers.workflow.replicates`) is laid out as::
-
-    runs/<profile>/
-        seed-42/, seed-43/, ...   complete single-seed runs (stages 00-06)
-        replicates/               07: accuracy over seeds, the reseed noise floor, failure stability
-        executed/                 07_replicates.ipynb as papermill ran it
-        summary.json, report.html
-
-The runner (:mod:`workflow.replicates`), the analysis (:mod:`analysis.seed_analysis`) and
-the report read the layout from here, so none of them needs the others.
+runs/<profile>/
+    seed-42/, seed-43/, ...   complete single-seed runs (stages 00-06)
+    replicates/               07: accuracy over seeds, the reseed noise floor, failure stability, claims
+    executed/                 07_replicates.ipynb as papermill ran it
+    summary.json, report.html
 """
 
 from __future__ import annotations
@@ -30,6 +25,7 @@ REPLICATES_OUTPUTS = (
     "stability.json",
     "category_mix.json",
     "summary.json",
+    "claims.json",  # the claims ledger over seeds
 )
 
 

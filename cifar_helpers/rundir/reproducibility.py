@@ -13,15 +13,9 @@ import torch
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
-    """Seed Python, NumPy and torch (CPU and CUDA); make the backends deterministic.
-
-    With ``deterministic=True`` cuDNN autotuning is off, cuDNN picks deterministic kernels and
-    ``torch.use_deterministic_algorithms(True, warn_only=True)`` is set, so the same seed on the same
-    machine gives the same numbers, bit for bit, on the CPU (and as close as CUDA allows on a GPU).
-    ``CUBLAS_WORKSPACE_CONFIG`` is set for deterministic cuBLAS if the caller has not set it.
-
-    Returns :func:`environment_report` with the seed added, to be saved beside a run's results.
-    """
+    """Seed Python, NumPy and torch (CPU and CUDA); with ``deterministic`` make cuDNN, cuBLAS and torch
+    pick deterministic kernels, so a seed gives the same numbers bit for bit on one machine's CPU.
+    Returns :func:`environment_report` with the seed added, to be saved beside a run's results."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     random.seed(seed)
@@ -32,8 +26,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-        # warn_only: a few ops (e.g. some upsampling backward passes on CUDA) have no deterministic
-        # kernel; they warn instead of aborting a multi-hour run.
+        # warn_only: a few CUDA ops have no deterministic kernel; warn instead of aborting a long run.
         torch.use_deterministic_algorithms(True, warn_only=True)
     report = environment_report()
     report["seed"] = seed
@@ -43,16 +36,15 @@ def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
 
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast is a speed-up."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    # torch's cpuinfo query works on every OS (/proc/cpuinfo exists only on Linux); the names are private.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def environment_report() -> dict[str, Any]:
     """Versions, device and thread counts: what is needed to tell whether two results should match."""
+    import torchvision  # imported here only: nothing else in the package needs it
+
     report: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -63,13 +55,8 @@ def environment_report() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_bf16": cpu_supports_bf16(),
         "cuda_available": torch.cuda.is_available(),
+        "torchvision": torchvision.__version__,
     }
-    try:
-        import torchvision
-
-        report["torchvision"] = torchvision.__version__
-    except ImportError:  # pragma: no cover - torchvision is a hard requirement, but a report must not fail
-        report["torchvision"] = None
     if torch.cuda.is_available():
         report["cuda"] = torch.version.cuda
         report["cudnn"] = torch.backends.cudnn.version()

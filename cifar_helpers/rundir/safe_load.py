@@ -1,9 +1,7 @@
 """Reading pickles from folders a user points us at, without running code from them.
 
-``pickle.load`` calls whatever callable a pickle names, so a ``data_batch_1`` downloaded from
-anywhere could run a shell command. A CIFAR-10 batch legitimately holds only plain containers,
-strings, bytes, numbers and NumPy arrays, so :class:`BatchUnpickler` reconstructs exactly those and
-refuses every other global before it is looked up (an allow-list, not a check after the fact).
+``pickle.load`` calls whatever callable a pickle names; :class:`BatchUnpickler` allows only the globals
+a CIFAR-10 batch needs and refuses every other one before it is looked up.
 """
 
 from __future__ import annotations
@@ -14,16 +12,9 @@ import os
 import pickle
 from typing import Any
 
-# (module, name) pairs a pickled CIFAR-10 batch needs. NumPy writes its array helpers under
-# numpy.core (the official Python-2 files, NumPy 1.x) or numpy._core (NumPy 2.x); protocol 5 rebuilds
-# arrays with _frombuffer, older protocols with _reconstruct + ndarray.__setstate__; dtype and scalar
-# rebuild dtypes and NumPy scalars; _codecs.encode is how protocol-2 pickles written by Python 3
-# spell bytes objects. None of these can reach the file system, a process or an import.
-_NUMPY_CORE_GLOBALS = {
-    ("multiarray", "_reconstruct"),
-    ("multiarray", "scalar"),
-    ("numeric", "_frombuffer"),
-}
+# (module, name) pairs a pickled CIFAR-10 batch needs, under NumPy 1.x's and 2.x's module names and
+# every pickle protocol; none of them can reach the file system, a process or an import.
+_NUMPY_CORE_GLOBALS = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
 ALLOWED_BATCH_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
     | {
@@ -36,15 +27,6 @@ ALLOWED_BATCH_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 
 class UnsafePickleError(pickle.UnpicklingError):
     """A pickle names a global outside the allow-list; nothing from it was called."""
-
-
-def _numpy_core_module(module: str) -> Any:
-    # numpy.core is a deprecated alias of numpy._core on NumPy 2; import the real module directly.
-    submodule = module.rsplit(".", 1)[1]
-    try:
-        return importlib.import_module(f"numpy._core.{submodule}")
-    except ImportError:  # NumPy 1.x
-        return importlib.import_module(f"numpy.core.{submodule}")
 
 
 class BatchUnpickler(pickle.Unpickler):
@@ -61,7 +43,12 @@ class BatchUnpickler(pickle.Unpickler):
                 "refusing to load it (only containers, str/bytes, numbers and NumPy arrays are allowed)"
             )
         if module.startswith(("numpy.core.", "numpy._core.")):
-            return getattr(_numpy_core_module(module), name)
+            # numpy.core is a deprecated alias of numpy._core on NumPy 2; import the real module directly.
+            submodule = module.rsplit(".", 1)[1]
+            try:
+                return getattr(importlib.import_module(f"numpy._core.{submodule}"), name)
+            except ImportError:  # NumPy 1.x
+                return getattr(importlib.import_module(f"numpy.core.{submodule}"), name)
         return getattr(importlib.import_module(module), name)
 
     def persistent_load(self, pid: Any) -> Any:
@@ -71,9 +58,8 @@ class BatchUnpickler(pickle.Unpickler):
 def load_batch_pickle(path: str | os.PathLike[str]) -> Any:
     """Unpickle a CIFAR-10 batch file with :class:`BatchUnpickler`.
 
-    ``latin1`` turns the Python 2 pickles of the official archive into str keys (and their NumPy
-    buffers into the right bytes); a pickle written by Python 3 keeps its bytes keys.
-    Raises :class:`UnsafePickleError` for any other global, before calling anything.
+    ``latin1`` reads the official archive's Python 2 pickles (str keys); Python 3 pickles keep bytes
+    keys. Raises :class:`UnsafePickleError` for any other global, before calling anything.
     """
     with open(path, "rb") as f:
         return BatchUnpickler(f, source=path, encoding="latin1").load()

@@ -1,8 +1,6 @@
 """The failure browser: step through a model's confident failures, one image at a time, with its
-Grad-CAM maps, top-5 classes and what every other model says about the same image. Plain ipywidgets 8
-and figures in an ``Output`` (no custom JavaScript), so it works in JupyterLab, Notebook and Colab.
-Without a widget front end (``CIFAR_STRESS_HEADLESS``: run_all.py, papermill, nbval),
-:func:`show_failure_browser` draws one static figure instead.
+Grad-CAM maps, top-5 classes and what every other model says about the same image. Plain ipywidgets
+(no custom JavaScript), so it works in JupyterLab, Notebook and Colab.
 """
 
 from __future__ import annotations

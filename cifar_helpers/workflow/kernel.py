@@ -1,11 +1,5 @@
-"""The kernel manager papermill starts each notebook's kernel with.
-
-ipykernel warns on every start that "Kernel is running over TCP without encryption" unless the
-kernel talks over IPC (Unix domain sockets in Jupyter's runtime directory, private to the user) or has
-CurveZMQ keys. A local pipeline needs no network port at all, so kernels are started with the IPC
-transport where the platform has it; everything else the kernel prints, errors included, still
-reaches the terminal unchanged. On Windows (no IPC transport in ZeroMQ) kernels keep TCP.
-"""
+"""The kernel manager papermill starts each notebook's kernel with: IPC transport where the platform
+has it (ipykernel warns about unencrypted TCP on every start), else TCP."""
 
 from __future__ import annotations
 
@@ -17,11 +11,6 @@ from traitlets import default
 
 # Unix socket paths are limited to about 107 bytes; ZeroMQ appends "-<port>" to the IPC prefix.
 _MAX_IPC_PATH = 100
-
-
-def ipc_path_fits(prefix: str) -> bool:
-    """Whether IPC sockets named ``<prefix>-<port>`` fit the Unix socket path limit."""
-    return len(prefix) + len("-65535") <= _MAX_IPC_PATH
 
 
 class LocalKernelManager(AsyncKernelManager):
@@ -42,7 +31,7 @@ class LocalKernelManager(AsyncKernelManager):
                 os.makedirs(runtime, mode=0o700, exist_ok=True)
                 self.connection_file = os.path.join(runtime, f"kernel-{os.getpid()}-{id(self):x}.json")
             prefix = os.path.splitext(self.connection_file)[0] + "-ipc"
-            if ipc_path_fits(prefix):
+            if len(prefix) + len("-65535") <= _MAX_IPC_PATH:
                 self.ip = prefix
             else:
                 self.transport = "tcp"

@@ -1,11 +1,7 @@
 """Running the numbered notebooks in order with papermill: what ``run_all.py`` does, as functions.
 
-Stages are selected by number (``0``-``6``), range (``3-5``) or name (``gradcam``); parameters given
-as ``KEY=VALUE`` are parsed as Python literals, checked against the ``parameters`` cell of the
-notebooks that will run (unknown keys are refused with the list of known ones) and, where they are
-configuration keys, validated by :class:`rundir.config.RunConfig` before anything runs.
-A stage whose outputs are complete is skipped unless forced, so an interrupted run picks up where it
-stopped.
+Stages are selected by number, range or name; ``KEY=VALUE`` parameters are checked against the
+notebooks' ``parameters`` cells and :class:`RunConfig` before anything runs.
 """
 
 from __future__ import annotations
@@ -18,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.rundir import lineage
 from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
-from cifar_helpers.views.report import summarize_run as run_numbers
-from cifar_helpers.views.tables import format_run_summary
+from cifar_helpers.views.report import read_run_summary
+from cifar_helpers.views.tables import claims_table, format_run_summary, text
 from cifar_helpers.workflow.kernel import LocalKernelManager
 from cifar_helpers.workflow.progress import StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
@@ -134,11 +131,8 @@ def check_request(
     overrides: dict[str, Any],
     declared: dict[str, dict[str, Any]],
 ) -> None:
-    """Refuse now what the notebooks would refuse later, before ``--force`` sets any result aside.
-
-    Each selected stage's inputs must be selected too or finished; its ``profile`` and ``seed`` must
-    be the run's; its configuration knobs must be valid together with the run's configuration.
-    """
+    """Refuse now what the notebooks would refuse later (inputs neither selected nor finished, another
+    ``profile`` or ``seed``, invalid knobs), before ``--force`` sets any result aside."""
     for stage in stages:
         for needed in STAGE_INPUTS[stage]:
             if needed in stages or stage_is_finished(run, needed):
@@ -203,22 +197,12 @@ def run_stage(
     kernel_name: str | None = None,
     progress: StageProgress | None = None,
 ) -> StageResult:
-    """Execute one notebook with papermill into ``<run>/executed/``; raise :class:`StageFailed` on error.
-
-    With ``progress`` (from :meth:`cifar_helpers.workflow.progress.RunProgress.stage`) the terminal shows what
-    the notebook is doing while it runs.
-    """
+    """Execute one notebook with papermill into ``<run>/executed/`` (``progress`` shows what it does);
+    raise :class:`StageFailed` on error."""
     source = notebook_path(stage, notebook_dir)
     executed = run.root / "executed" / source.name
-    seconds = execute_notebook(
-        source,
-        executed,
-        parameters,
-        failure_marker(run, stage),
-        label=f"stage '{stage}'",
-        kernel_name=kernel_name,
-        progress=progress,
-    )
+    options = {"label": f"stage '{stage}'", "kernel_name": kernel_name, "progress": progress}
+    seconds = execute_notebook(source, executed, parameters, failure_marker(run, stage), **options)
     return StageResult(stage, "ran", seconds, executed)
 
 
@@ -233,10 +217,7 @@ def execute_notebook(
     progress: StageProgress | None = None,
 ) -> float:
     """Execute ``source`` with papermill into ``executed``; seconds taken, or :class:`StageFailed`.
-
-    ``marker`` exists while the notebook runs and stays when it fails, so a stage that dies after
-    writing its outputs does not count as complete. Kernels run over IPC (no TCP warning).
-    """
+    ``marker`` exists while it runs and stays when it fails, so the stage does not count as complete."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -249,15 +230,13 @@ def execute_notebook(
         hooks["on_cell_start"] = progress.on_cell_start
     start = time.perf_counter()
     try:
+        options = {"kernel_name": kernel_name, "progress_bar": False, "cwd": str(source.parent), **hooks}
         papermill.execute_notebook(
             str(source),
             str(executed),
             parameters=parameters,
-            kernel_name=kernel_name,
-            progress_bar=False,
-            cwd=str(source.parent),
             kernel_manager_class=LocalKernelManager,
-            **hooks,
+            **options,
         )
     except PapermillExecutionError as e:
         first_line = next((line for line in e.source.splitlines() if line.strip()), "")
@@ -286,9 +265,10 @@ def stage_is_finished(run: RunDir, stage: str) -> bool:
 
 
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
-    """The report's run summary (:func:`cifar_helpers.views.report.summarize_run`), with each stage's
+    """The report's run summary (:func:`cifar_helpers.views.report.read_run_summary`), with each stage's
     status and minutes when this invocation ran stages."""
-    summary = run_numbers(run)
+    summary = read_run_summary(run)
+    summary["claims"] = [row.to_dict() for row in read_ledger(run.root)]
     if results is not None:
         summary["stages"] = {
             r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results
@@ -297,8 +277,11 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`)."""
-    return format_run_summary(summary)
+    """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`),
+    then the claims ledger (:func:`cifar_helpers.views.tables.claims_table`)."""
+    # .get: a summary.json written before the ledger existed has no "claims".
+    ledger = claims_table([ClaimResult.from_dict(row) for row in summary.get("claims", [])])
+    return format_run_summary(summary) + "\n\n" + text(ledger)
 
 
 def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:

@@ -1,19 +1,11 @@
 """Live progress of ``run_all.py`` in the terminal: what each stage is doing, and how long is left.
 
-A notebook runs in a separate kernel, so the terminal learns about it from two robust sources:
-
-* the cell papermill starts (an nbclient ``on_cell_start`` hook), shown as the section heading of
-  the notebook it belongs to ("Heatmaps for every failure");
-* the per-epoch ``history.json`` the trainer writes atomically into the stage's folder, polled from a
-  thread: epoch k/N, training loss, test accuracy and the stage's ETA from the measured epoch time.
-
-The run's ETA adds the remaining stages' expected durations: :data:`EXPECTED_SECONDS` per profile,
-scaled by how fast this machine turned out to be on the other stages already run. A training stage
-is estimated only from training: the step rate the trainer measured before its first epoch (written
-into ``history.json``), then the measured time per epoch; until then the ETA says it is not measured.
-On a terminal each stage is one updating tqdm line; elsewhere (CI logs, output redirected to a file)
-plain lines are printed: one per epoch, and one per section that takes more than
-:data:`PLAIN_SECTION_SECONDS`.
+The terminal learns what a notebook's kernel does from the cell papermill starts (shown as its section
+heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale
+:data:`EXPECTED_SECONDS` by the speed measured on the other stages already run. A training stage is
+estimated only from training: the step rate the trainer measured before its first epoch, then the
+time per epoch; until then the ETA says it is not measured. On a terminal each stage is one updating
+tqdm line; elsewhere, one plain line per epoch and per long section.
 """
 
 from __future__ import annotations
@@ -31,8 +23,7 @@ from cifar_helpers.rundir.artifacts import RunDir, load_json
 from cifar_helpers.rundir.registry import STAGE_SPECS
 
 TRAINING_STAGES = ("baseline", "augmented")
-# Seconds each stage takes per profile (the stage registry's measured figures). Only the proportions
-# matter once a stage has run: they are rescaled by the speed measured on this machine.
+# Seconds each stage takes per profile (the stage registry's); rescaled by the speed measured here.
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
     profile: {spec.name: spec.expected_seconds[profile] for spec in STAGE_SPECS}
     for profile in STAGE_SPECS[0].expected_seconds
@@ -54,11 +45,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def section_titles(notebook: dict[str, Any]) -> dict[str, str]:
-    """``{code cell id: the heading of the section it is in}`` for a notebook (an nbformat dict).
-
-    The heading is the last ``##`` markdown heading above the cell; cells above the first one belong
-    to "opening the stage".
-    """
+    """``{code cell id: the last ``##`` heading above it}`` for a notebook (an nbformat dict); cells
+    above the first heading belong to "opening the stage"."""
     titles: dict[str, str] = {}
     current = "opening the stage"
     for cell in notebook.get("cells", []):
@@ -75,23 +63,11 @@ def section_titles(notebook: dict[str, Any]) -> dict[str, str]:
 
 
 class RunProgress:
-    """Progress of one ``run_all.py`` invocation: the stages still to run and their expected durations.
-
-    Args:
-        profile: the run's resolved profile (``smoke``, ``cpu``, ``full``); selects
-            :data:`EXPECTED_SECONDS` (``cpu``'s proportions for an unknown one).
-        stages: the stages this invocation will run, in order.
-        stream: where to write (default ``sys.stdout``).
-        live: one updating tqdm line per stage; ``None``: when ``stream`` is a terminal.
-    """
+    """Progress of one ``run_all.py`` invocation over ``stages`` (in order) of a ``profile`` run, written
+    to ``stream`` (stdout) as one updating tqdm line per stage when ``live`` (None: on a terminal)."""
 
     def __init__(
-        self,
-        profile: str,
-        stages: Iterable[str],
-        *,
-        stream: TextIO | None = None,
-        live: bool | None = None,
+        self, profile: str, stages: Iterable[str], *, stream: TextIO | None = None, live: bool | None = None
     ) -> None:
         self.expected = dict(EXPECTED_SECONDS.get(profile, EXPECTED_SECONDS["cpu"]))
         self.pending = list(stages)
@@ -169,7 +145,6 @@ class StageProgress:
         self._last_mtime: float | None = None
         self._first_count = 0
 
-    # --- papermill/nbclient hook ------------------------------------------------------------------
     def on_cell_start(self, cell: Any = None, cell_index: int | None = None, **_: Any) -> None:
         """nbclient's ``on_cell_start`` hook: note the section the starting cell belongs to."""
         cell_id = cell.get("id") if cell is not None else None
@@ -183,7 +158,6 @@ class StageProgress:
                 self.section_reported = False
         self._render()
 
-    # --- polling the trainer's history ------------------------------------------------------------
     def poll(self) -> None:
         """Read ``history.json`` if it changed; a new epoch updates the line (or prints one)."""
         try:
@@ -226,7 +200,6 @@ class StageProgress:
             self.progress.write(self.describe())
         self._render()
 
-    # --- the line ----------------------------------------------------------------------------------
     def stage_left(self) -> float | None:
         """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate
         (None: a training stage not measured yet)."""
@@ -238,25 +211,20 @@ class StageProgress:
 
     def describe(self) -> str:
         """The current state as one line of text."""
-        elapsed = time.perf_counter() - self.start
-        left = self.stage_left()
-        parts: list[str] = []
-        epoch = self.last_epoch
-        if self.stage in TRAINING_STAGES and self.total_epochs and epoch is not None:
-            parts.append(
-                f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
-                f"test acc {100 * epoch['test_acc']:.1f} %"
-            )
-        elif self.stage in TRAINING_STAGES and self.total_epochs:
-            parts.append(f"{self.section or 'starting the kernel'} (0/{self.total_epochs} epochs done)")
-        else:
-            parts.append(self.section or "starting the kernel")
-        parts.append(f"elapsed {format_duration(elapsed)}")
+        elapsed, left, epoch = time.perf_counter() - self.start, self.stage_left(), self.last_epoch
+        training = self.stage in TRAINING_STAGES and self.total_epochs
+        what = self.section or "starting the kernel"
+        if training and epoch is not None:
+            what = f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
+            what += f"test acc {100 * epoch['test_acc']:.1f} %"
+        elif training:
+            what += f" (0/{self.total_epochs} epochs done)"
         run_left = self.progress.run_eta(self.stage, left)
         unmeasured = "not measured yet (training speed)"
-        parts.append(f"stage ETA {unmeasured if left is None else format_duration(left)}")
-        parts.append(f"run ETA {unmeasured if run_left is None else format_duration(run_left)}")
-        return f"[{self.stage}] " + " | ".join(parts)
+        stage_eta = unmeasured if left is None else format_duration(left)
+        run_eta = unmeasured if run_left is None else format_duration(run_left)
+        times = f"elapsed {format_duration(elapsed)} | stage ETA {stage_eta} | run ETA {run_eta}"
+        return f"[{self.stage}] {what} | {times}"
 
     def _render(self) -> None:
         if self._bar is not None:

@@ -1,27 +1,9 @@
-"""Seed replicates: the whole pipeline once per seed, as Ray tasks, then the replicate stage (07).
+"""Seed replicates (``run_all.py --seeds 42,43,44`` or ``42-46``): the pipeline once per seed, then stage 07.
 
-``python run_all.py --seeds 42,43,44`` (or ``--seeds 42-46``) lays a replicate run out as::
-
-    runs/<profile>/
-        seed-42/               a complete single-seed run (stages 00-06), exactly as
-        seed-43/               run_all.py --run-dir runs/<profile>/seed-43 -p seed=43 -p data_seed=42
-        ...                    would write it
-        replicates/            07: accuracy over seeds, the reseed noise floor, failure stability
-        executed/              07_replicates.ipynb as papermill ran it
-        summary.json, report.html
-
-Each seed runs as one Ray task, and the task runs the single-seed pipeline itself: a ``run_all.py``
-subprocess on the seed's directory. So a seed's run *is* the single-seed run (same stages, same
-skip-and-resume rules, same outputs), a crash in one seed cannot take the driver or another seed
-down, and the seed's console output is kept in ``seed-<k>/run_all.log``. Every seed gets the same
-``data_seed`` (the first seed unless ``-p data_seed`` says otherwise): the seeds differ in
-initialisation, batch order and augmentation, and are trained and tested on the same images, which is
-what makes per-image comparisons between seeds meaningful.
-
-Ray starts embedded on this machine unless ``--ray-address`` (or ``RAY_ADDRESS``) names a cluster;
-it is imported only here, so single-seed runs never start it. The task asks for one GPU where the
-cluster has GPUs, else for the profile's CPU threads (all of a machine's cores when the profile does
-not fix them), so Ray runs as many seeds at once as the resources allow.
+Each seed is one Ray task running the single-seed ``run_all.py`` on ``<root>/seed-<k>`` as a subprocess,
+so a crash in one seed cannot take the others down. Every seed gets the same ``data_seed`` (the first
+seed unless ``-p data_seed`` says otherwise), so seeds can be compared image by image. Ray is imported
+only here.
 """
 
 from __future__ import annotations
@@ -29,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -59,11 +40,8 @@ from cifar_helpers.workflow.pipeline import (
 from cifar_helpers.workflow.stages import default_run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUN_ALL = REPO_ROOT / "run_all.py"
-# A loaded machine can take longer than Ray's start-up wait to start its agents; try again.
-RAY_START_ATTEMPTS = 3
-# How often a seed's task looks at its run directory for newly finished stages.
-POLL_SECONDS = 1.0
+RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
+POLL_SECONDS = 1.0  # how often a seed's task looks at its run directory for newly finished stages
 LOG_NAME = "run_all.log"
 
 
@@ -88,9 +66,6 @@ def parse_seeds(spec: str) -> list[int]:
     return sorted(seeds)
 
 
-# --- one seed, as a Ray task --------------------------------------------------------------------------
-
-
 def seed_command(
     seed: int,
     root: Path,
@@ -103,26 +78,14 @@ def seed_command(
     force: bool = False,
 ) -> list[str]:
     """The single-seed ``run_all.py`` command line that computes ``seed``'s run of a replicate run."""
-    command = [
-        "run_all.py",
-        "--profile",
-        profile,
-        "--run-dir",
-        str(seed_run_dir(root, seed)),
-        "-p",
-        f"seed={seed}",
-    ]
-    if data_seed is not None:  # a setup parameter: run_all.py refuses it when setup is not selected
-        command += ["-p", f"data_seed={data_seed}"]
-    if data_dir is not None:
-        command += ["--data-dir", data_dir]
-    if stages is not None:
-        command += ["--stages", stages]
-    if force:
-        command.append("--force")
-    for item in parameters:
-        command += ["-p", item]
-    return command
+    command = ["run_all.py", "--profile", profile, "--run-dir", str(seed_run_dir(root, seed))]
+    command += ["-p", f"seed={seed}"]
+    # data_seed is a setup parameter: run_all.py refuses it when setup is not selected.
+    command += ["-p", f"data_seed={data_seed}"] if data_seed is not None else []
+    command += ["--data-dir", data_dir] if data_dir is not None else []
+    command += ["--stages", stages] if stages is not None else []
+    command += ["--force"] if force else []
+    return command + [arg for item in parameters for arg in ("-p", item)]
 
 
 @dataclass
@@ -163,13 +126,9 @@ def run_seed(
     force: bool,
     report: Callable[[dict[str, Any]], None],
 ) -> SeedOutcome:
-    """Run one seed's single-seed pipeline as a subprocess; ``report`` each stage as it finishes.
-
-    A stage counts as finished when its outputs are complete and run_all.py's failure marker is gone
-    (:func:`cifar_helpers.workflow.pipeline.stage_is_finished`), so progress is read from the run directory,
-    not from the console output. Stages complete before the start are reported as skipped (unless
-    ``force``). The output goes to ``<run_dir>/run_all.log``.
-    """
+    """Run one seed's single-seed pipeline as a subprocess (output in ``<run_dir>/run_all.log``);
+    ``report`` each stage as the run directory shows it finished (stages finished before the start as
+    skipped, unless ``force``)."""
     run = RunDir(run_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     log_path = run.root / LOG_NAME
@@ -177,13 +136,8 @@ def run_seed(
     last_event = start
     reported: dict[str, dict[str, Any]] = {}
     seen_unfinished = set(stages) - _finished(run, stages) if force else set()
-    if not force:
-        for stage in stages:
-            if stage in _finished(run, stages):
-                reported[stage] = {"status": "skipped", "minutes": 0.0}
-                report({"seed": seed, "stage": stage, **reported[stage]})
 
-    def poll(final: bool) -> None:
+    def poll(status: str, final: bool = False) -> None:
         nonlocal last_event
         done = _finished(run, stages)
         seen_unfinished.update(set(stages) - done)
@@ -195,9 +149,13 @@ def run_seed(
             ):
                 continue
             now = time.perf_counter()
-            reported[stage] = {"status": "ran", "minutes": round((now - last_event) / 60, 2)}
-            last_event = now
+            minutes = round((now - last_event) / 60, 2) if status == "ran" else 0.0
+            last_event = now if status == "ran" else last_event
+            reported[stage] = {"status": status, "minutes": minutes}
             report({"seed": seed, "stage": stage, **reported[stage]})
+
+    if not force:
+        poll("skipped")
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w", encoding="utf-8") as log:
@@ -206,8 +164,8 @@ def run_seed(
         )
         while process.poll() is None:
             time.sleep(POLL_SECONDS)
-            poll(final=False)
-    poll(final=True)
+            poll("ran")
+    poll("ran", final=True)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     outcome = SeedOutcome(
         seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, stages=reported
@@ -220,25 +178,22 @@ def run_seed(
     return outcome
 
 
-# --- the driver -----------------------------------------------------------------------------------
-
-
 def start_ray(address: str | None) -> str:
-    """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start one on this machine.
-
-    Returns a one-line description of where the seeds will run.
-    """
+    """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start one on this machine;
+    returns where the seeds will run, in words."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
         return f"Ray cluster at {address}"
+    import psutil  # vendored by Ray (ray/thirdparty_files), importable once ray is imported
     import torch
 
     gpus = torch.cuda.device_count()
+    me = psutil.Process()
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
-        before = _child_pids()
+        before = {child.pid for child in me.children()}
         try:
             ray.init(
                 num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False
@@ -247,38 +202,19 @@ def start_ray(address: str | None) -> str:
         except Exception as e:  # Ray raises a bare Exception when its processes start too slowly
             ray.shutdown()
             # A failed start leaves the processes it did start (GCS, monitors) running: end them.
-            for pid in _child_pids() - before:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            for child in me.children():
+                if child.pid not in before:
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
             if attempt == RAY_START_ATTEMPTS:
                 raise RuntimeError(f"Ray did not start on this machine ({attempt} attempts): {e}") from e
             print(f"Ray did not start ({e}); trying again", flush=True)
     return f"Ray on this machine ({os.cpu_count()} CPUs, {gpus} GPUs)"
 
 
-def _child_pids() -> set[int]:
-    """Ids of this process's child processes (read from /proc; empty where there is none)."""
-    me, found = os.getpid(), set()
-    proc = Path("/proc")
-    for entry in proc.iterdir() if proc.is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # The fields after the command name (in parentheses): state, then the parent's id.
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == me:
-            found.add(int(entry.name))
-    return found
-
-
 def task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
-    """Ray resources of one seed's task: a GPU each where there are GPUs, else its CPU threads.
-
-    ``num_threads`` is the profile's torch thread count (None: torch's default, all of a machine's
-    cores, so the task asks for a whole machine and results match a single-seed run there).
-    """
+    """Ray resources of one seed's task: a GPU each where there are GPUs, else its CPU threads
+    (``num_threads`` None: torch's default, all cores, so the task asks for a whole machine)."""
     if cluster.get("GPU", 0) >= 1:
         return {"num_gpus": 1, "num_cpus": num_threads or 1}
     return {"num_cpus": num_threads or max(1, int(largest_node_cpus))}
@@ -323,42 +259,34 @@ def run_replicates(request: ReplicateRequest) -> int:
         ray.shutdown()
 
     failed = [o for o in outcomes if not o.ok]
-    for outcome in failed:
-        notebook = STAGES[outcome.failed_stage][1] if outcome.failed_stage in STAGES else "run_all.py"
-        print(
-            f"seed {outcome.seed} FAILED in {notebook}"
-            + (f" (stage '{outcome.failed_stage}')" if outcome.failed_stage else "")
-            + f"; its output: {outcome.log}\n  "
-            + outcome.message.replace("\n", "\n  "),
-            file=sys.stderr,
-            flush=True,
-        )
+    for o in failed:
+        notebook = STAGES[o.failed_stage][1] if o.failed_stage in STAGES else "run_all.py"
+        stage = f" (stage '{o.failed_stage}')" if o.failed_stage else ""
+        details = o.message.replace("\n", "\n  ")
+        _say(f"seed {o.seed} FAILED in {notebook}{stage}; its output: {o.log}\n  {details}", error=True)
     status = 1 if failed else 0
     seeds = request.seeds
     replicates_status = "not run"
     if failed:
-        print(
+        _say(
             f"stage 07 not run: {len(failed)} of {len(seeds)} seeds failed; fix the cause and rerun the same "
             "command (finished stages are skipped)",
-            file=sys.stderr,
-            flush=True,
+            error=True,
         )
     elif len(seeds) < 2:
-        print(
+        _say(
             "stage 07 compares seeds and needs at least two: add more, e.g. "
-            f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)",
-            flush=True,
+            f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)"
         )
     elif incomplete := [s for s in seeds if _finished(RunDir(seed_run_dir(root, s)), STAGES) != set(STAGES)]:
-        print(
+        _say(
             f"stage 07 not run: the runs of seed(s) {', '.join(map(str, incomplete))} do not have every "
-            "stage yet; run without --stages to complete them",
-            flush=True,
+            "stage yet; run without --stages to complete them"
         )
     elif not any(s["status"] == "ran" for o in outcomes for s in o.stages.values()) and (
         not request.force and replicates_complete(root, seeds)
     ):
-        print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: complete, skipped", flush=True)
+        _say(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: complete, skipped")
         replicates_status = "skipped"
     else:
         replicates_status = _run_replicates_notebook(request, seeds)
@@ -372,6 +300,10 @@ def run_replicates(request: ReplicateRequest) -> int:
     return status
 
 
+def _say(message: str, error: bool = False) -> None:
+    print(message, file=sys.stderr if error else sys.stdout, flush=True)
+
+
 def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) -> list[SeedOutcome]:
     import ray
     from ray.util.queue import Empty, Queue
@@ -379,21 +311,17 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
     progress = Queue(actor_options={"num_cpus": 0})
     task = ray.remote(max_retries=0, **resources)(_seed_task)
     pending = {}
+    options = {
+        "data_seed": data_seed if "setup" in request.stages else None,
+        "parameters": [item for item in request.parameters if not item.startswith("data_seed=")],
+        "data_dir": request.data_dir,
+        "stages": request.stages_spec,
+        "force": request.force,
+    }
     for seed in request.seeds:
-        command = seed_command(
-            seed,
-            request.root,
-            profile=request.profile,
-            data_seed=data_seed if "setup" in request.stages else None,
-            parameters=[item for item in request.parameters if not item.startswith("data_seed=")],
-            data_dir=request.data_dir,
-            stages=request.stages_spec,
-            force=request.force,
-        )
-        ref = task.remote(
-            seed, command, str(seed_run_dir(request.root, seed)), request.stages, request.force, progress
-        )
-        pending[ref] = seed
+        command = seed_command(seed, request.root, profile=request.profile, **options)
+        run_dir = str(seed_run_dir(request.root, seed))
+        pending[task.remote(seed, command, run_dir, request.stages, request.force, progress)] = seed
     total = len(request.seeds) * len(request.stages)
     accounted = 0
 
@@ -406,12 +334,10 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
                 return
             accounted += 1
             notebook = STAGES[event["stage"]][1]
-            what = (
-                "complete, skipped" if event["status"] == "skipped" else f"done in {event['minutes']:.2f} min"
-            )
-            print(
-                f"[seed {event['seed']}] [{event['stage']}] {notebook}: {what}  ({accounted}/{total} stages)",
-                flush=True,
+            skipped = event["status"] == "skipped"
+            what = "complete, skipped" if skipped else f"done in {event['minutes']:.2f} min"
+            _say(
+                f"[seed {event['seed']}] [{event['stage']}] {notebook}: {what}  ({accounted}/{total} stages)"
             )
 
     outcomes: dict[int, SeedOutcome] = {}
@@ -426,10 +352,9 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
                 outcome = SeedOutcome(seed, 1, message=f"Ray task failed: {str(e).splitlines()[0]}")
             outcomes[seed] = outcome
             state = "finished" if outcome.ok else "FAILED"
-            print(
-                f"[seed {seed}] {state} after {outcome.seconds / 60:.2f} min "
-                f"({len(outcomes)}/{len(request.seeds)} seeds)",
-                flush=True,
+            minutes = outcome.seconds / 60
+            _say(
+                f"[seed {seed}] {state} after {minutes:.2f} min ({len(outcomes)}/{len(request.seeds)} seeds)"
             )
     drain()
     return [outcomes[s] for s in request.seeds]
@@ -453,21 +378,15 @@ def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) ->
     }
     print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: running ...", flush=True)
     try:
-        seconds = execute_notebook(
-            source,
-            request.root / "executed" / REPLICATES_NOTEBOOK,
-            parameters,
-            request.root / "executed" / f"{REPLICATES_STAGE}.incomplete",
-            label=f"stage '{REPLICATES_STAGE}'",
-        )
+        executed = request.root / "executed"
+        marker = executed / f"{REPLICATES_STAGE}.incomplete"
+        label = f"stage '{REPLICATES_STAGE}'"
+        seconds = execute_notebook(source, executed / REPLICATES_NOTEBOOK, parameters, marker, label=label)
     except StageFailed as e:
-        print(f"[{REPLICATES_STAGE}] FAILED\n{e}", file=sys.stderr, flush=True)
+        _say(f"[{REPLICATES_STAGE}] FAILED\n{e}", error=True)
         return "failed"
     print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: done in {seconds / 60:.2f} min", flush=True)
     return "ran"
-
-
-# --- the run summary --------------------------------------------------------------------------------
 
 
 def replicate_run_summary(
@@ -527,10 +446,8 @@ def format_replicate_summary(summary: dict[str, Any]) -> str:
 
 
 def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) -> int:
-    """``run_all.py --seeds ...``: the parsed command line -> :func:`run_replicates` -> exit status.
-
-    Raises :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option.
-    """
+    """``run_all.py --seeds ...``: the parsed command line -> :func:`run_replicates` -> exit status;
+    :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option."""
     if args.seeds is None:
         raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
     if "seed" in overrides:

@@ -1,9 +1,5 @@
-"""Which run a notebook opened by hand means: the runs under ``runs/`` and what each has finished.
-
-Papermill and ``run_all.py`` always pass ``run_dir`` and ``profile``; a notebook opened in JupyterLab
-keeps its defaults (``run_dir = None``, ``profile = "auto"``). There "auto" means "the run I made",
-which is not always ``runs/<auto profile>``: after ``run_all.py --profile smoke`` it is ``runs/smoke``.
-"""
+"""Which run a notebook opened by hand (``run_dir = None``, ``profile = "auto"``) means: the runs under
+``runs/`` and what each has finished (after ``run_all.py --profile smoke`` it is ``runs/smoke``)."""
 
 from __future__ import annotations
 
@@ -17,11 +13,6 @@ def last_modified(run: RunDir) -> float:
     """The latest modification time of the run's configuration files and stage folders."""
     paths = [run.config_path, *(run.stage_dir(stage, create=False) for stage in STAGES if stage != "setup")]
     return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
-
-
-def finished_stages(run: RunDir) -> list[str]:
-    """The stages whose outputs are all present in ``run``, in pipeline order."""
-    return [stage for stage in STAGES if run.has(stage, *STAGE_OUTPUTS[stage])]
 
 
 def list_runs(runs_root: str | os.PathLike[str]) -> list[RunDir]:
@@ -46,9 +37,8 @@ def describe_runs(runs_root: str | os.PathLike[str]) -> str:
     runs = list_runs(runs_root)
     if not runs:
         return f"there is no run under {runs_root} yet: run `python run_all.py` (or 00_setup.ipynb) first"
-    listed = "; ".join(
-        f"{run.root.name} (finished: {', '.join(finished_stages(run)) or 'nothing'})" for run in runs
-    )
+    finished = {run: [s for s in STAGES if run.has(s, *STAGE_OUTPUTS[s])] for run in runs}
+    listed = "; ".join(f"{run.root.name} (finished: {', '.join(finished[run]) or 'nothing'})" for run in runs)
     example = runs[0].root
     return (
         f"runs under {runs_root}: {listed}. To use one, set in the parameters cell "

@@ -1,16 +1,7 @@
 """Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
 
-Every notebook starts with :func:`setup_run` (stage 00) or :func:`open_stage` (stages 01-06). They
-make the properties of docs/architecture.md hold without each notebook repeating them:
-
-* a stage reads only what earlier stages wrote, and fails with a message naming the notebook to run
-  when an input is missing;
-* the notebook's ``profile`` and ``seed`` must agree with the run directory's ``config.json``, so a
-  stage cannot silently mix two runs;
-* stage-specific knobs (e.g. the confidence threshold) are validated by :class:`RunConfig` and the
-  stage's own configuration is saved beside its results (``<stage>/config.json``);
-* every generator is seeded before the stage computes anything;
-* a run directory that ``run_all.py`` is running on is not written from elsewhere (``runlock``).
+Every notebook starts with :func:`setup_run` (00), :func:`open_stage` (01-06) or :func:`open_replicates`
+(07).
 """
 
 from __future__ import annotations
@@ -56,11 +47,7 @@ from cifar_helpers.workflow.run_discovery import describe_runs, most_recent_run_
 
 
 def project_root(cwd: str | os.PathLike[str] | None = None) -> Path:
-    """Where ``runs/`` and ``data/`` live: the working directory, or its parent inside ``notebooks/``.
-
-    A notebook runs with ``notebooks/`` as its working directory, so the project root is its parent
-    there; elsewhere (``run_all.py``, Colab) it is the working directory.
-    """
+    """Where ``runs/`` and ``data/`` live: the working directory, or its parent inside ``notebooks/``."""
     here = Path(cwd) if cwd is not None else Path.cwd()
     return (here.parent if here.name == "notebooks" else here).resolve()
 
@@ -121,18 +108,10 @@ def _seed(config: RunConfig) -> dict[str, Any]:
 
 
 def setup_run(
-    run_dir: str | os.PathLike[str] | None,
-    *,
-    profile: str = "auto",
-    seed: int = 42,
-    **overrides: Any,
+    run_dir: str | os.PathLike[str] | None, *, profile: str = "auto", seed: int = 42, **overrides: Any
 ) -> Stage:
-    """Stage 00: create (or reopen) a run directory with a validated configuration.
-
-    ``overrides`` are :class:`RunConfig` fields; ``None`` values mean "the profile's default".
-    Writes ``config.json`` and ``environment.json``. Reopening a run with a different configuration is
-    refused (its results would no longer match its config); use another ``run_dir`` for that.
-    """
+    """Stage 00: create (or reopen, with the same configuration) a run directory; writes ``config.json``
+    and ``environment.json``. ``overrides`` are :class:`RunConfig` fields (None: the profile's default)."""
     values = {k: v for k, v in overrides.items() if v is not None}
     generated = values.get("data_source") == "synthetic"
     if values.get("data_dir") is None and not os.environ.get("CIFAR10_ROOT") and not generated:
@@ -168,22 +147,12 @@ def open_stage(
     force: bool = False,
     **knobs: Any,
 ) -> Stage:
-    """Open stage ``stage`` (01-06) of the run in ``run_dir``.
+    """Open stage ``stage`` (01-06) of the run in ``run_dir`` (None with ``profile="auto"``: the most
+    recent run under ``runs/`` with the stages it reads, announced in one line).
 
-    With ``run_dir=None`` and ``profile="auto"`` (a notebook opened by hand), the run is the most
-    recently modified one under ``runs/`` whose earlier stages are finished, announced in one line.
-    Checks that the stages it reads from are complete (else :class:`MissingStageError` naming the
-    notebook to run and, without ``run_dir``, the runs that exist and the parameter to set), that
-    ``profile`` and ``seed`` match the run, applies and validates ``knobs`` (:class:`RunConfig`
-    fields specific to this stage; ``None`` keeps the run's value), saves the stage's configuration
-    as ``<stage>/config.json``, records what it reads (``<stage>/inputs.json``, :mod:`lineage`) and
-    seeds every generator.
-
-    Results that later stages read are never replaced silently: when the stage already has results
-    computed with another configuration, :class:`ConfigError` names the differing keys, unless
-    ``force`` is set; then the old results move to ``<stage>.previous/`` (as ``run_all.py --force``
-    does) and the later stages that read them count as out of date until rerun. An input stage that is
-    itself out of date is refused with :class:`StaleStageError`, naming the notebook to rerun.
+    ``knobs`` are the stage's :class:`RunConfig` fields (None keeps the run's value). Missing or
+    out-of-date inputs raise :class:`MissingStageError` / :class:`StaleStageError`; results computed
+    with another configuration raise :class:`ConfigError` unless ``force`` moves them aside.
     """
     if stage not in STAGES or stage == "setup":
         known = ", ".join(s for s in STAGES if s != "setup")
@@ -265,8 +234,7 @@ def check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None
 
 
 def replace_results(run: RunDir, stage: str) -> None:
-    """``force``: set ``stage``'s results aside (``<stage>.previous/``) so it recomputes from scratch,
-    after pinning what the later stages read, so they count as out of date until rerun."""
+    """``force``: set ``stage``'s results aside (``<stage>.previous/``), the later stages out of date."""
     affected = lineage.pin_readers(run, stage)
     moved = set_aside_stage(run, stage)
     if moved is None:
@@ -285,9 +253,6 @@ def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
     """The configuration a finished stage ran under (its knobs applied)."""
     (path,) = RunDir(run_dir).require(stage, "config.json")
     return RunConfig.load(path)
-
-
-# --- opening a replicate run (notebook 07) --------------------------------------------------------------
 
 
 @dataclass
@@ -329,12 +294,9 @@ class Replicates:
         return result, config, self._data
 
     def explain(self, indices: Sequence[int], max_images: int = 16) -> dict[str, Any]:
-        """Grad-CAM of ``explain_seed``'s baseline on test images ``indices`` (at most ``max_images``).
-
-        Returns the inputs of :func:`cifar_helpers.views.plotting.plot_gradcam_pairs`: uint8 images
-        (K, 3, H, W), predicted- and true-class maps (K, H, W), labels, predictions, confidences and
-        the class names.
-        """
+        """Grad-CAM of ``explain_seed``'s baseline on test images ``indices`` (at most ``max_images``):
+        the inputs of :func:`cifar_helpers.views.plotting.plot_gradcam_pairs` (uint8 images (K, 3, H, W),
+        predicted- and true-class maps (K, H, W), labels, predictions, confidences, class names)."""
         result, _, data = self._explain_run()
         run = RunDir(result.run_dir)
         chosen = torch.tensor(list(indices)[:max_images], dtype=torch.int64)
@@ -354,14 +316,9 @@ class Replicates:
         }
 
     def human_label_mix(self, stability: Mapping[str, Any]) -> dict[str, Any]:
-        """The human-label categories of the consistent and of the one-seed failures.
-
-        A failure that holds over seeds is more often the label's doing (verified label error,
-        ambiguous) than one a single seed makes. Returns ``{"applies": True, "ambiguity_threshold": t,
-        "consistent": {category: n}, "one_seed": {category: n}}``, or ``{"applies": False, "reason":
-        ...}`` where no human labels apply (a test subset, another dataset; see
-        :func:`cifar_helpers.analysis.human_labels.human_labels_for_run`).
-        """
+        """The human-label categories of the consistent and the one-seed failures: ``{"applies": True,
+        "ambiguity_threshold": t, "consistent": {category: n}, "one_seed": {category: n}}``, or
+        ``{"applies": False, "reason": ...}`` where no human labels apply (a test subset, another dataset)."""
         _, config, data = self._explain_run()
         human = human_labels_for_run(config, data)
         if isinstance(human, NotApplicable):
@@ -378,13 +335,9 @@ def open_replicates(
     seeds: Sequence[int] | None = None,
     seed: int | None = None,
 ) -> Replicates:
-    """Open the replicate run at ``run_dir`` (None: ``runs/<profile>``) for stage 07.
-
-    ``seeds`` chooses the seeds to compare (None: every ``seed-<k>`` directory found); ``seed`` the one
-    whose baseline explains the consistent failures (None: the first). Needs at least two seeds whose
-    runs are complete up to the augmented model and share their test images; otherwise raises
-    :class:`rundir.artifacts.MissingStageError` saying how to get them.
-    """
+    """Open the replicate run at ``run_dir`` (None: ``runs/<profile>``) for stage 07: ``seeds`` (None:
+    every ``seed-<k>`` found; at least two, sharing their test images) compared, ``seed``'s baseline
+    (None: the first) explaining the failures; :class:`MissingStageError` says how to get missing seeds."""
     root = Path(run_dir if run_dir is not None else default_run_dir(profile)).expanduser().resolve()
     found = find_seed_dirs(root)
     chosen = list(seeds) if seeds is not None else list(found)

@@ -8,20 +8,10 @@ notebooks 03 and 05 record, each in one call.
 
 from .attention import attention_measures, deletion_curve, mask_share, periphery_share, pointing_game
 from .cam import DEFAULT_LAYER, explain_images, grad_cam, gradcam_for_failures, resolve_layer
-from .stage_reports import compare_attention, failure_attention_report, matched_confidence_controls
-
-__all__ = [
-    "DEFAULT_LAYER",
-    "attention_measures",
-    "compare_attention",
-    "deletion_curve",
-    "explain_images",
-    "failure_attention_report",
-    "grad_cam",
-    "gradcam_for_failures",
-    "mask_share",
-    "matched_confidence_controls",
-    "periphery_share",
-    "pointing_game",
-    "resolve_layer",
-]
+from .stage_reports import (
+    compare_attention,
+    describe_attention,
+    describe_attention_change,
+    failure_attention_report,
+    matched_confidence_controls,
+)

@@ -1,7 +1,5 @@
-"""Measures of where Grad-CAM maps put their mass: the share outside the central square, the share
-inside an object mask, the pointing game, failures' maps against matched controls' (with a Wilcoxon
-test), and the deletion test of whether the most attended pixels are the ones the model uses.
-"""
+"""Measures of where Grad-CAM maps put their mass (periphery, object mask, pointing game), failures
+against matched controls, and the deletion test."""
 
 from __future__ import annotations
 
@@ -51,8 +49,7 @@ def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
     """Share of each non-negative float (N, H, W) map's mass outside the central ``center`` x ``center``
     square, which starts at ((H - center) // 2, (W - center) // 2): rows and columns 8..23 for 32x32.
 
-    Returns (N,) in the maps' dtype, in [0, 1]; NaN for an all-zero map, which has no mass to place
-    anywhere (use ``nanmean`` or drop them before averaging).
+    Returns (N,) in the maps' dtype, in [0, 1]; NaN for an all-zero map.
     """
     maps = _check_maps(maps)
     height, width = maps.shape[1:]
@@ -97,10 +94,9 @@ def deletion_curve(
 ) -> dict[str, Any]:
     """Probability of the target class as the most attended pixels are blanked, versus random pixels.
 
-    Pixels are blanked (set to 0 in normalised space, the dataset mean) in ``steps`` equal steps from
-    none to all, by decreasing map value (ties: row-major order) for the "attended" curve and in a
-    random order (``generator``; None: seed 0) for the "random" one. A faithful map makes the attended
-    curve fall faster. ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,),
+    Pixels are set to 0 (normalised: the dataset mean) in ``steps`` equal steps, by decreasing map
+    value (ties: row-major order) or in a random order (``generator``; None: seed 0).
+    ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,),
     ``maps`` float (N, H, W); the model runs in eval mode (modes restored).
 
     Returns:
@@ -183,6 +179,11 @@ def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: in
 
     both = ~failure_share.isnan() & ~control_share.isnan()
     difference = failure_share[both] - control_share[both]
+    p_value = math.nan  # the test is undefined when every pair ties
+    if (difference != 0).any():
+        from scipy.stats import wilcoxon
+
+        p_value = float(wilcoxon(difference.numpy()).pvalue)
     return {
         "center": center,
         "failures": describe(failure_share),
@@ -190,14 +191,5 @@ def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: in
         "pairs": int(both.sum()),
         "mean_difference": float(difference.mean()) if len(difference) else None,
         "share_failure_higher": float((difference > 0).double().mean()) if len(difference) else None,
-        "wilcoxon_p": _wilcoxon_p(difference),
+        "wilcoxon_p": None if math.isnan(p_value) else p_value,
     }
-
-
-def _wilcoxon_p(difference: Tensor) -> float | None:
-    if not (difference != 0).any():
-        return None  # the test is undefined when every pair ties
-    from scipy.stats import wilcoxon
-
-    p_value = float(wilcoxon(difference.numpy()).pvalue)
-    return None if math.isnan(p_value) else p_value

@@ -2,9 +2,7 @@
 
 For a target class c and a layer with activations A (K, h, w), the channel weights are the spatial
 mean of d logit_c / d A_k, and the map is ReLU(sum_k w_k A_k), bilinearly upsampled to the input
-size and divided by its maximum. A batch takes one forward and one backward pass: in eval mode the
-samples do not interact, so the gradient of the *sum* of the target logits is each sample's own.
-Only the activation's gradient is computed, so parameters' ``.grad`` are never touched.
+size and divided by its maximum.
 """
 
 from __future__ import annotations
@@ -111,8 +109,7 @@ def grad_cam(
 
     Returns:
         float32 (N, H, W) on the model's device, each map in [0, 1] with maximum 1, or all zeros when
-        no location has positive evidence for the class. Works inside ``torch.no_grad()`` and
-        ``torch.inference_mode()``.
+        no location has positive evidence for the class.
     """
     target_layer = resolve_layer(model, layer)
     images = _check_float_images(images)
@@ -129,9 +126,8 @@ def grad_cam(
             raise ValueError(
                 f"Grad-CAM needs a layer whose output is (N, K, h, w); this one returned {shape}"
             )
-        # The activation becomes a leaf of a fresh graph: its gradient is all Grad-CAM needs, and
-        # recording only from here on leaves the layers before it graph-free (a fraction of the memory
-        # of a full backward). The caller's no_grad block restores the grad mode on exit.
+        # The activation becomes a leaf of a fresh graph: its gradient is all Grad-CAM needs, and the
+        # layers before it stay graph-free.
         torch.set_grad_enabled(True)
         activation = output.detach().requires_grad_(True)
         captured.append(activation)
@@ -195,9 +191,8 @@ def gradcam_for_failures(
     """Grad-CAM maps of the predicted (wrong) class and of the true class for each failure: where the
     model found evidence for what it said, and where it found (or missed) evidence for the right answer.
 
-    ``images_uint8`` uint8 (N, 3, H, W) is the whole split ``failures`` were found on (only the
-    failures' images are moved to the model's device); ``max_items`` explains only the first (most
-    confident) failures.
+    ``images_uint8`` uint8 (N, 3, H, W) is the whole split ``failures`` were found on; ``max_items``
+    explains only the first (most confident) failures.
 
     Returns:
         On the CPU: ``indices``, ``predicted`` and ``true_labels`` int64 (K,), ``predicted_maps`` and

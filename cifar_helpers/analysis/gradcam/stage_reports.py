@@ -29,13 +29,11 @@ def matched_confidence_controls(
     difference in attention is not a difference in confidence in disguise.
 
     ``confidences`` float (N,) and ``correct`` bool (N,) cover the split; ``reference_confidences``
-    float (K,) are the failures'. ``generator`` breaks ties between equally near candidates at random
-    (confidences saturate at 1.0, so ties are common); None breaks them by lowest index.
+    float (K,) are the failures'. ``generator`` breaks ties at random (None: by lowest index).
 
     Returns:
         int64 (K,) indices into the split, aligned with the references, matched greedily from the most
-        confident down; candidates are drawn without replacement until every correct image has been
-        used once, and only then reused.
+        confident down, without replacement until every correct image has been used once.
     """
     for name, value in (("confidences", confidences), ("reference_confidences", reference_confidences)):
         if not isinstance(value, Tensor) or value.ndim != 1 or not value.dtype.is_floating_point:
@@ -82,11 +80,8 @@ def failure_attention_report(
 ) -> dict[str, Any]:
     """Are the failures' heatmaps different, and are they faithful? The measures of notebook 03.
 
-    1. *Periphery*: the share of each failure's predicted-class map outside the central
-       ``center``×``center`` square, against correctly classified images of matched confidence
-       (:func:`matched_confidence_controls`, tie-broken by ``seed``).
-    2. *Deletion test*: blanking the failures' most attended pixels against as many random pixels
-       (:func:`deletion_curve`, ``deletion_steps`` steps, random order from ``seed``).
+    The periphery share of each failure's predicted-class map against matched-confidence correct
+    images (:func:`matched_confidence_controls`), and the deletion test (:func:`deletion_curve`).
 
     ``images_uint8`` uint8 (N, 3, H, W), ``probs`` float (N, C) and ``labels`` int64 (N,) cover the
     whole split; ``failure_maps`` is :func:`gradcam_for_failures`' output; ``layer`` and
@@ -166,3 +161,49 @@ def compare_attention(
         "share_moved_inward": measures["share_failure_higher"],
         "wilcoxon_p": measures["wilcoxon_p"],
     }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.0%}"
+
+
+def describe_attention(measures: dict[str, Any]) -> str:
+    """:func:`failure_attention_report`'s measures in words (notebook 03)."""
+    if measures["num_failures"] == 0:
+        return "no high-confidence failures to explain"
+    periphery, center, deletion = measures["periphery"], measures["center"], measures["deletion"]
+    lines = [
+        f"Grad-CAM mass outside the central {center}x{center} pixels (a uniform map puts 75 % there):",
+        f"  high-confidence failures:             median {_pct(periphery['failures']['median'])}",
+        f"  correct images of matched confidence: median {_pct(periphery['controls']['median'])}",
+    ]
+    if periphery["share_failure_higher"] is not None:  # None without a pair to compare
+        lines.append(
+            f"  the failure's map is more peripheral than its control's in "
+            f"{_pct(periphery['share_failure_higher'])} of {periphery['pairs']} pairs"
+        )
+    if deletion is not None:  # None without deletion steps
+        lines += [
+            "mean-blanking deletion (area under the predicted class's probability as pixels are set to the "
+            f"mean): most attended first {deletion['attended_auc']:.2f}, random {deletion['random_auc']:.2f}",
+            "  not a faithfulness verdict: scattered mean-valued pixels are out of distribution themselves "
+            "and destroy the prediction whatever their order; ROAD (below) removes pixels without it",
+        ]
+    return "\n".join(lines)
+
+
+def describe_attention_change(
+    measures: dict[str, Any], names: tuple[str, str] = ("baseline", "augmented")
+) -> str:
+    """:func:`compare_attention`'s periphery comparison in words (notebook 05)."""
+    if measures["pairs"] == 0:
+        return "no pairs of non-empty heatmaps to compare"
+    c = measures["center"]
+    return "\n".join(
+        [
+            f"Grad-CAM mass outside the central {c}x{c} pixels, on the baseline's failures "
+            f"({measures['pairs']} images):",
+            *(f"  {name:<10} median {_pct(measures[name]['median'])}" for name in names),
+            f"attention moved towards the centre on {_pct(measures['share_moved_inward'])} of the images",
+        ]
+    )

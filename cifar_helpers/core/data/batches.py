@@ -1,6 +1,5 @@
 """torchvision's ``cifar-10-batches-py`` layout: recognising the batches folder, downloading it with
-torchvision, and reading the pickled batches (without running code) into both full splits.
-"""
+torchvision, and reading the pickled batches (without running code) into both full splits."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import torch
 
 from cifar_helpers.rundir.safe_load import UnsafePickleError, load_batch_pickle
 
-from .core import (
+from .common import (
     ACCEPTED_LAYOUTS,
     BATCHES_DIR,
     IMAGE_SIZE,
@@ -51,8 +50,7 @@ def _download_cifar10(root: Path) -> Path:
 
 def _unpickle(path: Path) -> dict[Any, Any]:
     try:
-        # Only containers, str/bytes, numbers and NumPy arrays are reconstructed: a batch file from
-        # an untrusted download cannot run code (see safe_load). str or bytes keys: _get takes both.
+        # str or bytes keys: _get takes both.
         obj = load_batch_pickle(path)
     except UnsafePickleError as err:
         raise DataError(str(err)) from None
@@ -103,11 +101,6 @@ def _load_batches(folder: Path) -> _FullData:
             raise DataError(
                 f"{folder}: {name} labels outside [0, {len(classes)}) of {META_FILE}'s label_names"
             )
-    return _FullData(
-        train_images=torch.from_numpy(train_images),
-        train_labels=torch.from_numpy(train_labels),
-        test_images=torch.from_numpy(np.ascontiguousarray(test_images)),
-        test_labels=torch.from_numpy(test_labels),
-        classes=classes,
-        fingerprint=_hash_entries("cifar10", [(n, (folder / n).stat()) for n in names]),
-    )
+    fingerprint = _hash_entries("cifar10", [(n, (folder / n).stat()) for n in names])
+    arrays = (train_images, train_labels, np.ascontiguousarray(test_images), test_labels)
+    return _FullData(fingerprint, classes, *map(torch.from_numpy, arrays))

@@ -1,7 +1,5 @@
-"""Image-folder trees, ``train/<class>/*`` and ``test/<class>/*`` of 32x32 RGB PNG or JPEG files:
-listing and fingerprinting the tree, decoding it once with OpenCV on a thread pool, and caching the
-decoded arrays (beside the tree when it is writable, else in a cache directory).
-"""
+"""Image-folder trees, ``train/<class>/*`` and ``test/<class>/*`` of 32x32 RGB PNG or JPEG files,
+decoded once and cached (beside the tree when it is writable, else in a cache directory)."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ import stat
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
@@ -20,7 +18,7 @@ from tqdm.auto import tqdm
 
 from cifar_helpers.rundir.artifacts import atomic_path
 
-from .core import (
+from .common import (
     _CACHE_VERSION,
     ACCEPTED_LAYOUTS,
     CACHE_SUBDIR,
@@ -32,25 +30,15 @@ from .core import (
 )
 
 
-@dataclass
-class _TreeListing:
-    """The files of a tree in load order, and its fingerprint."""
-
-    classes: list[str]
-    files: dict[str, list[str]]  # split -> file paths, class by class, sorted by name
-    labels: dict[str, torch.Tensor]  # split -> int64 (n,)
-    fingerprint: str
-
-
 def _class_dirs(split_dir: Path) -> list[str]:
     with os.scandir(split_dir) as it:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
 
 
-def _scan_tree(root: Path) -> _TreeListing:
-    """List train/test class folders and their images with os.scandir (one stat per file).
-
-    Paths stay strings: building 60,000 Path objects would take longer than the stat calls.
+def _scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], dict[str, torch.Tensor], str]:
+    """List train/test class folders and their images with os.scandir (one stat per file): the
+    classes, per split the file paths (class by class, sorted by name) and int64 (n,) labels, and the
+    tree's fingerprint. Paths stay strings: Path objects would cost more than the stat calls.
     """
     train_classes, test_classes = _class_dirs(root / "train"), _class_dirs(root / "test")
     if not train_classes and not test_classes:
@@ -82,7 +70,7 @@ def _scan_tree(root: Path) -> _TreeListing:
             files[split] += [e.path for e in images]
             split_labels += [label] * len(images)
         labels[split] = torch.tensor(split_labels, dtype=torch.int64)
-    return _TreeListing(train_classes, files, labels, _hash_entries("folder", entries))
+    return train_classes, files, labels, _hash_entries("folder", entries)
 
 
 def _dir_is_writable(path: Path) -> bool:
@@ -107,8 +95,6 @@ def _cache_dirs(root: Path, cache_dir: str | os.PathLike[str] | None) -> tuple[l
 
 def _read_cache(path: Path, fingerprint: str) -> _FullData | None:
     """The cached arrays at ``path`` if they exist, are intact and match ``fingerprint``."""
-    if not path.is_file():
-        return None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         data = _FullData(**{field.name: obj[field.name] for field in fields(_FullData)})
@@ -132,8 +118,7 @@ def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | Non
         try:
             with atomic_path(directory / name) as tmp:
                 torch.save(payload, tmp)
-                # mkstemp creates the file private (0600); a cache beside shared data should be
-                # readable by the other users of that data.
+                # mkstemp creates the file private (0600); others sharing the data should read it.
                 tmp.chmod(0o644)
             return directory / name
         except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer on a full disk
@@ -147,25 +132,18 @@ def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | Non
     return None
 
 
-def _load_folder(root: Path, *, cache_dir: str | os.PathLike[str] | None, progress: bool) -> _FullData:
-    listing = _scan_tree(root)
-    name = f"folder-{listing.fingerprint[:40]}.pt"
+def _load_folder(root: Path, cache_dir: str | os.PathLike[str] | None, progress: bool) -> _FullData:
+    classes, files, labels, fingerprint = _scan_tree(root)
+    name = f"folder-{fingerprint[:40]}.pt"
     read_dirs, write_dirs = _cache_dirs(root, cache_dir)
     for directory in read_dirs:
-        cached = _read_cache(directory / name, listing.fingerprint)
+        cached = _read_cache(directory / name, fingerprint)
         if cached is not None:
             return cached
-    total = sum(len(f) for f in listing.files.values())
+    total = sum(len(f) for f in files.values())
     with tqdm(total=total, desc=f"decoding {root.name or root}", unit="img", disable=not progress) as bar:
-        images = {split: _decode_images(files, bar.update) for split, files in listing.files.items()}
-    data = _FullData(
-        train_images=images["train"],
-        train_labels=listing.labels["train"],
-        test_images=images["test"],
-        test_labels=listing.labels["test"],
-        classes=listing.classes,
-        fingerprint=listing.fingerprint,
-    )
+        images = {split: _decode_images(paths, bar.update) for split, paths in files.items()}
+    data = _FullData(fingerprint, classes, images["train"], labels["train"], images["test"], labels["test"])
     # Only a fully decoded tree reaches this line, so a decode error never leaves a cache behind.
     _write_cache(write_dirs, name, data)
     return data
@@ -193,10 +171,8 @@ def _decode_into(paths: Sequence[str | Path], out: np.ndarray, start: int) -> No
 
 
 def _decode_images(paths: Sequence[str | Path], advance: Callable[[int], object]) -> torch.Tensor:
-    """Decode image files on a thread pool (OpenCV releases the GIL) -> uint8 (N, 3, 32, 32) RGB.
-
-    ``advance(n)`` is called after each finished chunk of ``n`` files (a progress bar's update).
-    """
+    """Decode image files on a thread pool (OpenCV releases the GIL) -> uint8 (N, 3, 32, 32) RGB,
+    calling ``advance(n)`` after each finished chunk of ``n`` files (a progress bar's update)."""
     out = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     chunk = 512
     workers = min(16, 2 * (os.cpu_count() or 1))
@@ -210,7 +186,6 @@ def _decode_images(paths: Sequence[str | Path], advance: Callable[[int], object]
                 future.result()
                 advance(n)
         except BaseException:
-            for future, _ in futures:
-                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import _CACHE_VERSION, IMAGE_SIZE, CifarData, DataError, _check_count, _splitmix64
+from .common import _CACHE_VERSION, IMAGE_SIZE, CifarData, DataError, _check_count, _splitmix64
 
 SYNTHETIC_CLASSES = (
     "disc",
@@ -28,9 +28,8 @@ SYNTHETIC_CLASSES = (
     "star",
     "ellipse",
 )
-# Object hue per class, in degrees. Classes come in pairs of similar colour and similar shape
-# (disc/ellipse, square/diamond, cross/star, hbar/vbar, triangle/ring) so that neither colour nor a
-# coarse outline alone separates all ten: the task is learnable but not trivial.
+# Object hue per class, in degrees. Classes come in pairs of similar colour and shape (disc/ellipse,
+# square/diamond, ...) so that neither colour nor a coarse outline alone separates all ten.
 SYNTHETIC_HUES = (0.0, 215.0, 300.0, 52.0, 278.0, 120.0, 142.0, 237.0, 36.0, 20.0)
 SYNTHETIC_HUE_JITTER = 12.0  # +- degrees around the class hue
 # Share of objects painted in their decoy class's colour (see make_synthetic_cifar).
@@ -59,33 +58,18 @@ def make_synthetic_cifar(
 ) -> CifarData:
     """Ten classes of coloured shapes on textured backgrounds, with object masks.
 
-    Each image shows one object (class-specific shape, class-specific hue with jitter in hue,
-    saturation and brightness, random position, scale and a small rotation) on a random textured
-    background (gradient, stripes or blobs in two random colours, plus pixel noise).
+    Position ``p`` of a virtual split of CIFAR-10's size has label ``p % 10``; ``train`` and ``test``
+    hold its first ``10 * *_per_class`` positions, so a smaller request is a prefix of a larger one, and
+    the hold-out takes the last ``holdout_per_class`` per class of the virtual training split.
 
-    Every image is a function of ``(seed, split, position)`` only, where position ``p`` has label
-    ``p % 10`` in a virtual full split of CIFAR-10's size (5000 training and 1000 test images per
-    class). ``train`` holds positions ``0 .. 10 * train_per_class - 1`` and ``test`` likewise, so a
-    smaller request is a prefix of a larger one. The hold-out takes the last ``holdout_per_class``
-    per class of the virtual training split, so it never overlaps ``train`` and does not change it.
-
-    ``background_class_correlation = p``: in ``train`` and the hold-out, each image's background is
-    its class's own tied background (fixed stripes in a class-specific colour) with probability ``p``;
-    ``test`` backgrounds are always random. With ``p`` near 1 a model learns to classify the background.
-
+    ``background_class_correlation = p``: in ``train`` and the hold-out, each background is its class's
+    tied background with probability ``p``; ``test`` backgrounds are always random.
     ``decoy_colour_rate = q``: in every split, each object is painted, with probability ``q``, in the
-    colour of its class's *decoy* class (the next class) instead of its own. Colour is the easiest
-    cue, so a briefly trained model calls such an object by its colour, confidently: the generated
-    set has high-confidence failures with a known cause (a colour, i.e. texture, bias), as CIFAR-10
-    has cat/dog and automobile/truck. 0 gives only true-coloured objects.
+    colour of the next class, which gives confident failures with a known cause (a colour bias).
 
-    Returns:
-        :class:`CifarData` with source ``"synthetic"``: images uint8 (N, 3, 32, 32), labels int64 (N,),
-        masks bool (N, 32, 32) (True on the object, never empty).
-
-    Raises:
-        DataError: negative counts, ``train_per_class + holdout_per_class > 5000``,
-            ``test_per_class > 1000``, or a correlation outside [0, 1].
+    Returns a :class:`CifarData` of source ``"synthetic"`` with masks bool (N, 32, 32) (True on the
+    object, never empty). :class:`DataError` for negative counts, ``train_per_class + holdout_per_class
+    > 5000``, ``test_per_class > 1000``, or a rate outside [0, 1].
     """
     _check_count("train_per_class", train_per_class, allow_none=False)
     _check_count("test_per_class", test_per_class, allow_none=False)
@@ -113,8 +97,7 @@ def make_synthetic_cifar(
     train_index = torch.arange(train_per_class * n_classes)
     holdout_index = torch.arange(full_train - holdout_per_class * n_classes, full_train)
     test_index = torch.arange(test_per_class * n_classes)
-    p = float(background_class_correlation)
-    q = float(decoy_colour_rate)
+    p, q = float(background_class_correlation), float(decoy_colour_rate)
     train_images, train_masks = _render_split(seed, "train", train_index, p, q)
     holdout_images, holdout_masks = _render_split(seed, "train", holdout_index, p, q)
     test_images, test_masks = _render_split(seed, "test", test_index, 0.0, q)
@@ -166,10 +149,7 @@ _Y = (_COORDS / IMAGE_SIZE - 0.5).view(1, -1, 1)
 
 
 def _stripes(angle: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """Soft-edged stripes from angle (rad), cycles per image and phase (rad), each float (N,).
-
-    Returns float (N, 32, 32) in [0, 1].
-    """
+    """Soft-edged stripes, float (N, 32, 32) in [0, 1], from angle and phase (rad), cycles per image."""
     proj = torch.cos(angle).view(-1, 1, 1) * _X + torch.sin(angle).view(-1, 1, 1) * _Y
     wave = torch.sin(2 * math.pi * freq.view(-1, 1, 1) * proj + phase.view(-1, 1, 1))
     return torch.sigmoid(4.0 * wave)
@@ -220,7 +200,6 @@ _SHAPES: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...] = (
 def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Bool (N, 32, 32) masks of each image's class shape at object coordinates u, v (float (N, 32, 32))."""
     masks = torch.empty(u.shape, dtype=torch.bool)
-    # Only each image's own shape is evaluated: ten times less work than all shapes for all images.
     for label, shape in enumerate(_SHAPES):
         selected = torch.nonzero(labels == label)[:, 0]
         if len(selected):
@@ -229,10 +208,8 @@ def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torc
 
 
 def _background_mix(kind: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
-    """Mixing weight of the two background colours, float (N, 32, 32) in [0, 1].
-
-    ``kind`` (int64 (N,)) picks a linear gradient (0), stripes (1) or smooth blobs (2); ``rnd`` holds
-    the per-image uniforms. Each image's texture alone is computed.
+    """Mixing weight of the two background colours, float (N, 32, 32) in [0, 1]: ``kind`` (int64 (N,))
+    picks a linear gradient (0), stripes (1) or smooth blobs (2) drawn from the per-image uniforms ``rnd``.
     """
     n = len(kind)
     t = torch.empty((n, IMAGE_SIZE, IMAGE_SIZE))
@@ -260,9 +237,9 @@ def _render_split(
     images = torch.empty((len(positions), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     masks = torch.empty((len(positions), IMAGE_SIZE, IMAGE_SIZE), dtype=torch.bool)
     for start in range(0, len(positions), _CHUNK):
-        chunk = positions[start : start + _CHUNK]
-        images[start : start + len(chunk)], masks[start : start + len(chunk)] = _render(
-            seed, split, chunk, correlation, decoy_rate
+        end = start + _CHUNK
+        images[start:end], masks[start:end] = _render(
+            seed, split, positions[start:end], correlation, decoy_rate
         )
     return images, masks
 
@@ -295,8 +272,7 @@ def _render(
     background = torch.addcmul(c1.view(n, 3, 1, 1), (c2 - c1).view(n, 3, 1, 1), t[:, None])
 
     if correlation > 0:
-        # The tied background: class-specific stripes and colours; only the phase and brightness vary,
-        # so it identifies the class at a glance.
+        # The tied background: class-specific stripes and colours, so it identifies the class at a glance.
         tied = rnd[:, _U_TIE] < correlation
         if bool(tied.any()):
             per_class = zip(*(_tied_recipe(c) for c in range(n_classes)), strict=True)

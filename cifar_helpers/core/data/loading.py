@@ -1,7 +1,5 @@
-"""Loading: the public entry points. Finds which layout is at a root, reads it with :mod:`.batches`
-or :mod:`.folders` (or generates :mod:`.generated`), and takes the seeded, class-stratified subsets.
-:mod:`cifar_helpers.core.data` re-exports the public names.
-"""
+"""Loading: the public entry points. Finds which layout is at a root, reads or generates it, and takes
+the seeded, class-stratified subsets."""
 
 from __future__ import annotations
 
@@ -14,7 +12,7 @@ import numpy as np
 import torch
 
 from .batches import _batches_dir, _download_cifar10, _load_batches
-from .core import ACCEPTED_LAYOUTS, SOURCES, CifarData, DataError, _check_count, _FullData, _splitmix64
+from .common import ACCEPTED_LAYOUTS, SOURCES, CifarData, DataError, _check_count, _FullData, _splitmix64
 from .folders import _load_folder
 from .generated import SYNTHETIC_TEST_PER_CLASS, SYNTHETIC_TRAIN_PER_CLASS, make_synthetic_cifar
 
@@ -23,10 +21,8 @@ if TYPE_CHECKING:
 
 
 def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
-    """Where to look for CIFAR-10: ``root`` if given, else ``$CIFAR10_ROOT``, else ``./data``.
-
-    Returns an absolute path (``~`` expanded); the directory need not exist.
-    """
+    """Where to look for CIFAR-10: ``root`` if given, else ``$CIFAR10_ROOT``, else ``./data``, as an
+    absolute path (``~`` expanded); the directory need not exist."""
     if root is None or str(root) == "":
         root = os.environ.get("CIFAR10_ROOT") or "data"
     return Path(root).expanduser().absolute()
@@ -44,7 +40,8 @@ def load_cifar10(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> CifarData:
-    """Load CIFAR-10 (or a 32x32 image-folder set, or synthetic shapes) as uint8 tensors.
+    """Load CIFAR-10 (or a 32x32 image-folder set, or synthetic shapes) as a :class:`CifarData` of
+    uint8 (N, 3, 32, 32) images and int64 (N,) labels.
 
     Args:
         root: where the data is (see :func:`resolve_data_root`); ignored for ``source="synthetic"``.
@@ -58,12 +55,8 @@ def load_cifar10(
             (then ``$CIFAR_STRESS_CACHE``, then ``~/.cache/cifar-stress``).
         progress: show a progress bar while decoding.
 
-    Returns:
-        :class:`CifarData` with images uint8 (N, 3, 32, 32) and labels int64 (N,).
-
-    Raises:
-        DataError: nothing usable at ``root`` (the message names it and the accepted layouts), a file
-            that does not decode or is not 32x32 RGB, a failed download, or a subset larger than a class.
+    Raises :class:`DataError` for unusable data at ``root``, a failed download, or a subset larger
+    than a class.
     """
     if source not in SOURCES:
         raise DataError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
@@ -84,26 +77,13 @@ def load_cifar10(
     kind, location = _detect_layout(data_root, source, download)
     if kind == "download":
         kind, location = "cifar10", _download_cifar10(data_root)
-    if kind == "cifar10":
-        full = _load_batches(location)
-    else:
-        full = _load_folder(location, cache_dir=cache_dir, progress=progress)
-    return _take_subsets(
-        full,
-        source=kind,
-        root=str(location),
-        train_per_class=train_per_class,
-        test_per_class=test_per_class,
-        holdout_per_class=holdout_per_class,
-        seed=seed,
-    )
+    full = _load_batches(location) if kind == "cifar10" else _load_folder(location, cache_dir, progress)
+    return _take_subsets(full, kind, str(location), train_per_class, test_per_class, holdout_per_class, seed)
 
 
 def load_data(config: RunConfig, progress: bool = True) -> CifarData:
-    """:func:`load_cifar10` with the data fields of a run configuration.
-
-    ``config.data_seed`` seeds the subsets and generated images, ``config.seed`` where it is None.
-    """
+    """:func:`load_cifar10` with the data fields of a run configuration; ``config.data_seed`` seeds the
+    subsets and generated images, ``config.seed`` where it is None."""
     return load_cifar10(
         config.data_dir,
         download=config.download,
@@ -117,28 +97,13 @@ def load_data(config: RunConfig, progress: bool = True) -> CifarData:
 
 
 def stratified_indices(
-    labels: torch.Tensor,
-    per_class: int,
-    generator: torch.Generator,
-    *,
-    num_classes: int | None = None,
-    classes: Sequence[str] | None = None,
+    labels: torch.Tensor, per_class: int, generator: torch.Generator, *, classes: Sequence[str] | None = None
 ) -> torch.Tensor:
-    """A seeded, class-stratified sample: ``per_class`` positions of each class, sorted ascending.
+    """A seeded, class-stratified sample of int64 (N,) ``labels``: int64 (C * per_class,) sorted
+    positions, ``per_class`` of each of the C classes (``classes``' names, else ``labels.max() + 1``).
 
-    Args:
-        labels: int64 (N,) class of each item.
-        per_class: how many items of each class to pick (0 gives an empty result).
-        generator: seeds the draw; the same generator state gives the same indices.
-        num_classes: classes that must all be present (default ``labels.max() + 1``).
-        classes: class names, only to name a class in the error message.
-
-    Returns:
-        int64 (num_classes * per_class,) indices into ``labels``, sorted. A larger ``per_class`` with
-        the same generator state picks a superset of a smaller one.
-
-    Raises:
-        DataError: a class has fewer than ``per_class`` items (the message names it and its count).
+    The same ``generator`` state gives the same indices, and a larger ``per_class`` a superset of a
+    smaller one. :class:`DataError` when a class has fewer than ``per_class`` items (naming it).
     """
     _check_count("per_class", per_class, allow_none=False)
     labels = torch.as_tensor(labels)
@@ -147,30 +112,23 @@ def stratified_indices(
             f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}"
         )
     labels = labels.long()
-    if num_classes is None:
-        num_classes = len(classes) if classes is not None else int(labels.max()) + 1 if len(labels) else 0
+    num_classes = len(classes) if classes is not None else int(labels.max()) + 1 if len(labels) else 0
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise DataError(
             f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
         )
     counts = torch.bincount(labels, minlength=num_classes)
-    short = [c for c in range(num_classes) if int(counts[c]) < per_class]
-    if short:
-        c = short[0]
+    short = torch.nonzero(counts < per_class)
+    if len(short):
+        c = int(short[0])
         name = f"{classes[c]!r} (label {c})" if classes is not None else f"label {c}"
         raise DataError(f"asked for {per_class} images per class, but class {name} has only {int(counts[c])}")
-    # A random order, then a stable sort by label: each class's items stay in random order, so the
-    # first per_class of each class are a uniform sample, and a larger per_class extends it.
+    # A random order, then a stable sort by label: a larger per_class extends a smaller one's sample.
     order = torch.randperm(len(labels), generator=generator)
     order = order[torch.sort(labels[order], stable=True).indices]
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(len(labels)) - starts[labels[order]]
     return torch.sort(order[rank < per_class]).values
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding the data
-# --------------------------------------------------------------------------------------------------
 
 
 def _detect_layout(root: Path, source: str, download: bool) -> tuple[str, Path]:
@@ -193,21 +151,12 @@ def _detect_layout(root: Path, source: str, download: bool) -> tuple[str, Path]:
     raise DataError(f"no CIFAR-10 data found in {root} (and download=False); {ACCEPTED_LAYOUTS}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Full splits and subsets
-# --------------------------------------------------------------------------------------------------
-
-
 def _take_subsets(
-    full: _FullData,
-    *,
-    source: str,
-    root: str | None,
-    train_per_class: int | None,
-    test_per_class: int | None,
-    holdout_per_class: int,
-    seed: int,
+    full: _FullData, kind: str, root: str, n_train: int | None, n_test: int | None, n_holdout: int, seed: int
 ) -> CifarData:
+    """The seeded, class-stratified subsets of both full splits (``n_*`` images per class, None: all),
+    with each image's full-split position."""
+
     def draw(labels: torch.Tensor, per_class: int | None, stream: int) -> torch.Tensor:
         """Stratified positions in ``labels`` (all of them for None). Each draw has a generator of its
         own, derived from the seed and ``stream``, so the test subset does not depend on the hold-out."""
@@ -215,25 +164,23 @@ def _take_subsets(
             return torch.arange(len(labels))
         mixed = int(_splitmix64(np.array([seed % 2**64], dtype=np.uint64) ^ np.uint64(stream))[0])
         generator = torch.Generator().manual_seed(mixed & (2**63 - 1))
-        return stratified_indices(
-            labels, per_class, generator, num_classes=len(full.classes), classes=full.classes
-        )
+        return stratified_indices(labels, per_class, generator, classes=full.classes)
 
-    holdout_index = draw(full.train_labels, holdout_per_class, 1)
+    holdout_index = draw(full.train_labels, n_holdout, 1)
     keep = torch.ones(len(full.train_labels), dtype=torch.bool)
     keep[holdout_index] = False
     remaining = torch.arange(len(full.train_labels))[keep]
-    train_index = remaining[draw(full.train_labels[remaining], train_per_class, 2)]
-    test_index = draw(full.test_labels, test_per_class, 3)
-    whole = train_per_class is None and holdout_per_class == 0
+    train_index = remaining[draw(full.train_labels[remaining], n_train, 2)]
+    test_index = draw(full.test_labels, n_test, 3)
+    whole = n_train is None and n_holdout == 0
     return CifarData(
         # The full split is returned as is (no copy) when nothing is subset.
         train_images=full.train_images if whole else full.train_images[train_index],
         train_labels=full.train_labels[train_index],
-        test_images=full.test_images if test_per_class is None else full.test_images[test_index],
+        test_images=full.test_images if n_test is None else full.test_images[test_index],
         test_labels=full.test_labels[test_index],
         classes=list(full.classes),
-        source=source,
+        source=kind,
         root=root,
         holdout_images=full.train_images[holdout_index],
         holdout_labels=full.train_labels[holdout_index],

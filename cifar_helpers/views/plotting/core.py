@@ -1,9 +1,7 @@
 """Building blocks shared by every figure: style, input checks, heatmap overlays and image grids.
 
-Figures are :class:`NotebookFigure` built without ``pyplot``: nothing piles up in pyplot's registry
-when a widget redraws, and a figure shows itself as PNG in any front end whatever the backend.
-Overlays use OpenCV's JET colormap and colour bars matplotlib's identical ``jet``, so legend and
-pixels match.
+Figures are :class:`NotebookFigure` built without ``pyplot``, so nothing piles up in pyplot's registry
+when a widget redraws.
 """
 
 from __future__ import annotations

@@ -63,10 +63,9 @@ def plot_training_curves(
     Args:
         histories: ``{model name: history}`` or one history (named ``"model"``): per-epoch dicts with
             ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` (accuracies in [0, 1]).
-        final_train_accuracy: ``{model name: accuracy in [0, 1]}`` of the trained model on the
-            un-augmented training images (``metrics.json``'s ``train_accuracy``). Given, the gap is the one
-            reported everywhere else, up to a diamond at that accuracy; otherwise it is measured from the
-            running train accuracy of the last epoch (train mode, augmented batches).
+        final_train_accuracy: ``{model name: accuracy in [0, 1]}`` on the un-augmented training images
+            (``metrics.json``'s ``train_accuracy``), drawn as a diamond and used for the gap; otherwise
+            the gap uses the last epoch's running train accuracy.
     """
     named = dict(histories) if isinstance(histories, Mapping) else {"model": histories}
     if not named:
@@ -129,8 +128,7 @@ def plot_confusion_matrix(
     title: str = "Confusion matrix: off-diagonal (red) cells are the mistakes",
 ) -> Figure:
     """(C, C) counts ``cm`` (rows: true class, columns: predicted) of the C ``classes``, each cell a percent
-    of its row with the count beneath. The diagonal is green on a 0-100% scale, mistakes red on their own
-    scale (up to the largest), so a 3% confusion is not washed out by 90% diagonal cells."""
+    of its row; mistakes get their own colour scale so small confusions are not washed out."""
     names = check_classes(classes)
     counts = to_numpy(cm, "cm").astype(np.float64)
     c = len(names)

@@ -1,11 +1,5 @@
-"""What every part of :mod:`cifar_helpers.core.data` shares: the constants and the accepted layouts,
-:class:`DataError`, :class:`CifarData` (what a load returns), ``_FullData`` (both full splits as read,
-before subsetting), the count check, file fingerprints and the SplitMix64 scramble.
-
-The readers (:mod:`.batches`, :mod:`.folders`), the generated set (:mod:`.generated`) and the loading
-dispatch (:mod:`.loading`) all import from here and not from each other's internals, so the package
-has no import cycle.
-"""
+"""What every part of :mod:`cifar_helpers.core.data` shares; the readers import from here, never from
+each other."""
 
 from __future__ import annotations
 
@@ -70,11 +64,6 @@ class CifarData:
     holdout_masks: torch.Tensor | None = None
     fingerprint: str = ""
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (length of ``classes``)."""
-        return len(self.classes)
-
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description: source, root, classes, image counts per class per split, fingerprint."""
 
@@ -106,11 +95,9 @@ def _check_count(name: str, value: int | None, *, allow_none: bool) -> None:
 
 @dataclass
 class _FullData:
-    """Both full splits as decoded: images uint8 (N, 3, 32, 32), labels int64 (N,).
-
-    An image-folder cache file holds these fields, in this order, after its ``version``: a change
-    here needs a new ``_CACHE_VERSION``.
-    """
+    """Both full splits as decoded: images uint8 (N, 3, 32, 32), labels int64 (N,). An image-folder
+    cache file holds these fields, in this order, after its ``version``: a change needs a new
+    ``_CACHE_VERSION``."""
 
     fingerprint: str
     classes: list[str]
