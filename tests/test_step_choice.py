@@ -6,6 +6,7 @@ bit-exact determinism and resume need ``torch.compile`` to work here and are mar
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -248,5 +249,23 @@ def test_a_compiled_step_is_bit_exact_across_runs_and_resumes(
         assert [h["train_loss"] for h in other.history] == [h["train_loss"] for h in full.history]
         for key, value in full.model.state_dict().items():
             assert torch.equal(value, other.model.state_dict()[key]), key
-    # full, again, and the resumed run in two calls of one epoch each: every step went through the compiled model
+    # full, again, and the resumed run in two calls of one epoch each: every step went through compile
     assert len(forwards) == 8 + 8 + 4 + 4
+
+
+def test_the_training_notebooks_table_of_the_choice() -> None:
+    from cifar_helpers.core.step_choice import StepChoice
+    from cifar_helpers.views.tables import text, train_step_table
+
+    measured = [
+        Measurement(EAGER_CL, 0.128, 0.01),
+        Measurement(COMPILED_CL, None, error="not tried: too few steps to repay compiling"),
+    ]
+    record = StepChoice(EAGER_CL, "measured", measured, probe_seconds=4.2, planned_steps=700).record(128)
+    shown = text(train_step_table(record))
+    assert shown.splitlines()[0] == "training step: eager channels_last (measured)"
+    assert re.search(r"^eager channels_last \(chosen\) +1000 +0\.01$", shown, flags=re.M), shown
+    assert re.search(r"^compiled channels_last +- +- +not tried: too few steps", shown, flags=re.M), shown
+    assert "probe: 4 s; the run planned 700 steps" in shown
+    forced = StepChoice(EAGER_NCHW, "forced").record(128)
+    assert "no candidate rates measured" in text(train_step_table(forced))
