@@ -368,7 +368,8 @@ def _train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with autocast:
-            logits = (state.forward or model)(inputs)
+            # not `state.forward or model`: a compiled module's truth value calls len(), which fails
+            logits = (model if state.forward is None else state.forward)(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
