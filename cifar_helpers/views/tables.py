@@ -42,7 +42,8 @@ SEP = "\x1f"  # between the cells of Styler.to_string; never in a cell
 CSS = {
     "th, td": "padding: 0.2em 0.7em",
     "td": "text-align: right; font-variant-numeric: tabular-nums",
-    "td:first-child": "text-align: left",
+    "th": "text-align: right",
+    "td:first-child, th:first-child": "text-align: left",
 }
 CATEGORY_COUNTS = ("category", "fixed", "kept (same)", "kept (different)", "new")
 
@@ -118,7 +119,8 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
     # Words read left to right. A rule per column class: the cells have no ids (cell_ids=False), and
     # the report's page, which has its own stylesheet, keeps only these rules (``precise``).
     words = [c for c in frame.columns[1:] if tuple(frame.columns) != KV and is_words(frame[c])]
-    styler.set_table_styles({c: [{"selector": "td", "props": "text-align: left"}] for c in words})
+    left = [{"selector": cell, "props": "text-align: left"} for cell in ("td", "th")]
+    styler.set_table_styles({c: left for c in words})
     styles = [] if precise else [{"selector": selector, "props": props} for selector, props in CSS.items()]
     return styler.set_table_styles(styles, overwrite=False)
 
@@ -143,9 +145,7 @@ def to_html(frame: pd.DataFrame, precise: bool = False) -> str:
     has a stylesheet, only the styles that say which columns hold words."""
     title = f"<h4>{html.escape(frame.attrs['title'])}</h4>" if frame.attrs.get("title") else ""
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in frame.attrs.get("notes", ()))
-    return (
-        title + (style(frame, precise).to_html() if len(frame.columns) else "") + notes
-    )
+    return title + (style(frame, precise).to_html() if len(frame.columns) else "") + notes
 
 
 def texts(frames: Iterable[pd.DataFrame]) -> str:
