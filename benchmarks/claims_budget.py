@@ -62,7 +62,9 @@ def main() -> None:
     failures = FailureSet(chosen, labels[chosen], wrong, torch.ones(k), 0.9, len(labels), k)
     subset = stratified_subset(labels, config.stress_images, config.seed)
     shares = torch.rand(2, k).tolist()
-    measures = {"failure_periphery_shares": shares[0], "control_periphery_shares": shares[1]}
+    measures = {"failure_periphery_shares": shares[0], "control_periphery_shares": shares[1], "center": 16}
+    scores = {"combined_per_image": torch.rand(config.road_images).tolist()}
+    road = {"rows": {"gradcam@layer4": scores, "random": scores}}
     tests = {
         "accuracy and gaps (claims 1-2)": lambda: accuracy_claims(predictions, predictions, 0.9, 0.9, 49_000),
         "background (3)": lambda: background_claim(
@@ -74,7 +76,7 @@ def main() -> None:
         "tile accuracy, 2 models (4)": lambda: [
             shuffled_accuracy(model, images[subset], labels[subset], eval_options=options) for _ in range(2)
         ],
-        "Grad-CAM periphery (5)": lambda: gradcam_claim(measures),
+        "Grad-CAM periphery (5)": lambda: gradcam_claim(measures, road, "layer4"),
         "off-center (6)": lambda: off_center_claim(
             model, images, failures, chosen[::2], eval_options=options
         ),

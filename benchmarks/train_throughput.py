@@ -7,6 +7,10 @@ Trains the same ResNet-18 with the same optimizer and batch size two ways:
   bf16 autocast and channels-last where the device runs bf16 natively (CUDA, or a CPU with
   AVX512-BF16/AMX), fp32 otherwise. It trains two epochs of ``--steps`` batches and the second one is
   timed (from the trainer's own per-epoch ``seconds``), so one-off start-up costs are left out.
+* ``eager``     - the same, with ``compile=False``: the step the project took before steps were chosen.
+  ``project`` uses the step ``compile="auto"`` / ``memory_format="auto"`` choose for a whole ``cpu``
+  profile run (:func:`cifar_helpers.core.step_choice.choose_step`: measured once per machine, then read
+  from the user cache); every candidate's measured rate is printed with its share of the peak.
 * ``reference`` - the way the assignment did it: a ``Dataset`` of PIL images with torchvision's
   ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``, ``ToTensor()``, ``Normalize(...)``, a
   shuffling ``DataLoader`` with ``--workers`` worker processes (2 by default: one per core on a 2-core
@@ -48,11 +52,13 @@ import torch.nn.functional as F
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar_helpers.core.models import resnet18
-from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD
-from cifar_helpers.core.training import make_optimizer, train_model
+from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD, normalize
+from cifar_helpers.core.step_choice import choose_step
+from cifar_helpers.core.training import build_model, make_optimizer, steps_per_epoch, train_model
 from cifar_helpers.rundir.config import PROFILES, RunConfig, make_config
 
 NUM_CLASSES = 10
+METHODS = ("project", "eager", "reference")
 PEAK_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -135,10 +141,22 @@ def matmul_peak_gflops(
     return 2 * size**3 * repeats / best / 1e9
 
 
-def run_project(args: argparse.Namespace, width: int) -> dict[str, Any]:
-    """Two epochs of ``args.steps`` batches through ``train_model``; the second epoch is timed."""
+def run_project(args: argparse.Namespace, width: int, eager: bool = False) -> dict[str, Any]:
+    """Two epochs of ``args.steps`` batches through ``train_model``; the second epoch is timed. The
+    step is eager, or the one chosen for a whole ``cpu`` run (its candidates' rates are returned)."""
     config = bench_config(args, width)
     images, labels = random_data(args.steps * args.batch_size, args.seed)
+    chosen: dict[str, Any] = {"step": None, "candidates": []}
+    if eager:
+        config = config.replace(compile=False)
+    else:
+        device, batch = config.resolved_device(), slice(0, args.batch_size)
+        planned = PROFILES["cpu"]["epochs"] * steps_per_epoch(49_000, args.batch_size)
+        inputs, targets = normalize(images[batch].to(device)), labels[batch].to(device)
+        choice = choose_step(config, build_model(config), inputs, targets, planned, make_optimizer)
+        chosen = choice.record(args.batch_size)
+        memory_format = "channels_last" if choice.step.channels_last else "contiguous"
+        config = config.replace(compile=choice.step.compiled, memory_format=memory_format)
     test_images, test_labels = random_data(args.batch_size, args.seed + 1)
     with tempfile.TemporaryDirectory() as out_dir:
         result = train_model(
@@ -158,8 +176,10 @@ def run_project(args: argparse.Namespace, width: int) -> dict[str, Any]:
         "images_per_second": args.steps * args.batch_size / seconds,
         "seconds": seconds,
         "bf16": config.use_bf16(),
-        "channels_last": config.use_channels_last(),
+        "channels_last": config.memory_format == "channels_last" or config.use_channels_last(),
+        "compiled": config.compile is True,
         "threads": torch.get_num_threads(),
+        "chosen": chosen,
         **peak_memory_mb(device),
     }
 
@@ -285,15 +305,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternate the methods this often; best kept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write all measurements here")
-    parser.add_argument("--worker", choices=("project", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     widths = args.width or [64, 16]
     if args.steps < 1 or args.batch_size < 2 or args.repeats < 1:
         parser.error("--steps and --repeats must be >= 1 and --batch-size >= 2")
 
     if args.worker:
-        runner = run_project if args.worker == "project" else run_reference
-        print(json.dumps(runner(args, widths[0])))
+        if args.worker == "reference":
+            print(json.dumps(run_reference(args, widths[0])))
+        else:
+            print(json.dumps(run_project(args, widths[0], eager=args.worker == "eager")))
         return
 
     print(
@@ -314,14 +336,17 @@ def main() -> None:
         best: dict[str, dict[str, Any]] = {}
         for _ in range(args.repeats):
             # Alternating the two methods spreads any background load over both of them.
-            for method in ("project", "reference"):
+            for method in METHODS:
                 measured = run_in_subprocess(method, width, args)
                 results.append({"width": width, "method": method, **measured})
                 if method not in best or measured["images_per_second"] > best[method]["images_per_second"]:
                     best[method] = measured
-        for method in ("project", "reference"):
+        for method in METHODS:
             m = best[method]
-            precision = "bf16 channels_last" if m["bf16"] else "fp32 NCHW"
+            layout = ("compiled " if m.get("compiled") else "eager ") + (
+                "channels_last" if m["channels_last"] else "NCHW"
+            )
+            precision = f"{'bf16' if m['bf16'] else 'fp32'} {layout}"
             memory = f"peak RSS {m['rss_mb']:.0f} MiB"
             if "largest_worker_rss_mb" in m:
                 memory += f" (+ largest worker {m['largest_worker_rss_mb']:.0f} MiB)"
@@ -337,6 +362,19 @@ def main() -> None:
             )
         ratio = best["project"]["images_per_second"] / best["reference"]["images_per_second"]
         print(f"width {width:3d}  speed-up  {ratio:.2f}x")
+        chosen = best["project"]["chosen"]
+        peak = peaks["bf16" if best["project"]["bf16"] else "fp32"]
+        how = f"{chosen['how']}, probe {chosen['probe_seconds']:.0f} s"
+        print(f"width {width:3d}  auto chose {chosen['step']} ({how})")
+        for c in chosen["candidates"]:
+            rate = c["images_per_second"]
+            share = (
+                f"{rate:8.1f} img/s = {100 * rate * train_gflop / peak:3.0f}% of the peak"
+                if rate
+                else c["error"]
+            )
+            setup = f", first calls +{c['setup_seconds']:.0f} s" if c["compiled"] and rate else ""
+            print(f"width {width:3d}    candidate {c['step']:24s} {share}{setup}")
     if args.json:
         from cifar_helpers.rundir.artifacts import save_json
 

@@ -39,6 +39,7 @@ from cifar_helpers.analysis.claims import (
     bootstrap_interval,
     combine_seeds,
     exact_proportion,
+    failure_populations,
     gradcam_claim,
     mcnemar_exact,
     model_errors_only,
@@ -309,6 +310,13 @@ def test_the_background_test_finds_a_surround_reader_and_clears_a_centre_reader(
         assert len(failures) == n
         row = background_claim(model, images, failures, donors, donor_labels, width=8, seed=1)
         assert row.verdict == verdict and row.n == n and row.population == ALL_FAILURES
+        # The pull: another class's ring makes the ring reader say that class, every time, for every
+        # class; the centre reader says it only when the ring's class happens to be its answer (1 in 9).
+        pull = row.details["follows_donor_by_class"]
+        if region == "ring":
+            assert row.details["other_follows_donor"] == 1.0 and pull == [1.0] * 10
+        else:
+            assert row.details["other_follows_donor"] < 0.2 and max(pull) < 0.3
     assert row.effect == 0.0 and row.details["rescue_true_surround"] == 0.0  # the centre reader
 
 
@@ -371,16 +379,54 @@ def test_no_failures_give_an_inconclusive_row() -> None:
     assert all(r.n == 0 and math.isnan(r.effect) and r.verdict == INCONCLUSIVE for r in rows)
 
 
+def road(gradcam: list[float], random: list[float]) -> dict:
+    """A road.json with per-image combined ROAD scores of Grad-CAM at layer4 and of a random map."""
+    return {
+        "rows": {"gradcam@layer4": {"combined_per_image": gradcam}, "random": {"combined_per_image": random}}
+    }
+
+
+FAITHFUL = road([0.2] * 40, [0.0] * 40)
+
+
 def test_the_gradcam_test_on_saved_measures() -> None:
     rng = np.random.default_rng(0)
     controls = list(rng.uniform(0.5, 0.8, 100))
     shifted = {"failure_periphery_shares": [c + 0.15 for c in controls], "control_periphery_shares": controls}
-    same = {"failure_periphery_shares": [*controls[:99], None], "control_periphery_shares": controls}
-    assert gradcam_claim(shifted).verdict == SUPPORTED
-    row = gradcam_claim(same)
+    shifted["center"] = 16
+    same = {
+        "failure_periphery_shares": [*controls[:99], None],
+        "control_periphery_shares": controls,
+        "center": 16,
+    }
+    assert gradcam_claim(shifted, FAITHFUL, "layer4").verdict == SUPPORTED
+    row = gradcam_claim(same, FAITHFUL, "layer4")
     assert row.n == 99 and row.effect == 0.0 and row.verdict == NOT_SUPPORTED
-    assert row.details["uniform_share"] == 0.75
-    assert math.isnan(gradcam_claim({"failure_periphery_shares": [], "control_periphery_shares": []}).effect)
+    assert row.details["uniform_share"] == 0.75 and row.details["road"]["faithful"] and not row.precondition
+    empty = {"failure_periphery_shares": [], "control_periphery_shares": [], "center": 16}
+    assert math.isnan(gradcam_claim(empty, FAITHFUL, "layer4").effect)
+    with pytest.raises(KeyError, match="center"):
+        gradcam_claim({k: v for k, v in shifted.items() if k != "center"}, FAITHFUL, "layer4")
+
+
+def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -> None:
+    rng = np.random.default_rng(1)
+    noise = list(rng.normal(0, 0.1, 40))
+    shares = [0.5] * 100
+    shifted = {"failure_periphery_shares": [0.7] * 100, "control_periphery_shares": shares, "center": 16}
+    row = gradcam_claim(shifted, road(noise, [0.0] * 40), "layer4")  # maps no better than random
+    assert (
+        row.effect == pytest.approx(0.2)
+        and row.rule.verdict(row.effect, row.ci_low, row.ci_high) == SUPPORTED
+    )
+    assert row.verdict == INCONCLUSIVE and "do not beat random maps on ROAD" in row.precondition
+    assert (
+        not row.details["road"]["faithful"]
+        and row.details["road"]["ci_low"] < 0 < row.details["road"]["ci_high"]
+    )
+    assert ClaimResult.from_dict(row.to_dict()) == row  # the withheld verdict survives the JSON
+    seeds = combine_seeds([[row], [gradcam_claim(shifted, FAITHFUL, "layer4")]])
+    assert seeds[0].verdict == INCONCLUSIVE and seeds[0].precondition.endswith("(in 1 of 2 seeds)")
 
 
 def test_model_errors_only_sets_label_problems_aside() -> None:
@@ -397,6 +443,11 @@ def test_model_errors_only_sets_label_problems_aside() -> None:
     }
     assert model_errors_only(failures, report).indices.tolist() == [5]
     assert model_errors_only(failures, {"applies": False, "reason": "no labels"}) is None
+    populations = failure_populations(failures, report)
+    assert list(populations) == [ALL_FAILURES, MODEL_ERRORS] and populations[
+        MODEL_ERRORS
+    ].indices.tolist() == [5]
+    assert list(failure_populations(failures, {"applies": False, "reason": "no labels"})) == [ALL_FAILURES]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,7 +484,7 @@ def test_the_background_test_finds_the_planted_cue_and_its_control_does_not(
 
 
 def test_a_runs_ledger_is_read_from_its_stages_and_shown_as_one_table(tmp_path: Path) -> None:
-    from cifar_helpers.rundir.artifacts import save_json
+    from cifar_helpers.analysis.claims import save_claims
     from cifar_helpers.views.tables import claims_table, text
 
     gain = accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[2]
@@ -443,7 +494,8 @@ def test_a_runs_ledger_is_read_from_its_stages_and_shown_as_one_table(tmp_path: 
         "stress": [replace(row_with(0.3), population=PLANTED_CUE)],
     }
     for stage, stage_rows in rows.items():
-        save_json(tmp_path / stage / CLAIMS_FILE, [r.to_dict() for r in stage_rows])
+        (tmp_path / stage).mkdir()
+        save_claims(tmp_path / stage / CLAIMS_FILE, stage_rows)
     ledger = read_ledger(tmp_path)
     assert ledger == [gain, *rows["gradcam"], *rows["stress"]]  # by claim, the positive control last
     assert read_ledger(tmp_path, stages=("stress",)) == rows["stress"]
@@ -455,3 +507,18 @@ def test_a_runs_ledger_is_read_from_its_stages_and_shown_as_one_table(tmp_path: 
     shown = text(frame)
     assert "McNemar exact (claim 2)" in shown and "m (claim 3)" in shown and "inconclusive:" in shown
     assert "no claims tested yet" in text(claims_table(read_ledger(tmp_path / "empty")))
+
+
+def test_the_pull_and_the_tile_shuffle_tables() -> None:
+    from cifar_helpers.views.tables import surround_pull_table, text, tile_shuffle_table
+
+    details = {"other_follows_donor": 0.2, "follows_donor_by_class": [0.5, math.nan, 0.1]}
+    row = replace(row_with(0.1), details=details)
+    frame = surround_pull_table(row, ["airplane", "automobile", "bird"])
+    assert list(frame["surround of"]) == ["airplane", "bird", "automobile"]  # strongest first, none last
+    assert "50.0%" in text(frame) and "all classes: 20.0%" in text(frame)
+    shuffled = {"clean": 0.8, "chance": 0.1, "tiles": {"16": 0.6, "8": 0.3}, "retained": {}}
+    frame = tile_shuffle_table({"baseline": shuffled, "augmented": shuffled})
+    assert list(frame.columns) == ["model", "clean", "16-px tiles", "8-px tiles"] and "(chance 10%)" in text(
+        frame
+    )

@@ -78,13 +78,30 @@ def test_run_eta_is_rescaled_by_the_measured_speed(tmp_path):
     before = progress.run_eta()
     progress.finished("setup", 4 * progress.expected["setup"])  # this machine is 4x slower
     assert progress.speed() == pytest.approx(4.0)
-    after = progress.run_eta()
-    expected = 4 * (progress.expected["baseline"] + progress.expected["failures"])
-    assert after == pytest.approx(expected) and after > before - progress.expected["setup"]
+    # Training is never rescaled by another kind of stage: before it is measured there is no number.
+    assert before is None and progress.run_eta() is None and progress.estimate("baseline") is None
+    assert progress.estimate("failures") == pytest.approx(4 * progress.expected["failures"])
     progress.epochs["baseline"] = 10
-    progress.epoch_seconds = 1.5  # a measured epoch time replaces the prior for training stages
+    progress.epoch_seconds = 1.5  # a measured epoch time is what training stages are estimated from
     assert progress.estimate("baseline") == pytest.approx(15.0)
     assert progress.estimate("augmented") == pytest.approx(15.0)
+    assert progress.run_eta() == pytest.approx(15.0 + 4 * progress.expected["failures"])
+    progress.finished("baseline", 1000.0)  # a training stage's time does not rescale the others
+    assert progress.speed() == pytest.approx(4.0)
+
+
+def test_training_eta_comes_from_the_step_rate_measured_before_the_first_epoch(tmp_path):
+    run = RunDir(tmp_path)
+    out = io.StringIO()
+    progress = RunProgress("cpu", ["baseline", "failures"], stream=out, live=False)
+    with progress.stage("baseline", run) as stage:
+        assert "stage ETA not measured yet" in stage.describe()
+        document = history(3, 0)
+        document["environment"] = {"train_step": {"seconds_per_step": 0.5, "steps_per_epoch": 100}}
+        save_json(run.path("baseline", "history.json"), document)
+        stage.poll()
+        assert progress.epoch_seconds == pytest.approx(55.0)
+        assert "stage ETA 2m45s" in stage.describe()
 
 
 def test_a_long_section_gets_a_plain_line_and_a_short_one_does_not(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
+from cifar_helpers.analysis.faithfulness import GRADCAM, RANDOM, map_key
 from cifar_helpers.analysis.gradcam import matched_confidence_controls
 from cifar_helpers.analysis.human_labels import MODEL_ERROR
 from cifar_helpers.analysis.interventions import (
@@ -34,10 +35,10 @@ from cifar_helpers.analysis.interventions import (
     surround_mask,
     swap_surround,
 )
-from cifar_helpers.core.data import make_synthetic_cifar
+from cifar_helpers.core.data import CifarData, make_synthetic_cifar
 from cifar_helpers.core.evaluation import Predictions, accuracy, predict
 from cifar_helpers.core.training import load_trained_model
-from cifar_helpers.rundir.artifacts import RunDir, load_json
+from cifar_helpers.rundir.artifacts import RunDir, load_json, save_json
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -140,7 +141,10 @@ CLAIMS = {
 class ClaimResult:
     """One row of the ledger. ``effect`` and its interval are in the units ``test`` names, ``n`` counts
     the units the interval resamples (images, failures, seeds), ``details`` holds the few JSON-ready
-    numbers behind the effect. ``verdict`` is not an argument: it is always ``rule.verdict`` of the row.
+    numbers behind the effect. ``verdict`` is not an argument: it is ``rule.verdict`` of the row, or
+    INCONCLUSIVE when ``precondition`` names a check the test's instrument failed (claim 5's maps must
+    beat random maps on ROAD): an effect measured with an instrument that is not shown to work says
+    nothing either way.
     """
 
     claim: str
@@ -154,12 +158,16 @@ class ClaimResult:
     rule: Rule
     population: str = ALL_FAILURES
     details: dict[str, Any] = field(default_factory=dict)
+    precondition: str = ""  # empty: met; else the failed check, and the verdict is INCONCLUSIVE
     verdict: str = field(init=False, default=INCONCLUSIVE)
 
     def __post_init__(self) -> None:
         for name in ("effect", "ci_low", "ci_high"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        object.__setattr__(self, "verdict", self.rule.verdict(self.effect, self.ci_low, self.ci_high))
+        verdict = (
+            INCONCLUSIVE if self.precondition else self.rule.verdict(self.effect, self.ci_low, self.ci_high)
+        )
+        object.__setattr__(self, "verdict", verdict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (NaN kept, as ``rundir.artifacts.save_json`` writes it); see :meth:`from_dict`."""
@@ -379,7 +387,7 @@ def background_claim(
     Returns:
         Effect: rescue rate with true-class surrounds minus with other-class surrounds (per failure,
         over its donors), bootstrap over failures. Details: both rescue rates, and how often the control
-        arm's prediction became the donor's class.
+        arm's prediction became the donor's class, overall and by donor class (NaN: no such donor).
     """
     if donor_masks is not None:  # only donors whose ring is all background
         clean = ~(donor_masks.cpu() & surround_mask(donor_masks.shape[-1], width)).flatten(1).any(1)
@@ -390,14 +398,19 @@ def background_claim(
     num_classes = int(donor_labels.max()) + 1
     other = (true + torch.randint(1, num_classes, true.shape, generator=generator)) % num_classes
     centres = images[failures.indices[:k]].repeat_interleave(donors, dim=0)
-    rescued, follows = [], math.nan
+    rescued, follows = [], torch.zeros(0)
     for classes in (true, other):
         donor = donor_images[draw_donors(donor_labels, classes, generator)]
         preds = _preds(model, swap_surround(centres, donor, width), eval_options)
         rescued.append((preds == true).double().view(k, donors).mean(1))
-        follows = _mean(preds == classes)
+        follows = preds == classes
     details = {"rescue_true_surround": _mean(rescued[0]), "rescue_other_surround": _mean(rescued[1])}
-    details.update(other_follows_donor=follows, width=width, donors=donors)
+    # The "pull" of a surround: how often another class's ring made the model say that class, by the
+    # ring's class (does a sky ring pull toward airplane more than a road ring toward automobile?).
+    pull = [_mean(follows[other == c]) for c in range(num_classes)]
+    details.update(
+        other_follows_donor=_mean(follows), follows_donor_by_class=pull, width=width, donors=donors
+    )
     test = f"rescue by a true-class surround ({width}-px ring) minus by another class's"
     control = "surrounds of random other classes"
     return _failure_row(3, test, control, [rescued[0] - rescued[1]], population, seed, details)
@@ -492,20 +505,44 @@ def shuffled_accuracy(
     return {"clean": clean, "chance": chance, "tiles": shuffled, "retained": retained}
 
 
+def road_check(road: Mapping[str, Any], layer: str, *, seed: int = 0) -> dict[str, Any]:
+    """Do Grad-CAM's maps at ``layer`` point at what the model uses? Their ROAD score (notebook 03's
+    ``gradcam/road.json``, :func:`analysis.faithfulness.failure_faithfulness`) against a random map's
+    on the same failures: the per-image difference of the combined scores, bootstrap over images.
+
+    Returns:
+        JSON-ready ``{"layer", "road_minus_random", "ci_low", "ci_high", "faithful"}``; faithful when
+        the interval lies above zero.
+    """
+    rows = road["rows"]
+    gradcam, random = (rows[key]["combined_per_image"] for key in (map_key(GRADCAM, layer), RANDOM))
+    difference = torch.tensor(gradcam, dtype=torch.float64) - torch.tensor(random, dtype=torch.float64)
+    low, high = bootstrap_interval([difference], seed=seed)
+    check = {"layer": layer, "road_minus_random": _mean(difference), "ci_low": low, "ci_high": high}
+    return {**check, "faithful": bool(low > 0)}
+
+
 def gradcam_claim(
-    measures: Mapping[str, Any], *, seed: int = 0, population: str = ALL_FAILURES
+    measures: Mapping[str, Any],
+    road: Mapping[str, Any],
+    layer: str,
+    *,
+    seed: int = 0,
+    population: str = ALL_FAILURES,
 ) -> ClaimResult:
     """Claim 5: do the failures' Grad-CAM maps put more mass on the periphery than matched controls'?
 
     Args:
         measures: :func:`analysis.gradcam.failure_attention_report`'s output (notebook 03's
             ``gradcam/measures.json``, or ``measures_model_errors.json`` for the model errors alone).
-        seed: seeds the bootstrap. population: the row's population label.
+        road, layer: ``gradcam/road.json`` and the layer the maps are from; the maps must pass
+            :func:`road_check`, else the row's verdict is withheld (its ``precondition``).
+        seed: seeds the bootstraps. population: the row's population label.
 
     Returns:
         Effect: mean over (failure, control) pairs of the failure's periphery share minus its
         confidence-matched correct control's (pairs with an all-zero map left out), bootstrap over
-        pairs. Details: both mean shares and the share a uniform map has.
+        pairs. Details: both mean shares, the share a uniform map has, and the ROAD check.
     """
     shares = [
         [math.nan if v is None else v for v in measures[f"{arm}_periphery_shares"]]
@@ -513,14 +550,19 @@ def gradcam_claim(
     ]
     failures, controls = torch.tensor(shares, dtype=torch.float64).reshape(2, -1)
     both = ~failures.isnan() & ~controls.isnan()
-    uniform = 1 - (measures.get("center", 16) / 32) ** 2
-    details = {"failure_share": _mean(failures[both]), "control_share": _mean(controls[both])}
+    details = {
+        "failure_share": _mean(failures[both]),
+        "control_share": _mean(controls[both]),
+        "uniform_share": 1 - (measures["center"] / 32) ** 2,
+        "road": road_check(road, layer, seed=seed),
+    }
     test, control = (
         "Grad-CAM periphery share: failures minus controls",
         "correct images of matched confidence",
     )
-    diff = failures[both] - controls[both]
-    return _failure_row(5, test, control, [diff], population, seed, {**details, "uniform_share": uniform})
+    row = _failure_row(5, test, control, [failures[both] - controls[both]], population, seed, details)
+    failed = "" if details["road"]["faithful"] else f"the {layer} maps do not beat random maps on ROAD"
+    return replace(row, precondition=failed)
 
 
 def off_center_claim(
@@ -569,6 +611,85 @@ def off_center_claim(
 
 
 # --------------------------------------------------------------------------------------------------
+# A stage's rows
+# --------------------------------------------------------------------------------------------------
+def failure_populations(failures: FailureSet, human_report: Mapping[str, Any]) -> dict[str, FailureSet]:
+    """The failures claims 3-6 are tested on: all of them (:data:`ALL_FAILURES`) and, where human labels
+    apply, the model errors alone (:data:`MODEL_ERRORS`, :func:`model_errors_only`)."""
+    model_errors = model_errors_only(failures, human_report)
+    return {ALL_FAILURES: failures} | ({} if model_errors is None else {MODEL_ERRORS: model_errors})
+
+
+def gradcam_stage_claims(
+    model: nn.Module,
+    data: CifarData,
+    predictions: Predictions,
+    failures: FailureSet,
+    human_report: Mapping[str, Any],
+    measures: Mapping[str, Mapping[str, Any]],
+    road: Mapping[str, Any],
+    layer: str,
+    *,
+    seed: int = 0,
+    eval_options: Mapping[str, Any] | None = None,
+) -> list[ClaimResult]:
+    """Notebook 03's rows: claims 3 (:func:`background_claim`, donors from the training set), 4
+    (:func:`texture_claim`) and 5 (:func:`gradcam_claim`) on each of :func:`failure_populations`.
+
+    Args:
+        model, predictions: the baseline and its test predictions. data: the run's data.
+        failures, human_report: ``failures/failures.json`` and ``failures/human_labels.json``.
+        measures: ``{population: its failure_attention_report}`` for each population tested.
+        road, layer: ``gradcam/road.json`` and the layer of the maps. seed, eval_options: as for
+            :func:`background_claim`.
+    """
+    options = {"seed": seed, "eval_options": eval_options}
+    donors = {
+        "donor_images": data.train_images,
+        "donor_labels": data.train_labels,
+        "donor_masks": data.train_masks,
+    }
+    rows = []
+    for population, chosen in failure_populations(failures, human_report).items():
+        on, images = {"population": population}, data.test_images
+        rows += [
+            background_claim(model, images, chosen, **donors, **on, **options),
+            texture_claim(model, images, predictions, chosen, data.classes, **on, **options),
+            gradcam_claim(measures[population], road, layer, seed=seed, **on),
+        ]
+    return rows
+
+
+def reevaluation_claims(
+    baseline: Predictions,
+    augmented: Predictions,
+    train_accuracies: tuple[float, float],
+    num_train_images: int,
+    baseline_model: nn.Module,
+    test_images: Tensor,
+    failures: FailureSet,
+    fixed: Tensor,
+    human_report: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    eval_options: Mapping[str, Any] | None = None,
+) -> list[ClaimResult]:
+    """Notebook 05's rows: claims 1 and 2 (:func:`accuracy_claims`; ``train_accuracies`` of the baseline
+    and the augmented model) and claim 6 (:func:`off_center_claim` of the baseline's ``failures`` and
+    the ones augmentation ``fixed``) on each of :func:`failure_populations`."""
+    rows = accuracy_claims(baseline, augmented, *train_accuracies, num_train_images, seed=seed)
+    for population, chosen in failure_populations(failures, human_report).items():
+        options = {"population": population, "seed": seed, "eval_options": eval_options}
+        rows.append(off_center_claim(baseline_model, test_images, chosen, fixed, **options))
+    return rows
+
+
+def save_claims(path: str | os.PathLike[str], rows: Sequence[ClaimResult]) -> None:
+    """Write a stage's rows to ``path`` (``<stage>/claims.json``) atomically, for :func:`read_ledger`."""
+    save_json(path, [row.to_dict() for row in rows])
+
+
+# --------------------------------------------------------------------------------------------------
 # Replicate runs
 # --------------------------------------------------------------------------------------------------
 def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult]:
@@ -592,9 +713,10 @@ def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult
         effect, low, high = t_interval(measured)
         details = {"per_seed_effect": [r.effect for r in same], "per_seed_verdict": [r.verdict for r in same]}
         n = sum(not math.isnan(e) for e in measured)
-        rows.append(
-            replace(first, effect=effect, ci_low=low, ci_high=high, method=T_OVER_SEEDS, n=n, details=details)
-        )
+        failed = [r.precondition for r in same if r.precondition]
+        precondition = f"{failed[0]} (in {len(failed)} of {len(same)} seeds)" if failed else ""
+        combined = {"effect": effect, "ci_low": low, "ci_high": high, "method": T_OVER_SEEDS, "n": n}
+        rows.append(replace(first, **combined, details=details, precondition=precondition))
     return rows
 
 

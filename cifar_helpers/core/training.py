@@ -44,6 +44,7 @@ from cifar_helpers.core.evaluation import (
 )
 from cifar_helpers.core.models import resnet18
 from cifar_helpers.core.normalization import normalize
+from cifar_helpers.core.step_choice import Step, StepChoice, candidate_steps, choose_step, compiled
 from cifar_helpers.rundir.artifacts import RunDir, load_json, load_torch, save_json, save_torch
 from cifar_helpers.rundir.config import ConfigError, RunConfig
 from cifar_helpers.rundir.reproducibility import environment_report
@@ -254,6 +255,8 @@ class _TrainingState:
     memory_format: torch.memory_format
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    forward: Any = None  # the model, or its compiled wrapper (core.step_choice); None: the model
+    train_step: dict[str, Any] = field(default_factory=dict)  # the chosen step's record
 
 
 def _new_state(config: RunConfig, num_classes: int, schedule: list[float]) -> _TrainingState:
@@ -282,8 +285,9 @@ def _new_state(config: RunConfig, num_classes: int, schedule: list[float]) -> _T
 
 def _resume(
     state: _TrainingState, checkpoint_path: Path, config: RunConfig, run_facts: dict[str, Any], steps: int
-) -> None:
-    """Load the checkpoint into ``state``: weights, optimiser, step, history, every RNG state."""
+) -> dict[str, Any]:
+    """Load the checkpoint into ``state``: weights, optimiser, step, history, every RNG state. Returns
+    the record of the training step it used (empty: from before steps were chosen)."""
     checkpoint = load_torch(checkpoint_path)
     check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
     state.model.load_state_dict(checkpoint["model"])
@@ -298,6 +302,7 @@ def _resume(
             f"{checkpoint_path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
             f"{steps} steps"
         )
+    return checkpoint.get("train_step", {})
 
 
 def _stop_if_diverged(
@@ -363,7 +368,8 @@ def _train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with autocast:
-            logits = model(inputs)
+            # not `state.forward or model`: a compiled module's truth value calls len(), which fails
+            logits = (model if state.forward is None else state.forward)(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
@@ -406,9 +412,39 @@ def _save_checkpoint(
             "config": config.to_dict(),
             "run": run_facts,
             "rng": _rng_states(state.generators, state.device),
+            "train_step": state.train_step,
             **({"scaler": state.scaler.state_dict()} if state.scaler is not None else {}),
         },
     )
+
+
+def _use_step(
+    state: _TrainingState,
+    config: RunConfig,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    planned_steps: int,
+    saved: dict[str, Any] | None,
+    checkpoint_path: Path,
+) -> None:
+    """Set ``state`` to train with the checkpoint's step (``saved``; a checkpoint from before steps
+    were chosen ran eagerly) when resuming, else with :func:`core.step_choice.choose_step`'s."""
+    if saved is not None:
+        step = Step.from_dict(saved) if saved else Step(False, config.use_channels_last())
+        if step not in candidate_steps(config):
+            raise CheckpointMismatchError(
+                f"{checkpoint_path} was trained with the {step.name} step, which compile={config.compile!r} "
+                f"memory_format={config.memory_format!r} exclude; a resume must keep its step."
+            )
+        choice = StepChoice(step, "checkpoint")
+    else:
+        batch = slice(0, config.batch_size)
+        inputs = normalize(x_train[batch])
+        choice = choose_step(config, state.model, inputs, y_train[batch], planned_steps, make_optimizer)
+    state.memory_format = torch.channels_last if choice.step.channels_last else torch.contiguous_format
+    state.model = state.model.to(memory_format=state.memory_format)
+    state.forward = compiled(state.model) if choice.step.compiled else None
+    state.train_step = choice.record(config.batch_size)
 
 
 def train_model(
@@ -456,25 +492,31 @@ def train_model(
     steps = steps_per_epoch(n, config.batch_size)
     run_facts = _run_facts(augment, num_classes, train_images, train_labels, test_images, test_labels)
     state = _new_state(config, num_classes, learning_rates(config, n))
+    saved_step = None
     if resume and checkpoint_path.exists():
-        _resume(state, checkpoint_path, config, run_facts, steps)
+        saved_step = _resume(state, checkpoint_path, config, run_facts, steps)
     device, precision = state.device, config.resolved_precision()
+    x_train, y_train = train_images.to(device), train_labels.to(device)
+    x_test, y_test = test_images.to(device), test_labels.to(device)
+    last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
+    planned = (last_epoch - len(state.history)) * steps
+    _use_step(state, config, x_train, y_train, planned, saved_step, checkpoint_path)
     environment = {
         **environment_report(),
         "device": str(device),
         "precision": precision,
         "bf16": precision == "bf16",
         "channels_last": state.memory_format == torch.channels_last,
+        "train_step": {**state.train_step, "steps_per_epoch": steps},
     }
 
     def save_history() -> None:
         document = {"complete": len(state.history) == config.epochs, "epochs": state.history}
         save_json(history_path, {**document, "config": config.to_dict(), "environment": environment})
 
-    x_train, y_train = train_images.to(device), train_labels.to(device)
-    x_test, y_test = test_images.to(device), test_labels.to(device)
+    if planned > 0 and not state.history:
+        save_history()  # before the first epoch ends, the progress display reads the measured step rate
 
-    last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
     for epoch in range(len(state.history), last_epoch):
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
         train_loss, train_acc, seconds = _train_one_epoch(

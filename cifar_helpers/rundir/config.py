@@ -69,7 +69,11 @@ class RunConfig:
     # --- execution --------------------------------------------------------------------------------
     device: str = "auto"  # auto: cuda if available, else cpu
     precision: Precision = "auto"  # auto: see choose_precision (bf16 / fp16 / fp32 by device)
-    memory_format: MemoryFormat = "auto"  # auto: channels_last where bf16 or fp16 is used
+    # auto: training measures both (core.step_choice); evaluation uses channels_last with bf16 or fp16.
+    memory_format: MemoryFormat = "auto"
+    # auto: a training stage times eager and torch.compile'd steps and keeps the fastest, counting the
+    # compile time against the run's length (core.step_choice); true/false force it.
+    compile: bool | Literal["auto"] = "auto"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
     eval_batch_size: int = 1000
     # --- analysis ---------------------------------------------------------------------------------
@@ -260,7 +264,14 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             if arg is not type(None):
                 with contextlib.suppress(ConfigError):
                     return _check_type(key, value, arg)
-        names = " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        names = " or ".join(
+            "None"
+            if a is type(None)
+            else ", ".join(map(repr, get_args(a)))
+            if get_origin(a) is Literal
+            else getattr(a, "__name__", str(a))
+            for a in args
+        )
         raise ConfigError(f"{key} must be {names}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -293,6 +304,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # fp32 on one thread: the same numbers on any CPU count, for the nbval references.
         precision="fp32",
         memory_format="contiguous",
+        # Eager, never a measured choice: the nbval references must not depend on what a machine picks.
+        compile=False,
         num_threads=1,
         eval_batch_size=500,
         max_gradcam_failures=64,

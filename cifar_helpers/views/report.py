@@ -95,7 +95,9 @@ def _history(history: dict[str, Any]) -> list[pd.DataFrame]:
     what |= {"test loss": "test_loss", "test accuracy": "test_acc"}
     rows = [("epochs finished", len(history["epochs"])), ("training complete", history["complete"])]
     rows += [(f"last epoch: {w}", history["epochs"][-1][k]) for w, k in what.items()]
-    return [t.table(t.KV, rows, formats={rows[3][0]: "pct", rows[5][0]: "pct"})]
+    frames = [t.table(t.KV, rows, formats={rows[3][0]: "pct", rows[5][0]: "pct"})]
+    step = history["environment"].get("train_step")  # optional: runs from before steps were measured
+    return frames + ([t.train_step_table(step)] if step else [])
 
 
 def _failure_list(failures: dict[str, Any]) -> list[pd.DataFrame]:
@@ -167,7 +169,7 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     # reevaluation/road.json has a table per model
     "road.json": ("Faithfulness of the heatmaps (ROAD)", lambda data: _road_table(data)(data)),
     "claims.json": ("Claims tested here", lambda rows: t.claims_table(_claim_rows(rows), title="")),
-    "tile_shuffle.json": ("Accuracy on tile-shuffled images", _generic),
+    "tile_shuffle.json": ("Accuracy on tile-shuffled images", t.tile_shuffle_table),
     # replicates/
     "accuracy.json": ("Test accuracy over seeds (95 % t-interval)", t.seed_accuracy_table),
     "noise_floor.json": ("The noise floor: a reseed against augmentation", _noise_floor),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import reduce
 from operator import getitem
 from typing import Any
@@ -42,7 +42,8 @@ SEP = "\x1f"  # between the cells of Styler.to_string; never in a cell
 CSS = {
     "th, td": "padding: 0.2em 0.7em",
     "td": "text-align: right; font-variant-numeric: tabular-nums",
-    "td:first-child": "text-align: left",
+    "th": "text-align: right",
+    "td:first-child, th:first-child": "text-align: left",
 }
 CATEGORY_COUNTS = ("category", "fixed", "kept (same)", "kept (different)", "new")
 
@@ -115,11 +116,13 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
             styler.format(cell(kind), subset=pd.IndexSlice[rows, frame.columns[1:]])
     if escape:
         styler.format_index(escape="html", axis="columns")
-    if words := [c for c in frame.columns[1:] if tuple(frame.columns) != KV and is_words(frame[c])]:
-        styler.set_properties(subset=words, **{"text-align": "left"})  # words read left to right
-    return styler.set_table_styles(
-        [{"selector": selector, "props": props} for selector, props in CSS.items()]
-    )
+    # Words read left to right. A rule per column class: the cells have no ids (cell_ids=False), and
+    # the report's page, which has its own stylesheet, keeps only these rules (``precise``).
+    words = [c for c in frame.columns[1:] if tuple(frame.columns) != KV and is_words(frame[c])]
+    left = [{"selector": cell, "props": "text-align: left"} for cell in ("td", "th")]
+    styler.set_table_styles({c: left for c in words})
+    styles = [] if precise else [{"selector": selector, "props": props} for selector, props in CSS.items()]
+    return styler.set_table_styles(styles, overwrite=False)
 
 
 def text(frame: pd.DataFrame) -> str:
@@ -138,12 +141,11 @@ def text(frame: pd.DataFrame) -> str:
 
 
 def to_html(frame: pd.DataFrame, precise: bool = False) -> str:
-    """The table as HTML with its title and notes; ``precise``: the report's digits, no inline styles."""
+    """The table as HTML with its title and notes; ``precise``: the report's digits and, since its page
+    has a stylesheet, only the styles that say which columns hold words."""
     title = f"<h4>{html.escape(frame.attrs['title'])}</h4>" if frame.attrs.get("title") else ""
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in frame.attrs.get("notes", ()))
-    return (
-        title + (style(frame, precise).to_html(exclude_styles=precise) if len(frame.columns) else "") + notes
-    )
+    return title + (style(frame, precise).to_html() if len(frame.columns) else "") + notes
 
 
 def texts(frames: Iterable[pd.DataFrame]) -> str:
@@ -648,7 +650,7 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
             r.test if r.population in (ALL_IMAGES, ALL_FAILURES) else f"{r.test} [{r.population}]",
             r.control,
             effect(r),
-            r.verdict,
+            f"{r.verdict} ({r.precondition})" if r.precondition else r.verdict,
         )
         for r in rows
     ]
@@ -656,7 +658,50 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
         "95 % intervals: " + "; ".join(claims_by(lambda r: r.method)),
         "verdicts, by rules fixed before any number: " + "; ".join(claims_by(lambda r: r.rule.describe())),
         "inconclusive: the interval is too wide to tell an effect that matters from none; more test "
-        "images, failures or seeds may decide it. It is not evidence against the claim.",
+        "images, failures or seeds may decide it. It is not evidence against the claim. A verdict with a "
+        "reason in brackets was withheld: the test's instrument failed its own check.",
     ]
     columns = ("claim", "test", "control", "effect [95 % CI]", "verdict")
     return table(columns, body, title, notes)
+
+
+def tile_shuffle_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Accuracy on tile-shuffled images per model (``stress/tile_shuffle.json``: ``{model:
+    analysis.claims.shuffled_accuracy result}``): clean, then each tile size; chance in the title."""
+    first = next(iter(results.values()))
+    columns = ("model", "clean", *(f"{tile}-px tiles" for tile in first["tiles"]))
+    rows = [(name, r["clean"], *r["tiles"].values()) for name, r in results.items()]
+    title = f"accuracy on tile-shuffled stress images (chance {first['chance']:.0%})"
+    return table(columns, rows, title, formats=dict.fromkeys(columns[1:], "pct"))
+
+
+def train_step_table(record: Mapping[str, Any]) -> pd.DataFrame:
+    """The training step a stage used and why (``history.json``'s ``environment.train_step``, from
+    :meth:`core.step_choice.StepChoice.record`): a row per candidate measured, with its rate."""
+    title = f"training step: {record['step']} ({record['how']})"
+    if not record["candidates"]:
+        return note(f"{title}; no candidate rates measured on this machine")
+    rows = [
+        (
+            c["step"] + (" (chosen)" if c["step"] == record["step"] else ""),
+            None if c["images_per_second"] is None else round(c["images_per_second"]),
+            c["setup_seconds"] if c["seconds_per_step"] is not None else None,
+            c["error"] or "",
+        )
+        for c in record["candidates"]
+    ]
+    notes = [f"probe: {record['probe_seconds']:.0f} s; the run planned {record['planned_steps']} steps"]
+    columns = ("candidate", "images/s", "one-off seconds (compiling)", "not measured because")
+    return table(columns, rows, title, notes)
+
+
+def surround_pull_table(row: ClaimResult, classes: Sequence[str]) -> pd.DataFrame:
+    """Claim 3's *pull* by surround class (``details.follows_donor_by_class`` of a background row): how
+    often a failure given another class's surround was then called that class. A sky ring pulling
+    toward *airplane* more than other rings pull toward theirs would show here."""
+    pull = row.details["follows_donor_by_class"]
+    rows = sorted(zip(classes, pull, strict=True), key=lambda r: 1 if math.isnan(r[1]) else -r[1])
+    title = f"the pull of a surround, by its class ({row.population})"
+    notes = [f"all classes: {fmt(row.details['other_follows_donor'], 'pct')}"]
+    columns = ("surround of", "prediction became that class")
+    return table(columns, rows, title, notes, formats={columns[1]: "pct"})

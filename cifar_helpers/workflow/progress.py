@@ -2,8 +2,10 @@
 
 The terminal learns what a notebook's kernel does from the cell papermill starts (shown as its section
 heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale
-:data:`EXPECTED_SECONDS` by the speed measured on the stages already run (training: per epoch). On a
-terminal each stage is one updating tqdm line; elsewhere, one plain line per epoch and per long section.
+:data:`EXPECTED_SECONDS` by the speed measured on the other stages already run. A training stage is
+estimated only from training: the step rate the trainer measured before its first epoch, then the
+time per epoch; until then the ETA says it is not measured. On a terminal each stage is one updating
+tqdm line; elsewhere, one plain line per epoch and per long section.
 """
 
 from __future__ import annotations
@@ -76,25 +78,30 @@ class RunProgress:
         self.epochs: dict[str, int] = {}
 
     def speed(self) -> float:
-        """Measured / expected seconds over the stages finished so far (1.0 before any), clamped."""
-        done = [s for s in self.actual if s in self.expected]
+        """Measured / expected seconds over the non-training stages finished so far (1.0 before
+        any), clamped. Training runs at another pace (compute, not I/O) and is estimated apart."""
+        done = [s for s in self.actual if s in self.expected and s not in TRAINING_STAGES]
         if not done:
             return 1.0
         ratio = sum(self.actual[s] for s in done) / max(sum(self.expected[s] for s in done), 1e-9)
         return min(max(ratio, 0.1), 20.0)
 
-    def estimate(self, stage: str) -> float:
-        """Expected seconds of a stage not yet started."""
+    def estimate(self, stage: str) -> float | None:
+        """Expected seconds of a stage not yet started; None for a training stage before any
+        training was measured."""
         # Both training stages run the same number of epochs over the same data.
         epochs = self.epochs.get(stage) or max(self.epochs.values(), default=None)
-        if stage in TRAINING_STAGES and self.epoch_seconds is not None and epochs:
-            return epochs * self.epoch_seconds
+        if stage in TRAINING_STAGES:
+            return epochs * self.epoch_seconds if self.epoch_seconds is not None and epochs else None
         return self.expected.get(stage, 60.0) * self.speed()
 
-    def run_eta(self, current: str | None = None, current_left: float | None = None) -> float:
-        """Seconds left in the run: the current stage's remainder plus the stages after it."""
-        later = sum(self.estimate(s) for s in self.pending if s != current)
-        return later + (current_left or 0.0)
+    def run_eta(self, current: str | None = None, current_left: float | None = None) -> float | None:
+        """Seconds left in the run: the current stage's remainder plus the stages after it (None
+        while a training stage among them is not measured yet)."""
+        later = [self.estimate(s) for s in self.pending if s != current]
+        if None in later or (current in TRAINING_STAGES and current_left is None):
+            return None
+        return sum(later) + (current_left or 0.0)
 
     def stage(self, stage: str, run: RunDir) -> StageProgress:
         """The progress display of one stage (a context manager; pass its ``on_cell_start`` to papermill)."""
@@ -171,6 +178,10 @@ class StageProgress:
             if total:
                 self.total_epochs = int(total)
                 self.progress.epochs[self.stage] = int(total)
+            step = (document.get("environment") or {}).get("train_step") or {}
+            if not epochs and self.progress.epoch_seconds is None and step.get("seconds_per_step"):
+                # Measured before training (core.step_choice); plus a share for the test evaluation.
+                self.progress.epoch_seconds = 1.1 * step["seconds_per_step"] * step["steps_per_epoch"]
             if len(epochs) <= self.epochs_seen:
                 return
             if not self.epoch_times:
@@ -189,9 +200,12 @@ class StageProgress:
             self.progress.write(self.describe())
         self._render()
 
-    def stage_left(self) -> float:
-        """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate."""
-        if self.stage in TRAINING_STAGES and self.total_epochs and self.progress.epoch_seconds:
+    def stage_left(self) -> float | None:
+        """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate
+        (None: a training stage not measured yet)."""
+        if self.stage in TRAINING_STAGES:
+            if not (self.total_epochs and self.progress.epoch_seconds):
+                return None
             return max(self.total_epochs - self.epochs_seen, 0) * self.progress.epoch_seconds
         return max(self.progress.estimate(self.stage) - (time.perf_counter() - self.start), 0.0)
 
@@ -205,8 +219,11 @@ class StageProgress:
             what += f"test acc {100 * epoch['test_acc']:.1f} %"
         elif training:
             what += f" (0/{self.total_epochs} epochs done)"
-        run_eta = format_duration(self.progress.run_eta(self.stage, left))
-        times = f"elapsed {format_duration(elapsed)} | stage ETA {format_duration(left)} | run ETA {run_eta}"
+        run_left = self.progress.run_eta(self.stage, left)
+        unmeasured = "not measured yet (training speed)"
+        stage_eta = unmeasured if left is None else format_duration(left)
+        run_eta = unmeasured if run_left is None else format_duration(run_left)
+        times = f"elapsed {format_duration(elapsed)} | stage ETA {stage_eta} | run ETA {run_eta}"
         return f"[{self.stage}] {what} | {times}"
 
     def _render(self) -> None:

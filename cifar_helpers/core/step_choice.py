@@ -1,0 +1,325 @@
+"""The fastest training step on the machine at hand, chosen by measuring it.
+
+A training step can run eagerly or through ``torch.compile``, on NCHW or channels-last tensors. Which
+is fastest depends on the machine (on one 2-core CPU compiling gains a third, on another it loses),
+so ``compile="auto"`` / ``memory_format="auto"`` time a few steps of each candidate on the real model
+and batch size and keep the fastest. One-off costs count: a compiled step must first be compiled, so
+over a run of ``planned_steps`` a candidate costs ``setup_seconds + planned_steps * seconds_per_step``,
+and on a run too short to recoup the compilation eager wins (it is then not even tried).
+
+The measurements are cached per machine and versions (:func:`cache_key`) in the user cache
+(``platformdirs.user_cache_dir("cifar-stress")``, which honours ``XDG_CACHE_HOME``), so the probe is
+paid once; a different CPU, GPU, torch or library version measures again. The choice and the rates
+behind it go into the run's records (:meth:`StepChoice.record`); a resumed run keeps its checkpoint's.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifar_helpers.rundir.artifacts import atomic_path
+from cifar_helpers.rundir.config import RunConfig
+
+CACHE_NAME = "train_steps.json"
+CACHE_FORMAT = 1
+PROBE_WARMUP_STEPS = 3  # untimed: the first calls pick kernels (and compile)
+PROBE_TIMED_STEPS = 10
+# Before this machine ever compiled the model: a guess of the compile time (2-core CPU, width 16:
+# tens of seconds) and of the most compiling can gain, to tell whether a run is long enough to try.
+COMPILE_SECONDS_GUESS = 60.0
+MAX_COMPILE_SPEEDUP = 2.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """How the training step runs: compiled or eager, channels-last or NCHW tensors."""
+
+    compiled: bool
+    channels_last: bool
+
+    @property
+    def name(self) -> str:
+        """``"compiled channels_last"``, ``"eager NCHW"``, ..."""
+        return (
+            f"{'compiled' if self.compiled else 'eager'} {'channels_last' if self.channels_last else 'NCHW'}"
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Step:
+        """The step saved by :meth:`StepChoice.record`."""
+        return cls(compiled=bool(values["compiled"]), channels_last=bool(values["channels_last"]))
+
+
+@dataclass
+class Measurement:
+    """One candidate's probe: seconds per step once warm, and the one-off cost of its first calls
+    beyond a step's (the compilation). ``seconds_per_step`` is None when it failed (``error``) or was
+    not tried."""
+
+    step: Step
+    seconds_per_step: float | None
+    setup_seconds: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the step's name and its images per second at ``batch_size`` added later."""
+        return {
+            "step": self.step.name,
+            "compiled": self.step.compiled,
+            "channels_last": self.step.channels_last,
+            "seconds_per_step": self.seconds_per_step,
+            "setup_seconds": self.setup_seconds,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Measurement:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            Step.from_dict(values), values["seconds_per_step"], values["setup_seconds"], values["error"]
+        )
+
+
+@dataclass
+class StepChoice:
+    """The step a training run uses and why: ``how`` is ``forced`` (the configuration names one),
+    ``measured`` (probed now), ``cached`` (probed earlier on this machine), ``checkpoint`` (a resumed
+    run keeps its step)."""
+
+    step: Step
+    how: str
+    measurements: list[Measurement] = field(default_factory=list)
+    probe_seconds: float = 0.0
+    planned_steps: int = 0
+
+    def seconds_per_step(self) -> float | None:
+        """The chosen step's measured seconds per step, when it was measured on this machine."""
+        return next((m.seconds_per_step for m in self.measurements if m.step == self.step), None)
+
+    def record(self, batch_size: int) -> dict[str, Any]:
+        """What the run's records say: the step, how it was chosen, each candidate's rate."""
+        return {
+            "step": self.step.name,
+            "compiled": self.step.compiled,
+            "channels_last": self.step.channels_last,
+            "how": self.how,
+            "planned_steps": self.planned_steps,
+            "probe_seconds": self.probe_seconds,
+            "seconds_per_step": self.seconds_per_step(),
+            "candidates": [
+                {
+                    **m.to_dict(),
+                    "images_per_second": batch_size / m.seconds_per_step if m.seconds_per_step else None,
+                }
+                for m in self.measurements
+            ],
+        }
+
+
+def candidate_steps(config: RunConfig) -> list[Step]:
+    """The steps ``config`` allows, the default first: eager, in the format ``use_channels_last``
+    gives (what training ran before steps were measured), then the others."""
+    formats = {"channels_last": [True], "contiguous": [False]}.get(config.memory_format, [True, False])
+    compiles = [config.compile] if isinstance(config.compile, bool) else [False, True]
+    default = Step(compiled=compiles[0], channels_last=config.use_channels_last())
+    others = [Step(c, cl) for c in compiles for cl in formats]
+    return [default] + [s for s in others if s != default] if default in others else others
+
+
+def decide(measurements: list[Measurement], planned_steps: int) -> Step:
+    """The step with the least ``setup_seconds + planned_steps * seconds_per_step``; the first
+    measured one on a tie (the list starts with the default)."""
+    usable = [m for m in measurements if m.seconds_per_step is not None]
+    if not usable:
+        raise ValueError("no candidate step could be measured")
+    return min(usable, key=lambda m: m.setup_seconds + planned_steps * m.seconds_per_step).step
+
+
+def machine_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform``)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _library_version() -> str:
+    try:
+        return importlib.metadata.version("cifar-stress")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing it
+        return "not installed"
+
+
+def cache_key(config: RunConfig) -> str:
+    """What a measurement depends on: the machine, the versions, and the step's shape and arithmetic."""
+    device = config.resolved_device()
+    parts = {
+        "machine": machine_name(device),
+        "device": device.type,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "torch": torch.__version__,
+        "cifar_helpers": _library_version(),
+        "precision": config.resolved_precision(),
+        "width": config.width,
+        "batch_size": config.batch_size,
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+def cache_path() -> Path:
+    """The user cache file of the measurements (``~/.cache/cifar-stress/train_steps.json`` on Linux)."""
+    return Path(platformdirs.user_cache_dir("cifar-stress")) / CACHE_NAME
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or damaged: measure again
+        return {}
+    return document.get("entries", {}) if document.get("format") == CACHE_FORMAT else {}
+
+
+def cached_measurements(key: str, path: Path | None = None) -> list[Measurement]:
+    """The measurements saved under ``key`` (none: an empty list)."""
+    return [Measurement.from_dict(m) for m in _read_cache(path or cache_path()).get(key, [])]
+
+
+def save_measurements(key: str, measurements: list[Measurement], path: Path | None = None) -> None:
+    """Add ``measurements`` under ``key`` to the cache, atomically (a reader never sees half a file)."""
+    path = path or cache_path()
+    entries = {**_read_cache(path), key: [m.to_dict() for m in measurements]}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1), encoding="utf-8")
+
+
+def compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` through ``torch.compile``, from a clean compiler state: every run compiles the same
+    graphs in the same order (a compile cache filled by earlier runs, or dynamo's recompile limit,
+    must not change which kernels a run gets). One static graph per batch size."""
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=False)
+
+
+def time_step(
+    config: RunConfig,
+    model: nn.Module,
+    step: Step,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    make_optimizer: Callable[[nn.Module, RunConfig], torch.optim.Optimizer],
+) -> Measurement:
+    """Measure one candidate on a copy of ``model`` (left untouched): ``PROBE_WARMUP_STEPS`` untimed
+    steps, then ``PROBE_TIMED_STEPS`` timed ones. ``inputs``: normalised float (B, 3, 32, 32)."""
+    device = inputs.device
+    probe = copy.deepcopy(model).train()
+    memory_format = torch.channels_last if step.channels_last else torch.contiguous_format
+    probe = probe.to(memory_format=memory_format)
+    inputs = inputs.contiguous(memory_format=memory_format)
+    forward = compiled(probe) if step.compiled else probe
+    optimizer = make_optimizer(probe, config)
+    dtype = config.autocast_dtype()
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+
+    def one_step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = forward(inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    def timed(count: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(count):
+            one_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    try:
+        warmup = timed(PROBE_WARMUP_STEPS)
+        seconds = timed(PROBE_TIMED_STEPS) / PROBE_TIMED_STEPS
+    except Exception as error:
+        return Measurement(step, None, error=f"{type(error).__name__}: {error}".splitlines()[0][:300])
+    finally:
+        if step.compiled:
+            torch._dynamo.reset()
+    return Measurement(step, seconds, setup_seconds=max(warmup - PROBE_WARMUP_STEPS * seconds, 0.0))
+
+
+def _worth_compiling(eager: list[Measurement], planned_steps: int, known: list[Measurement]) -> bool:
+    """Whether ``planned_steps`` are enough for a compiled step to repay its compilation even at
+    :data:`MAX_COMPILE_SPEEDUP` (compile time: the cached one of this machine, else a guess)."""
+    compile_seconds = max((m.setup_seconds for m in known if m.step.compiled), default=COMPILE_SECONDS_GUESS)
+    fastest = min((m.seconds_per_step for m in eager if m.seconds_per_step is not None), default=0.0)
+    return planned_steps * fastest * (1 - 1 / MAX_COMPILE_SPEEDUP) > compile_seconds
+
+
+def choose_step(
+    config: RunConfig,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    planned_steps: int,
+    make_optimizer: Callable[[nn.Module, RunConfig], torch.optim.Optimizer],
+    cache: Path | None = None,
+) -> StepChoice:
+    """The training step for ``planned_steps`` steps of ``model`` on batches like ``inputs``
+    (normalised float (B, 3, 32, 32) on the training device) and ``labels`` (B,).
+
+    A configuration that names one step gets it (with this machine's cached rates, if any). Else the
+    cached measurements decide, or the candidates are timed now: eager first, the compiled ones only
+    when the run is long enough to repay compiling; complete measurements are cached. The probe
+    leaves ``model`` and every random generator as they were.
+    """
+    candidates = candidate_steps(config)
+    key = cache_key(config)
+    known = {m.step: m for m in cached_measurements(key, cache)}
+    if len(candidates) == 1:
+        return StepChoice(candidates[0], "forced", [m for m in known.values() if m.step == candidates[0]])
+    if all(s in known for s in candidates):
+        measured = [known[s] for s in candidates]
+        return StepChoice(decide(measured, planned_steps), "cached", measured, planned_steps=planned_steps)
+    start = time.perf_counter()
+
+    def probe(steps: list[Step]) -> list[Measurement]:
+        return [time_step(config, model, s, inputs, labels, make_optimizer) for s in steps]
+
+    with torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
+        measured = probe([s for s in candidates if not s.compiled])
+        later = [s for s in candidates if s.compiled]
+        if not measured or _worth_compiling(measured, planned_steps, list(known.values())):
+            measured += probe(later)
+            save_measurements(key, measured, cache)
+        else:
+            measured += [
+                Measurement(s, None, error="not tried: too few steps to repay compiling") for s in later
+            ]
+    return StepChoice(
+        decide(measured, planned_steps), "measured", measured, time.perf_counter() - start, planned_steps
+    )
