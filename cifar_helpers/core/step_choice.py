@@ -218,6 +218,21 @@ def compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return torch.compile(model, dynamic=False)
 
 
+def optimizer_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """One update from ``loss`` (a scalar): gradients cleared, back-propagated and applied, through
+    ``scaler`` when fp16 needs one. The trainer and the probe share it, so the probe times the real step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
 def time_step(
     config: RunConfig,
     model: nn.Module,
@@ -241,15 +256,7 @@ def time_step(
     def one_step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = forward(inputs)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        optimizer_step(F.cross_entropy(logits.float(), labels), optimizer, scaler)
 
     def timed(count: int) -> float:
         if device.type == "cuda":

@@ -44,7 +44,14 @@ from cifar_helpers.core.evaluation import (
 )
 from cifar_helpers.core.models import resnet18
 from cifar_helpers.core.normalization import normalize
-from cifar_helpers.core.step_choice import Step, StepChoice, candidate_steps, choose_step, compiled
+from cifar_helpers.core.step_choice import (
+    Step,
+    StepChoice,
+    candidate_steps,
+    choose_step,
+    compiled,
+    optimizer_step,
+)
 from cifar_helpers.rundir.artifacts import RunDir, load_json, load_torch, save_json, save_torch
 from cifar_helpers.rundir.config import ConfigError, RunConfig
 from cifar_helpers.rundir.reproducibility import environment_report
@@ -371,14 +378,7 @@ def _train_one_epoch(
             # not `state.forward or model`: a compiled module's truth value calls len(), which fails
             logits = (model if state.forward is None else state.forward)(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        optimizer_step(loss, optimizer, scaler)
         state.step += 1
 
         batch = labels.shape[0]
