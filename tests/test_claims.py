@@ -424,6 +424,8 @@ def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -
         not row.details["road"]["faithful"]
         and row.details["road"]["ci_low"] < 0 < row.details["road"]["ci_high"]
     )
+    few = gradcam_claim(shifted, road(noise[:5], [0.0] * 5), "layer4")  # too few to check: say so
+    assert few.verdict == INCONCLUSIVE and few.precondition.startswith("too few failures scored by ROAD")
     assert ClaimResult.from_dict(row.to_dict()) == row  # the withheld verdict survives the JSON
     seeds = combine_seeds([[row], [gradcam_claim(shifted, FAITHFUL, "layer4")]])
     assert seeds[0].verdict == INCONCLUSIVE and seeds[0].precondition.endswith("(in 1 of 2 seeds)")

@@ -561,7 +561,13 @@ def gradcam_claim(
         "correct images of matched confidence",
     )
     row = _failure_row(5, test, control, [failures[both] - controls[both]], population, seed, details)
-    failed = "" if details["road"]["faithful"] else f"the {layer} maps do not beat random maps on ROAD"
+    check = details["road"]
+    if check["faithful"]:
+        failed = ""
+    elif math.isnan(check["ci_low"]):  # too few images scored to tell either way
+        failed = f"too few failures scored by ROAD to check the {layer} maps against random ones"
+    else:
+        failed = f"the {layer} maps do not beat random maps on ROAD"
     return replace(row, precondition=failed)
 
 
