@@ -221,7 +221,7 @@ def test_report_shows_key_numbers_and_unrun_stages(fake_run: Path) -> None:
     assert ">37<" in page  # high-confidence failures
     overview = page.split("<h2>Overview</h2>")[1].split("<h2>")[0]
     for label, count in (("fixed", 21), ("kept, same", 9), ("kept, another", 7), ("new high", 13)):
-        assert re.search(rf"<td >{label}[^<]*</td>\s*<td >{count}</td>", overview), label
+        assert re.search(rf"<td[^>]*>{label}[^<]*</td>\s*<td[^>]*>{count}</td>", overview), label
     gradcam = page.split('id="stage-gradcam"')[1].split("</section>")[0]
     assert "stage not run" in gradcam
     assert "Training curves" in page and "Corruption curves" in page  # captions from file names
@@ -318,9 +318,10 @@ def test_tables_on_one_page_keep_their_styles_apart() -> None:
     first, second = tables.to_html(pairs), tables.to_html(counts)
     ids = [re.search(r'<table id="(\w+)"', page).group(1) for page in (first, second)]
     assert ids[0] != ids[1] and ids[0] == re.search(r'<table id="(\w+)"', tables.to_html(pairs)).group(1)
-    # the first column is always left-aligned; "predicted" too, as words, but no number column
-    assert first.count("text-align: left") == 2 and second.count("text-align: left") == 1
-    assert f"#{ids[0]} td.col1" in first  # by column class: the cells have no ids
+    # the first column is always left-aligned (cells and header); "predicted" too, as words, but no
+    # number column
+    assert first.count("text-align: left") == 4 and second.count("text-align: left") == 2
+    assert f"#{ids[0]} td.col1" in first and f"#{ids[0]} th.col1" in first  # by column class: no cell ids
     # The report's page has its own stylesheet: its tables keep only which columns hold words.
     precise = tables.to_html(pairs, precise=True)
     assert f"#{ids[0]} td.col1" in precise and "padding" not in precise

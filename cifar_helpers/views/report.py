@@ -96,7 +96,7 @@ def _history(history: dict[str, Any]) -> list[pd.DataFrame]:
     rows = [("epochs finished", len(history["epochs"])), ("training complete", history["complete"])]
     rows += [(f"last epoch: {w}", history["epochs"][-1][k]) for w, k in what.items()]
     frames = [t.table(t.KV, rows, formats={rows[3][0]: "pct", rows[5][0]: "pct"})]
-    step = history["environment"].get("train_step")  # optional: runs from before steps were measured
+    step = history.get("environment", {}).get("train_step")  # optional: runs from before steps were measured
     return frames + ([t.train_step_table(step)] if step else [])
 
 
