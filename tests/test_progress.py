@@ -104,6 +104,17 @@ def test_training_eta_comes_from_the_step_rate_measured_before_the_first_epoch(t
         assert "stage ETA 2m45s" in stage.describe()
 
 
+def test_a_stage_past_its_estimate_is_nearly_done_not_done(tmp_path):
+    progress = RunProgress("cpu", ["stress"], live=False, stream=io.StringIO())
+    stage = progress.stage("stress", RunDir(tmp_path))
+    estimate = progress.estimate("stress")
+    stage.start -= estimate - 30.0  # 30 s left by the estimate: shown as is
+    assert stage.stage_left() == pytest.approx(30.0, abs=1.0)
+    stage.start -= 60.0  # 30 s past the estimate, still running: a small remainder, never "0s"
+    assert stage.stage_left() == pytest.approx(0.05 * estimate)
+    assert progress.run_eta("stress", stage.stage_left()) > 0
+
+
 def test_a_long_section_gets_a_plain_line_and_a_short_one_does_not(tmp_path, monkeypatch):
     import cifar_helpers.workflow.progress as progress_module
 

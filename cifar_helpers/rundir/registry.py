@@ -20,7 +20,9 @@ class StageSpec:
     title: str  # its heading in the report
     inputs: tuple[str, ...]  # the stages whose outputs it reads directly, checked before it starts
     outputs: tuple[str, ...]  # what it must have written to count as finished (it may write more)
-    # Seconds per profile on a 2-core laptop (full: one GPU); ETAs use only the proportions.
+    # Seconds per profile, measured on a 2-core AMD EPYC with avx512_bf16 (full: guessed for one GPU).
+    # The progress line rescales the non-training ones by the speed measured in the run; training
+    # is estimated from its own measured step rate, never from these.
     expected_seconds: Mapping[str, float]
 
 
@@ -37,7 +39,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="00 Setup: configuration, environment and data",
         inputs=(),
         outputs=("config.json", "environment.json", "data_summary.json"),
-        expected_seconds={"smoke": 8, "quick": 9, "cpu": 40, "full": 40},
+        expected_seconds={"smoke": 12, "quick": 12, "cpu": 14, "full": 40},
     ),
     StageSpec(
         name="baseline",
@@ -46,7 +48,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="01 Baseline training",
         inputs=("setup",),
         outputs=_TRAINING_OUTPUTS,
-        expected_seconds={"smoke": 15, "quick": 205, "cpu": 840, "full": 600},
+        expected_seconds={"smoke": 22, "quick": 223, "cpu": 1165, "full": 600},
     ),
     StageSpec(
         name="failures",
@@ -55,7 +57,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="02 High-confidence failures",
         inputs=("setup", "baseline"),
         outputs=("failures.json", "summary.json"),
-        expected_seconds={"smoke": 8, "quick": 15, "cpu": 30, "full": 20},
+        expected_seconds={"smoke": 8, "quick": 16, "cpu": 16, "full": 20},
     ),
     StageSpec(
         name="gradcam",
@@ -64,7 +66,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="03 Grad-CAM of the failures",
         inputs=("setup", "baseline", "failures"),
         outputs=("heatmaps.pt", "measures.json", "road.json", "claims.json"),
-        expected_seconds={"smoke": 12, "quick": 31, "cpu": 90, "full": 40},
+        expected_seconds={"smoke": 11, "quick": 36, "cpu": 50, "full": 40},
     ),
     StageSpec(
         name="augmented",
@@ -73,7 +75,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="04 Training with augmentation",
         inputs=("setup", "baseline"),  # its notebook draws both models' curves
         outputs=_TRAINING_OUTPUTS,
-        expected_seconds={"smoke": 15, "quick": 174, "cpu": 840, "full": 600},
+        expected_seconds={"smoke": 27, "quick": 188, "cpu": 1190, "full": 600},
     ),
     StageSpec(
         name="reevaluation",
@@ -82,7 +84,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
         title="05 Re-evaluation: fixed, kept and new failures",
         inputs=("setup", "baseline", "failures", "gradcam", "augmented"),
         outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json", "claims.json"),
-        expected_seconds={"smoke": 12, "quick": 22, "cpu": 60, "full": 30},
+        expected_seconds={"smoke": 12, "quick": 47, "cpu": 57, "full": 30},
     ),
     StageSpec(
         name="stress",
@@ -98,7 +100,7 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
             "claims.json",
             "tile_shuffle.json",
         ),
-        expected_seconds={"smoke": 30, "quick": 56, "cpu": 300, "full": 120},
+        expected_seconds={"smoke": 50, "quick": 52, "cpu": 115, "full": 120},
     ),
 )
 

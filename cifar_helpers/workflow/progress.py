@@ -30,6 +30,7 @@ EXPECTED_SECONDS: dict[str, dict[str, float]] = {
 }
 PLAIN_SECTION_SECONDS = 5.0  # a section shorter than this gets no line of its own in plain output
 POLL_SECONDS = 1.0
+NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
 
 
 def format_duration(seconds: float | None) -> str:
@@ -202,12 +203,15 @@ class StageProgress:
 
     def stage_left(self) -> float | None:
         """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate
-        (None: a training stage not measured yet)."""
+        less the time spent, at least :data:`NEARLY_DONE_SHARE` of it (None: a training stage not
+        measured yet)."""
         if self.stage in TRAINING_STAGES:
             if not (self.total_epochs and self.progress.epoch_seconds):
                 return None
             return max(self.total_epochs - self.epochs_seen, 0) * self.progress.epoch_seconds
-        return max(self.progress.estimate(self.stage) - (time.perf_counter() - self.start), 0.0)
+        estimate = self.progress.estimate(self.stage)
+        # A stage past its estimate is nearly done, not done: say so rather than "0s" while it runs.
+        return max(estimate - (time.perf_counter() - self.start), NEARLY_DONE_SHARE * estimate)
 
     def describe(self) -> str:
         """The current state as one line of text."""
