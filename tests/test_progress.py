@@ -109,7 +109,7 @@ def test_a_stage_past_its_estimate_is_nearly_done_not_done(tmp_path):
     stage = progress.stage("stress", RunDir(tmp_path))
     estimate = progress.estimate("stress")
     stage.start -= estimate - 30.0  # 30 s left by the estimate: shown as is
-    assert stage.stage_left() == pytest.approx(30.0, abs=1.0)
+    assert stage.stage_left() == pytest.approx(30.0, abs=5.0)  # a slow machine may lose a second or two
     stage.start -= 60.0  # 30 s past the estimate, still running: a small remainder, never "0s"
     assert stage.stage_left() == pytest.approx(0.05 * estimate)
     assert progress.run_eta("stress", stage.stage_left()) > 0
