@@ -94,7 +94,7 @@ def notebook_run(tmp_path_factory: pytest.TempPathFactory, smoke_replicates) -> 
         (untrained if source.stem in UNTRAINED_NOTEBOOKS else trained).append(str(path))
     # The trained notebooks are compared with both files' masks (nbval reads one file).
     both = tmp_path / "nbval_trained.cfg"
-    both.write_text(SANITIZE_FILE.read_text() + "\n" + MEASURED_SANITIZE_FILE.read_text())
+    both.write_text("\n".join(f.read_text(encoding="utf-8") for f in (SANITIZE_FILE, MEASURED_SANITIZE_FILE)))
     completed = [nbval(untrained, SANITIZE_FILE, tmp_path), nbval(trained, both, tmp_path)]
     return NotebookRun(completed, run_dir, replicate_root)
 
@@ -124,7 +124,7 @@ def test_what_holds_on_any_machine_holds_in_the_notebooks_run(notebook_run):
 def sanitized(text: str, *files: Path) -> str:
     """``text`` as nbval compares it with the masks of ``files`` (nbval.plugin.IPyNbCell.sanitize)."""
     for file in files:
-        for regex, replace in get_sanitize_patterns(file.read_text()):
+        for regex, replace in get_sanitize_patterns(file.read_text(encoding="utf-8")):
             text = re.sub(regex, replace, text)
     return text
 
