@@ -101,11 +101,11 @@ def notebook_run(tmp_path_factory: pytest.TempPathFactory, smoke_replicates) -> 
 
 @pytest.mark.slow
 def test_notebooks_reproduce_their_reference_outputs(notebook_run):
-    for completed in notebook_run.completed:
-        assert completed.returncode == 0, (
-            "notebook outputs differ from tests/references (if the change is intended, run "
-            "python tests/regenerate_references.py):\n" + completed.stdout[-8000:] + completed.stderr[-2000:]
-        )
+    failed = [c.stdout[-8000:] + c.stderr[-2000:] for c in notebook_run.completed if c.returncode != 0]
+    assert not failed, (
+        "notebook outputs differ from tests/references (if the change is intended, run "
+        "python tests/regenerate_references.py):\n" + "\n".join(failed)
+    )
 
 
 @pytest.mark.slow
