@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -112,7 +113,7 @@ def test_a_second_writer_is_refused_naming_the_holder_until_it_dies(
     monkeypatch.delenv(LOCK_HOLDER_ENV, raising=False)
     check_not_locked(root)
     with RunLock(root):
-        assert (root / LOCK_NAME).read_text().strip() == str(os.getpid())
+        assert (root / LOCK_NAME).read_text().strip() == f"{socket.gethostname()}:{os.getpid()}"
         assert os.environ[LOCK_HOLDER_ENV] == str(os.getpid())
     assert LOCK_HOLDER_ENV not in os.environ
 
