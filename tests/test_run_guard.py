@@ -44,7 +44,9 @@ def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """The placeholder outputs are not a real run (results read strictly would name their missing
     keys): skip the summary's numbers and the HTML report."""
     monkeypatch.setattr(report, "write_report", lambda root: Path(root) / "report.html")
-    monkeypatch.setattr(run_all, "summarize_run", lambda run, results: {"run_dir": str(run.root)})
+    monkeypatch.setattr(
+        run_all, "summarize_run", lambda run, results: {"run_dir": str(run.root), "damaged": []}
+    )
     monkeypatch.setattr(run_all, "format_summary", lambda summary: summary["run_dir"])
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.rundir import lineage
-from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, save_json
+from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, DamagedArtifactError, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
 from cifar_helpers.views.report import read_run_summary
@@ -268,7 +268,11 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
     """The report's run summary (:func:`cifar_helpers.views.report.read_run_summary`), with each stage's
     status and minutes when this invocation ran stages."""
     summary = read_run_summary(run)
-    summary["claims"] = [row.to_dict() for row in read_ledger(run.root)]
+    try:
+        summary["claims"] = [row.to_dict() for row in read_ledger(run.root)]
+    except DamagedArtifactError as error:
+        summary["claims"] = []
+        summary["damaged"].append(str(error))
     if results is not None:
         summary["stages"] = {
             r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results
