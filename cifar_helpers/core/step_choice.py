@@ -245,7 +245,8 @@ def cached_measurements(key: str, path: Path | None = None) -> list[Measurement]
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError) as error:
-        _cache_problem(path, f"cannot be used ({type(error).__name__}: {error}); measuring again")
+        problem = f"{type(error).__name__}: {error}"
+        _cache_problem(path, f"cannot be used ({problem}); ignored, replaced by the next measurement")
         return []
 
 
