@@ -231,6 +231,9 @@ def execute_notebook(
     start = time.perf_counter()
     try:
         options = {"kernel_name": kernel_name, "progress_bar": False, "cwd": str(source.parent), **hooks}
+        # Killed with its process group, not asked to exit: on Ctrl-C a kernel asked to exit mid-cell
+        # prints a traceback to the terminal; every output is saved by the time the last cell ends.
+        options["shutdown_kernel"] = "immediate"
         papermill.execute_notebook(
             str(source),
             str(executed),
