@@ -132,7 +132,7 @@ def test_two_run_all_processes_on_one_run_directory(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the first run holds the lock
         lock = root / LOCK_NAME
-        if lock.exists() and lock.read_text().strip() == str(first.pid):
+        if lock.exists() and lock.read_text().strip() == f"{socket.gethostname()}:{first.pid}":
             break
         time.sleep(0.1)
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
@@ -140,8 +140,8 @@ def test_two_run_all_processes_on_one_run_directory(tmp_path: Path) -> None:
     assert first.returncode == 0, out + err
     assert second.returncode == 1
     assert second.stderr.strip() == (
-        f"run_all.py: run directory {root} is in use by run_all.py (PID {first.pid}); "
-        "wait for it to finish, or use another run directory"
+        f"run_all.py: run directory {root} is in use by run_all.py (PID {first.pid} on host "
+        f"{socket.gethostname()}); wait for it to finish, or use another run directory"
     )
     assert "running" not in second.stdout
 
