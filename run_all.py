@@ -10,8 +10,9 @@
 Executed notebooks go to <run-dir>/executed/, the summary to <run-dir>/summary.json and the
 one-page report to <run-dir>/report.html. A stage whose outputs are complete is skipped unless
 --force is given, so an interrupted run picks up where it stopped.
-Exit status: 0 success, 1 a stage failed, the run directory is in use by another run or cannot be
-written (read-only, full, no permission), 2 bad arguments.
+Exit status: 0 success, 1 a stage failed, a result file is damaged, the run directory is in use by
+another run or cannot be written (read-only, full, no permission), 2 bad arguments, 130 interrupted
+(Ctrl-C; the same command resumes).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, set_asi
 from cifar_helpers.rundir.config import PROFILE_NAMES, resolve_profile
 from cifar_helpers.rundir.lineage import out_of_date, pin_readers
 from cifar_helpers.rundir.registry import stage_number
+from cifar_helpers.rundir.replicate_layout import seed_run_dir
 from cifar_helpers.rundir.runlock import LOCK_NAME, RunLock, RunLockedError
 from cifar_helpers.views import report
 from cifar_helpers.workflow.pipeline import (
@@ -97,11 +99,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _finished_stages(args: argparse.Namespace) -> str:
+    """The stages finished in the run directory (each seed's, for ``--seeds``), in words."""
+    if args.seeds is None:
+        runs = {"": Path(args.run_dir) if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd())}
+    else:
+        from cifar_helpers.workflow.replicates import parse_seeds  # no Ray import
+
+        root = Path(args.run_dir) if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd())
+        runs = {f"seed {seed}: ": seed_run_dir(root, seed) for seed in parse_seeds(args.seeds)}
+    return "; ".join(
+        label + (", ".join(s for s in STAGES if stage_is_finished(RunDir(path), s)) or "none")
+        for label, path in runs.items()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the selected stages; the exit status (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     with contextlib.ExitStack() as cleanup:  # releases the run directory's lock, however main ends
         try:
-            return _run(argv, cleanup)
+            return _run(parser, args, cleanup)
+        except KeyboardInterrupt:
+            # What is done stays done: finished stages are skipped by the same command (papermill and
+            # Ray end the processes they started on their way out of the interrupted wait).
+            print(
+                f"\nrun_all.py: interrupted; finished stages: {_finished_stages(args)}; run the same "
+                "command to resume (finished stages are skipped)",
+                file=sys.stderr,
+            )
+            return 130
         except RunLockedError as e:
             print(f"run_all.py: {e}", file=sys.stderr)
             return 1
@@ -113,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
 
-def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     try:
         stages = parse_stages(args.stages)
         overrides = dict(parse_parameter(item) for item in args.parameters)
@@ -203,7 +229,9 @@ def _run(argv: list[str] | None, cleanup: contextlib.ExitStack) -> int:
     write_summary(run, summary)
     print("\n" + format_summary(summary))
     print(f"\nReport: {report.write_report(run.root)}")
-    return 0
+    for problem in summary["damaged"]:  # summary and report hold everything else
+        print(f"run_all.py: {problem}", file=sys.stderr)
+    return 1 if summary["damaged"] else 0
 
 
 if __name__ == "__main__":

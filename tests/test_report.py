@@ -54,7 +54,7 @@ def _touch_outputs(directory: Path, stage: str) -> None:
     for name in STAGE_OUTPUTS[stage]:
         path = directory / name
         if not path.exists() and name.endswith(".json"):
-            save_json(path, {})
+            save_json(path, [] if name == "claims.json" else {})  # a ledger is a list of claims
         elif not path.exists():
             path.write_bytes(b"")
 

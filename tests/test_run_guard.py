@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,7 +44,9 @@ def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """The placeholder outputs are not a real run (results read strictly would name their missing
     keys): skip the summary's numbers and the HTML report."""
     monkeypatch.setattr(report, "write_report", lambda root: Path(root) / "report.html")
-    monkeypatch.setattr(run_all, "summarize_run", lambda run, results: {"run_dir": str(run.root)})
+    monkeypatch.setattr(
+        run_all, "summarize_run", lambda run, results: {"run_dir": str(run.root), "damaged": []}
+    )
     monkeypatch.setattr(run_all, "format_summary", lambda summary: summary["run_dir"])
 
 
@@ -112,7 +115,7 @@ def test_a_second_writer_is_refused_naming_the_holder_until_it_dies(
     monkeypatch.delenv(LOCK_HOLDER_ENV, raising=False)
     check_not_locked(root)
     with RunLock(root):
-        assert (root / LOCK_NAME).read_text().strip() == str(os.getpid())
+        assert (root / LOCK_NAME).read_text().strip() == f"{socket.gethostname()}:{os.getpid()}"
         assert os.environ[LOCK_HOLDER_ENV] == str(os.getpid())
     assert LOCK_HOLDER_ENV not in os.environ
 
@@ -129,7 +132,7 @@ def test_two_run_all_processes_on_one_run_directory(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the first run holds the lock
         lock = root / LOCK_NAME
-        if lock.exists() and lock.read_text().strip() == str(first.pid):
+        if lock.exists() and lock.read_text().strip() == f"{socket.gethostname()}:{first.pid}":
             break
         time.sleep(0.1)
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
@@ -137,8 +140,8 @@ def test_two_run_all_processes_on_one_run_directory(tmp_path: Path) -> None:
     assert first.returncode == 0, out + err
     assert second.returncode == 1
     assert second.stderr.strip() == (
-        f"run_all.py: run directory {root} is in use by run_all.py (PID {first.pid}); "
-        "wait for it to finish, or use another run directory"
+        f"run_all.py: run directory {root} is in use by run_all.py (PID {first.pid} on host "
+        f"{socket.gethostname()}); wait for it to finish, or use another run directory"
     )
     assert "running" not in second.stdout
 

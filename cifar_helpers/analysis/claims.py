@@ -38,7 +38,7 @@ from cifar_helpers.analysis.interventions import (
 from cifar_helpers.core.data import CifarData, make_synthetic_cifar
 from cifar_helpers.core.evaluation import Predictions, accuracy, predict
 from cifar_helpers.core.training import load_trained_model
-from cifar_helpers.rundir.artifacts import RunDir, load_json, save_json
+from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint, save_json
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -783,6 +783,10 @@ def read_ledger(run_dir: str | os.PathLike[str], stages: Sequence[str] = LEDGER_
     """The rows ``stages`` saved in ``<stage>/claims.json`` (a stage not run yet adds none), by claim,
     the positive control's rows last."""
     run = RunDir(run_dir)
-    paths = [run.stage_dir(stage, create=False) / CLAIMS_FILE for stage in stages]
-    rows = [ClaimResult.from_dict(row) for path in paths if path.exists() for row in load_json(path)]
+    rows = []
+    for path in (run.stage_dir(stage, create=False) / CLAIMS_FILE for stage in stages):
+        saved = load_json(path) if path.exists() else []
+        if not isinstance(saved, list):  # {} is no ledger, not an empty one
+            raise DamagedArtifactError(f"{path} is damaged (not a list of claims): {rerun_hint(path)}")
+        rows += [ClaimResult.from_dict(row) for row in saved]
     return sorted(rows, key=lambda r: (r.population in (PLANTED_CUE, NO_CUE), r.claim))

@@ -9,16 +9,21 @@ and on a run too short to recoup the compilation eager wins (it is then not even
 
 The measurements are cached per machine and versions (:func:`cache_key`) in the user cache
 (``platformdirs.user_cache_dir("cifar-stress")``, which honours ``XDG_CACHE_HOME``), so the probe is
-paid once; a different CPU, GPU, torch or library version measures again. The choice and the rates
-behind it go into the run's records (:meth:`StepChoice.record`); a resumed run keeps its checkpoint's.
+paid once; a different CPU, GPU, torch version or training code measures again. It is only a cache:
+a file that cannot be read or written costs a new measurement and one line naming it, never a run.
+The choice and the rates behind it go into the run's records (:meth:`StepChoice.record`); a resumed
+run keeps its checkpoint's.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.metadata
+import functools
+import hashlib
 import json
+import math
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +33,7 @@ from typing import Any
 import platformdirs
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import nn
 
 from cifar_helpers.rundir.artifacts import atomic_path
@@ -41,6 +47,10 @@ PROBE_TIMED_STEPS = 10
 # tens of seconds) and of the most compiling can gain, to tell whether a run is long enough to try.
 COMPILE_SECONDS_GUESS = 60.0
 MAX_COMPILE_SPEEDUP = 2.0
+MAX_CACHE_BYTES = 1 << 20  # a few hundred entries; anything larger is not this library's cache
+CACHE_LOCK_SECONDS = 10.0  # two runs saving at once: the second waits for the first, then adds its entry
+# The code a measured step runs: a change to any of them is another step, measured again.
+STEP_SOURCES = tuple(Path(__file__).with_name(f"{name}.py") for name in ("step_choice", "training", "models"))
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,19 @@ class Step:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Step:
-        """The step saved by :meth:`StepChoice.record`."""
-        return cls(compiled=bool(values["compiled"]), channels_last=bool(values["channels_last"]))
+        """The step saved by :meth:`StepChoice.record`; ValueError unless both fields are booleans."""
+        flags = values["compiled"], values["channels_last"]
+        if not all(isinstance(flag, bool) for flag in flags):
+            raise ValueError(f"compiled and channels_last must be true or false, not {flags}")
+        return cls(*flags)
+
+
+def _seconds(value: Any, name: str, *, positive: bool) -> float:
+    """``value`` if it is a finite number of seconds (> 0 when ``positive``, else >= 0); else ValueError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} {value!r} is not a finite {'positive' if positive else 'nonnegative'} time")
+    return float(value)
 
 
 @dataclass
@@ -87,9 +108,15 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Measurement:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict`; ValueError, KeyError or TypeError for what it did not write."""
+        rate, error = values["seconds_per_step"], values["error"]
+        if error is not None and not isinstance(error, str):
+            raise ValueError(f"error {error!r} is not text")
         return cls(
-            Step.from_dict(values), values["seconds_per_step"], values["setup_seconds"], values["error"]
+            Step.from_dict(values),
+            None if rate is None else _seconds(rate, "seconds_per_step", positive=True),
+            _seconds(values["setup_seconds"], "setup_seconds", positive=False),
+            error,
         )
 
 
@@ -144,7 +171,8 @@ def decide(measurements: list[Measurement], planned_steps: int) -> Step:
     measured one on a tie (the list starts with the default)."""
     usable = [m for m in measurements if m.seconds_per_step is not None]
     if not usable:
-        raise ValueError("no candidate step could be measured")
+        errors = "; ".join(f"{m.step.name}: {m.error}" for m in measurements)
+        raise ValueError(f"no candidate step could be measured ({errors})")
     return min(usable, key=lambda m: m.setup_seconds + planned_steps * m.seconds_per_step).step
 
 
@@ -161,11 +189,13 @@ def machine_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def _library_version() -> str:
-    try:
-        return importlib.metadata.version("cifar-stress")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing it
-        return "not installed"
+@functools.cache
+def _code_version(sources: tuple[Path, ...]) -> str:
+    """A hash of the training step's source: the package version stays 0.1.0 while its code changes."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cache_key(config: RunConfig) -> str:
@@ -176,7 +206,7 @@ def cache_key(config: RunConfig) -> str:
         "device": device.type,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__,
-        "cifar_helpers": _library_version(),
+        "cifar_helpers": _code_version(STEP_SOURCES),
         "precision": config.resolved_precision(),
         "width": config.width,
         "batch_size": config.batch_size,
@@ -190,24 +220,54 @@ def cache_path() -> Path:
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none yet, or damaged: measure again
-        return {}
-    return document.get("entries", {}) if document.get("format") == CACHE_FORMAT else {}
+    """The cache's entries, unchecked; OSError or ValueError when there is no readable cache."""
+    if path.stat().st_size > MAX_CACHE_BYTES:
+        raise ValueError(f"{path.stat().st_size} bytes, more than a cache of measurements holds")
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT:
+        raise ValueError(f"not a format-{CACHE_FORMAT} cache of measured training steps")
+    if not isinstance(document.get("entries"), dict):
+        raise ValueError("its entries are not a JSON object")
+    return document["entries"]
+
+
+def _cache_problem(path: Path, problem: str) -> None:
+    # One line on stderr (the notebook's output): the run goes on, measuring instead of reading.
+    print(f"training-step cache {path}: {problem}", file=sys.stderr, flush=True)
 
 
 def cached_measurements(key: str, path: Path | None = None) -> list[Measurement]:
-    """The measurements saved under ``key`` (none: an empty list)."""
-    return [Measurement.from_dict(m) for m in _read_cache(path or cache_path()).get(key, [])]
+    """The measurements saved under ``key``; none (an empty list) when there are none, or when the
+    file is unreadable or holds anything but what :func:`save_measurements` writes (said in one line)."""
+    path = path or cache_path()
+    try:
+        return [Measurement.from_dict(m) for m in _read_cache(path).get(key, [])]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        problem = f"{type(error).__name__}: {error}"
+        _cache_problem(path, f"cannot be used ({problem}); ignored, replaced by the next measurement")
+        return []
 
 
 def save_measurements(key: str, measurements: list[Measurement], path: Path | None = None) -> None:
-    """Add ``measurements`` under ``key`` to the cache, atomically (a reader never sees half a file)."""
+    """Add ``measurements`` under ``key`` to the cache, atomically (a reader never sees half a file)
+    and under a lock (two runs saving at once keep both entries). A cache that cannot be written is
+    said in one line; the run goes on."""
     path = path or cache_path()
-    entries = {**_read_cache(path), key: [m.to_dict() for m in measurements]}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1), encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock", timeout=CACHE_LOCK_SECONDS):
+            try:
+                entries = _read_cache(path)
+            except (OSError, ValueError):  # none yet, or unusable (said when it was read): start anew
+                entries = {}
+            entries[key] = [m.to_dict() for m in measurements]
+            with atomic_path(path) as tmp:
+                text = json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1)
+                tmp.write_text(text, encoding="utf-8")
+    except OSError as error:  # filelock's Timeout is one too
+        _cache_problem(path, f"cannot be written ({error}); make its folder writable to keep measurements")
 
 
 def compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -71,10 +71,17 @@ def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return Path(path)
 
 
-def load_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file written by :func:`save_json`."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def load_json(path: str | os.PathLike[str], object_hook: Any = None) -> Any:
+    """Read a JSON file written by :func:`save_json` (``object_hook`` as for ``json.loads``); raises
+    :class:`DamagedArtifactError` (one line, naming the stage to rerun) for a file that does not match
+    its manifest entry or is not JSON."""
+    problem = manifest.damage(path)
+    if problem is None:
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8"), object_hook=object_hook)
+        except ValueError as err:  # bad JSON or bad UTF-8 in a file the manifest does not know
+            problem = f"not JSON: {err}"
+    raise DamagedArtifactError(f"{path} is damaged ({problem}): {rerun_hint(path)}")
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:

@@ -49,7 +49,7 @@ def changed_inputs(run: RunDir, stage: str) -> list[str]:
         return []
     try:
         recorded: Any = load_json(path)
-    except ValueError:
+    except OSError:  # damaged (artifacts.DamagedArtifactError) or unreadable
         recorded = None
     if not isinstance(recorded, dict):  # unreadable: what the stage read is unknown, so assume changed
         return [s for s in STAGE_INPUTS[stage] if s != "setup"]

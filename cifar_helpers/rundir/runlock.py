@@ -7,7 +7,9 @@ file never blocks a later run. The notebooks a run starts inherit :data:`LOCK_HO
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 from types import TracebackType
 
@@ -20,32 +22,56 @@ LOCK_HOLDER_ENV = "CIFAR_STRESS_RUN_LOCK_HOLDER"
 _WAIT_SECONDS = 0.5
 
 
+# flock's answers on a filesystem that cannot lock files (some FUSE and network mounts).
+_CANNOT_LOCK = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK}
+
+
 class RunLockedError(RuntimeError):
-    """Another process holds the run directory's lock."""
+    """Another process holds the run directory's lock, or its filesystem cannot lock files."""
 
 
-def _write_pid(fd: int) -> None:
-    # Windows locks byte 0 against other readers, so the PID starts at byte 1 (see _holder_pid).
+def _write_holder(fd: int) -> None:
+    # Windows locks byte 0 against other readers, so "host:pid" starts at byte 1 (see _holder).
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, f"\n{os.getpid()}\n".encode())
+    os.write(fd, f"\n{socket.gethostname()}:{os.getpid()}\n".encode())
 
 
-def _holder_pid(lock_path: Path) -> str:
+def _holder(lock_path: Path) -> tuple[str, str]:
+    """``(host, pid)`` of the lock file's last holder, ``"unknown"`` where it does not say; reads every
+    format written: ``"\nhost:pid\n"``, ``"\npid\n"`` and the earliest ``"pid\n"``."""
     try:
         with open(lock_path, "rb") as f:
-            f.seek(1)
-            text = f.read().decode("ascii", errors="replace").strip()
+            try:
+                data = f.read()
+            except OSError:  # Windows: byte 0 of a held lock cannot be read
+                f.seek(1)
+                data = f.read()
     except OSError:
-        return "unknown"
-    return text if text.isdigit() else "unknown"
+        return "unknown", "unknown"
+    host, _, pid = data.decode("utf-8", errors="replace").strip().rpartition(":")
+    return host or "unknown", pid if pid.isdigit() else "unknown"
 
 
-def _locked_error(root: Path, pid: str) -> RunLockedError:
-    return RunLockedError(
-        f"run directory {root} is in use by run_all.py (PID {pid}); wait for it to finish, "
-        "or use another run directory"
-    )
+def _take(lock: FileLock, root: Path) -> None:
+    """Acquire ``lock`` on ``root``, or raise :class:`RunLockedError` naming its holder (host and PID)
+    or saying that the filesystem cannot lock files."""
+    try:
+        lock.acquire()
+    except Timeout:
+        host, pid = _holder(Path(lock.lock_file))
+        raise RunLockedError(
+            f"run directory {root} is in use by run_all.py (PID {pid} on host {host}); wait for it to "
+            "finish, or use another run directory"
+        ) from None
+    except OSError as e:
+        if e.errno not in _CANNOT_LOCK:
+            raise
+        # A lock file without a lock would let two runs write at once: refuse, saying where to go.
+        raise RunLockedError(
+            f"run directory {root} is on a filesystem that cannot lock files ({e.strerror}); "
+            "use a run directory on a local disk (--run-dir)"
+        ) from None
 
 
 class RunLock:
@@ -58,17 +84,14 @@ class RunLock:
         self.path = self.root / LOCK_NAME
         # The file stays on release: deleting it would let two processes lock two files.
         self._lock = FileLock(
-            self.path, timeout=_WAIT_SECONDS, preserve_lock_file=True, on_acquired=_write_pid
+            self.path, timeout=_WAIT_SECONDS, preserve_lock_file=True, on_acquired=_write_holder
         )
         self._previous_env: str | None = None
 
     def acquire(self) -> RunLock:
         """Take the lock, or raise :class:`RunLockedError` (OSError for an unwritable directory)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise _locked_error(self.root, _holder_pid(self.path)) from None
+        _take(self._lock, self.root)
         self._previous_env = os.environ.get(LOCK_HOLDER_ENV)
         os.environ[LOCK_HOLDER_ENV] = str(os.getpid())
         return self
@@ -98,11 +121,10 @@ def check_not_locked(root: str | os.PathLike[str]) -> None:
     lock_path = root / LOCK_NAME
     if not lock_path.exists():
         return  # never locked
-    pid = _holder_pid(lock_path)
-    if pid != "unknown" and os.environ.get(LOCK_HOLDER_ENV) == pid:
+    host, pid = _holder(lock_path)
+    # The holder's own kernels inherit its PID; "unknown": a lock file from before hosts were written.
+    if os.environ.get(LOCK_HOLDER_ENV) == pid and host in ("unknown", socket.gethostname()):
         return
-    try:
-        with FileLock(lock_path, timeout=_WAIT_SECONDS, preserve_lock_file=True):
-            return
-    except Timeout:
-        raise _locked_error(root, _holder_pid(lock_path)) from None
+    probe = FileLock(lock_path, timeout=_WAIT_SECONDS, preserve_lock_file=True)
+    _take(probe, root)
+    probe.release()

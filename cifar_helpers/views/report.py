@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,14 @@ from PIL import Image, UnidentifiedImageError
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.analysis.human_labels import human_labels_summary
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
-from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, STAGES, RunDir, atomic_path
+from cifar_helpers.rundir.artifacts import (
+    STAGE_OUTPUTS,
+    STAGES,
+    DamagedArtifactError,
+    RunDir,
+    atomic_path,
+    load_json,
+)
 from cifar_helpers.rundir.registry import STAGE_SPECS
 from cifar_helpers.rundir.replicate_layout import (
     REPLICATES_NOTEBOOK,
@@ -55,7 +61,7 @@ def read_result(path: Path) -> Any:
         def __missing__(self, key: Any) -> Any:
             raise MissingKey(f"{path.parent.name}/{path.name} has no key {key!r}")
 
-    return json.loads(path.read_text(encoding="utf-8"), object_hook=Record)
+    return load_json(path, object_hook=Record)
 
 
 def _html(frames: pd.DataFrame | list[pd.DataFrame]) -> str:
@@ -248,12 +254,24 @@ def _section(stage: str, title: str, base: Path, names: tuple[str, ...], noteboo
 
 
 def read_run_summary(run: RunDir) -> dict[str, Any]:
-    """The numbers a reader wants first (``summary.json``); None for a stage not run yet."""
+    """The numbers a reader wants first (``summary.json``); None for a stage not run yet or a damaged
+    file, which ``"damaged"`` lists (one line each, naming the stage to rerun)."""
+    damaged: list[str] = []
 
     def read(stage: str, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
         path = run.stage_dir(stage, create=False) / name
-        data = read_result(path) if path.exists() else dict.fromkeys(keys)
+        try:
+            data = read_result(path) if path.exists() else dict.fromkeys(keys)
+        except DamagedArtifactError as error:
+            damaged.append(str(error))
+            data = dict.fromkeys(keys)
         return {key: data[key] for key in keys}
+
+    try:
+        human_labels = human_labels_summary(run.root)
+    except DamagedArtifactError as error:
+        damaged.append(str(error))
+        human_labels = {"applies": False, "reason": str(error)}
 
     metrics = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
     failures = read("failures", "summary.json", ("num_high_confidence", "threshold"))
@@ -264,7 +282,8 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
         "confidence_threshold": failures["threshold"],
         "comparison": read("reevaluation", "comparison.json", ("counts",))["counts"]
         or dict.fromkeys(COUNT_KEYS),
-        "human_labels": human_labels_summary(run.root),
+        "human_labels": human_labels,
+        "damaged": damaged,
     }
 
 

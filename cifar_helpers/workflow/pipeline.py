@@ -16,7 +16,7 @@ from typing import Any
 
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.rundir import lineage
-from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, save_json
+from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, DamagedArtifactError, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
 from cifar_helpers.views.report import read_run_summary
@@ -231,6 +231,9 @@ def execute_notebook(
     start = time.perf_counter()
     try:
         options = {"kernel_name": kernel_name, "progress_bar": False, "cwd": str(source.parent), **hooks}
+        # Killed with its process group, not asked to exit: on Ctrl-C a kernel asked to exit mid-cell
+        # prints a traceback to the terminal; every output is saved by the time the last cell ends.
+        options["shutdown_kernel"] = "immediate"
         papermill.execute_notebook(
             str(source),
             str(executed),
@@ -268,7 +271,11 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
     """The report's run summary (:func:`cifar_helpers.views.report.read_run_summary`), with each stage's
     status and minutes when this invocation ran stages."""
     summary = read_run_summary(run)
-    summary["claims"] = [row.to_dict() for row in read_ledger(run.root)]
+    try:
+        summary["claims"] = [row.to_dict() for row in read_ledger(run.root)]
+    except DamagedArtifactError as error:
+        summary["claims"] = []
+        summary["damaged"].append(str(error))
     if results is not None:
         summary["stages"] = {
             r.stage: {"status": r.status, "minutes": round(r.seconds / 60, 2)} for r in results

@@ -167,11 +167,11 @@ class StageProgress:
             return
         if mtime == self._last_mtime:
             return
-        self._last_mtime = mtime
         try:
             document = load_json(self._history)
-        except (OSError, ValueError):  # written atomically, but be safe against a foreign writer
+        except OSError:  # between the file's rename and its manifest entry: read it at the next poll
             return
+        self._last_mtime = mtime
         epochs = document.get("epochs") or []
         total = (document.get("config") or {}).get("epochs")
         now = time.perf_counter()

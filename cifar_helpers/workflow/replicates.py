@@ -187,29 +187,44 @@ def start_ray(address: str | None) -> str:
     if address:
         ray.init(address=address, log_to_driver=False)
         return f"Ray cluster at {address}"
-    import psutil  # vendored by Ray (ray/thirdparty_files), importable once ray is imported
     import torch
 
     gpus = torch.cuda.device_count()
-    me = psutil.Process()
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
-        before = {child.pid for child in me.children()}
+        before = _descendants()
         try:
             ray.init(
                 num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False
             )
             break
         except Exception as e:  # Ray raises a bare Exception when its processes start too slowly
-            ray.shutdown()
             # A failed start leaves the processes it did start (GCS, monitors) running: end them.
-            for child in me.children():
-                if child.pid not in before:
-                    with contextlib.suppress(psutil.Error):
-                        child.kill()
+            _shut_down_ray(before)
             if attempt == RAY_START_ATTEMPTS:
                 raise RuntimeError(f"Ray did not start on this machine ({attempt} attempts): {e}") from e
             print(f"Ray did not start ({e}); trying again", flush=True)
     return f"Ray on this machine ({os.cpu_count()} CPUs, {gpus} GPUs)"
+
+
+def _descendants() -> dict[int, Any]:
+    """This process's descendants (psutil processes by PID): the whole tree, as a seed's run_all.py and
+    its notebook kernels run below Ray's workers."""
+    import psutil  # vendored by Ray (ray/thirdparty_files), importable once ray is imported
+
+    return {process.pid: process for process in psutil.Process().children(recursive=True)}
+
+
+def _shut_down_ray(before: dict[int, Any]) -> None:
+    """``ray.shutdown()``, then end every process started since ``before`` (:func:`_descendants`) that
+    outlived it: the tree is taken first, as a process whose parent died leaves it."""
+    import psutil
+    import ray
+
+    started = [p for pid, p in _descendants().items() if pid not in before]
+    ray.shutdown()
+    for process in started:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
@@ -248,6 +263,7 @@ def run_replicates(request: ReplicateRequest) -> int:
     root = request.root
     root.mkdir(parents=True, exist_ok=True)
     print(f"Replicate run: {root} (seeds {', '.join(map(str, request.seeds))}, data_seed {data_seed})")
+    before = _descendants()
     where = start_ray(request.ray_address)
     try:
         cluster = ray.cluster_resources()
@@ -255,8 +271,8 @@ def run_replicates(request: ReplicateRequest) -> int:
         resources = task_resources(num_threads, cluster, largest)
         print(f"{where}; each seed's task asks for {resources}", flush=True)
         outcomes = _run_seed_tasks(request, data_seed, resources)
-    finally:
-        ray.shutdown()
+    finally:  # also on Ctrl-C
+        _shut_down_ray(before)
 
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
