@@ -98,7 +98,7 @@ def test_a_band_rule_on_hand_made_levels(rule: Rule) -> None:
 def test_the_claimed_levels_and_the_rules_text() -> None:
     assert RULE_BASELINE_LEVEL.band == pytest.approx((0.84, 0.86))
     assert RULE_AUGMENTED_LEVEL.band == pytest.approx((0.87, 0.91))
-    assert "0.05" in RULE_CAUSE.describe() and "84 %" in RULE_BASELINE_LEVEL.describe()
+    assert "±5 pts" in RULE_CAUSE.describe() and "84 %" in RULE_BASELINE_LEVEL.describe()
     with pytest.raises(ValueError, match="exactly one"):
         Rule(min_effect=0.1, band=(0.1, 0.2))
     # A row's verdict is the rule's, whatever the caller wanted.
@@ -504,11 +504,30 @@ def test_a_runs_ledger_is_read_from_its_stages_and_shown_as_one_table(tmp_path: 
     frame = claims_table(ledger)
     assert list(frame.columns) == ["claim", "test", "control", "effect [95 % CI]", "verdict"]
     assert list(frame["verdict"]) == [NOT_SUPPORTED, SUPPORTED, INCONCLUSIVE, SUPPORTED]
-    assert frame["effect [95 % CI]"][1] == "+20.0% [+10.0%, +30.0%]"
+    assert frame["effect [95 % CI]"][1] == "+20.0 pts [+10.0, +30.0]"  # a difference, in points
     assert frame["test"][2] == f"t [{MODEL_ERRORS}]" and frame["test"][1] == "t"
     shown = text(frame)
     assert "McNemar exact (claim 2)" in shown and "m (claim 3)" in shown and "inconclusive:" in shown
     assert "no claims tested yet" in text(claims_table(read_ledger(tmp_path / "empty")))
+
+
+def test_the_ledger_fits_a_100_column_terminal_and_says_each_claim_once() -> None:
+    from cifar_helpers.views.tables import claims_text
+
+    long_test = "a test whose description runs on and on, " * 4
+    withheld = replace(row_with(0.3), test=long_test, precondition="the instrument failed its check")
+    missing = replace(row_with(math.nan), ci_low=math.nan, ci_high=math.nan)
+    level = accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[0]
+    shown = claims_text([level, row_with(0.2), withheld, missing])
+    lines = shown.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert [line for line in lines if line.startswith("3.")] == [CLAIMS[3]]  # the claim's words once
+    assert lines[1] == CLAIMS[1] and "100.0% [" in lines[2]  # a level, in percent
+    assert lines[4].startswith("  t, vs c  ")
+    assert "+20.0 pts [+10.0, +30.0]  supported" in shown and "- [-, -]  inconclusive" in shown
+    assert "    verdict withheld: the instrument failed its check" in lines
+    assert "95 % intervals:" in shown and "inconclusive:" in shown
+    assert claims_text([]).startswith("no claims tested yet")
 
 
 def test_the_pull_and_the_tile_shuffle_tables() -> None:

@@ -109,8 +109,8 @@ class Rule:
         if self.band is not None:
             band = " to ".join(f"{100 * v:g} %" for v in self.band)
             return f"supported if the 95 % interval lies in {band}, not supported if wholly outside it"
-        m = f"{self.min_effect:g}"
-        return f"supported if >= {m} and the 95 % interval excludes 0; not supported if inside ±{m} or < 0"
+        m = f"{100 * self.min_effect:g} pts"
+        return f"supported if >= +{m} and the 95 % interval excludes 0; not supported if inside ±{m} or < 0"
 
 
 # Why 0.05 (five percentage points of a rate or a share of map mass): a cause that makes a difference

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from functools import reduce
 from operator import getitem
@@ -623,18 +624,23 @@ def category_mix_table(mix: dict[str, Any]) -> pd.DataFrame:
 # --- the claims ledger (notebooks 05 and 07, run_all.py, the report) --------------------------------
 
 
+def claim_effect(r: ClaimResult) -> str:
+    """``effect [low, high]``: a level (a claim with a band) in percent, a difference in points."""
+    kind, scale, unit = ("{:.1%}", 1, "") if r.rule.band else ("{:+.1f}", 100, " pts")
+    low, mid, high = (
+        "-" if math.isnan(v) else kind.format(scale * v) for v in (r.ci_low, r.effect, r.ci_high)
+    )
+    return f"{mid}{unit if mid != '-' else ''} [{low}, {high}]"
+
+
 def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") -> pd.DataFrame:
     """The ledger (:mod:`cifar_helpers.analysis.claims`): claim | test | control | effect [95 % CI] |
     verdict, a row per :class:`ClaimResult` (its population after the test unless it is all test
-    images or all failures), effects in percent; the notes give each interval's method and each
-    verdict rule with the claims they apply to, and how to read "inconclusive"."""
+    images or all failures), levels in percent and differences in points (:func:`claim_effect`); the
+    notes give each interval's method and each verdict rule with the claims they apply to, and how to
+    read "inconclusive"."""
     if not rows:
         return note("no claims tested yet: run 03_gradcam, 05_reevaluation and 06_stress_tests")
-
-    def effect(r: ClaimResult) -> str:
-        kind = "{:.1%}" if r.rule.band else "{:+.1%}"
-        low, mid, high = ("-" if math.isnan(v) else kind.format(v) for v in (r.ci_low, r.effect, r.ci_high))
-        return f"{mid} [{low}, {high}]"
 
     def claims_by(key: Any) -> list[str]:
         groups: dict[str, list[str]] = {}
@@ -649,7 +655,7 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
             r.claim,
             r.test if r.population in (ALL_IMAGES, ALL_FAILURES) else f"{r.test} [{r.population}]",
             r.control,
-            effect(r),
+            claim_effect(r),
             f"{r.verdict} ({r.precondition})" if r.precondition else r.verdict,
         )
         for r in rows
@@ -663,6 +669,30 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
     ]
     columns = ("claim", "test", "control", "effect [95 % CI]", "verdict")
     return table(columns, body, title, notes)
+
+
+def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
+    """The ledger for a terminal ``width`` columns wide (``run_all.py``'s summary): each claim's words
+    once, then a line per test (test, "vs" its control, effect, verdict), a withheld verdict's reason
+    below it, and :func:`claims_table`'s notes, every line wrapped to ``width``."""
+    frame = claims_table(rows)
+    if not rows:
+        return text(frame)
+    effects = [claim_effect(r) for r in rows]
+    effect_width, verdict_width = max(map(len, effects)), max(len(r.verdict) for r in rows)
+    left = width - 6 - effect_width - verdict_width  # the test's words; 2 spaces before each column
+    lines, claim = [frame.attrs["title"]], None
+    for r, test, effect in zip(rows, frame["test"], effects, strict=True):
+        if r.claim != claim:
+            lines += textwrap.wrap(r.claim, width)
+            claim = r.claim
+        words = textwrap.wrap(f"{test}, vs {r.control}", left)
+        lines.append(f"  {words[0]:<{left}}  {effect:>{effect_width}}  {r.verdict}")
+        lines += [f"    {w}" for w in textwrap.wrap(" ".join(words[1:]), left - 2)]
+        if r.precondition:
+            lines += textwrap.wrap(f"verdict withheld: {r.precondition}", width, initial_indent="    ")
+    notes = frame.attrs["notes"]
+    return "\n".join([*lines, *(textwrap.fill(n, width, subsequent_indent="  ") for n in notes)])
 
 
 def tile_shuffle_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, DamagedArtifact
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
 from cifar_helpers.views.report import read_run_summary
-from cifar_helpers.views.tables import claims_table, format_run_summary, text
+from cifar_helpers.views.tables import claims_text, format_run_summary
 from cifar_helpers.workflow.kernel import LocalKernelManager
 from cifar_helpers.workflow.progress import StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
@@ -285,10 +285,10 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
 
 def format_summary(summary: dict[str, Any]) -> str:
     """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`),
-    then the claims ledger (:func:`cifar_helpers.views.tables.claims_table`)."""
+    then the claims ledger for a 100-column terminal (:func:`cifar_helpers.views.tables.claims_text`)."""
     # .get: a summary.json written before the ledger existed has no "claims".
-    ledger = claims_table([ClaimResult.from_dict(row) for row in summary.get("claims", [])])
-    return format_run_summary(summary) + "\n\n" + text(ledger)
+    ledger = claims_text([ClaimResult.from_dict(row) for row in summary.get("claims", [])])
+    return format_run_summary(summary) + "\n\n" + ledger
 
 
 def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:
