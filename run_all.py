@@ -99,15 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_root(args: argparse.Namespace) -> Path:
+    """The run directory the arguments name (``--run-dir``, else the profile's default)."""
+    return Path(args.run_dir) if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd())
+
+
 def _finished_stages(args: argparse.Namespace) -> str:
     """The stages finished in the run directory (each seed's, for ``--seeds``), in words."""
     if args.seeds is None:
-        runs = {"": Path(args.run_dir) if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd())}
+        runs = {"": _run_root(args)}
     else:
         from cifar_helpers.workflow.replicates import parse_seeds  # no Ray import
 
-        root = Path(args.run_dir) if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd())
-        runs = {f"seed {seed}: ": seed_run_dir(root, seed) for seed in parse_seeds(args.seeds)}
+        runs = {f"seed {seed}: ": seed_run_dir(_run_root(args), seed) for seed in parse_seeds(args.seeds)}
     return "; ".join(
         label + (", ".join(s for s in STAGES if stage_is_finished(RunDir(path), s)) or "none")
         for label, path in runs.items()
@@ -160,7 +164,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cleanup: con
         except ReplicateArgumentError as e:
             parser.error(str(e))
 
-    run = RunDir(args.run_dir if args.run_dir else default_run_dir(args.profile, cwd=Path.cwd()))
+    run = RunDir(_run_root(args))
     fresh = not run.root.exists()
     lock = cleanup.enter_context(RunLock(run.root))
     try:
