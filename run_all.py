@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -118,11 +120,20 @@ def _finished_stages(args: argparse.Namespace) -> str:
     )
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C: the kernels die with the run, so silence the loggers that would report each death
+    (nbclient's "Kernel died", asyncio's unretrieved task) before the one line ``main`` prints."""
+    logging.disable(logging.CRITICAL)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the selected stages; the exit status (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as cleanup:  # releases the run directory's lock, however main ends
+        previous = signal.signal(signal.SIGINT, _interrupted)
+        cleanup.callback(signal.signal, signal.SIGINT, previous)
         try:
             return _run(parser, args, cleanup)
         except KeyboardInterrupt:

@@ -10,6 +10,7 @@ tqdm line; elsewhere, one plain line per epoch and per long section.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -167,9 +168,10 @@ class StageProgress:
             return
         if mtime == self._last_mtime:
             return
-        try:
-            document = load_json(self._history)
-        except OSError:  # between the file's rename and its manifest entry: read it at the next poll
+        try:  # no manifest check (load_json): it fails between the file's rename and its manifest
+            # entry, and an epoch would go unshown; the file is written atomically, so it is whole
+            document = json.loads(self._history.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return
         self._last_mtime = mtime
         epochs = document.get("epochs") or []
