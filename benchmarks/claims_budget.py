@@ -5,17 +5,20 @@ depends on the network's width, the number of failures tested and the sizes of t
 the weights learned. This builds the profile's ResNet-18 (random weights, or a checkpoint), takes
 ``--failures`` test images as "failures" (the most a claim tests is ``max_failures``), and times each
 claim with the library's defaults, twice when ``--model-errors`` says the model-errors-only rows run
-too (at most as many failures again).
+too (at most as many failures again). ``--bench`` also times the planted-cause bench, which trains its
+own nine small models (about a minute or two on 2 cores) into a temporary folder.
 
     python benchmarks/claims_budget.py                        # the cpu profile, generated images
     python benchmarks/claims_budget.py --profile quick --failures 300
     python benchmarks/claims_budget.py --checkpoint runs/cpu/baseline/checkpoint.pt
+    python benchmarks/claims_budget.py --bench
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from cifar_helpers.analysis.claims import (
     background_claim,
     gradcam_claim,
     off_center_claim,
+    run_bench,
     shuffled_accuracy,
     texture_claim,
 )
@@ -48,12 +52,13 @@ def main() -> None:
     parser.add_argument("--failures", type=int, default=500, help="confident failures tested")
     parser.add_argument("--model-errors", action="store_true", help="also time the model-errors-only rows")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--bench", action="store_true", help="also time the planted-cause bench (trains)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = make_config(args.profile, data_source="synthetic")
     model = (load_trained_model(args.checkpoint) if args.checkpoint else build_model(config)).eval()
-    data = make_synthetic_cifar(100, config.test_per_class or 1000, seed=config.seed)
+    data = make_synthetic_cifar(100, config.test_per_class or 1000, holdout_per_class=100, seed=config.seed)
     images, labels, options = data.test_images, data.test_labels, config.eval_options()
     predictions = predict(model, images, labels, **options)
     k = args.failures
@@ -65,13 +70,14 @@ def main() -> None:
     measures = {"failure_periphery_shares": shares[0], "control_periphery_shares": shares[1], "center": 16}
     scores = {"combined_per_image": torch.rand(config.road_images).tolist()}
     road = {"rows": {"gradcam@layer4": scores, "random": scores}}
+    donors = (data.holdout_images, data.holdout_labels)
     tests = {
         "accuracy and gaps (claims 1-2)": lambda: accuracy_claims(predictions, predictions, 0.9, 0.9, 49_000),
         "background (3)": lambda: background_claim(
-            model, images, failures, data.train_images, data.train_labels, eval_options=options
+            model, images, predictions, failures, *donors, eval_options=options
         ),
         "texture (4)": lambda: texture_claim(
-            model, images, predictions, failures, data.classes, eval_options=options
+            model, images, predictions, failures, *donors, data.classes, eval_options=options
         ),
         "tile accuracy, 2 models (4)": lambda: [
             shuffled_accuracy(model, images[subset], labels[subset], eval_options=options) for _ in range(2)
@@ -81,6 +87,8 @@ def main() -> None:
             model, images, failures, chosen[::2], eval_options=options
         ),
     }
+    if args.bench:
+        tests["planted-cause bench (3-6)"] = lambda: run_bench(config, tempfile.mkdtemp(prefix="bench-"))
     failure_based = {"background (3)", "texture (4)", "off-center (6)"}
     print(
         f"profile {config.profile}: width {config.width}, {len(labels)} test images, {k} failures, {options}"

@@ -9,14 +9,26 @@ choice comes from a seeded CPU ``torch.Generator``, so the same seed gives the s
   local texture kept (the patch shuffling of Zhang & Zhu (2019), "Interpreting Adversarially Trained
   Convolutional Neural Networks").
 * :func:`shift_images` - content moved by (dx, dy) pixels, the uncovered border filled with zeros, the
-  fill ``core.augment.random_crop_flip`` pads with, so a shift stays inside what augmentation showed.
+  fill ``core.augment.random_crop_flip`` pads with, so a shift stays inside what augmentation showed;
+  :func:`black_border` - the same zero border without the shift (the non-positional control).
+* :func:`surround_only` - the object removed: the centre filled with the mean colour of the ring.
+* :func:`frequency_hybrid` - a cue-conflict image: the fine detail (texture) of one image on the
+  coarse content (shape, colour) of another, as in Geirhos et al. (2019) with a frequency split
+  (the high-frequency view of Wang et al. (2020), "High-frequency Component Helps Explain the
+  Generalization of Convolutional Neural Networks").
+* :func:`object_centres` - where the object is, from the image alone (never from a model): the
+  colour contrast to the image border, the "boundary prior" of salient-object detection (Wei et al.
+  (2012), "Geodesic Saliency Using Background Priors").
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms.v2.functional import gaussian_blur
 
 from cifar_helpers.core.checks import check_images
 
@@ -116,3 +128,59 @@ def draw_donors(donor_labels: Tensor, classes: Tensor, generator: torch.Generato
     starts = torch.cumsum(counts, 0) - counts
     offsets = (torch.rand(len(classes), generator=generator, dtype=torch.float64) * counts[classes]).long()
     return order[starts[classes] + offsets]
+
+
+def black_border(images: Tensor, width: int) -> Tensor:
+    """uint8 (N, 3, H, W) with the outer ``width`` pixels set to 0 and nothing moved: what a shift's
+    zero fill does to an image, without the shift."""
+    check_images("images", images)
+    return torch.where(surround_mask(images.shape[-1], width).to(images.device), 0, images)
+
+
+def surround_only(images: Tensor, width: int) -> Tensor:
+    """uint8 (N, 3, H, H): each image's outer ring of ``width`` pixels kept and everything inside it
+    (on CIFAR-10, the object) filled with the ring's mean colour, per image and channel."""
+    check_images("images", images)
+    ring = surround_mask(images.shape[-1], width).to(images.device)
+    mean = images.double()[:, :, ring].mean(dim=2).round().to(torch.uint8)  # (N, 3)
+    return torch.where(ring, images, mean[:, :, None, None])
+
+
+def _blur(images: Tensor, sigma: float) -> Tensor:
+    return gaussian_blur(images.float(), kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma)
+
+
+def frequency_hybrid(images: Tensor, donors: Tensor, sigma: float) -> Tensor:
+    """uint8 (N, 3, H, W): the high frequencies of ``images`` (the image minus its Gaussian blur of
+    ``sigma`` px: texture and fine edges, no colour) added to the blur of ``donors`` (uint8, the same
+    shape: their coarse shape and colour)."""
+    check_images("images", images)
+    check_images("donors", donors)
+    if donors.shape != images.shape:
+        raise ValueError(f"images and donors must be of one shape, got {images.shape}, {donors.shape}")
+    detail = images.float() - _blur(images, sigma)
+    return (_blur(donors.to(images.device), sigma) + detail).round().clamp(0, 255).to(torch.uint8)
+
+
+def object_centres(images: Tensor) -> Tensor:
+    """Where each image's object is, estimated from its pixels alone: float (N, 2) (x, y) in pixels,
+    (0, 0) the centre of the top-left pixel.
+
+    The saliency of a pixel is its colour distance (after a 1-px blur) from the median colour of
+    the image's outer 2-px border, which on CIFAR-10 is nearly always background; the centre is the
+    mean position of the pixels more salient than the image's average, weighted by how much more.
+    """
+    check_images("images", images)
+    h, w = images.shape[2:]
+    if h != w:
+        raise ValueError(f"images must be square, got {h}x{w}")
+    blurred, border = _blur(images, 1.0), surround_mask(h, 2).to(images.device)
+    background = blurred[:, :, border].median(dim=2).values  # (N, 3)
+    saliency = (blurred - background[:, :, None, None]).norm(dim=1)  # (N, H, W)
+    weight = (saliency - saliency.mean(dim=(1, 2), keepdim=True)).clamp_min(0).double()
+    weight = weight + (weight.sum(dim=(1, 2), keepdim=True) == 0)  # a flat image: its centre
+    ys, xs = (torch.arange(s, dtype=torch.float64, device=images.device) for s in (h, w))
+    total = weight.sum(dim=(1, 2))
+    x = (weight.sum(dim=1) * xs).sum(dim=1) / total
+    y = (weight.sum(dim=2) * ys).sum(dim=1) / total
+    return torch.stack([x, y], dim=1).float().cpu()

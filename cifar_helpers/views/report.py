@@ -17,7 +17,7 @@ import jinja2
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from cifar_helpers.analysis.claims import ClaimResult, read_ledger
+from cifar_helpers.analysis.claims import BENCH, ClaimResult, read_ledger
 from cifar_helpers.analysis.human_labels import human_labels_summary
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
 from cifar_helpers.rundir.artifacts import (
@@ -148,8 +148,21 @@ def _stability(stability: dict[str, Any]) -> list[pd.DataFrame]:
     return [frame]
 
 
-def _claim_rows(rows: list[dict[str, Any]]) -> list[ClaimResult]:
-    return [ClaimResult.from_dict(row) for row in rows]
+def _ledger(run: RunDir) -> str:
+    rows = read_ledger(run.root)
+    return _html([t.claims_table(rows, title=""), t.bench_table(rows)])
+
+
+def _stage_claims(saved: list[dict[str, Any]]) -> list[pd.DataFrame]:
+    """A stage's ``claims.json``: the bench's matrix, or its rows before the bench's gate."""
+    rows = [ClaimResult.from_dict(row) for row in saved]
+    if any(r.population.startswith(BENCH) for r in rows):
+        return [t.bench_table(rows)]
+    return [
+        t.claims_table(
+            rows, title="as this stage tested them, before the bench's gate (the ledger has the verdicts)"
+        )
+    ]
 
 
 def _road_table(data: dict[str, Any]) -> Callable[[Any], pd.DataFrame]:
@@ -174,7 +187,7 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
     # reevaluation/road.json has a table per model
     "road.json": ("Faithfulness of the heatmaps (ROAD)", lambda data: _road_table(data)(data)),
-    "claims.json": ("Claims tested here", lambda rows: t.claims_table(_claim_rows(rows), title="")),
+    "claims.json": ("Claims tested here", _stage_claims),
     "tile_shuffle.json": ("Accuracy on tile-shuffled images", t.tile_shuffle_table),
     # replicates/
     "accuracy.json": ("Test accuracy over seeds (95 % t-interval)", t.seed_accuracy_table),
@@ -321,7 +334,10 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
     ]
     blocks = [
         _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
-        _block("The claims ledger", lambda: _html([t.claims_table(read_ledger(run.root), title="")])),
+        _block(
+            "The claims ledger",
+            lambda: _ledger(run),
+        ),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
     title, intro = (

@@ -21,7 +21,14 @@ import pandas as pd
 from IPython.display import display
 from pandas.io.formats.style import Styler
 
-from cifar_helpers.analysis.claims import ALL_FAILURES, ALL_IMAGES, ClaimResult
+from cifar_helpers.analysis.claims import (
+    ALL_FAILURES,
+    ALL_IMAGES,
+    BENCH,
+    CAUSE_OF_CLAIM,
+    ClaimResult,
+    bench_gate,
+)
 from cifar_helpers.analysis.human_labels import AGREED, AMBIGUOUS, CATEGORIES, LABEL_ERROR, NUM_TEST_IMAGES
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
 from cifar_helpers.rundir.config import PROFILES, RunConfig
@@ -633,12 +640,18 @@ def claim_effect(r: ClaimResult) -> str:
     return f"{mid}{unit if mid != '-' else ''} [{low}, {high}]"
 
 
+def _on_real_data(rows: Sequence[ClaimResult]) -> list[ClaimResult]:
+    return [r for r in rows if not r.population.startswith(BENCH)]
+
+
 def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") -> pd.DataFrame:
-    """The ledger (:mod:`cifar_helpers.analysis.claims`): claim | test | control | effect [95 % CI] |
-    verdict, a row per :class:`ClaimResult` (its population after the test unless it is all test
-    images or all failures), levels in percent and differences in points (:func:`claim_effect`); the
-    notes give each interval's method and each verdict rule with the claims they apply to, and how to
-    read "inconclusive"."""
+    """The ledger (:mod:`cifar_helpers.analysis.claims`) on the run's data (the bench's rows are
+    :func:`bench_table`'s): claim | test | control | effect [95 % CI] | verdict, a row per
+    :class:`ClaimResult` (its population after the test unless it is all test images or all failures,
+    and "secondary" unless it is the claim's primary population), levels in percent and differences
+    in points (:func:`claim_effect`); the notes give each interval's method and each verdict rule with
+    the claims they apply to, and how to read "inconclusive"."""
+    rows = _on_real_data(rows)
     if not rows:
         return note("no claims tested yet: run 03_gradcam, 05_reevaluation and 06_stress_tests")
 
@@ -653,7 +666,9 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
     body = [
         (
             r.claim,
-            r.test if r.population in (ALL_IMAGES, ALL_FAILURES) else f"{r.test} [{r.population}]",
+            r.test
+            if r.primary and r.population in (ALL_IMAGES, ALL_FAILURES)
+            else f"{r.test} [{r.population}{'' if r.primary else ', secondary'}]",
             r.control,
             claim_effect(r),
             f"{r.verdict} ({r.precondition})" if r.precondition else r.verdict,
@@ -665,7 +680,9 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
         "verdicts, by rules fixed before any number: " + "; ".join(claims_by(lambda r: r.rule.describe())),
         "inconclusive: the interval is too wide to tell an effect that matters from none; more test "
         "images, failures or seeds may decide it. It is not evidence against the claim. A verdict with a "
-        "reason in brackets was withheld: the test's instrument failed its own check.",
+        "reason in brackets was withheld: the test's instrument failed its own check, or the test did "
+        "not pass the planted-cause bench. A claim is judged on its primary population, declared "
+        "before the numbers (the model errors where human labels apply); secondary rows are context.",
     ]
     columns = ("claim", "test", "control", "effect [95 % CI]", "verdict")
     return table(columns, body, title, notes)
@@ -675,6 +692,8 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
     """The ledger for a terminal ``width`` columns wide (``run_all.py``'s summary): each claim's words
     once, then a line per test (test, "vs" its control, effect, verdict), a withheld verdict's reason
     below it, and :func:`claims_table`'s notes, every line wrapped to ``width``."""
+    bench = bench_lines(rows)
+    rows = _on_real_data(rows)
     frame = claims_table(rows)
     if not rows:
         return text(frame)
@@ -691,8 +710,38 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
         lines += [f"    {w}" for w in textwrap.wrap(" ".join(words[1:]), left - 2)]
         if r.precondition:
             lines += textwrap.wrap(f"verdict withheld: {r.precondition}", width, initial_indent="    ")
-    notes = frame.attrs["notes"]
+    notes = [*frame.attrs["notes"], *bench]
     return "\n".join([*lines, *(textwrap.fill(n, width, subsequent_indent="  ") for n in notes)])
+
+
+def bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
+    """Which claim tests passed the planted-cause bench among ``rows``, and why the others did not."""
+    gate = bench_gate(rows)
+    if not gate:
+        return ["planted-cause bench: not run yet (06_stress_tests)"]
+    passed = [str(k) for k, reason in sorted(gate.items()) if not reason]
+    lines = [f"planted-cause bench: the tests of claims {', '.join(passed) or 'none'} passed"]
+    return lines + [f"claim {k}: {reason}" for k, reason in sorted(gate.items()) if reason]
+
+
+def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
+    """The planted-cause bench (:mod:`cifar_helpers.analysis.claims.bench`) as a matrix: a row per
+    claim test, a column per planted cause, each cell the verdict and effect of that test on the model
+    with that cause. A test passes when it says supported on its own cause and on no other."""
+    bench = [r for r in rows if r.population.startswith(BENCH)]
+    if not bench:
+        return note("the planted-cause bench has not run yet: run 06_stress_tests")
+    causes = list(dict.fromkeys(r.population.removeprefix(BENCH) for r in bench))
+    cells = {(r.claim, r.population.removeprefix(BENCH)): f"{r.verdict}, {claim_effect(r)}" for r in bench}
+    claims = list(dict.fromkeys(r.claim for r in bench))
+    body = [(claim, *(cells.get((claim, cause), "-") for cause in causes)) for claim in claims]
+    own = ", ".join(f"claim {k}: {cause}" for k, cause in CAUSE_OF_CLAIM.items())
+    notes = [
+        f"each test's own cause (where it must say supported, and nowhere else): {own}",
+        *bench_lines(rows),
+    ]
+    title = "the planted-cause bench: every claim test on every planted cause"
+    return table(("test of", *causes), body, title, notes)
 
 
 def tile_shuffle_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

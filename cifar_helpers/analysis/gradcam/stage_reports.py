@@ -24,16 +24,22 @@ def matched_confidence_controls(
     reference_confidences: Tensor,
     *,
     generator: torch.Generator | None = None,
+    classes: Tensor | None = None,
+    reference_classes: Tensor | None = None,
 ) -> Tensor:
     """For each reference (failure), a correctly classified image with the nearest confidence, so a
     difference in attention is not a difference in confidence in disguise.
 
     ``confidences`` float (N,) and ``correct`` bool (N,) cover the split; ``reference_confidences``
     float (K,) are the failures'. ``generator`` breaks ties at random (None: by lowest index).
+    With ``classes`` int64 (N,) (the predicted classes) and ``reference_classes`` int64 (K,), a control
+    is also of the reference's predicted class wherever the class has a correct image left, so the
+    class mix is not a difference in disguise either.
 
     Returns:
         int64 (K,) indices into the split, aligned with the references, matched greedily from the most
-        confident down, without replacement until every correct image has been used once.
+        confident down, without replacement until every correct image (of the class, when matching
+        classes) has been used once.
     """
     for name, value in (("confidences", confidences), ("reference_confidences", reference_confidences)):
         if not isinstance(value, Tensor) or value.ndim != 1 or not value.dtype.is_floating_point:
@@ -48,12 +54,20 @@ def matched_confidence_controls(
         candidates = candidates[torch.randperm(len(candidates), generator=generator)]
     pool = confidences.detach().cpu().double()[candidates]
     references = reference_confidences.detach().cpu().double()
+    # A class mismatch costs 2, more than any difference of confidences: same-class candidates first.
+    by_class = classes is not None and reference_classes is not None
+    pool_classes = classes.cpu()[candidates] if by_class else torch.zeros(len(candidates))  # type: ignore[union-attr]
+    wanted = reference_classes.cpu() if by_class else torch.zeros(len(references))  # type: ignore[union-attr]
     available = torch.ones(len(candidates), dtype=torch.bool)
     matches = torch.empty(len(references), dtype=torch.int64)
     for ref in torch.sort(references, descending=True, stable=True).indices.tolist():
+        same = pool_classes == wanted[ref]
+        if not (available & same).any():  # the class's correct images all used: use them again
+            available |= same
         if not available.any():
             available.fill_(True)
-        distance = torch.where(available, (pool - references[ref]).abs(), math.inf)
+        cost = (pool - references[ref]).abs() + 2.0 * (pool_classes != wanted[ref])
+        distance = torch.where(available, cost, math.inf)
         best = int(distance.argmin())
         available[best] = False
         matches[ref] = candidates[best]
@@ -80,8 +94,9 @@ def failure_attention_report(
 ) -> dict[str, Any]:
     """Are the failures' heatmaps different, and are they faithful? The measures of notebook 03.
 
-    The periphery share of each failure's predicted-class map against matched-confidence correct
-    images (:func:`matched_confidence_controls`), and the deletion test (:func:`deletion_curve`).
+    The periphery share of each failure's predicted-class map against correct images of matched
+    confidence and predicted class (:func:`matched_confidence_controls`), and the deletion test
+    (:func:`deletion_curve`).
 
     ``images_uint8`` uint8 (N, 3, H, W), ``probs`` float (N, C) and ``labels`` int64 (N,) cover the
     whole split; ``failure_maps`` is :func:`gradcam_for_failures`' output; ``layer`` and
@@ -108,7 +123,12 @@ def failure_attention_report(
         return report
     confidences, predicted = probs.max(dim=1)
     controls = matched_confidence_controls(
-        confidences, predicted == labels, confidences[indices], generator=torch.Generator().manual_seed(seed)
+        confidences,
+        predicted == labels,
+        confidences[indices],
+        generator=torch.Generator().manual_seed(seed),
+        classes=predicted,
+        reference_classes=predicted[indices],
     )
     control_maps = explain_images(
         model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size

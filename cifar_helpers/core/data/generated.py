@@ -9,6 +9,7 @@ import functools
 import hashlib
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -55,6 +56,12 @@ def make_synthetic_cifar(
     seed: int = 0,
     background_class_correlation: float = 0.0,
     decoy_colour_rate: float = SYNTHETIC_DECOY_RATE,
+    texture_class_correlation: float = 0.0,
+    test_cue_conflict: float = 0.0,
+    random_object_colour: bool = False,
+    grey_backgrounds: bool = False,
+    centred: bool = False,
+    test_off_center_rate: float = 0.0,
 ) -> CifarData:
     """Ten classes of coloured shapes on textured backgrounds, with object masks.
 
@@ -66,6 +73,16 @@ def make_synthetic_cifar(
     tied background with probability ``p``; ``test`` backgrounds are always random.
     ``decoy_colour_rate = q``: in every split, each object is painted, with probability ``q``, in the
     colour of the next class, which gives confident failures with a known cause (a colour bias).
+    ``texture_class_correlation = t``: in ``train`` and the hold-out, each object carries its class's
+    fine luminance stripe texture with probability ``t``, else none. ``test_cue_conflict = c``: in
+    ``test``, each planted cue of the recipe (tied background, texture) is present with probability
+    ``c``, and then it is *another* class's (a cue conflict, as Xiao et al.'s Mixed-Rand); else absent.
+    ``random_object_colour``: objects of any hue, so colour says nothing of the class.
+    ``grey_backgrounds``: untied backgrounds without colour, so none can be mistaken for an object's.
+    ``centred``: objects sit within 2 px of the centre, small enough to stay out of the outer 4-px
+    ring (as CIFAR-10 frames its objects), instead of anywhere.
+    ``test_off_center_rate = r``: that share of the ``test`` objects is moved 7 px off the centre.
+    (The planted-cause bench of ``analysis.claims`` builds its datasets from these knobs.)
 
     Returns a :class:`CifarData` of source ``"synthetic"`` with masks bool (N, 32, 32) (True on the
     object, never empty). :class:`DataError` for negative counts, ``train_per_class + holdout_per_class
@@ -76,12 +93,15 @@ def make_synthetic_cifar(
     _check_count("holdout_per_class", holdout_per_class, allow_none=False)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise DataError(f"seed must be an integer, got {seed!r}")
-    if not 0.0 <= background_class_correlation <= 1.0:
-        raise DataError(
-            f"background_class_correlation must be in [0, 1], got {background_class_correlation!r}"
-        )
-    if not 0.0 <= decoy_colour_rate <= 1.0:
-        raise DataError(f"decoy_colour_rate must be in [0, 1], got {decoy_colour_rate!r}")
+    for name, rate in (
+        ("background_class_correlation", background_class_correlation),
+        ("decoy_colour_rate", decoy_colour_rate),
+        ("texture_class_correlation", texture_class_correlation),
+        ("test_cue_conflict", test_cue_conflict),
+        ("test_off_center_rate", test_off_center_rate),
+    ):
+        if not 0.0 <= rate <= 1.0:
+            raise DataError(f"{name} must be in [0, 1], got {rate!r}")
     if train_per_class + holdout_per_class > SYNTHETIC_TRAIN_PER_CLASS:
         raise DataError(
             f"synthetic training split has {SYNTHETIC_TRAIN_PER_CLASS} images per class; asked for "
@@ -98,10 +118,19 @@ def make_synthetic_cifar(
     holdout_index = torch.arange(full_train - holdout_per_class * n_classes, full_train)
     test_index = torch.arange(test_per_class * n_classes)
     p, q = float(background_class_correlation), float(decoy_colour_rate)
-    train_images, train_masks = _render_split(seed, "train", train_index, p, q)
-    holdout_images, holdout_masks = _render_split(seed, "train", holdout_index, p, q)
-    test_images, test_masks = _render_split(seed, "test", test_index, 0.0, q)
-    fingerprint = hashlib.sha256(f"synthetic-v{_CACHE_VERSION}-seed{seed}-p{p!r}".encode()).hexdigest()
+    t, c = float(texture_class_correlation), float(test_cue_conflict)
+    recipe = _Recipe(p, q, t, bool(centred), 0.0, False, bool(random_object_colour), bool(grey_backgrounds))
+    train_images, train_masks = _render_split(seed, "train", train_index, recipe)
+    holdout_images, holdout_masks = _render_split(seed, "train", holdout_index, recipe)
+    off = float(test_off_center_rate)
+    test_recipe = recipe._replace(
+        correlation=c if p else 0.0, texture_rate=c if t else 0.0, off_center=off, conflict=True
+    )
+    test_images, test_masks = _render_split(seed, "test", test_index, test_recipe)
+    key = f"synthetic-v{_CACHE_VERSION}-seed{seed}-p{p!r}"
+    if recipe[2:] != (0.0, False, 0.0, False, False, False) or c or test_off_center_rate:  # else the original
+        key += f"-{recipe[2:]}-c{c!r}-o{float(test_off_center_rate)!r}"
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()
     return CifarData(
         train_images=train_images,
         train_labels=train_index % n_classes,
@@ -230,17 +259,28 @@ def _background_mix(kind: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
     return t
 
 
+class _Recipe(NamedTuple):
+    """How a split is drawn: the rates and switches of :func:`make_synthetic_cifar`."""
+
+    correlation: float  # the background is a class's tied background
+    decoy_rate: float  # object painted in the next class's colour
+    texture_rate: float  # the object carries a class's texture
+    centred: bool  # objects within 2 px of the centre
+    off_center: float  # objects moved 7 px off the centre
+    conflict: bool  # the tied background and the texture are another class's, not the object's
+    random_colour: bool  # objects of any hue
+    grey: bool  # untied backgrounds without colour
+
+
 def _render_split(
-    seed: int, split: str, positions: torch.Tensor, correlation: float, decoy_rate: float
+    seed: int, split: str, positions: torch.Tensor, recipe: _Recipe
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Render images at ``positions`` of a split -> uint8 (N, 3, 32, 32) and bool masks (N, 32, 32)."""
     images = torch.empty((len(positions), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     masks = torch.empty((len(positions), IMAGE_SIZE, IMAGE_SIZE), dtype=torch.bool)
     for start in range(0, len(positions), _CHUNK):
         end = start + _CHUNK
-        images[start:end], masks[start:end] = _render(
-            seed, split, positions[start:end], correlation, decoy_rate
-        )
+        images[start:end], masks[start:end] = _render(seed, split, positions[start:end], recipe)
     return images, masks
 
 
@@ -250,11 +290,30 @@ _U_BG_KIND, _U_BG1, _U_BG2 = 7, 8, 11  # colours take 3 uniforms each (h, s, v)
 _U_ANGLE, _U_FREQ, _U_PHASE, _U_TILE, _U_TIE, _U_NOISE, _U_SHADE = range(14, 21)
 _U_BLOBS = 21  # a 4x4 grid of blob intensities: 16 uniforms
 _U_DECOY = _U_BLOBS + 16
-_U_COUNT = _U_DECOY + 1
+# Added later, after the others, so the images drawn before them did not change.
+_U_TEXTURED, _U_CUE_CLASS, _U_OFF_CENTER, _U_OFF_ANGLE = range(_U_DECOY + 1, _U_DECOY + 5)
+_U_COUNT = _U_DECOY + 5
+_CENTRED_RADIUS = (5.5, 9.0)  # with 2 px of jitter, a centred object stays out of the outer 4-px ring
+_CENTRED_JITTER = 2.0
+_OFF_CENTER_DISTANCE = 7.0  # px from the centre: beyond the ±4-px shifts of augmentation
+_TEXTURE_DEPTH = 0.5  # luminance of a textured object swings ±50 %
+
+
+def _texture(label: torch.Tensor) -> torch.Tensor:
+    """Class ``label``'s (int64 (N,)) texture, float (N, 32, 32) in [-1, 1], in image coordinates:
+    stripes of period 4 px (classes 0-4) or 6 px (5-9), horizontal, vertical, diagonal, the other
+    diagonal, or a checkerboard. Luminance only, so the texture is a cue apart from colour."""
+    x, y = (_COORDS.view(1, 1, -1), _COORDS.view(1, -1, 1))
+    period = torch.where(label < 5, 4.0, 6.0).view(-1, 1, 1)
+    kind = (label % 5).view(-1, 1, 1)
+    along = torch.where(kind == 0, y, torch.where(kind == 1, x, torch.where(kind == 2, x + y, x - y)))
+    wave = torch.sin(2 * math.pi * along / period)
+    checker = torch.sin(2 * math.pi * x / period) * torch.sin(2 * math.pi * y / period)
+    return torch.where(kind == 4, torch.sign(checker), torch.sign(wave))
 
 
 def _render(
-    seed: int, split: str, positions: torch.Tensor, correlation: float, decoy_rate: float
+    seed: int, split: str, positions: torch.Tensor, recipe: _Recipe
 ) -> tuple[torch.Tensor, torch.Tensor]:
     n_classes = len(SYNTHETIC_CLASSES)
     n = len(positions)
@@ -267,25 +326,39 @@ def _render(
             360.0 * rnd[:, i], s_lo + (s_hi - s_lo) * rnd[:, i + 1], v_lo + (v_hi - v_lo) * rnd[:, i + 2]
         )
 
-    c1, c2 = colour(_U_BG1, *_BG_SATURATION, *_BG_VALUE), colour(_U_BG2, *_BG_SATURATION, *_BG_VALUE)
+    saturation = (0.0, 0.0) if recipe.grey else _BG_SATURATION
+    c1, c2 = colour(_U_BG1, *saturation, *_BG_VALUE), colour(_U_BG2, *saturation, *_BG_VALUE)
     t = _background_mix((3 * rnd[:, _U_BG_KIND]).long().clamp(max=2), rnd)
     background = torch.addcmul(c1.view(n, 3, 1, 1), (c2 - c1).view(n, 3, 1, 1), t[:, None])
 
-    if correlation > 0:
+    # The class a planted cue (tied background, texture) stands for: the object's, or in a cue conflict
+    # another one.
+    other = (
+        labels + 1 + (rnd[:, _U_CUE_CLASS] * (n_classes - 1)).long().clamp(max=n_classes - 2)
+    ) % n_classes
+    cue_class = other if recipe.conflict else labels
+    if recipe.correlation > 0:
         # The tied background: class-specific stripes and colours, so it identifies the class at a glance.
-        tied = rnd[:, _U_TIE] < correlation
+        tied = rnd[:, _U_TIE] < recipe.correlation
         if bool(tied.any()):
             per_class = zip(*(_tied_recipe(c) for c in range(n_classes)), strict=True)
-            angles, freqs, light, dark = (torch.tensor(column)[labels] for column in per_class)
+            angles, freqs, light, dark = (torch.tensor(column)[cue_class] for column in per_class)
             brightness = (0.9 + 0.2 * rnd[:, _U_BG1]).view(n, 1, 1, 1)
             t_tied = _stripes(angles, freqs, 2 * math.pi * rnd[:, _U_PHASE])[:, None]
             tied_bg = (light.view(n, 3, 1, 1) * (1 - t_tied) + dark.view(n, 3, 1, 1) * t_tied) * brightness
             background = torch.where(tied.view(n, 1, 1, 1), tied_bg, background)
 
     # --- the object: class shape at a random place, scale and small rotation -----------------------
-    radius = _RADIUS[0] + (_RADIUS[1] - _RADIUS[0]) * rnd[:, _U_SCALE]
-    cx = radius + (IMAGE_SIZE - 2 * radius) * rnd[:, _U_CX]
-    cy = radius + (IMAGE_SIZE - 2 * radius) * rnd[:, _U_CY]
+    low, high = _CENTRED_RADIUS if recipe.centred else _RADIUS
+    radius = low + (high - low) * rnd[:, _U_SCALE]
+    if recipe.centred:
+        cx, cy = (IMAGE_SIZE / 2 + _CENTRED_JITTER * (2 * rnd[:, i] - 1) for i in (_U_CX, _U_CY))
+        off = (rnd[:, _U_OFF_CENTER] < recipe.off_center).float() * _OFF_CENTER_DISTANCE
+        phi = 2 * math.pi * rnd[:, _U_OFF_ANGLE]
+        cx, cy = cx + off * torch.cos(phi), cy + off * torch.sin(phi)
+    else:
+        cx = radius + (IMAGE_SIZE - 2 * radius) * rnd[:, _U_CX]
+        cy = radius + (IMAGE_SIZE - 2 * radius) * rnd[:, _U_CY]
     theta = math.radians(20.0) * (2 * rnd[:, _U_ROT] - 1)
     dx = (_COORDS.view(1, 1, -1) - cx.view(-1, 1, 1)) / radius.view(-1, 1, 1)
     dy = (_COORDS.view(1, -1, 1) - cy.view(-1, 1, 1)) / radius.view(-1, 1, 1)
@@ -298,14 +371,19 @@ def _render(
         idx = torch.nonzero(empty)[:, 0]
         mask[idx, cy[idx].long().clamp(0, IMAGE_SIZE - 1), cx[idx].long().clamp(0, IMAGE_SIZE - 1)] = True
 
-    colour_class = torch.where(rnd[:, _U_DECOY] < decoy_rate, (labels + 1) % n_classes, labels)
+    colour_class = torch.where(rnd[:, _U_DECOY] < recipe.decoy_rate, (labels + 1) % n_classes, labels)
     hues = torch.tensor(SYNTHETIC_HUES)[colour_class] + SYNTHETIC_HUE_JITTER * (2 * rnd[:, _U_HUE] - 1)
+    if recipe.random_colour:
+        hues = 360.0 * rnd[:, _U_HUE]
     obj = _hsv_to_rgb(hues, 0.7 + 0.3 * rnd[:, _U_SAT], 0.7 + 0.3 * rnd[:, _U_VAL])
     # Soft shading across the object, so it is not one flat colour.
     shade_angle = 2 * math.pi * rnd[:, _U_SHADE]
     shading = 1.0 + 0.12 * (
         torch.cos(shade_angle).view(-1, 1, 1) * u + torch.sin(shade_angle).view(-1, 1, 1) * v
     )
+    if recipe.texture_rate > 0:
+        textured = (rnd[:, _U_TEXTURED] < recipe.texture_rate).float().view(-1, 1, 1)
+        shading = shading * (1.0 + textured * _TEXTURE_DEPTH * _texture(cue_class))
     obj_pixels = obj.view(n, 3, 1, 1) * shading[:, None]
 
     # --- pixel noise: a tile of the shared bank per image, at its own amplitude ----------------------

@@ -1,0 +1,95 @@
+"""The claims ledger: each conclusion of the study this project grew from (:data:`CLAIMS`, drawn from
+pictures) put to a test that could come out either way, with a control, an effect size with a 95 %
+interval, and a verdict by a rule fixed before any number is computed.
+
+* :mod:`.rules` - a row (:class:`ClaimResult`), its verdict (:class:`Rule`) and the intervals;
+* :mod:`.probes` - the tests, one function per claim;
+* :mod:`.bench` - the planted-cause bench: every test on every planted cause;
+* :mod:`.ledger` - which rows each stage saves, how they are read, gated and combined over seeds.
+"""
+
+from .bench import CAUSE_OF_CLAIM, CAUSES, bench_gate, bench_verdicts, run_bench
+from .ledger import (
+    CLAIMS_FILE,
+    LEDGER_STAGES,
+    combine_seeds,
+    failure_populations,
+    gate_by_bench,
+    gradcam_stage_claims,
+    model_errors_only,
+    read_ledger,
+    reevaluation_claims,
+    save_claims,
+)
+from .probes import (
+    accuracy_claims,
+    background_claim,
+    gradcam_claim,
+    matched_controls,
+    off_center_claim,
+    road_check,
+    shuffled_accuracy,
+    texture_claim,
+)
+from .rules import (
+    ALL_FAILURES,
+    ALL_IMAGES,
+    BENCH,
+    CAUSE_MIN_EFFECT,
+    CLAIMS,
+    INCONCLUSIVE,
+    MIN_BOOTSTRAP_SAMPLE,
+    MODEL_ERRORS,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    T_OVER_SEEDS,
+    ClaimResult,
+    Rule,
+    bootstrap_interval,
+    exact_proportion,
+    mcnemar_exact,
+    t_interval,
+)
+
+__all__ = [
+    "ALL_FAILURES",
+    "ALL_IMAGES",
+    "BENCH",
+    "CAUSES",
+    "CAUSE_MIN_EFFECT",
+    "CAUSE_OF_CLAIM",
+    "CLAIMS",
+    "CLAIMS_FILE",
+    "INCONCLUSIVE",
+    "LEDGER_STAGES",
+    "MIN_BOOTSTRAP_SAMPLE",
+    "MODEL_ERRORS",
+    "NOT_SUPPORTED",
+    "SUPPORTED",
+    "T_OVER_SEEDS",
+    "ClaimResult",
+    "Rule",
+    "accuracy_claims",
+    "background_claim",
+    "bench_gate",
+    "bench_verdicts",
+    "bootstrap_interval",
+    "combine_seeds",
+    "exact_proportion",
+    "failure_populations",
+    "gate_by_bench",
+    "gradcam_claim",
+    "gradcam_stage_claims",
+    "matched_controls",
+    "mcnemar_exact",
+    "model_errors_only",
+    "off_center_claim",
+    "read_ledger",
+    "reevaluation_claims",
+    "road_check",
+    "run_bench",
+    "save_claims",
+    "shuffled_accuracy",
+    "t_interval",
+    "texture_claim",
+]

@@ -1,0 +1,191 @@
+"""The ledger of a run: which rows each stage tests (on which populations), where they are saved, how
+a replicate run combines them, and the gate every real-data verdict of claims 3-6 passes: the test
+must have passed the planted-cause bench of the same run (:func:`.bench.bench_gate`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.analysis.human_labels import MODEL_ERROR
+from cifar_helpers.core.data import CifarData
+from cifar_helpers.core.evaluation import Predictions
+from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint, save_json
+
+from .bench import bench_gate
+from .probes import accuracy_claims, background_claim, gradcam_claim, off_center_claim, texture_claim
+from .rules import ALL_FAILURES, BENCH, MODEL_ERRORS, T_OVER_SEEDS, ClaimResult, t_interval
+
+CLAIMS_FILE = "claims.json"  # a stage's rows, a list of ClaimResult.to_dict()
+LEDGER_STAGES = ("gradcam", "reevaluation", "stress")  # the stages that save rows, in pipeline order
+NO_BENCH = "the planted-cause bench has not run yet (06_stress_tests)"
+
+
+def model_errors_only(failures: FailureSet, human_report: Mapping[str, Any]) -> FailureSet | None:
+    """The failures humans call model errors (verified label errors and ambiguous images set aside).
+
+    Args:
+        failures: the baseline's confident failures.
+        human_report: ``failures/human_labels.json`` (:func:`analysis.human_labels.human_failure_report`).
+
+    Returns:
+        The restricted :class:`FailureSet`, or None when no human labels apply to the run.
+    """
+    if not human_report.get("applies"):
+        return None
+    keep = [r["index"] for r in human_report["failures"] if r["category"] == MODEL_ERROR]
+    return failures.restricted_to(torch.tensor(keep, dtype=torch.int64))
+
+
+def failure_populations(failures: FailureSet, human_report: Mapping[str, Any]) -> dict[str, FailureSet]:
+    """The failures claims 3-6 are tested on: all of them (:data:`ALL_FAILURES`) and, where human labels
+    apply, the model errors alone (:data:`MODEL_ERRORS`, :func:`model_errors_only`). The last one is the
+    primary population, declared before any number: a claim about why the model fails is judged on
+    the failures that are the model's, not the label's."""
+    model_errors = model_errors_only(failures, human_report)
+    return {ALL_FAILURES: failures} | ({} if model_errors is None else {MODEL_ERRORS: model_errors})
+
+
+def _primary_last(rows: list[ClaimResult], populations: Sequence[str]) -> list[ClaimResult]:
+    return [replace(r, primary=r.population == populations[-1]) for r in rows]
+
+
+def gradcam_stage_claims(
+    model: nn.Module,
+    data: CifarData,
+    predictions: Predictions,
+    failures: FailureSet,
+    human_report: Mapping[str, Any],
+    measures: Mapping[str, Mapping[str, Any]],
+    road: Mapping[str, Any],
+    layer: str,
+    *,
+    seed: int = 0,
+    eval_options: Mapping[str, Any] | None = None,
+) -> list[ClaimResult]:
+    """Notebook 03's rows: claims 3 (:func:`background_claim`), 4 (:func:`texture_claim`), both with
+    the hold-out images as donors, and 5 (:func:`gradcam_claim`) on each of :func:`failure_populations`.
+
+    Args:
+        model, predictions: the baseline and its test predictions. data: the run's data.
+        failures, human_report: ``failures/failures.json`` and ``failures/human_labels.json``.
+        measures: ``{population: its failure_attention_report}`` for each population tested.
+        road, layer: ``gradcam/road.json`` and the layer of the maps. seed, eval_options: as for
+            :func:`background_claim`.
+    """
+    if len(data.holdout_labels) == 0:
+        raise ValueError("claims 3 and 4 need held-out training images as donors; set holdout_per_class >= 1")
+    options = {"seed": seed, "eval_options": eval_options}
+    donors, images = (data.holdout_images, data.holdout_labels), data.test_images
+    populations = failure_populations(failures, human_report)
+    rows = []
+    for population, chosen in populations.items():
+        on = {"population": population}
+        rows += [
+            background_claim(model, images, predictions, chosen, *donors, **on, **options),
+            texture_claim(model, images, predictions, chosen, *donors, data.classes, **on, **options),
+            gradcam_claim(measures[population], road, layer, seed=seed, **on),
+        ]
+    return _primary_last(rows, list(populations))
+
+
+def reevaluation_claims(
+    baseline: Predictions,
+    augmented: Predictions,
+    train_accuracies: tuple[float, float],
+    num_train_images: int,
+    baseline_model: nn.Module,
+    test_images: Tensor,
+    failures: FailureSet,
+    fixed: Tensor,
+    human_report: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    eval_options: Mapping[str, Any] | None = None,
+) -> list[ClaimResult]:
+    """Notebook 05's rows: claims 1 and 2 (:func:`accuracy_claims`; ``train_accuracies`` of the baseline
+    and the augmented model) and claim 6 (:func:`off_center_claim` of the baseline's ``failures`` and
+    the ones augmentation ``fixed``) on each of :func:`failure_populations`."""
+    rows = accuracy_claims(baseline, augmented, *train_accuracies, num_train_images, seed=seed)
+    populations = failure_populations(failures, human_report)
+    off_center = [
+        off_center_claim(
+            baseline_model,
+            test_images,
+            chosen,
+            fixed,
+            population=population,
+            seed=seed,
+            eval_options=eval_options,
+        )
+        for population, chosen in populations.items()
+    ]
+    return rows + _primary_last(off_center, list(populations))
+
+
+def save_claims(path: str | os.PathLike[str], rows: Sequence[ClaimResult]) -> None:
+    """Write a stage's rows to ``path`` (``<stage>/claims.json``) atomically, for :func:`read_ledger`."""
+    save_json(path, [row.to_dict() for row in rows])
+
+
+def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult]:
+    """A replicate run's ledger: each row's effect averaged over the seeds, with a t interval.
+
+    Args:
+        per_seed: one ledger (list of rows) per seed; rows are matched by (claim, test, population).
+
+    Returns:
+        One row per row of the first seed's ledger: the mean effect, its t interval over the seeds
+        whose row measured one (:data:`T_OVER_SEEDS`; ``n`` counts them), the verdict by the same rule;
+        details list each seed's effect and verdict. A seed's effect counts only with its own interval
+        defined: an effect over fewer than :data:`MIN_BOOTSTRAP_SAMPLE` failures is not a measurement,
+        and seeds that agree on one (no failure of a handful rescued) would give a zero-width interval.
+    """
+    rows = []
+    for first in per_seed[0]:
+        key = (first.claim, first.test, first.population)
+        same = [r for ledger in per_seed for r in ledger if (r.claim, r.test, r.population) == key]
+        measured = [math.nan if math.isnan(r.ci_low) else r.effect for r in same]
+        effect, low, high = t_interval(measured)
+        details = {"per_seed_effect": [r.effect for r in same], "per_seed_verdict": [r.verdict for r in same]}
+        n = sum(not math.isnan(e) for e in measured)
+        failed = [r.precondition for r in same if r.precondition]
+        precondition = f"{failed[0]} (in {len(failed)} of {len(same)} seeds)" if failed else ""
+        combined = {"effect": effect, "ci_low": low, "ci_high": high, "method": T_OVER_SEEDS, "n": n}
+        rows.append(replace(first, **combined, details=details, precondition=precondition))
+    return rows
+
+
+def gate_by_bench(rows: Sequence[ClaimResult]) -> list[ClaimResult]:
+    """``rows`` with every real-data row of claims 3-6 inconclusive unless its test passed the bench
+    among them (:func:`.bench.bench_gate`; :data:`NO_BENCH` when no bench row is there). A row whose
+    own instrument failed keeps that reason."""
+    gate = bench_gate(rows)
+    gated = []
+    for row in rows:
+        claim = int(row.claim.split(".")[0])
+        if claim >= 3 and not row.population.startswith(BENCH) and not row.precondition:
+            row = replace(row, precondition=gate.get(claim, NO_BENCH) if gate else NO_BENCH)
+        gated.append(row)
+    return gated
+
+
+def read_ledger(run_dir: str | os.PathLike[str], stages: Sequence[str] = LEDGER_STAGES) -> list[ClaimResult]:
+    """The rows ``stages`` saved in ``<stage>/claims.json`` (a stage not run yet adds none), gated by
+    the bench (:func:`gate_by_bench`), by claim, the bench's rows last."""
+    run = RunDir(run_dir)
+    rows = []
+    for path in (run.stage_dir(stage, create=False) / CLAIMS_FILE for stage in stages):
+        saved = load_json(path) if path.exists() else []
+        if not isinstance(saved, list):  # {} is no ledger, not an empty one
+            raise DamagedArtifactError(f"{path} is damaged (not a list of claims): {rerun_hint(path)}")
+        rows += [ClaimResult.from_dict(row) for row in saved]
+    return sorted(gate_by_bench(rows), key=lambda r: (r.population.startswith(BENCH), r.claim))

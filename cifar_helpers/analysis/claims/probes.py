@@ -1,0 +1,499 @@
+"""The tests of the claims: one function per claim, each returning :class:`ClaimResult` rows.
+
+Claims 1 and 2 are accuracies with exact or bootstrap intervals. Claims 3-6 concern a model's
+confident failures (a :class:`FailureSet`); each compares the failures with a control group and
+intervenes on the image, so the answer could come out either way:
+
+* 3 background: does the failure's own surround, object removed, already say the wrong class, more
+  often than for correct images of the same confidence and predicted class?
+* 4 texture: does the wrong class survive a cue-conflict image (the failure's fine detail on another
+  class's coarse shape and colour) more often than a correct image's class survives it?
+* 5 Grad-CAM: is a failure's map more often background-heavy than its matched control's?
+* 6 off-center: are the failures augmentation fixed the ones a shift *toward* the object's estimated
+  position rescues more than a shift away?
+
+Every test takes only what real data has (images, predictions, no object masks): the planted-cause
+bench (:mod:`.bench`) runs the same functions on generated data whose causes are known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.analysis.faithfulness import GRADCAM, RANDOM, map_key
+from cifar_helpers.analysis.gradcam import matched_confidence_controls
+from cifar_helpers.analysis.interventions import (
+    black_border,
+    draw_donors,
+    frequency_hybrid,
+    object_centres,
+    shift_grid,
+    shift_images,
+    shuffle_tiles,
+    surround_only,
+    swap_surround,
+)
+from cifar_helpers.core.evaluation import Predictions, accuracy, predict
+
+from .rules import (
+    ALL_FAILURES,
+    ALL_IMAGES,
+    BOOTSTRAP_FAILURES,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_TRAIN_TEST,
+    CLAIMS,
+    CONFIDENCE_LEVEL,
+    EXACT_BINOMIAL,
+    MCNEMAR_EXACT,
+    RULE_ACCURACY_DIFFERENCE,
+    RULE_AUGMENTED_LEVEL,
+    RULE_BASELINE_LEVEL,
+    RULE_CAUSE,
+    ClaimResult,
+    bootstrap_interval,
+    exact_proportion,
+    mcnemar_exact,
+)
+
+# Why 4 px: the augmentation's crops move an object by up to 4 px, so an object further out is one
+# the baseline saw rarely and augmentation showed it; a centred CIFAR object is within 2-3 px.
+OFF_CENTER_PX = 4.0
+
+
+def accuracy_claims(
+    baseline: Predictions,
+    augmented: Predictions,
+    baseline_train_accuracy: float,
+    augmented_train_accuracy: float,
+    num_train_images: int,
+    *,
+    seed: int = 0,
+) -> list[ClaimResult]:
+    """Claims 1 and 2 as five rows: each level against its claimed band, each gap, the paired gain.
+
+    Args:
+        baseline, augmented: test predictions of the two models on the same images
+            (``<stage>/predictions.pt``).
+        baseline_train_accuracy, augmented_train_accuracy: ``train_accuracy`` of each model's
+            ``metrics.json`` (eval mode, un-augmented training images).
+        num_train_images: how many training images those accuracies are over.
+        seed: seeds the bootstraps.
+
+    Returns:
+        Rows 1 (level, gap) and 2 (paired gain, level, gap narrowing). A gap's interval resamples the
+        test and the training images; the training images are resampled independently for the two
+        models (their per-image correctness is not saved), which can only widen it.
+    """
+    if not torch.equal(baseline.labels, augmented.labels):
+        raise ValueError("baseline and augmented predictions must be on the same test images")
+    base_ok, aug_ok = baseline.preds == baseline.labels, augmented.preds == augmented.labels
+    n, resamples = len(base_ok), BOOTSTRAP_RESAMPLES
+    rng = np.random.default_rng(seed)
+    # Resampling the test images: the counts of (baseline right?, augmented right?) are multinomial.
+    cells = torch.stack([base_ok & aug_ok, base_ok & ~aug_ok, ~base_ok & aug_ok, ~base_ok & ~aug_ok])
+    draws = rng.multinomial(n, (cells.sum(1).double() / n).numpy(), resamples) / n
+    train_accuracies = (baseline_train_accuracy, augmented_train_accuracy)
+    train_draws = rng.binomial(num_train_images, train_accuracies, (resamples, 2))
+    base_gaps = train_draws[:, 0] / num_train_images - draws[:, 0] - draws[:, 1]
+    aug_gaps = train_draws[:, 1] / num_train_images - draws[:, 0] - draws[:, 2]
+    tails = ((1 - CONFIDENCE_LEVEL) / 2, (1 + CONFIDENCE_LEVEL) / 2)
+    base_acc, aug_acc = accuracy(baseline), accuracy(augmented)
+    base_gap, aug_gap = baseline_train_accuracy - base_acc, augmented_train_accuracy - aug_acc
+    gain, *gain_ci, p_value = mcnemar_exact(base_ok, aug_ok)
+    narrowing = base_gap - aug_gap
+    b_ci, a_ci = exact_proportion(int(base_ok.sum()), n), exact_proportion(int(aug_ok.sum()), n)
+    gap_ci, narrow_ci = np.quantile(base_gaps, tails), np.quantile(base_gaps - aug_gaps, tails)
+    gap = {"train_accuracy": baseline_train_accuracy, "num_train_images": num_train_images}
+    gaps, p = {"baseline_gap": base_gap, "augmented_gap": aug_gap}, {"p_value": p_value}
+    band, diff, boot = "the claimed band", RULE_ACCURACY_DIFFERENCE, BOOTSTRAP_TRAIN_TEST
+    exact, mcnemar = EXACT_BINOMIAL, MCNEMAR_EXACT
+    rows = [
+        (1, "baseline test accuracy", band, base_acc, b_ci, exact, RULE_BASELINE_LEVEL, {}),
+        (1, "baseline train minus test accuracy", "no gap", base_gap, gap_ci, boot, diff, gap),
+        (2, "augmented minus baseline accuracy, paired", "the baseline", gain, gain_ci, mcnemar, diff, p),
+        (2, "augmented test accuracy", band, aug_acc, a_ci, exact, RULE_AUGMENTED_LEVEL, {}),
+        (2, "baseline gap minus augmented gap", "the baseline's gap", narrowing, narrow_ci, boot, diff, gaps),
+    ]
+    return [ClaimResult(CLAIMS[c], t, k, e, *ci, m, n, r, ALL_IMAGES, d) for c, t, k, e, ci, m, r, d in rows]
+
+
+# Claims 3-6: the confident failures
+
+
+def _preds(model: nn.Module, images: Tensor, eval_options: Mapping[str, Any] | None) -> Tensor:
+    """Predicted classes, int64 (N,) on the CPU (empty for no images)."""
+    if len(images) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    labels = torch.zeros(len(images), dtype=torch.int64)  # predict stores labels; these are unused
+    return predict(model, images, labels, **dict(eval_options or {})).preds
+
+
+def _mean(x: Tensor) -> float:
+    return float(x.double().mean()) if len(x) else math.nan
+
+
+def _failure_row(
+    claim: int, test: str, control: str, samples: list[Tensor], population: str, seed: int, details: dict
+) -> ClaimResult:
+    """A row of claims 3-6: the mean of one sample of paired differences, or the difference of the
+    means of two groups, with its bootstrap interval and :data:`RULE_CAUSE`."""
+    effect = _mean(samples[0]) - (_mean(samples[1]) if len(samples) > 1 else 0.0)
+    row = (CLAIMS[claim], test, control, effect, *bootstrap_interval(samples, seed=seed), BOOTSTRAP_FAILURES)
+    return ClaimResult(*row, sum(len(x) for x in samples), RULE_CAUSE, population, details)
+
+
+def matched_controls(predictions: Predictions, indices: Tensor, seed: int) -> Tensor:
+    """For each image at ``indices`` (int64 (K,), the failures), a correctly classified image of the
+    nearest confidence and the same predicted class (:func:`analysis.gradcam.matched_confidence_controls`):
+    int64 (K,) indices into the split."""
+    predicted, confidences = predictions.preds, predictions.confidences
+    return matched_confidence_controls(
+        confidences,
+        predicted == predictions.labels,
+        confidences[indices],
+        generator=torch.Generator().manual_seed(seed),
+        classes=predicted,
+        reference_classes=predicted[indices],
+    )
+
+
+def background_claim(
+    model: nn.Module,
+    images: Tensor,
+    predictions: Predictions,
+    failures: FailureSet,
+    donor_images: Tensor,
+    donor_labels: Tensor,
+    *,
+    width: int = 4,
+    donors: int = 4,
+    max_failures: int = 500,
+    seed: int = 0,
+    population: str = ALL_FAILURES,
+    eval_options: Mapping[str, Any] | None = None,
+) -> ClaimResult:
+    """Claim 3: does a failure's own surround, object removed, already say its wrong class, more often
+    than a correct image's surround says its class?
+
+    Each failure keeps its outer ring of ``width`` px, the inside filled with the ring's mean colour
+    (:func:`analysis.interventions.surround_only`); so does a correct image of matched confidence and
+    predicted class (:func:`matched_controls`). If the failures come from background confusion, the
+    surround alone gives the (wrong) predicted class more often for them than for the controls, whose
+    prediction rests on the object; a model that reads every class off its background shows both alike.
+    The details add Xiao et al.'s (2020) Mixed-Same against Mixed-Rand: the ring replaced by that of
+    ``donors`` donors of the true class, and of other classes. The donors must be images the model
+    never trained on (the hold-out), else a donor's ring can pull by memory.
+
+    Args:
+        model: the model the failures belong to. images: uint8 (N, 3, 32, 32) the split the failures
+            index. predictions: the model's predictions on it (they choose the controls).
+        failures: its confident failures (the ``max_failures`` most confident are used).
+        donor_images, donor_labels: uint8 (D, 3, 32, 32) and int64 (D,), held-out images.
+        width: ring width in pixels (4: the outer 44 % of the image). donors: donors per failure and arm.
+        seed: seeds the controls, the donors and the bootstrap. population: the row's population label.
+        eval_options: ``config.eval_options()``, passed to :func:`core.evaluation.predict`.
+
+    Returns:
+        Effect: the share of failures whose surround alone gives their predicted class minus the same
+        share for their controls, bootstrap over (failure, control) pairs. Details: both shares, the
+        swap's rescue rates and how often another class's ring made the model say that class, overall
+        and by donor class (NaN: no such donor).
+    """
+    k = min(len(failures), max_failures)
+    idx, predicted = failures.indices[:k], predictions.preds
+    both = torch.cat([idx, matched_controls(predictions, idx, seed)]) if k else idx
+    follows = (_preds(model, surround_only(images[both], width), eval_options) == predicted[both]).double()
+    details = {"surround_says_failure": _mean(follows[:k]), "surround_says_control": _mean(follows[k:])}
+    details.update(
+        _swap_rescue(
+            model,
+            images[idx],
+            failures.true_labels[:k],
+            donor_images,
+            donor_labels,
+            width=width,
+            donors=donors,
+            seed=seed,
+            eval_options=eval_options,
+        )
+    )
+    test = f"own surround alone ({width}-px ring) says the predicted class: failures minus controls"
+    control = "correct images of matched confidence and predicted class"
+    return _failure_row(3, test, control, [follows[:k] - follows[k:]], population, seed, details)
+
+
+def _swap_rescue(
+    model: nn.Module,
+    centres: Tensor,
+    true: Tensor,
+    donor_images: Tensor,
+    donor_labels: Tensor,
+    *,
+    width: int,
+    donors: int,
+    seed: int,
+    eval_options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Mixed-Same against Mixed-Rand (Xiao et al. 2020) on failures' ``centres`` uint8 (K, 3, 32, 32)."""
+    k, true = len(centres), true.repeat_interleave(donors)
+    generator = torch.Generator().manual_seed(seed)
+    num_classes = int(donor_labels.max()) + 1
+    other = (true + torch.randint(1, num_classes, true.shape, generator=generator)) % num_classes
+    centres = centres.repeat_interleave(donors, dim=0)
+    rescued, follows = [], torch.zeros(0)
+    for classes in (true, other):
+        donor = donor_images[draw_donors(donor_labels, classes, generator)] if k else centres
+        preds = _preds(model, swap_surround(centres, donor, width), eval_options)
+        rescued.append((preds == true).double())
+        follows = preds == classes
+    # The "pull" of a surround: how often another class's ring made the model say that class, by the
+    # ring's class (does a sky ring pull toward airplane more than a road ring toward automobile?).
+    return {
+        "rescue_true_surround": _mean(rescued[0]),
+        "rescue_other_surround": _mean(rescued[1]),
+        "other_follows_donor": _mean(follows),
+        "follows_donor_by_class": [_mean(follows[other == c]) for c in range(num_classes)],
+        "width": width,
+        "donors": donors,
+    }
+
+
+def texture_claim(
+    model: nn.Module,
+    images: Tensor,
+    predictions: Predictions,
+    failures: FailureSet,
+    donor_images: Tensor,
+    donor_labels: Tensor,
+    classes: Sequence[str],
+    *,
+    sigma: float = 1.5,
+    max_failures: int = 500,
+    seed: int = 0,
+    population: str = ALL_FAILURES,
+    eval_options: Mapping[str, Any] | None = None,
+) -> ClaimResult:
+    """Claim 4: is a failure's wrong class carried by its texture more than a correct image's class is?
+
+    A cue-conflict probe in the spirit of Geirhos et al. (2019): each failure's fine detail (the image
+    minus its Gaussian blur of ``sigma`` px, :func:`analysis.interventions.frequency_hybrid`: texture,
+    no colour) on the coarse shape and colour of a held-out donor of another class than the
+    prediction. If the failures come from texture, their predicted class survives more often than a
+    correct image's of matched confidence and predicted class (:func:`matched_controls`); a model
+    that leans on texture everywhere shows both alike.
+
+    Args:
+        model, images, predictions, failures, donor_images, donor_labels, max_failures, seed,
+            population, eval_options: as for :func:`background_claim`.
+        classes: class names; with ``cat`` and ``dog`` among them, the details count cat/dog
+            confusions (either way) among the failures and among all errors.
+        sigma: the blur that splits coarse from fine, in pixels.
+
+    Returns:
+        Effect: share of failures whose predicted class survives minus the same share for their
+        controls, bootstrap over (failure, control) pairs.
+    """
+    k = min(len(failures), max_failures)
+    idx, predicted = failures.indices[:k], predictions.preds
+    both = torch.cat([idx, matched_controls(predictions, idx, seed)]) if k else idx
+    generator = torch.Generator().manual_seed(seed)
+    num_classes = int(donor_labels.max()) + 1
+    other = (predicted[both] + torch.randint(1, num_classes, both.shape, generator=generator)) % num_classes
+    donors = donor_images[draw_donors(donor_labels, other, generator)] if k else images[both]
+    hybrids = frequency_hybrid(images[both], donors, sigma)
+    kept = (_preds(model, hybrids, eval_options) == predicted[both]).double()
+    details: dict[str, Any] = {
+        "sigma": sigma,
+        "kept_failures": _mean(kept[:k]),
+        "kept_controls": _mean(kept[k:]),
+    }
+    if {"cat", "dog"} <= set(classes):
+        correct = predicted == predictions.labels
+        pair = torch.tensor([list(classes).index("cat"), list(classes).index("dog")])
+        cat_dog = torch.isin(predictions.labels, pair) & torch.isin(predicted, pair) & ~correct
+        details["cat_dog_failures"] = [int(cat_dog[failures.indices].sum()), len(failures)]
+        details["cat_dog_errors"] = [int(cat_dog.sum()), int((~correct).sum())]
+    test = (
+        f"class kept in a cue conflict ({sigma}-px detail on another class's image): failures minus controls"
+    )
+    control = "correct images of matched confidence and predicted class"
+    return _failure_row(4, test, control, [kept[:k] - kept[k:]], population, seed, details)
+
+
+def shuffled_accuracy(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    tiles: Sequence[int] = (16, 8, 4),
+    seed: int = 0,
+    eval_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Accuracy on tile-shuffled images at several tile sizes: how far a model gets on texture alone.
+
+    Args:
+        model: a classifier. images: uint8 (N, 3, 32, 32), e.g. the stress stage's subset. labels: (N,).
+        tiles: tile sides (16, 8, 4 on 32-px images: Zhang & Zhu's 2×2, 4×4 and 8×8 grids).
+        seed, eval_options: as for :func:`background_claim`.
+
+    Returns:
+        JSON-ready ``{"clean", "chance" (1 / C), "tiles": {tile: accuracy}, "retained": {tile:
+        (accuracy - chance) / (clean - chance)}}``: retained 1 is no loss, 0 is chance.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    clean = _mean(_preds(model, images, eval_options) == labels)
+    chance = 1 / (int(labels.max()) + 1)
+    shuffled = {
+        t: _mean(_preds(model, shuffle_tiles(images, t, generator), eval_options) == labels) for t in tiles
+    }
+    retained = {t: (a - chance) / (clean - chance) if clean > chance else None for t, a in shuffled.items()}
+    return {"clean": clean, "chance": chance, "tiles": shuffled, "retained": retained}
+
+
+def road_check(road: Mapping[str, Any], layer: str, *, seed: int = 0) -> dict[str, Any]:
+    """Do Grad-CAM's maps at ``layer`` point at what the model uses? Their ROAD score (notebook 03's
+    ``gradcam/road.json``, :func:`analysis.faithfulness.failure_faithfulness`) against a random map's
+    on the same failures: the per-image difference of the combined scores, bootstrap over images.
+
+    Returns:
+        JSON-ready ``{"layer", "road_minus_random", "ci_low", "ci_high", "faithful"}``; faithful when
+        the interval lies above zero.
+    """
+    rows = road["rows"]
+    gradcam, random = (rows[key]["combined_per_image"] for key in (map_key(GRADCAM, layer), RANDOM))
+    difference = torch.tensor(gradcam, dtype=torch.float64) - torch.tensor(random, dtype=torch.float64)
+    low, high = bootstrap_interval([difference], seed=seed)
+    check = {"layer": layer, "road_minus_random": _mean(difference), "ci_low": low, "ci_high": high}
+    return {**check, "faithful": bool(low > 0)}
+
+
+def gradcam_claim(
+    measures: Mapping[str, Any],
+    road: Mapping[str, Any],
+    layer: str,
+    *,
+    seed: int = 0,
+    population: str = ALL_FAILURES,
+) -> ClaimResult:
+    """Claim 5: is a failure's Grad-CAM map background-heavy more often than its matched control's?
+
+    A map is *background-heavy* when its share of mass outside the central 16×16 square (CIFAR-10's
+    background) is above that of 90 % of the controls' maps: a per-image criterion, so the row says
+    how many failures look at the background, not how diffuse the maps are (a uniform map's share,
+    75 %, is in the details). The controls are, by construction, background-heavy 10 % of the time.
+
+    Args:
+        measures: :func:`analysis.gradcam.failure_attention_report`'s output (notebook 03's
+            ``gradcam/measures.json``, or ``measures_model_errors.json``): per-image periphery shares of
+            the failures and of their controls (matched on confidence and predicted class).
+        road, layer: ``gradcam/road.json`` and the layer the maps are from; the maps must pass
+            :func:`road_check`, else the row's verdict is withheld (its ``precondition``).
+        seed: seeds the bootstraps. population: the row's population label.
+
+    Returns:
+        Effect: share of background-heavy maps among failures minus among their controls, over pairs
+        with both maps non-empty, bootstrap over pairs. Details: both shares, the mean periphery
+        shares, the uniform share and the ROAD check.
+    """
+    shares = [
+        [math.nan if v is None else v for v in measures[f"{arm}_periphery_shares"]]
+        for arm in ("failure", "control")
+    ]
+    failures, controls = torch.tensor(shares, dtype=torch.float64).reshape(2, -1)
+    both = ~failures.isnan() & ~controls.isnan()
+    uniform = 1 - (measures["center"] / 32) ** 2
+    cut = float(torch.quantile(controls[both], 0.9)) if bool(both.any()) else math.nan
+    heavy = [(x[both] > cut).double() for x in (failures, controls)]
+    details = {
+        "cut": cut,
+        "background_heavy_failures": _mean(heavy[0]),
+        "background_heavy_controls": _mean(heavy[1]),
+        "failure_share": _mean(failures[both]),
+        "control_share": _mean(controls[both]),
+        "uniform_share": uniform,
+        "road": road_check(road, layer, seed=seed),
+    }
+    test = "Grad-CAM map background-heavy (periphery above 90 % of controls'): failures minus controls"
+    control = "correct images of matched confidence and predicted class"
+    row = _failure_row(5, test, control, [heavy[0] - heavy[1]], population, seed, details)
+    check = details["road"]
+    if check["faithful"]:
+        failed = ""
+    elif math.isnan(check["ci_low"]):  # too few images scored to tell either way
+        failed = f"too few failures scored by ROAD to check the {layer} maps against random ones"
+    else:
+        failed = f"the {layer} maps do not beat random maps on ROAD"
+    return replace(row, precondition=failed)
+
+
+def off_center_claim(
+    model: nn.Module,
+    images: Tensor,
+    failures: FailureSet,
+    fixed: Tensor,
+    *,
+    max_shift: int = 4,
+    off_center_px: float = OFF_CENTER_PX,
+    max_failures: int = 500,
+    seed: int = 0,
+    population: str = ALL_FAILURES,
+    eval_options: Mapping[str, Any] | None = None,
+) -> ClaimResult:
+    """Claim 6: did augmentation fix the failures on off-center objects more often than the others?
+
+    Each failure's object position is estimated from its pixels alone
+    (:func:`analysis.interventions.object_centres`, never from a model under test); the failure is
+    *off-center* when the estimate is at least ``off_center_px`` from the image centre. The effect is
+    the fixed rate of the off-center failures minus that of the centred ones: a fixer that merely
+    flips fragile failures, wherever their object sits, fixes both alike.
+    The details add the direction test and the non-positional control on the baseline: how often a
+    shift by ``max_shift`` px toward the centre turns a failure right, how often the same shift away
+    does, and how often the zero border alone, without a shift
+    (:func:`analysis.interventions.black_border`), does.
+
+    Args:
+        model: the baseline. images: uint8 (N, 3, 32, 32) the split.
+        failures: the baseline's confident failures (the ``max_failures`` most confident are used).
+        fixed: int64 indices of the failures the fixing model gets right (``FailureComparison.fixed``
+            for augmentation; a reseeded baseline's for the difference in differences).
+        max_shift, seed, population, eval_options: as above.
+
+    Returns:
+        Effect: P(fixed | off-center) - P(fixed | centred), bootstrap over the failures within each group.
+    """
+    k = min(len(failures), max_failures)
+    idx, true = failures.indices[:k], failures.true_labels[:k]
+    offset = object_centres(images[idx]).double() - (images.shape[-1] - 1) / 2
+    off = offset.norm(dim=1) >= off_center_px
+    was_fixed = torch.isin(idx, torch.as_tensor(fixed, dtype=torch.int64)).double()
+    # The direction test: the eight shifts by max_shift px (axial and diagonal), toward or away.
+    rescued = {"toward": torch.zeros(k, dtype=torch.float64), "away": torch.zeros(k, dtype=torch.float64)}
+    counts = {"toward": torch.zeros(k, dtype=torch.float64), "away": torch.zeros(k, dtype=torch.float64)}
+    for dx, dy in shift_grid(max_shift, max_shift):
+        right = (_preds(model, shift_images(images[idx], dx, dy), eval_options) == true).double()
+        along = dx * offset[:, 0] + dy * offset[:, 1]  # < 0: the content moves against its offset, inward
+        for name, side in (("toward", along < 0), ("away", along > 0)):
+            rescued[name] += right * side
+            counts[name] += side
+    toward, away = (rescued[n] / counts[n].clamp_min(1) for n in ("toward", "away"))
+    border = _preds(model, black_border(images[idx], max_shift), eval_options) == true
+    details = {
+        "fixed_if_off_center": _mean(was_fixed[off]),
+        "fixed_if_centred": _mean(was_fixed[~off]),
+        "off_center_failures": int(off.sum()),
+        "off_center_px": off_center_px,
+        "rescued_toward_centre": _mean(toward[off]),
+        "rescued_away": _mean(away[off]),
+        "rescued_by_border_alone": _mean(border),
+    }
+    test = f"fixed if the object is >= {off_center_px:g} px off-center (from the image) minus if centred"
+    control = "failures on centred objects"
+    return _failure_row(6, test, control, [was_fixed[off], was_fixed[~off]], population, seed, details)
