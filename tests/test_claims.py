@@ -637,11 +637,11 @@ def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_
     assert list(bench["test of"]) == [CLAIMS[c] for c in range(3, 7)]
     assert bench["background"][0] == "supported, +30.0 pts [+27.0, +33.0]"
     assert bench["none"][0] == "not supported, +0.0 pts [-3.0, +3.0]"
-    assert "planted-cause bench: the tests of claims 3, 4, 5, 6 passed" in text(bench)
+    assert "planted-cause bench: passed by the tests of claims 3, 4, 5, 6" in text(bench)
     assert "has not run yet" in text(tables.bench_table(real))
     assert "no claims tested yet" in text(tables.claims_table(claims.read_ledger(tmp_path / "empty")))
     lines = tables.claims_text(failed).splitlines()
-    assert "planted-cause bench: the tests of claims 3, 5, 6 passed" in lines and max(map(len, lines)) <= 100
+    assert "planted-cause bench: passed by the tests of claims 3, 5, 6" in lines and max(map(len, lines)) <= 100
     assert any(line.startswith("claim 4: the test is not sensitive") for line in lines)
     assert "planted-cause bench: not run yet (06_stress_tests)" in tables.claims_text(real)
 

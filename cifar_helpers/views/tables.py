@@ -720,7 +720,10 @@ def bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
     if not gate:
         return ["planted-cause bench: not run yet (06_stress_tests)"]
     passed = [str(k) for k, reason in sorted(gate.items()) if not reason]
-    lines = [f"planted-cause bench: the tests of claims {', '.join(passed) or 'none'} passed"]
+    many = "s" if len(passed) > 1 else ""
+    lines = [f"planted-cause bench: passed by the test{many} of claim{many} {', '.join(passed)}"]
+    if not passed:
+        lines = ["planted-cause bench: passed by no test"]
     return lines + [f"claim {k}: {reason}" for k, reason in sorted(gate.items()) if reason]
 
 
