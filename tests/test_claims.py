@@ -641,7 +641,8 @@ def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_
     assert "has not run yet" in text(tables.bench_table(real))
     assert "no claims tested yet" in text(tables.claims_table(claims.read_ledger(tmp_path / "empty")))
     lines = tables.claims_text(failed).splitlines()
-    assert "planted-cause bench: passed by the tests of claims 3, 5, 6" in lines and max(map(len, lines)) <= 100
+    assert "planted-cause bench: passed by the tests of claims 3, 5, 6" in lines
+    assert max(map(len, lines)) <= 100
     assert any(line.startswith("claim 4: the test is not sensitive") for line in lines)
     assert "planted-cause bench: not run yet (06_stress_tests)" in tables.claims_text(real)
 
@@ -675,3 +676,23 @@ def test_the_pull_and_the_tile_shuffle_tables() -> None:
     frame = tables.tile_shuffle_table({"baseline": shuffled, "augmented": shuffled})
     assert list(frame.columns) == ["model", "clean", "16-px tiles", "8-px tiles"]
     assert "(chance 10%)" in text(frame)
+
+
+def test_the_background_test_sets_aside_pairs_whose_object_is_off_center() -> None:
+    # A model that always says class 0: images of class 0 are its correct controls, the others its
+    # failures. Each image is a bright square on a dark ground; 30 failures have it 8 px right of the
+    # centre, where the 4-px ring would hold part of the object, so their pairs are set aside.
+    class AlwaysZero(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return vote(torch.zeros(len(x), dtype=torch.int64))
+
+    labels = torch.cat([torch.zeros(60, dtype=torch.int64), torch.arange(60) % 9 + 1])
+    images = torch.full((120, 3, 32, 32), 20, dtype=torch.uint8)
+    images[:, :, 10:22, 10:22] = 230
+    images[60:90] = images[60:90].roll(8, dims=3)
+    model = AlwaysZero()
+    predictions = predict(model, images, labels)
+    failures = find_high_confidence_failures(predictions.probs, labels, 0.5)
+    row = claims.background_claim(model, images, predictions, failures, images, labels % 10, seed=0)
+    assert len(failures) == 60 and row.details["pairs_off_center_set_aside"] == 30 and row.n == 30
+    assert row.effect == 0.0  # the surround alone says 0 for every failure and every control

@@ -188,6 +188,9 @@ def background_claim(
     predicted class (:func:`matched_controls`). If the failures come from background confusion, the
     surround alone gives the (wrong) predicted class more often for them than for the controls, whose
     prediction rests on the object; a model that reads every class off its background shows both alike.
+    The ring is background only where the object sits inside it, so pairs in which either object is
+    estimated :data:`OFF_CENTER_PX` or more off the centre (:func:`analysis.interventions.object_centres`)
+    are set aside.
     The details add Xiao et al.'s (2020) Mixed-Same against Mixed-Rand: the ring replaced by that of
     ``donors`` donors of the true class, and of other classes. The donors must be images the model
     never trained on (the hold-out), else a donor's ring can pull by memory.
@@ -203,20 +206,30 @@ def background_claim(
 
     Returns:
         Effect: the share of failures whose surround alone gives their predicted class minus the same
-        share for their controls, bootstrap over (failure, control) pairs. Details: both shares, the
-        swap's rescue rates and how often another class's ring made the model say that class, overall
-        and by donor class (NaN: no such donor).
+        share for their controls, bootstrap over (failure, control) pairs with centred objects.
+        Details: both shares, the pairs set aside, the swap's rescue rates and how often another
+        class's ring made the model say that class, overall and by donor class (NaN: no such donor).
     """
     k = min(len(failures), max_failures)
     idx, predicted = failures.indices[:k], predictions.preds
     both = torch.cat([idx, matched_controls(predictions, idx, seed)]) if k else idx
     follows = (_preds(model, surround_only(images[both], width), eval_options) == predicted[both]).double()
-    details = {"surround_says_failure": _mean(follows[:k]), "surround_says_control": _mean(follows[k:])}
+    # The ring is background only where the object sits inside it: pairs with an off-center object
+    # (estimated from the pixels, as in claim 6) are set aside.
+    offsets = (object_centres(images[both]).double() - (images.shape[-1] - 1) / 2).norm(dim=1)
+    centred = (offsets[:k] < OFF_CENTER_PX) & (offsets[k:] < OFF_CENTER_PX)
+    follows = torch.cat([follows[:k][centred], follows[k:][centred]])
+    k_all, k = k, int(centred.sum())
+    details = {
+        "surround_says_failure": _mean(follows[:k]),
+        "surround_says_control": _mean(follows[k:]),
+        "pairs_off_center_set_aside": k_all - k,
+    }
     details.update(
         _swap_rescue(
             model,
             images[idx],
-            failures.true_labels[:k],
+            failures.true_labels[:k_all],
             donor_images,
             donor_labels,
             width=width,
