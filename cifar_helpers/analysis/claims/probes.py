@@ -66,6 +66,8 @@ from .rules import (
 # Why 4 px: the augmentation's crops move an object by up to 4 px, so an object further out is one
 # the baseline saw rarely and augmentation showed it; a centred CIFAR object is within 2-3 px.
 OFF_CENTER_PX = 4.0
+# The control group of claims 3-5 (matched_controls).
+MATCHED = "correct images of matched confidence and predicted class"
 
 
 def accuracy_claims(
@@ -239,8 +241,7 @@ def background_claim(
         )
     )
     test = f"own surround alone ({width}-px ring) says the predicted class: failures minus controls"
-    control = "correct images of matched confidence and predicted class"
-    return _failure_row(3, test, control, [follows[:k] - follows[k:]], population, seed, details)
+    return _failure_row(3, test, MATCHED, [follows[:k] - follows[k:]], population, seed, details)
 
 
 def _swap_rescue(
@@ -337,8 +338,7 @@ def texture_claim(
     test = (
         f"class kept in a cue conflict ({sigma}-px detail on another class's image): failures minus controls"
     )
-    control = "correct images of matched confidence and predicted class"
-    return _failure_row(4, test, control, [kept[:k] - kept[k:]], population, seed, details)
+    return _failure_row(4, test, MATCHED, [kept[:k] - kept[k:]], population, seed, details)
 
 
 def shuffled_accuracy(
@@ -435,8 +435,7 @@ def gradcam_claim(
         "road": road_check(road, layer, seed=seed),
     }
     test = "Grad-CAM map background-heavy (periphery above 90 % of controls'): failures minus controls"
-    control = "correct images of matched confidence and predicted class"
-    row = _failure_row(5, test, control, [heavy[0] - heavy[1]], population, seed, details)
+    row = _failure_row(5, test, MATCHED, [heavy[0] - heavy[1]], population, seed, details)
     check = details["road"]
     if check["faithful"]:
         failed = ""
