@@ -41,7 +41,12 @@ from typing import Any
 
 import nbformat
 
-from cifar_helpers.analysis.claims import CAUSE_OF_CLAIM, CAUSES, SUPPORTED, ClaimResult, bench_verdicts
+from cifar_helpers.analysis.claims import (
+    CAUSES,
+    ClaimResult,
+    bench_gate,
+    bench_verdicts,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -200,8 +205,8 @@ def _claim_rows(path: Path) -> list[dict[str, Any]]:
 
 def invariant_failures(run_dir: Path, replicate_root: Path) -> list[str]:
     """What must hold on any machine, one line per breach: counts within totals, fixed + kept =
-    failures, every interval around its estimate, every claim test on the planted-cause bench specific
-    (supported for no cause but its own), and the background and texture tests sensitive."""
+    failures, every interval around its estimate, and the background, texture and off-center tests
+    passing the planted-cause bench (supported for their own cause and no other)."""
     problems = []
     summary = _read(run_dir / "failures/summary.json")
     metrics = _read(run_dir / "baseline/metrics.json")
@@ -228,15 +233,12 @@ def invariant_failures(run_dir: Path, replicate_root: Path) -> list[str]:
     matrix = bench_verdicts(bench)
     if sorted(matrix) != [3, 4, 5, 6] or any(len(row) != len(CAUSES) for row in matrix.values()):
         problems.append(f"the planted-cause bench did not run every test on every cause: {matrix}")
-    # Specific, every test on every machine: no test may say supported for a cause not its own.
-    for claim, verdicts in matrix.items():
-        wrong = [c for c, v in verdicts.items() if c != CAUSE_OF_CLAIM[claim] and v == SUPPORTED]
-        if wrong:
-            problems.append(f"the planted-cause bench: claim {claim}'s test said supported for {wrong}")
-    # Sensitive: the background and texture tests find their planted cause on every kernel path
-    # measured; the Grad-CAM and off-center tests do not at the bench's size (the README says so), and
-    # the ledger calls their verdicts on CIFAR-10 inconclusive.
-    for claim in (3, 4):
-        if matrix.get(claim, {}).get(CAUSE_OF_CLAIM[claim]) != SUPPORTED:
-            problems.append(f"the planted-cause bench: claim {claim}'s test missed its planted cause")
+    # Passed (supported on its own cause, on no other), the tests of claims 3, 4 and 6, on every kernel
+    # path measured. The Grad-CAM test's answers on the bench change with the seed (at seeds 7 and
+    # 44 it said supported off its cause, at 42 it misses its own: the README says so), so it is not
+    # asserted here; the bench's gate withholds its verdict on CIFAR-10 in every run it fails.
+    gate = bench_gate(bench)
+    for claim in (3, 4, 6):
+        if gate.get(claim) != "":
+            problems.append(f"the planted-cause bench: claim {claim}: {gate.get(claim)}")
     return problems

@@ -27,7 +27,7 @@ from cifar_helpers.analysis.claims import (
     ClaimResult,
     rules,
 )
-from cifar_helpers.analysis.claims.ledger import NO_BENCH
+from cifar_helpers.analysis.claims.ledger import NO_BENCH, ONE_RUN
 from cifar_helpers.analysis.claims.rules import RULE_CAUSE
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
 from cifar_helpers.analysis.gradcam import matched_confidence_controls
@@ -475,6 +475,19 @@ def test_the_off_center_test_on_objects_found_from_the_pixels() -> None:
     assert row.effect == -1.0 and row.verdict == NOT_SUPPORTED
     row = claims.off_center_claim(model, images, failures, fixed=torch.arange(100), seed=0)  # all, wherever
     assert (row.effect, row.verdict) == (0.0, NOT_SUPPORTED)
+    # Against a reseed: augmentation fixed the off-center ones; a reseed fixed them too (it only flips
+    # fragile failures), or fixed none: only the second leaves augmentation a gain of its own.
+    reseed, did = claims.reseed_claims(images, failures, off, reseed_fixed=off, seed=0)
+    assert (reseed.effect, reseed.verdict, did.effect, did.verdict) == (1.0, SUPPORTED, 0.0, NOT_SUPPORTED)
+    assert did.details["gain_if_off_center"] == [0.0, 0.0, 0.0] and did.details["gain_if_centred"] == 0.0
+    none = torch.tensor([], dtype=torch.int64)
+    reseed, did = claims.reseed_claims(images, failures, off, reseed_fixed=none)
+    assert (reseed.effect, did.effect, did.verdict, did.n) == (0.0, 1.0, SUPPORTED, 100)
+    # A worse augmented model: it fixes nothing, the reseed the centred ones. The difference in
+    # differences alone would say +100 points; augmentation gained nothing on the off-center failures.
+    reseed, did = claims.reseed_claims(images, failures, none, reseed_fixed=centred)
+    assert did.details["difference_in_differences"] == [1.0, 1.0, 1.0]
+    assert (did.effect, did.ci_low, did.ci_high, did.verdict) == (0.0, 0.0, 0.0, NOT_SUPPORTED)
 
 
 def test_no_failures_give_an_inconclusive_row() -> None:
@@ -498,48 +511,68 @@ def road(gradcam: list[float], random: list[float]) -> dict:
 
 
 FAITHFUL = road([0.2] * 40, [0.0] * 40)
+FLAT = torch.full((200, 3, 32, 32), 128, dtype=torch.uint8)  # no object: every estimate is the centre
+
+
+def measures(failure_shares: list, control_shares: list) -> dict:
+    """A measures.json of failures 0..K-1 and controls K..2K-1 of :data:`FLAT`."""
+    k = len(failure_shares)
+    return {
+        "failure_periphery_shares": failure_shares,
+        "control_periphery_shares": control_shares,
+        "failure_indices": list(range(k)),
+        "control_indices": list(range(k, 2 * k)),
+        "center": 16,
+    }
 
 
 def test_the_gradcam_test_counts_background_heavy_maps_on_saved_measures() -> None:
     controls = [0.5 + 0.003 * i for i in range(100)]  # 0.500 to 0.797
     # The cut: the controls' 90th percentile, 0.5 + 0.003 * 89.1; 10 controls lie above it, and the
     # failures shifted by 0.15 put 60 above it (those from control 40 on).
-    shifted = {"failure_periphery_shares": [c + 0.15 for c in controls], "control_periphery_shares": controls}
-    shifted["center"] = 16
-    row = claims.gradcam_claim(shifted, FAITHFUL, "layer4")
+    shifted = measures([c + 0.15 for c in controls], controls)
+    row = claims.gradcam_claim(shifted, FAITHFUL, "layer4", FLAT)
     assert row.details["cut"] == pytest.approx(0.5 + 0.003 * 89.1)
     assert row.details["background_heavy_failures"] == 0.6 and row.details["background_heavy_controls"] == 0.1
     assert row.effect == pytest.approx(0.5) and row.verdict == SUPPORTED
     same = {**shifted, "failure_periphery_shares": [*controls[:99], None]}
-    row = claims.gradcam_claim(same, FAITHFUL, "layer4")
+    row = claims.gradcam_claim(same, FAITHFUL, "layer4", FLAT)
     assert row.n == 99 and row.effect == 0.0 and row.verdict == NOT_SUPPORTED
     assert row.details["uniform_share"] == 0.75 and row.details["road"]["faithful"] and not row.precondition
     # Diffuse failure maps, each near the cut but none above it: a higher mean share, and yet no more
     # maps that look at the background.
     diffuse = {**shifted, "failure_periphery_shares": [0.76] * 100}
-    row = claims.gradcam_claim(diffuse, FAITHFUL, "layer4")
+    row = claims.gradcam_claim(diffuse, FAITHFUL, "layer4", FLAT)
     assert row.details["failure_share"] > row.details["control_share"]
     assert row.effect == pytest.approx(-0.1) and row.verdict == NOT_SUPPORTED
-    empty = {"failure_periphery_shares": [], "control_periphery_shares": [], "center": 16}
-    assert math.isnan(claims.gradcam_claim(empty, FAITHFUL, "layer4").effect)
-    with pytest.raises(KeyError, match="center"):
-        claims.gradcam_claim({k: v for k, v in shifted.items() if k != "center"}, FAITHFUL, "layer4")
+    assert math.isnan(claims.gradcam_claim(measures([], []), FAITHFUL, "layer4", FLAT).effect)
+    for key in ("center", "failure_indices"):
+        with pytest.raises(KeyError, match=key):
+            claims.gradcam_claim({k: v for k, v in shifted.items() if k != key}, FAITHFUL, "layer4", FLAT)
+    # Objects off the centre put their own maps in the periphery: such pairs are set aside. The first
+    # 60 failures' images get a bright square 9 px right of the centre, so only the last 40 pairs count.
+    images = FLAT.clone()
+    images[:60, :, 12:20, 21:29] = 250
+    row = claims.gradcam_claim(shifted, FAITHFUL, "layer4", images)
+    assert row.details["pairs_off_center_set_aside"] == 60 and row.n == 40
+    assert row.details["background_heavy_failures"] == 1.0  # failures 60-99: all above the cut
 
 
 def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -> None:
     rng = np.random.default_rng(1)
     noise = list(rng.normal(0, 0.1, 40))
-    shares = [0.5] * 100
-    shifted = {"failure_periphery_shares": [0.7] * 100, "control_periphery_shares": shares, "center": 16}
-    row = claims.gradcam_claim(shifted, road(noise, [0.0] * 40), "layer4")  # maps no better than random
+    shifted = measures([0.7] * 100, [0.5] * 100)
+    row = claims.gradcam_claim(shifted, road(noise, [0.0] * 40), "layer4", FLAT)  # no better than random
     assert row.effect == 1.0 and row.rule.verdict(row.effect, row.ci_low, row.ci_high) == SUPPORTED
     assert row.verdict == INCONCLUSIVE and "do not beat random maps on ROAD" in row.precondition
     check = row.details["road"]
     assert not check["faithful"] and check["ci_low"] < 0 < check["ci_high"]
-    few = claims.gradcam_claim(shifted, road(noise[:5], [0.0] * 5), "layer4")  # too few to check: say so
+    few = claims.gradcam_claim(
+        shifted, road(noise[:5], [0.0] * 5), "layer4", FLAT
+    )  # too few to check: say so
     assert few.verdict == INCONCLUSIVE and few.precondition.startswith("too few failures scored by ROAD")
     assert ClaimResult.from_dict(row.to_dict()) == row  # the withheld verdict survives the JSON
-    seeds = claims.combine_seeds([[row], [claims.gradcam_claim(shifted, FAITHFUL, "layer4")]])
+    seeds = claims.combine_seeds([[row], [claims.gradcam_claim(shifted, FAITHFUL, "layer4", FLAT)]])
     assert seeds[0].verdict == INCONCLUSIVE and seeds[0].precondition.endswith("(in 1 of 2 seeds)")
 
 
@@ -645,6 +678,49 @@ def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_
     assert max(map(len, lines)) <= 100
     assert any(line.startswith("claim 4: the test is not sensitive") for line in lines)
     assert "planted-cause bench: not run yet (06_stress_tests)" in tables.claims_text(real)
+
+
+def test_claim_6_against_a_reseed_on_each_population_gated_by_the_bench() -> None:
+    # The images of the off-center test: 50 centred squares, then 50 squares 8 px off; the last 80
+    # failures are model errors. Augmentation fixed the off-center ones, a reseed none of them.
+    images = torch.full((100, 3, 32, 32), 50, dtype=torch.uint8)
+    for i in range(50, 100):
+        images[i, :, 13:19, 21:27] = 230
+    images[:50, :, 13:19, 13:19] = 230
+    labels = torch.ones(100, dtype=torch.int64)
+    failures = find_high_confidence_failures(torch.eye(10)[torch.zeros(100, dtype=torch.int64)], labels, 0.5)
+    report = {"applies": True, "failures": [{"index": i, "category": "model error"} for i in range(20, 100)]}
+    args = (images, failures, torch.arange(50, 100), torch.tensor([], dtype=torch.int64), report)
+    rows = claims.reseed_stage_claims(*args, bench_rows(), seed=0)
+    assert [(r.population, r.primary) for r in rows] == [
+        (ALL_FAILURES, False),
+        (ALL_FAILURES, False),
+        (MODEL_ERRORS, False),
+        (MODEL_ERRORS, True),  # the difference in differences on the model errors: the claim's test
+    ]
+    assert [r.effect for r in rows] == [0.0, 1.0, 0.0, 1.0] and rows[3].verdict == SUPPORTED
+    assert rows[3].n == 80 and rows[3].details["off_center_failures"] == 50
+    # A bench the off-center test failed withholds every row, with the bench's reason.
+    failed = claims.reseed_stage_claims(*args, bench_rows({(6, "off-center"): 0.0}), seed=0)
+    assert all(r.verdict == INCONCLUSIVE and "not sensitive" in r.precondition for r in failed)
+    assert all(r.precondition == NO_BENCH for r in claims.reseed_stage_claims(*args, [], seed=0))
+
+
+def test_a_single_runs_claim_6_is_withheld_for_the_replicates() -> None:
+    class Zero(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return vote(torch.zeros(len(x), dtype=torch.int64))
+
+    labels = torch.ones(100, dtype=torch.int64)
+    baseline = Predictions(torch.eye(10)[torch.zeros(100, dtype=torch.int64)], labels)  # all wrong
+    augmented = Predictions(torch.eye(10)[labels], labels)  # all fixed
+    failures = find_high_confidence_failures(baseline.probs, labels, 0.5)
+    images, report = torch.full((100, 3, 32, 32), 50, dtype=torch.uint8), {"applies": False, "reason": "-"}
+    args = (baseline, augmented, (1.0, 1.0), 100, Zero(), images, failures, failures.indices, report)
+    rows = claims.reevaluation_claims(*args)
+    assert [r.claim[0] for r in rows] == ["1", "1", "2", "2", "2", "6"]
+    assert rows[-1].verdict == INCONCLUSIVE and rows[-1].precondition == ONE_RUN
+    assert not any(r.precondition for r in rows[:-1])
 
 
 def test_the_ledger_fits_a_100_column_terminal_and_says_each_claim_once() -> None:

@@ -15,8 +15,15 @@ from typing import Any
 
 import torch
 
+from cifar_helpers.analysis.claims import ClaimResult, read_ledger, reseed_stage_claims
+from cifar_helpers.analysis.failures import compare_failures
 from cifar_helpers.analysis.gradcam import explain_images
-from cifar_helpers.analysis.human_labels import NotApplicable, failure_categories, human_labels_for_run
+from cifar_helpers.analysis.human_labels import (
+    NotApplicable,
+    failure_categories,
+    human_labels_for_run,
+    load_failure_report,
+)
 from cifar_helpers.analysis.seed_analysis import (
     MODELS,
     SeedResults,
@@ -314,6 +321,27 @@ class Replicates:
             "confidences": probs.max(dim=1).values,
             "classes": data.classes,
         }
+
+    def reseed_claims(self) -> list[ClaimResult]:
+        """Claim 6 against a reseed (:func:`analysis.claims.reseed_stage_claims`): ``explain_seed``'s
+        baseline failures, fixed by its augmented model and by the next seed's baseline, gated by the
+        bench of ``explain_seed``'s run."""
+        result, config, data = self._explain_run()
+        other = next(r for r in self.results if r.seed != result.seed)
+        labels, threshold = result.labels, result.threshold
+        augmentation = compare_failures(
+            result.probs["baseline"], result.probs["augmented"], labels, threshold
+        )
+        reseed = compare_failures(result.probs["baseline"], other.probs["baseline"], labels, threshold)
+        return reseed_stage_claims(
+            data.test_images,
+            augmentation.baseline_failures,
+            augmentation.fixed,
+            reseed.fixed,
+            load_failure_report(result.run_dir),
+            read_ledger(result.run_dir),
+            seed=config.seed,
+        )
 
     def human_label_mix(self, stability: Mapping[str, Any]) -> dict[str, Any]:
         """The human-label categories of the consistent and the one-seed failures: ``{"applies": True,

@@ -19,6 +19,7 @@ from .ledger import (
     model_errors_only,
     read_ledger,
     reevaluation_claims,
+    reseed_stage_claims,
     save_claims,
 )
 from .probes import (
@@ -27,6 +28,7 @@ from .probes import (
     gradcam_claim,
     matched_controls,
     off_center_claim,
+    reseed_claims,
     road_check,
     shuffled_accuracy,
     texture_claim,
@@ -86,6 +88,8 @@ __all__ = [
     "off_center_claim",
     "read_ledger",
     "reevaluation_claims",
+    "reseed_claims",
+    "reseed_stage_claims",
     "road_check",
     "run_bench",
     "save_claims",

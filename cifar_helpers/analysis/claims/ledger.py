@@ -21,12 +21,22 @@ from cifar_helpers.core.evaluation import Predictions
 from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint, save_json
 
 from .bench import bench_gate
-from .probes import accuracy_claims, background_claim, gradcam_claim, off_center_claim, texture_claim
+from .probes import (
+    accuracy_claims,
+    background_claim,
+    gradcam_claim,
+    off_center_claim,
+    reseed_claims,
+    texture_claim,
+)
 from .rules import ALL_FAILURES, BENCH, MODEL_ERRORS, T_OVER_SEEDS, ClaimResult, t_interval
 
 CLAIMS_FILE = "claims.json"  # a stage's rows, a list of ClaimResult.to_dict()
 LEDGER_STAGES = ("gradcam", "reevaluation", "stress")  # the stages that save rows, in pipeline order
 NO_BENCH = "the planted-cause bench has not run yet (06_stress_tests)"
+# Why a single run's claim 6 is never a verdict: a baseline retrained with another seed, without any
+# augmentation, fixes shift-sensitive failures too; only the difference against it is augmentation's.
+ONE_RUN = "one run cannot tell augmentation from a reseed: see the replicates (07, --seeds 42,43)"
 
 
 def model_errors_only(failures: FailureSet, human_report: Mapping[str, Any]) -> FailureSet | None:
@@ -92,7 +102,7 @@ def gradcam_stage_claims(
         rows += [
             background_claim(model, images, predictions, chosen, *donors, **on, **options),
             texture_claim(model, images, predictions, chosen, *donors, data.classes, **on, **options),
-            gradcam_claim(measures[population], road, layer, seed=seed, **on),
+            gradcam_claim(measures[population], road, layer, images, seed=seed, **on),
         ]
     return _primary_last(rows, list(populations))
 
@@ -113,7 +123,8 @@ def reevaluation_claims(
 ) -> list[ClaimResult]:
     """Notebook 05's rows: claims 1 and 2 (:func:`accuracy_claims`; ``train_accuracies`` of the baseline
     and the augmented model) and claim 6 (:func:`off_center_claim` of the baseline's ``failures`` and
-    the ones augmentation ``fixed``) on each of :func:`failure_populations`."""
+    the ones augmentation ``fixed``) on each of :func:`failure_populations`, its verdict withheld
+    (:data:`ONE_RUN`): its test is the difference in differences of :func:`reseed_stage_claims`."""
     rows = accuracy_claims(baseline, augmented, *train_accuracies, num_train_images, seed=seed)
     populations = failure_populations(failures, human_report)
     off_center = [
@@ -128,7 +139,39 @@ def reevaluation_claims(
         )
         for population, chosen in populations.items()
     ]
+    off_center = [replace(row, precondition=ONE_RUN) for row in off_center]
     return rows + _primary_last(off_center, list(populations))
+
+
+def reseed_stage_claims(
+    test_images: Tensor,
+    failures: FailureSet,
+    fixed: Tensor,
+    reseed_fixed: Tensor,
+    human_report: Mapping[str, Any],
+    bench_rows: Sequence[ClaimResult],
+    *,
+    seed: int = 0,
+) -> list[ClaimResult]:
+    """Notebook 07's rows: claim 6 against a reseeded baseline (:func:`reseed_claims`: the reseed as the
+    fixer, and the difference in differences, the primary row) on each of :func:`failure_populations`,
+    gated by the ``bench_rows`` of the run the failures come from (:func:`gate_by_bench`).
+
+    Args:
+        test_images: uint8 (N, 3, 32, 32). failures, human_report: one seed's baseline failures and its
+            ``failures/human_labels.json``. fixed: those its augmented model gets right; reseed_fixed:
+            those another seed's baseline gets right. seed: seeds the bootstraps.
+    """
+    populations = failure_populations(failures, human_report)
+    rows = []
+    for population, chosen in populations.items():
+        reseed, did = reseed_claims(
+            test_images, chosen, fixed, reseed_fixed, seed=seed, population=population
+        )
+        # The reseed as fixer is context (the control of the difference), never a primary row.
+        rows += [replace(reseed, primary=False), replace(did, primary=population == list(populations)[-1])]
+    bench = [r for r in bench_rows if r.population.startswith(BENCH)]
+    return [r for r in gate_by_bench([*rows, *bench]) if not r.population.startswith(BENCH)]
 
 
 def save_claims(path: str | os.PathLike[str], rows: Sequence[ClaimResult]) -> None:

@@ -152,6 +152,12 @@ def _failure_row(
     return ClaimResult(*row, sum(len(x) for x in samples), RULE_CAUSE, population, details)
 
 
+def _offsets(images: Tensor) -> Tensor:
+    """How far each image's object is from the centre, estimated from its pixels
+    (:func:`analysis.interventions.object_centres`): float64 (N,) in pixels."""
+    return (object_centres(images).double() - (images.shape[-1] - 1) / 2).norm(dim=1)
+
+
 def matched_controls(predictions: Predictions, indices: Tensor, seed: int) -> Tensor:
     """For each image at ``indices`` (int64 (K,), the failures), a correctly classified image of the
     nearest confidence and the same predicted class (:func:`analysis.gradcam.matched_confidence_controls`):
@@ -218,7 +224,7 @@ def background_claim(
     follows = (_preds(model, surround_only(images[both], width), eval_options) == predicted[both]).double()
     # The ring is background only where the object sits inside it: pairs with an off-center object
     # (estimated from the pixels, as in claim 6) are set aside.
-    offsets = (object_centres(images[both]).double() - (images.shape[-1] - 1) / 2).norm(dim=1)
+    offsets = _offsets(images[both])
     centred = (offsets[:k] < OFF_CENTER_PX) & (offsets[k:] < OFF_CENTER_PX)
     follows = torch.cat([follows[:k][centred], follows[k:][centred]])
     k_all, k = k, int(centred.sum())
@@ -392,6 +398,7 @@ def gradcam_claim(
     measures: Mapping[str, Any],
     road: Mapping[str, Any],
     layer: str,
+    images: Tensor,
     *,
     seed: int = 0,
     population: str = ALL_FAILURES,
@@ -402,26 +409,33 @@ def gradcam_claim(
     background) is above that of 90 % of the controls' maps: a per-image criterion, so the row says
     how many failures look at the background, not how diffuse the maps are (a uniform map's share,
     75 %, is in the details). The controls are, by construction, background-heavy 10 % of the time.
+    The periphery is background only where the object is centred: as in :func:`background_claim`,
+    pairs in which either object is estimated :data:`OFF_CENTER_PX` or more off the centre are set aside.
 
     Args:
         measures: :func:`analysis.gradcam.failure_attention_report`'s output (notebook 03's
             ``gradcam/measures.json``, or ``measures_model_errors.json``): per-image periphery shares of
-            the failures and of their controls (matched on confidence and predicted class).
+            the failures and of their controls (matched on confidence and predicted class), and the
+            indices of both into the split.
         road, layer: ``gradcam/road.json`` and the layer the maps are from; the maps must pass
             :func:`road_check`, else the row's verdict is withheld (its ``precondition``).
+        images: uint8 (N, 3, 32, 32), the split the measures' indices point into.
         seed: seeds the bootstraps. population: the row's population label.
 
     Returns:
         Effect: share of background-heavy maps among failures minus among their controls, over pairs
-        with both maps non-empty, bootstrap over pairs. Details: both shares, the mean periphery
-        shares, the uniform share and the ROAD check.
+        with both maps non-empty and both objects centred, bootstrap over pairs. Details: both shares,
+        the pairs set aside, the mean periphery shares, the uniform share and the ROAD check.
     """
     shares = [
         [math.nan if v is None else v for v in measures[f"{arm}_periphery_shares"]]
         for arm in ("failure", "control")
     ]
     failures, controls = torch.tensor(shares, dtype=torch.float64).reshape(2, -1)
-    both = ~failures.isnan() & ~controls.isnan()
+    pairs = torch.tensor([measures["failure_indices"], measures["control_indices"]], dtype=torch.int64)
+    offsets = _offsets(images[pairs.flatten()]).reshape(2, -1) if pairs.numel() else pairs.double()
+    centred = (offsets < OFF_CENTER_PX).all(dim=0)
+    both = ~failures.isnan() & ~controls.isnan() & centred
     uniform = 1 - (measures["center"] / 32) ** 2
     cut = float(torch.quantile(controls[both], 0.9)) if bool(both.any()) else math.nan
     heavy = [(x[both] > cut).double() for x in (failures, controls)]
@@ -429,6 +443,7 @@ def gradcam_claim(
         "cut": cut,
         "background_heavy_failures": _mean(heavy[0]),
         "background_heavy_controls": _mean(heavy[1]),
+        "pairs_off_center_set_aside": int((~centred).sum()),
         "failure_share": _mean(failures[both]),
         "control_share": _mean(controls[both]),
         "uniform_share": uniform,
@@ -509,3 +524,87 @@ def off_center_claim(
     test = f"fixed if the object is >= {off_center_px:g} px off-center (from the image) minus if centred"
     control = "failures on centred objects"
     return _failure_row(6, test, control, [was_fixed[off], was_fixed[~off]], population, seed, details)
+
+
+def reseed_claims(
+    images: Tensor,
+    failures: FailureSet,
+    fixed: Tensor,
+    reseed_fixed: Tensor,
+    *,
+    off_center_px: float = OFF_CENTER_PX,
+    max_failures: int = 500,
+    seed: int = 0,
+    population: str = ALL_FAILURES,
+) -> list[ClaimResult]:
+    """Claim 6 against a baseline retrained with another seed: does augmentation fix the failures on
+    off-center objects more often than a mere reseed does, and more so than on centred objects?
+
+    A baseline's confident failures are often fragile: another training run of the *same* recipe gets
+    many of them right. If off-center failures are simply the fragile ones, a reseed fixes them more
+    often too, and :func:`off_center_claim` would credit augmentation for it. Two conditions must both
+    hold, each with its bootstrap interval (over the failures, within each group):
+
+    * augmentation's *gain* over the reseed (fixed by augmentation minus fixed by the reseed) on the
+      off-center failures: without it, augmentation did nothing for them a reseed does not;
+    * that gain minus the gain on centred failures (a difference in differences): without it, the
+      gain is not about position.
+
+    The row is their intersection-union test (Berger 1982): its effect is the smaller of the two, its
+    interval runs from the smaller lower end to the smaller upper end, so it is supported only if both
+    are and not supported if either is not.
+
+    Args:
+        images, failures, off_center_px, max_failures, seed, population: as for :func:`off_center_claim`.
+        fixed: int64 indices of the failures augmentation fixed.
+        reseed_fixed: int64 indices of the failures a reseeded baseline gets right.
+
+    Returns:
+        Two rows: the reseed as the fixer (P(fixed | off-center) - P(fixed | centred), context), and
+        the claim's test where a replicate exists (details: both conditions with their intervals).
+    """
+    k = min(len(failures), max_failures)
+    idx = failures.indices[:k]
+    off = _offsets(images[idx]) >= off_center_px
+    by_augmentation, by_reseed = (
+        torch.isin(idx, torch.as_tensor(f, dtype=torch.int64)).double() for f in (fixed, reseed_fixed)
+    )
+    gain = by_augmentation - by_reseed
+    details = {"off_center_failures": int(off.sum()), "off_center_px": off_center_px}
+    where = f"the object >= {off_center_px:g} px off-center (from the image) minus centred"
+    reseed = _failure_row(
+        6,
+        f"fixed by a reseeded baseline if {where}",
+        "failures on centred objects",
+        [by_reseed[off], by_reseed[~off]],
+        population,
+        seed,
+        {**details, "fixed_if_off_center": _mean(by_reseed[off]), "fixed_if_centred": _mean(by_reseed[~off])},
+    )
+    parts = {
+        "gain_if_off_center": (_mean(gain[off]), *bootstrap_interval([gain[off]], seed=seed)),
+        "difference_in_differences": (
+            _mean(gain[off]) - _mean(gain[~off]),
+            *bootstrap_interval([gain[off], gain[~off]], seed=seed),
+        ),
+    }
+    values = np.array(list(parts.values()))  # rows: the two conditions; columns: effect, low, high
+    effect, low, high = values.min(axis=0) if not np.isnan(values).any() else (math.nan,) * 3
+    test = (
+        "augmentation's gain over a reseed on off-center failures (>= "
+        f"{off_center_px:g} px, from the image), and its excess over centred ones: the smaller"
+    )
+    row = ClaimResult(
+        CLAIMS[6],
+        test,
+        "a reseeded baseline as the fixer",
+        float(effect),
+        float(low),
+        float(high),
+        BOOTSTRAP_FAILURES,
+        k,
+        RULE_CAUSE,
+        population,
+        {**details, **{name: list(v) for name, v in parts.items()}, "gain_if_centred": _mean(gain[~off])},
+    )
+    return [reseed, row]

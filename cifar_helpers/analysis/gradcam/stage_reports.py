@@ -105,7 +105,8 @@ def failure_attention_report(
     Returns:
         JSON-ready: ``num_failures``, ``center``, ``deletion_steps``; ``periphery``
         (:func:`attention_measures`); ``failure_periphery_shares`` and ``control_periphery_shares``
-        (per image, NaN as None); ``control_indices``; ``deletion`` (:func:`deletion_curve`, or None
+        (per image, NaN as None); ``failure_indices`` and ``control_indices`` (into the split);
+        ``deletion`` (:func:`deletion_curve`, or None
         without failures).
     """
     indices = failure_maps["indices"]
@@ -117,6 +118,7 @@ def failure_attention_report(
             periphery=attention_measures(empty, empty, center=center),
             failure_periphery_shares=[],
             control_periphery_shares=[],
+            failure_indices=[],
             control_indices=[],
             deletion=None,
         )
@@ -138,6 +140,7 @@ def failure_attention_report(
         periphery=attention_measures(fail_maps, control_maps, center=center),
         failure_periphery_shares=_share_list(fail_maps, center),
         control_periphery_shares=_share_list(control_maps, center),
+        failure_indices=indices.tolist(),
         control_indices=controls.tolist(),
         deletion=deletion_curve(
             model,
