@@ -104,6 +104,19 @@ def test_training_eta_comes_from_the_step_rate_measured_before_the_first_epoch(t
         assert "stage ETA 2m45s" in stage.describe()
 
 
+def test_a_cold_step_probe_says_which_candidate_it_is_timing(tmp_path):
+    run = RunDir(tmp_path)
+    progress = RunProgress("cpu", ["baseline"], stream=io.StringIO(), live=False)
+    with progress.stage("baseline", run) as stage:
+        probing = "choosing the training step: timing candidate 3 of 4 (compiled channels_last)"
+        save_json(run.path("baseline", "history.json"), {**history(19, 0), "probing": probing})
+        stage.poll()
+        assert f"[baseline] {probing} (0/19 epochs done) |" in stage.describe()
+        save_json(run.path("baseline", "history.json"), history(19, 0))  # the step chosen: gone
+        stage.poll()
+        assert "timing candidate" not in stage.describe()
+
+
 def test_a_stage_past_its_estimate_is_nearly_done_not_done(tmp_path):
     progress = RunProgress("cpu", ["stress"], live=False, stream=io.StringIO())
     stage = progress.stage("stress", RunDir(tmp_path))

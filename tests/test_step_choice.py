@@ -93,13 +93,23 @@ def test_a_long_run_measures_every_candidate_once_and_then_reads_the_cache(
     assert record["step"] == "compiled channels_last" and record["seconds_per_step"] == 0.07
     assert [c["images_per_second"] for c in record["candidates"]] == [8 / r for r in RATES.values()]
 
+    # Each candidate is announced before it is timed (the progress line says which, of how many).
+    calls.clear()
+    announced: list = []
+    model, inputs = build_model(config), torch.zeros(config.batch_size, 3, 32, 32)
+    labels = torch.zeros(config.batch_size, dtype=torch.long)
+    config8 = config.replace(width=8)
+    on_probe = lambda k, n, step: announced.append((k, n, step))  # noqa: E731
+    choose_step(config8, model, inputs, labels, 10_000, make_optimizer, on_probe=on_probe)
+    assert announced == [(k + 1, 4, step) for k, step in enumerate(calls)] and len(calls) == 4
+
     calls.clear()
     again = choose(config, planned_steps=10_000)
     assert again.how == "cached" and again.step == COMPILED_CL and calls == []
     # The cached rates decide again for the run at hand: a short run does not pay the compile time.
     assert choose(config, planned_steps=500).step == EAGER_CL and calls == []
     # Another width (or batch size, precision, machine, version) is another key: measured again.
-    assert choose(config.replace(width=8), planned_steps=10_000).how == "measured" and len(calls) == 4
+    assert choose(config.replace(width=16), planned_steps=10_000).how == "measured" and len(calls) == 4
 
 
 def test_a_short_run_does_not_even_try_compiling(

@@ -15,8 +15,13 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from cifar_helpers.analysis.failures import _check_positive_int, _check_threshold
-from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
+from cifar_helpers.core.checks import (
+    check_class_indices,
+    check_count,
+    check_probabilities,
+    check_score_matrix,
+    check_threshold,
+)
 from cifar_helpers.core.evaluation import predict
 
 # Search interval of T; an optimum at a bound means the hold-out set cannot pin T down (e.g. no errors).
@@ -53,7 +58,7 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
         JSON-ready ``{"edges": n_bins + 1 floats, "counts": [int], "accuracy": [float | None],
         "confidence": [float | None], "ece": float, "num_samples": N}``; ``None`` marks an empty bin.
     """
-    n_bins = _check_positive_int(n_bins, "n_bins")
+    n_bins = check_count("n_bins", n_bins)
     probs, labels = _check_scores(probs, labels, "probs")
     probs = check_probabilities("probs", probs)
     confidence, predicted = probs.max(dim=1)
@@ -148,8 +153,8 @@ def calibration_report(
         ``high_confidence_failures``: ``{"before", "still_above_after", "after"}`` failure counts
         (scaling keeps every prediction's class).
     """
-    threshold = _check_threshold(threshold)
-    n_bins = _check_positive_int(n_bins, "n_bins")
+    threshold = check_threshold("threshold", threshold)
+    n_bins = check_count("n_bins", n_bins)
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
     holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     if holdout_logits_64.shape[1] != test_logits.shape[1]:

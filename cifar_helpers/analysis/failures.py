@@ -15,7 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cifar_helpers.core.checks import check_class_indices, check_probabilities, check_score_matrix
+from cifar_helpers.core.checks import (
+    check_class_indices,
+    check_count,
+    check_probabilities,
+    check_score_matrix,
+    check_threshold,
+)
 
 # The per-failure columns of a FailureSet, each (K,).
 _COLUMNS = ("indices", "true_labels", "predicted", "confidence")
@@ -25,14 +31,6 @@ STATUS_KEPT_SAME = "kept (same)"
 STATUS_KEPT_DIFFERENT = "kept (different)"
 _TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "augmented_predicted")
 _TABLE_KEYS += ("augmented_confidence", "status")
-
-
-def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number in (0, 1), got {threshold!r}")
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be in the open interval (0, 1), got {threshold!r}")
-    return float(threshold)
 
 
 def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
@@ -52,12 +50,6 @@ def _check_classes(classes: Sequence[str], num_classes: int, name: str = "classe
     if len(classes) < num_classes:
         raise ValueError(f"{name} has {len(classes)} names but class indices go up to {num_classes - 1}")
     return [str(c) for c in classes]
-
-
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _accuracy(probs: Tensor, labels: Tensor) -> float:
@@ -149,7 +141,7 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     (0, 1), compared in the precision of ``probs``. Returns a possibly empty :class:`FailureSet` on the
     CPU.
     """
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold("threshold", threshold)
     probs, labels = _check_probs(probs, labels)
     confidence = probs.max(dim=1).values
     # argmax documents returning the first maximal column, which keeps tied predictions deterministic.
@@ -172,7 +164,7 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
 
 def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = check_count("num_classes", num_classes)
     if len(failures) and max(int(failures.true_labels.max()), int(failures.predicted.max())) >= num_classes:
         raise ValueError(f"failures hold class indices >= num_classes={num_classes}")
     flat = failures.true_labels * num_classes + failures.predicted
@@ -185,7 +177,7 @@ def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 1
     Returns ``[{"true": name, "predicted": name, "count": n}, ...]`` with n > 0, sorted by count
     (descending), then true name, then predicted name; empty when there are no failures.
     """
-    _check_positive_int(k, "k")
+    check_count("k", k)
     names = _check_classes(classes, 0)
     counts = confused_pair_counts(failures, len(names))
     pairs = [
@@ -202,7 +194,7 @@ def per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: in
     ``labels`` (N,) are the labels of the evaluated split. A class with no images gets NaN (the rate
     is undefined, and 0 would claim the model never fails on it).
     """
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = check_count("num_classes", num_classes)
     labels = check_class_indices(
         "labels", labels, failures.num_images, num_classes, rows_name="the images the failures come from"
     )
@@ -250,7 +242,7 @@ def confidence_histogram(probs: Tensor, labels: Tensor, bins: int = 20) -> dict[
     Returns JSON-ready ``{"edges": bins + 1 floats over [0, 1], "correct": bins counts,
     "wrong": bins counts}``. Bins are half-open ``[lo, hi)`` except the last, which includes 1.
     """
-    _check_positive_int(bins, "bins")
+    check_count("bins", bins)
     probs, labels = _check_probs(probs, labels)
     confidence = probs.max(dim=1).values.double()
     edges = torch.arange(bins + 1, dtype=torch.float64) / bins

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cifar_helpers.analysis.gradcam.cam import _eval_mode, explain_images, resolve_layer
-from cifar_helpers.core.checks import check_images, check_target_classes, model_device
+from cifar_helpers.analysis.gradcam.cam import explain_images, resolve_layer
+from cifar_helpers.core.checks import check_images, check_target_classes, eval_mode, model_device
 from cifar_helpers.core.normalization import normalize
 
 MOST_RELEVANT_FIRST = "most_relevant_first"
@@ -151,7 +151,7 @@ def road_change(
     maps = _check_map_shape(maps, (n, height, width))
     keep = keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
     imputed = impute(images, keep, seed=seed)
-    with _eval_mode(model):
+    with eval_mode(model):
         before = _target_probabilities(model, images.detach().float().cpu(), targets, batch_size)
         after = _target_probabilities(model, imputed, targets, batch_size)
     return after - before
@@ -239,7 +239,7 @@ def explainer_maps(
     maps = torch.zeros((n, height, width), dtype=torch.float32)
     grads_before = [p.grad for p in model.parameters()]
     try:
-        with _eval_mode(model), classes[method](model=model, target_layers=[target_layer]) as cam:
+        with eval_mode(model), classes[method](model=model, target_layers=[target_layer]) as cam:
             # Score-CAM: all of one image's channel-masked copies in one forward pass.
             cam.batch_size = 1024
             for start in range(0, n, batch_size):

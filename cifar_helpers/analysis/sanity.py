@@ -26,8 +26,7 @@ from torch import nn
 from cifar_helpers.analysis.failures import find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import random_maps, road_table
 from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
-from cifar_helpers.analysis.gradcam.cam import _check_float_images, _eval_mode
-from cifar_helpers.core.checks import model_device
+from cifar_helpers.core.checks import check_float_images, eval_mode, model_device
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import accuracy, predict
 from cifar_helpers.core.normalization import normalize
@@ -125,7 +124,7 @@ def cascading_randomisation_maps(
             f"model has no submodule(s) {', '.join(map(repr, missing))}; the randomisation test expects "
             f"the CIFAR ResNet's {', '.join(n for _, m in RANDOMISATION_STEPS for n in m)}"
         )
-    images_normalised = _check_float_images(images_normalised, "images_normalised")
+    images_normalised = check_float_images("images_normalised", images_normalised)
     if images_normalised.shape[0] == 0:
         raise ValueError(
             f"images_normalised must be (N, 3, H, W) with N >= 1, got {tuple(images_normalised.shape)}"
@@ -133,7 +132,7 @@ def cascading_randomisation_maps(
     device = model_device(model)
     images = images_normalised.to(device)
     if target_classes is None:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             target_classes = model(images).argmax(dim=1).cpu()
     target_classes = torch.as_tensor(target_classes).long().cpu()
 

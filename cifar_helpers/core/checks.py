@@ -7,9 +7,12 @@ of the wrong kind of dtype: ``TypeError``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -155,3 +158,55 @@ def check_target_classes(name: str, target_classes: Any, n: int) -> Tensor:
     if n and targets.min() < 0:
         raise ValueError(f"{name} must be non-negative class indices, got {int(targets.min())}")
     return targets
+
+
+def check_count(name: str, value: Any) -> int:
+    """A positive integer (a count, a size, a scale factor) as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_threshold(name: str, value: Any) -> float:
+    """A number in the open interval (0, 1) (a confidence threshold) as ``float``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_batch_size(name: str, value: Any, n: int) -> int:
+    """A positive batch size, or None for one batch of all ``n`` items."""
+    if value is None:
+        return max(n, 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    return value
+
+
+def check_float_images(name: str, images: Any) -> Tensor:
+    """Normalised float images (N, 3, H, W), detached."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, 3, H, W), got shape {tuple(images.shape)}")
+    if not images.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be normalised floats (use cifar_helpers.core.normalization.normalize on uint8 "
+            f"images), got dtype {images.dtype}"
+        )
+    return images.detach()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block; afterwards every module's own mode is restored (not
+    just the root's: a caller may have put some submodules in eval on purpose)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training

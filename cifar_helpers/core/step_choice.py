@@ -355,6 +355,7 @@ def choose_step(
     planned_steps: int,
     make_optimizer: Callable[[nn.Module, RunConfig], torch.optim.Optimizer],
     cache: Path | None = None,
+    on_probe: Callable[[int, int, Step], None] | None = None,
 ) -> StepChoice:
     """The training step for ``planned_steps`` steps of ``model`` on batches like ``inputs``
     (normalised float (B, 3, 32, 32) on the training device) and ``labels`` (B,).
@@ -362,7 +363,8 @@ def choose_step(
     A configuration that names one step gets it (with this machine's cached rates, if any). Else the
     cached measurements decide, or the candidates are timed now: eager first, the compiled ones only
     when the run is long enough to repay compiling; complete measurements are cached. The probe
-    leaves ``model`` and every random generator as they were.
+    leaves ``model`` and every random generator as they were. ``on_probe(k, n, step)`` is called
+    before candidate ``k`` of ``n`` is timed (a cold probe compiles for minutes: say what it does).
     """
     candidates = candidate_steps(config)
     key = cache_key(config)
@@ -375,7 +377,12 @@ def choose_step(
     start = time.perf_counter()
 
     def probe(steps: list[Step]) -> list[Measurement]:
-        return [time_step(config, model, s, inputs, labels, make_optimizer) for s in steps]
+        measured = []
+        for step in steps:
+            if on_probe is not None:
+                on_probe(candidates.index(step) + 1, len(candidates), step)
+            measured.append(time_step(config, model, step, inputs, labels, make_optimizer))
+        return measured
 
     with torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
         measured = probe([s for s in candidates if not s.compiled])

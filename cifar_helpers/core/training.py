@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -426,6 +427,7 @@ def _use_step(
     planned_steps: int,
     saved: dict[str, Any] | None,
     checkpoint_path: Path,
+    on_probe: Callable[[int, int, Step], None] | None = None,
 ) -> None:
     """Set ``state`` to train with the checkpoint's step (``saved``; a checkpoint from before steps
     were chosen ran eagerly) when resuming, else with :func:`core.step_choice.choose_step`'s."""
@@ -440,7 +442,9 @@ def _use_step(
     else:
         batch = slice(0, config.batch_size)
         inputs = normalize(x_train[batch])
-        choice = choose_step(config, state.model, inputs, y_train[batch], planned_steps, make_optimizer)
+        choice = choose_step(
+            config, state.model, inputs, y_train[batch], planned_steps, make_optimizer, on_probe=on_probe
+        )
     state.memory_format = torch.channels_last if choice.step.channels_last else torch.contiguous_format
     state.model = state.model.to(memory_format=state.memory_format)
     state.forward = compiled(state.model) if choice.step.compiled else None
@@ -500,7 +504,14 @@ def train_model(
     x_test, y_test = test_images.to(device), test_labels.to(device)
     last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
     planned = (last_epoch - len(state.history)) * steps
-    _use_step(state, config, x_train, y_train, planned, saved_step, checkpoint_path)
+
+    def probing(k: int, n: int, step: Step) -> None:  # read by the progress line (workflow.progress)
+        what = f"choosing the training step: timing candidate {k} of {n} ({step.name})"
+        save_json(
+            history_path, {"complete": False, "epochs": [], "config": config.to_dict(), "probing": what}
+        )
+
+    _use_step(state, config, x_train, y_train, planned, saved_step, checkpoint_path, probing)
     environment = {
         **environment_report(),
         "device": str(device),

@@ -709,7 +709,8 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
         lines.append(f"  {words[0]:<{left}}  {effect:>{effect_width}}  {r.verdict}")
         lines += [f"    {w}" for w in textwrap.wrap(" ".join(words[1:]), left - 2)]
         if r.precondition:
-            lines += textwrap.wrap(f"verdict withheld: {r.precondition}", width, initial_indent="    ")
+            withheld = f"verdict withheld: {r.precondition}"
+            lines += textwrap.wrap(withheld, width, initial_indent="    ", subsequent_indent="    ")
     notes = [*frame.attrs["notes"], *bench]
     return "\n".join([*lines, *(textwrap.fill(n, width, subsequent_indent="  ") for n in notes)])
 

@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_helpers.analysis.gradcam import explain_images
+from cifar_helpers.core.checks import check_count
 from cifar_helpers.rundir.registry import HEADLESS_ENV
 from cifar_helpers.views.plotting.core import (
     CORRECT_COLOR,
@@ -32,7 +33,6 @@ from cifar_helpers.views.plotting.core import (
     WRONG_COLOR,
     add_heatmap_colorbar,
     check_classes,
-    check_count,
     check_keys,
     check_maps,
     class_bars,
@@ -424,7 +424,7 @@ class FailureBrowser:
 def static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: Any) -> Figure:
     """The first model's ``max_static`` most confident failures with heatmaps, as image | predicted-class
     map | true-class map, two per row (without any: a failure grid); ``inputs`` as :class:`FailureBrowser`."""
-    max_static = check_count(max_static, "max_static")
+    max_static = check_count("max_static", max_static)
     batch, _, names, views = _prepare(*inputs, **named_inputs)
     model = next(iter(views.values()))
     columns = model.failures

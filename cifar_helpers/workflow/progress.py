@@ -137,6 +137,7 @@ class StageProgress:
         self.epochs_seen = 0
         self.epoch_times: list[float] = []
         self.last_epoch: dict[str, Any] | None = None
+        self.probing: str | None = None  # what the training step's probe is timing, before epoch 1
         self.total_epochs = run_progress.epochs.get(stage)
         self.start = time.perf_counter()
         self._lock = threading.Lock()
@@ -178,6 +179,7 @@ class StageProgress:
         total = (document.get("config") or {}).get("epochs")
         now = time.perf_counter()
         with self._lock:
+            self.probing = document.get("probing")  # optional: only while the step is being chosen
             if total:
                 self.total_epochs = int(total)
                 self.progress.epochs[self.stage] = int(total)
@@ -224,7 +226,7 @@ class StageProgress:
             what = f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
             what += f"test acc {100 * epoch['test_acc']:.1f} %"
         elif training:
-            what += f" (0/{self.total_epochs} epochs done)"
+            what = f"{self.probing or what} (0/{self.total_epochs} epochs done)"
         run_left = self.progress.run_eta(self.stage, left)
         unmeasured = "not measured yet (training speed)"
         stage_eta = unmeasured if left is None else format_duration(left)

@@ -9,10 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cifar_helpers.analysis.failures import _check_positive_int
-from cifar_helpers.core.checks import check_target_classes, model_device
-
-from .cam import _check_batch_size, _check_float_images, _eval_mode
+from cifar_helpers.core.checks import (
+    check_batch_size,
+    check_count,
+    check_float_images,
+    check_target_classes,
+    eval_mode,
+    model_device,
+)
 
 
 def _check_maps(maps: Tensor, name: str = "maps") -> Tensor:
@@ -103,7 +107,7 @@ def deletion_curve(
         ``fractions``, ``attended``, ``random``: float64 (steps + 1,) CPU tensors (fraction of pixels
         blanked, mean target probability); ``attended_auc``, ``random_auc``: trapezoidal areas.
     """
-    images = _check_float_images(images)
+    images = check_float_images("images", images)
     n, _, height, width = images.shape
     targets = check_target_classes("target_classes", target_classes, n)
     maps = _check_maps(maps)
@@ -111,8 +115,8 @@ def deletion_curve(
         raise ValueError(
             f"maps must have shape {(n, height, width)} to match images, got {tuple(maps.shape)}"
         )
-    _check_positive_int(steps, "steps")
-    batch_size = _check_batch_size(batch_size, n)
+    check_count("steps", steps)
+    batch_size = check_batch_size("batch_size", batch_size, n)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     device = model_device(model, images.device)
@@ -129,7 +133,7 @@ def deletion_curve(
     }
     totals = {name: torch.zeros(steps + 1, dtype=torch.float64) for name in ranks}
 
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, n, batch_size):
             x = images[start : start + batch_size].to(device)
             batch_targets = targets[start : start + batch_size].to(device)

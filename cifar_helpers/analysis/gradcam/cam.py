@@ -7,9 +7,7 @@ size and divided by its maximum.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,44 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.failures import FailureSet
-from cifar_helpers.core.checks import check_images, check_target_classes, model_device
+from cifar_helpers.core.checks import (
+    check_batch_size,
+    check_float_images,
+    check_images,
+    check_target_classes,
+    eval_mode,
+    model_device,
+)
 from cifar_helpers.core.normalization import normalize
 
 DEFAULT_LAYER = "layer4"
-
-
-def _check_batch_size(batch_size: int | None, n: int) -> int:
-    if batch_size is None:
-        return max(n, 1)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    return batch_size
-
-
-def _check_float_images(images: Tensor, name: str = "images") -> Tensor:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must be 4-D (N, 3, H, W), got shape {tuple(images.shape)}")
-    if not images.dtype.is_floating_point:
-        raise TypeError(
-            f"{name} must be normalised floats (use cifar_helpers.core.normalization.normalize on uint8 "
-            f"images), got dtype {images.dtype}"
-        )
-    return images.detach()
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode inside the block; afterwards every module's own mode is restored (not
-    just the root's: a caller may have put some submodules in eval on purpose)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str | None = None) -> nn.Module:
@@ -112,10 +83,10 @@ def grad_cam(
         no location has positive evidence for the class.
     """
     target_layer = resolve_layer(model, layer)
-    images = _check_float_images(images)
+    images = check_float_images("images", images)
     n, _, height, width = images.shape
     targets = check_target_classes("target_classes", target_classes, n)
-    batch_size = _check_batch_size(batch_size, n)
+    batch_size = check_batch_size("batch_size", batch_size, n)
     device = model_device(model, images.device)
     targets = targets.to(device)
     captured: list[Tensor] = []
@@ -139,7 +110,7 @@ def grad_cam(
     try:
         # inference_mode(False) lets a caller inside torch.inference_mode() get gradients at all; the
         # output is allocated inside it because inference tensors cannot be written to outside.
-        with _eval_mode(model), torch.inference_mode(False):
+        with eval_mode(model), torch.inference_mode(False):
             maps = torch.empty((n, height, width), dtype=torch.float32, device=device)
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
@@ -236,7 +207,7 @@ def explain_images(
     images_uint8 = check_images("images_uint8", images_uint8)
     k, _, height, width = images_uint8.shape
     targets = check_target_classes("target_classes", target_classes, k)
-    batch_size = _check_batch_size(batch_size, k)
+    batch_size = check_batch_size("batch_size", batch_size, k)
     device = model_device(model, images_uint8.device)
     target_layer = resolve_layer(model, layer)
     maps = torch.zeros((k, height, width), dtype=torch.float32)

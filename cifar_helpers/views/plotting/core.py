@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_helpers.core import checks
+from cifar_helpers.core.checks import check_count
 
 # One palette for the whole project: green always means right, red always wrong.
 CORRECT_COLOR = "#1a9850"
@@ -160,13 +161,6 @@ def check_maps(maps: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.clip(array, 0.0, 1.0)
 
 
-def check_count(value: Any, name: str) -> int:
-    """A positive integer (a count, a scale factor) as ``int``; anything else raises naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def check_keys(mapping: Mapping[str, Any], keys: Sequence[str], name: str) -> None:
     """Raise naming ``name`` and the missing keys unless ``mapping`` holds every one of ``keys``."""
     missing = [key for key in keys if key not in mapping]
@@ -260,7 +254,7 @@ def failure_title(true_name: str, predicted_name: str, confidence: float, width:
 
 def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
     """uint8 (3, H, W) -> uint8 (H*scale, W*scale, 3) RGB, bicubic (smooth enough to read at 32x32)."""
-    scale = check_count(scale, "scale")
+    scale = check_count("scale", scale)
     hwc = np.ascontiguousarray(single_image("image", image).transpose(1, 2, 0))
     if scale == 1:
         return hwc
@@ -326,7 +320,7 @@ def plot_class_samples(images: Any, labels: Any, classes: Sequence[str], per_cla
     batch = image_batch("images", images)
     names = check_classes(classes)
     label_array = class_labels("labels", labels, len(batch), len(names))
-    per_class = check_count(per_class, "per_class")
+    per_class = check_count("per_class", per_class)
     fig = new_figure(per_class + 1.2, len(names) + 0.5)
     axes = fig.subplots(len(names), per_class, squeeze=False)
     for c, name in enumerate(names):

@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from cifar_helpers.core.checks import check_count
+
 from .core import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
@@ -18,7 +20,6 @@ from .core import (
     WRONG_COLOR,
     add_heatmap_colorbar,
     check_classes,
-    check_count,
     check_fractions,
     check_keys,
     check_maps,
@@ -82,7 +83,7 @@ def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_im
             f"images must hold one image per failure ({k}), got {len(batch)}: "
             "pass test_images[failures.indices]"
         )
-    max_images = check_count(max_images, "max_images")
+    max_images = check_count("max_images", max_images)
     true = class_labels("failures.true_labels", columns["true_labels"], k, len(names))
     predicted = class_labels("failures.predicted", columns["predicted"], k, len(names))
     threshold = getattr(failures, "threshold", None)
@@ -156,8 +157,8 @@ def plot_gradcam_pairs(
         {"confidences": confidences},
         classes,
     )
-    max_rows = check_count(max_rows, "max_rows")
-    per_row = check_count(per_row, "per_row")
+    max_rows = check_count("max_rows", max_rows)
+    per_row = check_count("per_row", per_row)
     if len(batch) == 0:
         return _empty_figure("Grad-CAM of failures", "no failures to explain")
     n = min(len(batch), max_rows * per_row)
@@ -205,7 +206,7 @@ def plot_before_after_gradcam(
         {"baseline_confidence": baseline_confidence, "augmented_confidence": augmented_confidence},
         classes,
     )
-    max_rows = check_count(max_rows, "max_rows")
+    max_rows = check_count("max_rows", max_rows)
     if row_titles is not None and len(row_titles) != len(batch):
         raise ValueError(f"row_titles must have one entry per image ({len(batch)}), got {len(row_titles)}")
     if len(batch) == 0:
