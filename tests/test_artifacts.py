@@ -59,11 +59,3 @@ def test_is_complete_needs_every_output(tmp_path):
 def test_unknown_stage_is_refused(tmp_path):
     with pytest.raises(ValueError, match="known stages"):
         RunDir(tmp_path).stage_dir("nope")
-
-
-def test_asking_for_a_path_creates_nothing_and_writing_creates_the_folder(tmp_path):
-    run = RunDir(tmp_path / "run")
-    path = run.path("failures", "summary.json")
-    assert not path.parent.exists() and not run.root.exists()  # a reader leaves no trace
-    save_json(path, {"n": 1})
-    assert load_json(path) == {"n": 1}

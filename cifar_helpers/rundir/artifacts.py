@@ -141,8 +141,8 @@ class RunDir:
         return path
 
     def path(self, stage: str, name: str) -> Path:
-        """Path of artifact ``name`` of ``stage``; nothing is created (the writers create the folder)."""
-        return self.stage_dir(stage, create=False) / name
+        """Path of artifact ``name`` of ``stage`` (directories are created)."""
+        return self.stage_dir(stage) / name
 
     def require(self, stage: str, *names: str) -> list[Path]:
         """Paths of artifacts of ``stage``; raise :class:`MissingStageError` naming the notebook to run."""
