@@ -154,8 +154,9 @@ def reseed_stage_claims(
     seed: int = 0,
 ) -> list[ClaimResult]:
     """Notebook 07's rows: claim 6 against a reseeded baseline (:func:`reseed_claims`: the reseed as the
-    fixer, and the difference in differences, the primary row) on each of :func:`failure_populations`,
-    gated by the ``bench_rows`` of the run the failures come from (:func:`gate_by_bench`).
+    fixer, context, and the claim's test, primary on the last population) on each of
+    :func:`failure_populations`, gated by the ``bench_rows`` of the run the failures come from
+    (:func:`gate_by_bench`).
 
     Args:
         test_images: uint8 (N, 3, 32, 32). failures, human_report: one seed's baseline failures and its
