@@ -17,7 +17,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from cifar_helpers.analysis.claims.rules import MeanInterval, t_interval
+from cifar_helpers.analysis.claims.rules import CONFIDENCE_LEVEL, MeanInterval, t_interval
 from cifar_helpers.analysis.failures import FailureSet, compare_failures, find_high_confidence_failures
 from cifar_helpers.core.evaluation import Predictions
 from cifar_helpers.rundir.artifacts import RunDir, load_json
@@ -129,7 +129,7 @@ class PairedDifference:
 
 
 def paired_difference(
-    baseline: Sequence[float], augmented: Sequence[float], confidence: float = 0.95
+    baseline: Sequence[float], augmented: Sequence[float], confidence: float = CONFIDENCE_LEVEL
 ) -> PairedDifference:
     """Per-seed ``augmented - baseline``: its mean, interval and a paired t-test (two-sided p-value).
 
@@ -243,7 +243,9 @@ class AccuracyOverSeeds:
         )
 
 
-def accuracy_over_seeds(results: Sequence[SeedResults], confidence: float = 0.95) -> AccuracyOverSeeds:
+def accuracy_over_seeds(
+    results: Sequence[SeedResults], confidence: float = CONFIDENCE_LEVEL
+) -> AccuracyOverSeeds:
     """Both models' test accuracy over seeds, and their paired difference."""
     per_seed = {m: [r.test_accuracy[m] for r in results] for m in MODELS}
     return AccuracyOverSeeds(
