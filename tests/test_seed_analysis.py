@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from scipy import stats
 
+from cifar_helpers.analysis.claims.rules import t_interval
 from cifar_helpers.analysis.failures import FailureSet, compare_failures
 from cifar_helpers.analysis.seed_analysis import (
+    AccuracyOverSeeds,
+    FailureStability,
+    NoiseFloor,
+    ReplicateSummary,
     SeedResults,
     accuracy_over_seeds,
     category_mix,
@@ -18,7 +25,7 @@ from cifar_helpers.analysis.seed_analysis import (
     failure_counts,
     failure_stability,
     jaccard_matrix,
-    mean_interval,
+    load_seed_results,
     noise_floor,
     paired_difference,
     replicate_summary,
@@ -70,37 +77,40 @@ RESULTS = [
 ]
 
 
-def test_mean_interval_is_students_t():
+def test_the_interval_over_seeds_is_students_t():
     values = [0.80, 0.82, 0.84]
-    result = mean_interval(values)
+    result = t_interval(values)
     half = stats.t.ppf(0.975, df=2) * 0.02 / 3**0.5
-    assert result["mean"] == pytest.approx(0.82)
-    assert result["sd"] == pytest.approx(0.02)
-    assert result["low"] == pytest.approx(0.82 - half) and result["high"] == pytest.approx(0.82 + half)
-    single = mean_interval([0.5])
-    assert single["sd"] is None and single["low"] is None and single["mean"] == 0.5
+    assert result.n == 3 and result.confidence == 0.95
+    assert result.mean == pytest.approx(0.82)
+    assert result.sd == pytest.approx(0.02)
+    assert result.low == pytest.approx(0.82 - half) and result.high == pytest.approx(0.82 + half)
+    single = t_interval([0.5])
+    assert single.sd is None and single.low is None and single.mean == 0.5
     with pytest.raises(ValueError, match="at least one"):
-        mean_interval([])
+        t_interval([])
 
 
 def test_paired_difference_matches_scipy_paired_t_test():
     baseline, augmented = [0.80, 0.81, 0.79, 0.83], [0.84, 0.83, 0.82, 0.88]
     result = paired_difference(baseline, augmented)
     expected = stats.ttest_rel(augmented, baseline)
-    assert result["t"] == pytest.approx(expected.statistic)
-    assert result["p_value"] == pytest.approx(expected.pvalue)
-    assert result["differences"] == pytest.approx([0.04, 0.02, 0.03, 0.05])
-    assert result["low"] > 0  # consistently better in every seed
+    assert result.t == pytest.approx(expected.statistic)
+    assert result.p_value == pytest.approx(expected.pvalue)
+    assert result.differences == pytest.approx([0.04, 0.02, 0.03, 0.05])
+    assert result.interval.low > 0  # consistently better in every seed
+    same = paired_difference([0.80, 0.81], [0.82, 0.83])  # no spread in the differences: no t-test
+    assert same.interval.sd == 0 and same.t is None and same.p_value is None
     with pytest.raises(ValueError, match="one value per seed"):
         paired_difference([0.1], [0.1, 0.2])
 
 
 def test_accuracy_over_seeds_pairs_the_seeds():
     accuracy = accuracy_over_seeds(RESULTS)
-    assert accuracy["seeds"] == [1, 2, 3]
-    assert accuracy["per_seed"]["baseline"] == [r.test_accuracy["baseline"] for r in RESULTS]
+    assert accuracy.seeds == [1, 2, 3]
+    assert accuracy.per_seed["baseline"] == [r.test_accuracy["baseline"] for r in RESULTS]
     differences = [r.test_accuracy["augmented"] - r.test_accuracy["baseline"] for r in RESULTS]
-    assert accuracy["difference"]["differences"] == pytest.approx(differences)
+    assert accuracy.difference.differences == pytest.approx(differences)
 
 
 def test_reseed_pairs_use_every_seed_in_both_roles():
@@ -111,19 +121,19 @@ def test_reseed_pairs_use_every_seed_in_both_roles():
 
 def test_noise_floor_is_the_comparison_between_baseline_seeds():
     floor = noise_floor(RESULTS)
-    assert len(floor["reseed"]) == 3 and len(floor["augmentation"]) == 3
+    assert len(floor.reseed) == 3 and len(floor.augmentation) == 3
     expected = compare_failures(
         RESULTS[0].probs["baseline"], RESULTS[1].probs["baseline"], RESULTS[0].labels, 0.9
     ).counts()
-    first = floor["reseed"][0]
-    assert (first["from"], first["to"]) == ("baseline seed 1", "baseline seed 2")
-    assert {k: first[k] for k in expected} == expected
+    first = floor.reseed[0]
+    assert (first.source, first.target) == ("baseline seed 1", "baseline seed 2")
+    assert first.counts == expected
     last = RESULTS[2]
     aug = compare_failures(last.probs["baseline"], last.probs["augmented"], last.labels, 0.9)
-    assert floor["augmentation"][2]["fixed"] == aug.counts()["fixed"]
-    mean_fixed = sum(row["fixed"] for row in floor["reseed"]) / 3
-    assert floor["mean"]["reseed"]["fixed"] == pytest.approx(mean_fixed)
-    assert floor["excess"]["fixed"] == pytest.approx(floor["mean"]["augmentation"]["fixed"] - mean_fixed)
+    assert floor.augmentation[2].counts["fixed"] == aug.counts()["fixed"]
+    mean_fixed = sum(row.counts["fixed"] for row in floor.reseed) / 3
+    assert floor.mean["reseed"]["fixed"] == pytest.approx(mean_fixed)
+    assert floor.excess["fixed"] == pytest.approx(floor.mean["augmentation"]["fixed"] - mean_fixed)
 
 
 def test_failure_counts_jaccard_and_consistent_failures():
@@ -143,20 +153,141 @@ def test_failure_counts_jaccard_and_consistent_failures():
 def test_failure_stability_of_the_baseline():
     stability = failure_stability(RESULTS)
     # baseline confident failures: seed 1 {0, 3}, seed 2 {0, 4}, seed 3 {0}
-    assert stability["failures_per_seed"] == [2, 2, 1]
-    assert stability["counts"] == [3, 0, 0, 1, 1, 0]
-    assert stability["consistent"] == [0]
-    assert sorted(stability["one_seed"]) == [3, 4]
-    assert stability["images_failing_in_k_seeds"] == {1: 2, 2: 0, 3: 1}
+    assert stability.failures_per_seed == [2, 2, 1]
+    assert stability.counts == [3, 0, 0, 1, 1, 0]
+    assert stability.consistent == [0]
+    assert sorted(stability.one_seed) == [3, 4]
+    assert stability.images_failing_in_k_seeds == {1: 2, 2: 0, 3: 1}
     summary = replicate_summary(accuracy_over_seeds(RESULTS), noise_floor(RESULTS), stability)
     text = describe_replicates(summary)
     assert "over seeds 1, 2, 3" in text and "1 of 3 ever-failing images" in text
+
+
+# The keys each file of stage 07 held before its results were dataclasses: to_dict must keep them.
+SAVED_KEYS = {
+    "accuracy.json": {
+        "": ["seeds", "per_seed", "baseline", "augmented", "difference"],
+        "baseline": ["n", "mean", "sd", "low", "high", "confidence"],
+        "difference": ["n", "mean", "sd", "low", "high", "confidence", "differences", "t", "p_value"],
+    },
+    "noise_floor.json": {
+        "": ["reseed", "augmentation", "mean", "excess"],
+        "row": [
+            "from",
+            "to",
+            "baseline_failures",
+            "augmented_failures",
+            "fixed",
+            "kept_same",
+            "kept_different",
+            "new",
+        ],
+    },
+    "stability.json": {
+        "": [
+            "model",
+            "seeds",
+            "failures_per_seed",
+            "images_failing_in_k_seeds",
+            "ever_failing",
+            "jaccard",
+            "mean_jaccard",
+            "consistent_share",
+            "consistent_min_seeds",
+            "consistent",
+            "consistent_counts",
+            "one_seed",
+            "counts",
+        ],
+    },
+    "summary.json": {
+        "": [
+            "seeds",
+            "baseline",
+            "augmented",
+            "difference",
+            "noise_floor",
+            "excess_over_reseed",
+            "mean_jaccard",
+            "consistent_failures",
+            "ever_failing",
+        ],
+        "baseline": ["mean", "sd", "low", "high"],
+        "difference": ["mean", "sd", "low", "high", "t", "p_value"],
+    },
+}
+
+
+@pytest.mark.parametrize("results", [RESULTS, RESULTS[:2], RESULTS[:1]], ids=["3 seeds", "2 seeds", "1 seed"])
+def test_the_saved_results_keep_their_keys_and_read_back(results):
+    accuracy, floor = accuracy_over_seeds(results), noise_floor(results)
+    stability = failure_stability(results)
+    summary = replicate_summary(accuracy, floor, stability)
+    saved = {
+        "accuracy.json": accuracy.to_dict(),
+        "noise_floor.json": floor.to_dict(),
+        "stability.json": stability.to_dict(),
+        "summary.json": summary.to_dict(),
+    }
+    for name, keys in SAVED_KEYS.items():
+        assert list(saved[name]) == keys[""], name
+        for part in ("baseline", "augmented", "difference"):
+            if part in keys:
+                assert list(saved[name][part]) == keys[part], (name, part)
+        if name == "accuracy.json":
+            assert list(saved[name]["augmented"]) == keys["baseline"]
+    for row in floor.reseed + floor.augmentation:
+        assert list(row.to_dict()) == SAVED_KEYS["noise_floor.json"]["row"]
+    for cls, result in (
+        (AccuracyOverSeeds, accuracy),
+        (NoiseFloor, floor),
+        (FailureStability, stability),
+        (ReplicateSummary, summary),
+    ):
+        assert cls.from_dict(result.to_dict()) == result
+        assert cls.from_dict(json.loads(json.dumps(result.to_dict()))) == result  # as the file holds it
+    assert ReplicateSummary.from_dict(saved["summary.json"]).accuracy == accuracy.summary()
+
+
+def test_a_saved_result_missing_a_key_is_refused_naming_it():
+    saved = failure_stability(RESULTS).to_dict()
+    del saved["one_seed"]
+    with pytest.raises(KeyError, match="one_seed"):
+        FailureStability.from_dict(saved)
+    floor = noise_floor(RESULTS).to_dict()
+    del floor["reseed"][0]["kept_same"]
+    with pytest.raises(KeyError, match="kept_same"):
+        NoiseFloor.from_dict(floor)
+    accuracy = accuracy_over_seeds(RESULTS).to_dict()
+    del accuracy["difference"]["p_value"]
+    with pytest.raises(KeyError, match="p_value"):
+        AccuracyOverSeeds.from_dict(accuracy)
 
 
 def test_category_mix_splits_consistent_and_one_seed_failures():
     categories = ["clear", "ambiguous", "clear", "mislabelled", "clear", "ambiguous"]
     mix = category_mix(categories, consistent=[0, 3], one_seed=[1, 4, 5])
     assert mix == {"consistent": {"clear": 1, "mislabelled": 1}, "one_seed": {"ambiguous": 2, "clear": 1}}
+
+
+def test_a_seed_run_is_read_through_its_typed_configuration(tmp_path):
+    from cifar_helpers.core.evaluation import Predictions
+    from cifar_helpers.rundir.artifacts import RunDir, save_json
+    from cifar_helpers.rundir.config import make_config
+
+    run = RunDir(tmp_path / "seed-43")
+    make_config("smoke", seed=43, data_seed=42).save(run.config_path)
+    save_json(run.path("setup", "data_summary.json"), {"fingerprint": "f"})
+    labels = torch.tensor(LABELS)
+    for model, accuracy in (("baseline", 0.5), ("augmented", 0.75)):
+        Predictions(torch.eye(3)[labels], labels).save(run.path(model, "predictions.pt"))
+        save_json(run.path(model, "metrics.json"), {"test_accuracy": accuracy, "train_accuracy": 0.9})
+    save_json(run.path("failures", "summary.json"), {"threshold": 0.9})
+    result = load_seed_results(run.root, 43)
+    assert result.test_set == {"fingerprint": "f", "test_per_class": 50, "drawn_with": 42}  # smoke: a subset
+    assert result.test_accuracy == {"baseline": 0.5, "augmented": 0.75} and result.threshold == 0.9
+    with pytest.raises(ValueError, match="seed 43, not 44"):
+        load_seed_results(run.root, 44)
 
 
 def test_seeds_tested_on_other_images_are_refused():
@@ -196,7 +327,11 @@ def test_human_label_mix_categorises_the_replicates_failures(tmp_path, batches_r
     errors = torch.nonzero(human.verified_errors)[:3, 0].tolist()
     ambiguous = torch.nonzero((human.given_share() < 0.5) & ~human.verified_errors)[:2, 0].tolist()
     clear = torch.nonzero(human.given_share() == 1)[:4, 0].tolist()
-    stability = {"consistent": errors + ambiguous[:1] + clear[:1], "one_seed": ambiguous[1:] + clear[1:]}
+    stability = replace(
+        failure_stability(RESULTS),
+        consistent=errors + ambiguous[:1] + clear[:1],
+        one_seed=ambiguous[1:] + clear[1:],
+    )
 
     def replicates(**overrides: object) -> Replicates:
         run = tmp_path / f"seed-{len(overrides)}"
@@ -213,7 +348,7 @@ def test_human_label_mix_categorises_the_replicates_failures(tmp_path, batches_r
     assert mix["applies"] and mix["ambiguity_threshold"] == 0.8
     assert mix["consistent"] == {"ambiguous": 1, "model error": 1, "verified label error": 3}
     assert mix["one_seed"] == {"ambiguous": 1, "model error": 3}
-    expected = failure_categories(stability["one_seed"], human)
+    expected = failure_categories(stability.one_seed, human)
     assert sum(mix["one_seed"].values()) == len(expected)
     subset = replicates().human_label_mix(stability)  # the smoke profile's 50 test images per class
     assert subset["applies"] is False and subset["reason"]

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cifar_helpers.analysis.claims import BENCH, ClaimResult, read_ledger
 from cifar_helpers.analysis.human_labels import human_labels_summary
-from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
+from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracyOverSeeds, FailureStability, NoiseFloor
 from cifar_helpers.rundir.artifacts import (
     STAGE_OUTPUTS,
     STAGES,
@@ -126,26 +126,25 @@ def _positive_control(data: dict[str, Any]) -> list[pd.DataFrame]:
     return [t.positive_control_table(data), gaps, t.positive_control_road_table(data)]
 
 
-def _noise_floor(floor: dict[str, Any]) -> list[pd.DataFrame]:
+def _noise_floor(saved: dict[str, Any]) -> list[pd.DataFrame]:
+    floor = NoiseFloor.from_dict(saved)
     pairs = [
-        (f"{r['from']} → {r['to']}", *(r[k] for k in COUNT_KEYS))
-        for r in floor["reseed"] + floor["augmentation"]
+        (f"{r.source} → {r.target}", *(r.counts[k] for k in COUNT_KEYS))
+        for r in floor.reseed + floor.augmentation
     ]
-    return [t.noise_floor_table(floor["mean"]), t.table(("each pair", *COUNT_KEYS), pairs)]
+    return [t.noise_floor_table(floor.mean), t.table(("each pair", *COUNT_KEYS), pairs)]
 
 
-def _stability(stability: dict[str, Any]) -> list[pd.DataFrame]:
-    spec = [
-        ("confident failures per seed", None, "failures_per_seed"),
-        ("images failing in k seeds", None, "images_failing_in_k_seeds"),
-        ("mean Jaccard overlap between seeds", None, "mean_jaccard"),
+def _stability(saved: dict[str, Any]) -> list[pd.DataFrame]:
+    stability = FailureStability.from_dict(saved)
+    rows = [
+        ("confident failures per seed", stability.failures_per_seed),
+        # keys as strings, as the file holds them: the cell reads {'1': n, ...} as it always did
+        ("images failing in k seeds", {str(k): n for k, n in stability.images_failing_in_k_seeds.items()}),
+        ("mean Jaccard overlap between seeds", stability.mean_jaccard),
+        (f"consistent failures (in ≥ {stability.consistent_min_seeds} seeds)", len(stability.consistent)),
     ]
-    frame = t.spec_table({"value": stability}, spec)
-    frame.loc[len(frame)] = (
-        f"consistent failures (in ≥ {stability['consistent_min_seeds']} seeds)",
-        len(stability["consistent"]),
-    )
-    return [frame]
+    return [t.table(t.KV, rows)]
 
 
 def _ledger(run: RunDir) -> str:
@@ -190,7 +189,10 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     "claims.json": ("Claims tested here", _stage_claims),
     "tile_shuffle.json": ("Accuracy on tile-shuffled images", t.tile_shuffle_table),
     # replicates/
-    "accuracy.json": ("Test accuracy over seeds (95 % t-interval)", t.seed_accuracy_table),
+    "accuracy.json": (
+        "Test accuracy over seeds (95 % t-interval)",
+        lambda data: t.seed_accuracy_table(AccuracyOverSeeds.from_dict(data).summary()),
+    ),
     "noise_floor.json": ("The noise floor: a reseed against augmentation", _noise_floor),
     "stability.json": ("Failure stability (baseline)", _stability),
     "category_mix.json": (

@@ -30,7 +30,7 @@ from cifar_helpers.analysis.claims import (
     bench_gate,
 )
 from cifar_helpers.analysis.human_labels import AGREED, AMBIGUOUS, CATEGORIES, LABEL_ERROR, NUM_TEST_IMAGES
-from cifar_helpers.analysis.seed_analysis import COUNT_KEYS
+from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracySummary, ReplicateSummary
 from cifar_helpers.rundir.config import PROFILES, RunConfig
 
 # Display kinds; a float without a kind is "num", an int without one is shown in full.
@@ -560,23 +560,25 @@ def human_calibration_table(result: dict[str, Any]) -> pd.DataFrame:
 # --- seed replicates (notebook 07, the replicate report) ---------------------------------------------
 
 
-def seed_accuracy_table(accuracy: dict[str, Any]) -> pd.DataFrame:
+def seed_accuracy_table(accuracy: AccuracySummary) -> pd.DataFrame:
     """Both models' test accuracy over seeds and their paired difference: mean, sd and 95 % t-interval
     (``accuracy.json``, or the replicate summary), two decimals: seeds differ by tenths of a point."""
     columns = ("", "mean", "sd", "95 % interval from", "to")
-    labels = {"baseline": "baseline", "augmented": "augmented", "difference": "augmented - baseline"}
-    rows = [
-        (label, *(accuracy[key][k] for k in ("mean", "sd", "low", "high"))) for key, label in labels.items()
-    ]
-    p_value = accuracy["difference"]["p_value"]  # sd, low, high and p_value are None with one seed
+    spreads = {
+        "baseline": accuracy.baseline,
+        "augmented": accuracy.augmented,
+        "augmented - baseline": accuracy.difference,
+    }
+    rows = [(label, s.mean, s.sd, s.low, s.high) for label, s in spreads.items()]
+    p_value = accuracy.p_value  # sd, low, high and p_value are None with one seed
     notes = [
         "one seed: no interval" if p_value is None else f"paired t-test on the difference: p = {p_value:.3g}"
     ]
-    title = f"test accuracy over seeds {', '.join(map(str, accuracy['seeds']))}"
+    title = f"test accuracy over seeds {', '.join(map(str, accuracy.seeds))}"
     return table(columns, rows, title, notes, dict.fromkeys(columns[1:], "pct2"))
 
 
-def noise_floor_table(means: dict[str, Any]) -> pd.DataFrame:
+def noise_floor_table(means: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """Mean fixed / kept / new between two baseline seeds (the reseed, two seeds at least) beside
     baseline -> augmented (``noise_floor.json``'s ``mean``)."""
     rows = [
@@ -586,20 +588,20 @@ def noise_floor_table(means: dict[str, Any]) -> pd.DataFrame:
     return table(("comparison", *CATEGORY_COUNTS[1:]), rows, title)
 
 
-def describe_replicates(summary: dict[str, Any]) -> str:
+def describe_replicates(summary: ReplicateSummary) -> str:
     """:func:`analysis.seed_analysis.replicate_summary` in words: accuracy over seeds, the noise floor
     and how much the failure sets overlap."""
-    parts = [text(seed_accuracy_table(summary))]
-    if "reseed" in summary["noise_floor"]:  # two seeds at least
-        fixed = fmt(summary["excess_over_reseed"]["fixed"], "signed")
+    parts = [text(seed_accuracy_table(summary.accuracy))]
+    if "reseed" in summary.noise_floor:  # two seeds at least
+        fixed = fmt(summary.excess_over_reseed["fixed"], "signed")
         parts.append(
-            f"{text(noise_floor_table(summary['noise_floor']))}\n"
+            f"{text(noise_floor_table(summary.noise_floor))}\n"
             f"fixed beyond what a reseed alone gives: {fixed} images on average"
         )
-    if summary["mean_jaccard"] is not None:  # two seeds at least
+    if summary.mean_jaccard is not None:  # two seeds at least
         parts.append(
-            f"failure sets overlap (mean Jaccard between seeds): {summary['mean_jaccard']:.2f}; "
-            f"{summary['consistent_failures']} of {summary['ever_failing']} ever-failing images fail in at "
+            f"failure sets overlap (mean Jaccard between seeds): {summary.mean_jaccard:.2f}; "
+            f"{summary.consistent_failures} of {summary.ever_failing} ever-failing images fail in at "
             "least half the seeds (and two at least)"
         )
     return "\n\n".join(parts)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cifar_helpers.analysis.seed_analysis import ReplicateSummary
 from cifar_helpers.rundir.artifacts import STAGES, RunDir, load_json, save_json
 from cifar_helpers.rundir.config import make_config, resolve_profile
 from cifar_helpers.rundir.replicate_layout import (
@@ -455,7 +456,7 @@ def format_replicate_summary(summary: dict[str, Any]) -> str:
             f"{counts.get('fixed', '-'):>7}{counts.get('new', '-'):>5}{info['minutes']:>9.2f}"
         )
     if summary.get("replicates"):
-        lines += ["", describe_replicates(summary["replicates"])]
+        lines += ["", describe_replicates(ReplicateSummary.from_dict(summary["replicates"]))]
     else:
         lines += ["", f"stage 07 (replicates): {summary['replicates_stage']}"]
     return "\n".join(lines)

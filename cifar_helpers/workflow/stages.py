@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from cifar_helpers.analysis.human_labels import (
 )
 from cifar_helpers.analysis.seed_analysis import (
     MODELS,
+    FailureStability,
     SeedResults,
     category_mix,
     check_same_test_set,
@@ -343,7 +344,7 @@ class Replicates:
             seed=config.seed,
         )
 
-    def human_label_mix(self, stability: Mapping[str, Any]) -> dict[str, Any]:
+    def human_label_mix(self, stability: FailureStability) -> dict[str, Any]:
         """The human-label categories of the consistent and the one-seed failures: ``{"applies": True,
         "ambiguity_threshold": t, "consistent": {category: n}, "one_seed": {category: n}}``, or
         ``{"applies": False, "reason": ...}`` where no human labels apply (a test subset, another dataset)."""
@@ -352,7 +353,7 @@ class Replicates:
         if isinstance(human, NotApplicable):
             return human.to_dict()
         categories = failure_categories(range(len(data.test_labels)), human, config.ambiguity_threshold)
-        mix = category_mix(categories, stability["consistent"], stability["one_seed"])
+        mix = category_mix(categories, stability.consistent, stability.one_seed)
         return {"applies": True, "ambiguity_threshold": config.ambiguity_threshold, **mix}
 
 
@@ -383,7 +384,7 @@ def open_replicates(
         )
     results = [load_seed_results(found[s], s) for s in chosen]
     for r in results:
-        ran = load_json(RunDir(r.run_dir).config_path).get("profile")
+        ran = RunConfig.load(RunDir(r.run_dir).config_path).profile
         if ran != asked:
             raise ValueError(f"seed {r.seed} ran the {ran!r} profile, not {asked!r}: use profile={ran!r}")
     check_same_test_set(results)

@@ -198,12 +198,15 @@ def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult
         key = (first.claim, first.test, first.population)
         same = [r for ledger in per_seed for r in ledger if (r.claim, r.test, r.population) == key]
         measured = [math.nan if math.isnan(r.ci_low) else r.effect for r in same]
-        effect, low, high = t_interval(measured)
+        interval = t_interval(measured)
+        # A row's numbers are floats: what the interval leaves undefined (None) is NaN here.
+        effect, low, high = (
+            math.nan if v is None else v for v in (interval.mean, interval.low, interval.high)
+        )
         details = {"per_seed_effect": [r.effect for r in same], "per_seed_verdict": [r.verdict for r in same]}
-        n = sum(not math.isnan(e) for e in measured)
         failed = [r.precondition for r in same if r.precondition]
         precondition = f"{failed[0]} (in {len(failed)} of {len(same)} seeds)" if failed else ""
-        combined = {"effect": effect, "ci_low": low, "ci_high": high, "method": T_OVER_SEEDS, "n": n}
+        combined = {"effect": effect, "ci_low": low, "ci_high": high, "method": T_OVER_SEEDS, "n": interval.n}
         rows.append(replace(first, **combined, details=details, precondition=precondition))
     return rows
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -178,15 +178,44 @@ def bootstrap_interval(samples: Sequence[np.ndarray | Tensor], *, seed: int = 0)
     return float(ci.low), float(ci.high)
 
 
-def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of per-seed effects (NaN ones left out) and its t interval; NaN interval with fewer than 2."""
+@dataclass(frozen=True)
+class MeanInterval:
+    """The mean of ``n`` values, their sample standard deviation and the Student-t interval of the mean
+    at ``confidence``. What is undefined is None: the spread and the interval with one value (a single
+    seed says nothing about seed noise), and the mean too with none. Rows of the ledger, whose numbers
+    are floats, take None as NaN (:func:`.ledger.combine_seeds`)."""
+
+    n: int
+    mean: float | None
+    sd: float | None
+    low: float | None
+    high: float | None
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, e.g. an entry of ``replicates/accuracy.json``; see :meth:`from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MeanInterval:
+        """Rebuild an interval from :meth:`to_dict`'s output; a missing key raises KeyError naming it."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE_LEVEL) -> MeanInterval:
+    """Mean of per-seed values (NaN ones, effects a seed could not measure, left out) and its Student-t
+    interval at ``confidence``; raises ValueError when ``values`` is empty."""
+    if len(values) == 0:
+        raise ValueError("values must hold at least one number")
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    if len(x) < 2:
-        return (float(x[0]) if len(x) else math.nan), math.nan, math.nan
+    n = len(x)
+    if n < 2:
+        return MeanInterval(n, float(x[0]) if n else None, None, None, None, confidence)
     if np.ptp(x) == 0:  # every seed agrees exactly: the interval is that one value
-        return float(x[0]), float(x[0]), float(x[0])
-    low, high = stats.t.interval(CONFIDENCE_LEVEL, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
-    return float(x.mean()), float(low), float(high)
+        value = float(x[0])
+        return MeanInterval(n, value, 0.0, value, value, confidence)
+    low, high = stats.t.interval(confidence, n - 1, loc=x.mean(), scale=stats.sem(x))
+    return MeanInterval(n, float(x.mean()), float(x.std(ddof=1)), float(low), float(high), confidence)
 
 
 def exact_proportion(successes: int, n: int) -> tuple[float, float]:
