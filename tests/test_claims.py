@@ -31,6 +31,7 @@ from cifar_helpers.analysis.claims.ledger import NO_BENCH, ONE_RUN
 from cifar_helpers.analysis.claims.rules import RULE_CAUSE
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
 from cifar_helpers.analysis.gradcam import matched_confidence_controls
+from cifar_helpers.analysis.human_labels import FailureRecord, HumanFailureReport, NotApplicable
 from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD
 from cifar_helpers.views import tables
@@ -581,11 +582,28 @@ def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -
     assert seeds[0].verdict == INCONCLUSIVE and seeds[0].precondition.endswith("(in 1 of 2 seeds)")
 
 
+def _human_report(categories: list[tuple[int, str]]) -> HumanFailureReport:
+    """A human-label report of these ``(index, category)`` failures; the claims read nothing else."""
+    records = tuple(FailureRecord(i, c, 1.0, 0.0, 0) for i, c in categories)
+    return HumanFailureReport(
+        source="constructed",
+        ambiguity_threshold=0.8,
+        num_failures=len(records),
+        counts={},
+        base_counts={},
+        enrichment={},
+        accuracy=1.0,
+        accuracy_vs_human_plurality=1.0,
+        spearman_confidence_vs_human_share=None,
+        spearman_given_prob_vs_human_share=None,
+        failures=records,
+    )
+
+
 def test_model_errors_only_sets_label_problems_aside() -> None:
     columns = torch.tensor([5, 2, 9]), torch.tensor([1, 1, 1]), torch.tensor([0, 0, 0]), torch.ones(3)
-    failures, no_labels = FailureSet(*columns, 0.9, 10, 4), {"applies": False, "reason": "no labels"}
-    categories = ((5, "model error"), (2, "verified label error"), (9, "ambiguous"))
-    report = {"applies": True, "failures": [{"index": i, "category": c} for i, c in categories]}
+    failures, no_labels = FailureSet(*columns, 0.9, 10, 4), NotApplicable("no labels")
+    report = _human_report([(5, "model error"), (2, "verified label error"), (9, "ambiguous")])
     assert claims.model_errors_only(failures, report).indices.tolist() == [5]
     assert claims.model_errors_only(failures, no_labels) is None
     populations = claims.failure_populations(failures, report)  # the primary population last
@@ -694,7 +712,7 @@ def test_claim_6_against_a_reseed_on_each_population_gated_by_the_bench() -> Non
     images[:50, :, 13:19, 13:19] = 230
     labels = torch.ones(100, dtype=torch.int64)
     failures = find_high_confidence_failures(torch.eye(10)[torch.zeros(100, dtype=torch.int64)], labels, 0.5)
-    report = {"applies": True, "failures": [{"index": i, "category": "model error"} for i in range(20, 100)]}
+    report = _human_report([(i, "model error") for i in range(20, 100)])
     args = (images, failures, torch.arange(50, 100), torch.tensor([], dtype=torch.int64), report)
     rows = claims.reseed_stage_claims(*args, bench_rows(), seed=0)
     assert [(r.population, r.primary) for r in rows] == [
@@ -720,7 +738,7 @@ def test_a_single_runs_claim_6_is_withheld_for_the_replicates() -> None:
     baseline = Predictions(torch.eye(10)[torch.zeros(100, dtype=torch.int64)], labels)  # all wrong
     augmented = Predictions(torch.eye(10)[labels], labels)  # all fixed
     failures = find_high_confidence_failures(baseline.probs, labels, 0.5)
-    images, report = torch.full((100, 3, 32, 32), 50, dtype=torch.uint8), {"applies": False, "reason": "-"}
+    images, report = torch.full((100, 3, 32, 32), 50, dtype=torch.uint8), NotApplicable("-")
     args = (baseline, augmented, (1.0, 1.0), 100, Zero(), images, failures, failures.indices, report)
     rows = claims.reevaluation_claims(*args)
     assert [r.claim[0] for r in rows] == ["1", "1", "2", "2", "2", "6"]

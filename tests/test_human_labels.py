@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import shutil
 import urllib.error
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from cifar_helpers.analysis import human_labels as hl
-from cifar_helpers.analysis.failures import compare_failures, find_high_confidence_failures
+from cifar_helpers.analysis.failures import FailureSet, compare_failures, find_high_confidence_failures
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.views.tables import human_comparison_tables, texts
@@ -110,10 +111,8 @@ def test_offline_the_run_goes_on_without_human_labels(tmp_path, monkeypatch) -> 
     assert isinstance(result, hl.NotApplicable)
     assert "could not be downloaded" in result.reason and "no network" in result.reason
     assert str(result).startswith("no human labels apply: ") and "\n" not in str(result)
-    assert hl.human_failure_report(torch.rand(3, 10), torch.zeros(3), None, result) == {
-        "applies": False,
-        "reason": result.reason,
-    }
+    assert hl.human_failure_report(torch.rand(3, 10), torch.zeros(3), None, result) is result
+    assert result.to_dict() == {"applies": False, "reason": result.reason}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,16 +215,17 @@ def test_the_failure_report_counts_enrichment_and_plurality_accuracy() -> None:
         probs[index, predicted] = 0.991
     failures = find_high_confidence_failures(probs, labels, 0.9)
     report = hl.human_failure_report(probs, labels, failures, human, 0.8)
-    assert report["counts"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 2, hl.MODEL_ERROR: 1}
-    assert report["base_counts"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 2, hl.AGREED: 9997}
-    assert report["enrichment"][hl.LABEL_ERROR] == pytest.approx((1 / 4) / (1 / 10_000))
-    assert report["enrichment"][hl.MODEL_ERROR] == pytest.approx((1 / 4) / (9997 / 10_000))
-    assert report["accuracy"] == pytest.approx(9996 / 10_000)
+    assert report.counts == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 2, hl.MODEL_ERROR: 1}
+    assert report.base_counts == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 2, hl.AGREED: 9997}
+    assert report.enrichment[hl.LABEL_ERROR] == pytest.approx((1 / 4) / (1 / 10_000))
+    assert report.enrichment[hl.MODEL_ERROR] == pytest.approx((1 / 4) / (9997 / 10_000))
+    assert report.accuracy == pytest.approx(9996 / 10_000)
     # Humans side with the model on image 0 and tie on image 2; image 1 (plurality: given) and 4 not.
-    assert report["accuracy_vs_human_plurality"] == pytest.approx(9998 / 10_000)
-    first = report["failures"][0]
-    assert first["index"] == 0 and first["category"] == hl.LABEL_ERROR
-    assert first["given_share"] == pytest.approx(0.2) and first["human_plurality"] == 3
+    assert report.accuracy_vs_human_plurality == pytest.approx(9998 / 10_000)
+    first = report.failures[0]
+    assert first.index == 0 and first.category == hl.LABEL_ERROR
+    assert first.given_share == pytest.approx(0.2) and first.human_plurality == 3
+    assert report.model_errors() == [4]
 
 
 def test_comparison_by_category_flags_fixed_label_errors() -> None:
@@ -242,15 +242,16 @@ def test_comparison_by_category_flags_fixed_label_errors() -> None:
     aug[5, 0] = 0.991  # new
     comparison = compare_failures(base, aug, labels, 0.9)
     result = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
-    assert result["augmented_counts"] == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 2}
-    assert result["augmented"]["num_failures"] == 2
+    assert result.augmented.counts == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 2}
+    assert result.to_dict()["augmented_counts"] == result.augmented.counts
+    assert result.augmented.num_failures == 2
     text = texts(human_comparison_tables(result))
     assert "WARNING: 1 'fixed' failure(s) are verified label errors" in text and "image 0" in text
-    assert result["by_category"]["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 0}
-    assert result["by_category"]["kept_same"][hl.MODEL_ERROR] == 1
-    assert result["by_category"]["new"][hl.MODEL_ERROR] == 1
-    (flag,) = result["fixed_label_errors"]
-    assert flag["index"] == 0 and flag["given"] == "airplane" and flag["human_plurality"] == "cat"
+    assert result.by_category["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 0}
+    assert result.by_category["kept_same"][hl.MODEL_ERROR] == 1
+    assert result.by_category["new"][hl.MODEL_ERROR] == 1
+    (flag,) = result.fixed_label_errors
+    assert flag.index == 0 and flag.given == "airplane" and flag.human_plurality == "cat"
 
 
 def test_human_cross_entropy_is_lowest_for_the_human_distribution() -> None:
@@ -261,23 +262,24 @@ def test_human_cross_entropy_is_lowest_for_the_human_distribution() -> None:
     human = hl.HumanLabels(counts, labels, torch.full((10_000,), -1), "constructed")
     human_logits = torch.log(human.shares.clamp_min(1e-12)).float()
     floor = hl.calibration_against_humans({"h": human_logits}, {"h": None}, human)
-    assert floor["models"]["h"]["before"] == pytest.approx(floor["human_entropy"], abs=1e-4)
+    assert floor.models["h"].before == pytest.approx(floor.human_entropy, abs=1e-4)
+    assert floor.models["h"].after is None  # no temperature: not scaled
     sure = torch.nn.functional.one_hot(human.original_labels, 10).float() * 20
     result = hl.calibration_against_humans({"m": sure}, {"m": 4.0}, human)
-    before, after = result["models"]["m"]["before"], result["models"]["m"]["after"]
-    assert before > after > floor["human_entropy"]  # softening a sure model moves it towards humans
+    before, after = result.models["m"].before, result.models["m"].after
+    assert before > after > floor.human_entropy  # softening a sure model moves it towards humans
     with pytest.raises(ValueError, match="temperature"):
         hl.human_cross_entropy(sure, human, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------
-# Run summary and report
+# Saved results: one type each, read back strictly, the saved layout unchanged
 # --------------------------------------------------------------------------------------------------
-def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path:
-    from cifar_helpers.rundir.artifacts import RunDir, save_json
-
-    run = RunDir(tmp_path / "run")
-    labels = torch.arange(10_000) % 10
+def _computed_results() -> tuple[hl.HumanFailureReport, hl.CategoryComparison, hl.HumanCalibration]:
+    """Notebook 02's, 05's and 06's results on the constructed labels: a label error fixed, a model
+    error kept, one new; the calibration with a model scaled and one skipped."""
+    human = _constructed_human()
+    labels = human.original_labels
     base = torch.full((10_000, 10), 0.001)
     base[torch.arange(10_000), labels] = 0.991
     aug = base.clone()
@@ -285,11 +287,150 @@ def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path
         base[index] = 0.001
         base[index, predicted] = 0.991
     aug[4] = base[4]
+    aug[5] = 0.001
+    aug[5, 0] = 0.991
     comparison = compare_failures(base, aug, labels, 0.9)
     report = hl.human_failure_report(base, labels, comparison.baseline_failures, human, 0.8)
-    save_json(run.path("failures", hl.FAILURES_REPORT), report)
     by_category = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
-    save_json(run.path("reevaluation", hl.FAILURES_REPORT), by_category)
+    logits = {"baseline": torch.log(base), "augmented": torch.log(aug)}
+    calibration = hl.calibration_against_humans(logits, {"baseline": 2.0, "augmented": None}, human)
+    return report, by_category, calibration
+
+
+def test_every_result_round_trips_through_its_saved_dict(tmp_path: Path) -> None:
+    report, by_category, calibration = _computed_results()
+    assert report.failures and by_category.fixed_label_errors  # the nested records are exercised
+    for result in (report, by_category, calibration):
+        assert type(result).from_dict(result.to_dict()) == result
+        saved = json.loads(json.dumps(result.to_dict()))  # as a stage writes and reads it
+        assert hl.result_from_dict(saved, type(result)) == result
+    reason = hl.NotApplicable("the run uses the generated data set, not CIFAR-10")
+    assert hl.NotApplicable.from_dict(reason.to_dict()) == reason
+    assert hl.result_from_dict(reason.to_dict(), hl.HumanFailureReport) == reason
+
+    root = _write_run(tmp_path, _constructed_human())
+    assert hl.load_failure_report(root) == hl.human_failure_report(
+        *_run_inputs(), _constructed_human(), 0.8
+    )  # a loaded report and a computed one are the same type
+    summary = hl.human_labels_summary(root)
+    assert summary.augmented is not None and summary.fixed_label_errors == 1
+    assert hl.HumanLabelsSummary.from_dict(summary.to_dict()) == summary
+    (root / "reevaluation" / hl.FAILURES_REPORT).unlink()  # stage 05 not run: its fields are None
+    before_05 = hl.human_labels_summary(root)
+    assert before_05.augmented is None and before_05.by_category is None
+    assert hl.HumanLabelsSummary.from_dict(before_05.to_dict()) == before_05
+
+
+def test_the_saved_keys_are_unchanged() -> None:
+    report, by_category, calibration = _computed_results()
+    saved = report.to_dict()
+    assert list(saved) == [
+        "applies",
+        "source",
+        "ambiguity_threshold",
+        "num_failures",
+        "counts",
+        "base_counts",
+        "enrichment",
+        "accuracy",
+        "accuracy_vs_human_plurality",
+        "spearman_confidence_vs_human_share",
+        "spearman_given_prob_vs_human_share",
+        "failures",
+    ]
+    assert saved["applies"] is True and isinstance(saved["failures"], list)
+    assert list(saved["failures"][0]) == [
+        "index",
+        "category",
+        "given_share",
+        "predicted_share",
+        "human_plurality",
+    ]
+    saved = by_category.to_dict()
+    assert list(saved) == [
+        "applies",
+        "ambiguity_threshold",
+        "by_category",
+        "baseline_counts",
+        "augmented_counts",
+        "augmented",
+        "fixed_label_errors",
+    ]
+    assert saved["augmented"] == by_category.augmented.to_dict()
+    assert list(saved["fixed_label_errors"][0]) == [
+        "index",
+        "given",
+        "human_plurality",
+        "given_share",
+        "mturk_given_votes",
+    ]
+    assert saved["fixed_label_errors"][0]["mturk_given_votes"] == "1 of 5"
+    saved = calibration.to_dict()
+    assert list(saved) == ["applies", "models", "human_entropy"]
+    assert {name: list(m) for name, m in saved["models"].items()} == {
+        "baseline": ["temperature", "before", "after"],
+        "augmented": ["temperature", "before", "after"],
+    }
+    assert saved["models"]["augmented"]["after"] is None
+    assert list(hl.NotApplicable("why").to_dict()) == ["applies", "reason"]
+
+
+def test_the_run_summary_keys_are_unchanged(tmp_path: Path) -> None:
+    saved = hl.human_labels_summary(_write_run(tmp_path, _constructed_human())).to_dict()
+    assert list(saved) == [
+        "applies",
+        "ambiguity_threshold",
+        "baseline",
+        "accuracy_vs_human_plurality",
+        "augmented",
+        "by_category",
+        "fixed_label_errors",
+    ]
+    assert list(saved["baseline"]) == list(saved["augmented"]) == ["counts", "enrichment"]
+    assert list(saved["accuracy_vs_human_plurality"]) == ["baseline", "augmented"]
+
+
+def test_a_missing_key_is_named() -> None:
+    report, _, calibration = _computed_results()
+    saved = report.to_dict()
+    del saved["failures"][0]["category"]
+    with pytest.raises(KeyError, match="category"):
+        hl.HumanFailureReport.from_dict(saved)
+    saved = calibration.to_dict()
+    del saved["human_entropy"]
+    with pytest.raises(KeyError, match="human_entropy"):
+        hl.result_from_dict(saved, hl.HumanCalibration)
+    with pytest.raises(KeyError, match="applies"):
+        hl.result_from_dict({"reason": "-"}, hl.HumanCalibration)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run summary and report
+# --------------------------------------------------------------------------------------------------
+def _run_inputs() -> tuple[torch.Tensor, torch.Tensor, FailureSet]:
+    """The baseline probabilities, labels and confident failures that :func:`_write_run` saves."""
+    labels = torch.arange(10_000) % 10
+    base = torch.full((10_000, 10), 0.001)
+    base[torch.arange(10_000), labels] = 0.991
+    for index, predicted in ((0, 3), (1, 2), (4, 0)):
+        base[index] = 0.001
+        base[index, predicted] = 0.991
+    return base, labels, find_high_confidence_failures(base, labels, 0.9)
+
+
+def _write_run(tmp_path: Path, human: hl.HumanLabels | hl.NotApplicable) -> Path:
+    from cifar_helpers.rundir.artifacts import RunDir, save_json
+
+    run = RunDir(tmp_path / "run")
+    base, labels, _ = _run_inputs()
+    aug = torch.full((10_000, 10), 0.001)
+    aug[torch.arange(10_000), labels] = 0.991
+    aug[4] = base[4]
+    comparison = compare_failures(base, aug, labels, 0.9)
+    report = hl.human_failure_report(base, labels, comparison.baseline_failures, human, 0.8)
+    save_json(run.path("failures", hl.FAILURES_REPORT), report.to_dict())
+    by_category = hl.comparison_by_category(comparison, aug, human, 0.8, hl.CIFAR10_CLASSES)
+    save_json(run.path("reevaluation", hl.FAILURES_REPORT), by_category.to_dict())
     return run.root
 
 

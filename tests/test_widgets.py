@@ -14,6 +14,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from cifar_helpers.analysis.human_labels import HumanVotes
 from cifar_helpers.views import plotting, widgets
 from cifar_helpers.views.widgets import FailureBrowser, show_failure_browser, static_failure_figure
 
@@ -326,7 +327,7 @@ def test_human_votes_category_on_screen_and_category_filter(data):
     shares[0] = torch.tensor([0.3, 0.7, 0.0, 0.0])  # humans mostly say 'dog' for image 0, labelled 'cat'
     categories = ["model error"] * N
     categories[0], categories[5] = "verified label error", "ambiguous"
-    browser = FailureBrowser(**only(data, "baseline"), human_shares=shares, categories=categories)
+    browser = FailureBrowser(**only(data, "baseline"), human=HumanVotes(shares, tuple(categories)))
     assert browser.category_dropdown.layout.display != "none"
     assert browser.category_dropdown.options == ("any", "ambiguous", "model error", "verified label error")
     fig = browser.render_current()  # image 0
@@ -350,5 +351,5 @@ def test_without_human_labels_the_browser_is_unchanged(data):
     fig = browser.render_current()
     assert "category" not in fig.get_suptitle()
     assert not any(ax.get_title() == "humans (CIFAR-10H)" for ax in fig.axes)
-    with pytest.raises(ValueError, match="human_shares must have shape"):
-        FailureBrowser(**only(data, "baseline"), human_shares=torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"human\.shares must have shape"):
+        FailureBrowser(**only(data, "baseline"), human=HumanVotes(torch.zeros(3, 4), ("model error",) * 3))

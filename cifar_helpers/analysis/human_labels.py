@@ -6,6 +6,10 @@ licences: README.md) apply only to the whole test set in its original order: els
 
 Every confident failure gets one of :data:`CATEGORIES`: ``verified label error``; else ``ambiguous``
 when the human share of the given label is below ``RunConfig.ambiguity_threshold``; else ``model error``.
+
+Each result that a stage saves and others read is one frozen dataclass, written with ``to_dict`` and
+read back strictly with ``from_dict`` (:func:`result_from_dict`, which also reads the
+:class:`NotApplicable` saved in its place).
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import json
 import math
 import os
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -111,6 +115,11 @@ class NotApplicable:
     def to_dict(self) -> dict[str, Any]:
         """``{"applies": False, "reason": ...}``, what the stages save in place of a report."""
         return {"applies": False, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> NotApplicable:
+        """Rebuild from :meth:`to_dict`'s output; a missing ``reason`` raises a KeyError naming it."""
+        return cls(values["reason"])
 
     def __str__(self) -> str:
         return f"no human labels apply: {self.reason}"
@@ -362,30 +371,238 @@ def _category_counts(categories: Sequence[str]) -> dict[str, int]:
     return {c: sum(1 for x in categories if x == c) for c in CATEGORIES}
 
 
-def human_failure_report(
-    probs: Tensor,
-    labels: Tensor,
-    failures: FailureSet,
-    human: HumanLabels | NotApplicable,
-    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
-) -> dict[str, Any]:
-    """Notebook 02's human-label analysis of one model's confident failures.
+# --- the results: one frozen dataclass per concept, saved with to_dict and read back with from_dict ----
 
-    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
-    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
+_Result = TypeVar("_Result", bound="_FlatResult")
 
-    Returns:
-        JSON-ready: ``applies``; ``ambiguity_threshold``; ``counts`` (per category among the
-        failures); ``base_counts`` (per :data:`LABEL_STATUSES`, all test images); ``enrichment`` (per
-        category: its share among failures over its share of the test set); ``accuracy`` and
-        ``accuracy_vs_human_plurality`` (ties: any most-voted class counts);
-        ``spearman_confidence_vs_human_share``; ``spearman_given_prob_vs_human_share``; ``failures``:
-        per failure, in rank order, ``index``, ``category``, ``given_share``, ``predicted_share``,
-        ``human_plurality``.
+
+class _FlatResult:
+    """A dataclass whose fields are plain JSON values, saved as a dict of them in field order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict, in their order (what the stages save)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[_Result], values: Mapping[str, Any]) -> _Result:
+        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class FailureRecord(_FlatResult):
+    """One confident failure as humans see it: its test ``index``, its ``category`` (one of
+    :data:`CATEGORIES`), the human share of its given and of its predicted label, and the most voted
+    class (``human_plurality``, an index)."""
+
+    index: int
+    category: str
+    given_share: float
+    predicted_share: float
+    human_plurality: int
+
+
+@dataclass(frozen=True)
+class HumanFailureReport:
+    """One model's confident failures against the human labels (:func:`human_failure_report`), computed
+    in notebook 02 or read back from ``failures/human_labels.json`` (:func:`load_failure_report`).
+
+    ``source`` the folder of the human-label files; ``counts`` per category among the failures;
+    ``base_counts`` per :data:`LABEL_STATUSES`, all test images; ``enrichment`` per category, its share
+    among failures over its share of the test set (None where either is empty);
+    ``accuracy_vs_human_plurality`` counts any most-voted class where votes tie; a Spearman correlation
+    is None where undefined; ``failures`` in rank order.
     """
-    if isinstance(human, NotApplicable):
-        return human.to_dict()
-    threshold = _check_ambiguity_threshold(ambiguity_threshold)
+
+    source: str
+    ambiguity_threshold: float
+    num_failures: int
+    counts: dict[str, int]
+    base_counts: dict[str, int]
+    enrichment: dict[str, float | None]
+    accuracy: float
+    accuracy_vs_human_plurality: float
+    spearman_confidence_vs_human_share: float | None
+    spearman_given_prob_vs_human_share: float | None
+    failures: tuple[FailureRecord, ...]
+
+    def model_errors(self) -> list[int]:
+        """The test indices of the failures humans call model errors, in rank order."""
+        return [r.index for r in self.failures if r.category == MODEL_ERROR]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, ``{"applies": True, ...}`` then the fields in their order (``failures`` as a list
+        of :meth:`FailureRecord.to_dict`): the layout of ``human_labels.json``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {"applies": True, **values, "failures": [r.to_dict() for r in self.failures]}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> HumanFailureReport:
+        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
+        kept = {f.name: values[f.name] for f in fields(cls)}
+        return cls(**{**kept, "failures": tuple(FailureRecord.from_dict(r) for r in values["failures"])})
+
+
+@dataclass(frozen=True)
+class FixedLabelError(_FlatResult):
+    """A verified label error among the "fixed" failures: the augmented model now agrees with a wrong
+    label. ``given`` and ``human_plurality`` are class names; ``mturk_given_votes`` e.g. ``"1 of 5"``."""
+
+    index: int
+    given: str
+    human_plurality: str
+    given_share: float
+    mturk_given_votes: str
+
+
+@dataclass(frozen=True)
+class CategoryComparison:
+    """Notebook 05's fixed / kept / new by category (:func:`comparison_by_category`), saved as
+    ``reevaluation/human_labels.json``.
+
+    ``by_category`` ``{group: {category: count}}`` for the groups ``fixed``, ``kept_same``,
+    ``kept_different``, ``new``; ``baseline_counts`` the baseline's confident failures per category;
+    ``augmented`` the augmented model's :class:`HumanFailureReport`; ``fixed_label_errors`` every fixed
+    verified label error.
+    """
+
+    ambiguity_threshold: float
+    by_category: dict[str, dict[str, int]]
+    baseline_counts: dict[str, int]
+    augmented: HumanFailureReport
+    fixed_label_errors: tuple[FixedLabelError, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the saved layout, ``augmented_counts`` (the augmented report's counts) included."""
+        return {
+            "applies": True,
+            "ambiguity_threshold": self.ambiguity_threshold,
+            "by_category": self.by_category,
+            "baseline_counts": self.baseline_counts,
+            "augmented_counts": self.augmented.counts,
+            "augmented": self.augmented.to_dict(),
+            "fixed_label_errors": [f.to_dict() for f in self.fixed_label_errors],
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> CategoryComparison:
+        """Rebuild from :meth:`to_dict`'s output (``augmented_counts`` is the augmented report's, not
+        read twice); a missing key raises a KeyError naming it."""
+        return cls(
+            ambiguity_threshold=values["ambiguity_threshold"],
+            by_category=values["by_category"],
+            baseline_counts=values["baseline_counts"],
+            augmented=HumanFailureReport.from_dict(values["augmented"]),
+            fixed_label_errors=tuple(FixedLabelError.from_dict(f) for f in values["fixed_label_errors"]),
+        )
+
+
+@dataclass(frozen=True)
+class HumanCrossEntropy(_FlatResult):
+    """One model's CIFAR-10H cross-entropy (nats): as trained (``before``) and after temperature scaling
+    (``after``); ``temperature`` and ``after`` are None for a model the calibration skipped."""
+
+    temperature: float | None
+    before: float
+    after: float | None
+
+
+@dataclass(frozen=True)
+class HumanCalibration:
+    """Notebook 06's cross-entropy against the human votes (:func:`calibration_against_humans`), saved
+    as ``stress/human_calibration.json``: ``models`` ``{model: HumanCrossEntropy}``, lower is more
+    human-like; ``human_entropy`` the floor."""
+
+    models: dict[str, HumanCrossEntropy]
+    human_entropy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{"applies": True, "models": {model: {...}}, "human_entropy": ...}``."""
+        models = {name: m.to_dict() for name, m in self.models.items()}
+        return {"applies": True, "models": models, "human_entropy": self.human_entropy}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> HumanCalibration:
+        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
+        models = {name: HumanCrossEntropy.from_dict(m) for name, m in values["models"].items()}
+        return cls(models=models, human_entropy=values["human_entropy"])
+
+
+@dataclass(frozen=True)
+class CategoryEnrichment(_FlatResult):
+    """One model's confident failures per category and each category's enrichment (the run summary's
+    part of a :class:`HumanFailureReport`)."""
+
+    counts: dict[str, int]
+    enrichment: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class HumanLabelsSummary:
+    """The run summary's human-label numbers (:func:`human_labels_summary`), in ``summary.json``.
+
+    ``augmented``, ``by_category`` and ``fixed_label_errors`` (how many "fixed" failures are verified
+    label errors) are None until stage 05 has run; ``accuracy_vs_human_plurality`` ``{model: accuracy}``
+    holds the models that ran.
+    """
+
+    ambiguity_threshold: float
+    baseline: CategoryEnrichment
+    accuracy_vs_human_plurality: dict[str, float]
+    augmented: CategoryEnrichment | None = None
+    by_category: dict[str, dict[str, int]] | None = None
+    fixed_label_errors: int | None = None
+
+    def models(self) -> dict[str, CategoryEnrichment]:
+        """``{"baseline": ..., "augmented": ...}``, the augmented model once stage 05 has run."""
+        both = {"baseline": self.baseline, "augmented": self.augmented}
+        return {name: m for name, m in both.items() if m is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as saved in ``summary.json``: stage 05's keys only once it has run."""
+        summary: dict[str, Any] = {
+            "applies": True,
+            "ambiguity_threshold": self.ambiguity_threshold,
+            "baseline": self.baseline.to_dict(),
+            "accuracy_vs_human_plurality": self.accuracy_vs_human_plurality,
+        }
+        if self.augmented is not None:
+            summary["augmented"] = self.augmented.to_dict()
+            summary["by_category"] = self.by_category
+            summary["fixed_label_errors"] = self.fixed_label_errors
+        return summary
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> HumanLabelsSummary:
+        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
+        if "augmented" not in values:  # optional by design: stage 05 has not run
+            stage_05: dict[str, Any] = {}
+        else:
+            stage_05 = {
+                "augmented": CategoryEnrichment.from_dict(values["augmented"]),
+                "by_category": values["by_category"],
+                "fixed_label_errors": values["fixed_label_errors"],
+            }
+        return cls(
+            ambiguity_threshold=values["ambiguity_threshold"],
+            baseline=CategoryEnrichment.from_dict(values["baseline"]),
+            accuracy_vs_human_plurality=values["accuracy_vs_human_plurality"],
+            **stage_05,
+        )
+
+
+_Saved = TypeVar("_Saved", HumanFailureReport, CategoryComparison, HumanCalibration, HumanLabelsSummary)
+
+
+def result_from_dict(values: Mapping[str, Any], kind: type[_Saved]) -> _Saved | NotApplicable:
+    """A saved human-label result: ``kind.from_dict(values)`` where human labels applied, else the
+    :class:`NotApplicable` saved in its place; a missing key raises a KeyError naming it."""
+    return kind.from_dict(values) if values["applies"] else NotApplicable.from_dict(values)
+
+
+def _failure_report(
+    probs: Tensor, labels: Tensor, failures: FailureSet, human: HumanLabels, threshold: float
+) -> HumanFailureReport:
     probs, labels = probs.float().cpu(), labels.long().cpu()
     shares = human.shares
     predicted = probs.argmax(dim=1)
@@ -405,39 +622,58 @@ def human_failure_report(
     plurality = human.counts == human.counts.max(dim=1, keepdim=True).values  # several where votes tie
     given_share = shares.gather(1, labels[:, None])[:, 0]
     predicted_share = shares.gather(1, predicted[:, None])[:, 0]
-    records = [
-        {
-            "index": index,
-            "category": category,
-            "given_share": float(given_share[index]),
-            "predicted_share": float(predicted_share[index]),
-            "human_plurality": int(shares[index].argmax()),
-        }
+    records = tuple(
+        FailureRecord(
+            index=index,
+            category=category,
+            given_share=float(given_share[index]),
+            predicted_share=float(predicted_share[index]),
+            human_plurality=int(shares[index].argmax()),
+        )
         for index, category in zip(failures.indices.tolist(), categories, strict=True)
-    ]
-    return {
-        "applies": True,
-        "source": human.root,
-        "ambiguity_threshold": threshold,
-        "num_failures": n_fail,
-        "counts": counts,
-        "base_counts": base,
-        "enrichment": enrichment,
-        "accuracy": float((predicted == labels).double().mean()),
-        "accuracy_vs_human_plurality": float(plurality.gather(1, predicted[:, None]).double().mean()),
-        "spearman_confidence_vs_human_share": _spearman(confidence, predicted_share),
-        "spearman_given_prob_vs_human_share": _spearman(probs.gather(1, labels[:, None])[:, 0], given_share),
-        "failures": records,
-    }
+    )
+    return HumanFailureReport(
+        source=human.root,
+        ambiguity_threshold=threshold,
+        num_failures=n_fail,
+        counts=counts,
+        base_counts=base,
+        enrichment=enrichment,
+        accuracy=float((predicted == labels).double().mean()),
+        accuracy_vs_human_plurality=float(plurality.gather(1, predicted[:, None]).double().mean()),
+        spearman_confidence_vs_human_share=_spearman(confidence, predicted_share),
+        spearman_given_prob_vs_human_share=_spearman(probs.gather(1, labels[:, None])[:, 0], given_share),
+        failures=records,
+    )
 
 
-def model_error_maps(maps: dict[str, Any], human_report: dict[str, Any]) -> dict[str, Any] | None:
+def human_failure_report(
+    probs: Tensor,
+    labels: Tensor,
+    failures: FailureSet,
+    human: HumanLabels | NotApplicable,
+    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
+) -> HumanFailureReport | NotApplicable:
+    """Notebook 02's human-label analysis of one model's confident failures.
+
+    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
+    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
+    """
+    if isinstance(human, NotApplicable):
+        return human
+    threshold = _check_ambiguity_threshold(ambiguity_threshold)
+    return _failure_report(probs, labels, failures, human, threshold)
+
+
+def model_error_maps(
+    maps: dict[str, Any], human_report: HumanFailureReport | NotApplicable
+) -> dict[str, Any] | None:
     """Notebook 03's Grad-CAM ``maps`` (:func:`analysis.gradcam.gradcam_for_failures`: ``indices`` (M,)
     and per-failure tensors of first dimension M) with only the rows of the failures
     ``human_report`` (:func:`human_failure_report`) calls model errors; None when no human labels apply."""
-    if not human_report.get("applies"):
+    if isinstance(human_report, NotApplicable):
         return None
-    model_errors = {r["index"] for r in human_report["failures"] if r["category"] == MODEL_ERROR}
+    model_errors = set(human_report.model_errors())
     keep = torch.tensor([int(i) in model_errors for i in maps["indices"].tolist()], dtype=torch.bool)
     return {
         key: value[keep] if isinstance(value, Tensor) and value.ndim and len(value) == len(keep) else value
@@ -451,53 +687,43 @@ def comparison_by_category(
     human: HumanLabels | NotApplicable,
     ambiguity_threshold: float,
     classes: Sequence[str],
-) -> dict[str, Any]:
+) -> CategoryComparison | NotApplicable:
     """Notebook 05: fixed / kept / new by category, and every "fixed" verified label error flagged.
 
     ``augmented_probs`` float (10000, 10) the augmented model's test probabilities.
-
-    Returns:
-        JSON-ready: ``applies``; ``ambiguity_threshold``; ``by_category`` ``{group: {category: count}}``
-        for the groups ``fixed``, ``kept_same``, ``kept_different``, ``new``; ``baseline_counts`` and
-        ``augmented_counts`` (each model's confident failures per category); ``augmented``
-        (:func:`human_failure_report` of the augmented model); ``fixed_label_errors``: per flagged
-        image ``index``, ``given`` (the wrong label), ``human_plurality``, ``given_share``,
-        ``mturk_given_votes``.
     """
     if isinstance(human, NotApplicable):
-        return human.to_dict()
+        return human
     threshold = _check_ambiguity_threshold(ambiguity_threshold)
     by_category = {
         group: _category_counts(failure_categories(getattr(comparison, group), human, threshold))
         for group in ("fixed", "kept_same", "kept_different", "new")
     }
     # Human labels apply only where the test labels are the original ones, so these are the labels.
-    augmented_report = human_failure_report(
+    augmented_report = _failure_report(
         augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
     )
     shares = human.shares
     fixed_errors = [i for i in comparison.fixed.tolist() if bool(human.verified_errors[i])]
-    flagged = [
-        {
-            "index": i,
-            "given": classes[int(human.original_labels[i])],
-            "human_plurality": classes[int(shares[i].argmax())],
-            "given_share": float(shares[i, human.original_labels[i]]),
-            "mturk_given_votes": f"{int(human.mturk_given[i])} of {MTURK_WORKERS}",
-        }
+    flagged = tuple(
+        FixedLabelError(
+            index=i,
+            given=classes[int(human.original_labels[i])],
+            human_plurality=classes[int(shares[i].argmax())],
+            given_share=float(shares[i, human.original_labels[i]]),
+            mturk_given_votes=f"{int(human.mturk_given[i])} of {MTURK_WORKERS}",
+        )
         for i in fixed_errors
-    ]
-    return {
-        "applies": True,
-        "ambiguity_threshold": threshold,
-        "by_category": by_category,
-        "baseline_counts": _category_counts(
+    )
+    return CategoryComparison(
+        ambiguity_threshold=threshold,
+        by_category=by_category,
+        baseline_counts=_category_counts(
             failure_categories(comparison.baseline_failures.indices, human, threshold)
         ),
-        "augmented_counts": augmented_report["counts"],
-        "augmented": augmented_report,
-        "fixed_label_errors": flagged,
-    }
+        augmented=augmented_report,
+        fixed_label_errors=flagged,
+    )
 
 
 def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float = 1.0) -> float:
@@ -512,83 +738,92 @@ def human_cross_entropy(logits: Tensor, human: HumanLabels, temperature: float =
 
 def calibration_against_humans(
     logits: dict[str, Tensor], temperatures: dict[str, float | None], human: HumanLabels | NotApplicable
-) -> dict[str, Any]:
+) -> HumanCalibration | NotApplicable:
     """Notebook 06: each model's CIFAR-10H cross-entropy before and after temperature scaling.
 
     ``logits`` ``{model: float (10000, 10) test logits}``; ``temperatures`` ``{model: temperature
     fitted on the hold-out split, or None}``.
-
-    Returns:
-        JSON-ready ``{"applies": True, "models": {model: {"temperature", "before", "after"}},
-        "human_entropy"}``: lower is more human-like, ``human_entropy`` the floor.
     """
     if isinstance(human, NotApplicable):
-        return human.to_dict()
+        return human
     shares = human.shares
     entropy = float(-(shares * torch.log(shares.clamp_min(1e-300))).sum(dim=1).mean())
     models = {}
     for name, model_logits in logits.items():
         temperature = temperatures.get(name)
-        models[name] = {
-            "temperature": temperature,
-            "before": human_cross_entropy(model_logits, human),
-            "after": None if temperature is None else human_cross_entropy(model_logits, human, temperature),
-        }
-    return {"applies": True, "models": models, "human_entropy": entropy}
+        models[name] = HumanCrossEntropy(
+            temperature=temperature,
+            before=human_cross_entropy(model_logits, human),
+            after=None if temperature is None else human_cross_entropy(model_logits, human, temperature),
+        )
+    return HumanCalibration(models=models, human_entropy=entropy)
+
+
+@dataclass(frozen=True, eq=False)
+class HumanVotes:
+    """What the failure browser draws from the human labels (:func:`browser_inputs`): ``shares`` float
+    (10000, 10) the CIFAR-10H vote shares, ``categories`` the category of a failure on each test image.
+    Never saved, so no dict form; eq=False: tensors do not compare to one bool."""
+
+    shares: Tensor
+    categories: tuple[str, ...]
 
 
 def browser_inputs(
     human: HumanLabels | NotApplicable, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD
-) -> dict[str, Any]:
-    """Keyword arguments for :func:`cifar_helpers.views.widgets.show_failure_browser`: the human vote
-    shares (float (10000, 10)) and the category of a failure on each test image; ``{}`` when no human
-    labels apply, so the browser is unchanged."""
+) -> HumanVotes | None:
+    """The ``human`` argument of :func:`cifar_helpers.views.widgets.show_failure_browser`; None when no
+    human labels apply, so the browser is unchanged."""
     if isinstance(human, NotApplicable):
-        return {}
-    return {
-        "human_shares": human.shares.float(),
-        "categories": failure_categories(torch.arange(NUM_TEST_IMAGES), human, ambiguity_threshold),
-    }
+        return None
+    categories = failure_categories(torch.arange(NUM_TEST_IMAGES), human, ambiguity_threshold)
+    return HumanVotes(shares=human.shares.float(), categories=tuple(categories))
 
 
 FAILURES_REPORT = "human_labels.json"  # in failures/ (notebook 02) and reevaluation/ (notebook 05)
 
 
-def load_failure_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def load_failure_report(run_dir: str | os.PathLike[str]) -> HumanFailureReport | NotApplicable:
     """Notebook 02's saved :func:`human_failure_report` (``failures/human_labels.json``); when the
-    stage ran without writing one, a not-applicable dict saying to rerun it."""
+    stage ran without writing one, a :class:`NotApplicable` saying to rerun it."""
     path = RunDir(run_dir).path("failures", FAILURES_REPORT)
     if not path.exists():
-        return NotApplicable(f"{path} is missing: rerun 02_failure_detection.ipynb").to_dict()
-    return load_json(path)
+        return NotApplicable(f"{path} is missing: rerun 02_failure_detection.ipynb")
+    return result_from_dict(load_json(path), HumanFailureReport)
 
 
-def human_labels_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def human_labels_summary(run_dir: str | os.PathLike[str]) -> HumanLabelsSummary | NotApplicable:
     """The run summary's human-label numbers: each model's failures by category with enrichment,
     fixed / kept / new by category and how many "fixed" failures are verified label errors.
 
-    Returns ``{"applies": False, "reason": ...}`` when no human labels apply (or stage 02 has not run).
+    A :class:`NotApplicable` when no human labels apply (or stage 02 has not run).
     """
     run = RunDir(run_dir)
     path = run.path("failures", FAILURES_REPORT)
     if not path.exists():
-        return NotApplicable("stage 02 has not written failures/human_labels.json").to_dict()
-    baseline = load_json(path)
-    if not baseline.get("applies"):
-        return {"applies": False, "reason": baseline.get("reason")}
-    summary: dict[str, Any] = {
-        "applies": True,
-        "ambiguity_threshold": baseline["ambiguity_threshold"],
-        "baseline": {"counts": baseline["counts"], "enrichment": baseline["enrichment"]},
-        "accuracy_vs_human_plurality": {"baseline": baseline["accuracy_vs_human_plurality"]},
-    }
+        return NotApplicable("stage 02 has not written failures/human_labels.json")
+    baseline = result_from_dict(load_json(path), HumanFailureReport)
+    if isinstance(baseline, NotApplicable):
+        return baseline
+    summary = HumanLabelsSummary(
+        ambiguity_threshold=baseline.ambiguity_threshold,
+        baseline=CategoryEnrichment(baseline.counts, baseline.enrichment),
+        accuracy_vs_human_plurality={"baseline": baseline.accuracy_vs_human_plurality},
+    )
     path = run.path("reevaluation", FAILURES_REPORT)
-    if path.exists():
-        reevaluation = load_json(path)
-        if reevaluation.get("applies"):
-            augmented = reevaluation["augmented"]
-            summary["augmented"] = {"counts": augmented["counts"], "enrichment": augmented["enrichment"]}
-            summary["accuracy_vs_human_plurality"]["augmented"] = augmented["accuracy_vs_human_plurality"]
-            summary["by_category"] = reevaluation["by_category"]
-            summary["fixed_label_errors"] = len(reevaluation["fixed_label_errors"])
-    return summary
+    if not path.exists():
+        return summary
+    reevaluation = result_from_dict(load_json(path), CategoryComparison)
+    if isinstance(reevaluation, NotApplicable):
+        return summary
+    augmented = reevaluation.augmented
+    return replace(
+        summary,
+        augmented=CategoryEnrichment(augmented.counts, augmented.enrichment),
+        accuracy_vs_human_plurality={
+            **summary.accuracy_vs_human_plurality,
+            "augmented": augmented.accuracy_vs_human_plurality,
+        },
+        by_category=reevaluation.by_category,
+        fixed_label_errors=len(reevaluation.fixed_label_errors),
+    )

@@ -18,7 +18,12 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cifar_helpers.analysis.claims import BENCH, ClaimResult, read_ledger
-from cifar_helpers.analysis.human_labels import human_labels_summary
+from cifar_helpers.analysis.human_labels import (
+    HumanCalibration,
+    NotApplicable,
+    human_labels_summary,
+    result_from_dict,
+)
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracyOverSeeds, FailureStability, NoiseFloor
 from cifar_helpers.rundir.artifacts import (
     STAGE_OUTPUTS,
@@ -286,7 +291,7 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
         human_labels = human_labels_summary(run.root)
     except DamagedArtifactError as error:
         damaged.append(str(error))
-        human_labels = {"applies": False, "reason": str(error)}
+        human_labels = NotApplicable(str(error))
 
     metrics = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
     failures = read("failures", "summary.json", ("num_high_confidence", "threshold"))
@@ -297,7 +302,7 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
         "confidence_threshold": failures["threshold"],
         "comparison": read("reevaluation", "comparison.json", ("counts",))["counts"]
         or dict.fromkeys(COUNT_KEYS),
-        "human_labels": human_labels,
+        "human_labels": human_labels.to_dict(),
         "damaged": damaged,
     }
 
@@ -306,11 +311,13 @@ def _human_labels(run: RunDir) -> str:
     """The human-label tables with stage 06's CIFAR-10H cross-entropy, or why no human labels apply."""
     summary = human_labels_summary(run.root)
     frames = t.human_label_tables(summary)
-    if summary["applies"]:
+    if not isinstance(summary, NotApplicable):
         path = run.path("stress", "human_calibration.json")
-        calibration = [t.human_calibration_table(read_result(path))] if path.exists() else []  # stage 06's
+        calibration = []  # stage 06's table, once it has run
+        if path.exists():
+            calibration = [t.human_calibration_table(result_from_dict(read_result(path), HumanCalibration))]
         sources = "CIFAR-10H, Peterson et al. 2019; verified label errors, Northcutt et al. 2021"
-        about = f"{sources}; ambiguous: the given label's human share < {summary['ambiguity_threshold']}."
+        about = f"{sources}; ambiguous: the given label's human share < {summary.ambiguity_threshold}."
         frames = [t.note(about), *frames, *calibration]
     return _html(frames)
 

@@ -29,7 +29,19 @@ from cifar_helpers.analysis.claims import (
     ClaimResult,
     bench_gate,
 )
-from cifar_helpers.analysis.human_labels import AGREED, AMBIGUOUS, CATEGORIES, LABEL_ERROR, NUM_TEST_IMAGES
+from cifar_helpers.analysis.human_labels import (
+    AGREED,
+    AMBIGUOUS,
+    CATEGORIES,
+    LABEL_ERROR,
+    NUM_TEST_IMAGES,
+    CategoryComparison,
+    HumanCalibration,
+    HumanFailureReport,
+    HumanLabelsSummary,
+    NotApplicable,
+    result_from_dict,
+)
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracySummary, ReplicateSummary
 from cifar_helpers.rundir.config import PROFILES, RunConfig
 
@@ -96,8 +108,8 @@ def spec_table(
     return table((first, *sources), rows, title, notes, {label: kind for label, kind, *_ in spec if kind})
 
 
-def _not_applicable(result: dict[str, Any]) -> pd.DataFrame:
-    return note(f"no human labels apply: {result['reason']}")  # only where "applies" is false
+def _not_applicable(reason: str) -> pd.DataFrame:
+    return note(f"no human labels apply: {reason}")
 
 
 def is_words(column: pd.Series) -> bool:
@@ -445,36 +457,33 @@ def _by_category(by_category: dict[str, Any], title: str, notes: list[str]) -> p
     return table(CATEGORY_COUNTS, rows, title, notes)
 
 
-def human_label_tables(summary: dict[str, Any]) -> list[pd.DataFrame]:
+def human_label_tables(summary: HumanLabelsSummary | NotApplicable) -> list[pd.DataFrame]:
     """:func:`analysis.human_labels.human_labels_summary`: each model's confident failures by category
     (with enrichment) and fixed / kept / new by category, or why no human labels apply."""
-    if not summary["applies"]:
-        return [_not_applicable(summary)]
-    models = [m for m in ("baseline", "augmented") if m in summary]  # augmented: once stage 05 has run
+    if isinstance(summary, NotApplicable):
+        return [_not_applicable(summary.reason)]
+    models = summary.models()  # augmented: once stage 05 has run
     columns = ("category", *(f"{m}{s}" for m in models for s in ("", " enrichment")))
-    rows = [
-        (c, *(v for m in models for v in (summary[m]["counts"][c], summary[m]["enrichment"][c])))
-        for c in CATEGORIES
-    ]
+    rows = [(c, *(v for m in models.values() for v in (m.counts[c], m.enrichment[c]))) for c in CATEGORIES]
     title = "confident failures by category (enrichment: against the test set)"
     frames = [table(columns, rows, title, formats={f"{m} enrichment": "times" for m in models})]
-    if "by_category" in summary:  # once stage 05 has run
-        flagged = summary["fixed_label_errors"]
+    if summary.by_category is not None:  # once stage 05 has run
+        flagged = summary.fixed_label_errors
         warning = (
             f"{flagged} 'fixed' failure(s) are verified label errors: the augmented model now agrees with "
         )
         warning += "a wrong label"
         title = "the confident failures by category: fixed, kept or new in the augmented model"
-        frames.append(_by_category(summary["by_category"], title, [warning] * bool(flagged)))
+        frames.append(_by_category(summary.by_category, title, [warning] * bool(flagged)))
     spec = [(f"{m}: accuracy against the human plurality label", "pct", m) for m in models]
-    return [*frames, spec_table({"value": summary["accuracy_vs_human_plurality"]}, spec)]
+    return [*frames, spec_table({"value": summary.accuracy_vs_human_plurality}, spec)]
 
 
 def format_run_summary(summary: dict[str, Any]) -> str:
     """``summary.json`` as ``run_all.py`` prints it at the end, with each stage's status and minutes
     when this invocation ran stages."""
     parts = [f"Run: {summary['run_dir']}", texts(run_summary_tables(summary))]
-    parts.append(texts(human_label_tables(summary["human_labels"])))
+    parts.append(texts(human_label_tables(result_from_dict(summary["human_labels"], HumanLabelsSummary))))
     if "stages" in summary:
         rows = [(name, info["status"], float(info["minutes"])) for name, info in summary["stages"].items()]
         parts.append(text(table(("stage", "status", "minutes"), rows)))
@@ -484,12 +493,12 @@ def format_run_summary(summary: dict[str, Any]) -> str:
 # --- human labels (notebooks 02, 05, 06) ------------------------------------------------------------
 
 
-def human_failure_table(report: dict[str, Any], title: str = "") -> pd.DataFrame:
+def human_failure_table(report: HumanFailureReport | NotApplicable, title: str = "") -> pd.DataFrame:
     """:func:`analysis.human_labels.human_failure_report`: the confident failures by category, their
     share, the category's share of the test set and the enrichment, or why no human labels apply."""
-    if not report["applies"]:
-        return _not_applicable(report)
-    counts, n, base = report["counts"], report["num_failures"], report["base_counts"]
+    if isinstance(report, NotApplicable):
+        return _not_applicable(report.reason)
+    counts, n, base = report.counts, report.num_failures, report.base_counts
     status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS}
     rows = [
         (
@@ -497,19 +506,19 @@ def human_failure_table(report: dict[str, Any], title: str = "") -> pd.DataFrame
             counts[c],
             counts[c] / n if n else None,
             base[status.get(c, AGREED)] / NUM_TEST_IMAGES,
-            report["enrichment"][c],
+            report.enrichment[c],
         )
         for c in CATEGORIES
     ]
     title = title or (
         f"the {n} confident failures by category (ambiguous: the given label's human share "
-        f"< {report['ambiguity_threshold']})"
+        f"< {report.ambiguity_threshold})"
     )
     notes = (
-        f"accuracy against the given labels {fmt(report['accuracy'], 'pct')}, against the human "
-        f"plurality {fmt(report['accuracy_vs_human_plurality'], 'pct')}",
+        f"accuracy against the given labels {fmt(report.accuracy, 'pct')}, against the human "
+        f"plurality {fmt(report.accuracy_vs_human_plurality, 'pct')}",
         "rank correlation of the model's confidence with the human share of its prediction: "
-        + fmt(report["spearman_confidence_vs_human_share"]),
+        + fmt(report.spearman_confidence_vs_human_share),
     )
     formats = {"share": "pct", "in the test set": "pct", "enrichment": "times"}
     return table(
@@ -517,41 +526,39 @@ def human_failure_table(report: dict[str, Any], title: str = "") -> pd.DataFrame
     )
 
 
-def human_comparison_tables(result: dict[str, Any]) -> list[pd.DataFrame]:
+def human_comparison_tables(result: CategoryComparison | NotApplicable) -> list[pd.DataFrame]:
     """:func:`analysis.human_labels.comparison_by_category`: the augmented model's failures by
     category, and fixed / kept / new by category with every fixed verified label error."""
-    if not result["applies"]:
-        return [_not_applicable(result)]
-    flagged, augmented = result["fixed_label_errors"], result["augmented"]
+    if isinstance(result, NotApplicable):
+        return [_not_applicable(result.reason)]
+    flagged, augmented = result.fixed_label_errors, result.augmented
     notes = [
         f"WARNING: {len(flagged)} 'fixed' failure(s) are verified label errors: the augmented model "
         "now agrees with a wrong label:"
     ] * bool(flagged) + [
-        f"  image {f['index']}: labelled '{f['given']}', humans say '{f['human_plurality']}' (given "
-        f"label's share {f['given_share']:.2f}, verification {f['mturk_given_votes']} for it)"
+        f"  image {f.index}: labelled '{f.given}', humans say '{f.human_plurality}' (given "
+        f"label's share {f.given_share:.2f}, verification {f.mturk_given_votes} for it)"
         for f in flagged
     ]
     title = "the baseline's failures, fixed / kept, and the augmented model's new ones, by category"
     return [
-        human_failure_table(
-            augmented, f"augmented model: its {augmented['num_failures']} confident failures"
-        ),
+        human_failure_table(augmented, f"augmented model: its {augmented.num_failures} confident failures"),
         _by_category(
-            result["by_category"], title, notes or ["no verified label error among the fixed failures"]
+            result.by_category, title, notes or ["no verified label error among the fixed failures"]
         ),
     ]
 
 
-def human_calibration_table(result: dict[str, Any]) -> pd.DataFrame:
+def human_calibration_table(result: HumanCalibration | NotApplicable) -> pd.DataFrame:
     """:func:`analysis.human_labels.calibration_against_humans`: each model's cross-entropy against the
     CIFAR-10H votes, as trained and temperature-scaled, or why no human labels apply."""
-    if not result["applies"]:
-        return _not_applicable(result)
+    if isinstance(result, NotApplicable):
+        return _not_applicable(result.reason)
     # temperature and "after" are None for a model the calibration skipped
-    rows = [(name, m["before"], m["temperature"], m["after"]) for name, m in result["models"].items()]
+    rows = [(name, m.before, m.temperature, m.after) for name, m in result.models.items()]
     title = (
         "cross-entropy against the CIFAR-10H vote distribution (nats, lower = more human-like "
-        f"uncertainty; the humans' own entropy is {fmt(result['human_entropy'], 'nats')})"
+        f"uncertainty; the humans' own entropy is {fmt(result.human_entropy, 'nats')})"
     )
     columns = ("model", "as trained", "temperature", "scaled")
     return table(columns, rows, title, formats={"as trained": "nats", "scaled": "nats"})
@@ -611,7 +618,7 @@ def category_mix_table(mix: dict[str, Any]) -> pd.DataFrame:
     """:meth:`workflow.stages.Replicates.human_label_mix`: the count and share of each category among
     the consistent and among the one-seed failures, or why no human labels apply."""
     if not mix["applies"]:
-        return _not_applicable(mix)
+        return _not_applicable(mix["reason"])
     groups = ("consistent", "one_seed")
     totals = {g: sum(mix[g].values()) for g in groups}
     rows = [

@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_helpers.analysis.gradcam import explain_images
+from cifar_helpers.analysis.human_labels import HumanVotes
 from cifar_helpers.core.checks import check_count
 from cifar_helpers.rundir.registry import HEADLESS_ENV
 from cifar_helpers.views.plotting.core import (
@@ -170,18 +171,22 @@ def _prepare(
 
 
 def _check_human(
-    human_shares: Any, categories: Sequence[str] | None, num_images: int, num_classes: int
+    human: HumanVotes | None, num_images: int, num_classes: int
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The optional human votes (N, C) and per-image failure categories (N,), checked."""
-    shares = None if human_shares is None else to_numpy(human_shares, "human_shares").astype(np.float64)
-    if shares is not None and shares.shape != (num_images, num_classes):
+    if human is None:
+        return None, None
+    shares = to_numpy(human.shares, "human.shares").astype(np.float64)
+    if shares.shape != (num_images, num_classes):
         raise ValueError(
-            f"human_shares must have shape ({num_images}, {num_classes}) (one vote share per test "
+            f"human.shares must have shape ({num_images}, {num_classes}) (one vote share per test "
             f"image and class), got {tuple(shares.shape)}"
         )
-    names = None if categories is None else np.asarray([str(c) for c in categories], dtype=object)
-    if names is not None and names.shape != (num_images,):
-        raise ValueError(f"categories must hold one name per test image ({num_images}), got {len(names)}")
+    names = np.asarray([str(c) for c in human.categories], dtype=object)
+    if names.shape != (num_images,):
+        raise ValueError(
+            f"human.categories must hold one name per test image ({num_images}), got {len(names)}"
+        )
     return shares, names
 
 
@@ -217,8 +222,8 @@ class FailureBrowser:
         failures, probs: ``{model name: FailureSet}`` (most confident first), ``{model name: float (N, C)}``.
         heatmaps: ``{model name: {"indices": (M,), "predicted_maps": (M, H, W), "true_maps": (M, H, W)}}``.
         models: ``{model name: nn.Module}`` to compute missing maps on demand (at ``layer``, None: layer4).
-        human_shares: optional float (N, C) CIFAR-10H vote shares, drawn beside the model's top-5.
-        categories: optional (N,) failure category per test image, shown and offered as a filter
+        human: optional CIFAR-10H vote shares (N, C), drawn beside the model's top-5, and the failure
+            category of each test image, shown and offered as a filter
             (:func:`cifar_helpers.analysis.human_labels.browser_inputs`).
     """
 
@@ -233,15 +238,12 @@ class FailureBrowser:
         models: Mapping[str, Any] | None = None,
         layer: Any = None,
         *,
-        human_shares: Any = None,
-        categories: Sequence[str] | None = None,
+        human: HumanVotes | None = None,
     ) -> None:
         self._images, self._labels, self.classes, self._models = _prepare(
             images, labels, classes, failures, probs, heatmaps, models, layer
         )
-        self._human_shares, self._categories = _check_human(
-            human_shares, categories, len(self._labels), len(self.classes)
-        )
+        self._human_shares, self._categories = _check_human(human, len(self._labels), len(self.classes))
         self.model_names = list(self._models)
         # "any" is the no-filter choice; renamed in the unlikely case that a class is called "any".
         self.any_label = "any" if "any" not in self.classes else "(any class)"
@@ -454,8 +456,7 @@ def show_failure_browser(
     *inputs: Any,
     interactive: bool | None = None,
     max_static: int = 16,
-    human_shares: Any = None,
-    categories: Sequence[str] | None = None,
+    human: HumanVotes | None = None,
     **named_inputs: Any,
 ) -> FailureBrowser | Figure:
     """Display and return the :class:`FailureBrowser` (``inputs`` as there) or, where widgets cannot run,
@@ -464,7 +465,7 @@ def show_failure_browser(
     if interactive is None:
         interactive = not is_headless()
     if interactive:
-        shown = FailureBrowser(*inputs, **named_inputs, human_shares=human_shares, categories=categories)
+        shown = FailureBrowser(*inputs, **named_inputs, human=human)
     else:
         shown = static_failure_figure(*inputs, **named_inputs, max_static=max_static)
     display(shown)

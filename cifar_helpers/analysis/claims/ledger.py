@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.failures import FailureSet
-from cifar_helpers.analysis.human_labels import MODEL_ERROR
+from cifar_helpers.analysis.human_labels import HumanFailureReport, NotApplicable
 from cifar_helpers.core.data import CifarData
 from cifar_helpers.core.evaluation import Predictions
 from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint, save_json
@@ -39,7 +39,9 @@ NO_BENCH = "the planted-cause bench has not run yet (06_stress_tests)"
 ONE_RUN = "one run cannot tell augmentation from a reseed: see the replicates (07, --seeds 42,43)"
 
 
-def model_errors_only(failures: FailureSet, human_report: Mapping[str, Any]) -> FailureSet | None:
+def model_errors_only(
+    failures: FailureSet, human_report: HumanFailureReport | NotApplicable
+) -> FailureSet | None:
     """The failures humans call model errors (verified label errors and ambiguous images set aside).
 
     Args:
@@ -49,13 +51,14 @@ def model_errors_only(failures: FailureSet, human_report: Mapping[str, Any]) -> 
     Returns:
         The restricted :class:`FailureSet`, or None when no human labels apply to the run.
     """
-    if not human_report.get("applies"):
+    if isinstance(human_report, NotApplicable):
         return None
-    keep = [r["index"] for r in human_report["failures"] if r["category"] == MODEL_ERROR]
-    return failures.restricted_to(torch.tensor(keep, dtype=torch.int64))
+    return failures.restricted_to(torch.tensor(human_report.model_errors(), dtype=torch.int64))
 
 
-def failure_populations(failures: FailureSet, human_report: Mapping[str, Any]) -> dict[str, FailureSet]:
+def failure_populations(
+    failures: FailureSet, human_report: HumanFailureReport | NotApplicable
+) -> dict[str, FailureSet]:
     """The failures claims 3-6 are tested on: all of them (:data:`ALL_FAILURES`) and, where human labels
     apply, the model errors alone (:data:`MODEL_ERRORS`, :func:`model_errors_only`). The last one is the
     primary population, declared before any number: a claim about why the model fails is judged on
@@ -73,7 +76,7 @@ def gradcam_stage_claims(
     data: CifarData,
     predictions: Predictions,
     failures: FailureSet,
-    human_report: Mapping[str, Any],
+    human_report: HumanFailureReport | NotApplicable,
     measures: Mapping[str, Mapping[str, Any]],
     road: Mapping[str, Any],
     layer: str,
@@ -116,7 +119,7 @@ def reevaluation_claims(
     test_images: Tensor,
     failures: FailureSet,
     fixed: Tensor,
-    human_report: Mapping[str, Any],
+    human_report: HumanFailureReport | NotApplicable,
     *,
     seed: int = 0,
     eval_options: Mapping[str, Any] | None = None,
@@ -148,7 +151,7 @@ def reseed_stage_claims(
     failures: FailureSet,
     fixed: Tensor,
     reseed_fixed: Tensor,
-    human_report: Mapping[str, Any],
+    human_report: HumanFailureReport | NotApplicable,
     bench_rows: Sequence[ClaimResult],
     *,
     seed: int = 0,

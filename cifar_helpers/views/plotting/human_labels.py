@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -16,6 +15,8 @@ from cifar_helpers.analysis.human_labels import (
     LABEL_ERROR,
     MODEL_ERROR,
     NUM_TEST_IMAGES,
+    HumanFailureReport,
+    NotApplicable,
 )
 
 from .core import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, class_bars, new_figure, styled
@@ -25,19 +26,19 @@ _BASE_STATUS = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGR
 
 
 @styled
-def plot_failure_categories(reports: Mapping[str, Mapping[str, Any]]) -> Figure:
+def plot_failure_categories(reports: Mapping[str, HumanFailureReport | NotApplicable]) -> Figure:
     """Each category's share among each model's confident failures (``{model: human_failure_report(...)}``,
     all applying) against its share of the test set, on a log scale, annotated with the enrichment."""
-    missing = [name for name, r in reports.items() if not r.get("applies")]
+    missing = [name for name, r in reports.items() if isinstance(r, NotApplicable)]
     if not reports or missing:
         raise ValueError(f"reports must all apply (human labels present); not for: {', '.join(missing)}")
     fig = new_figure(7.5, 3.6)
     ax = fig.add_subplot()
     first = next(iter(reports.values()))
-    bars = {"test set": [first["base_counts"][_BASE_STATUS[c]] / NUM_TEST_IMAGES for c in CATEGORIES]}
+    bars = {"test set": [first.base_counts[_BASE_STATUS[c]] / NUM_TEST_IMAGES for c in CATEGORIES]}
     for name, report in reports.items():
-        n = max(report["num_failures"], 1)
-        bars[f"{name} failures"] = [report["counts"][c] / n for c in CATEGORIES]
+        n = max(report.num_failures, 1)
+        bars[f"{name} failures"] = [report.counts[c] / n for c in CATEGORIES]
     x = np.arange(len(CATEGORIES))
     width = 0.8 / len(bars)
     colors = [NEUTRAL_COLOR, *MODEL_COLORS]
@@ -48,8 +49,8 @@ def plot_failure_categories(reports: Mapping[str, Mapping[str, Any]]) -> Figure:
             continue
         report = list(reports.values())[k - 1]
         for xi, c in zip(positions, CATEGORIES, strict=True):
-            factor = report["enrichment"][c]
-            if factor is not None and report["counts"][c]:
+            factor = report.enrichment[c]
+            if factor is not None and report.counts[c]:
                 ax.text(xi, values[CATEGORIES.index(c)] * 1.15, f"x{factor:.1f}", ha="center", fontsize=7)
     ax.set_yscale("log")
     ax.set_ylim(1e-3, 2)
