@@ -5,8 +5,8 @@ The folders are the layers, bottom first; a module imports only from its own fol
 * ``rundir``: the run directory (stages defined once, configuration, atomic artifacts, manifests,
   lineage, the lock, safe loading, seeding and the environment record);
 * ``core``: data, the ResNet-18, augmentation, training and predictions;
-* ``analysis``: failures, human labels, Grad-CAM, faithfulness, stress tests, calibration, sanity checks,
-  seeds;
+* ``analysis``: failures, human labels, Grad-CAM, faithfulness, stress tests, calibration, the sanity
+  check, the positive control, seeds;
 * ``views``: figures, tables, the failure browser, the HTML report;
 * ``workflow``: opening a stage, running the notebooks, progress, seed replicates.
 

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from cifar_helpers.analysis.positive_control import PositiveControl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,3 +122,40 @@ def smoke_replicates(tmp_path_factory: pytest.TempPathFactory) -> ReplicateRun:
         timeout=3600,
     )
     return ReplicateRun(root, completed)
+
+
+def positive_control_result(road: dict[str, Any], **tied: Any) -> PositiveControl:
+    """A positive-control result with made-up numbers (the tied model's overridden by ``tied``) and
+    ``road`` as both models' ROAD table, for the tables, figures and report that read one."""
+    from cifar_helpers.analysis.positive_control import ControlModel, PositiveControl
+
+    entry = {
+        "test_accuracy": 0.25,
+        "train_accuracy": 0.9,
+        "num_failures": 40,
+        "mask_share": 0.1361,
+        "mask_share_std": 0.05,
+        "pointing_game": 0.2,
+        "failure_object_area": 0.14,
+        "mask_share_all": 0.2,
+        "pointing_game_all": 0.3,
+        "road": road,
+    }
+    untied = {"num_failures": 25, "mask_share": 0.3171, "pointing_game": 0.9, "mask_share_all": 0.22}
+    return PositiveControl(
+        correlation=0.9,
+        threshold=0.6,
+        thresholds_tried=(0.9, 0.8, 0.7, 0.6),
+        min_failures=50,
+        train_per_class=100,
+        test_per_class=100,
+        epochs=4,
+        width=16,
+        seed=0,
+        layer="layer4",
+        object_area_fraction=0.135,
+        tied=ControlModel(**{**entry, **tied}),
+        untied=ControlModel(**{**entry, **untied}),
+        examples_file="positive_control_examples.pt",
+        seconds=12.5,
+    )

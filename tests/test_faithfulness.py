@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import positive_control_result
 from torch import nn
 
 from cifar_helpers.analysis.faithfulness import (
@@ -221,7 +222,7 @@ def test_road_table_text_and_figures() -> None:
     assert "m Grad-CAM" in by_model and "m random" in by_model and "25%" in by_model and "75%" in by_model
     object_row = {**table["rows"]["gradcam"], "combined": 0.4321}
     road = {**table, "rows": {**table["rows"], "object": object_row}}
-    control = text(positive_control_road_table({"tied": {"road": road}, "untied": {"road": road}}))
+    control = text(positive_control_road_table(positive_control_result(road)))
     assert control.count("+0.43") == 2 and control.count(f"{table['rows']['random']['combined']:+.2f}") >= 2
     fig = plot_road_curves(table)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two maps and the zero line

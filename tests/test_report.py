@@ -21,8 +21,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from conftest import positive_control_result
 
 from cifar_helpers.analysis.calibration import calibration_report
+from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, save_figure, save_json
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.views import tables
@@ -161,38 +163,21 @@ def fake_run(tmp_path: Path) -> Path:
     labels = torch.multinomial((logits / 3).softmax(dim=1), 1, generator=generator).squeeze(1)
     report = calibration_report(logits[:200], labels[:200], logits[200:], labels[200:], 0.9)
     save_json(stress / "calibration.json", {"baseline": report})
-    save_json(
-        stress / "sanity.json",
-        {
-            "steps": ["trained", "linear", "layer4"],
-            "spearman_mean": [1.0, 0.91, 0.12],
-            "spearman_std": [0, 0.05, 0.2],
-            "num_images": 16,
-        },
+    sanity = RandomisationSummary(
+        steps=("trained", "linear", "layer4"),
+        spearman_mean=(1.0, 0.91, 0.12),
+        spearman_std=(0, 0.05, 0.2),
+        num_defined=(16, 16, 15),
+        num_images=16,
+        layer="layer4",
+        seed=0,
     )
-    control = {"test_accuracy": 0.25, "train_accuracy": 0.9, "mask_share_all": 0.2}
+    save_json(stress / "sanity.json", sanity.to_dict())
     road = {
         "num_images": 8,
         "rows": {m: {"combined": c} for m, c in (("gradcam", 0.1), ("random", 0), ("object", 0.3))},
     }
-    save_json(
-        stress / "positive_control.json",
-        {
-            "correlation": 0.9,
-            "threshold": 0.6,
-            "object_area_fraction": 0.135,
-            "tied": {**control, "num_failures": 40, "mask_share": 0.1361, "pointing_game": 0.2, "road": road},
-            "untied": {
-                **control,
-                "num_failures": 25,
-                "mask_share": 0.3171,
-                "pointing_game": 0.9,
-                "road": road,
-            },
-            "mask_share_gap": 0.181,
-            "pointing_game_gap": 0.7,
-        },
-    )
+    save_json(stress / "positive_control.json", positive_control_result(road).to_dict())
     _figure(stress / "corruption_curves.png", "corruptions", 2)
     _figure(stress / "reliability.png", "reliability", 3)
     return run

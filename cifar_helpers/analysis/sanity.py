@@ -1,42 +1,27 @@
-"""Is Grad-CAM telling us about the model? Two checks with known answers.
+"""Is Grad-CAM telling us about the model? The model-parameter randomisation test (Adebayo et al., 2018).
 
-1. **Model-parameter randomisation test** (Adebayo et al., 2018): the layers of a copy of the trained
-   network are re-initialised cumulatively from the top, and each step's Grad-CAM maps are compared
-   with the trained model's by Spearman rank correlation; maps that depend on what was learned must
-   decorrelate.
-2. **Positive control for background confusion**: on generated images with known object masks, a model
-   trained where backgrounds give the class away should put less Grad-CAM mass on the object in its
-   failures than one trained where they do not.
+The layers of a copy of the trained network are re-initialised cumulatively from the top, and each
+step's Grad-CAM maps are compared with the trained model's by Spearman rank correlation; maps that
+depend on what was learned must decorrelate. (The positive control, a check with a planted cause, is
+:mod:`cifar_helpers.analysis.positive_control`.)
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
 import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from cifar_helpers.analysis.failures import find_high_confidence_failures
-from cifar_helpers.analysis.faithfulness import random_maps, road_table
-from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
+from cifar_helpers.analysis.gradcam import grad_cam
 from cifar_helpers.core.checks import check_float_images, eval_mode, model_device
-from cifar_helpers.core.data import make_synthetic_cifar
-from cifar_helpers.core.evaluation import accuracy, predict
-from cifar_helpers.core.normalization import normalize
-from cifar_helpers.core.training import train_model
-from cifar_helpers.rundir.artifacts import load_torch, save_torch
-from cifar_helpers.rundir.config import make_config
-
-if TYPE_CHECKING:
-    from cifar_helpers.core.data import CifarData
-    from cifar_helpers.rundir.config import RunConfig
 
 # Cascading randomisation order, top of the network first: (step name, modules re-initialised).
 RANDOMISATION_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -48,18 +33,6 @@ RANDOMISATION_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("conv1/bn1", ("conv1", "bn1")),
 )
 TRAINED_STEP = "trained"  # step 0: nothing randomised (the trained maps against themselves)
-
-# Thresholds tried, highest first, until both positive-control models have enough failures.
-CONTROL_THRESHOLDS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
-# Failures each control model needs at the chosen threshold (why 50: background_positive_control).
-CONTROL_MIN_FAILURES = 50
-# Size of the control, the same in every profile (its own epochs, not the profile's).
-CONTROL_TRAIN_PER_CLASS = 100
-CONTROL_TEST_PER_CLASS = 100
-CONTROL_EPOCHS = 4
-CONTROL_CORRELATION = 0.9  # probability that a tied training image has its class's tied background
-CONTROL_EXAMPLES = 8  # failures per model saved (image, mask, map) for figures
-EXAMPLES_NAME = "positive_control_examples.pt"
 
 
 def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -85,10 +58,10 @@ def spearman_per_image(reference: torch.Tensor, other: torch.Tensor) -> torch.Te
     return torch.from_numpy(out)
 
 
-def _nan_mean_std(values: torch.Tensor) -> tuple[float, float]:
+def nan_mean_std(values: torch.Tensor) -> tuple[float, float]:
     """Mean and population std (ddof 0: defined even for one image) of the non-NaN values, in float64.
 
-    Not torch.nanmean: its summation order differs in the last bit, which would change
+    Not torch.nanmean: its summation order differs in the last bit, which would change sanity.json and
     positive_control.json.
     """
     values = values.to(torch.float64)
@@ -153,208 +126,60 @@ def cascading_randomisation_maps(
     return steps, torch.stack(maps), target_classes
 
 
+@dataclass(frozen=True)
+class RandomisationSummary:
+    """The randomisation test's result (:func:`summarise_randomisation`, saved as ``sanity.json``).
+
+    One entry per step of ``steps`` (``"trained"`` first: the trained model against itself) in
+    ``spearman_mean``, ``spearman_std`` (over the ``num_defined`` images whose two maps are both
+    non-constant; NaN when none), out of ``num_images``; ``layer`` and ``seed`` as the test ran.
+    """
+
+    steps: tuple[str, ...]
+    spearman_mean: tuple[float, ...]
+    spearman_std: tuple[float, ...]
+    num_defined: tuple[int, ...]
+    num_images: int
+    layer: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        lengths = {len(self.steps), len(self.spearman_mean), len(self.spearman_std), len(self.num_defined)}
+        if len(lengths) != 1:
+            raise ValueError("steps, spearman_mean, spearman_std and num_defined must have the same length")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``sanity.json``): the fields, sequences as lists; see :meth:`from_dict`."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RandomisationSummary:
+        """Rebuild the result from :meth:`to_dict`'s output (a loaded ``sanity.json``); a missing key
+        raises ``KeyError`` naming it."""
+        read = {field.name: values[field.name] for field in fields(cls)}
+        sequences = ("steps", "spearman_mean", "spearman_std", "num_defined")
+        return cls(**{**read, **{name: tuple(read[name]) for name in sequences}})
+
+
 def summarise_randomisation(
     steps: list[str], maps: torch.Tensor, *, layer: str | None = None, seed: int = 0
-) -> dict[str, Any]:
+) -> RandomisationSummary:
     """The cascading model-parameter randomisation test of Adebayo et al. (2018) for Grad-CAM: the
     Spearman correlation of every step's maps (float (S, N, H, W), step 0 the trained model's, from
-    :func:`cascading_randomisation_maps`) with the trained maps; ``layer`` and ``seed`` are recorded.
-
-    Returns:
-        JSON-ready ``{"steps": [...], "spearman_mean": [...], "spearman_std": [...],
-        "num_defined": [...], "num_images", "layer", "seed"}``, one entry per step, the first the
-        trained model against itself; means and stds over the ``num_defined`` images whose maps are
-        both non-constant (NaN when none).
+    :func:`cascading_randomisation_maps`) with the trained maps; ``layer`` (None: ``layer4``) and
+    ``seed`` are recorded.
     """
     if maps.ndim != 4 or maps.shape[0] != len(steps):
         raise ValueError(f"maps must be (S, N, H, W) with S = {len(steps)} steps, got {tuple(maps.shape)}")
     rhos = [spearman_per_image(maps[0], step_maps) for step_maps in maps]
-    stats = [_nan_mean_std(rho) for rho in rhos]
-    return {
-        "steps": list(steps),
-        "spearman_mean": [mean for mean, _ in stats],
-        "spearman_std": [std for _, std in stats],
-        "num_defined": [int((~torch.isnan(rho)).sum()) for rho in rhos],
-        "num_images": int(maps.shape[1]),
-        "layer": layer if layer is not None else "layer4",
-        "seed": int(seed),
-    }
-
-
-def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> dict[str, Any]:
-    """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
-
-    Both use the smoke recipe with ``config``'s seed, device, threads, Grad-CAM layer and confidence
-    threshold, at the fixed ``CONTROL_*`` sizes, and are tested on the same untied images. Failures are
-    taken at the highest of ``config.confidence_threshold`` and the :data:`CONTROL_THRESHOLDS` below it
-    at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest otherwise): the few most confident
-    failures are dominated by the square/diamond confusion the generated classes invite by design, and
-    only over many failures do the tied model's background-driven mistakes show. ``out_dir`` receives
-    the checkpoints (``tied/``, ``untied/``; finished ones are reused) and
-    ``positive_control_examples.pt``.
-
-    Returns:
-        JSON-ready dict (saved by the stress stage as ``positive_control.json``): ``correlation``,
-        ``threshold`` (used), ``thresholds_tried``, ``object_area_fraction`` (the mask share of a
-        uniform map), ``tied`` and ``untied``, each ``{"test_accuracy", "train_accuracy",
-        "num_failures", "mask_share", "mask_share_std", "pointing_game", "failure_object_area",
-        "mask_share_all", "pointing_game_all", "road"}`` (``*_all`` over every test image),
-        ``mask_share_gap`` and ``pointing_game_gap`` (untied minus tied), the sizes used,
-        ``examples_file`` and ``seconds``.
-    """
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    control = make_config(
-        "smoke",
-        seed=config.seed,
-        device=config.device,
-        num_threads=config.num_threads,
-        data_source="synthetic",
-        train_per_class=CONTROL_TRAIN_PER_CLASS,
-        test_per_class=CONTROL_TEST_PER_CLASS,
-        holdout_per_class=0,
-        epochs=CONTROL_EPOCHS,
-        confidence_threshold=config.confidence_threshold,
-        gradcam_layer=config.gradcam_layer,
+    stats = [nan_mean_std(rho) for rho in rhos]
+    return RandomisationSummary(
+        steps=tuple(steps),
+        spearman_mean=tuple(mean for mean, _ in stats),
+        spearman_std=tuple(std for _, std in stats),
+        num_defined=tuple(int((~torch.isnan(rho)).sum()) for rho in rhos),
+        num_images=int(maps.shape[1]),
+        layer=layer if layer is not None else "layer4",
+        seed=int(seed),
     )
-    # No decoy colours: the control isolates one cause of failure, the background.
-    datasets = {
-        name: make_synthetic_cifar(
-            CONTROL_TRAIN_PER_CLASS,
-            CONTROL_TEST_PER_CLASS,
-            seed=control.seed,
-            background_class_correlation=correlation,
-            decoy_colour_rate=0.0,
-        )
-        for name, correlation in (("untied", 0.0), ("tied", CONTROL_CORRELATION))
-    }
-    test = datasets["untied"]  # both share the test split: backgrounds there are never tied
-    trained = {
-        name: _train_control(control, datasets[name], test, out_dir / name) for name in ("tied", "untied")
-    }
-    threshold, tried = _control_threshold(trained, test.test_labels, control.confidence_threshold)
-    normalised = normalize(test.test_images.to(model_device(trained["tied"]["model"])))
-    summary: dict[str, Any] = {}
-    examples: dict[str, dict[str, torch.Tensor]] = {}
-    for name, entry in trained.items():
-        summary[name], examples[name] = _explain_control(entry, test, normalised, threshold, config)
-    save_torch(out_dir / EXAMPLES_NAME, {"classes": list(test.classes), "threshold": threshold, **examples})
-    return {
-        "correlation": float(CONTROL_CORRELATION),
-        "threshold": float(threshold),
-        "thresholds_tried": [float(t) for t in tried],
-        "min_failures": CONTROL_MIN_FAILURES,
-        "train_per_class": CONTROL_TRAIN_PER_CLASS,
-        "test_per_class": CONTROL_TEST_PER_CLASS,
-        "epochs": CONTROL_EPOCHS,
-        "width": control.width,
-        "seed": control.seed,
-        "layer": control.gradcam_layer,
-        "object_area_fraction": float(test.test_masks.to(torch.float64).mean()),
-        "tied": summary["tied"],
-        "untied": summary["untied"],
-        "mask_share_gap": summary["untied"]["mask_share"] - summary["tied"]["mask_share"],
-        "pointing_game_gap": summary["untied"]["pointing_game"] - summary["tied"]["pointing_game"],
-        "examples_file": EXAMPLES_NAME,
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def _train_control(control: RunConfig, data: CifarData, test: CifarData, out_dir: Path) -> dict[str, Any]:
-    """One control model trained (or resumed) on ``data``'s training split and tested on ``test``'s."""
-    result = train_model(
-        control,
-        data.train_images,
-        data.train_labels,
-        test.test_images,
-        test.test_labels,
-        out_dir,
-        augment=False,
-        num_classes=len(data.classes),
-        progress=False,
-        resume=True,
-    )
-    model = result.model.eval()
-    tested = predict(model, test.test_images, test.test_labels, **control.eval_options())
-    train = predict(model, data.train_images, data.train_labels, **control.eval_options())
-    return {
-        "model": model,
-        "probs": tested.probs,
-        "test_accuracy": accuracy(tested),
-        "train_accuracy": accuracy(train),
-    }
-
-
-def _control_threshold(
-    trained: dict[str, dict[str, Any]], labels: torch.Tensor, configured: float
-) -> tuple[float, list[float]]:
-    """The highest threshold tried at which every model has :data:`CONTROL_MIN_FAILURES`, and those tried."""
-    tried = [t for t in CONTROL_THRESHOLDS if t <= configured]
-    if not tried or tried[0] != configured:
-        tried.insert(0, configured)
-    for candidate in tried:
-        counts = [len(find_high_confidence_failures(t["probs"], labels, candidate)) for t in trained.values()]
-        if min(counts) >= CONTROL_MIN_FAILURES:
-            return candidate, tried
-    return tried[-1], tried
-
-
-def _explain_control(
-    entry: dict[str, Any], test: CifarData, normalised: torch.Tensor, threshold: float, config: RunConfig
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """One control model's Grad-CAM measures (its result entry) and its first failures (for figures)."""
-    model, masks = entry["model"], test.test_masks
-    predicted = entry["probs"].argmax(dim=1)
-    maps = grad_cam(model, normalised, predicted, config.gradcam_layer, batch_size=256).cpu()
-    shares = mask_share(maps, masks)
-    hits = pointing_game(maps, masks)
-    failures = find_high_confidence_failures(entry["probs"], test.test_labels, threshold)
-    idx = failures.indices
-    share_mean, share_std = _nan_mean_std(shares[idx])
-    # ROAD of the failures with their Grad-CAM, a random map, and the true object mask as a map: the mask
-    # ranks every object pixel above every background pixel, so its combined score says how much more
-    # the prediction rests on the object than on the background.
-    road = idx[: config.road_images]
-    road_images, fractions = test.test_images[road], config.road_fractions
-    k, _, height, width = road_images.shape
-    rows = {"gradcam": maps[road], "random": random_maps(k, height, width, seed=config.seed)}
-    rows["object"] = masks[road].float()
-    summary = {
-        "test_accuracy": entry["test_accuracy"],
-        "train_accuracy": entry["train_accuracy"],
-        "num_failures": len(failures),
-        "mask_share": share_mean,
-        "mask_share_std": share_std,
-        "pointing_game": float(hits[idx].to(torch.float64).mean()) if len(idx) else math.nan,
-        "failure_object_area": float(masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
-        "mask_share_all": _nan_mean_std(shares)[0],
-        "pointing_game_all": float(hits.to(torch.float64).mean()),
-        "road": road_table(model, road_images, predicted[road], rows, fractions=fractions, seed=config.seed),
-    }
-    keep = idx[:CONTROL_EXAMPLES]
-    example = {
-        "indices": keep.clone(),
-        "images": test.test_images[keep].clone(),
-        "masks": masks[keep].clone(),
-        "maps": maps[keep].clone(),
-        "true_labels": test.test_labels[keep].clone(),
-        "predicted": predicted[keep].clone(),
-        "confidence": failures.confidence[:CONTROL_EXAMPLES].clone(),
-    }
-    return summary, example
-
-
-def load_positive_control_examples(out_dir: str | Path) -> dict[str, Any]:
-    """The examples :func:`background_positive_control` saved in ``out_dir``.
-
-    Returns:
-        ``{"classes": [...], "threshold": float, "tied": {...}, "untied": {...}}``, each model's
-        entry holding ``images`` uint8 (K, 3, 32, 32), ``masks`` bool (K, 32, 32), ``maps`` float32
-        (K, 32, 32), ``true_labels`` / ``predicted`` int64 (K,), ``confidence`` float32 (K,), ``indices``.
-    """
-    path = Path(out_dir) / EXAMPLES_NAME
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: run background_positive_control with out_dir={str(out_dir)!r}"
-        )
-    return load_torch(path)

@@ -24,6 +24,8 @@ from cifar_helpers.analysis.human_labels import (
     human_labels_summary,
     result_from_dict,
 )
+from cifar_helpers.analysis.positive_control import PositiveControl
+from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracyOverSeeds, FailureStability, NoiseFloor
 from cifar_helpers.rundir.artifacts import (
     STAGE_OUTPUTS,
@@ -123,12 +125,13 @@ def _failure_list(failures: dict[str, Any]) -> list[pd.DataFrame]:
 
 
 def _positive_control(data: dict[str, Any]) -> list[pd.DataFrame]:
+    control = PositiveControl.from_dict(data)
     spec = [
         ("mask-share gap (untied - tied)", None, "mask_share_gap"),
         ("pointing-game gap (untied - tied)", "pct", "pointing_game_gap"),
     ]
-    gaps = t.spec_table({"value": data}, spec)
-    return [t.positive_control_table(data), gaps, t.positive_control_road_table(data)]
+    gaps = t.spec_table({"value": control.to_dict()}, spec)
+    return [t.positive_control_table(control), gaps, t.positive_control_road_table(control)]
 
 
 def _noise_floor(saved: dict[str, Any]) -> list[pd.DataFrame]:
@@ -187,7 +190,10 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     "comparison.json": ("Baseline vs augmented failures", t.comparison_tables),
     "corruptions.json": ("Corruption stress test", lambda data: t.corruption_tables(data, severities=True)),
     "calibration.json": ("Calibration and temperature scaling", t.calibration_table),
-    "sanity.json": ("Grad-CAM sanity check (model-parameter randomisation)", t.randomisation_table),
+    "sanity.json": (
+        "Grad-CAM sanity check (model-parameter randomisation)",
+        lambda data: t.randomisation_table(RandomisationSummary.from_dict(data)),
+    ),
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
     # reevaluation/road.json has a table per model
     "road.json": ("Faithfulness of the heatmaps (ROAD)", lambda data: _road_table(data)(data)),

@@ -42,6 +42,8 @@ from cifar_helpers.analysis.human_labels import (
     NotApplicable,
     result_from_dict,
 )
+from cifar_helpers.analysis.positive_control import PositiveControl
+from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracySummary, ReplicateSummary
 from cifar_helpers.rundir.config import PROFILES, RunConfig
 
@@ -333,18 +335,18 @@ def calibration_table(reports: dict[str, Any]) -> pd.DataFrame:
     return spec_table(models, spec, f"temperature fitted on {holdout} held-out training images", skipped)
 
 
-def randomisation_table(result: dict[str, Any]) -> pd.DataFrame:
-    """Spearman correlation of Grad-CAM maps as layers are re-initialised, from ``sanity.json``."""
-    rows = zip(result["steps"], result["spearman_mean"], result["spearman_std"], strict=True)
-    title = f"Spearman correlation with the trained model's maps ({result['num_images']} images)"
+def randomisation_table(result: RandomisationSummary) -> pd.DataFrame:
+    """Spearman correlation of Grad-CAM maps as layers are re-initialised (``sanity.json``)."""
+    rows = zip(result.steps, result.spearman_mean, result.spearman_std, strict=True)
+    title = f"Spearman correlation with the trained model's maps ({result.num_images} images)"
     return table(("randomised up to", "mean", "std"), rows, title, formats={"mean": "signed"})
 
 
-def positive_control_table(result: dict[str, Any]) -> pd.DataFrame:
+def positive_control_table(result: PositiveControl) -> pd.DataFrame:
     """The tied and untied models' accuracy, failures, mask share, pointing game (positive_control.json)."""
     title = (
-        f"generated data, backgrounds tied to the class in {fmt(result['correlation'], 'share')} of training "
-        f"images (none at test); failures above confidence {result['threshold']}"
+        f"generated data, backgrounds tied to the class in {fmt(result.correlation, 'share')} of training "
+        f"images (none at test); failures above confidence {result.threshold}"
     )
     spec = [
         ("test accuracy", "pct", "test_accuracy"),
@@ -354,8 +356,8 @@ def positive_control_table(result: dict[str, Any]) -> pd.DataFrame:
         ("pointing game (failures)", "pct", "pointing_game"),
         ("mask share (all test images)", None, "mask_share_all"),
     ]
-    notes = [f"a uniform map's mask share: {fmt(result['object_area_fraction'])}"]
-    return spec_table({m: result[m] for m in ("tied", "untied")}, spec, title, notes)
+    notes = [f"a uniform map's mask share: {fmt(result.object_area_fraction)}"]
+    return spec_table({m: entry.to_dict() for m, entry in result.models.items()}, spec, title, notes)
 
 
 def road_map_table(
@@ -410,11 +412,11 @@ def road_by_model_table(result: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def positive_control_road_table(result: dict[str, Any]) -> pd.DataFrame:
+def positive_control_road_table(result: PositiveControl) -> pd.DataFrame:
     """ROAD's combined score of the positive control's two models: Grad-CAM, a random map and the
     object mask as the map (``positive_control.json``)."""
     columns = ("", "images", "Grad-CAM", "random", "object mask")
-    roads = {name: result[name]["road"] for name in ("tied", "untied")}
+    roads = {name: entry.road for name, entry in result.models.items()}
     rows = [
         (n, r["num_images"], *(r["rows"][m]["combined"] for m in ("gradcam", "random", "object")))
         for n, r in roads.items()

@@ -1,6 +1,7 @@
 """Figures of the stress stage: corruption curves, a severity grid, reliability diagrams, the Grad-CAM
-randomisation test and the background positive control, from the JSON-ready results of
-:mod:`cifar_helpers.analysis` ``stress``, ``calibration`` and ``sanity``."""
+randomisation test and the background positive control, from the results of
+:mod:`cifar_helpers.analysis` ``stress``, ``calibration`` (JSON-ready dicts), ``sanity`` and
+``positive_control`` (typed results)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from cifar_helpers.analysis.positive_control import ControlExamples, PositiveControl
+from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.stress import CORRUPTION_PARAMETERS, CORRUPTIONS, corrupt, corruption_seed
 
 from .core import (
@@ -40,6 +43,7 @@ def _models(results: Mapping[str, Any], marker: str, name: str) -> dict[str, Map
         raise TypeError(
             f"{name} must be a non-empty dict of model name -> result, got {type(results).__name__}"
         )
+    # Optional by design: a whole stage file holds the models under "models", a mapping of models does not.
     if isinstance(results.get("models"), Mapping):
         results = results["models"]
     if marker in results:
@@ -71,21 +75,21 @@ def _summary_and_panels(
 @styled
 def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
     """Accuracy against severity (0 = clean, also dashed), a panel per corruption, a line per model, from
-    ``{model name: corruption_accuracy(...) result}`` or a whole ``corruptions.json``."""
+    ``{model name: its entry of run_stress_test(...)["models"]}`` or a whole ``corruptions.json``."""
     models = _models(results, "clean_accuracy", "results")
-    names = list(dict.fromkeys(c for result in models.values() for c in result.get("corruptions") or {}))
+    names = list(dict.fromkeys(c for result in models.values() for c in result["corruptions"]))
     if not names:
-        raise ValueError("results hold no corruption: run corruption_accuracy with at least one corruption")
+        raise ValueError("results hold no corruption: run run_stress_test with at least one corruption")
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
     fig = new_figure(3.2 * cols, 2.6 * rows + 0.6)
     axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
     for ax, corruption in zip(axes, names, strict=False):
         for i, (model, result) in enumerate(models.items()):
-            cell = (result.get("corruptions") or {}).get(corruption)
-            if cell is None:
+            cell = result["corruptions"].get(corruption)
+            if cell is None:  # optional by design: results of models tested on other corruptions
                 continue
-            severities = list(result.get("severities") or range(1, len(cell["accuracy"]) + 1))
+            severities = list(result["severities"])
             clean = float(result["clean_accuracy"])
             color = model_color(i)
             ax.plot(
@@ -102,7 +106,7 @@ def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
         ax.set_ylabel("accuracy")
     summary = ", ".join(
         f"{model}: clean {float(r['clean_accuracy']):.1%}, "
-        f"corrupted {float(r.get('mean_corruption_accuracy', math.nan)):.1%}"
+        f"corrupted {float(r['mean_corruption_accuracy']):.1%}"
         for model, r in models.items()
     )
     axes[0].legend(loc="lower left")
@@ -188,23 +192,21 @@ def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
 
 @styled
 def plot_randomisation_test(
-    result: Mapping[str, Any],
+    result: RandomisationSummary,
     maps: Any = None,
     images: Any = None,
     num_examples: int = 4,
 ) -> Figure:
     """The cascading randomisation test (``sanity.json``): correlation per step; with float (S, N, H, W)
     ``maps`` of the S steps and their uint8 (N, 3, H, W) ``images``, the maps of ``num_examples`` images."""
-    try:
-        steps = list(result["steps"])
-        means = np.asarray(result["spearman_mean"], dtype=np.float64)
-        stds = np.asarray(result["spearman_std"], dtype=np.float64)
-    except (KeyError, TypeError) as error:
-        raise ValueError(
-            "result must be a summarise_randomisation result (steps, spearman_mean, spearman_std)"
-        ) from error
-    if not len(steps) == len(means) == len(stds):
-        raise ValueError("result's steps, spearman_mean and spearman_std must have the same length")
+    if not isinstance(result, RandomisationSummary):
+        raise TypeError(
+            "result must be a RandomisationSummary (summarise_randomisation's result, or "
+            f"RandomisationSummary.from_dict of sanity.json), got {type(result).__name__}"
+        )
+    steps = list(result.steps)
+    means = np.asarray(result.spearman_mean, dtype=np.float64)
+    stds = np.asarray(result.spearman_std, dtype=np.float64)
     n_show = 0
     if maps is not None:
         if images is None:
@@ -235,19 +237,19 @@ def plot_randomisation_test(
 
 @styled
 def plot_positive_control(
-    result: Mapping[str, Any], examples: Mapping[str, Any] | None = None, num_examples: int = 6
+    result: PositiveControl, examples: ControlExamples | None = None, num_examples: int = 6
 ) -> Figure:
     """Where Grad-CAM looks for the background-tied and the untied model's confident failures
-    (``positive_control.json``); with :func:`cifar_helpers.analysis.sanity.load_positive_control_examples`'
-    ``examples``, ``num_examples`` failures per model, map overlaid and object outlined in white."""
-    models = [m for m in ("tied", "untied") if isinstance(result.get(m), Mapping)]
-    if len(models) != 2:
-        raise ValueError(
-            "result must be a background_positive_control result with 'tied' and 'untied' entries"
+    (``positive_control.json``); with the :class:`~cifar_helpers.analysis.positive_control.ControlExamples`
+    of :func:`cifar_helpers.analysis.positive_control.load_positive_control_examples`, ``num_examples``
+    failures per model, map overlaid and object outlined in white."""
+    if not isinstance(result, PositiveControl):
+        raise TypeError(
+            "result must be a PositiveControl (background_positive_control's result, or "
+            f"PositiveControl.from_dict of positive_control.json), got {type(result).__name__}"
         )
-    examples = examples or {}
-    rows_of_examples = [(m, examples[m]) for m in models if m in examples]
-    classes = list(examples.get("classes") or [])
+    rows_of_examples = list(examples.models.items()) if examples is not None else []
+    classes = list(examples.classes) if examples is not None else []
     n_cols = max(3, num_examples)
     fig = new_figure(1.6 * n_cols + 0.6, 3.3 + 1.9 * len(rows_of_examples))
     ax, panels = _summary_and_panels(fig, len(rows_of_examples), n_cols, (2.0, 1.2))
@@ -259,26 +261,23 @@ def plot_positive_control(
         ("pointing_game_all", "pointing game\n(all test images)"),
     )
     x = np.arange(len(measures))
-    for i, (model, colour) in enumerate(zip(models, (WRONG_COLOR, CORRECT_COLOR), strict=True)):
-        entry = result[model]
-        values = [float(entry.get(key, math.nan)) for key, _ in measures]
-        accuracy = float(entry.get("test_accuracy", math.nan))
-        label = f"{model} backgrounds: accuracy {accuracy:.0%}, {entry.get('num_failures', '?')} failures"
+    colours = (WRONG_COLOR, CORRECT_COLOR)
+    for i, ((model, entry), colour) in enumerate(zip(result.models.items(), colours, strict=True)):
+        values = [float(getattr(entry, key)) for key, _ in measures]
+        label = f"{model} backgrounds: accuracy {entry.test_accuracy:.0%}, {entry.num_failures} failures"
         bars = ax.bar(
             x + (i - 0.5) * 0.38, np.nan_to_num(values), width=0.36, color=colour, alpha=0.8, label=label
         )
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
-    area = result.get("object_area_fraction")
-    if area is not None:
-        label = f"object area ({float(area):.2f}): uniform map"
-        ax.axhline(float(area), color=NEUTRAL_COLOR, ls="--", lw=1.2, label=label)
+    area = result.object_area_fraction
+    label = f"object area ({area:.2f}): uniform map"
+    ax.axhline(area, color=NEUTRAL_COLOR, ls="--", lw=1.2, label=label)
     ax.set_xticks(x, [label for _, label in measures])
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("share / hit rate")
     ax.legend(loc="upper left")
     ax.set_title(
-        f"confidence > {float(result.get('threshold', math.nan)):g}; "
-        f"mask-share gap (untied - tied) {float(result.get('mask_share_gap', math.nan)):+.3f}"
+        f"confidence > {result.threshold:g}; mask-share gap (untied - tied) {result.mask_share_gap:+.3f}"
     )
 
     def class_name(label: Any) -> str:
@@ -286,12 +285,12 @@ def plot_positive_control(
 
     scale = 3
     for (model, entry), row_panels in zip(rows_of_examples, panels, strict=True):
-        images = image_batch(f"examples[{model!r}]['images']", entry["images"])
+        images = image_batch(f"examples.{model}.images", entry.images)
         k = min(len(images), num_examples)
-        maps = check_maps(entry["maps"], f"examples[{model!r}]['maps']", (len(images), *images.shape[2:]))
-        masks = to_numpy(entry["masks"], f"examples[{model!r}]['masks']").astype(bool)
+        maps = check_maps(entry.maps, f"examples.{model}.maps", (len(images), *images.shape[2:]))
+        masks = to_numpy(entry.masks, f"examples.{model}.masks").astype(bool)
         true, predicted, confidence = (
-            to_numpy(entry[key], key) for key in ("true_labels", "predicted", "confidence")
+            to_numpy(getattr(entry, key), key) for key in ("true_labels", "predicted", "confidence")
         )
         for col, panel in enumerate(row_panels):
             if col >= k:

@@ -1,0 +1,364 @@
+"""A positive control for background confusion: does Grad-CAM show a cause we planted?
+
+On generated images with known object masks, a model trained where backgrounds give the class away
+should put less Grad-CAM mass on the object in its failures than one trained where they do not. The
+result (:class:`PositiveControl`, saved as ``stress/positive_control.json``) and the failures kept
+for figures (:class:`ControlExamples`, ``positive_control_examples.pt``) are read back strictly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cifar_helpers.analysis.failures import find_high_confidence_failures
+from cifar_helpers.analysis.faithfulness import random_maps, road_table
+from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
+from cifar_helpers.analysis.sanity import nan_mean_std
+from cifar_helpers.core.checks import model_device
+from cifar_helpers.core.data import make_synthetic_cifar
+from cifar_helpers.core.evaluation import accuracy, predict
+from cifar_helpers.core.normalization import normalize
+from cifar_helpers.core.training import train_model
+from cifar_helpers.rundir.artifacts import load_torch, save_torch
+from cifar_helpers.rundir.config import make_config
+
+if TYPE_CHECKING:
+    from cifar_helpers.core.data import CifarData
+    from cifar_helpers.rundir.config import RunConfig
+
+# Thresholds tried, highest first, until both positive-control models have enough failures.
+CONTROL_THRESHOLDS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
+# Failures each control model needs at the chosen threshold (why 50: background_positive_control).
+CONTROL_MIN_FAILURES = 50
+# Size of the control, the same in every profile (its own epochs, not the profile's).
+CONTROL_TRAIN_PER_CLASS = 100
+CONTROL_TEST_PER_CLASS = 100
+CONTROL_EPOCHS = 4
+CONTROL_CORRELATION = 0.9  # probability that a tied training image has its class's tied background
+CONTROL_EXAMPLES = 8  # failures per model saved (image, mask, map) for figures
+EXAMPLES_NAME = "positive_control_examples.pt"
+CONTROL_MODELS = ("tied", "untied")  # the two models, in the order they are saved
+
+
+@dataclass(frozen=True)
+class ControlModel:
+    """One control model's measures: an entry ``tied`` or ``untied`` of ``positive_control.json``.
+
+    ``mask_share`` (its std), ``pointing_game`` and ``failure_object_area`` are over the model's
+    ``num_failures`` confident failures (NaN when there are none), ``*_all`` over every test image;
+    ``road`` is :func:`cifar_helpers.analysis.faithfulness.road_table`'s result on the failures (Grad-CAM,
+    a random map and the object mask as the map), kept as that function returns it.
+    """
+
+    test_accuracy: float
+    train_accuracy: float
+    num_failures: int
+    mask_share: float
+    mask_share_std: float
+    pointing_game: float
+    failure_object_area: float
+    mask_share_all: float
+    pointing_game_all: float
+    road: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the keys in the order of the fields; see :meth:`from_dict`."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ControlModel:
+        """Rebuild an entry from :meth:`to_dict`'s output; a missing key raises ``KeyError`` naming it."""
+        return cls(**{field.name: values[field.name] for field in fields(cls)})
+
+
+@dataclass(frozen=True)
+class PositiveControl:
+    """The positive control's result (:func:`background_positive_control`, ``positive_control.json``).
+
+    ``correlation``: the share of tied training images with their class's background; ``threshold``:
+    the confidence threshold used, of ``thresholds_tried``; ``min_failures`` each model needed there;
+    the control's sizes, width, seed and Grad-CAM ``layer``; ``object_area_fraction``: the mask share
+    of a uniform map; ``tied`` and ``untied``: each model's measures; ``examples_file``: the failures
+    kept for figures (:func:`load_positive_control_examples`); ``seconds``: how long it took.
+    """
+
+    correlation: float
+    threshold: float
+    thresholds_tried: tuple[float, ...]
+    min_failures: int
+    train_per_class: int
+    test_per_class: int
+    epochs: int
+    width: int
+    seed: int
+    layer: str
+    object_area_fraction: float
+    tied: ControlModel
+    untied: ControlModel
+    examples_file: str
+    seconds: float
+
+    @property
+    def mask_share_gap(self) -> float:
+        """The untied model's mask share on its failures minus the tied model's."""
+        return self.untied.mask_share - self.tied.mask_share
+
+    @property
+    def pointing_game_gap(self) -> float:
+        """The untied model's pointing-game hit rate on its failures minus the tied model's."""
+        return self.untied.pointing_game - self.tied.pointing_game
+
+    @property
+    def models(self) -> dict[str, ControlModel]:
+        """``{"tied": ..., "untied": ...}``, in the order of :data:`CONTROL_MODELS`."""
+        return {"tied": self.tied, "untied": self.untied}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``positive_control.json``): the fields with the two gaps after the models."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        values["thresholds_tried"] = list(self.thresholds_tried)
+        values["tied"], values["untied"] = self.tied.to_dict(), self.untied.to_dict()
+        # The file's key order: the gaps come between the models and the examples file and timing.
+        timing = {key: values.pop(key) for key in ("examples_file", "seconds")}
+        return {
+            **values,
+            "mask_share_gap": self.mask_share_gap,
+            "pointing_game_gap": self.pointing_game_gap,
+            **timing,
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PositiveControl:
+        """Rebuild the result from :meth:`to_dict`'s output (a loaded ``positive_control.json``); a
+        missing key raises ``KeyError`` naming it. The saved gaps are not read: they follow from the
+        models."""
+        read = {field.name: values[field.name] for field in fields(cls)}
+        read["thresholds_tried"] = tuple(read["thresholds_tried"])
+        read["tied"], read["untied"] = (ControlModel.from_dict(read[name]) for name in CONTROL_MODELS)
+        return cls(**read)
+
+
+@dataclass(frozen=True, eq=False)
+class FailureExamples:
+    """One control model's first confident failures, for figures: ``indices`` int64 (K,) into the test
+    split, ``images`` uint8 (K, 3, 32, 32), ``masks`` bool (K, 32, 32), ``maps`` float32 (K, 32, 32),
+    ``true_labels`` / ``predicted`` int64 (K,), ``confidence`` float32 (K,). (No ``==``: tensors.)"""
+
+    indices: torch.Tensor
+    images: torch.Tensor
+    masks: torch.Tensor
+    maps: torch.Tensor
+    true_labels: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors by field name, in the order of the fields (as saved)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, torch.Tensor]) -> FailureExamples:
+        """Rebuild from :meth:`to_dict`'s output; a missing key raises ``KeyError`` naming it."""
+        return cls(**{field.name: values[field.name] for field in fields(cls)})
+
+
+@dataclass(frozen=True, eq=False)
+class ControlExamples:
+    """The failures :func:`background_positive_control` keeps (``positive_control_examples.pt``): the
+    generated ``classes``, the confidence ``threshold`` used, and each model's first failures."""
+
+    classes: tuple[str, ...]
+    threshold: float
+    tied: FailureExamples
+    untied: FailureExamples
+
+    @property
+    def models(self) -> dict[str, FailureExamples]:
+        """``{"tied": ..., "untied": ...}``, in the order of :data:`CONTROL_MODELS`."""
+        return {"tied": self.tied, "untied": self.untied}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form saved with ``torch.save``: ``classes`` (a list), ``threshold``, ``tied``, ``untied``."""
+        return {
+            "classes": list(self.classes),
+            "threshold": self.threshold,
+            **{name: examples.to_dict() for name, examples in self.models.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ControlExamples:
+        """Rebuild from :meth:`to_dict`'s output; a missing key raises ``KeyError`` naming it."""
+        tied, untied = (FailureExamples.from_dict(values[name]) for name in CONTROL_MODELS)
+        return cls(classes=tuple(values["classes"]), threshold=values["threshold"], tied=tied, untied=untied)
+
+
+def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> PositiveControl:
+    """Train a background-tied and an untied model on generated data and compare where Grad-CAM looks.
+
+    Both use the smoke recipe with ``config``'s seed, device, threads, Grad-CAM layer and confidence
+    threshold, at the fixed ``CONTROL_*`` sizes, and are tested on the same untied images. Failures are
+    taken at the highest of ``config.confidence_threshold`` and the :data:`CONTROL_THRESHOLDS` below it
+    at which *both* have :data:`CONTROL_MIN_FAILURES` (the lowest otherwise): the few most confident
+    failures are dominated by the square/diamond confusion the generated classes invite by design, and
+    only over many failures do the tied model's background-driven mistakes show. ``out_dir`` receives
+    the checkpoints (``tied/``, ``untied/``; finished ones are reused) and
+    ``positive_control_examples.pt`` (:class:`ControlExamples`).
+
+    Returns:
+        The :class:`PositiveControl` (the stress stage saves its ``to_dict()`` as
+        ``positive_control.json``).
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    control = make_config(
+        "smoke",
+        seed=config.seed,
+        device=config.device,
+        num_threads=config.num_threads,
+        data_source="synthetic",
+        train_per_class=CONTROL_TRAIN_PER_CLASS,
+        test_per_class=CONTROL_TEST_PER_CLASS,
+        holdout_per_class=0,
+        epochs=CONTROL_EPOCHS,
+        confidence_threshold=config.confidence_threshold,
+        gradcam_layer=config.gradcam_layer,
+    )
+    # No decoy colours: the control isolates one cause of failure, the background.
+    datasets = {
+        name: make_synthetic_cifar(
+            CONTROL_TRAIN_PER_CLASS,
+            CONTROL_TEST_PER_CLASS,
+            seed=control.seed,
+            background_class_correlation=correlation,
+            decoy_colour_rate=0.0,
+        )
+        for name, correlation in (("untied", 0.0), ("tied", CONTROL_CORRELATION))
+    }
+    test = datasets["untied"]  # both share the test split: backgrounds there are never tied
+    trained = {name: _train_control(control, datasets[name], test, out_dir / name) for name in CONTROL_MODELS}
+    threshold, tried = _control_threshold(trained, test.test_labels, control.confidence_threshold)
+    normalised = normalize(test.test_images.to(model_device(trained["tied"]["model"])))
+    summary: dict[str, ControlModel] = {}
+    examples: dict[str, FailureExamples] = {}
+    for name, entry in trained.items():
+        summary[name], examples[name] = _explain_control(entry, test, normalised, threshold, config)
+    kept = ControlExamples(tuple(test.classes), threshold, examples["tied"], examples["untied"])
+    save_torch(out_dir / EXAMPLES_NAME, kept.to_dict())
+    return PositiveControl(
+        correlation=float(CONTROL_CORRELATION),
+        threshold=float(threshold),
+        thresholds_tried=tuple(float(t) for t in tried),
+        min_failures=CONTROL_MIN_FAILURES,
+        train_per_class=CONTROL_TRAIN_PER_CLASS,
+        test_per_class=CONTROL_TEST_PER_CLASS,
+        epochs=CONTROL_EPOCHS,
+        width=control.width,
+        seed=control.seed,
+        layer=control.gradcam_layer,
+        object_area_fraction=float(test.test_masks.to(torch.float64).mean()),
+        tied=summary["tied"],
+        untied=summary["untied"],
+        examples_file=EXAMPLES_NAME,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _train_control(control: RunConfig, data: CifarData, test: CifarData, out_dir: Path) -> dict[str, Any]:
+    """One control model trained (or resumed) on ``data``'s training split and tested on ``test``'s."""
+    result = train_model(
+        control,
+        data.train_images,
+        data.train_labels,
+        test.test_images,
+        test.test_labels,
+        out_dir,
+        augment=False,
+        num_classes=len(data.classes),
+        progress=False,
+        resume=True,
+    )
+    model = result.model.eval()
+    tested = predict(model, test.test_images, test.test_labels, **control.eval_options())
+    train = predict(model, data.train_images, data.train_labels, **control.eval_options())
+    return {
+        "model": model,
+        "probs": tested.probs,
+        "test_accuracy": accuracy(tested),
+        "train_accuracy": accuracy(train),
+    }
+
+
+def _control_threshold(
+    trained: dict[str, dict[str, Any]], labels: torch.Tensor, configured: float
+) -> tuple[float, list[float]]:
+    """The highest threshold tried at which every model has :data:`CONTROL_MIN_FAILURES`, and those tried."""
+    tried = [t for t in CONTROL_THRESHOLDS if t <= configured]
+    if not tried or tried[0] != configured:
+        tried.insert(0, configured)
+    for candidate in tried:
+        counts = [len(find_high_confidence_failures(t["probs"], labels, candidate)) for t in trained.values()]
+        if min(counts) >= CONTROL_MIN_FAILURES:
+            return candidate, tried
+    return tried[-1], tried
+
+
+def _explain_control(
+    entry: dict[str, Any], test: CifarData, normalised: torch.Tensor, threshold: float, config: RunConfig
+) -> tuple[ControlModel, FailureExamples]:
+    """One control model's Grad-CAM measures (its result entry) and its first failures (for figures)."""
+    model, masks = entry["model"], test.test_masks
+    predicted = entry["probs"].argmax(dim=1)
+    maps = grad_cam(model, normalised, predicted, config.gradcam_layer, batch_size=256).cpu()
+    shares = mask_share(maps, masks)
+    hits = pointing_game(maps, masks)
+    failures = find_high_confidence_failures(entry["probs"], test.test_labels, threshold)
+    idx = failures.indices
+    share_mean, share_std = nan_mean_std(shares[idx])
+    # ROAD of the failures with their Grad-CAM, a random map, and the true object mask as a map: the mask
+    # ranks every object pixel above every background pixel, so its combined score says how much more
+    # the prediction rests on the object than on the background.
+    road = idx[: config.road_images]
+    road_images, fractions = test.test_images[road], config.road_fractions
+    k, _, height, width = road_images.shape
+    rows = {"gradcam": maps[road], "random": random_maps(k, height, width, seed=config.seed)}
+    rows["object"] = masks[road].float()
+    summary = ControlModel(
+        test_accuracy=entry["test_accuracy"],
+        train_accuracy=entry["train_accuracy"],
+        num_failures=len(failures),
+        mask_share=share_mean,
+        mask_share_std=share_std,
+        pointing_game=float(hits[idx].to(torch.float64).mean()) if len(idx) else math.nan,
+        failure_object_area=float(masks[idx].to(torch.float64).mean()) if len(idx) else math.nan,
+        mask_share_all=nan_mean_std(shares)[0],
+        pointing_game_all=float(hits.to(torch.float64).mean()),
+        road=road_table(model, road_images, predicted[road], rows, fractions=fractions, seed=config.seed),
+    )
+    keep = idx[:CONTROL_EXAMPLES]
+    example = FailureExamples(
+        indices=keep.clone(),
+        images=test.test_images[keep].clone(),
+        masks=masks[keep].clone(),
+        maps=maps[keep].clone(),
+        true_labels=test.test_labels[keep].clone(),
+        predicted=predicted[keep].clone(),
+        confidence=failures.confidence[:CONTROL_EXAMPLES].clone(),
+    )
+    return summary, example
+
+
+def load_positive_control_examples(out_dir: str | Path) -> ControlExamples:
+    """The :class:`ControlExamples` :func:`background_positive_control` saved in ``out_dir``."""
+    path = Path(out_dir) / EXAMPLES_NAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: run background_positive_control with out_dir={str(out_dir)!r}"
+        )
+    return ControlExamples.from_dict(load_torch(path))
