@@ -30,9 +30,10 @@ from cifar_helpers.analysis.claims import (
 from cifar_helpers.analysis.claims.ledger import NO_BENCH, ONE_RUN
 from cifar_helpers.analysis.claims.rules import RULE_CAUSE
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
-from cifar_helpers.analysis.gradcam import matched_confidence_controls
+from cifar_helpers.analysis.gradcam import explain_images, matched_confidence_controls, periphery_share
 from cifar_helpers.analysis.human_labels import FailureRecord, HumanFailureReport, NotApplicable
 from cifar_helpers.core.evaluation import Predictions, predict
+from cifar_helpers.core.models import resnet18
 from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD
 from cifar_helpers.views import tables
 from cifar_helpers.views.tables import text
@@ -511,8 +512,8 @@ def test_no_failures_give_an_inconclusive_row() -> None:
 
 
 def road(gradcam: list[float], random: list[float]) -> dict:
-    """A road.json with per-image combined ROAD scores of Grad-CAM at layer4 and of a random map."""
-    rows = {"gradcam@layer4": gradcam, "random": random}
+    """A road.json with per-image combined ROAD scores of Grad-CAM at claim 5's layer and of a random map."""
+    rows = {f"gradcam@{claims.GRADCAM_CLAIM_LAYER}": gradcam, "random": random}
     return {"rows": {key: {"combined_per_image": scores} for key, scores in rows.items()}}
 
 
@@ -521,7 +522,8 @@ FLAT = torch.full((200, 3, 32, 32), 128, dtype=torch.uint8)  # no object: every 
 
 
 def measures(failure_shares: list, control_shares: list) -> dict:
-    """A measures.json of failures 0..K-1 and controls K..2K-1 of :data:`FLAT`."""
+    """Claim 5's measures (:func:`background_shares`' layout) of failures 0..K-1 and controls K..2K-1
+    of :data:`FLAT`."""
     k = len(failure_shares)
     return {
         "failure_periphery_shares": failure_shares,
@@ -532,53 +534,70 @@ def measures(failure_shares: list, control_shares: list) -> dict:
     }
 
 
-def test_the_gradcam_test_counts_background_heavy_maps_on_saved_measures() -> None:
-    controls = [0.5 + 0.003 * i for i in range(100)]  # 0.500 to 0.797
-    # The cut: the controls' 90th percentile, 0.5 + 0.003 * 89.1; 10 controls lie above it, and the
-    # failures shifted by 0.15 put 60 above it (those from control 40 on).
-    shifted = measures([c + 0.15 for c in controls], controls)
-    row = claims.gradcam_claim(shifted, FAITHFUL, "layer4", FLAT)
-    assert row.details["cut"] == pytest.approx(0.5 + 0.003 * 89.1)
-    assert row.details["background_heavy_failures"] == 0.6 and row.details["background_heavy_controls"] == 0.1
-    assert row.effect == pytest.approx(0.5) and row.verdict == SUPPORTED
-    same = {**shifted, "failure_periphery_shares": [*controls[:99], None]}
-    row = claims.gradcam_claim(same, FAITHFUL, "layer4", FLAT)
-    assert row.n == 99 and row.effect == 0.0 and row.verdict == NOT_SUPPORTED
+def test_the_gradcam_test_counts_maps_heavier_on_the_periphery_than_a_uniform_map() -> None:
+    # A uniform map puts 75 % of its mass outside the central 16x16: a map above that looks more at
+    # the surround than at the centre. Half the controls do; 90 of 100 failures do.
+    controls = [0.6] * 50 + [0.8] * 50
+    heavy = measures([0.8] * 90 + [0.6] * 10, controls)
+    row = claims.gradcam_claim(heavy, FAITHFUL, FLAT)
+    assert row.details["background_heavy_failures"] == 0.9 and row.details["background_heavy_controls"] == 0.5
+    assert row.effect == pytest.approx(0.4) and row.verdict == SUPPORTED
     assert row.details["uniform_share"] == 0.75 and row.details["road"]["faithful"] and not row.precondition
-    # Diffuse failure maps, each near the cut but none above it: a higher mean share, and yet no more
-    # maps that look at the background.
-    diffuse = {**shifted, "failure_periphery_shares": [0.76] * 100}
-    row = claims.gradcam_claim(diffuse, FAITHFUL, "layer4", FLAT)
+    same = {**heavy, "failure_periphery_shares": [*controls[:99], None]}
+    row = claims.gradcam_claim(same, FAITHFUL, FLAT)
+    assert row.n == 99 and row.effect == 0.0 and row.verdict == NOT_SUPPORTED
+    # Diffuse failure maps just under the uniform share: a higher mean share than the controls', and
+    # yet no map that looks at the background more than at the centre.
+    diffuse = measures([0.74] * 100, [0.5] * 100)
+    row = claims.gradcam_claim(diffuse, FAITHFUL, FLAT)
     assert row.details["failure_share"] > row.details["control_share"]
-    assert row.effect == pytest.approx(-0.1) and row.verdict == NOT_SUPPORTED
-    assert math.isnan(claims.gradcam_claim(measures([], []), FAITHFUL, "layer4", FLAT).effect)
+    assert row.effect == 0.0 and row.verdict == NOT_SUPPORTED
+    assert math.isnan(claims.gradcam_claim(measures([], []), FAITHFUL, FLAT).effect)
     for key in ("center", "failure_indices"):
         with pytest.raises(KeyError, match=key):
-            claims.gradcam_claim({k: v for k, v in shifted.items() if k != key}, FAITHFUL, "layer4", FLAT)
+            claims.gradcam_claim({k: v for k, v in heavy.items() if k != key}, FAITHFUL, FLAT)
     # Objects off the centre put their own maps in the periphery: such pairs are set aside. The first
     # 60 failures' images get a bright square 9 px right of the centre, so only the last 40 pairs count.
     images = FLAT.clone()
     images[:60, :, 12:20, 21:29] = 250
-    row = claims.gradcam_claim(shifted, FAITHFUL, "layer4", images)
+    row = claims.gradcam_claim(heavy, FAITHFUL, images)
     assert row.details["pairs_off_center_set_aside"] == 60 and row.n == 40
-    assert row.details["background_heavy_failures"] == 1.0  # failures 60-99: all above the cut
+    assert row.details["background_heavy_failures"] == 0.75  # failures 60-99: 30 of them above the line
+    # On the bench (road None) the verdict is the test's own, and nothing is withheld.
+    assert not claims.gradcam_claim(heavy, None, FLAT).precondition
+
+
+def test_background_shares_explain_the_failures_and_their_matched_controls_at_claim_5s_layer() -> None:
+    model, images = resnet18(width=4).eval(), random_images(40)
+    labels = torch.arange(40) % 10
+    predictions = predict(model, images, labels)
+    failures = find_high_confidence_failures(predictions.probs, labels, 0.05)
+    result = claims.background_shares(model, images, predictions, failures, max_failures=5, seed=3)
+    assert result["failure_indices"] == failures.indices[:5].tolist() and len(result["control_indices"]) == 5
+    controls = torch.tensor(result["control_indices"])
+    assert bool((predictions.preds[controls] == labels[controls]).all())  # correct images
+    maps = explain_images(
+        model, images[controls], predictions.preds[controls], layer=claims.GRADCAM_CLAIM_LAYER
+    )
+    expected = [None if math.isnan(v) else v for v in periphery_share(maps, 16).tolist()]
+    assert result["control_periphery_shares"] == pytest.approx(expected, nan_ok=True)
+    empty = failures.restricted_to(torch.tensor([], dtype=torch.int64))
+    assert claims.background_shares(model, images, predictions, empty) == measures([], [])
 
 
 def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -> None:
     rng = np.random.default_rng(1)
     noise = list(rng.normal(0, 0.1, 40))
-    shifted = measures([0.7] * 100, [0.5] * 100)
-    row = claims.gradcam_claim(shifted, road(noise, [0.0] * 40), "layer4", FLAT)  # no better than random
+    shifted = measures([0.8] * 100, [0.5] * 100)
+    row = claims.gradcam_claim(shifted, road(noise, [0.0] * 40), FLAT)  # no better than random
     assert row.effect == 1.0 and row.rule.verdict(row.effect, row.ci_low, row.ci_high) == SUPPORTED
     assert row.verdict == INCONCLUSIVE and "do not beat random maps on ROAD" in row.precondition
     check = row.details["road"]
     assert not check["faithful"] and check["ci_low"] < 0 < check["ci_high"]
-    few = claims.gradcam_claim(
-        shifted, road(noise[:5], [0.0] * 5), "layer4", FLAT
-    )  # too few to check: say so
+    few = claims.gradcam_claim(shifted, road(noise[:5], [0.0] * 5), FLAT)  # too few to check: say so
     assert few.verdict == INCONCLUSIVE and few.precondition.startswith("too few failures scored by ROAD")
     assert ClaimResult.from_dict(row.to_dict()) == row  # the withheld verdict survives the JSON
-    seeds = claims.combine_seeds([[row], [claims.gradcam_claim(shifted, FAITHFUL, "layer4", FLAT)]])
+    seeds = claims.combine_seeds([[row], [claims.gradcam_claim(shifted, FAITHFUL, FLAT)]])
     assert seeds[0].verdict == INCONCLUSIVE and seeds[0].precondition.endswith("(in 1 of 2 seeds)")
 
 
@@ -647,7 +666,7 @@ def test_the_bench_gate_passes_a_sensitive_and_specific_test_only() -> None:
 
 def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_path: Path) -> None:
     gain = claims.accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[2]
-    road_failed = "the layer4 maps do not beat random maps on ROAD"
+    road_failed = "the layer3 maps do not beat random maps on ROAD"
     stages = {
         "gradcam": [
             cause_row(3, 0.3, MODEL_ERRORS),

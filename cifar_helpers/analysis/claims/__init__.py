@@ -23,8 +23,10 @@ from .ledger import (
     save_claims,
 )
 from .probes import (
+    GRADCAM_CLAIM_LAYER,
     accuracy_claims,
     background_claim,
+    background_shares,
     gradcam_claim,
     matched_controls,
     off_center_claim,
@@ -62,6 +64,7 @@ __all__ = [
     "CAUSE_OF_CLAIM",
     "CLAIMS",
     "CLAIMS_FILE",
+    "GRADCAM_CLAIM_LAYER",
     "INCONCLUSIVE",
     "LEDGER_STAGES",
     "MIN_BOOTSTRAP_SAMPLE",
@@ -73,6 +76,7 @@ __all__ = [
     "Rule",
     "accuracy_claims",
     "background_claim",
+    "background_shares",
     "bench_gate",
     "bench_verdicts",
     "bootstrap_interval",

@@ -24,6 +24,7 @@ from .bench import bench_gate
 from .probes import (
     accuracy_claims,
     background_claim,
+    background_shares,
     gradcam_claim,
     off_center_claim,
     reseed_claims,
@@ -77,9 +78,7 @@ def gradcam_stage_claims(
     predictions: Predictions,
     failures: FailureSet,
     human_report: HumanFailureReport | NotApplicable,
-    measures: Mapping[str, Mapping[str, Any]],
     road: Mapping[str, Any],
-    layer: str,
     *,
     seed: int = 0,
     eval_options: Mapping[str, Any] | None = None,
@@ -90,9 +89,8 @@ def gradcam_stage_claims(
     Args:
         model, predictions: the baseline and its test predictions. data: the run's data.
         failures, human_report: ``failures/failures.json`` and ``failures/human_labels.json``.
-        measures: ``{population: its failure_attention_report}`` for each population tested.
-        road, layer: ``gradcam/road.json`` and the layer of the maps. seed, eval_options: as for
-            :func:`background_claim`.
+        road: ``gradcam/road.json``, the ROAD scores of every layer (claim 5's precondition).
+        seed, eval_options: as for :func:`background_claim`.
     """
     if len(data.holdout_labels) == 0:
         raise ValueError("claims 3 and 4 need held-out training images as donors; set holdout_per_class >= 1")
@@ -105,7 +103,13 @@ def gradcam_stage_claims(
         rows += [
             background_claim(model, images, predictions, chosen, *donors, **on, **options),
             texture_claim(model, images, predictions, chosen, *donors, data.classes, **on, **options),
-            gradcam_claim(measures[population], road, layer, images, seed=seed, **on),
+            gradcam_claim(
+                background_shares(model, images, predictions, chosen, seed=seed),
+                road,
+                images,
+                seed=seed,
+                **on,
+            ),
         ]
     return _primary_last(rows, list(populations))
 
