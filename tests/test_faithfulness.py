@@ -14,7 +14,6 @@ from torch import nn
 from cifar_helpers.analysis.faithfulness import (
     LEAST_RELEVANT_FIRST,
     MOST_RELEVANT_FIRST,
-    check_fractions,
     explainer_maps,
     failure_faithfulness,
     keep_masks,
@@ -136,13 +135,6 @@ def test_road_curves_are_deterministic_and_leave_the_global_generator_alone() ->
     assert first["num_images"] == 3 and first["fractions"] == [0.3, 0.6]
     assert len(first[MOST_RELEVANT_FIRST]) == len(first[LEAST_RELEVANT_FIRST]) == 2
     json.dumps(first)
-
-
-def test_check_fractions_names_the_problem() -> None:
-    assert check_fractions([0.2, 0.5]) == (0.2, 0.5)
-    for bad in ([], [0.0, 0.5], [0.5, 0.2], [0.5, 1.0], "0.5", [True]):
-        with pytest.raises(ValueError, match="fractions"):
-            check_fractions(bad)
 
 
 def test_library_explainers_give_maps_and_leave_the_model_as_it_was() -> None:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from cifar_helpers.core.checks import (
     check_class_indices,
+    check_classes,
     check_count,
     check_probabilities,
     check_score_matrix,
@@ -42,14 +43,6 @@ def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Te
     if probs.dtype != torch.float64:
         probs = probs.float()
     return check_probabilities(name, probs), labels
-
-
-def _check_classes(classes: Sequence[str], num_classes: int, name: str = "classes") -> list[str]:
-    if isinstance(classes, str) or not isinstance(classes, Sequence):
-        raise TypeError(f"{name} must be a list of class names, got {type(classes).__name__}")
-    if len(classes) < num_classes:
-        raise ValueError(f"{name} has {len(classes)} names but class indices go up to {num_classes - 1}")
-    return [str(c) for c in classes]
 
 
 def _accuracy(probs: Tensor, labels: Tensor) -> float:
@@ -178,7 +171,7 @@ def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 1
     (descending), then true name, then predicted name; empty when there are no failures.
     """
     check_count("k", k)
-    names = _check_classes(classes, 0)
+    names = check_classes("classes", classes, 0)
     counts = confused_pair_counts(failures, len(names))
     pairs = [
         {"true": names[t], "predicted": names[p], "count": int(counts[t, p])}
@@ -215,7 +208,7 @@ def failure_summary(
     ({class name: rate}, None for a class with no images), most_confused_pairs (top 10).
     """
     probs, labels = _check_probs(probs, labels)
-    names = _check_classes(classes, probs.shape[1])[: probs.shape[1]]
+    names = check_classes("classes", classes, probs.shape[1])[: probs.shape[1]]
     if failures.num_images != len(labels):
         raise ValueError(
             f"failures were found on {failures.num_images} images but probs/labels hold {len(labels)}"
@@ -298,7 +291,7 @@ class FailureComparison:
         """One row per baseline failure (baseline rank order) with both models' predictions and status."""
         base = self.baseline_failures
         labels = torch.cat([base.true_labels, base.predicted, self.augmented_predicted])
-        names = _check_classes(classes, int(labels.max()) + 1 if len(labels) else 0)
+        names = check_classes("classes", classes, int(labels.max()) + 1 if len(labels) else 0)
         columns = (
             base.indices.tolist(),
             [names[c] for c in base.true_labels.tolist()],

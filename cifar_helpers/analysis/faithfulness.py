@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import math
 import time
 import warnings
@@ -26,7 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.gradcam.cam import explain_images, resolve_layer
-from cifar_helpers.core.checks import check_images, check_target_classes, eval_mode, model_device
+from cifar_helpers.core.checks import (
+    check_fractions,
+    check_images,
+    check_target_classes,
+    eval_mode,
+    model_device,
+)
 from cifar_helpers.core.normalization import normalize
 
 MOST_RELEVANT_FIRST = "most_relevant_first"
@@ -38,20 +43,6 @@ GRADCAM = "gradcam"  # the project's batched Grad-CAM (analysis.gradcam), identi
 LIBRARY_EXPLAINERS = ("gradcam++", "hirescam", "scorecam", "eigencam")
 EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
 RANDOM = "random"
-
-
-def check_fractions(fractions: Sequence[float], name: str = "fractions") -> tuple[float, ...]:
-    """Removal fractions: a non-empty, strictly increasing sequence of numbers in (0, 1)."""
-    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or not fractions:
-        raise ValueError(f"{name} must be a non-empty list of fractions in (0, 1), got {fractions!r}")
-    values = []
-    for value in fractions:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(f"{name} must hold fractions strictly between 0 and 1, got {value!r}")
-        values.append(float(value))
-    if any(b <= a for a, b in itertools.pairwise(values)):
-        raise ValueError(f"{name} must be strictly increasing, got {fractions!r}")
-    return tuple(values)
 
 
 def _check_map_shape(maps: Tensor, shape: tuple[int, int, int], name: str = "maps") -> Tensor:
@@ -83,7 +74,7 @@ def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Gener
     """
     if order not in REMOVAL_ORDERS:
         raise ValueError(f"order must be one of {', '.join(REMOVAL_ORDERS)}, got {order!r}")
-    check_fractions([fraction], "fraction")
+    check_fractions("fraction", [fraction], increasing=True)
     n, height, width = maps.shape
     pixels = height * width
     flat = maps.detach().cpu().double().flatten(1)
@@ -178,10 +169,10 @@ def road_curves(
         standard error; ``combined``: mean over fractions of (LeRF - MoRF) / 2, higher is more
         faithful, and ``combined_sem``; ``combined_per_image`` (N,).
     """
-    fractions = check_fractions(fractions)
+    fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     n = len(images)
     change = partial(road_change, model, images, target_classes, maps, batch_size=batch_size)
-    result: dict[str, Any] = {"num_images": n, "fractions": list(fractions)}
+    result: dict[str, Any] = {"num_images": n, "fractions": fractions}
     changes: dict[str, Tensor] = {}
     for i, order in enumerate(REMOVAL_ORDERS):
         per_fraction = [
@@ -279,7 +270,7 @@ def road_table(
         ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
     """
     images_uint8 = check_images("images_uint8", images_uint8)
-    fractions = check_fractions(fractions)
+    fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     start = time.perf_counter()
     images = normalize(images_uint8.cpu())
     rows = {
@@ -288,7 +279,7 @@ def road_table(
     }
     return {
         "num_images": len(images_uint8),
-        "fractions": list(fractions),
+        "fractions": fractions,
         "rows": rows,
         "seconds": time.perf_counter() - start,
     }
@@ -386,4 +377,5 @@ def road_by_model(
     for name, model in models.items():
         rows = {GRADCAM: maps[name], RANDOM: floor}
         tables[name] = road_table(model, images_uint8, targets[name], rows, fractions=fractions, seed=seed)
-    return {"num_images": n, "fractions": list(check_fractions(fractions)), "models": tables}
+    fractions = check_fractions("fractions", fractions, increasing=True).tolist()
+    return {"num_images": n, "fractions": fractions, "models": tables}

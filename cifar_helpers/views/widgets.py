@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_helpers.analysis.gradcam import explain_images
-from cifar_helpers.core.checks import check_count
+from cifar_helpers.core.checks import check_classes, check_count
 from cifar_helpers.rundir.registry import HEADLESS_ENV
 from cifar_helpers.views.plotting.core import (
     CORRECT_COLOR,
@@ -32,7 +32,6 @@ from cifar_helpers.views.plotting.core import (
     TOP_K,
     WRONG_COLOR,
     add_heatmap_colorbar,
-    check_classes,
     check_keys,
     check_maps,
     class_bars,
@@ -120,7 +119,7 @@ def _prepare(
     """Check the browser's inputs against each other; every error names the input at fault."""
     batch = image_batch("images", images)
     n, _, height, width = batch.shape
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     if len(set(names)) != len(names):
         raise ValueError(f"classes must be unique names, got {names!r}")
     true_labels = class_labels("labels", labels, n, len(names))

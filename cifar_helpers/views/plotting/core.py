@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_helpers.core import checks
-from cifar_helpers.core.checks import check_count
+from cifar_helpers.core.checks import check_classes, check_count
 
 # One palette for the whole project: green always means right, red always wrong.
 CORRECT_COLOR = "#1a9850"
@@ -168,27 +168,6 @@ def check_keys(mapping: Mapping[str, Any], keys: Sequence[str], name: str) -> No
         raise ValueError(f"{name} is missing key(s) {', '.join(missing)}")
 
 
-def check_classes(classes: Sequence[str], name: str = "classes") -> list[str]:
-    """``classes`` as a non-empty list of strings."""
-    if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
-        raise TypeError(f"{name} must be a non-empty list of class names, got {classes!r}")
-    names = list(classes)
-    if not all(isinstance(c, str) for c in names):
-        raise TypeError(f"{name} must contain strings only, got {names!r}")
-    return names
-
-
-def check_fractions(values: Any, name: str, length: int | None = None) -> np.ndarray:
-    """Numbers in [0, 1] (e.g. confidences) as float64 (length,); raises naming ``name``."""
-    array = to_numpy(values, name).astype(np.float64)
-    if array.ndim != 1 or (length is not None and len(array) != length):
-        expected = f"({length},)" if length is not None else "(N,)"
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
-    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
-        raise ValueError(f"{name} must be fractions in [0, 1] (not percents)")
-    return array
-
-
 def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarray]:
     """The columns of a FailureSet-like object (``indices``, ``true_labels``, ``predicted``: int (K,),
     ``confidence``: float (K,)) as NumPy arrays, checked for equal length."""
@@ -318,7 +297,7 @@ def plot_class_samples(images: Any, labels: Any, classes: Sequence[str], per_cla
     """The first ``per_class`` of uint8 (N, 3, H, W) ``images`` of every class (int (N,) ``labels``), a row
     per class name in ``classes``, an inch per image; a class with fewer images leaves its row short."""
     batch = image_batch("images", images)
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     label_array = class_labels("labels", labels, len(batch), len(names))
     per_class = check_count("per_class", per_class)
     fig = new_figure(per_class + 1.2, len(names) + 0.5)

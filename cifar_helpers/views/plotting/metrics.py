@@ -11,11 +11,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from cifar_helpers.core.checks import check_classes
+
 from .core import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     WRONG_COLOR,
-    check_classes,
     check_keys,
     model_color,
     new_figure,
@@ -129,7 +130,7 @@ def plot_confusion_matrix(
 ) -> Figure:
     """(C, C) counts ``cm`` (rows: true class, columns: predicted) of the C ``classes``, each cell a percent
     of its row; mistakes get their own colour scale so small confusions are not washed out."""
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     counts = to_numpy(cm, "cm").astype(np.float64)
     c = len(names)
     if counts.shape != (c, c):
@@ -195,7 +196,7 @@ def plot_per_class_accuracy(per_class: Mapping[str, Any] | Any, classes: Sequenc
     """Per-class accuracy in [0, 1] as grouped bars, one colour per model: ``per_class`` is ``{model name:
     (C,) tensor/array or {class name: accuracy}}`` or one (C,) tensor. With two models, the change
     (second - first, in points) is printed above each class."""
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     table = _per_class_table(per_class, names)
     c, m = len(names), len(table)
     fig = new_figure(max(6.0, 0.75 * c + 1.5), 4.0)
