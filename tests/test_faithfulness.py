@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifar_helpers.analysis import faithfulness
 from cifar_helpers.analysis.faithfulness import (
     LEAST_RELEVANT_FIRST,
     MOST_RELEVANT_FIRST,
@@ -174,16 +175,17 @@ def test_project_gradcam_matches_the_library_gradcam() -> None:
     torch.testing.assert_close(ours_min_max, theirs_min_max, atol=1e-4, rtol=0)
 
 
-def test_failure_faithfulness_on_a_small_model() -> None:
+def test_failure_faithfulness_on_a_small_model(monkeypatch: pytest.MonkeyPatch) -> None:
     model = small_resnet()
     images = torch.randint(
         0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5)
     )
     failures = {"indices": torch.tensor([2, 0, 1]), "predicted": torch.tensor([0, 1, 2])}
     config = SimpleNamespace(road_images=3, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
-    report, figures = failure_faithfulness(
-        model, images, failures, config, layers=("layer3", "layer4"), explainers=("gradcam", "eigencam")
-    )
+    # Fewer layers and explainers than the notebook's, to keep the test short.
+    monkeypatch.setattr(faithfulness, "ROAD_LAYERS", ("layer3", "layer4"))
+    monkeypatch.setattr(faithfulness, "EXPLAINERS", ("gradcam", "eigencam"))
+    report, figures = failure_faithfulness(model, images, failures, config)
     maps = figures["maps"]
     assert set(maps) == {"gradcam@layer3", "gradcam@layer4", "eigencam@layer4", "random"}
     assert report["indices"] == [2, 0, 1] and report["num_failures"] == 3
@@ -217,8 +219,6 @@ def test_road_table_text_and_figures() -> None:
     assert control.count("+0.43") == 2 and control.count(f"{table['rows']['random']['combined']:+.2f}") >= 2
     fig = plot_road_curves(table)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two maps and the zero line
-    with pytest.raises(ValueError, match="not in the table"):
-        plot_road_curves(table, rows=["lime"])
     images = random_uint8(2, seed=6)
     fig = plot_map_columns(images, {"a": random_maps(2, 32, 32, seed=0), "b": random_maps(2, 32, 32, seed=1)})
     assert len(fig.axes) == 2 * 3 + 1  # images x (image + two maps) + colour bar
@@ -226,15 +226,16 @@ def test_road_table_text_and_figures() -> None:
         plot_map_columns(images, {"a": random_maps(3, 32, 32, seed=0)})
 
 
-def test_road_table_names_the_best_layer_and_explainer() -> None:
+def test_road_table_names_the_best_layer_and_explainer(monkeypatch: pytest.MonkeyPatch) -> None:
     from cifar_helpers.views.tables import failure_road_table, text
 
     model = small_resnet()
     failures = {"indices": torch.tensor([0, 1, 2, 3, 4]), "predicted": torch.tensor([0, 1, 2, 3, 4])}
     config = SimpleNamespace(road_images=2, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
     images = random_uint8(5, seed=8)
-    layers, explainers = ("layer3", "layer4"), ("gradcam", "hirescam")
-    report, _ = failure_faithfulness(model, images, failures, config, layers=layers, explainers=explainers)
+    monkeypatch.setattr(faithfulness, "ROAD_LAYERS", ("layer3", "layer4"))
+    monkeypatch.setattr(faithfulness, "EXPLAINERS", ("gradcam", "hirescam"))
+    report, _ = failure_faithfulness(model, images, failures, config)
     shown = text(failure_road_table(report))
     assert "ROAD on the 2 most confident of 5 failures" in shown
     assert f"most faithful Grad-CAM layer: {report['best_layer']}" in shown

@@ -396,7 +396,7 @@ def test_before_after_gradcam_shows_both_verdicts(images, maps):
 def test_figures_render_to_png_without_pyplot(images):
     fig = plotting.plot_class_samples(images[:2], torch.tensor([0, 1]), ["a", "b"], per_class=1)
     assert isinstance(fig, plotting.NotebookFigure)
-    png = plotting.figure_to_png_bytes(fig, dpi=50)
+    png = plotting.figure_to_png_bytes(fig)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert fig._repr_png_().startswith(b"\x89PNG")
     with pytest.raises(TypeError, match="Figure"):

@@ -45,7 +45,7 @@ def _figure(path: Path, title: str, seed: int) -> None:
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.plot(np.cumsum(rng.normal(size=50)), color="tab:blue", linewidth=3)
     ax.set_title(title)
-    save_figure(fig, path, dpi=60)
+    save_figure(fig, path)
     plt.close(fig)
 
 

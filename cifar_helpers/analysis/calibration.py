@@ -119,9 +119,9 @@ def fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) 
     return math.exp(best[1])
 
 
-def _summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict[str, Any]:
+def _summary(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     probs = torch.softmax(logits, dim=1)
-    bins = reliability_bins(probs, labels, n_bins)
+    bins = reliability_bins(probs, labels)
     return {
         "ece": bins["ece"],
         "nll": negative_log_likelihood(logits, labels),
@@ -137,14 +137,12 @@ def calibration_report(
     holdout_logits: torch.Tensor,
     holdout_labels: torch.Tensor,
     threshold: float = 0.9,
-    *,
-    n_bins: int = 15,
 ) -> dict[str, Any]:
     """Calibration of one model on the test split, before and after temperature scaling.
 
     The temperature is fitted on the hold-out logits float (H, C) / labels int64 (H,), then applied to
-    the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold,
-    ``n_bins`` the ECE bins.
+    the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold;
+    the ECE uses :func:`reliability_bins`' 15 bins.
 
     Returns:
         JSON-ready dict: ``temperature``, ``threshold``, ``n_bins``, ``num_test``, ``num_holdout``,
@@ -154,7 +152,6 @@ def calibration_report(
         (scaling keeps every prediction's class).
     """
     threshold = check_threshold("threshold", threshold)
-    n_bins = check_count("n_bins", n_bins)
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
     holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     if holdout_logits_64.shape[1] != test_logits.shape[1]:
@@ -169,16 +166,17 @@ def calibration_report(
     wrong = before_probs.argmax(dim=1) != test_labels
     failures_before = wrong & (before_probs.max(dim=1).values > threshold)
     above_after = after_probs.max(dim=1).values > threshold
+    before = _summary(test_logits, test_labels)
     return {
         "temperature": temperature,
         "threshold": threshold,
-        "n_bins": n_bins,
+        "n_bins": len(before["reliability"]["counts"]),
         "num_test": int(test_labels.numel()),
         "num_holdout": int(holdout_labels_64.numel()),
         "holdout_nll_before": negative_log_likelihood(holdout_logits_64, holdout_labels_64),
         "holdout_nll_after": negative_log_likelihood(holdout_logits_64 / temperature, holdout_labels_64),
-        "before": _summary(test_logits, test_labels, n_bins),
-        "after": _summary(scaled, test_labels, n_bins),
+        "before": before,
+        "after": _summary(scaled, test_labels),
         "high_confidence_failures": {
             "before": int(failures_before.sum()),
             "still_above_after": int((failures_before & above_after).sum()),

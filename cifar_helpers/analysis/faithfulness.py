@@ -43,15 +43,17 @@ GRADCAM = "gradcam"  # the project's batched Grad-CAM (analysis.gradcam), identi
 LIBRARY_EXPLAINERS = ("gradcam++", "hirescam", "scorecam", "eigencam")
 EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
 RANDOM = "random"
+_ROAD_BATCH = 256  # images per forward pass when scoring
+_CAM_BATCH = 64  # images per explainer call
 
 
-def _check_map_shape(maps: Tensor, shape: tuple[int, int, int], name: str = "maps") -> Tensor:
+def _check_map_shape(maps: Tensor, shape: tuple[int, int, int]) -> Tensor:
     if not isinstance(maps, Tensor) or not maps.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a float tensor (N, H, W), got {getattr(maps, 'dtype', type(maps))}")
+        raise TypeError(f"maps must be a float tensor (N, H, W), got {getattr(maps, 'dtype', type(maps))}")
     if tuple(maps.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape} to match the images, got {tuple(maps.shape)}")
+        raise ValueError(f"maps must have shape {shape} to match the images, got {tuple(maps.shape)}")
     if maps.numel() and not torch.isfinite(maps).all():
-        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+        raise ValueError("maps must be finite, got NaN or infinite values")
     return maps.detach().cpu()
 
 
@@ -106,14 +108,14 @@ def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
     return out
 
 
-def _target_probabilities(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+def _target_probabilities(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
     device = model_device(model, x.device)
     out = torch.empty(len(x), dtype=torch.float64)
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size].to(device)).float()
-            probs = logits.softmax(dim=1).gather(1, targets[start : start + batch_size, None].to(device))
-            out[start : start + batch_size] = probs[:, 0].double().cpu()
+        for start in range(0, len(x), _ROAD_BATCH):
+            logits = model(x[start : start + _ROAD_BATCH].to(device)).float()
+            probs = logits.softmax(dim=1).gather(1, targets[start : start + _ROAD_BATCH, None].to(device))
+            out[start : start + _ROAD_BATCH] = probs[:, 0].double().cpu()
     return out
 
 
@@ -126,7 +128,6 @@ def road_change(
     order: str,
     *,
     seed: int = 0,
-    batch_size: int = 256,
 ) -> Tensor:
     """Per image, the change in the target class's probability after ROAD removes ``fraction``.
 
@@ -143,8 +144,8 @@ def road_change(
     keep = keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
     imputed = impute(images, keep, seed=seed)
     with eval_mode(model):
-        before = _target_probabilities(model, images.detach().float().cpu(), targets, batch_size)
-        after = _target_probabilities(model, imputed, targets, batch_size)
+        before = _target_probabilities(model, images.detach().float().cpu(), targets)
+        after = _target_probabilities(model, imputed, targets)
     return after - before
 
 
@@ -156,7 +157,6 @@ def road_curves(
     fractions: Sequence[float],
     *,
     seed: int = 0,
-    batch_size: int = 256,
 ) -> dict[str, Any]:
     """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
 
@@ -171,7 +171,7 @@ def road_curves(
     """
     fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     n = len(images)
-    change = partial(road_change, model, images, target_classes, maps, batch_size=batch_size)
+    change = partial(road_change, model, images, target_classes, maps)
     result: dict[str, Any] = {"num_images": n, "fractions": fractions}
     changes: dict[str, Tensor] = {}
     for i, order in enumerate(REMOVAL_ORDERS):
@@ -202,20 +202,19 @@ def explainer_maps(
     method: str,
     *,
     layer: nn.Module | str | None = None,
-    batch_size: int = 64,
 ) -> Tensor:
     """Maps of any explainer in :data:`EXPLAINERS` (the project's Grad-CAM, or pytorch-grad-cam's) for
     the target classes.
 
     ``model`` (fp32) runs on its own device, its modes and ``.grad`` restored afterwards.
     ``images_uint8`` uint8 (N, 3, H, W), ``target_classes`` int64 (N,) (the logit explained), ``layer`` as for
-    :func:`cifar_helpers.analysis.gradcam.resolve_layer`, ``batch_size`` images per call.
+    :func:`cifar_helpers.analysis.gradcam.resolve_layer`; :data:`_CAM_BATCH` images per call.
 
     Returns:
         float32 (N, H, W) on the CPU, in [0, 1] (the library's min-max scaling).
     """
     if method == GRADCAM:
-        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=batch_size)
+        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=_CAM_BATCH)
     from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -233,12 +232,12 @@ def explainer_maps(
         with eval_mode(model), classes[method](model=model, target_layers=[target_layer]) as cam:
             # Score-CAM: all of one image's channel-masked copies in one forward pass.
             cam.batch_size = 1024
-            for start in range(0, n, batch_size):
-                x = normalize(images_uint8[start : start + batch_size].to(device))
-                wanted = [ClassifierOutputTarget(int(c)) for c in targets[start : start + batch_size]]
+            for start in range(0, n, _CAM_BATCH):
+                x = normalize(images_uint8[start : start + _CAM_BATCH].to(device))
+                wanted = [ClassifierOutputTarget(int(c)) for c in targets[start : start + _CAM_BATCH]]
                 # Score-CAM prints a progress bar per image; keep notebook outputs clean.
                 with contextlib.redirect_stderr(io.StringIO()):
-                    maps[start : start + batch_size] = torch.from_numpy(cam(input_tensor=x, targets=wanted))
+                    maps[start : start + _CAM_BATCH] = torch.from_numpy(cam(input_tensor=x, targets=wanted))
     finally:
         for p, grad in zip(model.parameters(), grads_before, strict=True):
             p.grad = grad
@@ -258,7 +257,6 @@ def road_table(
     *,
     fractions: Sequence[float],
     seed: int = 0,
-    batch_size: int = 256,
 ) -> dict[str, Any]:
     """ROAD curves (:func:`road_curves`) of several sets of maps of the same images, JSON-ready.
 
@@ -274,8 +272,7 @@ def road_table(
     start = time.perf_counter()
     images = normalize(images_uint8.cpu())
     rows = {
-        name: road_curves(model, images, target_classes, m, fractions, seed=seed, batch_size=batch_size)
-        for name, m in maps.items()
+        name: road_curves(model, images, target_classes, m, fractions, seed=seed) for name, m in maps.items()
     }
     return {
         "num_images": len(images_uint8),
@@ -300,12 +297,9 @@ def failure_faithfulness(
     images_uint8: Tensor,
     failure_maps: dict[str, Tensor],
     config: Any,
-    *,
-    layers: Sequence[str] = ROAD_LAYERS,
-    explainers: Sequence[str] = EXPLAINERS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Notebook 03's faithfulness section in one call: on the ``config.road_images`` most confident
-    failures, Grad-CAM at each of ``layers``, each of ``explainers`` (from :data:`EXPLAINERS`) at
+    failures, Grad-CAM at each of :data:`ROAD_LAYERS`, each of :data:`EXPLAINERS` at
     ``config.gradcam_layer`` and a random map, scored by ROAD (:func:`road_table`).
 
     ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` from
@@ -321,11 +315,8 @@ def failure_faithfulness(
     indices, targets = failure_maps["indices"][:k], failure_maps["predicted"][:k]
     images = check_images("images_uint8", images_uint8[indices])
     explainer_layer, seed = config.gradcam_layer, config.seed
-    unknown = [e for e in explainers if e not in EXPLAINERS]
-    if unknown:
-        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
-    jobs = [(GRADCAM, layer) for layer in layers]
-    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
+    jobs = [(GRADCAM, layer) for layer in ROAD_LAYERS]
+    jobs += [(method, explainer_layer) for method in EXPLAINERS if (method, explainer_layer) not in jobs]
     maps: dict[str, Tensor] = {}
     map_seconds: dict[str, float] = {}
     for method, layer in jobs:
@@ -336,11 +327,11 @@ def failure_faithfulness(
     maps[RANDOM] = random_maps(k, *images.shape[2:], seed=seed)
     map_seconds[RANDOM] = 0.0
     report = road_table(model, images, targets, maps, fractions=config.road_fractions, seed=seed)
-    best_layer = best_map(report, [map_key(GRADCAM, layer) for layer in layers])
-    best_explainer = best_map(report, [map_key(e, explainer_layer) for e in explainers])
+    best_layer = best_map(report, [map_key(GRADCAM, layer) for layer in ROAD_LAYERS])
+    best_explainer = best_map(report, [map_key(e, explainer_layer) for e in EXPLAINERS])
     report.update(
-        layers=list(layers),
-        explainers=list(explainers),
+        layers=list(ROAD_LAYERS),
+        explainers=list(EXPLAINERS),
         explainer_layer=explainer_layer,
         best_layer=None if best_layer is None else best_layer.split("@", 1)[1],
         best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],

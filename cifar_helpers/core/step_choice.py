@@ -236,10 +236,10 @@ def _cache_problem(path: Path, problem: str) -> None:
     print(f"training-step cache {path}: {problem}", file=sys.stderr, flush=True)
 
 
-def cached_measurements(key: str, path: Path | None = None) -> list[Measurement]:
+def cached_measurements(key: str) -> list[Measurement]:
     """The measurements saved under ``key``; none (an empty list) when there are none, or when the
     file is unreadable or holds anything but what :func:`save_measurements` writes (said in one line)."""
-    path = path or cache_path()
+    path = cache_path()
     try:
         return [Measurement.from_dict(m) for m in _read_cache(path).get(key, [])]
     except FileNotFoundError:
@@ -250,11 +250,11 @@ def cached_measurements(key: str, path: Path | None = None) -> list[Measurement]
         return []
 
 
-def save_measurements(key: str, measurements: list[Measurement], path: Path | None = None) -> None:
+def save_measurements(key: str, measurements: list[Measurement]) -> None:
     """Add ``measurements`` under ``key`` to the cache, atomically (a reader never sees half a file)
     and under a lock (two runs saving at once keep both entries). A cache that cannot be written is
     said in one line; the run goes on."""
-    path = path or cache_path()
+    path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock", timeout=CACHE_LOCK_SECONDS):
@@ -354,7 +354,6 @@ def choose_step(
     labels: torch.Tensor,
     planned_steps: int,
     make_optimizer: Callable[[nn.Module, RunConfig], torch.optim.Optimizer],
-    cache: Path | None = None,
     on_probe: Callable[[int, int, Step], None] | None = None,
 ) -> StepChoice:
     """The training step for ``planned_steps`` steps of ``model`` on batches like ``inputs``
@@ -368,7 +367,7 @@ def choose_step(
     """
     candidates = candidate_steps(config)
     key = cache_key(config)
-    known = {m.step: m for m in cached_measurements(key, cache)}
+    known = {m.step: m for m in cached_measurements(key)}
     if len(candidates) == 1:
         return StepChoice(candidates[0], "forced", [m for m in known.values() if m.step == candidates[0]])
     if all(s in known for s in candidates):
@@ -389,7 +388,7 @@ def choose_step(
         later = [s for s in candidates if s.compiled]
         if not measured or _worth_compiling(measured, planned_steps, list(known.values())):
             measured += probe(later)
-            save_measurements(key, measured, cache)
+            save_measurements(key, measured)
         else:
             measured += [
                 Measurement(s, None, error="not tried: too few steps to repay compiling") for s in later

@@ -86,12 +86,12 @@ def new_figure(width: float, height: float) -> NotebookFigure:
     return NotebookFigure(figsize=(width, height), layout="constrained")
 
 
-def figure_to_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+def figure_to_png_bytes(fig: Figure) -> bytes:
     """Render ``fig`` to PNG bytes (for widgets, HTML reports and ``_repr_png_``)."""
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()
 
 
