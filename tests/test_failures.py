@@ -125,7 +125,7 @@ def test_empty_failures_are_handled_everywhere(
     assert summary["share_of_errors_high_confidence"] == (None if num_errors == 0 else 0.0)
     assert summary["most_confused_pairs"] == []
 
-    histogram = confidence_histogram(probs, labels, bins=10)
+    histogram = confidence_histogram(probs, labels)
     assert sum(histogram["correct"]) == 4 - num_errors and sum(histogram["wrong"]) == num_errors
 
     comparison = compare_failures(probs, probs, labels)
@@ -183,7 +183,7 @@ def test_confidence_histogram_bins() -> None:
     probs = torch.tensor(
         [[1.0, 0.0], [0.95, 0.05], [0.5, 0.5], [0.7, 0.3], [0.9, 0.1]], dtype=torch.float64
     )  # the 0.5/0.5 tie predicts class 0 (first maximum): correct
-    histogram = confidence_histogram(probs, labels, bins=20)
+    histogram = confidence_histogram(probs, labels)
     assert len(histogram["edges"]) == 21
     assert histogram["edges"][0] == 0.0 and histogram["edges"][-1] == 1.0
     correct, wrong = histogram["correct"], histogram["wrong"]
@@ -191,8 +191,6 @@ def test_confidence_histogram_bins() -> None:
     # 1.0 goes in the last bin, 0.95 starts the last bin, 0.5 starts bin 10, 0.7 starts bin 14.
     assert [i for i, c in enumerate(correct) for _ in range(c)] == [10, 14, 19, 19]
     assert [i for i, c in enumerate(wrong) for _ in range(c)] == [18]
-    with pytest.raises(ValueError, match="bins"):
-        confidence_histogram(probs, labels, bins=0)
 
 
 # --- baseline -> augmented -----------------------------------------------------------------------------

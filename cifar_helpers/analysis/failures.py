@@ -229,13 +229,13 @@ def failure_summary(
     }
 
 
-def confidence_histogram(probs: Tensor, labels: Tensor, bins: int = 20) -> dict[str, list]:
+def confidence_histogram(probs: Tensor, labels: Tensor) -> dict[str, list]:
     """Histogram of the maximum softmax probability, separately for correct and wrong predictions.
 
-    Returns JSON-ready ``{"edges": bins + 1 floats over [0, 1], "correct": bins counts,
-    "wrong": bins counts}``. Bins are half-open ``[lo, hi)`` except the last, which includes 1.
+    Returns JSON-ready ``{"edges": 21 floats over [0, 1], "correct": 20 counts, "wrong": 20 counts}``.
+    Bins are half-open ``[lo, hi)`` except the last, which includes 1.
     """
-    check_count("bins", bins)
+    bins = 20  # 5 points of confidence each
     probs, labels = _check_probs(probs, labels)
     confidence = probs.max(dim=1).values.double()
     edges = torch.arange(bins + 1, dtype=torch.float64) / bins

@@ -589,7 +589,6 @@ def run_training_stage(
     config: RunConfig,
     data: CifarData,
     stage: Literal["baseline", "augmented"],
-    progress: bool = True,
 ) -> TrainResult:
     """Notebooks 01 and 04 in one call: train, evaluate, and write the stage's outputs.
 
@@ -627,9 +626,7 @@ def run_training_stage(
         seconds = float(load_json(metrics_path)["train_seconds"])
         return TrainResult(model, checkpoint["history"], checkpoint_path, seconds)
 
-    result = train_model(
-        config, *tensors, out_dir, augment=augment, num_classes=num_classes, progress=progress, resume=True
-    )
+    result = train_model(config, *tensors, out_dir, augment=augment, num_classes=num_classes, resume=True)
     test = predict(result.model, data.test_images, data.test_labels, **config.eval_options())
     train = predict(result.model, data.train_images, data.train_labels, **config.eval_options())
     test.save(out_dir / PREDICTIONS_NAME)

@@ -39,6 +39,7 @@ def model_color(i: int) -> str:
 PANEL_INCHES = 1.9
 HEATMAP_CMAP = "jet"  # matplotlib's name for cv2.COLORMAP_JET, used for colour bars
 TOP_K = 5  # classes in a bar panel of the failure browser
+OVERLAY_ALPHA = 0.45  # the heatmap's weight in an overlay: the image stays readable beneath it
 
 STYLE: dict[str, Any] = {
     # White, not transparent: transparent figures vanish on JupyterLab's dark theme.
@@ -241,12 +242,10 @@ def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
     return cv2.resize(hwc, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
 
 
-def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4, alpha: float = 0.45) -> np.ndarray:
+def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4) -> np.ndarray:
     """uint8 (3, H, W) image and float (H, W) heatmap in [0, 1] -> uint8 (H*scale, W*scale, 3) RGB: the
-    JET-coloured map blended with weight ``alpha`` onto the image, both upscaled (image bicubic, map
-    bilinear, so a smooth map stays smooth and in [0, 1])."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    JET-coloured map blended with weight :data:`OVERLAY_ALPHA` onto the image, both upscaled (image
+    bicubic, map bilinear, so a smooth map stays smooth and in [0, 1])."""
     rgb = upscale_image(image, scale)
     height, width = rgb.shape[0] // int(scale), rgb.shape[1] // int(scale)
     heat = check_maps(heatmap, "heatmap", (height, width))
@@ -254,7 +253,7 @@ def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4, alpha: float = 
     heat_u8 = np.clip(np.rint(heat * 255.0), 0, 255).astype(np.uint8)
     # OpenCV colormaps produce BGR; the rest of the project (and matplotlib) is RGB.
     colored = cv2.cvtColor(cv2.applyColorMap(heat_u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colored.astype(np.float32)
+    blended = (1.0 - OVERLAY_ALPHA) * rgb.astype(np.float32) + OVERLAY_ALPHA * colored.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
