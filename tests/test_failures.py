@@ -11,13 +11,13 @@ import torch
 from cifar_helpers.analysis.failures import (
     FailureComparison,
     FailureSet,
+    _confused_pair_counts,
+    _most_confused_pairs,
+    _per_class_failure_rate,
     compare_failures,
     confidence_histogram,
-    confused_pair_counts,
     failure_summary,
     find_high_confidence_failures,
-    most_confused_pairs,
-    per_class_failure_rate,
 )
 
 CLASSES = ["cat", "dog", "frog"]
@@ -114,9 +114,9 @@ def test_empty_failures_are_handled_everywhere(
     failures = find_high_confidence_failures(probs, labels)
     assert len(failures) == 0 and failures.num_errors == num_errors
     assert FailureSet.from_dict(roundtrip_json(failures.to_dict())).indices.shape == (0,)
-    assert torch.equal(confused_pair_counts(failures, 3), torch.zeros(3, 3, dtype=torch.int64))
-    assert most_confused_pairs(failures, CLASSES) == []
-    assert per_class_failure_rate(failures, labels, 3).tolist() == [0.0, 0.0, 0.0]
+    assert torch.equal(_confused_pair_counts(failures, 3), torch.zeros(3, 3, dtype=torch.int64))
+    assert _most_confused_pairs(failures, CLASSES) == []
+    assert _per_class_failure_rate(failures, labels, 3).tolist() == [0.0, 0.0, 0.0]
 
     summary = roundtrip_json(failure_summary(probs, labels, failures, CLASSES))
     assert summary["num_high_confidence"] == 0
@@ -142,17 +142,17 @@ def test_confused_pairs_counts_and_order() -> None:
     labels = torch.tensor([1, 1, 0, 0, 2, 0, 2])
     probs = make_probs([0, 0, 1, 1, 0, 2, 2], [0.95, 0.96, 0.97, 0.98, 0.99, 0.5, 0.99])
     failures = find_high_confidence_failures(probs, labels)
-    counts = confused_pair_counts(failures, 3)
+    counts = _confused_pair_counts(failures, 3)
     assert counts.dtype == torch.int64
     assert counts.tolist() == [[0, 2, 0], [2, 0, 0], [1, 0, 0]]
-    assert most_confused_pairs(failures, CLASSES) == [
+    assert _most_confused_pairs(failures, CLASSES) == [
         {"true": "cat", "predicted": "dog", "count": 2},  # ties on count are ordered by name
         {"true": "dog", "predicted": "cat", "count": 2},
         {"true": "frog", "predicted": "cat", "count": 1},
     ]
-    assert len(most_confused_pairs(failures, CLASSES, k=1)) == 1
+    assert len(_most_confused_pairs(failures, CLASSES, k=1)) == 1
     with pytest.raises(ValueError, match="k must"):
-        most_confused_pairs(failures, CLASSES, k=0)
+        _most_confused_pairs(failures, CLASSES, k=0)
 
 
 def test_per_class_rate_and_summary() -> None:
@@ -164,7 +164,7 @@ def test_per_class_rate_and_summary() -> None:
     )
     failures = find_high_confidence_failures(probs, labels)
     assert failures.indices.tolist() == [0, 1, 4]
-    rates = per_class_failure_rate(failures, labels, 4)
+    rates = _per_class_failure_rate(failures, labels, 4)
     assert rates[:3].tolist() == [0.5, 0.5, 0.0]
     assert math.isnan(rates[3])
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_helpers.analysis.calibration import calibration_report
+from cifar_helpers.analysis.calibration import _calibration_report
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, save_figure, save_json
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.views import tables
@@ -159,7 +159,7 @@ def fake_run(tmp_path: Path) -> Path:
     generator = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(400, 10, generator=generator)
     labels = torch.multinomial((logits / 3).softmax(dim=1), 1, generator=generator).squeeze(1)
-    report = calibration_report(logits[:200], labels[:200], logits[200:], labels[200:], 0.9)
+    report = _calibration_report(logits[:200], labels[:200], logits[200:], labels[200:], 0.9)
     save_json(stress / "calibration.json", {"baseline": report})
     save_json(
         stress / "sanity.json",

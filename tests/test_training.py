@@ -24,8 +24,8 @@ from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.normalization import normalize
 from cifar_helpers.core.training import (
     CheckpointMismatchError,
+    _learning_rates,
     build_model,
-    learning_rates,
     load_trained_model,
     run_training_stage,
     steps_per_epoch,
@@ -95,7 +95,7 @@ def test_steps_per_epoch_drops_only_a_single_leftover_image() -> None:
 
 def test_lr_schedule_warms_up_then_cosine_to_near_zero_per_step() -> None:
     config = tiny_config(epochs=4, warmup_epochs=1.0, lr=0.2)
-    lrs = learning_rates(config, 200)  # 4 steps per epoch
+    lrs = _learning_rates(config, 200)  # 4 steps per epoch
     assert len(lrs) == 16
     assert lrs[0] == pytest.approx(0.02)  # warm-up starts at lr / 10
     assert lrs[:5] == pytest.approx([0.02, 0.065, 0.11, 0.155, 0.2])  # linear, peak after 1 epoch
@@ -122,7 +122,7 @@ def test_optimizer_uses_the_schedule_every_step(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(torch.optim.SGD, "step", spy_step)
     result = train(config, data, tmp_path)
-    expected = learning_rates(config, 201)
+    expected = _learning_rates(config, 201)
     assert seen == expected
     assert [h["lr"] for h in result.history] == [expected[3], expected[7]]
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from cifar_helpers.views import plotting, widgets
-from cifar_helpers.views.widgets import FailureBrowser, show_failure_browser, static_failure_figure
+from cifar_helpers.views.widgets import FailureBrowser, _static_failure_figure, show_failure_browser
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 N = 24
@@ -267,7 +267,7 @@ def test_static_figure_takes_the_notebooks_arguments_without_heatmaps(data):
 
 
 def test_static_figure_without_heatmaps_is_a_failure_grid(data):
-    fig = static_failure_figure(**{**only(data, "augmented"), "heatmaps": None})
+    fig = _static_failure_figure(**{**only(data, "augmented"), "heatmaps": None})
     assert [ax.get_title() for ax in fig.axes] == [
         "ship → truck (97%)",
         "truck → ship (93%)",

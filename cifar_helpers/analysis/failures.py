@@ -155,7 +155,7 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     )
 
 
-def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
+def _confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
     num_classes = check_count("num_classes", num_classes)
     if len(failures) and max(int(failures.true_labels.max()), int(failures.predicted.max())) >= num_classes:
@@ -164,7 +164,7 @@ def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
+def _most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
     """The ``k`` most frequent (true, predicted) pairs among the failures.
 
     Returns ``[{"true": name, "predicted": name, "count": n}, ...]`` with n > 0, sorted by count
@@ -172,7 +172,7 @@ def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 1
     """
     check_count("k", k)
     names = check_classes("classes", classes, 0)
-    counts = confused_pair_counts(failures, len(names))
+    counts = _confused_pair_counts(failures, len(names))
     pairs = [
         {"true": names[t], "predicted": names[p], "count": int(counts[t, p])}
         for t, p in torch.nonzero(counts).tolist()
@@ -181,7 +181,7 @@ def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 1
     return pairs[:k]
 
 
-def per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
+def _per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
     """float64 (C,): high-confidence failures of true class c / images of class c in ``labels``.
 
     ``labels`` (N,) are the labels of the evaluated split. A class with no images gets NaN (the rate
@@ -214,7 +214,7 @@ def failure_summary(
             f"failures were found on {failures.num_images} images but probs/labels hold {len(labels)}"
         )
     num_errors = int((probs.argmax(dim=1) != labels).sum())
-    rates = per_class_failure_rate(failures, labels, probs.shape[1])
+    rates = _per_class_failure_rate(failures, labels, probs.shape[1])
     return {
         "threshold": failures.threshold,
         "num_images": len(labels),
@@ -225,7 +225,7 @@ def failure_summary(
         "per_class_failure_rate": {
             name: None if math.isnan(rate) else rate for name, rate in zip(names, rates.tolist(), strict=True)
         },
-        "most_confused_pairs": most_confused_pairs(failures, names, k=10),
+        "most_confused_pairs": _most_confused_pairs(failures, names, k=10),
     }
 
 

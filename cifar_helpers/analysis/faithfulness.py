@@ -57,7 +57,7 @@ def _check_map_shape(maps: Tensor, shape: tuple[int, int, int]) -> Tensor:
     return maps.detach().cpu()
 
 
-def kept_pixels(pixels: int, fraction: float) -> int:
+def _kept_pixels(pixels: int, fraction: float) -> int:
     """How many of ``pixels`` stay when ``fraction`` is removed: the library's rule on a map without ties.
 
     ``RemoveMostRelevantFirst(percentile=100 * (1 - fraction))`` keeps the pixels strictly below
@@ -67,11 +67,11 @@ def kept_pixels(pixels: int, fraction: float) -> int:
     return math.ceil(round((1.0 - fraction) * (pixels - 1), 9))
 
 
-def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
+def _keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
     """Which pixels ROAD keeps when it removes ``fraction`` (in (0, 1)) of them in ``order``.
 
     ``maps`` float (N, H, W) only rank the pixels; ``generator`` orders tied ones (a seeded random
-    tie-break). Returns bool (N, H, W) on the CPU, True where kept: ``kept_pixels(H * W, fraction)``
+    tie-break). Returns bool (N, H, W) on the CPU, True where kept: ``_kept_pixels(H * W, fraction)``
     per image.
     """
     if order not in REMOVAL_ORDERS:
@@ -83,14 +83,14 @@ def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Gener
     # A random permutation first, then a stable sort: ties end up in a random order.
     shuffle = torch.rand((n, pixels), generator=generator).argsort(dim=1)
     ascending = shuffle.gather(1, torch.sort(flat.gather(1, shuffle), dim=1, stable=True).indices)
-    kept = kept_pixels(pixels, fraction)
+    kept = _kept_pixels(pixels, fraction)
     # MoRF keeps the least relevant pixels, LeRF the most relevant.
     chosen = ascending[:, :kept] if order == MOST_RELEVANT_FIRST else ascending[:, pixels - kept :]
     keep = torch.zeros((n, pixels), dtype=torch.bool).scatter_(1, chosen, True)
     return keep.view(n, height, width)
 
 
-def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
+def _impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
     """Replace the pixels not kept (``keep`` bool (N, H, W)) of float (N, 3, H, W) normalised ``images``
     by pytorch-grad-cam's noisy linear imputation, its noise seeded by ``seed`` (the caller's global
     generator is left as it was): float32 (N, 3, H, W) on the CPU."""
@@ -119,7 +119,7 @@ def _target_probabilities(model: nn.Module, x: Tensor, targets: Tensor) -> Tenso
     return out
 
 
-def road_change(
+def _road_change(
     model: nn.Module,
     images: Tensor,
     target_classes: Tensor,
@@ -132,7 +132,7 @@ def road_change(
     """Per image, the change in the target class's probability after ROAD removes ``fraction``.
 
     ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,), ``maps`` float (N, H, W);
-    ``fraction`` and ``order`` as for :func:`keep_masks`; ``seed`` seeds the tie-break and the imputer's
+    ``fraction`` and ``order`` as for :func:`_keep_masks`; ``seed`` seeds the tie-break and the imputer's
     noise. The model runs in eval mode (every module's mode is restored).
 
     Returns:
@@ -141,15 +141,15 @@ def road_change(
     n, _, height, width = images.shape
     targets = check_target_classes("target_classes", target_classes, n)
     maps = _check_map_shape(maps, (n, height, width))
-    keep = keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
-    imputed = impute(images, keep, seed=seed)
+    keep = _keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
+    imputed = _impute(images, keep, seed=seed)
     with eval_mode(model):
         before = _target_probabilities(model, images.detach().float().cpu(), targets)
         after = _target_probabilities(model, imputed, targets)
     return after - before
 
 
-def road_curves(
+def _road_curves(
     model: nn.Module,
     images: Tensor,
     target_classes: Tensor,
@@ -160,7 +160,7 @@ def road_curves(
 ) -> dict[str, Any]:
     """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
 
-    Arguments as for :func:`road_change`; ``fractions`` strictly increasing in (0, 1), each (order,
+    Arguments as for :func:`_road_change`; ``fractions`` strictly increasing in (0, 1), each (order,
     fraction) seeded on its own so its noise does not depend on the other fractions.
 
     Returns:
@@ -171,7 +171,7 @@ def road_curves(
     """
     fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     n = len(images)
-    change = partial(road_change, model, images, target_classes, maps)
+    change = partial(_road_change, model, images, target_classes, maps)
     result: dict[str, Any] = {"num_images": n, "fractions": fractions}
     changes: dict[str, Tensor] = {}
     for i, order in enumerate(REMOVAL_ORDERS):
@@ -195,7 +195,7 @@ def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
     return torch.rand((n, height, width), generator=torch.Generator().manual_seed(seed))
 
 
-def explainer_maps(
+def _explainer_maps(
     model: nn.Module,
     images_uint8: Tensor,
     target_classes: Tensor,
@@ -258,21 +258,21 @@ def road_table(
     fractions: Sequence[float],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """ROAD curves (:func:`road_curves`) of several sets of maps of the same images, JSON-ready.
+    """ROAD curves (:func:`_road_curves`) of several sets of maps of the same images, JSON-ready.
 
     Every set is scored with the same seed, so differences between rows come from the maps alone.
     ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained;
     ``maps`` ``{name: float (N, H, W)}``.
 
     Returns:
-        ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
+        ``num_images``, ``fractions``, ``rows`` (``{name: _road_curves result}``) and ``seconds``.
     """
     images_uint8 = check_images("images_uint8", images_uint8)
     fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     start = time.perf_counter()
     images = normalize(images_uint8.cpu())
     rows = {
-        name: road_curves(model, images, target_classes, m, fractions, seed=seed) for name, m in maps.items()
+        name: _road_curves(model, images, target_classes, m, fractions, seed=seed) for name, m in maps.items()
     }
     return {
         "num_images": len(images_uint8),
@@ -282,7 +282,7 @@ def road_table(
     }
 
 
-def best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
+def _best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
     """The candidate row of a :func:`road_table` with the highest combined ROAD score (None if none)."""
     rows = table["rows"]
     scored = [(rows[c]["combined"], c) for c in candidates if rows.get(c, {}).get("combined") is not None]
@@ -322,13 +322,13 @@ def failure_faithfulness(
     for method, layer in jobs:
         start = time.perf_counter()
         key = map_key(method, layer)
-        maps[key] = explainer_maps(model, images, targets, method, layer=layer)
+        maps[key] = _explainer_maps(model, images, targets, method, layer=layer)
         map_seconds[key] = time.perf_counter() - start
     maps[RANDOM] = random_maps(k, *images.shape[2:], seed=seed)
     map_seconds[RANDOM] = 0.0
     report = road_table(model, images, targets, maps, fractions=config.road_fractions, seed=seed)
-    best_layer = best_map(report, [map_key(GRADCAM, layer) for layer in ROAD_LAYERS])
-    best_explainer = best_map(report, [map_key(e, explainer_layer) for e in EXPLAINERS])
+    best_layer = _best_map(report, [map_key(GRADCAM, layer) for layer in ROAD_LAYERS])
+    best_explainer = _best_map(report, [map_key(e, explainer_layer) for e in EXPLAINERS])
     report.update(
         layers=list(ROAD_LAYERS),
         explainers=list(EXPLAINERS),

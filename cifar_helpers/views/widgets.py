@@ -52,7 +52,7 @@ from cifar_helpers.views.plotting.explanations import plot_failure_grid, plot_gr
 from cifar_helpers.views.plotting.human_labels import human_votes_panel
 
 
-def is_headless() -> bool:
+def _is_headless() -> bool:
     """Whether ``CIFAR_STRESS_HEADLESS`` says there is no widget front end ("", "0", "false" mean no)."""
     return os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
@@ -420,7 +420,7 @@ class FailureBrowser:
         return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
 
 
-def static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: Any) -> Figure:
+def _static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: Any) -> Figure:
     """The first model's ``max_static`` most confident failures with heatmaps, as image | predicted-class
     map | true-class map, two per row (without any: a failure grid); ``inputs`` as :class:`FailureBrowser`."""
     max_static = check_count("max_static", max_static)
@@ -458,13 +458,13 @@ def show_failure_browser(
     **named_inputs: Any,
 ) -> FailureBrowser | Figure:
     """Display and return the :class:`FailureBrowser` (``inputs`` as there) or, where widgets cannot run,
-    :func:`static_failure_figure` of ``max_static`` failures: ``interactive`` True, False, or None for
+    :func:`_static_failure_figure` of ``max_static`` failures: ``interactive`` True, False, or None for
     static when ``CIFAR_STRESS_HEADLESS`` is set. Assign the result so the cell does not show it twice."""
     if interactive is None:
-        interactive = not is_headless()
+        interactive = not _is_headless()
     if interactive:
         shown = FailureBrowser(*inputs, **named_inputs, human_shares=human_shares, categories=categories)
     else:
-        shown = static_failure_figure(*inputs, **named_inputs, max_static=max_static)
+        shown = _static_failure_figure(*inputs, **named_inputs, max_static=max_static)
     display(shown)
     return shown
