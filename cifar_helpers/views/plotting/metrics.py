@@ -270,9 +270,9 @@ def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figu
 
 @styled
 def plot_confused_pairs(pairs: Sequence[Mapping[str, Any]]) -> Figure:
-    """The (true → predicted) ``pairs`` (``[{"true", "predicted", "count"}, ...]`` as
-    the ``most_confused_pairs`` of :func:`cifar_helpers.analysis.failures.failure_summary`) as bars, the most frequent
-    on top."""
+    """The (true → predicted) ``pairs`` (``[{"true", "predicted", "count"}, ...]``, the
+    ``most_confused_pairs`` of :func:`cifar_helpers.analysis.failures.failure_summary`) as bars, the
+    most frequent on top."""
     rows = []
     for i, pair in enumerate(pairs):
         check_keys(pair, ("true", "predicted", "count"), f"pairs[{i}]")
