@@ -162,8 +162,8 @@ def test_training_curves_gap_is_the_evaluated_gap_of_metrics_json():
         plotting.plot_training_curves(histories, final_train_accuracy={"baseline": 97.0})
 
 
-def test_training_curves_accept_a_single_history_and_reject_bad_ones():
-    fig = plotting.plot_training_curves(history(0.9, 0.7))
+def test_training_curves_reject_bad_histories():
+    fig = plotting.plot_training_curves({"model": history(0.9, 0.7)})
     assert "model: running train - test +20.0 pts" in texts(fig)
     broken = history(0.9, 0.7)
     del broken[2]["test_acc"]
@@ -171,7 +171,7 @@ def test_training_curves_accept_a_single_history_and_reject_bad_ones():
         plotting.plot_training_curves({"baseline": broken})
     percents = [{**row, "test_acc": 100 * row["test_acc"]} for row in history(0.9, 0.7)]
     with pytest.raises(ValueError, match="test_acc must be fractions"):
-        plotting.plot_training_curves(percents)
+        plotting.plot_training_curves({"model": percents})
     with pytest.raises(ValueError, match="non-empty"):
         plotting.plot_training_curves({"baseline": []})
 
@@ -190,7 +190,10 @@ def test_confusion_matrix_shows_row_percent_and_counts():
 def test_per_class_accuracy_compares_two_models():
     classes = ["cat", "dog", "ship"]
     fig = plotting.plot_per_class_accuracy(
-        {"baseline": torch.tensor([0.5, 0.8, 0.9]), "augmented": {"cat": 0.6, "dog": 0.7, "ship": 0.9}},
+        {
+            "baseline": {"cat": 0.5, "dog": 0.8, "ship": 0.9},
+            "augmented": {"cat": 0.6, "dog": 0.7, "ship": 0.9},
+        },
         classes,
     )
     ax = fig.axes[0]
@@ -200,7 +203,7 @@ def test_per_class_accuracy_compares_two_models():
     with pytest.raises(ValueError, match=r"'augmented'.*no accuracy for class.*ship"):
         plotting.plot_per_class_accuracy({"augmented": {"cat": 0.6, "dog": 0.7}}, classes)
     with pytest.raises(ValueError, match="not percents"):
-        plotting.plot_per_class_accuracy(torch.tensor([50.0, 80.0, 90.0]), classes)
+        plotting.plot_per_class_accuracy({"model": {"cat": 50.0, "dog": 80.0, "ship": 90.0}}, classes)
 
 
 def test_confidence_histogram_counts_wrong_predictions_above_threshold():

@@ -55,23 +55,22 @@ def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[st
 
 @styled
 def plot_training_curves(
-    histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
     final_train_accuracy: Mapping[str, float] | None = None,
 ) -> Figure:
     """Accuracy and loss per epoch, train (dashed) against test (solid), one colour per model, and each
     model's final train - test gap as a bar at its last epoch, in points in the legend.
 
     Args:
-        histories: ``{model name: history}`` or one history (named ``"model"``): per-epoch dicts with
+        histories: ``{model name: history}``, each a list of per-epoch dicts with
             ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` (accuracies in [0, 1]).
         final_train_accuracy: ``{model name: accuracy in [0, 1]}`` on the un-augmented training images
             (``metrics.json``'s ``train_accuracy``), drawn as a diamond and used for the gap; otherwise
             the gap uses the last epoch's running train accuracy.
     """
-    named = dict(histories) if isinstance(histories, Mapping) else {"model": histories}
-    if not named:
+    if not histories:
         raise ValueError("histories is empty: pass {model name: history}")
-    columns = {name: _history_columns(name, history) for name, history in named.items()}
+    columns = {name: _history_columns(name, history) for name, history in histories.items()}
     evaluated = {}
     for name, value in (final_train_accuracy or {}).items():
         if name not in columns:
@@ -166,25 +165,15 @@ def plot_confusion_matrix(
     return fig
 
 
-def _per_class_table(per_class: Any, names: list[str]) -> dict[str, np.ndarray]:
-    if not isinstance(per_class, Mapping):
-        per_class = {"model": per_class}
+def _per_class_table(per_class: Mapping[str, Mapping[str, float]], names: list[str]) -> dict[str, np.ndarray]:
     if not per_class:
         raise ValueError("per_class is empty: pass {model name: accuracies}")
     table = {}
     for model, values in per_class.items():
-        if isinstance(values, Mapping):
-            missing = [c for c in names if c not in values]
-            if missing:
-                raise ValueError(f"per_class[{model!r}] has no accuracy for class(es) {', '.join(missing)}")
-            array = np.array([float(values[c]) for c in names])
-        else:
-            array = to_numpy(values, f"per_class[{model!r}]").astype(np.float64)
-            if array.shape != (len(names),):
-                raise ValueError(
-                    f"per_class[{model!r}] must have shape ({len(names)},) to match classes, "
-                    f"got {tuple(array.shape)}"
-                )
+        missing = [c for c in names if c not in values]
+        if missing:
+            raise ValueError(f"per_class[{model!r}] has no accuracy for class(es) {', '.join(missing)}")
+        array = np.array([float(values[c]) for c in names])
         if np.nanmin(array) < 0 or np.nanmax(array) > 1:
             raise ValueError(f"per_class[{model!r}] must be accuracies in [0, 1], not percents")
         table[str(model)] = array
@@ -192,9 +181,9 @@ def _per_class_table(per_class: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 
 @styled
-def plot_per_class_accuracy(per_class: Mapping[str, Any] | Any, classes: Sequence[str]) -> Figure:
+def plot_per_class_accuracy(per_class: Mapping[str, Mapping[str, float]], classes: Sequence[str]) -> Figure:
     """Per-class accuracy in [0, 1] as grouped bars, one colour per model: ``per_class`` is ``{model name:
-    (C,) tensor/array or {class name: accuracy}}`` or one (C,) tensor. With two models, the change
+    {class name: accuracy}}`` (``metrics.json``'s ``per_class_accuracy``). With two models, the change
     (second - first, in points) is printed above each class."""
     names = check_classes("classes", classes)
     table = _per_class_table(per_class, names)
