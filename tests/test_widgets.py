@@ -230,11 +230,11 @@ def test_static_fallback_when_headless(data, monkeypatch):
     shown = []
     monkeypatch.setattr(widgets, "display", shown.append)
     monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "1")
-    result = show_failure_browser(**data, max_static=2)
+    result = show_failure_browser(**data)
     assert isinstance(result, Figure)
     assert shown == [result]
-    # the first two baseline failures that have heatmaps (0 and 3), image | two maps each
-    assert len([ax for ax in result.axes if ax.images]) == 6
+    # the baseline failures that have heatmaps (0, 3 and 8), image | two maps each
+    assert len([ax for ax in result.axes if ax.images]) == 9
     assert result.axes[0].get_title() == "cat → dog (99%)"
     assert result.axes[3].get_title() == "truck → ship (98%)"
 
@@ -248,22 +248,28 @@ def test_interactive_when_not_headless(data, monkeypatch):
     assert isinstance(result, FailureBrowser) and shown[-1] is result
     monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "0")
     assert isinstance(show_failure_browser(**data), FailureBrowser)
-    assert isinstance(show_failure_browser(**data, interactive=False), Figure)
+    monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "yes")
+    assert isinstance(show_failure_browser(**data), Figure)
 
 
-def test_static_figure_takes_the_notebooks_arguments_without_heatmaps(data):
+def test_static_figure_takes_the_notebooks_arguments_without_heatmaps(data, monkeypatch):
     # as 02_failure_detection calls it: positional images, labels, classes; the rest by name
     inputs = only(data, "baseline")
+    monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "1")
     fig = show_failure_browser(
         inputs["images"],
         inputs["labels"],
         CLASSES,
         failures=inputs["failures"],
         probs=inputs["probs"],
-        interactive=False,
-        max_static=3,
     )
-    assert [ax.get_title() for ax in fig.axes] == ["cat → dog (99%)", "truck → ship (98%)", "cat → dog (97%)"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "cat → dog (99%)",
+        "truck → ship (98%)",
+        "cat → dog (97%)",
+        "dog → cat (96%)",
+        "cat → dog (95%)",
+    ]
 
 
 def test_static_figure_without_heatmaps_is_a_failure_grid(data):

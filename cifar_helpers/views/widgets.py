@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_helpers.analysis.gradcam import explain_images
-from cifar_helpers.core.checks import check_classes, check_count
+from cifar_helpers.core.checks import check_classes
 from cifar_helpers.rundir.registry import HEADLESS_ENV
 from cifar_helpers.views.plotting.core import (
     CORRECT_COLOR,
@@ -51,10 +51,7 @@ from cifar_helpers.views.plotting.core import (
 from cifar_helpers.views.plotting.explanations import plot_failure_grid, plot_gradcam_pairs
 from cifar_helpers.views.plotting.human_labels import human_votes_panel
 
-
-def _is_headless() -> bool:
-    """Whether ``CIFAR_STRESS_HEADLESS`` says there is no widget front end ("", "0", "false" mean no)."""
-    return os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+_MAX_STATIC = 16  # failures in the static figure shown where widgets cannot run
 
 
 @dataclass
@@ -420,16 +417,16 @@ class FailureBrowser:
         return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
 
 
-def _static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: Any) -> Figure:
-    """The first model's ``max_static`` most confident failures with heatmaps, as image | predicted-class
-    map | true-class map, two per row (without any: a failure grid); ``inputs`` as :class:`FailureBrowser`."""
-    max_static = check_count("max_static", max_static)
+def _static_failure_figure(*inputs: Any, **named_inputs: Any) -> Figure:
+    """The first model's ``_MAX_STATIC`` most confident failures with heatmaps, as image |
+    predicted-class map | true-class map, two per row (without any: a failure grid); ``inputs`` as
+    :class:`FailureBrowser`."""
     batch, _, names, views = _prepare(*inputs, **named_inputs)
     model = next(iter(views.values()))
     columns = model.failures
     # Lazily, so that Grad-CAM on demand runs for the failures drawn only.
     maps = ((row, model.maps_for(index)) for row, index in enumerate(columns["indices"].tolist()))
-    with_maps = list(islice(((row, m) for row, m in maps if m is not None), max_static))
+    with_maps = list(islice(((row, m) for row, m in maps if m is not None), _MAX_STATIC))
     if with_maps:
         rows = np.array([row for row, _ in with_maps])
         predicted_maps, true_maps = (np.stack(m) for m in zip(*(m for _, m in with_maps), strict=True))
@@ -444,27 +441,23 @@ def _static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: A
             title=f"{model.name}: the {len(rows)} most confident failures and their Grad-CAM",
         )
     first = SimpleNamespace(
-        **{key: values[:max_static] for key, values in columns.items()}, threshold=model.threshold
+        **{key: values[:_MAX_STATIC] for key, values in columns.items()}, threshold=model.threshold
     )
-    return plot_failure_grid(batch[first.indices], first, names, max_images=max_static)
+    return plot_failure_grid(batch[first.indices], first, names, max_images=_MAX_STATIC)
 
 
 def show_failure_browser(
     *inputs: Any,
-    interactive: bool | None = None,
-    max_static: int = 16,
     human_shares: Any = None,
     categories: Sequence[str] | None = None,
     **named_inputs: Any,
 ) -> FailureBrowser | Figure:
-    """Display and return the :class:`FailureBrowser` (``inputs`` as there) or, where widgets cannot run,
-    :func:`_static_failure_figure` of ``max_static`` failures: ``interactive`` True, False, or None for
-    static when ``CIFAR_STRESS_HEADLESS`` is set. Assign the result so the cell does not show it twice."""
-    if interactive is None:
-        interactive = not _is_headless()
-    if interactive:
-        shown = FailureBrowser(*inputs, **named_inputs, human_shares=human_shares, categories=categories)
+    """Display and return the :class:`FailureBrowser` (``inputs`` as there) or, where widgets cannot run
+    (``CIFAR_STRESS_HEADLESS`` set, but not to "", "0", "false" or "no"), :func:`_static_failure_figure`.
+    Assign the result so the cell does not show it twice."""
+    if os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+        shown = _static_failure_figure(*inputs, **named_inputs)
     else:
-        shown = _static_failure_figure(*inputs, **named_inputs, max_static=max_static)
+        shown = FailureBrowser(*inputs, **named_inputs, human_shares=human_shares, categories=categories)
     display(shown)
     return shown
