@@ -32,8 +32,6 @@ from cifar_helpers.views.plotting.core import (
     TOP_K,
     WRONG_COLOR,
     add_heatmap_colorbar,
-    check_keys,
-    check_maps,
     class_bars,
     class_labels,
     failure_arrays,
@@ -57,7 +55,7 @@ _MAX_STATIC = 16  # failures in the static figure shown where widgets cannot run
 @dataclass
 class _ModelView:
     """Everything the browser shows for one model, as NumPy arrays: failure columns (K,), probs (N, C),
-    ``{test index: (predicted-class map, true-class map)}`` (H, W) and how to compute a missing pair."""
+    ``{test index: (predicted-class map, true-class map)}`` (H, W) computed so far and how to compute one."""
 
     name: str
     failures: dict[str, np.ndarray]
@@ -84,38 +82,18 @@ def _explain(
     return maps[0], maps[1]
 
 
-def _check_heatmaps(
-    name: str, heatmaps: Mapping[str, Any], num_images: int, size: tuple[int, int]
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """``{test index: (predicted-class map, true-class map)}`` of one model's precomputed heatmaps."""
-    label = f"heatmaps[{name!r}]"
-    if not isinstance(heatmaps, Mapping):
-        raise TypeError(f"{label} must be a dict with indices, predicted_maps and true_maps")
-    check_keys(heatmaps, ("indices", "predicted_maps", "true_maps"), label)
-    indices = to_numpy(heatmaps["indices"], f"{label}['indices']")
-    if indices.ndim != 1 or (len(indices) and not np.issubdtype(indices.dtype, np.integer)):
-        raise ValueError(f"{label}['indices'] must be 1-D integer test-split indices, got {indices.dtype}")
-    if len(indices) and (indices.min() < 0 or indices.max() >= num_images):
-        raise ValueError(f"{label}['indices'] must lie in [0, {num_images}) (positions in the test split)")
-    shape = (len(indices), *size)
-    predicted_maps = check_maps(heatmaps["predicted_maps"], f"{label}['predicted_maps']", shape)
-    true_maps = check_maps(heatmaps["true_maps"], f"{label}['true_maps']", shape)
-    return dict(zip(indices.tolist(), zip(predicted_maps, true_maps, strict=True), strict=True))
-
-
 def _prepare(
     images: Any,
     labels: Any,
     classes: Sequence[str],
     failures: Mapping[str, Any],
     probs: Mapping[str, Any],
-    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
     models: Mapping[str, Any] | None = None,
     layer: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, _ModelView]]:
     """Check the browser's inputs against each other; every error names the input at fault."""
     batch = image_batch("images", images)
-    n, _, height, width = batch.shape
+    n = len(batch)
     names = check_classes("classes", classes)
     if len(set(names)) != len(names):
         raise ValueError(f"classes must be unique names, got {names!r}")
@@ -131,13 +109,10 @@ def _prepare(
         raise ValueError(
             f"probs has no entry for model(s) {', '.join(map(repr, missing))}: give one per failures key"
         )
-    heatmaps, models = heatmaps or {}, models or {}
-    if not isinstance(heatmaps, Mapping):
-        raise TypeError("heatmaps must be None or a dict {model name: heatmap dict}")
-    for label, given in (("heatmaps", heatmaps), ("models", models)):
-        unknown = [name for name in given if name not in failures]
-        if unknown:
-            raise ValueError(f"{label} has model(s) {', '.join(map(repr, unknown))} that are not in failures")
+    models = models or {}
+    unknown = [name for name in models if name not in failures]
+    if unknown:
+        raise ValueError(f"models has model(s) {', '.join(map(repr, unknown))} that are not in failures")
 
     views: dict[str, _ModelView] = {}
     for name, failure_set in failures.items():
@@ -156,12 +131,11 @@ def _prepare(
             raise ValueError(
                 f"probs[{name!r}] must have shape ({n}, {len(names)}), got {tuple(model_probs.shape)}"
             )
-        maps = _check_heatmaps(name, heatmaps[name], n, (height, width)) if name in heatmaps else {}
         explain = None
         if name in models:
             explain = partial(_explain, models[name], batch, model_probs, true_labels, layer)
         threshold = getattr(failure_set, "threshold", None)
-        views[str(name)] = _ModelView(str(name), columns, model_probs, maps, threshold, explain=explain)
+        views[str(name)] = _ModelView(str(name), columns, model_probs, {}, threshold, explain=explain)
     return batch, true_labels, names, views
 
 
@@ -211,8 +185,8 @@ class FailureBrowser:
         images, labels: the test split, uint8 (N, 3, H, W) and int (N,).
         classes: C class names.
         failures, probs: ``{model name: FailureSet}`` (most confident first), ``{model name: float (N, C)}``.
-        heatmaps: ``{model name: {"indices": (M,), "predicted_maps": (M, H, W), "true_maps": (M, H, W)}}``.
-        models: ``{model name: nn.Module}`` to compute missing maps on demand (at ``layer``, None: layer4).
+        models: ``{model name: nn.Module}`` whose Grad-CAM maps are computed on demand (at ``layer``, None:
+            layer4); a model without one shows no maps.
         human_shares: optional float (N, C) CIFAR-10H vote shares, drawn beside the model's top-5.
         categories: optional (N,) failure category per test image, shown and offered as a filter
             (:func:`cifar_helpers.analysis.human_labels.browser_inputs`).
@@ -225,7 +199,6 @@ class FailureBrowser:
         classes: Sequence[str],
         failures: Mapping[str, Any],
         probs: Mapping[str, Any],
-        heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
         models: Mapping[str, Any] | None = None,
         layer: Any = None,
         *,
@@ -233,7 +206,7 @@ class FailureBrowser:
         categories: Sequence[str] | None = None,
     ) -> None:
         self._images, self._labels, self.classes, self._models = _prepare(
-            images, labels, classes, failures, probs, heatmaps, models, layer
+            images, labels, classes, failures, probs, models, layer
         )
         self._human_shares, self._categories = _check_human(
             human_shares, categories, len(self._labels), len(self.classes)
