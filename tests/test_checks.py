@@ -14,6 +14,7 @@ from cifar_helpers.core import checks
 from cifar_helpers.core.checks import (
     check_class_indices,
     check_classes,
+    check_fraction,
     check_fractions,
     check_images,
     check_images_and_labels,
@@ -112,3 +113,12 @@ def test_class_names_are_strings_one_per_class_in_use() -> None:
         check_classes("classes", ["cat", 1])
     with pytest.raises(ValueError, match="classes has 2 names but class indices go up to 2"):
         check_classes("classes", ["cat", "dog"], 3)
+
+
+def test_a_fraction_is_a_number_in_its_range() -> None:
+    assert check_fraction("accuracy", np.float32(0.5)) == 0.5
+    assert check_fraction("gap", -0.25, low=-1.0) == -0.25
+    with pytest.raises(TypeError, match="accuracy must be a number"):
+        check_fraction("accuracy", True)
+    with pytest.raises(ValueError, match=r"accuracy must be a fraction in \[0, 1\] \(not a percent\)"):
+        check_fraction("accuracy", 95.0)

@@ -19,6 +19,7 @@ from cifar_helpers.core.checks import (
     check_class_indices,
     check_classes,
     check_count,
+    check_fraction,
     check_probabilities,
     check_score_matrix,
     check_threshold,
@@ -334,14 +335,6 @@ _COMPARISON_JSON: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _check_accuracy(value: float | None, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be an accuracy in [0, 1] (a fraction, not a percent), got {value!r}")
-    return float(value)
-
-
 def compare_failures(
     baseline_probs: Tensor,
     augmented_probs: Tensor,
@@ -365,8 +358,11 @@ def compare_failures(
         )
     baseline = find_high_confidence_failures(base_probs, labels, threshold)
     augmented = find_high_confidence_failures(aug_probs, labels, threshold)
-    train_base = _check_accuracy(baseline_train_accuracy, "baseline_train_accuracy")
-    train_aug = _check_accuracy(augmented_train_accuracy, "augmented_train_accuracy")
+    train_base, train_aug = baseline_train_accuracy, augmented_train_accuracy
+    if train_base is not None:
+        train_base = check_fraction("baseline_train_accuracy", train_base)
+    if train_aug is not None:
+        train_aug = check_fraction("augmented_train_accuracy", train_aug)
 
     aug_conf = aug_probs.max(dim=1).values.float()
     aug_pred = aug_probs.argmax(dim=1)

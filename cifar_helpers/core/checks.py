@@ -189,6 +189,16 @@ def check_threshold(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_fraction(name: str, value: Any, low: float = 0.0) -> float:
+    """A number in [low, 1] (an accuracy, a threshold; ``low=-1`` for a difference of two) as ``float``:
+    TypeError for anything but a number, ValueError outside (the usual cause: a percent)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not low <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [{low:g}, 1] (not a percent), got {value!r}")
+    return float(value)
+
+
 def check_fractions(
     name: str, values: Any, length: int | None = None, *, increasing: bool = False
 ) -> np.ndarray:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from cifar_helpers.core.checks import check_classes
+from cifar_helpers.core.checks import check_classes, check_fraction
 
 from .core import (
     CORRECT_COLOR,
@@ -28,15 +28,6 @@ _HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
 # One style per curve, for the curves and for their legend entries alike.
 _TRAIN_STYLE: dict[str, Any] = {"ls": "--", "lw": 1.6}
 _TEST_STYLE: dict[str, Any] = {"ls": "-", "lw": 2.0, "marker": "o", "ms": 3}
-
-
-def _check_fraction(value: Any, name: str, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not low <= value <= 1.0:
-        raise ValueError(f"{name} must be a fraction in [{low:g}, 1] (not a percent), got {value!r}")
-    return value
 
 
 def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -75,7 +66,7 @@ def plot_training_curves(
     for name, value in (final_train_accuracy or {}).items():
         if name not in columns:
             raise ValueError(f"final_train_accuracy names {name!r}, which has no history")
-        evaluated[name] = 100 * _check_fraction(value, f"final_train_accuracy[{name!r}]")
+        evaluated[name] = 100 * check_fraction(f"final_train_accuracy[{name!r}]", value)
 
     fig = new_figure(11, 4.2)
     ax_acc, ax_loss = fig.subplots(1, 2)
@@ -229,7 +220,7 @@ def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figu
             f"hist must have B+1 edges and B counts per group, "
             f"got {edges.shape}, {correct.shape}, {wrong.shape}"
         )
-    threshold = _check_fraction(threshold, "threshold")
+    threshold = check_fraction("threshold", threshold)
 
     fig = new_figure(7.5, 4.0)
     ax = fig.subplots()
@@ -314,11 +305,11 @@ def plot_failure_comparison(
             raise ValueError(f"counts[{key!r}] must be a non-negative integer, got {n!r}")
         values.append(int(n))
     accuracies = [
-        _check_fraction(baseline_accuracy, "baseline_accuracy"),
-        _check_fraction(augmented_accuracy, "augmented_accuracy"),
+        check_fraction("baseline_accuracy", baseline_accuracy),
+        check_fraction("augmented_accuracy", augmented_accuracy),
     ]
     gaps = [
-        None if gap is None else _check_fraction(gap, name, low=-1.0)
+        None if gap is None else check_fraction(name, gap, low=-1.0)
         for gap, name in ((baseline_gap, "baseline_gap"), (augmented_gap, "augmented_gap"))
     ]
 
