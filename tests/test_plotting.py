@@ -262,12 +262,16 @@ def test_periphery_shares_marks_both_medians():
     all_text = texts(fig)
     assert " median 0.60" in all_text and " median 0.25" in all_text
     assert any("confident failures (n=3)" in t for t in all_text)
-    empty = plotting.plot_periphery_shares([0.5], [])  # e.g. no failures: a message, not an error
+    empty = plotting.plot_periphery_shares(
+        [0.5], [], uniform_share=0.44
+    )  # e.g. no failures: a message, not an error
     assert any("nothing to compare" in t for t in texts(empty))
-    with_none = plotting.plot_periphery_shares([0.5, None], [0.1, 0.3])  # None: an all-zero map
+    with_none = plotting.plot_periphery_shares(
+        [0.5, None], [0.1, 0.3], uniform_share=0.44
+    )  # None: an all-zero map
     assert any("confident failures (n=1)" in t for t in texts(with_none))
     with pytest.raises(ValueError, match="failure_shares"):
-        plotting.plot_periphery_shares([1.5], [0.2])
+        plotting.plot_periphery_shares([1.5], [0.2], uniform_share=0.44)
 
 
 def test_deletion_curves_report_given_or_computed_auc():

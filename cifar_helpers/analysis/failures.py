@@ -165,13 +165,12 @@ def _confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def _most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
-    """The ``k`` most frequent (true, predicted) pairs among the failures.
+def _most_confused_pairs(failures: FailureSet, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """The 10 most frequent (true, predicted) pairs among the failures.
 
     Returns ``[{"true": name, "predicted": name, "count": n}, ...]`` with n > 0, sorted by count
     (descending), then true name, then predicted name; empty when there are no failures.
     """
-    check_count("k", k)
     names = check_classes("classes", classes, 0)
     counts = _confused_pair_counts(failures, len(names))
     pairs = [
@@ -179,7 +178,7 @@ def _most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 
         for t, p in torch.nonzero(counts).tolist()
     ]
     pairs.sort(key=lambda pair: (-pair["count"], pair["true"], pair["predicted"]))
-    return pairs[:k]
+    return pairs[:10]
 
 
 def _per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
@@ -226,7 +225,7 @@ def failure_summary(
         "per_class_failure_rate": {
             name: None if math.isnan(rate) else rate for name, rate in zip(names, rates.tolist(), strict=True)
         },
-        "most_confused_pairs": _most_confused_pairs(failures, names, k=10),
+        "most_confused_pairs": _most_confused_pairs(failures, names),
     }
 
 

@@ -228,12 +228,10 @@ def plot_before_after_gradcam(
 
 
 @styled
-def plot_periphery_shares(
-    failure_shares: Any, control_shares: Any, *, uniform_share: float | None = None
-) -> Figure:
+def plot_periphery_shares(failure_shares: Any, control_shares: Any, *, uniform_share: float) -> Figure:
     """Densities of the share of Grad-CAM mass on the image border, float (K,) ``failure_shares`` against
     (M,) ``control_shares`` of correct predictions, medians dashed, and the border's area fraction
-    ``uniform_share`` (what a uniform map gives) dotted when given."""
+    ``uniform_share`` (what a uniform map gives) dotted."""
     # None marks an all-zero map (no share defined): left out, as in the measures.
     groups = {
         "confident failures": check_fractions("failure_shares", [v for v in failure_shares if v is not None]),
@@ -256,9 +254,8 @@ def plot_periphery_shares(
         ax.hist(values, bins=bins, density=True, color=color, histtype="step", lw=1.5)
         ax.axvline(median, color=color, ls="--", lw=1.8)
         ax.text(median, 0.98, f" median {median:.2f}", color=color, transform=axis_x, va="top", fontsize=8)
-    if uniform_share is not None:
-        label = f"uniform heatmap ({uniform_share:.2f})"
-        ax.axvline(uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=label)
+    label = f"uniform heatmap ({uniform_share:.2f})"
+    ax.axvline(uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=label)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of Grad-CAM mass on the image border")
     ax.set_ylabel("density")
