@@ -125,14 +125,14 @@ class RunConfig:
         hints = typing.get_type_hints(cls)
         coerced = {k: _check_type(k, v, hints[k]) for k, v in values.items()}
         config = cls(**coerced)
-        config.validate()
+        config._validate()
         return config
 
     def replace(self, **overrides: Any) -> RunConfig:
         """A copy with ``overrides`` applied and validated."""
         return RunConfig.from_dict({**self.to_dict(), **overrides})
 
-    def validate(self) -> None:
+    def _validate(self) -> None:
         """Check ranges and cross-field rules; raise :class:`ConfigError` naming the key."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
