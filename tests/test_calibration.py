@@ -10,10 +10,10 @@ import torch
 from cifar_helpers.analysis import calibration
 from cifar_helpers.analysis.calibration import (
     TEMPERATURE_BOUNDS,
-    calibration_report,
-    fit_temperature,
-    negative_log_likelihood,
-    reliability_bins,
+    _calibration_report,
+    _fit_temperature,
+    _negative_log_likelihood,
+    _reliability_bins,
 )
 
 
@@ -27,13 +27,13 @@ def _calibrated(n: int, seed: int, num_classes: int = 10, scale: float = 2.0):
 
 def test_ece_of_calibrated_predictor_is_near_zero() -> None:
     logits, labels = _calibrated(20000, seed=0)
-    assert reliability_bins(logits.softmax(dim=1), labels)["ece"] < 0.02
+    assert _reliability_bins(logits.softmax(dim=1), labels)["ece"] < 0.02
 
 
 def test_ece_of_overconfident_predictor_is_large() -> None:
     logits, labels = _calibrated(20000, seed=1)
     # The same labels with logits three times as large: confidences far above the true hit rates.
-    assert reliability_bins((3 * logits).softmax(dim=1), labels)["ece"] > 0.15
+    assert _reliability_bins((3 * logits).softmax(dim=1), labels)["ece"] > 0.15
 
 
 def test_ece_matches_a_hand_computed_example() -> None:
@@ -41,14 +41,16 @@ def test_ece_matches_a_hand_computed_example() -> None:
     probs = torch.tensor([[0.92, 0.08], [0.83, 0.17], [0.26, 0.74], [0.35, 0.65]], dtype=torch.float64)
     labels = torch.tensor([0, 1, 1, 1])
     # Two bins: all four in (0.5, 1], accuracy 0.75 against mean confidence 0.785.
-    assert reliability_bins(probs, labels, n_bins=2)["ece"] == pytest.approx(0.035)
+    assert _reliability_bins(probs, labels, n_bins=2)["ece"] == pytest.approx(0.035)
     # Ten bins: each prediction alone in its bin.
-    assert reliability_bins(probs, labels, n_bins=10)["ece"] == pytest.approx((0.08 + 0.83 + 0.26 + 0.35) / 4)
+    assert _reliability_bins(probs, labels, n_bins=10)["ece"] == pytest.approx(
+        (0.08 + 0.83 + 0.26 + 0.35) / 4
+    )
 
 
 def test_reliability_bins_are_consistent() -> None:
     logits, labels = _calibrated(3000, seed=2)
-    bins = reliability_bins(logits.softmax(dim=1), labels, n_bins=15)
+    bins = _reliability_bins(logits.softmax(dim=1), labels, n_bins=15)
     assert len(bins["edges"]) == 16 and len(bins["counts"]) == 15
     assert sum(bins["counts"]) == 3000
     for count, acc, conf, lo, hi in zip(
@@ -72,36 +74,36 @@ def test_reliability_bins_are_consistent() -> None:
 
 def test_nll_is_the_cross_entropy_of_the_logits() -> None:
     logits, labels = _calibrated(500, seed=3)
-    from_logits = negative_log_likelihood(logits, labels)
+    from_logits = _negative_log_likelihood(logits, labels)
     from_probs = -logits.softmax(dim=1).gather(1, labels.view(-1, 1)).log().mean().item()
     assert from_logits == pytest.approx(from_probs, rel=1e-5)
     uniform = torch.zeros(4, 10)
-    assert negative_log_likelihood(uniform, torch.tensor([0, 1, 2, 3])) == pytest.approx(math.log(10))
+    assert _negative_log_likelihood(uniform, torch.tensor([0, 1, 2, 3])) == pytest.approx(math.log(10))
 
 
 def test_fitted_temperature_recovers_the_overconfidence_factor() -> None:
     logits, labels = _calibrated(20000, seed=4)
-    assert fit_temperature(3 * logits, labels) == pytest.approx(3.0, rel=0.05)
-    assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.05)
-    assert fit_temperature(logits / 2, labels) == pytest.approx(0.5, rel=0.05)
+    assert _fit_temperature(3 * logits, labels) == pytest.approx(3.0, rel=0.05)
+    assert _fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.05)
+    assert _fit_temperature(logits / 2, labels) == pytest.approx(0.5, rel=0.05)
 
 
 def test_fit_temperature_is_deterministic() -> None:
     logits, labels = _calibrated(2000, seed=5)
-    assert fit_temperature(2 * logits, labels) == fit_temperature(2 * logits.clone(), labels.clone())
+    assert _fit_temperature(2 * logits, labels) == _fit_temperature(2 * logits.clone(), labels.clone())
 
 
 def test_temperature_goes_to_the_lower_bound_without_errors() -> None:
     # Every hold-out prediction right: sharper is always better, so T is the smallest allowed value.
     logits = torch.eye(5) * 3.0
-    assert fit_temperature(logits, torch.arange(5)) == pytest.approx(TEMPERATURE_BOUNDS[0])
+    assert _fit_temperature(logits, torch.arange(5)) == pytest.approx(TEMPERATURE_BOUNDS[0])
 
 
 def test_calibration_report_improves_overconfident_model() -> None:
     logits, labels = _calibrated(8000, seed=6)
     test_logits, test_labels = 3 * logits[:4000], labels[:4000]
     holdout_logits, holdout_labels = 3 * logits[4000:], labels[4000:]
-    report = calibration_report(test_logits, test_labels, holdout_logits, holdout_labels, threshold=0.9)
+    report = _calibration_report(test_logits, test_labels, holdout_logits, holdout_labels, threshold=0.9)
     assert report["temperature"] > 2.0
     assert report["after"]["ece"] < report["before"]["ece"] / 3
     assert report["after"]["nll"] < report["before"]["nll"]
@@ -120,19 +122,19 @@ def test_temperature_never_sees_test_data(monkeypatch: pytest.MonkeyPatch) -> No
     holdout_logits, holdout_labels = 2 * logits[2000:], labels[2000:]
 
     seen: list[tuple[torch.Tensor, ...]] = []
-    real_fit = calibration.fit_temperature
+    real_fit = calibration._fit_temperature
 
     def spy(*args: torch.Tensor) -> float:
         seen.append(args)
         return real_fit(*args)
 
-    monkeypatch.setattr(calibration, "fit_temperature", spy)
-    report = calibration_report(test_logits, test_labels, holdout_logits, holdout_labels)
+    monkeypatch.setattr(calibration, "_fit_temperature", spy)
+    report = _calibration_report(test_logits, test_labels, holdout_logits, holdout_labels)
     assert len(seen) == 1
     assert seen[0][0] is holdout_logits and seen[0][1] is holdout_labels
 
     # Whatever the test split holds, the temperature is the same: scrambled labels, other logits.
-    scrambled = calibration_report(
+    scrambled = _calibration_report(
         torch.randn(2000, 10, generator=torch.Generator().manual_seed(8)) * 7,
         torch.flip(test_labels, dims=[0]),
         holdout_logits,
@@ -140,7 +142,7 @@ def test_temperature_never_sees_test_data(monkeypatch: pytest.MonkeyPatch) -> No
     )
     assert scrambled["temperature"] == report["temperature"]
     # ...while a change of the hold-out split does change it.
-    other = calibration_report(test_logits, test_labels, holdout_logits * 1.5, holdout_labels)
+    other = _calibration_report(test_logits, test_labels, holdout_logits * 1.5, holdout_labels)
     assert other["temperature"] != pytest.approx(report["temperature"], rel=1e-3)
 
 
@@ -155,15 +157,15 @@ def test_temperature_never_sees_test_data(monkeypatch: pytest.MonkeyPatch) -> No
 )
 def test_bad_input_is_refused_with_a_clear_message(probs, labels, message) -> None:
     with pytest.raises(ValueError, match=message):
-        reliability_bins(probs, labels)
+        _reliability_bins(probs, labels)
 
 
 def test_bad_arguments_are_refused() -> None:
     logits, labels = _calibrated(10, seed=9)
     with pytest.raises(ValueError, match="n_bins"):
-        reliability_bins(logits.softmax(dim=1), labels, n_bins=0)
+        _reliability_bins(logits.softmax(dim=1), labels, n_bins=0)
     with pytest.raises(ValueError, match="threshold"):
-        calibration_report(logits, labels, logits, labels, threshold=1.5)
+        _calibration_report(logits, labels, logits, labels, threshold=1.5)
 
 
 def test_reliability_diagram_figure() -> None:
@@ -172,7 +174,7 @@ def test_reliability_diagram_figure() -> None:
 
     logits, labels = _calibrated(2000, seed=10)
     reports = {
-        name: calibration_report(scale * logits[:1000], labels[:1000], scale * logits[1000:], labels[1000:])
+        name: _calibration_report(scale * logits[:1000], labels[:1000], scale * logits[1000:], labels[1000:])
         for name, scale in (("baseline", 3.0), ("augmented", 1.0))
     }
     fig = plot_reliability_diagram(reports)
@@ -199,7 +201,7 @@ def test_calibrate_models_fits_each_model_on_its_holdout_predictions():
     for name, model in models.items():
         test = predict(model, *test_set, batch_size=7)
         holdout = predict(model, *holdout_set, batch_size=7)
-        expected = calibration.calibration_report(
+        expected = calibration._calibration_report(
             test.logits, test.labels, holdout.logits, holdout.labels, 0.5
         )
         assert reports[name] == expected

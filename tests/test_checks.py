@@ -13,6 +13,9 @@ from torch import nn
 from cifar_helpers.core import checks
 from cifar_helpers.core.checks import (
     check_class_indices,
+    check_classes,
+    check_fraction,
+    check_fractions,
     check_images,
     check_images_and_labels,
     check_labels,
@@ -87,3 +90,35 @@ def test_class_indices_accept_any_integer_dtype() -> None:
         check_class_indices("labels", torch.tensor([0, 1, 1]), 2, 2, rows_name="probs")
     with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
         check_class_indices("labels", torch.tensor([0, 2]), 2, 2, rows_name="probs")
+
+
+def test_fractions_are_numbers_in_0_1_and_removal_fractions_strictly_increase() -> None:
+    assert check_fractions("shares", torch.tensor([0.0, 1.0, 0.5])).tolist() == [0.0, 1.0, 0.5]
+    assert check_fractions("fractions", [0.2, 0.5], increasing=True).tolist() == [0.2, 0.5]
+    with pytest.raises(ValueError, match=r"confidence must have shape \(3,\)"):
+        check_fractions("confidence", [0.5, 0.5], 3)
+    with pytest.raises(ValueError, match="test_acc must be fractions in"):
+        check_fractions("test_acc", [90.0])
+    for bad in ([], [0.0, 0.5], [0.5, 0.2], [0.5, 1.0], "0.5", [True]):
+        with pytest.raises(ValueError, match="fractions must"):
+            check_fractions("fractions", bad, increasing=True)
+
+
+def test_class_names_are_strings_one_per_class_in_use() -> None:
+    assert check_classes("classes", ("cat", "dog")) == ["cat", "dog"]
+    for bad in ("cat", [], None):
+        with pytest.raises(TypeError, match="classes must be a non-empty list of class names"):
+            check_classes("classes", bad)
+    with pytest.raises(TypeError, match="strings only"):
+        check_classes("classes", ["cat", 1])
+    with pytest.raises(ValueError, match="classes has 2 names but class indices go up to 2"):
+        check_classes("classes", ["cat", "dog"], 3)
+
+
+def test_a_fraction_is_a_number_in_its_range() -> None:
+    assert check_fraction("accuracy", np.float32(0.5)) == 0.5
+    assert check_fraction("gap", -0.25, low=-1.0) == -0.25
+    with pytest.raises(TypeError, match="accuracy must be a number"):
+        check_fraction("accuracy", True)
+    with pytest.raises(ValueError, match=r"accuracy must be a fraction in \[0, 1\] \(not a percent\)"):
+        check_fraction("accuracy", 95.0)

@@ -304,7 +304,7 @@ def test_accuracy_claims_on_known_accuracies() -> None:
 
 
 # --- The claims' tests on models whose answer is known --------------------------------------------
-RING = iv.surround_mask(32, 8)  # the outer 8 px; the centre is the 16×16 square inside
+RING = iv._surround_mask(32, 8)  # the outer 8 px; the centre is the 16×16 square inside
 
 
 def level(red: torch.Tensor) -> torch.Tensor:  # class c: normalised red (-2 to 2) in the c-th tenth

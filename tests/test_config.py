@@ -120,14 +120,14 @@ def test_auto_precision_follows_the_gpu_compute_capability(monkeypatch, capabili
 
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch):
     import cifar_helpers.rundir.config as config_module
-    from cifar_helpers.rundir.config import choose_precision
+    from cifar_helpers.rundir.config import _choose_precision
 
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(config_module, "cpu_supports_bf16", lambda native=native: native)
         assert make_config("cpu", device="cpu").resolved_precision() == expected
-    assert choose_precision("cpu", cpu_bf16=True) == "bf16"
+    assert _choose_precision("cpu", cpu_bf16=True) == "bf16"
     with pytest.raises(ValueError, match="compute capability"):
-        choose_precision("cuda")
+        _choose_precision("cuda")
 
 
 def test_explicit_precision_is_kept_and_fp16_is_a_choice():

@@ -354,19 +354,14 @@ def test_changed_tree_is_decoded_again(tree: Path) -> None:
     assert second.train_images[0, :, 5, 5].tolist() == [77, 77, 77]
 
 
-def test_read_only_root_caches_in_cache_dir(tree: Path, tmp_path: Path, read_only: list[Path]) -> None:
+def test_read_only_root_caches_in_the_cache_folder(tree: Path, tmp_path: Path, read_only: list[Path]) -> None:
     _make_read_only(tree, read_only)
-    cache_dir = tmp_path / "my-cache"
-    first = load_cifar10(tree, download=False, progress=False, cache_dir=cache_dir)
-    assert not (tree / CACHE_SUBDIR).exists()
-    assert len(_cache_files(cache_dir)) == 1
-    assert not _cache_files(tmp_path / "env-cache")
-    second = load_cifar10(tree, download=False, progress=False, cache_dir=cache_dir)
-    assert torch.equal(first.train_images, second.train_images)
-    # Without cache_dir, $CIFAR_STRESS_CACHE (set by the autouse fixture) takes its place.
-    third = load_cifar10(tree, download=False, progress=False)
+    # $CIFAR_STRESS_CACHE is set by the autouse fixture.
+    first = load_cifar10(tree, download=False, progress=False)
     assert len(_cache_files(tmp_path / "env-cache")) == 1 and not (tree / CACHE_SUBDIR).exists()
-    assert torch.equal(first.test_images, third.test_images)
+    second = load_cifar10(tree, download=False, progress=False)
+    assert torch.equal(first.train_images, second.train_images)
+    assert torch.equal(first.test_images, second.test_images)
 
 
 def test_missing_directory_without_download(tmp_path: Path) -> None:
@@ -425,9 +420,9 @@ def test_bad_image_is_named_and_nothing_is_cached(
     else:
         assert cv2.imwrite(str(path), image)
     with pytest.raises(DataError, match=message) as info:
-        load_cifar10(tree, download=False, progress=False, cache_dir=tmp_path / "cache")
+        load_cifar10(tree, download=False, progress=False)
     assert str(path) in str(info.value)
-    assert not _cache_files(tree / CACHE_SUBDIR, tmp_path / "cache", tmp_path / "env-cache")
+    assert not _cache_files(tree / CACHE_SUBDIR, tmp_path / "env-cache")
 
 
 # --- torchvision's pickled batches ----------------------------------------------------------------

@@ -164,13 +164,13 @@ def test_training_stops_at_the_first_non_finite_loss_and_keeps_the_last_good_che
         "smoke", width=4, epochs=3, batch_size=20, device="cpu", precision="fp32", memory_format="contiguous"
     )
     steps = 5
-    real_schedule = training.learning_rates
+    real_schedule = training._learning_rates
 
     def explodes_in_epoch_two(config: RunConfig, num_train_images: int) -> list[float]:
         rates = real_schedule(config, num_train_images)
         return rates[: steps + 2] + [1e30] * (len(rates) - steps - 2)  # epoch 2 from its 3rd step
 
-    monkeypatch.setattr(training, "learning_rates", explodes_in_epoch_two)
+    monkeypatch.setattr(training, "_learning_rates", explodes_in_epoch_two)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (100, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(100) % 10

@@ -21,7 +21,7 @@ import torch
 import cifar_helpers.core.step_choice as step_choice
 import run_all
 from cifar_helpers.analysis.claims import read_ledger
-from cifar_helpers.core.step_choice import Measurement, Step, cache_key, choose_step
+from cifar_helpers.core.step_choice import Measurement, Step, _cache_key, choose_step
 from cifar_helpers.core.training import build_model, make_optimizer
 from cifar_helpers.rundir import runlock
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, DamagedArtifactError, RunDir, save_json, save_torch
@@ -48,7 +48,7 @@ def one_line(text: str) -> str:
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private cache file, and a probe that returns :data:`RATES` (a list of the steps it timed)."""
     path = tmp_path / "cache" / "train_steps.json"
-    monkeypatch.setattr(step_choice, "cache_path", lambda: path)
+    monkeypatch.setattr(step_choice, "_cache_path", lambda: path)
     return path
 
 
@@ -61,7 +61,7 @@ def fake_probe(monkeypatch: pytest.MonkeyPatch, errors: dict[Step, str] | None =
             return Measurement(step, None, error=errors[step])
         return Measurement(step, RATES[step], setup_seconds=60.0 if step.compiled else 0.0)
 
-    monkeypatch.setattr(step_choice, "time_step", fake)
+    monkeypatch.setattr(step_choice, "_time_step", fake)
     return calls
 
 
@@ -74,7 +74,7 @@ def entry(**changes: Any) -> str:
     """A cache holding this machine's four candidates, the fastest one changed by ``changes``."""
     rows = [Measurement(s, r, 60.0 if s.compiled else 0.0).to_dict() for s, r in RATES.items()]
     rows[2].update(changes)
-    return json.dumps({"format": 1, "entries": {cache_key(CONFIG): rows}})
+    return json.dumps({"format": 1, "entries": {_cache_key(CONFIG): rows}})
 
 
 @pytest.mark.parametrize(
@@ -140,8 +140,10 @@ def test_a_cache_that_cannot_be_written_costs_one_line_not_the_run(
 _SAVER = """
 import sys
 from pathlib import Path
-from cifar_helpers.core.step_choice import Measurement, Step, save_measurements
-save_measurements("second", [Measurement(Step(False, False), 0.5)], Path(sys.argv[1]))
+from cifar_helpers.core import step_choice
+from cifar_helpers.core.step_choice import Measurement, Step
+step_choice._cache_path = lambda: Path(sys.argv[1])
+step_choice._save_measurements("second", [Measurement(Step(False, False), 0.5)])
 """
 
 
@@ -181,10 +183,10 @@ def test_the_cache_key_changes_with_the_training_code(
     source = tmp_path / "training.py"
     source.write_text("def step(): return 1\n")
     monkeypatch.setattr(step_choice, "STEP_SOURCES", (source,))
-    key = cache_key(CONFIG)
+    key = _cache_key(CONFIG)
     source.write_text("def step(): return 2\n")
     step_choice._code_version.cache_clear()  # computed once per process; a change is a new process
-    assert cache_key(CONFIG) != key
+    assert _cache_key(CONFIG) != key
     assert "0.1.0" not in key
 
 

@@ -38,7 +38,7 @@ def test_bad_width_is_refused():
 
 
 def test_zero_init_residual_starts_every_block_as_its_shortcut():
-    from cifar_helpers.core.models import BasicBlock
+    from cifar_helpers.core.models import _BasicBlock
 
     torch.manual_seed(0)
     model = resnet18(width=8, zero_init_residual=True)
@@ -51,6 +51,6 @@ def test_zero_init_residual_starts_every_block_as_its_shortcut():
         if not torch.equal(a, b)
     ]
     assert len(differing) == 8 and all(name.endswith("bn2.weight") for name in differing)
-    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    blocks = [m for m in model.modules() if isinstance(m, _BasicBlock)]
     x = torch.randn(4, 8, 32, 32)
     torch.testing.assert_close(blocks[0].train()(x), torch.relu(x))  # identity shortcut: relu(x) passes

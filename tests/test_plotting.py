@@ -70,7 +70,7 @@ def test_overlay_heatmap_shape_dtype_and_hot_region_is_red():
     image = np.full((3, 32, 32), 128, dtype=np.uint8)
     heatmap = np.zeros((32, 32), dtype=np.float32)
     heatmap[:16, :16] = 1.0  # hot top-left quadrant, cold elsewhere
-    out = plotting.overlay_heatmap(image, heatmap, scale=4, alpha=0.5)
+    out = plotting.overlay_heatmap(image, heatmap, scale=4)
     assert out.shape == (128, 128, 3) and out.dtype == np.uint8
     hot, cold = out[8:56, 8:56], out[72:120, 72:120]
     # JET: 1 is red, 0 is blue. In RGB order the red channel must dominate where the map is hot.
@@ -78,11 +78,9 @@ def test_overlay_heatmap_shape_dtype_and_hot_region_is_red():
     assert cold[..., 2].mean() > hot[..., 2].mean() + 50
 
 
-def test_overlay_heatmap_alpha_zero_is_the_cubic_upscaled_image(images):
-    out = plotting.overlay_heatmap(images[0], torch.rand(32, 32), scale=3, alpha=0.0)
+def test_upscale_image_is_the_cubic_upscaled_image(images):
     expected = cv2.resize(images[0].permute(1, 2, 0).numpy(), (96, 96), interpolation=cv2.INTER_CUBIC)
-    np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(out, plotting.upscale_image(images[0], 3))
+    np.testing.assert_array_equal(plotting.upscale_image(images[0], 3), expected)
 
 
 @pytest.mark.parametrize(
@@ -100,9 +98,7 @@ def test_overlay_heatmap_rejects_bad_inputs(image, heatmap, error, match):
         plotting.overlay_heatmap(image, heatmap)
 
 
-def test_overlay_heatmap_rejects_bad_alpha_and_scale(images):
-    with pytest.raises(ValueError, match="alpha"):
-        plotting.overlay_heatmap(images[0], torch.rand(32, 32), alpha=1.5)
+def test_overlay_heatmap_rejects_a_bad_scale(images):
     with pytest.raises(ValueError, match="scale"):
         plotting.overlay_heatmap(images[0], torch.rand(32, 32), scale=0)
 
@@ -166,8 +162,8 @@ def test_training_curves_gap_is_the_evaluated_gap_of_metrics_json():
         plotting.plot_training_curves(histories, final_train_accuracy={"baseline": 97.0})
 
 
-def test_training_curves_accept_a_single_history_and_reject_bad_ones():
-    fig = plotting.plot_training_curves(history(0.9, 0.7))
+def test_training_curves_reject_bad_histories():
+    fig = plotting.plot_training_curves({"model": history(0.9, 0.7)})
     assert "model: running train - test +20.0 pts" in texts(fig)
     broken = history(0.9, 0.7)
     del broken[2]["test_acc"]
@@ -175,7 +171,7 @@ def test_training_curves_accept_a_single_history_and_reject_bad_ones():
         plotting.plot_training_curves({"baseline": broken})
     percents = [{**row, "test_acc": 100 * row["test_acc"]} for row in history(0.9, 0.7)]
     with pytest.raises(ValueError, match="test_acc must be fractions"):
-        plotting.plot_training_curves(percents)
+        plotting.plot_training_curves({"model": percents})
     with pytest.raises(ValueError, match="non-empty"):
         plotting.plot_training_curves({"baseline": []})
 
@@ -194,7 +190,10 @@ def test_confusion_matrix_shows_row_percent_and_counts():
 def test_per_class_accuracy_compares_two_models():
     classes = ["cat", "dog", "ship"]
     fig = plotting.plot_per_class_accuracy(
-        {"baseline": torch.tensor([0.5, 0.8, 0.9]), "augmented": {"cat": 0.6, "dog": 0.7, "ship": 0.9}},
+        {
+            "baseline": {"cat": 0.5, "dog": 0.8, "ship": 0.9},
+            "augmented": {"cat": 0.6, "dog": 0.7, "ship": 0.9},
+        },
         classes,
     )
     ax = fig.axes[0]
@@ -204,7 +203,7 @@ def test_per_class_accuracy_compares_two_models():
     with pytest.raises(ValueError, match=r"'augmented'.*no accuracy for class.*ship"):
         plotting.plot_per_class_accuracy({"augmented": {"cat": 0.6, "dog": 0.7}}, classes)
     with pytest.raises(ValueError, match="not percents"):
-        plotting.plot_per_class_accuracy(torch.tensor([50.0, 80.0, 90.0]), classes)
+        plotting.plot_per_class_accuracy({"model": {"cat": 50.0, "dog": 80.0, "ship": 90.0}}, classes)
 
 
 def test_confidence_histogram_counts_wrong_predictions_above_threshold():
@@ -263,12 +262,16 @@ def test_periphery_shares_marks_both_medians():
     all_text = texts(fig)
     assert " median 0.60" in all_text and " median 0.25" in all_text
     assert any("confident failures (n=3)" in t for t in all_text)
-    empty = plotting.plot_periphery_shares([0.5], [])  # e.g. no failures: a message, not an error
+    empty = plotting.plot_periphery_shares(
+        [0.5], [], uniform_share=0.44
+    )  # e.g. no failures: a message, not an error
     assert any("nothing to compare" in t for t in texts(empty))
-    with_none = plotting.plot_periphery_shares([0.5, None], [0.1, 0.3])  # None: an all-zero map
+    with_none = plotting.plot_periphery_shares(
+        [0.5, None], [0.1, 0.3], uniform_share=0.44
+    )  # None: an all-zero map
     assert any("confident failures (n=1)" in t for t in texts(with_none))
     with pytest.raises(ValueError, match="failure_shares"):
-        plotting.plot_periphery_shares([1.5], [0.2])
+        plotting.plot_periphery_shares([1.5], [0.2], uniform_share=0.44)
 
 
 def test_deletion_curves_report_given_or_computed_auc():
@@ -396,7 +399,7 @@ def test_before_after_gradcam_shows_both_verdicts(images, maps):
 def test_figures_render_to_png_without_pyplot(images):
     fig = plotting.plot_class_samples(images[:2], torch.tensor([0, 1]), ["a", "b"], per_class=1)
     assert isinstance(fig, plotting.NotebookFigure)
-    png = plotting.figure_to_png_bytes(fig, dpi=50)
+    png = plotting.figure_to_png_bytes(fig)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert fig._repr_png_().startswith(b"\x89PNG")
     with pytest.raises(TypeError, match="Figure"):

@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import positive_control_result
 
-from cifar_helpers.analysis.calibration import calibration_report
+from cifar_helpers.analysis.calibration import _calibration_report
 from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, save_figure, save_json
 from cifar_helpers.rundir.config import make_config
@@ -47,7 +47,7 @@ def _figure(path: Path, title: str, seed: int) -> None:
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.plot(np.cumsum(rng.normal(size=50)), color="tab:blue", linewidth=3)
     ax.set_title(title)
-    save_figure(fig, path, dpi=60)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -161,7 +161,7 @@ def fake_run(tmp_path: Path) -> Path:
     generator = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(400, 10, generator=generator)
     labels = torch.multinomial((logits / 3).softmax(dim=1), 1, generator=generator).squeeze(1)
-    report = calibration_report(logits[:200], labels[:200], logits[200:], labels[200:], 0.9)
+    report = _calibration_report(logits[:200], labels[:200], logits[200:], labels[200:], 0.9)
     save_json(stress / "calibration.json", {"baseline": report})
     sanity = RandomisationSummary(
         steps=("trained", "linear", "layer4"),

@@ -16,7 +16,7 @@ import torch
 
 import cifar_helpers.core.step_choice as step_choice
 import cifar_helpers.core.training as training
-from cifar_helpers.core.step_choice import Measurement, Step, candidate_steps, choose_step, decide
+from cifar_helpers.core.step_choice import Measurement, Step, _decide, candidate_steps, choose_step
 from cifar_helpers.core.training import CheckpointMismatchError, build_model, make_optimizer, train_model
 from cifar_helpers.rundir.artifacts import load_json, load_torch, save_torch
 from cifar_helpers.rundir.config import make_config
@@ -29,7 +29,7 @@ COMPILED_CL, COMPILED_NCHW = Step(True, True), Step(True, False)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own user cache (``XDG_CACHE_HOME``), never the real one."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(step_choice, "cache_path", lambda: tmp_path / "cache" / "train_steps.json")
+    monkeypatch.setattr(step_choice, "_cache_path", lambda: tmp_path / "cache" / "train_steps.json")
     return tmp_path / "cache" / "train_steps.json"
 
 
@@ -41,7 +41,7 @@ def fake_timings(monkeypatch: pytest.MonkeyPatch, rates: dict[Step, float], comp
         calls.append(step)
         return Measurement(step, rates[step], setup_seconds=compile_seconds if step.compiled else 0.0)
 
-    monkeypatch.setattr(step_choice, "time_step", fake)
+    monkeypatch.setattr(step_choice, "_time_step", fake)
     return calls
 
 
@@ -72,13 +72,13 @@ def test_candidates_start_with_the_step_used_before_steps_were_chosen() -> None:
 
 def test_compile_time_is_counted_against_the_gain() -> None:
     measured = [Measurement(s, r, 60.0 if s.compiled else 0.0) for s, r in RATES.items()]
-    assert decide(measured, planned_steps=10_000) == COMPILED_CL
-    assert decide(measured, planned_steps=1_000) == EAGER_CL  # 100 s eager < 60 s + 70 s compiled
-    assert decide([Measurement(EAGER_CL, 0.1), Measurement(EAGER_NCHW, 0.1)], 10) == EAGER_CL  # tie: default
+    assert _decide(measured, planned_steps=10_000) == COMPILED_CL
+    assert _decide(measured, planned_steps=1_000) == EAGER_CL  # 100 s eager < 60 s + 70 s compiled
+    assert _decide([Measurement(EAGER_CL, 0.1), Measurement(EAGER_NCHW, 0.1)], 10) == EAGER_CL  # tie: default
     failed = Measurement(COMPILED_CL, None, error="no compiler")
-    assert decide([failed, Measurement(EAGER_NCHW, 0.2)], 10_000) == EAGER_NCHW
+    assert _decide([failed, Measurement(EAGER_NCHW, 0.2)], 10_000) == EAGER_NCHW
     with pytest.raises(ValueError, match="no candidate"):
-        decide([failed], 10)
+        _decide([failed], 10)
 
 
 def test_a_long_run_measures_every_candidate_once_and_then_reads_the_cache(
@@ -134,23 +134,23 @@ def test_a_damaged_cache_is_measured_again(monkeypatch: pytest.MonkeyPatch, priv
     private_cache.parent.mkdir(parents=True)
     private_cache.write_text("{half a file")
     assert choose(make_config("cpu", **BF16), 10_000).how == "measured" and len(calls) == 4
-    assert step_choice.cached_measurements(step_choice.cache_key(make_config("cpu", **BF16)))
+    assert step_choice._cached_measurements(step_choice._cache_key(make_config("cpu", **BF16)))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG_CACHE_HOME is a Linux convention")
 def test_the_cache_lives_in_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.undo()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert step_choice.cache_path() == tmp_path / "xdg" / "cifar-stress" / "train_steps.json"
+    assert step_choice._cache_path() == tmp_path / "xdg" / "cifar-stress" / "train_steps.json"
 
 
 def test_the_key_names_the_machine_and_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     config = make_config("cpu", **BF16)
-    key = step_choice.cache_key(config)
+    key = step_choice._cache_key(config)
     for part in ("machine", "torch", "cifar_helpers", "precision", "width", "batch_size", "threads"):
         assert f'"{part}"' in key
-    monkeypatch.setattr(step_choice, "machine_name", lambda device: "another CPU")
-    assert step_choice.cache_key(config) != key
+    monkeypatch.setattr(step_choice, "_machine_name", lambda device: "another CPU")
+    assert step_choice._cache_key(config) != key
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

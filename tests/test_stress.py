@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifar_helpers.analysis import stress
 from cifar_helpers.analysis.stress import (
     CORRUPTION_PARAMETERS,
     CORRUPTIONS,
@@ -196,11 +197,16 @@ def corruption_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Te
     return run_stress_test({"model": model}, images, labels, **kwargs)["models"]["model"]
 
 
-def test_corruption_accuracy_measures_the_drop() -> None:
+def only_corruptions(monkeypatch: pytest.MonkeyPatch, names: list[str], severities=(1, 2, 3, 4, 5)) -> None:
+    """Fewer corruptions and severities than the notebook's, to keep a test short."""
+    monkeypatch.setattr(stress, "CORRUPTIONS", {name: stress.CORRUPTIONS[name] for name in names})
+    monkeypatch.setattr(stress, "SEVERITIES", tuple(severities))
+
+
+def test_corruption_accuracy_measures_the_drop(monkeypatch: pytest.MonkeyPatch) -> None:
     images, labels = _texture_set()
-    result = corruption_accuracy(
-        TextureDetector(), images, labels, corruptions=["gaussian_blur", "contrast"], batch_size=16, seed=3
-    )
+    only_corruptions(monkeypatch, ["gaussian_blur", "contrast"])
+    result = corruption_accuracy(TextureDetector(), images, labels, batch_size=16, seed=3)
     assert result["clean_accuracy"] == 1.0
     blur = result["corruptions"]["gaussian_blur"]["accuracy"]
     assert len(blur) == 5 and blur[-1] <= 0.55  # the checkerboard is blurred away: every image "flat"
@@ -213,27 +219,21 @@ def test_corruption_accuracy_measures_the_drop() -> None:
     assert result["num_images"] == 40
 
 
-def test_stress_test_is_deterministic_and_shared_between_models() -> None:
+def test_stress_test_is_deterministic_and_shared_between_models(monkeypatch: pytest.MonkeyPatch) -> None:
     images, labels = _texture_set(10)
     torch.manual_seed(0)
     random_model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     models = {"texture": TextureDetector(), "random": random_model}
-    kwargs = dict(corruptions=["gaussian_noise", "jpeg"], severities=(1, 5), batch_size=8, seed=11)
+    only_corruptions(monkeypatch, ["gaussian_noise", "jpeg"], (1, 5))
+    kwargs = dict(batch_size=8, seed=11)
     both = run_stress_test(models, images, labels, **kwargs)
     assert both == run_stress_test(models, images, labels, **kwargs)
     # Each model sees exactly the corrupted pixels it would see alone.
     alone = corruption_accuracy(TextureDetector(), images, labels, **kwargs)
     assert both["models"]["texture"] == alone
     # A cell's noise does not depend on which other corruptions are evaluated.
-    noise_only = corruption_accuracy(
-        TextureDetector(),
-        images,
-        labels,
-        corruptions=["gaussian_noise"],
-        severities=(5,),
-        batch_size=8,
-        seed=11,
-    )
+    only_corruptions(monkeypatch, ["gaussian_noise"], (5,))
+    noise_only = corruption_accuracy(TextureDetector(), images, labels, **kwargs)
     assert noise_only["corruptions"]["gaussian_noise"]["accuracy"] == [
         alone["corruptions"]["gaussian_noise"]["accuracy"][1]
     ]
@@ -241,10 +241,6 @@ def test_stress_test_is_deterministic_and_shared_between_models() -> None:
 
 def test_stress_test_refuses_bad_arguments() -> None:
     images, labels = _texture_set(2)
-    with pytest.raises(ValueError, match="known corruptions"):
-        run_stress_test({"m": TextureDetector()}, images, labels, corruptions=["snow"])
-    with pytest.raises(ValueError, match="severity"):
-        run_stress_test({"m": TextureDetector()}, images, labels, severities=(0,))
     with pytest.raises(ValueError, match="labels"):
         run_stress_test({"m": TextureDetector()}, images, labels[:-1])
     with pytest.raises(ValueError, match="at least one model"):
@@ -252,18 +248,14 @@ def test_stress_test_refuses_bad_arguments() -> None:
 
 
 # --- figures ----------------------------------------------------------------------------------------
-def test_corruption_curves_figure() -> None:
+def test_corruption_curves_figure(monkeypatch: pytest.MonkeyPatch) -> None:
     from cifar_helpers.views.plotting.core import figure_to_png_bytes
     from cifar_helpers.views.plotting.stress import plot_corruption_curves
 
     images, labels = _texture_set(4)
-    both = run_stress_test(
-        {"baseline": TextureDetector(), "augmented": TextureDetector()},
-        images,
-        labels,
-        corruptions=["gaussian_blur", "contrast", "jpeg", "pixelate"],
-        batch_size=8,
-    )
+    only_corruptions(monkeypatch, ["gaussian_blur", "contrast", "jpeg", "pixelate"])
+    models = {"baseline": TextureDetector(), "augmented": TextureDetector()}
+    both = run_stress_test(models, images, labels, batch_size=8)
     fig = plot_corruption_curves(both)
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
     assert [ax.get_title() for ax in panels] == ["gaussian blur", "contrast", "jpeg", "pixelate"]

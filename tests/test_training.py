@@ -24,8 +24,8 @@ from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.normalization import normalize
 from cifar_helpers.core.training import (
     CheckpointMismatchError,
+    _learning_rates,
     build_model,
-    learning_rates,
     load_trained_model,
     run_training_stage,
     steps_per_epoch,
@@ -95,7 +95,7 @@ def test_steps_per_epoch_drops_only_a_single_leftover_image() -> None:
 
 def test_lr_schedule_warms_up_then_cosine_to_near_zero_per_step() -> None:
     config = tiny_config(epochs=4, warmup_epochs=1.0, lr=0.2)
-    lrs = learning_rates(config, 200)  # 4 steps per epoch
+    lrs = _learning_rates(config, 200)  # 4 steps per epoch
     assert len(lrs) == 16
     assert lrs[0] == pytest.approx(0.02)  # warm-up starts at lr / 10
     assert lrs[:5] == pytest.approx([0.02, 0.065, 0.11, 0.155, 0.2])  # linear, peak after 1 epoch
@@ -122,7 +122,7 @@ def test_optimizer_uses_the_schedule_every_step(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(torch.optim.SGD, "step", spy_step)
     result = train(config, data, tmp_path)
-    expected = learning_rates(config, 201)
+    expected = _learning_rates(config, 201)
     assert seen == expected
     assert [h["lr"] for h in result.history] == [expected[3], expected[7]]
 
@@ -224,7 +224,7 @@ TRAIN_SCRIPT = textwrap.dedent(
     y = torch.randint(0, 10, (201,), generator=g)
     tx = torch.randint(0, 256, (60, 3, 32, 32), generator=g, dtype=torch.uint8)
     ty = torch.randint(0, 10, (60,), generator=g)
-    train_model(config, x, y, tx, ty, sys.argv[1], augment=True, progress=False)
+    train_model(config, x, y, tx, ty, sys.argv[1], augment=True)
     """
 )
 
@@ -412,7 +412,7 @@ def test_run_training_stage_writes_outputs_and_does_not_retrain(
     run = RunDir(tmp_path / "run")
     config = tiny_config()
     data = tiny_data()
-    result = run_training_stage(run, config, data, "baseline", progress=False)
+    result = run_training_stage(run, config, data, "baseline")
     assert run.is_complete("baseline")
     stage_dir = run.stage_dir("baseline")
     assert sorted(p.name for p in stage_dir.iterdir()) == sorted([*STAGE_OUTPUTS["baseline"], MANIFEST_NAME])
@@ -446,7 +446,7 @@ def test_run_training_stage_writes_outputs_and_does_not_retrain(
 
     monkeypatch.setattr(training, "train_model", no_training)
     before = {p.name: p.stat().st_mtime_ns for p in stage_dir.iterdir()}
-    again = run_training_stage(run, config, data, "baseline", progress=False)
+    again = run_training_stage(run, config, data, "baseline")
     assert {p.name: p.stat().st_mtime_ns for p in stage_dir.iterdir()} == before
     assert without_seconds(again.history) == without_seconds(result.history)
     assert again.train_seconds == pytest.approx(metrics["train_seconds"])
@@ -454,15 +454,15 @@ def test_run_training_stage_writes_outputs_and_does_not_retrain(
         assert torch.equal(again.model.state_dict()[key].cpu(), value.cpu()), key
     # A finished stage trained with other settings is not silently returned.
     with pytest.raises(CheckpointMismatchError, match="epochs"):
-        run_training_stage(run, config.replace(epochs=3), data, "baseline", progress=False)
+        run_training_stage(run, config.replace(epochs=3), data, "baseline")
 
 
 def test_augmented_stage_differs_from_baseline_only_by_augmentation(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     config = tiny_config(epochs=1)
     data = tiny_data()
-    base = run_training_stage(run, config, data, "baseline", progress=False)
-    aug = run_training_stage(run, config, data, "augmented", progress=False)
+    base = run_training_stage(run, config, data, "baseline")
+    aug = run_training_stage(run, config, data, "augmented")
     assert run.is_complete("augmented")
     assert load_torch(run.path("augmented", "checkpoint.pt"))["run"]["augment"] is True
     assert load_torch(run.path("baseline", "checkpoint.pt"))["run"]["augment"] is False
@@ -470,8 +470,8 @@ def test_augmented_stage_differs_from_baseline_only_by_augmentation(tmp_path: Pa
     # With nothing to augment (no padding, no flip) the augmented stage reproduces the baseline.
     same = RunDir(tmp_path / "same")
     plain = config.replace(crop_padding=0, flip=False)
-    a = run_training_stage(same, plain, data, "baseline", progress=False)
-    b = run_training_stage(same, plain, data, "augmented", progress=False)
+    a = run_training_stage(same, plain, data, "baseline")
+    b = run_training_stage(same, plain, data, "augmented")
     assert torch.equal(a.model.conv1.weight, b.model.conv1.weight)
 
 

@@ -16,7 +16,7 @@ from matplotlib.text import Text
 
 from cifar_helpers.analysis.human_labels import HumanVotes
 from cifar_helpers.views import plotting, widgets
-from cifar_helpers.views.widgets import FailureBrowser, show_failure_browser, static_failure_figure
+from cifar_helpers.views.widgets import FailureBrowser, _static_failure_figure, show_failure_browser
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 N = 24
@@ -52,7 +52,7 @@ def probs_with(labels: torch.Tensor, wrong: dict[int, tuple[int, float]]) -> tor
 
 
 @pytest.fixture
-def data() -> dict:
+def data(monkeypatch: pytest.MonkeyPatch) -> dict:
     labels = torch.arange(N) % len(CLASSES)  # cat, dog, ship, truck, cat, ...
     images = torch.randint(
         0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
@@ -63,17 +63,18 @@ def data() -> dict:
     augmented = probs_with(labels, {3: (2, 0.93), 6: (3, 0.97), 5: (0, 0.91)})
     failures = {"baseline": failures_of(baseline, labels), "augmented": failures_of(augmented, labels)}
     maps = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
-    # heatmaps for a subset of the baseline failures only: index 4 has none
-    heatmaps = {
-        "baseline": {"indices": torch.tensor([0, 3, 8]), "predicted_maps": maps, "true_maps": maps.flip(2)}
-    }
+    # A stand-in for the baseline model: its Grad-CAM is a lookup, with maps for images 0, 3 and 8 only.
+    stand_in = {i: (maps[k].numpy(), maps[k].flip(1).numpy()) for k, i in enumerate((0, 3, 8))}
+    monkeypatch.setattr(
+        widgets, "_explain", lambda model, images, probs, labels, layer, index: model.get(index)
+    )
     return {
         "images": images,
         "labels": labels,
         "classes": CLASSES,
         "failures": failures,
         "probs": {"baseline": baseline, "augmented": augmented},
-        "heatmaps": heatmaps,
+        "models": {"baseline": stand_in},
     }
 
 
@@ -83,7 +84,7 @@ def only(data: dict, model: str) -> dict:
         **data,
         "failures": {model: data["failures"][model]},
         "probs": {model: data["probs"][model]},
-        "heatmaps": {k: v for k, v in data["heatmaps"].items() if k == model},
+        "models": {k: v for k, v in data["models"].items() if k == model},
     }
 
 
@@ -231,11 +232,11 @@ def test_static_fallback_when_headless(data, monkeypatch):
     shown = []
     monkeypatch.setattr(widgets, "display", shown.append)
     monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "1")
-    result = show_failure_browser(**data, max_static=2)
+    result = show_failure_browser(**data)
     assert isinstance(result, Figure)
     assert shown == [result]
-    # the first two baseline failures that have heatmaps (0 and 3), image | two maps each
-    assert len([ax for ax in result.axes if ax.images]) == 6
+    # the baseline failures that have heatmaps (0, 3 and 8), image | two maps each
+    assert len([ax for ax in result.axes if ax.images]) == 9
     assert result.axes[0].get_title() == "cat → dog (99%)"
     assert result.axes[3].get_title() == "truck → ship (98%)"
 
@@ -249,26 +250,32 @@ def test_interactive_when_not_headless(data, monkeypatch):
     assert isinstance(result, FailureBrowser) and shown[-1] is result
     monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "0")
     assert isinstance(show_failure_browser(**data), FailureBrowser)
-    assert isinstance(show_failure_browser(**data, interactive=False), Figure)
+    monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "yes")
+    assert isinstance(show_failure_browser(**data), Figure)
 
 
-def test_static_figure_takes_the_notebooks_arguments_without_heatmaps(data):
+def test_static_figure_takes_the_notebooks_arguments_without_heatmaps(data, monkeypatch):
     # as 02_failure_detection calls it: positional images, labels, classes; the rest by name
     inputs = only(data, "baseline")
+    monkeypatch.setenv("CIFAR_STRESS_HEADLESS", "1")
     fig = show_failure_browser(
         inputs["images"],
         inputs["labels"],
         CLASSES,
         failures=inputs["failures"],
         probs=inputs["probs"],
-        interactive=False,
-        max_static=3,
     )
-    assert [ax.get_title() for ax in fig.axes] == ["cat → dog (99%)", "truck → ship (98%)", "cat → dog (97%)"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "cat → dog (99%)",
+        "truck → ship (98%)",
+        "cat → dog (97%)",
+        "dog → cat (96%)",
+        "cat → dog (95%)",
+    ]
 
 
 def test_static_figure_without_heatmaps_is_a_failure_grid(data):
-    fig = static_failure_figure(**{**only(data, "augmented"), "heatmaps": None})
+    fig = _static_failure_figure(**{**only(data, "augmented"), "models": None})
     assert [ax.get_title() for ax in fig.axes] == [
         "ship → truck (97%)",
         "truck → ship (93%)",
@@ -281,14 +288,11 @@ def test_inputs_are_checked_against_each_other(data):
         FailureBrowser(**{**data, "probs": {"baseline": data["probs"]["baseline"]}})
     with pytest.raises(ValueError, match=r"probs\['augmented'\] must have shape \(24, 4\)"):
         FailureBrowser(**{**data, "probs": {**data["probs"], "augmented": data["probs"]["augmented"][:5]}})
-    with pytest.raises(ValueError, match=r"heatmaps has model.*'other'"):
-        FailureBrowser(**{**data, "heatmaps": {"other": data["heatmaps"]["baseline"]}})
+    with pytest.raises(ValueError, match=r"models has model.*'other'"):
+        FailureBrowser(**{**data, "models": {"other": data["models"]["baseline"]}})
     shuffled = data["labels"].roll(1)
     with pytest.raises(ValueError, match="true_labels disagree with labels"):
         FailureBrowser(**{**data, "labels": shuffled})
-    bad_maps = {"baseline": {**data["heatmaps"]["baseline"], "true_maps": torch.rand(3, 8, 8)}}
-    with pytest.raises(ValueError, match=r"heatmaps\['baseline'\]\['true_maps'\] must have shape"):
-        FailureBrowser(**{**data, "heatmaps": bad_maps})
     with pytest.raises(TypeError, match="non-empty dict"):
         FailureBrowser(**{**data, "failures": {}})
 
@@ -301,23 +305,21 @@ def test_works_with_the_real_failure_set(data):
     assert isinstance(browser.render_current(), Figure)
 
 
-def test_models_give_heatmaps_on_demand_for_images_without_precomputed_maps(data):
+def test_models_give_heatmaps_on_demand(data, monkeypatch):
     from cifar_helpers.analysis.gradcam import explain_images
     from cifar_helpers.core.models import resnet18
 
+    monkeypatch.undo()  # the real Grad-CAM, not the fixture's stand-in
     torch.manual_seed(0)
     model = resnet18(num_classes=len(CLASSES), width=4).eval()
-    browser = FailureBrowser(**only(data, "baseline"), models={"baseline": model})
+    browser = FailureBrowser(**{**only(data, "baseline"), "models": {"baseline": model}})
     view = browser._models["baseline"]
-    assert view.maps_for(0) is not None and torch.equal(  # precomputed maps are used first
-        torch.from_numpy(view.maps_for(0)[0]), data["heatmaps"]["baseline"]["predicted_maps"][0]
-    )
-    computed = view.maps_for(4)  # no precomputed map for image 4: Grad-CAM of the model
+    computed = view.maps_for(4)  # Grad-CAM of the model, for the predicted and the true class
     predicted = int(data["probs"]["baseline"][4].argmax())
     expected = explain_images(model, data["images"][4:5], torch.tensor([predicted]))[0]
     torch.testing.assert_close(torch.from_numpy(computed[0]), expected)
     assert view.maps_for(4) is computed  # cached
-    without = FailureBrowser(**only(data, "baseline"))
+    without = FailureBrowser(**{**only(data, "baseline"), "models": None})
     assert without._models["baseline"].maps_for(4) is None
 
 

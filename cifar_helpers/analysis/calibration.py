@@ -48,7 +48,7 @@ def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, to
     return scores, labels
 
 
-def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
+def _reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
     """The reliability diagram's data: per confidence bin, how many predictions, their accuracy, confidence.
 
     ``probs`` float (N, C) softmax probabilities and ``labels`` int64 (N,); ``n_bins`` equal-width
@@ -85,7 +85,7 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     }
 
 
-def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def _negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean -log p(true class) under the softmax of ``logits`` float (N, C), ``labels`` int64 (N,): nats,
     computed in float64."""
     logits, labels = _check_scores(logits, labels, "logits")
@@ -93,7 +93,7 @@ def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float
     return float(-log_probs.gather(1, labels.view(-1, 1)).mean())
 
 
-def fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) -> float:
+def _fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) -> float:
     """The temperature T > 0 minimising the hold-out NLL of ``softmax(logits / T)``.
 
     Only hold-out data goes in (float (H, C) logits, int64 (H,) labels). The NLL is unimodal in log T,
@@ -119,32 +119,30 @@ def fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) 
     return math.exp(best[1])
 
 
-def _summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict[str, Any]:
+def _summary(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     probs = torch.softmax(logits, dim=1)
-    bins = reliability_bins(probs, labels, n_bins)
+    bins = _reliability_bins(probs, labels)
     return {
         "ece": bins["ece"],
-        "nll": negative_log_likelihood(logits, labels),
+        "nll": _negative_log_likelihood(logits, labels),
         "accuracy": float((probs.argmax(dim=1) == labels).to(torch.float64).mean()),
         "mean_confidence": float(probs.max(dim=1).values.mean()),
         "reliability": bins,
     }
 
 
-def calibration_report(
+def _calibration_report(
     test_logits: torch.Tensor,
     test_labels: torch.Tensor,
     holdout_logits: torch.Tensor,
     holdout_labels: torch.Tensor,
     threshold: float = 0.9,
-    *,
-    n_bins: int = 15,
 ) -> dict[str, Any]:
     """Calibration of one model on the test split, before and after temperature scaling.
 
     The temperature is fitted on the hold-out logits float (H, C) / labels int64 (H,), then applied to
-    the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold,
-    ``n_bins`` the ECE bins.
+    the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold;
+    the ECE uses :func:`_reliability_bins`' 15 bins.
 
     Returns:
         JSON-ready dict: ``temperature``, ``threshold``, ``n_bins``, ``num_test``, ``num_holdout``,
@@ -154,7 +152,6 @@ def calibration_report(
         (scaling keeps every prediction's class).
     """
     threshold = check_threshold("threshold", threshold)
-    n_bins = check_count("n_bins", n_bins)
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
     holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     if holdout_logits_64.shape[1] != test_logits.shape[1]:
@@ -162,23 +159,24 @@ def calibration_report(
             f"holdout_logits has {holdout_logits_64.shape[1]} classes but test_logits has "
             f"{test_logits.shape[1]}; both must come from the same model"
         )
-    temperature = fit_temperature(holdout_logits, holdout_labels)
+    temperature = _fit_temperature(holdout_logits, holdout_labels)
 
     scaled = test_logits / temperature
     before_probs, after_probs = torch.softmax(test_logits, dim=1), torch.softmax(scaled, dim=1)
     wrong = before_probs.argmax(dim=1) != test_labels
     failures_before = wrong & (before_probs.max(dim=1).values > threshold)
     above_after = after_probs.max(dim=1).values > threshold
+    before = _summary(test_logits, test_labels)
     return {
         "temperature": temperature,
         "threshold": threshold,
-        "n_bins": n_bins,
+        "n_bins": len(before["reliability"]["counts"]),
         "num_test": int(test_labels.numel()),
         "num_holdout": int(holdout_labels_64.numel()),
-        "holdout_nll_before": negative_log_likelihood(holdout_logits_64, holdout_labels_64),
-        "holdout_nll_after": negative_log_likelihood(holdout_logits_64 / temperature, holdout_labels_64),
-        "before": _summary(test_logits, test_labels, n_bins),
-        "after": _summary(scaled, test_labels, n_bins),
+        "holdout_nll_before": _negative_log_likelihood(holdout_logits_64, holdout_labels_64),
+        "holdout_nll_after": _negative_log_likelihood(holdout_logits_64 / temperature, holdout_labels_64),
+        "before": before,
+        "after": _summary(scaled, test_labels),
         "high_confidence_failures": {
             "before": int(failures_before.sum()),
             "still_above_after": int((failures_before & above_after).sum()),
@@ -196,7 +194,7 @@ def calibrate_models(
     threshold: float = 0.9,
     **predict_options: Any,
 ) -> dict[str, Any]:
-    """:func:`calibration_report` of every model in ``{name: trained network}``, each with its
+    """:func:`_calibration_report` of every model in ``{name: trained network}``, each with its
     temperature fitted on the hold-out split.
 
     ``test_images`` uint8 (N, 3, H, W) and ``test_labels`` int64 (N,); ``holdout_images`` uint8
@@ -205,7 +203,7 @@ def calibrate_models(
     keyword arguments (``RunConfig.eval_options()``).
 
     Returns:
-        ``{name: calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split.
+        ``{name: _calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split.
     """
     if holdout_labels.numel() == 0:
         return {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
@@ -213,7 +211,7 @@ def calibrate_models(
     for name, model in models.items():
         test = predict(model, test_images, test_labels, **predict_options)
         holdout = predict(model, holdout_images, holdout_labels, **predict_options)
-        reports[name] = calibration_report(
+        reports[name] = _calibration_report(
             test.logits, test.labels, holdout.logits, holdout.labels, threshold
         )
     return reports

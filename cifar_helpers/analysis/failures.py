@@ -17,7 +17,9 @@ from torch import Tensor
 
 from cifar_helpers.core.checks import (
     check_class_indices,
+    check_classes,
     check_count,
+    check_fraction,
     check_probabilities,
     check_score_matrix,
     check_threshold,
@@ -42,14 +44,6 @@ def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Te
     if probs.dtype != torch.float64:
         probs = probs.float()
     return check_probabilities(name, probs), labels
-
-
-def _check_classes(classes: Sequence[str], num_classes: int, name: str = "classes") -> list[str]:
-    if isinstance(classes, str) or not isinstance(classes, Sequence):
-        raise TypeError(f"{name} must be a list of class names, got {type(classes).__name__}")
-    if len(classes) < num_classes:
-        raise ValueError(f"{name} has {len(classes)} names but class indices go up to {num_classes - 1}")
-    return [str(c) for c in classes]
 
 
 def _accuracy(probs: Tensor, labels: Tensor) -> float:
@@ -162,7 +156,7 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     )
 
 
-def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
+def _confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
     num_classes = check_count("num_classes", num_classes)
     if len(failures) and max(int(failures.true_labels.max()), int(failures.predicted.max())) >= num_classes:
@@ -171,24 +165,23 @@ def confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def most_confused_pairs(failures: FailureSet, classes: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
-    """The ``k`` most frequent (true, predicted) pairs among the failures.
+def _most_confused_pairs(failures: FailureSet, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """The 10 most frequent (true, predicted) pairs among the failures.
 
     Returns ``[{"true": name, "predicted": name, "count": n}, ...]`` with n > 0, sorted by count
     (descending), then true name, then predicted name; empty when there are no failures.
     """
-    check_count("k", k)
-    names = _check_classes(classes, 0)
-    counts = confused_pair_counts(failures, len(names))
+    names = check_classes("classes", classes, 0)
+    counts = _confused_pair_counts(failures, len(names))
     pairs = [
         {"true": names[t], "predicted": names[p], "count": int(counts[t, p])}
         for t, p in torch.nonzero(counts).tolist()
     ]
     pairs.sort(key=lambda pair: (-pair["count"], pair["true"], pair["predicted"]))
-    return pairs[:k]
+    return pairs[:10]
 
 
-def per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
+def _per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
     """float64 (C,): high-confidence failures of true class c / images of class c in ``labels``.
 
     ``labels`` (N,) are the labels of the evaluated split. A class with no images gets NaN (the rate
@@ -215,13 +208,13 @@ def failure_summary(
     ({class name: rate}, None for a class with no images), most_confused_pairs (top 10).
     """
     probs, labels = _check_probs(probs, labels)
-    names = _check_classes(classes, probs.shape[1])[: probs.shape[1]]
+    names = check_classes("classes", classes, probs.shape[1])[: probs.shape[1]]
     if failures.num_images != len(labels):
         raise ValueError(
             f"failures were found on {failures.num_images} images but probs/labels hold {len(labels)}"
         )
     num_errors = int((probs.argmax(dim=1) != labels).sum())
-    rates = per_class_failure_rate(failures, labels, probs.shape[1])
+    rates = _per_class_failure_rate(failures, labels, probs.shape[1])
     return {
         "threshold": failures.threshold,
         "num_images": len(labels),
@@ -232,17 +225,17 @@ def failure_summary(
         "per_class_failure_rate": {
             name: None if math.isnan(rate) else rate for name, rate in zip(names, rates.tolist(), strict=True)
         },
-        "most_confused_pairs": most_confused_pairs(failures, names, k=10),
+        "most_confused_pairs": _most_confused_pairs(failures, names),
     }
 
 
-def confidence_histogram(probs: Tensor, labels: Tensor, bins: int = 20) -> dict[str, list]:
+def confidence_histogram(probs: Tensor, labels: Tensor) -> dict[str, list]:
     """Histogram of the maximum softmax probability, separately for correct and wrong predictions.
 
-    Returns JSON-ready ``{"edges": bins + 1 floats over [0, 1], "correct": bins counts,
-    "wrong": bins counts}``. Bins are half-open ``[lo, hi)`` except the last, which includes 1.
+    Returns JSON-ready ``{"edges": 21 floats over [0, 1], "correct": 20 counts, "wrong": 20 counts}``.
+    Bins are half-open ``[lo, hi)`` except the last, which includes 1.
     """
-    check_count("bins", bins)
+    bins = 20  # 5 points of confidence each
     probs, labels = _check_probs(probs, labels)
     confidence = probs.max(dim=1).values.double()
     edges = torch.arange(bins + 1, dtype=torch.float64) / bins
@@ -298,7 +291,7 @@ class FailureComparison:
         """One row per baseline failure (baseline rank order) with both models' predictions and status."""
         base = self.baseline_failures
         labels = torch.cat([base.true_labels, base.predicted, self.augmented_predicted])
-        names = _check_classes(classes, int(labels.max()) + 1 if len(labels) else 0)
+        names = check_classes("classes", classes, int(labels.max()) + 1 if len(labels) else 0)
         columns = (
             base.indices.tolist(),
             [names[c] for c in base.true_labels.tolist()],
@@ -341,14 +334,6 @@ _COMPARISON_JSON: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _check_accuracy(value: float | None, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be an accuracy in [0, 1] (a fraction, not a percent), got {value!r}")
-    return float(value)
-
-
 def compare_failures(
     baseline_probs: Tensor,
     augmented_probs: Tensor,
@@ -372,8 +357,11 @@ def compare_failures(
         )
     baseline = find_high_confidence_failures(base_probs, labels, threshold)
     augmented = find_high_confidence_failures(aug_probs, labels, threshold)
-    train_base = _check_accuracy(baseline_train_accuracy, "baseline_train_accuracy")
-    train_aug = _check_accuracy(augmented_train_accuracy, "augmented_train_accuracy")
+    train_base, train_aug = baseline_train_accuracy, augmented_train_accuracy
+    if train_base is not None:
+        train_base = check_fraction("baseline_train_accuracy", train_base)
+    if train_aug is not None:
+        train_aug = check_fraction("augmented_train_accuracy", train_aug)
 
     aug_conf = aug_probs.max(dim=1).values.float()
     aug_pred = aug_probs.argmax(dim=1)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import math
 import time
 import warnings
@@ -26,7 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.gradcam.cam import explain_images, resolve_layer
-from cifar_helpers.core.checks import check_images, check_target_classes, eval_mode, model_device
+from cifar_helpers.core.checks import (
+    check_fractions,
+    check_images,
+    check_target_classes,
+    eval_mode,
+    model_device,
+)
 from cifar_helpers.core.normalization import normalize
 
 MOST_RELEVANT_FIRST = "most_relevant_first"
@@ -38,33 +43,21 @@ GRADCAM = "gradcam"  # the project's batched Grad-CAM (analysis.gradcam), identi
 LIBRARY_EXPLAINERS = ("gradcam++", "hirescam", "scorecam", "eigencam")
 EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
 RANDOM = "random"
+_ROAD_BATCH = 256  # images per forward pass when scoring
+_CAM_BATCH = 64  # images per explainer call
 
 
-def check_fractions(fractions: Sequence[float], name: str = "fractions") -> tuple[float, ...]:
-    """Removal fractions: a non-empty, strictly increasing sequence of numbers in (0, 1)."""
-    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or not fractions:
-        raise ValueError(f"{name} must be a non-empty list of fractions in (0, 1), got {fractions!r}")
-    values = []
-    for value in fractions:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(f"{name} must hold fractions strictly between 0 and 1, got {value!r}")
-        values.append(float(value))
-    if any(b <= a for a, b in itertools.pairwise(values)):
-        raise ValueError(f"{name} must be strictly increasing, got {fractions!r}")
-    return tuple(values)
-
-
-def _check_map_shape(maps: Tensor, shape: tuple[int, int, int], name: str = "maps") -> Tensor:
+def _check_map_shape(maps: Tensor, shape: tuple[int, int, int]) -> Tensor:
     if not isinstance(maps, Tensor) or not maps.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a float tensor (N, H, W), got {getattr(maps, 'dtype', type(maps))}")
+        raise TypeError(f"maps must be a float tensor (N, H, W), got {getattr(maps, 'dtype', type(maps))}")
     if tuple(maps.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape} to match the images, got {tuple(maps.shape)}")
+        raise ValueError(f"maps must have shape {shape} to match the images, got {tuple(maps.shape)}")
     if maps.numel() and not torch.isfinite(maps).all():
-        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+        raise ValueError("maps must be finite, got NaN or infinite values")
     return maps.detach().cpu()
 
 
-def kept_pixels(pixels: int, fraction: float) -> int:
+def _kept_pixels(pixels: int, fraction: float) -> int:
     """How many of ``pixels`` stay when ``fraction`` is removed: the library's rule on a map without ties.
 
     ``RemoveMostRelevantFirst(percentile=100 * (1 - fraction))`` keeps the pixels strictly below
@@ -74,30 +67,30 @@ def kept_pixels(pixels: int, fraction: float) -> int:
     return math.ceil(round((1.0 - fraction) * (pixels - 1), 9))
 
 
-def keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
+def _keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
     """Which pixels ROAD keeps when it removes ``fraction`` (in (0, 1)) of them in ``order``.
 
     ``maps`` float (N, H, W) only rank the pixels; ``generator`` orders tied ones (a seeded random
-    tie-break). Returns bool (N, H, W) on the CPU, True where kept: ``kept_pixels(H * W, fraction)``
+    tie-break). Returns bool (N, H, W) on the CPU, True where kept: ``_kept_pixels(H * W, fraction)``
     per image.
     """
     if order not in REMOVAL_ORDERS:
         raise ValueError(f"order must be one of {', '.join(REMOVAL_ORDERS)}, got {order!r}")
-    check_fractions([fraction], "fraction")
+    check_fractions("fraction", [fraction], increasing=True)
     n, height, width = maps.shape
     pixels = height * width
     flat = maps.detach().cpu().double().flatten(1)
     # A random permutation first, then a stable sort: ties end up in a random order.
     shuffle = torch.rand((n, pixels), generator=generator).argsort(dim=1)
     ascending = shuffle.gather(1, torch.sort(flat.gather(1, shuffle), dim=1, stable=True).indices)
-    kept = kept_pixels(pixels, fraction)
+    kept = _kept_pixels(pixels, fraction)
     # MoRF keeps the least relevant pixels, LeRF the most relevant.
     chosen = ascending[:, :kept] if order == MOST_RELEVANT_FIRST else ascending[:, pixels - kept :]
     keep = torch.zeros((n, pixels), dtype=torch.bool).scatter_(1, chosen, True)
     return keep.view(n, height, width)
 
 
-def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
+def _impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
     """Replace the pixels not kept (``keep`` bool (N, H, W)) of float (N, 3, H, W) normalised ``images``
     by pytorch-grad-cam's noisy linear imputation, its noise seeded by ``seed`` (the caller's global
     generator is left as it was): float32 (N, 3, H, W) on the CPU."""
@@ -115,18 +108,18 @@ def impute(images: Tensor, keep: Tensor, *, seed: int) -> Tensor:
     return out
 
 
-def _target_probabilities(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+def _target_probabilities(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
     device = model_device(model, x.device)
     out = torch.empty(len(x), dtype=torch.float64)
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size].to(device)).float()
-            probs = logits.softmax(dim=1).gather(1, targets[start : start + batch_size, None].to(device))
-            out[start : start + batch_size] = probs[:, 0].double().cpu()
+        for start in range(0, len(x), _ROAD_BATCH):
+            logits = model(x[start : start + _ROAD_BATCH].to(device)).float()
+            probs = logits.softmax(dim=1).gather(1, targets[start : start + _ROAD_BATCH, None].to(device))
+            out[start : start + _ROAD_BATCH] = probs[:, 0].double().cpu()
     return out
 
 
-def road_change(
+def _road_change(
     model: nn.Module,
     images: Tensor,
     target_classes: Tensor,
@@ -135,12 +128,11 @@ def road_change(
     order: str,
     *,
     seed: int = 0,
-    batch_size: int = 256,
 ) -> Tensor:
     """Per image, the change in the target class's probability after ROAD removes ``fraction``.
 
     ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,), ``maps`` float (N, H, W);
-    ``fraction`` and ``order`` as for :func:`keep_masks`; ``seed`` seeds the tie-break and the imputer's
+    ``fraction`` and ``order`` as for :func:`_keep_masks`; ``seed`` seeds the tie-break and the imputer's
     noise. The model runs in eval mode (every module's mode is restored).
 
     Returns:
@@ -149,15 +141,15 @@ def road_change(
     n, _, height, width = images.shape
     targets = check_target_classes("target_classes", target_classes, n)
     maps = _check_map_shape(maps, (n, height, width))
-    keep = keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
-    imputed = impute(images, keep, seed=seed)
+    keep = _keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
+    imputed = _impute(images, keep, seed=seed)
     with eval_mode(model):
-        before = _target_probabilities(model, images.detach().float().cpu(), targets, batch_size)
-        after = _target_probabilities(model, imputed, targets, batch_size)
+        before = _target_probabilities(model, images.detach().float().cpu(), targets)
+        after = _target_probabilities(model, imputed, targets)
     return after - before
 
 
-def road_curves(
+def _road_curves(
     model: nn.Module,
     images: Tensor,
     target_classes: Tensor,
@@ -165,11 +157,10 @@ def road_curves(
     fractions: Sequence[float],
     *,
     seed: int = 0,
-    batch_size: int = 256,
 ) -> dict[str, Any]:
     """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
 
-    Arguments as for :func:`road_change`; ``fractions`` strictly increasing in (0, 1), each (order,
+    Arguments as for :func:`_road_change`; ``fractions`` strictly increasing in (0, 1), each (order,
     fraction) seeded on its own so its noise does not depend on the other fractions.
 
     Returns:
@@ -178,10 +169,10 @@ def road_curves(
         standard error; ``combined``: mean over fractions of (LeRF - MoRF) / 2, higher is more
         faithful, and ``combined_sem``; ``combined_per_image`` (N,).
     """
-    fractions = check_fractions(fractions)
+    fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     n = len(images)
-    change = partial(road_change, model, images, target_classes, maps, batch_size=batch_size)
-    result: dict[str, Any] = {"num_images": n, "fractions": list(fractions)}
+    change = partial(_road_change, model, images, target_classes, maps)
+    result: dict[str, Any] = {"num_images": n, "fractions": fractions}
     changes: dict[str, Tensor] = {}
     for i, order in enumerate(REMOVAL_ORDERS):
         per_fraction = [
@@ -204,27 +195,26 @@ def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
     return torch.rand((n, height, width), generator=torch.Generator().manual_seed(seed))
 
 
-def explainer_maps(
+def _explainer_maps(
     model: nn.Module,
     images_uint8: Tensor,
     target_classes: Tensor,
     method: str,
     *,
     layer: nn.Module | str | None = None,
-    batch_size: int = 64,
 ) -> Tensor:
     """Maps of any explainer in :data:`EXPLAINERS` (the project's Grad-CAM, or pytorch-grad-cam's) for
     the target classes.
 
     ``model`` (fp32) runs on its own device, its modes and ``.grad`` restored afterwards.
     ``images_uint8`` uint8 (N, 3, H, W), ``target_classes`` int64 (N,) (the logit explained), ``layer`` as for
-    :func:`cifar_helpers.analysis.gradcam.resolve_layer`, ``batch_size`` images per call.
+    :func:`cifar_helpers.analysis.gradcam.resolve_layer`; :data:`_CAM_BATCH` images per call.
 
     Returns:
         float32 (N, H, W) on the CPU, in [0, 1] (the library's min-max scaling).
     """
     if method == GRADCAM:
-        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=batch_size)
+        return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=_CAM_BATCH)
     from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -242,12 +232,12 @@ def explainer_maps(
         with eval_mode(model), classes[method](model=model, target_layers=[target_layer]) as cam:
             # Score-CAM: all of one image's channel-masked copies in one forward pass.
             cam.batch_size = 1024
-            for start in range(0, n, batch_size):
-                x = normalize(images_uint8[start : start + batch_size].to(device))
-                wanted = [ClassifierOutputTarget(int(c)) for c in targets[start : start + batch_size]]
+            for start in range(0, n, _CAM_BATCH):
+                x = normalize(images_uint8[start : start + _CAM_BATCH].to(device))
+                wanted = [ClassifierOutputTarget(int(c)) for c in targets[start : start + _CAM_BATCH]]
                 # Score-CAM prints a progress bar per image; keep notebook outputs clean.
                 with contextlib.redirect_stderr(io.StringIO()):
-                    maps[start : start + batch_size] = torch.from_numpy(cam(input_tensor=x, targets=wanted))
+                    maps[start : start + _CAM_BATCH] = torch.from_numpy(cam(input_tensor=x, targets=wanted))
     finally:
         for p, grad in zip(model.parameters(), grads_before, strict=True):
             p.grad = grad
@@ -267,34 +257,32 @@ def road_table(
     *,
     fractions: Sequence[float],
     seed: int = 0,
-    batch_size: int = 256,
 ) -> dict[str, Any]:
-    """ROAD curves (:func:`road_curves`) of several sets of maps of the same images, JSON-ready.
+    """ROAD curves (:func:`_road_curves`) of several sets of maps of the same images, JSON-ready.
 
     Every set is scored with the same seed, so differences between rows come from the maps alone.
     ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained;
     ``maps`` ``{name: float (N, H, W)}``.
 
     Returns:
-        ``num_images``, ``fractions``, ``rows`` (``{name: road_curves result}``) and ``seconds``.
+        ``num_images``, ``fractions``, ``rows`` (``{name: _road_curves result}``) and ``seconds``.
     """
     images_uint8 = check_images("images_uint8", images_uint8)
-    fractions = check_fractions(fractions)
+    fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     start = time.perf_counter()
     images = normalize(images_uint8.cpu())
     rows = {
-        name: road_curves(model, images, target_classes, m, fractions, seed=seed, batch_size=batch_size)
-        for name, m in maps.items()
+        name: _road_curves(model, images, target_classes, m, fractions, seed=seed) for name, m in maps.items()
     }
     return {
         "num_images": len(images_uint8),
-        "fractions": list(fractions),
+        "fractions": fractions,
         "rows": rows,
         "seconds": time.perf_counter() - start,
     }
 
 
-def best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
+def _best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
     """The candidate row of a :func:`road_table` with the highest combined ROAD score (None if none)."""
     rows = table["rows"]
     scored = [(rows[c]["combined"], c) for c in candidates if rows.get(c, {}).get("combined") is not None]
@@ -309,12 +297,9 @@ def failure_faithfulness(
     images_uint8: Tensor,
     failure_maps: dict[str, Tensor],
     config: Any,
-    *,
-    layers: Sequence[str] = ROAD_LAYERS,
-    explainers: Sequence[str] = EXPLAINERS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Notebook 03's faithfulness section in one call: on the ``config.road_images`` most confident
-    failures, Grad-CAM at each of ``layers``, each of ``explainers`` (from :data:`EXPLAINERS`) at
+    failures, Grad-CAM at each of :data:`ROAD_LAYERS`, each of :data:`EXPLAINERS` at
     ``config.gradcam_layer`` and a random map, scored by ROAD (:func:`road_table`).
 
     ``images_uint8`` uint8 (N, 3, H, W) is the whole split; ``failure_maps`` from
@@ -330,26 +315,23 @@ def failure_faithfulness(
     indices, targets = failure_maps["indices"][:k], failure_maps["predicted"][:k]
     images = check_images("images_uint8", images_uint8[indices])
     explainer_layer, seed = config.gradcam_layer, config.seed
-    unknown = [e for e in explainers if e not in EXPLAINERS]
-    if unknown:
-        raise ValueError(f"unknown explainer(s) {unknown}; choose from {', '.join(EXPLAINERS)}")
-    jobs = [(GRADCAM, layer) for layer in layers]
-    jobs += [(method, explainer_layer) for method in explainers if (method, explainer_layer) not in jobs]
+    jobs = [(GRADCAM, layer) for layer in ROAD_LAYERS]
+    jobs += [(method, explainer_layer) for method in EXPLAINERS if (method, explainer_layer) not in jobs]
     maps: dict[str, Tensor] = {}
     map_seconds: dict[str, float] = {}
     for method, layer in jobs:
         start = time.perf_counter()
         key = map_key(method, layer)
-        maps[key] = explainer_maps(model, images, targets, method, layer=layer)
+        maps[key] = _explainer_maps(model, images, targets, method, layer=layer)
         map_seconds[key] = time.perf_counter() - start
     maps[RANDOM] = random_maps(k, *images.shape[2:], seed=seed)
     map_seconds[RANDOM] = 0.0
     report = road_table(model, images, targets, maps, fractions=config.road_fractions, seed=seed)
-    best_layer = best_map(report, [map_key(GRADCAM, layer) for layer in layers])
-    best_explainer = best_map(report, [map_key(e, explainer_layer) for e in explainers])
+    best_layer = _best_map(report, [map_key(GRADCAM, layer) for layer in ROAD_LAYERS])
+    best_explainer = _best_map(report, [map_key(e, explainer_layer) for e in EXPLAINERS])
     report.update(
-        layers=list(layers),
-        explainers=list(explainers),
+        layers=list(ROAD_LAYERS),
+        explainers=list(EXPLAINERS),
         explainer_layer=explainer_layer,
         best_layer=None if best_layer is None else best_layer.split("@", 1)[1],
         best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],
@@ -386,4 +368,5 @@ def road_by_model(
     for name, model in models.items():
         rows = {GRADCAM: maps[name], RANDOM: floor}
         tables[name] = road_table(model, images_uint8, targets[name], rows, fractions=fractions, seed=seed)
-    return {"num_images": n, "fractions": list(check_fractions(fractions)), "models": tables}
+    fractions = check_fractions("fractions", fractions, increasing=True).tolist()
+    return {"num_images": n, "fractions": fractions, "models": tables}

@@ -33,7 +33,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 from cifar_helpers.core.checks import check_images
 
 
-def surround_mask(size: int, width: int) -> Tensor:
+def _surround_mask(size: int, width: int) -> Tensor:
     """bool (size, size): True on the outer ring of ``width`` pixels, False on the central square."""
     if not 0 < 2 * width < size:
         raise ValueError(f"width must leave a central square: 0 < 2 * width < {size}, got width={width}")
@@ -57,7 +57,7 @@ def swap_surround(images: Tensor, donors: Tensor, width: int) -> Tensor:
     check_images("donors", donors)
     if donors.shape != images.shape or images.shape[2] != images.shape[3]:
         raise ValueError(f"images and donors must be of one square shape, got {images.shape}, {donors.shape}")
-    ring = surround_mask(images.shape[2], width).to(images.device)
+    ring = _surround_mask(images.shape[2], width).to(images.device)
     return torch.where(ring, donors.to(images.device), images)
 
 
@@ -134,14 +134,14 @@ def black_border(images: Tensor, width: int) -> Tensor:
     """uint8 (N, 3, H, W) with the outer ``width`` pixels set to 0 and nothing moved: what a shift's
     zero fill does to an image, without the shift."""
     check_images("images", images)
-    return torch.where(surround_mask(images.shape[-1], width).to(images.device), 0, images)
+    return torch.where(_surround_mask(images.shape[-1], width).to(images.device), 0, images)
 
 
 def surround_only(images: Tensor, width: int) -> Tensor:
     """uint8 (N, 3, H, H): each image's outer ring of ``width`` pixels kept and everything inside it
     (on CIFAR-10, the object) filled with the ring's mean colour, per image and channel."""
     check_images("images", images)
-    ring = surround_mask(images.shape[-1], width).to(images.device)
+    ring = _surround_mask(images.shape[-1], width).to(images.device)
     mean = images.double()[:, :, ring].mean(dim=2).round().to(torch.uint8)  # (N, 3)
     return torch.where(ring, images, mean[:, :, None, None])
 
@@ -176,7 +176,7 @@ def object_centres(images: Tensor) -> Tensor:
         raise ValueError(f"images must be square, got {h}x{w}")
     if len(images) == 0:
         return torch.zeros((0, 2))
-    blurred, border = _blur(images, 1.0), surround_mask(h, 2).to(images.device)
+    blurred, border = _blur(images, 1.0), _surround_mask(h, 2).to(images.device)
     background = blurred[:, :, border].median(dim=2).values  # (N, 3)
     saliency = (blurred - background[:, :, None, None]).norm(dim=1)  # (N, H, W)
     # Why the border's 90th percentile and not the image's mean: the mean counts the object and the

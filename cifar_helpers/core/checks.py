@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -160,6 +160,19 @@ def check_target_classes(name: str, target_classes: Any, n: int) -> Tensor:
     return targets
 
 
+def check_classes(name: str, classes: Any, num_classes: int = 0) -> list[str]:
+    """Class names as a non-empty list of strings, at least ``num_classes`` of them (one per class index
+    in use)."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
+        raise TypeError(f"{name} must be a non-empty list of class names, got {classes!r}")
+    names = list(classes)
+    if not all(isinstance(c, str) for c in names):
+        raise TypeError(f"{name} must contain strings only, got {names!r}")
+    if len(names) < num_classes:
+        raise ValueError(f"{name} has {len(names)} names but class indices go up to {num_classes - 1}")
+    return names
+
+
 def check_count(name: str, value: Any) -> int:
     """A positive integer (a count, a size, a scale factor) as ``int``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -174,6 +187,37 @@ def check_threshold(name: str, value: Any) -> float:
     if not 0.0 < float(value) < 1.0:
         raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
     return float(value)
+
+
+def check_fraction(name: str, value: Any, low: float = 0.0) -> float:
+    """A number in [low, 1] (an accuracy, a threshold; ``low=-1`` for a difference of two) as ``float``:
+    TypeError for anything but a number, ValueError outside (the usual cause: a percent)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not low <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [{low:g}, 1] (not a percent), got {value!r}")
+    return float(value)
+
+
+def check_fractions(
+    name: str, values: Any, length: int | None = None, *, increasing: bool = False
+) -> np.ndarray:
+    """Fractions (confidences, shares) as float64 NumPy (N,), or (length,) with ``length`` given, each in
+    [0, 1]; with ``increasing`` (ROAD's removal fractions) a non-empty, strictly increasing sequence
+    inside (0, 1). ValueError naming ``name`` otherwise."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().double()
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or (length is not None and len(array) != length):
+        expected = f"({length},)" if length is not None else "(N,)"
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
+    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
+        raise ValueError(f"{name} must be fractions in [0, 1] (not percents)")
+    if increasing and (not array.size or array[0] == 0 or array[-1] == 1 or (np.diff(array) <= 0).any()):
+        raise ValueError(
+            f"{name} must be a non-empty, strictly increasing list of fractions in (0, 1), got {values!r}"
+        )
+    return array
 
 
 def check_batch_size(name: str, value: Any, n: int) -> int:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_helpers.core.checks import check_images_and_labels, model_device
+from cifar_helpers.core.checks import check_images_and_labels, eval_mode, model_device
 from cifar_helpers.core.normalization import normalize
 from cifar_helpers.rundir.artifacts import load_torch, save_torch
 
@@ -85,7 +85,7 @@ def predict(
 
     Each batch is moved to ``device`` (``None``: the model's) as uint8 and normalised there. ``bf16``
     or ``fp16`` autocast the forward pass; ``channels_last`` gives the model channels-last input. The
-    model's training/eval mode is restored afterwards.
+    model's modes are restored afterwards (:func:`cifar_helpers.core.checks.eval_mode`).
     """
     check_images_and_labels(images, labels)
     if images.shape[0] == 0:
@@ -98,16 +98,11 @@ def predict(
         raise ValueError("predict: choose bf16 or fp16, not both")
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else None
     autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    was_training = model.training
-    model.eval()
     chunks = []
-    try:
-        with torch.inference_mode(), autocast:
-            for start in range(0, images.shape[0], batch_size):
-                x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
-                chunks.append(model(x.contiguous(memory_format=memory_format)).float().cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode(), autocast:
+        for start in range(0, images.shape[0], batch_size):
+            x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
+            chunks.append(model(x.contiguous(memory_format=memory_format)).float().cpu())
     return Predictions(logits=torch.cat(chunks), labels=labels.cpu())
 
 

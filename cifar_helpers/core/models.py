@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class BasicBlock(nn.Module):
+class _BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (He et al., 2016)."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
@@ -51,7 +51,7 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         # Each stage doubles the channels and halves the resolution, except the first.
         stages = [
-            nn.Sequential(BasicBlock(max(p // 2, width), p, 1 if p == width else 2), BasicBlock(p, p))
+            nn.Sequential(_BasicBlock(max(p // 2, width), p, 1 if p == width else 2), _BasicBlock(p, p))
             for p in (width, 2 * width, 4 * width, 8 * width)
         ]
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -73,6 +73,6 @@ def resnet18(num_classes: int = 10, width: int = 64, zero_init_residual: bool = 
     model = ResNet(num_classes=num_classes, width=width)
     if zero_init_residual:
         for module in model.modules():
-            if isinstance(module, BasicBlock):
+            if isinstance(module, _BasicBlock):
                 nn.init.zeros_(module.bn2.weight)
     return model

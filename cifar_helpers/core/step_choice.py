@@ -7,7 +7,7 @@ and batch size and keep the fastest. One-off costs count: a compiled step must f
 over a run of ``planned_steps`` a candidate costs ``setup_seconds + planned_steps * seconds_per_step``,
 and on a run too short to recoup the compilation eager wins (it is then not even tried).
 
-The measurements are cached per machine and versions (:func:`cache_key`) in the user cache
+The measurements are cached per machine and versions (:func:`_cache_key`) in the user cache
 (``platformdirs.user_cache_dir("cifar-stress")``, which honours ``XDG_CACHE_HOME``), so the probe is
 paid once; a different CPU, GPU, torch version or training code measures again. It is only a cache:
 a file that cannot be read or written costs a new measurement and one line naming it, never a run.
@@ -166,7 +166,7 @@ def candidate_steps(config: RunConfig) -> list[Step]:
     return [default] + [s for s in others if s != default] if default in others else others
 
 
-def decide(measurements: list[Measurement], planned_steps: int) -> Step:
+def _decide(measurements: list[Measurement], planned_steps: int) -> Step:
     """The step with the least ``setup_seconds + planned_steps * seconds_per_step``; the first
     measured one on a tie (the list starts with the default)."""
     usable = [m for m in measurements if m.seconds_per_step is not None]
@@ -176,7 +176,7 @@ def decide(measurements: list[Measurement], planned_steps: int) -> Step:
     return min(usable, key=lambda m: m.setup_seconds + planned_steps * m.seconds_per_step).step
 
 
-def machine_name(device: torch.device) -> str:
+def _machine_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform``)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -198,11 +198,11 @@ def _code_version(sources: tuple[Path, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_key(config: RunConfig) -> str:
+def _cache_key(config: RunConfig) -> str:
     """What a measurement depends on: the machine, the versions, and the step's shape and arithmetic."""
     device = config.resolved_device()
     parts = {
-        "machine": machine_name(device),
+        "machine": _machine_name(device),
         "device": device.type,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__,
@@ -214,7 +214,7 @@ def cache_key(config: RunConfig) -> str:
     return json.dumps(parts, sort_keys=True)
 
 
-def cache_path() -> Path:
+def _cache_path() -> Path:
     """The user cache file of the measurements (``~/.cache/cifar-stress/train_steps.json`` on Linux)."""
     return Path(platformdirs.user_cache_dir("cifar-stress")) / CACHE_NAME
 
@@ -236,10 +236,10 @@ def _cache_problem(path: Path, problem: str) -> None:
     print(f"training-step cache {path}: {problem}", file=sys.stderr, flush=True)
 
 
-def cached_measurements(key: str, path: Path | None = None) -> list[Measurement]:
+def _cached_measurements(key: str) -> list[Measurement]:
     """The measurements saved under ``key``; none (an empty list) when there are none, or when the
-    file is unreadable or holds anything but what :func:`save_measurements` writes (said in one line)."""
-    path = path or cache_path()
+    file is unreadable or holds anything but what :func:`_save_measurements` writes (said in one line)."""
+    path = _cache_path()
     try:
         return [Measurement.from_dict(m) for m in _read_cache(path).get(key, [])]
     except FileNotFoundError:
@@ -250,11 +250,11 @@ def cached_measurements(key: str, path: Path | None = None) -> list[Measurement]
         return []
 
 
-def save_measurements(key: str, measurements: list[Measurement], path: Path | None = None) -> None:
+def _save_measurements(key: str, measurements: list[Measurement]) -> None:
     """Add ``measurements`` under ``key`` to the cache, atomically (a reader never sees half a file)
     and under a lock (two runs saving at once keep both entries). A cache that cannot be written is
     said in one line; the run goes on."""
-    path = path or cache_path()
+    path = _cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock", timeout=CACHE_LOCK_SECONDS):
@@ -293,7 +293,7 @@ def optimizer_step(
         scaler.update()
 
 
-def time_step(
+def _time_step(
     config: RunConfig,
     model: nn.Module,
     step: Step,
@@ -354,7 +354,6 @@ def choose_step(
     labels: torch.Tensor,
     planned_steps: int,
     make_optimizer: Callable[[nn.Module, RunConfig], torch.optim.Optimizer],
-    cache: Path | None = None,
     on_probe: Callable[[int, int, Step], None] | None = None,
 ) -> StepChoice:
     """The training step for ``planned_steps`` steps of ``model`` on batches like ``inputs``
@@ -367,13 +366,13 @@ def choose_step(
     before candidate ``k`` of ``n`` is timed (a cold probe compiles for minutes: say what it does).
     """
     candidates = candidate_steps(config)
-    key = cache_key(config)
-    known = {m.step: m for m in cached_measurements(key, cache)}
+    key = _cache_key(config)
+    known = {m.step: m for m in _cached_measurements(key)}
     if len(candidates) == 1:
         return StepChoice(candidates[0], "forced", [m for m in known.values() if m.step == candidates[0]])
     if all(s in known for s in candidates):
         measured = [known[s] for s in candidates]
-        return StepChoice(decide(measured, planned_steps), "cached", measured, planned_steps=planned_steps)
+        return StepChoice(_decide(measured, planned_steps), "cached", measured, planned_steps=planned_steps)
     start = time.perf_counter()
 
     def probe(steps: list[Step]) -> list[Measurement]:
@@ -381,7 +380,7 @@ def choose_step(
         for step in steps:
             if on_probe is not None:
                 on_probe(candidates.index(step) + 1, len(candidates), step)
-            measured.append(time_step(config, model, step, inputs, labels, make_optimizer))
+            measured.append(_time_step(config, model, step, inputs, labels, make_optimizer))
         return measured
 
     with torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
@@ -389,11 +388,11 @@ def choose_step(
         later = [s for s in candidates if s.compiled]
         if not measured or _worth_compiling(measured, planned_steps, list(known.values())):
             measured += probe(later)
-            save_measurements(key, measured, cache)
+            _save_measurements(key, measured)
         else:
             measured += [
                 Measurement(s, None, error="not tried: too few steps to repay compiling") for s in later
             ]
     return StepChoice(
-        decide(measured, planned_steps), "measured", measured, time.perf_counter() - start, planned_steps
+        _decide(measured, planned_steps), "measured", measured, time.perf_counter() - start, planned_steps
     )

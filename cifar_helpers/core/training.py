@@ -144,7 +144,7 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
     return full + (1 if rest >= 2 else 0)
 
 
-def learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
+def _learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
     """The learning rate of every optimizer step of a run, in order (length ``epochs * steps``).
 
     Linear from ``lr * 0.1`` at step 0 to ``lr`` at step ``W`` (``warmup_epochs`` worth of steps),
@@ -198,7 +198,7 @@ def _run_facts(augment: bool, num_classes: int, *data: torch.Tensor) -> dict[str
     return {"augment": bool(augment), "num_classes": num_classes, "train_data": train, "test_data": test}
 
 
-def check_checkpoint_compatible(
+def _check_checkpoint_compatible(
     checkpoint: dict[str, Any], config: RunConfig, run_facts: dict[str, Any], path: str | os.PathLike[str]
 ) -> None:
     """Raise :class:`CheckpointMismatchError` naming every training-relevant difference.
@@ -297,7 +297,7 @@ def _resume(
     """Load the checkpoint into ``state``: weights, optimiser, step, history, every RNG state. Returns
     the record of the training step it used (empty: from before steps were chosen)."""
     checkpoint = load_torch(checkpoint_path)
-    check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+    _check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
     state.model.load_state_dict(checkpoint["model"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.step = checkpoint["step"]
@@ -495,7 +495,7 @@ def train_model(
     n = train_images.shape[0]
     steps = steps_per_epoch(n, config.batch_size)
     run_facts = _run_facts(augment, num_classes, train_images, train_labels, test_images, test_labels)
-    state = _new_state(config, num_classes, learning_rates(config, n))
+    state = _new_state(config, num_classes, _learning_rates(config, n))
     saved_step = None
     if resume and checkpoint_path.exists():
         saved_step = _resume(state, checkpoint_path, config, run_facts, steps)
@@ -589,7 +589,6 @@ def run_training_stage(
     config: RunConfig,
     data: CifarData,
     stage: Literal["baseline", "augmented"],
-    progress: bool = True,
 ) -> TrainResult:
     """Notebooks 01 and 04 in one call: train, evaluate, and write the stage's outputs.
 
@@ -620,16 +619,14 @@ def run_training_stage(
     if run.is_complete(stage) and load_json(history_path).get("complete"):
         checkpoint = load_torch(checkpoint_path)
         run_facts = _run_facts(augment, num_classes, *tensors)
-        check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+        _check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
         model = _model_from_checkpoint(checkpoint, config.resolved_device())
         seconds = float(load_json(metrics_path)["train_seconds"])
         return TrainResult(model, checkpoint["history"], checkpoint_path, seconds)
 
-    result = train_model(
-        config, *tensors, out_dir, augment=augment, num_classes=num_classes, progress=progress, resume=True
-    )
+    result = train_model(config, *tensors, out_dir, augment=augment, num_classes=num_classes, resume=True)
     test = predict(result.model, data.test_images, data.test_labels, **config.eval_options())
     train = predict(result.model, data.train_images, data.train_labels, **config.eval_options())
     test.save(out_dir / PREDICTIONS_NAME)

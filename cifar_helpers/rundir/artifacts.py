@@ -92,15 +92,15 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
     return Path(path)
 
 
-def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True`` (a crafted file cannot run code); raises
+def load_torch(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` onto the CPU with ``weights_only=True`` (a crafted file cannot run code); raises
     :class:`DamagedArtifactError` (one line, naming the stage to rerun) for a file that does not match
     its manifest entry, cannot be read, or holds anything but tensors and plain values."""
     problem = manifest.damage(path)
     if problem is not None:
         raise DamagedArtifactError(f"{path} is damaged ({problem}): {rerun_hint(path)}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"it would run {found.group(1)}" if found else "it holds objects other than plain values"
@@ -114,10 +114,10 @@ def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = 
         raise DamagedArtifactError(f"{path} cannot be read ({first}): {rerun_hint(path)}") from None
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save a matplotlib figure as PNG atomically."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     manifest.record(path)
     return Path(path)
 

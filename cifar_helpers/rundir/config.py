@@ -68,7 +68,7 @@ class RunConfig:
     flip: bool = True  # RandomHorizontalFlip in the augmented stage
     # --- execution --------------------------------------------------------------------------------
     device: str = "auto"  # auto: cuda if available, else cpu
-    precision: Precision = "auto"  # auto: see choose_precision (bf16 / fp16 / fp32 by device)
+    precision: Precision = "auto"  # auto: see _choose_precision (bf16 / fp16 / fp32 by device)
     # auto: training measures both (core.step_choice); evaluation uses channels_last with bf16 or fp16.
     memory_format: MemoryFormat = "auto"
     # auto: a training stage times eager and torch.compile'd steps and keeps the fastest, counting the
@@ -125,14 +125,14 @@ class RunConfig:
         hints = typing.get_type_hints(cls)
         coerced = {k: _check_type(k, v, hints[k]) for k, v in values.items()}
         config = cls(**coerced)
-        config.validate()
+        config._validate()
         return config
 
     def replace(self, **overrides: Any) -> RunConfig:
         """A copy with ``overrides`` applied and validated."""
         return RunConfig.from_dict({**self.to_dict(), **overrides})
 
-    def validate(self) -> None:
+    def _validate(self) -> None:
         """Check ranges and cross-field rules; raise :class:`ConfigError` naming the key."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -191,8 +191,8 @@ class RunConfig:
             return self.precision
         device = self.resolved_device()
         if device.type == "cuda":
-            return choose_precision("cuda", capability=torch.cuda.get_device_capability(device))
-        return choose_precision(device.type, cpu_bf16=cpu_supports_bf16())
+            return _choose_precision("cuda", capability=torch.cuda.get_device_capability(device))
+        return _choose_precision(device.type, cpu_bf16=cpu_supports_bf16())
 
     def use_bf16(self) -> bool:
         """Whether training and inference autocast to bf16 on the resolved device."""
@@ -222,7 +222,7 @@ class RunConfig:
         return self.memory_format == "channels_last"
 
 
-def choose_precision(
+def _choose_precision(
     device_type: str, *, capability: tuple[int, int] | None = None, cpu_bf16: bool = False
 ) -> Literal["bf16", "fp16", "fp32"]:
     """The fastest precision that computes natively on a device (what ``precision="auto"`` means): bf16

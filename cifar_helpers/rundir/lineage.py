@@ -16,7 +16,7 @@ INPUTS_NAME = "inputs.json"
 _NOT_AN_INPUT = frozenset({"environment.json"})
 
 
-def input_digests(run: RunDir, stage: str) -> dict[str, dict[str, str]]:
+def _input_digests(run: RunDir, stage: str) -> dict[str, dict[str, str]]:
     """``{input stage: {output name: sha256}}`` of the outputs ``stage`` reads, as they are now (those
     with a manifest entry)."""
     digests: dict[str, dict[str, str]] = {}
@@ -32,7 +32,7 @@ def input_digests(run: RunDir, stage: str) -> dict[str, dict[str, str]]:
 
 def record_inputs(run: RunDir, stage: str) -> None:
     """Write ``<stage>/inputs.json``: what ``stage`` reads, as it is now (called when it opens)."""
-    save_json(run.path(stage, INPUTS_NAME), input_digests(run, stage))
+    save_json(run.path(stage, INPUTS_NAME), _input_digests(run, stage))
 
 
 def has_outputs(run: RunDir, stage: str) -> bool:
@@ -41,7 +41,7 @@ def has_outputs(run: RunDir, stage: str) -> bool:
     return any((base / name).exists() for name in STAGE_OUTPUTS[stage])
 
 
-def changed_inputs(run: RunDir, stage: str) -> list[str]:
+def _changed_inputs(run: RunDir, stage: str) -> list[str]:
     """The input stages whose outputs differ from what ``stage`` read when it ran, in pipeline order
     (none without an ``inputs.json``)."""
     path = run.stage_dir(stage, create=False) / INPUTS_NAME
@@ -53,7 +53,7 @@ def changed_inputs(run: RunDir, stage: str) -> list[str]:
         recorded = None
     if not isinstance(recorded, dict):  # unreadable: what the stage read is unknown, so assume changed
         return [s for s in STAGE_INPUTS[stage] if s != "setup"]
-    now = input_digests(run, stage)
+    now = _input_digests(run, stage)
     return [s for s in STAGE_INPUTS[stage] if s in recorded and recorded[s] != now[s]]
 
 
@@ -62,7 +62,7 @@ def out_of_date(run: RunDir, stage: str) -> list[str]:
     since, or the stages at fault upstream of an out-of-date input), in pipeline order; empty if none."""
     if not has_outputs(run, stage):
         return []
-    at_fault = set(changed_inputs(run, stage))
+    at_fault = set(_changed_inputs(run, stage))
     for source in STAGE_INPUTS[stage]:
         if source not in at_fault and source != "setup":
             at_fault.update(out_of_date(run, source))

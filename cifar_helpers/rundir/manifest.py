@@ -24,7 +24,7 @@ _CHUNK = 1 << 20
 _digest_cache: dict[tuple[str, int, int, int], str] = {}
 
 
-def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
+def _file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
     """``(size in bytes, sha256 hex digest)`` of a file."""
     path = Path(path)
     st = path.stat()
@@ -51,7 +51,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]
 def record(path: str | os.PathLike[str]) -> None:
     """Record the size and SHA-256 of ``path`` (just written) in its directory's manifest, atomically."""
     path = Path(path)
-    size, digest = file_digest(path)
+    size, digest = _file_digest(path)
     files = read_manifest(path.parent)
     files[path.name] = {"bytes": size, "sha256": digest}
     text = json.dumps({"files": dict(sorted(files.items()))}, indent=2) + "\n"
@@ -91,6 +91,6 @@ def damage(path: str | os.PathLike[str]) -> str | None:
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
         return f"{size} bytes, but {expected_size} were written"
-    if expected_digest is not None and file_digest(path)[1] != expected_digest:
+    if expected_digest is not None and _file_digest(path)[1] != expected_digest:
         return "its contents differ from what was written (SHA-256 mismatch)"
     return None

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
-    """Seed Python, NumPy and torch (CPU and CUDA); with ``deterministic`` make cuDNN, cuBLAS and torch
-    pick deterministic kernels, so a seed gives the same numbers bit for bit on one machine's CPU.
+def seed_everything(seed: int) -> dict[str, Any]:
+    """Seed Python, NumPy and torch (CPU and CUDA) and make cuDNN, cuBLAS and torch pick deterministic
+    kernels, so a seed gives the same numbers bit for bit on one machine's CPU.
     Returns :func:`environment_report` with the seed added, to be saved beside a run's results."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -22,15 +22,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> dict[str, Any]:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        # warn_only: a few CUDA ops have no deterministic kernel; warn instead of aborting a long run.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    # warn_only: a few CUDA ops have no deterministic kernel; warn instead of aborting a long run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
     report = environment_report()
     report["seed"] = seed
-    report["deterministic"] = deterministic
+    report["deterministic"] = True
     return report
 
 

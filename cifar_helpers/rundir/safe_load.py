@@ -1,6 +1,6 @@
 """Reading pickles from folders a user points us at, without running code from them.
 
-``pickle.load`` calls whatever callable a pickle names; :class:`BatchUnpickler` allows only the globals
+``pickle.load`` calls whatever callable a pickle names; :class:`_BatchUnpickler` allows only the globals
 a CIFAR-10 batch needs and refuses every other one before it is looked up.
 """
 
@@ -29,7 +29,7 @@ class UnsafePickleError(pickle.UnpicklingError):
     """A pickle names a global outside the allow-list; nothing from it was called."""
 
 
-class BatchUnpickler(pickle.Unpickler):
+class _BatchUnpickler(pickle.Unpickler):
     """An unpickler that reconstructs only what a CIFAR-10 batch holds (:data:`ALLOWED_BATCH_GLOBALS`)."""
 
     def __init__(self, file: io.BufferedIOBase, *, source: str | os.PathLike[str], **kwargs: Any) -> None:
@@ -56,10 +56,10 @@ class BatchUnpickler(pickle.Unpickler):
 
 
 def load_batch_pickle(path: str | os.PathLike[str]) -> Any:
-    """Unpickle a CIFAR-10 batch file with :class:`BatchUnpickler`.
+    """Unpickle a CIFAR-10 batch file with :class:`_BatchUnpickler`.
 
     ``latin1`` reads the official archive's Python 2 pickles (str keys); Python 3 pickles keep bytes
     keys. Raises :class:`UnsafePickleError` for any other global, before calling anything.
     """
     with open(path, "rb") as f:
-        return BatchUnpickler(f, source=path, encoding="latin1").load()
+        return _BatchUnpickler(f, source=path, encoding="latin1").load()

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from cifar_helpers.analysis.gradcam import explain_images
 from cifar_helpers.analysis.human_labels import HumanVotes
-from cifar_helpers.core.checks import check_count
+from cifar_helpers.core.checks import check_classes
 from cifar_helpers.rundir.registry import HEADLESS_ENV
 from cifar_helpers.views.plotting.core import (
     CORRECT_COLOR,
@@ -33,9 +33,6 @@ from cifar_helpers.views.plotting.core import (
     TOP_K,
     WRONG_COLOR,
     add_heatmap_colorbar,
-    check_classes,
-    check_keys,
-    check_maps,
     class_bars,
     class_labels,
     failure_arrays,
@@ -53,16 +50,13 @@ from cifar_helpers.views.plotting.core import (
 from cifar_helpers.views.plotting.explanations import plot_failure_grid, plot_gradcam_pairs
 from cifar_helpers.views.plotting.human_labels import human_votes_panel
 
-
-def is_headless() -> bool:
-    """Whether ``CIFAR_STRESS_HEADLESS`` says there is no widget front end ("", "0", "false" mean no)."""
-    return os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+_MAX_STATIC = 16  # failures in the static figure shown where widgets cannot run
 
 
 @dataclass
 class _ModelView:
     """Everything the browser shows for one model, as NumPy arrays: failure columns (K,), probs (N, C),
-    ``{test index: (predicted-class map, true-class map)}`` (H, W) and how to compute a missing pair."""
+    ``{test index: (predicted-class map, true-class map)}`` (H, W) computed so far and how to compute one."""
 
     name: str
     failures: dict[str, np.ndarray]
@@ -89,39 +83,19 @@ def _explain(
     return maps[0], maps[1]
 
 
-def _check_heatmaps(
-    name: str, heatmaps: Mapping[str, Any], num_images: int, size: tuple[int, int]
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """``{test index: (predicted-class map, true-class map)}`` of one model's precomputed heatmaps."""
-    label = f"heatmaps[{name!r}]"
-    if not isinstance(heatmaps, Mapping):
-        raise TypeError(f"{label} must be a dict with indices, predicted_maps and true_maps")
-    check_keys(heatmaps, ("indices", "predicted_maps", "true_maps"), label)
-    indices = to_numpy(heatmaps["indices"], f"{label}['indices']")
-    if indices.ndim != 1 or (len(indices) and not np.issubdtype(indices.dtype, np.integer)):
-        raise ValueError(f"{label}['indices'] must be 1-D integer test-split indices, got {indices.dtype}")
-    if len(indices) and (indices.min() < 0 or indices.max() >= num_images):
-        raise ValueError(f"{label}['indices'] must lie in [0, {num_images}) (positions in the test split)")
-    shape = (len(indices), *size)
-    predicted_maps = check_maps(heatmaps["predicted_maps"], f"{label}['predicted_maps']", shape)
-    true_maps = check_maps(heatmaps["true_maps"], f"{label}['true_maps']", shape)
-    return dict(zip(indices.tolist(), zip(predicted_maps, true_maps, strict=True), strict=True))
-
-
 def _prepare(
     images: Any,
     labels: Any,
     classes: Sequence[str],
     failures: Mapping[str, Any],
     probs: Mapping[str, Any],
-    heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
     models: Mapping[str, Any] | None = None,
     layer: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, _ModelView]]:
     """Check the browser's inputs against each other; every error names the input at fault."""
     batch = image_batch("images", images)
-    n, _, height, width = batch.shape
-    names = check_classes(classes)
+    n = len(batch)
+    names = check_classes("classes", classes)
     if len(set(names)) != len(names):
         raise ValueError(f"classes must be unique names, got {names!r}")
     true_labels = class_labels("labels", labels, n, len(names))
@@ -136,13 +110,10 @@ def _prepare(
         raise ValueError(
             f"probs has no entry for model(s) {', '.join(map(repr, missing))}: give one per failures key"
         )
-    heatmaps, models = heatmaps or {}, models or {}
-    if not isinstance(heatmaps, Mapping):
-        raise TypeError("heatmaps must be None or a dict {model name: heatmap dict}")
-    for label, given in (("heatmaps", heatmaps), ("models", models)):
-        unknown = [name for name in given if name not in failures]
-        if unknown:
-            raise ValueError(f"{label} has model(s) {', '.join(map(repr, unknown))} that are not in failures")
+    models = models or {}
+    unknown = [name for name in models if name not in failures]
+    if unknown:
+        raise ValueError(f"models has model(s) {', '.join(map(repr, unknown))} that are not in failures")
 
     views: dict[str, _ModelView] = {}
     for name, failure_set in failures.items():
@@ -161,12 +132,11 @@ def _prepare(
             raise ValueError(
                 f"probs[{name!r}] must have shape ({n}, {len(names)}), got {tuple(model_probs.shape)}"
             )
-        maps = _check_heatmaps(name, heatmaps[name], n, (height, width)) if name in heatmaps else {}
         explain = None
         if name in models:
             explain = partial(_explain, models[name], batch, model_probs, true_labels, layer)
         threshold = getattr(failure_set, "threshold", None)
-        views[str(name)] = _ModelView(str(name), columns, model_probs, maps, threshold, explain=explain)
+        views[str(name)] = _ModelView(str(name), columns, model_probs, {}, threshold, explain=explain)
     return batch, true_labels, names, views
 
 
@@ -220,8 +190,8 @@ class FailureBrowser:
         images, labels: the test split, uint8 (N, 3, H, W) and int (N,).
         classes: C class names.
         failures, probs: ``{model name: FailureSet}`` (most confident first), ``{model name: float (N, C)}``.
-        heatmaps: ``{model name: {"indices": (M,), "predicted_maps": (M, H, W), "true_maps": (M, H, W)}}``.
-        models: ``{model name: nn.Module}`` to compute missing maps on demand (at ``layer``, None: layer4).
+        models: ``{model name: nn.Module}`` whose Grad-CAM maps are computed on demand (at ``layer``, None:
+            layer4); a model without one shows no maps.
         human: optional CIFAR-10H vote shares (N, C), drawn beside the model's top-5, and the failure
             category of each test image, shown and offered as a filter
             (:func:`cifar_helpers.analysis.human_labels.browser_inputs`).
@@ -234,14 +204,13 @@ class FailureBrowser:
         classes: Sequence[str],
         failures: Mapping[str, Any],
         probs: Mapping[str, Any],
-        heatmaps: Mapping[str, Mapping[str, Any]] | None = None,
         models: Mapping[str, Any] | None = None,
         layer: Any = None,
         *,
         human: HumanVotes | None = None,
     ) -> None:
         self._images, self._labels, self.classes, self._models = _prepare(
-            images, labels, classes, failures, probs, heatmaps, models, layer
+            images, labels, classes, failures, probs, models, layer
         )
         self._human_shares, self._categories = _check_human(human, len(self._labels), len(self.classes))
         self.model_names = list(self._models)
@@ -423,16 +392,16 @@ class FailureBrowser:
         return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
 
 
-def static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: Any) -> Figure:
-    """The first model's ``max_static`` most confident failures with heatmaps, as image | predicted-class
-    map | true-class map, two per row (without any: a failure grid); ``inputs`` as :class:`FailureBrowser`."""
-    max_static = check_count("max_static", max_static)
+def _static_failure_figure(*inputs: Any, **named_inputs: Any) -> Figure:
+    """The first model's ``_MAX_STATIC`` most confident failures with heatmaps, as image |
+    predicted-class map | true-class map, two per row (without any: a failure grid); ``inputs`` as
+    :class:`FailureBrowser`."""
     batch, _, names, views = _prepare(*inputs, **named_inputs)
     model = next(iter(views.values()))
     columns = model.failures
     # Lazily, so that Grad-CAM on demand runs for the failures drawn only.
     maps = ((row, model.maps_for(index)) for row, index in enumerate(columns["indices"].tolist()))
-    with_maps = list(islice(((row, m) for row, m in maps if m is not None), max_static))
+    with_maps = list(islice(((row, m) for row, m in maps if m is not None), _MAX_STATIC))
     if with_maps:
         rows = np.array([row for row, _ in with_maps])
         predicted_maps, true_maps = (np.stack(m) for m in zip(*(m for _, m in with_maps), strict=True))
@@ -447,26 +416,22 @@ def static_failure_figure(*inputs: Any, max_static: int = 16, **named_inputs: An
             title=f"{model.name}: the {len(rows)} most confident failures and their Grad-CAM",
         )
     first = SimpleNamespace(
-        **{key: values[:max_static] for key, values in columns.items()}, threshold=model.threshold
+        **{key: values[:_MAX_STATIC] for key, values in columns.items()}, threshold=model.threshold
     )
-    return plot_failure_grid(batch[first.indices], first, names, max_images=max_static)
+    return plot_failure_grid(batch[first.indices], first, names, max_images=_MAX_STATIC)
 
 
 def show_failure_browser(
     *inputs: Any,
-    interactive: bool | None = None,
-    max_static: int = 16,
     human: HumanVotes | None = None,
     **named_inputs: Any,
 ) -> FailureBrowser | Figure:
-    """Display and return the :class:`FailureBrowser` (``inputs`` as there) or, where widgets cannot run,
-    :func:`static_failure_figure` of ``max_static`` failures: ``interactive`` True, False, or None for
-    static when ``CIFAR_STRESS_HEADLESS`` is set. Assign the result so the cell does not show it twice."""
-    if interactive is None:
-        interactive = not is_headless()
-    if interactive:
-        shown = FailureBrowser(*inputs, **named_inputs, human=human)
+    """Display and return the :class:`FailureBrowser` (``inputs`` as there) or, where widgets cannot run
+    (``CIFAR_STRESS_HEADLESS`` set, but not to "", "0", "false" or "no"), :func:`_static_failure_figure`.
+    Assign the result so the cell does not show it twice."""
+    if os.environ.get(HEADLESS_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+        shown = _static_failure_figure(*inputs, **named_inputs)
     else:
-        shown = static_failure_figure(*inputs, **named_inputs, max_static=max_static)
+        shown = FailureBrowser(*inputs, **named_inputs, human=human)
     display(shown)
     return shown

@@ -83,10 +83,10 @@ def _dir_is_writable(path: Path) -> bool:
     return stat.S_ISDIR(mode) and bool(mode & 0o222) and os.access(path, os.W_OK)
 
 
-def _cache_dirs(root: Path, cache_dir: str | os.PathLike[str] | None) -> tuple[list[Path], list[Path]]:
+def _cache_dirs(root: Path) -> tuple[list[Path], list[Path]]:
     """(directories to look for a cache in, directories to try writing one to), in order."""
     env = os.environ.get("CIFAR_STRESS_CACHE") or None  # unset or empty: skipped
-    fallbacks = [Path(d).expanduser() for d in (cache_dir, env) if d is not None]
+    fallbacks = [Path(env).expanduser()] if env is not None else []
     fallbacks.append(Path.home() / ".cache" / "cifar-stress")
     in_root = root / CACHE_SUBDIR
     write = [in_root, *fallbacks] if _dir_is_writable(root) else fallbacks
@@ -132,10 +132,10 @@ def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | Non
     return None
 
 
-def _load_folder(root: Path, cache_dir: str | os.PathLike[str] | None, progress: bool) -> _FullData:
+def _load_folder(root: Path, progress: bool) -> _FullData:
     classes, files, labels, fingerprint = _scan_tree(root)
     name = f"folder-{fingerprint[:40]}.pt"
-    read_dirs, write_dirs = _cache_dirs(root, cache_dir)
+    read_dirs, write_dirs = _cache_dirs(root)
     for directory in read_dirs:
         cached = _read_cache(directory / name, fingerprint)
         if cached is not None:

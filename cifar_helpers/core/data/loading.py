@@ -37,7 +37,6 @@ def load_cifar10(
     test_per_class: int | None = None,
     holdout_per_class: int = 0,
     seed: int = 0,
-    cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> CifarData:
     """Load CIFAR-10 (or a 32x32 image-folder set, or synthetic shapes) as a :class:`CifarData` of
@@ -51,10 +50,10 @@ def load_cifar10(
         test_per_class: stratified test subset per class; None = all.
         holdout_per_class: training images per class held out of ``train`` (drawn first).
         seed: seeds the subset draws (and the synthetic images).
-        cache_dir: where a decoded image-folder tree is cached when ``root`` is not writable
-            (then ``$CIFAR_STRESS_CACHE``, then ``~/.cache/cifar-stress``).
         progress: show a progress bar while decoding.
 
+    A decoded image-folder tree is cached in ``root``, or where ``root`` is not writable in
+    ``$CIFAR_STRESS_CACHE``, then ``~/.cache/cifar-stress``.
     Raises :class:`DataError` for unusable data at ``root``, a failed download, or a subset larger
     than a class.
     """
@@ -77,7 +76,7 @@ def load_cifar10(
     kind, location = _detect_layout(data_root, source, download)
     if kind == "download":
         kind, location = "cifar10", _download_cifar10(data_root)
-    full = _load_batches(location) if kind == "cifar10" else _load_folder(location, cache_dir, progress)
+    full = _load_batches(location) if kind == "cifar10" else _load_folder(location, progress)
     return _take_subsets(full, kind, str(location), train_per_class, test_per_class, holdout_per_class, seed)
 
 

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_helpers.core import checks
-from cifar_helpers.core.checks import check_count
+from cifar_helpers.core.checks import check_classes, check_count
 
 # One palette for the whole project: green always means right, red always wrong.
 CORRECT_COLOR = "#1a9850"
@@ -39,6 +39,7 @@ def model_color(i: int) -> str:
 PANEL_INCHES = 1.9
 HEATMAP_CMAP = "jet"  # matplotlib's name for cv2.COLORMAP_JET, used for colour bars
 TOP_K = 5  # classes in a bar panel of the failure browser
+OVERLAY_ALPHA = 0.45  # the heatmap's weight in an overlay: the image stays readable beneath it
 
 STYLE: dict[str, Any] = {
     # White, not transparent: transparent figures vanish on JupyterLab's dark theme.
@@ -86,12 +87,12 @@ def new_figure(width: float, height: float) -> NotebookFigure:
     return NotebookFigure(figsize=(width, height), layout="constrained")
 
 
-def figure_to_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+def figure_to_png_bytes(fig: Figure) -> bytes:
     """Render ``fig`` to PNG bytes (for widgets, HTML reports and ``_repr_png_``)."""
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()
 
 
@@ -168,27 +169,6 @@ def check_keys(mapping: Mapping[str, Any], keys: Sequence[str], name: str) -> No
         raise ValueError(f"{name} is missing key(s) {', '.join(missing)}")
 
 
-def check_classes(classes: Sequence[str], name: str = "classes") -> list[str]:
-    """``classes`` as a non-empty list of strings."""
-    if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) == 0:
-        raise TypeError(f"{name} must be a non-empty list of class names, got {classes!r}")
-    names = list(classes)
-    if not all(isinstance(c, str) for c in names):
-        raise TypeError(f"{name} must contain strings only, got {names!r}")
-    return names
-
-
-def check_fractions(values: Any, name: str, length: int | None = None) -> np.ndarray:
-    """Numbers in [0, 1] (e.g. confidences) as float64 (length,); raises naming ``name``."""
-    array = to_numpy(values, name).astype(np.float64)
-    if array.ndim != 1 or (length is not None and len(array) != length):
-        expected = f"({length},)" if length is not None else "(N,)"
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
-    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
-        raise ValueError(f"{name} must be fractions in [0, 1] (not percents)")
-    return array
-
-
 def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarray]:
     """The columns of a FailureSet-like object (``indices``, ``true_labels``, ``predicted``: int (K,),
     ``confidence``: float (K,)) as NumPy arrays, checked for equal length."""
@@ -262,12 +242,10 @@ def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
     return cv2.resize(hwc, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
 
 
-def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4, alpha: float = 0.45) -> np.ndarray:
+def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4) -> np.ndarray:
     """uint8 (3, H, W) image and float (H, W) heatmap in [0, 1] -> uint8 (H*scale, W*scale, 3) RGB: the
-    JET-coloured map blended with weight ``alpha`` onto the image, both upscaled (image bicubic, map
-    bilinear, so a smooth map stays smooth and in [0, 1])."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    JET-coloured map blended with weight :data:`OVERLAY_ALPHA` onto the image, both upscaled (image
+    bicubic, map bilinear, so a smooth map stays smooth and in [0, 1])."""
     rgb = upscale_image(image, scale)
     height, width = rgb.shape[0] // int(scale), rgb.shape[1] // int(scale)
     heat = check_maps(heatmap, "heatmap", (height, width))
@@ -275,7 +253,7 @@ def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4, alpha: float = 
     heat_u8 = np.clip(np.rint(heat * 255.0), 0, 255).astype(np.uint8)
     # OpenCV colormaps produce BGR; the rest of the project (and matplotlib) is RGB.
     colored = cv2.cvtColor(cv2.applyColorMap(heat_u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colored.astype(np.float32)
+    blended = (1.0 - OVERLAY_ALPHA) * rgb.astype(np.float32) + OVERLAY_ALPHA * colored.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
@@ -318,7 +296,7 @@ def plot_class_samples(images: Any, labels: Any, classes: Sequence[str], per_cla
     """The first ``per_class`` of uint8 (N, 3, H, W) ``images`` of every class (int (N,) ``labels``), a row
     per class name in ``classes``, an inch per image; a class with fewer images leaves its row short."""
     batch = image_batch("images", images)
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     label_array = class_labels("labels", labels, len(batch), len(names))
     per_class = check_count("per_class", per_class)
     fig = new_figure(per_class + 1.2, len(names) + 0.5)

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cifar_helpers.core.checks import check_count
+from cifar_helpers.core.checks import check_classes, check_count, check_fractions
 
 from .core import (
     CORRECT_COLOR,
@@ -19,8 +19,6 @@ from .core import (
     PANEL_INCHES,
     WRONG_COLOR,
     add_heatmap_colorbar,
-    check_classes,
-    check_fractions,
     check_keys,
     check_maps,
     class_labels,
@@ -74,7 +72,7 @@ def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_im
         failures: a FailureSet, or any object with its columns of length K (``threshold`` optional).
         classes: class names.
     """
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     columns = failure_arrays(failures)
     k = len(columns["indices"])
     batch = image_batch("images", images)
@@ -113,12 +111,12 @@ def _gradcam_inputs(
     classes: Sequence[str],
 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """The images, every map, label and confidence checked against them (by argument name), the names."""
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     batch = image_batch("images", images)
     k, _, height, width = batch.shape
     checked = {key: check_maps(value, key, (k, height, width)) for key, value in maps.items()}
     checked |= {key: class_labels(key, value, k, len(names)) for key, value in labels.items()}
-    checked |= {key: check_fractions(value, key, k) for key, value in confidences.items()}
+    checked |= {key: check_fractions(key, value, k) for key, value in confidences.items()}
     return batch, checked, names
 
 
@@ -230,17 +228,15 @@ def plot_before_after_gradcam(
 
 
 @styled
-def plot_periphery_shares(
-    failure_shares: Any, control_shares: Any, *, uniform_share: float | None = None
-) -> Figure:
+def plot_periphery_shares(failure_shares: Any, control_shares: Any, *, uniform_share: float) -> Figure:
     """Densities of the share of Grad-CAM mass on the image border, float (K,) ``failure_shares`` against
     (M,) ``control_shares`` of correct predictions, medians dashed, and the border's area fraction
-    ``uniform_share`` (what a uniform map gives) dotted when given."""
+    ``uniform_share`` (what a uniform map gives) dotted."""
     # None marks an all-zero map (no share defined): left out, as in the measures.
     groups = {
-        "confident failures": check_fractions([v for v in failure_shares if v is not None], "failure_shares"),
+        "confident failures": check_fractions("failure_shares", [v for v in failure_shares if v is not None]),
         "correct predictions": check_fractions(
-            [v for v in control_shares if v is not None], "control_shares"
+            "control_shares", [v for v in control_shares if v is not None]
         ),
     }
     if any(len(values) == 0 for values in groups.values()):
@@ -258,9 +254,8 @@ def plot_periphery_shares(
         ax.hist(values, bins=bins, density=True, color=color, histtype="step", lw=1.5)
         ax.axvline(median, color=color, ls="--", lw=1.8)
         ax.text(median, 0.98, f" median {median:.2f}", color=color, transform=axis_x, va="top", fontsize=8)
-    if uniform_share is not None:
-        label = f"uniform heatmap ({uniform_share:.2f})"
-        ax.axvline(uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=label)
+    label = f"uniform heatmap ({uniform_share:.2f})"
+    ax.axvline(uniform_share, color=NEUTRAL_COLOR, ls=":", lw=1.5, label=label)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of Grad-CAM mass on the image border")
     ax.set_ylabel("density")

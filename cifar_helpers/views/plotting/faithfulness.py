@@ -30,14 +30,11 @@ _ORDERS = (
 
 
 @styled
-def plot_road_curves(table: Mapping[str, Any], rows: Sequence[str] | None = None) -> Figure:
+def plot_road_curves(table: Mapping[str, Any]) -> Figure:
     """ROAD curves of a :func:`cifar_helpers.analysis.faithfulness.road_table` result: the change in
-    probability as pixels are removed, most and least relevant first, for ``rows`` (None: all); a row
+    probability as pixels are removed, most and least relevant first, for every row; a row
     named ``random`` is grey and dashed, the floor a faithful map should clear."""
-    names = list(table["rows"]) if rows is None else list(rows)
-    missing = [name for name in names if name not in table["rows"]]
-    if missing:
-        raise ValueError(f"rows {missing} are not in the table; it has {', '.join(table['rows'])}")
+    names = list(table["rows"])
     fig = new_figure(10.0, 4.0)
     axes = fig.subplots(1, 2, sharey=True)
     x = [100 * f for f in table["fractions"]]

@@ -21,7 +21,6 @@ from cifar_helpers.analysis.human_labels import (
 
 from .core import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, class_bars, new_figure, styled
 
-CATEGORY_COLORS = {LABEL_ERROR: "#7b3294", AMBIGUOUS: "#f1a340", MODEL_ERROR: WRONG_COLOR}
 _BASE_STATUS = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
 
 

@@ -11,11 +11,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from cifar_helpers.core.checks import check_classes, check_fraction
+
 from .core import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     WRONG_COLOR,
-    check_classes,
     check_keys,
     model_color,
     new_figure,
@@ -27,15 +28,6 @@ _HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
 # One style per curve, for the curves and for their legend entries alike.
 _TRAIN_STYLE: dict[str, Any] = {"ls": "--", "lw": 1.6}
 _TEST_STYLE: dict[str, Any] = {"ls": "-", "lw": 2.0, "marker": "o", "ms": 3}
-
-
-def _check_fraction(value: Any, name: str, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not low <= value <= 1.0:
-        raise ValueError(f"{name} must be a fraction in [{low:g}, 1] (not a percent), got {value!r}")
-    return value
 
 
 def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -54,28 +46,27 @@ def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[st
 
 @styled
 def plot_training_curves(
-    histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
     final_train_accuracy: Mapping[str, float] | None = None,
 ) -> Figure:
     """Accuracy and loss per epoch, train (dashed) against test (solid), one colour per model, and each
     model's final train - test gap as a bar at its last epoch, in points in the legend.
 
     Args:
-        histories: ``{model name: history}`` or one history (named ``"model"``): per-epoch dicts with
+        histories: ``{model name: history}``, each a list of per-epoch dicts with
             ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` (accuracies in [0, 1]).
         final_train_accuracy: ``{model name: accuracy in [0, 1]}`` on the un-augmented training images
             (``metrics.json``'s ``train_accuracy``), drawn as a diamond and used for the gap; otherwise
             the gap uses the last epoch's running train accuracy.
     """
-    named = dict(histories) if isinstance(histories, Mapping) else {"model": histories}
-    if not named:
+    if not histories:
         raise ValueError("histories is empty: pass {model name: history}")
-    columns = {name: _history_columns(name, history) for name, history in named.items()}
+    columns = {name: _history_columns(name, history) for name, history in histories.items()}
     evaluated = {}
     for name, value in (final_train_accuracy or {}).items():
         if name not in columns:
             raise ValueError(f"final_train_accuracy names {name!r}, which has no history")
-        evaluated[name] = 100 * _check_fraction(value, f"final_train_accuracy[{name!r}]")
+        evaluated[name] = 100 * check_fraction(f"final_train_accuracy[{name!r}]", value)
 
     fig = new_figure(11, 4.2)
     ax_acc, ax_loss = fig.subplots(1, 2)
@@ -129,7 +120,7 @@ def plot_confusion_matrix(
 ) -> Figure:
     """(C, C) counts ``cm`` (rows: true class, columns: predicted) of the C ``classes``, each cell a percent
     of its row; mistakes get their own colour scale so small confusions are not washed out."""
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     counts = to_numpy(cm, "cm").astype(np.float64)
     c = len(names)
     if counts.shape != (c, c):
@@ -165,25 +156,15 @@ def plot_confusion_matrix(
     return fig
 
 
-def _per_class_table(per_class: Any, names: list[str]) -> dict[str, np.ndarray]:
-    if not isinstance(per_class, Mapping):
-        per_class = {"model": per_class}
+def _per_class_table(per_class: Mapping[str, Mapping[str, float]], names: list[str]) -> dict[str, np.ndarray]:
     if not per_class:
         raise ValueError("per_class is empty: pass {model name: accuracies}")
     table = {}
     for model, values in per_class.items():
-        if isinstance(values, Mapping):
-            missing = [c for c in names if c not in values]
-            if missing:
-                raise ValueError(f"per_class[{model!r}] has no accuracy for class(es) {', '.join(missing)}")
-            array = np.array([float(values[c]) for c in names])
-        else:
-            array = to_numpy(values, f"per_class[{model!r}]").astype(np.float64)
-            if array.shape != (len(names),):
-                raise ValueError(
-                    f"per_class[{model!r}] must have shape ({len(names)},) to match classes, "
-                    f"got {tuple(array.shape)}"
-                )
+        missing = [c for c in names if c not in values]
+        if missing:
+            raise ValueError(f"per_class[{model!r}] has no accuracy for class(es) {', '.join(missing)}")
+        array = np.array([float(values[c]) for c in names])
         if np.nanmin(array) < 0 or np.nanmax(array) > 1:
             raise ValueError(f"per_class[{model!r}] must be accuracies in [0, 1], not percents")
         table[str(model)] = array
@@ -191,11 +172,11 @@ def _per_class_table(per_class: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 
 @styled
-def plot_per_class_accuracy(per_class: Mapping[str, Any] | Any, classes: Sequence[str]) -> Figure:
+def plot_per_class_accuracy(per_class: Mapping[str, Mapping[str, float]], classes: Sequence[str]) -> Figure:
     """Per-class accuracy in [0, 1] as grouped bars, one colour per model: ``per_class`` is ``{model name:
-    (C,) tensor/array or {class name: accuracy}}`` or one (C,) tensor. With two models, the change
+    {class name: accuracy}}`` (``metrics.json``'s ``per_class_accuracy``). With two models, the change
     (second - first, in points) is printed above each class."""
-    names = check_classes(classes)
+    names = check_classes("classes", classes)
     table = _per_class_table(per_class, names)
     c, m = len(names), len(table)
     fig = new_figure(max(6.0, 0.75 * c + 1.5), 4.0)
@@ -239,7 +220,7 @@ def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figu
             f"hist must have B+1 edges and B counts per group, "
             f"got {edges.shape}, {correct.shape}, {wrong.shape}"
         )
-    threshold = _check_fraction(threshold, "threshold")
+    threshold = check_fraction("threshold", threshold)
 
     fig = new_figure(7.5, 4.0)
     ax = fig.subplots()
@@ -269,9 +250,9 @@ def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figu
 
 @styled
 def plot_confused_pairs(pairs: Sequence[Mapping[str, Any]]) -> Figure:
-    """The (true → predicted) ``pairs`` (``[{"true", "predicted", "count"}, ...]`` as
-    :func:`cifar_helpers.analysis.failures.most_confused_pairs` returns them) as bars, the most frequent
-    on top."""
+    """The (true → predicted) ``pairs`` (``[{"true", "predicted", "count"}, ...]``, the
+    ``most_confused_pairs`` of :func:`cifar_helpers.analysis.failures.failure_summary`) as bars, the
+    most frequent on top."""
     rows = []
     for i, pair in enumerate(pairs):
         check_keys(pair, ("true", "predicted", "count"), f"pairs[{i}]")
@@ -324,11 +305,11 @@ def plot_failure_comparison(
             raise ValueError(f"counts[{key!r}] must be a non-negative integer, got {n!r}")
         values.append(int(n))
     accuracies = [
-        _check_fraction(baseline_accuracy, "baseline_accuracy"),
-        _check_fraction(augmented_accuracy, "augmented_accuracy"),
+        check_fraction("baseline_accuracy", baseline_accuracy),
+        check_fraction("augmented_accuracy", augmented_accuracy),
     ]
     gaps = [
-        None if gap is None else _check_fraction(gap, name, low=-1.0)
+        None if gap is None else check_fraction(name, gap, low=-1.0)
         for gap, name in ((baseline_gap, "baseline_gap"), (augmented_gap, "augmented_gap"))
     ]
 
