@@ -163,6 +163,15 @@ CHANGES = [
     # An effect too few failures could measure ("-") on one machine and not on another: masked alike.
     (BENCH_TABLE, "inconclusive, +6.5 pts [+0.0, +15.2]", "inconclusive, - [-, -]", False),
     (BENCH_TABLE, "supported, +27.0 pts", "supported, +27.0 points", True),  # a unit is not a number
+    # Which tests pass the bench is the bench models' doing (claim 5's changes with the CPU's kernels).
+    (
+        BENCH_TABLE,
+        "passed by the tests of claims 3, 4, 5, 6",
+        "passed by the tests of claims 3, 4, 6\nclaim 5: the test is not sensitive: on the bench it did not"
+        " find a planted background cause",
+        False,
+    ),
+    (BENCH_TABLE, "each test's own cause", "each test's cause", True),
 ]
 
 
