@@ -27,8 +27,10 @@ import torch
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar_helpers.analysis.claims import (
+    GRADCAM_CLAIM_LAYER,
     accuracy_claims,
     background_claim,
+    background_shares,
     gradcam_claim,
     off_center_claim,
     run_bench,
@@ -66,10 +68,8 @@ def main() -> None:
     wrong = (labels[chosen] + 1) % 10  # stand-ins: which class was predicted does not change the cost
     failures = FailureSet(chosen, labels[chosen], wrong, torch.ones(k), 0.9, len(labels), k)
     subset = stratified_subset(labels, config.stress_images, config.seed)
-    shares = torch.rand(2, k).tolist()
-    measures = {"failure_periphery_shares": shares[0], "control_periphery_shares": shares[1], "center": 16}
     scores = {"combined_per_image": torch.rand(config.road_images).tolist()}
-    road = {"rows": {"gradcam@layer4": scores, "random": scores}}
+    road = {"rows": {f"gradcam@{GRADCAM_CLAIM_LAYER}": scores, "random": scores}}
     donors = (data.holdout_images, data.holdout_labels)
     tests = {
         "accuracy and gaps (claims 1-2)": lambda: accuracy_claims(predictions, predictions, 0.9, 0.9, 49_000),
@@ -82,7 +82,9 @@ def main() -> None:
         "tile accuracy, 2 models (4)": lambda: [
             shuffled_accuracy(model, images[subset], labels[subset], eval_options=options) for _ in range(2)
         ],
-        "Grad-CAM periphery (5)": lambda: gradcam_claim(measures, road, "layer4"),
+        "Grad-CAM on the background (5)": lambda: gradcam_claim(
+            background_shares(model, images, predictions, failures), road
+        ),
         "off-center (6)": lambda: off_center_claim(
             model, images, failures, chosen[::2], eval_options=options
         ),

@@ -30,7 +30,7 @@ from cifar_helpers.analysis.claims import (
 from cifar_helpers.analysis.claims.ledger import NO_BENCH, ONE_RUN
 from cifar_helpers.analysis.claims.rules import RULE_CAUSE
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
-from cifar_helpers.analysis.gradcam import explain_images, matched_confidence_controls, periphery_share
+from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_confidence_controls
 from cifar_helpers.analysis.human_labels import FailureRecord, HumanFailureReport, NotApplicable
 from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.models import resnet18
@@ -518,53 +518,71 @@ def road(gradcam: list[float], random: list[float]) -> dict:
 
 
 FAITHFUL = road([0.2] * 40, [0.0] * 40)
-FLAT = torch.full((200, 3, 32, 32), 128, dtype=torch.uint8)  # no object: every estimate is the centre
 
 
-def measures(failure_shares: list, control_shares: list) -> dict:
-    """Claim 5's measures (:func:`background_shares`' layout) of failures 0..K-1 and controls K..2K-1
-    of :data:`FLAT`."""
+def measures(failure_shares: list, control_shares: list, *, area: float = 0.8) -> dict:
+    """Claim 5's measures (:func:`background_shares`' layout): K failures and K controls whose
+    estimated background covers ``area`` of the image, objects centred."""
     k = len(failure_shares)
     return {
-        "failure_periphery_shares": failure_shares,
-        "control_periphery_shares": control_shares,
+        "failure_background_shares": failure_shares,
+        "failure_background_areas": [area] * k,
+        "failure_offsets": [0.0] * k,
         "failure_indices": list(range(k)),
+        "control_background_shares": control_shares,
+        "control_background_areas": [area] * k,
+        "control_offsets": [0.0] * k,
         "control_indices": list(range(k, 2 * k)),
-        "center": 16,
     }
 
 
-def test_the_gradcam_test_counts_maps_heavier_on_the_periphery_than_a_uniform_map() -> None:
-    # A uniform map puts 75 % of its mass outside the central 16x16: a map above that looks more at
-    # the surround than at the centre. Half the controls do; 90 of 100 failures do.
-    controls = [0.6] * 50 + [0.8] * 50
-    heavy = measures([0.8] * 90 + [0.6] * 10, controls)
-    row = claims.gradcam_claim(heavy, FAITHFUL, FLAT)
+def test_the_gradcam_test_counts_maps_heavier_on_the_background_than_a_uniform_map() -> None:
+    # Backgrounds cover 80 % of each image: a map with more than 80 % of its mass there looks at the
+    # background more per pixel than at the object. Half the controls do; 90 of 100 failures do.
+    controls = [0.7] * 50 + [0.9] * 50
+    heavy = measures([0.9] * 90 + [0.7] * 10, controls)
+    row = claims.gradcam_claim(heavy, FAITHFUL)
     assert row.details["background_heavy_failures"] == 0.9 and row.details["background_heavy_controls"] == 0.5
     assert row.effect == pytest.approx(0.4) and row.verdict == SUPPORTED
-    assert row.details["uniform_share"] == 0.75 and row.details["road"]["faithful"] and not row.precondition
-    same = {**heavy, "failure_periphery_shares": [*controls[:99], None]}
-    row = claims.gradcam_claim(same, FAITHFUL, FLAT)
+    assert row.details["road"]["faithful"] and not row.precondition
+    # A prevalence claim: ten points more failures than controls is the least that counts.
+    assert row.rule.min_effect == 0.10
+    small = measures([0.9] * 58 + [0.7] * 42, controls)  # +8 points, however narrow the interval
+    assert claims.gradcam_claim(small, FAITHFUL).verdict != SUPPORTED
+    same = {**heavy, "failure_background_shares": [*controls[:99], None]}
+    row = claims.gradcam_claim(same, FAITHFUL)
     assert row.n == 99 and row.effect == 0.0 and row.verdict == NOT_SUPPORTED
-    # Diffuse failure maps just under the uniform share: a higher mean share than the controls', and
-    # yet no map that looks at the background more than at the centre.
-    diffuse = measures([0.74] * 100, [0.5] * 100)
-    row = claims.gradcam_claim(diffuse, FAITHFUL, FLAT)
-    assert row.details["failure_share"] > row.details["control_share"]
+    # Diffuse failure maps just under the line: a higher mean share than the controls', and yet no map
+    # that looks at the background more than at the object.
+    diffuse = measures([0.79] * 100, [0.5] * 100)
+    row = claims.gradcam_claim(diffuse, FAITHFUL)
+    assert row.details["failure_background_share"] > row.details["control_background_share"]
     assert row.effect == 0.0 and row.verdict == NOT_SUPPORTED
-    assert math.isnan(claims.gradcam_claim(measures([], []), FAITHFUL, FLAT).effect)
-    for key in ("center", "failure_indices"):
+    # The line is each image's own background area: the same shares over larger backgrounds are not heavy.
+    assert claims.gradcam_claim(measures([0.9] * 100, [0.7] * 100, area=0.95), FAITHFUL).effect == 0.0
+    assert math.isnan(claims.gradcam_claim(measures([], []), FAITHFUL).effect)
+    for key in ("control_background_areas", "failure_offsets"):
         with pytest.raises(KeyError, match=key):
-            claims.gradcam_claim({k: v for k, v in heavy.items() if k != key}, FAITHFUL, FLAT)
-    # Objects off the centre put their own maps in the periphery: such pairs are set aside. The first
-    # 60 failures' images get a bright square 9 px right of the centre, so only the last 40 pairs count.
-    images = FLAT.clone()
-    images[:60, :, 12:20, 21:29] = 250
-    row = claims.gradcam_claim(heavy, FAITHFUL, images)
+            claims.gradcam_claim({k: v for k, v in heavy.items() if k != key}, FAITHFUL)
+    # Objects off the centre are claim 6's cause: pairs with either object 4 px or more off are set
+    # aside. The first 60 failures' objects sit 9 px off, so only the last 40 pairs count.
+    off = {**heavy, "failure_offsets": [9.0] * 60 + [0.0] * 40}
+    row = claims.gradcam_claim(off, FAITHFUL)
     assert row.details["pairs_off_center_set_aside"] == 60 and row.n == 40
     assert row.details["background_heavy_failures"] == 0.75  # failures 60-99: 30 of them above the line
     # On the bench (road None) the verdict is the test's own, and nothing is withheld.
-    assert not claims.gradcam_claim(heavy, None, FLAT).precondition
+    assert not claims.gradcam_claim(heavy, None).precondition
+
+
+def test_object_masks_find_the_object_from_the_pixels() -> None:
+    images = torch.full((2, 3, 32, 32), 128, dtype=torch.uint8)
+    images[0, :, 4:12, 20:28] = 250  # an off-center square
+    masks = iv.object_masks(images)
+    assert masks.shape == (2, 32, 32) and masks.dtype == torch.bool
+    inside = masks[0, 4:12, 20:28]
+    assert bool(inside.all()) and not bool(masks[0, 16:, :16].any())  # found where it is, nowhere far
+    assert not bool(masks[1].any())  # a flat image has no object
+    assert iv.object_masks(images[:0]).shape == (0, 32, 32)
 
 
 def test_background_shares_explain_the_failures_and_their_matched_controls_at_claim_5s_layer() -> None:
@@ -579,25 +597,32 @@ def test_background_shares_explain_the_failures_and_their_matched_controls_at_cl
     maps = explain_images(
         model, images[controls], predictions.preds[controls], layer=claims.GRADCAM_CLAIM_LAYER
     )
-    expected = [None if math.isnan(v) else v for v in periphery_share(maps, 16).tolist()]
-    assert result["control_periphery_shares"] == pytest.approx(expected, nan_ok=True)
+    objects = iv.object_masks(images[controls])
+    expected = [None if math.isnan(v) else 1 - v for v in mask_share(maps, objects).tolist()]
+    assert result["control_background_shares"] == pytest.approx(expected, nan_ok=True)
+    assert result["control_background_areas"] == pytest.approx((~objects).double().mean(dim=(1, 2)).tolist())
+    assert result["control_offsets"] == pytest.approx(claims.probes._offsets(images[controls]).tolist())
     empty = failures.restricted_to(torch.tensor([], dtype=torch.int64))
-    assert claims.background_shares(model, images, predictions, empty) == measures([], [])
+    assert claims.background_shares(model, images, predictions, empty) == {
+        f"{arm}_{key}": []
+        for arm in ("failure", "control")
+        for key in ("background_shares", "background_areas", "offsets", "indices")
+    }
 
 
 def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -> None:
     rng = np.random.default_rng(1)
     noise = list(rng.normal(0, 0.1, 40))
-    shifted = measures([0.8] * 100, [0.5] * 100)
-    row = claims.gradcam_claim(shifted, road(noise, [0.0] * 40), FLAT)  # no better than random
+    shifted = measures([0.9] * 100, [0.5] * 100)
+    row = claims.gradcam_claim(shifted, road(noise, [0.0] * 40))  # no better than random
     assert row.effect == 1.0 and row.rule.verdict(row.effect, row.ci_low, row.ci_high) == SUPPORTED
     assert row.verdict == INCONCLUSIVE and "do not beat random maps on ROAD" in row.precondition
     check = row.details["road"]
     assert not check["faithful"] and check["ci_low"] < 0 < check["ci_high"]
-    few = claims.gradcam_claim(shifted, road(noise[:5], [0.0] * 5), FLAT)  # too few to check: say so
+    few = claims.gradcam_claim(shifted, road(noise[:5], [0.0] * 5))  # too few to check: say so
     assert few.verdict == INCONCLUSIVE and few.precondition.startswith("too few failures scored by ROAD")
     assert ClaimResult.from_dict(row.to_dict()) == row  # the withheld verdict survives the JSON
-    seeds = claims.combine_seeds([[row], [claims.gradcam_claim(shifted, FAITHFUL, FLAT)]])
+    seeds = claims.combine_seeds([[row], [claims.gradcam_claim(shifted, FAITHFUL)]])
     assert seeds[0].verdict == INCONCLUSIVE and seeds[0].precondition.endswith("(in 1 of 2 seeds)")
 
 

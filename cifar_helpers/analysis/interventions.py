@@ -16,9 +16,9 @@ choice comes from a seeded CPU ``torch.Generator``, so the same seed gives the s
   coarse content (shape, colour) of another, as in Geirhos et al. (2019) with a frequency split
   (the high-frequency view of Wang et al. (2020), "High-frequency Component Helps Explain the
   Generalization of Convolutional Neural Networks").
-* :func:`object_centres` - where the object is, from the image alone (never from a model): the
-  colour contrast to the image border, the "boundary prior" of salient-object detection (Wei et al.
-  (2012), "Geodesic Saliency Using Background Priors").
+* :func:`object_centres`, :func:`object_masks` - where the object is, from the image alone (never
+  from a model): the colour contrast to the image border, the "boundary prior" of salient-object
+  detection (Wei et al. (2012), "Geodesic Saliency Using Background Priors").
 """
 
 from __future__ import annotations
@@ -162,6 +162,32 @@ def frequency_hybrid(images: Tensor, donors: Tensor, sigma: float) -> Tensor:
     return (_blur(donors.to(images.device), sigma) + detail).round().clamp(0, 255).to(torch.uint8)
 
 
+def _object_weights(images: Tensor) -> Tensor:
+    """How much each pixel stands out from the image's border, float64 (N, H, W), zero on the background
+    (:func:`object_centres` says how)."""
+    check_images("images", images)
+    h, w = images.shape[2:]
+    if h != w:
+        raise ValueError(f"images must be square, got {h}x{w}")
+    blurred, border = _blur(images, 1.0), _surround_mask(h, 2).to(images.device)
+    background = blurred[:, :, border].median(dim=2).values  # (N, 3)
+    saliency = (blurred - background[:, :, None, None]).norm(dim=1)  # (N, H, W)
+    # Why the border's 90th percentile and not the image's mean: the mean counts the object and the
+    # background's noise alike, which pulls every estimate toward the centre (on the bench a 7-px
+    # offset read as under 4 px one time in five; with the border's noise level as the floor, 1 in 40).
+    floor = saliency[:, border].quantile(0.9, dim=1)[:, None, None]
+    return (saliency - floor).clamp_min(0).double()
+
+
+def object_masks(images: Tensor) -> Tensor:
+    """Which pixels are the object, estimated from the image alone, bool (N, H, W) for uint8 (N, 3, H, W):
+    those more salient than 90 % of the border's (:func:`object_centres`); empty for a flat image."""
+    if len(images) == 0:
+        check_images("images", images)
+        return torch.zeros((0, *images.shape[2:]), dtype=torch.bool)
+    return (_object_weights(images) > 0).cpu()
+
+
 def object_centres(images: Tensor) -> Tensor:
     """Where each image's object is, estimated from its pixels alone: float (N, 2) (x, y) in pixels,
     (0, 0) the centre of the top-left pixel.
@@ -170,20 +196,11 @@ def object_centres(images: Tensor) -> Tensor:
     the image's outer 2-px border, which on CIFAR-10 is nearly always background; the centre is the
     mean position of the pixels more salient than 90 % of the border's, weighted by how much more.
     """
-    check_images("images", images)
-    h, w = images.shape[2:]
-    if h != w:
-        raise ValueError(f"images must be square, got {h}x{w}")
     if len(images) == 0:
+        check_images("images", images)
         return torch.zeros((0, 2))
-    blurred, border = _blur(images, 1.0), _surround_mask(h, 2).to(images.device)
-    background = blurred[:, :, border].median(dim=2).values  # (N, 3)
-    saliency = (blurred - background[:, :, None, None]).norm(dim=1)  # (N, H, W)
-    # Why the border's 90th percentile and not the image's mean: the mean counts the object and the
-    # background's noise alike, which pulls every estimate toward the centre (on the bench a 7-px
-    # offset read as under 4 px one time in five; with the border's noise level as the floor, 1 in 40).
-    floor = saliency[:, border].quantile(0.9, dim=1)[:, None, None]
-    weight = (saliency - floor).clamp_min(0).double()
+    weight = _object_weights(images)
+    h, w = images.shape[2:]
     weight = weight + (weight.sum(dim=(1, 2), keepdim=True) == 0)  # a flat image: its centre
     ys, xs = (torch.arange(s, dtype=torch.float64, device=images.device) for s in (h, w))
     total = weight.sum(dim=(1, 2))

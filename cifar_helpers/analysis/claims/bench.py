@@ -230,7 +230,7 @@ def _gradcam_row(
     the first :data:`BENCH_ROAD_IMAGES` failures' maps at the claim's layer against random maps."""
     images, seed = data.test_images, config.seed
     measures = background_shares(model, images, predictions, failures, max_failures=BENCH_FAILURES, seed=seed)
-    row = gradcam_claim(measures, None, images, seed=seed, population=BENCH + cause)
+    row = gradcam_claim(measures, None, seed=seed, population=BENCH + cause)
     layer = GRADCAM_CLAIM_LAYER
     maps = gradcam_for_failures(model, images, failures, layer=layer, max_items=BENCH_ROAD_IMAGES)
     k = len(maps["indices"])

@@ -104,11 +104,7 @@ def gradcam_stage_claims(
             background_claim(model, images, predictions, chosen, *donors, **on, **options),
             texture_claim(model, images, predictions, chosen, *donors, data.classes, **on, **options),
             gradcam_claim(
-                background_shares(model, images, predictions, chosen, seed=seed),
-                road,
-                images,
-                seed=seed,
-                **on,
+                background_shares(model, images, predictions, chosen, seed=seed), road, seed=seed, **on
             ),
         ]
     return _primary_last(rows, list(populations))

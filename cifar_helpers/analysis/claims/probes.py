@@ -8,8 +8,8 @@ intervenes on the image, so the answer could come out either way:
   often than for correct images of the same confidence and predicted class?
 * 4 texture: does the wrong class survive a cue-conflict image (the failure's fine detail on another
   class's coarse shape and colour) more often than a correct image's class survives it?
-* 5 Grad-CAM: is a failure's map more often background-heavy (more mass per pixel on the surround
-  than on the centre) than its matched control's?
+* 5 Grad-CAM: is a failure's map more often background-heavy (more mass per pixel off the object,
+  estimated from the pixels, than on it) than its matched control's?
 * 6 off-center: are the failures augmentation fixed the ones a shift *toward* the object's estimated
   position rescues more than a shift away?
 
@@ -30,12 +30,13 @@ from torch import Tensor, nn
 
 from cifar_helpers.analysis.failures import FailureSet
 from cifar_helpers.analysis.faithfulness import GRADCAM, RANDOM, map_key
-from cifar_helpers.analysis.gradcam import explain_images, matched_confidence_controls, periphery_share
+from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_confidence_controls
 from cifar_helpers.analysis.interventions import (
     black_border,
     draw_donors,
     frequency_hybrid,
     object_centres,
+    object_masks,
     shift_grid,
     shift_images,
     shuffle_tiles,
@@ -58,7 +59,9 @@ from .rules import (
     RULE_AUGMENTED_LEVEL,
     RULE_BASELINE_LEVEL,
     RULE_CAUSE,
+    RULE_PREVALENCE,
     ClaimResult,
+    Rule,
     bootstrap_interval,
     exact_proportion,
     mcnemar_exact,
@@ -149,13 +152,20 @@ def _mean(x: Tensor) -> float:
 
 
 def _failure_row(
-    claim: int, test: str, control: str, samples: list[Tensor], population: str, seed: int, details: dict
+    claim: int,
+    test: str,
+    control: str,
+    samples: list[Tensor],
+    population: str,
+    seed: int,
+    details: dict,
+    rule: Rule = RULE_CAUSE,
 ) -> ClaimResult:
     """A row of claims 3-6: the mean of one sample of paired differences, or the difference of the
-    means of two groups, with its bootstrap interval and :data:`RULE_CAUSE`."""
+    means of two groups, with its bootstrap interval and ``rule``."""
     effect = _mean(samples[0]) - (_mean(samples[1]) if len(samples) > 1 else 0.0)
     row = (CLAIMS[claim], test, control, effect, *bootstrap_interval(samples, seed=seed), BOOTSTRAP_FAILURES)
-    return ClaimResult(*row, sum(len(x) for x in samples), RULE_CAUSE, population, details)
+    return ClaimResult(*row, sum(len(x) for x in samples), rule, population, details)
 
 
 def _offsets(images: Tensor) -> Tensor:
@@ -406,52 +416,61 @@ def background_shares(
     predictions: Predictions,
     failures: FailureSet,
     *,
-    center: int = 16,
     max_failures: int = 500,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Claim 5's measures: the periphery share (:func:`analysis.gradcam.periphery_share`, mass outside
-    the central ``center`` x ``center`` square) of the Grad-CAM map of the predicted class at
-    :data:`GRADCAM_CLAIM_LAYER`, for the ``max_failures`` most confident failures and for their matched
-    controls (:func:`matched_controls`, seeded by ``seed``).
+    """Claim 5's measures: how much of the Grad-CAM map of the predicted class at
+    :data:`GRADCAM_CLAIM_LAYER` lies on the image's background, estimated from its pixels
+    (:func:`analysis.interventions.object_masks`, never from a model), for the ``max_failures`` most
+    confident failures and for their matched controls (:func:`matched_controls`, seeded by ``seed``).
 
     ``images`` uint8 (N, 3, 32, 32) is the split the failures index; ``predictions`` the model's on it.
 
     Returns:
-        JSON-ready: ``failure_periphery_shares`` and ``control_periphery_shares`` (K each, None for an
-        all-zero map), ``failure_indices`` and ``control_indices`` (into the split), ``center``.
+        JSON-ready, K values each: ``failure_background_shares`` and ``control_background_shares``
+        (the map's mass off the estimated object, None for an all-zero map), ``failure_background_areas``
+        and ``control_background_areas`` (the estimated background's share of the pixels, what a uniform
+        map would put there), ``failure_offsets`` and ``control_offsets`` (the estimated object's
+        distance from the centre, px), ``failure_indices`` and ``control_indices`` (into the split).
     """
     k = min(len(failures), max_failures)
     pairs = [failures.indices[:k], matched_controls(predictions, failures.indices[:k], seed)] if k else []
-    measures: dict[str, Any] = {"center": center}
+    measures: dict[str, Any] = {}
     for arm, indices in zip(("failure", "control"), pairs or [failures.indices[:0]] * 2, strict=True):
+        shares, areas = [], []
         if k:
             maps = explain_images(
                 model, images[indices], predictions.preds[indices], layer=GRADCAM_CLAIM_LAYER
             )
-            shares = [None if math.isnan(v) else v for v in periphery_share(maps, center).tolist()]
-        else:
-            shares = []
-        measures |= {f"{arm}_periphery_shares": shares, f"{arm}_indices": indices.tolist()}
+            objects = object_masks(images[indices])
+            shares = [None if math.isnan(v) else 1 - v for v in mask_share(maps, objects).tolist()]
+            areas = (1 - objects.double().mean(dim=(1, 2))).tolist()
+        measures |= {
+            f"{arm}_background_shares": shares,
+            f"{arm}_background_areas": areas,
+            f"{arm}_offsets": _offsets(images[indices]).tolist(),
+            f"{arm}_indices": indices.tolist(),
+        }
     return measures
 
 
 def gradcam_claim(
     measures: Mapping[str, Any],
     road: Mapping[str, Any] | None,
-    images: Tensor,
     *,
     seed: int = 0,
     population: str = ALL_FAILURES,
 ) -> ClaimResult:
     """Claim 5: is a failure's Grad-CAM map background-heavy more often than its matched control's?
 
-    A map is *background-heavy* when it puts more of its mass outside the central square (CIFAR-10's
-    background) than a uniform map does (75 % for 16 of 32 px): more attention per pixel on the
-    surround than on the centre. A per-image criterion against a fixed line, so the row says how many
-    failures look at the background, not how diffuse the maps are. The periphery is background only
-    where the object is centred: as in :func:`background_claim`, pairs in which either object is
-    estimated :data:`OFF_CENTER_PX` or more off the centre are set aside.
+    A map is *background-heavy* when it puts more of its mass on the image's estimated background than
+    a uniform map does (the background's share of the pixels): more attention per pixel on the
+    background than on the object. A per-image criterion against a line of its own, so the row says
+    how many failures look at the background, not how diffuse the maps are. The object is estimated
+    from the pixels (:func:`analysis.interventions.object_masks`). An off-center object is claim 6's
+    cause, and a model that misses it has a map off the object for that reason: as in
+    :func:`background_claim`, pairs in which either object is estimated :data:`OFF_CENTER_PX` or more off
+    the centre are set aside.
 
     Args:
         measures: :func:`background_shares`' output (Grad-CAM at :data:`GRADCAM_CLAIM_LAYER` of the
@@ -459,36 +478,41 @@ def gradcam_claim(
         road: ``gradcam/road.json`` (notebook 03 scores every layer): the maps must beat random ones on
             ROAD (:func:`road_check`), else the verdict is withheld (the row's ``precondition``). None on
             the planted-cause bench, which knows the cause ROAD stands in for (:mod:`.bench`).
-        images: uint8 (N, 3, 32, 32), the split the measures' indices point into.
         seed: seeds the bootstrap. population: the row's population label.
 
     Returns:
         Effect: share of background-heavy maps among failures minus among their controls, over pairs
-        with both maps non-empty and both objects centred, bootstrap over pairs. Details: both shares,
-        the pairs set aside, the mean periphery shares, the uniform share and the ROAD check.
+        with both maps non-empty and both objects centred, bootstrap over pairs; judged by
+        :data:`.rules.RULE_PREVALENCE`. Details: both shares, the pairs set aside, the mean background
+        shares and areas, and the ROAD check.
     """
-    shares = [
-        [math.nan if v is None else v for v in measures[f"{arm}_periphery_shares"]]
-        for arm in ("failure", "control")
-    ]
-    failures, controls = torch.tensor(shares, dtype=torch.float64).reshape(2, -1)
-    pairs = torch.tensor([measures["failure_indices"], measures["control_indices"]], dtype=torch.int64)
-    offsets = _offsets(images[pairs.flatten()]).reshape(2, -1) if pairs.numel() else pairs.double()
+    shares, areas, offsets = (
+        torch.tensor(
+            [
+                [math.nan if v is None else v for v in measures[f"{arm}_{kind}"]]
+                for arm in ("failure", "control")
+            ],
+            dtype=torch.float64,
+        ).reshape(2, -1)
+        for kind in ("background_shares", "background_areas", "offsets")
+    )
     centred = (offsets < OFF_CENTER_PX).all(dim=0)
-    both = ~failures.isnan() & ~controls.isnan() & centred
-    uniform = 1 - (measures["center"] / images.shape[-1]) ** 2
-    heavy = [(x[both] > uniform).double() for x in (failures, controls)]
+    both = ~shares.isnan().any(dim=0) & centred
+    heavy = (shares[:, both] > areas[:, both]).double()
     details = {
         "layer": GRADCAM_CLAIM_LAYER,
         "background_heavy_failures": _mean(heavy[0]),
         "background_heavy_controls": _mean(heavy[1]),
         "pairs_off_center_set_aside": int((~centred).sum()),
-        "failure_share": _mean(failures[both]),
-        "control_share": _mean(controls[both]),
-        "uniform_share": uniform,
+        "failure_background_share": _mean(shares[0, both]),
+        "control_background_share": _mean(shares[1, both]),
+        "failure_background_area": _mean(areas[0, both]),
+        "control_background_area": _mean(areas[1, both]),
     }
-    test = "Grad-CAM map background-heavy (periphery share above a uniform map's): failures minus controls"
-    row = _failure_row(5, test, MATCHED, [heavy[0] - heavy[1]], population, seed, details)
+    test = (
+        "Grad-CAM map background-heavy (more mass per pixel off the object than on it): failures - controls"
+    )
+    row = _failure_row(5, test, MATCHED, [heavy[0] - heavy[1]], population, seed, details, RULE_PREVALENCE)
     if road is None:
         return row
     check = road_check(road, GRADCAM_CLAIM_LAYER, seed=seed)
