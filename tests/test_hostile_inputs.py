@@ -120,6 +120,7 @@ def test_a_checkpoint_whose_pickle_runs_a_command_is_refused_without_running_it(
     run = RunDir(tmp_path / "run")
     pwned = tmp_path / "PWNED"
     path = run.path("baseline", "checkpoint.pt")
+    path.parent.mkdir(parents=True)
     # Written by hand, not by save_torch: a file planted in the run directory.
     torch.save({"format": 1, "model": _RunsCommand(f"touch {pwned}")}, path)
     with pytest.raises(DamagedArtifactError) as info:

@@ -102,7 +102,7 @@ def test_a_run_without_recorded_inputs_is_pinned_before_force(tmp_path):
     """Runs written before inputs.json existed: force records what the later stages read first."""
     run = finished_run(tmp_path)
     for stage in STAGE_OUTPUTS:
-        (run.stage_dir(stage, create=False) / lineage.INPUTS_NAME).unlink(missing_ok=True)
+        (run.stage_dir(stage) / lineage.INPUTS_NAME).unlink(missing_ok=True)
     assert lineage.out_of_date(run, "gradcam") == []  # unverified, not stale
     open_stage("baseline", tmp_path, profile="smoke", force=True)
     write_outputs(run, "baseline", "retrained")

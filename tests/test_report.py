@@ -25,10 +25,17 @@ from conftest import positive_control_result
 
 from cifar_helpers.analysis.calibration import _calibration_report
 from cifar_helpers.analysis.sanity import RandomisationSummary
+from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracySummary, ReplicateSummary, Spread
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, save_figure, save_json
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.views import tables
-from cifar_helpers.views.report import REPORT_NAME, png_problem, render_report, write_report
+from cifar_helpers.views.report import (
+    REPORT_NAME,
+    png_problem,
+    render_replicates_report,
+    render_report,
+    write_report,
+)
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 HOSTILE_NOTE = "<script>alert('x')</script> & <b>bold</b>"
@@ -391,3 +398,16 @@ def test_report_renders_to_a_non_blank_screenshot(fake_run: Path, chromium: str,
     non_white = (pixels < 0.95).any(axis=2).mean()
     assert non_white > 0.02  # text, tables and figures, not an empty page
     assert pixels.std() > 0.05
+
+
+def test_the_replicate_summary_gets_its_own_tables_not_the_failure_summarys(tmp_path: Path) -> None:
+    # replicates/summary.json and failures/summary.json share a name and nothing else.
+    spread = Spread(0.8, 0.01, 0.7, 0.9)
+    accuracy = AccuracySummary([42, 43], spread, spread, Spread(0.02, 0.01, -0.1, 0.14), 2.0, 0.3)
+    means = {kind: dict.fromkeys(COUNT_KEYS, 1.5) for kind in ("reseed", "augmentation")}
+    summary = ReplicateSummary(accuracy, means, dict.fromkeys(COUNT_KEYS, 0.0), 0.5, 3, 10)
+    save_json(tmp_path / "replicates" / "summary.json", summary.to_dict())
+    page = html.unescape(render_replicates_report(tmp_path))
+    assert "Replicates at a glance" in page and "test accuracy over seeds 42, 43" in page
+    assert "a reseed of the baseline against augmentation" in page
+    assert "Failure summary" not in page and "could not summarise" not in page

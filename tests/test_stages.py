@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cifar_helpers.rundir.artifacts import MissingStageError, RunDir, save_json
+from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, MissingStageError, RunDir, save_json
 from cifar_helpers.rundir.config import ConfigError, RunConfig
 from cifar_helpers.workflow.stages import default_run_dir, open_stage, setup_run
 
@@ -88,7 +88,7 @@ def test_a_notebook_opened_by_hand_finds_the_most_recent_run_it_can_use(tmp_path
     monkeypatch.chdir(tmp_path / "notebooks")  # where JupyterLab runs a notebook
     smoke = _finished_run(tmp_path / "runs" / "smoke", "smoke", ["baseline"])
     older = _finished_run(tmp_path / "runs" / "other", "smoke", ["baseline"])
-    for path in [older.config_path, older.stage_dir("baseline", create=False)]:
+    for path in [older.config_path, older.stage_dir("baseline")]:
         os.utime(path, (1, 1))  # long ago
     stage = open_stage("failures", None)  # the notebook's defaults: profile "auto", run_dir None
     assert stage.run.root == smoke.root and stage.config.profile == "smoke"
@@ -108,3 +108,18 @@ def test_without_a_usable_run_the_error_names_the_runs_and_the_parameter_to_set(
     # an explicit profile keeps the exact path runs/<profile> (run_all.py and papermill are unchanged)
     with pytest.raises(MissingStageError, match=r"runs/cpu"):
         open_stage("failures", None, profile="cpu")
+
+
+def test_a_setting_an_earlier_stage_ran_with_holds_in_the_stages_that_read_it(tmp_path):
+    # 02 finds the failures at 0.7 instead of the profile's 0.9: 06 (calibration, the positive
+    # control) reads 02's threshold, not the run's; 04, which does not read 02, keeps the run's.
+    run = _finished_run(tmp_path / "run", "smoke", ["baseline", "augmented"])
+    failures = open_stage("failures", run.root, profile="smoke", seed=42, confidence_threshold=0.7)
+    for name in STAGE_OUTPUTS["failures"]:
+        save_json(failures.path(name), {})
+    assert RunConfig.load(run.config_path).confidence_threshold == 0.9
+    assert open_stage("stress", run.root, profile="smoke", seed=42).config.confidence_threshold == 0.7
+    assert open_stage("augmented", run.root, profile="smoke", seed=42).config.confidence_threshold == 0.9
+    # The stage's own knob still wins.
+    stress = open_stage("stress", run.root, profile="smoke", seed=42, force=True, confidence_threshold=0.8)
+    assert stress.config.confidence_threshold == 0.8

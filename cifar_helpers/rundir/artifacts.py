@@ -131,22 +131,19 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
 
-    def stage_dir(self, stage: str, create: bool = True) -> Path:
-        """Directory of ``stage`` (a key of :data:`STAGES`)."""
+    def stage_dir(self, stage: str) -> Path:
+        """Directory of ``stage`` (a key of :data:`STAGES`); the writers create it (:func:`atomic_path`)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; known stages: {', '.join(STAGES)}")
-        path = self.root / STAGES[stage][0]
-        if create:
-            path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.root / STAGES[stage][0]
 
     def path(self, stage: str, name: str) -> Path:
-        """Path of artifact ``name`` of ``stage`` (directories are created)."""
+        """Path of artifact ``name`` of ``stage``; reading it creates nothing."""
         return self.stage_dir(stage) / name
 
     def require(self, stage: str, *names: str) -> list[Path]:
         """Paths of artifacts of ``stage``; raise :class:`MissingStageError` naming the notebook to run."""
-        base = self.stage_dir(stage, create=False)
+        base = self.stage_dir(stage)
         missing = [n for n in names if not (base / n).exists()]
         if missing:
             raise MissingStageError(
@@ -159,13 +156,13 @@ class RunDir:
 
     def has(self, stage: str, *names: str) -> bool:
         """Whether every artifact ``names`` of ``stage`` exists."""
-        base = self.stage_dir(stage, create=False)
+        base = self.stage_dir(stage)
         return all((base / n).exists() for n in names)
 
     def damaged(self, stage: str, *names: str) -> list[tuple[str, str]]:
         """``(name, problem)`` for each artifact of ``stage`` (default: its :data:`STAGE_OUTPUTS`) that
         exists but no longer matches the size and SHA-256 recorded when it was written."""
-        base = self.stage_dir(stage, create=False)
+        base = self.stage_dir(stage)
         found = ((n, manifest.damage(base / n)) for n in (names or STAGE_OUTPUTS[stage]))
         return [(n, problem) for n, problem in found if problem is not None]
 
@@ -184,7 +181,7 @@ def set_aside_stage(run: RunDir, stage: str) -> Path | None:
     None (nothing there, or setup, which lives in the run's root and is idempotent)."""
     if stage == "setup":
         return None
-    current = run.stage_dir(stage, create=False)
+    current = run.stage_dir(stage)
     if not current.exists():
         return None
     previous = current.with_name(current.name + ".previous")

@@ -21,7 +21,7 @@ def _input_digests(run: RunDir, stage: str) -> dict[str, dict[str, str]]:
     with a manifest entry)."""
     digests: dict[str, dict[str, str]] = {}
     for source in STAGE_INPUTS[stage]:
-        files = manifest.read_manifest(run.stage_dir(source, create=False))
+        files = manifest.read_manifest(run.stage_dir(source))
         digests[source] = {
             name: files[name]["sha256"]
             for name in STAGE_OUTPUTS[source]
@@ -37,14 +37,14 @@ def record_inputs(run: RunDir, stage: str) -> None:
 
 def has_outputs(run: RunDir, stage: str) -> bool:
     """Whether any of ``stage``'s outputs exist (a finished or a partly written stage)."""
-    base = run.stage_dir(stage, create=False)
+    base = run.stage_dir(stage)
     return any((base / name).exists() for name in STAGE_OUTPUTS[stage])
 
 
 def _changed_inputs(run: RunDir, stage: str) -> list[str]:
     """The input stages whose outputs differ from what ``stage`` read when it ran, in pipeline order
     (none without an ``inputs.json``)."""
-    path = run.stage_dir(stage, create=False) / INPUTS_NAME
+    path = run.stage_dir(stage) / INPUTS_NAME
     if stage == "setup" or not path.exists():
         return []
     try:
@@ -83,6 +83,6 @@ def pin_readers(run: RunDir, stage: str) -> list[str]:
     so the recomputation makes it out of date; returns those later stages with results."""
     affected = [later for later in readers_of(stage) if has_outputs(run, later)]
     for later in affected:
-        if not (run.stage_dir(later, create=False) / INPUTS_NAME).exists():
+        if not (run.stage_dir(later) / INPUTS_NAME).exists():
             record_inputs(run, later)
     return affected

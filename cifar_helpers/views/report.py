@@ -26,7 +26,13 @@ from cifar_helpers.analysis.human_labels import (
 )
 from cifar_helpers.analysis.positive_control import PositiveControl
 from cifar_helpers.analysis.sanity import RandomisationSummary
-from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracyOverSeeds, FailureStability, NoiseFloor
+from cifar_helpers.analysis.seed_analysis import (
+    COUNT_KEYS,
+    AccuracyOverSeeds,
+    FailureStability,
+    NoiseFloor,
+    ReplicateSummary,
+)
 from cifar_helpers.rundir.artifacts import (
     STAGE_OUTPUTS,
     STAGES,
@@ -134,25 +140,10 @@ def _positive_control(data: dict[str, Any]) -> list[pd.DataFrame]:
     return [t.positive_control_table(control), gaps, t.positive_control_road_table(control)]
 
 
-def _noise_floor(saved: dict[str, Any]) -> list[pd.DataFrame]:
-    floor = NoiseFloor.from_dict(saved)
-    pairs = [
-        (f"{r.source} → {r.target}", *(r.counts[k] for k in COUNT_KEYS))
-        for r in floor.reseed + floor.augmentation
-    ]
-    return [t.noise_floor_table(floor.mean), t.table(("each pair", *COUNT_KEYS), pairs)]
-
-
-def _stability(saved: dict[str, Any]) -> list[pd.DataFrame]:
-    stability = FailureStability.from_dict(saved)
-    rows = [
-        ("confident failures per seed", stability.failures_per_seed),
-        # keys as strings, as the file holds them: the cell reads {'1': n, ...} as it always did
-        ("images failing in k seeds", {str(k): n for k, n in stability.images_failing_in_k_seeds.items()}),
-        ("mean Jaccard overlap between seeds", stability.mean_jaccard),
-        (f"consistent failures (in ≥ {stability.consistent_min_seeds} seeds)", len(stability.consistent)),
-    ]
-    return [t.table(t.KV, rows)]
+def _replicate_summary(saved: dict[str, Any]) -> list[pd.DataFrame]:
+    summary = ReplicateSummary.from_dict(saved)
+    floor = [t.noise_floor_table(summary.noise_floor)] if "reseed" in summary.noise_floor else []
+    return [t.seed_accuracy_table(summary.accuracy), *floor]
 
 
 def _ledger(run: RunDir) -> str:
@@ -176,8 +167,9 @@ def _road_table(data: dict[str, Any]) -> Callable[[Any], pd.DataFrame]:
     return t.road_by_model_table if isinstance(data.get("models"), dict) else t.failure_road_table
 
 
-# Each file's heading and its table(s); a file not listed gets the table of its values. The template
-# adds the prose that explains some of them.
+# Each file's heading and its table(s), by "<folder>/<name>" where a name means different files in
+# different stages, else by name; a file not listed gets the table of its values. The template adds
+# the prose that explains some of them.
 FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]] = {
     "config.json": ("Configuration", lambda data: t.table(t.KV, data.items())),
     "environment.json": ("Environment", lambda data: t.table(t.KV, data.items())),
@@ -200,12 +192,19 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     "claims.json": ("Claims tested here", _stage_claims),
     "tile_shuffle.json": ("Accuracy on tile-shuffled images", t.tile_shuffle_table),
     # replicates/
+    "replicates/summary.json": ("Replicates at a glance", _replicate_summary),
     "accuracy.json": (
         "Test accuracy over seeds (95 % t-interval)",
         lambda data: t.seed_accuracy_table(AccuracyOverSeeds.from_dict(data).summary()),
     ),
-    "noise_floor.json": ("The noise floor: a reseed against augmentation", _noise_floor),
-    "stability.json": ("Failure stability (baseline)", _stability),
+    "noise_floor.json": (
+        "The noise floor: a reseed against augmentation",
+        lambda data: t.noise_floor_tables(NoiseFloor.from_dict(data)),
+    ),
+    "stability.json": (
+        "Failure stability (baseline)",
+        lambda data: t.stability_table(FailureStability.from_dict(data)),
+    ),
     "category_mix.json": (
         "Human-label categories: consistent failures against one-seed failures",
         t.category_mix_table,
@@ -218,7 +217,9 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
 
 def _file_part(path: Path) -> dict[str, str]:
     """A file's tables, or why they cannot be shown (with its values if it could be read)."""
-    heading, render = FILES.get(path.name, (path.name, _generic))
+    heading, render = FILES.get(f"{path.parent.name}/{path.name}") or FILES.get(
+        path.name, (path.name, _generic)
+    )
     part = {"heading": heading, "name": path.name}
     try:
         data = read_result(path)
@@ -285,7 +286,7 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
     damaged: list[str] = []
 
     def read(stage: str, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
-        path = run.stage_dir(stage, create=False) / name
+        path = run.stage_dir(stage) / name
         try:
             data = read_result(path) if path.exists() else dict.fromkeys(keys)
         except DamagedArtifactError as error:

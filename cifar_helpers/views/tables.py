@@ -44,7 +44,13 @@ from cifar_helpers.analysis.human_labels import (
 )
 from cifar_helpers.analysis.positive_control import PositiveControl
 from cifar_helpers.analysis.sanity import RandomisationSummary
-from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracySummary, ReplicateSummary
+from cifar_helpers.analysis.seed_analysis import (
+    COUNT_KEYS,
+    AccuracySummary,
+    FailureStability,
+    NoiseFloor,
+    ReplicateSummary,
+)
 from cifar_helpers.rundir.config import PROFILES, RunConfig
 
 # Display kinds; a float without a kind is "num", an int without one is shown in full.
@@ -595,6 +601,29 @@ def noise_floor_table(means: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     ]
     title = "mean fixed / kept / new: a reseed of the baseline against augmentation"
     return table(("comparison", *CATEGORY_COUNTS[1:]), rows, title)
+
+
+def noise_floor_tables(floor: NoiseFloor) -> list[pd.DataFrame]:
+    """:func:`analysis.seed_analysis.noise_floor`: the mean counts (:func:`noise_floor_table`) and
+    fixed / kept / new of each pair of models compared."""
+    pairs = [
+        (f"{r.source} → {r.target}", *(r.counts[k] for k in COUNT_KEYS))
+        for r in floor.reseed + floor.augmentation
+    ]
+    return [noise_floor_table(floor.mean), table(("each pair", *COUNT_KEYS), pairs)]
+
+
+def stability_table(stability: FailureStability) -> pd.DataFrame:
+    """:func:`analysis.seed_analysis.failure_stability`: failures per seed, how many images fail in k
+    seeds, the mean Jaccard overlap and the consistent failures."""
+    rows = [
+        ("confident failures per seed", stability.failures_per_seed),
+        # keys as strings, as the file holds them
+        ("images failing in k seeds", {str(k): n for k, n in stability.images_failing_in_k_seeds.items()}),
+        ("mean Jaccard overlap between seeds", stability.mean_jaccard),
+        (f"consistent failures (in ≥ {stability.consistent_min_seeds} seeds)", len(stability.consistent)),
+    ]
+    return table(KV, rows)
 
 
 def describe_replicates(summary: ReplicateSummary) -> str:

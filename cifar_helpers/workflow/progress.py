@@ -144,7 +144,7 @@ class StageProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar: Any = None
-        self._history = run.stage_dir(stage, create=False) / "history.json"
+        self._history = run.stage_dir(stage) / "history.json"
         self._last_mtime: float | None = None
         self._first_count = 0
 

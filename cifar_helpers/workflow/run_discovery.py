@@ -11,7 +11,7 @@ from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, STAGES, RunDir
 
 def last_modified(run: RunDir) -> float:
     """The latest modification time of the run's configuration files and stage folders."""
-    paths = [run.config_path, *(run.stage_dir(stage, create=False) for stage in STAGES if stage != "setup")]
+    paths = [run.config_path, *(run.stage_dir(stage) for stage in STAGES if stage != "setup")]
     return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 

@@ -193,15 +193,33 @@ def open_stage(
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
     if unknown:
         raise ConfigError(f"unknown stage knob(s) {', '.join(unknown)} for stage {stage!r}")
-    config = config.replace(**values)
+    own = config.replace(**values)  # what this stage's config.json holds: the run's and its knobs
     if force:
         replace_results(run, stage)
     else:
-        check_same_configuration(run, stage, config)
-    _seed(config)
-    config.save(run.path(stage, "config.json"))
+        check_same_configuration(run, stage, own)
+    own.save(run.path(stage, "config.json"))
     lineage.record_inputs(run, stage)
+    # A setting has one home, the stage whose knob set it: the confidence threshold 02 found the
+    # failures with is the one 05 and 06 read. (Not saved here: a change there makes this stage
+    # out of date, and its rerun reads the new value.)
+    config = own.replace(**{**_upstream_settings(run, stage, config), **values})
+    _seed(config)
     return Stage(name=stage, run=run, config=config)
+
+
+def _upstream_settings(run: RunDir, stage: str, root: RunConfig) -> dict[str, Any]:
+    """The settings the stages ``stage`` reads ran with where they differ from the run's ``root``
+    configuration (their knobs), later stages' over earlier ones'."""
+    changed: dict[str, Any] = {}
+    for needed in STAGE_INPUTS[stage]:
+        path = run.stage_dir(needed) / "config.json"
+        if needed != "setup" and path.exists():
+            upstream = RunConfig.load(path)
+            for field in dataclasses.fields(RunConfig):
+                if getattr(upstream, field.name) != getattr(root, field.name):
+                    changed[field.name] = getattr(upstream, field.name)
+    return changed
 
 
 def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
@@ -221,7 +239,7 @@ def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
 def check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None:
     """Raise :class:`ConfigError` when ``stage`` already has results computed with a configuration
     other than ``config``, naming the differing keys and the two ways on."""
-    previous_path = run.stage_dir(stage, create=False) / "config.json"
+    previous_path = run.stage_dir(stage) / "config.json"
     if not previous_path.exists() or not lineage.has_outputs(run, stage):
         return
     previous = RunConfig.load(previous_path)
@@ -278,10 +296,8 @@ class Replicates:
         return [r.seed for r in self.results]
 
     def path(self, name: str) -> Path:
-        """Path of an artifact of the replicate stage, in ``<root>/replicates`` (created)."""
-        directory = replicates_dir(self.root)
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory / name
+        """Path of an artifact of the replicate stage, in ``<root>/replicates``; the writers create it."""
+        return replicates_dir(self.root) / name
 
     def describe(self) -> str:
         """One line per seed: its run directory and test accuracies."""

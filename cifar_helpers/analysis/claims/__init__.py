@@ -54,4 +54,3 @@ from .rules import (
     mcnemar_exact,
     t_interval,
 )
-

@@ -233,7 +233,7 @@ def read_ledger(run_dir: str | os.PathLike[str], stages: Sequence[str] = LEDGER_
     the bench (:func:`gate_by_bench`), by claim, the bench's rows last."""
     run = RunDir(run_dir)
     rows = []
-    for path in (run.stage_dir(stage, create=False) / CLAIMS_FILE for stage in stages):
+    for path in (run.stage_dir(stage) / CLAIMS_FILE for stage in stages):
         saved = load_json(path) if path.exists() else []
         if not isinstance(saved, list):  # {} is no ledger, not an empty one
             raise DamagedArtifactError(f"{path} is damaged (not a list of claims): {rerun_hint(path)}")
