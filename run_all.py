@@ -26,32 +26,21 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, RunDir, set_aside_stage
-from cifar_helpers.rundir.config import PROFILE_NAMES, resolve_profile
-from cifar_helpers.rundir.lineage import out_of_date, pin_readers
-from cifar_helpers.rundir.registry import stage_number
+from cifar_helpers.rundir.artifacts import STAGES, RunDir
+from cifar_helpers.rundir.config import PROFILE_NAMES
 from cifar_helpers.rundir.replicate_layout import seed_run_dir
 from cifar_helpers.rundir.runlock import LOCK_NAME, RunLock, RunLockedError
-from cifar_helpers.views import report
 from cifar_helpers.workflow.pipeline import (
     PipelineArgumentError,
-    StageFailed,
-    StageResult,
     check_parameters,
     check_request,
-    format_summary,
     notebook_parameters,
     notebook_path,
     parse_parameter,
     parse_stages,
-    run_stage,
-    stage_has_results,
+    run_pipeline,
     stage_is_finished,
-    stale_stages,
-    summarize_run,
-    write_summary,
 )
-from cifar_helpers.workflow.progress import RunProgress
 from cifar_helpers.workflow.stages import default_run_dir
 
 # Errors of the machine, not of the code: reported in one line (path and cause), exit status 1.
@@ -186,67 +175,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cleanup: con
             (run.root / LOCK_NAME).unlink()
             run.root.rmdir()
         parser.error(str(e))
-    common = {"run_dir": str(run.root), "profile": args.profile}
-    if args.data_dir is not None:
-        common["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
-    results: list[StageResult] = []
-    print(f"Run directory: {run.root}", flush=True)
-    # A stage reading one that runs now would hold results of the old outputs: it runs too.
-    to_run: list[str] = []
-    for stage in stages:
-        upstream = STAGE_INPUTS[stage]
-        if args.force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
-            to_run.append(stage)
-    progress = RunProgress(resolve_profile(args.profile), to_run)
-    for stage in stages:
-        notebook = notebook_path(stage).name
-        if stage not in to_run:
-            given = sorted(set(overrides) & set(declared[stage]))
-            hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
-            print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
-            results.append(StageResult(stage, "skipped", 0.0, None))
-            continue
-        damaged = run.damaged(stage)
-        at_fault = out_of_date(run, stage)
-        if damaged:
-            name, problem = damaged[0]
-            print(f"[{stage}] {name} is damaged ({problem}): running the stage again", flush=True)
-        elif at_fault:
-            print(
-                f"[{stage}] holds results of earlier outputs of {', '.join(at_fault)}: running it again",
-                flush=True,
-            )
-        if args.force or damaged or at_fault or stage_has_results(run, stage):
-            pin_readers(run, stage)  # later stages not rerun now will count as out of date
-            moved = set_aside_stage(run, stage)
-            if moved is not None:
-                print(f"[{stage}] previous results moved to {moved.name}/", flush=True)
-        parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
-        print(f"[{stage}] {notebook}: running ...", flush=True)
-        try:
-            with progress.stage(stage, run) as stage_progress:
-                result = run_stage(stage, run, parameters, progress=stage_progress)
-        except StageFailed as e:
-            print(f"[{stage}] FAILED\n{e}", file=sys.stderr, flush=True)
-            return 1
-        print(f"[{stage}] {notebook}: done in {result.seconds / 60:.2f} min", flush=True)
-        results.append(result)
-
-    stale = stale_stages(run, {r.stage for r in results if r.status == "ran"})
-    if stale:
-        numbers = ",".join(str(stage_number(s)) for s in stale)
-        print(
-            f"note: {', '.join(stale)} still hold results computed from the previous outputs of the "
-            f"stages rerun now; refresh them with --stages {numbers}",
-            flush=True,
-        )
-    summary = summarize_run(run, results)
-    write_summary(run, summary)
-    print("\n" + format_summary(summary))
-    print(f"\nReport: {report.write_report(run.root)}")
-    for problem in summary["damaged"]:  # summary and report hold everything else
-        print(f"run_all.py: {problem}", file=sys.stderr)
-    return 1 if summary["damaged"] else 0
+    return run_pipeline(
+        run,
+        stages,
+        profile=args.profile,
+        overrides=overrides,
+        declared=declared,
+        data_dir=args.data_dir,
+        force=args.force,
+    )
 
 
 if __name__ == "__main__":

@@ -228,3 +228,17 @@ def test_the_line_counter_skips_docstrings_comments_and_blank_lines(tmp_path):
 def test_no_function_is_longer_than_a_screen_of_code():
     lengths = {k: v for p in PACKAGE.rglob("*.py") for k, v in code_lines_per_function(p).items()}
     assert {k: v for k, v in lengths.items() if v > MAX_FUNCTION_CODE_LINES} == {}
+
+
+def test_run_all_parses_arguments_and_calls_the_workflow():
+    # run_all.py is the top of the stack: it reads arguments and takes the run's lock, and leaves the
+    # stages' life cycle to workflow (pipeline.run_pipeline, replicates.run_from_arguments).
+    path = PACKAGE.parent / "run_all.py"
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cifar_helpers")
+    }
+    assert imported and {m.split(".")[1] for m in imported} <= {"rundir", "workflow"}, imported
+    lengths = code_lines_per_function(path)
+    assert max(lengths.values()) <= 40, lengths

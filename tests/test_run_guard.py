@@ -19,7 +19,7 @@ import run_all
 from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, RunDir, save_json, save_torch
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.rundir.runlock import LOCK_HOLDER_ENV, LOCK_NAME, RunLock, RunLockedError, check_not_locked
-from cifar_helpers.views import report
+from cifar_helpers.workflow import pipeline
 from cifar_helpers.workflow.pipeline import StageResult
 from cifar_helpers.workflow.stages import open_stage, setup_run
 
@@ -43,11 +43,11 @@ def complete_run(root: Path) -> RunDir:
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """The placeholder outputs are not a real run (results read strictly would name their missing
     keys): skip the summary's numbers and the HTML report."""
-    monkeypatch.setattr(report, "write_report", lambda root: Path(root) / "report.html")
+    monkeypatch.setattr(pipeline, "write_report", lambda root: Path(root) / "report.html")
     monkeypatch.setattr(
-        run_all, "summarize_run", lambda run, results: {"run_dir": str(run.root), "damaged": []}
+        pipeline, "summarize_run", lambda run, results: {"run_dir": str(run.root), "damaged": []}
     )
-    monkeypatch.setattr(run_all, "format_summary", lambda summary: summary["run_dir"])
+    monkeypatch.setattr(pipeline, "format_summary", lambda summary: summary["run_dir"])
 
 
 def stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -183,7 +183,7 @@ def test_a_full_disk_during_a_stage_is_one_line_and_exit_1(
     def no_space(stage: str, run: RunDir, parameters: dict[str, Any], **kwargs: Any) -> StageResult:
         raise OSError(errno.ENOSPC, "No space left on device", str(run.root / "executed" / "x.ipynb"))
 
-    monkeypatch.setattr(run_all, "run_stage", no_space)
+    monkeypatch.setattr(pipeline, "run_stage", no_space)
     assert run_all.main(["--profile", "smoke", "--run-dir", str(run.root), "--stages", "6", "--force"]) == 1
     assert stderr_line(capsys) == (
         f"run_all.py: cannot write {run.root}/executed/x.ipynb: No space left on device"
@@ -205,7 +205,7 @@ def test_a_truncated_checkpoint_makes_its_stage_run_again(
         ran.append(stage)
         return StageResult(stage, "ran", 0.0, None)
 
-    monkeypatch.setattr(run_all, "run_stage", pretend)
+    monkeypatch.setattr(pipeline, "run_stage", pretend)
     assert run_all.main(["--profile", "smoke", "--run-dir", str(run.root)]) == 0
     # Every later stage read the damaged baseline: they run again on the new one.
     assert ran == ["baseline", "failures", "gradcam", "augmented", "reevaluation", "stress"]

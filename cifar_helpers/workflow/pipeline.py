@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,20 @@ from typing import Any
 
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger
 from cifar_helpers.rundir import lineage
-from cifar_helpers.rundir.artifacts import STAGE_INPUTS, STAGES, DamagedArtifactError, RunDir, save_json
-from cifar_helpers.rundir.config import RunConfig, make_config
+from cifar_helpers.rundir.artifacts import (
+    STAGE_INPUTS,
+    STAGES,
+    DamagedArtifactError,
+    RunDir,
+    save_json,
+    set_aside_stage,
+)
+from cifar_helpers.rundir.config import RunConfig, make_config, resolve_profile
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
-from cifar_helpers.views.report import read_run_summary
+from cifar_helpers.views.report import read_run_summary, write_report
 from cifar_helpers.views.tables import claims_text, format_run_summary
 from cifar_helpers.workflow.kernel import LocalKernelManager
-from cifar_helpers.workflow.progress import StageProgress
+from cifar_helpers.workflow.progress import RunProgress, StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -294,3 +302,83 @@ def format_summary(summary: dict[str, Any]) -> str:
 def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:
     """Save the run summary as ``summary.json`` in the run directory."""
     return save_json(run.root / "summary.json", summary)
+
+
+def run_pipeline(
+    run: RunDir,
+    stages: list[str],
+    *,
+    profile: str,
+    overrides: dict[str, Any],
+    declared: dict[str, dict[str, Any]],
+    data_dir: str | None = None,
+    force: bool = False,
+) -> int:
+    """Run ``stages`` of ``run`` in order (a stage whose outputs are complete is skipped unless
+    ``force``, or unless a stage it reads runs now), printing each step, then the summary and the
+    report's path: ``run_all.py``'s single-seed run. ``overrides`` are the ``-p`` parameters, each
+    passed to the notebooks that declare it (``declared``: each stage's ``parameters`` cell).
+
+    Returns the exit status: 0, or 1 when a stage failed or a result file is damaged.
+    """
+    common = {"run_dir": str(run.root), "profile": profile}
+    if data_dir is not None:
+        common["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    results: list[StageResult] = []
+    print(f"Run directory: {run.root}", flush=True)
+    # A stage reading one that runs now would hold results of the old outputs: it runs too.
+    to_run: list[str] = []
+    for stage in stages:
+        upstream = STAGE_INPUTS[stage]
+        if force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
+            to_run.append(stage)
+    progress = RunProgress(resolve_profile(profile), to_run)
+    for stage in stages:
+        notebook = notebook_path(stage).name
+        if stage not in to_run:
+            given = sorted(set(overrides) & set(declared[stage]))
+            hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
+            print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
+            results.append(StageResult(stage, "skipped", 0.0, None))
+            continue
+        damaged = run.damaged(stage)
+        at_fault = lineage.out_of_date(run, stage)
+        if damaged:
+            name, problem = damaged[0]
+            print(f"[{stage}] {name} is damaged ({problem}): running the stage again", flush=True)
+        elif at_fault:
+            print(
+                f"[{stage}] holds results of earlier outputs of {', '.join(at_fault)}: running it again",
+                flush=True,
+            )
+        if force or damaged or at_fault or stage_has_results(run, stage):
+            lineage.pin_readers(run, stage)  # later stages not rerun now will count as out of date
+            moved = set_aside_stage(run, stage)
+            if moved is not None:
+                print(f"[{stage}] previous results moved to {moved.name}/", flush=True)
+        parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
+        print(f"[{stage}] {notebook}: running ...", flush=True)
+        try:
+            with progress.stage(stage, run) as stage_progress:
+                result = run_stage(stage, run, parameters, progress=stage_progress)
+        except StageFailed as e:
+            print(f"[{stage}] FAILED\n{e}", file=sys.stderr, flush=True)
+            return 1
+        print(f"[{stage}] {notebook}: done in {result.seconds / 60:.2f} min", flush=True)
+        results.append(result)
+
+    stale = stale_stages(run, {r.stage for r in results if r.status == "ran"})
+    if stale:
+        numbers = ",".join(str(stage_number(s)) for s in stale)
+        print(
+            f"note: {', '.join(stale)} still hold results computed from the previous outputs of the "
+            f"stages rerun now; refresh them with --stages {numbers}",
+            flush=True,
+        )
+    summary = summarize_run(run, results)
+    write_summary(run, summary)
+    print("\n" + format_summary(summary))
+    print(f"\nReport: {write_report(run.root)}")
+    for problem in summary["damaged"]:  # summary and report hold everything else
+        print(f"run_all.py: {problem}", file=sys.stderr)
+    return 1 if summary["damaged"] else 0
