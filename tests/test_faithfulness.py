@@ -25,8 +25,15 @@ from cifar_helpers.analysis.faithfulness import (
     random_maps,
     road_table,
 )
-from cifar_helpers.analysis.gradcam import deletion_curve, explain_images
+from cifar_helpers.analysis.gradcam import FailureMaps, deletion_curve, explain_images
 from cifar_helpers.core.models import resnet18
+
+
+def failure_maps(indices: torch.Tensor, predicted: torch.Tensor) -> FailureMaps:
+    """Notebook 03's maps of failures at ``indices`` predicted as ``predicted``; ROAD re-explains them,
+    so the maps themselves are blank."""
+    blank = torch.zeros(len(indices), 32, 32)
+    return FailureMaps(indices, predicted, predicted, blank, blank)
 
 
 def random_uint8(n: int, *, seed: int) -> torch.Tensor:
@@ -181,7 +188,7 @@ def test_failure_faithfulness_on_a_small_model(monkeypatch: pytest.MonkeyPatch) 
     images = torch.randint(
         0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5)
     )
-    failures = {"indices": torch.tensor([2, 0, 1]), "predicted": torch.tensor([0, 1, 2])}
+    failures = failure_maps(torch.tensor([2, 0, 1]), torch.tensor([0, 1, 2]))
     config = SimpleNamespace(road_images=3, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
     # Fewer layers and explainers than the notebook's, to keep the test short.
     monkeypatch.setattr(faithfulness, "ROAD_LAYERS", ("layer3", "layer4"))
@@ -231,7 +238,7 @@ def test_road_table_names_the_best_layer_and_explainer(monkeypatch: pytest.Monke
     from cifar_helpers.views.tables import failure_road_table, text
 
     model = small_resnet()
-    failures = {"indices": torch.tensor([0, 1, 2, 3, 4]), "predicted": torch.tensor([0, 1, 2, 3, 4])}
+    failures = failure_maps(torch.arange(5), torch.arange(5))
     config = SimpleNamespace(road_images=2, road_fractions=(0.5,), gradcam_layer="layer4", seed=0)
     images = random_uint8(5, seed=8)
     monkeypatch.setattr(faithfulness, "ROAD_LAYERS", ("layer3", "layer4"))

@@ -13,6 +13,7 @@ from torch import nn
 
 from cifar_helpers.analysis.failures import FailureSet
 from cifar_helpers.analysis.gradcam import (
+    FailureMaps,
     attention_measures,
     deletion_curve,
     grad_cam,
@@ -265,12 +266,19 @@ def test_gradcam_for_failures_maps_predicted_and_true_classes() -> None:
         num_errors=4,
     )
     result = gradcam_for_failures(model, images, failures, batch_size=2, max_items=2)
-    assert result["indices"].tolist() == [7, 2]
-    assert result["predicted_maps"].shape == result["true_maps"].shape == (2, 32, 32)
+    assert result.indices.tolist() == [7, 2] and len(result) == 2
+    assert result.predicted_maps.shape == result.true_maps.shape == (2, 32, 32)
     x = normalize(images[[7, 2]])
-    assert torch.allclose(result["predicted_maps"], grad_cam(model, x, torch.tensor([3, 3])), atol=1e-6)
-    assert torch.allclose(result["true_maps"], grad_cam(model, x, torch.tensor([1, 4])), atol=1e-6)
-    assert gradcam_for_failures(model, images, failures)["indices"].tolist() == [7, 2, 5]
+    assert torch.allclose(result.predicted_maps, grad_cam(model, x, torch.tensor([3, 3])), atol=1e-6)
+    assert torch.allclose(result.true_maps, grad_cam(model, x, torch.tensor([1, 4])), atol=1e-6)
+    assert gradcam_for_failures(model, images, failures).indices.tolist() == [7, 2, 5]
+    # heatmaps.pt holds its fields by name and reads back strictly; a row subset keeps rows aligned.
+    again = FailureMaps.from_dict(result.to_dict())
+    assert all(torch.equal(getattr(again, k), v) for k, v in result.to_dict().items())
+    with pytest.raises(KeyError, match="true_maps"):
+        FailureMaps.from_dict({k: v for k, v in result.to_dict().items() if k != "true_maps"})
+    second = result.restricted(torch.tensor([False, True]))
+    assert second.indices.tolist() == [2] and torch.equal(second.true_maps, result.true_maps[1:])
     with pytest.raises(ValueError, match="10 images"):
         gradcam_for_failures(model, images[:9], failures)
 
@@ -397,7 +405,14 @@ def test_the_package_offers_the_names_notebooks_import() -> None:
     from cifar_helpers.analysis.gradcam import attention, cam, stage_reports
 
     homes = {
-        cam: ("DEFAULT_LAYER", "grad_cam", "gradcam_for_failures", "explain_images", "resolve_layer"),
+        cam: (
+            "DEFAULT_LAYER",
+            "FailureMaps",
+            "grad_cam",
+            "gradcam_for_failures",
+            "explain_images",
+            "resolve_layer",
+        ),
         attention: ("periphery_share", "mask_share", "pointing_game", "attention_measures", "deletion_curve"),
         stage_reports: ("matched_confidence_controls", "failure_attention_report", "compare_attention"),
     }

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cifar_helpers.analysis.gradcam.cam import explain_images, resolve_layer
+from cifar_helpers.analysis.gradcam.cam import FailureMaps, explain_images, resolve_layer
 from cifar_helpers.core.checks import (
     check_fractions,
     check_images,
@@ -295,7 +295,7 @@ ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before u
 def failure_faithfulness(
     model: nn.Module,
     images_uint8: Tensor,
-    failure_maps: dict[str, Tensor],
+    failure_maps: FailureMaps,
     config: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Notebook 03's faithfulness section in one call: on the ``config.road_images`` most confident
@@ -311,8 +311,8 @@ def failure_faithfulness(
         ``num_failures``); ``maps``: ``indices``, ``predicted`` and ``maps`` (``{"gradcam@layer2":
         float32 (K, H, W), ..., "random"}``).
     """
-    k = min(config.road_images, len(failure_maps["indices"]))
-    indices, targets = failure_maps["indices"][:k], failure_maps["predicted"][:k]
+    k = min(config.road_images, len(failure_maps))
+    indices, targets = failure_maps.indices[:k], failure_maps.predicted[:k]
     images = check_images("images_uint8", images_uint8[indices])
     explainer_layer, seed = config.gradcam_layer, config.seed
     jobs = [(GRADCAM, layer) for layer in ROAD_LAYERS]
@@ -337,7 +337,7 @@ def failure_faithfulness(
         best_explainer=None if best_explainer is None else best_explainer.split("@", 1)[0],
         map_seconds=map_seconds,
         indices=indices.tolist(),
-        num_failures=len(failure_maps["indices"]),
+        num_failures=len(failure_maps),
     )
     return report, {"indices": indices, "predicted": targets, "maps": maps}
 

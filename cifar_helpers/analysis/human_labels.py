@@ -35,6 +35,7 @@ from cifar_helpers.rundir.artifacts import RunDir, atomic_path, load_json
 
 if TYPE_CHECKING:
     from cifar_helpers.analysis.failures import FailureComparison, FailureSet
+    from cifar_helpers.analysis.gradcam.cam import FailureMaps
     from cifar_helpers.core.data import CifarData
     from cifar_helpers.rundir.config import RunConfig
 
@@ -666,19 +667,16 @@ def human_failure_report(
 
 
 def model_error_maps(
-    maps: dict[str, Any], human_report: HumanFailureReport | NotApplicable
-) -> dict[str, Any] | None:
-    """Notebook 03's Grad-CAM ``maps`` (:func:`analysis.gradcam.gradcam_for_failures`: ``indices`` (M,)
-    and per-failure tensors of first dimension M) with only the rows of the failures
-    ``human_report`` (:func:`human_failure_report`) calls model errors; None when no human labels apply."""
+    maps: FailureMaps, human_report: HumanFailureReport | NotApplicable
+) -> FailureMaps | None:
+    """Notebook 03's Grad-CAM ``maps`` with only the rows of the failures ``human_report``
+    (:func:`human_failure_report`) calls model errors; None when no human labels apply."""
     if isinstance(human_report, NotApplicable):
         return None
     model_errors = set(human_report.model_errors())
-    keep = torch.tensor([int(i) in model_errors for i in maps["indices"].tolist()], dtype=torch.bool)
-    return {
-        key: value[keep] if isinstance(value, Tensor) and value.ndim and len(value) == len(keep) else value
-        for key, value in maps.items()
-    }
+    return maps.restricted(
+        torch.tensor([int(i) in model_errors for i in maps.indices.tolist()], dtype=torch.bool)
+    )
 
 
 def comparison_by_category(

@@ -233,15 +233,15 @@ def _gradcam_row(
     row = gradcam_claim(measures, None, seed=seed, population=BENCH + cause)
     layer = GRADCAM_CLAIM_LAYER
     maps = gradcam_for_failures(model, images, failures, layer=layer, max_items=BENCH_ROAD_IMAGES)
-    k = len(maps["indices"])
+    k = len(maps)
     road_maps = {
-        map_key(GRADCAM, layer): maps["predicted_maps"],
+        map_key(GRADCAM, layer): maps.predicted_maps,
         RANDOM: random_maps(k, *images.shape[2:], seed=seed),
     }
     road = road_table(
         model,
-        images[maps["indices"]],
-        maps["predicted"],
+        images[maps.indices],
+        maps.predicted,
         road_maps,
         fractions=config.road_fractions,
         seed=seed,

@@ -7,7 +7,7 @@ notebooks 03 and 05 record, each in one call.
 """
 
 from .attention import attention_measures, deletion_curve, mask_share, periphery_share, pointing_game
-from .cam import DEFAULT_LAYER, explain_images, grad_cam, gradcam_for_failures, resolve_layer
+from .cam import DEFAULT_LAYER, FailureMaps, explain_images, grad_cam, gradcam_for_failures, resolve_layer
 from .stage_reports import (
     compare_attention,
     describe_attention,

@@ -8,6 +8,8 @@ size and divided by its maximum.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -150,6 +152,36 @@ def grad_cam(
     return maps
 
 
+@dataclass(frozen=True)
+class FailureMaps:
+    """Grad-CAM of K explained failures (notebook 03's ``gradcam/heatmaps.pt``), row i for the failure
+    at test index ``indices[i]``: int64 (K,) ``indices``, ``predicted`` and ``true_labels``; float32
+    (K, H, W) ``predicted_maps`` and ``true_maps`` in [0, 1], of the predicted and of the true class."""
+
+    indices: Tensor
+    predicted: Tensor
+    true_labels: Tensor
+    predicted_maps: Tensor
+    true_maps: Tensor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def restricted(self, keep: Tensor) -> FailureMaps:
+        """The rows where bool (K,) ``keep`` is True."""
+        return FailureMaps(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    def to_dict(self) -> dict[str, Tensor]:
+        """What ``heatmaps.pt`` holds: the fields by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Tensor]) -> FailureMaps:
+        """Read :meth:`to_dict`'s output back (``load_torch`` of ``heatmaps.pt``); a missing key raises
+        KeyError naming it."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
 def gradcam_for_failures(
     model: nn.Module,
     images_uint8: Tensor,
@@ -158,16 +190,12 @@ def gradcam_for_failures(
     layer: nn.Module | str | None = None,
     batch_size: int = 256,
     max_items: int | None = None,
-) -> dict[str, Tensor]:
+) -> FailureMaps:
     """Grad-CAM maps of the predicted (wrong) class and of the true class for each failure: where the
     model found evidence for what it said, and where it found (or missed) evidence for the right answer.
 
     ``images_uint8`` uint8 (N, 3, H, W) is the whole split ``failures`` were found on; ``max_items``
-    explains only the first (most confident) failures.
-
-    Returns:
-        On the CPU: ``indices``, ``predicted`` and ``true_labels`` int64 (K,), ``predicted_maps`` and
-        ``true_maps`` float32 (K, H, W) in [0, 1].
+    explains only the first (most confident) failures. The result's tensors are on the CPU.
     """
     images_uint8 = check_images("images_uint8", images_uint8)
     if not isinstance(failures, FailureSet):
@@ -185,13 +213,13 @@ def gradcam_for_failures(
     indices = failures.indices[:k]
     predicted, true_labels = failures.predicted[:k], failures.true_labels[:k]
     chosen = images_uint8[indices]
-    return {
-        "indices": indices.clone(),
-        "predicted": predicted.clone(),
-        "true_labels": true_labels.clone(),
-        "predicted_maps": explain_images(model, chosen, predicted, layer=layer, batch_size=batch_size),
-        "true_maps": explain_images(model, chosen, true_labels, layer=layer, batch_size=batch_size),
-    }
+    return FailureMaps(
+        indices.clone(),
+        predicted.clone(),
+        true_labels.clone(),
+        explain_images(model, chosen, predicted, layer=layer, batch_size=batch_size),
+        explain_images(model, chosen, true_labels, layer=layer, batch_size=batch_size),
+    )
 
 
 def explain_images(

@@ -15,7 +15,7 @@ from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.normalization import normalize
 
 from .attention import attention_measures, deletion_curve, periphery_share
-from .cam import explain_images
+from .cam import FailureMaps, explain_images
 
 
 def matched_confidence_controls(
@@ -84,7 +84,7 @@ def failure_attention_report(
     images_uint8: Tensor,
     probs: Tensor,
     labels: Tensor,
-    failure_maps: dict[str, Tensor],
+    failure_maps: FailureMaps,
     *,
     layer: nn.Module | str | None = None,
     deletion_steps: int = 10,
@@ -109,7 +109,7 @@ def failure_attention_report(
         ``deletion`` (:func:`deletion_curve`, or None
         without failures).
     """
-    indices = failure_maps["indices"]
+    indices = failure_maps.indices
     k = len(indices)
     report: dict[str, Any] = {"num_failures": k, "center": center, "deletion_steps": deletion_steps}
     if k == 0:
@@ -135,7 +135,7 @@ def failure_attention_report(
     control_maps = explain_images(
         model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size
     )
-    fail_maps = failure_maps["predicted_maps"]
+    fail_maps = failure_maps.predicted_maps
     report.update(
         periphery=attention_measures(fail_maps, control_maps, center=center),
         failure_periphery_shares=_share_list(fail_maps, center),
@@ -145,7 +145,7 @@ def failure_attention_report(
         deletion=deletion_curve(
             model,
             normalize(images_uint8[indices].to(model_device(model, images_uint8.device))),
-            failure_maps["predicted"],
+            failure_maps.predicted,
             fail_maps,
             steps=deletion_steps,
             generator=torch.Generator().manual_seed(seed),
