@@ -169,7 +169,7 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_reliability_diagram_figure() -> None:
-    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.common import figure_to_png_bytes
     from cifar_helpers.views.plotting.stress import plot_reliability_diagram
 
     logits, labels = _calibrated(2000, seed=10)

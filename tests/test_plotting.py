@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from cifar_helpers.views import plotting
-from cifar_helpers.views.plotting.core import format_confidence
+from cifar_helpers.views.plotting.common import format_confidence
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

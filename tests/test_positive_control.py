@@ -148,7 +148,7 @@ def test_background_positive_control_shows_the_gap(tmp_path: Path) -> None:
 
 
 def test_positive_control_figure() -> None:
-    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.common import figure_to_png_bytes
     from cifar_helpers.views.plotting.stress import plot_positive_control
 
     data = make_synthetic_cifar(1, 1, seed=0)

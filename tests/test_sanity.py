@@ -113,7 +113,7 @@ def test_randomisation_refuses_other_architectures() -> None:
 
 
 def test_randomisation_figure(trained_model: tuple[nn.Module, torch.Tensor]) -> None:
-    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.common import figure_to_png_bytes
 
     model, images = trained_model
     steps, maps, _ = cascading_randomisation_maps(model, images[:3], seed=0)

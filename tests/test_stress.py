@@ -249,7 +249,7 @@ def test_stress_test_refuses_bad_arguments() -> None:
 
 # --- figures ----------------------------------------------------------------------------------------
 def test_corruption_curves_figure(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cifar_helpers.views.plotting.core import figure_to_png_bytes
+    from cifar_helpers.views.plotting.common import figure_to_png_bytes
     from cifar_helpers.views.plotting.stress import plot_corruption_curves
 
     images, labels = _texture_set(4)

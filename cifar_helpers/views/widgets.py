@@ -26,7 +26,7 @@ from cifar_helpers.analysis.gradcam import explain_images
 from cifar_helpers.analysis.human_labels import HumanVotes
 from cifar_helpers.core.checks import check_classes
 from cifar_helpers.rundir.registry import HEADLESS_ENV
-from cifar_helpers.views.plotting.core import (
+from cifar_helpers.views.plotting.common import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     PANEL_INCHES,

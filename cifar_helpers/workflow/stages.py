@@ -334,7 +334,7 @@ class Replicates:
             "predicted_maps": explain_images(model, images, predicted, layer=layer),
             "true_maps": explain_images(model, images, true, layer=layer),
             "true_labels": true,
-            "predicted_labels": predicted,
+            "predicted": predicted,
             "confidences": probs.max(dim=1).values,
             "classes": data.classes,
         }

@@ -2,7 +2,7 @@
 to show it, or :func:`cifar_helpers.rundir.artifacts.save_figure` it); overlays return uint8 RGB arrays.
 """
 
-from .core import (
+from .common import (
     CORRECT_COLOR,
     MODEL_COLORS,
     WRONG_COLOR,

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from cifar_helpers.core.checks import check_classes, check_count, check_fractions
 
-from .core import (
+from .common import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     PANEL_INCHES,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from .core import (
+from .common import (
     MODEL_COLORS,
     NEUTRAL_COLOR,
     PANEL_INCHES,

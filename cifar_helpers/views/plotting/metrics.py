@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cifar_helpers.core.checks import check_classes, check_fraction
 
-from .core import (
+from .common import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     WRONG_COLOR,

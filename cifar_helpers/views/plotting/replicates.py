@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from cifar_helpers.analysis.claims.rules import MeanInterval
 from cifar_helpers.analysis.seed_analysis import AccuracyOverSeeds, FailureStability, NoiseFloor
 
-from .core import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, new_figure, styled
+from .common import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, new_figure, styled
 
 _GROUPS = (
     ("fixed", "fixed", CORRECT_COLOR),

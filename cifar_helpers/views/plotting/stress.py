@@ -18,7 +18,7 @@ from cifar_helpers.analysis.positive_control import ControlExamples, PositiveCon
 from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.stress import CORRUPTION_PARAMETERS, CORRUPTIONS, corrupt, corruption_seed
 
-from .core import (
+from .common import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     WRONG_COLOR,
