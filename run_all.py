@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from cifar_helpers.rundir.artifacts import STAGES, RunDir
-from cifar_helpers.rundir.config import PROFILE_NAMES
+from cifar_helpers.rundir.config import PROFILE_NAMES, resolve_profile
 from cifar_helpers.rundir.replicate_layout import seed_run_dir
 from cifar_helpers.rundir.runlock import LOCK_NAME, RunLock, RunLockedError
 from cifar_helpers.workflow.pipeline import (
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected stages; the exit status (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Resolved once, here: the stages, the notebooks' parameters and the progress line all get the
+    # profile "auto" stands for on this machine.
+    args.profile = resolve_profile(args.profile)
     with contextlib.ExitStack() as cleanup:  # releases the run directory's lock, however main ends
         previous = signal.signal(signal.SIGINT, _interrupted)
         cleanup.callback(signal.signal, signal.SIGINT, previous)

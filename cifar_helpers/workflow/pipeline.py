@@ -25,7 +25,7 @@ from cifar_helpers.rundir.artifacts import (
     save_json,
     set_aside_stage,
 )
-from cifar_helpers.rundir.config import RunConfig, make_config, resolve_profile
+from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
 from cifar_helpers.views.report import read_run_summary, write_report
 from cifar_helpers.views.tables import claims_text, format_run_summary
@@ -316,8 +316,9 @@ def run_pipeline(
 ) -> int:
     """Run ``stages`` of ``run`` in order (a stage whose outputs are complete is skipped unless
     ``force``, or unless a stage it reads runs now), printing each step, then the summary and the
-    report's path: ``run_all.py``'s single-seed run. ``overrides`` are the ``-p`` parameters, each
-    passed to the notebooks that declare it (``declared``: each stage's ``parameters`` cell).
+    report's path: ``run_all.py``'s single-seed run, ``profile`` resolved (never "auto").
+    ``overrides`` are the ``-p`` parameters, each passed to the notebooks that declare it
+    (``declared``: each stage's ``parameters`` cell).
 
     Returns the exit status: 0, or 1 when a stage failed or a result file is damaged.
     """
@@ -332,7 +333,7 @@ def run_pipeline(
         upstream = STAGE_INPUTS[stage]
         if force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
             to_run.append(stage)
-    progress = RunProgress(resolve_profile(profile), to_run)
+    progress = RunProgress(profile, to_run)
     for stage in stages:
         notebook = notebook_path(stage).name
         if stage not in to_run:

@@ -21,7 +21,7 @@ from typing import Any
 
 from cifar_helpers.analysis.seed_analysis import ReplicateSummary
 from cifar_helpers.rundir.artifacts import STAGES, RunDir, load_json, save_json
-from cifar_helpers.rundir.config import make_config, resolve_profile
+from cifar_helpers.rundir.config import make_config
 from cifar_helpers.rundir.replicate_layout import (
     REPLICATES_NOTEBOOK,
     REPLICATES_STAGE,
@@ -469,7 +469,7 @@ def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) 
         raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
     if "seed" in overrides:
         raise ReplicateArgumentError("-p seed cannot be combined with --seeds: the seeds come from --seeds")
-    profile = resolve_profile(args.profile)
+    profile = args.profile  # resolved by run_all.py
     root = Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(profile, cwd=Path.cwd())
     data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir is not None else None
     request = ReplicateRequest(
