@@ -71,6 +71,12 @@ def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return Path(path)
 
 
+def failure_marker(root: str | os.PathLike[str], stage: str) -> Path:
+    """The file that marks ``stage`` of the run in ``root`` (a pipeline stage, or 07's ``"replicates"``)
+    as started by ``run_all.py`` and not finished: ``<root>/executed/<stage>.incomplete``."""
+    return Path(root) / "executed" / f"{stage}.incomplete"
+
+
 def load_json(path: str | os.PathLike[str], object_hook: Any = None) -> Any:
     """Read a JSON file written by :func:`save_json` (``object_hook`` as for ``json.loads``); raises
     :class:`DamagedArtifactError` (one line, naming the stage to rerun) for a file that does not match

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_helpers.rundir.artifacts import load_json
+from cifar_helpers.rundir.artifacts import failure_marker, load_json
 
 SEED_DIR_PREFIX = "seed-"
 REPLICATES_STAGE = "replicates"
@@ -54,6 +54,6 @@ def replicates_complete(root: str | os.PathLike[str], seeds: Sequence[int]) -> b
     directory = replicates_dir(root)
     if not all((directory / name).exists() for name in REPLICATES_OUTPUTS):
         return False
-    if (Path(root) / "executed" / f"{REPLICATES_STAGE}.incomplete").exists():
+    if failure_marker(root, REPLICATES_STAGE).exists():
         return False
     return load_json(directory / "summary.json").get("seeds") == list(seeds)

@@ -22,6 +22,7 @@ from cifar_helpers.rundir.artifacts import (
     STAGES,
     DamagedArtifactError,
     RunDir,
+    failure_marker,
     save_json,
     set_aside_stage,
 )
@@ -210,7 +211,7 @@ def run_stage(
     source = notebook_path(stage, notebook_dir)
     executed = run.root / "executed" / source.name
     options = {"label": f"stage '{stage}'", "kernel_name": kernel_name, "progress": progress}
-    seconds = execute_notebook(source, executed, parameters, failure_marker(run, stage), **options)
+    seconds = execute_notebook(source, executed, parameters, failure_marker(run.root, stage), **options)
     return StageResult(stage, "ran", seconds, executed)
 
 
@@ -260,14 +261,9 @@ def execute_notebook(
     return time.perf_counter() - start
 
 
-def failure_marker(run: RunDir, stage: str) -> Path:
-    """The file that marks ``stage`` as started by run_all.py but not finished."""
-    return run.root / "executed" / f"{stage}.incomplete"
-
-
 def stage_has_results(run: RunDir, stage: str) -> bool:
     """All of the stage's outputs exist, intact, and no run_all.py execution of it failed or stopped."""
-    return run.is_complete(stage) and not failure_marker(run, stage).exists()
+    return run.is_complete(stage) and not failure_marker(run.root, stage).exists()
 
 
 def stage_is_finished(run: RunDir, stage: str) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar_helpers.analysis.seed_analysis import ReplicateSummary
-from cifar_helpers.rundir.artifacts import STAGES, RunDir, load_json, save_json
+from cifar_helpers.rundir.artifacts import STAGES, RunDir, failure_marker, load_json, save_json
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.rundir.replicate_layout import (
     REPLICATES_NOTEBOOK,
@@ -35,7 +35,6 @@ from cifar_helpers.workflow.pipeline import (
     NOTEBOOK_DIR,
     StageFailed,
     execute_notebook,
-    failure_marker,
     stage_is_finished,
 )
 from cifar_helpers.workflow.stages import default_run_dir
@@ -172,7 +171,7 @@ def run_seed(
         seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, stages=reported
     )
     if not outcome.ok:
-        marked = [s for s in stages if failure_marker(run, s).exists()]
+        marked = [s for s in stages if failure_marker(run.root, s).exists()]
         unfinished = [s for s in stages if s not in reported]
         outcome.failed_stage = (marked or unfinished or [None])[0]
         outcome.message = _error_lines(text)
@@ -396,7 +395,7 @@ def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) ->
     print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: running ...", flush=True)
     try:
         executed = request.root / "executed"
-        marker = executed / f"{REPLICATES_STAGE}.incomplete"
+        marker = failure_marker(request.root, REPLICATES_STAGE)
         label = f"stage '{REPLICATES_STAGE}'"
         seconds = execute_notebook(source, executed / REPLICATES_NOTEBOOK, parameters, marker, label=label)
     except StageFailed as e:
