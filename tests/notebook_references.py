@@ -63,9 +63,9 @@ SMOKE_PARAMETERS: dict[str, Any] = {"profile": "smoke", "seed": 42, "data_source
 
 def is_replicate_notebook(path: Path) -> bool:
     """Whether ``path`` is the replicate stage's notebook, which runs on a replicate run, not on one run."""
-    from cifar_helpers.workflow.replicates import REPLICATES_NOTEBOOK
+    from cifar_helpers.rundir.registry import REPLICATES_SPEC
 
-    return path.name == REPLICATES_NOTEBOOK
+    return path.name == REPLICATES_SPEC.notebook
 
 
 def source_notebooks() -> list[Path]:

@@ -64,18 +64,14 @@ def test_unknown_stage_is_refused(tmp_path):
 def test_stage_07_is_complete_with_all_its_outputs_for_its_seeds_and_no_failure_marker(tmp_path):
     # One marker file per stage, 07 included, written and read through failure_marker alone.
     from cifar_helpers.rundir.artifacts import failure_marker
-    from cifar_helpers.rundir.replicate_layout import (
-        REPLICATES_OUTPUTS,
-        REPLICATES_STAGE,
-        replicates_complete,
-        replicates_dir,
-    )
+    from cifar_helpers.rundir.registry import REPLICATES_SPEC
+    from cifar_helpers.rundir.replicate_layout import replicates_complete, replicates_dir
 
     assert not replicates_complete(tmp_path, [42, 43])
-    for name in REPLICATES_OUTPUTS:
+    for name in REPLICATES_SPEC.outputs:
         save_json(replicates_dir(tmp_path) / name, {"seeds": [42, 43]})
     assert replicates_complete(tmp_path, [42, 43]) and not replicates_complete(tmp_path, [42])
-    marker = failure_marker(tmp_path, REPLICATES_STAGE)
+    marker = failure_marker(tmp_path, REPLICATES_SPEC.name)
     marker.parent.mkdir()
     marker.write_text("running or failed\n", encoding="utf-8")
     assert marker == tmp_path / "executed" / "replicates.incomplete"

@@ -13,13 +13,8 @@ from conftest import run_all as run_all_py
 
 from cifar_helpers.rundir.artifacts import STAGES, RunDir, load_json
 from cifar_helpers.rundir.config import make_config
-from cifar_helpers.rundir.replicate_layout import (
-    REPLICATES_NOTEBOOK,
-    REPLICATES_OUTPUTS,
-    find_seed_dirs,
-    seed_run_dir,
-)
-from cifar_helpers.views.report import REPLICATES_TITLE
+from cifar_helpers.rundir.registry import REPLICATES_SPEC
+from cifar_helpers.rundir.replicate_layout import find_seed_dirs, seed_run_dir
 from cifar_helpers.workflow.pipeline import stage_is_finished
 from cifar_helpers.workflow.replicates import (
     ReplicateArgumentError,
@@ -99,12 +94,12 @@ def test_replicate_run_on_ray_writes_every_seed_notebook_07_and_the_report(smoke
         for stage in STAGES:  # one progress line per seed per finished stage
             assert completed.stdout.count(f"[seed {seed}] [{stage}]") == 1, stage
     assert f"({total}/{total} stages)" in completed.stdout
-    assert (root / "executed" / REPLICATES_NOTEBOOK).exists()
-    assert all((root / "replicates" / name).exists() for name in REPLICATES_OUTPUTS)
+    assert (root / "executed" / REPLICATES_SPEC.notebook).exists()
+    assert all((root / "replicates" / name).exists() for name in REPLICATES_SPEC.outputs)
     summary = json.loads((root / "summary.json").read_text())
     assert {info["status"] for info in summary["seeds"].values()} == {"ok"}
     assert summary["replicates"]["seeds"] == list(REPLICATE_SEEDS)
-    assert REPLICATES_TITLE in (root / "report.html").read_text(encoding="utf-8")
+    assert REPLICATES_SPEC.title in (root / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

@@ -105,6 +105,26 @@ STAGE_SPECS: tuple[StageSpec, ...] = (
     ),
 )
 
+# Stage 07 compares the single-seed runs of a replicate run (``run_all.py --seeds``), so it is not
+# one of a run's stages above; it writes into ``<root>/replicates/`` (``replicate_layout``) and shows
+# its progress per seed, so it has no expected durations.
+REPLICATES_SPEC = StageSpec(
+    name="replicates",
+    directory="replicates",
+    notebook="07_replicates.ipynb",
+    title="07 Replicates: accuracy over seeds, the reseed noise floor, failure stability",
+    inputs=(),  # every seed's stages 00-06
+    outputs=(
+        "accuracy.json",
+        "noise_floor.json",
+        "stability.json",
+        "category_mix.json",
+        "summary.json",
+        "claims.json",  # the claims ledger over seeds
+    ),
+    expected_seconds={},
+)
+
 # The same records by name, in pipeline order.
 STAGE_REGISTRY: dict[str, StageSpec] = {spec.name: spec for spec in STAGE_SPECS}
 

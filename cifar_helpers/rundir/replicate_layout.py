@@ -14,19 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar_helpers.rundir.artifacts import failure_marker, load_json
+from cifar_helpers.rundir.registry import REPLICATES_SPEC
 
 SEED_DIR_PREFIX = "seed-"
-REPLICATES_STAGE = "replicates"
-REPLICATES_NOTEBOOK = "07_replicates.ipynb"
-# What stage 07 writes into <root>/replicates/; the stage is complete when all of these exist.
-REPLICATES_OUTPUTS = (
-    "accuracy.json",
-    "noise_floor.json",
-    "stability.json",
-    "category_mix.json",
-    "summary.json",
-    "claims.json",  # the claims ledger over seeds
-)
 
 
 def seed_run_dir(root: str | os.PathLike[str], seed: int) -> Path:
@@ -46,14 +36,14 @@ def find_seed_dirs(root: str | os.PathLike[str]) -> dict[int, Path]:
 
 def replicates_dir(root: str | os.PathLike[str]) -> Path:
     """Where stage 07 writes: ``<root>/replicates``."""
-    return Path(root) / REPLICATES_STAGE
+    return Path(root) / REPLICATES_SPEC.directory
 
 
 def replicates_complete(root: str | os.PathLike[str], seeds: Sequence[int]) -> bool:
     """Whether stage 07 wrote all its outputs for exactly ``seeds`` and did not fail since."""
     directory = replicates_dir(root)
-    if not all((directory / name).exists() for name in REPLICATES_OUTPUTS):
+    if not all((directory / name).exists() for name in REPLICATES_SPEC.outputs):
         return False
-    if failure_marker(root, REPLICATES_STAGE).exists():
+    if failure_marker(root, REPLICATES_SPEC.name).exists():
         return False
     return load_json(directory / "summary.json").get("seeds") == list(seeds)

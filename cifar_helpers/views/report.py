@@ -41,10 +41,8 @@ from cifar_helpers.rundir.artifacts import (
     atomic_path,
     load_json,
 )
-from cifar_helpers.rundir.registry import STAGE_SPECS
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGE_SPECS
 from cifar_helpers.rundir.replicate_layout import (
-    REPLICATES_NOTEBOOK,
-    REPLICATES_OUTPUTS,
     find_seed_dirs,
     replicates_dir,
 )
@@ -376,8 +374,6 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
 
 # --- the replicate run (run_all.py --seeds) -------------------------------------------------------------
 
-REPLICATES_TITLE = "07 Replicates: accuracy over seeds, the reseed noise floor, failure stability"
-
 
 def _seeds(root: Path) -> str:
     """Each seed's test accuracies and a link to its own report."""
@@ -394,8 +390,9 @@ def _seeds(root: Path) -> str:
 def render_replicates_report(root: str | os.PathLike[str]) -> str:
     """The replicate run's page: each seed's accuracies and the section of ``replicates/``."""
     root = Path(root).expanduser().resolve()
-    notebook = f"{REPLICATES_NOTEBOOK} (run_all.py --seeds)"
-    section = _section("replicates", REPLICATES_TITLE, replicates_dir(root), REPLICATES_OUTPUTS, notebook)
+    spec = REPLICATES_SPEC
+    notebook = f"{spec.notebook} (run_all.py --seeds)"
+    section = _section(spec.name, spec.title, replicates_dir(root), spec.outputs, notebook)
     return TEMPLATE.render(
         title=f"cifar-stress replicate report: {root.name}",
         intro=f"Replicate run: {root}. Built from the seed-<k>/ run directories and replicates/.",

@@ -22,9 +22,8 @@ from typing import Any
 from cifar_helpers.analysis.seed_analysis import ReplicateSummary
 from cifar_helpers.rundir.artifacts import STAGES, RunDir, failure_marker, load_json, save_json
 from cifar_helpers.rundir.config import make_config
+from cifar_helpers.rundir.registry import REPLICATES_SPEC
 from cifar_helpers.rundir.replicate_layout import (
-    REPLICATES_NOTEBOOK,
-    REPLICATES_STAGE,
     replicates_complete,
     replicates_dir,
     seed_run_dir,
@@ -302,7 +301,7 @@ def run_replicates(request: ReplicateRequest) -> int:
     elif not any(s["status"] == "ran" for o in outcomes for s in o.stages.values()) and (
         not request.force and replicates_complete(root, seeds)
     ):
-        _say(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: complete, skipped")
+        _say(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: complete, skipped")
         replicates_status = "skipped"
     else:
         replicates_status = _run_replicates_notebook(request, seeds)
@@ -385,23 +384,25 @@ def _seed_task(
 
 def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) -> str:
     """Execute 07_replicates.ipynb on the replicate run; "ran" or "failed" (the reason is printed)."""
-    source = NOTEBOOK_DIR / REPLICATES_NOTEBOOK
+    source = NOTEBOOK_DIR / REPLICATES_SPEC.notebook
     parameters = {
         "run_dir": str(request.root),
         "profile": request.profile,
         "seed": seeds[0],
         "seeds": list(seeds),
     }
-    print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: running ...", flush=True)
+    print(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: running ...", flush=True)
     try:
         executed = request.root / "executed"
-        marker = failure_marker(request.root, REPLICATES_STAGE)
-        label = f"stage '{REPLICATES_STAGE}'"
-        seconds = execute_notebook(source, executed / REPLICATES_NOTEBOOK, parameters, marker, label=label)
+        marker = failure_marker(request.root, REPLICATES_SPEC.name)
+        label = f"stage '{REPLICATES_SPEC.name}'"
+        seconds = execute_notebook(
+            source, executed / REPLICATES_SPEC.notebook, parameters, marker, label=label
+        )
     except StageFailed as e:
-        _say(f"[{REPLICATES_STAGE}] FAILED\n{e}", error=True)
+        _say(f"[{REPLICATES_SPEC.name}] FAILED\n{e}", error=True)
         return "failed"
-    print(f"[{REPLICATES_STAGE}] {REPLICATES_NOTEBOOK}: done in {seconds / 60:.2f} min", flush=True)
+    print(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: done in {seconds / 60:.2f} min", flush=True)
     return "ran"
 
 
