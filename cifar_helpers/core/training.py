@@ -18,11 +18,11 @@ with a fresh permutation each epoch a different image is skipped each time).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -252,8 +252,14 @@ def _sync(device: torch.device) -> None:
 
 @dataclass
 class _TrainingState:
-    """Everything one training run changes as it goes, and what a checkpoint restores."""
+    """One training run: its settings and files, and everything it changes as it goes (what a
+    checkpoint saves and restores)."""
 
+    config: RunConfig
+    checkpoint_path: Path
+    history_path: Path
+    run_facts: dict[str, Any]  # what a checkpoint must share with this run (_run_facts)
+    steps: int  # optimizer steps per epoch
     model: nn.Module
     optimizer: torch.optim.SGD
     generators: dict[str, torch.Generator]
@@ -265,13 +271,17 @@ class _TrainingState:
     history: list[dict[str, Any]] = field(default_factory=list)
     forward: Any = None  # the model, or its compiled wrapper (core.step_choice); None: the model
     train_step: dict[str, Any] = field(default_factory=dict)  # the chosen step's record
+    environment: dict[str, Any] = field(default_factory=dict)  # history.json's (_environment)
 
 
-def _new_state(config: RunConfig, num_classes: int, schedule: list[float]) -> _TrainingState:
+def _new_state(
+    config: RunConfig, out_dir: Path, run_facts: dict[str, Any], num_images: int
+) -> _TrainingState:
     """A fresh network, optimiser and seeded generators on the configured device."""
+    steps = steps_per_epoch(num_images, config.batch_size)
+    schedule = _learning_rates(config, num_images)
     device = config.resolved_device()
-    precision = config.resolved_precision()
-    model = build_model(config, num_classes)
+    model = build_model(config, run_facts["num_classes"])
     # The batch order is drawn on the CPU so that it is the same on every device; the augmentation
     # generator must live where the images are (random_crop_flip draws on their device).
     generators = {
@@ -279,25 +289,29 @@ def _new_state(config: RunConfig, num_classes: int, schedule: list[float]) -> _T
         "augment": torch.Generator(device=device).manual_seed(_stream_seed(config.seed, "augment")),
     }
     return _TrainingState(
+        config=config,
+        checkpoint_path=out_dir / CHECKPOINT_NAME,
+        history_path=out_dir / HISTORY_NAME,
+        run_facts=run_facts,
+        steps=steps,
         model=model,
         optimizer=make_optimizer(model, config),
         generators=generators,
         # fp16's narrow range underflows small gradients: scale the loss up, and the gradients back
         # down before the step (skipping steps whose gradients overflowed). bf16 and fp32 need none.
-        scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+        scaler=torch.amp.GradScaler(device.type) if config.resolved_precision() == "fp16" else None,
         schedule=schedule,
         device=device,
         memory_format=torch.channels_last if config.use_channels_last() else torch.contiguous_format,
     )
 
 
-def _resume(
-    state: _TrainingState, checkpoint_path: Path, config: RunConfig, run_facts: dict[str, Any], steps: int
-) -> dict[str, Any]:
+def _resume(state: _TrainingState) -> dict[str, Any]:
     """Load the checkpoint into ``state``: weights, optimiser, step, history, every RNG state. Returns
     the record of the training step it used (empty: from before steps were chosen)."""
-    checkpoint = load_torch(checkpoint_path)
-    _check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
+    path = state.checkpoint_path
+    checkpoint = load_torch(path)
+    _check_checkpoint_compatible(checkpoint, state.config, state.run_facts, path)
     state.model.load_state_dict(checkpoint["model"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.step = checkpoint["step"]
@@ -305,52 +319,48 @@ def _resume(
     _restore_rng_states(checkpoint["rng"], state.generators, state.device)
     if state.scaler is not None and "scaler" in checkpoint:
         state.scaler.load_state_dict(checkpoint["scaler"])
-    if state.step != len(state.history) * steps:
+    if state.step != len(state.history) * state.steps:
         raise CheckpointMismatchError(
-            f"{checkpoint_path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
-            f"{steps} steps"
+            f"{path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
+            f"{state.steps} steps"
         )
     return checkpoint.get("train_step", {})
 
 
-def _stop_if_diverged(
-    state: _TrainingState, first_bad: int, epoch: int, steps: int, checkpoint_path: Path
-) -> None:
+def _stop_if_diverged(state: _TrainingState, first_bad: int, epoch: int) -> None:
     """Raise :class:`TrainingDivergedError` when step ``first_bad`` (0-based, -1: none) of ``epoch``
-    (0-based, ``steps`` steps) had a non-finite loss. Nothing of the diverged epoch is saved."""
+    (0-based) had a non-finite loss. Nothing of the diverged epoch is saved."""
     if first_bad < 0:
         return
     kept = (
-        f"the checkpoint of epoch {len(state.history)} in {checkpoint_path} is kept"
-        if state.history and checkpoint_path.exists()
+        f"the checkpoint of epoch {len(state.history)} in {state.checkpoint_path} is kept"
+        if state.history and state.checkpoint_path.exists()
         else "no checkpoint was written"
     )
     # Every epoch has the same number of steps, so this one began at step epoch * steps.
     raise TrainingDivergedError(
         f"training diverged: the loss became inf or nan at epoch {epoch + 1}, step {first_bad + 1} of "
-        f"{steps} (learning rate {state.schedule[epoch * steps + first_bad]:.4g} at that step); the "
-        f"learning rate is likely too high, try a smaller lr; {kept}"
+        f"{state.steps} (learning rate {state.schedule[epoch * state.steps + first_bad]:.4g} at that "
+        f"step); the learning rate is likely too high, try a smaller lr; {kept}"
     )
 
 
 def _train_one_epoch(
     state: _TrainingState,
-    config: RunConfig,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     epoch: int,
     *,
     augment: bool,
     bar: Any,
-    checkpoint_path: Path,
 ) -> tuple[float, float, float]:
     """One pass over the training images in a seeded order: ``(mean loss, accuracy, seconds)``, both
     running means over the epoch's (augmented) batches in train mode. Raises
     :class:`TrainingDivergedError` at the first non-finite loss, before anything of the epoch is saved.
     """
     model, optimizer, scaler, device = state.model, state.optimizer, state.scaler, state.device
-    n, batch_size = x_train.shape[0], config.batch_size
-    steps = steps_per_epoch(n, batch_size)
+    config, n, steps = state.config, x_train.shape[0], state.steps
+    batch_size = config.batch_size
     dtype = config.autocast_dtype()
     autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     postfix_every = max(1, steps // POSTFIX_UPDATES_PER_EPOCH)
@@ -389,20 +399,18 @@ def _train_one_epoch(
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
         bar.update(1)
         if (i + 1) % postfix_every == 0 or i + 1 == steps:
-            _stop_if_diverged(state, int(first_bad), epoch, steps, checkpoint_path)
+            _stop_if_diverged(state, int(first_bad), epoch)
             if not bar.disable:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
     _sync(device)
     return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start
 
 
-def _save_checkpoint(
-    state: _TrainingState, config: RunConfig, run_facts: dict[str, Any], epoch: int, checkpoint_path: Path
-) -> None:
+def _save_checkpoint(state: _TrainingState, epoch: int) -> None:
     """Write the checkpoint of a finished ``epoch`` (1-based), atomically: everything :func:`_resume`
     needs to continue bit for bit."""
     save_torch(
-        checkpoint_path,
+        state.checkpoint_path,
         {
             "format": CHECKPOINT_FORMAT,
             "model": state.model.state_dict(),
@@ -410,8 +418,8 @@ def _save_checkpoint(
             "step": state.step,
             "epoch": epoch,
             "history": state.history,
-            "config": config.to_dict(),
-            "run": run_facts,
+            "config": state.config.to_dict(),
+            "run": state.run_facts,
             "rng": _rng_states(state.generators, state.device),
             "train_step": state.train_step,
             **({"scaler": state.scaler.state_dict()} if state.scaler is not None else {}),
@@ -419,29 +427,36 @@ def _save_checkpoint(
     )
 
 
+def _say_probing(state: _TrainingState, k: int, n: int, step: Step) -> None:
+    """``history.json`` while candidate ``k`` of ``n`` is timed, for the progress line (workflow.progress)."""
+    what = f"choosing the training step: timing candidate {k} of {n} ({step.name})"
+    config = state.config.to_dict()
+    save_json(state.history_path, {"complete": False, "epochs": [], "config": config, "probing": what})
+
+
 def _use_step(
     state: _TrainingState,
-    config: RunConfig,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     planned_steps: int,
-    saved: dict[str, Any] | None,
-    checkpoint_path: Path,
-    on_probe: Callable[[int, int, Step], None] | None = None,
+    saved: dict | None,
 ) -> None:
     """Set ``state`` to train with the checkpoint's step (``saved``; a checkpoint from before steps
     were chosen ran eagerly) when resuming, else with :func:`core.step_choice.choose_step`'s."""
+    config = state.config
     if saved is not None:
         step = Step.from_dict(saved) if saved else Step(False, config.use_channels_last())
         if step not in candidate_steps(config):
             raise CheckpointMismatchError(
-                f"{checkpoint_path} was trained with the {step.name} step, which compile={config.compile!r} "
-                f"memory_format={config.memory_format!r} exclude; a resume must keep its step."
+                f"{state.checkpoint_path} was trained with the {step.name} step, which "
+                f"compile={config.compile!r} memory_format={config.memory_format!r} exclude; a resume "
+                "must keep its step."
             )
         choice = StepChoice(step, "checkpoint")
     else:
         batch = slice(0, config.batch_size)
         inputs = normalize(x_train[batch])
+        on_probe = functools.partial(_say_probing, state)
         choice = choose_step(
             config, state.model, inputs, y_train[batch], planned_steps, make_optimizer, on_probe=on_probe
         )
@@ -449,6 +464,60 @@ def _use_step(
     state.model = state.model.to(memory_format=state.memory_format)
     state.forward = compiled(state.model) if choice.step.compiled else None
     state.train_step = choice.record(config.batch_size)
+
+
+def _environment(state: _TrainingState) -> dict[str, Any]:
+    """``history.json``'s ``environment``: this machine and its versions, and how the run trains here."""
+    precision = state.config.resolved_precision()
+    return {
+        **environment_report(),
+        "device": str(state.device),
+        "precision": precision,
+        "bf16": precision == "bf16",
+        "channels_last": state.memory_format == torch.channels_last,
+        "train_step": {**state.train_step, "steps_per_epoch": state.steps},
+    }
+
+
+def _save_history(state: _TrainingState) -> None:
+    """Write ``history.json``: the finished epochs, whether they are all, the configuration and the
+    environment."""
+    config = state.config
+    document = {"complete": len(state.history) == config.epochs, "epochs": state.history}
+    save_json(state.history_path, {**document, "config": config.to_dict(), "environment": state.environment})
+
+
+def _run_epoch(
+    state: _TrainingState,
+    epoch: int,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    augment: bool,
+    progress: bool,
+) -> None:
+    """Train epoch ``epoch`` (0-based) on the ``(images, labels)`` of ``train``, evaluate it on
+    ``test``, then save its history entry (see :func:`train_model`), the checkpoint and the history."""
+    config = state.config
+    bar = tqdm(
+        total=state.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress
+    )
+    train_loss, train_acc, seconds = _train_one_epoch(state, *train, epoch, augment=augment, bar=bar)
+    tested = predict(state.model, *test, **config.eval_options())
+    entry = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": cross_entropy(tested),
+        "test_acc": accuracy(tested),
+        "lr": state.schedule[state.step - 1],
+        "seconds": seconds,
+    }
+    state.history.append(entry)
+    bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}", test_acc=f"{entry['test_acc']:.4f}")
+    bar.close()
+    _save_checkpoint(state, epoch + 1)
+    _save_history(state)
 
 
 def train_model(
@@ -489,72 +558,26 @@ def train_model(
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
 
-    out_dir = Path(out_dir)
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    history_path = out_dir / HISTORY_NAME
-    n = train_images.shape[0]
-    steps = steps_per_epoch(n, config.batch_size)
     run_facts = _run_facts(augment, num_classes, train_images, train_labels, test_images, test_labels)
-    state = _new_state(config, num_classes, _learning_rates(config, n))
-    saved_step = None
-    if resume and checkpoint_path.exists():
-        saved_step = _resume(state, checkpoint_path, config, run_facts, steps)
-    device, precision = state.device, config.resolved_precision()
-    x_train, y_train = train_images.to(device), train_labels.to(device)
-    x_test, y_test = test_images.to(device), test_labels.to(device)
+    state = _new_state(config, Path(out_dir), run_facts, train_images.shape[0])
+    saved_step = _resume(state) if resume and state.checkpoint_path.exists() else None
+    train = train_images.to(state.device), train_labels.to(state.device)
+    test = test_images.to(state.device), test_labels.to(state.device)
     last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
-    planned = (last_epoch - len(state.history)) * steps
-
-    def probing(k: int, n: int, step: Step) -> None:  # read by the progress line (workflow.progress)
-        what = f"choosing the training step: timing candidate {k} of {n} ({step.name})"
-        save_json(
-            history_path, {"complete": False, "epochs": [], "config": config.to_dict(), "probing": what}
-        )
-
-    _use_step(state, config, x_train, y_train, planned, saved_step, checkpoint_path, probing)
-    environment = {
-        **environment_report(),
-        "device": str(device),
-        "precision": precision,
-        "bf16": precision == "bf16",
-        "channels_last": state.memory_format == torch.channels_last,
-        "train_step": {**state.train_step, "steps_per_epoch": steps},
-    }
-
-    def save_history() -> None:
-        document = {"complete": len(state.history) == config.epochs, "epochs": state.history}
-        save_json(history_path, {**document, "config": config.to_dict(), "environment": environment})
-
+    planned = (last_epoch - len(state.history)) * state.steps
+    _use_step(state, *train, planned, saved_step)
+    state.environment = _environment(state)
     if planned > 0 and not state.history:
-        save_history()  # before the first epoch ends, the progress display reads the measured step rate
-
+        _save_history(state)  # before the first epoch ends, the progress display reads the measured step rate
     for epoch in range(len(state.history), last_epoch):
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
-        train_loss, train_acc, seconds = _train_one_epoch(
-            state, config, x_train, y_train, epoch, augment=augment, bar=bar, checkpoint_path=checkpoint_path
-        )
-        test = predict(state.model, x_test, y_test, **config.eval_options())
-        entry = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": cross_entropy(test),
-            "test_acc": accuracy(test),
-            "lr": state.schedule[state.step - 1],
-            "seconds": seconds,
-        }
-        state.history.append(entry)
-        bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}", test_acc=f"{entry['test_acc']:.4f}")
-        bar.close()
-        _save_checkpoint(state, config, run_facts, epoch + 1, checkpoint_path)
-        save_history()
-
-    if not history_path.exists():
-        # A run that was finished before this call still gets a history.json beside its checkpoint.
-        save_history()
+        _run_epoch(state, epoch, train, test, augment=augment, progress=progress)
+    if not state.history_path.exists():
+        _save_history(
+            state
+        )  # a run finished before this call still gets a history.json beside its checkpoint
     state.model.eval()
     seconds = float(sum(h["seconds"] for h in state.history))
-    return TrainResult(state.model, state.history, checkpoint_path, seconds)
+    return TrainResult(state.model, state.history, state.checkpoint_path, seconds)
 
 
 def load_trained_model(
