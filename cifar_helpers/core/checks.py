@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 # Loose enough for float32 softmax rows, tight enough to reject logits passed by mistake.
-ROW_SUM_TOLERANCE = 1e-3
+_ROW_SUM_TOLERANCE = 1e-3
 
 
 def model_device(model: nn.Module, default: torch.device | None = None) -> torch.device:
@@ -93,7 +93,7 @@ def check_score_matrix(name: str, scores: Any) -> Tensor:
 
 def check_probabilities(name: str, probs: Any) -> Tensor:
     """``probs`` unchanged if it holds softmax probabilities: float (N, C) as :func:`check_score_matrix`,
-    finite, in [0, 1], each row summing to 1 within :data:`ROW_SUM_TOLERANCE` (summed in float64);
+    finite, in [0, 1], each row summing to 1 within 1e-3 (summed in float64);
     ValueError for values that are not (the usual cause: logits passed instead of their softmax).
     """
     probs = check_score_matrix(name, probs)
@@ -102,7 +102,7 @@ def check_probabilities(name: str, probs: Any) -> Tensor:
             f"{name} must hold probabilities in [0, 1] (softmax probabilities: pass logits.softmax(dim=1))"
         )
     row_sums = probs.sum(dim=1, dtype=torch.float64)
-    if ((row_sums - 1.0).abs() > ROW_SUM_TOLERANCE).any():
+    if ((row_sums - 1.0).abs() > _ROW_SUM_TOLERANCE).any():
         raise ValueError(
             f"every row of {name} must sum to 1 (softmax probabilities: pass logits.softmax(dim=1)); "
             f"row sums range from {float(row_sums.min()):.6g} to {float(row_sums.max()):.6g}"

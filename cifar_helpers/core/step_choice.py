@@ -1,11 +1,11 @@
 """The fastest training step on the machine at hand, chosen by measuring it.
 
 A training step can run eagerly or through ``torch.compile``, on NCHW or channels-last tensors. Which
-is fastest depends on the machine (on one 2-core CPU compiling gains a third, on another it loses),
-so ``compile="auto"`` / ``memory_format="auto"`` time a few steps of each candidate on the real model
-and batch size and keep the fastest. One-off costs count: a compiled step must first be compiled, so
-over a run of ``planned_steps`` a candidate costs ``setup_seconds + planned_steps * seconds_per_step``,
-and on a run too short to recoup the compilation eager wins (it is then not even tried).
+is fastest depends on the machine, so ``compile="auto"`` / ``memory_format="auto"`` time a few steps of
+each candidate on the real model and batch size and keep the fastest. One-off costs count: a compiled
+step must first be compiled, so over a run of ``planned_steps`` a candidate costs
+``setup_seconds + planned_steps * seconds_per_step``, and on a run too short to recoup the compilation
+eager wins (it is then not even tried).
 
 The measurements are cached per machine and versions (:func:`_cache_key`) in the user cache
 (``platformdirs.user_cache_dir("cifar-stress")``, which honours ``XDG_CACHE_HOME``), so the probe is
@@ -39,16 +39,16 @@ from torch import nn
 from cifar_helpers.rundir.artifacts import atomic_path
 from cifar_helpers.rundir.config import RunConfig
 
-CACHE_NAME = "train_steps.json"
-CACHE_FORMAT = 1
-PROBE_WARMUP_STEPS = 3  # untimed: the first calls pick kernels (and compile)
-PROBE_TIMED_STEPS = 10
-# Before this machine ever compiled the model: a guess of the compile time (2-core CPU, width 16:
-# tens of seconds) and of the most compiling can gain, to tell whether a run is long enough to try.
-COMPILE_SECONDS_GUESS = 60.0
-MAX_COMPILE_SPEEDUP = 2.0
-MAX_CACHE_BYTES = 1 << 20  # a few hundred entries; anything larger is not this library's cache
-CACHE_LOCK_SECONDS = 10.0  # two runs saving at once: the second waits for the first, then adds its entry
+_CACHE_NAME = "train_steps.json"
+_CACHE_FORMAT = 1
+_PROBE_WARMUP_STEPS = 3  # untimed: the first calls pick kernels (and compile)
+_PROBE_TIMED_STEPS = 10
+# Before this machine ever compiled the model: a guess of the compile time and of the most compiling
+# can gain, to tell whether a run is long enough to try.
+_COMPILE_SECONDS_GUESS = 60.0
+_MAX_COMPILE_SPEEDUP = 2.0
+_MAX_CACHE_BYTES = 1 << 20  # a few hundred entries; anything larger is not this library's cache
+_CACHE_LOCK_SECONDS = 10.0  # two runs saving at once: the second waits for the first, then adds its entry
 # The code a measured step runs: a change to any of them is another step, measured again.
 STEP_SOURCES = tuple(Path(__file__).with_name(f"{name}.py") for name in ("step_choice", "training", "models"))
 
@@ -67,9 +67,13 @@ class Step:
             f"{'compiled' if self.compiled else 'eager'} {'channels_last' if self.channels_last else 'NCHW'}"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"step": name, "compiled", "channels_last"}``, the head of every record of a step."""
+        return {"step": self.name, "compiled": self.compiled, "channels_last": self.channels_last}
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Step:
-        """The step saved by :meth:`StepChoice.record`; ValueError unless both fields are booleans."""
+        """The step saved by :meth:`to_dict`; ValueError unless both fields are booleans."""
         flags = values["compiled"], values["channels_last"]
         if not all(isinstance(flag, bool) for flag in flags):
             raise ValueError(f"compiled and channels_last must be true or false, not {flags}")
@@ -98,9 +102,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the step's name and its images per second at ``batch_size`` added later."""
         return {
-            "step": self.step.name,
-            "compiled": self.step.compiled,
-            "channels_last": self.step.channels_last,
+            **self.step.to_dict(),
             "seconds_per_step": self.seconds_per_step,
             "setup_seconds": self.setup_seconds,
             "error": self.error,
@@ -132,20 +134,16 @@ class StepChoice:
     probe_seconds: float = 0.0
     planned_steps: int = 0
 
-    def seconds_per_step(self) -> float | None:
-        """The chosen step's measured seconds per step, when it was measured on this machine."""
-        return next((m.seconds_per_step for m in self.measurements if m.step == self.step), None)
-
     def record(self, batch_size: int) -> dict[str, Any]:
         """What the run's records say: the step, how it was chosen, each candidate's rate."""
+        # The chosen step's seconds per step, when it was measured on this machine.
+        rate = next((m.seconds_per_step for m in self.measurements if m.step == self.step), None)
         return {
-            "step": self.step.name,
-            "compiled": self.step.compiled,
-            "channels_last": self.step.channels_last,
+            **self.step.to_dict(),
             "how": self.how,
             "planned_steps": self.planned_steps,
             "probe_seconds": self.probe_seconds,
-            "seconds_per_step": self.seconds_per_step(),
+            "seconds_per_step": rate,
             "candidates": [
                 {
                     **m.to_dict(),
@@ -216,16 +214,16 @@ def _cache_key(config: RunConfig) -> str:
 
 def _cache_path() -> Path:
     """The user cache file of the measurements (``~/.cache/cifar-stress/train_steps.json`` on Linux)."""
-    return Path(platformdirs.user_cache_dir("cifar-stress")) / CACHE_NAME
+    return Path(platformdirs.user_cache_dir("cifar-stress")) / _CACHE_NAME
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
     """The cache's entries, unchecked; OSError or ValueError when there is no readable cache."""
-    if path.stat().st_size > MAX_CACHE_BYTES:
+    if path.stat().st_size > _MAX_CACHE_BYTES:
         raise ValueError(f"{path.stat().st_size} bytes, more than a cache of measurements holds")
     document = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT:
-        raise ValueError(f"not a format-{CACHE_FORMAT} cache of measured training steps")
+    if not isinstance(document, dict) or document.get("format") != _CACHE_FORMAT:
+        raise ValueError(f"not a format-{_CACHE_FORMAT} cache of measured training steps")
     if not isinstance(document.get("entries"), dict):
         raise ValueError("its entries are not a JSON object")
     return document["entries"]
@@ -257,14 +255,14 @@ def _save_measurements(key: str, measurements: list[Measurement]) -> None:
     path = _cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock", timeout=CACHE_LOCK_SECONDS):
+        with FileLock(f"{path}.lock", timeout=_CACHE_LOCK_SECONDS):
             try:
                 entries = _read_cache(path)
             except (OSError, ValueError):  # none yet, or unusable (said when it was read): start anew
                 entries = {}
             entries[key] = [m.to_dict() for m in measurements]
             with atomic_path(path) as tmp:
-                text = json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1)
+                text = json.dumps({"format": _CACHE_FORMAT, "entries": entries}, indent=1)
                 tmp.write_text(text, encoding="utf-8")
     except OSError as error:  # filelock's Timeout is one too
         _cache_problem(path, f"cannot be written ({error}); make its folder writable to keep measurements")
@@ -276,6 +274,12 @@ def compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     must not change which kernels a run gets). One static graph per batch size."""
     torch._dynamo.reset()
     return torch.compile(model, dynamic=False)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels (CUDA runs them asynchronously) before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def optimizer_step(
@@ -301,8 +305,8 @@ def _time_step(
     labels: torch.Tensor,
     make_optimizer: Callable[[nn.Module, RunConfig], torch.optim.Optimizer],
 ) -> Measurement:
-    """Measure one candidate on a copy of ``model`` (left untouched): ``PROBE_WARMUP_STEPS`` untimed
-    steps, then ``PROBE_TIMED_STEPS`` timed ones. ``inputs``: normalised float (B, 3, 32, 32)."""
+    """Measure one candidate on a copy of ``model`` (left untouched): ``_PROBE_WARMUP_STEPS`` untimed
+    steps, then ``_PROBE_TIMED_STEPS`` timed ones. ``inputs``: normalised float (B, 3, 32, 32)."""
     device = inputs.device
     probe = copy.deepcopy(model).train()
     memory_format = torch.channels_last if step.channels_last else torch.contiguous_format
@@ -319,32 +323,30 @@ def _time_step(
         optimizer_step(F.cross_entropy(logits.float(), labels), optimizer, scaler)
 
     def timed(count: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(count):
             one_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         return time.perf_counter() - start
 
     try:
-        warmup = timed(PROBE_WARMUP_STEPS)
-        seconds = timed(PROBE_TIMED_STEPS) / PROBE_TIMED_STEPS
+        warmup = timed(_PROBE_WARMUP_STEPS)
+        seconds = timed(_PROBE_TIMED_STEPS) / _PROBE_TIMED_STEPS
     except Exception as error:
         return Measurement(step, None, error=f"{type(error).__name__}: {error}".splitlines()[0][:300])
     finally:
         if step.compiled:
             torch._dynamo.reset()
-    return Measurement(step, seconds, setup_seconds=max(warmup - PROBE_WARMUP_STEPS * seconds, 0.0))
+    return Measurement(step, seconds, setup_seconds=max(warmup - _PROBE_WARMUP_STEPS * seconds, 0.0))
 
 
 def _worth_compiling(eager: list[Measurement], planned_steps: int, known: list[Measurement]) -> bool:
     """Whether ``planned_steps`` are enough for a compiled step to repay its compilation even at
-    :data:`MAX_COMPILE_SPEEDUP` (compile time: the cached one of this machine, else a guess)."""
-    compile_seconds = max((m.setup_seconds for m in known if m.step.compiled), default=COMPILE_SECONDS_GUESS)
+    :data:`_MAX_COMPILE_SPEEDUP` (compile time: the cached one of this machine, else a guess)."""
+    compile_seconds = max((m.setup_seconds for m in known if m.step.compiled), default=_COMPILE_SECONDS_GUESS)
     fastest = min((m.seconds_per_step for m in eager if m.seconds_per_step is not None), default=0.0)
-    return planned_steps * fastest * (1 - 1 / MAX_COMPILE_SPEEDUP) > compile_seconds
+    return planned_steps * fastest * (1 - 1 / _MAX_COMPILE_SPEEDUP) > compile_seconds
 
 
 def choose_step(

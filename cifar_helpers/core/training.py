@@ -52,23 +52,24 @@ from cifar_helpers.core.step_choice import (
     choose_step,
     compiled,
     optimizer_step,
+    sync,
 )
 from cifar_helpers.rundir.artifacts import RunDir, load_json, load_torch, save_json, save_torch
 from cifar_helpers.rundir.config import ConfigError, RunConfig
 from cifar_helpers.rundir.reproducibility import environment_report
 
-CHECKPOINT_NAME = "checkpoint.pt"
-HISTORY_NAME = "history.json"
-PREDICTIONS_NAME = "predictions.pt"
-METRICS_NAME = "metrics.json"
-CHECKPOINT_FORMAT = 1
+_CHECKPOINT_NAME = "checkpoint.pt"
+_HISTORY_NAME = "history.json"
+_PREDICTIONS_NAME = "predictions.pt"
+_METRICS_NAME = "metrics.json"
+_CHECKPOINT_FORMAT = 1
 
 # Configuration keys that change the trained weights or the recorded history. A checkpoint written
 # under different values is refused rather than resumed. Execution details that leave the numbers
 # alone on a given machine (device, threads, eval batch size, paths, how the data were found) and the
 # analysis settings of later stages are left out, so a run can be resumed elsewhere or re-analysed;
 # the data themselves are compared by fingerprint.
-TRAINING_KEYS: tuple[str, ...] = (
+_TRAINING_KEYS: tuple[str, ...] = (
     "seed",
     "train_per_class",
     "test_per_class",
@@ -90,11 +91,11 @@ TRAINING_KEYS: tuple[str, ...] = (
 )
 
 # Warm-up starts at this fraction of the peak learning rate.
-WARMUP_START_FACTOR = 0.1
+_WARMUP_START_FACTOR = 0.1
 
 # The progress bar's postfix is refreshed this many times per epoch at most: reading the running
 # loss forces a device synchronisation, which would stall a GPU if done every step.
-POSTFIX_UPDATES_PER_EPOCH = 20
+_POSTFIX_UPDATES_PER_EPOCH = 20
 
 
 class CheckpointMismatchError(ValueError):
@@ -155,7 +156,7 @@ def _learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
     total = steps * config.epochs
     warmup, lr = min(round(config.warmup_epochs * steps), total), config.lr
     return [
-        lr * (WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * s / warmup)
+        lr * (_WARMUP_START_FACTOR + (1.0 - _WARMUP_START_FACTOR) * s / warmup)
         if s < warmup
         else 0.5 * lr * (1.0 + math.cos(math.pi * ((s - warmup) / (total - warmup))))
         for s in range(total)
@@ -192,7 +193,7 @@ def _fingerprint(*tensors: torch.Tensor) -> str:
 
 
 def _run_facts(augment: bool, num_classes: int, *data: torch.Tensor) -> dict[str, Any]:
-    """What a checkpoint must share with the run that resumes it besides :data:`TRAINING_KEYS`;
+    """What a checkpoint must share with the run that resumes it besides :data:`_TRAINING_KEYS`;
     ``data`` is the training images and labels, then the test images and labels."""
     train, test = _fingerprint(*data[:2]), _fingerprint(*data[2:])
     return {"augment": bool(augment), "num_classes": num_classes, "train_data": train, "test_data": test}
@@ -203,17 +204,17 @@ def _check_checkpoint_compatible(
 ) -> None:
     """Raise :class:`CheckpointMismatchError` naming every training-relevant difference.
 
-    Compares the :data:`TRAINING_KEYS` of the checkpoint's configuration with ``config``, and the run
+    Compares the :data:`_TRAINING_KEYS` of the checkpoint's configuration with ``config``, and the run
     facts (augmentation on/off, number of classes, fingerprints of the training and test data).
     """
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+    if checkpoint.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(
-            f"{path} has checkpoint format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT}"
+            f"{path} has checkpoint format {checkpoint.get('format')!r}, expected {_CHECKPOINT_FORMAT}"
         )
     # No run fact is named like a configuration key, so one dict holds both.
     saved = {**checkpoint["config"], **checkpoint["run"]}
     current = config.to_dict()
-    now = {**{key: current[key] for key in TRAINING_KEYS}, **run_facts}
+    now = {**{key: current[key] for key in _TRAINING_KEYS}, **run_facts}
     differences = [
         f"{key}={saved.get(key)!r} in the checkpoint but {value!r} now"
         for key, value in now.items()
@@ -244,12 +245,6 @@ def _restore_rng_states(
         torch.cuda.set_rng_state(states["torch_cuda"], device)
 
 
-def _sync(device: torch.device) -> None:
-    # Kernels run asynchronously on CUDA: wait for them before reading the clock.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @dataclass
 class _TrainingState:
     """One training run: its settings and files, and everything it changes as it goes (what a
@@ -277,9 +272,9 @@ class _TrainingState:
 def _new_state(
     config: RunConfig, out_dir: Path, run_facts: dict[str, Any], num_images: int
 ) -> _TrainingState:
-    """A fresh network, optimiser and seeded generators on the configured device."""
+    """A fresh network, optimiser and seeded generators on the configured device, for ``num_images``
+    training images."""
     steps = steps_per_epoch(num_images, config.batch_size)
-    schedule = _learning_rates(config, num_images)
     device = config.resolved_device()
     model = build_model(config, run_facts["num_classes"])
     # The batch order is drawn on the CPU so that it is the same on every device; the augmentation
@@ -290,8 +285,8 @@ def _new_state(
     }
     return _TrainingState(
         config=config,
-        checkpoint_path=out_dir / CHECKPOINT_NAME,
-        history_path=out_dir / HISTORY_NAME,
+        checkpoint_path=out_dir / _CHECKPOINT_NAME,
+        history_path=out_dir / _HISTORY_NAME,
         run_facts=run_facts,
         steps=steps,
         model=model,
@@ -300,7 +295,7 @@ def _new_state(
         # fp16's narrow range underflows small gradients: scale the loss up, and the gradients back
         # down before the step (skipping steps whose gradients overflowed). bf16 and fp32 need none.
         scaler=torch.amp.GradScaler(device.type) if config.resolved_precision() == "fp16" else None,
-        schedule=schedule,
+        schedule=_learning_rates(config, num_images),
         device=device,
         memory_format=torch.channels_last if config.use_channels_last() else torch.contiguous_format,
     )
@@ -346,26 +341,20 @@ def _stop_if_diverged(state: _TrainingState, first_bad: int, epoch: int) -> None
 
 
 def _train_one_epoch(
-    state: _TrainingState,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    epoch: int,
-    *,
-    augment: bool,
-    bar: Any,
+    state: _TrainingState, train: tuple[torch.Tensor, torch.Tensor], epoch: int, *, augment: bool, bar: Any
 ) -> tuple[float, float, float]:
-    """One pass over the training images in a seeded order: ``(mean loss, accuracy, seconds)``, both
-    running means over the epoch's (augmented) batches in train mode. Raises
+    """One pass over the training ``(images, labels)`` in a seeded order: ``(mean loss, accuracy,
+    seconds)``, both running means over the epoch's (augmented) batches in train mode. Raises
     :class:`TrainingDivergedError` at the first non-finite loss, before anything of the epoch is saved.
     """
     model, optimizer, scaler, device = state.model, state.optimizer, state.scaler, state.device
-    config, n, steps = state.config, x_train.shape[0], state.steps
-    batch_size = config.batch_size
+    (x_train, y_train), config, steps = train, state.config, state.steps
+    n, batch_size = x_train.shape[0], config.batch_size
     dtype = config.autocast_dtype()
     autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    postfix_every = max(1, steps // POSTFIX_UPDATES_PER_EPOCH)
+    postfix_every = max(1, steps // _POSTFIX_UPDATES_PER_EPOCH)
     model.train()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     order = torch.randperm(n, generator=state.generators["order"]).to(device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -402,7 +391,7 @@ def _train_one_epoch(
             _stop_if_diverged(state, int(first_bad), epoch)
             if not bar.disable:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
-    _sync(device)
+    sync(device)
     return loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start
 
 
@@ -412,7 +401,7 @@ def _save_checkpoint(state: _TrainingState, epoch: int) -> None:
     save_torch(
         state.checkpoint_path,
         {
-            "format": CHECKPOINT_FORMAT,
+            "format": _CHECKPOINT_FORMAT,
             "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "step": state.step,
@@ -502,7 +491,7 @@ def _run_epoch(
     bar = tqdm(
         total=state.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress
     )
-    train_loss, train_acc, seconds = _train_one_epoch(state, *train, epoch, augment=augment, bar=bar)
+    train_loss, train_acc, seconds = _train_one_epoch(state, train, epoch, augment=augment, bar=bar)
     tested = predict(state.model, *test, **config.eval_options())
     entry = {
         "epoch": epoch + 1,
@@ -590,7 +579,7 @@ def load_trained_model(
     configuration uses channels-last here.
     """
     checkpoint = load_torch(checkpoint_path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{checkpoint_path} is not a checkpoint written by cifar_helpers.core.training")
     return _model_from_checkpoint(checkpoint, device)
 
@@ -632,9 +621,9 @@ def run_training_stage(
     if stage not in ("baseline", "augmented"):
         raise ValueError(f"stage must be 'baseline' or 'augmented', got {stage!r}")
     out_dir = run.stage_dir(stage)
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    history_path = out_dir / HISTORY_NAME
-    metrics_path = out_dir / METRICS_NAME
+    checkpoint_path = out_dir / _CHECKPOINT_NAME
+    history_path = out_dir / _HISTORY_NAME
+    metrics_path = out_dir / _METRICS_NAME
     num_classes = len(data.classes)
     augment = stage == "augmented"
     tensors = (data.train_images, data.train_labels, data.test_images, data.test_labels)
@@ -652,7 +641,7 @@ def run_training_stage(
     result = train_model(config, *tensors, out_dir, augment=augment, num_classes=num_classes, resume=True)
     test = predict(result.model, data.test_images, data.test_labels, **config.eval_options())
     train = predict(result.model, data.train_images, data.train_labels, **config.eval_options())
-    test.save(out_dir / PREDICTIONS_NAME)
+    test.save(out_dir / _PREDICTIONS_NAME)
     test_accuracy, train_accuracy = accuracy(test), accuracy(train)
     per_class = per_class_accuracy(test.preds, test.labels, num_classes)
     n, batch_size = data.train_images.shape[0], config.batch_size
