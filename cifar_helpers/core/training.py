@@ -424,15 +424,12 @@ def _say_probing(state: _TrainingState, k: int, n: int, step: Step) -> None:
 
 
 def _use_step(
-    state: _TrainingState,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    planned_steps: int,
-    saved: dict | None,
+    state: _TrainingState, train: tuple[torch.Tensor, torch.Tensor], planned_steps: int, saved: dict | None
 ) -> None:
     """Set ``state`` to train with the checkpoint's step (``saved``; a checkpoint from before steps
-    were chosen ran eagerly) when resuming, else with :func:`core.step_choice.choose_step`'s."""
-    config = state.config
+    were chosen ran eagerly) when resuming, else with :func:`core.step_choice.choose_step`'s, timed
+    on the first batch of the training ``(images, labels)``."""
+    (x_train, y_train), config = train, state.config
     if saved is not None:
         step = Step.from_dict(saved) if saved else Step(False, config.use_channels_last())
         if step not in candidate_steps(config):
@@ -554,16 +551,15 @@ def train_model(
     test = test_images.to(state.device), test_labels.to(state.device)
     last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)
     planned = (last_epoch - len(state.history)) * state.steps
-    _use_step(state, *train, planned, saved_step)
+    _use_step(state, train, planned, saved_step)
     state.environment = _environment(state)
     if planned > 0 and not state.history:
         _save_history(state)  # before the first epoch ends, the progress display reads the measured step rate
     for epoch in range(len(state.history), last_epoch):
         _run_epoch(state, epoch, train, test, augment=augment, progress=progress)
     if not state.history_path.exists():
-        _save_history(
-            state
-        )  # a run finished before this call still gets a history.json beside its checkpoint
+        # A run finished before this call still gets a history.json beside its checkpoint.
+        _save_history(state)
     state.model.eval()
     seconds = float(sum(h["seconds"] for h in state.history))
     return TrainResult(state.model, state.history, state.checkpoint_path, seconds)
