@@ -26,8 +26,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from cifar_helpers.rundir.artifacts import STAGES, RunDir
+from cifar_helpers.rundir.artifacts import RunDir
 from cifar_helpers.rundir.config import PROFILE_NAMES, resolve_profile
+from cifar_helpers.rundir.lineage import stage_is_finished
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.rundir.replicate_layout import seed_run_dir
 from cifar_helpers.rundir.runlock import LOCK_NAME, RunLock, RunLockedError
 from cifar_helpers.workflow.pipeline import (
@@ -39,7 +41,6 @@ from cifar_helpers.workflow.pipeline import (
     parse_parameter,
     parse_stages,
     run_pipeline,
-    stage_is_finished,
 )
 from cifar_helpers.workflow.stages import default_run_dir
 

@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger
-from cifar_helpers.rundir import lineage
-from cifar_helpers.rundir.artifacts import (
-    STAGE_INPUTS,
-    STAGES,
-    DamagedArtifactError,
-    RunDir,
-    failure_marker,
-    save_json,
-    set_aside_stage,
-)
+from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
-from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
+from cifar_helpers.rundir.lineage import (
+    failure_marker,
+    out_of_date,
+    set_aside,
+    stage_has_results,
+    stage_is_finished,
+    stale_stages,
+)
+from cifar_helpers.rundir.registry import HEADLESS_ENV, STAGES, StageSpec, stage_number
 from cifar_helpers.views.report import read_run_summary, write_report
 from cifar_helpers.views.tables import claims_text, format_run_summary
 from cifar_helpers.workflow.kernel import LocalKernelManager
@@ -35,7 +34,6 @@ from cifar_helpers.workflow.progress import RunProgress, StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 
 
 class PipelineArgumentError(ValueError):
@@ -48,14 +46,15 @@ class StageFailed(RuntimeError):
 
 def parse_stages(spec: str | None) -> list[str]:
     """``"3-5"``, ``"0,2"``, ``"gradcam,reevaluation"``, ``"all"`` or None -> stage names, in order."""
+    names = list(STAGES)
     if spec is None or spec.strip() in ("", "all"):
-        return list(STAGE_NAMES)
+        return names
     chosen: set[int] = set()
-    last = len(STAGE_NAMES) - 1
+    last = len(names) - 1
     for part in (p.strip() for p in spec.split(",")):
         try:
-            if part in STAGE_NAMES:
-                chosen.add(STAGE_NAMES.index(part))
+            if part in STAGES:
+                chosen.add(stage_number(part))
                 continue
             bounds = [int(x) for x in part.split("-", 1)]  # a range "3-5" or one number "3"
             lo, hi = bounds[0], bounds[-1]
@@ -65,14 +64,14 @@ def parse_stages(spec: str | None) -> list[str]:
         except ValueError:
             raise PipelineArgumentError(
                 f"--stages: cannot read {part!r}; use numbers 0-{last}, ranges like 3-5, or names "
-                f"({', '.join(STAGE_NAMES)})"
+                f"({', '.join(names)})"
             ) from None
-    return [STAGE_NAMES[i] for i in sorted(chosen)]
+    return [names[i] for i in sorted(chosen)]
 
 
-def notebook_path(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
+def notebook_path(stage: str) -> Path:
     """The notebook that runs ``stage``."""
-    return notebook_dir / STAGES[stage][1]
+    return NOTEBOOK_DIR / STAGES[stage].notebook
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
@@ -143,15 +142,14 @@ def check_request(
     """Refuse now what the notebooks would refuse later (inputs neither selected nor finished, another
     ``profile`` or ``seed``, invalid knobs), before ``--force`` sets any result aside."""
     for stage in stages:
-        for needed in STAGE_INPUTS[stage]:
+        for needed in STAGES[stage].inputs:
             if needed in stages or stage_is_finished(run, needed):
                 continue
             damaged = run.damaged(needed)
-            at_fault = lineage.out_of_date(run, needed) if stage_has_results(run, needed) else []
             if damaged:
                 state = f"has a damaged {damaged[0][0]} ({damaged[0][1]})"
-            elif at_fault:
-                state = f"was computed from earlier results of {', '.join(at_fault)}"
+            elif stage_has_results(run, needed):  # so it is out of date
+                state = f"was computed from earlier results of {', '.join(out_of_date(run, needed))}"
             else:
                 state = "is not complete"
             raise PipelineArgumentError(
@@ -174,45 +172,33 @@ def check_request(
         raise PipelineArgumentError(str(e)) from None
 
 
-def stale_stages(run: RunDir, ran: set[str]) -> list[str]:
-    """Stages with results that read (directly or not) from a stage rerun in this invocation but were
-    not rerun themselves, or whose recorded inputs (``inputs.json``) have changed since they ran."""
-    stale: list[str] = []
-    for stage in STAGE_NAMES:
-        if stage in ran or not stage_has_results(run, stage):
-            continue
-        upstream = [source for source in STAGE_INPUTS[stage] if source != "setup"]
-        if any(source in ran or source in stale for source in upstream) or lineage.out_of_date(run, stage):
-            stale.append(stage)
-    return stale
-
-
 @dataclass
 class StageResult:
     """What happened to one stage in a run."""
 
     stage: str
-    status: str  # "ran" | "skipped" | "failed"
+    status: str  # "ran" | "skipped"
     seconds: float
-    executed_notebook: Path | None
 
 
 def run_stage(
-    stage: str,
-    run: RunDir,
+    spec: StageSpec,
+    root: Path,
     parameters: dict[str, Any],
     *,
     notebook_dir: Path = NOTEBOOK_DIR,
-    kernel_name: str | None = None,
     progress: StageProgress | None = None,
 ) -> StageResult:
-    """Execute one notebook with papermill into ``<run>/executed/`` (``progress`` shows what it does);
-    raise :class:`StageFailed` on error."""
-    source = notebook_path(stage, notebook_dir)
-    executed = run.root / "executed" / source.name
-    options = {"label": f"stage '{stage}'", "kernel_name": kernel_name, "progress": progress}
-    seconds = execute_notebook(source, executed, parameters, failure_marker(run.root, stage), **options)
-    return StageResult(stage, "ran", seconds, executed)
+    """Execute the notebook of ``spec`` (a stage of the run at ``root``, or 07 of the replicate run
+    there) with papermill into ``<root>/executed/`` (``progress`` shows what it does); raise
+    :class:`StageFailed` on error."""
+    executed = root / "executed" / spec.notebook
+    marker = failure_marker(root, spec.name)
+    label = f"stage '{spec.name}'"
+    seconds = execute_notebook(
+        notebook_dir / spec.notebook, executed, parameters, marker, label=label, progress=progress
+    )
+    return StageResult(spec.name, "ran", seconds)
 
 
 def execute_notebook(
@@ -222,7 +208,6 @@ def execute_notebook(
     marker: Path,
     *,
     label: str,
-    kernel_name: str | None = None,
     progress: StageProgress | None = None,
 ) -> float:
     """Execute ``source`` with papermill into ``executed``; seconds taken, or :class:`StageFailed`.
@@ -239,7 +224,7 @@ def execute_notebook(
         hooks["on_cell_start"] = progress.on_cell_start
     start = time.perf_counter()
     try:
-        options = {"kernel_name": kernel_name, "progress_bar": False, "cwd": str(source.parent), **hooks}
+        options = {"progress_bar": False, "cwd": str(source.parent), **hooks}
         # Killed with its process group, not asked to exit: on Ctrl-C a kernel asked to exit mid-cell
         # prints a traceback to the terminal; every output is saved by the time the last cell ends.
         options["shutdown_kernel"] = "immediate"
@@ -261,16 +246,6 @@ def execute_notebook(
     return time.perf_counter() - start
 
 
-def stage_has_results(run: RunDir, stage: str) -> bool:
-    """All of the stage's outputs exist, intact, and no run_all.py execution of it failed or stopped."""
-    return run.is_complete(stage) and not failure_marker(run.root, stage).exists()
-
-
-def stage_is_finished(run: RunDir, stage: str) -> bool:
-    """It has its results (:func:`stage_has_results`), and they follow from its inputs as they are now."""
-    return stage_has_results(run, stage) and not lineage.out_of_date(run, stage)
-
-
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
     """The report's run summary (:func:`cifar_helpers.views.report.read_run_summary`), with each stage's
     status and minutes when this invocation ran stages."""
@@ -290,14 +265,8 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
 def format_summary(summary: dict[str, Any]) -> str:
     """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`),
     then the claims ledger for a 100-column terminal (:func:`cifar_helpers.views.tables.claims_text`)."""
-    # .get: a summary.json written before the ledger existed has no "claims".
-    ledger = claims_text([ClaimResult.from_dict(row) for row in summary.get("claims", [])])
+    ledger = claims_text([ClaimResult.from_dict(row) for row in summary["claims"]])
     return format_run_summary(summary) + "\n\n" + ledger
-
-
-def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:
-    """Save the run summary as ``summary.json`` in the run directory."""
-    return save_json(run.root / "summary.json", summary)
 
 
 def run_pipeline(
@@ -326,20 +295,20 @@ def run_pipeline(
     # A stage reading one that runs now would hold results of the old outputs: it runs too.
     to_run: list[str] = []
     for stage in stages:
-        upstream = STAGE_INPUTS[stage]
+        upstream = STAGES[stage].inputs
         if force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
             to_run.append(stage)
     progress = RunProgress(profile, to_run)
     for stage in stages:
-        notebook = notebook_path(stage).name
+        notebook = STAGES[stage].notebook
         if stage not in to_run:
             given = sorted(set(overrides) & set(declared[stage]))
             hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
             print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
-            results.append(StageResult(stage, "skipped", 0.0, None))
+            results.append(StageResult(stage, "skipped", 0.0))
             continue
         damaged = run.damaged(stage)
-        at_fault = lineage.out_of_date(run, stage)
+        at_fault = out_of_date(run, stage)
         if damaged:
             name, problem = damaged[0]
             print(f"[{stage}] {name} is damaged ({problem}): running the stage again", flush=True)
@@ -349,15 +318,14 @@ def run_pipeline(
                 flush=True,
             )
         if force or damaged or at_fault or stage_has_results(run, stage):
-            lineage.pin_readers(run, stage)  # later stages not rerun now will count as out of date
-            moved = set_aside_stage(run, stage)
+            moved, _ = set_aside(run, stage)  # later stages not rerun now will count as out of date
             if moved is not None:
                 print(f"[{stage}] previous results moved to {moved.name}/", flush=True)
         parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
         print(f"[{stage}] {notebook}: running ...", flush=True)
         try:
             with progress.stage(stage, run) as stage_progress:
-                result = run_stage(stage, run, parameters, progress=stage_progress)
+                result = run_stage(STAGES[stage], run.root, parameters, progress=stage_progress)
         except StageFailed as e:
             print(f"[{stage}] FAILED\n{e}", file=sys.stderr, flush=True)
             return 1
@@ -373,7 +341,7 @@ def run_pipeline(
             flush=True,
         )
     summary = summarize_run(run, results)
-    write_summary(run, summary)
+    save_json(run.root / "summary.json", summary)
     print("\n" + format_summary(summary))
     print(f"\nReport: {write_report(run.root)}")
     for problem in summary["damaged"]:  # summary and report hold everything else

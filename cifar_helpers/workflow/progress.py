@@ -1,8 +1,8 @@
 """Live progress of ``run_all.py`` in the terminal: what each stage is doing, and how long is left.
 
 The terminal learns what a notebook's kernel does from the cell papermill starts (shown as its section
-heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale
-:data:`EXPECTED_SECONDS` by the speed measured on the other stages already run. A training stage is
+heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale the stages'
+expected durations (the registry's) by the speed measured on the other stages already run. A training stage is
 estimated only from training: the step rate the trainer measured before its first epoch, then the
 time per epoch; until then the ETA says it is not measured. On a terminal each stage is one updating
 tqdm line; elsewhere, one plain line per epoch and per long section.
@@ -21,14 +21,9 @@ from typing import Any, TextIO
 from tqdm.auto import tqdm
 
 from cifar_helpers.rundir.artifacts import RunDir, load_json
-from cifar_helpers.rundir.registry import STAGE_SPECS
+from cifar_helpers.rundir.registry import STAGES
 
 TRAINING_STAGES = ("baseline", "augmented")
-# Seconds each stage takes per profile (the stage registry's); rescaled by the speed measured here.
-EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    profile: {spec.name: spec.expected_seconds[profile] for spec in STAGE_SPECS}
-    for profile in STAGE_SPECS[0].expected_seconds
-}
 PLAIN_SECTION_SECONDS = 5.0  # a section shorter than this gets no line of its own in plain output
 POLL_SECONDS = 1.0
 NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
@@ -71,7 +66,7 @@ class RunProgress:
     def __init__(
         self, profile: str, stages: Iterable[str], *, stream: TextIO | None = None, live: bool | None = None
     ) -> None:
-        self.expected = dict(EXPECTED_SECONDS.get(profile, EXPECTED_SECONDS["cpu"]))
+        self.expected = {name: spec.expected_seconds[profile] for name, spec in STAGES.items()}
         self.pending = list(stages)
         self.stream = stream if stream is not None else sys.stdout
         self.live = self.stream.isatty() if live is None else live
@@ -82,7 +77,7 @@ class RunProgress:
     def speed(self) -> float:
         """Measured / expected seconds over the non-training stages finished so far (1.0 before
         any), clamped. Training runs at another pace (compute, not I/O) and is estimated apart."""
-        done = [s for s in self.actual if s in self.expected and s not in TRAINING_STAGES]
+        done = [s for s in self.actual if s not in TRAINING_STAGES]
         if not done:
             return 1.0
         ratio = sum(self.actual[s] for s in done) / max(sum(self.expected[s] for s in done), 1e-9)
@@ -95,7 +90,7 @@ class RunProgress:
         epochs = self.epochs.get(stage) or max(self.epochs.values(), default=None)
         if stage in TRAINING_STAGES:
             return epochs * self.epoch_seconds if self.epoch_seconds is not None and epochs else None
-        return self.expected.get(stage, 60.0) * self.speed()
+        return self.expected[stage] * self.speed()
 
     def run_eta(self, current: str | None = None, current_left: float | None = None) -> float | None:
         """Seconds left in the run: the current stage's remainder plus the stages after it (None
@@ -263,7 +258,7 @@ class StageProgress:
         self.poll()
         self.epoch_times = []
         if self.stage in TRAINING_STAGES and self.total_epochs is None and self.run.config_path.exists():
-            self.total_epochs = int(load_json(self.run.config_path).get("epochs") or 0) or None
+            self.total_epochs = load_json(self.run.config_path)["epochs"]
         if self.progress.live:
             self._bar = tqdm(total=None, bar_format="{desc}", file=self.progress.stream, leave=False)
             self._render()

@@ -14,34 +14,27 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cifar_helpers.analysis.seed_analysis import ReplicateSummary
-from cifar_helpers.rundir.artifacts import STAGES, RunDir, failure_marker, load_json, save_json
+from cifar_helpers.rundir.artifacts import RunDir, load_json, save_json
 from cifar_helpers.rundir.config import make_config
-from cifar_helpers.rundir.registry import REPLICATES_SPEC
-from cifar_helpers.rundir.replicate_layout import (
-    replicates_complete,
-    replicates_dir,
-    seed_run_dir,
-)
+from cifar_helpers.rundir.lineage import failure_marker, stage_is_finished
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
+from cifar_helpers.rundir.replicate_layout import replicates_complete, replicates_dir, seed_run_dir
 from cifar_helpers.views.report import write_replicates_report
 from cifar_helpers.views.tables import describe_replicates
-from cifar_helpers.workflow.pipeline import (
-    NOTEBOOK_DIR,
-    StageFailed,
-    execute_notebook,
-    stage_is_finished,
-)
+from cifar_helpers.workflow.pipeline import StageFailed, run_stage
 from cifar_helpers.workflow.stages import default_run_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
-POLL_SECONDS = 1.0  # how often a seed's task looks at its run directory for newly finished stages
-LOG_NAME = "run_all.log"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
+_LOG_NAME = "run_all.log"
+# What the single-seed run_all.py prints when a stage is done (workflow.pipeline.run_pipeline).
+_STAGE_DONE = re.compile(r"\[(\w+)\] [\w.]+\.ipynb: (?:complete, (skipped)|done in ([\d.]+) min)")
 
 
 class ReplicateArgumentError(ValueError):
@@ -65,25 +58,33 @@ def parse_seeds(spec: str) -> list[int]:
     return sorted(seeds)
 
 
-def seed_command(
-    seed: int,
-    root: Path,
-    *,
-    profile: str,
-    data_seed: int | None,
-    parameters: Sequence[str] = (),
-    data_dir: str | None = None,
-    stages: str | None = None,
-    force: bool = False,
-) -> list[str]:
+@dataclass(frozen=True)
+class ReplicateRequest:
+    """What ``run_all.py --seeds`` was asked to do."""
+
+    seeds: list[int]
+    root: Path
+    profile: str
+    stages: list[str]
+    parameters: list[str]  # the -p KEY=VALUE items, passed on to every seed
+    overrides: dict[str, Any]  # the same, parsed
+    data_seed: int  # every seed's (``-p data_seed``, else the first seed)
+    data_dir: str | None = None
+    stages_spec: str | None = None
+    force: bool = False
+    ray_address: str | None = None
+
+
+def seed_command(request: ReplicateRequest, seed: int) -> list[str]:
     """The single-seed ``run_all.py`` command line that computes ``seed``'s run of a replicate run."""
-    command = ["run_all.py", "--profile", profile, "--run-dir", str(seed_run_dir(root, seed))]
+    command = ["run_all.py", "--profile", request.profile, "--run-dir", str(seed_run_dir(request.root, seed))]
     command += ["-p", f"seed={seed}"]
     # data_seed is a setup parameter: run_all.py refuses it when setup is not selected.
-    command += ["-p", f"data_seed={data_seed}"] if data_seed is not None else []
-    command += ["--data-dir", data_dir] if data_dir is not None else []
-    command += ["--stages", stages] if stages is not None else []
-    command += ["--force"] if force else []
+    command += ["-p", f"data_seed={request.data_seed}"] if "setup" in request.stages else []
+    command += ["--data-dir", request.data_dir] if request.data_dir is not None else []
+    command += ["--stages", request.stages_spec] if request.stages_spec is not None else []
+    command += ["--force"] if request.force else []
+    parameters = [item for item in request.parameters if not item.startswith("data_seed=")]
     return command + [arg for item in parameters for arg in ("-p", item)]
 
 
@@ -97,15 +98,11 @@ class SeedOutcome:
     message: str = ""
     log: str = ""
     seconds: float = 0.0
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)  # the stages this invocation ran (not skipped)
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
-
-
-def _finished(run: RunDir, stages: Sequence[str]) -> set[str]:
-    return {stage for stage in stages if stage_is_finished(run, stage)}
 
 
 def _error_lines(log_text: str, limit: int = 6) -> str:
@@ -117,63 +114,42 @@ def _error_lines(log_text: str, limit: int = 6) -> str:
     return "\n".join(lines[-limit:])
 
 
-def run_seed(
-    seed: int,
-    command: Sequence[str],
-    run_dir: str,
-    stages: Sequence[str],
-    force: bool,
-    report: Callable[[dict[str, Any]], None],
-) -> SeedOutcome:
-    """Run one seed's single-seed pipeline as a subprocess (output in ``<run_dir>/run_all.log``);
-    ``report`` each stage as the run directory shows it finished (stages finished before the start as
-    skipped, unless ``force``)."""
-    run = RunDir(run_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
-    log_path = run.root / LOG_NAME
+def _run_seed(seed: int, root: Path, command: list[str], stages: list[str], progress: Any) -> SeedOutcome:
+    """The Ray task of one seed: its single-seed ``run_all.py`` on ``root`` as a subprocess (output in
+    ``<root>/run_all.log``), each stage it says is done or skipped put on the ``progress`` queue."""
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / _LOG_NAME
     start = time.perf_counter()
-    last_event = start
-    reported: dict[str, dict[str, Any]] = {}
-    seen_unfinished = set(stages) - _finished(run, stages) if force else set()
-
-    def poll(status: str, final: bool = False) -> None:
-        nonlocal last_event
-        done = _finished(run, stages)
-        seen_unfinished.update(set(stages) - done)
-        for stage in stages:  # in pipeline order, so a fast pair of stages is reported in order
-            if (
-                stage in reported
-                or stage not in done
-                or (force and stage not in seen_unfinished and not final)
-            ):
-                continue
-            now = time.perf_counter()
-            minutes = round((now - last_event) / 60, 2) if status == "ran" else 0.0
-            last_event = now if status == "ran" else last_event
-            reported[stage] = {"status": status, "minutes": minutes}
-            report({"seed": seed, "stage": stage, **reported[stage]})
-
-    if not force:
-        poll("skipped")
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done: dict[str, str] = {}  # stage -> "ran" or "skipped"
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(
-            [sys.executable, *command], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+            [sys.executable, *command],
+            cwd=_REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            encoding="utf-8",
+            errors="replace",
         )
-        while process.poll() is None:
-            time.sleep(POLL_SECONDS)
-            poll("ran")
-    poll("ran", final=True)
-    text = log_path.read_text(encoding="utf-8", errors="replace")
+        for line in process.stdout:
+            log.write(line)
+            match = _STAGE_DONE.match(line)
+            if match is not None and match.group(1) in stages:
+                stage, skipped, minutes = match.groups()
+                done[stage] = "skipped" if skipped else "ran"
+                progress.put(
+                    {"seed": seed, "stage": stage, "status": done[stage], "minutes": float(minutes or 0)}
+                )
+        process.wait()
+    ran = [stage for stage, status in done.items() if status == "ran"]
     outcome = SeedOutcome(
-        seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, stages=reported
+        seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, ran=ran
     )
     if not outcome.ok:
-        marked = [s for s in stages if failure_marker(run.root, s).exists()]
-        unfinished = [s for s in stages if s not in reported]
+        marked = [s for s in stages if failure_marker(root, s).exists()]
+        unfinished = [s for s in stages if s not in done]
         outcome.failed_stage = (marked or unfinished or [None])[0]
-        outcome.message = _error_lines(text)
+        outcome.message = _error_lines(log_path.read_text(encoding="utf-8", errors="replace"))
     return outcome
 
 
@@ -189,7 +165,7 @@ def start_ray(address: str | None) -> str:
     import torch
 
     gpus = torch.cuda.device_count()
-    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+    for attempt in range(1, _RAY_START_ATTEMPTS + 1):
         before = _descendants()
         try:
             ray.init(
@@ -199,7 +175,7 @@ def start_ray(address: str | None) -> str:
         except Exception as e:  # Ray raises a bare Exception when its processes start too slowly
             # A failed start leaves the processes it did start (GCS, monitors) running: end them.
             _shut_down_ray(before)
-            if attempt == RAY_START_ATTEMPTS:
+            if attempt == _RAY_START_ATTEMPTS:
                 raise RuntimeError(f"Ray did not start on this machine ({attempt} attempts): {e}") from e
             print(f"Ray did not start ({e}); trying again", flush=True)
     return f"Ray on this machine ({os.cpu_count()} CPUs, {gpus} GPUs)"
@@ -234,34 +210,16 @@ def task_resources(num_threads: int | None, cluster: dict[str, float], largest_n
     return {"num_cpus": num_threads or max(1, int(largest_node_cpus))}
 
 
-@dataclass
-class ReplicateRequest:
-    """What ``run_all.py --seeds`` was asked to do."""
-
-    seeds: list[int]
-    root: Path
-    profile: str
-    stages: list[str]
-    parameters: list[str]  # the -p KEY=VALUE items, passed on to every seed
-    overrides: dict[str, Any]  # the same, parsed
-    data_dir: str | None = None
-    stages_spec: str | None = None
-    force: bool = False
-    ray_address: str | None = None
-
-
 def run_replicates(request: ReplicateRequest) -> int:
     """Run every seed as a Ray task, then stage 07; print progress; return the exit status (0 or 1)."""
     import ray
 
-    data_seed = request.overrides.get("data_seed")
-    if data_seed is None:
-        data_seed = request.seeds[0]
     config_values = {k: v for k, v in request.overrides.items() if v is not None and k != "profile"}
     num_threads = make_config(request.profile, **config_values).num_threads
     root = request.root
+    seeds = request.seeds
     root.mkdir(parents=True, exist_ok=True)
-    print(f"Replicate run: {root} (seeds {', '.join(map(str, request.seeds))}, data_seed {data_seed})")
+    print(f"Replicate run: {root} (seeds {', '.join(map(str, seeds))}, data_seed {request.data_seed})")
     before = _descendants()
     where = start_ray(request.ray_address)
     try:
@@ -269,18 +227,17 @@ def run_replicates(request: ReplicateRequest) -> int:
         largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
         resources = task_resources(num_threads, cluster, largest)
         print(f"{where}; each seed's task asks for {resources}", flush=True)
-        outcomes = _run_seed_tasks(request, data_seed, resources)
+        outcomes = _run_seed_tasks(request, resources)
     finally:  # also on Ctrl-C
         _shut_down_ray(before)
 
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
-        notebook = STAGES[o.failed_stage][1] if o.failed_stage in STAGES else "run_all.py"
+        notebook = STAGES[o.failed_stage].notebook if o.failed_stage in STAGES else "run_all.py"
         stage = f" (stage '{o.failed_stage}')" if o.failed_stage else ""
         details = o.message.replace("\n", "\n  ")
         _say(f"seed {o.seed} FAILED in {notebook}{stage}; its output: {o.log}\n  {details}", error=True)
     status = 1 if failed else 0
-    seeds = request.seeds
     replicates_status = "not run"
     if failed:
         _say(
@@ -293,18 +250,18 @@ def run_replicates(request: ReplicateRequest) -> int:
             "stage 07 compares seeds and needs at least two: add more, e.g. "
             f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)"
         )
-    elif incomplete := [s for s in seeds if _finished(RunDir(seed_run_dir(root, s)), STAGES) != set(STAGES)]:
+    elif incomplete := [
+        s for s in seeds if not all(stage_is_finished(RunDir(seed_run_dir(root, s)), st) for st in STAGES)
+    ]:
         _say(
             f"stage 07 not run: the runs of seed(s) {', '.join(map(str, incomplete))} do not have every "
             "stage yet; run without --stages to complete them"
         )
-    elif not any(s["status"] == "ran" for o in outcomes for s in o.stages.values()) and (
-        not request.force and replicates_complete(root, seeds)
-    ):
+    elif not any(o.ran for o in outcomes) and not request.force and replicates_complete(root, seeds):
         _say(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: complete, skipped")
         replicates_status = "skipped"
     else:
-        replicates_status = _run_replicates_notebook(request, seeds)
+        replicates_status = _run_replicates_notebook(request)
         if replicates_status == "failed":
             status = 1
     summary = replicate_run_summary(root, outcomes, replicates_status)
@@ -319,24 +276,16 @@ def _say(message: str, error: bool = False) -> None:
     print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
 
-def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) -> list[SeedOutcome]:
+def _run_seed_tasks(request: ReplicateRequest, resources: dict) -> list[SeedOutcome]:
     import ray
     from ray.util.queue import Empty, Queue
 
     progress = Queue(actor_options={"num_cpus": 0})
-    task = ray.remote(max_retries=0, **resources)(_seed_task)
+    task = ray.remote(max_retries=0, **resources)(_run_seed)
     pending = {}
-    options = {
-        "data_seed": data_seed if "setup" in request.stages else None,
-        "parameters": [item for item in request.parameters if not item.startswith("data_seed=")],
-        "data_dir": request.data_dir,
-        "stages": request.stages_spec,
-        "force": request.force,
-    }
     for seed in request.seeds:
-        command = seed_command(seed, request.root, profile=request.profile, **options)
-        run_dir = str(seed_run_dir(request.root, seed))
-        pending[task.remote(seed, command, run_dir, request.stages, request.force, progress)] = seed
+        run_dir = seed_run_dir(request.root, seed)
+        pending[task.remote(seed, run_dir, seed_command(request, seed), request.stages, progress)] = seed
     total = len(request.seeds) * len(request.stages)
     accounted = 0
 
@@ -348,7 +297,7 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
             except Empty:
                 return
             accounted += 1
-            notebook = STAGES[event["stage"]][1]
+            notebook = STAGES[event["stage"]].notebook
             skipped = event["status"] == "skipped"
             what = "complete, skipped" if skipped else f"done in {event['minutes']:.2f} min"
             _say(
@@ -375,34 +324,23 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
     return [outcomes[s] for s in request.seeds]
 
 
-def _seed_task(
-    seed: int, command: list[str], run_dir: str, stages: list[str], force: bool, progress: Any
-) -> SeedOutcome:
-    """The Ray task of one seed: :func:`run_seed`, its progress events put on a Ray queue."""
-    return run_seed(seed, command, run_dir, stages, force, report=progress.put)
-
-
-def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) -> str:
+def _run_replicates_notebook(request: ReplicateRequest) -> str:
     """Execute 07_replicates.ipynb on the replicate run; "ran" or "failed" (the reason is printed)."""
-    source = NOTEBOOK_DIR / REPLICATES_SPEC.notebook
+    spec = REPLICATES_SPEC
+    seeds = request.seeds
     parameters = {
         "run_dir": str(request.root),
         "profile": request.profile,
         "seed": seeds[0],
-        "seeds": list(seeds),
+        "seeds": seeds,
     }
-    print(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: running ...", flush=True)
+    print(f"[{spec.name}] {spec.notebook}: running ...", flush=True)
     try:
-        executed = request.root / "executed"
-        marker = failure_marker(request.root, REPLICATES_SPEC.name)
-        label = f"stage '{REPLICATES_SPEC.name}'"
-        seconds = execute_notebook(
-            source, executed / REPLICATES_SPEC.notebook, parameters, marker, label=label
-        )
+        result = run_stage(spec, request.root, parameters)
     except StageFailed as e:
-        _say(f"[{REPLICATES_SPEC.name}] FAILED\n{e}", error=True)
+        _say(f"[{spec.name}] FAILED\n{e}", error=True)
         return "failed"
-    print(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: done in {seconds / 60:.2f} min", flush=True)
+    print(f"[{spec.name}] {spec.notebook}: done in {result.seconds / 60:.2f} min", flush=True)
     return "ran"
 
 
@@ -472,13 +410,15 @@ def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) 
     profile = args.profile  # resolved by run_all.py
     root = Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(profile, cwd=Path.cwd())
     data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir is not None else None
+    seeds = parse_seeds(args.seeds)
     request = ReplicateRequest(
-        seeds=parse_seeds(args.seeds),
+        seeds=seeds,
         root=root.resolve(),
         profile=profile,
         stages=stages,
         parameters=list(args.parameters),
         overrides=overrides,
+        data_seed=seeds[0] if overrides.get("data_seed") is None else overrides["data_seed"],
         data_dir=data_dir,
         stages_spec=args.stages,
         force=args.force,
