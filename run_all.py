@@ -37,7 +37,6 @@ from cifar_helpers.workflow.pipeline import (
     check_parameters,
     check_request,
     notebook_parameters,
-    notebook_path,
     parse_parameter,
     parse_stages,
     run_pipeline,
@@ -155,7 +154,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cleanup: con
         overrides = dict(parse_parameter(item) for item in args.parameters)
         if args.data_dir is not None and not Path(args.data_dir).expanduser().exists():
             raise PipelineArgumentError(f"--data-dir {args.data_dir}: no such directory")
-        declared = {stage: notebook_parameters(notebook_path(stage)) for stage in stages}
+        declared = {stage: notebook_parameters(stage) for stage in stages}
         check_parameters(overrides, declared, args.profile)
     except PipelineArgumentError as e:
         parser.error(str(e))

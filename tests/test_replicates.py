@@ -18,10 +18,10 @@ from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
 from cifar_helpers.rundir.replicate_layout import find_seeds, seed_run_dir
 from cifar_helpers.workflow.replicates import (
     ReplicateArgumentError,
-    ReplicateRequest,
+    _ReplicateRequest,
+    _seed_command,
+    _task_resources,
     parse_seeds,
-    seed_command,
-    task_resources,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,20 +44,20 @@ def test_parse_seeds_reads_lists_and_ranges():
 
 def test_seed_command_is_the_single_seed_command(tmp_path):
     options = {"seeds": [42, 43], "root": tmp_path, "profile": "smoke", "data_seed": 42, "overrides": {}}
-    request = ReplicateRequest(
+    request = _ReplicateRequest(
         **options,
         stages=["setup", "baseline", "failures"],
         parameters=["epochs=2"],
         stages_spec="0-2",
         force=True,
     )
-    command = seed_command(request, 43)
+    command = _seed_command(request, 43)
     assert command[0] == "run_all.py"
     assert command[command.index("--run-dir") + 1] == str(tmp_path / "seed-43")
     assert "seed=43" in command and "data_seed=42" in command and "epochs=2" in command
     assert command[command.index("--stages") + 1] == "0-2" and "--force" in command
-    request = ReplicateRequest(**options, stages=["gradcam"], parameters=[], stages_spec="3")
-    assert "data_seed=42" not in seed_command(request, 43)
+    request = _ReplicateRequest(**options, stages=["gradcam"], parameters=[], stages_spec="3")
+    assert "data_seed=42" not in _seed_command(request, 43)
 
 
 def test_find_seeds_in_seed_order(tmp_path):
@@ -69,9 +69,9 @@ def test_find_seeds_in_seed_order(tmp_path):
 
 
 def test_task_resources():
-    assert task_resources(1, {"CPU": 2.0}, 2) == {"num_cpus": 1}  # smoke: two seeds at once on 2 cores
-    assert task_resources(None, {"CPU": 16.0}, 8) == {"num_cpus": 8}  # a whole machine per seed
-    assert task_resources(None, {"CPU": 16.0, "GPU": 4.0}, 8) == {"num_gpus": 1, "num_cpus": 1}
+    assert _task_resources(1, {"CPU": 2.0}, 2) == {"num_cpus": 1}  # smoke: two seeds at once on 2 cores
+    assert _task_resources(None, {"CPU": 16.0}, 8) == {"num_cpus": 8}  # a whole machine per seed
+    assert _task_resources(None, {"CPU": 16.0, "GPU": 4.0}, 8) == {"num_gpus": 1, "num_cpus": 1}
 
 
 def test_bad_replicate_arguments_exit_2(tmp_path):

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,20 @@ def _to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write an object of type {type(obj).__name__} to JSON")
 
 
+def _save(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """``write`` a temporary file, renamed onto ``path`` when done (:func:`atomic_path`), then record
+    ``path`` in its directory's manifest."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    manifest.record(path)
+    return Path(path)
+
+
 def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically, and record it in the manifest. Tensors and NumPy
     arrays become lists; NaN (an undefined measure, e.g. a mean over no images) is kept."""
-    text = json.dumps(obj, indent=2, default=_to_jsonable, allow_nan=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
-    manifest.record(path)
-    return Path(path)
+    text = json.dumps(obj, indent=2, default=_to_jsonable, allow_nan=True) + "\n"
+    return _save(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def load_json(path: str | os.PathLike[str], object_hook: Any = None) -> Any:
@@ -80,10 +87,7 @@ def load_json(path: str | os.PathLike[str], object_hook: Any = None) -> Any:
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
     """``torch.save`` atomically, recorded in the manifest; ``obj`` holds only tensors and plain values."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    manifest.record(path)
-    return Path(path)
+    return _save(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_torch(path: str | os.PathLike[str]) -> Any:
@@ -109,11 +113,8 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Save a matplotlib figure as PNG atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    manifest.record(path)
-    return Path(path)
+    """Save a matplotlib figure as PNG atomically, recorded in the manifest."""
+    return _save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 class RunDir:
@@ -167,4 +168,3 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         return self.root / "config.json"
-

@@ -69,16 +69,13 @@ def parse_stages(spec: str | None) -> list[str]:
     return [names[i] for i in sorted(chosen)]
 
 
-def notebook_path(stage: str) -> Path:
-    """The notebook that runs ``stage``."""
-    return NOTEBOOK_DIR / STAGES[stage].notebook
-
-
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The parameters cell of a notebook as ``{name: default value}`` (defaults parsed as literals)."""
+def notebook_parameters(stage: str) -> dict[str, Any]:
+    """The parameters cell of ``stage``'s notebook as ``{name: default value}`` (defaults parsed as
+    literals)."""
     import papermill
 
-    return {name: _literal(info["default"]) for name, info in papermill.inspect_notebook(str(path)).items()}
+    declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / STAGES[stage].notebook))
+    return {name: _literal(info["default"]) for name, info in declared.items()}
 
 
 def _literal(text: str) -> Any:
@@ -123,13 +120,17 @@ def check_parameters(
                 f"-p {key}={value!r}: expected a value like the default {known[key]!r} "
                 f"({type(known[key]).__name__})"
             )
-    config_keys = {f.name for f in dataclasses.fields(RunConfig)}
-    config_values = {k: v for k, v in overrides.items() if k in config_keys and v is not None}
-    config_values.pop("profile", None)
     try:
-        make_config(profile, **config_values)
+        requested_config(profile, overrides)
     except ValueError as e:
         raise PipelineArgumentError(f"-p: {e}") from None
+
+
+def requested_config(profile: str, overrides: dict[str, Any]) -> RunConfig:
+    """The configuration ``-p`` asks for: the profile's, with the configuration keys among ``overrides``
+    (a value of None keeps the profile's; ``profile`` is the argument's)."""
+    keys = {f.name for f in dataclasses.fields(RunConfig)} - {"profile"}
+    return make_config(profile, **{k: v for k, v in overrides.items() if k in keys and v is not None})
 
 
 def check_request(
@@ -324,7 +325,7 @@ def run_pipeline(
         parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
         print(f"[{stage}] {notebook}: running ...", flush=True)
         try:
-            with progress.stage(stage, run) as stage_progress:
+            with StageProgress(progress, stage, run) as stage_progress:
                 result = run_stage(STAGES[stage], run.root, parameters, progress=stage_progress)
         except StageFailed as e:
             print(f"[{stage}] FAILED\n{e}", file=sys.stderr, flush=True)

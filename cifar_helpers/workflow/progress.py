@@ -2,8 +2,8 @@
 
 The terminal learns what a notebook's kernel does from the cell papermill starts (shown as its section
 heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale the stages'
-expected durations (the registry's) by the speed measured on the other stages already run. A training stage is
-estimated only from training: the step rate the trainer measured before its first epoch, then the
+expected durations (the registry's) by the speed measured on the stages already run. A training stage
+is estimated only from training: the step rate the trainer measured before its first epoch, then the
 time per epoch; until then the ETA says it is not measured. On a terminal each stage is one updating
 tqdm line; elsewhere, one plain line per epoch and per long section.
 """
@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from cifar_helpers.rundir.artifacts import RunDir, load_json
 from cifar_helpers.rundir.registry import STAGES
 
-TRAINING_STAGES = ("baseline", "augmented")
+_TRAINING_STAGES = ("baseline", "augmented")
 PLAIN_SECTION_SECONDS = 5.0  # a section shorter than this gets no line of its own in plain output
-POLL_SECONDS = 1.0
-NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
+_POLL_SECONDS = 1.0
+_NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
 
 
 def format_duration(seconds: float | None) -> str:
@@ -77,7 +77,7 @@ class RunProgress:
     def speed(self) -> float:
         """Measured / expected seconds over the non-training stages finished so far (1.0 before
         any), clamped. Training runs at another pace (compute, not I/O) and is estimated apart."""
-        done = [s for s in self.actual if s not in TRAINING_STAGES]
+        done = [s for s in self.actual if s not in _TRAINING_STAGES]
         if not done:
             return 1.0
         ratio = sum(self.actual[s] for s in done) / max(sum(self.expected[s] for s in done), 1e-9)
@@ -88,7 +88,7 @@ class RunProgress:
         training was measured."""
         # Both training stages run the same number of epochs over the same data.
         epochs = self.epochs.get(stage) or max(self.epochs.values(), default=None)
-        if stage in TRAINING_STAGES:
+        if stage in _TRAINING_STAGES:
             return epochs * self.epoch_seconds if self.epoch_seconds is not None and epochs else None
         return self.expected[stage] * self.speed()
 
@@ -96,13 +96,9 @@ class RunProgress:
         """Seconds left in the run: the current stage's remainder plus the stages after it (None
         while a training stage among them is not measured yet)."""
         later = [self.estimate(s) for s in self.pending if s != current]
-        if None in later or (current in TRAINING_STAGES and current_left is None):
+        if None in later or (current in _TRAINING_STAGES and current_left is None):
             return None
         return sum(later) + (current_left or 0.0)
-
-    def stage(self, stage: str, run: RunDir) -> StageProgress:
-        """The progress display of one stage (a context manager; pass its ``on_cell_start`` to papermill)."""
-        return StageProgress(self, stage, run)
 
     def finished(self, stage: str, seconds: float) -> None:
         """Record a finished stage's duration (refines the estimates of the stages after it)."""
@@ -119,7 +115,8 @@ class RunProgress:
 
 
 class StageProgress:
-    """One stage's line: its current section or epoch, its ETA and the run's. Use as a context manager."""
+    """One stage's line: its current section or epoch, its ETA and the run's. Use as a context manager
+    while papermill runs the stage (:meth:`use_notebook`, then ``on_cell_start`` as its hook)."""
 
     def __init__(self, run_progress: RunProgress, stage: str, run: RunDir) -> None:
         self.progress = run_progress
@@ -202,20 +199,20 @@ class StageProgress:
 
     def stage_left(self) -> float | None:
         """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate
-        less the time spent, at least :data:`NEARLY_DONE_SHARE` of it (None: a training stage not
+        less the time spent, at least :data:`_NEARLY_DONE_SHARE` of it (None: a training stage not
         measured yet)."""
-        if self.stage in TRAINING_STAGES:
+        if self.stage in _TRAINING_STAGES:
             if not (self.total_epochs and self.progress.epoch_seconds):
                 return None
             return max(self.total_epochs - self.epochs_seen, 0) * self.progress.epoch_seconds
         estimate = self.progress.estimate(self.stage)
         # A stage past its estimate is nearly done, not done: say so rather than "0s" while it runs.
-        return max(estimate - (time.perf_counter() - self.start), NEARLY_DONE_SHARE * estimate)
+        return max(estimate - (time.perf_counter() - self.start), _NEARLY_DONE_SHARE * estimate)
 
     def describe(self) -> str:
         """The current state as one line of text."""
         elapsed, left, epoch = time.perf_counter() - self.start, self.stage_left(), self.last_epoch
-        training = self.stage in TRAINING_STAGES and self.total_epochs
+        training = self.stage in _TRAINING_STAGES and self.total_epochs
         what = self.section or "starting the kernel"
         if training and epoch is not None:
             what = f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
@@ -242,11 +239,11 @@ class StageProgress:
             )
             if due:
                 self.section_reported = True
-        if due and (self.stage not in TRAINING_STAGES or self.last_epoch is None):
+        if due and (self.stage not in _TRAINING_STAGES or self.last_epoch is None):
             self.progress.write(self.describe())
 
     def _loop(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
+        while not self._stop.wait(_POLL_SECONDS):
             self.poll()
             if self.progress.live:
                 self._render()
@@ -257,7 +254,7 @@ class StageProgress:
         # A stage resumed from a checkpoint already has epochs in its history: count from there.
         self.poll()
         self.epoch_times = []
-        if self.stage in TRAINING_STAGES and self.total_epochs is None and self.run.config_path.exists():
+        if self.stage in _TRAINING_STAGES and self.total_epochs is None and self.run.config_path.exists():
             self.total_epochs = load_json(self.run.config_path)["epochs"]
         if self.progress.live:
             self._bar = tqdm(total=None, bar_format="{desc}", file=self.progress.stream, leave=False)

@@ -15,26 +15,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cifar_helpers.analysis.seed_analysis import ReplicateSummary
 from cifar_helpers.rundir.artifacts import RunDir, load_json, save_json
-from cifar_helpers.rundir.config import make_config
 from cifar_helpers.rundir.lineage import failure_marker, stage_is_finished
 from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
 from cifar_helpers.rundir.replicate_layout import replicates_complete, replicates_dir, seed_run_dir
 from cifar_helpers.views.report import write_replicates_report
 from cifar_helpers.views.tables import describe_replicates
-from cifar_helpers.workflow.pipeline import StageFailed, run_stage
+from cifar_helpers.workflow.pipeline import StageFailed, requested_config, run_stage
 from cifar_helpers.workflow.stages import default_run_dir
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
 _LOG_NAME = "run_all.log"
 # What the single-seed run_all.py prints when a stage is done (workflow.pipeline.run_pipeline).
-_STAGE_DONE = re.compile(r"\[(\w+)\] [\w.]+\.ipynb: (?:complete, (skipped)|done in ([\d.]+) min)")
+_STAGE_DONE = re.compile(r"\[(\w+)\] [\w.]+\.ipynb: (complete, skipped|done in)")
 
 
 class ReplicateArgumentError(ValueError):
@@ -59,7 +58,7 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 @dataclass(frozen=True)
-class ReplicateRequest:
+class _ReplicateRequest:
     """What ``run_all.py --seeds`` was asked to do."""
 
     seeds: list[int]
@@ -75,7 +74,7 @@ class ReplicateRequest:
     ray_address: str | None = None
 
 
-def seed_command(request: ReplicateRequest, seed: int) -> list[str]:
+def _seed_command(request: _ReplicateRequest, seed: int) -> list[str]:
     """The single-seed ``run_all.py`` command line that computes ``seed``'s run of a replicate run."""
     command = ["run_all.py", "--profile", request.profile, "--run-dir", str(seed_run_dir(request.root, seed))]
     command += ["-p", f"seed={seed}"]
@@ -89,7 +88,7 @@ def seed_command(request: ReplicateRequest, seed: int) -> list[str]:
 
 
 @dataclass
-class SeedOutcome:
+class _SeedOutcome:
     """How one seed's run ended: exit status, the stage that failed (if any) and why."""
 
     seed: int
@@ -98,7 +97,7 @@ class SeedOutcome:
     message: str = ""
     log: str = ""
     seconds: float = 0.0
-    ran: list[str] = field(default_factory=list)  # the stages this invocation ran (not skipped)
+    ran: bool = False  # whether this invocation ran a stage (rather than skip them all)
 
     @property
     def ok(self) -> bool:
@@ -114,13 +113,13 @@ def _error_lines(log_text: str, limit: int = 6) -> str:
     return "\n".join(lines[-limit:])
 
 
-def _run_seed(seed: int, root: Path, command: list[str], stages: list[str], progress: Any) -> SeedOutcome:
+def _run_seed(seed: int, root: Path, command: list[str], stages: list[str], progress: Any) -> _SeedOutcome:
     """The Ray task of one seed: its single-seed ``run_all.py`` on ``root`` as a subprocess (output in
-    ``<root>/run_all.log``), each stage it says is done or skipped put on the ``progress`` queue."""
+    ``<root>/run_all.log``), its line for each stage done or skipped put on the ``progress`` queue."""
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / _LOG_NAME
     start = time.perf_counter()
-    done: dict[str, str] = {}  # stage -> "ran" or "skipped"
+    done: dict[str, bool] = {}  # stage -> whether it ran (else it was skipped)
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(
             [sys.executable, *command],
@@ -135,15 +134,12 @@ def _run_seed(seed: int, root: Path, command: list[str], stages: list[str], prog
             log.write(line)
             match = _STAGE_DONE.match(line)
             if match is not None and match.group(1) in stages:
-                stage, skipped, minutes = match.groups()
-                done[stage] = "skipped" if skipped else "ran"
-                progress.put(
-                    {"seed": seed, "stage": stage, "status": done[stage], "minutes": float(minutes or 0)}
-                )
+                done[match.group(1)] = match.group(2) == "done in"
+                progress.put((seed, line.rstrip()))
         process.wait()
-    ran = [stage for stage, status in done.items() if status == "ran"]
-    outcome = SeedOutcome(
-        seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, ran=ran
+    seconds = time.perf_counter() - start
+    outcome = _SeedOutcome(
+        seed, process.returncode, log=str(log_path), seconds=seconds, ran=any(done.values())
     )
     if not outcome.ok:
         marked = [s for s in stages if failure_marker(root, s).exists()]
@@ -153,7 +149,7 @@ def _run_seed(seed: int, root: Path, command: list[str], stages: list[str], prog
     return outcome
 
 
-def start_ray(address: str | None) -> str:
+def _start_ray(address: str | None) -> str:
     """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start one on this machine;
     returns where the seeds will run, in words."""
     import ray
@@ -202,7 +198,7 @@ def _shut_down_ray(before: dict[int, Any]) -> None:
             process.kill()
 
 
-def task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
+def _task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
     """Ray resources of one seed's task: a GPU each where there are GPUs, else its CPU threads
     (``num_threads`` None: torch's default, all cores, so the task asks for a whole machine)."""
     if cluster.get("GPU", 0) >= 1:
@@ -210,22 +206,21 @@ def task_resources(num_threads: int | None, cluster: dict[str, float], largest_n
     return {"num_cpus": num_threads or max(1, int(largest_node_cpus))}
 
 
-def run_replicates(request: ReplicateRequest) -> int:
+def _run_replicates(request: _ReplicateRequest) -> int:
     """Run every seed as a Ray task, then stage 07; print progress; return the exit status (0 or 1)."""
     import ray
 
-    config_values = {k: v for k, v in request.overrides.items() if v is not None and k != "profile"}
-    num_threads = make_config(request.profile, **config_values).num_threads
+    num_threads = requested_config(request.profile, request.overrides).num_threads
     root = request.root
     seeds = request.seeds
     root.mkdir(parents=True, exist_ok=True)
     print(f"Replicate run: {root} (seeds {', '.join(map(str, seeds))}, data_seed {request.data_seed})")
     before = _descendants()
-    where = start_ray(request.ray_address)
+    where = _start_ray(request.ray_address)
     try:
         cluster = ray.cluster_resources()
         largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
-        resources = task_resources(num_threads, cluster, largest)
+        resources = _task_resources(num_threads, cluster, largest)
         print(f"{where}; each seed's task asks for {resources}", flush=True)
         outcomes = _run_seed_tasks(request, resources)
     finally:  # also on Ctrl-C
@@ -264,9 +259,9 @@ def run_replicates(request: ReplicateRequest) -> int:
         replicates_status = _run_replicates_notebook(request)
         if replicates_status == "failed":
             status = 1
-    summary = replicate_run_summary(root, outcomes, replicates_status)
+    summary = _replicate_run_summary(root, outcomes, replicates_status)
     save_json(root / "summary.json", summary)
-    print("\n" + format_replicate_summary(summary))
+    print("\n" + _format_replicate_summary(summary))
     if replicates_status in ("ran", "skipped"):
         print(f"\nReport: {write_replicates_report(root)}")
     return status
@@ -276,7 +271,7 @@ def _say(message: str, error: bool = False) -> None:
     print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
 
-def _run_seed_tasks(request: ReplicateRequest, resources: dict) -> list[SeedOutcome]:
+def _run_seed_tasks(request: _ReplicateRequest, resources: dict) -> list[_SeedOutcome]:
     import ray
     from ray.util.queue import Empty, Queue
 
@@ -285,7 +280,7 @@ def _run_seed_tasks(request: ReplicateRequest, resources: dict) -> list[SeedOutc
     pending = {}
     for seed in request.seeds:
         run_dir = seed_run_dir(request.root, seed)
-        pending[task.remote(seed, run_dir, seed_command(request, seed), request.stages, progress)] = seed
+        pending[task.remote(seed, run_dir, _seed_command(request, seed), request.stages, progress)] = seed
     total = len(request.seeds) * len(request.stages)
     accounted = 0
 
@@ -293,18 +288,13 @@ def _run_seed_tasks(request: ReplicateRequest, resources: dict) -> list[SeedOutc
         nonlocal accounted
         while True:
             try:
-                event = progress.get_nowait()
+                seed, line = progress.get_nowait()
             except Empty:
                 return
             accounted += 1
-            notebook = STAGES[event["stage"]].notebook
-            skipped = event["status"] == "skipped"
-            what = "complete, skipped" if skipped else f"done in {event['minutes']:.2f} min"
-            _say(
-                f"[seed {event['seed']}] [{event['stage']}] {notebook}: {what}  ({accounted}/{total} stages)"
-            )
+            _say(f"[seed {seed}] {line}  ({accounted}/{total} stages)")
 
-    outcomes: dict[int, SeedOutcome] = {}
+    outcomes: dict[int, _SeedOutcome] = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         drain()
@@ -313,7 +303,7 @@ def _run_seed_tasks(request: ReplicateRequest, resources: dict) -> list[SeedOutc
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError as e:  # the task itself died (worker lost, node gone)
-                outcome = SeedOutcome(seed, 1, message=f"Ray task failed: {str(e).splitlines()[0]}")
+                outcome = _SeedOutcome(seed, 1, message=f"Ray task failed: {str(e).splitlines()[0]}")
             outcomes[seed] = outcome
             state = "finished" if outcome.ok else "FAILED"
             minutes = outcome.seconds / 60
@@ -324,7 +314,7 @@ def _run_seed_tasks(request: ReplicateRequest, resources: dict) -> list[SeedOutc
     return [outcomes[s] for s in request.seeds]
 
 
-def _run_replicates_notebook(request: ReplicateRequest) -> str:
+def _run_replicates_notebook(request: _ReplicateRequest) -> str:
     """Execute 07_replicates.ipynb on the replicate run; "ran" or "failed" (the reason is printed)."""
     spec = REPLICATES_SPEC
     seeds = request.seeds
@@ -344,8 +334,8 @@ def _run_replicates_notebook(request: ReplicateRequest) -> str:
     return "ran"
 
 
-def replicate_run_summary(
-    root: Path, outcomes: Sequence[SeedOutcome], replicates_status: str
+def _replicate_run_summary(
+    root: Path, outcomes: Sequence[_SeedOutcome], replicates_status: str
 ) -> dict[str, Any]:
     """``<root>/summary.json``: each seed's status and headline numbers, and stage 07's summary."""
     seeds: dict[str, Any] = {}
@@ -374,8 +364,8 @@ def replicate_run_summary(
     }
 
 
-def format_replicate_summary(summary: dict[str, Any]) -> str:
-    """A plain-text table of :func:`replicate_run_summary`'s numbers."""
+def _format_replicate_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`_replicate_run_summary`'s numbers."""
 
     def pct(x: Any) -> str:
         return f"{100 * x:6.2f} %" if isinstance(x, (int, float)) else "     -  "
@@ -401,7 +391,7 @@ def format_replicate_summary(summary: dict[str, Any]) -> str:
 
 
 def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) -> int:
-    """``run_all.py --seeds ...``: the parsed command line -> :func:`run_replicates` -> exit status;
+    """``run_all.py --seeds ...``: the parsed command line -> :func:`_run_replicates` -> exit status;
     :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option."""
     if args.seeds is None:
         raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
@@ -411,7 +401,7 @@ def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) 
     root = Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(profile, cwd=Path.cwd())
     data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir is not None else None
     seeds = parse_seeds(args.seeds)
-    request = ReplicateRequest(
+    request = _ReplicateRequest(
         seeds=seeds,
         root=root.resolve(),
         profile=profile,
@@ -424,4 +414,4 @@ def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) 
         force=args.force,
         ray_address=args.ray_address,
     )
-    return run_replicates(request)
+    return _run_replicates(request)
