@@ -14,9 +14,9 @@ from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.workflow.pipeline import (
     PipelineArgumentError,
     StageFailed,
-    execute_notebook,
     parse_parameter,
     parse_stages,
+    run_stage,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,26 +125,23 @@ def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_lab
     assert (run_dir / "reevaluation" / "comparison.json").exists()
 
     # Issue 11, item 5: 02 rerun by hand with its default threshold (0.9) on this run made with 0.5.
-    def by_hand(notebook: str, **parameters: object) -> None:
-        execute_notebook(
-            REPO / "notebooks" / notebook,
-            tmp_path / "by-hand" / notebook,
-            {"run_dir": str(run_dir), "profile": "smoke", **parameters},
-            tmp_path / "by-hand.incomplete",
-            label=notebook,
+    def by_hand(stage: str, **parameters: object) -> None:
+        # Executed copies and the failure marker go to by-hand/, not to the run's executed/.
+        run_stage(
+            STAGES[stage], tmp_path / "by-hand", {"run_dir": str(run_dir), "profile": "smoke", **parameters}
         )
 
     failures_before = (run_dir / "failures" / "failures.json").read_bytes()
     with pytest.raises(StageFailed) as refused:
-        by_hand("02_failure_detection.ipynb")
+        by_hand("failures")
     assert "confidence_threshold=0.5 (this notebook asks for 0.9)" in str(refused.value)
     assert (run_dir / "failures" / "failures.json").read_bytes() == failures_before
-    by_hand("02_failure_detection.ipynb", force=True)
+    by_hand("failures", force=True)
     assert (run_dir / "failures.previous" / "failures.json").read_bytes() == failures_before
     assert json.loads((run_dir / "failures" / "config.json").read_text())["confidence_threshold"] == 0.9
     # 05 now reads new failures and heatmaps of the old ones: it says so instead of crashing.
     with pytest.raises(StageFailed) as stale:
-        by_hand("05_reevaluation.ipynb")
+        by_hand("reevaluation")
     assert "StaleStageError" in str(stale.value) and "03_gradcam.ipynb" in str(stale.value)
     # run_all.py reruns exactly the stages that read the recomputed failures.
     refresh = run_all(*common, timeout=600)
@@ -184,7 +181,6 @@ def test_a_stage_that_fails_after_writing_its_outputs_is_not_finished(tmp_path):
     import nbformat
 
     from cifar_helpers.rundir.lineage import stage_is_finished
-    from cifar_helpers.workflow.pipeline import StageFailed, run_stage
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

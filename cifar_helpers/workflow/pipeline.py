@@ -192,30 +192,14 @@ def run_stage(
 ) -> StageResult:
     """Execute the notebook of ``spec`` (a stage of the run at ``root``, or 07 of the replicate run
     there) with papermill into ``<root>/executed/`` (``progress`` shows what it does); raise
-    :class:`StageFailed` on error."""
-    executed = root / "executed" / spec.notebook
-    marker = failure_marker(root, spec.name)
-    label = f"stage '{spec.name}'"
-    seconds = execute_notebook(
-        notebook_dir / spec.notebook, executed, parameters, marker, label=label, progress=progress
-    )
-    return StageResult(spec.name, "ran", seconds)
-
-
-def execute_notebook(
-    source: Path,
-    executed: Path,
-    parameters: dict[str, Any],
-    marker: Path,
-    *,
-    label: str,
-    progress: StageProgress | None = None,
-) -> float:
-    """Execute ``source`` with papermill into ``executed``; seconds taken, or :class:`StageFailed`.
-    ``marker`` exists while it runs and stays when it fails, so the stage does not count as complete."""
+    :class:`StageFailed` on error. The stage's failure marker exists while it runs and stays when it
+    fails, so the stage does not count as finished."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    source = notebook_dir / spec.notebook
+    executed = root / "executed" / spec.notebook
+    marker = failure_marker(root, spec.name)
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ[HEADLESS_ENV] = "1"
     marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
@@ -239,12 +223,12 @@ def execute_notebook(
     except PapermillExecutionError as e:
         first_line = next((line for line in e.source.splitlines() if line.strip()), "")
         raise StageFailed(
-            f"{label} failed: {source.name}, cell {e.cell_index + 1} of the executed notebook "
+            f"stage '{spec.name}' failed: {source.name}, cell {e.cell_index + 1} of the executed notebook "
             f"(starting {first_line[:60]!r}): {e.ename}: {e.evalue}\n"
             f"open {executed} to see the whole traceback"
         ) from None
     marker.unlink()
-    return time.perf_counter() - start
+    return StageResult(spec.name, "ran", time.perf_counter() - start)
 
 
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
