@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from cifar_helpers.rundir.config import make_config
 from cifar_helpers.rundir.lineage import stage_is_finished
 from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
 from cifar_helpers.rundir.replicate_layout import find_seeds, seed_run_dir
+from cifar_helpers.workflow.pipeline import read_request
 from cifar_helpers.workflow.replicates import (
     ReplicateArgumentError,
     _ReplicateRequest,
@@ -43,21 +45,18 @@ def test_parse_seeds_reads_lists_and_ranges():
 
 
 def test_seed_command_is_the_single_seed_command(tmp_path):
-    options = {"seeds": [42, 43], "root": tmp_path, "profile": "smoke", "data_seed": 42, "overrides": {}}
-    request = _ReplicateRequest(
-        **options,
-        stages=["setup", "baseline", "failures"],
-        parameters=["epochs=2"],
-        stages_spec="0-2",
-        force=True,
-    )
-    command = _seed_command(request, 43)
+    def request(stages: str, *parameters: str, force: bool = False) -> _ReplicateRequest:
+        args = Namespace(
+            stages=stages, parameters=list(parameters), profile="smoke", data_dir=None, force=force
+        )
+        return _ReplicateRequest(read_request(args), seeds=[42, 43], root=tmp_path, data_seed=42)
+
+    command = _seed_command(request("0-2", "epochs=2", force=True), 43)
     assert command[0] == "run_all.py"
     assert command[command.index("--run-dir") + 1] == str(tmp_path / "seed-43")
     assert "seed=43" in command and "data_seed=42" in command and "epochs=2" in command
     assert command[command.index("--stages") + 1] == "0-2" and "--force" in command
-    request = _ReplicateRequest(**options, stages=["gradcam"], parameters=[], stages_spec="3")
-    assert "data_seed=42" not in _seed_command(request, 43)
+    assert "data_seed=42" not in _seed_command(request("3"), 43)
 
 
 def test_find_seeds_in_seed_order(tmp_path):

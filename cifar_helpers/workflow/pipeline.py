@@ -133,18 +133,48 @@ def requested_config(profile: str, overrides: dict[str, Any]) -> RunConfig:
     return make_config(profile, **{k: v for k, v in overrides.items() if k in keys and v is not None})
 
 
-def check_request(
-    run: RunDir,
-    stages: list[str],
-    profile: str,
-    overrides: dict[str, Any],
-    declared: dict[str, dict[str, Any]],
-) -> None:
+@dataclass(frozen=True)
+class PipelineRequest:
+    """What ``run_all.py`` was asked to run, its arguments checked (:func:`read_request`)."""
+
+    stages: list[str]  # the selected stages, in pipeline order
+    stages_spec: str | None  # --stages as given
+    profile: str  # resolved, never "auto"
+    parameters: list[str]  # the -p KEY=VALUE items
+    overrides: dict[str, Any]  # the same, parsed
+    declared: dict[str, dict[str, Any]]  # each selected stage's parameters cell
+    data_dir: str | None  # absolute
+    force: bool
+
+
+def read_request(args: Any) -> PipelineRequest:
+    """``run_all.py``'s parsed arguments (``profile`` resolved), checked: :class:`PipelineArgumentError`
+    names a bad stage selection, parameter or data directory."""
+    stages = parse_stages(args.stages)
+    overrides = dict(parse_parameter(item) for item in args.parameters)
+    data_dir = None if args.data_dir is None else Path(args.data_dir).expanduser().resolve()
+    if data_dir is not None and not data_dir.exists():
+        raise PipelineArgumentError(f"--data-dir {args.data_dir}: no such directory")
+    declared = {stage: notebook_parameters(stage) for stage in stages}
+    check_parameters(overrides, declared, args.profile)
+    return PipelineRequest(
+        stages=stages,
+        stages_spec=args.stages,
+        profile=args.profile,
+        parameters=list(args.parameters),
+        overrides=overrides,
+        declared=declared,
+        data_dir=None if data_dir is None else str(data_dir),
+        force=args.force,
+    )
+
+
+def check_request(run: RunDir, request: PipelineRequest) -> None:
     """Refuse now what the notebooks would refuse later (inputs neither selected nor finished, another
     ``profile`` or ``seed``, invalid knobs), before ``--force`` sets any result aside."""
-    for stage in stages:
+    for stage in request.stages:
         for needed in STAGES[stage].inputs:
-            if needed in stages or stage_is_finished(run, needed):
+            if needed in request.stages or stage_is_finished(run, needed):
                 continue
             damaged = run.damaged(needed)
             if damaged:
@@ -162,12 +192,13 @@ def check_request(
     try:
         config = RunConfig.load(run.config_path)
         config_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"profile", "seed"}
-        for stage in stages:
+        for stage in request.stages:
             if stage == "setup":  # setup_run compares its whole configuration before writing anything
                 continue
-            seed = overrides.get("seed", declared[stage].get("seed", config.seed))
-            check_run_identity(run, config, profile, seed)
-            knobs = {k: v for k, v in overrides.items() if k in declared[stage] and k in config_keys}
+            declared = request.declared[stage]
+            seed = request.overrides.get("seed", declared.get("seed", config.seed))
+            check_run_identity(run, config, request.profile, seed)
+            knobs = {k: v for k, v in request.overrides.items() if k in declared and k in config_keys}
             config.replace(**{k: v for k, v in knobs.items() if v is not None})
     except ValueError as e:  # ConfigError
         raise PipelineArgumentError(str(e)) from None
@@ -254,40 +285,30 @@ def format_summary(summary: dict[str, Any]) -> str:
     return format_run_summary(summary) + "\n\n" + ledger
 
 
-def run_pipeline(
-    run: RunDir,
-    stages: list[str],
-    *,
-    profile: str,
-    overrides: dict[str, Any],
-    declared: dict[str, dict[str, Any]],
-    data_dir: str | None = None,
-    force: bool = False,
-) -> int:
-    """Run ``stages`` of ``run`` in order (a stage whose outputs are complete is skipped unless
-    ``force``, or unless a stage it reads runs now), printing each step, then the summary and the
-    report's path: ``run_all.py``'s single-seed run, ``profile`` resolved (never "auto").
-    ``overrides`` are the ``-p`` parameters, each passed to the notebooks that declare it
-    (``declared``: each stage's ``parameters`` cell).
+def run_pipeline(run: RunDir, request: PipelineRequest) -> int:
+    """Run the requested stages of ``run`` in order (a stage whose outputs are complete is skipped
+    unless ``force``, or unless a stage it reads runs now), printing each step, then the summary and
+    the report's path: ``run_all.py``'s single-seed run. Each ``-p`` parameter goes to the notebooks
+    that declare it.
 
     Returns the exit status: 0, or 1 when a stage failed or a result file is damaged.
     """
-    common = {"run_dir": str(run.root), "profile": profile}
-    if data_dir is not None:
-        common["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    common = {"run_dir": str(run.root), "profile": request.profile}
+    if request.data_dir is not None:
+        common["data_dir"] = request.data_dir
     results: list[StageResult] = []
     print(f"Run directory: {run.root}", flush=True)
     # A stage reading one that runs now would hold results of the old outputs: it runs too.
     to_run: list[str] = []
-    for stage in stages:
+    for stage in request.stages:
         upstream = STAGES[stage].inputs
-        if force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
+        if request.force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
             to_run.append(stage)
-    progress = RunProgress(profile, to_run)
-    for stage in stages:
+    progress = RunProgress(request.profile, to_run)
+    for stage in request.stages:
         notebook = STAGES[stage].notebook
         if stage not in to_run:
-            given = sorted(set(overrides) & set(declared[stage]))
+            given = sorted(set(request.overrides) & set(request.declared[stage]))
             hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
             print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
             results.append(StageResult(stage, "skipped", 0.0))
@@ -302,11 +323,12 @@ def run_pipeline(
                 f"[{stage}] holds results of earlier outputs of {', '.join(at_fault)}: running it again",
                 flush=True,
             )
-        if force or damaged or at_fault or stage_has_results(run, stage):
+        if request.force or damaged or at_fault or stage_has_results(run, stage):
             moved, _ = set_aside(run, stage)  # later stages not rerun now will count as out of date
             if moved is not None:
                 print(f"[{stage}] previous results moved to {moved.name}/", flush=True)
-        parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
+        declared = request.declared[stage]
+        parameters = {k: v for k, v in {**common, **request.overrides}.items() if k in declared}
         print(f"[{stage}] {notebook}: running ...", flush=True)
         try:
             with StageProgress(progress, stage, run) as stage_progress:

@@ -167,14 +167,12 @@ class StageProgress:
         except (OSError, ValueError):
             return
         self._last_mtime = mtime
-        epochs = document.get("epochs") or []
-        total = (document.get("config") or {}).get("epochs")
+        epochs = document["epochs"]
         now = time.perf_counter()
         with self._lock:
             self.probing = document.get("probing")  # optional: only while the step is being chosen
-            if total:
-                self.total_epochs = int(total)
-                self.progress.epochs[self.stage] = int(total)
+            self.total_epochs = document["config"]["epochs"]
+            self.progress.epochs[self.stage] = self.total_epochs
             step = (document.get("environment") or {}).get("train_step") or {}
             if not epochs and self.progress.epoch_seconds is None and step.get("seconds_per_step"):
                 # Measured before training (core.step_choice); plus a share for the test evaluation.
@@ -192,7 +190,7 @@ class StageProgress:
                 self.progress.epoch_seconds = (self.epoch_times[-1] - self.epoch_times[0]) / counted
             elif self.progress.epoch_seconds is None:
                 # One epoch seen: its training time plus a share for the test evaluation.
-                self.progress.epoch_seconds = 1.1 * float(epochs[-1].get("seconds", 0.0)) or None
+                self.progress.epoch_seconds = 1.1 * epochs[-1]["seconds"] or None
         if not self.progress.live:
             self.progress.write(self.describe())
         self._render()

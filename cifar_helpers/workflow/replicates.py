@@ -26,7 +26,7 @@ from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
 from cifar_helpers.rundir.replicate_layout import replicates_complete, replicates_dir, seed_run_dir
 from cifar_helpers.views.report import write_replicates_report
 from cifar_helpers.views.tables import describe_replicates
-from cifar_helpers.workflow.pipeline import StageFailed, requested_config, run_stage
+from cifar_helpers.workflow.pipeline import PipelineRequest, StageFailed, requested_config, run_stage
 from cifar_helpers.workflow.stages import default_run_dir
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,31 +59,32 @@ def parse_seeds(spec: str) -> list[int]:
 
 @dataclass(frozen=True)
 class _ReplicateRequest:
-    """What ``run_all.py --seeds`` was asked to do."""
+    """What ``run_all.py --seeds`` was asked to do: every seed's pipeline, and the seeds."""
 
+    pipeline: PipelineRequest  # the single-seed run_all.py each seed runs (its seed aside)
     seeds: list[int]
     root: Path
-    profile: str
-    stages: list[str]
-    parameters: list[str]  # the -p KEY=VALUE items, passed on to every seed
-    overrides: dict[str, Any]  # the same, parsed
     data_seed: int  # every seed's (``-p data_seed``, else the first seed)
-    data_dir: str | None = None
-    stages_spec: str | None = None
-    force: bool = False
     ray_address: str | None = None
 
 
 def _seed_command(request: _ReplicateRequest, seed: int) -> list[str]:
     """The single-seed ``run_all.py`` command line that computes ``seed``'s run of a replicate run."""
-    command = ["run_all.py", "--profile", request.profile, "--run-dir", str(seed_run_dir(request.root, seed))]
+    pipeline = request.pipeline
+    command = [
+        "run_all.py",
+        "--profile",
+        pipeline.profile,
+        "--run-dir",
+        str(seed_run_dir(request.root, seed)),
+    ]
     command += ["-p", f"seed={seed}"]
     # data_seed is a setup parameter: run_all.py refuses it when setup is not selected.
-    command += ["-p", f"data_seed={request.data_seed}"] if "setup" in request.stages else []
-    command += ["--data-dir", request.data_dir] if request.data_dir is not None else []
-    command += ["--stages", request.stages_spec] if request.stages_spec is not None else []
-    command += ["--force"] if request.force else []
-    parameters = [item for item in request.parameters if not item.startswith("data_seed=")]
+    command += ["-p", f"data_seed={request.data_seed}"] if "setup" in pipeline.stages else []
+    command += ["--data-dir", pipeline.data_dir] if pipeline.data_dir is not None else []
+    command += ["--stages", pipeline.stages_spec] if pipeline.stages_spec is not None else []
+    command += ["--force"] if pipeline.force else []
+    parameters = [item for item in pipeline.parameters if not item.startswith("data_seed=")]
     return command + [arg for item in parameters for arg in ("-p", item)]
 
 
@@ -210,7 +211,7 @@ def _run_replicates(request: _ReplicateRequest) -> int:
     """Run every seed as a Ray task, then stage 07; print progress; return the exit status (0 or 1)."""
     import ray
 
-    num_threads = requested_config(request.profile, request.overrides).num_threads
+    num_threads = requested_config(request.pipeline.profile, request.pipeline.overrides).num_threads
     root = request.root
     seeds = request.seeds
     root.mkdir(parents=True, exist_ok=True)
@@ -252,7 +253,7 @@ def _run_replicates(request: _ReplicateRequest) -> int:
             f"stage 07 not run: the runs of seed(s) {', '.join(map(str, incomplete))} do not have every "
             "stage yet; run without --stages to complete them"
         )
-    elif not any(o.ran for o in outcomes) and not request.force and replicates_complete(root, seeds):
+    elif not any(o.ran for o in outcomes) and not request.pipeline.force and replicates_complete(root, seeds):
         _say(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: complete, skipped")
         replicates_status = "skipped"
     else:
@@ -280,8 +281,9 @@ def _run_seed_tasks(request: _ReplicateRequest, resources: dict) -> list[_SeedOu
     pending = {}
     for seed in request.seeds:
         run_dir = seed_run_dir(request.root, seed)
-        pending[task.remote(seed, run_dir, _seed_command(request, seed), request.stages, progress)] = seed
-    total = len(request.seeds) * len(request.stages)
+        command = _seed_command(request, seed)
+        pending[task.remote(seed, run_dir, command, request.pipeline.stages, progress)] = seed
+    total = len(request.seeds) * len(request.pipeline.stages)
     accounted = 0
 
     def drain() -> None:
@@ -320,7 +322,7 @@ def _run_replicates_notebook(request: _ReplicateRequest) -> str:
     seeds = request.seeds
     parameters = {
         "run_dir": str(request.root),
-        "profile": request.profile,
+        "profile": request.pipeline.profile,
         "seed": seeds[0],
         "seeds": seeds,
     }
@@ -390,28 +392,24 @@ def _format_replicate_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) -> int:
-    """``run_all.py --seeds ...``: the parsed command line -> :func:`_run_replicates` -> exit status;
-    :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option."""
+def run_from_arguments(args: Any, pipeline: PipelineRequest) -> int:
+    """``run_all.py --seeds ...``: the parsed command line (``pipeline``: its checked arguments) ->
+    :func:`_run_replicates` -> exit status; :class:`ReplicateArgumentError` for a bad ``--seeds`` or
+    a conflicting option."""
     if args.seeds is None:
         raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
+    overrides = pipeline.overrides
     if "seed" in overrides:
         raise ReplicateArgumentError("-p seed cannot be combined with --seeds: the seeds come from --seeds")
-    profile = args.profile  # resolved by run_all.py
-    root = Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(profile, cwd=Path.cwd())
-    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir is not None else None
+    root = (
+        Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(pipeline.profile, cwd=Path.cwd())
+    )
     seeds = parse_seeds(args.seeds)
     request = _ReplicateRequest(
+        pipeline=pipeline,
         seeds=seeds,
         root=root.resolve(),
-        profile=profile,
-        stages=stages,
-        parameters=list(args.parameters),
-        overrides=overrides,
         data_seed=seeds[0] if overrides.get("data_seed") is None else overrides["data_seed"],
-        data_dir=data_dir,
-        stages_spec=args.stages,
-        force=args.force,
         ray_address=args.ray_address,
     )
     return _run_replicates(request)
