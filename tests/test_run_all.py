@@ -14,8 +14,8 @@ from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.workflow.pipeline import (
     PipelineArgumentError,
     StageFailed,
-    parse_parameter,
-    parse_stages,
+    _parse_parameter,
+    _parse_stages,
     run_stage,
 )
 
@@ -50,20 +50,20 @@ def test_unknown_parameter_lists_the_known_ones(tmp_path):
 
 def test_parse_stages():
     names = list(STAGES)
-    assert parse_stages(None) == names
-    assert parse_stages("3-5") == names[3:6]
-    assert parse_stages("gradcam,0") == ["setup", "gradcam"]
+    assert _parse_stages(None) == names
+    assert _parse_stages("3-5") == names[3:6]
+    assert _parse_stages("gradcam,0") == ["setup", "gradcam"]
     with pytest.raises(PipelineArgumentError):
-        parse_stages("5-3")
+        _parse_stages("5-3")
     with pytest.raises(PipelineArgumentError):
-        parse_stages("nonsense")
+        _parse_stages("nonsense")
 
 
 def test_parse_parameter_reads_literals_and_strings():
-    assert parse_parameter("epochs=3") == ("epochs", 3)
-    assert parse_parameter("confidence_threshold=0.8") == ("confidence_threshold", 0.8)
-    assert parse_parameter("data_dir=None") == ("data_dir", None)
-    assert parse_parameter("gradcam_layer=layer3.1") == ("gradcam_layer", "layer3.1")
+    assert _parse_parameter("epochs=3") == ("epochs", 3)
+    assert _parse_parameter("confidence_threshold=0.8") == ("confidence_threshold", 0.8)
+    assert _parse_parameter("data_dir=None") == ("data_dir", None)
+    assert _parse_parameter("gradcam_layer=layer3.1") == ("gradcam_layer", "layer3.1")
 
 
 def test_stale_stages_follow_the_data_flow(tmp_path):

@@ -44,7 +44,7 @@ class StageFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell, the error and the executed copy."""
 
 
-def parse_stages(spec: str | None) -> list[str]:
+def _parse_stages(spec: str | None) -> list[str]:
     """``"3-5"``, ``"0,2"``, ``"gradcam,reevaluation"``, ``"all"`` or None -> stage names, in order."""
     names = list(STAGES)
     if spec is None or spec.strip() in ("", "all"):
@@ -69,7 +69,7 @@ def parse_stages(spec: str | None) -> list[str]:
     return [names[i] for i in sorted(chosen)]
 
 
-def notebook_parameters(stage: str) -> dict[str, Any]:
+def _notebook_parameters(stage: str) -> dict[str, Any]:
     """The parameters cell of ``stage``'s notebook as ``{name: default value}`` (defaults parsed as
     literals)."""
     import papermill
@@ -86,7 +86,7 @@ def _literal(text: str) -> Any:
         return text
 
 
-def parse_parameter(item: str) -> tuple[str, Any]:
+def _parse_parameter(item: str) -> tuple[str, Any]:
     """``"KEY=VALUE"`` -> (key, value); VALUE is a Python literal (``3``, ``0.8``, ``None``) or a string."""
     key, sep, raw = item.partition("=")
     key = key.strip()
@@ -105,7 +105,7 @@ def _type_matches(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def check_parameters(
+def _check_parameters(
     overrides: dict[str, Any], parameters_by_stage: dict[str, dict[str, Any]], profile: str
 ) -> None:
     """Refuse unknown keys and values of the wrong type; validate configuration keys with RunConfig."""
@@ -150,13 +150,13 @@ class PipelineRequest:
 def read_request(args: Any) -> PipelineRequest:
     """``run_all.py``'s parsed arguments (``profile`` resolved), checked: :class:`PipelineArgumentError`
     names a bad stage selection, parameter or data directory."""
-    stages = parse_stages(args.stages)
-    overrides = dict(parse_parameter(item) for item in args.parameters)
+    stages = _parse_stages(args.stages)
+    overrides = dict(_parse_parameter(item) for item in args.parameters)
     data_dir = None if args.data_dir is None else Path(args.data_dir).expanduser().resolve()
     if data_dir is not None and not data_dir.exists():
         raise PipelineArgumentError(f"--data-dir {args.data_dir}: no such directory")
-    declared = {stage: notebook_parameters(stage) for stage in stages}
-    check_parameters(overrides, declared, args.profile)
+    declared = {stage: _notebook_parameters(stage) for stage in stages}
+    _check_parameters(overrides, declared, args.profile)
     return PipelineRequest(
         stages=stages,
         stages_spec=args.stages,
