@@ -7,7 +7,7 @@ import io
 import pytest
 
 from cifar_helpers.rundir.artifacts import RunDir, save_json
-from cifar_helpers.workflow.progress import RunProgress, StageProgress, format_duration, section_titles
+from cifar_helpers.workflow.progress import RunProgress, StageProgress, _format_duration, _section_titles
 
 
 def history(epochs: int, done: int) -> dict:
@@ -27,10 +27,10 @@ def history(epochs: int, done: int) -> dict:
 
 
 def test_format_duration():
-    assert format_duration(None) == "?"
-    assert format_duration(7.4) == "7s"
-    assert format_duration(75) == "1m15s"
-    assert format_duration(3 * 3600 + 120) == "3h02m"
+    assert _format_duration(None) == "?"
+    assert _format_duration(7.4) == "7s"
+    assert _format_duration(75) == "1m15s"
+    assert _format_duration(3 * 3600 + 120) == "3h02m"
 
 
 def test_section_titles_follow_the_markdown_headings():
@@ -44,7 +44,7 @@ def test_section_titles_follow_the_markdown_headings():
             {"cell_type": "code", "source": "z = 3", "id": "f"},
         ]
     }
-    assert section_titles(notebook) == {
+    assert _section_titles(notebook) == {
         "b": "opening the stage",
         "d": "Heatmaps for every failure",
         "f": "Heatmaps for every failure",

@@ -29,7 +29,7 @@ _POLL_SECONDS = 1.0
 _NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
 
 
-def format_duration(seconds: float | None) -> str:
+def _format_duration(seconds: float | None) -> str:
     """``75`` -> ``"1m15s"``; ``None`` -> ``"?"``."""
     if seconds is None:
         return "?"
@@ -41,7 +41,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def section_titles(notebook: dict[str, Any]) -> dict[str, str]:
+def _section_titles(notebook: dict[str, Any]) -> dict[str, str]:
     """``{code cell id: the last ``##`` heading above it}`` for a notebook (an nbformat dict); cells
     above the first heading belong to "opening the stage"."""
     titles: dict[str, str] = {}
@@ -219,9 +219,9 @@ class StageProgress:
             what = f"{self.probing or what} (0/{self.total_epochs} epochs done)"
         run_left = self.progress.run_eta(self.stage, left)
         unmeasured = "not measured yet (training speed)"
-        stage_eta = unmeasured if left is None else format_duration(left)
-        run_eta = unmeasured if run_left is None else format_duration(run_left)
-        times = f"elapsed {format_duration(elapsed)} | stage ETA {stage_eta} | run ETA {run_eta}"
+        stage_eta = unmeasured if left is None else _format_duration(left)
+        run_eta = unmeasured if run_left is None else _format_duration(run_left)
+        times = f"elapsed {_format_duration(elapsed)} | stage ETA {stage_eta} | run ETA {run_eta}"
         return f"[{self.stage}] {what} | {times}"
 
     def _render(self) -> None:
@@ -272,4 +272,4 @@ class StageProgress:
 
     def use_notebook(self, path: Path) -> None:
         """Read the section headings of the notebook being run."""
-        self.titles = section_titles(load_json(path))
+        self.titles = _section_titles(load_json(path))
