@@ -26,21 +26,13 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from cifar_helpers.rundir.artifacts import STAGES, RunDir
+from cifar_helpers.rundir.artifacts import RunDir
 from cifar_helpers.rundir.config import PROFILE_NAMES, resolve_profile
+from cifar_helpers.rundir.lineage import stage_is_finished
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.rundir.replicate_layout import seed_run_dir
 from cifar_helpers.rundir.runlock import LOCK_NAME, RunLock, RunLockedError
-from cifar_helpers.workflow.pipeline import (
-    PipelineArgumentError,
-    check_parameters,
-    check_request,
-    notebook_parameters,
-    notebook_path,
-    parse_parameter,
-    parse_stages,
-    run_pipeline,
-    stage_is_finished,
-)
+from cifar_helpers.workflow.pipeline import PipelineArgumentError, check_request, read_request, run_pipeline
 from cifar_helpers.workflow.stages import default_run_dir
 
 # Errors of the machine, not of the code: reported in one line (path and cause), exit status 1.
@@ -150,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     try:
-        stages = parse_stages(args.stages)
-        overrides = dict(parse_parameter(item) for item in args.parameters)
-        if args.data_dir is not None and not Path(args.data_dir).expanduser().exists():
-            raise PipelineArgumentError(f"--data-dir {args.data_dir}: no such directory")
-        declared = {stage: notebook_parameters(notebook_path(stage)) for stage in stages}
-        check_parameters(overrides, declared, args.profile)
+        request = read_request(args)
     except PipelineArgumentError as e:
         parser.error(str(e))
     if args.seeds is not None or args.ray_address is not None:
@@ -163,7 +150,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cleanup: con
         from cifar_helpers.workflow.replicates import ReplicateArgumentError, run_from_arguments
 
         try:
-            return run_from_arguments(args, stages, overrides)
+            return run_from_arguments(args, request)
         except ReplicateArgumentError as e:
             parser.error(str(e))
 
@@ -171,22 +158,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cleanup: con
     fresh = not run.root.exists()
     lock = cleanup.enter_context(RunLock(run.root))
     try:
-        check_request(run, stages, args.profile, overrides, declared)
+        check_request(run, request)
     except PipelineArgumentError as e:
         if fresh:  # leave no trace of a refused request
             lock.release()
             (run.root / LOCK_NAME).unlink()
             run.root.rmdir()
         parser.error(str(e))
-    return run_pipeline(
-        run,
-        stages,
-        profile=args.profile,
-        overrides=overrides,
-        declared=declared,
-        data_dir=args.data_dir,
-        force=args.force,
-    )
+    return run_pipeline(run, request)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from cifar_helpers.core.models import resnet18
 from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD, normalize
 from cifar_helpers.core.step_choice import choose_step
 from cifar_helpers.core.training import build_model, make_optimizer, steps_per_epoch, train_model
-from cifar_helpers.rundir.config import PROFILES, RunConfig, make_config
+from cifar_helpers.rundir.config import RunConfig, make_config
 
 NUM_CLASSES = 10
 METHODS = ("project", "eager", "reference")
@@ -151,7 +151,7 @@ def run_project(args: argparse.Namespace, width: int, eager: bool = False) -> di
         config = config.replace(compile=False)
     else:
         device, batch = config.resolved_device(), slice(0, args.batch_size)
-        planned = PROFILES["cpu"]["epochs"] * steps_per_epoch(49_000, args.batch_size)
+        planned = make_config("cpu").epochs * steps_per_epoch(49_000, args.batch_size)
         inputs, targets = normalize(images[batch].to(device)), labels[batch].to(device)
         choice = choose_step(config, build_model(config), inputs, targets, planned, make_optimizer)
         chosen = choice.record(args.batch_size)
@@ -175,7 +175,7 @@ def run_project(args: argparse.Namespace, width: int, eager: bool = False) -> di
     return {
         "images_per_second": args.steps * args.batch_size / seconds,
         "seconds": seconds,
-        "bf16": config.use_bf16(),
+        "bf16": config.resolved_precision() == "bf16",
         "channels_last": config.memory_format == "channels_last" or config.use_channels_last(),
         "compiled": config.compile is True,
         "threads": torch.get_num_threads(),
@@ -297,7 +297,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per method")
     parser.add_argument("--warmup", type=int, default=3, help="untimed reference steps before timing")
     parser.add_argument(
-        "--batch-size", type=int, default=PROFILES["cpu"]["batch_size"], help="default: the cpu profile's"
+        "--batch-size", type=int, default=make_config("cpu").batch_size, help="default: the cpu profile's"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--workers", type=int, default=2, help="reference DataLoader worker processes")

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from cifar_helpers.rundir.artifacts import (
-    STAGE_OUTPUTS,
     MissingStageError,
     RunDir,
     atomic_path,
@@ -13,6 +12,7 @@ from cifar_helpers.rundir.artifacts import (
     save_torch,
 )
 from cifar_helpers.rundir.manifest import MANIFEST_NAME
+from cifar_helpers.rundir.registry import STAGES
 
 
 def test_save_json_converts_tensors_and_leaves_no_temp_files(tmp_path):
@@ -48,7 +48,7 @@ def test_require_names_the_notebook_to_run(tmp_path):
 
 def test_is_complete_needs_every_output(tmp_path):
     run = RunDir(tmp_path)
-    names = STAGE_OUTPUTS["failures"]
+    names = STAGES["failures"].outputs
     for name in names[:-1]:
         save_json(run.path("failures", name), {})
     assert not run.is_complete("failures")
@@ -63,7 +63,7 @@ def test_unknown_stage_is_refused(tmp_path):
 
 def test_stage_07_is_complete_with_all_its_outputs_for_its_seeds_and_no_failure_marker(tmp_path):
     # One marker file per stage, 07 included, written and read through failure_marker alone.
-    from cifar_helpers.rundir.artifacts import failure_marker
+    from cifar_helpers.rundir.lineage import failure_marker
     from cifar_helpers.rundir.registry import REPLICATES_SPEC
     from cifar_helpers.rundir.replicate_layout import replicates_complete, replicates_dir
 

@@ -86,9 +86,9 @@ def test_replace_validates():
 
 def test_execution_settings_follow_precision():
     fp32 = make_config("smoke", precision="fp32", memory_format="auto", device="cpu")
-    assert not fp32.use_bf16() and not fp32.use_channels_last()
+    assert fp32.resolved_precision() == "fp32" and not fp32.use_channels_last()
     bf16 = make_config("smoke", precision="bf16", memory_format="auto", device="cpu")
-    assert bf16.use_bf16() and bf16.use_channels_last()
+    assert bf16.resolved_precision() == "bf16" and bf16.use_channels_last()
     assert make_config("smoke", device="cpu").resolved_device() == torch.device("cpu")
 
 
@@ -113,21 +113,16 @@ def test_auto_precision_follows_the_gpu_compute_capability(monkeypatch, capabili
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     config = make_config("full", device="cuda")
     assert config.resolved_precision() == expected
-    assert config.use_bf16() is (expected == "bf16")
     assert config.autocast_dtype() == {"bf16": torch.bfloat16, "fp16": torch.float16}.get(expected)
     assert config.use_channels_last() is (expected != "fp32")
 
 
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch):
     import cifar_helpers.rundir.config as config_module
-    from cifar_helpers.rundir.config import _choose_precision
 
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(config_module, "cpu_supports_bf16", lambda native=native: native)
         assert make_config("cpu", device="cpu").resolved_precision() == expected
-    assert _choose_precision("cpu", cpu_bf16=True) == "bf16"
-    with pytest.raises(ValueError, match="compute capability"):
-        _choose_precision("cuda")
 
 
 def test_explicit_precision_is_kept_and_fp16_is_a_choice():

@@ -193,7 +193,7 @@ def test_every_save_records_size_and_sha256(tmp_path: Path) -> None:
     save_json(tmp_path / "b.json", {"x": 1})
     files = read_manifest(tmp_path)
     assert set(files) == {"a.pt", "b.json"}
-    assert files["a.pt"]["bytes"] == (tmp_path / "a.pt").stat().st_size
+    assert files["a.pt"].bytes == (tmp_path / "a.pt").stat().st_size
     assert (tmp_path / MANIFEST_NAME).exists()
 
 

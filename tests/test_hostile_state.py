@@ -24,8 +24,9 @@ from cifar_helpers.analysis.claims import read_ledger
 from cifar_helpers.core.step_choice import Measurement, Step, _cache_key, choose_step
 from cifar_helpers.core.training import build_model, make_optimizer
 from cifar_helpers.rundir import runlock
-from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, DamagedArtifactError, RunDir, save_json, save_torch
+from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, save_json, save_torch
 from cifar_helpers.rundir.config import make_config
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.rundir.runlock import LOCK_NAME, RunLock, RunLockedError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,8 +206,8 @@ def finished_run(root: Path) -> RunDir:
         "comparison.json": {"counts": counts},
         "claims.json": [],
     }
-    for stage, names in STAGE_OUTPUTS.items():
-        for name in names:
+    for stage, spec in STAGES.items():
+        for name in spec.outputs:
             if name.endswith(".pt"):
                 save_torch(run.path(stage, name), {"w": [0]})
             elif (stage, name) != ("setup", "config.json"):

@@ -10,7 +10,6 @@ import pytest
 
 from cifar_helpers.rundir import lineage
 from cifar_helpers.rundir.artifacts import (
-    STAGE_OUTPUTS,
     RunDir,
     StaleStageError,
     load_json,
@@ -18,13 +17,14 @@ from cifar_helpers.rundir.artifacts import (
     save_torch,
 )
 from cifar_helpers.rundir.config import ConfigError, make_config
-from cifar_helpers.workflow.pipeline import stage_is_finished, stale_stages
+from cifar_helpers.rundir.lineage import stage_is_finished, stale_stages
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.workflow.stages import open_stage
 
 
 def write_outputs(run: RunDir, stage: str, marker: object) -> None:
     """Placeholder outputs of ``stage`` whose contents depend on ``marker``."""
-    for name in STAGE_OUTPUTS[stage]:
+    for name in STAGES[stage].outputs:
         if name.endswith(".pt"):
             save_torch(run.path(stage, name), {"marker": str(marker)})
         elif (stage, name) != ("setup", "config.json"):
@@ -47,9 +47,9 @@ def test_every_stage_records_the_outputs_it_read(tmp_path):
     run = finished_run(tmp_path)
     recorded = load_json(run.path("gradcam", "inputs.json"))
     assert set(recorded) == {"setup", "baseline", "failures"}
-    assert set(recorded["failures"]) == set(STAGE_OUTPUTS["failures"])
+    assert set(recorded["failures"]) == set(STAGES["failures"].outputs)
     assert "environment.json" not in recorded["setup"]  # rewritten whenever setup reopens
-    assert all(stage_is_finished(run, stage) for stage in STAGE_OUTPUTS)
+    assert all(stage_is_finished(run, stage) for stage in STAGES)
     assert stale_stages(run, set()) == []
 
 
@@ -95,13 +95,13 @@ def test_force_sets_the_old_results_aside_and_later_stages_become_out_of_date(tm
     assert stale_stages(run, set()) == ["stress"]  # it still holds results of the old failures
     open_stage("stress", tmp_path, profile="smoke")
     write_outputs(run, "stress", 0.9)
-    assert stale_stages(run, set()) == [] and all(stage_is_finished(run, s) for s in STAGE_OUTPUTS)
+    assert stale_stages(run, set()) == [] and all(stage_is_finished(run, s) for s in STAGES)
 
 
 def test_a_run_without_recorded_inputs_is_pinned_before_force(tmp_path):
     """Runs written before inputs.json existed: force records what the later stages read first."""
     run = finished_run(tmp_path)
-    for stage in STAGE_OUTPUTS:
+    for stage in STAGES:
         (run.stage_dir(stage) / lineage.INPUTS_NAME).unlink(missing_ok=True)
     assert lineage.out_of_date(run, "gradcam") == []  # unverified, not stale
     open_stage("baseline", tmp_path, profile="smoke", force=True)

@@ -33,7 +33,7 @@ from notebook_references import (
     source_notebooks,
 )
 
-from cifar_helpers.rundir.replicate_layout import find_seed_dirs
+from cifar_helpers.rundir.replicate_layout import find_seeds, seed_run_dir
 
 NOTEBOOKS = source_notebooks()
 
@@ -81,7 +81,8 @@ def notebook_run(tmp_path_factory: pytest.TempPathFactory, smoke_replicates) -> 
     # 07 compares seeds: it runs on a copy of the session's two-seed replicate run (seed-<k>/ only).
     assert smoke_replicates.completed.returncode == 0, smoke_replicates.completed.stderr[-3000:]
     replicate_root = tmp_path / "replicates"
-    for directory in find_seed_dirs(smoke_replicates.root).values():
+    for seed in find_seeds(smoke_replicates.root):
+        directory = seed_run_dir(smoke_replicates.root, seed)
         shutil.copytree(directory, replicate_root / directory.name)
     untrained, trained = [], []
     for source in NOTEBOOKS:

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from cifar_helpers.rundir.artifacts import RunDir, save_json
-from cifar_helpers.workflow.progress import RunProgress, format_duration, section_titles
+from cifar_helpers.workflow.progress import RunProgress, StageProgress, _format_duration, _section_titles
 
 
 def history(epochs: int, done: int) -> dict:
@@ -27,10 +27,10 @@ def history(epochs: int, done: int) -> dict:
 
 
 def test_format_duration():
-    assert format_duration(None) == "?"
-    assert format_duration(7.4) == "7s"
-    assert format_duration(75) == "1m15s"
-    assert format_duration(3 * 3600 + 120) == "3h02m"
+    assert _format_duration(None) == "?"
+    assert _format_duration(7.4) == "7s"
+    assert _format_duration(75) == "1m15s"
+    assert _format_duration(3 * 3600 + 120) == "3h02m"
 
 
 def test_section_titles_follow_the_markdown_headings():
@@ -44,7 +44,7 @@ def test_section_titles_follow_the_markdown_headings():
             {"cell_type": "code", "source": "z = 3", "id": "f"},
         ]
     }
-    assert section_titles(notebook) == {
+    assert _section_titles(notebook) == {
         "b": "opening the stage",
         "d": "Heatmaps for every failure",
         "f": "Heatmaps for every failure",
@@ -55,7 +55,7 @@ def test_training_stage_prints_one_plain_line_per_epoch_with_loss_accuracy_and_e
     run = RunDir(tmp_path)
     out = io.StringIO()
     progress = RunProgress("smoke", ["baseline", "failures"], stream=out, live=False)
-    with progress.stage("baseline", run) as stage:
+    with StageProgress(progress, "baseline", run) as stage:
         stage.on_cell_start(cell={"id": "x", "metadata": {}}, cell_index=3)
         for done in (1, 2, 3):
             save_json(run.path("baseline", "history.json"), history(3, done))
@@ -94,7 +94,7 @@ def test_training_eta_comes_from_the_step_rate_measured_before_the_first_epoch(t
     run = RunDir(tmp_path)
     out = io.StringIO()
     progress = RunProgress("cpu", ["baseline", "failures"], stream=out, live=False)
-    with progress.stage("baseline", run) as stage:
+    with StageProgress(progress, "baseline", run) as stage:
         assert "stage ETA not measured yet" in stage.describe()
         document = history(3, 0)
         document["environment"] = {"train_step": {"seconds_per_step": 0.5, "steps_per_epoch": 100}}
@@ -107,7 +107,7 @@ def test_training_eta_comes_from_the_step_rate_measured_before_the_first_epoch(t
 def test_a_cold_step_probe_says_which_candidate_it_is_timing(tmp_path):
     run = RunDir(tmp_path)
     progress = RunProgress("cpu", ["baseline"], stream=io.StringIO(), live=False)
-    with progress.stage("baseline", run) as stage:
+    with StageProgress(progress, "baseline", run) as stage:
         probing = "choosing the training step: timing candidate 3 of 4 (compiled channels_last)"
         save_json(run.path("baseline", "history.json"), {**history(19, 0), "probing": probing})
         stage.poll()
@@ -119,7 +119,7 @@ def test_a_cold_step_probe_says_which_candidate_it_is_timing(tmp_path):
 
 def test_a_stage_past_its_estimate_is_nearly_done_not_done(tmp_path):
     progress = RunProgress("cpu", ["stress"], live=False, stream=io.StringIO())
-    stage = progress.stage("stress", RunDir(tmp_path))
+    stage = StageProgress(progress, "stress", RunDir(tmp_path))
     estimate = progress.estimate("stress")
     stage.start -= estimate - 30.0  # 30 s left by the estimate: shown as is
     assert stage.stage_left() == pytest.approx(30.0, abs=5.0)  # a slow machine may lose a second or two
@@ -134,7 +134,7 @@ def test_a_long_section_gets_a_plain_line_and_a_short_one_does_not(tmp_path, mon
     run = RunDir(tmp_path)
     out = io.StringIO()
     progress = RunProgress("smoke", ["gradcam"], stream=out, live=False)
-    stage = progress.stage("gradcam", run)
+    stage = StageProgress(progress, "gradcam", run)
     stage.titles = {"a": "opening the stage", "b": "Heatmaps for every failure", "c": "Measured"}
     stage.on_cell_start(cell={"id": "a"}, cell_index=0)
     stage.on_cell_start(cell={"id": "b"}, cell_index=1)
@@ -148,7 +148,7 @@ def test_live_mode_draws_one_updating_line(tmp_path):
     run = RunDir(tmp_path)
     out = io.StringIO()
     progress = RunProgress("smoke", ["baseline"], stream=out, live=True)
-    with progress.stage("baseline", run) as stage:
+    with StageProgress(progress, "baseline", run) as stage:
         save_json(run.path("baseline", "history.json"), history(2, 1))
         stage.poll()
     text = out.getvalue()

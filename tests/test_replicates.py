@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -11,16 +12,18 @@ import torch
 from conftest import REPLICATE_SEEDS
 from conftest import run_all as run_all_py
 
-from cifar_helpers.rundir.artifacts import STAGES, RunDir, load_json
+from cifar_helpers.rundir.artifacts import RunDir, load_json
 from cifar_helpers.rundir.config import make_config
-from cifar_helpers.rundir.registry import REPLICATES_SPEC
-from cifar_helpers.rundir.replicate_layout import find_seed_dirs, seed_run_dir
-from cifar_helpers.workflow.pipeline import stage_is_finished
+from cifar_helpers.rundir.lineage import stage_is_finished
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
+from cifar_helpers.rundir.replicate_layout import find_seeds, seed_run_dir
+from cifar_helpers.workflow.pipeline import read_request
 from cifar_helpers.workflow.replicates import (
     ReplicateArgumentError,
+    _ReplicateRequest,
+    _seed_command,
+    _task_resources,
     parse_seeds,
-    seed_command,
-    task_resources,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,28 +45,32 @@ def test_parse_seeds_reads_lists_and_ranges():
 
 
 def test_seed_command_is_the_single_seed_command(tmp_path):
-    command = seed_command(
-        43, tmp_path, profile="smoke", data_seed=42, parameters=["epochs=2"], stages="0-2", force=True
-    )
+    def request(stages: str, *parameters: str, force: bool = False) -> _ReplicateRequest:
+        args = Namespace(
+            stages=stages, parameters=list(parameters), profile="smoke", data_dir=None, force=force
+        )
+        return _ReplicateRequest(read_request(args), seeds=[42, 43], root=tmp_path, data_seed=42)
+
+    command = _seed_command(request("0-2", "epochs=2", force=True), 43)
     assert command[0] == "run_all.py"
     assert command[command.index("--run-dir") + 1] == str(tmp_path / "seed-43")
     assert "seed=43" in command and "data_seed=42" in command and "epochs=2" in command
     assert command[command.index("--stages") + 1] == "0-2" and "--force" in command
-    assert "data_seed=42" not in seed_command(43, tmp_path, profile="smoke", data_seed=None, stages="3")
+    assert "data_seed=42" not in _seed_command(request("3"), 43)
 
 
-def test_find_seed_dirs_in_seed_order(tmp_path):
+def test_find_seeds_in_seed_order(tmp_path):
     for seed in (10, 9, 100):
         seed_run_dir(tmp_path, seed).mkdir()
     (tmp_path / "seed-x").mkdir()
     (tmp_path / "replicates").mkdir()
-    assert list(find_seed_dirs(tmp_path)) == [9, 10, 100]
+    assert find_seeds(tmp_path) == [9, 10, 100]
 
 
 def test_task_resources():
-    assert task_resources(1, {"CPU": 2.0}, 2) == {"num_cpus": 1}  # smoke: two seeds at once on 2 cores
-    assert task_resources(None, {"CPU": 16.0}, 8) == {"num_cpus": 8}  # a whole machine per seed
-    assert task_resources(None, {"CPU": 16.0, "GPU": 4.0}, 8) == {"num_gpus": 1, "num_cpus": 1}
+    assert _task_resources(1, {"CPU": 2.0}, 2) == {"num_cpus": 1}  # smoke: two seeds at once on 2 cores
+    assert _task_resources(None, {"CPU": 16.0}, 8) == {"num_cpus": 8}  # a whole machine per seed
+    assert _task_resources(None, {"CPU": 16.0, "GPU": 4.0}, 8) == {"num_gpus": 1, "num_cpus": 1}
 
 
 def test_bad_replicate_arguments_exit_2(tmp_path):
@@ -83,13 +90,13 @@ def test_replicate_run_on_ray_writes_every_seed_notebook_07_and_the_report(smoke
     completed, root = smoke_replicates.completed, smoke_replicates.root
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     assert "Ray on this machine" in completed.stdout  # a real embedded Ray ran the seeds
-    assert list(find_seed_dirs(root)) == list(REPLICATE_SEEDS)
+    assert find_seeds(root) == list(REPLICATE_SEEDS)
     total = len(REPLICATE_SEEDS) * len(STAGES)
     for seed in REPLICATE_SEEDS:
         run = RunDir(seed_run_dir(root, seed))
         assert all(stage_is_finished(run, stage) for stage in STAGES)
         assert sorted(p.name for p in (run.root / "executed").glob("*.ipynb")) == sorted(
-            notebook for _, notebook in STAGES.values()
+            spec.notebook for spec in STAGES.values()
         )
         for stage in STAGES:  # one progress line per seed per finished stage
             assert completed.stdout.count(f"[seed {seed}] [{stage}]") == 1, stage

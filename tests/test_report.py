@@ -26,8 +26,9 @@ from conftest import positive_control_result
 from cifar_helpers.analysis.calibration import _calibration_report
 from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracySummary, ReplicateSummary, Spread
-from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, save_figure, save_json
+from cifar_helpers.rundir.artifacts import save_figure, save_json
 from cifar_helpers.rundir.config import make_config
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.views import tables
 from cifar_helpers.views.report import (
     REPORT_NAME,
@@ -60,7 +61,7 @@ def _figure(path: Path, title: str, seed: int) -> None:
 
 def _touch_outputs(directory: Path, stage: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for name in STAGE_OUTPUTS[stage]:
+    for name in STAGES[stage].outputs:
         path = directory / name
         if not path.exists() and name.endswith(".json"):
             save_json(path, [] if name == "claims.json" else {})  # a ledger is a list of claims

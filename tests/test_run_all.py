@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 from conftest import run_all
 
-from cifar_helpers.rundir.artifacts import STAGES, RunDir, save_json
+from cifar_helpers.rundir.artifacts import RunDir, save_json
+from cifar_helpers.rundir.lineage import stale_stages
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.workflow.pipeline import (
     PipelineArgumentError,
     StageFailed,
-    execute_notebook,
-    parse_parameter,
-    parse_stages,
-    stale_stages,
+    _parse_parameter,
+    _parse_stages,
+    run_stage,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,28 +50,26 @@ def test_unknown_parameter_lists_the_known_ones(tmp_path):
 
 def test_parse_stages():
     names = list(STAGES)
-    assert parse_stages(None) == names
-    assert parse_stages("3-5") == names[3:6]
-    assert parse_stages("gradcam,0") == ["setup", "gradcam"]
+    assert _parse_stages(None) == names
+    assert _parse_stages("3-5") == names[3:6]
+    assert _parse_stages("gradcam,0") == ["setup", "gradcam"]
     with pytest.raises(PipelineArgumentError):
-        parse_stages("5-3")
+        _parse_stages("5-3")
     with pytest.raises(PipelineArgumentError):
-        parse_stages("nonsense")
+        _parse_stages("nonsense")
 
 
 def test_parse_parameter_reads_literals_and_strings():
-    assert parse_parameter("epochs=3") == ("epochs", 3)
-    assert parse_parameter("confidence_threshold=0.8") == ("confidence_threshold", 0.8)
-    assert parse_parameter("data_dir=None") == ("data_dir", None)
-    assert parse_parameter("gradcam_layer=layer3.1") == ("gradcam_layer", "layer3.1")
+    assert _parse_parameter("epochs=3") == ("epochs", 3)
+    assert _parse_parameter("confidence_threshold=0.8") == ("confidence_threshold", 0.8)
+    assert _parse_parameter("data_dir=None") == ("data_dir", None)
+    assert _parse_parameter("gradcam_layer=layer3.1") == ("gradcam_layer", "layer3.1")
 
 
 def test_stale_stages_follow_the_data_flow(tmp_path):
-    from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS
-
     run = RunDir(tmp_path)
-    for stage, names in STAGE_OUTPUTS.items():
-        for name in names:
+    for stage, spec in STAGES.items():
+        for name in spec.outputs:
             save_json(run.path(stage, name), {})
     assert stale_stages(run, {"failures"}) == ["gradcam", "reevaluation", "stress"]
     assert stale_stages(run, {"augmented"}) == ["reevaluation", "stress"]
@@ -91,7 +90,7 @@ def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_lab
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "[augmented] epoch 6/6" in first.stdout and "without encryption" not in first.stderr
     executed = sorted(p.name for p in (run_dir / "executed").glob("*.ipynb"))
-    assert executed == [notebook for _, notebook in STAGES.values()]
+    assert executed == [spec.notebook for spec in STAGES.values()]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["baseline"]["test_accuracy"] < 1 and 0 < summary["augmented"]["test_accuracy"] < 1
     assert set(summary["comparison"]) >= {"fixed", "kept_same", "kept_different", "new"}
@@ -126,31 +125,28 @@ def test_smoke_pipeline_on_the_rebuilt_batches(tmp_path, batches_root, human_lab
     assert (run_dir / "reevaluation" / "comparison.json").exists()
 
     # Issue 11, item 5: 02 rerun by hand with its default threshold (0.9) on this run made with 0.5.
-    def by_hand(notebook: str, **parameters: object) -> None:
-        execute_notebook(
-            REPO / "notebooks" / notebook,
-            tmp_path / "by-hand" / notebook,
-            {"run_dir": str(run_dir), "profile": "smoke", **parameters},
-            tmp_path / "by-hand.incomplete",
-            label=notebook,
+    def by_hand(stage: str, **parameters: object) -> None:
+        # Executed copies and the failure marker go to by-hand/, not to the run's executed/.
+        run_stage(
+            STAGES[stage], tmp_path / "by-hand", {"run_dir": str(run_dir), "profile": "smoke", **parameters}
         )
 
     failures_before = (run_dir / "failures" / "failures.json").read_bytes()
     with pytest.raises(StageFailed) as refused:
-        by_hand("02_failure_detection.ipynb")
+        by_hand("failures")
     assert "confidence_threshold=0.5 (this notebook asks for 0.9)" in str(refused.value)
     assert (run_dir / "failures" / "failures.json").read_bytes() == failures_before
-    by_hand("02_failure_detection.ipynb", force=True)
+    by_hand("failures", force=True)
     assert (run_dir / "failures.previous" / "failures.json").read_bytes() == failures_before
     assert json.loads((run_dir / "failures" / "config.json").read_text())["confidence_threshold"] == 0.9
     # 05 now reads new failures and heatmaps of the old ones: it says so instead of crashing.
     with pytest.raises(StageFailed) as stale:
-        by_hand("05_reevaluation.ipynb")
+        by_hand("reevaluation")
     assert "StaleStageError" in str(stale.value) and "03_gradcam.ipynb" in str(stale.value)
     # run_all.py reruns exactly the stages that read the recomputed failures.
     refresh = run_all(*common, timeout=600)
     assert refresh.returncode == 0, refresh.stdout[-3000:] + refresh.stderr[-3000:]
-    reran = [s for s in STAGES if f"[{s}] {STAGES[s][1]}: running" in refresh.stdout]
+    reran = [s for s, spec in STAGES.items() if f"[{s}] {spec.notebook}: running" in refresh.stdout]
     assert reran == ["gradcam", "reevaluation", "stress"], refresh.stdout
     assert json.loads((run_dir / "summary.json").read_text())["confidence_threshold"] == 0.9
 
@@ -184,7 +180,7 @@ def test_terminal_shows_live_progress_and_no_kernel_transport_warning(tmp_path):
 def test_a_stage_that_fails_after_writing_its_outputs_is_not_finished(tmp_path):
     import nbformat
 
-    from cifar_helpers.workflow.pipeline import StageFailed, run_stage, stage_is_finished
+    from cifar_helpers.rundir.lineage import stage_is_finished
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -200,12 +196,12 @@ def test_a_stage_that_fails_after_writing_its_outputs_is_not_finished(tmp_path):
     )
     nb = nbformat.v4.new_notebook(cells=[source, body])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, notebooks / STAGES["failures"][1])
+    nbformat.write(nb, notebooks / STAGES["failures"].notebook)
     run = RunDir(tmp_path / "run")
     with pytest.raises(
         StageFailed, match=r"02_failure_detection\.ipynb, cell 3 .*from pathlib.*RuntimeError: a plot failed"
     ):
-        run_stage("failures", run, {"run_dir": str(run.root)}, notebook_dir=notebooks)
+        run_stage(STAGES["failures"], run.root, {"run_dir": str(run.root)}, notebook_dir=notebooks)
     assert run.is_complete("failures")  # every output is there ...
     assert not stage_is_finished(run, "failures")  # ... but the stage did not finish
 

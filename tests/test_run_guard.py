@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 import run_all
-from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, RunDir, save_json, save_torch
+from cifar_helpers.rundir.artifacts import RunDir, save_json, save_torch
 from cifar_helpers.rundir.config import make_config
+from cifar_helpers.rundir.registry import STAGES, StageSpec
 from cifar_helpers.rundir.runlock import LOCK_HOLDER_ENV, LOCK_NAME, RunLock, RunLockedError, check_not_locked
 from cifar_helpers.workflow import pipeline
 from cifar_helpers.workflow.pipeline import StageResult
@@ -30,8 +31,8 @@ def complete_run(root: Path) -> RunDir:
     """A run directory in which every stage counts as complete (placeholder outputs)."""
     run = RunDir(root)
     make_config("smoke", seed=42).save(run.config_path)
-    for stage, names in STAGE_OUTPUTS.items():
-        for name in names:
+    for stage, spec in STAGES.items():
+        for name in spec.outputs:
             if name.endswith(".pt"):
                 save_torch(run.path(stage, name), {"w": list(range(1000))})
             elif (stage, name) != ("setup", "config.json"):
@@ -180,8 +181,8 @@ def test_a_full_disk_during_a_stage_is_one_line_and_exit_1(
 ) -> None:
     run = complete_run(tmp_path / "run")
 
-    def no_space(stage: str, run: RunDir, parameters: dict[str, Any], **kwargs: Any) -> StageResult:
-        raise OSError(errno.ENOSPC, "No space left on device", str(run.root / "executed" / "x.ipynb"))
+    def no_space(spec: StageSpec, root: Path, parameters: dict[str, Any], **kwargs: Any) -> StageResult:
+        raise OSError(errno.ENOSPC, "No space left on device", str(root / "executed" / "x.ipynb"))
 
     monkeypatch.setattr(pipeline, "run_stage", no_space)
     assert run_all.main(["--profile", "smoke", "--run-dir", str(run.root), "--stages", "6", "--force"]) == 1
@@ -201,9 +202,9 @@ def test_a_truncated_checkpoint_makes_its_stage_run_again(
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     ran: list[str] = []
 
-    def pretend(stage: str, run: RunDir, parameters: dict[str, Any], **kwargs: Any) -> StageResult:
-        ran.append(stage)
-        return StageResult(stage, "ran", 0.0, None)
+    def pretend(spec: StageSpec, root: Path, parameters: dict[str, Any], **kwargs: Any) -> StageResult:
+        ran.append(spec.name)
+        return StageResult(spec.name, "ran", 0.0)
 
     monkeypatch.setattr(pipeline, "run_stage", pretend)
     assert run_all.main(["--profile", "smoke", "--run-dir", str(run.root)]) == 0
@@ -253,7 +254,7 @@ def test_force_with_a_request_the_run_refuses_moves_nothing(
     assert (run.root / "failures" / "failures.json").exists() and not (
         run.root / "failures.previous"
     ).exists()
-    assert all(run.is_complete(stage) for stage in STAGE_OUTPUTS)
+    assert all(run.is_complete(stage) for stage in STAGES)
 
 
 def test_a_refused_request_on_a_new_directory_leaves_nothing(

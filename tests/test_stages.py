@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, MissingStageError, RunDir, save_json
+from cifar_helpers.rundir.artifacts import MissingStageError, RunDir, save_json
 from cifar_helpers.rundir.config import ConfigError, RunConfig
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.workflow.stages import default_run_dir, open_stage, setup_run
 
 
@@ -70,13 +71,11 @@ def test_setup_records_the_resolved_precision_in_the_environment(tmp_path):
 
 def _finished_run(root, profile, stages):
     """A run folder whose ``stages`` have all their outputs (contents do not matter here)."""
-    from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS
-
     setup_run(root, profile=profile, data_source="synthetic")
     run = RunDir(root)
     save_json(run.root / "data_summary.json", {})  # written by notebook 00 itself
     for stage in stages:
-        for name in STAGE_OUTPUTS[stage]:
+        for name in STAGES[stage].outputs:
             save_json(run.path(stage, name), {})
     return run
 
@@ -115,7 +114,7 @@ def test_a_setting_an_earlier_stage_ran_with_holds_in_the_stages_that_read_it(tm
     # control) reads 02's threshold, not the run's; 04, which does not read 02, keeps the run's.
     run = _finished_run(tmp_path / "run", "smoke", ["baseline", "augmented"])
     failures = open_stage("failures", run.root, profile="smoke", seed=42, confidence_threshold=0.7)
-    for name in STAGE_OUTPUTS["failures"]:
+    for name in STAGES["failures"].outputs:
         save_json(failures.path(name), {})
     assert RunConfig.load(run.config_path).confidence_threshold == 0.9
     assert open_stage("stress", run.root, profile="smoke", seed=42).config.confidence_threshold == 0.7

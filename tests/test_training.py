@@ -31,9 +31,10 @@ from cifar_helpers.core.training import (
     steps_per_epoch,
     train_model,
 )
-from cifar_helpers.rundir.artifacts import STAGE_OUTPUTS, RunDir, load_json, load_torch
+from cifar_helpers.rundir.artifacts import RunDir, load_json, load_torch
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.manifest import MANIFEST_NAME
+from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.rundir.reproducibility import cpu_supports_bf16
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -415,7 +416,7 @@ def test_run_training_stage_writes_outputs_and_does_not_retrain(
     result = run_training_stage(run, config, data, "baseline")
     assert run.is_complete("baseline")
     stage_dir = run.stage_dir("baseline")
-    assert sorted(p.name for p in stage_dir.iterdir()) == sorted([*STAGE_OUTPUTS["baseline"], MANIFEST_NAME])
+    assert sorted(p.name for p in stage_dir.iterdir()) == sorted([*STAGES["baseline"].outputs, MANIFEST_NAME])
 
     metrics = json.loads((stage_dir / "metrics.json").read_text())
     assert set(metrics) == {

@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import re
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,7 @@ import torch
 
 from cifar_helpers.rundir import manifest
 from cifar_helpers.rundir.manifest import atomic_path
-from cifar_helpers.rundir.registry import STAGE_SPECS, stage_number
-
-# Views of the stage registry (:mod:`cifar_helpers.rundir.registry`) by stage, in pipeline order.
-STAGES: dict[str, tuple[str, str]] = {s.name: (s.directory, s.notebook) for s in STAGE_SPECS}
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {s.name: s.outputs for s in STAGE_SPECS}
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {s.name: s.inputs for s in STAGE_SPECS}
+from cifar_helpers.rundir.registry import STAGES, stage_number
 
 
 class MissingStageError(FileNotFoundError):
@@ -42,14 +37,14 @@ class StaleStageError(MissingStageError):
 def rerun_hint(path: str | os.PathLike[str]) -> str:
     """What to do about a bad artifact at ``path``: the stage (and notebook) that writes it, if known."""
     path = Path(path)
-    stage = next((s for s, (d, _) in STAGES.items() if d != "." and d == path.parent.name), None)
-    if stage is None and path.name in STAGE_OUTPUTS["setup"]:
-        stage = "setup"
-    if stage is None:
+    spec = next((s for s in STAGES.values() if s.directory != "." and s.directory == path.parent.name), None)
+    if spec is None and path.name in STAGES["setup"].outputs:
+        spec = STAGES["setup"]
+    if spec is None:
         return "write it again"
     return (
-        f"rerun stage '{stage}' ({STAGES[stage][1]}; run_all.py --stages {stage_number(stage)} --force) "
-        "to write it again"
+        f"rerun stage '{spec.name}' ({spec.notebook}; run_all.py --stages {stage_number(spec.name)} "
+        "--force) to write it again"
     )
 
 
@@ -61,20 +56,20 @@ def _to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write an object of type {type(obj).__name__} to JSON")
 
 
-def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically, and record it in the manifest. Tensors and NumPy
-    arrays become lists; NaN (an undefined measure, e.g. a mean over no images) is kept."""
-    text = json.dumps(obj, indent=2, default=_to_jsonable, allow_nan=True)
+def _save(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """``write`` a temporary file, renamed onto ``path`` when done (:func:`atomic_path`), then record
+    ``path`` in its directory's manifest."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+        write(tmp)
     manifest.record(path)
     return Path(path)
 
 
-def failure_marker(root: str | os.PathLike[str], stage: str) -> Path:
-    """The file that marks ``stage`` of the run in ``root`` (a pipeline stage, or 07's ``"replicates"``)
-    as started by ``run_all.py`` and not finished: ``<root>/executed/<stage>.incomplete``."""
-    return Path(root) / "executed" / f"{stage}.incomplete"
+def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically, and record it in the manifest. Tensors and NumPy
+    arrays become lists; NaN (an undefined measure, e.g. a mean over no images) is kept."""
+    text = json.dumps(obj, indent=2, default=_to_jsonable, allow_nan=True) + "\n"
+    return _save(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def load_json(path: str | os.PathLike[str], object_hook: Any = None) -> Any:
@@ -92,10 +87,7 @@ def load_json(path: str | os.PathLike[str], object_hook: Any = None) -> Any:
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
     """``torch.save`` atomically, recorded in the manifest; ``obj`` holds only tensors and plain values."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    manifest.record(path)
-    return Path(path)
+    return _save(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_torch(path: str | os.PathLike[str]) -> Any:
@@ -121,11 +113,8 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Save a matplotlib figure as PNG atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    manifest.record(path)
-    return Path(path)
+    """Save a matplotlib figure as PNG atomically, recorded in the manifest."""
+    return _save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 class RunDir:
@@ -141,7 +130,7 @@ class RunDir:
         """Directory of ``stage`` (a key of :data:`STAGES`); the writers create it (:func:`atomic_path`)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; known stages: {', '.join(STAGES)}")
-        return self.root / STAGES[stage][0]
+        return self.root / STAGES[stage].directory
 
     def path(self, stage: str, name: str) -> Path:
         """Path of artifact ``name`` of ``stage``; reading it creates nothing."""
@@ -153,45 +142,29 @@ class RunDir:
         missing = [n for n in names if not (base / n).exists()]
         if missing:
             raise MissingStageError(
-                f"{', '.join(missing)} not found in {base}: run {STAGES[stage][1]} (stage '{stage}') "
+                f"{', '.join(missing)} not found in {base}: run {STAGES[stage].notebook} (stage '{stage}') "
                 f"with run_dir={str(self.root)!r} first"
             )
         for name, problem in self.damaged(stage, *names):
             raise DamagedArtifactError(f"{base / name} is damaged ({problem}): {rerun_hint(base / name)}")
         return [base / n for n in names]
 
-    def has(self, stage: str, *names: str) -> bool:
-        """Whether every artifact ``names`` of ``stage`` exists."""
+    def has(self, stage: str) -> bool:
+        """Whether every output of ``stage`` exists."""
         base = self.stage_dir(stage)
-        return all((base / n).exists() for n in names)
+        return all((base / n).exists() for n in STAGES[stage].outputs)
 
     def damaged(self, stage: str, *names: str) -> list[tuple[str, str]]:
-        """``(name, problem)`` for each artifact of ``stage`` (default: its :data:`STAGE_OUTPUTS`) that
+        """``(name, problem)`` for each artifact ``names`` of ``stage`` (default: its outputs) that
         exists but no longer matches the size and SHA-256 recorded when it was written."""
         base = self.stage_dir(stage)
-        found = ((n, manifest.damage(base / n)) for n in (names or STAGE_OUTPUTS[stage]))
+        found = ((n, manifest.damage(base / n)) for n in names or STAGES[stage].outputs)
         return [(n, problem) for n, problem in found if problem is not None]
 
     def is_complete(self, stage: str) -> bool:
-        """Whether ``stage`` has written every file of :data:`STAGE_OUTPUTS`, each as it was written."""
-        return self.has(stage, *STAGE_OUTPUTS[stage]) and not self.damaged(stage)
+        """Whether ``stage`` has written every one of its outputs, each as it was written."""
+        return self.has(stage) and not self.damaged(stage)
 
     @property
     def config_path(self) -> Path:
         return self.root / "config.json"
-
-
-def set_aside_stage(run: RunDir, stage: str) -> Path | None:
-    """Before a forced rerun: move the stage's directory to ``<dir>.previous`` (replacing an older one)
-    so the stage, which resumes from whatever it finds, starts afresh; returns the new location, or
-    None (nothing there, or setup, which lives in the run's root and is idempotent)."""
-    if stage == "setup":
-        return None
-    current = run.stage_dir(stage)
-    if not current.exists():
-        return None
-    previous = current.with_name(current.name + ".previous")
-    if previous.exists():
-        shutil.rmtree(previous)
-    current.rename(previous)
-    return previous

@@ -38,7 +38,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every knob of a run. Field comments say what each one does and why its default is what it is."""
+    """Every knob of a run. Field comments say what each one does and why its default is what it is;
+    the defaults are the ``cpu`` profile's but for ``zero_init_residual`` (:data:`PROFILES` holds what
+    each profile changes)."""
 
     profile: str = "cpu"  # the profile the values came from (``auto`` is resolved to cpu or full)
     seed: int = 42  # seeds data subsets, initialisation, batch order and augmentation
@@ -53,11 +55,13 @@ class RunConfig:
     test_per_class: int | None = None  # stratified subset of the test set; None = all
     holdout_per_class: int = 100  # training images kept out of training, for temperature scaling
     # --- model ------------------------------------------------------------------------------------
-    width: int = 16  # channels of ResNet-18's first stage; 64 is the standard network
+    # Channels of ResNet-18's first stage (64 is the standard network); 16 is the fastest width per
+    # useful FLOP on a CPU, as oneDNN's bf16 kernels want channel counts that are multiples of 16.
+    width: int = 16
     zero_init_residual: bool = False  # start every residual block as its shortcut (short schedules)
     # --- optimisation (SGD + Nesterov momentum, cosine annealing per step) ---------------------------
-    epochs: int = 19
-    batch_size: int = 128
+    epochs: int = 19  # as many as fit in about 15 minutes of training on 2 cores with native bf16
+    batch_size: int = 128  # more, smaller steps learn more per epoch in a short schedule
     lr: float = 0.1  # peak learning rate, reached after the warm-up
     momentum: float = 0.9
     nesterov: bool = True
@@ -68,7 +72,7 @@ class RunConfig:
     flip: bool = True  # RandomHorizontalFlip in the augmented stage
     # --- execution --------------------------------------------------------------------------------
     device: str = "auto"  # auto: cuda if available, else cpu
-    precision: Precision = "auto"  # auto: see _choose_precision (bf16 / fp16 / fp32 by device)
+    precision: Precision = "auto"  # auto: see resolved_precision (bf16 / fp16 / fp32 by device)
     # auto: training measures both (core.step_choice); evaluation uses channels_last with bf16 or fp16.
     memory_format: MemoryFormat = "auto"
     # auto: a training stage times eager and torch.compile'd steps and keeps the fastest, counting the
@@ -185,18 +189,22 @@ class RunConfig:
         return torch.device(self.device)
 
     def resolved_precision(self) -> Literal["bf16", "fp16", "fp32"]:
-        """The arithmetic this run trains and infers in on the resolved device (``auto`` decided); ``fp16``
-        trains with a gradient scaler."""
+        """The arithmetic this run trains and infers in on the resolved device; ``fp16`` trains with a
+        gradient scaler. ``auto`` is the fastest that computes natively there: bf16 on CUDA >= 8.0 (no
+        loss scaling needed); fp16 on 7.x and 6.0, whose bf16 is emulated (though
+        ``torch.cuda.is_bf16_supported()`` says yes); fp32 on older GPUs; on a CPU, bf16 where it is
+        native."""
         if self.precision != "auto":
             return self.precision
         device = self.resolved_device()
-        if device.type == "cuda":
-            return _choose_precision("cuda", capability=torch.cuda.get_device_capability(device))
-        return _choose_precision(device.type, cpu_bf16=cpu_supports_bf16())
-
-    def use_bf16(self) -> bool:
-        """Whether training and inference autocast to bf16 on the resolved device."""
-        return self.resolved_precision() == "bf16"
+        if device.type != "cuda":
+            return "bf16" if cpu_supports_bf16() else "fp32"
+        capability = torch.cuda.get_device_capability(device)
+        if capability >= (8, 0):
+            return "bf16"
+        if capability >= (7, 0) or capability == (6, 0):
+            return "fp16"
+        return "fp32"
 
     def autocast_dtype(self) -> torch.dtype | None:
         """The dtype of the autocast regions (None: plain fp32)."""
@@ -220,23 +228,6 @@ class RunConfig:
         if self.memory_format == "auto":
             return self.resolved_precision() != "fp32"
         return self.memory_format == "channels_last"
-
-
-def _choose_precision(
-    device_type: str, *, capability: tuple[int, int] | None = None, cpu_bf16: bool = False
-) -> Literal["bf16", "fp16", "fp32"]:
-    """The fastest precision that computes natively on a device (what ``precision="auto"`` means): bf16
-    on CUDA >= 8.0 (no loss scaling needed); fp16 on 7.x and 6.0, whose bf16 is emulated (though
-    ``torch.cuda.is_bf16_supported()`` says yes); fp32 on older GPUs; on a CPU bf16 where it is native."""
-    if device_type == "cuda":
-        if capability is None:
-            raise ValueError("choose_precision needs the compute capability of a CUDA device")
-        if capability >= (8, 0):
-            return "bf16"
-        if capability >= (7, 0) or capability == (6, 0):
-            return "fp16"
-        return "fp32"
-    return "bf16" if cpu_bf16 else "fp32"
 
 
 # Scalar field types: the Python types accepted for each, and how the error message names it.
@@ -299,7 +290,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         width=8,
         epochs=6,  # with small batches, enough for the baseline to make some confident mistakes
         batch_size=25,
-        lr=0.1,
         warmup_epochs=0.5,
         # fp32 on one thread: the same numbers on any CPU count, for the nbval references.
         precision="fp32",
@@ -315,16 +305,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     ),
     "quick": dict(
         # A first look at the whole story on real data in minutes on a 2-core laptop: a tenth of the
-        # training set and a narrow network, trained long enough to overfit it (train accuracy ~98 %),
-        # so the baseline is confidently wrong about hundreds of test images and augmentation has
-        # something to fix; tested on the whole test set, so the human labels apply.
+        # training set and a narrow network, trained long enough to overfit it, so the baseline is
+        # confidently wrong about hundreds of test images and augmentation has something to fix;
+        # tested on the whole test set, so the human labels apply.
         train_per_class=500,
         holdout_per_class=50,
         width=8,
         epochs=20,
-        batch_size=128,
-        lr=0.1,
-        warmup_epochs=1.0,
         # Width 8 gains nothing from bf16 kernels, and fp32 gives every machine the same numbers.
         precision="fp32",
         memory_format="contiguous",
@@ -333,27 +320,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         sanity_images=32,
         road_images=32,
     ),
-    "cpu": dict(
-        # Width 16 is the fastest width per useful FLOP on a CPU: oneDNN's bf16 kernels want channel
-        # counts that are multiples of 16 (width 12 trains no faster, width 20 2.5x slower).
-        width=16,
-        zero_init_residual=True,
-        # 19 epochs at ~1,150 images/s fit in 15 minutes of training on 2 cores with native bf16.
-        epochs=19,
-        # More, smaller steps learn more per epoch in a short schedule; 128 costs no throughput.
-        batch_size=128,
-        lr=0.1,
-        warmup_epochs=1.0,
-        holdout_per_class=100,
-        stress_images=2000,
-    ),
+    "cpu": dict(zero_init_residual=True),  # RunConfig's defaults are this profile's
     "full": dict(
         width=64,
         epochs=40,
-        batch_size=128,
-        lr=0.1,
-        warmup_epochs=1.0,
-        holdout_per_class=100,
         stress_images=10000,
         sanity_images=128,
         road_images=256,

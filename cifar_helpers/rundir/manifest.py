@@ -13,8 +13,8 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20
@@ -38,23 +38,31 @@ def _file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
     return st.st_size, _digest_cache[key]
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The ``files`` entries of ``directory``'s manifest; empty when there is none or it is unreadable."""
+@dataclass(frozen=True)
+class FileRecord:
+    """A manifest entry: what :func:`record` wrote down about a file as it was written."""
+
+    bytes: int  # its size
+    sha256: str  # its SHA-256, hex
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, FileRecord]:
+    """``{file name: its record}`` from ``directory``'s manifest; empty when there is none or it is
+    unreadable, which leaves its files unverified (as files written before manifests existed)."""
     try:
         with open(Path(directory) / MANIFEST_NAME, encoding="utf-8") as f:
-            files = json.load(f).get("files", {})
-    except (OSError, ValueError, AttributeError):
+            files = json.load(f)["files"]
+        return {name: FileRecord(**entry) for name, entry in files.items()}
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
         return {}
-    return files if isinstance(files, dict) else {}
 
 
 def record(path: str | os.PathLike[str]) -> None:
     """Record the size and SHA-256 of ``path`` (just written) in its directory's manifest, atomically."""
     path = Path(path)
-    size, digest = _file_digest(path)
-    files = read_manifest(path.parent)
-    files[path.name] = {"bytes": size, "sha256": digest}
-    text = json.dumps({"files": dict(sorted(files.items()))}, indent=2) + "\n"
+    files = {**read_manifest(path.parent), path.name: FileRecord(*_file_digest(path))}
+    entries = {name: asdict(entry) for name, entry in sorted(files.items())}
+    text = json.dumps({"files": entries}, indent=2) + "\n"
     with atomic_path(path.parent / MANIFEST_NAME) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
 
@@ -84,13 +92,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def damage(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` no longer matches its manifest entry, or None (it matches, or has no entry)."""
     path = Path(path)
-    entry = read_manifest(path.parent).get(path.name)
-    if not isinstance(entry, dict) or not path.is_file():
+    entry = read_manifest(path.parent).get(path.name)  # None: no entry, the file is unverified
+    if entry is None or not path.is_file():
         return None
-    expected_size, expected_digest = entry.get("bytes"), entry.get("sha256")
     size = path.stat().st_size
-    if expected_size is not None and size != expected_size:
-        return f"{size} bytes, but {expected_size} were written"
-    if expected_digest is not None and _file_digest(path)[1] != expected_digest:
+    if size != entry.bytes:
+        return f"{size} bytes, but {entry.bytes} were written"
+    if _file_digest(path)[1] != entry.sha256:
         return "its contents differ from what was written (SHA-256 mismatch)"
     return None

@@ -31,79 +31,83 @@ HEADLESS_ENV = "CIFAR_STRESS_HEADLESS"
 
 _TRAINING_OUTPUTS = ("checkpoint.pt", "history.json", "predictions.pt", "metrics.json")
 
-STAGE_SPECS: tuple[StageSpec, ...] = (
-    StageSpec(
-        name="setup",
-        directory=".",
-        notebook="00_setup.ipynb",
-        title="00 Setup: configuration, environment and data",
-        inputs=(),
-        outputs=("config.json", "environment.json", "data_summary.json"),
-        expected_seconds={"smoke": 12, "quick": 12, "cpu": 14, "full": 40},
-    ),
-    StageSpec(
-        name="baseline",
-        directory="baseline",
-        notebook="01_baseline_training.ipynb",
-        title="01 Baseline training",
-        inputs=("setup",),
-        outputs=_TRAINING_OUTPUTS,
-        expected_seconds={"smoke": 22, "quick": 223, "cpu": 1165, "full": 600},
-    ),
-    StageSpec(
-        name="failures",
-        directory="failures",
-        notebook="02_failure_detection.ipynb",
-        title="02 High-confidence failures",
-        inputs=("setup", "baseline"),
-        outputs=("failures.json", "summary.json"),
-        expected_seconds={"smoke": 8, "quick": 16, "cpu": 16, "full": 20},
-    ),
-    StageSpec(
-        name="gradcam",
-        directory="gradcam",
-        notebook="03_gradcam.ipynb",
-        title="03 Grad-CAM of the failures",
-        inputs=("setup", "baseline", "failures"),
-        outputs=("heatmaps.pt", "measures.json", "road.json", "claims.json"),
-        expected_seconds={"smoke": 11, "quick": 36, "cpu": 50, "full": 40},
-    ),
-    StageSpec(
-        name="augmented",
-        directory="augmented",
-        notebook="04_augmented_training.ipynb",
-        title="04 Training with augmentation",
-        inputs=("setup", "baseline"),  # its notebook draws both models' curves
-        outputs=_TRAINING_OUTPUTS,
-        expected_seconds={"smoke": 27, "quick": 188, "cpu": 1190, "full": 600},
-    ),
-    StageSpec(
-        name="reevaluation",
-        directory="reevaluation",
-        notebook="05_reevaluation.ipynb",
-        title="05 Re-evaluation: fixed, kept and new failures",
-        inputs=("setup", "baseline", "failures", "gradcam", "augmented"),
-        outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json", "claims.json"),
-        expected_seconds={"smoke": 12, "quick": 47, "cpu": 57, "full": 30},
-    ),
-    StageSpec(
-        name="stress",
-        directory="stress",
-        notebook="06_stress_tests.ipynb",
-        title="06 Stress tests: corruptions, calibration, sanity checks, the planted-cause bench",
-        inputs=("setup", "baseline", "failures", "augmented"),
-        outputs=(
-            "corruptions.json",
-            "calibration.json",
-            "sanity.json",
-            "positive_control.json",
-            "claims.json",
-            "tile_shuffle.json",
+# Every stage of a run by name, in pipeline order.
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec(
+            name="setup",
+            directory=".",
+            notebook="00_setup.ipynb",
+            title="00 Setup: configuration, environment and data",
+            inputs=(),
+            outputs=("config.json", "environment.json", "data_summary.json"),
+            expected_seconds={"smoke": 12, "quick": 12, "cpu": 14, "full": 40},
         ),
-        # The planted-cause bench (about 100 s on 2 cores, one thread, any profile) included.
-        expected_seconds={"smoke": 135, "quick": 150, "cpu": 215, "full": 150},
-    ),
-)
+        StageSpec(
+            name="baseline",
+            directory="baseline",
+            notebook="01_baseline_training.ipynb",
+            title="01 Baseline training",
+            inputs=("setup",),
+            outputs=_TRAINING_OUTPUTS,
+            expected_seconds={"smoke": 22, "quick": 223, "cpu": 1165, "full": 600},
+        ),
+        StageSpec(
+            name="failures",
+            directory="failures",
+            notebook="02_failure_detection.ipynb",
+            title="02 High-confidence failures",
+            inputs=("setup", "baseline"),
+            outputs=("failures.json", "summary.json"),
+            expected_seconds={"smoke": 8, "quick": 16, "cpu": 16, "full": 20},
+        ),
+        StageSpec(
+            name="gradcam",
+            directory="gradcam",
+            notebook="03_gradcam.ipynb",
+            title="03 Grad-CAM of the failures",
+            inputs=("setup", "baseline", "failures"),
+            outputs=("heatmaps.pt", "measures.json", "road.json", "claims.json"),
+            expected_seconds={"smoke": 11, "quick": 36, "cpu": 50, "full": 40},
+        ),
+        StageSpec(
+            name="augmented",
+            directory="augmented",
+            notebook="04_augmented_training.ipynb",
+            title="04 Training with augmentation",
+            inputs=("setup", "baseline"),  # its notebook draws both models' curves
+            outputs=_TRAINING_OUTPUTS,
+            expected_seconds={"smoke": 27, "quick": 188, "cpu": 1190, "full": 600},
+        ),
+        StageSpec(
+            name="reevaluation",
+            directory="reevaluation",
+            notebook="05_reevaluation.ipynb",
+            title="05 Re-evaluation: fixed, kept and new failures",
+            inputs=("setup", "baseline", "failures", "gradcam", "augmented"),
+            outputs=("comparison.json", "heatmaps.pt", "measures.json", "road.json", "claims.json"),
+            expected_seconds={"smoke": 12, "quick": 47, "cpu": 57, "full": 30},
+        ),
+        StageSpec(
+            name="stress",
+            directory="stress",
+            notebook="06_stress_tests.ipynb",
+            title="06 Stress tests: corruptions, calibration, sanity checks, the planted-cause bench",
+            inputs=("setup", "baseline", "failures", "augmented"),
+            outputs=(
+                "corruptions.json",
+                "calibration.json",
+                "sanity.json",
+                "positive_control.json",
+                "claims.json",
+                "tile_shuffle.json",
+            ),
+            # The planted-cause bench (about 100 s on 2 cores, one thread, any profile) included.
+            expected_seconds={"smoke": 135, "quick": 150, "cpu": 215, "full": 150},
+        ),
+    )
+}
 
 # Stage 07 compares the single-seed runs of a replicate run (``run_all.py --seeds``), so it is not
 # one of a run's stages above; it writes into ``<root>/replicates/`` (``replicate_layout``) and shows
@@ -125,10 +129,7 @@ REPLICATES_SPEC = StageSpec(
     expected_seconds={},
 )
 
-# The same records by name, in pipeline order.
-STAGE_REGISTRY: dict[str, StageSpec] = {spec.name: spec for spec in STAGE_SPECS}
-
 
 def stage_number(name: str) -> int:
     """The stage's position in the pipeline (``setup`` is 0), as ``run_all.py --stages`` counts."""
-    return list(STAGE_REGISTRY).index(name)
+    return list(STAGES).index(name)

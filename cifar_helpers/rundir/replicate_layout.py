@@ -13,25 +13,26 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_helpers.rundir.artifacts import failure_marker, load_json
+from cifar_helpers.rundir.artifacts import load_json
+from cifar_helpers.rundir.lineage import failure_marker
 from cifar_helpers.rundir.registry import REPLICATES_SPEC
 
-SEED_DIR_PREFIX = "seed-"
+_SEED_DIR_PREFIX = "seed-"
 
 
 def seed_run_dir(root: str | os.PathLike[str], seed: int) -> Path:
     """Run directory of ``seed`` in the replicate run at ``root``."""
-    return Path(root) / f"{SEED_DIR_PREFIX}{seed}"
+    return Path(root) / f"{_SEED_DIR_PREFIX}{seed}"
 
 
-def find_seed_dirs(root: str | os.PathLike[str]) -> dict[int, Path]:
-    """``{seed: directory}`` of the ``seed-<k>`` directories under ``root``, in seed order."""
-    found = {}
-    for path in Path(root).glob(f"{SEED_DIR_PREFIX}*"):
-        suffix = path.name[len(SEED_DIR_PREFIX) :]
+def find_seeds(root: str | os.PathLike[str]) -> list[int]:
+    """The seeds of the ``seed-<k>`` directories under ``root`` (:func:`seed_run_dir`), in order."""
+    seeds = []
+    for path in Path(root).glob(f"{_SEED_DIR_PREFIX}*"):
+        suffix = path.name.removeprefix(_SEED_DIR_PREFIX)
         if path.is_dir() and suffix.isdigit():
-            found[int(suffix)] = path
-    return dict(sorted(found.items()))
+            seeds.append(int(suffix))
+    return sorted(seeds)
 
 
 def replicates_dir(root: str | os.PathLike[str]) -> Path:
@@ -46,4 +47,4 @@ def replicates_complete(root: str | os.PathLike[str], seeds: Sequence[int]) -> b
         return False
     if failure_marker(root, REPLICATES_SPEC.name).exists():
         return False
-    return load_json(directory / "summary.json").get("seeds") == list(seeds)
+    return load_json(directory / "summary.json")["seeds"] == list(seeds)

@@ -27,10 +27,7 @@ def seed_everything(seed: int) -> dict[str, Any]:
     torch.backends.cudnn.deterministic = True
     # warn_only: a few CUDA ops have no deterministic kernel; warn instead of aborting a long run.
     torch.use_deterministic_algorithms(True, warn_only=True)
-    report = environment_report()
-    report["seed"] = seed
-    report["deterministic"] = True
-    return report
+    return {**environment_report(), "seed": seed, "deterministic": True}
 
 
 def cpu_supports_bf16() -> bool:

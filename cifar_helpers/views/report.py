@@ -1,5 +1,5 @@
 """A one-page, self-contained HTML report of a run (inline CSS, figures as data URIs, no script), built
-only from the run directory's files (:data:`rundir.artifacts.STAGE_OUTPUTS`) with the tables of
+only from the run directory's files (the outputs of :data:`rundir.registry.STAGES`) with the tables of
 :mod:`views.tables` and ``templates/report.html.j2``. A stage not run yet or a file that cannot be read
 says so in its section, so a report can be written at any point of a run.
 """
@@ -34,17 +34,16 @@ from cifar_helpers.analysis.seed_analysis import (
     ReplicateSummary,
 )
 from cifar_helpers.rundir.artifacts import (
-    STAGE_OUTPUTS,
-    STAGES,
     DamagedArtifactError,
     RunDir,
     atomic_path,
     load_json,
 )
-from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGE_SPECS
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
 from cifar_helpers.rundir.replicate_layout import (
-    find_seed_dirs,
+    find_seeds,
     replicates_dir,
+    seed_run_dir,
 )
 from cifar_helpers.views import tables as t
 
@@ -52,7 +51,6 @@ REPORT_NAME = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Rows shown for a JSON file without a dedicated summary; the file itself holds the rest.
 MAX_GENERIC_ROWS = 40
-STAGE_TITLES: dict[str, str] = {spec.name: spec.title for spec in STAGE_SPECS}
 TEMPLATE = jinja2.Environment(
     loader=jinja2.PackageLoader("cifar_helpers.views", "templates"), autoescape=True, trim_blocks=True
 ).get_template("report.html.j2")
@@ -343,8 +341,8 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
             f"run directory {run.root} does not exist; pass the directory a run wrote into"
         )
     sections = [
-        _section(stage, STAGE_TITLES.get(stage, stage), run.root / folder, STAGE_OUTPUTS[stage], notebook)
-        for stage, (folder, notebook) in STAGES.items()
+        _section(stage, spec.title, run.root / spec.directory, spec.outputs, spec.notebook)
+        for stage, spec in STAGES.items()
     ]
     blocks = [
         _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
@@ -378,7 +376,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
 def _seeds(root: Path) -> str:
     """Each seed's test accuracies and a link to its own report."""
     rows = []
-    for seed, directory in find_seed_dirs(root).items():
+    for seed in find_seeds(root):
+        directory = seed_run_dir(root, seed)
         paths = [directory / model / "metrics.json" for model in ("baseline", "augmented")]
         accuracy = [read_result(path)["test_accuracy"] if path.exists() else None for path in paths]
         report = f"{directory.name}/{REPORT_NAME}" if (directory / REPORT_NAME).exists() else "no report"

@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger
-from cifar_helpers.rundir import lineage
-from cifar_helpers.rundir.artifacts import (
-    STAGE_INPUTS,
-    STAGES,
-    DamagedArtifactError,
-    RunDir,
-    failure_marker,
-    save_json,
-    set_aside_stage,
-)
+from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
-from cifar_helpers.rundir.registry import HEADLESS_ENV, stage_number
+from cifar_helpers.rundir.lineage import (
+    failure_marker,
+    out_of_date,
+    set_aside,
+    stage_has_results,
+    stage_is_finished,
+    stale_stages,
+)
+from cifar_helpers.rundir.registry import HEADLESS_ENV, STAGES, StageSpec, stage_number
 from cifar_helpers.views.report import read_run_summary, write_report
 from cifar_helpers.views.tables import claims_text, format_run_summary
 from cifar_helpers.workflow.kernel import LocalKernelManager
@@ -35,7 +34,6 @@ from cifar_helpers.workflow.progress import RunProgress, StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 
 
 class PipelineArgumentError(ValueError):
@@ -46,16 +44,17 @@ class StageFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell, the error and the executed copy."""
 
 
-def parse_stages(spec: str | None) -> list[str]:
+def _parse_stages(spec: str | None) -> list[str]:
     """``"3-5"``, ``"0,2"``, ``"gradcam,reevaluation"``, ``"all"`` or None -> stage names, in order."""
+    names = list(STAGES)
     if spec is None or spec.strip() in ("", "all"):
-        return list(STAGE_NAMES)
+        return names
     chosen: set[int] = set()
-    last = len(STAGE_NAMES) - 1
+    last = len(names) - 1
     for part in (p.strip() for p in spec.split(",")):
         try:
-            if part in STAGE_NAMES:
-                chosen.add(STAGE_NAMES.index(part))
+            if part in STAGES:
+                chosen.add(stage_number(part))
                 continue
             bounds = [int(x) for x in part.split("-", 1)]  # a range "3-5" or one number "3"
             lo, hi = bounds[0], bounds[-1]
@@ -65,21 +64,18 @@ def parse_stages(spec: str | None) -> list[str]:
         except ValueError:
             raise PipelineArgumentError(
                 f"--stages: cannot read {part!r}; use numbers 0-{last}, ranges like 3-5, or names "
-                f"({', '.join(STAGE_NAMES)})"
+                f"({', '.join(names)})"
             ) from None
-    return [STAGE_NAMES[i] for i in sorted(chosen)]
+    return [names[i] for i in sorted(chosen)]
 
 
-def notebook_path(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
-    """The notebook that runs ``stage``."""
-    return notebook_dir / STAGES[stage][1]
-
-
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The parameters cell of a notebook as ``{name: default value}`` (defaults parsed as literals)."""
+def _notebook_parameters(stage: str) -> dict[str, Any]:
+    """The parameters cell of ``stage``'s notebook as ``{name: default value}`` (defaults parsed as
+    literals)."""
     import papermill
 
-    return {name: _literal(info["default"]) for name, info in papermill.inspect_notebook(str(path)).items()}
+    declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / STAGES[stage].notebook))
+    return {name: _literal(info["default"]) for name, info in declared.items()}
 
 
 def _literal(text: str) -> Any:
@@ -90,7 +86,7 @@ def _literal(text: str) -> Any:
         return text
 
 
-def parse_parameter(item: str) -> tuple[str, Any]:
+def _parse_parameter(item: str) -> tuple[str, Any]:
     """``"KEY=VALUE"`` -> (key, value); VALUE is a Python literal (``3``, ``0.8``, ``None``) or a string."""
     key, sep, raw = item.partition("=")
     key = key.strip()
@@ -109,7 +105,7 @@ def _type_matches(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def check_parameters(
+def _check_parameters(
     overrides: dict[str, Any], parameters_by_stage: dict[str, dict[str, Any]], profile: str
 ) -> None:
     """Refuse unknown keys and values of the wrong type; validate configuration keys with RunConfig."""
@@ -124,34 +120,67 @@ def check_parameters(
                 f"-p {key}={value!r}: expected a value like the default {known[key]!r} "
                 f"({type(known[key]).__name__})"
             )
-    config_keys = {f.name for f in dataclasses.fields(RunConfig)}
-    config_values = {k: v for k, v in overrides.items() if k in config_keys and v is not None}
-    config_values.pop("profile", None)
     try:
-        make_config(profile, **config_values)
+        requested_config(profile, overrides)
     except ValueError as e:
         raise PipelineArgumentError(f"-p: {e}") from None
 
 
-def check_request(
-    run: RunDir,
-    stages: list[str],
-    profile: str,
-    overrides: dict[str, Any],
-    declared: dict[str, dict[str, Any]],
-) -> None:
+def requested_config(profile: str, overrides: dict[str, Any]) -> RunConfig:
+    """The configuration ``-p`` asks for: the profile's, with the configuration keys among ``overrides``
+    (a value of None keeps the profile's; ``profile`` is the argument's)."""
+    keys = {f.name for f in dataclasses.fields(RunConfig)} - {"profile"}
+    return make_config(profile, **{k: v for k, v in overrides.items() if k in keys and v is not None})
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    """What ``run_all.py`` was asked to run, its arguments checked (:func:`read_request`)."""
+
+    stages: list[str]  # the selected stages, in pipeline order
+    stages_spec: str | None  # --stages as given
+    profile: str  # resolved, never "auto"
+    parameters: list[str]  # the -p KEY=VALUE items
+    overrides: dict[str, Any]  # the same, parsed
+    declared: dict[str, dict[str, Any]]  # each selected stage's parameters cell
+    data_dir: str | None  # absolute
+    force: bool
+
+
+def read_request(args: Any) -> PipelineRequest:
+    """``run_all.py``'s parsed arguments (``profile`` resolved), checked: :class:`PipelineArgumentError`
+    names a bad stage selection, parameter or data directory."""
+    stages = _parse_stages(args.stages)
+    overrides = dict(_parse_parameter(item) for item in args.parameters)
+    data_dir = None if args.data_dir is None else Path(args.data_dir).expanduser().resolve()
+    if data_dir is not None and not data_dir.exists():
+        raise PipelineArgumentError(f"--data-dir {args.data_dir}: no such directory")
+    declared = {stage: _notebook_parameters(stage) for stage in stages}
+    _check_parameters(overrides, declared, args.profile)
+    return PipelineRequest(
+        stages=stages,
+        stages_spec=args.stages,
+        profile=args.profile,
+        parameters=list(args.parameters),
+        overrides=overrides,
+        declared=declared,
+        data_dir=None if data_dir is None else str(data_dir),
+        force=args.force,
+    )
+
+
+def check_request(run: RunDir, request: PipelineRequest) -> None:
     """Refuse now what the notebooks would refuse later (inputs neither selected nor finished, another
     ``profile`` or ``seed``, invalid knobs), before ``--force`` sets any result aside."""
-    for stage in stages:
-        for needed in STAGE_INPUTS[stage]:
-            if needed in stages or stage_is_finished(run, needed):
+    for stage in request.stages:
+        for needed in STAGES[stage].inputs:
+            if needed in request.stages or stage_is_finished(run, needed):
                 continue
             damaged = run.damaged(needed)
-            at_fault = lineage.out_of_date(run, needed) if stage_has_results(run, needed) else []
             if damaged:
                 state = f"has a damaged {damaged[0][0]} ({damaged[0][1]})"
-            elif at_fault:
-                state = f"was computed from earlier results of {', '.join(at_fault)}"
+            elif stage_has_results(run, needed):  # so it is out of date
+                state = f"was computed from earlier results of {', '.join(out_of_date(run, needed))}"
             else:
                 state = "is not complete"
             raise PipelineArgumentError(
@@ -163,28 +192,16 @@ def check_request(
     try:
         config = RunConfig.load(run.config_path)
         config_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"profile", "seed"}
-        for stage in stages:
+        for stage in request.stages:
             if stage == "setup":  # setup_run compares its whole configuration before writing anything
                 continue
-            seed = overrides.get("seed", declared[stage].get("seed", config.seed))
-            check_run_identity(run, config, profile, seed)
-            knobs = {k: v for k, v in overrides.items() if k in declared[stage] and k in config_keys}
+            declared = request.declared[stage]
+            seed = request.overrides.get("seed", declared.get("seed", config.seed))
+            check_run_identity(run, config, request.profile, seed)
+            knobs = {k: v for k, v in request.overrides.items() if k in declared and k in config_keys}
             config.replace(**{k: v for k, v in knobs.items() if v is not None})
     except ValueError as e:  # ConfigError
         raise PipelineArgumentError(str(e)) from None
-
-
-def stale_stages(run: RunDir, ran: set[str]) -> list[str]:
-    """Stages with results that read (directly or not) from a stage rerun in this invocation but were
-    not rerun themselves, or whose recorded inputs (``inputs.json``) have changed since they ran."""
-    stale: list[str] = []
-    for stage in STAGE_NAMES:
-        if stage in ran or not stage_has_results(run, stage):
-            continue
-        upstream = [source for source in STAGE_INPUTS[stage] if source != "setup"]
-        if any(source in ran or source in stale for source in upstream) or lineage.out_of_date(run, stage):
-            stale.append(stage)
-    return stale
 
 
 @dataclass
@@ -192,44 +209,28 @@ class StageResult:
     """What happened to one stage in a run."""
 
     stage: str
-    status: str  # "ran" | "skipped" | "failed"
+    status: str  # "ran" | "skipped"
     seconds: float
-    executed_notebook: Path | None
 
 
 def run_stage(
-    stage: str,
-    run: RunDir,
+    spec: StageSpec,
+    root: Path,
     parameters: dict[str, Any],
     *,
     notebook_dir: Path = NOTEBOOK_DIR,
-    kernel_name: str | None = None,
     progress: StageProgress | None = None,
 ) -> StageResult:
-    """Execute one notebook with papermill into ``<run>/executed/`` (``progress`` shows what it does);
-    raise :class:`StageFailed` on error."""
-    source = notebook_path(stage, notebook_dir)
-    executed = run.root / "executed" / source.name
-    options = {"label": f"stage '{stage}'", "kernel_name": kernel_name, "progress": progress}
-    seconds = execute_notebook(source, executed, parameters, failure_marker(run.root, stage), **options)
-    return StageResult(stage, "ran", seconds, executed)
-
-
-def execute_notebook(
-    source: Path,
-    executed: Path,
-    parameters: dict[str, Any],
-    marker: Path,
-    *,
-    label: str,
-    kernel_name: str | None = None,
-    progress: StageProgress | None = None,
-) -> float:
-    """Execute ``source`` with papermill into ``executed``; seconds taken, or :class:`StageFailed`.
-    ``marker`` exists while it runs and stays when it fails, so the stage does not count as complete."""
+    """Execute the notebook of ``spec`` (a stage of the run at ``root``, or 07 of the replicate run
+    there) with papermill into ``<root>/executed/`` (``progress`` shows what it does); raise
+    :class:`StageFailed` on error. The stage's failure marker exists while it runs and stays when it
+    fails, so the stage does not count as finished."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    source = notebook_dir / spec.notebook
+    executed = root / "executed" / spec.notebook
+    marker = failure_marker(root, spec.name)
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ[HEADLESS_ENV] = "1"
     marker.write_text("running or failed; rerun this stage\n", encoding="utf-8")
@@ -239,7 +240,7 @@ def execute_notebook(
         hooks["on_cell_start"] = progress.on_cell_start
     start = time.perf_counter()
     try:
-        options = {"kernel_name": kernel_name, "progress_bar": False, "cwd": str(source.parent), **hooks}
+        options = {"progress_bar": False, "cwd": str(source.parent), **hooks}
         # Killed with its process group, not asked to exit: on Ctrl-C a kernel asked to exit mid-cell
         # prints a traceback to the terminal; every output is saved by the time the last cell ends.
         options["shutdown_kernel"] = "immediate"
@@ -253,22 +254,12 @@ def execute_notebook(
     except PapermillExecutionError as e:
         first_line = next((line for line in e.source.splitlines() if line.strip()), "")
         raise StageFailed(
-            f"{label} failed: {source.name}, cell {e.cell_index + 1} of the executed notebook "
+            f"stage '{spec.name}' failed: {source.name}, cell {e.cell_index + 1} of the executed notebook "
             f"(starting {first_line[:60]!r}): {e.ename}: {e.evalue}\n"
             f"open {executed} to see the whole traceback"
         ) from None
     marker.unlink()
-    return time.perf_counter() - start
-
-
-def stage_has_results(run: RunDir, stage: str) -> bool:
-    """All of the stage's outputs exist, intact, and no run_all.py execution of it failed or stopped."""
-    return run.is_complete(stage) and not failure_marker(run.root, stage).exists()
-
-
-def stage_is_finished(run: RunDir, stage: str) -> bool:
-    """It has its results (:func:`stage_has_results`), and they follow from its inputs as they are now."""
-    return stage_has_results(run, stage) and not lineage.out_of_date(run, stage)
+    return StageResult(spec.name, "ran", time.perf_counter() - start)
 
 
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
@@ -290,56 +281,40 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
 def format_summary(summary: dict[str, Any]) -> str:
     """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`),
     then the claims ledger for a 100-column terminal (:func:`cifar_helpers.views.tables.claims_text`)."""
-    # .get: a summary.json written before the ledger existed has no "claims".
-    ledger = claims_text([ClaimResult.from_dict(row) for row in summary.get("claims", [])])
+    ledger = claims_text([ClaimResult.from_dict(row) for row in summary["claims"]])
     return format_run_summary(summary) + "\n\n" + ledger
 
 
-def write_summary(run: RunDir, summary: dict[str, Any]) -> Path:
-    """Save the run summary as ``summary.json`` in the run directory."""
-    return save_json(run.root / "summary.json", summary)
-
-
-def run_pipeline(
-    run: RunDir,
-    stages: list[str],
-    *,
-    profile: str,
-    overrides: dict[str, Any],
-    declared: dict[str, dict[str, Any]],
-    data_dir: str | None = None,
-    force: bool = False,
-) -> int:
-    """Run ``stages`` of ``run`` in order (a stage whose outputs are complete is skipped unless
-    ``force``, or unless a stage it reads runs now), printing each step, then the summary and the
-    report's path: ``run_all.py``'s single-seed run, ``profile`` resolved (never "auto").
-    ``overrides`` are the ``-p`` parameters, each passed to the notebooks that declare it
-    (``declared``: each stage's ``parameters`` cell).
+def run_pipeline(run: RunDir, request: PipelineRequest) -> int:
+    """Run the requested stages of ``run`` in order (a stage whose outputs are complete is skipped
+    unless ``force``, or unless a stage it reads runs now), printing each step, then the summary and
+    the report's path: ``run_all.py``'s single-seed run. Each ``-p`` parameter goes to the notebooks
+    that declare it.
 
     Returns the exit status: 0, or 1 when a stage failed or a result file is damaged.
     """
-    common = {"run_dir": str(run.root), "profile": profile}
-    if data_dir is not None:
-        common["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    common = {"run_dir": str(run.root), "profile": request.profile}
+    if request.data_dir is not None:
+        common["data_dir"] = request.data_dir
     results: list[StageResult] = []
     print(f"Run directory: {run.root}", flush=True)
     # A stage reading one that runs now would hold results of the old outputs: it runs too.
     to_run: list[str] = []
-    for stage in stages:
-        upstream = STAGE_INPUTS[stage]
-        if force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
+    for stage in request.stages:
+        upstream = STAGES[stage].inputs
+        if request.force or not stage_is_finished(run, stage) or any(s in to_run for s in upstream):
             to_run.append(stage)
-    progress = RunProgress(profile, to_run)
-    for stage in stages:
-        notebook = notebook_path(stage).name
+    progress = RunProgress(request.profile, to_run)
+    for stage in request.stages:
+        notebook = STAGES[stage].notebook
         if stage not in to_run:
-            given = sorted(set(overrides) & set(declared[stage]))
+            given = sorted(set(request.overrides) & set(request.declared[stage]))
             hint = f" (-p {', '.join(given)} not applied: add --force)" if given else ""
             print(f"[{stage}] {notebook}: complete, skipped{hint}", flush=True)
-            results.append(StageResult(stage, "skipped", 0.0, None))
+            results.append(StageResult(stage, "skipped", 0.0))
             continue
         damaged = run.damaged(stage)
-        at_fault = lineage.out_of_date(run, stage)
+        at_fault = out_of_date(run, stage)
         if damaged:
             name, problem = damaged[0]
             print(f"[{stage}] {name} is damaged ({problem}): running the stage again", flush=True)
@@ -348,16 +323,16 @@ def run_pipeline(
                 f"[{stage}] holds results of earlier outputs of {', '.join(at_fault)}: running it again",
                 flush=True,
             )
-        if force or damaged or at_fault or stage_has_results(run, stage):
-            lineage.pin_readers(run, stage)  # later stages not rerun now will count as out of date
-            moved = set_aside_stage(run, stage)
+        if request.force or damaged or at_fault or stage_has_results(run, stage):
+            moved, _ = set_aside(run, stage)  # later stages not rerun now will count as out of date
             if moved is not None:
                 print(f"[{stage}] previous results moved to {moved.name}/", flush=True)
-        parameters = {k: v for k, v in {**common, **overrides}.items() if k in declared[stage]}
+        declared = request.declared[stage]
+        parameters = {k: v for k, v in {**common, **request.overrides}.items() if k in declared}
         print(f"[{stage}] {notebook}: running ...", flush=True)
         try:
-            with progress.stage(stage, run) as stage_progress:
-                result = run_stage(stage, run, parameters, progress=stage_progress)
+            with StageProgress(progress, stage, run) as stage_progress:
+                result = run_stage(STAGES[stage], run.root, parameters, progress=stage_progress)
         except StageFailed as e:
             print(f"[{stage}] FAILED\n{e}", file=sys.stderr, flush=True)
             return 1
@@ -373,7 +348,7 @@ def run_pipeline(
             flush=True,
         )
     summary = summarize_run(run, results)
-    write_summary(run, summary)
+    save_json(run.root / "summary.json", summary)
     print("\n" + format_summary(summary))
     print(f"\nReport: {write_report(run.root)}")
     for problem in summary["damaged"]:  # summary and report hold everything else

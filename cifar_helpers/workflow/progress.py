@@ -1,9 +1,9 @@
 """Live progress of ``run_all.py`` in the terminal: what each stage is doing, and how long is left.
 
 The terminal learns what a notebook's kernel does from the cell papermill starts (shown as its section
-heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale
-:data:`EXPECTED_SECONDS` by the speed measured on the other stages already run. A training stage is
-estimated only from training: the step rate the trainer measured before its first epoch, then the
+heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale the stages'
+expected durations (the registry's) by the speed measured on the stages already run. A training stage
+is estimated only from training: the step rate the trainer measured before its first epoch, then the
 time per epoch; until then the ETA says it is not measured. On a terminal each stage is one updating
 tqdm line; elsewhere, one plain line per epoch and per long section.
 """
@@ -21,20 +21,15 @@ from typing import Any, TextIO
 from tqdm.auto import tqdm
 
 from cifar_helpers.rundir.artifacts import RunDir, load_json
-from cifar_helpers.rundir.registry import STAGE_SPECS
+from cifar_helpers.rundir.registry import STAGES
 
-TRAINING_STAGES = ("baseline", "augmented")
-# Seconds each stage takes per profile (the stage registry's); rescaled by the speed measured here.
-EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    profile: {spec.name: spec.expected_seconds[profile] for spec in STAGE_SPECS}
-    for profile in STAGE_SPECS[0].expected_seconds
-}
+_TRAINING_STAGES = ("baseline", "augmented")
 PLAIN_SECTION_SECONDS = 5.0  # a section shorter than this gets no line of its own in plain output
-POLL_SECONDS = 1.0
-NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
+_POLL_SECONDS = 1.0
+_NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
 
 
-def format_duration(seconds: float | None) -> str:
+def _format_duration(seconds: float | None) -> str:
     """``75`` -> ``"1m15s"``; ``None`` -> ``"?"``."""
     if seconds is None:
         return "?"
@@ -46,7 +41,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def section_titles(notebook: dict[str, Any]) -> dict[str, str]:
+def _section_titles(notebook: dict[str, Any]) -> dict[str, str]:
     """``{code cell id: the last ``##`` heading above it}`` for a notebook (an nbformat dict); cells
     above the first heading belong to "opening the stage"."""
     titles: dict[str, str] = {}
@@ -71,7 +66,7 @@ class RunProgress:
     def __init__(
         self, profile: str, stages: Iterable[str], *, stream: TextIO | None = None, live: bool | None = None
     ) -> None:
-        self.expected = dict(EXPECTED_SECONDS.get(profile, EXPECTED_SECONDS["cpu"]))
+        self.expected = {name: spec.expected_seconds[profile] for name, spec in STAGES.items()}
         self.pending = list(stages)
         self.stream = stream if stream is not None else sys.stdout
         self.live = self.stream.isatty() if live is None else live
@@ -82,7 +77,7 @@ class RunProgress:
     def speed(self) -> float:
         """Measured / expected seconds over the non-training stages finished so far (1.0 before
         any), clamped. Training runs at another pace (compute, not I/O) and is estimated apart."""
-        done = [s for s in self.actual if s in self.expected and s not in TRAINING_STAGES]
+        done = [s for s in self.actual if s not in _TRAINING_STAGES]
         if not done:
             return 1.0
         ratio = sum(self.actual[s] for s in done) / max(sum(self.expected[s] for s in done), 1e-9)
@@ -93,21 +88,17 @@ class RunProgress:
         training was measured."""
         # Both training stages run the same number of epochs over the same data.
         epochs = self.epochs.get(stage) or max(self.epochs.values(), default=None)
-        if stage in TRAINING_STAGES:
+        if stage in _TRAINING_STAGES:
             return epochs * self.epoch_seconds if self.epoch_seconds is not None and epochs else None
-        return self.expected.get(stage, 60.0) * self.speed()
+        return self.expected[stage] * self.speed()
 
     def run_eta(self, current: str | None = None, current_left: float | None = None) -> float | None:
         """Seconds left in the run: the current stage's remainder plus the stages after it (None
         while a training stage among them is not measured yet)."""
         later = [self.estimate(s) for s in self.pending if s != current]
-        if None in later or (current in TRAINING_STAGES and current_left is None):
+        if None in later or (current in _TRAINING_STAGES and current_left is None):
             return None
         return sum(later) + (current_left or 0.0)
-
-    def stage(self, stage: str, run: RunDir) -> StageProgress:
-        """The progress display of one stage (a context manager; pass its ``on_cell_start`` to papermill)."""
-        return StageProgress(self, stage, run)
 
     def finished(self, stage: str, seconds: float) -> None:
         """Record a finished stage's duration (refines the estimates of the stages after it)."""
@@ -124,7 +115,8 @@ class RunProgress:
 
 
 class StageProgress:
-    """One stage's line: its current section or epoch, its ETA and the run's. Use as a context manager."""
+    """One stage's line: its current section or epoch, its ETA and the run's. Use as a context manager
+    while papermill runs the stage (:meth:`use_notebook`, then ``on_cell_start`` as its hook)."""
 
     def __init__(self, run_progress: RunProgress, stage: str, run: RunDir) -> None:
         self.progress = run_progress
@@ -175,14 +167,12 @@ class StageProgress:
         except (OSError, ValueError):
             return
         self._last_mtime = mtime
-        epochs = document.get("epochs") or []
-        total = (document.get("config") or {}).get("epochs")
+        epochs = document["epochs"]
         now = time.perf_counter()
         with self._lock:
             self.probing = document.get("probing")  # optional: only while the step is being chosen
-            if total:
-                self.total_epochs = int(total)
-                self.progress.epochs[self.stage] = int(total)
+            self.total_epochs = document["config"]["epochs"]
+            self.progress.epochs[self.stage] = self.total_epochs
             step = (document.get("environment") or {}).get("train_step") or {}
             if not epochs and self.progress.epoch_seconds is None and step.get("seconds_per_step"):
                 # Measured before training (core.step_choice); plus a share for the test evaluation.
@@ -200,27 +190,27 @@ class StageProgress:
                 self.progress.epoch_seconds = (self.epoch_times[-1] - self.epoch_times[0]) / counted
             elif self.progress.epoch_seconds is None:
                 # One epoch seen: its training time plus a share for the test evaluation.
-                self.progress.epoch_seconds = 1.1 * float(epochs[-1].get("seconds", 0.0)) or None
+                self.progress.epoch_seconds = 1.1 * epochs[-1]["seconds"] or None
         if not self.progress.live:
             self.progress.write(self.describe())
         self._render()
 
     def stage_left(self) -> float | None:
         """Seconds left in this stage: the epochs left at the measured epoch time, else the estimate
-        less the time spent, at least :data:`NEARLY_DONE_SHARE` of it (None: a training stage not
+        less the time spent, at least :data:`_NEARLY_DONE_SHARE` of it (None: a training stage not
         measured yet)."""
-        if self.stage in TRAINING_STAGES:
+        if self.stage in _TRAINING_STAGES:
             if not (self.total_epochs and self.progress.epoch_seconds):
                 return None
             return max(self.total_epochs - self.epochs_seen, 0) * self.progress.epoch_seconds
         estimate = self.progress.estimate(self.stage)
         # A stage past its estimate is nearly done, not done: say so rather than "0s" while it runs.
-        return max(estimate - (time.perf_counter() - self.start), NEARLY_DONE_SHARE * estimate)
+        return max(estimate - (time.perf_counter() - self.start), _NEARLY_DONE_SHARE * estimate)
 
     def describe(self) -> str:
         """The current state as one line of text."""
         elapsed, left, epoch = time.perf_counter() - self.start, self.stage_left(), self.last_epoch
-        training = self.stage in TRAINING_STAGES and self.total_epochs
+        training = self.stage in _TRAINING_STAGES and self.total_epochs
         what = self.section or "starting the kernel"
         if training and epoch is not None:
             what = f"epoch {self.epochs_seen}/{self.total_epochs}  loss {epoch['train_loss']:.3f}  "
@@ -229,9 +219,9 @@ class StageProgress:
             what = f"{self.probing or what} (0/{self.total_epochs} epochs done)"
         run_left = self.progress.run_eta(self.stage, left)
         unmeasured = "not measured yet (training speed)"
-        stage_eta = unmeasured if left is None else format_duration(left)
-        run_eta = unmeasured if run_left is None else format_duration(run_left)
-        times = f"elapsed {format_duration(elapsed)} | stage ETA {stage_eta} | run ETA {run_eta}"
+        stage_eta = unmeasured if left is None else _format_duration(left)
+        run_eta = unmeasured if run_left is None else _format_duration(run_left)
+        times = f"elapsed {_format_duration(elapsed)} | stage ETA {stage_eta} | run ETA {run_eta}"
         return f"[{self.stage}] {what} | {times}"
 
     def _render(self) -> None:
@@ -247,11 +237,11 @@ class StageProgress:
             )
             if due:
                 self.section_reported = True
-        if due and (self.stage not in TRAINING_STAGES or self.last_epoch is None):
+        if due and (self.stage not in _TRAINING_STAGES or self.last_epoch is None):
             self.progress.write(self.describe())
 
     def _loop(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
+        while not self._stop.wait(_POLL_SECONDS):
             self.poll()
             if self.progress.live:
                 self._render()
@@ -262,8 +252,8 @@ class StageProgress:
         # A stage resumed from a checkpoint already has epochs in its history: count from there.
         self.poll()
         self.epoch_times = []
-        if self.stage in TRAINING_STAGES and self.total_epochs is None and self.run.config_path.exists():
-            self.total_epochs = int(load_json(self.run.config_path).get("epochs") or 0) or None
+        if self.stage in _TRAINING_STAGES and self.total_epochs is None and self.run.config_path.exists():
+            self.total_epochs = load_json(self.run.config_path)["epochs"]
         if self.progress.live:
             self._bar = tqdm(total=None, bar_format="{desc}", file=self.progress.stream, leave=False)
             self._render()
@@ -282,4 +272,4 @@ class StageProgress:
 
     def use_notebook(self, path: Path) -> None:
         """Read the section headings of the notebook being run."""
-        self.titles = section_titles(load_json(path))
+        self.titles = _section_titles(load_json(path))

@@ -14,34 +14,26 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cifar_helpers.analysis.seed_analysis import ReplicateSummary
-from cifar_helpers.rundir.artifacts import STAGES, RunDir, failure_marker, load_json, save_json
-from cifar_helpers.rundir.config import make_config
-from cifar_helpers.rundir.registry import REPLICATES_SPEC
-from cifar_helpers.rundir.replicate_layout import (
-    replicates_complete,
-    replicates_dir,
-    seed_run_dir,
-)
+from cifar_helpers.rundir.artifacts import RunDir, load_json, save_json
+from cifar_helpers.rundir.lineage import failure_marker, stage_is_finished
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
+from cifar_helpers.rundir.replicate_layout import replicates_complete, replicates_dir, seed_run_dir
 from cifar_helpers.views.report import write_replicates_report
 from cifar_helpers.views.tables import describe_replicates
-from cifar_helpers.workflow.pipeline import (
-    NOTEBOOK_DIR,
-    StageFailed,
-    execute_notebook,
-    stage_is_finished,
-)
+from cifar_helpers.workflow.pipeline import PipelineRequest, StageFailed, requested_config, run_stage
 from cifar_helpers.workflow.stages import default_run_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
-POLL_SECONDS = 1.0  # how often a seed's task looks at its run directory for newly finished stages
-LOG_NAME = "run_all.log"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
+_LOG_NAME = "run_all.log"
+# What the single-seed run_all.py prints when a stage is done (workflow.pipeline.run_pipeline).
+_STAGE_DONE = re.compile(r"\[(\w+)\] [\w.]+\.ipynb: (complete, skipped|done in)")
 
 
 class ReplicateArgumentError(ValueError):
@@ -65,30 +57,39 @@ def parse_seeds(spec: str) -> list[int]:
     return sorted(seeds)
 
 
-def seed_command(
-    seed: int,
-    root: Path,
-    *,
-    profile: str,
-    data_seed: int | None,
-    parameters: Sequence[str] = (),
-    data_dir: str | None = None,
-    stages: str | None = None,
-    force: bool = False,
-) -> list[str]:
+@dataclass(frozen=True)
+class _ReplicateRequest:
+    """What ``run_all.py --seeds`` was asked to do: every seed's pipeline, and the seeds."""
+
+    pipeline: PipelineRequest  # the single-seed run_all.py each seed runs (its seed aside)
+    seeds: list[int]
+    root: Path
+    data_seed: int  # every seed's (``-p data_seed``, else the first seed)
+    ray_address: str | None = None
+
+
+def _seed_command(request: _ReplicateRequest, seed: int) -> list[str]:
     """The single-seed ``run_all.py`` command line that computes ``seed``'s run of a replicate run."""
-    command = ["run_all.py", "--profile", profile, "--run-dir", str(seed_run_dir(root, seed))]
+    pipeline = request.pipeline
+    command = [
+        "run_all.py",
+        "--profile",
+        pipeline.profile,
+        "--run-dir",
+        str(seed_run_dir(request.root, seed)),
+    ]
     command += ["-p", f"seed={seed}"]
     # data_seed is a setup parameter: run_all.py refuses it when setup is not selected.
-    command += ["-p", f"data_seed={data_seed}"] if data_seed is not None else []
-    command += ["--data-dir", data_dir] if data_dir is not None else []
-    command += ["--stages", stages] if stages is not None else []
-    command += ["--force"] if force else []
+    command += ["-p", f"data_seed={request.data_seed}"] if "setup" in pipeline.stages else []
+    command += ["--data-dir", pipeline.data_dir] if pipeline.data_dir is not None else []
+    command += ["--stages", pipeline.stages_spec] if pipeline.stages_spec is not None else []
+    command += ["--force"] if pipeline.force else []
+    parameters = [item for item in pipeline.parameters if not item.startswith("data_seed=")]
     return command + [arg for item in parameters for arg in ("-p", item)]
 
 
 @dataclass
-class SeedOutcome:
+class _SeedOutcome:
     """How one seed's run ended: exit status, the stage that failed (if any) and why."""
 
     seed: int
@@ -97,15 +98,11 @@ class SeedOutcome:
     message: str = ""
     log: str = ""
     seconds: float = 0.0
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ran: bool = False  # whether this invocation ran a stage (rather than skip them all)
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
-
-
-def _finished(run: RunDir, stages: Sequence[str]) -> set[str]:
-    return {stage for stage in stages if stage_is_finished(run, stage)}
 
 
 def _error_lines(log_text: str, limit: int = 6) -> str:
@@ -117,67 +114,43 @@ def _error_lines(log_text: str, limit: int = 6) -> str:
     return "\n".join(lines[-limit:])
 
 
-def run_seed(
-    seed: int,
-    command: Sequence[str],
-    run_dir: str,
-    stages: Sequence[str],
-    force: bool,
-    report: Callable[[dict[str, Any]], None],
-) -> SeedOutcome:
-    """Run one seed's single-seed pipeline as a subprocess (output in ``<run_dir>/run_all.log``);
-    ``report`` each stage as the run directory shows it finished (stages finished before the start as
-    skipped, unless ``force``)."""
-    run = RunDir(run_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
-    log_path = run.root / LOG_NAME
+def _run_seed(seed: int, root: Path, command: list[str], stages: list[str], progress: Any) -> _SeedOutcome:
+    """The Ray task of one seed: its single-seed ``run_all.py`` on ``root`` as a subprocess (output in
+    ``<root>/run_all.log``), its line for each stage done or skipped put on the ``progress`` queue."""
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / _LOG_NAME
     start = time.perf_counter()
-    last_event = start
-    reported: dict[str, dict[str, Any]] = {}
-    seen_unfinished = set(stages) - _finished(run, stages) if force else set()
-
-    def poll(status: str, final: bool = False) -> None:
-        nonlocal last_event
-        done = _finished(run, stages)
-        seen_unfinished.update(set(stages) - done)
-        for stage in stages:  # in pipeline order, so a fast pair of stages is reported in order
-            if (
-                stage in reported
-                or stage not in done
-                or (force and stage not in seen_unfinished and not final)
-            ):
-                continue
-            now = time.perf_counter()
-            minutes = round((now - last_event) / 60, 2) if status == "ran" else 0.0
-            last_event = now if status == "ran" else last_event
-            reported[stage] = {"status": status, "minutes": minutes}
-            report({"seed": seed, "stage": stage, **reported[stage]})
-
-    if not force:
-        poll("skipped")
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done: dict[str, bool] = {}  # stage -> whether it ran (else it was skipped)
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(
-            [sys.executable, *command], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+            [sys.executable, *command],
+            cwd=_REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            encoding="utf-8",
+            errors="replace",
         )
-        while process.poll() is None:
-            time.sleep(POLL_SECONDS)
-            poll("ran")
-    poll("ran", final=True)
-    text = log_path.read_text(encoding="utf-8", errors="replace")
-    outcome = SeedOutcome(
-        seed, process.returncode, log=str(log_path), seconds=time.perf_counter() - start, stages=reported
+        for line in process.stdout:
+            log.write(line)
+            match = _STAGE_DONE.match(line)
+            if match is not None and match.group(1) in stages:
+                done[match.group(1)] = match.group(2) == "done in"
+                progress.put((seed, line.rstrip()))
+        process.wait()
+    seconds = time.perf_counter() - start
+    outcome = _SeedOutcome(
+        seed, process.returncode, log=str(log_path), seconds=seconds, ran=any(done.values())
     )
     if not outcome.ok:
-        marked = [s for s in stages if failure_marker(run.root, s).exists()]
-        unfinished = [s for s in stages if s not in reported]
+        marked = [s for s in stages if failure_marker(root, s).exists()]
+        unfinished = [s for s in stages if s not in done]
         outcome.failed_stage = (marked or unfinished or [None])[0]
-        outcome.message = _error_lines(text)
+        outcome.message = _error_lines(log_path.read_text(encoding="utf-8", errors="replace"))
     return outcome
 
 
-def start_ray(address: str | None) -> str:
+def _start_ray(address: str | None) -> str:
     """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start one on this machine;
     returns where the seeds will run, in words."""
     import ray
@@ -189,7 +162,7 @@ def start_ray(address: str | None) -> str:
     import torch
 
     gpus = torch.cuda.device_count()
-    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+    for attempt in range(1, _RAY_START_ATTEMPTS + 1):
         before = _descendants()
         try:
             ray.init(
@@ -199,7 +172,7 @@ def start_ray(address: str | None) -> str:
         except Exception as e:  # Ray raises a bare Exception when its processes start too slowly
             # A failed start leaves the processes it did start (GCS, monitors) running: end them.
             _shut_down_ray(before)
-            if attempt == RAY_START_ATTEMPTS:
+            if attempt == _RAY_START_ATTEMPTS:
                 raise RuntimeError(f"Ray did not start on this machine ({attempt} attempts): {e}") from e
             print(f"Ray did not start ({e}); trying again", flush=True)
     return f"Ray on this machine ({os.cpu_count()} CPUs, {gpus} GPUs)"
@@ -226,7 +199,7 @@ def _shut_down_ray(before: dict[int, Any]) -> None:
             process.kill()
 
 
-def task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
+def _task_resources(num_threads: int | None, cluster: dict[str, float], largest_node_cpus: float) -> dict:
     """Ray resources of one seed's task: a GPU each where there are GPUs, else its CPU threads
     (``num_threads`` None: torch's default, all cores, so the task asks for a whole machine)."""
     if cluster.get("GPU", 0) >= 1:
@@ -234,53 +207,33 @@ def task_resources(num_threads: int | None, cluster: dict[str, float], largest_n
     return {"num_cpus": num_threads or max(1, int(largest_node_cpus))}
 
 
-@dataclass
-class ReplicateRequest:
-    """What ``run_all.py --seeds`` was asked to do."""
-
-    seeds: list[int]
-    root: Path
-    profile: str
-    stages: list[str]
-    parameters: list[str]  # the -p KEY=VALUE items, passed on to every seed
-    overrides: dict[str, Any]  # the same, parsed
-    data_dir: str | None = None
-    stages_spec: str | None = None
-    force: bool = False
-    ray_address: str | None = None
-
-
-def run_replicates(request: ReplicateRequest) -> int:
+def _run_replicates(request: _ReplicateRequest) -> int:
     """Run every seed as a Ray task, then stage 07; print progress; return the exit status (0 or 1)."""
     import ray
 
-    data_seed = request.overrides.get("data_seed")
-    if data_seed is None:
-        data_seed = request.seeds[0]
-    config_values = {k: v for k, v in request.overrides.items() if v is not None and k != "profile"}
-    num_threads = make_config(request.profile, **config_values).num_threads
+    num_threads = requested_config(request.pipeline.profile, request.pipeline.overrides).num_threads
     root = request.root
+    seeds = request.seeds
     root.mkdir(parents=True, exist_ok=True)
-    print(f"Replicate run: {root} (seeds {', '.join(map(str, request.seeds))}, data_seed {data_seed})")
+    print(f"Replicate run: {root} (seeds {', '.join(map(str, seeds))}, data_seed {request.data_seed})")
     before = _descendants()
-    where = start_ray(request.ray_address)
+    where = _start_ray(request.ray_address)
     try:
         cluster = ray.cluster_resources()
         largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
-        resources = task_resources(num_threads, cluster, largest)
+        resources = _task_resources(num_threads, cluster, largest)
         print(f"{where}; each seed's task asks for {resources}", flush=True)
-        outcomes = _run_seed_tasks(request, data_seed, resources)
+        outcomes = _run_seed_tasks(request, resources)
     finally:  # also on Ctrl-C
         _shut_down_ray(before)
 
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
-        notebook = STAGES[o.failed_stage][1] if o.failed_stage in STAGES else "run_all.py"
+        notebook = STAGES[o.failed_stage].notebook if o.failed_stage in STAGES else "run_all.py"
         stage = f" (stage '{o.failed_stage}')" if o.failed_stage else ""
         details = o.message.replace("\n", "\n  ")
         _say(f"seed {o.seed} FAILED in {notebook}{stage}; its output: {o.log}\n  {details}", error=True)
     status = 1 if failed else 0
-    seeds = request.seeds
     replicates_status = "not run"
     if failed:
         _say(
@@ -293,23 +246,23 @@ def run_replicates(request: ReplicateRequest) -> int:
             "stage 07 compares seeds and needs at least two: add more, e.g. "
             f"--seeds {seeds[0]}-{seeds[0] + 2} (seeds already done are skipped)"
         )
-    elif incomplete := [s for s in seeds if _finished(RunDir(seed_run_dir(root, s)), STAGES) != set(STAGES)]:
+    elif incomplete := [
+        s for s in seeds if not all(stage_is_finished(RunDir(seed_run_dir(root, s)), st) for st in STAGES)
+    ]:
         _say(
             f"stage 07 not run: the runs of seed(s) {', '.join(map(str, incomplete))} do not have every "
             "stage yet; run without --stages to complete them"
         )
-    elif not any(s["status"] == "ran" for o in outcomes for s in o.stages.values()) and (
-        not request.force and replicates_complete(root, seeds)
-    ):
+    elif not any(o.ran for o in outcomes) and not request.pipeline.force and replicates_complete(root, seeds):
         _say(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: complete, skipped")
         replicates_status = "skipped"
     else:
-        replicates_status = _run_replicates_notebook(request, seeds)
+        replicates_status = _run_replicates_notebook(request)
         if replicates_status == "failed":
             status = 1
-    summary = replicate_run_summary(root, outcomes, replicates_status)
+    summary = _replicate_run_summary(root, outcomes, replicates_status)
     save_json(root / "summary.json", summary)
-    print("\n" + format_replicate_summary(summary))
+    print("\n" + _format_replicate_summary(summary))
     if replicates_status in ("ran", "skipped"):
         print(f"\nReport: {write_replicates_report(root)}")
     return status
@@ -319,43 +272,31 @@ def _say(message: str, error: bool = False) -> None:
     print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
 
-def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) -> list[SeedOutcome]:
+def _run_seed_tasks(request: _ReplicateRequest, resources: dict) -> list[_SeedOutcome]:
     import ray
     from ray.util.queue import Empty, Queue
 
     progress = Queue(actor_options={"num_cpus": 0})
-    task = ray.remote(max_retries=0, **resources)(_seed_task)
+    task = ray.remote(max_retries=0, **resources)(_run_seed)
     pending = {}
-    options = {
-        "data_seed": data_seed if "setup" in request.stages else None,
-        "parameters": [item for item in request.parameters if not item.startswith("data_seed=")],
-        "data_dir": request.data_dir,
-        "stages": request.stages_spec,
-        "force": request.force,
-    }
     for seed in request.seeds:
-        command = seed_command(seed, request.root, profile=request.profile, **options)
-        run_dir = str(seed_run_dir(request.root, seed))
-        pending[task.remote(seed, command, run_dir, request.stages, request.force, progress)] = seed
-    total = len(request.seeds) * len(request.stages)
+        run_dir = seed_run_dir(request.root, seed)
+        command = _seed_command(request, seed)
+        pending[task.remote(seed, run_dir, command, request.pipeline.stages, progress)] = seed
+    total = len(request.seeds) * len(request.pipeline.stages)
     accounted = 0
 
     def drain() -> None:
         nonlocal accounted
         while True:
             try:
-                event = progress.get_nowait()
+                seed, line = progress.get_nowait()
             except Empty:
                 return
             accounted += 1
-            notebook = STAGES[event["stage"]][1]
-            skipped = event["status"] == "skipped"
-            what = "complete, skipped" if skipped else f"done in {event['minutes']:.2f} min"
-            _say(
-                f"[seed {event['seed']}] [{event['stage']}] {notebook}: {what}  ({accounted}/{total} stages)"
-            )
+            _say(f"[seed {seed}] {line}  ({accounted}/{total} stages)")
 
-    outcomes: dict[int, SeedOutcome] = {}
+    outcomes: dict[int, _SeedOutcome] = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         drain()
@@ -364,7 +305,7 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError as e:  # the task itself died (worker lost, node gone)
-                outcome = SeedOutcome(seed, 1, message=f"Ray task failed: {str(e).splitlines()[0]}")
+                outcome = _SeedOutcome(seed, 1, message=f"Ray task failed: {str(e).splitlines()[0]}")
             outcomes[seed] = outcome
             state = "finished" if outcome.ok else "FAILED"
             minutes = outcome.seconds / 60
@@ -375,39 +316,28 @@ def _run_seed_tasks(request: ReplicateRequest, data_seed: int, resources: dict) 
     return [outcomes[s] for s in request.seeds]
 
 
-def _seed_task(
-    seed: int, command: list[str], run_dir: str, stages: list[str], force: bool, progress: Any
-) -> SeedOutcome:
-    """The Ray task of one seed: :func:`run_seed`, its progress events put on a Ray queue."""
-    return run_seed(seed, command, run_dir, stages, force, report=progress.put)
-
-
-def _run_replicates_notebook(request: ReplicateRequest, seeds: Sequence[int]) -> str:
+def _run_replicates_notebook(request: _ReplicateRequest) -> str:
     """Execute 07_replicates.ipynb on the replicate run; "ran" or "failed" (the reason is printed)."""
-    source = NOTEBOOK_DIR / REPLICATES_SPEC.notebook
+    spec = REPLICATES_SPEC
+    seeds = request.seeds
     parameters = {
         "run_dir": str(request.root),
-        "profile": request.profile,
+        "profile": request.pipeline.profile,
         "seed": seeds[0],
-        "seeds": list(seeds),
+        "seeds": seeds,
     }
-    print(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: running ...", flush=True)
+    print(f"[{spec.name}] {spec.notebook}: running ...", flush=True)
     try:
-        executed = request.root / "executed"
-        marker = failure_marker(request.root, REPLICATES_SPEC.name)
-        label = f"stage '{REPLICATES_SPEC.name}'"
-        seconds = execute_notebook(
-            source, executed / REPLICATES_SPEC.notebook, parameters, marker, label=label
-        )
+        result = run_stage(spec, request.root, parameters)
     except StageFailed as e:
-        _say(f"[{REPLICATES_SPEC.name}] FAILED\n{e}", error=True)
+        _say(f"[{spec.name}] FAILED\n{e}", error=True)
         return "failed"
-    print(f"[{REPLICATES_SPEC.name}] {REPLICATES_SPEC.notebook}: done in {seconds / 60:.2f} min", flush=True)
+    print(f"[{spec.name}] {spec.notebook}: done in {result.seconds / 60:.2f} min", flush=True)
     return "ran"
 
 
-def replicate_run_summary(
-    root: Path, outcomes: Sequence[SeedOutcome], replicates_status: str
+def _replicate_run_summary(
+    root: Path, outcomes: Sequence[_SeedOutcome], replicates_status: str
 ) -> dict[str, Any]:
     """``<root>/summary.json``: each seed's status and headline numbers, and stage 07's summary."""
     seeds: dict[str, Any] = {}
@@ -436,8 +366,8 @@ def replicate_run_summary(
     }
 
 
-def format_replicate_summary(summary: dict[str, Any]) -> str:
-    """A plain-text table of :func:`replicate_run_summary`'s numbers."""
+def _format_replicate_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`_replicate_run_summary`'s numbers."""
 
     def pct(x: Any) -> str:
         return f"{100 * x:6.2f} %" if isinstance(x, (int, float)) else "     -  "
@@ -462,26 +392,24 @@ def format_replicate_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_from_arguments(args: Any, stages: list[str], overrides: dict[str, Any]) -> int:
-    """``run_all.py --seeds ...``: the parsed command line -> :func:`run_replicates` -> exit status;
-    :class:`ReplicateArgumentError` for a bad ``--seeds`` or a conflicting option."""
+def run_from_arguments(args: Any, pipeline: PipelineRequest) -> int:
+    """``run_all.py --seeds ...``: the parsed command line (``pipeline``: its checked arguments) ->
+    :func:`_run_replicates` -> exit status; :class:`ReplicateArgumentError` for a bad ``--seeds`` or
+    a conflicting option."""
     if args.seeds is None:
         raise ReplicateArgumentError("--ray-address runs seed replicates: add --seeds, e.g. --seeds 42-44")
+    overrides = pipeline.overrides
     if "seed" in overrides:
         raise ReplicateArgumentError("-p seed cannot be combined with --seeds: the seeds come from --seeds")
-    profile = args.profile  # resolved by run_all.py
-    root = Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(profile, cwd=Path.cwd())
-    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir is not None else None
-    request = ReplicateRequest(
-        seeds=parse_seeds(args.seeds),
+    root = (
+        Path(args.run_dir).expanduser() if args.run_dir else default_run_dir(pipeline.profile, cwd=Path.cwd())
+    )
+    seeds = parse_seeds(args.seeds)
+    request = _ReplicateRequest(
+        pipeline=pipeline,
+        seeds=seeds,
         root=root.resolve(),
-        profile=profile,
-        stages=stages,
-        parameters=list(args.parameters),
-        overrides=overrides,
-        data_dir=data_dir,
-        stages_spec=args.stages,
-        force=args.force,
+        data_seed=seeds[0] if overrides.get("data_seed") is None else overrides["data_seed"],
         ray_address=args.ray_address,
     )
-    return run_replicates(request)
+    return _run_replicates(request)

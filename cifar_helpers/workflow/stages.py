@@ -35,20 +35,10 @@ from cifar_helpers.analysis.seed_analysis import (
 from cifar_helpers.core.data import load_data
 from cifar_helpers.core.training import load_trained_model
 from cifar_helpers.rundir import lineage
-from cifar_helpers.rundir.artifacts import (
-    STAGE_INPUTS,
-    STAGE_OUTPUTS,
-    STAGES,
-    MissingStageError,
-    RunDir,
-    StaleStageError,
-    load_json,
-    save_json,
-    set_aside_stage,
-)
+from cifar_helpers.rundir.artifacts import MissingStageError, RunDir, StaleStageError, load_json, save_json
 from cifar_helpers.rundir.config import ConfigError, RunConfig, make_config, resolve_profile
-from cifar_helpers.rundir.registry import stage_number
-from cifar_helpers.rundir.replicate_layout import find_seed_dirs, replicates_dir
+from cifar_helpers.rundir.registry import STAGES, stage_number
+from cifar_helpers.rundir.replicate_layout import find_seeds, replicates_dir, seed_run_dir
 from cifar_helpers.rundir.reproducibility import seed_everything
 from cifar_helpers.rundir.runlock import check_not_locked
 from cifar_helpers.workflow.run_discovery import describe_runs, most_recent_run_with
@@ -170,7 +160,7 @@ def open_stage(
     found = None
     if run_dir is None and profile == "auto":
         # Opened by hand with the defaults: use the most recent run that has what this stage reads.
-        found = most_recent_run_with(runs_root, STAGE_INPUTS[stage])
+        found = most_recent_run_with(runs_root, STAGES[stage].inputs)
         if found is not None:
             print(
                 f"Using the run in {found.root} (the most recent with the stages this notebook reads); "
@@ -179,13 +169,13 @@ def open_stage(
     run = found or RunDir(run_dir if run_dir is not None else default_run_dir(profile))
     check_not_locked(run.root)
     try:
-        for needed in STAGE_INPUTS[stage]:
-            run.require(needed, *STAGE_OUTPUTS[needed])
+        for needed in STAGES[stage].inputs:
+            run.require(needed, *STAGES[needed].outputs)
     except MissingStageError as e:
         if run_dir is not None:
             raise
         raise MissingStageError(f"{e}. {describe_runs(runs_root)}") from None
-    for needed in STAGE_INPUTS[stage]:
+    for needed in STAGES[stage].inputs:
         check_up_to_date(run, needed, reader=stage)
     config = RunConfig.load(run.config_path)
     check_run_identity(run, config, config.profile if found is not None else profile, seed)
@@ -212,7 +202,7 @@ def _upstream_settings(run: RunDir, stage: str, root: RunConfig) -> dict[str, An
     """The settings the stages ``stage`` reads ran with where they differ from the run's ``root``
     configuration (their knobs), later stages' over earlier ones'."""
     changed: dict[str, Any] = {}
-    for needed in STAGE_INPUTS[stage]:
+    for needed in STAGES[stage].inputs:
         path = run.stage_dir(needed) / "config.json"
         if needed != "setup" and path.exists():
             upstream = RunConfig.load(path)
@@ -232,7 +222,8 @@ def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
     raise StaleStageError(
         f"stage '{reader}' reads stage '{stage}', whose results in {run.root} were computed from earlier "
         f"results of {', '.join(repr(s) for s in at_fault)}, which have been recomputed since: rerun "
-        f"{STAGES[stage][1]} first (or run_all.py --stages {first}-{last} to refresh every stage in between)"
+        f"{STAGES[stage].notebook} first (or run_all.py --stages {first}-{last} to refresh every stage in "
+        "between)"
     )
 
 
@@ -255,14 +246,13 @@ def check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None
         f"stage '{stage}' in {run.root} already holds results computed with {changes}{read_by}. "
         f"To keep them, set {keep} in the parameters cell (or use another run_dir); to replace them, "
         f"set force = True (run_all.py: --force): the old results move to "
-        f"{STAGES[stage][0]}.previous/ and the later stages must be rerun"
+        f"{STAGES[stage].directory}.previous/ and the later stages must be rerun"
     )
 
 
 def replace_results(run: RunDir, stage: str) -> None:
     """``force``: set ``stage``'s results aside (``<stage>.previous/``), the later stages out of date."""
-    affected = lineage.pin_readers(run, stage)
-    moved = set_aside_stage(run, stage)
+    moved, affected = lineage.set_aside(run, stage)
     if moved is None:
         return
     message = f"force: the previous results of stage '{stage}' moved to {moved}"
@@ -384,8 +374,8 @@ def open_replicates(
     every ``seed-<k>`` found; at least two, sharing their test images) compared, ``seed``'s baseline
     (None: the first) explaining the failures; :class:`MissingStageError` says how to get missing seeds."""
     root = Path(run_dir if run_dir is not None else default_run_dir(profile)).expanduser().resolve()
-    found = find_seed_dirs(root)
-    chosen = list(seeds) if seeds is not None else list(found)
+    found = find_seeds(root)
+    chosen = list(seeds) if seeds is not None else found
     asked = resolve_profile(profile)
     how = (
         f"python run_all.py --profile {asked} --run-dir {root} --seeds 42,43,44 "
@@ -398,7 +388,7 @@ def open_replicates(
         raise MissingStageError(
             f"{root} holds {len(chosen)} seed run(s); comparing seeds needs at least two: run {how}"
         )
-    results = [load_seed_results(found[s], s) for s in chosen]
+    results = [load_seed_results(seed_run_dir(root, s), s) for s in chosen]
     for r in results:
         ran = RunConfig.load(RunDir(r.run_dir).config_path).profile
         if ran != asked:
