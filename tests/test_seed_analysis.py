@@ -11,7 +11,12 @@ import torch
 from scipy import stats
 
 from cifar_helpers.analysis.claims.rules import t_interval
-from cifar_helpers.analysis.failures import FailureSet, compare_failures
+from cifar_helpers.analysis.failures import (
+    FailureSet,
+    compare_failures,
+    failure_summary,
+    find_high_confidence_failures,
+)
 from cifar_helpers.analysis.human_labels import NotApplicable, result_from_dict
 from cifar_helpers.analysis.seed_analysis import (
     AccuracyOverSeeds,
@@ -285,7 +290,12 @@ def test_a_seed_run_is_read_through_its_typed_configuration(tmp_path):
     for model, accuracy in (("baseline", 0.5), ("augmented", 0.75)):
         Predictions(torch.eye(3)[labels], labels).save(run.path(model, "predictions.pt"))
         save_json(run.path(model, "metrics.json"), {"test_accuracy": accuracy, "train_accuracy": 0.9})
-    save_json(run.path("failures", "summary.json"), {"threshold": 0.9})
+    probs = torch.eye(3)[labels]
+    failures = find_high_confidence_failures(probs, labels, 0.9)
+    save_json(
+        run.path("failures", "summary.json"),
+        failure_summary(probs, labels, failures, ["a", "b", "c"]).to_dict(),
+    )
     result = load_seed_results(run.root, 43)
     assert result.test_set == {"fingerprint": "f", "test_per_class": 50, "drawn_with": 42}  # smoke: a subset
     assert result.test_accuracy == {"baseline": 0.5, "augmented": 0.75} and result.threshold == 0.9

@@ -33,9 +33,6 @@ _COLUMNS = ("indices", "true_labels", "predicted", "confidence")
 COUNT_KEYS = ("fixed", "kept_same", "kept_different", "new")
 COMPARISON_COUNTS = ("baseline_failures", "augmented_failures", *COUNT_KEYS)
 
-STATUS_FIXED = "fixed"
-STATUS_KEPT_SAME = "kept (same)"
-STATUS_KEPT_DIFFERENT = "kept (different)"
 _TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "augmented_predicted")
 _TABLE_KEYS += ("augmented_confidence", "status")
 
@@ -316,7 +313,7 @@ class FailureComparison:
         """Status of each baseline failure, in its rank order: "fixed", "kept (same)", "kept (different)"."""
         true, base = self.baseline_failures.true_labels, self.baseline_failures.predicted
         return [
-            STATUS_FIXED if aug == t else STATUS_KEPT_SAME if aug == b else STATUS_KEPT_DIFFERENT
+            "fixed" if aug == t else "kept (same)" if aug == b else "kept (different)"
             for t, b, aug in zip(true.tolist(), base.tolist(), self.augmented_predicted.tolist(), strict=True)
         ]
 

@@ -163,7 +163,7 @@ def _has_all_files(folder: Path) -> bool:
     return all((folder / f.name).is_file() for f in PUBLIC_FILES)
 
 
-def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
+def _find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
     """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT`` (either
     returned even when files are missing), else the shared folder beside the checkout when it holds all
     three files; None when there is none."""
@@ -308,13 +308,14 @@ def applicability_without_files(data: CifarData) -> str | None:
 def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | NotApplicable:
     """The human labels for this run's test set, or :class:`NotApplicable` with the one-line reason.
 
-    Files come from :func:`find_human_labels_dir` or ``<data folder>/human-labels``, missing ones
-    downloaded when ``config.download`` allows; no network or a refused file is a reason, not an error.
+    Files come from ``config.human_labels_dir``, ``$CIFAR10H_ROOT``, the shared folder beside the
+    checkout or ``<data folder>/human-labels``, missing ones downloaded when ``config.download`` allows;
+    no network or a refused file is a reason, not an error.
     """
     reason = applicability_without_files(data)
     if reason is not None:
         return NotApplicable(reason)
-    folder = find_human_labels_dir(config.human_labels_dir)
+    folder = _find_human_labels_dir(config.human_labels_dir)
     if folder is None:
         folder = resolve_data_root(config.data_dir) / HUMAN_LABELS_SUBDIR
     if not _has_all_files(folder):
@@ -533,9 +534,21 @@ def result_from_dict(values: Mapping[str, Any], kind: type[_Saved]) -> _Saved | 
     return kind.from_dict(values) if values["applies"] else NotApplicable.from_dict(values)
 
 
-def _failure_report(
-    probs: Tensor, labels: Tensor, failures: FailureSet, human: HumanLabels, threshold: float
-) -> HumanFailureReport:
+def human_failure_report(
+    probs: Tensor,
+    labels: Tensor,
+    failures: FailureSet,
+    human: HumanLabels | NotApplicable,
+    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
+) -> HumanFailureReport | NotApplicable:
+    """Notebook 02's human-label analysis of one model's confident failures.
+
+    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
+    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
+    """
+    if isinstance(human, NotApplicable):
+        return human
+    threshold = _check_ambiguity_threshold(ambiguity_threshold)
     probs, labels = probs.float().cpu(), labels.long().cpu()
     shares = human.shares
     predicted = probs.argmax(dim=1)
@@ -580,24 +593,6 @@ def _failure_report(
     )
 
 
-def human_failure_report(
-    probs: Tensor,
-    labels: Tensor,
-    failures: FailureSet,
-    human: HumanLabels | NotApplicable,
-    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
-) -> HumanFailureReport | NotApplicable:
-    """Notebook 02's human-label analysis of one model's confident failures.
-
-    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
-    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
-    """
-    if isinstance(human, NotApplicable):
-        return human
-    threshold = _check_ambiguity_threshold(ambiguity_threshold)
-    return _failure_report(probs, labels, failures, human, threshold)
-
-
 def model_error_maps(
     maps: FailureMaps, human_report: HumanFailureReport | NotApplicable
 ) -> FailureMaps | None:
@@ -630,7 +625,7 @@ def comparison_by_category(
         for group in COUNT_KEYS
     }
     # Human labels apply only where the test labels are the original ones, so these are the labels.
-    augmented_report = _failure_report(
+    augmented_report = human_failure_report(
         augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
     )
     shares = human.shares

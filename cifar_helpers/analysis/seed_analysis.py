@@ -23,6 +23,7 @@ from cifar_helpers.analysis.failures import (
     COMPARISON_COUNTS,
     COUNT_KEYS,
     FailureSet,
+    FailureSummary,
     compare_failures,
     find_high_confidence_failures,
 )
@@ -71,7 +72,7 @@ def load_seed_results(run_dir: str | Path, seed: int) -> SeedResults:
         probs[model] = predictions.probs
         labels = predictions.labels
         test_accuracy[model] = float(load_json(metrics_path)["test_accuracy"])
-    threshold = float(load_json(run.require("failures", "summary.json")[0])["threshold"])
+    threshold = FailureSummary.from_dict(load_json(run.require("failures", "summary.json")[0])).threshold
     fingerprint = load_json(run.require("setup", "data_summary.json")[0])["fingerprint"]
     subset = config.test_per_class
     data_seed = config.data_seed if config.data_seed is not None else seed
