@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from cifar_helpers.analysis.failures import (
+    ConfusedPair,
     FailureComparison,
     FailureSet,
+    FailureSummary,
     _confused_pair_counts,
     _most_confused_pairs,
     _per_class_failure_rate,
@@ -115,18 +117,20 @@ def test_empty_failures_are_handled_everywhere(
     assert len(failures) == 0 and failures.num_errors == num_errors
     assert FailureSet.from_dict(roundtrip_json(failures.to_dict())).indices.shape == (0,)
     assert torch.equal(_confused_pair_counts(failures, 3), torch.zeros(3, 3, dtype=torch.int64))
-    assert _most_confused_pairs(failures, CLASSES) == []
+    assert _most_confused_pairs(failures, CLASSES) == ()
     assert _per_class_failure_rate(failures, labels, 3).tolist() == [0.0, 0.0, 0.0]
 
-    summary = roundtrip_json(failure_summary(probs, labels, failures, CLASSES))
-    assert summary["num_high_confidence"] == 0
-    assert summary["num_errors"] == num_errors
-    assert summary["accuracy"] == pytest.approx(1 - num_errors / 4)
-    assert summary["share_of_errors_high_confidence"] == (None if num_errors == 0 else 0.0)
-    assert summary["most_confused_pairs"] == []
+    summary = FailureSummary.from_dict(
+        roundtrip_json(failure_summary(probs, labels, failures, CLASSES).to_dict())
+    )
+    assert summary.num_high_confidence == 0
+    assert summary.num_errors == num_errors
+    assert summary.accuracy == pytest.approx(1 - num_errors / 4)
+    assert summary.share_of_errors_high_confidence == (None if num_errors == 0 else 0.0)
+    assert summary.most_confused_pairs == ()
 
     histogram = confidence_histogram(probs, labels)
-    assert sum(histogram["correct"]) == 4 - num_errors and sum(histogram["wrong"]) == num_errors
+    assert sum(histogram.correct) == 4 - num_errors and sum(histogram.wrong) == num_errors
 
     comparison = compare_failures(probs, probs, labels)
     assert comparison.counts() == dict.fromkeys(
@@ -145,11 +149,11 @@ def test_confused_pairs_counts_and_order() -> None:
     counts = _confused_pair_counts(failures, 3)
     assert counts.dtype == torch.int64
     assert counts.tolist() == [[0, 2, 0], [2, 0, 0], [1, 0, 0]]
-    assert _most_confused_pairs(failures, CLASSES) == [
-        {"true": "cat", "predicted": "dog", "count": 2},  # ties on count are ordered by name
-        {"true": "dog", "predicted": "cat", "count": 2},
-        {"true": "frog", "predicted": "cat", "count": 1},
-    ]
+    assert _most_confused_pairs(failures, CLASSES) == (
+        ConfusedPair("cat", "dog", 2),  # ties on count are ordered by name
+        ConfusedPair("dog", "cat", 2),
+        ConfusedPair("frog", "cat", 1),
+    )
 
 
 def test_per_class_rate_and_summary() -> None:
@@ -165,14 +169,28 @@ def test_per_class_rate_and_summary() -> None:
     assert rates[:3].tolist() == [0.5, 0.5, 0.0]
     assert math.isnan(rates[3])
 
-    summary = roundtrip_json(failure_summary(probs, labels, failures, classes))
-    assert summary["num_images"] == 8
-    assert summary["num_errors"] == 4
-    assert summary["accuracy"] == pytest.approx(0.5)
-    assert summary["num_high_confidence"] == 3
-    assert summary["share_of_errors_high_confidence"] == pytest.approx(0.75)
-    assert summary["per_class_failure_rate"] == {"cat": 0.5, "dog": 0.5, "frog": 0.0, "ship": None}
-    assert summary["most_confused_pairs"][0] == {"true": "cat", "predicted": "dog", "count": 1}
+    computed = failure_summary(probs, labels, failures, classes)
+    saved = roundtrip_json(computed.to_dict())
+    assert list(saved) == [
+        "threshold",
+        "num_images",
+        "accuracy",
+        "num_errors",
+        "num_high_confidence",
+        "share_of_errors_high_confidence",
+        "per_class_failure_rate",
+        "most_confused_pairs",
+    ]
+    assert saved["most_confused_pairs"][0] == {"true": "cat", "predicted": "dog", "count": 1}
+    summary = FailureSummary.from_dict(saved)
+    assert summary == computed
+    assert summary.num_images == 8
+    assert summary.num_errors == 4
+    assert summary.accuracy == pytest.approx(0.5)
+    assert summary.num_high_confidence == 3
+    assert summary.share_of_errors_high_confidence == pytest.approx(0.75)
+    assert summary.per_class_failure_rate == {"cat": 0.5, "dog": 0.5, "frog": 0.0, "ship": None}
+    assert summary.most_confused_pairs[0] == ConfusedPair("cat", "dog", 1)
 
 
 def test_confidence_histogram_bins() -> None:
@@ -181,9 +199,9 @@ def test_confidence_histogram_bins() -> None:
         [[1.0, 0.0], [0.95, 0.05], [0.5, 0.5], [0.7, 0.3], [0.9, 0.1]], dtype=torch.float64
     )  # the 0.5/0.5 tie predicts class 0 (first maximum): correct
     histogram = confidence_histogram(probs, labels)
-    assert len(histogram["edges"]) == 21
-    assert histogram["edges"][0] == 0.0 and histogram["edges"][-1] == 1.0
-    correct, wrong = histogram["correct"], histogram["wrong"]
+    assert len(histogram.edges) == 21
+    assert histogram.edges[0] == 0.0 and histogram.edges[-1] == 1.0
+    correct, wrong = histogram.correct, histogram.wrong
     assert len(correct) == len(wrong) == 20
     # 1.0 goes in the last bin, 0.95 starts the last bin, 0.5 starts bin 10, 0.7 starts bin 14.
     assert [i for i, c in enumerate(correct) for _ in range(c)] == [10, 14, 19, 19]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import matplotlib
@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from cifar_helpers.analysis.failures import ConfidenceHistogram, ConfusedPair
 from cifar_helpers.views import plotting
 from cifar_helpers.views.plotting.common import format_confidence
 
@@ -207,23 +208,23 @@ def test_per_class_accuracy_compares_two_models():
 
 
 def test_confidence_histogram_counts_wrong_predictions_above_threshold():
-    hist = {"edges": [0.0, 0.25, 0.5, 0.75, 1.0], "correct": [0, 5, 20, 300], "wrong": [0, 7, 4, 9]}
+    hist = ConfidenceHistogram(edges=(0.0, 0.25, 0.5, 0.75, 1.0), correct=(0, 5, 20, 300), wrong=(0, 7, 4, 9))
     fig = plotting.plot_confidence_histogram(hist, threshold=0.75)
     assert any("9 of 20 wrong predictions" in t for t in texts(fig))
     correct_bars, wrong_bars = fig.axes[0].containers
     assert [bar.get_height() for bar in wrong_bars] == [0, 7, 4, 9]
     assert [bar.get_height() for bar in correct_bars] == [0, 5, 20, 300]
     with pytest.raises(ValueError, match=r"B\+1 edges"):
-        plotting.plot_confidence_histogram({**hist, "wrong": [1, 2]}, 0.75)
+        plotting.plot_confidence_histogram(replace(hist, wrong=(1, 2)), 0.75)
     with pytest.raises(ValueError, match="threshold"):
         plotting.plot_confidence_histogram(hist, threshold=90)
 
 
 def test_confused_pairs_largest_on_top():
     pairs = [
-        {"true": "cat", "predicted": "dog", "count": 3},
-        {"true": "truck", "predicted": "automobile", "count": 7},
-        {"true": "bird", "predicted": "plane", "count": 1},
+        ConfusedPair("cat", "dog", 3),
+        ConfusedPair("truck", "automobile", 7),
+        ConfusedPair("bird", "plane", 1),
     ]
     fig = plotting.plot_confused_pairs(pairs)
     ax = fig.axes[0]
@@ -231,8 +232,6 @@ def test_confused_pairs_largest_on_top():
     by_height = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels()), strict=True))
     # the most frequent pair is drawn on top
     assert [label for _, label in by_height] == ["bird → plane", "cat → dog", "truck → automobile"]
-    with pytest.raises(ValueError, match=r"pairs\[0\] is missing key.*count"):
-        plotting.plot_confused_pairs([{"true": "cat", "predicted": "dog"}])
     assert "no confident mistakes to show" in texts(plotting.plot_confused_pairs([]))
 
 

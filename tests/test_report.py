@@ -24,8 +24,15 @@ import torch
 from conftest import positive_control_result
 
 from cifar_helpers.analysis.calibration import _calibration_report
+from cifar_helpers.analysis.failures import ConfusedPair, FailureSummary
 from cifar_helpers.analysis.sanity import RandomisationSummary
-from cifar_helpers.analysis.seed_analysis import COUNT_KEYS, AccuracySummary, ReplicateSummary, Spread
+from cifar_helpers.analysis.seed_analysis import (
+    COUNT_KEYS,
+    AccuracySummary,
+    PairedSpread,
+    ReplicateSummary,
+    Spread,
+)
 from cifar_helpers.rundir.artifacts import save_figure, save_json
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.rundir.registry import STAGES
@@ -116,6 +123,7 @@ def fake_run(tmp_path: Path) -> Path:
             "num_errors": 94,
             "num_high_confidence": 37,
             "share_of_errors_high_confidence": 37 / 94,
+            "per_class_failure_rate": {"airplane": 0.04, "automobile": 0.1},
             "most_confused_pairs": [{"true": "automobile", "predicted": "airplane", "count": 3}],
         },
     )
@@ -149,22 +157,32 @@ def fake_run(tmp_path: Path) -> Path:
     _touch_outputs(run / "reevaluation", "reevaluation")
 
     stress = run / "stress"
+    setup = {
+        "corruption_names": ["contrast"],
+        "severities": [1, 2, 3, 4, 5],
+        "parameters": {"contrast": [0.75, 0.5, 0.4, 0.3, 0.15]},
+        "num_images": 200,
+        "seed": 42,
+    }
+    contrast = {
+        "accuracy": [0.8, 0.7, 0.6, 0.5, 0.4],
+        "mean_confidence": [0.9, 0.85, 0.8, 0.75, 0.7],
+        "mean_accuracy": 0.6,
+        "absolute_drop": 0.2123,
+        "relative_drop": 0.2614,
+    }
     model_result = {
         "clean_accuracy": 0.8123,
+        "clean_mean_confidence": 0.91,
+        "corruptions": {"contrast": contrast},
         "mean_corruption_accuracy": 0.6042,
         "absolute_drop": 0.2081,
         "relative_drop": 0.2562,
-        "severities": [1, 2, 3, 4, 5],
-        "corruptions": {"contrast": {"accuracy": [0.8, 0.7, 0.6, 0.5, 0.4], "mean_accuracy": 0.6}},
+        **setup,
     }
     save_json(
         stress / "corruptions.json",
-        {
-            "num_images": 200,
-            "corruption_names": ["contrast"],
-            "severities": [1, 2, 3, 4, 5],
-            "models": {"baseline": model_result, "augmented": model_result},
-        },
+        {**setup, "models": {"baseline": model_result, "augmented": model_result}},
     )
     generator = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(400, 10, generator=generator)
@@ -281,18 +299,16 @@ def test_builders_read_strictly_and_give_numbers() -> None:
 
 
 def test_text_keeps_long_class_names_apart() -> None:
-    summary = {
-        "num_images": 10,
-        "accuracy": 0.5,
-        "num_errors": 5,
-        "threshold": 0.9,
-        "num_high_confidence": 2,
-        "share_of_errors_high_confidence": 0.4,
-        "most_confused_pairs": [
-            {"true": "automobile", "predicted": "airplane", "count": 2},
-            {"true": "cat", "predicted": "dog", "count": 13},
-        ],
-    }
+    summary = FailureSummary(
+        threshold=0.9,
+        num_images=10,
+        accuracy=0.5,
+        num_errors=5,
+        num_high_confidence=2,
+        share_of_errors_high_confidence=0.4,
+        per_class_failure_rate={},
+        most_confused_pairs=(ConfusedPair("automobile", "airplane", 2), ConfusedPair("cat", "dog", 13)),
+    )
     facts, confusions = (tables.text(frame) for frame in tables.failure_tables(summary))
     # words aligned left, numbers right
     assert confusions.splitlines()[1:] == [
@@ -404,7 +420,7 @@ def test_report_renders_to_a_non_blank_screenshot(fake_run: Path, chromium: str,
 def test_the_replicate_summary_gets_its_own_tables_not_the_failure_summarys(tmp_path: Path) -> None:
     # replicates/summary.json and failures/summary.json share a name and nothing else.
     spread = Spread(0.8, 0.01, 0.7, 0.9)
-    accuracy = AccuracySummary([42, 43], spread, spread, Spread(0.02, 0.01, -0.1, 0.14), 2.0, 0.3)
+    accuracy = AccuracySummary([42, 43], spread, spread, PairedSpread(0.02, 0.01, -0.1, 0.14, 2.0, 0.3))
     means = {kind: dict.fromkeys(COUNT_KEYS, 1.5) for kind in ("reseed", "augmentation")}
     summary = ReplicateSummary(accuracy, means, dict.fromkeys(COUNT_KEYS, 0.0), 0.5, 3, 10)
     save_json(tmp_path / "replicates" / "summary.json", summary.to_dict())

@@ -11,9 +11,16 @@ import torch
 from scipy import stats
 
 from cifar_helpers.analysis.claims.rules import t_interval
-from cifar_helpers.analysis.failures import FailureSet, compare_failures
+from cifar_helpers.analysis.failures import (
+    FailureSet,
+    compare_failures,
+    failure_summary,
+    find_high_confidence_failures,
+)
+from cifar_helpers.analysis.human_labels import NotApplicable, result_from_dict
 from cifar_helpers.analysis.seed_analysis import (
     AccuracyOverSeeds,
+    CategoryMix,
     FailureStability,
     NoiseFloor,
     ReplicateSummary,
@@ -64,7 +71,6 @@ def seed_results(seed: int, baseline: list[int], augmented: list[int], labels: l
         labels=label_tensor,
         test_set={"fingerprint": "f", "test_per_class": None, "drawn_with": None},
         test_accuracy=accuracy,
-        train_accuracy={"baseline": None, "augmented": None},
         threshold=0.9,
     )
 
@@ -266,8 +272,10 @@ def test_a_saved_result_missing_a_key_is_refused_naming_it():
 
 def test_category_mix_splits_consistent_and_one_seed_failures():
     categories = ["clear", "ambiguous", "clear", "mislabelled", "clear", "ambiguous"]
-    mix = category_mix(categories, consistent=[0, 3], one_seed=[1, 4, 5])
-    assert mix == {"consistent": {"clear": 1, "mislabelled": 1}, "one_seed": {"ambiguous": 2, "clear": 1}}
+    mix = category_mix(categories, consistent=[0, 3], one_seed=[1, 4, 5], ambiguity_threshold=0.8)
+    assert mix == CategoryMix(0.8, {"clear": 1, "mislabelled": 1}, {"ambiguous": 2, "clear": 1})
+    assert list(mix.to_dict()) == ["applies", "ambiguity_threshold", "consistent", "one_seed"]
+    assert result_from_dict(json.loads(json.dumps(mix.to_dict())), CategoryMix) == mix
 
 
 def test_a_seed_run_is_read_through_its_typed_configuration(tmp_path):
@@ -282,7 +290,12 @@ def test_a_seed_run_is_read_through_its_typed_configuration(tmp_path):
     for model, accuracy in (("baseline", 0.5), ("augmented", 0.75)):
         Predictions(torch.eye(3)[labels], labels).save(run.path(model, "predictions.pt"))
         save_json(run.path(model, "metrics.json"), {"test_accuracy": accuracy, "train_accuracy": 0.9})
-    save_json(run.path("failures", "summary.json"), {"threshold": 0.9})
+    probs = torch.eye(3)[labels]
+    failures = find_high_confidence_failures(probs, labels, 0.9)
+    save_json(
+        run.path("failures", "summary.json"),
+        failure_summary(probs, labels, failures, ["a", "b", "c"]).to_dict(),
+    )
     result = load_seed_results(run.root, 43)
     assert result.test_set == {"fingerprint": "f", "test_per_class": 50, "drawn_with": 42}  # smoke: a subset
     assert result.test_accuracy == {"baseline": 0.5, "augmented": 0.75} and result.threshold == 0.9
@@ -299,11 +312,11 @@ def test_seeds_tested_on_other_images_are_refused():
 
 
 def test_category_mix_table_shows_counts_and_shares_or_why_none_apply():
-    mix = {
-        "applies": True,
-        "consistent": {"ambiguous": 3, "model error": 1},
-        "one_seed": {"model error": 8, "verified label error": 2},
-    }
+    mix = CategoryMix(
+        0.8,
+        consistent={"ambiguous": 3, "model error": 1},
+        one_seed={"model error": 8, "verified label error": 2},
+    )
     frame = category_mix_table(mix)
     assert frame.loc[0].tolist() == ["ambiguous", 3, 0.75, 0, 0.0]  # numbers, shares as fractions
     lines = text(frame).splitlines()
@@ -311,7 +324,7 @@ def test_category_mix_table_shows_counts_and_shares_or_why_none_apply():
     assert lines[1].split() == ["ambiguous", "3", "75%", "0", "0%"]
     assert lines[2].split() == ["model", "error", "1", "25%", "8", "80%"]
     assert lines[-1].split() == ["all", "4", "-", "10", "-"]
-    reason = {"applies": False, "reason": "the test set is a subset"}
+    reason = NotApplicable("the test set is a subset")
     assert text(category_mix_table(reason)) == "no human labels apply: the test set is a subset"
 
 
@@ -345,10 +358,10 @@ def test_human_label_mix_categorises_the_replicates_failures(tmp_path, batches_r
         return Replicates(tmp_path, "smoke", [result], explain_seed=42)
 
     mix = replicates(test_per_class=None).human_label_mix(stability)
-    assert mix["applies"] and mix["ambiguity_threshold"] == 0.8
-    assert mix["consistent"] == {"ambiguous": 1, "model error": 1, "verified label error": 3}
-    assert mix["one_seed"] == {"ambiguous": 1, "model error": 3}
+    assert isinstance(mix, CategoryMix) and mix.ambiguity_threshold == 0.8
+    assert mix.consistent == {"ambiguous": 1, "model error": 1, "verified label error": 3}
+    assert mix.one_seed == {"ambiguous": 1, "model error": 3}
     expected = failure_categories(stability.one_seed, human)
-    assert sum(mix["one_seed"].values()) == len(expected)
+    assert sum(mix.one_seed.values()) == len(expected)
     subset = replicates().human_label_mix(stability)  # the smoke profile's 50 test images per class
-    assert subset["applies"] is False and subset["reason"]
+    assert isinstance(subset, NotApplicable) and subset.reason

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -15,6 +17,8 @@ from cifar_helpers.analysis import stress
 from cifar_helpers.analysis.stress import (
     CORRUPTION_PARAMETERS,
     CORRUPTIONS,
+    ModelStress,
+    StressResult,
     corrupt,
     corruption_seed,
     run_stress_test,
@@ -192,9 +196,11 @@ def _texture_set(n_per_class: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     return images.round().clamp(0, 255).to(torch.uint8), labels
 
 
-def corruption_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **kwargs) -> dict:
+def corruption_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **kwargs
+) -> ModelStress:
     """One model's entry of :func:`run_stress_test`, as it would be were it the only model."""
-    return run_stress_test({"model": model}, images, labels, **kwargs)["models"]["model"]
+    return run_stress_test({"model": model}, images, labels, **kwargs).models["model"]
 
 
 def only_corruptions(monkeypatch: pytest.MonkeyPatch, names: list[str], severities=(1, 2, 3, 4, 5)) -> None:
@@ -207,16 +213,16 @@ def test_corruption_accuracy_measures_the_drop(monkeypatch: pytest.MonkeyPatch) 
     images, labels = _texture_set()
     only_corruptions(monkeypatch, ["gaussian_blur", "contrast"])
     result = corruption_accuracy(TextureDetector(), images, labels, batch_size=16, seed=3)
-    assert result["clean_accuracy"] == 1.0
-    blur = result["corruptions"]["gaussian_blur"]["accuracy"]
+    assert result.clean_accuracy == 1.0
+    blur = result.corruptions["gaussian_blur"].accuracy
     assert len(blur) == 5 and blur[-1] <= 0.55  # the checkerboard is blurred away: every image "flat"
-    cells = blur + result["corruptions"]["contrast"]["accuracy"]
-    assert result["mean_corruption_accuracy"] == pytest.approx(sum(cells) / len(cells))
-    assert result["absolute_drop"] == pytest.approx(1.0 - result["mean_corruption_accuracy"])
-    assert result["relative_drop"] == pytest.approx(result["absolute_drop"])  # clean accuracy is 1
-    assert result["corruption_names"] == ["gaussian_blur", "contrast"]
-    assert result["severities"] == [1, 2, 3, 4, 5]
-    assert result["num_images"] == 40
+    cells = blur + result.corruptions["contrast"].accuracy
+    assert result.mean_corruption_accuracy == pytest.approx(sum(cells) / len(cells))
+    assert result.absolute_drop == pytest.approx(1.0 - result.mean_corruption_accuracy)
+    assert result.relative_drop == pytest.approx(result.absolute_drop)  # clean accuracy is 1
+    assert result.setup.corruption_names == ("gaussian_blur", "contrast")
+    assert result.setup.severities == (1, 2, 3, 4, 5)
+    assert result.setup.num_images == 40
 
 
 def test_stress_test_is_deterministic_and_shared_between_models(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,13 +236,22 @@ def test_stress_test_is_deterministic_and_shared_between_models(monkeypatch: pyt
     assert both == run_stress_test(models, images, labels, **kwargs)
     # Each model sees exactly the corrupted pixels it would see alone.
     alone = corruption_accuracy(TextureDetector(), images, labels, **kwargs)
-    assert both["models"]["texture"] == alone
+    assert both.models["texture"] == alone
+    # corruptions.json: the setup's keys, then the models, each entry complete on its own.
+    saved = json.loads(json.dumps(both.to_dict()))
+    setup = ["corruption_names", "severities", "parameters", "num_images", "seed"]
+    assert list(saved) == [*setup, "models"]
+    model_keys = ["clean_accuracy", "clean_mean_confidence", "corruptions", "mean_corruption_accuracy"]
+    assert list(saved["models"]["texture"]) == [*model_keys, "absolute_drop", "relative_drop", *setup]
+    cell_keys = ["accuracy", "mean_confidence", "mean_accuracy", "absolute_drop", "relative_drop"]
+    assert list(saved["models"]["random"]["corruptions"]["jpeg"]) == cell_keys
+    assert StressResult.from_dict(saved) == both
     # A cell's noise does not depend on which other corruptions are evaluated.
     only_corruptions(monkeypatch, ["gaussian_noise"], (5,))
     noise_only = corruption_accuracy(TextureDetector(), images, labels, **kwargs)
-    assert noise_only["corruptions"]["gaussian_noise"]["accuracy"] == [
-        alone["corruptions"]["gaussian_noise"]["accuracy"][1]
-    ]
+    assert noise_only.corruptions["gaussian_noise"].accuracy == (
+        alone.corruptions["gaussian_noise"].accuracy[1],
+    )
 
 
 def test_stress_test_refuses_bad_arguments() -> None:
@@ -266,8 +281,8 @@ def test_corruption_curves_figure(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(solid) == 2 and len(dashed) == 2
     assert list(solid[0].get_xdata()) == [0, 1, 2, 3, 4, 5]
     assert figure_to_png_bytes(fig).startswith(b"\x89PNG")
-    with pytest.raises(ValueError, match="clean_accuracy"):
-        plot_corruption_curves({"baseline": {"corruptions": {}}})
+    with pytest.raises(ValueError, match="no corruption"):
+        plot_corruption_curves(replace(both, setup=replace(both.setup, corruption_names=())))
 
 
 def test_severity_grid_shows_every_corruption_at_every_severity(images: torch.Tensor) -> None:

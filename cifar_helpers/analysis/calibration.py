@@ -10,7 +10,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
@@ -28,19 +27,10 @@ from cifar_helpers.core.evaluation import predict
 TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
 
 
-def _as_tensor(values: Any, name: str) -> torch.Tensor:
-    if isinstance(values, np.ndarray):
-        values = torch.from_numpy(values)
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(values).__name__}")
-    return values.detach().cpu()
-
-
 def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C) float scores and (N,) int labels -> float64 and int64 CPU tensors, validated."""
-    scores = check_score_matrix(name, _as_tensor(scores, name))
+    scores = check_score_matrix(name, scores).detach().cpu()
     num_rows, num_classes = scores.shape
-    labels = _as_tensor(labels, "labels")
     labels = check_class_indices("labels", labels, num_rows, num_classes, rows_name=name)
     scores = scores.to(torch.float64)
     if not torch.isfinite(scores).all():

@@ -24,13 +24,15 @@ from cifar_helpers.core.checks import (
     check_score_matrix,
     check_threshold,
 )
+from cifar_helpers.rundir.records import Record
 
 # The per-failure columns of a FailureSet, each (K,).
 _COLUMNS = ("indices", "true_labels", "predicted", "confidence")
 
-STATUS_FIXED = "fixed"
-STATUS_KEPT_SAME = "kept (same)"
-STATUS_KEPT_DIFFERENT = "kept (different)"
+# What became of the baseline's failures (and the augmented model's new ones); what counts() counts.
+COUNT_KEYS = ("fixed", "kept_same", "kept_different", "new")
+COMPARISON_COUNTS = ("baseline_failures", "augmented_failures", *COUNT_KEYS)
+
 _TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "augmented_predicted")
 _TABLE_KEYS += ("augmented_confidence", "status")
 
@@ -165,20 +167,23 @@ def _confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def _most_confused_pairs(failures: FailureSet, classes: Sequence[str]) -> list[dict[str, Any]]:
-    """The 10 most frequent (true, predicted) pairs among the failures.
+@dataclass(frozen=True)
+class ConfusedPair(Record):
+    """How many confident failures of true class ``true`` (a name) were predicted ``predicted``."""
 
-    Returns ``[{"true": name, "predicted": name, "count": n}, ...]`` with n > 0, sorted by count
-    (descending), then true name, then predicted name; empty when there are no failures.
-    """
+    true: str
+    predicted: str
+    count: int
+
+
+def _most_confused_pairs(failures: FailureSet, classes: Sequence[str]) -> tuple[ConfusedPair, ...]:
+    """The 10 most frequent (true, predicted) pairs among the failures, each with a count > 0, sorted by
+    count (descending), then true name, then predicted name; empty when there are no failures."""
     names = check_classes("classes", classes, 0)
     counts = _confused_pair_counts(failures, len(names))
-    pairs = [
-        {"true": names[t], "predicted": names[p], "count": int(counts[t, p])}
-        for t, p in torch.nonzero(counts).tolist()
-    ]
-    pairs.sort(key=lambda pair: (-pair["count"], pair["true"], pair["predicted"]))
-    return pairs[:10]
+    pairs = [ConfusedPair(names[t], names[p], int(counts[t, p])) for t, p in torch.nonzero(counts).tolist()]
+    pairs.sort(key=lambda pair: (-pair.count, pair.true, pair.predicted))
+    return tuple(pairs[:10])
 
 
 def _per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
@@ -198,15 +203,27 @@ def _per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: i
     return torch.where(images > 0, failed / images.clamp_min(1), torch.full_like(images, math.nan))
 
 
+@dataclass(frozen=True)
+class FailureSummary(Record):
+    """The failures of one model on one split, in numbers (``failures/summary.json``):
+    ``share_of_errors_high_confidence`` is None when there are no errors, a class's
+    ``per_class_failure_rate`` None when it has no images; the 10 ``most_confused_pairs``."""
+
+    threshold: float
+    num_images: int
+    accuracy: float
+    num_errors: int
+    num_high_confidence: int
+    share_of_errors_high_confidence: float | None
+    per_class_failure_rate: dict[str, float | None]
+    most_confused_pairs: tuple[ConfusedPair, ...]
+
+
 def failure_summary(
     probs: Tensor, labels: Tensor, failures: FailureSet, classes: Sequence[str]
-) -> dict[str, Any]:
-    """A JSON-ready summary of the failures of one model on one split.
-
-    Keys: threshold, num_images, accuracy, num_errors, num_high_confidence,
-    share_of_errors_high_confidence (None when there are no errors), per_class_failure_rate
-    ({class name: rate}, None for a class with no images), most_confused_pairs (top 10).
-    """
+) -> FailureSummary:
+    """The :class:`FailureSummary` of ``failures``, found in ``probs`` float (N, C) against ``labels``
+    int64 (N,)."""
     probs, labels = _check_probs(probs, labels)
     names = check_classes("classes", classes, probs.shape[1])[: probs.shape[1]]
     if failures.num_images != len(labels):
@@ -215,26 +232,40 @@ def failure_summary(
         )
     num_errors = int((probs.argmax(dim=1) != labels).sum())
     rates = _per_class_failure_rate(failures, labels, probs.shape[1])
-    return {
-        "threshold": failures.threshold,
-        "num_images": len(labels),
-        "accuracy": _accuracy(probs, labels),
-        "num_errors": num_errors,
-        "num_high_confidence": len(failures),
-        "share_of_errors_high_confidence": len(failures) / num_errors if num_errors else None,
-        "per_class_failure_rate": {
+    return FailureSummary(
+        threshold=failures.threshold,
+        num_images=len(labels),
+        accuracy=_accuracy(probs, labels),
+        num_errors=num_errors,
+        num_high_confidence=len(failures),
+        share_of_errors_high_confidence=len(failures) / num_errors if num_errors else None,
+        per_class_failure_rate={
             name: None if math.isnan(rate) else rate for name, rate in zip(names, rates.tolist(), strict=True)
         },
-        "most_confused_pairs": _most_confused_pairs(failures, names),
-    }
+        most_confused_pairs=_most_confused_pairs(failures, names),
+    )
 
 
-def confidence_histogram(probs: Tensor, labels: Tensor) -> dict[str, list]:
-    """Histogram of the maximum softmax probability, separately for correct and wrong predictions.
+@dataclass(frozen=True)
+class ConfidenceHistogram:
+    """Counts of the maximum softmax probability in the bins between ``edges`` (B + 1 floats over
+    [0, 1]), for the ``correct`` and the ``wrong`` predictions (B each). Never saved, so no dict form."""
 
-    Returns JSON-ready ``{"edges": 21 floats over [0, 1], "correct": 20 counts, "wrong": 20 counts}``.
-    Bins are half-open ``[lo, hi)`` except the last, which includes 1.
-    """
+    edges: tuple[float, ...]
+    correct: tuple[int, ...]
+    wrong: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.edges) < 2 or not len(self.correct) == len(self.wrong) == len(self.edges) - 1:
+            raise ValueError(
+                "a histogram has B+1 edges and B counts per group, got "
+                f"{len(self.edges)}, {len(self.correct)}, {len(self.wrong)}"
+            )
+
+
+def confidence_histogram(probs: Tensor, labels: Tensor) -> ConfidenceHistogram:
+    """Histogram of the maximum softmax probability, separately for correct and wrong predictions: 20
+    bins over [0, 1], half-open ``[lo, hi)`` except the last, which includes 1."""
     bins = 20  # 5 points of confidence each
     probs, labels = _check_probs(probs, labels)
     confidence = probs.max(dim=1).values.double()
@@ -243,11 +274,11 @@ def confidence_histogram(probs: Tensor, labels: Tensor) -> dict[str, list]:
     # its printed edges say it does, with no rounding from the multiplication.
     bin_index = (torch.bucketize(confidence, edges, right=True) - 1).clamp(0, bins - 1)
     correct = probs.argmax(dim=1) == labels
-    return {
-        "edges": edges.tolist(),
-        "correct": torch.bincount(bin_index[correct], minlength=bins).tolist(),
-        "wrong": torch.bincount(bin_index[~correct], minlength=bins).tolist(),
-    }
+    return ConfidenceHistogram(
+        edges=tuple(edges.tolist()),
+        correct=tuple(torch.bincount(bin_index[correct], minlength=bins).tolist()),
+        wrong=tuple(torch.bincount(bin_index[~correct], minlength=bins).tolist()),
+    )
 
 
 @dataclass
@@ -275,15 +306,14 @@ class FailureComparison:
     augmented_gap: float | None = None
 
     def counts(self) -> dict[str, int]:
-        """Sizes of each group, plus the two failure sets'."""
-        groups = ("baseline_failures", "augmented_failures", "fixed", "kept_same", "kept_different", "new")
-        return {group: len(getattr(self, group)) for group in groups}
+        """Sizes of each group, plus the two failure sets' (:data:`COMPARISON_COUNTS`)."""
+        return {group: len(getattr(self, group)) for group in COMPARISON_COUNTS}
 
     def status(self) -> list[str]:
         """Status of each baseline failure, in its rank order: "fixed", "kept (same)", "kept (different)"."""
         true, base = self.baseline_failures.true_labels, self.baseline_failures.predicted
         return [
-            STATUS_FIXED if aug == t else STATUS_KEPT_SAME if aug == b else STATUS_KEPT_DIFFERENT
+            "fixed" if aug == t else "kept (same)" if aug == b else "kept (different)"
             for t, b, aug in zip(true.tolist(), base.tolist(), self.augmented_predicted.tolist(), strict=True)
         ]
 

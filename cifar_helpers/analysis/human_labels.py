@@ -7,9 +7,8 @@ licences: README.md) apply only to the whole test set in its original order: els
 Every confident failure gets one of :data:`CATEGORIES`: ``verified label error``; else ``ambiguous``
 when the human share of the given label is below ``RunConfig.ambiguity_threshold``; else ``model error``.
 
-Each result that a stage saves and others read is one frozen dataclass, written with ``to_dict`` and
-read back strictly with ``from_dict`` (:func:`result_from_dict`, which also reads the
-:class:`NotApplicable` saved in its place).
+Each result that a stage saves and others read is a :class:`HumanLabelResult`, read back with
+:func:`result_from_dict` (which also reads the :class:`NotApplicable` saved in its place).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import math
 import os
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,8 +29,10 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
+from cifar_helpers.analysis.failures import COUNT_KEYS
 from cifar_helpers.core.data import resolve_data_root
 from cifar_helpers.rundir.artifacts import RunDir, atomic_path, load_json
+from cifar_helpers.rundir.records import Record
 
 if TYPE_CHECKING:
     from cifar_helpers.analysis.failures import FailureComparison, FailureSet
@@ -108,19 +109,14 @@ class HumanLabelError(ValueError):
 
 
 @dataclass(frozen=True)
-class NotApplicable:
+class NotApplicable(Record):
     """Why no human labels apply to this run (one line); every report function passes it through."""
 
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"applies": False, "reason": ...}``, what the stages save in place of a report."""
-        return {"applies": False, "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> NotApplicable:
-        """Rebuild from :meth:`to_dict`'s output; a missing ``reason`` raises a KeyError naming it."""
-        return cls(values["reason"])
+        """``{"applies": False, "reason": ...}``, what the stages save in place of a result."""
+        return {"applies": False, **super().to_dict()}
 
     def __str__(self) -> str:
         return f"no human labels apply: {self.reason}"
@@ -167,7 +163,7 @@ def _has_all_files(folder: Path) -> bool:
     return all((folder / f.name).is_file() for f in PUBLIC_FILES)
 
 
-def find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
+def _find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
     """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT`` (either
     returned even when files are missing), else the shared folder beside the checkout when it holds all
     three files; None when there is none."""
@@ -312,13 +308,14 @@ def applicability_without_files(data: CifarData) -> str | None:
 def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | NotApplicable:
     """The human labels for this run's test set, or :class:`NotApplicable` with the one-line reason.
 
-    Files come from :func:`find_human_labels_dir` or ``<data folder>/human-labels``, missing ones
-    downloaded when ``config.download`` allows; no network or a refused file is a reason, not an error.
+    Files come from ``config.human_labels_dir``, ``$CIFAR10H_ROOT``, the shared folder beside the
+    checkout or ``<data folder>/human-labels``, missing ones downloaded when ``config.download`` allows;
+    no network or a refused file is a reason, not an error.
     """
     reason = applicability_without_files(data)
     if reason is not None:
         return NotApplicable(reason)
-    folder = find_human_labels_dir(config.human_labels_dir)
+    folder = _find_human_labels_dir(config.human_labels_dir)
     if folder is None:
         folder = resolve_data_root(config.data_dir) / HUMAN_LABELS_SUBDIR
     if not _has_all_files(folder):
@@ -374,24 +371,17 @@ def _category_counts(categories: Sequence[str]) -> dict[str, int]:
 
 # --- the results: one frozen dataclass per concept, saved with to_dict and read back with from_dict ----
 
-_Result = TypeVar("_Result", bound="_FlatResult")
 
-
-class _FlatResult:
-    """A dataclass whose fields are plain JSON values, saved as a dict of them in field order."""
+class HumanLabelResult(Record):
+    """A result computed where human labels apply, saved as ``{"applies": True, **fields}``."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict, in their order (what the stages save)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls: type[_Result], values: Mapping[str, Any]) -> _Result:
-        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        """``{"applies": True}``, then the fields in their order."""
+        return {"applies": True, **super().to_dict()}
 
 
 @dataclass(frozen=True)
-class FailureRecord(_FlatResult):
+class FailureRecord(Record):
     """One confident failure as humans see it: its test ``index``, its ``category`` (one of
     :data:`CATEGORIES`), the human share of its given and of its predicted label, and the most voted
     class (``human_plurality``, an index)."""
@@ -404,7 +394,7 @@ class FailureRecord(_FlatResult):
 
 
 @dataclass(frozen=True)
-class HumanFailureReport:
+class HumanFailureReport(HumanLabelResult):
     """One model's confident failures against the human labels (:func:`human_failure_report`), computed
     in notebook 02 or read back from ``failures/human_labels.json`` (:func:`load_failure_report`).
 
@@ -431,21 +421,9 @@ class HumanFailureReport:
         """The test indices of the failures humans call model errors, in rank order."""
         return [r.index for r in self.failures if r.category == MODEL_ERROR]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, ``{"applies": True, ...}`` then the fields in their order (``failures`` as a list
-        of :meth:`FailureRecord.to_dict`): the layout of ``human_labels.json``."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {"applies": True, **values, "failures": [r.to_dict() for r in self.failures]}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> HumanFailureReport:
-        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
-        kept = {f.name: values[f.name] for f in fields(cls)}
-        return cls(**{**kept, "failures": tuple(FailureRecord.from_dict(r) for r in values["failures"])})
-
 
 @dataclass(frozen=True)
-class FixedLabelError(_FlatResult):
+class FixedLabelError(Record):
     """A verified label error among the "fixed" failures: the augmented model now agrees with a wrong
     label. ``given`` and ``human_plurality`` are class names; ``mturk_given_votes`` e.g. ``"1 of 5"``."""
 
@@ -457,7 +435,7 @@ class FixedLabelError(_FlatResult):
 
 
 @dataclass(frozen=True)
-class CategoryComparison:
+class CategoryComparison(HumanLabelResult):
     """Notebook 05's fixed / kept / new by category (:func:`comparison_by_category`), saved as
     ``reevaluation/human_labels.json``.
 
@@ -474,32 +452,15 @@ class CategoryComparison:
     fixed_label_errors: tuple[FixedLabelError, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the saved layout, ``augmented_counts`` (the augmented report's counts) included."""
-        return {
-            "applies": True,
-            "ambiguity_threshold": self.ambiguity_threshold,
-            "by_category": self.by_category,
-            "baseline_counts": self.baseline_counts,
-            "augmented_counts": self.augmented.counts,
-            "augmented": self.augmented.to_dict(),
-            "fixed_label_errors": [f.to_dict() for f in self.fixed_label_errors],
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> CategoryComparison:
-        """Rebuild from :meth:`to_dict`'s output (``augmented_counts`` is the augmented report's, not
-        read twice); a missing key raises a KeyError naming it."""
-        return cls(
-            ambiguity_threshold=values["ambiguity_threshold"],
-            by_category=values["by_category"],
-            baseline_counts=values["baseline_counts"],
-            augmented=HumanFailureReport.from_dict(values["augmented"]),
-            fixed_label_errors=tuple(FixedLabelError.from_dict(f) for f in values["fixed_label_errors"]),
-        )
+        """The fields, with ``augmented_counts`` (the augmented report's counts, which ``from_dict`` does
+        not read twice) before ``augmented``: the saved layout."""
+        saved = super().to_dict()
+        later = {key: saved.pop(key) for key in ("augmented", "fixed_label_errors")}
+        return {**saved, "augmented_counts": self.augmented.counts, **later}
 
 
 @dataclass(frozen=True)
-class HumanCrossEntropy(_FlatResult):
+class HumanCrossEntropy(Record):
     """One model's CIFAR-10H cross-entropy (nats): as trained (``before``) and after temperature scaling
     (``after``); ``temperature`` and ``after`` are None for a model the calibration skipped."""
 
@@ -509,7 +470,7 @@ class HumanCrossEntropy(_FlatResult):
 
 
 @dataclass(frozen=True)
-class HumanCalibration:
+class HumanCalibration(HumanLabelResult):
     """Notebook 06's cross-entropy against the human votes (:func:`calibration_against_humans`), saved
     as ``stress/human_calibration.json``: ``models`` ``{model: HumanCrossEntropy}``, lower is more
     human-like; ``human_entropy`` the floor."""
@@ -517,20 +478,9 @@ class HumanCalibration:
     models: dict[str, HumanCrossEntropy]
     human_entropy: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{"applies": True, "models": {model: {...}}, "human_entropy": ...}``."""
-        models = {name: m.to_dict() for name, m in self.models.items()}
-        return {"applies": True, "models": models, "human_entropy": self.human_entropy}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> HumanCalibration:
-        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
-        models = {name: HumanCrossEntropy.from_dict(m) for name, m in values["models"].items()}
-        return cls(models=models, human_entropy=values["human_entropy"])
-
 
 @dataclass(frozen=True)
-class CategoryEnrichment(_FlatResult):
+class CategoryEnrichment(Record):
     """One model's confident failures per category and each category's enrichment (the run summary's
     part of a :class:`HumanFailureReport`)."""
 
@@ -539,7 +489,7 @@ class CategoryEnrichment(_FlatResult):
 
 
 @dataclass(frozen=True)
-class HumanLabelsSummary:
+class HumanLabelsSummary(HumanLabelResult):
     """The run summary's human-label numbers (:func:`human_labels_summary`), in ``summary.json``.
 
     ``augmented``, ``by_category`` and ``fixed_label_errors`` (how many "fixed" failures are verified
@@ -560,39 +510,22 @@ class HumanLabelsSummary:
         return {name: m for name, m in both.items() if m is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, as saved in ``summary.json``: stage 05's keys only once it has run."""
-        summary: dict[str, Any] = {
-            "applies": True,
-            "ambiguity_threshold": self.ambiguity_threshold,
-            "baseline": self.baseline.to_dict(),
-            "accuracy_vs_human_plurality": self.accuracy_vs_human_plurality,
-        }
-        if self.augmented is not None:
-            summary["augmented"] = self.augmented.to_dict()
-            summary["by_category"] = self.by_category
-            summary["fixed_label_errors"] = self.fixed_label_errors
-        return summary
+        """As saved in ``summary.json``: stage 05's keys only once it has run."""
+        saved = super().to_dict()
+        if self.augmented is None:
+            saved = {key: value for key, value in saved.items() if key not in _STAGE_05}
+        return saved
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> HumanLabelsSummary:
         """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
         if "augmented" not in values:  # optional by design: stage 05 has not run
-            stage_05: dict[str, Any] = {}
-        else:
-            stage_05 = {
-                "augmented": CategoryEnrichment.from_dict(values["augmented"]),
-                "by_category": values["by_category"],
-                "fixed_label_errors": values["fixed_label_errors"],
-            }
-        return cls(
-            ambiguity_threshold=values["ambiguity_threshold"],
-            baseline=CategoryEnrichment.from_dict(values["baseline"]),
-            accuracy_vs_human_plurality=values["accuracy_vs_human_plurality"],
-            **stage_05,
-        )
+            values = {**values, **dict.fromkeys(_STAGE_05)}
+        return super().from_dict(values)
 
 
-_Saved = TypeVar("_Saved", HumanFailureReport, CategoryComparison, HumanCalibration, HumanLabelsSummary)
+_STAGE_05 = ("augmented", "by_category", "fixed_label_errors")  # HumanLabelsSummary's, once 05 has run
+_Saved = TypeVar("_Saved", bound=HumanLabelResult)
 
 
 def result_from_dict(values: Mapping[str, Any], kind: type[_Saved]) -> _Saved | NotApplicable:
@@ -601,9 +534,21 @@ def result_from_dict(values: Mapping[str, Any], kind: type[_Saved]) -> _Saved | 
     return kind.from_dict(values) if values["applies"] else NotApplicable.from_dict(values)
 
 
-def _failure_report(
-    probs: Tensor, labels: Tensor, failures: FailureSet, human: HumanLabels, threshold: float
-) -> HumanFailureReport:
+def human_failure_report(
+    probs: Tensor,
+    labels: Tensor,
+    failures: FailureSet,
+    human: HumanLabels | NotApplicable,
+    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
+) -> HumanFailureReport | NotApplicable:
+    """Notebook 02's human-label analysis of one model's confident failures.
+
+    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
+    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
+    """
+    if isinstance(human, NotApplicable):
+        return human
+    threshold = _check_ambiguity_threshold(ambiguity_threshold)
     probs, labels = probs.float().cpu(), labels.long().cpu()
     shares = human.shares
     predicted = probs.argmax(dim=1)
@@ -648,24 +593,6 @@ def _failure_report(
     )
 
 
-def human_failure_report(
-    probs: Tensor,
-    labels: Tensor,
-    failures: FailureSet,
-    human: HumanLabels | NotApplicable,
-    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
-) -> HumanFailureReport | NotApplicable:
-    """Notebook 02's human-label analysis of one model's confident failures.
-
-    ``probs`` float (10000, 10) the model's test probabilities, ``labels`` int64 (10000,); ``human``
-    from :func:`human_labels_for_run` (a :class:`NotApplicable` is passed through).
-    """
-    if isinstance(human, NotApplicable):
-        return human
-    threshold = _check_ambiguity_threshold(ambiguity_threshold)
-    return _failure_report(probs, labels, failures, human, threshold)
-
-
 def model_error_maps(
     maps: FailureMaps, human_report: HumanFailureReport | NotApplicable
 ) -> FailureMaps | None:
@@ -695,10 +622,10 @@ def comparison_by_category(
     threshold = _check_ambiguity_threshold(ambiguity_threshold)
     by_category = {
         group: _category_counts(failure_categories(getattr(comparison, group), human, threshold))
-        for group in ("fixed", "kept_same", "kept_different", "new")
+        for group in COUNT_KEYS
     }
     # Human labels apply only where the test labels are the original ones, so these are the labels.
-    augmented_report = _failure_report(
+    augmented_report = human_failure_report(
         augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
     )
     shares = human.shares

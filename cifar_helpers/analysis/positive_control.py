@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from cifar_helpers.core.normalization import normalize
 from cifar_helpers.core.training import train_model
 from cifar_helpers.rundir.artifacts import load_torch, save_torch
 from cifar_helpers.rundir.config import make_config
+from cifar_helpers.rundir.records import Record
 
 if TYPE_CHECKING:
     from cifar_helpers.core.data import CifarData
@@ -48,7 +48,7 @@ CONTROL_MODELS = ("tied", "untied")  # the two models, in the order they are sav
 
 
 @dataclass(frozen=True)
-class ControlModel:
+class ControlModel(Record):
     """One control model's measures: an entry ``tied`` or ``untied`` of ``positive_control.json``.
 
     ``mask_share`` (its std), ``pointing_game`` and ``failure_object_area`` are over the model's
@@ -68,18 +68,9 @@ class ControlModel:
     pointing_game_all: float
     road: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, the keys in the order of the fields; see :meth:`from_dict`."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ControlModel:
-        """Rebuild an entry from :meth:`to_dict`'s output; a missing key raises ``KeyError`` naming it."""
-        return cls(**{field.name: values[field.name] for field in fields(cls)})
-
 
 @dataclass(frozen=True)
-class PositiveControl:
+class PositiveControl(Record):
     """The positive control's result (:func:`background_positive_control`, ``positive_control.json``).
 
     ``correlation``: the share of tied training images with their class's background; ``threshold``:
@@ -121,32 +112,16 @@ class PositiveControl:
         return {"tied": self.tied, "untied": self.untied}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``positive_control.json``): the fields with the two gaps after the models."""
-        values = {field.name: getattr(self, field.name) for field in fields(self)}
-        values["thresholds_tried"] = list(self.thresholds_tried)
-        values["tied"], values["untied"] = self.tied.to_dict(), self.untied.to_dict()
-        # The file's key order: the gaps come between the models and the examples file and timing.
-        timing = {key: values.pop(key) for key in ("examples_file", "seconds")}
-        return {
-            **values,
-            "mask_share_gap": self.mask_share_gap,
-            "pointing_game_gap": self.pointing_game_gap,
-            **timing,
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> PositiveControl:
-        """Rebuild the result from :meth:`to_dict`'s output (a loaded ``positive_control.json``); a
-        missing key raises ``KeyError`` naming it. The saved gaps are not read: they follow from the
-        models."""
-        read = {field.name: values[field.name] for field in fields(cls)}
-        read["thresholds_tried"] = tuple(read["thresholds_tried"])
-        read["tied"], read["untied"] = (ControlModel.from_dict(read[name]) for name in CONTROL_MODELS)
-        return cls(**read)
+        """The fields with the two gaps (which ``from_dict`` does not read: they follow from the models)
+        between the models and the examples file: the layout of ``positive_control.json``."""
+        saved = super().to_dict()
+        timing = {key: saved.pop(key) for key in ("examples_file", "seconds")}
+        gaps = {"mask_share_gap": self.mask_share_gap, "pointing_game_gap": self.pointing_game_gap}
+        return {**saved, **gaps, **timing}
 
 
 @dataclass(frozen=True, eq=False)
-class FailureExamples:
+class FailureExamples(Record):
     """One control model's first confident failures, for figures: ``indices`` int64 (K,) into the test
     split, ``images`` uint8 (K, 3, 32, 32), ``masks`` bool (K, 32, 32), ``maps`` float32 (K, 32, 32),
     ``true_labels`` / ``predicted`` int64 (K,), ``confidence`` float32 (K,). (No ``==``: tensors.)"""
@@ -159,18 +134,9 @@ class FailureExamples:
     predicted: torch.Tensor
     confidence: torch.Tensor
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors by field name, in the order of the fields (as saved)."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, torch.Tensor]) -> FailureExamples:
-        """Rebuild from :meth:`to_dict`'s output; a missing key raises ``KeyError`` naming it."""
-        return cls(**{field.name: values[field.name] for field in fields(cls)})
-
 
 @dataclass(frozen=True, eq=False)
-class ControlExamples:
+class ControlExamples(Record):
     """The failures :func:`background_positive_control` keeps (``positive_control_examples.pt``): the
     generated ``classes``, the confidence ``threshold`` used, and each model's first failures."""
 
@@ -183,20 +149,6 @@ class ControlExamples:
     def models(self) -> dict[str, FailureExamples]:
         """``{"tied": ..., "untied": ...}``, in the order of :data:`CONTROL_MODELS`."""
         return {"tied": self.tied, "untied": self.untied}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The form saved with ``torch.save``: ``classes`` (a list), ``threshold``, ``tied``, ``untied``."""
-        return {
-            "classes": list(self.classes),
-            "threshold": self.threshold,
-            **{name: examples.to_dict() for name, examples in self.models.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ControlExamples:
-        """Rebuild from :meth:`to_dict`'s output; a missing key raises ``KeyError`` naming it."""
-        tied, untied = (FailureExamples.from_dict(values[name]) for name in CONTROL_MODELS)
-        return cls(classes=tuple(values["classes"]), threshold=values["threshold"], tied=tied, untied=untied)
 
 
 def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> PositiveControl:

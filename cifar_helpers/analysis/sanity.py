@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,6 +20,7 @@ from torch import nn
 
 from cifar_helpers.analysis.gradcam import grad_cam
 from cifar_helpers.core.checks import check_float_images, eval_mode, model_device
+from cifar_helpers.rundir.records import Record
 
 # Cascading randomisation order, top of the network first: (step name, modules re-initialised).
 RANDOMISATION_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -127,7 +126,7 @@ def cascading_randomisation_maps(
 
 
 @dataclass(frozen=True)
-class RandomisationSummary:
+class RandomisationSummary(Record):
     """The randomisation test's result (:func:`summarise_randomisation`, saved as ``sanity.json``).
 
     One entry per step of ``steps`` (``"trained"`` first: the trained model against itself) in
@@ -147,19 +146,6 @@ class RandomisationSummary:
         lengths = {len(self.steps), len(self.spearman_mean), len(self.spearman_std), len(self.num_defined)}
         if len(lengths) != 1:
             raise ValueError("steps, spearman_mean, spearman_std and num_defined must have the same length")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``sanity.json``): the fields, sequences as lists; see :meth:`from_dict`."""
-        values = {field.name: getattr(self, field.name) for field in fields(self)}
-        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RandomisationSummary:
-        """Rebuild the result from :meth:`to_dict`'s output (a loaded ``sanity.json``); a missing key
-        raises ``KeyError`` naming it."""
-        read = {field.name: values[field.name] for field in fields(cls)}
-        sequences = ("steps", "spearman_mean", "spearman_std", "num_defined")
-        return cls(**{**read, **{name: tuple(read[name]) for name in sequences}})
 
 
 def summarise_randomisation(

@@ -8,8 +8,9 @@ back (the report, the replicate run's summary).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,19 @@ from scipy import stats
 from torch import Tensor
 
 from cifar_helpers.analysis.claims.rules import CONFIDENCE_LEVEL, MeanInterval, t_interval
-from cifar_helpers.analysis.failures import FailureSet, compare_failures, find_high_confidence_failures
+from cifar_helpers.analysis.failures import (
+    COMPARISON_COUNTS,
+    COUNT_KEYS,
+    FailureSet,
+    FailureSummary,
+    compare_failures,
+    find_high_confidence_failures,
+)
+from cifar_helpers.analysis.human_labels import HumanLabelResult
 from cifar_helpers.core.evaluation import Predictions
 from cifar_helpers.rundir.artifacts import RunDir, load_json
 from cifar_helpers.rundir.config import RunConfig
+from cifar_helpers.rundir.records import INLINE, Record
 
 MODELS = ("baseline", "augmented")
 # A failure is "consistent" when it is a high-confidence failure in at least this share of the seeds
@@ -33,7 +43,7 @@ CONSISTENT_SHARE = 0.5
 class SeedResults:
     """What one seed's run directory holds that the replicate analysis needs: ``probs[model]`` float32
     (N, C) on the test set, ``labels`` int64 (N,), ``test_set`` what decides which test images the run
-    used (data fingerprint, subset size and the seed that drew it), ``train_accuracy[model]`` a fraction."""
+    used (data fingerprint, subset size and the seed that drew it)."""
 
     seed: int
     run_dir: Path
@@ -41,7 +51,6 @@ class SeedResults:
     labels: Tensor
     test_set: dict[str, Any]
     test_accuracy: dict[str, float]
-    train_accuracy: dict[str, float | None]
     threshold: float
 
 
@@ -55,18 +64,16 @@ def load_seed_results(run_dir: str | Path, seed: int) -> SeedResults:
     config = RunConfig.load(run.require("setup", "config.json")[0])
     if config.seed != seed:
         raise ValueError(f"{run.root} holds a run with seed {config.seed!r}, not {seed}")
-    probs, test_accuracy, train_accuracy = {}, {}, {}
+    probs, test_accuracy = {}, {}
     labels = None
     for model in MODELS:
         predictions_path, metrics_path = run.require(model, "predictions.pt", "metrics.json")
         predictions = Predictions.load(predictions_path)
-        metrics = load_json(metrics_path)
         probs[model] = predictions.probs
         labels = predictions.labels
-        test_accuracy[model] = float(metrics["test_accuracy"])
-        train_accuracy[model] = metrics.get("train_accuracy")
-    threshold = float(load_json(run.require("failures", "summary.json")[0])["threshold"])
-    fingerprint = load_json(run.require("setup", "data_summary.json")[0]).get("fingerprint")
+        test_accuracy[model] = float(load_json(metrics_path)["test_accuracy"])
+    threshold = FailureSummary.from_dict(load_json(run.require("failures", "summary.json")[0])).threshold
+    fingerprint = load_json(run.require("setup", "data_summary.json")[0])["fingerprint"]
     subset = config.test_per_class
     data_seed = config.data_seed if config.data_seed is not None else seed
     test_set = {
@@ -75,7 +82,7 @@ def load_seed_results(run_dir: str | Path, seed: int) -> SeedResults:
         "drawn_with": data_seed if subset else None,
     }
     assert labels is not None
-    return SeedResults(seed, run.root, probs, labels, test_set, test_accuracy, train_accuracy, threshold)
+    return SeedResults(seed, run.root, probs, labels, test_set, test_accuracy, threshold)
 
 
 def check_same_test_set(results: Sequence[SeedResults]) -> None:
@@ -95,37 +102,16 @@ def check_same_test_set(results: Sequence[SeedResults]) -> None:
             )
 
 
-def _fields_of(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` of dataclass ``cls``'s fields, read strictly: a missing key raises KeyError naming it."""
-    return {f.name: values[f.name] for f in fields(cls)}
-
-
 @dataclass(frozen=True)
-class PairedDifference:
-    """Per-seed ``augmented - baseline`` (``differences``, one per seed): their mean and t interval, and
-    a paired t-test (``t`` and its two-sided ``p_value``, None with one seed or when every seed gives the
-    same difference)."""
+class PairedDifference(Record):
+    """Per-seed ``augmented - baseline`` (``differences``, one per seed): their mean and t interval (saved
+    as keys of its own), and a paired t-test (``t`` and its two-sided ``p_value``, None with one seed or
+    when every seed gives the same difference)."""
 
-    interval: MeanInterval
+    interval: MeanInterval = field(metadata=INLINE)
     differences: list[float]
     t: float | None
     p_value: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the interval's keys, then ``differences``, ``t`` and ``p_value``."""
-        return {
-            **self.interval.to_dict(),
-            "differences": list(self.differences),
-            "t": self.t,
-            "p_value": self.p_value,
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> PairedDifference:
-        """Read :meth:`to_dict`'s output back; a missing key raises KeyError naming it."""
-        return cls(
-            MeanInterval.from_dict(values), list(values["differences"]), values["t"], values["p_value"]
-        )
 
 
 def paired_difference(
@@ -149,7 +135,7 @@ def paired_difference(
 
 
 @dataclass(frozen=True)
-class Spread:
+class Spread(Record):
     """Mean, sample standard deviation and interval of a quantity over seeds, as the replicate summary
     keeps them (sd, low and high None with one seed)."""
 
@@ -158,55 +144,28 @@ class Spread:
     low: float | None
     high: float | None
 
-    @classmethod
-    def of(cls, interval: MeanInterval) -> Spread:
-        """The spread that ``interval`` gives."""
-        return cls(interval.mean, interval.sd, interval.low, interval.high)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``{"mean", "sd", "low", "high"}``."""
-        return asdict(self)
+@dataclass(frozen=True)
+class PairedSpread(Spread):
+    """The spread of the paired difference, with the paired t-test's ``t`` and ``p_value``."""
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Spread:
-        """Read :meth:`to_dict`'s output (or a larger dict holding its keys) back."""
-        return cls(**_fields_of(cls, values))
+    t: float | None
+    p_value: float | None
 
 
 @dataclass(frozen=True)
-class AccuracySummary:
-    """Both models' test accuracy over ``seeds`` and their paired difference, as spreads, with the paired
-    t-test's ``t`` and ``p_value`` (what :func:`views.tables.seed_accuracy_table` shows)."""
+class AccuracySummary(Record):
+    """Both models' test accuracy over ``seeds`` and their paired difference, as spreads (what
+    :func:`views.tables.seed_accuracy_table` shows)."""
 
     seeds: list[int]
     baseline: Spread
     augmented: Spread
-    difference: Spread
-    t: float | None
-    p_value: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``t`` and ``p_value`` sit in ``difference``, beside its spread."""
-        difference = {**self.difference.to_dict(), "t": self.t, "p_value": self.p_value}
-        spreads = {"baseline": self.baseline.to_dict(), "augmented": self.augmented.to_dict()}
-        return {"seeds": list(self.seeds), **spreads, "difference": difference}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> AccuracySummary:
-        """Read :meth:`to_dict`'s output back; a missing key raises KeyError naming it."""
-        difference = values["difference"]
-        return cls(
-            list(values["seeds"]),
-            Spread.from_dict(values["baseline"]),
-            Spread.from_dict(values["augmented"]),
-            Spread.from_dict(difference),
-            difference["t"],
-            difference["p_value"],
-        )
+    difference: PairedSpread
 
 
 @dataclass(frozen=True)
-class AccuracyOverSeeds:
+class AccuracyOverSeeds(Record):
     """Both models' test accuracy in each of ``seeds`` (``per_seed[model]``, fractions, seeds' order),
     its mean and t interval per model, and the paired difference (``replicates/accuracy.json``)."""
 
@@ -217,29 +176,18 @@ class AccuracyOverSeeds:
     difference: PairedDifference
 
     def summary(self) -> AccuracySummary:
-        """The spreads and the paired test, without the per-seed values."""
-        spreads = (Spread.of(self.baseline), Spread.of(self.augmented), Spread.of(self.difference.interval))
-        return AccuracySummary(list(self.seeds), *spreads, self.difference.t, self.difference.p_value)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as ``accuracy.json`` holds it."""
-        return {
-            "seeds": list(self.seeds),
-            "per_seed": {m: list(v) for m, v in self.per_seed.items()},
-            "baseline": self.baseline.to_dict(),
-            "augmented": self.augmented.to_dict(),
-            "difference": self.difference.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> AccuracyOverSeeds:
-        """Read :meth:`to_dict`'s output back; a missing key raises KeyError naming it."""
-        return cls(
-            list(values["seeds"]),
-            {m: list(values["per_seed"][m]) for m in MODELS},
-            MeanInterval.from_dict(values["baseline"]),
-            MeanInterval.from_dict(values["augmented"]),
-            PairedDifference.from_dict(values["difference"]),
+        """The spreads and the paired test, without the per-seed values (read from the saved form, which
+        holds the keys of each)."""
+        baseline, augmented, difference = (
+            self.baseline.to_dict(),
+            self.augmented.to_dict(),
+            self.difference.to_dict(),
+        )
+        return AccuracySummary(
+            list(self.seeds),
+            Spread.from_dict(baseline),
+            Spread.from_dict(augmented),
+            PairedSpread.from_dict(difference),
         )
 
 
@@ -257,9 +205,6 @@ def accuracy_over_seeds(
     )
 
 
-COUNT_KEYS = ("fixed", "kept_same", "kept_different", "new")
-
-
 def reseed_pairs(seeds: Sequence[int]) -> list[tuple[int, int]]:
     """Pairs of seeds compared baseline -> baseline: each seed with the next (the last with the first
     when there are three or more), so every seed is used once in each role."""
@@ -275,29 +220,25 @@ def reseed_pairs(seeds: Sequence[int]) -> list[tuple[int, int]]:
 class FloorRow:
     """One comparison of the noise floor: ``source``'s baseline (``"baseline seed 42"``) against
     ``target`` (``"augmented seed 42"``, ``"baseline seed 43"``), with the sizes of the groups of
-    :meth:`analysis.failures.FailureComparison.counts` (:data:`COUNT_KEYS` among them)."""
+    :meth:`analysis.failures.FailureComparison.counts`)."""
 
     source: str
     target: str
     counts: dict[str, int]
 
+    # Hand-written: the file names the ends "from" and "to" and keeps the counts beside them.
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"from": source, "to": target, **counts}``."""
         return {"from": self.source, "to": self.target, **self.counts}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FloorRow:
-        """Read :meth:`to_dict`'s output back; a missing key (the two ends, or one of :data:`COUNT_KEYS`)
-        raises KeyError naming it."""
-        counts = {k: v for k, v in values.items() if k not in ("from", "to")}
-        for key in COUNT_KEYS:
-            if key not in counts:
-                raise KeyError(key)
-        return cls(values["from"], values["to"], counts)
+        """Read :meth:`to_dict`'s output back; a missing key raises KeyError naming it."""
+        return cls(values["from"], values["to"], {key: values[key] for key in COMPARISON_COUNTS})
 
 
 @dataclass(frozen=True)
-class NoiseFloor:
+class NoiseFloor(Record):
     """fixed / kept / new between two baseline seeds (``reseed``), beside baseline -> augmented of the same
     seed (``augmentation``): one row per comparison, the mean of each of :data:`COUNT_KEYS` per kind
     (``mean[kind]``; no ``"reseed"`` entry with one seed) and augmentation's ``excess`` over the reseed
@@ -307,25 +248,6 @@ class NoiseFloor:
     augmentation: list[FloorRow]
     mean: dict[str, dict[str, float]]
     excess: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as ``noise_floor.json`` holds it."""
-        return {
-            "reseed": [row.to_dict() for row in self.reseed],
-            "augmentation": [row.to_dict() for row in self.augmentation],
-            "mean": {kind: dict(means) for kind, means in self.mean.items()},
-            "excess": dict(self.excess),
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> NoiseFloor:
-        """Read :meth:`to_dict`'s output back; a missing key raises KeyError naming it."""
-        return cls(
-            [FloorRow.from_dict(row) for row in values["reseed"]],
-            [FloorRow.from_dict(row) for row in values["augmentation"]],
-            {kind: dict(means) for kind, means in values["mean"].items()},
-            dict(values["excess"]),
-        )
 
 
 def noise_floor(results: Sequence[SeedResults]) -> NoiseFloor:
@@ -392,7 +314,7 @@ def consistent_indices(counts: Tensor, num_seeds: int, share: float = CONSISTENT
 
 
 @dataclass(frozen=True)
-class FailureStability:
+class FailureStability(Record):
     """How ``model``'s confident failures hold over ``seeds`` (``replicates/stability.json``).
 
     ``counts[i]``: in how many seeds test image ``i`` is a confident failure (N values);
@@ -416,18 +338,6 @@ class FailureStability:
     consistent_counts: list[int]
     one_seed: list[int]
     counts: list[int]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as ``stability.json`` holds it (JSON writes the keys of
-        ``images_failing_in_k_seeds`` as strings)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> FailureStability:
-        """Read :meth:`to_dict`'s output, or its JSON, back; a missing key raises KeyError naming it."""
-        read = _fields_of(cls, values)
-        read["images_failing_in_k_seeds"] = {int(k): n for k, n in read["images_failing_in_k_seeds"].items()}
-        return cls(**read)
 
 
 def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -> FailureStability:
@@ -456,59 +366,43 @@ def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -
     )
 
 
-def category_mix(
-    categories: Sequence[str], consistent: Sequence[int], one_seed: Sequence[int]
-) -> dict[str, dict[str, int]]:
-    """How the consistent failures and the one-seed failures split over per-image categories.
+@dataclass(frozen=True)
+class CategoryMix(HumanLabelResult):
+    """How the consistent and the one-seed failures split over the human-label categories found with
+    ``ambiguity_threshold`` (``replicates/category_mix.json``): ``{category: n}``, sorted by category,
+    listing only the categories present."""
 
-    ``categories[i]`` is any label of test image ``i`` (e.g. its human-label category: verified label
-    error, ambiguous, model error); returns ``{"consistent": {category: n}, "one_seed": {category: n}}``.
-    """
+    ambiguity_threshold: float
+    consistent: dict[str, int]
+    one_seed: dict[str, int]
+
+
+def category_mix(
+    categories: Sequence[str], consistent: Sequence[int], one_seed: Sequence[int], ambiguity_threshold: float
+) -> CategoryMix:
+    """How the consistent failures and the one-seed failures split over per-image categories:
+    ``categories[i]`` is test image ``i``'s category (:func:`analysis.human_labels.failure_categories`
+    with ``ambiguity_threshold``)."""
 
     def tally(indices: Sequence[int]) -> dict[str, int]:
-        mix: dict[str, int] = {}
-        for i in indices:
-            mix[categories[i]] = mix.get(categories[i], 0) + 1
-        return dict(sorted(mix.items()))
+        return dict(sorted(Counter(categories[i] for i in indices).items()))
 
-    return {"consistent": tally(consistent), "one_seed": tally(one_seed)}
+    return CategoryMix(ambiguity_threshold, tally(consistent), tally(one_seed))
 
 
 @dataclass(frozen=True)
-class ReplicateSummary:
+class ReplicateSummary(Record):
     """The headline numbers of a replicate analysis (``replicates/summary.json``, the replicate run's
     ``summary.json``): accuracy over seeds, the noise floor's means (``noise_floor``, as
-    :attr:`NoiseFloor.mean`) and augmentation's excess over the reseed, and how the failure sets overlap."""
+    :attr:`NoiseFloor.mean`) and augmentation's excess over the reseed, and how the failure sets overlap;
+    the accuracy summary's keys are saved at the top level."""
 
-    accuracy: AccuracySummary
+    accuracy: AccuracySummary = field(metadata=INLINE)
     noise_floor: dict[str, dict[str, float]]
     excess_over_reseed: dict[str, float]
     mean_jaccard: float | None
     consistent_failures: int
     ever_failing: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the accuracy summary's keys at the top level, then the rest."""
-        return {
-            **self.accuracy.to_dict(),
-            "noise_floor": {kind: dict(means) for kind, means in self.noise_floor.items()},
-            "excess_over_reseed": dict(self.excess_over_reseed),
-            "mean_jaccard": self.mean_jaccard,
-            "consistent_failures": self.consistent_failures,
-            "ever_failing": self.ever_failing,
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ReplicateSummary:
-        """Read :meth:`to_dict`'s output back; a missing key raises KeyError naming it."""
-        return cls(
-            AccuracySummary.from_dict(values),
-            {kind: dict(means) for kind, means in values["noise_floor"].items()},
-            dict(values["excess_over_reseed"]),
-            values["mean_jaccard"],
-            values["consistent_failures"],
-            values["ever_failing"],
-        )
 
 
 def replicate_summary(

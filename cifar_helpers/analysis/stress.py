@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -25,6 +26,7 @@ from torch import nn
 
 from cifar_helpers.core.checks import check_images, check_labels
 from cifar_helpers.core.evaluation import predict
+from cifar_helpers.rundir.records import INLINE, Record
 
 # (uint8 images on the CPU, the severity's parameter, generator) -> uint8 images
 CorruptionFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
@@ -231,6 +233,54 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
 
+@dataclass(frozen=True)
+class StressSetup(Record):
+    """What every model of a stress test saw: the corruptions and severities, each corruption's
+    parameters per severity, the number of images and the ``seed`` of the noise."""
+
+    corruption_names: tuple[str, ...]
+    severities: tuple[int, ...]
+    parameters: dict[str, tuple[float, ...]]
+    num_images: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class CorruptionResult(Record):
+    """One model under one corruption: ``accuracy`` and ``mean_confidence`` per severity, the mean
+    accuracy over the severities and its drop from the clean accuracy (absolute, and relative to it)."""
+
+    accuracy: tuple[float, ...]
+    mean_confidence: tuple[float, ...]
+    mean_accuracy: float
+    absolute_drop: float
+    relative_drop: float
+
+
+@dataclass(frozen=True)
+class ModelStress(Record):
+    """One model's stress test: clean accuracy and mean confidence, each corruption's result, the mean
+    accuracy over every corruption x severity and its drop from the clean accuracy; saved with the
+    ``setup``'s keys, so that an entry is complete on its own."""
+
+    clean_accuracy: float
+    clean_mean_confidence: float
+    corruptions: dict[str, CorruptionResult]
+    mean_corruption_accuracy: float
+    absolute_drop: float
+    relative_drop: float
+    setup: StressSetup = field(metadata=INLINE)
+
+
+@dataclass(frozen=True)
+class StressResult(Record):
+    """:func:`run_stress_test`'s result (``stress/corruptions.json``): the ``setup``'s keys, then
+    ``models`` ``{name: ModelStress}``."""
+
+    setup: StressSetup = field(metadata=INLINE)
+    models: dict[str, ModelStress]
+
+
 def run_stress_test(
     models: Mapping[str, nn.Module],
     images: torch.Tensor,
@@ -242,23 +292,13 @@ def run_stress_test(
     channels_last: bool = False,
     fp16: bool = False,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> StressResult:
     """Accuracy of every model on the clean images and on every corruption (:data:`CORRUPTIONS`) x
     severity (:data:`SEVERITIES`).
 
     Every model sees the same corrupted pixels, a cell's noise seeded by :func:`corruption_seed`.
     ``models``: name -> trained model; ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (N,); the rest
     go to :func:`cifar_helpers.core.evaluation.predict`.
-
-    Returns:
-        JSON-ready ``{"corruption_names", "severities", "parameters", "num_images", "seed", "models":
-        {name: result}}`` (``corruptions.json``), each model's ``result`` complete on its own::
-
-            {"clean_accuracy": float, "clean_mean_confidence": float,
-             "corruptions": {name: {"accuracy": [per severity], "mean_confidence": [per severity],
-                                    "mean_accuracy", "absolute_drop", "relative_drop"}},
-             "mean_corruption_accuracy": float,   # mean over every corruption x severity cell
-             "absolute_drop": clean - mean, "relative_drop": (clean - mean) / clean, **shared}
     """
     images = check_images("images", images)
     # as_tensor keeps accepting a list or NumPy array of labels; predict needs them as int64 (N,).
@@ -275,40 +315,37 @@ def run_stress_test(
         return float(correct.mean()), float(predictions.confidences.to(torch.float64).mean())
 
     clean = {model_name: evaluate(model, images) for model_name, model in models.items()}
-    cells = {m: {name: {"accuracy": [], "mean_confidence": []} for name in names} for m in models}
+    # cells[model][corruption]: (accuracy, mean confidence) per severity
+    cells = {m: {name: ([], []) for name in names} for m in models}
     for name in names:
         for severity in severities:
             corrupted = corrupt(images, name, severity, corruption_seed(seed, name, severity))
             for model_name, model in models.items():
                 accuracy, confidence = evaluate(model, corrupted)
-                cells[model_name][name]["accuracy"].append(accuracy)
-                cells[model_name][name]["mean_confidence"].append(confidence)
-    shared = {
-        "corruption_names": names,
-        "severities": severities,
-        "parameters": {name: list(CORRUPTION_PARAMETERS[name]) for name in names},
-        "num_images": int(images.shape[0]),
-        "seed": int(seed),
-    }
+                cells[model_name][name][0].append(accuracy)
+                cells[model_name][name][1].append(confidence)
+    setup = StressSetup(
+        corruption_names=tuple(names),
+        severities=tuple(severities),
+        parameters={name: CORRUPTION_PARAMETERS[name] for name in names},
+        num_images=int(images.shape[0]),
+        seed=int(seed),
+    )
     results = {}
     for m, (clean_accuracy, clean_confidence) in clean.items():
-        for cell in cells[m].values():
-            cell["mean_accuracy"] = _mean(cell["accuracy"])
-            cell.update(_drops(clean_accuracy, cell["mean_accuracy"]))
-        mean = _mean([accuracy for cell in cells[m].values() for accuracy in cell["accuracy"]])
-        # Each model's entry is complete on its own: it repeats the shared keys.
-        results[m] = {
-            "clean_accuracy": clean_accuracy,
-            "clean_mean_confidence": clean_confidence,
-            "corruptions": cells[m],
-            "mean_corruption_accuracy": mean,
-            **_drops(clean_accuracy, mean),
-            **shared,
-        }
-    return {**shared, "models": results}
+        corruptions = {}
+        for name, (accuracies, confidences) in cells[m].items():
+            mean_accuracy = _mean(accuracies)
+            drops = _drops(clean_accuracy, mean_accuracy)
+            corruptions[name] = CorruptionResult(tuple(accuracies), tuple(confidences), mean_accuracy, *drops)
+        mean = _mean([accuracy for accuracies, _ in cells[m].values() for accuracy in accuracies])
+        results[m] = ModelStress(
+            clean_accuracy, clean_confidence, corruptions, mean, *_drops(clean_accuracy, mean), setup
+        )
+    return StressResult(setup, results)
 
 
-def _drops(clean: float, corrupted: float) -> dict[str, float]:
+def _drops(clean: float, corrupted: float) -> tuple[float, float]:
     """The accuracy lost to corruption, absolute and as a share of the clean accuracy."""
     drop = clean - corrupted
-    return {"absolute_drop": drop, "relative_drop": drop / clean if clean > 0 else math.nan}
+    return drop, drop / clean if clean > 0 else math.nan

@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cifar_helpers.analysis.claims import BENCH, ClaimResult, read_ledger
+from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.human_labels import (
     HumanCalibration,
     NotApplicable,
@@ -29,10 +30,12 @@ from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.seed_analysis import (
     COUNT_KEYS,
     AccuracyOverSeeds,
+    CategoryMix,
     FailureStability,
     NoiseFloor,
     ReplicateSummary,
 )
+from cifar_helpers.analysis.stress import StressResult
 from cifar_helpers.rundir.artifacts import (
     DamagedArtifactError,
     RunDir,
@@ -173,10 +176,16 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     "metrics.json": ("Accuracy", _metrics),
     "history.json": ("Training history", _history),
     "failures.json": ("Failure list", _failure_list),
-    "summary.json": ("Failure summary", lambda data: t.failure_tables(data, max_pairs=10)),
+    "summary.json": (
+        "Failure summary",
+        lambda data: t.failure_tables(FailureSummary.from_dict(data), max_pairs=10),
+    ),
     "measures.json": ("Attention measures", _generic),
     "comparison.json": ("Baseline vs augmented failures", t.comparison_tables),
-    "corruptions.json": ("Corruption stress test", lambda data: t.corruption_tables(data, severities=True)),
+    "corruptions.json": (
+        "Corruption stress test",
+        lambda data: t.corruption_tables(StressResult.from_dict(data), severities=True),
+    ),
     "calibration.json": ("Calibration and temperature scaling", t.calibration_table),
     "sanity.json": (
         "Grad-CAM sanity check (model-parameter randomisation)",
@@ -203,7 +212,7 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
     ),
     "category_mix.json": (
         "Human-label categories: consistent failures against one-seed failures",
-        t.category_mix_table,
+        lambda data: t.category_mix_table(result_from_dict(data, CategoryMix)),
     ),
 }
 

@@ -29,6 +29,7 @@ from cifar_helpers.analysis.claims import (
     ClaimResult,
     bench_gate,
 )
+from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.human_labels import (
     AGREED,
     AMBIGUOUS,
@@ -47,10 +48,12 @@ from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.seed_analysis import (
     COUNT_KEYS,
     AccuracySummary,
+    CategoryMix,
     FailureStability,
     NoiseFloor,
     ReplicateSummary,
 )
+from cifar_helpers.analysis.stress import StressResult
 from cifar_helpers.rundir.config import PROFILES, RunConfig
 
 # Display kinds; a float without a kind is "num", an int without one is shown in full.
@@ -246,18 +249,18 @@ def per_class_table(per_class: dict[str, dict[str, float]], title: str = "") -> 
     return table(("class", *per_class), rows, title, formats=dict.fromkeys(per_class, "pct"))
 
 
-def failure_tables(summary: dict[str, Any], max_pairs: int = 5) -> list[pd.DataFrame]:
+def failure_tables(summary: FailureSummary, max_pairs: int = 5) -> list[pd.DataFrame]:
     """:func:`analysis.failures.failure_summary`'s counts and most frequent confident confusions."""
     spec = [
         ("test images", None, "num_images"),
         ("accuracy", "pct", "accuracy"),
         ("misclassified", None, "num_errors"),
-        (f"of them with confidence > {summary['threshold']}", None, "num_high_confidence"),
+        (f"of them with confidence > {summary.threshold}", None, "num_high_confidence"),
         ("share of errors made with high confidence", "pct", "share_of_errors_high_confidence"),
     ]
-    pairs = [(p["true"], p["predicted"], p["count"]) for p in summary["most_confused_pairs"][:max_pairs]]
+    pairs = [(p.true, p.predicted, p.count) for p in summary.most_confused_pairs[:max_pairs]]
     title = "most frequent high-confidence confusions"
-    return [spec_table({"value": summary}, spec)] + [
+    return [spec_table({"value": summary.to_dict()}, spec)] + [
         table(("true", "predicted", "count"), pairs, title)
     ] * bool(pairs)
 
@@ -294,17 +297,18 @@ def comparison_table(rows: Sequence[dict[str, Any]], max_rows: int = 20) -> pd.D
     return table(columns, body, notes=more, formats=dict.fromkeys(columns[3:6:2], "pct"))
 
 
-def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[pd.DataFrame]:
+def corruption_tables(result: StressResult, severities: bool = False) -> list[pd.DataFrame]:
     """Each model's clean and corrupted accuracy, and per corruption (mean over the severities; with
-    ``severities``, each severity's too), from ``corruptions.json``."""
-    models, kinds, levels = result["models"], result["corruption_names"], result["severities"]
-    title = f"{result['num_images']} test images, {len(kinds)} corruptions x {len(levels)} severities"
+    ``severities``, each severity's too), from :func:`analysis.stress.run_stress_test`."""
+    models, setup = result.models, result.setup
+    kinds, levels = setup.corruption_names, setup.severities
+    title = f"{setup.num_images} test images, {len(kinds)} corruptions x {len(levels)} severities"
     columns = ["corruption", *models, *(f"{m}: by severity" for m in models if severities)]
     rows = []
-    for c in dict.fromkeys(c for m in models.values() for c in m["corruptions"]):
-        cells = [m["corruptions"][c] for m in models.values()]
-        by_severity = [" / ".join(fmt(a, "pct2") for a in cell["accuracy"]) for cell in cells] * severities
-        rows.append([c, *(cell["mean_accuracy"] for cell in cells), *by_severity])
+    for c in dict.fromkeys(c for m in models.values() for c in m.corruptions):
+        cells = [m.corruptions[c] for m in models.values()]
+        by_severity = [" / ".join(fmt(a, "pct2") for a in cell.accuracy) for cell in cells] * severities
+        rows.append([c, *(cell.mean_accuracy for cell in cells), *by_severity])
     spec = [
         ("clean", "pct", "clean_accuracy"),
         ("mean corrupted", "pct", "mean_corruption_accuracy"),
@@ -313,7 +317,7 @@ def corruption_tables(result: dict[str, Any], severities: bool = False) -> list[
     ]
     title2 = "accuracy per corruption (mean over severities)"
     return [
-        spec_table(models, spec, title),
+        spec_table({m: r.to_dict() for m, r in models.items()}, spec, title),
         table(columns, rows, title2, formats=dict.fromkeys(models, "pct")),
     ]
 
@@ -585,7 +589,7 @@ def seed_accuracy_table(accuracy: AccuracySummary) -> pd.DataFrame:
         "augmented - baseline": accuracy.difference,
     }
     rows = [(label, s.mean, s.sd, s.low, s.high) for label, s in spreads.items()]
-    p_value = accuracy.p_value  # sd, low, high and p_value are None with one seed
+    p_value = accuracy.difference.p_value  # sd, low, high and p_value are None with one seed
     notes = [
         "one seed: no interval" if p_value is None else f"paired t-test on the difference: p = {p_value:.3g}"
     ]
@@ -645,23 +649,24 @@ def describe_replicates(summary: ReplicateSummary) -> str:
     return "\n\n".join(parts)
 
 
-def category_mix_table(mix: dict[str, Any]) -> pd.DataFrame:
+def category_mix_table(mix: CategoryMix | NotApplicable) -> pd.DataFrame:
     """:meth:`workflow.stages.Replicates.human_label_mix`: the count and share of each category among
     the consistent and among the one-seed failures, or why no human labels apply."""
-    if not mix["applies"]:
-        return _not_applicable(mix["reason"])
-    groups = ("consistent", "one_seed")
-    totals = {g: sum(mix[g].values()) for g in groups}
+    if isinstance(mix, NotApplicable):
+        return _not_applicable(mix.reason)
+    groups = {"consistent": mix.consistent, "one_seed": mix.one_seed}
+    totals = {g: sum(counts.values()) for g, counts in groups.items()}
     rows = [
         (
             c,
             *(
                 x
-                for g in groups
-                for x in (mix[g].get(c, 0), mix[g].get(c, 0) / totals[g] if totals[g] else None)
+                for g, counts in groups.items()
+                for x in (counts.get(c, 0), counts.get(c, 0) / totals[g] if totals[g] else None)
             ),
         )
-        for c in sorted({c for g in groups for c in mix[g]})  # a group lists only the categories it has
+        # .get: optional by design, a group lists only the categories it has
+        for c in sorted({c for counts in groups.values() for c in counts})
     ]
     rows.append(("all", totals["consistent"], None, totals["one_seed"], None))
     columns = ("category", "consistent", "consistent share", "one seed only", "one-seed share")

@@ -26,6 +26,7 @@ from cifar_helpers.analysis.human_labels import (
 )
 from cifar_helpers.analysis.seed_analysis import (
     MODELS,
+    CategoryMix,
     FailureStability,
     SeedResults,
     category_mix,
@@ -350,17 +351,16 @@ class Replicates:
             seed=config.seed,
         )
 
-    def human_label_mix(self, stability: FailureStability) -> dict[str, Any]:
-        """The human-label categories of the consistent and the one-seed failures: ``{"applies": True,
-        "ambiguity_threshold": t, "consistent": {category: n}, "one_seed": {category: n}}``, or
-        ``{"applies": False, "reason": ...}`` where no human labels apply (a test subset, another dataset)."""
+    def human_label_mix(self, stability: FailureStability) -> CategoryMix | NotApplicable:
+        """The human-label categories of the consistent and the one-seed failures, or why no human
+        labels apply (a test subset, another dataset)."""
         _, config, data = self._explain_run()
         human = human_labels_for_run(config, data)
         if isinstance(human, NotApplicable):
-            return human.to_dict()
-        categories = failure_categories(range(len(data.test_labels)), human, config.ambiguity_threshold)
-        mix = category_mix(categories, stability.consistent, stability.one_seed)
-        return {"applies": True, "ambiguity_threshold": config.ambiguity_threshold, **mix}
+            return human
+        threshold = config.ambiguity_threshold
+        categories = failure_categories(range(len(data.test_labels)), human, threshold)
+        return category_mix(categories, stability.consistent, stability.one_seed, threshold)
 
 
 def open_replicates(

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from cifar_helpers.analysis.failures import ConfidenceHistogram, ConfusedPair
 from cifar_helpers.core.checks import check_classes, check_fraction
 
 from .common import (
@@ -208,18 +209,12 @@ def plot_per_class_accuracy(per_class: Mapping[str, Mapping[str, float]], classe
 
 
 @styled
-def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figure:
+def plot_confidence_histogram(hist: ConfidenceHistogram, threshold: float) -> Figure:
     """How confident the model is when right and when wrong, on a log count axis, with the ``threshold``
-    of high confidence drawn as a line; ``hist``: ``{"edges": (B+1,), "correct": (B,), "wrong": (B,)}``
-    as :func:`cifar_helpers.analysis.failures.confidence_histogram` returns it."""
-    keys = ("edges", "correct", "wrong")
-    check_keys(hist, keys, "hist")
-    edges, correct, wrong = (to_numpy(hist[key], f"hist[{key!r}]").astype(np.float64) for key in keys)
-    if edges.ndim != 1 or len(edges) < 2 or not correct.shape == wrong.shape == (len(edges) - 1,):
-        raise ValueError(
-            f"hist must have B+1 edges and B counts per group, "
-            f"got {edges.shape}, {correct.shape}, {wrong.shape}"
-        )
+    of high confidence drawn as a line; ``hist`` from :func:`analysis.failures.confidence_histogram`."""
+    edges, correct, wrong = (
+        np.asarray(values, dtype=np.float64) for values in (hist.edges, hist.correct, hist.wrong)
+    )
     threshold = check_fraction("threshold", threshold)
 
     fig = new_figure(7.5, 4.0)
@@ -249,15 +244,10 @@ def plot_confidence_histogram(hist: Mapping[str, Any], threshold: float) -> Figu
 
 
 @styled
-def plot_confused_pairs(pairs: Sequence[Mapping[str, Any]]) -> Figure:
-    """The (true → predicted) ``pairs`` (``[{"true", "predicted", "count"}, ...]``, the
-    ``most_confused_pairs`` of :func:`cifar_helpers.analysis.failures.failure_summary`) as bars, the
-    most frequent on top."""
-    rows = []
-    for i, pair in enumerate(pairs):
-        check_keys(pair, ("true", "predicted", "count"), f"pairs[{i}]")
-        rows.append((f"{pair['true']} → {pair['predicted']}", int(pair["count"])))
-    rows.sort(key=lambda row: -row[1])
+def plot_confused_pairs(pairs: Sequence[ConfusedPair]) -> Figure:
+    """The (true → predicted) ``pairs`` (the ``most_confused_pairs`` of
+    :func:`cifar_helpers.analysis.failures.failure_summary`) as bars, the most frequent on top."""
+    rows = sorted(((f"{p.true} → {p.predicted}", p.count) for p in pairs), key=lambda row: -row[1])
 
     fig = new_figure(6.5, 0.38 * max(len(rows), 3) + 1.2)
     ax = fig.subplots()

@@ -1,6 +1,6 @@
 """Figures of the stress stage: corruption curves, a severity grid, reliability diagrams, the Grad-CAM
 randomisation test and the background positive control, from the results of
-:mod:`cifar_helpers.analysis` ``stress``, ``calibration`` (JSON-ready dicts), ``sanity`` and
+:mod:`cifar_helpers.analysis` ``calibration`` (a JSON-ready dict), ``stress``, ``sanity`` and
 ``positive_control`` (typed results)."""
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from matplotlib.figure import Figure
 
 from cifar_helpers.analysis.positive_control import ControlExamples, PositiveControl
 from cifar_helpers.analysis.sanity import RandomisationSummary
-from cifar_helpers.analysis.stress import CORRUPTION_PARAMETERS, CORRUPTIONS, corrupt, corruption_seed
+from cifar_helpers.analysis.stress import (
+    CORRUPTION_PARAMETERS,
+    CORRUPTIONS,
+    StressResult,
+    corrupt,
+    corruption_seed,
+)
 
 from .common import (
     CORRECT_COLOR,
@@ -73,28 +79,21 @@ def _summary_and_panels(
 
 
 @styled
-def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
+def plot_corruption_curves(result: StressResult) -> Figure:
     """Accuracy against severity (0 = clean, also dashed), a panel per corruption, a line per model, from
-    ``{model name: its entry of run_stress_test(...)["models"]}`` or a whole ``corruptions.json``."""
-    models = _models(results, "clean_accuracy", "results")
-    names = list(dict.fromkeys(c for result in models.values() for c in result["corruptions"]))
+    :func:`analysis.stress.run_stress_test`'s ``result``."""
+    names, severities = result.setup.corruption_names, result.setup.severities
     if not names:
-        raise ValueError("results hold no corruption: run run_stress_test with at least one corruption")
+        raise ValueError("result holds no corruption: run run_stress_test with at least one corruption")
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
     fig = new_figure(3.2 * cols, 2.6 * rows + 0.6)
     axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
     for ax, corruption in zip(axes, names, strict=False):
-        for i, (model, result) in enumerate(models.items()):
-            cell = result["corruptions"].get(corruption)
-            if cell is None:  # optional by design: results of models tested on other corruptions
-                continue
-            severities = list(result["severities"])
-            clean = float(result["clean_accuracy"])
+        for i, (model, stressed) in enumerate(result.models.items()):
+            clean, accuracy = stressed.clean_accuracy, stressed.corruptions[corruption].accuracy
             color = model_color(i)
-            ax.plot(
-                [0, *severities], [clean, *cell["accuracy"]], "o-", color=color, lw=1.8, ms=4, label=model
-            )
+            ax.plot([0, *severities], [clean, *accuracy], "o-", color=color, lw=1.8, ms=4, label=model)
             ax.axhline(clean, color=color, ls="--", lw=1.0, alpha=0.7)
         ax.set_title(corruption.replace("_", " "))
         ax.set_xticks(range(0, 6))
@@ -105,9 +104,8 @@ def plot_corruption_curves(results: Mapping[str, Any]) -> Figure:
     for ax in axes[::cols]:
         ax.set_ylabel("accuracy")
     summary = ", ".join(
-        f"{model}: clean {float(r['clean_accuracy']):.1%}, "
-        f"corrupted {float(r['mean_corruption_accuracy']):.1%}"
-        for model, r in models.items()
+        f"{model}: clean {r.clean_accuracy:.1%}, corrupted {r.mean_corruption_accuracy:.1%}"
+        for model, r in result.models.items()
     )
     axes[0].legend(loc="lower left")
     fig.suptitle(f"Accuracy under corruption ({summary})")
