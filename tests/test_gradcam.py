@@ -357,15 +357,20 @@ def test_deletion_curve_shapes_and_faithful_map_falls_faster() -> None:
     maps = torch.zeros(3, 8, 8)
     maps[:, :4, :4] = 1.0  # the map points exactly at what the model uses
     curve = deletion_curve(QuadrantModel(), images, torch.zeros(3, dtype=torch.int64), maps, steps=4)
-    assert curve["fractions"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert curve["attended"].shape == curve["random"].shape == (5,)
-    assert (
-        curve["attended"][0] == curve["random"][0] == pytest.approx(torch.sigmoid(torch.tensor(8.0)).item())
-    )
-    assert curve["attended"][1] == pytest.approx(0.5)  # the whole quadrant is gone after one step
-    assert curve["attended"][-1] == curve["random"][-1] == pytest.approx(0.5)
-    assert curve["attended_auc"] < curve["random_auc"]
-    json.dumps({k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in curve.items()})
+    assert curve.fractions.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert curve.attended.shape == curve.random.shape == (5,)
+    assert curve.attended[0] == curve.random[0] == pytest.approx(torch.sigmoid(torch.tensor(8.0)).item())
+    assert curve.attended[1] == pytest.approx(0.5)  # the whole quadrant is gone after one step
+    assert curve.attended[-1] == curve.random[-1] == pytest.approx(0.5)
+    assert curve.attended_auc < curve.random_auc
+    saved = {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in curve.to_dict().items()}
+    assert list(json.loads(json.dumps(saved))) == [
+        "fractions",
+        "attended",
+        "random",
+        "attended_auc",
+        "random_auc",
+    ]
 
 
 def test_deletion_curve_on_resnet_is_reproducible_and_restores_mode() -> None:
@@ -375,11 +380,9 @@ def test_deletion_curve_on_resnet_is_reproducible_and_restores_mode() -> None:
     maps = grad_cam(model, images, targets)
     first = deletion_curve(model, images, targets, maps, steps=3, batch_size=2)
     second = deletion_curve(model, images, targets, maps, steps=3)
-    assert first["fractions"].shape == first["attended"].shape == first["random"].shape == (4,)
-    assert first["attended"][0] == first["random"][0]
-    assert torch.allclose(first["attended"], second["attended"]) and torch.allclose(
-        first["random"], second["random"]
-    )
+    assert first.fractions.shape == first.attended.shape == first.random.shape == (4,)
+    assert first.attended[0] == first.random[0]
+    assert torch.allclose(first.attended, second.attended) and torch.allclose(first.random, second.random)
     assert model.training
     with pytest.raises(ValueError, match="maps must have shape"):
         deletion_curve(model, images, targets, maps[:, :16])

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cifar_helpers.analysis.failures import find_high_confidence_failures
-from cifar_helpers.analysis.faithfulness import random_maps, road_table
+from cifar_helpers.analysis.faithfulness import RoadTable, random_maps, road_table
 from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
 from cifar_helpers.analysis.sanity import nan_mean_std
 from cifar_helpers.core.checks import model_device
@@ -54,7 +54,7 @@ class ControlModel:
     ``mask_share`` (its std), ``pointing_game`` and ``failure_object_area`` are over the model's
     ``num_failures`` confident failures (NaN when there are none), ``*_all`` over every test image;
     ``road`` is :func:`cifar_helpers.analysis.faithfulness.road_table`'s result on the failures (Grad-CAM,
-    a random map and the object mask as the map), kept as that function returns it.
+    a random map and the object mask as the map).
     """
 
     test_accuracy: float
@@ -66,16 +66,17 @@ class ControlModel:
     failure_object_area: float
     mask_share_all: float
     pointing_game_all: float
-    road: dict[str, Any]
+    road: RoadTable
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, the keys in the order of the fields; see :meth:`from_dict`."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ControlModel:
         """Rebuild an entry from :meth:`to_dict`'s output; a missing key raises ``KeyError`` naming it."""
-        return cls(**{field.name: values[field.name] for field in fields(cls)})
+        read = {field.name: values[field.name] for field in fields(cls)}
+        return cls(**{**read, "road": RoadTable.from_dict(read["road"])})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ two models' attention on the same images (:func:`compare_attention`).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.normalization import normalize
 
-from .attention import attention_measures, deletion_curve, periphery_share
+from .attention import DeletionCurve, attention_measures, deletion_curve, periphery_share
 from .cam import FailureMaps, explain_images
 
 
@@ -74,9 +75,48 @@ def matched_confidence_controls(
     return matches
 
 
+def matched_controls(
+    confidences: Tensor, predicted: Tensor, labels: Tensor, indices: Tensor, seed: int
+) -> Tensor:
+    """For each failure at int64 (K,) ``indices``, a correctly classified image (``predicted == labels``,
+    int64 (N,)) of the nearest of float (N,) ``confidences`` and the same predicted class, ties broken
+    at random by ``seed`` (:func:`matched_confidence_controls`): int64 (K,) indices into the split."""
+    return matched_confidence_controls(
+        confidences,
+        predicted == labels,
+        confidences[indices],
+        generator=torch.Generator().manual_seed(seed),
+        classes=predicted,
+        reference_classes=predicted[indices],
+    )
+
+
 def _share_list(maps: Tensor, center: int) -> list[float | None]:
     """Per-image periphery shares as a JSON-ready list (None for an all-zero map)."""
     return [None if math.isnan(v) else v for v in periphery_share(maps, center).tolist()]
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionReport:
+    """Notebook 03's attention measures (:func:`failure_attention_report`, ``gradcam/measures.json``):
+    ``periphery`` (:func:`attention_measures`) of the ``num_failures`` failures' maps against their
+    controls', each map's periphery share (None for an all-zero map) outside the central ``center`` px,
+    the failures' and the controls' indices into the split, and the ``deletion`` test in
+    ``deletion_steps`` steps (None without failures)."""
+
+    num_failures: int
+    center: int
+    deletion_steps: int
+    periphery: dict[str, Any]
+    failure_periphery_shares: list[float | None]
+    control_periphery_shares: list[float | None]
+    failure_indices: list[int]
+    control_indices: list[int]
+    deletion: DeletionCurve | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the fields in order (``save_json`` writes the curve's tensors as lists)."""
+        return asdict(self)
 
 
 def failure_attention_report(
@@ -91,58 +131,26 @@ def failure_attention_report(
     seed: int = 0,
     center: int = 16,
     batch_size: int = 256,
-) -> dict[str, Any]:
+) -> AttentionReport:
     """Are the failures' heatmaps different, and are they faithful? The measures of notebook 03.
 
     The periphery share of each failure's predicted-class map against correct images of matched
-    confidence and predicted class (:func:`matched_confidence_controls`), and the deletion test
+    confidence and predicted class (:func:`matched_controls`), and the deletion test
     (:func:`deletion_curve`).
 
     ``images_uint8`` uint8 (N, 3, H, W), ``probs`` float (N, C) and ``labels`` int64 (N,) cover the
     whole split; ``failure_maps`` is :func:`gradcam_for_failures`' output; ``layer`` and
     ``batch_size`` as for :func:`grad_cam`.
-
-    Returns:
-        JSON-ready: ``num_failures``, ``center``, ``deletion_steps``; ``periphery``
-        (:func:`attention_measures`); ``failure_periphery_shares`` and ``control_periphery_shares``
-        (per image, NaN as None); ``failure_indices`` and ``control_indices`` (into the split);
-        ``deletion`` (:func:`deletion_curve`, or None
-        without failures).
     """
-    indices = failure_maps.indices
-    k = len(indices)
-    report: dict[str, Any] = {"num_failures": k, "center": center, "deletion_steps": deletion_steps}
-    if k == 0:
-        empty = torch.zeros((0, *images_uint8.shape[2:]))
-        report.update(
-            periphery=attention_measures(empty, empty, center=center),
-            failure_periphery_shares=[],
-            control_periphery_shares=[],
-            failure_indices=[],
-            control_indices=[],
-            deletion=None,
-        )
-        return report
+    indices, fail_maps = failure_maps.indices, failure_maps.predicted_maps
     confidences, predicted = probs.max(dim=1)
-    controls = matched_confidence_controls(
-        confidences,
-        predicted == labels,
-        confidences[indices],
-        generator=torch.Generator().manual_seed(seed),
-        classes=predicted,
-        reference_classes=predicted[indices],
-    )
+    controls = matched_controls(confidences, predicted, labels, indices, seed)
     control_maps = explain_images(
         model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size
     )
-    fail_maps = failure_maps.predicted_maps
-    report.update(
-        periphery=attention_measures(fail_maps, control_maps, center=center),
-        failure_periphery_shares=_share_list(fail_maps, center),
-        control_periphery_shares=_share_list(control_maps, center),
-        failure_indices=indices.tolist(),
-        control_indices=controls.tolist(),
-        deletion=deletion_curve(
+    deletion = None
+    if len(indices):
+        deletion = deletion_curve(
             model,
             normalize(images_uint8[indices].to(model_device(model, images_uint8.device))),
             failure_maps.predicted,
@@ -150,9 +158,18 @@ def failure_attention_report(
             steps=deletion_steps,
             generator=torch.Generator().manual_seed(seed),
             batch_size=batch_size,
-        ),
+        )
+    return AttentionReport(
+        len(indices),
+        center,
+        deletion_steps,
+        attention_measures(fail_maps, control_maps, center=center),
+        _share_list(fail_maps, center),
+        _share_list(control_maps, center),
+        indices.tolist(),
+        controls.tolist(),
+        deletion,
     )
-    return report
 
 
 def compare_attention(
@@ -190,11 +207,11 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.0%}"
 
 
-def describe_attention(measures: dict[str, Any]) -> str:
+def describe_attention(measures: AttentionReport) -> str:
     """:func:`failure_attention_report`'s measures in words (notebook 03)."""
-    if measures["num_failures"] == 0:
+    if measures.num_failures == 0:
         return "no high-confidence failures to explain"
-    periphery, center, deletion = measures["periphery"], measures["center"], measures["deletion"]
+    periphery, center, deletion = measures.periphery, measures.center, measures.deletion
     lines = [
         f"Grad-CAM mass outside the central {center}x{center} pixels (a uniform map puts 75 % there):",
         f"  high-confidence failures:             median {_pct(periphery['failures']['median'])}",
@@ -208,7 +225,7 @@ def describe_attention(measures: dict[str, Any]) -> str:
     if deletion is not None:  # None without deletion steps
         lines += [
             "mean-blanking deletion (area under the predicted class's probability as pixels are set to the "
-            f"mean): most attended first {deletion['attended_auc']:.2f}, random {deletion['random_auc']:.2f}",
+            f"mean): most attended first {deletion.attended_auc:.2f}, random {deletion.random_auc:.2f}",
             "  not a faithfulness verdict: scattered mean-valued pixels are out of distribution themselves "
             "and destroy the prediction whatever their order; ROAD (below) removes pixels without it",
         ]
