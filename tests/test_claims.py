@@ -33,12 +33,7 @@ from cifar_helpers.analysis.claims.probes import BackgroundShares
 from cifar_helpers.analysis.claims.rules import RULE_CAUSE
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import RoadCurves, RoadTable
-from cifar_helpers.analysis.gradcam import (
-    explain_images,
-    mask_share,
-    matched_confidence_controls,
-    matched_controls,
-)
+from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_controls
 from cifar_helpers.analysis.human_labels import FailureRecord, HumanFailureReport, NotApplicable
 from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.models import resnet18
@@ -225,21 +220,16 @@ def test_donors_have_the_requested_classes() -> None:
 
 
 def test_controls_share_the_failures_predicted_class_where_one_is_left() -> None:
-    # Correct images 0-3 (classes 0, 1, 1, 0); references (failures) in descending confidence.
-    confidences = torch.tensor([0.90, 0.50, 0.60, 0.92, 0.99])
-    correct = torch.tensor([True, True, True, True, False])
-    classes = torch.tensor([0, 1, 1, 0, 1])
-    references, reference_classes = torch.tensor([0.95, 0.91, 0.90, 0.52]), torch.tensor([1, 1, 2, 1])
-    by_confidence = matched_confidence_controls(confidences, correct, references)
-    assert by_confidence.tolist() == [3, 0, 2, 1]  # the nearest confidence left, whatever its class
-    by_class = matched_confidence_controls(
-        confidences, correct, references, classes=classes, reference_classes=reference_classes
-    )
-    # The two class-1 images go to the first two class-1 references, however far their confidence;
-    # class 2 has no correct image: the nearest of another class. The last reference finds class 1
+    # Correct images 0-3 (predicted 0, 1, 1, 0); failures 4-7 in descending confidence (predicted 1, 1,
+    # 2, 1).
+    confidences = torch.tensor([0.90, 0.50, 0.60, 0.92, 0.95, 0.91, 0.90, 0.52])
+    predicted, labels = torch.tensor([0, 1, 1, 0, 1, 1, 2, 1]), torch.tensor([0, 1, 1, 0, 0, 0, 0, 0])
+    by_class = matched_controls(confidences, predicted, labels, torch.arange(4, 8), seed=0)
+    # The two class-1 images go to the first two class-1 failures, however far their confidence;
+    # class 2 has no correct image: the nearest of another class. The last failure finds class 1
     # used up, and uses it again rather than another class.
     assert by_class.tolist() == [2, 1, 0, 1]
-    assert bool(correct[by_class].all())
+    assert bool((predicted == labels)[by_class].all())
 
 
 # --- Intervals cover known values -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from cifar_helpers.analysis.gradcam import (
     grad_cam,
     gradcam_for_failures,
     mask_share,
-    matched_confidence_controls,
+    matched_controls,
     periphery_share,
     pointing_game,
     resolve_layer,
@@ -314,34 +314,30 @@ def test_mask_share_and_pointing_game() -> None:
 
 
 def test_matched_controls_nearest_without_replacement() -> None:
-    confidences = torch.tensor([0.5, 0.95, 0.97, 0.99, 0.8, 0.96])
-    correct = torch.tensor([True, True, False, True, True, False])
-    # Most confident reference first: 0.98 takes 0.99 (index 3), 0.97 takes 0.95 (index 1), and
+    # Images 0, 1, 3 and 4 are right; the failures 5, 6 and 2 are at 0.96, 0.98 and 0.97, and six more
+    # (7-12) at 0.9. Every image is predicted as class 0.
+    confidences = torch.tensor([0.5, 0.95, 0.97, 0.99, 0.8, 0.96, 0.98, *[0.9] * 6])
+    predicted, labels = torch.zeros(13, dtype=torch.int64), torch.tensor([0, 0, 1, 0, 0, *[1] * 8])
+    # Most confident failure first: 0.98 takes 0.99 (index 3), 0.97 takes 0.95 (index 1), and
     # 0.96, with both used, gets the nearest left, 0.8 (index 4).
-    matches = matched_confidence_controls(confidences, correct, torch.tensor([0.96, 0.98, 0.97]))
+    matches = matched_controls(confidences, predicted, labels, torch.tensor([5, 6, 2]), seed=0)
     assert matches.tolist() == [4, 3, 1]
     assert matches.dtype == torch.int64
-    # More references than correct images: every one is used before any is reused.
+    # More failures than correct images: every one is used before any is reused.
     # Distances to 0.9: index 1 (0.05), 3 (0.09), 4 (0.1), 0 (0.4); then the pool starts again.
-    many = matched_confidence_controls(confidences, correct, torch.full((6,), 0.9))
+    many = matched_controls(confidences, predicted, labels, torch.arange(7, 13), seed=0)
     assert many.tolist() == [1, 3, 4, 0, 1, 3]
 
 
-def test_matched_controls_ties_deterministic_or_seeded() -> None:
-    confidences = torch.ones(20)
-    correct = torch.ones(20, dtype=torch.bool)
-    references = torch.ones(5)
-    assert matched_confidence_controls(confidences, correct, references).tolist() == [0, 1, 2, 3, 4]
-    draw = [
-        matched_confidence_controls(
-            confidences, correct, references, generator=torch.Generator().manual_seed(3)
-        )
-        for _ in range(2)
-    ]
+def test_matched_controls_break_ties_by_the_seed() -> None:
+    confidences, predicted = torch.ones(25), torch.zeros(25, dtype=torch.int64)
+    labels = torch.tensor([0] * 20 + [1] * 5)  # 20 right, the last 5 the failures
+    failures = torch.arange(20, 25)
+    draw = [matched_controls(confidences, predicted, labels, failures, seed=3) for _ in range(2)]
     assert torch.equal(draw[0], draw[1])
-    assert len(set(draw[0].tolist())) == 5
+    assert len(set(draw[0].tolist())) == 5 and max(draw[0].tolist()) < 20
     with pytest.raises(ValueError, match="no correctly classified"):
-        matched_confidence_controls(confidences, torch.zeros(20, dtype=torch.bool), references)
+        matched_controls(confidences, predicted, torch.ones(25, dtype=torch.int64), failures, seed=3)
 
 
 class QuadrantModel(nn.Module):
@@ -417,7 +413,7 @@ def test_the_package_offers_the_names_notebooks_import() -> None:
             "resolve_layer",
         ),
         attention: ("periphery_share", "mask_share", "pointing_game", "attention_measures", "deletion_curve"),
-        stage_reports: ("matched_confidence_controls", "failure_attention_report", "compare_attention"),
+        stage_reports: ("matched_controls", "failure_attention_report", "compare_attention"),
     }
     for module, names in homes.items():
         assert all(getattr(gradcam, name) is getattr(module, name) for name in names)

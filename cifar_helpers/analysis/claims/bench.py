@@ -80,7 +80,7 @@ BENCH_ROAD_IMAGES = 40  # failures scored by ROAD: enough for its bootstrap (20)
 NO_BENCH = "the planted-cause bench has not run yet (06_stress_tests)"
 
 
-def bench_data(cause: str, seed: int) -> CifarData:
+def _bench_data(cause: str, seed: int) -> CifarData:
     """The generated dataset of one planted ``cause`` (one of :data:`CAUSES`), at the bench's sizes."""
     if cause not in CAUSES:
         raise ValueError(f"cause must be one of {', '.join(CAUSES)}; got {cause!r}")
@@ -129,7 +129,7 @@ def run_bench(config: RunConfig, out_dir: str | Path) -> list[ClaimResult]:
     rows, models = [], {}
     try:
         for cause in CAUSES:
-            data = bench_data(cause, bench.seed)
+            data = _bench_data(cause, bench.seed)
             if cause != LABEL_NOISE:  # label noise is the none model's, tested on flipped labels
                 models[cause] = {name: _train(bench, data, Path(out_dir), cause, name) for name in MODELS}
             rows += _cause_rows(bench, cause, data, models[NONE if cause == LABEL_NOISE else cause])
@@ -140,7 +140,7 @@ def run_bench(config: RunConfig, out_dir: str | Path) -> list[ClaimResult]:
 
 def _train_job(config: RunConfig, out_dir: Path, job: tuple[str, str]) -> None:
     cause, name = job
-    _train(config, bench_data(cause, config.seed), out_dir, cause, name)
+    _train(config, _bench_data(cause, config.seed), out_dir, cause, name)
 
 
 def _train(config: RunConfig, data: CifarData, out_dir: Path, cause: str, name: str) -> nn.Module:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.analysis.faithfulness import RoadTable
 from cifar_helpers.analysis.human_labels import HumanFailureReport, NotApplicable
 from cifar_helpers.core.data import CifarData
 from cifar_helpers.core.evaluation import Predictions
@@ -74,7 +75,7 @@ def gradcam_stage_claims(
     predictions: Predictions,
     failures: FailureSet,
     human_report: HumanFailureReport | NotApplicable,
-    road: Mapping[str, Any],
+    road: RoadTable,
     *,
     seed: int = 0,
     eval_options: Mapping[str, Any] | None = None,

@@ -572,8 +572,8 @@ def off_center_claim(
     off = offset.norm(dim=1) >= off_center_px
     was_fixed = torch.isin(idx, torch.as_tensor(fixed, dtype=torch.int64)).double()
     # The direction test: the eight shifts by max_shift px (axial and diagonal), toward or away.
-    rescued = {"toward": torch.zeros(k, dtype=torch.float64), "away": torch.zeros(k, dtype=torch.float64)}
-    counts = {"toward": torch.zeros(k, dtype=torch.float64), "away": torch.zeros(k, dtype=torch.float64)}
+    rescued = {name: torch.zeros(k, dtype=torch.float64) for name in ("toward", "away")}
+    counts = {name: torch.zeros(k, dtype=torch.float64) for name in ("toward", "away")}
     for dx, dy in shift_grid(max_shift, max_shift):
         right = (_preds(model, shift_images(images[idx], dx, dy), eval_options) == true).double()
         along = dx * offset[:, 0] + dy * offset[:, 1]  # < 0: the content moves against its offset, inward
@@ -664,17 +664,18 @@ def reseed_claims(
         "augmentation's gain over a reseed on off-center failures (>= "
         f"{off_center_px:g} px, from the image), and its excess over centred ones: the smaller"
     )
-    row = ClaimResult(
-        CLAIMS[6],
-        test,
-        "a reseeded baseline as the fixer",
-        float(effect),
-        float(low),
-        float(high),
-        BOOTSTRAP_FAILURES,
-        k,
-        RULE_CAUSE,
-        population,
-        {**details, **{name: list(v) for name, v in parts.items()}, "gain_if_centred": _mean(gain[~off])},
+    row = replace(  # the reseed row's claim, method, rule and population
+        reseed,
+        test=test,
+        control="a reseeded baseline as the fixer",
+        effect=effect,
+        ci_low=low,
+        ci_high=high,
+        n=k,
+        details={
+            **details,
+            **{name: list(v) for name, v in parts.items()},
+            "gain_if_centred": _mean(gain[~off]),
+        },
     )
     return [reseed, row]

@@ -16,6 +16,5 @@ from .stage_reports import (
     describe_attention,
     describe_attention_change,
     failure_attention_report,
-    matched_confidence_controls,
     matched_controls,
 )

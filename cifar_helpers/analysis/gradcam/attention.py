@@ -167,7 +167,7 @@ def deletion_curve(
 
 def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: int = 16) -> dict[str, Any]:
     """Periphery share of failures' float (K, H, W) maps versus their confidence-matched controls' maps
-    (aligned with the failures, from :func:`matched_confidence_controls`), JSON-ready.
+    (aligned with the failures, from :func:`.stage_reports.matched_controls`), JSON-ready.
 
     Returns:
         ``center``; ``failures`` and ``controls``: {n, mean, median} of the periphery share over

@@ -19,46 +19,25 @@ from .attention import DeletionCurve, attention_measures, deletion_curve, periph
 from .cam import FailureMaps, explain_images
 
 
-def matched_confidence_controls(
-    confidences: Tensor,
-    correct: Tensor,
-    reference_confidences: Tensor,
-    *,
-    generator: torch.Generator | None = None,
-    classes: Tensor | None = None,
-    reference_classes: Tensor | None = None,
+def matched_controls(
+    confidences: Tensor, predicted: Tensor, labels: Tensor, indices: Tensor, seed: int
 ) -> Tensor:
-    """For each reference (failure), a correctly classified image with the nearest confidence, so a
-    difference in attention is not a difference in confidence in disguise.
+    """For each failure at int64 (K,) ``indices``, a correctly classified image (``predicted == labels``,
+    int64 (N,)) of the nearest of float (N,) ``confidences`` and the same predicted class, so a
+    difference in attention is not a difference in confidence or in the class mix in disguise.
 
-    ``confidences`` float (N,) and ``correct`` bool (N,) cover the split; ``reference_confidences``
-    float (K,) are the failures'. ``generator`` breaks ties at random (None: by lowest index).
-    With ``classes`` int64 (N,) (the predicted classes) and ``reference_classes`` int64 (K,), a control
-    is also of the reference's predicted class wherever the class has a correct image left, so the
-    class mix is not a difference in disguise either.
-
-    Returns:
-        int64 (K,) indices into the split, aligned with the references, matched greedily from the most
-        confident down, without replacement until every correct image (of the class, when matching
-        classes) has been used once.
+    Matched greedily from the most confident failure down, without replacement until every correct
+    image of the class has been used once, another class's only where the class has none; ties broken
+    at random by ``seed``. Returns int64 (K,) indices into the split, aligned with ``indices``.
     """
-    for name, value in (("confidences", confidences), ("reference_confidences", reference_confidences)):
-        if not isinstance(value, Tensor) or value.ndim != 1 or not value.dtype.is_floating_point:
-            raise TypeError(f"{name} must be a 1-D float tensor, got {getattr(value, 'shape', type(value))}")
-    if not isinstance(correct, Tensor) or correct.dtype != torch.bool or correct.shape != confidences.shape:
-        raise TypeError(f"correct must be a bool tensor of shape {tuple(confidences.shape)}")
-    candidates = torch.nonzero(correct.cpu()).flatten()
-    if len(candidates) == 0 and len(reference_confidences):
+    candidates = torch.nonzero((predicted == labels).cpu()).flatten()
+    if len(candidates) == 0 and len(indices):
         raise ValueError("there are no correctly classified images to match against")
-    if generator is not None:
-        # A random candidate order makes argmin's first-minimum rule a random tie-break.
-        candidates = candidates[torch.randperm(len(candidates), generator=generator)]
+    # A random candidate order makes argmin's first-minimum rule a random tie-break.
+    candidates = candidates[torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))]
     pool = confidences.detach().cpu().double()[candidates]
-    references = reference_confidences.detach().cpu().double()
-    # A class mismatch costs 2, more than any difference of confidences: same-class candidates first.
-    by_class = classes is not None and reference_classes is not None
-    pool_classes = classes.cpu()[candidates] if by_class else torch.zeros(len(candidates))  # type: ignore[union-attr]
-    wanted = reference_classes.cpu() if by_class else torch.zeros(len(references))  # type: ignore[union-attr]
+    references = confidences[indices].detach().cpu().double()
+    pool_classes, wanted = predicted.cpu()[candidates], predicted[indices].cpu()
     available = torch.ones(len(candidates), dtype=torch.bool)
     matches = torch.empty(len(references), dtype=torch.int64)
     for ref in torch.sort(references, descending=True, stable=True).indices.tolist():
@@ -67,28 +46,13 @@ def matched_confidence_controls(
             available |= same
         if not available.any():
             available.fill_(True)
+        # A class mismatch costs 2, more than any difference of confidences: same-class candidates first.
         cost = (pool - references[ref]).abs() + 2.0 * (pool_classes != wanted[ref])
         distance = torch.where(available, cost, math.inf)
         best = int(distance.argmin())
         available[best] = False
         matches[ref] = candidates[best]
     return matches
-
-
-def matched_controls(
-    confidences: Tensor, predicted: Tensor, labels: Tensor, indices: Tensor, seed: int
-) -> Tensor:
-    """For each failure at int64 (K,) ``indices``, a correctly classified image (``predicted == labels``,
-    int64 (N,)) of the nearest of float (N,) ``confidences`` and the same predicted class, ties broken
-    at random by ``seed`` (:func:`matched_confidence_controls`): int64 (K,) indices into the split."""
-    return matched_confidence_controls(
-        confidences,
-        predicted == labels,
-        confidences[indices],
-        generator=torch.Generator().manual_seed(seed),
-        classes=predicted,
-        reference_classes=predicted[indices],
-    )
 
 
 def _share_list(maps: Tensor, center: int) -> list[float | None]:
