@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -359,7 +360,7 @@ def test_deletion_curve_shapes_and_faithful_map_falls_faster() -> None:
     assert curve.attended[1] == pytest.approx(0.5)  # the whole quadrant is gone after one step
     assert curve.attended[-1] == curve.random[-1] == pytest.approx(0.5)
     assert curve.attended_auc < curve.random_auc
-    saved = {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in curve.to_dict().items()}
+    saved = {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in asdict(curve).items()}
     assert list(json.loads(json.dumps(saved))) == [
         "fractions",
         "attended",

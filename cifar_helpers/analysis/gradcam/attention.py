@@ -4,7 +4,7 @@ against matched controls, and the deletion test."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -91,18 +91,14 @@ def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
 class DeletionCurve:
     """The deletion test (:func:`deletion_curve`): float64 (S,) CPU tensors of the ``fractions`` of
     pixels blanked and the mean target probability with the most ``attended`` or ``random`` pixels
-    blanked first, and the trapezoidal areas under both. (No ``==``: tensors.)"""
+    blanked first, and the trapezoidal areas under both; the entry ``deletion`` of ``measures.json``.
+    (No ``==``: tensors.)"""
 
     fractions: Tensor
     attended: Tensor
     random: Tensor
     attended_auc: float
     random_auc: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields by name, the entry ``deletion`` of ``measures.json`` (``save_json`` writes the
-        tensors as lists)."""
-        return asdict(self)
 
 
 def deletion_curve(
