@@ -38,6 +38,7 @@ from cifar_helpers.analysis.claims import (
     texture_claim,
 )
 from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.analysis.faithfulness import RoadCurves, RoadTable
 from cifar_helpers.analysis.stress import stratified_subset
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import predict
@@ -68,8 +69,9 @@ def main() -> None:
     wrong = (labels[chosen] + 1) % 10  # stand-ins: which class was predicted does not change the cost
     failures = FailureSet(chosen, labels[chosen], wrong, torch.ones(k), 0.9, len(labels), k)
     subset = stratified_subset(labels, config.stress_images, config.seed)
-    scores = {"combined_per_image": torch.rand(config.road_images).tolist()}
-    road = {"rows": {f"gradcam@{GRADCAM_CLAIM_LAYER}": scores, "random": scores}}
+    n, scores = config.road_images, torch.rand(config.road_images).tolist()
+    curves = RoadCurves(n, [], [], [], [], [], None, None, scores)  # claim 5 reads the per-image scores
+    road = RoadTable(n, [], {f"gradcam@{GRADCAM_CLAIM_LAYER}": curves, "random": curves}, 0.0)
     donors = (data.holdout_images, data.holdout_labels)
     tests = {
         "accuracy and gaps (claims 1-2)": lambda: accuracy_claims(predictions, predictions, 0.9, 0.9, 49_000),

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 if TYPE_CHECKING:
+    from cifar_helpers.analysis.faithfulness import RoadTable
     from cifar_helpers.analysis.positive_control import PositiveControl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def smoke_replicates(tmp_path_factory: pytest.TempPathFactory) -> ReplicateRun:
     return ReplicateRun(root, completed)
 
 
-def positive_control_result(road: dict[str, Any], **tied: Any) -> PositiveControl:
+def positive_control_result(road: RoadTable, **tied: Any) -> PositiveControl:
     """A positive-control result with made-up numbers (the tied model's overridden by ``tied``) and
     ``road`` as both models' ROAD table, for the tables, figures and report that read one."""
     from cifar_helpers.analysis.positive_control import ControlModel, PositiveControl

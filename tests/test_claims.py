@@ -27,10 +27,13 @@ from cifar_helpers.analysis.claims import (
     ClaimResult,
     rules,
 )
-from cifar_helpers.analysis.claims.ledger import NO_BENCH, ONE_RUN
+from cifar_helpers.analysis.claims.bench import NO_BENCH
+from cifar_helpers.analysis.claims.ledger import ONE_RUN, _populations
+from cifar_helpers.analysis.claims.probes import BackgroundShares
 from cifar_helpers.analysis.claims.rules import RULE_CAUSE
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
-from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_confidence_controls
+from cifar_helpers.analysis.faithfulness import RoadCurves, RoadTable
+from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_controls
 from cifar_helpers.analysis.human_labels import FailureRecord, HumanFailureReport, NotApplicable
 from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.models import resnet18
@@ -217,21 +220,16 @@ def test_donors_have_the_requested_classes() -> None:
 
 
 def test_controls_share_the_failures_predicted_class_where_one_is_left() -> None:
-    # Correct images 0-3 (classes 0, 1, 1, 0); references (failures) in descending confidence.
-    confidences = torch.tensor([0.90, 0.50, 0.60, 0.92, 0.99])
-    correct = torch.tensor([True, True, True, True, False])
-    classes = torch.tensor([0, 1, 1, 0, 1])
-    references, reference_classes = torch.tensor([0.95, 0.91, 0.90, 0.52]), torch.tensor([1, 1, 2, 1])
-    by_confidence = matched_confidence_controls(confidences, correct, references)
-    assert by_confidence.tolist() == [3, 0, 2, 1]  # the nearest confidence left, whatever its class
-    by_class = matched_confidence_controls(
-        confidences, correct, references, classes=classes, reference_classes=reference_classes
-    )
-    # The two class-1 images go to the first two class-1 references, however far their confidence;
-    # class 2 has no correct image: the nearest of another class. The last reference finds class 1
+    # Correct images 0-3 (predicted 0, 1, 1, 0); failures 4-7 in descending confidence (predicted 1, 1,
+    # 2, 1).
+    confidences = torch.tensor([0.90, 0.50, 0.60, 0.92, 0.95, 0.91, 0.90, 0.52])
+    predicted, labels = torch.tensor([0, 1, 1, 0, 1, 1, 2, 1]), torch.tensor([0, 1, 1, 0, 0, 0, 0, 0])
+    by_class = matched_controls(confidences, predicted, labels, torch.arange(4, 8), seed=0)
+    # The two class-1 images go to the first two class-1 failures, however far their confidence;
+    # class 2 has no correct image: the nearest of another class. The last failure finds class 1
     # used up, and uses it again rather than another class.
     assert by_class.tolist() == [2, 1, 0, 1]
-    assert bool(correct[by_class].all())
+    assert bool((predicted == labels)[by_class].all())
 
 
 # --- Intervals cover known values -----------------------------------------------------------------
@@ -381,7 +379,8 @@ def test_the_background_test_finds_a_surround_driven_model_and_clears_the_others
         predictions = predict(model, images, labels)
         failures = find_high_confidence_failures(predictions.probs, labels, 0.5)
         row = claims.background_claim(model, images, predictions, failures, *donors, width=8, seed=1)
-        controls = claims.matched_controls(predictions, failures.indices, seed=1)
+        predicted, confidences = predictions.preds, predictions.confidences
+        controls = matched_controls(confidences, predicted, labels, failures.indices, seed=1)
         assert bool((predictions.preds == labels)[controls].all()), name
         assert torch.equal(predictions.preds[controls], failures.predicted), name  # the same class
         assert (row.n, row.population, row.verdict) == (n, ALL_FAILURES, verdict), name
@@ -452,9 +451,12 @@ def test_the_texture_test_finds_a_texture_driven_model_and_clears_a_colour_reade
         assert row.details["cat_dog_failures"] == row.details["cat_dog_errors"] == [n // 10, n], name
     # The colour reader is blind to shape: tile shuffling leaves its accuracy where it was.
     accuracies = claims.shuffled_accuracy(ColourOf("all"), images, labels, tiles=(16, 8))
-    assert accuracies["clean"] == pytest.approx(300 / 350)
-    assert accuracies["tiles"] == {16: accuracies["clean"], 8: accuracies["clean"]}
-    assert accuracies["retained"][8] == pytest.approx(1.0)
+    assert accuracies.clean == pytest.approx(300 / 350)
+    assert accuracies.tiles == {16: accuracies.clean, 8: accuracies.clean}
+    assert accuracies.retained[8] == pytest.approx(1.0)
+    saved = json.loads(json.dumps(accuracies.to_dict()))  # an entry of tile_shuffle.json
+    assert list(saved) == ["clean", "chance", "tiles", "retained"] and list(saved["tiles"]) == ["16", "8"]
+    assert claims.TileShuffle.from_dict(saved) == accuracies
 
 
 def test_the_off_center_test_on_objects_found_from_the_pixels() -> None:
@@ -511,29 +513,31 @@ def test_no_failures_give_an_inconclusive_row() -> None:
     assert all(r.n == 0 and math.isnan(r.effect) and r.verdict == INCONCLUSIVE for r in rows)
 
 
-def road(gradcam: list[float], random: list[float]) -> dict:
-    """A road.json with per-image combined ROAD scores of Grad-CAM at claim 5's layer and of a random map."""
+def road(gradcam: list[float], random: list[float]) -> RoadTable:
+    """A road.json with per-image combined ROAD scores of Grad-CAM at claim 5's layer and of a random map
+    (claim 5 reads nothing else)."""
     rows = {f"gradcam@{claims.GRADCAM_CLAIM_LAYER}": gradcam, "random": random}
-    return {"rows": {key: {"combined_per_image": scores} for key, scores in rows.items()}}
+    curves = {key: RoadCurves(len(s), [], [], [], [], [], None, None, s) for key, s in rows.items()}
+    return RoadTable(len(gradcam), [], curves, 0.0)
 
 
 FAITHFUL = road([0.2] * 40, [0.0] * 40)
 
 
-def measures(failure_shares: list, control_shares: list, *, area: float = 0.8) -> dict:
-    """Claim 5's measures (:func:`background_shares`' layout): K failures and K controls whose
-    estimated background covers ``area`` of the image, objects centred."""
+def measures(
+    failure_shares: list, control_shares: list, *, area: float = 0.8, failure_offsets: list | None = None
+) -> BackgroundShares:
+    """Claim 5's measures: K failures and K controls whose estimated background covers ``area`` of the
+    image (None: an all-zero map), their objects centred unless ``failure_offsets`` says otherwise."""
     k = len(failure_shares)
-    return {
-        "failure_background_shares": failure_shares,
-        "failure_background_areas": [area] * k,
-        "failure_offsets": [0.0] * k,
-        "failure_indices": list(range(k)),
-        "control_background_shares": control_shares,
-        "control_background_areas": [area] * k,
-        "control_offsets": [0.0] * k,
-        "control_indices": list(range(k, 2 * k)),
-    }
+    shares = [[math.nan if v is None else v for v in arm] for arm in (failure_shares, control_shares)]
+    offsets = [failure_offsets or [0.0] * k, [0.0] * k]
+    return BackgroundShares(
+        torch.tensor(shares, dtype=torch.float64).reshape(2, k),
+        torch.full((2, k), area, dtype=torch.float64),
+        torch.tensor(offsets, dtype=torch.float64).reshape(2, k),
+        torch.arange(2 * k).reshape(2, k),
+    )
 
 
 def test_the_gradcam_test_counts_maps_heavier_on_the_background_than_a_uniform_map() -> None:
@@ -549,7 +553,7 @@ def test_the_gradcam_test_counts_maps_heavier_on_the_background_than_a_uniform_m
     assert row.rule.min_effect == 0.10
     small = measures([0.9] * 58 + [0.7] * 42, controls)  # +8 points, however narrow the interval
     assert claims.gradcam_claim(small, FAITHFUL).verdict != SUPPORTED
-    same = {**heavy, "failure_background_shares": [*controls[:99], None]}
+    same = measures([*controls[:99], None], controls)
     row = claims.gradcam_claim(same, FAITHFUL)
     assert row.n == 99 and row.effect == 0.0 and row.verdict == NOT_SUPPORTED
     # Diffuse failure maps just under the line: a higher mean share than the controls', and yet no map
@@ -561,12 +565,9 @@ def test_the_gradcam_test_counts_maps_heavier_on_the_background_than_a_uniform_m
     # The line is each image's own background area: the same shares over larger backgrounds are not heavy.
     assert claims.gradcam_claim(measures([0.9] * 100, [0.7] * 100, area=0.95), FAITHFUL).effect == 0.0
     assert math.isnan(claims.gradcam_claim(measures([], []), FAITHFUL).effect)
-    for key in ("control_background_areas", "failure_offsets"):
-        with pytest.raises(KeyError, match=key):
-            claims.gradcam_claim({k: v for k, v in heavy.items() if k != key}, FAITHFUL)
     # Objects off the centre are claim 6's cause: pairs with either object 4 px or more off are set
     # aside. The first 60 failures' objects sit 9 px off, so only the last 40 pairs count.
-    off = {**heavy, "failure_offsets": [9.0] * 60 + [0.0] * 40}
+    off = measures([0.9] * 90 + [0.7] * 10, controls, failure_offsets=[9.0] * 60 + [0.0] * 40)
     row = claims.gradcam_claim(off, FAITHFUL)
     assert row.details["pairs_off_center_set_aside"] == 60 and row.n == 40
     assert row.details["background_heavy_failures"] == 0.75  # failures 60-99: 30 of them above the line
@@ -591,23 +592,20 @@ def test_background_shares_explain_the_failures_and_their_matched_controls_at_cl
     predictions = predict(model, images, labels)
     failures = find_high_confidence_failures(predictions.probs, labels, 0.05)
     result = claims.background_shares(model, images, predictions, failures, max_failures=5, seed=3)
-    assert result["failure_indices"] == failures.indices[:5].tolist() and len(result["control_indices"]) == 5
-    controls = torch.tensor(result["control_indices"])
+    assert result.indices[0].tolist() == failures.indices[:5].tolist() and result.indices.shape == (2, 5)
+    controls = result.indices[1]
     assert bool((predictions.preds[controls] == labels[controls]).all())  # correct images
     maps = explain_images(
         model, images[controls], predictions.preds[controls], layer=claims.GRADCAM_CLAIM_LAYER
     )
     objects = iv.object_masks(images[controls])
-    expected = [None if math.isnan(v) else 1 - v for v in mask_share(maps, objects).tolist()]
-    assert result["control_background_shares"] == pytest.approx(expected, nan_ok=True)
-    assert result["control_background_areas"] == pytest.approx((~objects).double().mean(dim=(1, 2)).tolist())
-    assert result["control_offsets"] == pytest.approx(claims.probes._offsets(images[controls]).tolist())
+    expected = [math.nan if math.isnan(v) else 1 - v for v in mask_share(maps, objects).tolist()]
+    assert result.shares[1].tolist() == pytest.approx(expected, nan_ok=True)
+    assert result.areas[1].tolist() == pytest.approx((~objects).double().mean(dim=(1, 2)).tolist())
+    assert result.offsets[1].tolist() == pytest.approx(claims.probes._offsets(images[controls]).tolist())
     empty = failures.restricted_to(torch.tensor([], dtype=torch.int64))
-    assert claims.background_shares(model, images, predictions, empty) == {
-        f"{arm}_{key}": []
-        for arm in ("failure", "control")
-        for key in ("background_shares", "background_areas", "offsets", "indices")
-    }
+    nothing = claims.background_shares(model, images, predictions, empty)
+    assert all(x.shape == (2, 0) for x in (nothing.shares, nothing.areas, nothing.offsets, nothing.indices))
 
 
 def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -> None:
@@ -618,6 +616,7 @@ def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -
     assert row.effect == 1.0 and row.rule.verdict(row.effect, row.ci_low, row.ci_high) == SUPPORTED
     assert row.verdict == INCONCLUSIVE and "do not beat random maps on ROAD" in row.precondition
     check = row.details["road"]
+    assert list(check) == ["layer", "road_minus_random", "ci_low", "ci_high", "faithful"]
     assert not check["faithful"] and check["ci_low"] < 0 < check["ci_high"]
     few = claims.gradcam_claim(shifted, road(noise[:5], [0.0] * 5))  # too few to check: say so
     assert few.verdict == INCONCLUSIVE and few.precondition.startswith("too few failures scored by ROAD")
@@ -648,12 +647,10 @@ def test_model_errors_only_sets_label_problems_aside() -> None:
     columns = torch.tensor([5, 2, 9]), torch.tensor([1, 1, 1]), torch.tensor([0, 0, 0]), torch.ones(3)
     failures, no_labels = FailureSet(*columns, 0.9, 10, 4), NotApplicable("no labels")
     report = _human_report([(5, "model error"), (2, "verified label error"), (9, "ambiguous")])
-    assert claims.model_errors_only(failures, report).indices.tolist() == [5]
-    assert claims.model_errors_only(failures, no_labels) is None
-    populations = claims.failure_populations(failures, report)  # the primary population last
+    populations = _populations(failures, report)  # the primary population last
     assert list(populations) == [ALL_FAILURES, MODEL_ERRORS]
     assert populations[MODEL_ERRORS].indices.tolist() == [5]
-    assert list(claims.failure_populations(failures, no_labels)) == [ALL_FAILURES]
+    assert list(_populations(failures, no_labels)) == [ALL_FAILURES]
 
 
 # --- The planted-cause bench and the ledger it gates ----------------------------------------------
@@ -676,15 +673,18 @@ def test_the_bench_gate_passes_a_sensitive_and_specific_test_only() -> None:
     matrix = claims.bench_verdicts([cause_row(3, 0.3), *good])  # a real-data row is no bench row
     assert list(matrix) == [3, 4, 5, 6] and list(matrix[3]) == list(claims.CAUSES)
     assert matrix[4] == {cause: SUPPORTED if cause == "texture" else NOT_SUPPORTED for cause in claims.CAUSES}
-    assert claims.bench_gate(good) == {3: "", 4: "", 5: "", 6: ""}
-    assert claims.bench_gate([cause_row(3, 0.3)]) == {}  # no bench rows, no gate
+    assert claims.bench_gate(good).reasons == {3: "", 4: "", 5: "", 6: ""}
+    nothing = claims.bench_gate([cause_row(3, 0.3)])  # no bench rows, no gate
+    assert nothing.reasons == {} and nothing.withheld(3) == NO_BENCH
     # Blind: the texture test misses the planted texture cause (or cannot tell: inconclusive).
     for effect in (0.0, 0.05):
-        gate = claims.bench_gate(bench_rows({(4, "texture"): effect}))
+        gate = claims.bench_gate(bench_rows({(4, "texture"): effect})).reasons
         assert gate[4] == "the test is not sensitive: on the bench it did not find a planted texture cause"
         assert gate[3] == gate[5] == gate[6] == ""
     # Loose: the background test also says supported where the labels, not the backgrounds, are wrong.
-    gate = claims.bench_gate(bench_rows({(3, "label noise"): 0.3, (3, "none"): 0.3, (6, "texture"): 0.05}))
+    gate = claims.bench_gate(
+        bench_rows({(3, "label noise"): 0.3, (3, "none"): 0.3, (6, "texture"): 0.05})
+    ).reasons
     assert gate[3] == "the test is not specific: on the bench it also said supported for none, label noise"
     assert gate[4] == gate[5] == gate[6] == ""  # an inconclusive off-diagonal cell is no false alarm
 
@@ -815,7 +815,7 @@ def test_the_pull_and_the_tile_shuffle_tables() -> None:
     frame = tables.surround_pull_table(row, ["airplane", "automobile", "bird"])
     assert list(frame["surround of"]) == ["airplane", "bird", "automobile"]  # strongest first, none last
     assert "50.0%" in text(frame) and "all classes: 20.0%" in text(frame)
-    shuffled = {"clean": 0.8, "chance": 0.1, "tiles": {"16": 0.6, "8": 0.3}, "retained": {}}
+    shuffled = claims.TileShuffle(0.8, 0.1, {16: 0.6, 8: 0.3}, {16: 5 / 7, 8: 2 / 7})
     frame = tables.tile_shuffle_table({"baseline": shuffled, "augmented": shuffled})
     assert list(frame.columns) == ["model", "clean", "16-px tiles", "8-px tiles"]
     assert "(chance 10%)" in text(frame)

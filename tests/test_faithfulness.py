@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,9 +17,11 @@ from cifar_helpers.analysis import faithfulness
 from cifar_helpers.analysis.faithfulness import (
     LEAST_RELEVANT_FIRST,
     MOST_RELEVANT_FIRST,
+    FailureRoad,
+    RoadByModel,
+    RoadTable,
     _explainer_maps,
     _keep_masks,
-    _kept_pixels,
     _road_change,
     _road_curves,
     failure_faithfulness,
@@ -78,16 +81,16 @@ def test_road_ranks_the_true_evidence_above_random_where_mean_blanking_does_not(
     # The old test: blanking to the mean destroys the prediction faster for random pixels (the
     # artefacts) than for the evidence itself, so the true map looks *less* faithful than noise.
     deletion = deletion_curve(model, images, targets, true_map, steps=4)
-    assert deletion["attended_auc"] > deletion["random_auc"]
+    assert deletion.attended_auc > deletion.random_auc
 
     # ROAD: removing the quadrant first makes the probability collapse; random removal barely moves it.
     fractions = (0.25, 0.5, 0.75)
     true = _road_curves(model, images, targets, true_map, fractions, seed=0)
     random = _road_curves(model, images, targets, random_map, fractions, seed=0)
-    assert max(true[MOST_RELEVANT_FIRST]) < -0.5
-    assert min(random[MOST_RELEVANT_FIRST]) > -0.2
-    assert all(t < r for t, r in zip(true[MOST_RELEVANT_FIRST], random[MOST_RELEVANT_FIRST], strict=True))
-    assert true["combined"] > 0.3 > 0.1 > abs(random["combined"])
+    assert max(true.most_relevant_first) < -0.5
+    assert min(random.most_relevant_first) > -0.2
+    assert all(t < r for t, r in zip(true.most_relevant_first, random.most_relevant_first, strict=True))
+    assert true.combined > 0.3 > 0.1 > abs(random.combined)
 
 
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.9])
@@ -120,7 +123,7 @@ def test_keep_masks_remove_what_was_asked_even_when_the_map_is_flat() -> None:
     for order in (MOST_RELEVANT_FIRST, LEAST_RELEVANT_FIRST):
         keep = _keep_masks(maps, 0.3, order, torch.Generator().manual_seed(0))
         assert keep.dtype == torch.bool and keep.shape == maps.shape
-        assert keep.flatten(1).sum(dim=1).tolist() == [_kept_pixels(64, 0.3)] * 2
+        assert keep.flatten(1).sum(dim=1).tolist() == [45] * 2  # ceil(0.7 * 63), the library's count
     morf = _keep_masks(maps, 0.3, MOST_RELEVANT_FIRST, torch.Generator().manual_seed(0))
     assert not morf[:, :2].any()  # the 16 non-zero pixels go first ...
     lerf = _keep_masks(maps, 0.3, LEAST_RELEVANT_FIRST, torch.Generator().manual_seed(0))
@@ -141,9 +144,9 @@ def test_road_curves_are_deterministic_and_leave_the_global_generator_alone() ->
     second = _road_curves(model, images, targets, maps, (0.3, 0.6), seed=5)
     assert first == second
     assert model.training
-    assert first["num_images"] == 3 and first["fractions"] == [0.3, 0.6]
-    assert len(first[MOST_RELEVANT_FIRST]) == len(first[LEAST_RELEVANT_FIRST]) == 2
-    json.dumps(first)
+    assert first.num_images == 3 and first.fractions == [0.3, 0.6]
+    assert len(first.most_relevant_first) == len(first.least_relevant_first) == 2
+    json.dumps(RoadTable(3, first.fractions, {"m": first}, 0.0).to_dict())
 
 
 def test_library_explainers_give_maps_and_leave_the_model_as_it_was() -> None:
@@ -196,16 +199,45 @@ def test_failure_faithfulness_on_a_small_model(monkeypatch: pytest.MonkeyPatch) 
     report, figures = failure_faithfulness(model, images, failures, config)
     maps = figures["maps"]
     assert set(maps) == {"gradcam@layer3", "gradcam@layer4", "eigencam@layer4", "random"}
-    assert report["indices"] == [2, 0, 1] and report["num_failures"] == 3
-    assert set(report["rows"]) == set(maps)
-    assert report["best_layer"] in ("layer3", "layer4")
-    assert report["best_explainer"] in ("gradcam", "eigencam")
-    best = report["rows"][f"gradcam@{report['best_layer']}"]["combined"]
-    assert best == max(report["rows"][f"gradcam@{layer}"]["combined"] for layer in ("layer3", "layer4"))
-    json.dumps(report)
+    assert report.indices == [2, 0, 1] and report.num_failures == 3
+    assert set(report.rows) == set(maps)
+    assert report.best_layer in ("layer3", "layer4")
+    assert report.best_explainer in ("gradcam", "eigencam")
+    best = report.rows[f"gradcam@{report.best_layer}"].combined
+    assert best == max(report.rows[f"gradcam@{layer}"].combined for layer in ("layer3", "layer4"))
+    # road.json: the keys in the order the stage has always written them, read back strictly.
+    saved = json.loads(json.dumps(report.to_dict()))
+    assert list(saved) == [
+        "num_images",
+        "fractions",
+        "rows",
+        "seconds",
+        "layers",
+        "explainers",
+        "explainer_layer",
+        "best_layer",
+        "best_explainer",
+        "map_seconds",
+        "indices",
+        "num_failures",
+    ]
+    assert list(saved["rows"]["random"]) == [
+        "num_images",
+        "fractions",
+        "most_relevant_first",
+        "most_relevant_first_sem",
+        "least_relevant_first",
+        "least_relevant_first_sem",
+        "combined",
+        "combined_sem",
+        "combined_per_image",
+    ]
+    assert FailureRoad.from_dict(saved) == report
+    with pytest.raises(KeyError, match="best_layer"):
+        FailureRoad.from_dict({k: v for k, v in saved.items() if k != "best_layer"})
 
 
-def _small_table() -> dict:
+def _small_table() -> RoadTable:
     model = small_resnet()
     images = random_uint8(2, seed=6)
     targets = torch.tensor([3, 4])
@@ -218,13 +250,15 @@ def test_road_table_text_and_figures() -> None:
     from cifar_helpers.views.tables import positive_control_road_table, road_by_model_table, text
 
     table = _small_table()
-    assert set(table["rows"]) == {"gradcam", "random"} and table["num_images"] == 2
-    by_model = text(road_by_model_table({"num_images": 2, "fractions": [0.25, 0.75], "models": {"m": table}}))
-    assert "m Grad-CAM" in by_model and "m random" in by_model and "25%" in by_model and "75%" in by_model
-    object_row = {**table["rows"]["gradcam"], "combined": 0.4321}
-    road = {**table, "rows": {**table["rows"], "object": object_row}}
+    assert set(table.rows) == {"gradcam", "random"} and table.num_images == 2
+    by_model = RoadByModel(2, [0.25, 0.75], {"m": table})
+    assert RoadByModel.from_dict(json.loads(json.dumps(by_model.to_dict()))) == by_model
+    shown = text(road_by_model_table(by_model))
+    assert "m Grad-CAM" in shown and "m random" in shown and "25%" in shown and "75%" in shown
+    object_row = replace(table.rows["gradcam"], combined=0.4321)
+    road = replace(table, rows={**table.rows, "object": object_row})
     control = text(positive_control_road_table(positive_control_result(road)))
-    assert control.count("+0.43") == 2 and control.count(f"{table['rows']['random']['combined']:+.2f}") >= 2
+    assert control.count("+0.43") == 2 and control.count(f"{table.rows['random'].combined:+.2f}") >= 2
     fig = plot_road_curves(table)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two maps and the zero line
     images = random_uint8(2, seed=6)
@@ -246,6 +280,6 @@ def test_road_table_names_the_best_layer_and_explainer(monkeypatch: pytest.Monke
     report, _ = failure_faithfulness(model, images, failures, config)
     shown = text(failure_road_table(report))
     assert "ROAD on the 2 most confident of 5 failures" in shown
-    assert f"most faithful Grad-CAM layer: {report['best_layer']}" in shown
-    assert f"most faithful explainer at layer4: {report['best_explainer']}" in shown
+    assert f"most faithful Grad-CAM layer: {report.best_layer}" in shown
+    assert f"most faithful explainer at layer4: {report.best_explainer}" in shown
     assert shown.splitlines()[-3].startswith("random")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from cifar_helpers.analysis.gradcam import (
     grad_cam,
     gradcam_for_failures,
     mask_share,
-    matched_confidence_controls,
+    matched_controls,
     periphery_share,
     pointing_game,
     resolve_layer,
@@ -314,34 +315,30 @@ def test_mask_share_and_pointing_game() -> None:
 
 
 def test_matched_controls_nearest_without_replacement() -> None:
-    confidences = torch.tensor([0.5, 0.95, 0.97, 0.99, 0.8, 0.96])
-    correct = torch.tensor([True, True, False, True, True, False])
-    # Most confident reference first: 0.98 takes 0.99 (index 3), 0.97 takes 0.95 (index 1), and
+    # Images 0, 1, 3 and 4 are right; the failures 5, 6 and 2 are at 0.96, 0.98 and 0.97, and six more
+    # (7-12) at 0.9. Every image is predicted as class 0.
+    confidences = torch.tensor([0.5, 0.95, 0.97, 0.99, 0.8, 0.96, 0.98, *[0.9] * 6])
+    predicted, labels = torch.zeros(13, dtype=torch.int64), torch.tensor([0, 0, 1, 0, 0, *[1] * 8])
+    # Most confident failure first: 0.98 takes 0.99 (index 3), 0.97 takes 0.95 (index 1), and
     # 0.96, with both used, gets the nearest left, 0.8 (index 4).
-    matches = matched_confidence_controls(confidences, correct, torch.tensor([0.96, 0.98, 0.97]))
+    matches = matched_controls(confidences, predicted, labels, torch.tensor([5, 6, 2]), seed=0)
     assert matches.tolist() == [4, 3, 1]
     assert matches.dtype == torch.int64
-    # More references than correct images: every one is used before any is reused.
+    # More failures than correct images: every one is used before any is reused.
     # Distances to 0.9: index 1 (0.05), 3 (0.09), 4 (0.1), 0 (0.4); then the pool starts again.
-    many = matched_confidence_controls(confidences, correct, torch.full((6,), 0.9))
+    many = matched_controls(confidences, predicted, labels, torch.arange(7, 13), seed=0)
     assert many.tolist() == [1, 3, 4, 0, 1, 3]
 
 
-def test_matched_controls_ties_deterministic_or_seeded() -> None:
-    confidences = torch.ones(20)
-    correct = torch.ones(20, dtype=torch.bool)
-    references = torch.ones(5)
-    assert matched_confidence_controls(confidences, correct, references).tolist() == [0, 1, 2, 3, 4]
-    draw = [
-        matched_confidence_controls(
-            confidences, correct, references, generator=torch.Generator().manual_seed(3)
-        )
-        for _ in range(2)
-    ]
+def test_matched_controls_break_ties_by_the_seed() -> None:
+    confidences, predicted = torch.ones(25), torch.zeros(25, dtype=torch.int64)
+    labels = torch.tensor([0] * 20 + [1] * 5)  # 20 right, the last 5 the failures
+    failures = torch.arange(20, 25)
+    draw = [matched_controls(confidences, predicted, labels, failures, seed=3) for _ in range(2)]
     assert torch.equal(draw[0], draw[1])
-    assert len(set(draw[0].tolist())) == 5
+    assert len(set(draw[0].tolist())) == 5 and max(draw[0].tolist()) < 20
     with pytest.raises(ValueError, match="no correctly classified"):
-        matched_confidence_controls(confidences, torch.zeros(20, dtype=torch.bool), references)
+        matched_controls(confidences, predicted, torch.ones(25, dtype=torch.int64), failures, seed=3)
 
 
 class QuadrantModel(nn.Module):
@@ -357,15 +354,20 @@ def test_deletion_curve_shapes_and_faithful_map_falls_faster() -> None:
     maps = torch.zeros(3, 8, 8)
     maps[:, :4, :4] = 1.0  # the map points exactly at what the model uses
     curve = deletion_curve(QuadrantModel(), images, torch.zeros(3, dtype=torch.int64), maps, steps=4)
-    assert curve["fractions"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert curve["attended"].shape == curve["random"].shape == (5,)
-    assert (
-        curve["attended"][0] == curve["random"][0] == pytest.approx(torch.sigmoid(torch.tensor(8.0)).item())
-    )
-    assert curve["attended"][1] == pytest.approx(0.5)  # the whole quadrant is gone after one step
-    assert curve["attended"][-1] == curve["random"][-1] == pytest.approx(0.5)
-    assert curve["attended_auc"] < curve["random_auc"]
-    json.dumps({k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in curve.items()})
+    assert curve.fractions.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert curve.attended.shape == curve.random.shape == (5,)
+    assert curve.attended[0] == curve.random[0] == pytest.approx(torch.sigmoid(torch.tensor(8.0)).item())
+    assert curve.attended[1] == pytest.approx(0.5)  # the whole quadrant is gone after one step
+    assert curve.attended[-1] == curve.random[-1] == pytest.approx(0.5)
+    assert curve.attended_auc < curve.random_auc
+    saved = {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in asdict(curve).items()}
+    assert list(json.loads(json.dumps(saved))) == [
+        "fractions",
+        "attended",
+        "random",
+        "attended_auc",
+        "random_auc",
+    ]
 
 
 def test_deletion_curve_on_resnet_is_reproducible_and_restores_mode() -> None:
@@ -375,11 +377,9 @@ def test_deletion_curve_on_resnet_is_reproducible_and_restores_mode() -> None:
     maps = grad_cam(model, images, targets)
     first = deletion_curve(model, images, targets, maps, steps=3, batch_size=2)
     second = deletion_curve(model, images, targets, maps, steps=3)
-    assert first["fractions"].shape == first["attended"].shape == first["random"].shape == (4,)
-    assert first["attended"][0] == first["random"][0]
-    assert torch.allclose(first["attended"], second["attended"]) and torch.allclose(
-        first["random"], second["random"]
-    )
+    assert first.fractions.shape == first.attended.shape == first.random.shape == (4,)
+    assert first.attended[0] == first.random[0]
+    assert torch.allclose(first.attended, second.attended) and torch.allclose(first.random, second.random)
     assert model.training
     with pytest.raises(ValueError, match="maps must have shape"):
         deletion_curve(model, images, targets, maps[:, :16])
@@ -414,7 +414,7 @@ def test_the_package_offers_the_names_notebooks_import() -> None:
             "resolve_layer",
         ),
         attention: ("periphery_share", "mask_share", "pointing_game", "attention_measures", "deletion_curve"),
-        stage_reports: ("matched_confidence_controls", "failure_attention_report", "compare_attention"),
+        stage_reports: ("matched_controls", "failure_attention_report", "compare_attention"),
     }
     for module, names in homes.items():
         assert all(getattr(gradcam, name) is getattr(module, name) for name in names)

@@ -41,14 +41,25 @@ def test_failure_attention_report_pairs_failures_with_correct_controls():
     failures = find_high_confidence_failures(probs, labels, 0.9)
     maps = gradcam_for_failures(model, images, failures)
     report = failure_attention_report(model, images, probs, labels, maps, deletion_steps=4, seed=1)
-    assert report["num_failures"] == 5
-    assert len(report["control_indices"]) == 5
-    assert all(labels[i] == predicted[i] for i in report["control_indices"])  # controls are correct
-    assert not set(report["control_indices"]) & set(failures.indices.tolist())
-    assert len(report["failure_periphery_shares"]) == 5
-    assert report["deletion"]["attended"].shape == (5,)
+    assert report.num_failures == 5
+    assert len(report.control_indices) == 5
+    assert all(labels[i] == predicted[i] for i in report.control_indices)  # controls are correct
+    assert not set(report.control_indices) & set(failures.indices.tolist())
+    assert len(report.failure_periphery_shares) == 5
+    assert report.deletion.attended.shape == (5,)
+    assert list(report.to_dict()) == [  # measures.json's keys, in the order it has always had them
+        "num_failures",
+        "center",
+        "deletion_steps",
+        "periphery",
+        "failure_periphery_shares",
+        "control_periphery_shares",
+        "failure_indices",
+        "control_indices",
+        "deletion",
+    ]
     again = failure_attention_report(model, images, probs, labels, maps, deletion_steps=4, seed=1)
-    assert again["control_indices"] == report["control_indices"]
+    assert again.control_indices == report.control_indices
 
 
 def test_failure_attention_report_without_failures():
@@ -58,7 +69,7 @@ def test_failure_attention_report_without_failures():
     failures = find_high_confidence_failures(probs, labels, 0.9)
     maps = gradcam_for_failures(model, images, failures)
     report = failure_attention_report(model, images, probs, labels, maps)
-    assert report["num_failures"] == 0 and report["deletion"] is None
+    assert report.num_failures == 0 and report.deletion is None
 
 
 def test_compare_attention_sees_attention_move_inward():

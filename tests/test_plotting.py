@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from cifar_helpers.analysis.failures import ConfidenceHistogram, ConfusedPair
+from cifar_helpers.analysis.gradcam import DeletionCurve
 from cifar_helpers.views import plotting
 from cifar_helpers.views.plotting.common import format_confidence
 
@@ -273,25 +274,17 @@ def test_periphery_shares_marks_both_medians():
         plotting.plot_periphery_shares([1.5], [0.2], uniform_share=0.44)
 
 
-def test_deletion_curves_report_given_or_computed_auc():
-    fractions = torch.linspace(0, 1, 5)
+def test_deletion_curves_report_their_auc():
+    fractions = torch.linspace(0, 1, 5, dtype=torch.float64)
     curves = {
-        "baseline": {"fractions": fractions, "attended": 1 - fractions, "random": torch.ones(5)},
-        "augmented": {
-            "fractions": fractions,
-            "attended": 1 - fractions,
-            "random": torch.ones(5),
-            "attended_auc": 0.123,
-            "random_auc": 0.9,
-        },
+        "baseline": DeletionCurve(fractions, 1 - fractions, torch.ones(5, dtype=torch.float64), 0.5, 1.0),
+        "augmented": DeletionCurve(fractions, 1 - fractions, torch.ones(5, dtype=torch.float64), 0.123, 0.9),
     }
     fig = plotting.plot_deletion_curves(curves)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "baseline: most attended first (AUC 0.500)" in labels
     assert "baseline: random pixels (AUC 1.000)" in labels
     assert "augmented: most attended first (AUC 0.123)" in labels
-    with pytest.raises(ValueError, match=r"'baseline'.*missing key.*random"):
-        plotting.plot_deletion_curves({"baseline": {"fractions": fractions, "attended": fractions}})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import positive_control_result
 
+from cifar_helpers.analysis.faithfulness import RoadCurves, RoadTable
 from cifar_helpers.analysis.positive_control import (
     CONTROL_THRESHOLDS,
     ControlExamples,
@@ -54,7 +55,15 @@ SAVED_MODEL_KEYS = [
     "road",
 ]
 SAVED_EXAMPLE_KEYS = ["indices", "images", "masks", "maps", "true_labels", "predicted", "confidence"]
-ROAD = {"num_images": 8, "rows": {m: {"combined": c} for m, c in (("gradcam", 0.1), ("random", 0.0))}}
+ROAD = RoadTable(
+    8,
+    [0.5],
+    {
+        m: RoadCurves(8, [0.5], [-c], [0.1], [c], [0.1], c, 0.1, [c] * 8)
+        for m, c in (("gradcam", 0.1), ("random", 0.0))
+    },
+    1.0,
+)
 
 
 def test_the_saved_keys_are_the_files_keys() -> None:

@@ -25,6 +25,7 @@ from conftest import positive_control_result
 
 from cifar_helpers.analysis.calibration import _calibration_report
 from cifar_helpers.analysis.failures import ConfusedPair, FailureSummary
+from cifar_helpers.analysis.faithfulness import RoadCurves, RoadTable
 from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.seed_analysis import (
     COUNT_KEYS,
@@ -199,10 +200,11 @@ def fake_run(tmp_path: Path) -> Path:
         seed=0,
     )
     save_json(stress / "sanity.json", sanity.to_dict())
-    road = {
-        "num_images": 8,
-        "rows": {m: {"combined": c} for m, c in (("gradcam", 0.1), ("random", 0), ("object", 0.3))},
+    rows = {
+        m: RoadCurves(8, [], [], [], [], [], c, None, [])
+        for m, c in (("gradcam", 0.1), ("random", 0), ("object", 0.3))
     }
+    road = RoadTable(8, [], rows, 0.0)
     save_json(stress / "positive_control.json", positive_control_result(road).to_dict())
     _figure(stress / "corruption_curves.png", "corruptions", 2)
     _figure(stress / "reliability.png", "reliability", 3)

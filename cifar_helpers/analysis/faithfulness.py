@@ -17,9 +17,10 @@ import io
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,95 @@ EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
 RANDOM = "random"
 _ROAD_BATCH = 256  # images per forward pass when scoring
 _CAM_BATCH = 64  # images per explainer call
+ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
+
+
+def _read(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` of dataclass ``cls``'s fields, read strictly: a missing key raises KeyError naming it."""
+    return {f.name: values[f.name] for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class RoadCurves:
+    """ROAD of one set of maps of ``num_images`` images over ``fractions``: per order, the mean change in
+    the target class's probability per fraction (``most_relevant_first``, ``least_relevant_first``) and
+    its standard error (``*_sem``); ``combined``, the mean over fractions of (LeRF - MoRF) / 2 (higher
+    is more faithful), its ``combined_sem`` and ``combined_per_image`` (N,). Undefined values (no
+    image, or one for an error) are None."""
+
+    num_images: int
+    fractions: list[float]
+    most_relevant_first: list[float | None]
+    most_relevant_first_sem: list[float | None]
+    least_relevant_first: list[float | None]
+    least_relevant_first_sem: list[float | None]
+    combined: float | None
+    combined_sem: float | None
+    combined_per_image: list[float]
+
+
+@dataclass(frozen=True)
+class RoadTable:
+    """ROAD of several sets of maps of the same ``num_images`` images (:func:`road_table`): ``rows``
+    ``{name: RoadCurves}`` over ``fractions``, scored in ``seconds``."""
+
+    num_images: int
+    fractions: list[float]
+    rows: dict[str, RoadCurves]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the fields in order (the rows' too); see :meth:`from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_Table], values: Mapping[str, Any]) -> _Table:
+        """Rebuild a table from :meth:`to_dict`'s output; a missing key raises KeyError naming it."""
+        read = _read(cls, values)
+        rows = {name: RoadCurves(**_read(RoadCurves, row)) for name, row in read.pop("rows").items()}
+        return cls(**read, rows=rows)
+
+
+_Table = TypeVar("_Table", bound=RoadTable)
+
+
+@dataclass(frozen=True)
+class FailureRoad(RoadTable):
+    """Notebook 03's ROAD (:func:`failure_faithfulness`, ``gradcam/road.json``): the table of Grad-CAM
+    at each of ``layers``, each of ``explainers`` at ``explainer_layer`` and a random map, on the
+    failures at ``indices`` (into the split), the most confident of ``num_failures``; the most
+    faithful layer and explainer by combined score (None where none was scored) and the seconds each
+    map took."""
+
+    layers: list[str]
+    explainers: list[str]
+    explainer_layer: str
+    best_layer: str | None
+    best_explainer: str | None
+    map_seconds: dict[str, float]
+    indices: list[int]
+    num_failures: int
+
+
+@dataclass(frozen=True)
+class RoadByModel:
+    """ROAD of each model's own maps of the same ``num_images`` images (:func:`road_by_model`,
+    ``reevaluation/road.json``): ``models`` ``{name: RoadTable}`` with rows ``gradcam`` and ``random``."""
+
+    num_images: int
+    fractions: list[float]
+    models: dict[str, RoadTable]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the fields in order; see :meth:`from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RoadByModel:
+        """Rebuild the result from :meth:`to_dict`'s output; a missing key raises KeyError naming it."""
+        read = _read(cls, values)
+        models = {name: RoadTable.from_dict(table) for name, table in read.pop("models").items()}
+        return cls(**read, models=models)
 
 
 def _check_map_shape(maps: Tensor, shape: tuple[int, int, int]) -> Tensor:
@@ -57,22 +147,13 @@ def _check_map_shape(maps: Tensor, shape: tuple[int, int, int]) -> Tensor:
     return maps.detach().cpu()
 
 
-def _kept_pixels(pixels: int, fraction: float) -> int:
-    """How many of ``pixels`` stay when ``fraction`` is removed: the library's rule on a map without ties.
-
-    ``RemoveMostRelevantFirst(percentile=100 * (1 - fraction))`` keeps the pixels strictly below
-    ``np.percentile(map, percentile)``; with distinct values and linear interpolation that is
-    ``ceil((1 - fraction) * (pixels - 1))`` of them.
-    """
-    return math.ceil(round((1.0 - fraction) * (pixels - 1), 9))
-
-
 def _keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
     """Which pixels ROAD keeps when it removes ``fraction`` (in (0, 1)) of them in ``order``.
 
     ``maps`` float (N, H, W) only rank the pixels; ``generator`` orders tied ones (a seeded random
-    tie-break). Returns bool (N, H, W) on the CPU, True where kept: ``_kept_pixels(H * W, fraction)``
-    per image.
+    tie-break). Returns bool (N, H, W) on the CPU, True where kept: as many per image as the library
+    keeps on a map without ties (``RemoveMostRelevantFirst(percentile=100 * (1 - fraction))`` keeps the
+    pixels strictly below ``np.percentile``: with distinct values, ``ceil((1 - fraction) * (H W - 1))``).
     """
     if order not in REMOVAL_ORDERS:
         raise ValueError(f"order must be one of {', '.join(REMOVAL_ORDERS)}, got {order!r}")
@@ -83,7 +164,7 @@ def _keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Gene
     # A random permutation first, then a stable sort: ties end up in a random order.
     shuffle = torch.rand((n, pixels), generator=generator).argsort(dim=1)
     ascending = shuffle.gather(1, torch.sort(flat.gather(1, shuffle), dim=1, stable=True).indices)
-    kept = _kept_pixels(pixels, fraction)
+    kept = math.ceil(round((1.0 - fraction) * (pixels - 1), 9))
     # MoRF keeps the least relevant pixels, LeRF the most relevant.
     chosen = ascending[:, :kept] if order == MOST_RELEVANT_FIRST else ascending[:, pixels - kept :]
     keep = torch.zeros((n, pixels), dtype=torch.bool).scatter_(1, chosen, True)
@@ -157,37 +238,33 @@ def _road_curves(
     fractions: Sequence[float],
     *,
     seed: int = 0,
-) -> dict[str, Any]:
-    """ROAD most- and least-relevant-first curves over ``fractions`` and their combination.
-
-    Arguments as for :func:`_road_change`; ``fractions`` strictly increasing in (0, 1), each (order,
-    fraction) seeded on its own so its noise does not depend on the other fractions.
-
-    Returns:
-        JSON-ready: ``num_images``; ``fractions``; per order (``most_relevant_first``,
-        ``least_relevant_first``) the mean probability change per fraction and ``*_sem`` its
-        standard error; ``combined``: mean over fractions of (LeRF - MoRF) / 2, higher is more
-        faithful, and ``combined_sem``; ``combined_per_image`` (N,).
-    """
+) -> RoadCurves:
+    """ROAD most- and least-relevant-first curves over ``fractions`` (strictly increasing in (0, 1)) and
+    their combination; arguments as for :func:`_road_change`, each (order, fraction) seeded on its own
+    so its noise does not depend on the other fractions."""
     fractions = check_fractions("fractions", fractions, increasing=True).tolist()
     n = len(images)
     change = partial(_road_change, model, images, target_classes, maps)
-    result: dict[str, Any] = {"num_images": n, "fractions": fractions}
+    curves: list[list[float | None]] = []
     changes: dict[str, Tensor] = {}
     for i, order in enumerate(REMOVAL_ORDERS):
         per_fraction = [
             change(f, order, seed=seed * 1_000_003 + i * 1_000 + round(f * 1000)) for f in fractions
         ]
         changes[order] = torch.stack(per_fraction, dim=1) if n else torch.zeros((0, len(fractions)))
-        result[order] = changes[order].mean(dim=0).tolist() if n else [None] * len(fractions)
-        result[f"{order}_sem"] = (
+        curves.append(changes[order].mean(dim=0).tolist() if n else [None] * len(fractions))
+        curves.append(
             (changes[order].std(dim=0) / math.sqrt(n)).tolist() if n > 1 else [None] * len(fractions)
         )
     combined = ((changes[LEAST_RELEVANT_FIRST] - changes[MOST_RELEVANT_FIRST]) / 2).mean(dim=1)
-    result["combined"] = float(combined.mean()) if n else None
-    result["combined_sem"] = float(combined.std() / math.sqrt(n)) if n > 1 else None
-    result["combined_per_image"] = combined.tolist()
-    return result
+    return RoadCurves(
+        n,
+        fractions,
+        *curves,
+        float(combined.mean()) if n else None,
+        float(combined.std() / math.sqrt(n)) if n > 1 else None,
+        combined.tolist(),
+    )
 
 
 def random_maps(n: int, height: int, width: int, *, seed: int) -> Tensor:
@@ -257,15 +334,12 @@ def road_table(
     *,
     fractions: Sequence[float],
     seed: int = 0,
-) -> dict[str, Any]:
-    """ROAD curves (:func:`_road_curves`) of several sets of maps of the same images, JSON-ready.
+) -> RoadTable:
+    """ROAD curves (:func:`_road_curves`) of several sets of maps of the same images, every set scored
+    with the same seed, so differences between rows come from the maps alone.
 
-    Every set is scored with the same seed, so differences between rows come from the maps alone.
     ``images_uint8`` uint8 (N, 3, H, W); ``target_classes`` int64 (N,), the class explained;
-    ``maps`` ``{name: float (N, H, W)}``.
-
-    Returns:
-        ``num_images``, ``fractions``, ``rows`` (``{name: _road_curves result}``) and ``seconds``.
+    ``maps`` ``{name: float (N, H, W)}``, the table's rows.
     """
     images_uint8 = check_images("images_uint8", images_uint8)
     fractions = check_fractions("fractions", fractions, increasing=True).tolist()
@@ -274,22 +348,14 @@ def road_table(
     rows = {
         name: _road_curves(model, images, target_classes, m, fractions, seed=seed) for name, m in maps.items()
     }
-    return {
-        "num_images": len(images_uint8),
-        "fractions": fractions,
-        "rows": rows,
-        "seconds": time.perf_counter() - start,
-    }
+    return RoadTable(len(images_uint8), fractions, rows, time.perf_counter() - start)
 
 
-def _best_map(table: dict[str, Any], candidates: Sequence[str]) -> str | None:
-    """The candidate row of a :func:`road_table` with the highest combined ROAD score (None if none)."""
-    rows = table["rows"]
-    scored = [(rows[c]["combined"], c) for c in candidates if rows.get(c, {}).get("combined") is not None]
+def _best_map(table: RoadTable, candidates: Sequence[str]) -> str | None:
+    """The candidate row of ``table`` with the highest combined ROAD score (None if none)."""
+    scored = [(table.rows[c].combined, c) for c in candidates if c in table.rows]
+    scored = [(score, c) for score, c in scored if score is not None]
     return max(scored)[1] if scored else None
-
-
-ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
 
 
 def failure_faithfulness(
@@ -297,7 +363,7 @@ def failure_faithfulness(
     images_uint8: Tensor,
     failure_maps: FailureMaps,
     config: Any,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[FailureRoad, dict[str, Any]]:
     """Notebook 03's faithfulness section in one call: on the ``config.road_images`` most confident
     failures, Grad-CAM at each of :data:`ROAD_LAYERS`, each of :data:`EXPLAINERS` at
     ``config.gradcam_layer`` and a random map, scored by ROAD (:func:`road_table`).
@@ -306,10 +372,8 @@ def failure_faithfulness(
     :func:`cifar_helpers.analysis.gradcam.gradcam_for_failures`, whose ``predicted`` class is explained.
 
     Returns:
-        ``report`` (JSON-ready: the :func:`road_table` plus ``layers``, ``explainers``,
-        ``explainer_layer``, ``best_layer``, ``best_explainer``, ``map_seconds``, ``indices`` scored and
-        ``num_failures``); ``maps``: ``indices``, ``predicted`` and ``maps`` (``{"gradcam@layer2":
-        float32 (K, H, W), ..., "random"}``).
+        The :class:`FailureRoad`, and the maps scored: ``indices``, ``predicted`` and ``maps``
+        (``{"gradcam@layer2": float32 (K, H, W), ..., "random"}``).
     """
     k = min(config.road_images, len(failure_maps))
     indices, targets = failure_maps.indices[:k], failure_maps.predicted[:k]
@@ -326,10 +390,11 @@ def failure_faithfulness(
         map_seconds[key] = time.perf_counter() - start
     maps[RANDOM] = random_maps(k, *images.shape[2:], seed=seed)
     map_seconds[RANDOM] = 0.0
-    report = road_table(model, images, targets, maps, fractions=config.road_fractions, seed=seed)
-    best_layer = _best_map(report, [map_key(GRADCAM, layer) for layer in ROAD_LAYERS])
-    best_explainer = _best_map(report, [map_key(e, explainer_layer) for e in EXPLAINERS])
-    report.update(
+    table = road_table(model, images, targets, maps, fractions=config.road_fractions, seed=seed)
+    best_layer = _best_map(table, [map_key(GRADCAM, layer) for layer in ROAD_LAYERS])
+    best_explainer = _best_map(table, [map_key(e, explainer_layer) for e in EXPLAINERS])
+    report = FailureRoad(
+        **vars(table),
         layers=list(ROAD_LAYERS),
         explainers=list(EXPLAINERS),
         explainer_layer=explainer_layer,
@@ -350,16 +415,12 @@ def road_by_model(
     *,
     fractions: Sequence[float],
     seed: int = 0,
-) -> dict[str, Any]:
+) -> RoadByModel:
     """ROAD of each model's own maps of the same images, each against the same random floor.
 
     ``models`` ``{name: model}``; ``images_uint8`` uint8 (K, 3, H, W), scored for every model;
     ``targets`` ``{name: int64 (K,)}``, the class each model's maps explain (its own prediction);
     ``maps`` ``{name: float (K, H, W)}``; ``fractions``, ``seed`` as for :func:`road_table`.
-
-    Returns:
-        JSON-ready: ``num_images``, ``fractions`` and ``models`` (``{name: road_table result with rows
-        "gradcam" and "random"}``).
     """
     images_uint8 = check_images("images_uint8", images_uint8)
     n, _, height, width = images_uint8.shape
@@ -368,5 +429,4 @@ def road_by_model(
     for name, model in models.items():
         rows = {GRADCAM: maps[name], RANDOM: floor}
         tables[name] = road_table(model, images_uint8, targets[name], rows, fractions=fractions, seed=seed)
-    fractions = check_fractions("fractions", fractions, increasing=True).tolist()
-    return {"num_images": n, "fractions": fractions, "models": tables}
+    return RoadByModel(n, check_fractions("fractions", fractions, increasing=True).tolist(), tables)

@@ -1,24 +1,7 @@
 """Interventions on uint8 image batches: change one thing about an image and see whether the prediction
 follows. Each works on a whole batch (N, 3, H, W) at once, on the batch's device, and every random
 choice comes from a seeded CPU ``torch.Generator``, so the same seed gives the same pixels anywhere.
-
-* :func:`swap_surround` - the outer ring of each image replaced by a donor image's ring (the centre,
-  where CIFAR-10 puts its object, kept): a background intervention in the spirit of Xiao et al.
-  (2020), "Noise or Signal: The Role of Image Backgrounds in Object Recognition", without their masks.
-* :func:`shuffle_tiles` - each image cut into k×k tiles put back in a random order: global shape gone,
-  local texture kept (the patch shuffling of Zhang & Zhu (2019), "Interpreting Adversarially Trained
-  Convolutional Neural Networks").
-* :func:`shift_images` - content moved by (dx, dy) pixels, the uncovered border filled with zeros, the
-  fill ``core.augment.random_crop_flip`` pads with, so a shift stays inside what augmentation showed;
-  :func:`black_border` - the same zero border without the shift (the non-positional control).
-* :func:`surround_only` - the object removed: the centre filled with the mean colour of the ring.
-* :func:`frequency_hybrid` - a cue-conflict image: the fine detail (texture) of one image on the
-  coarse content (shape, colour) of another, as in Geirhos et al. (2019) with a frequency split
-  (the high-frequency view of Wang et al. (2020), "High-frequency Component Helps Explain the
-  Generalization of Convolutional Neural Networks").
-* :func:`object_centres`, :func:`object_masks` - where the object is, from the image alone (never
-  from a model): the colour contrast to the image border, the "boundary prior" of salient-object
-  detection (Wei et al. (2012), "Geodesic Saliency Using Background Priors").
+Where the object is comes from the image alone, never from a model (:func:`object_centres`).
 """
 
 from __future__ import annotations
@@ -43,16 +26,9 @@ def _surround_mask(size: int, width: int) -> Tensor:
 
 
 def swap_surround(images: Tensor, donors: Tensor, width: int) -> Tensor:
-    """Each image's outer ring of ``width`` pixels replaced by the same ring of its donor.
-
-    Args:
-        images: uint8 (N, 3, H, H).
-        donors: uint8 (N, 3, H, H), donor i gives its ring to image i.
-        width: ring width in pixels (4 on 32×32 swaps the outer 44 % of the pixels).
-
-    Returns:
-        uint8 (N, 3, H, H) on ``images``' device: the centre from ``images``, the ring from ``donors``.
-    """
+    """uint8 (N, 3, H, H) ``images`` with their outer ring of ``width`` pixels taken from ``donors`` (the
+    same shape; donor i gives its ring to image i) and the centre, where CIFAR-10 puts its object, kept:
+    a background intervention in the spirit of Xiao et al. (2020), without their masks."""
     check_images("images", images)
     check_images("donors", donors)
     if donors.shape != images.shape or images.shape[2] != images.shape[3]:
@@ -62,16 +38,9 @@ def swap_surround(images: Tensor, donors: Tensor, width: int) -> Tensor:
 
 
 def shuffle_tiles(images: Tensor, tile: int, generator: torch.Generator) -> Tensor:
-    """Each image cut into ``tile``×``tile`` tiles, put back in its own random order.
-
-    Args:
-        images: uint8 (N, 3, H, W) with H and W multiples of ``tile``.
-        tile: tile side in pixels; ``tile == H == W`` leaves the images unchanged.
-        generator: CPU generator drawing one permutation of the tiles per image.
-
-    Returns:
-        uint8 (N, 3, H, W): every image holds exactly its own pixels (the same multiset), moved as tiles.
-    """
+    """uint8 (N, 3, H, W) ``images`` (H and W multiples of ``tile``) each cut into ``tile``×``tile`` tiles
+    put back in an order ``generator`` draws per image: global shape gone, local texture kept (the
+    patch shuffling of Zhang & Zhu, 2019)."""
     check_images("images", images)
     n, c, h, w = images.shape
     if tile < 1 or h % tile or w % tile:
@@ -85,15 +54,9 @@ def shuffle_tiles(images: Tensor, tile: int, generator: torch.Generator) -> Tens
 
 
 def shift_images(images: Tensor, dx: int, dy: int) -> Tensor:
-    """Content moved ``dx`` pixels right and ``dy`` pixels down; the uncovered border is zero.
-
-    Args:
-        images: uint8 (N, 3, H, W).
-        dx, dy: shifts in pixels, negative for left / up, each smaller than the image.
-
-    Returns:
-        uint8 (N, 3, H, W): ``out[..., y, x] = images[..., y - dy, x - dx]`` where that pixel exists, else 0.
-    """
+    """uint8 (N, 3, H, W) ``images`` moved ``dx`` pixels right and ``dy`` down (negative: left, up):
+    ``out[..., y, x] = images[..., y - dy, x - dx]`` where that pixel exists, else 0, the fill
+    ``core.augment.random_crop_flip`` pads with, so a shift stays inside what augmentation showed."""
     check_images("images", images)
     h, w = images.shape[2:]
     if abs(dx) >= w or abs(dy) >= h:
@@ -110,16 +73,8 @@ def shift_grid(max_shift: int, step: int) -> list[tuple[int, int]]:
 
 
 def draw_donors(donor_labels: Tensor, classes: Tensor, generator: torch.Generator) -> Tensor:
-    """For each requested class, the index of a random donor of that class.
-
-    Args:
-        donor_labels: int64 (D,) classes of the donor pool.
-        classes: int64 (M,) the class each donor must have.
-        generator: CPU generator.
-
-    Returns:
-        int64 (M,) indices into the donor pool, drawn uniformly (with replacement) within each class.
-    """
+    """For each of int64 (M,) ``classes``, the index of a donor of that class in a pool of int64 (D,)
+    ``donor_labels``, drawn uniformly with replacement: int64 (M,)."""
     donor_labels, classes = donor_labels.cpu(), classes.cpu()
     counts = torch.bincount(donor_labels, minlength=int(classes.max()) + 1 if len(classes) else 0)
     if len(classes) and bool((counts[classes] == 0).any()):
@@ -128,6 +83,11 @@ def draw_donors(donor_labels: Tensor, classes: Tensor, generator: torch.Generato
     starts = torch.cumsum(counts, 0) - counts
     offsets = (torch.rand(len(classes), generator=generator, dtype=torch.float64) * counts[classes]).long()
     return order[starts[classes] + offsets]
+
+
+def other_classes(classes: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
+    """For each of int64 ``classes``, another of ``num_classes`` classes drawn uniformly by ``generator``."""
+    return (classes + torch.randint(1, num_classes, classes.shape, generator=generator)) % num_classes
 
 
 def black_border(images: Tensor, width: int) -> Tensor:
@@ -151,9 +111,9 @@ def _blur(images: Tensor, sigma: float) -> Tensor:
 
 
 def frequency_hybrid(images: Tensor, donors: Tensor, sigma: float) -> Tensor:
-    """uint8 (N, 3, H, W): the high frequencies of ``images`` (the image minus its Gaussian blur of
-    ``sigma`` px: texture and fine edges, no colour) added to the blur of ``donors`` (uint8, the same
-    shape: their coarse shape and colour)."""
+    """A cue-conflict image, uint8 (N, 3, H, W): the high frequencies of ``images`` (the image minus its
+    Gaussian blur of ``sigma`` px: texture and fine edges, no colour) added to the blur of ``donors``
+    (uint8, the same shape: their coarse shape and colour), as in Geirhos et al. (2019)."""
     check_images("images", images)
     check_images("donors", donors)
     if donors.shape != images.shape:
@@ -163,18 +123,19 @@ def frequency_hybrid(images: Tensor, donors: Tensor, sigma: float) -> Tensor:
 
 
 def _object_weights(images: Tensor) -> Tensor:
-    """How much each pixel stands out from the image's border, float64 (N, H, W), zero on the background
-    (:func:`object_centres` says how)."""
+    """How much each pixel stands out from the image's border, float64 (N, H, W) on the images' device,
+    zero on the background (:func:`object_centres` says how)."""
     check_images("images", images)
     h, w = images.shape[2:]
+    if len(images) == 0:  # the median below needs an image
+        return torch.zeros((0, h, w), dtype=torch.float64, device=images.device)
     if h != w:
         raise ValueError(f"images must be square, got {h}x{w}")
     blurred, border = _blur(images, 1.0), _surround_mask(h, 2).to(images.device)
     background = blurred[:, :, border].median(dim=2).values  # (N, 3)
     saliency = (blurred - background[:, :, None, None]).norm(dim=1)  # (N, H, W)
     # Why the border's 90th percentile and not the image's mean: the mean counts the object and the
-    # background's noise alike, which pulls every estimate toward the centre (on the bench a 7-px
-    # offset read as under 4 px one time in five; with the border's noise level as the floor, 1 in 40).
+    # background's noise alike, which pulls every estimate toward the centre.
     floor = saliency[:, border].quantile(0.9, dim=1)[:, None, None]
     return (saliency - floor).clamp_min(0).double()
 
@@ -182,9 +143,6 @@ def _object_weights(images: Tensor) -> Tensor:
 def object_masks(images: Tensor) -> Tensor:
     """Which pixels are the object, estimated from the image alone, bool (N, H, W) for uint8 (N, 3, H, W):
     those more salient than 90 % of the border's (:func:`object_centres`); empty for a flat image."""
-    if len(images) == 0:
-        check_images("images", images)
-        return torch.zeros((0, *images.shape[2:]), dtype=torch.bool)
     return (_object_weights(images) > 0).cpu()
 
 
@@ -193,12 +151,10 @@ def object_centres(images: Tensor) -> Tensor:
     (0, 0) the centre of the top-left pixel.
 
     The saliency of a pixel is its colour distance (after a 1-px blur) from the median colour of
-    the image's outer 2-px border, which on CIFAR-10 is nearly always background; the centre is the
-    mean position of the pixels more salient than 90 % of the border's, weighted by how much more.
+    the image's outer 2-px border, which on CIFAR-10 is nearly always background (the "boundary prior"
+    of salient-object detection, Wei et al. 2012); the centre is the mean position of the pixels more
+    salient than 90 % of the border's, weighted by how much more.
     """
-    if len(images) == 0:
-        check_images("images", images)
-        return torch.zeros((0, 2))
     weight = _object_weights(images)
     h, w = images.shape[2:]
     weight = weight + (weight.sum(dim=(1, 2), keepdim=True) == 0)  # a flat image: its centre

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cifar_helpers.analysis.failures import find_high_confidence_failures
-from cifar_helpers.analysis.faithfulness import random_maps, road_table
+from cifar_helpers.analysis.faithfulness import RoadTable, random_maps, road_table
 from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
 from cifar_helpers.analysis.sanity import nan_mean_std
 from cifar_helpers.core.checks import model_device
@@ -54,7 +54,7 @@ class ControlModel(Record):
     ``mask_share`` (its std), ``pointing_game`` and ``failure_object_area`` are over the model's
     ``num_failures`` confident failures (NaN when there are none), ``*_all`` over every test image;
     ``road`` is :func:`cifar_helpers.analysis.faithfulness.road_table`'s result on the failures (Grad-CAM,
-    a random map and the object mask as the map), kept as that function returns it.
+    a random map and the object mask as the map).
     """
 
     test_accuracy: float
@@ -66,7 +66,7 @@ class ControlModel(Record):
     failure_object_area: float
     mask_share_all: float
     pointing_game_all: float
-    road: dict[str, Any]
+    road: RoadTable
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import jinja2
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from cifar_helpers.analysis.claims import BENCH, ClaimResult, read_ledger
+from cifar_helpers.analysis.claims import BENCH, ClaimResult, TileShuffle, read_ledger
 from cifar_helpers.analysis.failures import FailureSummary
+from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel
 from cifar_helpers.analysis.human_labels import (
     HumanCalibration,
     NotApplicable,
@@ -162,8 +163,10 @@ def _stage_claims(saved: list[dict[str, Any]]) -> list[pd.DataFrame]:
     ]
 
 
-def _road_table(data: dict[str, Any]) -> Callable[[Any], pd.DataFrame]:
-    return t.road_by_model_table if isinstance(data.get("models"), dict) else t.failure_road_table
+def _road_table(data: dict[str, Any]) -> pd.DataFrame:
+    if "models" in data:  # reevaluation/road.json: a table per model
+        return t.road_by_model_table(RoadByModel.from_dict(data))
+    return t.failure_road_table(FailureRoad.from_dict(data))
 
 
 # Each file's heading and its table(s), by "<folder>/<name>" where a name means different files in
@@ -192,10 +195,12 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
         lambda data: t.randomisation_table(RandomisationSummary.from_dict(data)),
     ),
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
-    # reevaluation/road.json has a table per model
-    "road.json": ("Faithfulness of the heatmaps (ROAD)", lambda data: _road_table(data)(data)),
+    "road.json": ("Faithfulness of the heatmaps (ROAD)", _road_table),
     "claims.json": ("Claims tested here", _stage_claims),
-    "tile_shuffle.json": ("Accuracy on tile-shuffled images", t.tile_shuffle_table),
+    "tile_shuffle.json": (
+        "Accuracy on tile-shuffled images",
+        lambda data: t.tile_shuffle_table({m: TileShuffle.from_dict(r) for m, r in data.items()}),
+    ),
     # replicates/
     "replicates/summary.json": ("Replicates at a glance", _replicate_summary),
     "accuracy.json": (

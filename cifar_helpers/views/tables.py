@@ -27,9 +27,11 @@ from cifar_helpers.analysis.claims import (
     BENCH,
     CAUSE_OF_CLAIM,
     ClaimResult,
+    TileShuffle,
     bench_gate,
 )
 from cifar_helpers.analysis.failures import FailureSummary
+from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel, RoadTable
 from cifar_helpers.analysis.human_labels import (
     AGREED,
     AMBIGUOUS,
@@ -371,52 +373,52 @@ def positive_control_table(result: PositiveControl) -> pd.DataFrame:
 
 
 def road_map_table(
-    road: dict[str, Any], names: Sequence[str], labels: Sequence[str] | None = None
+    road: RoadTable, names: Sequence[str], labels: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """A row per map of ``names`` (shown as ``labels``) of :func:`analysis.faithfulness.road_table`: the
-    change in the class's probability per share of pixels removed, most then least relevant first."""
-    shares = [f"{100 * f:.0f}%" for f in road["fractions"]]
+    """A row per map of ``names`` (shown as ``labels``) of a ROAD table: the change in the class's
+    probability per share of pixels removed, most then least relevant first."""
+    shares = [f"{100 * f:.0f}%" for f in road.fractions]
     columns = ("map", *(f"most {s}" for s in shares), *(f"least {s}" for s in shares), "combined")
     body = [
-        (label, *r["most_relevant_first"], *r["least_relevant_first"], r["combined"])
-        for label, r in zip(labels or names, (road["rows"][name] for name in names), strict=True)
+        (label, *r.most_relevant_first, *r.least_relevant_first, r.combined)
+        for label, r in zip(labels or names, (road.rows[name] for name in names), strict=True)
     ]
     return table(columns, body, formats=dict.fromkeys(columns[1:], "signed"))
 
 
-def failure_road_table(report: dict[str, Any]) -> pd.DataFrame:
+def failure_road_table(report: FailureRoad) -> pd.DataFrame:
     """Notebook 03's ROAD table (:func:`analysis.faithfulness.failure_faithfulness`): Grad-CAM at
     each layer, each explainer at the compared layer and a random map (the floor), with the verdicts."""
-    if report["num_images"] == 0:
+    if report.num_images == 0:
         return note("no failures to score")
-    layer, rows = report["explainer_layer"], report["rows"]
-    names = [f"gradcam@{name}" for name in report["layers"]]
-    names += [f"{e}@{layer}" for e in report["explainers"] if f"{e}@{layer}" not in names]
+    layer, rows = report.explainer_layer, report.rows
+    names = [f"gradcam@{name}" for name in report.layers]
+    names += [f"{e}@{layer}" for e in report.explainers if f"{e}@{layer}" not in names]
     frame = road_map_table(report, [name for name in [*names, "random"] if name in rows] or list(rows))
     frame.attrs["title"] = (
-        f"ROAD on the {report['num_images']} most confident of {report['num_failures']} failures: "
+        f"ROAD on the {report.num_images} most confident of {report.num_failures} failures: "
         "change in the predicted class's probability"
     )
     best = {  # None where no layer or explainer was scored
-        "most faithful Grad-CAM layer": report["best_layer"],
-        f"most faithful explainer at {layer}": report["best_explainer"],
+        "most faithful Grad-CAM layer": report.best_layer,
+        f"most faithful explainer at {layer}": report.best_explainer,
     }
     frame.attrs["notes"] = tuple(f"{what}: {name}" for what, name in best.items() if name is not None)
     return frame
 
 
-def road_by_model_table(result: dict[str, Any]) -> pd.DataFrame:
+def road_by_model_table(result: RoadByModel) -> pd.DataFrame:
     """Each model's Grad-CAM against the random floor by ROAD (``faithfulness.road_by_model``)."""
-    if result["num_images"] == 0:
+    if result.num_images == 0:
         return note("no images to score")
     parts = [
         road_map_table(r, ["gradcam", "random"], [f"{m} Grad-CAM", f"{m} random"])
-        for m, r in result["models"].items()
+        for m, r in result.models.items()
     ]
     frame = pd.concat(parts, ignore_index=True)
     frame.attrs.update(
         parts[0].attrs,
-        title=f"ROAD on {result['num_images']} images, each model's maps of its own prediction: change in "
+        title=f"ROAD on {result.num_images} images, each model's maps of its own prediction: change in "
         "that class's probability",
     )
     return frame
@@ -428,7 +430,7 @@ def positive_control_road_table(result: PositiveControl) -> pd.DataFrame:
     columns = ("", "images", "Grad-CAM", "random", "object mask")
     roads = {name: entry.road for name, entry in result.models.items()}
     rows = [
-        (n, r["num_images"], *(r["rows"][m]["combined"] for m in ("gradcam", "random", "object")))
+        (n, r.num_images, *(r.rows[m].combined for m in ("gradcam", "random", "object")))
         for n, r in roads.items()
     ]
     title = (
@@ -762,15 +764,15 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
 
 def bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
     """Which claim tests passed the planted-cause bench among ``rows``, and why the others did not."""
-    gate = bench_gate(rows)
-    if not gate:
+    reasons = bench_gate(rows).reasons
+    if not reasons:
         return ["planted-cause bench: not run yet (06_stress_tests)"]
-    passed = [str(k) for k, reason in sorted(gate.items()) if not reason]
+    passed = [str(k) for k, reason in sorted(reasons.items()) if not reason]
     many = "s" if len(passed) > 1 else ""
     lines = [f"planted-cause bench: passed by the test{many} of claim{many} {', '.join(passed)}"]
     if not passed:
         lines = ["planted-cause bench: passed by no test"]
-    return lines + [f"claim {k}: {reason}" for k, reason in sorted(gate.items()) if reason]
+    return lines + [f"claim {k}: {reason}" for k, reason in sorted(reasons.items()) if reason]
 
 
 def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
@@ -793,13 +795,13 @@ def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
     return table(("test of", *causes), body, title, notes)
 
 
-def tile_shuffle_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def tile_shuffle_table(results: Mapping[str, TileShuffle]) -> pd.DataFrame:
     """Accuracy on tile-shuffled images per model (``stress/tile_shuffle.json``: ``{model:
     analysis.claims.shuffled_accuracy result}``): clean, then each tile size; chance in the title."""
     first = next(iter(results.values()))
-    columns = ("model", "clean", *(f"{tile}-px tiles" for tile in first["tiles"]))
-    rows = [(name, r["clean"], *r["tiles"].values()) for name, r in results.items()]
-    title = f"accuracy on tile-shuffled stress images (chance {first['chance']:.0%})"
+    columns = ("model", "clean", *(f"{tile}-px tiles" for tile in first.tiles))
+    rows = [(name, r.clean, *r.tiles.values()) for name, r in results.items()]
+    title = f"accuracy on tile-shuffled stress images (chance {first.chance:.0%})"
     return table(columns, rows, title, formats=dict.fromkeys(columns[1:], "pct"))
 
 

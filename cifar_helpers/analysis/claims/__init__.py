@@ -11,12 +11,8 @@ interval, and a verdict by a rule fixed before any number is computed.
 from .bench import CAUSE_OF_CLAIM, CAUSES, bench_gate, bench_verdicts, run_bench
 from .ledger import (
     CLAIMS_FILE,
-    LEDGER_STAGES,
     combine_seeds,
-    failure_populations,
-    gate_by_bench,
     gradcam_stage_claims,
-    model_errors_only,
     read_ledger,
     reevaluation_claims,
     reseed_stage_claims,
@@ -24,14 +20,13 @@ from .ledger import (
 )
 from .probes import (
     GRADCAM_CLAIM_LAYER,
+    TileShuffle,
     accuracy_claims,
     background_claim,
     background_shares,
     gradcam_claim,
-    matched_controls,
     off_center_claim,
     reseed_claims,
-    road_check,
     shuffled_accuracy,
     texture_claim,
 )
@@ -39,7 +34,6 @@ from .rules import (
     ALL_FAILURES,
     ALL_IMAGES,
     BENCH,
-    CAUSE_MIN_EFFECT,
     CLAIMS,
     INCONCLUSIVE,
     MIN_BOOTSTRAP_SAMPLE,

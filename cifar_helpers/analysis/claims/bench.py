@@ -2,26 +2,14 @@
 planted) and *specific* (it says so nowhere else)?
 
 On generated data, where every cause is known, one small model is trained per planted cause
-(:data:`CAUSES`), with an augmented and a reseeded twin as claim 6's fixers, and *every* claim test of
-:mod:`.probes` runs on *every* model through the same functions as on CIFAR-10: no object mask, no
-planted label reaches a test. The result is a matrix, tests × causes; a real-data verdict counts only
-for a test whose row of the matrix is right (:func:`bench_gate`). Claim 5's ROAD precondition does
-not gate here (its score is in the row's details): the bench knows the cause ROAD stands in for, and
-on the background model ROAD ranks the Grad-CAM maps below random ones although they show the planted
-background (removing part of a redundant striped surround changes little, removing the object leaves
-an image unlike any the model saw). Objects are centred, as CIFAR-10 frames them, and untied backgrounds
-are grey, so that no cause is there by accident:
-
-* ``none``: the recipe with no planted cause, only the ordinary fragility of a small model;
-* ``background``: training backgrounds give the class away (90 %); 70 % of the test backgrounds are
-  another class's (a cue conflict), the others random;
-* ``texture``: objects of random colours, 70 % of the training ones with their class's fine stripe
-  texture, the others none (shape is the only other cue);
-  half the test objects carry another class's texture, so a model that took the shortcut fails there;
-* ``off-center``: trained on centred objects, tested with 15 % of them 7 px off the centre (so the
-  failures mix off-center objects with the ordinary ones): augmentation must fix the off-center
-  failures more often than the reseeded twin does (claim 6's difference in differences);
-* ``label noise``: the ``none`` model, with a quarter of the test labels flipped.
+(:data:`CAUSES`, their recipes in :data:`_RECIPES`), with an augmented and a reseeded twin as claim
+6's fixers, and *every* claim test of :mod:`.probes` runs on *every* model through the same functions
+as on CIFAR-10: no object mask, no planted label reaches a test. The result is a matrix, tests ×
+causes; a real-data verdict counts only for a test whose row of the matrix is right
+(:func:`bench_gate`). Claim 5's ROAD precondition does not gate here (its score is in the row's
+details): the bench knows the cause ROAD stands in for (README). Objects are centred, as CIFAR-10
+frames them, and untied backgrounds are grey, so that no cause is there by accident; ``none`` has
+only the ordinary fragility of a small model, ``label noise`` is its model with flipped test labels.
 """
 
 from __future__ import annotations
@@ -29,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +28,7 @@ from torch import nn
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import GRADCAM, RANDOM, map_key, random_maps, road_table
 from cifar_helpers.analysis.gradcam import gradcam_for_failures
+from cifar_helpers.analysis.interventions import other_classes
 from cifar_helpers.core.data import CifarData, make_synthetic_cifar
 from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.training import train_model
@@ -88,9 +77,10 @@ BENCH_THRESHOLD = 0.5
 BENCH_FAILURES = 400  # failures tested per model: intervals of about ±0.07
 MODELS = ("baseline", "augmented", "reseeded")  # per cause: claim 6's fixers beside the baseline
 BENCH_ROAD_IMAGES = 40  # failures scored by ROAD: enough for its bootstrap (20) at any profile
+NO_BENCH = "the planted-cause bench has not run yet (06_stress_tests)"
 
 
-def bench_data(cause: str, seed: int) -> CifarData:
+def _bench_data(cause: str, seed: int) -> CifarData:
     """The generated dataset of one planted ``cause`` (one of :data:`CAUSES`), at the bench's sizes."""
     if cause not in CAUSES:
         raise ValueError(f"cause must be one of {', '.join(CAUSES)}; got {cause!r}")
@@ -104,9 +94,7 @@ def bench_data(cause: str, seed: int) -> CifarData:
     generator = torch.Generator().manual_seed(seed)
     labels = data.test_labels
     flip = torch.rand(len(labels), generator=generator) < LABEL_NOISE_RATE
-    other = (labels + torch.randint(1, len(data.classes), labels.shape, generator=generator)) % len(
-        data.classes
-    )
+    other = other_classes(labels, len(data.classes), generator)
     return replace(data, test_labels=torch.where(flip, other, labels))
 
 
@@ -141,7 +129,7 @@ def run_bench(config: RunConfig, out_dir: str | Path) -> list[ClaimResult]:
     rows, models = [], {}
     try:
         for cause in CAUSES:
-            data = bench_data(cause, bench.seed)
+            data = _bench_data(cause, bench.seed)
             if cause != LABEL_NOISE:  # label noise is the none model's, tested on flipped labels
                 models[cause] = {name: _train(bench, data, Path(out_dir), cause, name) for name in MODELS}
             rows += _cause_rows(bench, cause, data, models[NONE if cause == LABEL_NOISE else cause])
@@ -152,7 +140,7 @@ def run_bench(config: RunConfig, out_dir: str | Path) -> list[ClaimResult]:
 
 def _train_job(config: RunConfig, out_dir: Path, job: tuple[str, str]) -> None:
     cause, name = job
-    _train(config, bench_data(cause, config.seed), out_dir, cause, name)
+    _train(config, _bench_data(cause, config.seed), out_dir, cause, name)
 
 
 def _train(config: RunConfig, data: CifarData, out_dir: Path, cause: str, name: str) -> nn.Module:
@@ -246,7 +234,7 @@ def _gradcam_row(
         fractions=config.road_fractions,
         seed=seed,
     )
-    return replace(row, details={**row.details, "road": road_check(road, layer, seed=seed)})
+    return replace(row, details={**row.details, "road": road_check(road, layer, seed=seed).to_dict()})
 
 
 def bench_verdicts(rows: Sequence[ClaimResult]) -> dict[int, dict[str, str]]:
@@ -259,19 +247,33 @@ def bench_verdicts(rows: Sequence[ClaimResult]) -> dict[int, dict[str, str]]:
     return matrix
 
 
-def bench_gate(rows: Sequence[ClaimResult]) -> dict[int, str]:
-    """Which tests passed the bench: ``{claim: ""}`` when the test said supported on its own cause and
-    on no other, else ``{claim: the reason}`` (a real-data row of that claim is then inconclusive)."""
-    gate = {}
+@dataclass(frozen=True)
+class BenchGate:
+    """Which claim tests passed the planted-cause bench (:func:`bench_gate`): ``reasons`` ``{claim: ""}``
+    for a test that said supported on its own cause and on no other, else ``{claim: why not}``; a
+    claim the bench did not test is absent."""
+
+    reasons: dict[int, str]
+
+    def withheld(self, claim: int) -> str:
+        """Why a real-data verdict of ``claim`` is withheld: "" when its test passed the bench,
+        :data:`NO_BENCH` when no bench row tested it."""
+        return self.reasons.get(claim, NO_BENCH)  # optional by design: a claim the bench did not test
+
+
+def bench_gate(rows: Sequence[ClaimResult]) -> BenchGate:
+    """Which tests passed the bench among ``rows`` (a real-data row of a test that did not is then
+    inconclusive)."""
+    reasons = {}
     for claim, verdicts in bench_verdicts(rows).items():
         own = CAUSE_OF_CLAIM[claim]
         wrong = [cause for cause, verdict in verdicts.items() if cause != own and verdict == SUPPORTED]
-        if verdicts.get(own) != SUPPORTED:
-            gate[claim] = f"the test is not sensitive: on the bench it did not find a planted {own} cause"
+        if verdicts.get(own) != SUPPORTED:  # a missing cell is no verdict
+            reasons[claim] = f"the test is not sensitive: on the bench it did not find a planted {own} cause"
         elif wrong:
-            gate[claim] = (
+            reasons[claim] = (
                 f"the test is not specific: on the bench it also said supported for {', '.join(wrong)}"
             )
         else:
-            gate[claim] = ""
-    return gate
+            reasons[claim] = ""
+    return BenchGate(reasons)

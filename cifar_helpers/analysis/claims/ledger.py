@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.failures import FailureSet
+from cifar_helpers.analysis.faithfulness import RoadTable
 from cifar_helpers.analysis.human_labels import HumanFailureReport, NotApplicable
 from cifar_helpers.core.data import CifarData
 from cifar_helpers.core.evaluation import Predictions
@@ -33,43 +34,39 @@ from .probes import (
 from .rules import ALL_FAILURES, BENCH, MODEL_ERRORS, T_OVER_SEEDS, ClaimResult, t_interval
 
 CLAIMS_FILE = "claims.json"  # a stage's rows, a list of ClaimResult.to_dict()
-LEDGER_STAGES = ("gradcam", "reevaluation", "stress")  # the stages that save rows, in pipeline order
-NO_BENCH = "the planted-cause bench has not run yet (06_stress_tests)"
+_LEDGER_STAGES = ("gradcam", "reevaluation", "stress")  # the stages that save rows, in pipeline order
 # Why a single run's claim 6 is never a verdict: a baseline retrained with another seed, without any
 # augmentation, fixes shift-sensitive failures too; only the difference against it is augmentation's.
 ONE_RUN = "one run cannot tell augmentation from a reseed: see the replicates (07, --seeds 42,43)"
 
 
-def model_errors_only(
-    failures: FailureSet, human_report: HumanFailureReport | NotApplicable
-) -> FailureSet | None:
-    """The failures humans call model errors (verified label errors and ambiguous images set aside).
-
-    Args:
-        failures: the baseline's confident failures.
-        human_report: ``failures/human_labels.json`` (:func:`analysis.human_labels.human_failure_report`).
-
-    Returns:
-        The restricted :class:`FailureSet`, or None when no human labels apply to the run.
-    """
-    if isinstance(human_report, NotApplicable):
-        return None
-    return failures.restricted_to(torch.tensor(human_report.model_errors(), dtype=torch.int64))
-
-
-def failure_populations(
+def _populations(
     failures: FailureSet, human_report: HumanFailureReport | NotApplicable
 ) -> dict[str, FailureSet]:
     """The failures claims 3-6 are tested on: all of them (:data:`ALL_FAILURES`) and, where human labels
-    apply, the model errors alone (:data:`MODEL_ERRORS`, :func:`model_errors_only`). The last one is the
-    primary population, declared before any number: a claim about why the model fails is judged on
-    the failures that are the model's, not the label's."""
-    model_errors = model_errors_only(failures, human_report)
-    return {ALL_FAILURES: failures} | ({} if model_errors is None else {MODEL_ERRORS: model_errors})
+    (``failures/human_labels.json``) apply, the model errors alone (:data:`MODEL_ERRORS`: verified label
+    errors and ambiguous images set aside). The last one is the primary population, declared before
+    any number: a claim about why the model fails is judged on the failures that are the model's, not
+    the label's."""
+    if isinstance(human_report, NotApplicable):
+        return {ALL_FAILURES: failures}
+    model_errors = failures.restricted_to(torch.tensor(human_report.model_errors(), dtype=torch.int64))
+    return {ALL_FAILURES: failures, MODEL_ERRORS: model_errors}
 
 
-def _primary_last(rows: list[ClaimResult], populations: Sequence[str]) -> list[ClaimResult]:
-    return [replace(r, primary=r.population == populations[-1]) for r in rows]
+def _on_populations(
+    failures: FailureSet,
+    human_report: HumanFailureReport | NotApplicable,
+    test: Callable[[str, FailureSet], list[ClaimResult]],
+) -> list[ClaimResult]:
+    """``test(population, failures)``'s rows on each of :func:`_populations`, in turn; a row stays
+    primary only on the last (primary) population."""
+    populations = _populations(failures, human_report)
+    rows = []
+    for population, chosen in populations.items():
+        primary = population == list(populations)[-1]
+        rows += [replace(row, primary=row.primary and primary) for row in test(population, chosen)]
+    return rows
 
 
 def gradcam_stage_claims(
@@ -78,13 +75,13 @@ def gradcam_stage_claims(
     predictions: Predictions,
     failures: FailureSet,
     human_report: HumanFailureReport | NotApplicable,
-    road: Mapping[str, Any],
+    road: RoadTable,
     *,
     seed: int = 0,
     eval_options: Mapping[str, Any] | None = None,
 ) -> list[ClaimResult]:
     """Notebook 03's rows: claims 3 (:func:`background_claim`), 4 (:func:`texture_claim`), both with
-    the hold-out images as donors, and 5 (:func:`gradcam_claim`) on each of :func:`failure_populations`.
+    the hold-out images as donors, and 5 (:func:`gradcam_claim`) on each of :func:`_populations`.
 
     Args:
         model, predictions: the baseline and its test predictions. data: the run's data.
@@ -96,18 +93,18 @@ def gradcam_stage_claims(
         raise ValueError("claims 3 and 4 need held-out training images as donors; set holdout_per_class >= 1")
     options = {"seed": seed, "eval_options": eval_options}
     donors, images = (data.holdout_images, data.holdout_labels), data.test_images
-    populations = failure_populations(failures, human_report)
-    rows = []
-    for population, chosen in populations.items():
+
+    def tests(population: str, chosen: FailureSet) -> list[ClaimResult]:
         on = {"population": population}
-        rows += [
+        return [
             background_claim(model, images, predictions, chosen, *donors, **on, **options),
             texture_claim(model, images, predictions, chosen, *donors, data.classes, **on, **options),
             gradcam_claim(
                 background_shares(model, images, predictions, chosen, seed=seed), road, seed=seed, **on
             ),
         ]
-    return _primary_last(rows, list(populations))
+
+    return _on_populations(failures, human_report, tests)
 
 
 def reevaluation_claims(
@@ -126,24 +123,16 @@ def reevaluation_claims(
 ) -> list[ClaimResult]:
     """Notebook 05's rows: claims 1 and 2 (:func:`accuracy_claims`; ``train_accuracies`` of the baseline
     and the augmented model) and claim 6 (:func:`off_center_claim` of the baseline's ``failures`` and
-    the ones augmentation ``fixed``) on each of :func:`failure_populations`, its verdict withheld
+    the ones augmentation ``fixed``) on each of :func:`_populations`, its verdict withheld
     (:data:`ONE_RUN`): its test is the difference in differences of :func:`reseed_stage_claims`."""
     rows = accuracy_claims(baseline, augmented, *train_accuracies, num_train_images, seed=seed)
-    populations = failure_populations(failures, human_report)
-    off_center = [
-        off_center_claim(
-            baseline_model,
-            test_images,
-            chosen,
-            fixed,
-            population=population,
-            seed=seed,
-            eval_options=eval_options,
-        )
-        for population, chosen in populations.items()
-    ]
-    off_center = [replace(row, precondition=ONE_RUN) for row in off_center]
-    return rows + _primary_last(off_center, list(populations))
+
+    def off_center(population: str, chosen: FailureSet) -> list[ClaimResult]:
+        options = {"population": population, "seed": seed, "eval_options": eval_options}
+        row = off_center_claim(baseline_model, test_images, chosen, fixed, **options)
+        return [replace(row, precondition=ONE_RUN)]
+
+    return rows + _on_populations(failures, human_report, off_center)
 
 
 def reseed_stage_claims(
@@ -158,24 +147,25 @@ def reseed_stage_claims(
 ) -> list[ClaimResult]:
     """Notebook 07's rows: claim 6 against a reseeded baseline (:func:`reseed_claims`: the reseed as the
     fixer, context, and the claim's test, primary on the last population) on each of
-    :func:`failure_populations`, gated by the ``bench_rows`` of the run the failures come from
-    (:func:`gate_by_bench`).
+    :func:`_populations`, gated by the ``bench_rows`` of the run the failures come from
+    (:func:`_gate_by_bench`).
 
     Args:
         test_images: uint8 (N, 3, 32, 32). failures, human_report: one seed's baseline failures and its
             ``failures/human_labels.json``. fixed: those its augmented model gets right; reseed_fixed:
             those another seed's baseline gets right. seed: seeds the bootstraps.
     """
-    populations = failure_populations(failures, human_report)
-    rows = []
-    for population, chosen in populations.items():
+
+    def against_reseed(population: str, chosen: FailureSet) -> list[ClaimResult]:
         reseed, did = reseed_claims(
             test_images, chosen, fixed, reseed_fixed, seed=seed, population=population
         )
         # The reseed as fixer is context (the control of the difference), never a primary row.
-        rows += [replace(reseed, primary=False), replace(did, primary=population == list(populations)[-1])]
+        return [replace(reseed, primary=False), did]
+
+    rows = _on_populations(failures, human_report, against_reseed)
     bench = [r for r in bench_rows if r.population.startswith(BENCH)]
-    return [r for r in gate_by_bench([*rows, *bench]) if not r.population.startswith(BENCH)]
+    return [r for r in _gate_by_bench([*rows, *bench]) if not r.population.startswith(BENCH)]
 
 
 def save_claims(path: str | os.PathLike[str], rows: Sequence[ClaimResult]) -> None:
@@ -214,23 +204,22 @@ def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult
     return rows
 
 
-def gate_by_bench(rows: Sequence[ClaimResult]) -> list[ClaimResult]:
+def _gate_by_bench(rows: Sequence[ClaimResult]) -> list[ClaimResult]:
     """``rows`` with every real-data row of claims 3-6 inconclusive unless its test passed the bench
-    among them (:func:`.bench.bench_gate`; :data:`NO_BENCH` when no bench row is there). A row whose
-    own instrument failed keeps that reason."""
+    among them (:func:`.bench.bench_gate`). A row whose own instrument failed keeps that reason."""
     gate = bench_gate(rows)
     gated = []
     for row in rows:
         claim = int(row.claim.split(".")[0])
         if claim >= 3 and not row.population.startswith(BENCH) and not row.precondition:
-            row = replace(row, precondition=gate.get(claim, NO_BENCH) if gate else NO_BENCH)
+            row = replace(row, precondition=gate.withheld(claim))
         gated.append(row)
     return gated
 
 
-def read_ledger(run_dir: str | os.PathLike[str], stages: Sequence[str] = LEDGER_STAGES) -> list[ClaimResult]:
+def read_ledger(run_dir: str | os.PathLike[str], stages: Sequence[str] = _LEDGER_STAGES) -> list[ClaimResult]:
     """The rows ``stages`` saved in ``<stage>/claims.json`` (a stage not run yet adds none), gated by
-    the bench (:func:`gate_by_bench`), by claim, the bench's rows last."""
+    the bench (:func:`_gate_by_bench`), by claim, the bench's rows last."""
     run = RunDir(run_dir)
     rows = []
     for path in (run.stage_dir(stage) / CLAIMS_FILE for stage in stages):
@@ -238,4 +227,4 @@ def read_ledger(run_dir: str | os.PathLike[str], stages: Sequence[str] = LEDGER_
         if not isinstance(saved, list):  # {} is no ledger, not an empty one
             raise DamagedArtifactError(f"{path} is damaged (not a list of claims): {rerun_hint(path)}")
         rows += [ClaimResult.from_dict(row) for row in saved]
-    return sorted(gate_by_bench(rows), key=lambda r: (r.population.startswith(BENCH), r.claim))
+    return sorted(_gate_by_bench(rows), key=lambda r: (r.population.startswith(BENCH), r.claim))

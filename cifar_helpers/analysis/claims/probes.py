@@ -2,26 +2,16 @@
 
 Claims 1 and 2 are accuracies with exact or bootstrap intervals. Claims 3-6 concern a model's
 confident failures (a :class:`FailureSet`); each compares the failures with a control group and
-intervenes on the image, so the answer could come out either way:
-
-* 3 background: does the failure's own surround, object removed, already say the wrong class, more
-  often than for correct images of the same confidence and predicted class?
-* 4 texture: does the wrong class survive a cue-conflict image (the failure's fine detail on another
-  class's coarse shape and colour) more often than a correct image's class survives it?
-* 5 Grad-CAM: is a failure's map more often background-heavy (more mass per pixel off the object,
-  estimated from the pixels, than on it) than its matched control's?
-* 6 off-center: are the failures augmentation fixed the ones a shift *toward* the object's estimated
-  position rescues more than a shift away?
-
-Every test takes only what real data has (images, predictions, no object masks): the planted-cause
-bench (:mod:`.bench`) runs the same functions on generated data whose causes are known.
+intervenes on the image, so the answer could come out either way. Every test takes only what real
+data has (images, predictions, no object masks): the planted-cause bench (:mod:`.bench`) runs the
+same functions on generated data whose causes are known.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,14 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from cifar_helpers.analysis.failures import FailureSet
-from cifar_helpers.analysis.faithfulness import GRADCAM, RANDOM, map_key
-from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_confidence_controls
+from cifar_helpers.analysis.faithfulness import GRADCAM, RANDOM, RoadTable, map_key
+from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_controls
 from cifar_helpers.analysis.interventions import (
     black_border,
     draw_donors,
     frequency_hybrid,
     object_centres,
     object_masks,
+    other_classes,
     shift_grid,
     shift_images,
     shuffle_tiles,
@@ -70,12 +61,11 @@ from .rules import (
 # Why 4 px: the augmentation's crops move an object by up to 4 px, so an object further out is one
 # the baseline saw rarely and augmentation showed it; a centred CIFAR object is within 2-3 px.
 OFF_CENTER_PX = 4.0
-# The control group of claims 3-5 (matched_controls).
-MATCHED = "correct images of matched confidence and predicted class"
+# The control group of claims 3-5 (analysis.gradcam.matched_controls).
+_MATCHED = "correct images of matched confidence and predicted class"
 # Why layer3 for claim 5: on the planted-cause bench, the 4x4 layer4 maps of its small models are one
 # blob in the same place for every image, while layer3's 8x8 maps show the tied background around the
-# object; the test finds its planted cause at layer3 at every bench seed tried, at layer4 at none
-# (seeds 42, 43: +12.2 and +13.1 points, intervals below the 10-point line). ROAD scores layer3 too.
+# object (README). ROAD scores layer3 too.
 GRADCAM_CLAIM_LAYER = "layer3"
 
 
@@ -168,25 +158,28 @@ def _failure_row(
     return ClaimResult(*row, sum(len(x) for x in samples), rule, population, details)
 
 
+def _offset_vectors(images: Tensor) -> Tensor:
+    """Where each image's object is from the centre, estimated from its pixels
+    (:func:`analysis.interventions.object_centres`): float64 (N, 2) (x, y) in pixels."""
+    return object_centres(images).double() - (images.shape[-1] - 1) / 2
+
+
 def _offsets(images: Tensor) -> Tensor:
-    """How far each image's object is from the centre, estimated from its pixels
-    (:func:`analysis.interventions.object_centres`): float64 (N,) in pixels."""
-    return (object_centres(images).double() - (images.shape[-1] - 1) / 2).norm(dim=1)
+    """How far each image's object is from the centre: float64 (N,) in pixels."""
+    return _offset_vectors(images).norm(dim=1)
 
 
-def matched_controls(predictions: Predictions, indices: Tensor, seed: int) -> Tensor:
-    """For each image at ``indices`` (int64 (K,), the failures), a correctly classified image of the
-    nearest confidence and the same predicted class (:func:`analysis.gradcam.matched_confidence_controls`):
-    int64 (K,) indices into the split."""
-    predicted, confidences = predictions.preds, predictions.confidences
-    return matched_confidence_controls(
-        confidences,
-        predicted == predictions.labels,
-        confidences[indices],
-        generator=torch.Generator().manual_seed(seed),
-        classes=predicted,
-        reference_classes=predicted[indices],
-    )
+def _with_controls(
+    predictions: Predictions, failures: FailureSet, max_failures: int, seed: int
+) -> tuple[int, Tensor]:
+    """``k``, how many failures are tested (the most confident ``max_failures``), and int64 (2k,) their
+    indices into the split followed by their controls' (:func:`analysis.gradcam.matched_controls`)."""
+    k = min(len(failures), max_failures)
+    idx = failures.indices[:k]
+    if k == 0:
+        return k, idx
+    controls = matched_controls(predictions.confidences, predictions.preds, predictions.labels, idx, seed)
+    return k, torch.cat([idx, controls])
 
 
 def background_claim(
@@ -209,12 +202,11 @@ def background_claim(
 
     Each failure keeps its outer ring of ``width`` px, the inside filled with the ring's mean colour
     (:func:`analysis.interventions.surround_only`); so does a correct image of matched confidence and
-    predicted class (:func:`matched_controls`). If the failures come from background confusion, the
-    surround alone gives the (wrong) predicted class more often for them than for the controls, whose
-    prediction rests on the object; a model that reads every class off its background shows both alike.
-    The ring is background only where the object sits inside it, so pairs in which either object is
-    estimated :data:`OFF_CENTER_PX` or more off the centre (:func:`analysis.interventions.object_centres`)
-    are set aside.
+    predicted class. If the failures come from background confusion, the surround alone gives the
+    (wrong) predicted class more often for them than for the controls, whose prediction rests on the
+    object; a model that reads every class off its background shows both alike. The ring is background
+    only where the object sits inside it, so pairs in which either object is estimated
+    :data:`OFF_CENTER_PX` or more off the centre are set aside.
     The details add Xiao et al.'s (2020) Mixed-Same against Mixed-Rand: the ring replaced by that of
     ``donors`` donors of the true class, and of other classes. The donors must be images the model
     never trained on (the hold-out), else a donor's ring can pull by memory.
@@ -224,22 +216,19 @@ def background_claim(
             index. predictions: the model's predictions on it (they choose the controls).
         failures: its confident failures (the ``max_failures`` most confident are used).
         donor_images, donor_labels: uint8 (D, 3, 32, 32) and int64 (D,), held-out images.
-        width: ring width in pixels (4: the outer 44 % of the image). donors: donors per failure and arm.
+        width: ring width in pixels. donors: donors per failure and arm.
         seed: seeds the controls, the donors and the bootstrap. population: the row's population label.
         eval_options: ``config.eval_options()``, passed to :func:`core.evaluation.predict`.
 
     Returns:
         Effect: the share of failures whose surround alone gives their predicted class minus the same
-        share for their controls, bootstrap over (failure, control) pairs with centred objects.
-        Details: both shares, the pairs set aside, the swap's rescue rates and how often another
-        class's ring made the model say that class, overall and by donor class (NaN: no such donor).
+        share for their controls, bootstrap over pairs. Details: both shares, the pairs set aside, the
+        swap's rescue rates and how often another class's ring made the model say that class, overall
+        and by donor class (NaN: no such donor).
     """
-    k = min(len(failures), max_failures)
+    k, both = _with_controls(predictions, failures, max_failures, seed)
     idx, predicted = failures.indices[:k], predictions.preds
-    both = torch.cat([idx, matched_controls(predictions, idx, seed)]) if k else idx
     follows = (_preds(model, surround_only(images[both], width), eval_options) == predicted[both]).double()
-    # The ring is background only where the object sits inside it: pairs with an off-center object
-    # (estimated from the pixels, as in claim 6) are set aside.
     offsets = _offsets(images[both])
     centred = (offsets[:k] < OFF_CENTER_PX) & (offsets[k:] < OFF_CENTER_PX)
     follows = torch.cat([follows[:k][centred], follows[k:][centred]])
@@ -263,7 +252,7 @@ def background_claim(
         )
     )
     test = f"own surround alone ({width}-px ring) says the predicted class: failures minus controls"
-    return _failure_row(3, test, MATCHED, [follows[:k] - follows[k:]], population, seed, details)
+    return _failure_row(3, test, _MATCHED, [follows[:k] - follows[k:]], population, seed, details)
 
 
 def _swap_rescue(
@@ -282,7 +271,7 @@ def _swap_rescue(
     k, true = len(centres), true.repeat_interleave(donors)
     generator = torch.Generator().manual_seed(seed)
     num_classes = int(donor_labels.max()) + 1
-    other = (true + torch.randint(1, num_classes, true.shape, generator=generator)) % num_classes
+    other = other_classes(true, num_classes, generator)
     centres = centres.repeat_interleave(donors, dim=0)
     rescued, follows = [], torch.zeros(0)
     for classes in (true, other):
@@ -323,8 +312,8 @@ def texture_claim(
     minus its Gaussian blur of ``sigma`` px, :func:`analysis.interventions.frequency_hybrid`: texture,
     no colour) on the coarse shape and colour of a held-out donor of another class than the
     prediction. If the failures come from texture, their predicted class survives more often than a
-    correct image's of matched confidence and predicted class (:func:`matched_controls`); a model
-    that leans on texture everywhere shows both alike.
+    correct image's of matched confidence and predicted class; a model that leans on texture
+    everywhere shows both alike.
 
     Args:
         model, images, predictions, failures, donor_images, donor_labels, max_failures, seed,
@@ -337,12 +326,10 @@ def texture_claim(
         Effect: share of failures whose predicted class survives minus the same share for their
         controls, bootstrap over (failure, control) pairs.
     """
-    k = min(len(failures), max_failures)
-    idx, predicted = failures.indices[:k], predictions.preds
-    both = torch.cat([idx, matched_controls(predictions, idx, seed)]) if k else idx
+    k, both = _with_controls(predictions, failures, max_failures, seed)
+    predicted = predictions.preds
     generator = torch.Generator().manual_seed(seed)
-    num_classes = int(donor_labels.max()) + 1
-    other = (predicted[both] + torch.randint(1, num_classes, both.shape, generator=generator)) % num_classes
+    other = other_classes(predicted[both], int(donor_labels.max()) + 1, generator)
     donors = donor_images[draw_donors(donor_labels, other, generator)] if k else images[both]
     hybrids = frequency_hybrid(images[both], donors, sigma)
     kept = (_preds(model, hybrids, eval_options) == predicted[both]).double()
@@ -360,7 +347,31 @@ def texture_claim(
     test = (
         f"class kept in a cue conflict ({sigma}-px detail on another class's image): failures minus controls"
     )
-    return _failure_row(4, test, MATCHED, [kept[:k] - kept[k:]], population, seed, details)
+    return _failure_row(4, test, _MATCHED, [kept[:k] - kept[k:]], population, seed, details)
+
+
+@dataclass(frozen=True)
+class TileShuffle:
+    """Accuracy on tile-shuffled images (:func:`shuffled_accuracy`, an entry of
+    ``stress/tile_shuffle.json``): ``clean``, ``chance`` (1 / C), ``tiles`` ``{tile side: accuracy}``
+    and ``retained`` ``{tile side: (accuracy - chance) / (clean - chance)}`` (1: no loss, 0: chance;
+    None when the clean accuracy is at chance)."""
+
+    clean: float
+    chance: float
+    tiles: dict[int, float]
+    retained: dict[int, float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the fields in order; see :meth:`from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TileShuffle:
+        """Rebuild an entry from :meth:`to_dict`'s output, the tile sides (JSON's text keys) as ints; a
+        missing key raises KeyError naming it."""
+        tiles, retained = ({int(t): v for t, v in values[key].items()} for key in ("tiles", "retained"))
+        return cls(values["clean"], values["chance"], tiles, retained)
 
 
 def shuffled_accuracy(
@@ -371,17 +382,13 @@ def shuffled_accuracy(
     tiles: Sequence[int] = (16, 8, 4),
     seed: int = 0,
     eval_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> TileShuffle:
     """Accuracy on tile-shuffled images at several tile sizes: how far a model gets on texture alone.
 
     Args:
         model: a classifier. images: uint8 (N, 3, 32, 32), e.g. the stress stage's subset. labels: (N,).
         tiles: tile sides (16, 8, 4 on 32-px images: Zhang & Zhu's 2×2, 4×4 and 8×8 grids).
         seed, eval_options: as for :func:`background_claim`.
-
-    Returns:
-        JSON-ready ``{"clean", "chance" (1 / C), "tiles": {tile: accuracy}, "retained": {tile:
-        (accuracy - chance) / (clean - chance)}}``: retained 1 is no loss, 0 is chance.
     """
     generator = torch.Generator().manual_seed(seed)
     clean = _mean(_preds(model, images, eval_options) == labels)
@@ -390,24 +397,48 @@ def shuffled_accuracy(
         t: _mean(_preds(model, shuffle_tiles(images, t, generator), eval_options) == labels) for t in tiles
     }
     retained = {t: (a - chance) / (clean - chance) if clean > chance else None for t, a in shuffled.items()}
-    return {"clean": clean, "chance": chance, "tiles": shuffled, "retained": retained}
+    return TileShuffle(clean, chance, shuffled, retained)
 
 
-def road_check(road: Mapping[str, Any], layer: str, *, seed: int = 0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RoadCheck:
+    """Claim 5's precondition (:func:`road_check`): at ``layer``, the mean per-image difference of the
+    Grad-CAM maps' combined ROAD score and a random map's, its bootstrap interval, and whether the
+    maps are ``faithful`` (the interval above zero)."""
+
+    layer: str
+    road_minus_random: float
+    ci_low: float
+    ci_high: float
+    faithful: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the entry ``road`` of claim 5's details."""
+        return asdict(self)
+
+
+def road_check(road: RoadTable, layer: str, *, seed: int = 0) -> RoadCheck:
     """Do Grad-CAM's maps at ``layer`` point at what the model uses? Their ROAD score (notebook 03's
     ``gradcam/road.json``, :func:`analysis.faithfulness.failure_faithfulness`) against a random map's
-    on the same failures: the per-image difference of the combined scores, bootstrap over images.
-
-    Returns:
-        JSON-ready ``{"layer", "road_minus_random", "ci_low", "ci_high", "faithful"}``; faithful when
-        the interval lies above zero.
-    """
-    rows = road["rows"]
-    gradcam, random = (rows[key]["combined_per_image"] for key in (map_key(GRADCAM, layer), RANDOM))
+    on the same failures: the per-image difference of the combined scores, bootstrap over images."""
+    gradcam, random = (road.rows[key].combined_per_image for key in (map_key(GRADCAM, layer), RANDOM))
     difference = torch.tensor(gradcam, dtype=torch.float64) - torch.tensor(random, dtype=torch.float64)
     low, high = bootstrap_interval([difference], seed=seed)
-    check = {"layer": layer, "road_minus_random": _mean(difference), "ci_low": low, "ci_high": high}
-    return {**check, "faithful": bool(low > 0)}
+    return RoadCheck(layer, _mean(difference), low, high, bool(low > 0))
+
+
+@dataclass(frozen=True, eq=False)
+class BackgroundShares:
+    """Claim 5's measures (:func:`background_shares`), row 0 for K failures and row 1 for their matched
+    controls: float64 (2, K) ``shares`` of each Grad-CAM map's mass off the estimated object (NaN for
+    an all-zero map), ``areas``, the estimated background's share of the pixels (what a uniform map
+    puts there), and ``offsets`` of the estimated object from the centre (px); int64 (2, K)
+    ``indices`` into the split. (No ``==``: tensors.)"""
+
+    shares: Tensor
+    areas: Tensor
+    offsets: Tensor
+    indices: Tensor
 
 
 def background_shares(
@@ -418,45 +449,29 @@ def background_shares(
     *,
     max_failures: int = 500,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> BackgroundShares:
     """Claim 5's measures: how much of the Grad-CAM map of the predicted class at
     :data:`GRADCAM_CLAIM_LAYER` lies on the image's background, estimated from its pixels
     (:func:`analysis.interventions.object_masks`, never from a model), for the ``max_failures`` most
-    confident failures and for their matched controls (:func:`matched_controls`, seeded by ``seed``).
+    confident failures and for their matched controls (seeded by ``seed``).
 
     ``images`` uint8 (N, 3, 32, 32) is the split the failures index; ``predictions`` the model's on it.
-
-    Returns:
-        JSON-ready, K values each: ``failure_background_shares`` and ``control_background_shares``
-        (the map's mass off the estimated object, None for an all-zero map), ``failure_background_areas``
-        and ``control_background_areas`` (the estimated background's share of the pixels, what a uniform
-        map would put there), ``failure_offsets`` and ``control_offsets`` (the estimated object's
-        distance from the centre, px), ``failure_indices`` and ``control_indices`` (into the split).
     """
-    k = min(len(failures), max_failures)
-    pairs = [failures.indices[:k], matched_controls(predictions, failures.indices[:k], seed)] if k else []
-    measures: dict[str, Any] = {}
-    for arm, indices in zip(("failure", "control"), pairs or [failures.indices[:0]] * 2, strict=True):
-        shares, areas = [], []
-        if k:
-            maps = explain_images(
-                model, images[indices], predictions.preds[indices], layer=GRADCAM_CLAIM_LAYER
-            )
-            objects = object_masks(images[indices])
-            shares = [None if math.isnan(v) else 1 - v for v in mask_share(maps, objects).tolist()]
-            areas = (1 - objects.double().mean(dim=(1, 2))).tolist()
-        measures |= {
-            f"{arm}_background_shares": shares,
-            f"{arm}_background_areas": areas,
-            f"{arm}_offsets": _offsets(images[indices]).tolist(),
-            f"{arm}_indices": indices.tolist(),
-        }
-    return measures
+    k, both = _with_controls(predictions, failures, max_failures, seed)
+    arms = (both[:k], both[k:])
+    shares, areas = [], []
+    for indices in arms:  # one call per arm: the batches Grad-CAM runs in stay as they were
+        maps = explain_images(model, images[indices], predictions.preds[indices], layer=GRADCAM_CLAIM_LAYER)
+        objects = object_masks(images[indices])
+        shares.append(1 - mask_share(maps, objects).double())
+        areas.append(1 - objects.double().mean(dim=(1, 2)))
+    offsets = torch.stack([_offsets(images[indices]) for indices in arms])
+    return BackgroundShares(torch.stack(shares), torch.stack(areas), offsets, torch.stack(arms))
 
 
 def gradcam_claim(
-    measures: Mapping[str, Any],
-    road: Mapping[str, Any] | None,
+    measures: BackgroundShares,
+    road: RoadTable | None,
     *,
     seed: int = 0,
     population: str = ALL_FAILURES,
@@ -486,16 +501,7 @@ def gradcam_claim(
         :data:`.rules.RULE_PREVALENCE`. Details: both shares, the pairs set aside, the mean background
         shares and areas, and the ROAD check.
     """
-    shares, areas, offsets = (
-        torch.tensor(
-            [
-                [math.nan if v is None else v for v in measures[f"{arm}_{kind}"]]
-                for arm in ("failure", "control")
-            ],
-            dtype=torch.float64,
-        ).reshape(2, -1)
-        for kind in ("background_shares", "background_areas", "offsets")
-    )
+    shares, areas, offsets = measures.shares, measures.areas, measures.offsets
     centred = (offsets < OFF_CENTER_PX).all(dim=0)
     both = ~shares.isnan().any(dim=0) & centred
     heavy = (shares[:, both] > areas[:, both]).double()
@@ -512,17 +518,17 @@ def gradcam_claim(
     test = (
         "Grad-CAM map background-heavy (more mass per pixel off the object than on it): failures - controls"
     )
-    row = _failure_row(5, test, MATCHED, [heavy[0] - heavy[1]], population, seed, details, RULE_PREVALENCE)
+    row = _failure_row(5, test, _MATCHED, [heavy[0] - heavy[1]], population, seed, details, RULE_PREVALENCE)
     if road is None:
         return row
     check = road_check(road, GRADCAM_CLAIM_LAYER, seed=seed)
-    if check["faithful"]:
+    if check.faithful:
         failed = ""
-    elif math.isnan(check["ci_low"]):  # too few images scored to tell either way
+    elif math.isnan(check.ci_low):  # too few images scored to tell either way
         failed = f"too few failures scored by ROAD to check the {GRADCAM_CLAIM_LAYER} maps"
     else:
         failed = f"the {GRADCAM_CLAIM_LAYER} maps do not beat random maps on ROAD"
-    return replace(row, details={**details, "road": check}, precondition=failed)
+    return replace(row, details={**details, "road": check.to_dict()}, precondition=failed)
 
 
 def off_center_claim(
@@ -562,12 +568,12 @@ def off_center_claim(
     """
     k = min(len(failures), max_failures)
     idx, true = failures.indices[:k], failures.true_labels[:k]
-    offset = object_centres(images[idx]).double() - (images.shape[-1] - 1) / 2
+    offset = _offset_vectors(images[idx])
     off = offset.norm(dim=1) >= off_center_px
     was_fixed = torch.isin(idx, torch.as_tensor(fixed, dtype=torch.int64)).double()
     # The direction test: the eight shifts by max_shift px (axial and diagonal), toward or away.
-    rescued = {"toward": torch.zeros(k, dtype=torch.float64), "away": torch.zeros(k, dtype=torch.float64)}
-    counts = {"toward": torch.zeros(k, dtype=torch.float64), "away": torch.zeros(k, dtype=torch.float64)}
+    rescued = {name: torch.zeros(k, dtype=torch.float64) for name in ("toward", "away")}
+    counts = {name: torch.zeros(k, dtype=torch.float64) for name in ("toward", "away")}
     for dx, dy in shift_grid(max_shift, max_shift):
         right = (_preds(model, shift_images(images[idx], dx, dy), eval_options) == true).double()
         along = dx * offset[:, 0] + dy * offset[:, 1]  # < 0: the content moves against its offset, inward
@@ -658,17 +664,18 @@ def reseed_claims(
         "augmentation's gain over a reseed on off-center failures (>= "
         f"{off_center_px:g} px, from the image), and its excess over centred ones: the smaller"
     )
-    row = ClaimResult(
-        CLAIMS[6],
-        test,
-        "a reseeded baseline as the fixer",
-        float(effect),
-        float(low),
-        float(high),
-        BOOTSTRAP_FAILURES,
-        k,
-        RULE_CAUSE,
-        population,
-        {**details, **{name: list(v) for name, v in parts.items()}, "gain_if_centred": _mean(gain[~off])},
+    row = replace(  # the reseed row's claim, method, rule and population
+        reseed,
+        test=test,
+        control="a reseeded baseline as the fixer",
+        effect=effect,
+        ci_low=low,
+        ci_high=high,
+        n=k,
+        details={
+            **details,
+            **{name: list(v) for name, v in parts.items()},
+            "gain_if_centred": _mean(gain[~off]),
+        },
     )
     return [reseed, row]

@@ -89,9 +89,7 @@ CAUSE_MIN_EFFECT = 0.05
 RULE_CAUSE = Rule(min_effect=CAUSE_MIN_EFFECT)  # claims 3, 4 and 6
 # Why ten points for claim 5: it claims a prevalence ("in many failures the model looks at the
 # background"), and an unsure model's Grad-CAM spills off a small object with no background cause at
-# all: on the planted-cause bench one of five models without such a cause (seed 42, AVX2 kernels)
-# showed background-heavy maps for 16 % of its failures against 2 % of its controls, +14 [+6, +24]
-# over 63 pairs. One failure in ten more than the controls is the least that "many" can mean.
+# all (README). One failure in ten more than the controls is the least that "many" can mean.
 PREVALENCE_MIN_EFFECT = 0.10
 RULE_PREVALENCE = Rule(min_effect=PREVALENCE_MIN_EFFECT)  # claim 5
 # Why one point: the study reported accuracies in whole percents, so a smaller difference is not

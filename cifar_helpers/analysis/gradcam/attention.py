@@ -4,6 +4,7 @@ against matched controls, and the deletion test."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -86,6 +87,20 @@ def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     return hit & (flat.amax(dim=1) > 0)
 
 
+@dataclass(frozen=True, eq=False)
+class DeletionCurve:
+    """The deletion test (:func:`deletion_curve`): float64 (S,) CPU tensors of the ``fractions`` of
+    pixels blanked and the mean target probability with the most ``attended`` or ``random`` pixels
+    blanked first, and the trapezoidal areas under both; the entry ``deletion`` of ``measures.json``.
+    (No ``==``: tensors.)"""
+
+    fractions: Tensor
+    attended: Tensor
+    random: Tensor
+    attended_auc: float
+    random_auc: float
+
+
 def deletion_curve(
     model: nn.Module,
     images: Tensor,
@@ -95,17 +110,13 @@ def deletion_curve(
     steps: int = 10,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
-) -> dict[str, Any]:
+) -> DeletionCurve:
     """Probability of the target class as the most attended pixels are blanked, versus random pixels.
 
     Pixels are set to 0 (normalised: the dataset mean) in ``steps`` equal steps, by decreasing map
     value (ties: row-major order) or in a random order (``generator``; None: seed 0).
     ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,),
     ``maps`` float (N, H, W); the model runs in eval mode (modes restored).
-
-    Returns:
-        ``fractions``, ``attended``, ``random``: float64 (steps + 1,) CPU tensors (fraction of pixels
-        blanked, mean target probability); ``attended_auc``, ``random_auc``: trapezoidal areas.
     """
     images = check_float_images("images", images)
     n, _, height, width = images.shape
@@ -146,18 +157,13 @@ def deletion_curve(
 
     fractions = torch.tensor(counts, dtype=torch.float64) / pixels
     attended, random = totals["attended"] / max(n, 1), totals["random"] / max(n, 1)
-    return {
-        "fractions": fractions,
-        "attended": attended,
-        "random": random,
-        "attended_auc": float(torch.trapezoid(attended, fractions)),
-        "random_auc": float(torch.trapezoid(random, fractions)),
-    }
+    attended_auc, random_auc = (float(torch.trapezoid(y, fractions)) for y in (attended, random))
+    return DeletionCurve(fractions, attended, random, attended_auc, random_auc)
 
 
 def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: int = 16) -> dict[str, Any]:
     """Periphery share of failures' float (K, H, W) maps versus their confidence-matched controls' maps
-    (aligned with the failures, from :func:`matched_confidence_controls`), JSON-ready.
+    (aligned with the failures, from :func:`.stage_reports.matched_controls`), JSON-ready.
 
     Returns:
         ``center``; ``failures`` and ``controls``: {n, mean, median} of the periphery share over

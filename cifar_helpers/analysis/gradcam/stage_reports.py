@@ -6,6 +6,7 @@ two models' attention on the same images (:func:`compare_attention`).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -14,50 +15,29 @@ from torch import Tensor, nn
 from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.normalization import normalize
 
-from .attention import attention_measures, deletion_curve, periphery_share
+from .attention import DeletionCurve, attention_measures, deletion_curve, periphery_share
 from .cam import FailureMaps, explain_images
 
 
-def matched_confidence_controls(
-    confidences: Tensor,
-    correct: Tensor,
-    reference_confidences: Tensor,
-    *,
-    generator: torch.Generator | None = None,
-    classes: Tensor | None = None,
-    reference_classes: Tensor | None = None,
+def matched_controls(
+    confidences: Tensor, predicted: Tensor, labels: Tensor, indices: Tensor, seed: int
 ) -> Tensor:
-    """For each reference (failure), a correctly classified image with the nearest confidence, so a
-    difference in attention is not a difference in confidence in disguise.
+    """For each failure at int64 (K,) ``indices``, a correctly classified image (``predicted == labels``,
+    int64 (N,)) of the nearest of float (N,) ``confidences`` and the same predicted class, so a
+    difference in attention is not a difference in confidence or in the class mix in disguise.
 
-    ``confidences`` float (N,) and ``correct`` bool (N,) cover the split; ``reference_confidences``
-    float (K,) are the failures'. ``generator`` breaks ties at random (None: by lowest index).
-    With ``classes`` int64 (N,) (the predicted classes) and ``reference_classes`` int64 (K,), a control
-    is also of the reference's predicted class wherever the class has a correct image left, so the
-    class mix is not a difference in disguise either.
-
-    Returns:
-        int64 (K,) indices into the split, aligned with the references, matched greedily from the most
-        confident down, without replacement until every correct image (of the class, when matching
-        classes) has been used once.
+    Matched greedily from the most confident failure down, without replacement until every correct
+    image of the class has been used once, another class's only where the class has none; ties broken
+    at random by ``seed``. Returns int64 (K,) indices into the split, aligned with ``indices``.
     """
-    for name, value in (("confidences", confidences), ("reference_confidences", reference_confidences)):
-        if not isinstance(value, Tensor) or value.ndim != 1 or not value.dtype.is_floating_point:
-            raise TypeError(f"{name} must be a 1-D float tensor, got {getattr(value, 'shape', type(value))}")
-    if not isinstance(correct, Tensor) or correct.dtype != torch.bool or correct.shape != confidences.shape:
-        raise TypeError(f"correct must be a bool tensor of shape {tuple(confidences.shape)}")
-    candidates = torch.nonzero(correct.cpu()).flatten()
-    if len(candidates) == 0 and len(reference_confidences):
+    candidates = torch.nonzero((predicted == labels).cpu()).flatten()
+    if len(candidates) == 0 and len(indices):
         raise ValueError("there are no correctly classified images to match against")
-    if generator is not None:
-        # A random candidate order makes argmin's first-minimum rule a random tie-break.
-        candidates = candidates[torch.randperm(len(candidates), generator=generator)]
+    # A random candidate order makes argmin's first-minimum rule a random tie-break.
+    candidates = candidates[torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))]
     pool = confidences.detach().cpu().double()[candidates]
-    references = reference_confidences.detach().cpu().double()
-    # A class mismatch costs 2, more than any difference of confidences: same-class candidates first.
-    by_class = classes is not None and reference_classes is not None
-    pool_classes = classes.cpu()[candidates] if by_class else torch.zeros(len(candidates))  # type: ignore[union-attr]
-    wanted = reference_classes.cpu() if by_class else torch.zeros(len(references))  # type: ignore[union-attr]
+    references = confidences[indices].detach().cpu().double()
+    pool_classes, wanted = predicted.cpu()[candidates], predicted[indices].cpu()
     available = torch.ones(len(candidates), dtype=torch.bool)
     matches = torch.empty(len(references), dtype=torch.int64)
     for ref in torch.sort(references, descending=True, stable=True).indices.tolist():
@@ -66,6 +46,7 @@ def matched_confidence_controls(
             available |= same
         if not available.any():
             available.fill_(True)
+        # A class mismatch costs 2, more than any difference of confidences: same-class candidates first.
         cost = (pool - references[ref]).abs() + 2.0 * (pool_classes != wanted[ref])
         distance = torch.where(available, cost, math.inf)
         best = int(distance.argmin())
@@ -77,6 +58,29 @@ def matched_confidence_controls(
 def _share_list(maps: Tensor, center: int) -> list[float | None]:
     """Per-image periphery shares as a JSON-ready list (None for an all-zero map)."""
     return [None if math.isnan(v) else v for v in periphery_share(maps, center).tolist()]
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionReport:
+    """Notebook 03's attention measures (:func:`failure_attention_report`, ``gradcam/measures.json``):
+    ``periphery`` (:func:`attention_measures`) of the ``num_failures`` failures' maps against their
+    controls', each map's periphery share (None for an all-zero map) outside the central ``center`` px,
+    the failures' and the controls' indices into the split, and the ``deletion`` test in
+    ``deletion_steps`` steps (None without failures)."""
+
+    num_failures: int
+    center: int
+    deletion_steps: int
+    periphery: dict[str, Any]
+    failure_periphery_shares: list[float | None]
+    control_periphery_shares: list[float | None]
+    failure_indices: list[int]
+    control_indices: list[int]
+    deletion: DeletionCurve | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the fields in order (``save_json`` writes the curve's tensors as lists)."""
+        return asdict(self)
 
 
 def failure_attention_report(
@@ -91,58 +95,26 @@ def failure_attention_report(
     seed: int = 0,
     center: int = 16,
     batch_size: int = 256,
-) -> dict[str, Any]:
+) -> AttentionReport:
     """Are the failures' heatmaps different, and are they faithful? The measures of notebook 03.
 
     The periphery share of each failure's predicted-class map against correct images of matched
-    confidence and predicted class (:func:`matched_confidence_controls`), and the deletion test
+    confidence and predicted class (:func:`matched_controls`), and the deletion test
     (:func:`deletion_curve`).
 
     ``images_uint8`` uint8 (N, 3, H, W), ``probs`` float (N, C) and ``labels`` int64 (N,) cover the
     whole split; ``failure_maps`` is :func:`gradcam_for_failures`' output; ``layer`` and
     ``batch_size`` as for :func:`grad_cam`.
-
-    Returns:
-        JSON-ready: ``num_failures``, ``center``, ``deletion_steps``; ``periphery``
-        (:func:`attention_measures`); ``failure_periphery_shares`` and ``control_periphery_shares``
-        (per image, NaN as None); ``failure_indices`` and ``control_indices`` (into the split);
-        ``deletion`` (:func:`deletion_curve`, or None
-        without failures).
     """
-    indices = failure_maps.indices
-    k = len(indices)
-    report: dict[str, Any] = {"num_failures": k, "center": center, "deletion_steps": deletion_steps}
-    if k == 0:
-        empty = torch.zeros((0, *images_uint8.shape[2:]))
-        report.update(
-            periphery=attention_measures(empty, empty, center=center),
-            failure_periphery_shares=[],
-            control_periphery_shares=[],
-            failure_indices=[],
-            control_indices=[],
-            deletion=None,
-        )
-        return report
+    indices, fail_maps = failure_maps.indices, failure_maps.predicted_maps
     confidences, predicted = probs.max(dim=1)
-    controls = matched_confidence_controls(
-        confidences,
-        predicted == labels,
-        confidences[indices],
-        generator=torch.Generator().manual_seed(seed),
-        classes=predicted,
-        reference_classes=predicted[indices],
-    )
+    controls = matched_controls(confidences, predicted, labels, indices, seed)
     control_maps = explain_images(
         model, images_uint8[controls], predicted[controls], layer=layer, batch_size=batch_size
     )
-    fail_maps = failure_maps.predicted_maps
-    report.update(
-        periphery=attention_measures(fail_maps, control_maps, center=center),
-        failure_periphery_shares=_share_list(fail_maps, center),
-        control_periphery_shares=_share_list(control_maps, center),
-        failure_indices=indices.tolist(),
-        control_indices=controls.tolist(),
-        deletion=deletion_curve(
+    deletion = None
+    if len(indices):
+        deletion = deletion_curve(
             model,
             normalize(images_uint8[indices].to(model_device(model, images_uint8.device))),
             failure_maps.predicted,
@@ -150,9 +122,18 @@ def failure_attention_report(
             steps=deletion_steps,
             generator=torch.Generator().manual_seed(seed),
             batch_size=batch_size,
-        ),
+        )
+    return AttentionReport(
+        len(indices),
+        center,
+        deletion_steps,
+        attention_measures(fail_maps, control_maps, center=center),
+        _share_list(fail_maps, center),
+        _share_list(control_maps, center),
+        indices.tolist(),
+        controls.tolist(),
+        deletion,
     )
-    return report
 
 
 def compare_attention(
@@ -190,11 +171,11 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.0%}"
 
 
-def describe_attention(measures: dict[str, Any]) -> str:
+def describe_attention(measures: AttentionReport) -> str:
     """:func:`failure_attention_report`'s measures in words (notebook 03)."""
-    if measures["num_failures"] == 0:
+    if measures.num_failures == 0:
         return "no high-confidence failures to explain"
-    periphery, center, deletion = measures["periphery"], measures["center"], measures["deletion"]
+    periphery, center, deletion = measures.periphery, measures.center, measures.deletion
     lines = [
         f"Grad-CAM mass outside the central {center}x{center} pixels (a uniform map puts 75 % there):",
         f"  high-confidence failures:             median {_pct(periphery['failures']['median'])}",
@@ -208,7 +189,7 @@ def describe_attention(measures: dict[str, Any]) -> str:
     if deletion is not None:  # None without deletion steps
         lines += [
             "mean-blanking deletion (area under the predicted class's probability as pixels are set to the "
-            f"mean): most attended first {deletion['attended_auc']:.2f}, random {deletion['random_auc']:.2f}",
+            f"mean): most attended first {deletion.attended_auc:.2f}, random {deletion.random_auc:.2f}",
             "  not a faithfulness verdict: scattered mean-valued pixels are out of distribution themselves "
             "and destroy the prediction whatever their order; ROAD (below) removes pixels without it",
         ]

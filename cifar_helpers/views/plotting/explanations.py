@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from cifar_helpers.analysis.gradcam import DeletionCurve
 from cifar_helpers.core.checks import check_classes, check_count, check_fractions
 
 from .common import (
@@ -19,7 +20,6 @@ from .common import (
     PANEL_INCHES,
     WRONG_COLOR,
     add_heatmap_colorbar,
-    check_keys,
     check_maps,
     class_labels,
     failure_arrays,
@@ -33,7 +33,6 @@ from .common import (
     overlay_heatmap,
     show_image,
     styled,
-    to_numpy,
     upscale_image,
 )
 
@@ -264,59 +263,32 @@ def plot_periphery_shares(failure_shares: Any, control_shares: Any, *, uniform_s
     return fig
 
 
-_CURVE_KEYS = ("fractions", "attended", "random")
 _CURVE_STYLES = (
     ("attended", "most attended first", {"ls": "-", "lw": 2, "marker": "o", "ms": 3}),
     ("random", "random pixels", {"ls": "--", "lw": 1.6}),
 )
 
 
-def _check_curve(name: str, curve: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    check_keys(curve, _CURVE_KEYS, f"curves[{name!r}]")
-    columns = {
-        key: to_numpy(curve[key], f"curves[{name!r}][{key!r}]").astype(np.float64) for key in _CURVE_KEYS
-    }
-    length = len(columns["fractions"])
-    for key, values in columns.items():
-        if values.ndim != 1 or len(values) != length or length < 2:
-            raise ValueError(
-                f"curves[{name!r}]: fractions, attended and random must be 1-D of equal length >= 2, "
-                f"got {key} with shape {tuple(values.shape)}"
-            )
-    return columns
-
-
-def _auc(curve: Mapping[str, Any], columns: dict[str, np.ndarray], key: str) -> float:
-    """The AUC the curve reports, else the trapezoid area over the deleted fraction."""
-    given = curve.get(f"{key}_auc")
-    if given is not None:
-        return float(given)
-    x, y = columns["fractions"], columns[key]
-    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
-
-
 @styled
-def plot_deletion_curves(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
+def plot_deletion_curves(curves: Mapping[str, DeletionCurve | None]) -> Figure:
     """The confidence in the original prediction as the most-attended pixels are deleted (solid) against
     random ones (dashed), AUC in the legend. ``curves``: ``{model name: curve}``, each as
-    :func:`cifar_helpers.analysis.gradcam.deletion_curve` returns it (``fractions``, ``attended``,
-    ``random``: (S,); ``attended_auc``, ``random_auc`` optional)."""
+    :func:`cifar_helpers.analysis.gradcam.deletion_curve` returns it, None for a model without failures."""
     if not curves:
         raise ValueError("curves is empty: pass {model name: deletion curve}")
     # A model without failures has no curve (None): say so rather than draw an empty axis.
-    curves = {name: curve for name, curve in curves.items() if curve is not None}
-    if not curves:
+    drawn = {name: curve for name, curve in curves.items() if curve is not None}
+    if not drawn:
         return _empty_figure("Deletion test", "no failures to test: no deletion curve")
     fig = new_figure(7.0, 4.2)
     ax = fig.subplots()
-    for i, (name, curve) in enumerate(curves.items()):
-        columns = _check_curve(name, curve)
+    for i, (name, curve) in enumerate(drawn.items()):
         color = model_color(i)
-        x = 100 * columns["fractions"]
+        x = 100 * curve.fractions.numpy()
         for key, what, style in _CURVE_STYLES:
-            label = f"{name}: {what} (AUC {_auc(curve, columns, key):.3f})"
-            ax.plot(x, columns[key], color=color, label=label, **style)
-        ax.fill_between(x, columns["attended"], columns["random"], color=color, alpha=0.08)
+            label = f"{name}: {what} (AUC {getattr(curve, f'{key}_auc'):.3f})"
+            ax.plot(x, getattr(curve, key).numpy(), color=color, label=label, **style)
+        ax.fill_between(x, curve.attended.numpy(), curve.random.numpy(), color=color, alpha=0.08)
     ax.set_xlabel("pixels deleted (%)")
     ax.set_ylabel("confidence in the original prediction")
     ax.legend(loc="upper right")

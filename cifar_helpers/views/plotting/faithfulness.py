@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from cifar_helpers.analysis.faithfulness import RoadTable
+
 from .common import (
     MODEL_COLORS,
     NEUTRAL_COLOR,
@@ -30,15 +32,14 @@ _ORDERS = (
 
 
 @styled
-def plot_road_curves(table: Mapping[str, Any]) -> Figure:
+def plot_road_curves(table: RoadTable) -> Figure:
     """ROAD curves of a :func:`cifar_helpers.analysis.faithfulness.road_table` result: the change in
     probability as pixels are removed, most and least relevant first, for every row; a row
     named ``random`` is grey and dashed, the floor a faithful map should clear."""
-    names = list(table["rows"])
     fig = new_figure(10.0, 4.0)
     axes = fig.subplots(1, 2, sharey=True)
-    x = [100 * f for f in table["fractions"]]
-    if table["num_images"] == 0:
+    x = [100 * f for f in table.fractions]
+    if table.num_images == 0:
         for ax in axes:
             message_panel(ax, "no images to score")
         fig.suptitle("ROAD")
@@ -46,17 +47,16 @@ def plot_road_curves(table: Mapping[str, Any]) -> Figure:
     for ax, (order, label) in zip(axes, _ORDERS, strict=True):
         # Seven maps and more: the model colours, then tab10's greens and red, so no two curves match.
         colors = iter((*MODEL_COLORS, "#2ca02c", "#bcbd22", "#d62728") * 3)
-        for name in names:
-            row, is_floor = table["rows"][name], name == "random"
-            style, color = ("--", NEUTRAL_COLOR) if is_floor else ("-", next(colors))
-            legend = f"{name} (combined {row['combined']:+.2f})"
-            ax.plot(x, row[order], style, color=color, marker="o", ms=3, lw=1.6, label=legend)
+        for name, row in table.rows.items():
+            style, color = ("--", NEUTRAL_COLOR) if name == "random" else ("-", next(colors))
+            legend = f"{name} (combined {row.combined:+.2f})"
+            ax.plot(x, getattr(row, order), style, color=color, marker="o", ms=3, lw=1.6, label=legend)
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_title(label)
         ax.set_xlabel("pixels removed and imputed (%)")
     axes[0].set_ylabel("change in the explained class's probability")
     axes[1].legend(loc="lower left", fontsize="small")
-    fig.suptitle(f"ROAD on {table['num_images']} images (higher combined = more faithful)")
+    fig.suptitle(f"ROAD on {table.num_images} images (higher combined = more faithful)")
     return fig
 
 
