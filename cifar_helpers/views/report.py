@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from cifar_helpers.analysis.claims import BENCH, ClaimResult, read_ledger
 from cifar_helpers.analysis.human_labels import (
     HumanCalibration,
+    HumanLabelsSummary,
     NotApplicable,
     human_labels_summary,
     result_from_dict,
@@ -278,9 +280,42 @@ def _section(stage: str, title: str, base: Path, names: tuple[str, ...], noteboo
     return {**section, "notes": notes, "parts": [_file_part(path) for path in json_files], "figures": figures}
 
 
-def read_run_summary(run: RunDir) -> dict[str, Any]:
-    """The numbers a reader wants first (``summary.json``); None for a stage not run yet or a damaged
-    file, which ``"damaged"`` lists (one line each, naming the stage to rerun)."""
+_METRICS = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The numbers a reader wants first (the report's overview, ``summary.json``): each model's
+    ``metrics.json`` numbers (:data:`_METRICS`), the baseline's confident failures, what the augmented
+    model did with them (``comparison.json``'s counts) and the human labels. A number is None for a
+    stage not run yet or a damaged file, which ``damaged`` lists (one line each, naming the stage to
+    rerun)."""
+
+    run_dir: str
+    baseline: dict[str, float | None]
+    augmented: dict[str, float | None]
+    high_confidence_failures: int | None
+    confidence_threshold: float | None
+    comparison: dict[str, int | None]
+    human_labels: HumanLabelsSummary | NotApplicable
+    damaged: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The layout of ``summary.json`` (before the runner adds ``claims`` and ``stages``)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return values | {"human_labels": self.human_labels.to_dict(), "damaged": list(self.damaged)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunSummary:
+        """Rebuild from :meth:`to_dict`'s output (keys the runner added are left); a missing key raises
+        a KeyError naming it."""
+        human_labels = result_from_dict(values["human_labels"], HumanLabelsSummary)
+        kept = {f.name: values[f.name] for f in fields(cls)}
+        return cls(**kept | {"human_labels": human_labels, "damaged": tuple(values["damaged"])})
+
+
+def read_run_summary(run: RunDir) -> RunSummary:
+    """The run's :class:`RunSummary`, read from its stages' files."""
     damaged: list[str] = []
 
     def read(stage: str, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -298,18 +333,53 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
         damaged.append(str(error))
         human_labels = NotApplicable(str(error))
 
-    metrics = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
     failures = read("failures", "summary.json", ("num_high_confidence", "threshold"))
-    return {
-        "run_dir": str(run.root),
-        **{stage: read(stage, "metrics.json", metrics) for stage in ("baseline", "augmented")},
-        "high_confidence_failures": failures["num_high_confidence"],
-        "confidence_threshold": failures["threshold"],
-        "comparison": read("reevaluation", "comparison.json", ("counts",))["counts"]
+    return RunSummary(
+        run_dir=str(run.root),
+        baseline=read("baseline", "metrics.json", _METRICS),
+        augmented=read("augmented", "metrics.json", _METRICS),
+        high_confidence_failures=failures["num_high_confidence"],
+        confidence_threshold=failures["threshold"],
+        comparison=read("reevaluation", "comparison.json", ("counts",))["counts"]
         or dict.fromkeys(COUNT_KEYS),
-        "human_labels": human_labels.to_dict(),
-        "damaged": damaged,
-    }
+        human_labels=human_labels,
+        damaged=tuple(damaged),
+    )
+
+
+def _overview_tables(summary: RunSummary) -> list[pd.DataFrame]:
+    """Both models' accuracy and gap, the confident failures and what the augmented model did with them."""
+    columns = ("model", "test accuracy", "train accuracy", "train - test gap")
+    keys = ("test_accuracy", "train_accuracy", "train_test_gap")
+    rows = [(m, *(getattr(summary, m)[k] for k in keys)) for m in ("baseline", "augmented")]
+    note_ = ["gap: train minus test accuracy, both evaluated in eval mode without augmentation"]
+    threshold = summary.confidence_threshold
+    above = "" if threshold is None else f" (confidence > {threshold})"
+    spec = [
+        (f"high-confidence failures of the baseline{above}", None, "high_confidence_failures"),
+        ("fixed by the augmented model", None, "comparison", "fixed"),
+        ("kept, same wrong class", None, "comparison", "kept_same"),
+        ("kept, another wrong class", None, "comparison", "kept_different"),
+        ("new high-confidence failures", None, "comparison", "new"),
+    ]
+    formats = dict.fromkeys(columns[1:], "pct")
+    return [
+        t.table(columns, rows, notes=note_, formats=formats),
+        t.spec_table({"value": summary.to_dict()}, spec),
+    ]
+
+
+def format_run_summary(summary: Mapping[str, Any]) -> str:
+    """``summary.json`` (:meth:`RunSummary.to_dict`, with ``stages`` when this invocation of
+    ``run_all.py`` ran stages) as ``run_all.py`` prints it at the end, each stage with its status and
+    minutes."""
+    overview = RunSummary.from_dict(summary)
+    parts = [f"Run: {overview.run_dir}", t.texts(_overview_tables(overview))]
+    parts.append(t.texts(t.human_label_tables(overview.human_labels)))
+    if "stages" in summary:  # optional by design: only when this invocation ran stages
+        rows = [(name, info["status"], float(info["minutes"])) for name, info in summary["stages"].items()]
+        parts.append(t.text(t.table(("stage", "status", "minutes"), rows)))
+    return "\n\n".join(parts)
 
 
 def _human_labels(run: RunDir) -> str:
@@ -347,7 +417,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         for stage, (folder, notebook) in STAGES.items()
     ]
     blocks = [
-        _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
+        _block("Overview", lambda: _html(_overview_tables(read_run_summary(run)))),
         _block(
             "The claims ledger",
             lambda: _ledger(run),

@@ -40,7 +40,6 @@ from cifar_helpers.analysis.human_labels import (
     HumanFailureReport,
     HumanLabelsSummary,
     NotApplicable,
-    result_from_dict,
 )
 from cifar_helpers.analysis.positive_control import PositiveControl
 from cifar_helpers.analysis.sanity import RandomisationSummary
@@ -437,29 +436,6 @@ def positive_control_road_table(result: PositiveControl) -> pd.DataFrame:
     return table(columns, rows, title, notes, dict.fromkeys(columns[2:], "signed"))
 
 
-# --- the run's summary: run_all.py's last words and the top of the report -------------------------
-
-
-def run_summary_tables(summary: dict[str, Any]) -> list[pd.DataFrame]:
-    """The numbers a reader wants first (``summary.json``): both models' accuracy and gap, the
-    confident failures and what the augmented model did with them. A stage not run yet has None."""
-    columns = ("model", "test accuracy", "train accuracy", "train - test gap")
-    keys = ("test_accuracy", "train_accuracy", "train_test_gap")
-    rows = [(m, *(summary[m][k] for k in keys)) for m in ("baseline", "augmented")]
-    note_ = ["gap: train minus test accuracy, both evaluated in eval mode without augmentation"]
-    threshold = summary["confidence_threshold"]
-    above = "" if threshold is None else f" (confidence > {threshold})"
-    spec = [
-        (f"high-confidence failures of the baseline{above}", None, "high_confidence_failures"),
-        ("fixed by the augmented model", None, "comparison", "fixed"),
-        ("kept, same wrong class", None, "comparison", "kept_same"),
-        ("kept, another wrong class", None, "comparison", "kept_different"),
-        ("new high-confidence failures", None, "comparison", "new"),
-    ]
-    formats = dict.fromkeys(columns[1:], "pct")
-    return [table(columns, rows, notes=note_, formats=formats), spec_table({"value": summary}, spec)]
-
-
 def _by_category(by_category: dict[str, Any], title: str, notes: list[str]) -> pd.DataFrame:
     rows = [(c, *(by_category[g][c] for g in COUNT_KEYS)) for c in CATEGORIES]
     return table(CATEGORY_COUNTS, rows, title, notes)
@@ -485,17 +461,6 @@ def human_label_tables(summary: HumanLabelsSummary | NotApplicable) -> list[pd.D
         frames.append(_by_category(summary.by_category, title, [warning] * bool(flagged)))
     spec = [(f"{m}: accuracy against the human plurality label", "pct", m) for m in models]
     return [*frames, spec_table({"value": summary.accuracy_vs_human_plurality}, spec)]
-
-
-def format_run_summary(summary: dict[str, Any]) -> str:
-    """``summary.json`` as ``run_all.py`` prints it at the end, with each stage's status and minutes
-    when this invocation ran stages."""
-    parts = [f"Run: {summary['run_dir']}", texts(run_summary_tables(summary))]
-    parts.append(texts(human_label_tables(result_from_dict(summary["human_labels"], HumanLabelsSummary))))
-    if "stages" in summary:
-        rows = [(name, info["status"], float(info["minutes"])) for name, info in summary["stages"].items()]
-        parts.append(text(table(("stage", "status", "minutes"), rows)))
-    return "\n\n".join(parts)
 
 
 # --- human labels (notebooks 02, 05, 06) ------------------------------------------------------------

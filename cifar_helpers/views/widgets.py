@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as widgets
@@ -32,10 +31,11 @@ from cifar_helpers.views.plotting.common import (
     PANEL_INCHES,
     TOP_K,
     WRONG_COLOR,
+    FailureColumns,
     add_heatmap_colorbar,
     class_bars,
     class_labels,
-    failure_arrays,
+    failure_columns,
     format_confidence,
     frame,
     image_batch,
@@ -59,10 +59,9 @@ class _ModelView:
     ``{test index: (predicted-class map, true-class map)}`` (H, W) computed so far and how to compute one."""
 
     name: str
-    failures: dict[str, np.ndarray]
+    failures: FailureColumns
     probs: np.ndarray
     maps: dict[int, tuple[np.ndarray, np.ndarray]]
-    threshold: float | None
     explain: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def maps_for(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -117,12 +116,12 @@ def _prepare(
 
     views: dict[str, _ModelView] = {}
     for name, failure_set in failures.items():
-        columns = failure_arrays(failure_set, f"failures[{name!r}]")
-        k = len(columns["indices"])
-        if k and (columns["indices"].min() < 0 or columns["indices"].max() >= n):
+        columns = failure_columns(failure_set, f"failures[{name!r}]")
+        k = len(columns.indices)
+        if k and (columns.indices.min() < 0 or columns.indices.max() >= n):
             raise ValueError(f"failures[{name!r}].indices must lie in [0, {n}) (positions in the test split)")
-        class_labels(f"failures[{name!r}].predicted", columns["predicted"], k, len(names))
-        if not np.array_equal(columns["true_labels"], true_labels[columns["indices"]]):
+        class_labels(f"failures[{name!r}].predicted", columns.predicted, k, len(names))
+        if not np.array_equal(columns.true_labels, true_labels[columns.indices]):
             raise ValueError(
                 f"failures[{name!r}].true_labels disagree with labels[failures[{name!r}].indices]: "
                 "were the failures found on a different split or subset?"
@@ -135,8 +134,7 @@ def _prepare(
         explain = None
         if name in models:
             explain = partial(_explain, models[name], batch, model_probs, true_labels, layer)
-        threshold = getattr(failure_set, "threshold", None)
-        views[str(name)] = _ModelView(str(name), columns, model_probs, {}, threshold, explain=explain)
+        views[str(name)] = _ModelView(str(name), columns, model_probs, {}, explain=explain)
     return batch, true_labels, names, views
 
 
@@ -333,15 +331,15 @@ class FailureBrowser:
     def _apply_filters(self) -> None:
         """Recompute the filtered failures of the chosen model and go back to the first one."""
         columns = self._models[self.model].failures
-        keep = np.ones(len(columns["indices"]), dtype=bool)
+        keep = np.ones(len(columns.indices), dtype=bool)
         if self.true_dropdown.value != self.any_label:
-            keep &= columns["true_labels"] == self.classes.index(self.true_dropdown.value)
+            keep &= columns.true_labels == self.classes.index(self.true_dropdown.value)
         if self.pred_dropdown.value != self.any_label:
-            keep &= columns["predicted"] == self.classes.index(self.pred_dropdown.value)
+            keep &= columns.predicted == self.classes.index(self.pred_dropdown.value)
         if self._categories is not None and self.category_dropdown.value != self.any_label:
-            keep &= self._categories[columns["indices"]] == self.category_dropdown.value
+            keep &= self._categories[columns.indices] == self.category_dropdown.value
         self._rows = np.flatnonzero(keep)
-        self.filtered_indices = torch.from_numpy(columns["indices"][self._rows].copy())
+        self.filtered_indices = torch.from_numpy(columns.indices[self._rows].copy())
         # The slider's own observer must not redraw for each of these intermediate values.
         self._updating = True
         try:
@@ -357,8 +355,8 @@ class FailureBrowser:
         self.output.clear_output(wait=True)
         if n == 0:
             self.position_label.value = "0 of 0"
-            total = len(self._models[self.model].failures["indices"])
-            threshold = self._models[self.model].threshold
+            total = len(self._models[self.model].failures.indices)
+            threshold = self._models[self.model].failures.threshold
             if total == 0:
                 above = f"above {threshold:g}" if threshold is not None else "above the threshold"
                 self.message = (
@@ -400,24 +398,24 @@ def _static_failure_figure(*inputs: Any, **named_inputs: Any) -> Figure:
     model = next(iter(views.values()))
     columns = model.failures
     # Lazily, so that Grad-CAM on demand runs for the failures drawn only.
-    maps = ((row, model.maps_for(index)) for row, index in enumerate(columns["indices"].tolist()))
+    maps = ((row, model.maps_for(index)) for row, index in enumerate(columns.indices.tolist()))
     with_maps = list(islice(((row, m) for row, m in maps if m is not None), _MAX_STATIC))
     if with_maps:
-        rows = np.array([row for row, _ in with_maps])
+        shown = columns.rows(np.array([row for row, _ in with_maps]))
         predicted_maps, true_maps = (np.stack(m) for m in zip(*(m for _, m in with_maps), strict=True))
         return plot_gradcam_pairs(
-            batch[columns["indices"][rows]],
+            batch[shown.indices],
             predicted_maps,
             true_maps,
-            *(columns[key][rows] for key in ("true_labels", "predicted", "confidence")),
+            shown.true_labels,
+            shown.predicted,
+            shown.confidence,
             names,
-            max_rows=math.ceil(len(rows) / 2),
+            max_rows=math.ceil(len(with_maps) / 2),
             per_row=2,
-            title=f"{model.name}: the {len(rows)} most confident failures and their Grad-CAM",
+            title=f"{model.name}: the {len(with_maps)} most confident failures and their Grad-CAM",
         )
-    first = SimpleNamespace(
-        **{key: values[:_MAX_STATIC] for key, values in columns.items()}, threshold=model.threshold
-    )
+    first = columns.rows(slice(_MAX_STATIC))
     return plot_failure_grid(batch[first.indices], first, names, max_images=_MAX_STATIC)
 
 

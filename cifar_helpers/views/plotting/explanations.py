@@ -22,7 +22,7 @@ from .common import (
     check_keys,
     check_maps,
     class_labels,
-    failure_arrays,
+    failure_columns,
     failure_title,
     format_confidence,
     frame,
@@ -73,8 +73,8 @@ def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_im
         classes: class names.
     """
     names = check_classes("classes", classes)
-    columns = failure_arrays(failures)
-    k = len(columns["indices"])
+    columns = failure_columns(failures)
+    k = len(columns.indices)
     batch = image_batch("images", images)
     if len(batch) != k:
         raise ValueError(
@@ -82,9 +82,8 @@ def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_im
             "pass test_images[failures.indices]"
         )
     max_images = check_count("max_images", max_images)
-    true = class_labels("failures.true_labels", columns["true_labels"], k, len(names))
-    predicted = class_labels("failures.predicted", columns["predicted"], k, len(names))
-    threshold = getattr(failures, "threshold", None)
+    true = class_labels("failures.true_labels", columns.true_labels, k, len(names))
+    predicted = class_labels("failures.predicted", columns.predicted, k, len(names))
     if k == 0:
         return _empty_figure("High-confidence failures", "no high-confidence failures: nothing to show")
 
@@ -95,10 +94,10 @@ def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_im
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         if i < n:
-            _failure_panel(ax, batch[i], names, true[i], predicted[i], columns["confidence"][i], width=20)
+            _failure_panel(ax, batch[i], names, true[i], predicted[i], columns.confidence[i], width=20)
         else:
             ax.set_axis_off()
-    above = f" with confidence > {threshold:.0%}" if threshold is not None else ""
+    above = f" with confidence > {columns.threshold:.0%}" if columns.threshold is not None else ""
     fig.suptitle(f"The {n} most confident of {k} failures{above}: true → predicted (confidence)")
     return fig
 
