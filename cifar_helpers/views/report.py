@@ -44,10 +44,7 @@ from cifar_helpers.rundir.artifacts import (
     load_json,
 )
 from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGE_SPECS
-from cifar_helpers.rundir.replicate_layout import (
-    find_seed_dirs,
-    replicates_dir,
-)
+from cifar_helpers.rundir.replicate_layout import find_seed_dirs, replicates_dir
 from cifar_helpers.views import tables as t
 
 REPORT_NAME = "report.html"
@@ -156,15 +153,8 @@ def _stage_claims(saved: list[dict[str, Any]]) -> list[pd.DataFrame]:
     rows = [ClaimResult.from_dict(row) for row in saved]
     if any(r.population.startswith(BENCH) for r in rows):
         return [t.bench_table(rows)]
-    return [
-        t.claims_table(
-            rows, title="as this stage tested them, before the bench's gate (the ledger has the verdicts)"
-        )
-    ]
-
-
-def _road_table(data: dict[str, Any]) -> Callable[[Any], pd.DataFrame]:
-    return t.road_by_model_table if isinstance(data.get("models"), dict) else t.failure_road_table
+    title = "as this stage tested them, before the bench's gate (the ledger has the verdicts)"
+    return [t.claims_table(rows, title=title)]
 
 
 # Each file's heading and its table(s), by "<folder>/<name>" where a name means different files in
@@ -187,8 +177,8 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
         lambda data: t.randomisation_table(RandomisationSummary.from_dict(data)),
     ),
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
-    # reevaluation/road.json has a table per model
-    "road.json": ("Faithfulness of the heatmaps (ROAD)", lambda data: _road_table(data)(data)),
+    "road.json": ("Faithfulness of the heatmaps (ROAD)", t.failure_road_table),
+    "reevaluation/road.json": ("Faithfulness of the heatmaps (ROAD)", t.road_by_model_table),
     "claims.json": ("Claims tested here", _stage_claims),
     "tile_shuffle.json": ("Accuracy on tile-shuffled images", t.tile_shuffle_table),
     # replicates/
@@ -418,10 +408,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
     ]
     blocks = [
         _block("Overview", lambda: _html(_overview_tables(read_run_summary(run)))),
-        _block(
-            "The claims ledger",
-            lambda: _ledger(run),
-        ),
+        _block("The claims ledger", lambda: _ledger(run)),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
     title, intro = (

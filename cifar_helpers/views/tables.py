@@ -119,7 +119,7 @@ def _not_applicable(reason: str) -> pd.DataFrame:
     return note(f"no human labels apply: {reason}")
 
 
-def is_words(column: pd.Series) -> bool:
+def _is_words(column: pd.Series) -> bool:
     """Whether a column holds only text (aligned left, unlike numbers)."""
     return bool(len(column)) and all(isinstance(v, str) for v in column)
 
@@ -145,7 +145,7 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
         styler.format_index(escape="html", axis="columns")
     # Words read left to right. A rule per column class: the cells have no ids (cell_ids=False), and
     # the report's page, which has its own stylesheet, keeps only these rules (``precise``).
-    words = [c for c in frame.columns[1:] if tuple(frame.columns) != KV and is_words(frame[c])]
+    words = [c for c in frame.columns[1:] if tuple(frame.columns) != KV and _is_words(frame[c])]
     left = [{"selector": cell, "props": "text-align: left"} for cell in ("td", "th")]
     styler.set_table_styles({c: left for c in words})
     styles = [] if precise else [{"selector": selector, "props": props} for selector, props in CSS.items()]
@@ -160,7 +160,7 @@ def text(frame: pd.DataFrame) -> str:
         rendered = style(frame, escape=False).to_string(delimiter=SEP).splitlines()[1 if kv else 0 :]
         cells = [line.split(SEP) for line in rendered]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-        align = ["<" if kv or is_words(frame.iloc[:, i]) else ">" for i in range(len(widths))]
+        align = ["<" if kv or _is_words(frame.iloc[:, i]) else ">" for i in range(len(widths))]
         for row in cells:
             values = "".join(f"  {c:{a}{w}}" for c, w, a in zip(row[1:], widths[1:], align[1:], strict=True))
             lines.append((row[0].ljust(widths[0]) + values).rstrip())
@@ -365,7 +365,7 @@ def positive_control_table(result: PositiveControl) -> pd.DataFrame:
     return spec_table({m: entry.to_dict() for m, entry in result.models.items()}, spec, title, notes)
 
 
-def road_map_table(
+def _road_map_table(
     road: dict[str, Any], names: Sequence[str], labels: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """A row per map of ``names`` (shown as ``labels``) of :func:`analysis.faithfulness.road_table`: the
@@ -387,7 +387,7 @@ def failure_road_table(report: dict[str, Any]) -> pd.DataFrame:
     layer, rows = report["explainer_layer"], report["rows"]
     names = [f"gradcam@{name}" for name in report["layers"]]
     names += [f"{e}@{layer}" for e in report["explainers"] if f"{e}@{layer}" not in names]
-    frame = road_map_table(report, [name for name in [*names, "random"] if name in rows] or list(rows))
+    frame = _road_map_table(report, [name for name in [*names, "random"] if name in rows] or list(rows))
     frame.attrs["title"] = (
         f"ROAD on the {report['num_images']} most confident of {report['num_failures']} failures: "
         "change in the predicted class's probability"
@@ -405,7 +405,7 @@ def road_by_model_table(result: dict[str, Any]) -> pd.DataFrame:
     if result["num_images"] == 0:
         return note("no images to score")
     parts = [
-        road_map_table(r, ["gradcam", "random"], [f"{m} Grad-CAM", f"{m} random"])
+        _road_map_table(r, ["gradcam", "random"], [f"{m} Grad-CAM", f"{m} random"])
         for m, r in result["models"].items()
     ]
     frame = pd.concat(parts, ignore_index=True)
@@ -453,10 +453,8 @@ def human_label_tables(summary: HumanLabelsSummary | NotApplicable) -> list[pd.D
     frames = [table(columns, rows, title, formats={f"{m} enrichment": "times" for m in models})]
     if summary.by_category is not None:  # once stage 05 has run
         flagged = summary.fixed_label_errors
-        warning = (
-            f"{flagged} 'fixed' failure(s) are verified label errors: the augmented model now agrees with "
-        )
-        warning += "a wrong label"
+        warning = f"{flagged} 'fixed' failure(s) are verified label errors: the augmented model now agrees "
+        warning += "with a wrong label"
         title = "the confident failures by category: fixed, kept or new in the augmented model"
         frames.append(_by_category(summary.by_category, title, [warning] * bool(flagged)))
     spec = [(f"{m}: accuracy against the human plurality label", "pct", m) for m in models]
@@ -617,17 +615,13 @@ def category_mix_table(mix: dict[str, Any]) -> pd.DataFrame:
         return _not_applicable(mix["reason"])
     groups = ("consistent", "one_seed")
     totals = {g: sum(mix[g].values()) for g in groups}
-    rows = [
-        (
-            c,
-            *(
-                x
-                for g in groups
-                for x in (mix[g].get(c, 0), mix[g].get(c, 0) / totals[g] if totals[g] else None)
-            ),
-        )
-        for c in sorted({c for g in groups for c in mix[g]})  # a group lists only the categories it has
-    ]
+
+    def count_and_share(group: str, category: str) -> tuple[int, float | None]:
+        n = mix[group].get(category, 0)  # optional by design: a group lists only the categories it has
+        return n, n / totals[group] if totals[group] else None
+
+    categories = sorted({c for g in groups for c in mix[g]})
+    rows = [(c, *count_and_share("consistent", c), *count_and_share("one_seed", c)) for c in categories]
     rows.append(("all", totals["consistent"], None, totals["one_seed"], None))
     columns = ("category", "consistent", "consistent share", "one seed only", "one-seed share")
     return table(columns, rows, formats=dict.fromkeys(columns[2::2], "share"))
@@ -636,7 +630,7 @@ def category_mix_table(mix: dict[str, Any]) -> pd.DataFrame:
 # --- the claims ledger (notebooks 05 and 07, run_all.py, the report) --------------------------------
 
 
-def claim_effect(r: ClaimResult) -> str:
+def _claim_effect(r: ClaimResult) -> str:
     """``effect [low, high]``: a level (a claim with a band) in percent, a difference in points."""
     kind, scale, unit = ("{:.1%}", 1, "") if r.rule.band else ("{:+.1f}", 100, " pts")
     low, mid, high = (
@@ -654,7 +648,7 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
     :func:`bench_table`'s): claim | test | control | effect [95 % CI] | verdict, a row per
     :class:`ClaimResult` (its population after the test unless it is all test images or all failures,
     and "secondary" unless it is the claim's primary population), levels in percent and differences
-    in points (:func:`claim_effect`); the notes give each interval's method and each verdict rule with
+    in points (:func:`_claim_effect`); the notes give each interval's method and each verdict rule with
     the claims they apply to, and how to read "inconclusive"."""
     rows = _on_real_data(rows)
     if not rows:
@@ -675,7 +669,7 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
             if r.primary and r.population in (ALL_IMAGES, ALL_FAILURES)
             else f"{r.test} [{r.population}{'' if r.primary else ', secondary'}]",
             r.control,
-            claim_effect(r),
+            _claim_effect(r),
             f"{r.verdict} ({r.precondition})" if r.precondition else r.verdict,
         )
         for r in rows
@@ -697,12 +691,12 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
     """The ledger for a terminal ``width`` columns wide (``run_all.py``'s summary): each claim's words
     once, then a line per test (test, "vs" its control, effect, verdict), a withheld verdict's reason
     below it, and :func:`claims_table`'s notes, every line wrapped to ``width``."""
-    bench = bench_lines(rows)
+    bench = _bench_lines(rows)
     rows = _on_real_data(rows)
     frame = claims_table(rows)
     if not rows:
         return text(frame)
-    effects = [claim_effect(r) for r in rows]
+    effects = [_claim_effect(r) for r in rows]
     effect_width, verdict_width = max(map(len, effects)), max(len(r.verdict) for r in rows)
     left = width - 6 - effect_width - verdict_width  # the test's words; 2 spaces before each column
     lines, claim = [frame.attrs["title"]], None
@@ -720,7 +714,7 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
     return "\n".join([*lines, *(textwrap.fill(n, width, subsequent_indent="  ") for n in notes)])
 
 
-def bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
+def _bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
     """Which claim tests passed the planted-cause bench among ``rows``, and why the others did not."""
     gate = bench_gate(rows)
     if not gate:
@@ -741,13 +735,13 @@ def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
     if not bench:
         return note("the planted-cause bench has not run yet: run 06_stress_tests")
     causes = list(dict.fromkeys(r.population.removeprefix(BENCH) for r in bench))
-    cells = {(r.claim, r.population.removeprefix(BENCH)): f"{r.verdict}, {claim_effect(r)}" for r in bench}
+    cells = {(r.claim, r.population.removeprefix(BENCH)): f"{r.verdict}, {_claim_effect(r)}" for r in bench}
     claims = list(dict.fromkeys(r.claim for r in bench))
     body = [(claim, *(cells.get((claim, cause), "-") for cause in causes)) for claim in claims]
     own = ", ".join(f"claim {k}: {cause}" for k, cause in CAUSE_OF_CLAIM.items())
     notes = [
         f"each test's own cause (where it must say supported, and nowhere else): {own}",
-        *bench_lines(rows),
+        *_bench_lines(rows),
     ]
     title = "the planted-cause bench: every claim test on every planted cause"
     return table(("test of", *causes), body, title, notes)
