@@ -12,7 +12,6 @@ from pathlib import Path
 
 from cifar_helpers.rundir import artifacts
 from cifar_helpers.rundir.registry import STAGE_REGISTRY, STAGE_SPECS, stage_number
-from cifar_helpers.views import report
 from cifar_helpers.workflow import progress
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cifar_helpers"
@@ -137,7 +136,6 @@ def test_every_view_of_the_stages_reads_the_registry():
     for spec in STAGE_SPECS:
         assert artifacts.STAGES[spec.name] == (spec.directory, spec.notebook)
         assert artifacts.STAGE_INPUTS[spec.name] == spec.inputs
-        assert report.STAGE_TITLES[spec.name] == spec.title
         assert all(stage_number(s) < stage_number(spec.name) for s in spec.inputs)  # inputs come first
         for profile, seconds in progress.EXPECTED_SECONDS.items():
             assert seconds[spec.name] == spec.expected_seconds[profile]

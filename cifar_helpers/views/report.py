@@ -1,7 +1,7 @@
 """A one-page, self-contained HTML report of a run (inline CSS, figures as data URIs, no script), built
-only from the run directory's files (:data:`rundir.artifacts.STAGE_OUTPUTS`) with the tables of
-:mod:`views.tables` and ``templates/report.html.j2``. A stage not run yet or a file that cannot be read
-says so in its section, so a report can be written at any point of a run.
+only from the run directory's files (the outputs of :data:`rundir.registry.STAGE_SPECS`) with the tables
+of :mod:`views.tables` and ``templates/report.html.j2``. A stage not run yet or a file that cannot be
+read says so in its section, so a report can be written at any point of a run.
 """
 
 from __future__ import annotations
@@ -36,14 +36,12 @@ from cifar_helpers.analysis.seed_analysis import (
     ReplicateSummary,
 )
 from cifar_helpers.rundir.artifacts import (
-    STAGE_OUTPUTS,
-    STAGES,
     DamagedArtifactError,
     RunDir,
     atomic_path,
     load_json,
 )
-from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGE_SPECS
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGE_SPECS, StageSpec
 from cifar_helpers.rundir.replicate_layout import find_seed_dirs, replicates_dir
 from cifar_helpers.views import tables as t
 
@@ -51,7 +49,6 @@ REPORT_NAME = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Rows shown for a JSON file without a dedicated summary; the file itself holds the rest.
 MAX_GENERIC_ROWS = 40
-STAGE_TITLES: dict[str, str] = {spec.name: spec.title for spec in STAGE_SPECS}
 TEMPLATE = jinja2.Environment(
     loader=jinja2.PackageLoader("cifar_helpers.views", "templates"), autoescape=True, trim_blocks=True
 ).get_template("report.html.j2")
@@ -207,6 +204,7 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
 
 def _file_part(path: Path) -> dict[str, str]:
     """A file's tables, or why they cannot be shown (with its values if it could be read)."""
+    # optional by design: a file FILES does not list gets the table of its values
     heading, render = FILES.get(f"{path.parent.name}/{path.name}") or FILES.get(
         path.name, (path.name, _generic)
     )
@@ -257,11 +255,12 @@ def _figure(path: Path) -> dict[str, str]:
     }
 
 
-def _section(stage: str, title: str, base: Path, names: tuple[str, ...], notebook: str) -> dict[str, Any]:
+def _section(spec: StageSpec, base: Path, notebook: str) -> dict[str, Any]:
     """A stage's section: its status, each JSON file's tables and the figures in ``base``."""
+    names = spec.outputs
     missing = [name for name in names if not (base / name).exists()]
     status = "complete" if not missing else "not run" if len(missing) == len(names) else "incomplete"
-    section = {"id": stage, "title": title, "status": status}
+    section = {"id": spec.name, "title": spec.title, "status": status}
     if status == "not run":
         return {**section, "notes": [f"stage not run: run {notebook} to produce {', '.join(names)}."]}
     json_files = [base / name for name in names if name.endswith(".json") and (base / name).exists()]
@@ -402,10 +401,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         raise FileNotFoundError(
             f"run directory {run.root} does not exist; pass the directory a run wrote into"
         )
-    sections = [
-        _section(stage, STAGE_TITLES.get(stage, stage), run.root / folder, STAGE_OUTPUTS[stage], notebook)
-        for stage, (folder, notebook) in STAGES.items()
-    ]
+    sections = [_section(spec, run.root / spec.directory, spec.notebook) for spec in STAGE_SPECS]
     blocks = [
         _block("Overview", lambda: _html(_overview_tables(read_run_summary(run)))),
         _block("The claims ledger", lambda: _ledger(run)),
@@ -447,14 +443,12 @@ def _seeds(root: Path) -> str:
 def render_replicates_report(root: str | os.PathLike[str]) -> str:
     """The replicate run's page: each seed's accuracies and the section of ``replicates/``."""
     root = Path(root).expanduser().resolve()
-    spec = REPLICATES_SPEC
-    notebook = f"{spec.notebook} (run_all.py --seeds)"
-    section = _section(spec.name, spec.title, replicates_dir(root), spec.outputs, notebook)
+    notebook = f"{REPLICATES_SPEC.notebook} (run_all.py --seeds)"
     return TEMPLATE.render(
         title=f"cifar-stress replicate report: {root.name}",
         intro=f"Replicate run: {root}. Built from the seed-<k>/ run directories and replicates/.",
         blocks=[_block("Seeds", lambda: _seeds(root))],
-        sections=[section],
+        sections=[_section(REPLICATES_SPEC, replicates_dir(root), notebook)],
     )
 
 

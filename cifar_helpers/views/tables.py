@@ -34,6 +34,7 @@ from cifar_helpers.analysis.human_labels import (
     AMBIGUOUS,
     CATEGORIES,
     LABEL_ERROR,
+    MODEL_ERROR,
     NUM_TEST_IMAGES,
     CategoryComparison,
     HumanCalibration,
@@ -126,16 +127,16 @@ def _is_words(column: pd.Series) -> bool:
 
 def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> Styler:
     """The table as a ``Styler``; ``precise``: the report's digits."""
-    formats = frame.attrs.get("formats", {})
+    formats = frame.attrs["formats"]
 
     def cell(kind: str | None) -> Any:
         return lambda v: html.escape(fmt(v, kind, precise)) if escape else fmt(v, kind, precise)
 
     # One id per table, the same every run: a page holds many tables, and their styles must not mix.
-    uuid = hashlib.sha1(repr((frame.attrs.get("title"), list(frame.columns))).encode()).hexdigest()[:8]
+    uuid = hashlib.sha1(repr((frame.attrs["title"], list(frame.columns))).encode()).hexdigest()[:8]
     styler = Styler(frame, uuid=uuid, cell_ids=False).hide(axis="index")
     for column in frame.columns:
-        styler.format(cell(formats.get(column)), subset=[column])
+        styler.format(cell(formats.get(column)), subset=[column])  # optional: a column may have no kind
     labels = list(frame.iloc[:, 0]) if len(frame.columns) else []
     for key, kind in formats.items():
         rows = [i for i, label in enumerate(labels) if label == key and key not in frame.columns]
@@ -154,7 +155,7 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
 
 def text(frame: pd.DataFrame) -> str:
     """Aligned plain text: title, header, rows, notes; a quantity/value table as ``label  value`` lines."""
-    lines = [frame.attrs.get("title", "")]
+    lines = [frame.attrs["title"]]
     if len(frame):
         kv = tuple(frame.columns) == KV
         rendered = style(frame, escape=False).to_string(delimiter=SEP).splitlines()[1 if kv else 0 :]
@@ -164,14 +165,14 @@ def text(frame: pd.DataFrame) -> str:
         for row in cells:
             values = "".join(f"  {c:{a}{w}}" for c, w, a in zip(row[1:], widths[1:], align[1:], strict=True))
             lines.append((row[0].ljust(widths[0]) + values).rstrip())
-    return "\n".join(line for line in [*lines, *frame.attrs.get("notes", ())] if line)
+    return "\n".join(line for line in [*lines, *frame.attrs["notes"]] if line)
 
 
 def to_html(frame: pd.DataFrame, precise: bool = False) -> str:
     """The table as HTML with its title and notes; ``precise``: the report's digits and, since its page
     has a stylesheet, only the styles that say which columns hold words."""
-    title = f"<h4>{html.escape(frame.attrs['title'])}</h4>" if frame.attrs.get("title") else ""
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in frame.attrs.get("notes", ()))
+    title = f"<h4>{html.escape(frame.attrs['title'])}</h4>" if frame.attrs["title"] else ""
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in frame.attrs["notes"])
     return title + (style(frame, precise).to_html() if len(frame.columns) else "") + notes
 
 
@@ -191,12 +192,12 @@ def show(*frames: pd.DataFrame | str) -> None:
 
 def describe_config(config: RunConfig) -> str:
     """The run configuration as aligned ``key: value`` lines, marking values that differ from the profile."""
-    defaults = {**RunConfig().to_dict(), **PROFILES.get(config.profile, {})}
+    defaults = {**RunConfig().to_dict(), **PROFILES.get(config.profile, {})}  # optional: "auto" has none
     lines = []
     for key, value in config.to_dict().items():
         if key == "extra" and not value:
             continue
-        mark = "  (changed)" if key != "profile" and defaults.get(key) != value else ""
+        mark = "  (changed)" if key != "profile" and defaults[key] != value else ""
         lines.append(f"{key:<22}{value!r}{mark}")
     return "\n".join(lines)
 
@@ -470,13 +471,13 @@ def human_failure_table(report: HumanFailureReport | NotApplicable, title: str =
     if isinstance(report, NotApplicable):
         return _not_applicable(report.reason)
     counts, n, base = report.counts, report.num_failures, report.base_counts
-    status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS}
+    status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}  # in the test set
     rows = [
         (
             c,
             counts[c],
             counts[c] / n if n else None,
-            base[status.get(c, AGREED)] / NUM_TEST_IMAGES,
+            base[status[c]] / NUM_TEST_IMAGES,
             report.enrichment[c],
         )
         for c in CATEGORIES
@@ -737,6 +738,7 @@ def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
     causes = list(dict.fromkeys(r.population.removeprefix(BENCH) for r in bench))
     cells = {(r.claim, r.population.removeprefix(BENCH)): f"{r.verdict}, {_claim_effect(r)}" for r in bench}
     claims = list(dict.fromkeys(r.claim for r in bench))
+    # optional by design: "-" where a test did not run on a cause
     body = [(claim, *(cells.get((claim, cause), "-") for cause in causes)) for claim in claims]
     own = ", ".join(f"claim {k}: {cause}" for k, cause in CAUSE_OF_CLAIM.items())
     notes = [

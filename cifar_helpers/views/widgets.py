@@ -48,7 +48,7 @@ class _ModelView:
         the model (once, then cached), else None."""
         if index not in self.maps and self.explain is not None:
             self.maps[index] = self.explain(index)
-        return self.maps.get(index)
+        return self.maps.get(index)  # None: no map, and no model to compute one
 
 
 def _explain(

@@ -271,7 +271,7 @@ def _check_curve(name: str, curve: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def _auc(curve: Mapping[str, Any], columns: dict[str, np.ndarray], key: str) -> float:
     """The AUC the curve reports, else the trapezoid area over the deleted fraction."""
-    given = curve.get(f"{key}_auc")
+    given = curve.get(f"{key}_auc")  # optional by design: a curve need not carry its AUC
     if given is not None:
         return float(given)
     x, y = columns["fractions"], columns[key]
