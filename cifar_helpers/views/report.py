@@ -351,11 +351,8 @@ def _overview_tables(summary: RunSummary) -> list[pd.DataFrame]:
         ("kept, another wrong class", None, "comparison", "kept_different"),
         ("new high-confidence failures", None, "comparison", "new"),
     ]
-    formats = dict.fromkeys(columns[1:], "pct")
-    return [
-        t.table(columns, rows, notes=note_, formats=formats),
-        t.spec_table({"value": summary.to_dict()}, spec),
-    ]
+    models = t.table(columns, rows, notes=note_, formats=dict.fromkeys(columns[1:], "pct"))
+    return [models, t.spec_table({"value": summary.to_dict()}, spec)]
 
 
 def format_run_summary(summary: Mapping[str, Any]) -> str:
