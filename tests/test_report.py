@@ -34,13 +34,15 @@ from cifar_helpers.analysis.seed_analysis import (
     ReplicateSummary,
     Spread,
 )
-from cifar_helpers.rundir.artifacts import save_figure, save_json
+from cifar_helpers.rundir.artifacts import RunDir, save_figure, save_json
 from cifar_helpers.rundir.config import make_config
 from cifar_helpers.rundir.registry import STAGES
 from cifar_helpers.views import tables
 from cifar_helpers.views.report import (
     REPORT_NAME,
+    RunSummary,
     png_problem,
+    read_run_summary,
     render_replicates_report,
     render_report,
     write_report,
@@ -240,6 +242,25 @@ def test_report_shows_key_numbers_and_unrun_stages(fake_run: Path) -> None:
     assert "Training curves" in page and "Corruption curves" in page  # captions from file names
     assert "0.1361" in page and "0.3171" in page
     assert "could not" not in page  # every file of this run is readable
+
+
+def test_the_run_summary_keeps_its_saved_layout_and_reads_back(fake_run: Path) -> None:
+    summary = read_run_summary(RunDir(fake_run))
+    saved = json.loads(json.dumps(summary.to_dict()))
+    assert list(saved) == [
+        "run_dir",
+        "baseline",
+        "augmented",
+        "high_confidence_failures",
+        "confidence_threshold",
+        "comparison",
+        "human_labels",
+        "damaged",
+    ]
+    assert saved["comparison"]["fixed"] == 21 and saved["baseline"]["train_seconds"] is not None
+    assert RunSummary.from_dict(saved | {"claims": []}) == summary  # the runner's keys are left
+    with pytest.raises(KeyError, match="damaged"):
+        RunSummary.from_dict({key: value for key, value in saved.items() if key != "damaged"})
 
 
 def test_report_of_an_empty_run_says_every_stage_is_missing(tmp_path: Path) -> None:

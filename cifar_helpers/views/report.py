@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel
 from cifar_helpers.analysis.human_labels import (
     HumanCalibration,
+    HumanLabelsSummary,
     NotApplicable,
     human_labels_summary,
     result_from_dict,
@@ -43,12 +45,8 @@ from cifar_helpers.rundir.artifacts import (
     atomic_path,
     load_json,
 )
-from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES
-from cifar_helpers.rundir.replicate_layout import (
-    find_seeds,
-    replicates_dir,
-    seed_run_dir,
-)
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES, StageSpec
+from cifar_helpers.rundir.replicate_layout import find_seeds, replicates_dir, seed_run_dir
 from cifar_helpers.views import tables as t
 
 REPORT_NAME = "report.html"
@@ -156,17 +154,8 @@ def _stage_claims(saved: list[dict[str, Any]]) -> list[pd.DataFrame]:
     rows = [ClaimResult.from_dict(row) for row in saved]
     if any(r.population.startswith(BENCH) for r in rows):
         return [t.bench_table(rows)]
-    return [
-        t.claims_table(
-            rows, title="as this stage tested them, before the bench's gate (the ledger has the verdicts)"
-        )
-    ]
-
-
-def _road_table(data: dict[str, Any]) -> pd.DataFrame:
-    if "models" in data:  # reevaluation/road.json: a table per model
-        return t.road_by_model_table(RoadByModel.from_dict(data))
-    return t.failure_road_table(FailureRoad.from_dict(data))
+    title = "as this stage tested them, before the bench's gate (the ledger has the verdicts)"
+    return [t.claims_table(rows, title=title)]
 
 
 # Each file's heading and its table(s), by "<folder>/<name>" where a name means different files in
@@ -195,7 +184,14 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
         lambda data: t.randomisation_table(RandomisationSummary.from_dict(data)),
     ),
     "positive_control.json": ("Positive control: background shortcut", _positive_control),
-    "road.json": ("Faithfulness of the heatmaps (ROAD)", _road_table),
+    "road.json": (
+        "Faithfulness of the heatmaps (ROAD)",
+        lambda data: t.failure_road_table(FailureRoad.from_dict(data)),
+    ),
+    "reevaluation/road.json": (
+        "Faithfulness of the heatmaps (ROAD)",
+        lambda data: t.road_by_model_table(RoadByModel.from_dict(data)),
+    ),
     "claims.json": ("Claims tested here", _stage_claims),
     "tile_shuffle.json": (
         "Accuracy on tile-shuffled images",
@@ -227,6 +223,7 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
 
 def _file_part(path: Path) -> dict[str, str]:
     """A file's tables, or why they cannot be shown (with its values if it could be read)."""
+    # optional by design: a file FILES does not list gets the table of its values
     heading, render = FILES.get(f"{path.parent.name}/{path.name}") or FILES.get(
         path.name, (path.name, _generic)
     )
@@ -277,11 +274,12 @@ def _figure(path: Path) -> dict[str, str]:
     }
 
 
-def _section(stage: str, title: str, base: Path, names: tuple[str, ...], notebook: str) -> dict[str, Any]:
+def _section(spec: StageSpec, base: Path, notebook: str) -> dict[str, Any]:
     """A stage's section: its status, each JSON file's tables and the figures in ``base``."""
+    names = spec.outputs
     missing = [name for name in names if not (base / name).exists()]
     status = "complete" if not missing else "not run" if len(missing) == len(names) else "incomplete"
-    section = {"id": stage, "title": title, "status": status}
+    section = {"id": spec.name, "title": spec.title, "status": status}
     if status == "not run":
         return {**section, "notes": [f"stage not run: run {notebook} to produce {', '.join(names)}."]}
     json_files = [base / name for name in names if name.endswith(".json") and (base / name).exists()]
@@ -290,9 +288,42 @@ def _section(stage: str, title: str, base: Path, names: tuple[str, ...], noteboo
     return {**section, "notes": notes, "parts": [_file_part(path) for path in json_files], "figures": figures}
 
 
-def read_run_summary(run: RunDir) -> dict[str, Any]:
-    """The numbers a reader wants first (``summary.json``); None for a stage not run yet or a damaged
-    file, which ``"damaged"`` lists (one line each, naming the stage to rerun)."""
+_METRICS = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The numbers a reader wants first (the report's overview, ``summary.json``): each model's
+    ``metrics.json`` numbers (:data:`_METRICS`), the baseline's confident failures, what the augmented
+    model did with them (``comparison.json``'s counts) and the human labels. A number is None for a
+    stage not run yet or a damaged file, which ``damaged`` lists (one line each, naming the stage to
+    rerun)."""
+
+    run_dir: str
+    baseline: dict[str, float | None]
+    augmented: dict[str, float | None]
+    high_confidence_failures: int | None
+    confidence_threshold: float | None
+    comparison: dict[str, int | None]
+    human_labels: HumanLabelsSummary | NotApplicable
+    damaged: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The layout of ``summary.json`` (before the runner adds ``claims`` and ``stages``)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return values | {"human_labels": self.human_labels.to_dict(), "damaged": list(self.damaged)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunSummary:
+        """Rebuild from :meth:`to_dict`'s output (keys the runner added are left); a missing key raises
+        a KeyError naming it."""
+        human_labels = result_from_dict(values["human_labels"], HumanLabelsSummary)
+        kept = {f.name: values[f.name] for f in fields(cls)}
+        return cls(**kept | {"human_labels": human_labels, "damaged": tuple(values["damaged"])})
+
+
+def read_run_summary(run: RunDir) -> RunSummary:
+    """The run's :class:`RunSummary`, read from its stages' files."""
     damaged: list[str] = []
 
     def read(stage: str, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -310,18 +341,50 @@ def read_run_summary(run: RunDir) -> dict[str, Any]:
         damaged.append(str(error))
         human_labels = NotApplicable(str(error))
 
-    metrics = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds")
     failures = read("failures", "summary.json", ("num_high_confidence", "threshold"))
-    return {
-        "run_dir": str(run.root),
-        **{stage: read(stage, "metrics.json", metrics) for stage in ("baseline", "augmented")},
-        "high_confidence_failures": failures["num_high_confidence"],
-        "confidence_threshold": failures["threshold"],
-        "comparison": read("reevaluation", "comparison.json", ("counts",))["counts"]
+    return RunSummary(
+        run_dir=str(run.root),
+        baseline=read("baseline", "metrics.json", _METRICS),
+        augmented=read("augmented", "metrics.json", _METRICS),
+        high_confidence_failures=failures["num_high_confidence"],
+        confidence_threshold=failures["threshold"],
+        comparison=read("reevaluation", "comparison.json", ("counts",))["counts"]
         or dict.fromkeys(COUNT_KEYS),
-        "human_labels": human_labels.to_dict(),
-        "damaged": damaged,
-    }
+        human_labels=human_labels,
+        damaged=tuple(damaged),
+    )
+
+
+def _overview_tables(summary: RunSummary) -> list[pd.DataFrame]:
+    """Both models' accuracy and gap, the confident failures and what the augmented model did with them."""
+    columns = ("model", "test accuracy", "train accuracy", "train - test gap")
+    keys = ("test_accuracy", "train_accuracy", "train_test_gap")
+    rows = [(m, *(getattr(summary, m)[k] for k in keys)) for m in ("baseline", "augmented")]
+    note_ = ["gap: train minus test accuracy, both evaluated in eval mode without augmentation"]
+    threshold = summary.confidence_threshold
+    above = "" if threshold is None else f" (confidence > {threshold})"
+    spec = [
+        (f"high-confidence failures of the baseline{above}", None, "high_confidence_failures"),
+        ("fixed by the augmented model", None, "comparison", "fixed"),
+        ("kept, same wrong class", None, "comparison", "kept_same"),
+        ("kept, another wrong class", None, "comparison", "kept_different"),
+        ("new high-confidence failures", None, "comparison", "new"),
+    ]
+    models = t.table(columns, rows, notes=note_, formats=dict.fromkeys(columns[1:], "pct"))
+    return [models, t.spec_table({"value": summary.to_dict()}, spec)]
+
+
+def format_run_summary(summary: Mapping[str, Any]) -> str:
+    """``summary.json`` (:meth:`RunSummary.to_dict`, with ``stages`` when this invocation of
+    ``run_all.py`` ran stages) as ``run_all.py`` prints it at the end, each stage with its status and
+    minutes."""
+    overview = RunSummary.from_dict(summary)
+    parts = [f"Run: {overview.run_dir}", t.texts(_overview_tables(overview))]
+    parts.append(t.texts(t.human_label_tables(overview.human_labels)))
+    if "stages" in summary:  # optional by design: only when this invocation ran stages
+        rows = [(name, info["status"], float(info["minutes"])) for name, info in summary["stages"].items()]
+        parts.append(t.text(t.table(("stage", "status", "minutes"), rows)))
+    return "\n\n".join(parts)
 
 
 def _human_labels(run: RunDir) -> str:
@@ -354,16 +417,10 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         raise FileNotFoundError(
             f"run directory {run.root} does not exist; pass the directory a run wrote into"
         )
-    sections = [
-        _section(stage, spec.title, run.root / spec.directory, spec.outputs, spec.notebook)
-        for stage, spec in STAGES.items()
-    ]
+    sections = [_section(spec, run.root / spec.directory, spec.notebook) for spec in STAGES.values()]
     blocks = [
-        _block("Overview", lambda: _html(t.run_summary_tables(read_run_summary(run)))),
-        _block(
-            "The claims ledger",
-            lambda: _ledger(run),
-        ),
+        _block("Overview", lambda: _html(_overview_tables(read_run_summary(run)))),
+        _block("The claims ledger", lambda: _ledger(run)),
         _block("Is it the model or the label? (human labels)", lambda: _human_labels(run)),
     ]
     title, intro = (
@@ -403,14 +460,12 @@ def _seeds(root: Path) -> str:
 def render_replicates_report(root: str | os.PathLike[str]) -> str:
     """The replicate run's page: each seed's accuracies and the section of ``replicates/``."""
     root = Path(root).expanduser().resolve()
-    spec = REPLICATES_SPEC
-    notebook = f"{spec.notebook} (run_all.py --seeds)"
-    section = _section(spec.name, spec.title, replicates_dir(root), spec.outputs, notebook)
+    notebook = f"{REPLICATES_SPEC.notebook} (run_all.py --seeds)"
     return TEMPLATE.render(
         title=f"cifar-stress replicate report: {root.name}",
         intro=f"Replicate run: {root}. Built from the seed-<k>/ run directories and replicates/.",
         blocks=[_block("Seeds", lambda: _seeds(root))],
-        sections=[section],
+        sections=[_section(REPLICATES_SPEC, replicates_dir(root), notebook)],
     )
 
 

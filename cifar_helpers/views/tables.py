@@ -37,13 +37,13 @@ from cifar_helpers.analysis.human_labels import (
     AMBIGUOUS,
     CATEGORIES,
     LABEL_ERROR,
+    MODEL_ERROR,
     NUM_TEST_IMAGES,
     CategoryComparison,
     HumanCalibration,
     HumanFailureReport,
     HumanLabelsSummary,
     NotApplicable,
-    result_from_dict,
 )
 from cifar_helpers.analysis.positive_control import PositiveControl
 from cifar_helpers.analysis.sanity import RandomisationSummary
@@ -125,23 +125,23 @@ def _not_applicable(reason: str) -> pd.DataFrame:
     return note(f"no human labels apply: {reason}")
 
 
-def is_words(column: pd.Series) -> bool:
+def _is_words(column: pd.Series) -> bool:
     """Whether a column holds only text (aligned left, unlike numbers)."""
     return bool(len(column)) and all(isinstance(v, str) for v in column)
 
 
 def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> Styler:
     """The table as a ``Styler``; ``precise``: the report's digits."""
-    formats = frame.attrs.get("formats", {})
+    formats = frame.attrs["formats"]
 
     def cell(kind: str | None) -> Any:
         return lambda v: html.escape(fmt(v, kind, precise)) if escape else fmt(v, kind, precise)
 
     # One id per table, the same every run: a page holds many tables, and their styles must not mix.
-    uuid = hashlib.sha1(repr((frame.attrs.get("title"), list(frame.columns))).encode()).hexdigest()[:8]
+    uuid = hashlib.sha1(repr((frame.attrs["title"], list(frame.columns))).encode()).hexdigest()[:8]
     styler = Styler(frame, uuid=uuid, cell_ids=False).hide(axis="index")
     for column in frame.columns:
-        styler.format(cell(formats.get(column)), subset=[column])
+        styler.format(cell(formats.get(column)), subset=[column])  # optional: a column may have no kind
     labels = list(frame.iloc[:, 0]) if len(frame.columns) else []
     for key, kind in formats.items():
         rows = [i for i, label in enumerate(labels) if label == key and key not in frame.columns]
@@ -151,7 +151,7 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
         styler.format_index(escape="html", axis="columns")
     # Words read left to right. A rule per column class: the cells have no ids (cell_ids=False), and
     # the report's page, which has its own stylesheet, keeps only these rules (``precise``).
-    words = [c for c in frame.columns[1:] if tuple(frame.columns) != KV and is_words(frame[c])]
+    words = [c for c in frame.columns[1:] if tuple(frame.columns) != KV and _is_words(frame[c])]
     left = [{"selector": cell, "props": "text-align: left"} for cell in ("td", "th")]
     styler.set_table_styles({c: left for c in words})
     styles = [] if precise else [{"selector": selector, "props": props} for selector, props in CSS.items()]
@@ -160,24 +160,24 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
 
 def text(frame: pd.DataFrame) -> str:
     """Aligned plain text: title, header, rows, notes; a quantity/value table as ``label  value`` lines."""
-    lines = [frame.attrs.get("title", "")]
+    lines = [frame.attrs["title"]]
     if len(frame):
         kv = tuple(frame.columns) == KV
         rendered = style(frame, escape=False).to_string(delimiter=SEP).splitlines()[1 if kv else 0 :]
         cells = [line.split(SEP) for line in rendered]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-        align = ["<" if kv or is_words(frame.iloc[:, i]) else ">" for i in range(len(widths))]
+        align = ["<" if kv or _is_words(frame.iloc[:, i]) else ">" for i in range(len(widths))]
         for row in cells:
             values = "".join(f"  {c:{a}{w}}" for c, w, a in zip(row[1:], widths[1:], align[1:], strict=True))
             lines.append((row[0].ljust(widths[0]) + values).rstrip())
-    return "\n".join(line for line in [*lines, *frame.attrs.get("notes", ())] if line)
+    return "\n".join(line for line in [*lines, *frame.attrs["notes"]] if line)
 
 
 def to_html(frame: pd.DataFrame, precise: bool = False) -> str:
     """The table as HTML with its title and notes; ``precise``: the report's digits and, since its page
     has a stylesheet, only the styles that say which columns hold words."""
-    title = f"<h4>{html.escape(frame.attrs['title'])}</h4>" if frame.attrs.get("title") else ""
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in frame.attrs.get("notes", ()))
+    title = f"<h4>{html.escape(frame.attrs['title'])}</h4>" if frame.attrs["title"] else ""
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in frame.attrs["notes"])
     return title + (style(frame, precise).to_html() if len(frame.columns) else "") + notes
 
 
@@ -197,12 +197,12 @@ def show(*frames: pd.DataFrame | str) -> None:
 
 def describe_config(config: RunConfig) -> str:
     """The run configuration as aligned ``key: value`` lines, marking values that differ from the profile."""
-    defaults = {**RunConfig().to_dict(), **PROFILES.get(config.profile, {})}
+    defaults = {**RunConfig().to_dict(), **PROFILES.get(config.profile, {})}  # optional: "auto" has none
     lines = []
     for key, value in config.to_dict().items():
         if key == "extra" and not value:
             continue
-        mark = "  (changed)" if key != "profile" and defaults.get(key) != value else ""
+        mark = "  (changed)" if key != "profile" and defaults[key] != value else ""
         lines.append(f"{key:<22}{value!r}{mark}")
     return "\n".join(lines)
 
@@ -372,7 +372,7 @@ def positive_control_table(result: PositiveControl) -> pd.DataFrame:
     return spec_table({m: entry.to_dict() for m, entry in result.models.items()}, spec, title, notes)
 
 
-def road_map_table(
+def _road_map_table(
     road: RoadTable, names: Sequence[str], labels: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """A row per map of ``names`` (shown as ``labels``) of a ROAD table: the change in the class's
@@ -394,7 +394,7 @@ def failure_road_table(report: FailureRoad) -> pd.DataFrame:
     layer, rows = report.explainer_layer, report.rows
     names = [f"gradcam@{name}" for name in report.layers]
     names += [f"{e}@{layer}" for e in report.explainers if f"{e}@{layer}" not in names]
-    frame = road_map_table(report, [name for name in [*names, "random"] if name in rows] or list(rows))
+    frame = _road_map_table(report, [name for name in [*names, "random"] if name in rows] or list(rows))
     frame.attrs["title"] = (
         f"ROAD on the {report.num_images} most confident of {report.num_failures} failures: "
         "change in the predicted class's probability"
@@ -412,7 +412,7 @@ def road_by_model_table(result: RoadByModel) -> pd.DataFrame:
     if result.num_images == 0:
         return note("no images to score")
     parts = [
-        road_map_table(r, ["gradcam", "random"], [f"{m} Grad-CAM", f"{m} random"])
+        _road_map_table(r, ["gradcam", "random"], [f"{m} Grad-CAM", f"{m} random"])
         for m, r in result.models.items()
     ]
     frame = pd.concat(parts, ignore_index=True)
@@ -443,29 +443,6 @@ def positive_control_road_table(result: PositiveControl) -> pd.DataFrame:
     return table(columns, rows, title, notes, dict.fromkeys(columns[2:], "signed"))
 
 
-# --- the run's summary: run_all.py's last words and the top of the report -------------------------
-
-
-def run_summary_tables(summary: dict[str, Any]) -> list[pd.DataFrame]:
-    """The numbers a reader wants first (``summary.json``): both models' accuracy and gap, the
-    confident failures and what the augmented model did with them. A stage not run yet has None."""
-    columns = ("model", "test accuracy", "train accuracy", "train - test gap")
-    keys = ("test_accuracy", "train_accuracy", "train_test_gap")
-    rows = [(m, *(summary[m][k] for k in keys)) for m in ("baseline", "augmented")]
-    note_ = ["gap: train minus test accuracy, both evaluated in eval mode without augmentation"]
-    threshold = summary["confidence_threshold"]
-    above = "" if threshold is None else f" (confidence > {threshold})"
-    spec = [
-        (f"high-confidence failures of the baseline{above}", None, "high_confidence_failures"),
-        ("fixed by the augmented model", None, "comparison", "fixed"),
-        ("kept, same wrong class", None, "comparison", "kept_same"),
-        ("kept, another wrong class", None, "comparison", "kept_different"),
-        ("new high-confidence failures", None, "comparison", "new"),
-    ]
-    formats = dict.fromkeys(columns[1:], "pct")
-    return [table(columns, rows, notes=note_, formats=formats), spec_table({"value": summary}, spec)]
-
-
 def _by_category(by_category: dict[str, Any], title: str, notes: list[str]) -> pd.DataFrame:
     rows = [(c, *(by_category[g][c] for g in COUNT_KEYS)) for c in CATEGORIES]
     return table(CATEGORY_COUNTS, rows, title, notes)
@@ -483,25 +460,12 @@ def human_label_tables(summary: HumanLabelsSummary | NotApplicable) -> list[pd.D
     frames = [table(columns, rows, title, formats={f"{m} enrichment": "times" for m in models})]
     if summary.by_category is not None:  # once stage 05 has run
         flagged = summary.fixed_label_errors
-        warning = (
-            f"{flagged} 'fixed' failure(s) are verified label errors: the augmented model now agrees with "
-        )
-        warning += "a wrong label"
+        warning = f"{flagged} 'fixed' failure(s) are verified label errors: the augmented model now agrees "
+        warning += "with a wrong label"
         title = "the confident failures by category: fixed, kept or new in the augmented model"
         frames.append(_by_category(summary.by_category, title, [warning] * bool(flagged)))
     spec = [(f"{m}: accuracy against the human plurality label", "pct", m) for m in models]
     return [*frames, spec_table({"value": summary.accuracy_vs_human_plurality}, spec)]
-
-
-def format_run_summary(summary: dict[str, Any]) -> str:
-    """``summary.json`` as ``run_all.py`` prints it at the end, with each stage's status and minutes
-    when this invocation ran stages."""
-    parts = [f"Run: {summary['run_dir']}", texts(run_summary_tables(summary))]
-    parts.append(texts(human_label_tables(result_from_dict(summary["human_labels"], HumanLabelsSummary))))
-    if "stages" in summary:
-        rows = [(name, info["status"], float(info["minutes"])) for name, info in summary["stages"].items()]
-        parts.append(text(table(("stage", "status", "minutes"), rows)))
-    return "\n\n".join(parts)
 
 
 # --- human labels (notebooks 02, 05, 06) ------------------------------------------------------------
@@ -513,13 +477,13 @@ def human_failure_table(report: HumanFailureReport | NotApplicable, title: str =
     if isinstance(report, NotApplicable):
         return _not_applicable(report.reason)
     counts, n, base = report.counts, report.num_failures, report.base_counts
-    status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS}
+    status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}  # in the test set
     rows = [
         (
             c,
             counts[c],
             counts[c] / n if n else None,
-            base[status.get(c, AGREED)] / NUM_TEST_IMAGES,
+            base[status[c]] / NUM_TEST_IMAGES,
             report.enrichment[c],
         )
         for c in CATEGORIES
@@ -658,18 +622,13 @@ def category_mix_table(mix: CategoryMix | NotApplicable) -> pd.DataFrame:
         return _not_applicable(mix.reason)
     groups = {"consistent": mix.consistent, "one_seed": mix.one_seed}
     totals = {g: sum(counts.values()) for g, counts in groups.items()}
-    rows = [
-        (
-            c,
-            *(
-                x
-                for g, counts in groups.items()
-                for x in (counts.get(c, 0), counts.get(c, 0) / totals[g] if totals[g] else None)
-            ),
-        )
-        # .get: optional by design, a group lists only the categories it has
-        for c in sorted({c for counts in groups.values() for c in counts})
-    ]
+
+    def count_and_share(group: str, category: str) -> tuple[int, float | None]:
+        n = groups[group].get(category, 0)  # optional by design: a group lists only the categories it has
+        return n, n / totals[group] if totals[group] else None
+
+    categories = sorted({c for counts in groups.values() for c in counts})
+    rows = [(c, *count_and_share("consistent", c), *count_and_share("one_seed", c)) for c in categories]
     rows.append(("all", totals["consistent"], None, totals["one_seed"], None))
     columns = ("category", "consistent", "consistent share", "one seed only", "one-seed share")
     return table(columns, rows, formats=dict.fromkeys(columns[2::2], "share"))
@@ -678,7 +637,7 @@ def category_mix_table(mix: CategoryMix | NotApplicable) -> pd.DataFrame:
 # --- the claims ledger (notebooks 05 and 07, run_all.py, the report) --------------------------------
 
 
-def claim_effect(r: ClaimResult) -> str:
+def _claim_effect(r: ClaimResult) -> str:
     """``effect [low, high]``: a level (a claim with a band) in percent, a difference in points."""
     kind, scale, unit = ("{:.1%}", 1, "") if r.rule.band else ("{:+.1f}", 100, " pts")
     low, mid, high = (
@@ -696,7 +655,7 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
     :func:`bench_table`'s): claim | test | control | effect [95 % CI] | verdict, a row per
     :class:`ClaimResult` (its population after the test unless it is all test images or all failures,
     and "secondary" unless it is the claim's primary population), levels in percent and differences
-    in points (:func:`claim_effect`); the notes give each interval's method and each verdict rule with
+    in points (:func:`_claim_effect`); the notes give each interval's method and each verdict rule with
     the claims they apply to, and how to read "inconclusive"."""
     rows = _on_real_data(rows)
     if not rows:
@@ -717,7 +676,7 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
             if r.primary and r.population in (ALL_IMAGES, ALL_FAILURES)
             else f"{r.test} [{r.population}{'' if r.primary else ', secondary'}]",
             r.control,
-            claim_effect(r),
+            _claim_effect(r),
             f"{r.verdict} ({r.precondition})" if r.precondition else r.verdict,
         )
         for r in rows
@@ -739,12 +698,12 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
     """The ledger for a terminal ``width`` columns wide (``run_all.py``'s summary): each claim's words
     once, then a line per test (test, "vs" its control, effect, verdict), a withheld verdict's reason
     below it, and :func:`claims_table`'s notes, every line wrapped to ``width``."""
-    bench = bench_lines(rows)
+    bench = _bench_lines(rows)
     rows = _on_real_data(rows)
     frame = claims_table(rows)
     if not rows:
         return text(frame)
-    effects = [claim_effect(r) for r in rows]
+    effects = [_claim_effect(r) for r in rows]
     effect_width, verdict_width = max(map(len, effects)), max(len(r.verdict) for r in rows)
     left = width - 6 - effect_width - verdict_width  # the test's words; 2 spaces before each column
     lines, claim = [frame.attrs["title"]], None
@@ -762,7 +721,7 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
     return "\n".join([*lines, *(textwrap.fill(n, width, subsequent_indent="  ") for n in notes)])
 
 
-def bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
+def _bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
     """Which claim tests passed the planted-cause bench among ``rows``, and why the others did not."""
     reasons = bench_gate(rows).reasons
     if not reasons:
@@ -783,13 +742,14 @@ def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
     if not bench:
         return note("the planted-cause bench has not run yet: run 06_stress_tests")
     causes = list(dict.fromkeys(r.population.removeprefix(BENCH) for r in bench))
-    cells = {(r.claim, r.population.removeprefix(BENCH)): f"{r.verdict}, {claim_effect(r)}" for r in bench}
+    cells = {(r.claim, r.population.removeprefix(BENCH)): f"{r.verdict}, {_claim_effect(r)}" for r in bench}
     claims = list(dict.fromkeys(r.claim for r in bench))
+    # optional by design: "-" where a test did not run on a cause
     body = [(claim, *(cells.get((claim, cause), "-") for cause in causes)) for claim in claims]
     own = ", ".join(f"claim {k}: {cause}" for k, cause in CAUSE_OF_CLAIM.items())
     notes = [
         f"each test's own cause (where it must say supported, and nowhere else): {own}",
-        *bench_lines(rows),
+        *_bench_lines(rows),
     ]
     title = "the planted-cause bench: every claim test on every planted cause"
     return table(("test of", *causes), body, title, notes)

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as widgets
@@ -26,27 +25,7 @@ from cifar_helpers.analysis.gradcam import explain_images
 from cifar_helpers.analysis.human_labels import HumanVotes
 from cifar_helpers.core.checks import check_classes
 from cifar_helpers.rundir.registry import HEADLESS_ENV
-from cifar_helpers.views.plotting.common import (
-    CORRECT_COLOR,
-    NEUTRAL_COLOR,
-    PANEL_INCHES,
-    TOP_K,
-    WRONG_COLOR,
-    add_heatmap_colorbar,
-    class_bars,
-    class_labels,
-    failure_arrays,
-    format_confidence,
-    frame,
-    image_batch,
-    message_panel,
-    new_figure,
-    overlay_heatmap,
-    show_image,
-    styled,
-    to_numpy,
-    upscale_image,
-)
+from cifar_helpers.views.plotting import common
 from cifar_helpers.views.plotting.explanations import plot_failure_grid, plot_gradcam_pairs
 from cifar_helpers.views.plotting.human_labels import human_votes_panel
 
@@ -59,10 +38,9 @@ class _ModelView:
     ``{test index: (predicted-class map, true-class map)}`` (H, W) computed so far and how to compute one."""
 
     name: str
-    failures: dict[str, np.ndarray]
+    failures: common.FailureColumns
     probs: np.ndarray
     maps: dict[int, tuple[np.ndarray, np.ndarray]]
-    threshold: float | None
     explain: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def maps_for(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -70,7 +48,7 @@ class _ModelView:
         the model (once, then cached), else None."""
         if index not in self.maps and self.explain is not None:
             self.maps[index] = self.explain(index)
-        return self.maps.get(index)
+        return self.maps.get(index)  # None: no map, and no model to compute one
 
 
 def _explain(
@@ -93,12 +71,12 @@ def _prepare(
     layer: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, _ModelView]]:
     """Check the browser's inputs against each other; every error names the input at fault."""
-    batch = image_batch("images", images)
+    batch = common.image_batch("images", images)
     n = len(batch)
     names = check_classes("classes", classes)
     if len(set(names)) != len(names):
         raise ValueError(f"classes must be unique names, got {names!r}")
-    true_labels = class_labels("labels", labels, n, len(names))
+    true_labels = common.class_labels("labels", labels, n, len(names))
     if not isinstance(failures, Mapping) or not failures:
         raise TypeError(
             "failures must be a non-empty dict {model name: FailureSet}, e.g. {'baseline': failures}"
@@ -117,17 +95,17 @@ def _prepare(
 
     views: dict[str, _ModelView] = {}
     for name, failure_set in failures.items():
-        columns = failure_arrays(failure_set, f"failures[{name!r}]")
-        k = len(columns["indices"])
-        if k and (columns["indices"].min() < 0 or columns["indices"].max() >= n):
+        columns = common.failure_columns(failure_set, f"failures[{name!r}]")
+        k = len(columns.indices)
+        if k and (columns.indices.min() < 0 or columns.indices.max() >= n):
             raise ValueError(f"failures[{name!r}].indices must lie in [0, {n}) (positions in the test split)")
-        class_labels(f"failures[{name!r}].predicted", columns["predicted"], k, len(names))
-        if not np.array_equal(columns["true_labels"], true_labels[columns["indices"]]):
+        common.class_labels(f"failures[{name!r}].predicted", columns.predicted, k, len(names))
+        if not np.array_equal(columns.true_labels, true_labels[columns.indices]):
             raise ValueError(
                 f"failures[{name!r}].true_labels disagree with labels[failures[{name!r}].indices]: "
                 "were the failures found on a different split or subset?"
             )
-        model_probs = to_numpy(probs[name], f"probs[{name!r}]").astype(np.float64)
+        model_probs = common.to_numpy(probs[name], f"probs[{name!r}]").astype(np.float64)
         if model_probs.shape != (n, len(names)):
             raise ValueError(
                 f"probs[{name!r}] must have shape ({n}, {len(names)}), got {tuple(model_probs.shape)}"
@@ -135,8 +113,7 @@ def _prepare(
         explain = None
         if name in models:
             explain = partial(_explain, models[name], batch, model_probs, true_labels, layer)
-        threshold = getattr(failure_set, "threshold", None)
-        views[str(name)] = _ModelView(str(name), columns, model_probs, {}, threshold, explain=explain)
+        views[str(name)] = _ModelView(str(name), columns, model_probs, {}, explain=explain)
     return batch, true_labels, names, views
 
 
@@ -146,7 +123,7 @@ def _check_human(
     """The optional human votes (N, C) and per-image failure categories (N,), checked."""
     if human is None:
         return None, None
-    shares = to_numpy(human.shares, "human.shares").astype(np.float64)
+    shares = common.to_numpy(human.shares, "human.shares").astype(np.float64)
     if shares.shape != (num_images, num_classes):
         raise ValueError(
             f"human.shares must have shape ({num_images}, {num_classes}) (one vote share per test "
@@ -162,9 +139,9 @@ def _check_human(
 
 def _verdict_panel(ax: Axes, model: str, predicted: str, confidence: float, right: bool) -> None:
     """Another model's verdict on the image shown, as text: green "✓ right" or red "✗ wrong"."""
-    verdict, color = ("✓ right", CORRECT_COLOR) if right else ("✗ wrong", WRONG_COLOR)
-    message_panel(
-        ax, f"{model} says\n'{predicted}' ({format_confidence(confidence)})\n{verdict}", color=color
+    verdict, color = ("✓ right", common.CORRECT_COLOR) if right else ("✗ wrong", common.WRONG_COLOR)
+    common.message_panel(
+        ax, f"{model} says\n'{predicted}' ({common.format_confidence(confidence)})\n{verdict}", color=color
     )
 
 
@@ -172,13 +149,16 @@ def _top_k_panel(ax: Axes, probs: np.ndarray, true: int, classes: list[str], tit
     """The TOP_K most probable classes as bars: true class green, a wrong top prediction red."""
 
     def color_of(c: int, rank: int) -> str:
-        return CORRECT_COLOR if c == true else WRONG_COLOR if rank == 0 else NEUTRAL_COLOR
+        return (
+            common.CORRECT_COLOR if c == true else common.WRONG_COLOR if rank == 0 else common.NEUTRAL_COLOR
+        )
 
-    order = class_bars(ax, probs, classes, color_of, format_confidence, title)
+    order = common.class_bars(ax, probs, classes, color_of, common.format_confidence, title)
     if true not in order:
         rank = int((probs > probs[true]).sum()) + 1
         ax.set_xlabel(
-            f"true '{classes[true]}': {format_confidence(probs[true])} (rank {rank})", color=CORRECT_COLOR
+            f"true '{classes[true]}': {common.format_confidence(probs[true])} (rank {rank})",
+            color=common.CORRECT_COLOR,
         )
 
 
@@ -186,7 +166,7 @@ class FailureBrowser:
     """An ipywidgets browser over the confident failures of one or more models: a model toggle (with
     several models), true-, predicted-class and category filters and a 1-based slider over the matches.
 
-    Args:
+    Args (``images`` to ``layer`` by position or name, ``human`` by name):
         images, labels: the test split, uint8 (N, 3, H, W) and int (N,).
         classes: C class names.
         failures, probs: ``{model name: FailureSet}`` (most confident first), ``{model name: float (N, C)}``.
@@ -197,21 +177,8 @@ class FailureBrowser:
             (:func:`cifar_helpers.analysis.human_labels.browser_inputs`).
     """
 
-    def __init__(
-        self,
-        images: Any,
-        labels: Any,
-        classes: Sequence[str],
-        failures: Mapping[str, Any],
-        probs: Mapping[str, Any],
-        models: Mapping[str, Any] | None = None,
-        layer: Any = None,
-        *,
-        human: HumanVotes | None = None,
-    ) -> None:
-        self._images, self._labels, self.classes, self._models = _prepare(
-            images, labels, classes, failures, probs, models, layer
-        )
+    def __init__(self, *inputs: Any, human: HumanVotes | None = None, **named_inputs: Any) -> None:
+        self._images, self._labels, self.classes, self._models = _prepare(*inputs, **named_inputs)
         self._human_shares, self._categories = _check_human(human, len(self._labels), len(self.classes))
         self.model_names = list(self._models)
         # "any" is the no-filter choice; renamed in the unlikely case that a class is called "any".
@@ -272,7 +239,7 @@ class FailureBrowser:
         index = self.current_index
         return None if index is None else self._figure(index)
 
-    @styled
+    @common.styled
     def _figure(self, index: int) -> Figure:
         """Test image ``index`` through every model: a row per model (image or verdict | 2 heatmaps |
         top-5), and the human votes (CIFAR-10H) beside the first row's top-5 when given."""
@@ -281,8 +248,9 @@ class FailureBrowser:
         models = [current, *(view for view in self._models.values() if view is not current)]
         shares = None if self._human_shares is None else self._human_shares[index]
         rows, columns = len(models), 4 if shares is None else 5
-        fig = new_figure(
-            columns * PANEL_INCHES + 1.2 + 0.7 * (columns - 4), rows * (PANEL_INCHES + 0.75) + 0.9
+        fig = common.new_figure(
+            columns * common.PANEL_INCHES + 1.2 + 0.7 * (columns - 4),
+            rows * (common.PANEL_INCHES + 0.75) + 0.9,
         )
         grid = fig.add_gridspec(rows, columns, width_ratios=[1, 1, 1, 1.4, 1.4][:columns])
         true_name = classes[true]
@@ -291,8 +259,10 @@ class FailureBrowser:
             predicted = int(np.argmax(probs))
             ax_left, ax_pred, ax_true, ax_bars = (fig.add_subplot(grid[row, col]) for col in range(4))
             if row == 0:
-                show_image(ax_left, upscale_image(image), f"test image #{index}\ntrue class '{true_name}'")
-                frame(ax_left, WRONG_COLOR if predicted != true else CORRECT_COLOR)
+                common.show_image(
+                    ax_left, common.upscale_image(image), f"test image #{index}\ntrue class '{true_name}'"
+                )
+                common.frame(ax_left, common.WRONG_COLOR if predicted != true else common.CORRECT_COLOR)
                 missing = "no heatmap for this failure\n(Grad-CAM was computed\nfor a subset only)"
             else:
                 _verdict_panel(ax_left, model.name, classes[predicted], probs[predicted], predicted == true)
@@ -303,25 +273,25 @@ class FailureBrowser:
                     )
             maps = model.maps_for(index)
             if maps is None:
-                message_panel(ax_pred, missing)
+                common.message_panel(ax_pred, missing)
                 ax_true.set_axis_off()
             else:
                 title = f"{model.name}: where it looked\nto say '{classes[predicted]}'"
-                show_image(ax_pred, overlay_heatmap(image, maps[0]), title)
+                common.show_image(ax_pred, common.overlay_heatmap(image, maps[0]), title)
                 title = f"where the evidence\nfor '{true_name}' would be"
-                show_image(ax_true, overlay_heatmap(image, maps[1]), title)
+                common.show_image(ax_true, common.overlay_heatmap(image, maps[1]), title)
             _top_k_panel(
-                ax_bars, probs, true, classes, f"{model.name}: top-{min(TOP_K, len(classes))} classes"
+                ax_bars, probs, true, classes, f"{model.name}: top-{min(common.TOP_K, len(classes))} classes"
             )
             if shares is not None and row == 0:
                 ax_votes = fig.add_subplot(grid[row, 4])
                 human_votes_panel(ax_votes, shares, true, predicted, classes, "humans (CIFAR-10H)")
         if any(model.maps_for(index) is not None for model in models):
-            add_heatmap_colorbar(fig, fig.axes)
+            common.add_heatmap_colorbar(fig, fig.axes)
         category = "" if self._categories is None else f"\ncategory: {self._categories[index]}"
         fig.suptitle(
             f"{current.name}: '{true_name}' taken for '{classes[int(np.argmax(current.probs[index]))]}' "
-            f"({format_confidence(current.probs[index].max())}), "
+            f"({common.format_confidence(current.probs[index].max())}), "
             f"failure {self.slider.value} of {len(self._rows)}{category}"
         )
         return fig
@@ -333,15 +303,15 @@ class FailureBrowser:
     def _apply_filters(self) -> None:
         """Recompute the filtered failures of the chosen model and go back to the first one."""
         columns = self._models[self.model].failures
-        keep = np.ones(len(columns["indices"]), dtype=bool)
+        keep = np.ones(len(columns.indices), dtype=bool)
         if self.true_dropdown.value != self.any_label:
-            keep &= columns["true_labels"] == self.classes.index(self.true_dropdown.value)
+            keep &= columns.true_labels == self.classes.index(self.true_dropdown.value)
         if self.pred_dropdown.value != self.any_label:
-            keep &= columns["predicted"] == self.classes.index(self.pred_dropdown.value)
+            keep &= columns.predicted == self.classes.index(self.pred_dropdown.value)
         if self._categories is not None and self.category_dropdown.value != self.any_label:
-            keep &= self._categories[columns["indices"]] == self.category_dropdown.value
+            keep &= self._categories[columns.indices] == self.category_dropdown.value
         self._rows = np.flatnonzero(keep)
-        self.filtered_indices = torch.from_numpy(columns["indices"][self._rows].copy())
+        self.filtered_indices = torch.from_numpy(columns.indices[self._rows].copy())
         # The slider's own observer must not redraw for each of these intermediate values.
         self._updating = True
         try:
@@ -357,8 +327,8 @@ class FailureBrowser:
         self.output.clear_output(wait=True)
         if n == 0:
             self.position_label.value = "0 of 0"
-            total = len(self._models[self.model].failures["indices"])
-            threshold = self._models[self.model].threshold
+            total = len(self._models[self.model].failures.indices)
+            threshold = self._models[self.model].failures.threshold
             if total == 0:
                 above = f"above {threshold:g}" if threshold is not None else "above the threshold"
                 self.message = (
@@ -400,24 +370,24 @@ def _static_failure_figure(*inputs: Any, **named_inputs: Any) -> Figure:
     model = next(iter(views.values()))
     columns = model.failures
     # Lazily, so that Grad-CAM on demand runs for the failures drawn only.
-    maps = ((row, model.maps_for(index)) for row, index in enumerate(columns["indices"].tolist()))
+    maps = ((row, model.maps_for(index)) for row, index in enumerate(columns.indices.tolist()))
     with_maps = list(islice(((row, m) for row, m in maps if m is not None), _MAX_STATIC))
     if with_maps:
-        rows = np.array([row for row, _ in with_maps])
+        shown = columns.rows(np.array([row for row, _ in with_maps]))
         predicted_maps, true_maps = (np.stack(m) for m in zip(*(m for _, m in with_maps), strict=True))
         return plot_gradcam_pairs(
-            batch[columns["indices"][rows]],
+            batch[shown.indices],
             predicted_maps,
             true_maps,
-            *(columns[key][rows] for key in ("true_labels", "predicted", "confidence")),
+            shown.true_labels,
+            shown.predicted,
+            shown.confidence,
             names,
-            max_rows=math.ceil(len(rows) / 2),
+            max_rows=math.ceil(len(with_maps) / 2),
             per_row=2,
-            title=f"{model.name}: the {len(rows)} most confident failures and their Grad-CAM",
+            title=f"{model.name}: the {len(with_maps)} most confident failures and their Grad-CAM",
         )
-    first = SimpleNamespace(
-        **{key: values[:_MAX_STATIC] for key, values in columns.items()}, threshold=model.threshold
-    )
+    first = columns.rows(slice(_MAX_STATIC))
     return plot_failure_grid(batch[first.indices], first, names, max_images=_MAX_STATIC)
 
 

@@ -27,8 +27,8 @@ from cifar_helpers.rundir.lineage import (
     stale_stages,
 )
 from cifar_helpers.rundir.registry import HEADLESS_ENV, STAGES, StageSpec, stage_number
-from cifar_helpers.views.report import read_run_summary, write_report
-from cifar_helpers.views.tables import claims_text, format_run_summary
+from cifar_helpers.views.report import format_run_summary, read_run_summary, write_report
+from cifar_helpers.views.tables import claims_text
 from cifar_helpers.workflow.kernel import LocalKernelManager
 from cifar_helpers.workflow.progress import RunProgress, StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
@@ -265,7 +265,7 @@ def run_stage(
 def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict[str, Any]:
     """The report's run summary (:func:`cifar_helpers.views.report.read_run_summary`), with each stage's
     status and minutes when this invocation ran stages."""
-    summary = read_run_summary(run)
+    summary = read_run_summary(run).to_dict()
     try:
         summary["claims"] = [row.to_dict() for row in read_ledger(run.root)]
     except DamagedArtifactError as error:
@@ -279,7 +279,7 @@ def summarize_run(run: RunDir, results: list[StageResult] | None = None) -> dict
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.tables.format_run_summary`),
+    """:func:`summarize_run`'s numbers as text (:func:`cifar_helpers.views.report.format_run_summary`),
     then the claims ledger for a 100-column terminal (:func:`cifar_helpers.views.tables.claims_text`)."""
     ledger = claims_text([ClaimResult.from_dict(row) for row in summary["claims"]])
     return format_run_summary(summary) + "\n\n" + ledger

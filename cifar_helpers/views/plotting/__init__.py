@@ -17,9 +17,10 @@ from .explanations import (
     plot_deletion_curves,
     plot_failure_grid,
     plot_gradcam_pairs,
+    plot_map_columns,
     plot_periphery_shares,
+    plot_road_curves,
 )
-from .faithfulness import plot_map_columns, plot_road_curves
 from .metrics import (
     plot_confidence_histogram,
     plot_confused_pairs,

@@ -10,6 +10,7 @@ import functools
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec
 
 import cv2
@@ -169,11 +170,31 @@ def check_keys(mapping: Mapping[str, Any], keys: Sequence[str], name: str) -> No
         raise ValueError(f"{name} is missing key(s) {', '.join(missing)}")
 
 
-def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class FailureColumns:
+    """A FailureSet's columns as NumPy arrays of one length K: ``indices``, ``true_labels``,
+    ``predicted``: int64 (K,), ``confidence``: float64 (K,); ``threshold``: the confidence they lie
+    above (None: not given)."""
+
+    indices: np.ndarray
+    true_labels: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    threshold: float | None
+
+    def rows(self, rows: Any) -> FailureColumns:
+        """The failures at ``rows`` (an index array or a slice), in that order."""
+        return replace(self, **{key: getattr(self, key)[rows] for key in _FAILURE_COLUMNS})
+
+
+_FAILURE_COLUMNS = ("indices", "true_labels", "predicted", "confidence")
+
+
+def failure_columns(failures: Any, name: str = "failures") -> FailureColumns:
     """The columns of a FailureSet-like object (``indices``, ``true_labels``, ``predicted``: int (K,),
-    ``confidence``: float (K,)) as NumPy arrays, checked for equal length."""
+    ``confidence``: float (K,), ``threshold`` optional), checked for equal length."""
     columns = {}
-    for key in ("indices", "true_labels", "predicted", "confidence"):
+    for key in _FAILURE_COLUMNS:
         if not hasattr(failures, key):
             raise TypeError(f"{name} must be a FailureSet (or have .{key}), got {type(failures).__name__}")
         columns[key] = to_numpy(getattr(failures, key), f"{name}.{key}")
@@ -188,7 +209,8 @@ def failure_arrays(failures: Any, name: str = "failures") -> dict[str, np.ndarra
             raise TypeError(f"{name}.{key} must hold integers, got {columns[key].dtype}")
         columns[key] = columns[key].astype(np.int64, copy=False)
     columns["confidence"] = columns["confidence"].astype(np.float64, copy=False)
-    return columns
+    # Optional by design: a FailureSet has a threshold, a stand-in with only the columns need not.
+    return FailureColumns(**columns, threshold=getattr(failures, "threshold", None))
 
 
 def class_bars(

@@ -101,7 +101,7 @@ def plot_failure_stability(stability: FailureStability) -> Figure:
     ks = np.arange(1, len(seeds) + 1)
     needed = stability.consistent_min_seeds
     colors = [WRONG_COLOR if k >= needed else NEUTRAL_COLOR for k in ks]
-    counts = [histogram.get(int(k), 0) for k in ks]
+    counts = [histogram[int(k)] for k in ks]
     ax_hist.bar(ks, counts, color=colors)
     for k, n in zip(ks, counts, strict=True):
         ax_hist.text(k, n, str(n), ha="center", va="bottom", fontsize=9)

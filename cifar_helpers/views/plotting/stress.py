@@ -24,23 +24,7 @@ from cifar_helpers.analysis.stress import (
     corruption_seed,
 )
 
-from .common import (
-    CORRECT_COLOR,
-    NEUTRAL_COLOR,
-    WRONG_COLOR,
-    add_heatmap_colorbar,
-    check_maps,
-    failure_title,
-    image_batch,
-    message_panel,
-    model_color,
-    new_figure,
-    overlay_heatmap,
-    show_image,
-    single_image,
-    styled,
-    to_numpy,
-)
+from . import common
 
 
 def _models(results: Mapping[str, Any], marker: str, name: str) -> dict[str, Mapping[str, Any]]:
@@ -74,11 +58,11 @@ def _summary_and_panels(
     grid = fig.add_gridspec(1 + rows, cols, height_ratios=(height_ratios[0], *[height_ratios[1]] * rows))
     summary = fig.add_subplot(grid[0, :])
     panels = [[fig.add_subplot(grid[1 + row, col]) for col in range(cols)] for row in range(rows)]
-    add_heatmap_colorbar(fig, fig.axes[1:])
+    common.add_heatmap_colorbar(fig, fig.axes[1:])
     return summary, panels
 
 
-@styled
+@common.styled
 def plot_corruption_curves(result: StressResult) -> Figure:
     """Accuracy against severity (0 = clean, also dashed), a panel per corruption, a line per model, from
     :func:`analysis.stress.run_stress_test`'s ``result``."""
@@ -87,12 +71,12 @@ def plot_corruption_curves(result: StressResult) -> Figure:
         raise ValueError("result holds no corruption: run run_stress_test with at least one corruption")
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
-    fig = new_figure(3.2 * cols, 2.6 * rows + 0.6)
+    fig = common.new_figure(3.2 * cols, 2.6 * rows + 0.6)
     axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
     for ax, corruption in zip(axes, names, strict=False):
         for i, (model, stressed) in enumerate(result.models.items()):
             clean, accuracy = stressed.clean_accuracy, stressed.corruptions[corruption].accuracy
-            color = model_color(i)
+            color = common.model_color(i)
             ax.plot([0, *severities], [clean, *accuracy], "o-", color=color, lw=1.8, ms=4, label=model)
             ax.axhline(clean, color=color, ls="--", lw=1.0, alpha=0.7)
         ax.set_title(corruption.replace("_", " "))
@@ -112,19 +96,19 @@ def plot_corruption_curves(result: StressResult) -> Figure:
     return fig
 
 
-@styled
+@common.styled
 def plot_severity_grid(image: Any, seed: int = 0) -> Figure:
     """One uint8 (3, H, W) image under every corruption of :data:`cifar_helpers.analysis.stress.CORRUPTIONS`
     (rows) at severity 0..5 (columns), the noise drawn with ``seed``."""
-    batch = torch.from_numpy(np.ascontiguousarray(single_image("image", image)))[None]
-    fig = new_figure(1.45 * 6 + 0.8, 1.45 * len(CORRUPTIONS) + 0.6)
+    batch = torch.from_numpy(np.ascontiguousarray(common.single_image("image", image)))[None]
+    fig = common.new_figure(1.45 * 6 + 0.8, 1.45 * len(CORRUPTIONS) + 0.6)
     axes = fig.subplots(len(CORRUPTIONS), 6, squeeze=False)
     for row, name in enumerate(CORRUPTIONS):
         for severity in range(6):
             out = corrupt(batch, name, severity, corruption_seed(seed, name, max(severity, 1)))[0]
             ax = axes[row, severity]
             label = "clean" if severity == 0 else f"{severity}: {CORRUPTION_PARAMETERS[name][severity - 1]:g}"
-            show_image(ax, out.permute(1, 2, 0).numpy(), title=label)
+            common.show_image(ax, out.permute(1, 2, 0).numpy(), title=label)
         axes[row, 0].set_ylabel(name.replace("_", " "), fontsize=9)
     fig.suptitle("Corruptions at severity 0 (clean) to 5, with each severity's parameter")
     return fig
@@ -147,27 +131,27 @@ def _bins(reliability: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.nda
     return edges, counts, accuracy, confidence
 
 
-@styled
+@common.styled
 def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
     """Reliability diagrams of ``{model name: calibration_report(...) result}``, a column per model: accuracy
     per confidence bin before (bars) and after (line) temperature scaling against the diagonal, and
     below, the share of predictions per bin."""
     models = _models(reports, "temperature", "reports")
-    fig = new_figure(3.6 * len(models), 5.4)
+    fig = common.new_figure(3.6 * len(models), 5.4)
     axes = fig.subplots(2, len(models), squeeze=False, height_ratios=(2.2, 1.0), sharex=True)
     for col, (model, report) in enumerate(models.items()):
         before = _bins(report["before"]["reliability"], f"reports[{model!r}]['before']")
         after = _bins(report["after"]["reliability"], f"reports[{model!r}]['after']")
         edges = before[0]
         centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-        top, bottom, color = axes[0, col], axes[1, col], model_color(col)
-        top.plot([0, 1], [0, 1], color=NEUTRAL_COLOR, ls="--", lw=1, label="perfect calibration")
+        top, bottom, color = axes[0, col], axes[1, col], common.model_color(col)
+        top.plot([0, 1], [0, 1], color=common.NEUTRAL_COLOR, ls="--", lw=1, label="perfect calibration")
         label = f"before (ECE {report['before']['ece']:.3f})"
         top.bar(
             centres, np.nan_to_num(before[2]), width=widths, color=color, alpha=0.45, ec="white", label=label
         )
         label = f"after T = {report['temperature']:.2f} (ECE {report['after']['ece']:.3f})"
-        top.plot(after[3], after[2], "o-", color=WRONG_COLOR, ms=3.5, lw=1.5, label=label)
+        top.plot(after[3], after[2], "o-", color=common.WRONG_COLOR, ms=3.5, lw=1.5, label=label)
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
         top.set_ylabel("accuracy in bin")
@@ -175,7 +159,7 @@ def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
         top.legend(loc="upper left")
         for side, counts, tint, label in (
             (-1, before[1], color, "before"),
-            (1, after[1], WRONG_COLOR, "after"),
+            (1, after[1], common.WRONG_COLOR, "after"),
         ):
             share = counts / max(counts.sum(), 1.0)
             bottom.bar(
@@ -188,7 +172,7 @@ def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
     return fig
 
 
-@styled
+@common.styled
 def plot_randomisation_test(
     result: RandomisationSummary,
     maps: Any = None,
@@ -209,16 +193,16 @@ def plot_randomisation_test(
     if maps is not None:
         if images is None:
             raise ValueError("images are needed with maps (the images the maps explain)")
-        image_array = image_batch("images", images)
+        image_array = common.image_batch("images", images)
         n, _, height, width = image_array.shape
-        map_array = check_maps(maps, "maps", (len(steps), n, height, width))
+        map_array = common.check_maps(maps, "maps", (len(steps), n, height, width))
         n_show = min(int(num_examples), n)
-    fig = new_figure(max(7.0, 1.35 * len(steps) + 1.0), 3.2 + 1.45 * n_show)
+    fig = common.new_figure(max(7.0, 1.35 * len(steps) + 1.0), 3.2 + 1.45 * n_show)
     ax, panels = _summary_and_panels(fig, n_show, len(steps), (2.2, 1.0))
-    x, color = np.arange(len(steps)), model_color(0)
+    x, color = np.arange(len(steps)), common.model_color(0)
     ax.fill_between(x, means - stds, means + stds, color=color, alpha=0.2, label="± 1 std over images")
     ax.plot(x, means, "o-", color=color, lw=2, label="mean Spearman correlation with the trained maps")
-    ax.axhline(0, color=NEUTRAL_COLOR, lw=1)
+    ax.axhline(0, color=common.NEUTRAL_COLOR, lw=1)
     ax.set_xticks(x, [s if i == 0 else f"+ {s}" for i, s in enumerate(steps)])
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("layers re-initialised, cumulatively from the top")
@@ -226,14 +210,14 @@ def plot_randomisation_test(
     ax.legend(loc="upper right")
     for row, row_panels in enumerate(panels):
         for col, panel in enumerate(row_panels):
-            show_image(panel, overlay_heatmap(image_array[row], map_array[col, row], scale=3))
+            common.show_image(panel, common.overlay_heatmap(image_array[row], map_array[col, row], scale=3))
             if row == 0:
                 panel.set_title(steps[col], fontsize=8)
     fig.suptitle("Grad-CAM sanity check: maps must change when the learned weights are destroyed")
     return fig
 
 
-@styled
+@common.styled
 def plot_positive_control(
     result: PositiveControl, examples: ControlExamples | None = None, num_examples: int = 6
 ) -> Figure:
@@ -249,7 +233,7 @@ def plot_positive_control(
     rows_of_examples = list(examples.models.items()) if examples is not None else []
     classes = list(examples.classes) if examples is not None else []
     n_cols = max(3, num_examples)
-    fig = new_figure(1.6 * n_cols + 0.6, 3.3 + 1.9 * len(rows_of_examples))
+    fig = common.new_figure(1.6 * n_cols + 0.6, 3.3 + 1.9 * len(rows_of_examples))
     ax, panels = _summary_and_panels(fig, len(rows_of_examples), n_cols, (2.0, 1.2))
 
     measures = (
@@ -259,7 +243,7 @@ def plot_positive_control(
         ("pointing_game_all", "pointing game\n(all test images)"),
     )
     x = np.arange(len(measures))
-    colours = (WRONG_COLOR, CORRECT_COLOR)
+    colours = (common.WRONG_COLOR, common.CORRECT_COLOR)
     for i, ((model, entry), colour) in enumerate(zip(result.models.items(), colours, strict=True)):
         values = [float(getattr(entry, key)) for key, _ in measures]
         label = f"{model} backgrounds: accuracy {entry.test_accuracy:.0%}, {entry.num_failures} failures"
@@ -269,7 +253,7 @@ def plot_positive_control(
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
     area = result.object_area_fraction
     label = f"object area ({area:.2f}): uniform map"
-    ax.axhline(area, color=NEUTRAL_COLOR, ls="--", lw=1.2, label=label)
+    ax.axhline(area, color=common.NEUTRAL_COLOR, ls="--", lw=1.2, label=label)
     ax.set_xticks(x, [label for _, label in measures])
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("share / hit rate")
@@ -283,22 +267,24 @@ def plot_positive_control(
 
     scale = 3
     for (model, entry), row_panels in zip(rows_of_examples, panels, strict=True):
-        images = image_batch(f"examples.{model}.images", entry.images)
+        images = common.image_batch(f"examples.{model}.images", entry.images)
         k = min(len(images), num_examples)
-        maps = check_maps(entry.maps, f"examples.{model}.maps", (len(images), *images.shape[2:]))
-        masks = to_numpy(entry.masks, f"examples.{model}.masks").astype(bool)
+        maps = common.check_maps(entry.maps, f"examples.{model}.maps", (len(images), *images.shape[2:]))
+        masks = common.to_numpy(entry.masks, f"examples.{model}.masks").astype(bool)
         true, predicted, confidence = (
-            to_numpy(getattr(entry, key), key) for key in ("true_labels", "predicted", "confidence")
+            common.to_numpy(getattr(entry, key), key) for key in ("true_labels", "predicted", "confidence")
         )
         for col, panel in enumerate(row_panels):
             if col >= k:
-                message_panel(panel, "no more failures" if col == k else "")
+                common.message_panel(panel, "no more failures" if col == k else "")
                 continue
-            show_image(panel, overlay_heatmap(images[col], maps[col], scale=scale))
+            common.show_image(panel, common.overlay_heatmap(images[col], maps[col], scale=scale))
             # The object's outline, so "on the object or not" can be judged at a glance.
             outline = np.kron(masks[col].astype(np.float32), np.ones((scale, scale), dtype=np.float32))
             panel.contour(outline, levels=[0.5], colors="white", linewidths=1.0)
-            title = failure_title(class_name(true[col]), class_name(predicted[col]), float(confidence[col]))
+            title = common.failure_title(
+                class_name(true[col]), class_name(predicted[col]), float(confidence[col])
+            )
             panel.set_title(title, fontsize=7)
             if col == 0:
                 panel.set_ylabel(f"{model}", fontsize=9)
