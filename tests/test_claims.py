@@ -38,6 +38,7 @@ from cifar_helpers.analysis.human_labels import FailureRecord, HumanFailureRepor
 from cifar_helpers.core.evaluation import Predictions, predict
 from cifar_helpers.core.models import resnet18
 from cifar_helpers.core.normalization import CIFAR10_MEAN, CIFAR10_STD
+from cifar_helpers.rundir.artifacts import save_json
 from cifar_helpers.views import tables
 from cifar_helpers.views.tables import text
 
@@ -703,7 +704,7 @@ def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_
     }
     for stage, rows in {**stages, "stress": []}.items():
         (tmp_path / stage).mkdir()
-        claims.save_claims(tmp_path / stage / claims.CLAIMS_FILE, rows)
+        save_json(tmp_path / stage / claims.CLAIMS_FILE, [r.to_dict() for r in rows])
     real = [gain, *stages["gradcam"], stages["reevaluation"][1]]  # by claim
     verdicts = [NOT_SUPPORTED, SUPPORTED, NOT_SUPPORTED, SUPPORTED, INCONCLUSIVE, NOT_SUPPORTED]
     assert [r.verdict for r in real] == verdicts
@@ -713,12 +714,13 @@ def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_
     assert [r.precondition for r in ledger] == ["", NO_BENCH, NO_BENCH, NO_BENCH, road_failed, NO_BENCH]
     assert [r.verdict for r in ledger] == [NOT_SUPPORTED, *[INCONCLUSIVE] * 5]
     # A passing bench: every row keeps its rule's verdict; the bench's rows come last.
-    claims.save_claims(tmp_path / "stress" / claims.CLAIMS_FILE, bench_rows())
+    save_json(tmp_path / "stress" / claims.CLAIMS_FILE, [r.to_dict() for r in bench_rows()])
     ledger = claims.read_ledger(tmp_path)
     assert ledger[:6] == real and ledger[6:] == bench_rows()
     assert claims.read_ledger(tmp_path, stages=("stress",)) == bench_rows()
     # A bench the texture test fails: its real row is withheld with the bench's reason.
-    claims.save_claims(tmp_path / "stress" / claims.CLAIMS_FILE, bench_rows({(4, "texture"): 0.0}))
+    texture_fails = bench_rows({(4, "texture"): 0.0})
+    save_json(tmp_path / "stress" / claims.CLAIMS_FILE, [r.to_dict() for r in texture_fails])
     failed = claims.read_ledger(tmp_path)
     assert failed[3].verdict == INCONCLUSIVE and "not sensitive" in failed[3].precondition
     assert [r.verdict for i, r in enumerate(failed[:6]) if i != 3] == [verdicts[i] for i in (0, 1, 2, 4, 5)]

@@ -1,7 +1,10 @@
 """Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
 
 Every notebook starts with :func:`setup_run` (00), :func:`open_stage` (01-06) or :func:`open_replicates`
-(07).
+(07); the opened stage saves and reads its files by the names the registry gives them
+(:meth:`Stage.save`, :meth:`Stage.load`). The notebooks' steps that read several files or slice
+several results at once are here too (:func:`training_tables`, :func:`model_error_attention`,
+:class:`BeforeAfterMaps`).
 """
 
 from __future__ import annotations
@@ -14,15 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger, reseed_stage_claims
-from cifar_helpers.analysis.failures import compare_failures
-from cifar_helpers.analysis.gradcam import explain_images
+from cifar_helpers.analysis.failures import FailureComparison, compare_failures
+from cifar_helpers.analysis.faithfulness import road_by_model
+from cifar_helpers.analysis.gradcam import (
+    AttentionReport,
+    FailureMaps,
+    explain_images,
+    failure_attention_report,
+)
 from cifar_helpers.analysis.human_labels import (
+    HumanFailureReport,
     NotApplicable,
     failure_categories,
     human_labels_for_run,
     load_failure_report,
+    model_error_maps,
 )
 from cifar_helpers.analysis.seed_analysis import (
     MODELS,
@@ -34,14 +46,25 @@ from cifar_helpers.analysis.seed_analysis import (
     load_seed_results,
 )
 from cifar_helpers.core.data import load_data
+from cifar_helpers.core.evaluation import Predictions
 from cifar_helpers.core.training import load_trained_model
 from cifar_helpers.rundir import lineage
-from cifar_helpers.rundir.artifacts import MissingStageError, RunDir, StaleStageError, load_json, save_json
+from cifar_helpers.rundir.artifacts import (
+    MissingStageError,
+    RunDir,
+    StaleStageError,
+    load_json,
+    load_torch,
+    save_figure,
+    save_json,
+    save_torch,
+)
 from cifar_helpers.rundir.config import ConfigError, RunConfig, make_config, resolve_profile
-from cifar_helpers.rundir.registry import STAGES, stage_number
+from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES, StageSpec, stage_number
 from cifar_helpers.rundir.replicate_layout import find_seeds, replicates_dir, seed_run_dir
 from cifar_helpers.rundir.reproducibility import seed_everything
 from cifar_helpers.rundir.runlock import check_not_locked
+from cifar_helpers.views.tables import accuracy_table, train_step_table
 from cifar_helpers.workflow.run_discovery import describe_runs, most_recent_run_with
 
 
@@ -56,6 +79,30 @@ def default_run_dir(profile: str, cwd: str | os.PathLike[str] | None = None) -> 
     return project_root(cwd) / "runs" / resolve_profile(profile)
 
 
+def _output_file(spec: StageSpec, name: str) -> str:
+    """The file of ``spec``'s output ``name``, its file name less the suffix (``"metrics"``: metrics.json)."""
+    files = {Path(file).stem: file for file in spec.outputs}
+    if name not in files:
+        raise ValueError(f"stage {spec.name!r} has no output {name!r}; its outputs: {', '.join(files)}")
+    return files[name]
+
+
+def _save(directory: Path, spec: StageSpec, name: str, result: Any) -> Path:
+    """Write ``result`` as artifact ``name`` of stage ``spec`` in ``directory`` (:meth:`Stage.save`)."""
+    if hasattr(result, "savefig"):  # a matplotlib figure
+        return save_figure(result, directory / f"{name}.png")
+    outputs = {Path(file).stem: file for file in spec.outputs}
+    # A stage may write more than the outputs the registry names: those are JSON unless named whole.
+    path = directory / (name if Path(name).suffix else outputs.get(name, f"{name}.json"))
+    if hasattr(result, "to_dict"):
+        result = result.to_dict()
+    elif isinstance(result, list):
+        result = [row.to_dict() if hasattr(row, "to_dict") else row for row in result]
+    elif isinstance(result, dict):
+        result = {key: v.to_dict() if hasattr(v, "to_dict") else v for key, v in result.items()}
+    return save_torch(path, result) if path.suffix == ".pt" else save_json(path, result)
+
+
 @dataclass
 class Stage:
     """An opened stage: where it writes, the configuration it runs under, and (lazily) the data."""
@@ -68,6 +115,25 @@ class Stage:
     def path(self, name: str) -> Path:
         """Path of an artifact of this stage."""
         return self.run.path(self.name, name)
+
+    def file(self, name: str, of: str | None = None) -> Path:
+        """Path of output ``name`` of this stage, or of stage ``of``: the file the registry names so,
+        less its suffix (``"predictions"``: ``predictions.pt``); an unknown name raises ValueError."""
+        stage = of or self.name
+        return self.run.path(stage, _output_file(STAGES[stage], name))
+
+    def load(self, name: str, of: str | None = None) -> Any:
+        """Read output ``name`` (as for :meth:`file`) of this stage, or of stage ``of``: a ``.pt`` file
+        with :func:`load_torch`, the others with :func:`load_json`."""
+        path = self.file(name, of)
+        return load_torch(path) if path.suffix == ".pt" else load_json(path)
+
+    def save(self, name: str, result: Any) -> Path:
+        """Write ``result`` as this stage's artifact ``name``: a figure as ``<name>.png``; anything else
+        as the output the registry names so (``"heatmaps"``: ``heatmaps.pt``, with :func:`save_torch`),
+        else as ``<name>.json`` (a ``name`` with a suffix is the whole file name); a result with
+        ``to_dict``, or a list or dict of them, is written as what it returns."""
+        return _save(self.run.stage_dir(self.name), STAGES[self.name], name, result)
 
     @property
     def data(self) -> Any:
@@ -272,6 +338,102 @@ def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
     return RunConfig.load(path)
 
 
+def training_tables(stage: Stage) -> list[Any]:
+    """Notebooks 01 and 04: the trained model's accuracies and its training step, as tables."""
+    data, metrics = stage.data, stage.load("metrics")
+    return [
+        accuracy_table(metrics, num_test=len(data.test_labels), num_train=len(data.train_labels)),
+        train_step_table(stage.load("history")["environment"]["train_step"]),
+    ]
+
+
+def model_error_attention(
+    stage: Stage,
+    model: nn.Module,
+    predictions: Predictions,
+    maps: FailureMaps,
+    human_report: HumanFailureReport | NotApplicable,
+    *,
+    deletion_steps: int,
+) -> AttentionReport | NotApplicable:
+    """Notebook 03: :func:`failure_attention_report` of the explained failures ``maps`` that
+    ``human_report`` calls model errors, on the stage's test images, Grad-CAM layer and seed;
+    ``human_report`` itself where no human labels apply."""
+    model_maps = model_error_maps(maps, human_report)
+    if model_maps is None:
+        return human_report
+    return failure_attention_report(
+        model,
+        stage.data.test_images,
+        predictions.probs,
+        predictions.labels,
+        model_maps,
+        layer=stage.config.gradcam_layer,
+        deletion_steps=deletion_steps,
+        seed=stage.config.seed,
+    )
+
+
+@dataclass(frozen=True)
+class BeforeAfterMaps:
+    """Notebook 05's ``reevaluation/heatmaps.pt``: the failures 03 explained, Grad-CAM of each model's
+    own prediction, row i for test image ``indices[i]`` (03's order, the most confident first)."""
+
+    indices: Tensor  # int64 (K,)
+    baseline_maps: Tensor  # float32 (K, H, W) in [0, 1]: 03's maps of the baseline's prediction
+    augmented_maps: Tensor  # float32 (K, H, W) in [0, 1]: of the augmented model's prediction
+    augmented_predicted: Tensor  # int64 (K,)
+
+    def to_dict(self) -> dict[str, Tensor]:
+        """What ``heatmaps.pt`` holds: the fields by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def explain(cls, stage: Stage, augmented_model: nn.Module, augmented: Predictions) -> BeforeAfterMaps:
+        """03's maps (``gradcam/heatmaps.pt``) and the augmented model's of the same images, on 03's
+        layer; ``augmented`` is its test-set predictions."""
+        baseline = FailureMaps.from_dict(stage.load("heatmaps", of="gradcam"))
+        indices = baseline.indices
+        predicted = augmented.preds[indices]
+        maps = explain_images(
+            augmented_model, stage.data.test_images[indices], predicted, layer=stage.config.gradcam_layer
+        )
+        return cls(indices, baseline.predicted_maps, maps, predicted)
+
+    def road(self, stage: Stage, models: dict[str, nn.Module], baseline: Predictions) -> dict[str, Any]:
+        """:func:`road_by_model` of ``models`` (baseline and augmented) on the first ``road_images``
+        rows, each model's maps of its own prediction; ``baseline`` is its test-set predictions."""
+        k = min(stage.config.road_images, len(self.indices))
+        chosen = self.indices[:k]
+        return road_by_model(
+            models,
+            stage.data.test_images[chosen],
+            {"baseline": baseline.preds[chosen], "augmented": self.augmented_predicted[:k]},
+            {"baseline": self.baseline_maps[:k], "augmented": self.augmented_maps[:k]},
+            fractions=stage.config.road_fractions,
+            seed=stage.config.seed,
+        )
+
+    def figure_inputs(
+        self, stage: Stage, predictions: dict[str, Predictions], comparison: FailureComparison
+    ) -> dict[str, Any]:
+        """The arguments of :func:`cifar_helpers.views.plotting.plot_before_after_gradcam` for these
+        rows, each titled with its status in ``comparison`` (fixed, kept)."""
+        data, chosen = stage.data, self.indices
+        return {
+            "images": data.test_images[chosen],
+            "baseline_maps": self.baseline_maps,
+            "augmented_maps": self.augmented_maps,
+            "true_labels": data.test_labels[chosen],
+            "baseline_predicted": predictions["baseline"].preds[chosen],
+            "baseline_confidence": predictions["baseline"].confidences[chosen],
+            "augmented_predicted": self.augmented_predicted,
+            "augmented_confidence": predictions["augmented"].confidences[chosen],
+            "classes": data.classes,
+            "row_titles": comparison.status()[: len(chosen)],
+        }
+
+
 @dataclass
 class Replicates:
     """An opened replicate run: its root, the seeds compared, their results, and where 07 writes."""
@@ -286,9 +448,10 @@ class Replicates:
     def seeds(self) -> list[int]:
         return [r.seed for r in self.results]
 
-    def path(self, name: str) -> Path:
-        """Path of an artifact of the replicate stage, in ``<root>/replicates``; the writers create it."""
-        return replicates_dir(self.root) / name
+    def save(self, name: str, result: Any) -> Path:
+        """Write ``result`` as artifact ``name`` of the replicate stage, in ``<root>/replicates``, as
+        :meth:`Stage.save` does (``"accuracy"``: ``accuracy.json``, a figure: ``<name>.png``)."""
+        return _save(replicates_dir(self.root), REPLICATES_SPEC, name, result)
 
     def describe(self) -> str:
         """One line per seed: its run directory and test accuracies."""

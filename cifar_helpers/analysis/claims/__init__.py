@@ -16,7 +16,6 @@ from .ledger import (
     read_ledger,
     reevaluation_claims,
     reseed_stage_claims,
-    save_claims,
 )
 from .probes import (
     GRADCAM_CLAIM_LAYER,

@@ -19,7 +19,7 @@ from cifar_helpers.analysis.faithfulness import RoadTable
 from cifar_helpers.analysis.human_labels import HumanFailureReport, NotApplicable
 from cifar_helpers.core.data import CifarData
 from cifar_helpers.core.evaluation import Predictions
-from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint, save_json
+from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint
 
 from .bench import bench_gate
 from .probes import (
@@ -166,11 +166,6 @@ def reseed_stage_claims(
     rows = _on_populations(failures, human_report, against_reseed)
     bench = [r for r in bench_rows if r.population.startswith(BENCH)]
     return [r for r in _gate_by_bench([*rows, *bench]) if not r.population.startswith(BENCH)]
-
-
-def save_claims(path: str | os.PathLike[str], rows: Sequence[ClaimResult]) -> None:
-    """Write a stage's rows to ``path`` (``<stage>/claims.json``) atomically, for :func:`read_ledger`."""
-    save_json(path, [row.to_dict() for row in rows])
 
 
 def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult]:
