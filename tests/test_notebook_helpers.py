@@ -153,8 +153,8 @@ def test_model_error_attention_measures_the_model_errors_alone(setup):
         deletion_steps=2,
         seed=gradcam.config.seed,
     )
-    assert measures["control_indices"] == expected["control_indices"]
-    assert measures["failure_periphery_shares"] == expected["failure_periphery_shares"]
+    assert measures.control_indices == expected.control_indices
+    assert measures.failure_periphery_shares == expected.failure_periphery_shares
     no_labels = NotApplicable("a test subset")
     assert model_error_attention(gradcam, model, baseline, maps, no_labels, deletion_steps=2) is no_labels
 
@@ -199,7 +199,7 @@ def test_before_after_maps_are_03s_failures_explained_by_both_models(setup):
         fractions=stage.config.road_fractions,
         seed=stage.config.seed,
     )
-    assert road["num_images"] == 2 and _untimed(road) == _untimed(expected)
+    assert road.num_images == 2 and _untimed(road.to_dict()) == _untimed(expected.to_dict())
     # The figure's inputs, each row titled with its status
     probs = {name: p.probs for name, p in predictions.items()}
     comparison = compare_failures(probs["baseline"], probs["augmented"], setup.data.test_labels, 0.9)
