@@ -133,7 +133,7 @@ class ClaimResult:
     population: str = ALL_FAILURES
     details: dict[str, Any] = field(default_factory=dict)
     precondition: str = ""  # empty: met; else the failed check, and the verdict is INCONCLUSIVE
-    # The population the claim is judged on, declared before the numbers (ledger.failure_populations):
+    # The population the claim is judged on, declared before the numbers (ledger._populations):
     # the model errors where human labels apply. Other rows of the same test are shown as secondary.
     primary: bool = True
     verdict: str = field(init=False, default=INCONCLUSIVE)
