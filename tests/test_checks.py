@@ -14,13 +14,16 @@ from cifar_helpers.core import checks
 from cifar_helpers.core.checks import (
     check_class_indices,
     check_classes,
+    check_count,
     check_fraction,
     check_fractions,
     check_images,
     check_images_and_labels,
     check_labels,
+    check_maps,
     check_probabilities,
     check_score_matrix,
+    check_threshold,
     model_device,
 )
 
@@ -122,3 +125,40 @@ def test_a_fraction_is_a_number_in_its_range() -> None:
         check_fraction("accuracy", True)
     with pytest.raises(ValueError, match=r"accuracy must be a fraction in \[0, 1\] \(not a percent\)"):
         check_fraction("accuracy", 95.0)
+    with pytest.raises(ValueError, match=r"ambiguity must be a fraction in \(0, 1\]"):
+        check_fraction("ambiguity", 0.0, closed=(False, True))
+    assert check_fraction("ambiguity", 1, closed=(False, True)) == 1.0
+    assert check_threshold("threshold", 0.5) == 0.5
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"threshold must be a fraction in \(0, 1\)"):
+            check_threshold("threshold", bad)
+
+
+def test_a_count_is_an_integer_within_its_bounds() -> None:
+    assert check_count("n_bins", np.int64(3)) == 3
+    assert check_count("padding", 0, low=0) == 0
+    assert check_count("severity", 5, low=0, high=5) == 5
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match=r"n_bins must be an integer >= 1"):
+            check_count("n_bins", bad)
+    with pytest.raises(ValueError, match=r"severity must be an integer in \[0, 5\], got 6"):
+        check_count("severity", 6, low=0, high=5)
+
+
+def test_maps_are_finite_float_tensors_of_their_shape_and_range() -> None:
+    maps = torch.rand(2, 4, 4)
+    assert check_maps("maps", maps) is not maps  # detached
+    assert check_maps("maps", maps, (2, 4, 4), low=0.0, high=1.0).equal(maps)
+    assert check_maps("maps", maps + 1e-4, low=0.0, high=1.0, tolerance=1e-3).shape == (2, 4, 4)
+    with pytest.raises(TypeError, match=r"maps must be a float tensor \(N, H, W\)"):
+        check_maps("maps", maps.numpy())
+    with pytest.raises(TypeError, match="maps must be a float tensor"):
+        check_maps("maps", maps.long())
+    with pytest.raises(ValueError, match=r"maps must have shape \(N, H, W\)"):
+        check_maps("maps", maps[0])
+    with pytest.raises(ValueError, match=r"maps must have shape \(2, 3, 4\)"):
+        check_maps("maps", maps, (2, 3, 4))
+    with pytest.raises(ValueError, match="maps must be finite"):
+        check_maps("maps", torch.full((1, 2, 2), torch.nan))
+    with pytest.raises(ValueError, match=r"maps must lie in \[0, 1\]"):
+        check_maps("maps", torch.full((1, 2, 2), 1.002), low=0.0, high=1.0, tolerance=1e-3)

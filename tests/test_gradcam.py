@@ -296,7 +296,7 @@ def test_periphery_share_centre_border_uniform_and_empty() -> None:
     assert periphery_share(maps, center=32)[:3].tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="center"):
         periphery_share(maps, center=33)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"maps must lie in \[0, inf\]"):
         periphery_share(-maps)
 
 

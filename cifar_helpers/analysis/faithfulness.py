@@ -29,6 +29,7 @@ from cifar_helpers.analysis.gradcam.cam import FailureMaps, explain_images, reso
 from cifar_helpers.core.checks import (
     check_fractions,
     check_images,
+    check_maps,
     check_target_classes,
     eval_mode,
     model_device,
@@ -137,16 +138,6 @@ class RoadByModel:
         return cls(**read, models=models)
 
 
-def _check_map_shape(maps: Tensor, shape: tuple[int, int, int]) -> Tensor:
-    if not isinstance(maps, Tensor) or not maps.dtype.is_floating_point:
-        raise TypeError(f"maps must be a float tensor (N, H, W), got {getattr(maps, 'dtype', type(maps))}")
-    if tuple(maps.shape) != shape:
-        raise ValueError(f"maps must have shape {shape} to match the images, got {tuple(maps.shape)}")
-    if maps.numel() and not torch.isfinite(maps).all():
-        raise ValueError("maps must be finite, got NaN or infinite values")
-    return maps.detach().cpu()
-
-
 def _keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
     """Which pixels ROAD keeps when it removes ``fraction`` (in (0, 1)) of them in ``order``.
 
@@ -221,7 +212,7 @@ def _road_change(
     """
     n, _, height, width = images.shape
     targets = check_target_classes("target_classes", target_classes, n)
-    maps = _check_map_shape(maps, (n, height, width))
+    maps = check_maps("maps", maps, (n, height, width)).cpu()
     keep = _keep_masks(maps, fraction, order, torch.Generator().manual_seed(seed))
     imputed = _impute(images, keep, seed=seed)
     with eval_mode(model):

@@ -30,6 +30,7 @@ from scipy.stats import spearmanr
 from torch import Tensor
 
 from cifar_helpers.analysis.failures import COUNT_KEYS
+from cifar_helpers.core.checks import check_fraction
 from cifar_helpers.core.data import resolve_data_root
 from cifar_helpers.rundir.artifacts import RunDir, atomic_path, load_json
 from cifar_helpers.rundir.records import Record
@@ -152,7 +153,7 @@ class HumanLabels:
 
     def label_status(self, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD) -> Tensor:
         """int64 (10000,): index into :data:`LABEL_STATUSES` (label error, ambiguous, humans agree)."""
-        threshold = _check_ambiguity_threshold(ambiguity_threshold)
+        threshold = check_fraction("ambiguity_threshold", ambiguity_threshold, closed=(False, True))
         status = torch.full((NUM_TEST_IMAGES,), LABEL_STATUSES.index(AGREED), dtype=torch.int64)
         status[self.given_share() < threshold] = LABEL_STATUSES.index(AMBIGUOUS)
         status[self.verified_errors] = LABEL_STATUSES.index(LABEL_ERROR)
@@ -338,12 +339,6 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
         data.test_labels, data.test_images, human.original_labels, original_test_intensity()
     )
     return NotApplicable(reason) if reason is not None else human
-
-
-def _check_ambiguity_threshold(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"ambiguity_threshold must be a number in (0, 1], got {value!r}")
-    return float(value)
 
 
 def failure_categories(
@@ -548,7 +543,7 @@ def human_failure_report(
     """
     if isinstance(human, NotApplicable):
         return human
-    threshold = _check_ambiguity_threshold(ambiguity_threshold)
+    threshold = check_fraction("ambiguity_threshold", ambiguity_threshold, closed=(False, True))
     probs, labels = probs.float().cpu(), labels.long().cpu()
     shares = human.shares
     predicted = probs.argmax(dim=1)
@@ -619,7 +614,7 @@ def comparison_by_category(
     """
     if isinstance(human, NotApplicable):
         return human
-    threshold = _check_ambiguity_threshold(ambiguity_threshold)
+    threshold = check_fraction("ambiguity_threshold", ambiguity_threshold, closed=(False, True))
     by_category = {
         group: _category_counts(failure_categories(getattr(comparison, group), human, threshold))
         for group in COUNT_KEYS

@@ -16,7 +16,6 @@ import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_helpers.core.checks import check_images, check_labels
+from cifar_helpers.core.checks import check_count, check_images, check_labels
 from cifar_helpers.core.evaluation import predict
 from cifar_helpers.rundir.records import INLINE, Record
 
@@ -165,12 +164,6 @@ def _check_corruption(name: str) -> None:
         raise ValueError(f"unknown corruption {name!r}; known corruptions: {', '.join(CORRUPTIONS)}")
 
 
-def _check_severity(severity: Any) -> int:
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 0 <= severity <= 5:
-        raise ValueError(f"severity must be an integer in 0..{MAX_SEVERITY}, got {severity!r}")
-    return int(severity)
-
-
 def corruption_seed(seed: int, name: str, severity: int) -> int:
     """The seed of one (corruption, severity) cell, derived from the run's ``seed``.
 
@@ -191,7 +184,7 @@ def corrupt(
     """
     images = check_images("images", images)
     _check_corruption(name)
-    severity = _check_severity(severity)
+    severity = check_count("severity", severity, low=0, high=MAX_SEVERITY)
     if generator is None or isinstance(generator, (int, np.integer)):
         seed = 0 if generator is None else int(generator)
         generator = torch.Generator().manual_seed(seed)

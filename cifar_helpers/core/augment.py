@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cifar_helpers.core.checks import check_count
+
 
 def random_crop_flip(
     images: torch.Tensor, padding: int = 4, flip: bool = True, generator: torch.Generator | None = None
@@ -22,8 +24,7 @@ def random_crop_flip(
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"random_crop_flip expects images of shape (N, C, H, W), got {shape}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    padding = check_count("padding", padding, low=0)
     if generator is not None and generator.device.type != images.device.type:
         raise ValueError(
             f"generator is on {generator.device} but images are on {images.device}; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -173,30 +174,36 @@ def check_classes(name: str, classes: Any, num_classes: int = 0) -> list[str]:
     return names
 
 
-def check_count(name: str, value: Any) -> int:
-    """A positive integer (a count, a size, a scale factor) as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_count(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
+    """An integer (a count, a size, a scale factor), not a bool, in [low, high] (``high`` None: no
+    upper bound) as ``int``; by default a positive one."""
+    is_integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not is_integer or value < low or (high is not None and value > high):
+        accepted = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {accepted}, got {value!r}")
     return int(value)
 
 
 def check_threshold(name: str, value: Any) -> float:
     """A number in the open interval (0, 1) (a confidence threshold) as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
-    return float(value)
+    return check_fraction(name, value, closed=(False, False))
 
 
-def check_fraction(name: str, value: Any, low: float = 0.0) -> float:
-    """A number in [low, 1] (an accuracy, a threshold; ``low=-1`` for a difference of two) as ``float``:
+def check_fraction(
+    name: str, value: Any, low: float = 0.0, *, closed: tuple[bool, bool] = (True, True)
+) -> float:
+    """A number in [low, 1] (an accuracy, a threshold; ``low=-1`` for a difference of two) as ``float``;
+    ``closed`` says whether each end belongs to the interval (``(False, True)``: (low, 1]).
     TypeError for anything but a number, ValueError outside (the usual cause: a percent)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    if not low <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a fraction in [{low:g}, 1] (not a percent), got {value!r}")
-    return float(value)
+    number = float(value)
+    above = low <= number if closed[0] else low < number
+    below = number <= 1.0 if closed[1] else number < 1.0
+    if not (above and below):
+        interval = f"{'[' if closed[0] else '('}{low:g}, 1{']' if closed[1] else ')'}"
+        raise ValueError(f"{name} must be a fraction in {interval} (not a percent), got {value!r}")
+    return number
 
 
 def check_fractions(
@@ -241,6 +248,34 @@ def check_float_images(name: str, images: Any) -> Tensor:
             f"images), got dtype {images.dtype}"
         )
     return images.detach()
+
+
+def check_maps(
+    name: str,
+    maps: Any,
+    shape: Sequence[int] | None = None,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    tolerance: float = 0.0,
+) -> Tensor:
+    """Float heatmaps (Grad-CAM maps: (N, H, W)), detached: a tensor of exactly ``shape`` (None: any
+    3-D one), finite, each value in [low, high] give or take ``tolerance`` (float error from
+    normalisation). TypeError for a non-tensor or a non-float dtype, ValueError otherwise."""
+    expected = "(N, H, W)" if shape is None else str(tuple(shape))
+    if not isinstance(maps, Tensor) or not maps.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a float tensor {expected}, got {getattr(maps, 'dtype', type(maps))}")
+    wrong_shape = (maps.ndim != 3) if shape is None else (tuple(maps.shape) != tuple(shape))
+    if wrong_shape:
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(maps.shape)}")
+    if not maps.numel():
+        return maps.detach()
+    if not torch.isfinite(maps).all():
+        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+    smallest, largest = float(maps.min()), float(maps.max())
+    if smallest < low - tolerance or largest > high + tolerance:
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got [{smallest:.3g}, {largest:.3g}]")
+    return maps.detach()
 
 
 @contextlib.contextmanager

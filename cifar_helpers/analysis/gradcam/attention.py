@@ -14,24 +14,11 @@ from cifar_helpers.core.checks import (
     check_batch_size,
     check_count,
     check_float_images,
+    check_maps,
     check_target_classes,
     eval_mode,
     model_device,
 )
-
-
-def _check_maps(maps: Tensor, name: str = "maps") -> Tensor:
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, H, W), got {type(maps).__name__}")
-    if maps.ndim != 3:
-        raise ValueError(f"{name} must be 3-D (N, H, W), got shape {tuple(maps.shape)}")
-    if not maps.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got dtype {maps.dtype}")
-    if maps.numel() and (maps.min() < 0 or not torch.isfinite(maps).all()):
-        raise ValueError(
-            f"{name} must be non-negative and finite (Grad-CAM maps are), got negative or NaN values"
-        )
-    return maps.detach()
 
 
 def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
@@ -56,13 +43,9 @@ def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
 
     Returns (N,) in the maps' dtype, in [0, 1]; NaN for an all-zero map.
     """
-    maps = _check_maps(maps)
+    maps = check_maps("maps", maps, low=0.0)
     height, width = maps.shape[1:]
-    if isinstance(center, bool) or not isinstance(center, int) or not 1 <= center <= min(height, width):
-        raise ValueError(
-            f"center must be an integer in [1, {min(height, width)}] for {height}x{width} maps, "
-            f"got {center!r}"
-        )
+    center = check_count("center", center, high=min(height, width))
     top, left = (height - center) // 2, (width - center) // 2
     outside = torch.ones((height, width), dtype=torch.bool, device=maps.device)
     outside[top : top + center, left : left + center] = False
@@ -72,14 +55,14 @@ def periphery_share(maps: Tensor, center: int = 16) -> Tensor:
 def mask_share(maps: Tensor, masks: Tensor) -> Tensor:
     """Share of each non-negative float (N, H, W) map's mass inside its bool (N, H, W) object mask:
     (N,) in [0, 1] in the maps' dtype, NaN for an all-zero map."""
-    maps = _check_maps(maps)
+    maps = check_maps("maps", maps, low=0.0)
     return _share(maps, _check_masks(masks, maps))
 
 
 def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     """Whether each map's maximum falls inside its mask (Zhang et al., 2016), bool (N,): with several
     maximal pixels the first in row-major order counts; an all-zero map points nowhere (False)."""
-    maps = _check_maps(maps)
+    maps = check_maps("maps", maps, low=0.0)
     masks = _check_masks(masks, maps)
     flat = maps.flatten(1)
     peak = flat.argmax(dim=1)
@@ -121,11 +104,7 @@ def deletion_curve(
     images = check_float_images("images", images)
     n, _, height, width = images.shape
     targets = check_target_classes("target_classes", target_classes, n)
-    maps = _check_maps(maps)
-    if maps.shape != (n, height, width):
-        raise ValueError(
-            f"maps must have shape {(n, height, width)} to match images, got {tuple(maps.shape)}"
-        )
+    maps = check_maps("maps", maps, (n, height, width), low=0.0)
     check_count("steps", steps)
     batch_size = check_batch_size("batch_size", batch_size, n)
     if generator is None:
@@ -171,8 +150,8 @@ def attention_measures(failure_maps: Tensor, control_maps: Tensor, *, center: in
         (failure - control over those pairs); ``share_failure_higher``; ``wilcoxon_p``: two-sided
         Wilcoxon signed-rank p-value over the pairs. Undefined values are None.
     """
-    failure_maps = _check_maps(failure_maps, "failure_maps")
-    control_maps = _check_maps(control_maps, "control_maps")
+    failure_maps = check_maps("failure_maps", failure_maps, low=0.0)
+    control_maps = check_maps("control_maps", control_maps, low=0.0)
     if failure_maps.shape[0] != control_maps.shape[0]:
         raise ValueError(
             f"failure_maps ({failure_maps.shape[0]} maps) and control_maps ({control_maps.shape[0]}) "

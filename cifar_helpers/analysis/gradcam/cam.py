@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from cifar_helpers.analysis.failures import FailureSet
 from cifar_helpers.core.checks import (
     check_batch_size,
+    check_count,
     check_float_images,
     check_images,
     check_target_classes,
@@ -205,11 +206,9 @@ def gradcam_for_failures(
             f"the failures were found on {failures.num_images} images but images_uint8 holds "
             f"{len(images_uint8)}; pass the whole split they index into"
         )
-    if max_items is not None and (
-        isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0
-    ):
-        raise ValueError(f"max_items must be a non-negative integer or None, got {max_items!r}")
-    k = len(failures) if max_items is None else min(max_items, len(failures))
+    k = len(failures)
+    if max_items is not None:
+        k = min(check_count("max_items", max_items, low=0), k)
     indices = failures.indices[:k]
     predicted, true_labels = failures.predicted[:k], failures.true_labels[:k]
     chosen = images_uint8[indices]

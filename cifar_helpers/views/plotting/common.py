@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ParamSpec
 
@@ -141,33 +141,11 @@ def class_labels(name: str, labels: Any, length: int, num_classes: int) -> np.nd
     return checks.check_labels(name, tensor, length, num_classes).numpy()
 
 
-def check_maps(maps: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Float heatmaps of exactly ``shape`` with values in [0, 1], as float32; raises naming ``name``."""
-    array = to_numpy(maps, name)
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(
-            f"{name} must have shape {tuple(shape)} (one map per image, at the image's size), "
-            f"got {tuple(array.shape)}"
-        )
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"{name} must be float heatmaps in [0, 1], got {array.dtype}")
-    array = array.astype(np.float32, copy=False)
-    if array.size and not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    # A little slack for float error from normalisation; anything further out is a wrong input.
-    if array.size and (array.min() < -1e-3 or array.max() > 1 + 1e-3):
-        raise ValueError(
-            f"{name} must lie in [0, 1] (normalised Grad-CAM maps), "
-            f"got [{array.min():.3g}, {array.max():.3g}]"
-        )
-    return np.clip(array, 0.0, 1.0)
-
-
-def check_keys(mapping: Mapping[str, Any], keys: Sequence[str], name: str) -> None:
-    """Raise naming ``name`` and the missing keys unless ``mapping`` holds every one of ``keys``."""
-    missing = [key for key in keys if key not in mapping]
-    if missing:
-        raise ValueError(f"{name} is missing key(s) {', '.join(missing)}")
+def heatmaps(name: str, maps: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Float heatmaps (tensor on any device, or array) of exactly ``shape`` in [0, 1] give or take 1e-3,
+    checked by :func:`cifar_helpers.core.checks.check_maps`, as float32 NumPy clipped to [0, 1]."""
+    tensor = checks.check_maps(name, _cpu_tensor(maps, name), shape, low=0.0, high=1.0, tolerance=1e-3)
+    return np.clip(tensor.numpy().astype(np.float32, copy=False), 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -270,7 +248,7 @@ def overlay_heatmap(image: Any, heatmap: Any, *, scale: int = 4) -> np.ndarray:
     bicubic, map bilinear, so a smooth map stays smooth and in [0, 1])."""
     rgb = upscale_image(image, scale)
     height, width = rgb.shape[0] // int(scale), rgb.shape[1] // int(scale)
-    heat = check_maps(heatmap, "heatmap", (height, width))
+    heat = heatmaps("heatmap", heatmap, (height, width))
     heat = cv2.resize(heat, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
     heat_u8 = np.clip(np.rint(heat * 255.0), 0, 255).astype(np.uint8)
     # OpenCV colormaps produce BGR; the rest of the project (and matplotlib) is RGB.

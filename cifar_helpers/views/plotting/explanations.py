@@ -96,7 +96,7 @@ def _gradcam_inputs(
     names = check_classes("classes", classes)
     batch = common.image_batch("images", images)
     k, _, height, width = batch.shape
-    checked = {key: common.check_maps(value, key, (k, height, width)) for key, value in maps.items()}
+    checked = {key: common.heatmaps(key, value, (k, height, width)) for key, value in maps.items()}
     checked |= {key: common.class_labels(key, value, k, len(names)) for key, value in labels.items()}
     checked |= {key: check_fractions(key, value, k) for key, value in confidences.items()}
     return batch, checked, names
@@ -331,7 +331,7 @@ def plot_map_columns(
     if not maps:
         raise ValueError("maps is empty: pass {column title: maps (K, H, W)}")
     columns = {
-        name: common.check_maps(m, f"maps[{name!r}]", batch.shape[:1] + batch.shape[2:])
+        name: common.heatmaps(f"maps[{name!r}]", m, batch.shape[:1] + batch.shape[2:])
         for name, m in maps.items()
     }
     if row_titles is not None and len(row_titles) != len(batch):

@@ -12,13 +12,12 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from cifar_helpers.analysis.failures import ConfidenceHistogram, ConfusedPair
-from cifar_helpers.core.checks import check_classes, check_fraction
+from cifar_helpers.core.checks import check_classes, check_count, check_fraction
 
 from .common import (
     CORRECT_COLOR,
     NEUTRAL_COLOR,
     WRONG_COLOR,
-    check_keys,
     model_color,
     new_figure,
     styled,
@@ -287,13 +286,10 @@ def plot_failure_comparison(
     """What retraining with augmentation did to the baseline's confident failures: the four groups of
     ``counts`` (:meth:`cifar_helpers.analysis.failures.FailureComparison.counts`), test accuracies in [0, 1]
     and train - test gaps in [-1, 1] (None: unknown), one axes each."""
-    check_keys(counts, [key for key, _, _ in _COMPARISON_GROUPS], "counts")
-    values = []
-    for key, _, _ in _COMPARISON_GROUPS:
-        n = counts[key]
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"counts[{key!r}] must be a non-negative integer, got {n!r}")
-        values.append(int(n))
+    missing = [key for key, _, _ in _COMPARISON_GROUPS if key not in counts]
+    if missing:
+        raise ValueError(f"counts is missing key(s) {', '.join(missing)}")
+    values = [check_count(f"counts[{key!r}]", counts[key], low=0) for key, _, _ in _COMPARISON_GROUPS]
     accuracies = [
         check_fraction("baseline_accuracy", baseline_accuracy),
         check_fraction("augmented_accuracy", augmented_accuracy),

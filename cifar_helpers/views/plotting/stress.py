@@ -195,7 +195,7 @@ def plot_randomisation_test(
             raise ValueError("images are needed with maps (the images the maps explain)")
         image_array = common.image_batch("images", images)
         n, _, height, width = image_array.shape
-        map_array = common.check_maps(maps, "maps", (len(steps), n, height, width))
+        map_array = common.heatmaps("maps", maps, (len(steps), n, height, width))
         n_show = min(int(num_examples), n)
     fig = common.new_figure(max(7.0, 1.35 * len(steps) + 1.0), 3.2 + 1.45 * n_show)
     ax, panels = _summary_and_panels(fig, n_show, len(steps), (2.2, 1.0))
@@ -269,7 +269,7 @@ def plot_positive_control(
     for (model, entry), row_panels in zip(rows_of_examples, panels, strict=True):
         images = common.image_batch(f"examples.{model}.images", entry.images)
         k = min(len(images), num_examples)
-        maps = common.check_maps(entry.maps, f"examples.{model}.maps", (len(images), *images.shape[2:]))
+        maps = common.heatmaps(f"examples.{model}.maps", entry.maps, (len(images), *images.shape[2:]))
         masks = common.to_numpy(entry.masks, f"examples.{model}.masks").astype(bool)
         true, predicted, confidence = (
             common.to_numpy(getattr(entry, key), key) for key in ("true_labels", "predicted", "confidence")
