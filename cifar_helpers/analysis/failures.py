@@ -37,12 +37,18 @@ _TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "au
 _TABLE_KEYS += ("augmented_confidence", "status")
 
 
+def _check_scores_on_cpu(scores: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """Float (N, C) scores (logits or probabilities) and their int (N,) class indices, checked: the
+    scores detached on the CPU, the labels int64 on the CPU (also calibration's check)."""
+    num_images, num_classes = check_score_matrix(name, scores).shape
+    labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
+    return scores.detach().cpu(), labels
+
+
 def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
     """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU,
     probabilities in float64 when given so, else float32."""
-    num_images, num_classes = check_score_matrix(name, probs).shape
-    labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
-    probs = probs.detach().cpu()
+    probs, labels = _check_scores_on_cpu(probs, labels, name)
     if probs.dtype != torch.float64:
         probs = probs.float()
     return check_probabilities(name, probs), labels

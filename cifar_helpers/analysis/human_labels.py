@@ -667,7 +667,7 @@ def calibration_against_humans(
     """Notebook 06: each model's CIFAR-10H cross-entropy before and after temperature scaling.
 
     ``logits`` ``{model: float (10000, 10) test logits}``; ``temperatures`` ``{model: temperature
-    fitted on the hold-out split, or None}``.
+    fitted on the hold-out split}``, a model missing (or None) where the calibration was skipped.
     """
     if isinstance(human, NotApplicable):
         return human
@@ -675,7 +675,7 @@ def calibration_against_humans(
     entropy = float(-(shares * torch.log(shares.clamp_min(1e-300))).sum(dim=1).mean())
     models = {}
     for name, model_logits in logits.items():
-        temperature = temperatures.get(name)
+        temperature = temperatures.get(name)  # optional by design: a skipped calibration has none
         models[name] = HumanCrossEntropy(
             temperature=temperature,
             before=human_cross_entropy(model_logits, human),

@@ -21,6 +21,7 @@ import pandas as pd
 from IPython.display import display
 from pandas.io.formats.style import Styler
 
+from cifar_helpers.analysis.calibration import Calibration
 from cifar_helpers.analysis.claims import (
     ALL_FAILURES,
     ALL_IMAGES,
@@ -324,13 +325,11 @@ def corruption_tables(result: StressResult, severities: bool = False) -> list[pd
     ]
 
 
-def calibration_table(reports: dict[str, Any]) -> pd.DataFrame:
+def calibration_table(result: Calibration) -> pd.DataFrame:
     """ECE, NLL and the confident failures before and after temperature scaling, per model
-    (``calibration.json``, where a skipped model has the reason instead)."""
-    models = {name: report for name, report in reports.items() if isinstance(report, dict)}
-    skipped = [f"{name}: skipped ({report})" for name, report in reports.items() if name not in models]
-    if not models:
-        return table((), (), notes=skipped)
+    (:func:`analysis.calibration.calibrate_models`, ``calibration.json``), or why it was skipped."""
+    if result.skipped is not None:
+        return note(f"skipped: skipped ({result.skipped})")
     spec = [
         ("temperature", None, "temperature"),
         ("ECE before", "pct", "before", "ece"),
@@ -343,8 +342,9 @@ def calibration_table(reports: dict[str, Any]) -> pd.DataFrame:
         ("... still above it after scaling", None, "high_confidence_failures", "still_above_after"),
         ("failures above it after scaling", None, "high_confidence_failures", "after"),
     ]
-    holdout = ", ".join(map(str, dict.fromkeys(m["num_holdout"] for m in models.values())))
-    return spec_table(models, spec, f"temperature fitted on {holdout} held-out training images", skipped)
+    holdout = ", ".join(map(str, dict.fromkeys(m.num_holdout for m in result.models.values())))
+    models = {name: report.to_dict() for name, report in result.models.items()}
+    return spec_table(models, spec, f"temperature fitted on {holdout} held-out training images")
 
 
 def randomisation_table(result: RandomisationSummary) -> pd.DataFrame:
