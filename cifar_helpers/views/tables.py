@@ -34,12 +34,7 @@ from cifar_helpers.analysis.claims import (
 from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel, RoadTable
 from cifar_helpers.analysis.human_labels import (
-    AGREED,
-    AMBIGUOUS,
     CATEGORIES,
-    LABEL_ERROR,
-    MODEL_ERROR,
-    NUM_TEST_IMAGES,
     CategoryComparison,
     HumanCalibration,
     HumanFailureReport,
@@ -476,18 +471,8 @@ def human_failure_table(report: HumanFailureReport | NotApplicable, title: str =
     share, the category's share of the test set and the enrichment, or why no human labels apply."""
     if isinstance(report, NotApplicable):
         return _not_applicable(report.reason)
-    counts, n, base = report.counts, report.num_failures, report.base_counts
-    status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}  # in the test set
-    rows = [
-        (
-            c,
-            counts[c],
-            counts[c] / n if n else None,
-            base[status[c]] / NUM_TEST_IMAGES,
-            report.enrichment[c],
-        )
-        for c in CATEGORIES
-    ]
+    counts, n, base = report.counts, report.num_failures, report.base_shares()
+    rows = [(c, counts[c], counts[c] / n if n else None, base[c], report.enrichment[c]) for c in CATEGORIES]
     title = title or (
         f"the {n} confident failures by category (ambiguous: the given label's human share "
         f"< {report.ambiguity_threshold})"
