@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -27,13 +28,13 @@ def _calibrated(n: int, seed: int, num_classes: int = 10, scale: float = 2.0):
 
 def test_ece_of_calibrated_predictor_is_near_zero() -> None:
     logits, labels = _calibrated(20000, seed=0)
-    assert _reliability_bins(logits.softmax(dim=1), labels)["ece"] < 0.02
+    assert _reliability_bins(logits.softmax(dim=1), labels).ece < 0.02
 
 
 def test_ece_of_overconfident_predictor_is_large() -> None:
     logits, labels = _calibrated(20000, seed=1)
     # The same labels with logits three times as large: confidences far above the true hit rates.
-    assert _reliability_bins((3 * logits).softmax(dim=1), labels)["ece"] > 0.15
+    assert _reliability_bins((3 * logits).softmax(dim=1), labels).ece > 0.15
 
 
 def test_ece_matches_a_hand_computed_example() -> None:
@@ -41,24 +42,22 @@ def test_ece_matches_a_hand_computed_example() -> None:
     probs = torch.tensor([[0.92, 0.08], [0.83, 0.17], [0.26, 0.74], [0.35, 0.65]], dtype=torch.float64)
     labels = torch.tensor([0, 1, 1, 1])
     # Two bins: all four in (0.5, 1], accuracy 0.75 against mean confidence 0.785.
-    assert _reliability_bins(probs, labels, n_bins=2)["ece"] == pytest.approx(0.035)
+    assert _reliability_bins(probs, labels, n_bins=2).ece == pytest.approx(0.035)
     # Ten bins: each prediction alone in its bin.
-    assert _reliability_bins(probs, labels, n_bins=10)["ece"] == pytest.approx(
-        (0.08 + 0.83 + 0.26 + 0.35) / 4
-    )
+    assert _reliability_bins(probs, labels, n_bins=10).ece == pytest.approx((0.08 + 0.83 + 0.26 + 0.35) / 4)
 
 
 def test_reliability_bins_are_consistent() -> None:
     logits, labels = _calibrated(3000, seed=2)
     bins = _reliability_bins(logits.softmax(dim=1), labels, n_bins=15)
-    assert len(bins["edges"]) == 16 and len(bins["counts"]) == 15
-    assert sum(bins["counts"]) == 3000
+    assert len(bins.edges) == 16 and len(bins.counts) == 15
+    assert sum(bins.counts) == 3000
     for count, acc, conf, lo, hi in zip(
-        bins["counts"],
-        bins["accuracy"],
-        bins["confidence"],
-        bins["edges"][:-1],
-        bins["edges"][1:],
+        bins.counts,
+        bins.accuracy,
+        bins.confidence,
+        bins.edges[:-1],
+        bins.edges[1:],
         strict=True,
     ):
         if count == 0:
@@ -67,9 +66,9 @@ def test_reliability_bins_are_consistent() -> None:
             assert 0.0 <= acc <= 1.0
             assert lo - 1e-12 <= conf <= hi + 1e-12
     # The ECE is the bins' gaps weighted by their share of the predictions.
-    rows = zip(bins["counts"], bins["accuracy"], bins["confidence"], strict=True)
+    rows = zip(bins.counts, bins.accuracy, bins.confidence, strict=True)
     gaps = [n * abs(a - c) for n, a, c in rows if n]
-    assert bins["ece"] == pytest.approx(sum(gaps) / 3000)
+    assert bins.ece == pytest.approx(sum(gaps) / 3000)
 
 
 def test_nll_is_the_cross_entropy_of_the_logits() -> None:
@@ -104,16 +103,16 @@ def test_calibration_report_improves_overconfident_model() -> None:
     test_logits, test_labels = 3 * logits[:4000], labels[:4000]
     holdout_logits, holdout_labels = 3 * logits[4000:], labels[4000:]
     report = _calibration_report(test_logits, test_labels, holdout_logits, holdout_labels, threshold=0.9)
-    assert report["temperature"] > 2.0
-    assert report["after"]["ece"] < report["before"]["ece"] / 3
-    assert report["after"]["nll"] < report["before"]["nll"]
+    assert report.temperature > 2.0
+    assert report.after.ece < report.before.ece / 3
+    assert report.after.nll < report.before.nll
     # Temperature scaling never changes a predicted class.
-    assert report["after"]["accuracy"] == report["before"]["accuracy"]
-    failures = report["high_confidence_failures"]
-    assert failures["before"] > 0
-    assert failures["still_above_after"] < failures["before"]
-    assert failures["still_above_after"] <= failures["after"]
-    assert report["num_test"] == 4000 and report["num_holdout"] == 4000
+    assert report.after.accuracy == report.before.accuracy
+    failures = report.high_confidence_failures
+    assert failures.before > 0
+    assert failures.still_above_after < failures.before
+    assert failures.still_above_after <= failures.after
+    assert report.num_test == 4000 and report.num_holdout == 4000
 
 
 def test_temperature_never_sees_test_data(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,10 +139,10 @@ def test_temperature_never_sees_test_data(monkeypatch: pytest.MonkeyPatch) -> No
         holdout_logits,
         holdout_labels,
     )
-    assert scrambled["temperature"] == report["temperature"]
+    assert scrambled.temperature == report.temperature
     # ...while a change of the hold-out split does change it.
     other = _calibration_report(test_logits, test_labels, holdout_logits * 1.5, holdout_labels)
-    assert other["temperature"] != pytest.approx(report["temperature"], rel=1e-3)
+    assert other.temperature != pytest.approx(report.temperature, rel=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -177,14 +176,16 @@ def test_reliability_diagram_figure() -> None:
         name: _calibration_report(scale * logits[:1000], labels[:1000], scale * logits[1000:], labels[1000:])
         for name, scale in (("baseline", 3.0), ("augmented", 1.0))
     }
-    fig = plot_reliability_diagram(reports)
+    fig = plot_reliability_diagram(calibration.Calibration(reports))
     assert len(fig.axes) == 4  # reliability and bin counts, per model
     assert [ax.get_title() for ax in fig.axes[:2]] == ["baseline", "augmented"]
     legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
-    assert f"ECE {reports['baseline']['before']['ece']:.3f}" in legend
+    assert f"ECE {reports['baseline'].before.ece:.3f}" in legend
     assert figure_to_png_bytes(fig).startswith(b"\x89PNG")
-    with pytest.raises(TypeError, match="model names"):
+    with pytest.raises(TypeError, match="calibrate_models' result"):
         plot_reliability_diagram(reports["baseline"])
+    with pytest.raises(TypeError, match="at least one model"):
+        plot_reliability_diagram(calibration.Calibration({}, "no hold-out split"))
 
 
 def test_calibrate_models_fits_each_model_on_its_holdout_predictions():
@@ -197,15 +198,17 @@ def test_calibrate_models_fits_each_model_on_its_holdout_predictions():
     models = {"a": resnet18(width=4).eval(), "b": resnet18(width=4).eval()}
     test_set, holdout_set = (data.test_images, data.test_labels), (data.holdout_images, data.holdout_labels)
     reports = calibration.calibrate_models(models, *test_set, *holdout_set, 0.5, batch_size=7)
-    assert set(reports) == {"a", "b"}
+    assert set(reports.models) == {"a", "b"}
     for name, model in models.items():
         test = predict(model, *test_set, batch_size=7)
         holdout = predict(model, *holdout_set, batch_size=7)
         expected = calibration._calibration_report(
             test.logits, test.labels, holdout.logits, holdout.labels, 0.5
         )
-        assert reports[name] == expected
-        assert reports[name]["num_holdout"] == 40 and reports[name]["num_test"] == 60
+        assert reports.models[name] == expected
+        assert reports.models[name].num_holdout == 40 and reports.models[name].num_test == 60
+    assert calibration.Calibration.from_dict(json.loads(json.dumps(reports.to_dict()))) == reports
     no_holdout = (data.holdout_images[:0], data.holdout_labels[:0])
     skipped = calibration.calibrate_models(models, *test_set, *no_holdout)
-    assert skipped == {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
+    assert skipped.to_dict() == {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
+    assert calibration.Calibration.from_dict(skipped.to_dict()) == skipped

@@ -13,7 +13,6 @@ from cifar_helpers.analysis.failures import (
     FailureComparison,
     FailureSet,
     FailureSummary,
-    _confused_pair_counts,
     _most_confused_pairs,
     _per_class_failure_rate,
     compare_failures,
@@ -21,6 +20,7 @@ from cifar_helpers.analysis.failures import (
     failure_summary,
     find_high_confidence_failures,
 )
+from cifar_helpers.core.evaluation import confusion_matrix
 
 CLASSES = ["cat", "dog", "frog"]
 
@@ -116,7 +116,9 @@ def test_empty_failures_are_handled_everywhere(
     failures = find_high_confidence_failures(probs, labels)
     assert len(failures) == 0 and failures.num_errors == num_errors
     assert FailureSet.from_dict(roundtrip_json(failures.to_dict())).indices.shape == (0,)
-    assert torch.equal(_confused_pair_counts(failures, 3), torch.zeros(3, 3, dtype=torch.int64))
+    assert torch.equal(
+        confusion_matrix(failures.predicted, failures.true_labels, 3), torch.zeros(3, 3, dtype=torch.int64)
+    )
     assert _most_confused_pairs(failures, CLASSES) == ()
     assert _per_class_failure_rate(failures, labels, 3).tolist() == [0.0, 0.0, 0.0]
 
@@ -146,7 +148,7 @@ def test_confused_pairs_counts_and_order() -> None:
     labels = torch.tensor([1, 1, 0, 0, 2, 0, 2])
     probs = make_probs([0, 0, 1, 1, 0, 2, 2], [0.95, 0.96, 0.97, 0.98, 0.99, 0.5, 0.99])
     failures = find_high_confidence_failures(probs, labels)
-    counts = _confused_pair_counts(failures, 3)
+    counts = confusion_matrix(failures.predicted, failures.true_labels, 3)
     assert counts.dtype == torch.int64
     assert counts.tolist() == [[0, 2, 0], [2, 0, 0], [1, 0, 0]]
     assert _most_confused_pairs(failures, CLASSES) == (

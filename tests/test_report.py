@@ -191,7 +191,7 @@ def fake_run(tmp_path: Path) -> Path:
     logits = 3 * torch.randn(400, 10, generator=generator)
     labels = torch.multinomial((logits / 3).softmax(dim=1), 1, generator=generator).squeeze(1)
     report = _calibration_report(logits[:200], labels[:200], logits[200:], labels[200:], 0.9)
-    save_json(stress / "calibration.json", {"baseline": report})
+    save_json(stress / "calibration.json", {"baseline": report.to_dict()})
     sanity = RandomisationSummary(
         steps=("trained", "linear", "layer4"),
         spearman_mean=(1.0, 0.91, 0.12),

@@ -8,46 +8,108 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from cifar_helpers.core.checks import (
-    check_class_indices,
-    check_count,
-    check_probabilities,
-    check_score_matrix,
-    check_threshold,
-)
+from cifar_helpers.analysis.failures import _check_scores_on_cpu
+from cifar_helpers.core.checks import check_count, check_probabilities, check_threshold
 from cifar_helpers.core.evaluation import predict
+from cifar_helpers.rundir.records import Record
 
 # Search interval of T; an optimum at a bound means the hold-out set cannot pin T down (e.g. no errors).
 TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
 
 
+@dataclass(frozen=True)
+class ReliabilityBins(Record):
+    """The reliability diagram's data: ``edges`` the n_bins + 1 bounds of equal-width intervals
+    ``(lo, hi]`` of the maximum probability (the first also takes 0); per bin, how many predictions,
+    their accuracy and mean confidence (None for an empty bin); the ECE over all ``num_samples``."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    accuracy: tuple[float | None, ...]
+    confidence: tuple[float | None, ...]
+    ece: float
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class CalibrationSummary(Record):
+    """One model's calibration on the test split at one temperature (NLL in nats)."""
+
+    ece: float
+    nll: float
+    accuracy: float
+    mean_confidence: float
+    reliability: ReliabilityBins
+
+
+@dataclass(frozen=True)
+class ConfidentFailures(Record):
+    """Failures above the confidence threshold before scaling, those of them still above it after, and
+    all failures above it after (scaling keeps every prediction's class)."""
+
+    before: int
+    still_above_after: int
+    after: int
+
+
+@dataclass(frozen=True)
+class ModelCalibration(Record):
+    """One model's calibration on the test split before and after temperature scaling
+    (:func:`_calibration_report`); ``n_bins`` the ECE's bins; the hold-out NLLs in nats."""
+
+    temperature: float
+    threshold: float
+    n_bins: int
+    num_test: int
+    num_holdout: int
+    holdout_nll_before: float
+    holdout_nll_after: float
+    before: CalibrationSummary
+    after: CalibrationSummary
+    high_confidence_failures: ConfidentFailures
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """:func:`calibrate_models`' result, saved as ``stress/calibration.json``: ``{model:
+    ModelCalibration}``, or ``skipped`` (the reason, no models) when the run has no hold-out split."""
+
+    models: dict[str, ModelCalibration]
+    skipped: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved layout: ``{model: its dict}``, or ``{"skipped": reason}``."""
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
+        return {name: report.to_dict() for name, report in self.models.items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Calibration:
+        """Rebuild from :meth:`to_dict`'s output; a missing key raises a KeyError naming it."""
+        if "skipped" in values:  # optional by design: a run without a hold-out split
+            return cls({}, values["skipped"])
+        return cls({name: ModelCalibration.from_dict(report) for name, report in values.items()})
+
+
 def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C) float scores and (N,) int labels -> float64 and int64 CPU tensors, validated."""
-    scores = check_score_matrix(name, scores).detach().cpu()
-    num_rows, num_classes = scores.shape
-    labels = check_class_indices("labels", labels, num_rows, num_classes, rows_name=name)
+    scores, labels = _check_scores_on_cpu(scores, labels, name)
     scores = scores.to(torch.float64)
     if not torch.isfinite(scores).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return scores, labels
 
 
-def _reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
-    """The reliability diagram's data: per confidence bin, how many predictions, their accuracy, confidence.
-
-    ``probs`` float (N, C) softmax probabilities and ``labels`` int64 (N,); ``n_bins`` equal-width
-    intervals ``(lo, hi]`` of the maximum probability (the first also takes 0).
-
-    Returns:
-        JSON-ready ``{"edges": n_bins + 1 floats, "counts": [int], "accuracy": [float | None],
-        "confidence": [float | None], "ece": float, "num_samples": N}``; ``None`` marks an empty bin.
-    """
+def _reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> ReliabilityBins:
+    """The reliability diagram's data of float (N, C) softmax ``probs`` and int64 (N,) ``labels`` in
+    ``n_bins`` confidence bins."""
     n_bins = check_count("n_bins", n_bins)
     probs, labels = _check_scores(probs, labels, "probs")
     probs = check_probabilities("probs", probs)
@@ -64,15 +126,15 @@ def _reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 1
     mean_confidence = torch.where(nonempty, confidence_sum / counts.clamp(min=1), torch.nan)
     gaps = (accuracy - mean_confidence).abs()
     ece = float((gaps[nonempty] * counts[nonempty]).sum() / counts.sum())
-    return {
-        "edges": edges.tolist(),
-        "counts": counts.tolist(),
+    return ReliabilityBins(
+        edges=tuple(edges.tolist()),
+        counts=tuple(counts.tolist()),
         # An empty bin's NaN (and only an empty bin's) becomes None.
-        "accuracy": [None if math.isnan(a) else a for a in accuracy.tolist()],
-        "confidence": [None if math.isnan(c) else c for c in mean_confidence.tolist()],
-        "ece": ece,
-        "num_samples": int(labels.numel()),
-    }
+        accuracy=tuple(None if math.isnan(a) else a for a in accuracy.tolist()),
+        confidence=tuple(None if math.isnan(c) else c for c in mean_confidence.tolist()),
+        ece=ece,
+        num_samples=int(labels.numel()),
+    )
 
 
 def _negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -109,16 +171,16 @@ def _fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor)
     return math.exp(best[1])
 
 
-def _summary(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+def _summary(logits: torch.Tensor, labels: torch.Tensor) -> CalibrationSummary:
     probs = torch.softmax(logits, dim=1)
     bins = _reliability_bins(probs, labels)
-    return {
-        "ece": bins["ece"],
-        "nll": _negative_log_likelihood(logits, labels),
-        "accuracy": float((probs.argmax(dim=1) == labels).to(torch.float64).mean()),
-        "mean_confidence": float(probs.max(dim=1).values.mean()),
-        "reliability": bins,
-    }
+    return CalibrationSummary(
+        ece=bins.ece,
+        nll=_negative_log_likelihood(logits, labels),
+        accuracy=float((probs.argmax(dim=1) == labels).to(torch.float64).mean()),
+        mean_confidence=float(probs.max(dim=1).values.mean()),
+        reliability=bins,
+    )
 
 
 def _calibration_report(
@@ -127,19 +189,12 @@ def _calibration_report(
     holdout_logits: torch.Tensor,
     holdout_labels: torch.Tensor,
     threshold: float = 0.9,
-) -> dict[str, Any]:
+) -> ModelCalibration:
     """Calibration of one model on the test split, before and after temperature scaling.
 
     The temperature is fitted on the hold-out logits float (H, C) / labels int64 (H,), then applied to
     the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold;
     the ECE uses :func:`_reliability_bins`' 15 bins.
-
-    Returns:
-        JSON-ready dict: ``temperature``, ``threshold``, ``n_bins``, ``num_test``, ``num_holdout``,
-        ``before`` and ``after`` (each ``{"ece", "nll", "accuracy", "mean_confidence", "reliability"}``
-        on the test split), ``holdout_nll_before`` / ``holdout_nll_after``, and
-        ``high_confidence_failures``: ``{"before", "still_above_after", "after"}`` failure counts
-        (scaling keeps every prediction's class).
     """
     threshold = check_threshold("threshold", threshold)
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
@@ -157,22 +212,22 @@ def _calibration_report(
     failures_before = wrong & (before_probs.max(dim=1).values > threshold)
     above_after = after_probs.max(dim=1).values > threshold
     before = _summary(test_logits, test_labels)
-    return {
-        "temperature": temperature,
-        "threshold": threshold,
-        "n_bins": len(before["reliability"]["counts"]),
-        "num_test": int(test_labels.numel()),
-        "num_holdout": int(holdout_labels_64.numel()),
-        "holdout_nll_before": _negative_log_likelihood(holdout_logits_64, holdout_labels_64),
-        "holdout_nll_after": _negative_log_likelihood(holdout_logits_64 / temperature, holdout_labels_64),
-        "before": before,
-        "after": _summary(scaled, test_labels),
-        "high_confidence_failures": {
-            "before": int(failures_before.sum()),
-            "still_above_after": int((failures_before & above_after).sum()),
-            "after": int((wrong & above_after).sum()),
-        },
-    }
+    return ModelCalibration(
+        temperature=temperature,
+        threshold=threshold,
+        n_bins=len(before.reliability.counts),
+        num_test=int(test_labels.numel()),
+        num_holdout=int(holdout_labels_64.numel()),
+        holdout_nll_before=_negative_log_likelihood(holdout_logits_64, holdout_labels_64),
+        holdout_nll_after=_negative_log_likelihood(holdout_logits_64 / temperature, holdout_labels_64),
+        before=before,
+        after=_summary(scaled, test_labels),
+        high_confidence_failures=ConfidentFailures(
+            before=int(failures_before.sum()),
+            still_above_after=int((failures_before & above_after).sum()),
+            after=int((wrong & above_after).sum()),
+        ),
+    )
 
 
 def calibrate_models(
@@ -183,7 +238,7 @@ def calibrate_models(
     holdout_labels: torch.Tensor,
     threshold: float = 0.9,
     **predict_options: Any,
-) -> dict[str, Any]:
+) -> Calibration:
     """:func:`_calibration_report` of every model in ``{name: trained network}``, each with its
     temperature fitted on the hold-out split.
 
@@ -193,10 +248,10 @@ def calibrate_models(
     keyword arguments (``RunConfig.eval_options()``).
 
     Returns:
-        ``{name: _calibration_report}``, or ``{"skipped": reason}`` when there is no hold-out split.
+        :class:`Calibration`, ``skipped`` when there is no hold-out split.
     """
     if holdout_labels.numel() == 0:
-        return {"skipped": "the run has no hold-out split (holdout_per_class=0)"}
+        return Calibration({}, "the run has no hold-out split (holdout_per_class=0)")
     reports = {}
     for name, model in models.items():
         test = predict(model, test_images, test_labels, **predict_options)
@@ -204,4 +259,4 @@ def calibrate_models(
         reports[name] = _calibration_report(
             test.logits, test.labels, holdout.logits, holdout.labels, threshold
         )
-    return reports
+    return Calibration(reports)

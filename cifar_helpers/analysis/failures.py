@@ -24,6 +24,7 @@ from cifar_helpers.core.checks import (
     check_score_matrix,
     check_threshold,
 )
+from cifar_helpers.core.evaluation import confusion_matrix
 from cifar_helpers.rundir.records import Record
 
 # The per-failure columns of a FailureSet, each (K,).
@@ -37,12 +38,18 @@ _TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "au
 _TABLE_KEYS += ("augmented_confidence", "status")
 
 
+def _check_scores_on_cpu(scores: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """Float (N, C) scores (logits or probabilities) and their int (N,) class indices, checked: the
+    scores detached on the CPU, the labels int64 on the CPU (also calibration's check)."""
+    num_images, num_classes = check_score_matrix(name, scores).shape
+    labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
+    return scores.detach().cpu(), labels
+
+
 def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
     """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU,
     probabilities in float64 when given so, else float32."""
-    num_images, num_classes = check_score_matrix(name, probs).shape
-    labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
-    probs = probs.detach().cpu()
+    probs, labels = _check_scores_on_cpu(probs, labels, name)
     if probs.dtype != torch.float64:
         probs = probs.float()
     return check_probabilities(name, probs), labels
@@ -158,15 +165,6 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     )
 
 
-def _confused_pair_counts(failures: FailureSet, num_classes: int) -> Tensor:
-    """int64 (C, C) counts of failures: rows are the true class, columns the predicted class."""
-    num_classes = check_count("num_classes", num_classes)
-    if len(failures) and max(int(failures.true_labels.max()), int(failures.predicted.max())) >= num_classes:
-        raise ValueError(f"failures hold class indices >= num_classes={num_classes}")
-    flat = failures.true_labels * num_classes + failures.predicted
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
-
-
 @dataclass(frozen=True)
 class ConfusedPair(Record):
     """How many confident failures of true class ``true`` (a name) were predicted ``predicted``."""
@@ -180,7 +178,7 @@ def _most_confused_pairs(failures: FailureSet, classes: Sequence[str]) -> tuple[
     """The 10 most frequent (true, predicted) pairs among the failures, each with a count > 0, sorted by
     count (descending), then true name, then predicted name; empty when there are no failures."""
     names = check_classes("classes", classes, 0)
-    counts = _confused_pair_counts(failures, len(names))
+    counts = confusion_matrix(failures.predicted, failures.true_labels, len(names))  # (true, predicted)
     pairs = [ConfusedPair(names[t], names[p], int(counts[t, p])) for t, p in torch.nonzero(counts).tolist()]
     pairs.sort(key=lambda pair: (-pair.count, pair.true, pair.predicted))
     return tuple(pairs[:10])

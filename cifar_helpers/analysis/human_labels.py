@@ -53,6 +53,8 @@ CATEGORIES = (LABEL_ERROR, AMBIGUOUS, MODEL_ERROR)
 # A test image's label status, whatever the model says: a failure on an AGREED image is a model error.
 AGREED = "humans agree"
 LABEL_STATUSES = (LABEL_ERROR, AMBIGUOUS, AGREED)
+# Each category's label status in the whole test set, its base rate.
+_BASE_STATUS = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
 
 DEFAULT_AMBIGUITY_THRESHOLD = 0.8
 # Northcutt et al.: a candidate is a label error when fewer than 3 of its 5 workers chose the given label.
@@ -412,6 +414,10 @@ class HumanFailureReport(HumanLabelResult):
     spearman_given_prob_vs_human_share: float | None
     failures: tuple[FailureRecord, ...]
 
+    def base_shares(self) -> dict[str, float]:
+        """Each category's share of the test set (of its label status: model errors, humans agree)."""
+        return {c: self.base_counts[_BASE_STATUS[c]] / NUM_TEST_IMAGES for c in CATEGORIES}
+
     def model_errors(self) -> list[int]:
         """The test indices of the failures humans call model errors, in rank order."""
         return [r.index for r in self.failures if r.category == MODEL_ERROR]
@@ -553,10 +559,9 @@ def human_failure_report(
     counts = _category_counts(categories)
     n_fail = len(failures)
     base = {s: int((status == i).sum()) for i, s in enumerate(LABEL_STATUSES)}
-    base_for = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
     enrichment = {
-        c: (counts[c] / n_fail) / (base[base_for[c]] / NUM_TEST_IMAGES)
-        if n_fail and base[base_for[c]]
+        c: (counts[c] / n_fail) / (base[_BASE_STATUS[c]] / NUM_TEST_IMAGES)
+        if n_fail and base[_BASE_STATUS[c]]
         else None
         for c in CATEGORIES
     }
@@ -662,7 +667,7 @@ def calibration_against_humans(
     """Notebook 06: each model's CIFAR-10H cross-entropy before and after temperature scaling.
 
     ``logits`` ``{model: float (10000, 10) test logits}``; ``temperatures`` ``{model: temperature
-    fitted on the hold-out split, or None}``.
+    fitted on the hold-out split}``, a model missing (or None) where the calibration was skipped.
     """
     if isinstance(human, NotApplicable):
         return human
@@ -670,7 +675,7 @@ def calibration_against_humans(
     entropy = float(-(shares * torch.log(shares.clamp_min(1e-300))).sum(dim=1).mean())
     models = {}
     for name, model_logits in logits.items():
-        temperature = temperatures.get(name)
+        temperature = temperatures.get(name)  # optional by design: a skipped calibration has none
         models[name] = HumanCrossEntropy(
             temperature=temperature,
             before=human_cross_entropy(model_logits, human),

@@ -16,6 +16,7 @@ import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifar_helpers.core.checks import check_count, check_images, check_labels
-from cifar_helpers.core.evaluation import predict
+from cifar_helpers.core.evaluation import accuracy, predict
 from cifar_helpers.rundir.records import INLINE, Record
 
 # (uint8 images on the CPU, the severity's parameter, generator) -> uint8 images
@@ -279,19 +280,15 @@ def run_stress_test(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    batch_size: int = 1000,
-    device: str | torch.device | None = None,
-    bf16: bool = False,
-    channels_last: bool = False,
-    fp16: bool = False,
     seed: int = 0,
+    **predict_options: Any,
 ) -> StressResult:
     """Accuracy of every model on the clean images and on every corruption (:data:`CORRUPTIONS`) x
     severity (:data:`SEVERITIES`).
 
     Every model sees the same corrupted pixels, a cell's noise seeded by :func:`corruption_seed`.
-    ``models``: name -> trained model; ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (N,); the rest
-    go to :func:`cifar_helpers.core.evaluation.predict`.
+    ``models``: name -> trained model; ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (N,);
+    ``predict_options``: :func:`cifar_helpers.core.evaluation.predict`'s keyword arguments.
     """
     images = check_images("images", images)
     # as_tensor keeps accepting a list or NumPy array of labels; predict needs them as int64 (N,).
@@ -300,12 +297,9 @@ def run_stress_test(
         raise ValueError("models must name at least one model, e.g. {'baseline': model}")
     names, severities = list(CORRUPTIONS), list(SEVERITIES)
 
-    options = dict(batch_size=batch_size, device=device, bf16=bf16, fp16=fp16, channels_last=channels_last)
-
     def evaluate(model: nn.Module, batch: torch.Tensor) -> tuple[float, float]:
-        predictions = predict(model, batch, labels, **options)
-        correct = (predictions.preds.cpu() == labels.cpu()).to(torch.float64)
-        return float(correct.mean()), float(predictions.confidences.to(torch.float64).mean())
+        predictions = predict(model, batch, labels, **predict_options)
+        return accuracy(predictions), float(predictions.confidences.to(torch.float64).mean())
 
     clean = {model_name: evaluate(model, images) for model_name, model in models.items()}
     # cells[model][corruption]: (accuracy, mean confidence) per severity
@@ -314,8 +308,8 @@ def run_stress_test(
         for severity in severities:
             corrupted = corrupt(images, name, severity, corruption_seed(seed, name, severity))
             for model_name, model in models.items():
-                accuracy, confidence = evaluate(model, corrupted)
-                cells[model_name][name][0].append(accuracy)
+                acc, confidence = evaluate(model, corrupted)
+                cells[model_name][name][0].append(acc)
                 cells[model_name][name][1].append(confidence)
     setup = StressSetup(
         corruption_names=tuple(names),

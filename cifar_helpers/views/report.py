@@ -18,6 +18,7 @@ import jinja2
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from cifar_helpers.analysis.calibration import Calibration
 from cifar_helpers.analysis.claims import BENCH, ClaimResult, TileShuffle, read_ledger
 from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel
@@ -178,7 +179,10 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
         "Corruption stress test",
         lambda data: t.corruption_tables(StressResult.from_dict(data), severities=True),
     ),
-    "calibration.json": ("Calibration and temperature scaling", t.calibration_table),
+    "calibration.json": (
+        "Calibration and temperature scaling",
+        lambda data: t.calibration_table(Calibration.from_dict(data)),
+    ),
     "sanity.json": (
         "Grad-CAM sanity check (model-parameter randomisation)",
         lambda data: t.randomisation_table(RandomisationSummary.from_dict(data)),

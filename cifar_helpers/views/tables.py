@@ -21,6 +21,7 @@ import pandas as pd
 from IPython.display import display
 from pandas.io.formats.style import Styler
 
+from cifar_helpers.analysis.calibration import Calibration
 from cifar_helpers.analysis.claims import (
     ALL_FAILURES,
     ALL_IMAGES,
@@ -33,12 +34,7 @@ from cifar_helpers.analysis.claims import (
 from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel, RoadTable
 from cifar_helpers.analysis.human_labels import (
-    AGREED,
-    AMBIGUOUS,
     CATEGORIES,
-    LABEL_ERROR,
-    MODEL_ERROR,
-    NUM_TEST_IMAGES,
     CategoryComparison,
     HumanCalibration,
     HumanFailureReport,
@@ -324,13 +320,11 @@ def corruption_tables(result: StressResult, severities: bool = False) -> list[pd
     ]
 
 
-def calibration_table(reports: dict[str, Any]) -> pd.DataFrame:
+def calibration_table(result: Calibration) -> pd.DataFrame:
     """ECE, NLL and the confident failures before and after temperature scaling, per model
-    (``calibration.json``, where a skipped model has the reason instead)."""
-    models = {name: report for name, report in reports.items() if isinstance(report, dict)}
-    skipped = [f"{name}: skipped ({report})" for name, report in reports.items() if name not in models]
-    if not models:
-        return table((), (), notes=skipped)
+    (:func:`analysis.calibration.calibrate_models`, ``calibration.json``), or why it was skipped."""
+    if result.skipped is not None:
+        return note(f"skipped: skipped ({result.skipped})")
     spec = [
         ("temperature", None, "temperature"),
         ("ECE before", "pct", "before", "ece"),
@@ -343,8 +337,9 @@ def calibration_table(reports: dict[str, Any]) -> pd.DataFrame:
         ("... still above it after scaling", None, "high_confidence_failures", "still_above_after"),
         ("failures above it after scaling", None, "high_confidence_failures", "after"),
     ]
-    holdout = ", ".join(map(str, dict.fromkeys(m["num_holdout"] for m in models.values())))
-    return spec_table(models, spec, f"temperature fitted on {holdout} held-out training images", skipped)
+    holdout = ", ".join(map(str, dict.fromkeys(m.num_holdout for m in result.models.values())))
+    models = {name: report.to_dict() for name, report in result.models.items()}
+    return spec_table(models, spec, f"temperature fitted on {holdout} held-out training images")
 
 
 def randomisation_table(result: RandomisationSummary) -> pd.DataFrame:
@@ -476,18 +471,8 @@ def human_failure_table(report: HumanFailureReport | NotApplicable, title: str =
     share, the category's share of the test set and the enrichment, or why no human labels apply."""
     if isinstance(report, NotApplicable):
         return _not_applicable(report.reason)
-    counts, n, base = report.counts, report.num_failures, report.base_counts
-    status = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}  # in the test set
-    rows = [
-        (
-            c,
-            counts[c],
-            counts[c] / n if n else None,
-            base[status[c]] / NUM_TEST_IMAGES,
-            report.enrichment[c],
-        )
-        for c in CATEGORIES
-    ]
+    counts, n, base = report.counts, report.num_failures, report.base_shares()
+    rows = [(c, counts[c], counts[c] / n if n else None, base[c], report.enrichment[c]) for c in CATEGORIES]
     title = title or (
         f"the {n} confident failures by category (ambiguous: the given label's human share "
         f"< {report.ambiguity_threshold})"

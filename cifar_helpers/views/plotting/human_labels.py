@@ -10,18 +10,13 @@ from matplotlib.figure import Figure
 
 from cifar_helpers.analysis.human_labels import (
     AGREED,
-    AMBIGUOUS,
     CATEGORIES,
-    LABEL_ERROR,
     MODEL_ERROR,
-    NUM_TEST_IMAGES,
     HumanFailureReport,
     NotApplicable,
 )
 
 from .common import CORRECT_COLOR, MODEL_COLORS, NEUTRAL_COLOR, WRONG_COLOR, class_bars, new_figure, styled
-
-_BASE_STATUS = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
 
 
 @styled
@@ -34,7 +29,7 @@ def plot_failure_categories(reports: Mapping[str, HumanFailureReport | NotApplic
     fig = new_figure(7.5, 3.6)
     ax = fig.add_subplot()
     first = next(iter(reports.values()))
-    bars = {"test set": [first.base_counts[_BASE_STATUS[c]] / NUM_TEST_IMAGES for c in CATEGORIES]}
+    bars = {"test set": list(first.base_shares().values())}
     for name, report in reports.items():
         n = max(report.num_failures, 1)
         bars[f"{name} failures"] = [report.counts[c] / n for c in CATEGORIES]

@@ -1,12 +1,10 @@
 """Figures of the stress stage: corruption curves, a severity grid, reliability diagrams, the Grad-CAM
 randomisation test and the background positive control, from the results of
-:mod:`cifar_helpers.analysis` ``calibration`` (a JSON-ready dict), ``stress``, ``sanity`` and
-``positive_control`` (typed results)."""
+:mod:`cifar_helpers.analysis` ``calibration``, ``stress``, ``sanity`` and ``positive_control``."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from cifar_helpers.analysis.calibration import Calibration, ReliabilityBins
 from cifar_helpers.analysis.positive_control import ControlExamples, PositiveControl
 from cifar_helpers.analysis.sanity import RandomisationSummary
 from cifar_helpers.analysis.stress import (
@@ -25,27 +24,6 @@ from cifar_helpers.analysis.stress import (
 )
 
 from . import common
-
-
-def _models(results: Mapping[str, Any], marker: str, name: str) -> dict[str, Mapping[str, Any]]:
-    """``{model: result}`` from either that mapping or a whole stage file holding ``"models"``."""
-    if not isinstance(results, Mapping) or not results:
-        raise TypeError(
-            f"{name} must be a non-empty dict of model name -> result, got {type(results).__name__}"
-        )
-    # Optional by design: a whole stage file holds the models under "models", a mapping of models does not.
-    if isinstance(results.get("models"), Mapping):
-        results = results["models"]
-    if marker in results:
-        raise TypeError(
-            f"{name} must map model names to results, e.g. {{'baseline': result}}; got one result"
-        )
-    models = {}
-    for model, result in results.items():
-        if not isinstance(result, Mapping) or marker not in result:
-            raise ValueError(f"{name}[{model!r}] is not a result with a {marker!r} entry")
-        models[str(model)] = result
-    return models
 
 
 def _summary_and_panels(
@@ -114,43 +92,42 @@ def plot_severity_grid(image: Any, seed: int = 0) -> Figure:
     return fig
 
 
-def _bins(reliability: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        edges, counts = (np.asarray(reliability[key], dtype=np.float64) for key in ("edges", "counts"))
-        # An empty bin has no accuracy or confidence: None in the JSON.
-        accuracy, confidence = (
-            np.array([np.nan if v is None else v for v in reliability[key]], dtype=np.float64)
-            for key in ("accuracy", "confidence")
-        )
-    except (KeyError, TypeError) as error:
-        raise ValueError(
-            f"{name} is not a reliability_bins result (edges, counts, accuracy, confidence)"
-        ) from error
-    if not len(edges) == len(counts) + 1 == len(accuracy) + 1 == len(confidence) + 1:
-        raise ValueError(f"{name}: edges must have one entry more than counts, accuracy and confidence")
+def _bins(reliability: ReliabilityBins) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edges, counts, accuracy and confidence as float64 arrays, an empty bin's None as NaN."""
+    edges, counts = (
+        np.asarray(values, dtype=np.float64) for values in (reliability.edges, reliability.counts)
+    )
+    accuracy, confidence = (
+        np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        for values in (reliability.accuracy, reliability.confidence)
+    )
     return edges, counts, accuracy, confidence
 
 
 @common.styled
-def plot_reliability_diagram(reports: Mapping[str, Any]) -> Figure:
-    """Reliability diagrams of ``{model name: calibration_report(...) result}``, a column per model: accuracy
-    per confidence bin before (bars) and after (line) temperature scaling against the diagonal, and
-    below, the share of predictions per bin."""
-    models = _models(reports, "temperature", "reports")
+def plot_reliability_diagram(calibration: Calibration) -> Figure:
+    """Reliability diagrams of :func:`analysis.calibration.calibrate_models`' result, a column per model:
+    accuracy per confidence bin before (bars) and after (line) temperature scaling against the
+    diagonal, and below, the share of predictions per bin."""
+    if not isinstance(calibration, Calibration) or not calibration.models:
+        raise TypeError(
+            "calibration must be calibrate_models' result with at least one model (not skipped), got "
+            f"{calibration!r:.80}"
+        )
+    models = calibration.models
     fig = common.new_figure(3.6 * len(models), 5.4)
     axes = fig.subplots(2, len(models), squeeze=False, height_ratios=(2.2, 1.0), sharex=True)
     for col, (model, report) in enumerate(models.items()):
-        before = _bins(report["before"]["reliability"], f"reports[{model!r}]['before']")
-        after = _bins(report["after"]["reliability"], f"reports[{model!r}]['after']")
+        before, after = _bins(report.before.reliability), _bins(report.after.reliability)
         edges = before[0]
         centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
         top, bottom, color = axes[0, col], axes[1, col], common.model_color(col)
         top.plot([0, 1], [0, 1], color=common.NEUTRAL_COLOR, ls="--", lw=1, label="perfect calibration")
-        label = f"before (ECE {report['before']['ece']:.3f})"
+        label = f"before (ECE {report.before.ece:.3f})"
         top.bar(
             centres, np.nan_to_num(before[2]), width=widths, color=color, alpha=0.45, ec="white", label=label
         )
-        label = f"after T = {report['temperature']:.2f} (ECE {report['after']['ece']:.3f})"
+        label = f"after T = {report.temperature:.2f} (ECE {report.after.ece:.3f})"
         top.plot(after[3], after[2], "o-", color=common.WRONG_COLOR, ms=3.5, lw=1.5, label=label)
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
