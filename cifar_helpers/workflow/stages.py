@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from cifar_helpers.analysis.claims import ClaimResult, read_ledger, reseed_stage_claims
 from cifar_helpers.analysis.failures import FailureComparison, compare_failures
-from cifar_helpers.analysis.faithfulness import road_by_model
+from cifar_helpers.analysis.faithfulness import RoadByModel, road_by_model
 from cifar_helpers.analysis.gradcam import (
     AttentionReport,
     FailureMaps,
@@ -400,7 +400,7 @@ class BeforeAfterMaps:
         )
         return cls(indices, baseline.predicted_maps, maps, predicted)
 
-    def road(self, stage: Stage, models: dict[str, nn.Module], baseline: Predictions) -> dict[str, Any]:
+    def road(self, stage: Stage, models: dict[str, nn.Module], baseline: Predictions) -> RoadByModel:
         """:func:`road_by_model` of ``models`` (baseline and augmented) on the first ``road_images``
         rows, each model's maps of its own prediction; ``baseline`` is its test-set predictions."""
         k = min(stage.config.road_images, len(self.indices))
