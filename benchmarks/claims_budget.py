@@ -26,14 +26,14 @@ import torch
 
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cifar_helpers.analysis.claims import (
+from cifar_helpers.analysis.claims.bench import run_bench
+from cifar_helpers.analysis.claims.probes import (
     GRADCAM_CLAIM_LAYER,
     accuracy_claims,
     background_claim,
     background_shares,
     gradcam_claim,
     off_center_claim,
-    run_bench,
     shuffled_accuracy,
     texture_claim,
 )

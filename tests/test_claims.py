@@ -15,22 +15,21 @@ import torch
 from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from cifar_helpers.analysis import claims
 from cifar_helpers.analysis import interventions as iv
-from cifar_helpers.analysis.claims import (
+from cifar_helpers.analysis.claims import bench, ledger, probes, rules
+from cifar_helpers.analysis.claims.bench import NO_BENCH
+from cifar_helpers.analysis.claims.ledger import ONE_RUN, _populations
+from cifar_helpers.analysis.claims.probes import BackgroundShares
+from cifar_helpers.analysis.claims.rules import (
     ALL_FAILURES,
     CLAIMS,
     INCONCLUSIVE,
     MODEL_ERRORS,
     NOT_SUPPORTED,
+    RULE_CAUSE,
     SUPPORTED,
     ClaimResult,
-    rules,
 )
-from cifar_helpers.analysis.claims.bench import NO_BENCH
-from cifar_helpers.analysis.claims.ledger import ONE_RUN, _populations
-from cifar_helpers.analysis.claims.probes import BackgroundShares
-from cifar_helpers.analysis.claims.rules import RULE_CAUSE
 from cifar_helpers.analysis.failures import FailureSet, find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import RoadCurves, RoadTable
 from cifar_helpers.analysis.gradcam import explain_images, mask_share, matched_controls
@@ -50,7 +49,7 @@ def random_images(n: int, seed: int = 0) -> torch.Tensor:
 
 # --- Verdict rules --------------------------------------------------------------------------------
 @pytest.mark.parametrize("rule", [RULE_CAUSE, rules.RULE_ACCURACY_DIFFERENCE])
-def test_a_difference_rule_on_hand_made_effects(rule: claims.Rule) -> None:
+def test_a_difference_rule_on_hand_made_effects(rule: rules.Rule) -> None:
     m = rule.min_effect
     assert m is not None and m > 0
     assert rule.verdict(3 * m, 2 * m, 4 * m) == SUPPORTED  # clearly an effect that matters
@@ -66,7 +65,7 @@ def test_a_difference_rule_on_hand_made_effects(rule: claims.Rule) -> None:
 
 
 @pytest.mark.parametrize("rule", [rules.RULE_BASELINE_LEVEL, rules.RULE_AUGMENTED_LEVEL])
-def test_a_band_rule_on_hand_made_levels(rule: claims.Rule) -> None:
+def test_a_band_rule_on_hand_made_levels(rule: rules.Rule) -> None:
     assert rule.band is not None
     low, high = rule.band
     middle, width = (low + high) / 2, high - low
@@ -84,7 +83,7 @@ def test_the_claimed_levels_and_the_rules_text() -> None:
     assert "at or above +1 pts" in rules.RULE_ACCURACY_DIFFERENCE.describe()
     assert "84 %" in rules.RULE_BASELINE_LEVEL.describe()
     with pytest.raises(ValueError, match="exactly one"):
-        claims.Rule(min_effect=0.1, band=(0.1, 0.2))
+        rules.Rule(min_effect=0.1, band=(0.1, 0.2))
     # A row's verdict is the rule's, whatever the caller wanted.
     row = ClaimResult(CLAIMS[3], "t", "c", 0.2, 0.1, 0.3, "m", 10, RULE_CAUSE)
     assert row.verdict == SUPPORTED and row.primary
@@ -104,24 +103,24 @@ def test_rows_survive_json_and_seeds_combine_by_t() -> None:
     ]
     restored = [[ClaimResult.from_dict(json.loads(json.dumps(r.to_dict()))) for r in x] for x in ledgers]
     assert restored == ledgers and not restored[0][1].primary
-    combined, secondary = claims.combine_seeds(restored)
-    interval = claims.t_interval([0.20, 0.24, 0.22])
+    combined, secondary = ledger.combine_seeds(restored)
+    interval = rules.t_interval([0.20, 0.24, 0.22])
     assert (combined.effect, combined.ci_low, combined.ci_high) == (
         interval.mean,
         interval.low,
         interval.high,
     )
-    assert combined.method == claims.T_OVER_SEEDS and combined.n == 3 and combined.verdict == SUPPORTED
+    assert combined.method == rules.T_OVER_SEEDS and combined.n == 3 and combined.verdict == SUPPORTED
     assert combined.details["per_seed_effect"] == [0.20, 0.24, 0.22]
     assert combined.primary and not secondary.primary  # the population's role survives the seeds
     # Seeds that disagree in sign give a mean whose interval straddles the minimum effect.
-    (split,) = claims.combine_seeds([[row_with(e)] for e in (0.3, -0.3, 0.05)])
+    (split,) = ledger.combine_seeds([[row_with(e)] for e in (0.3, -0.3, 0.05)])
     assert split.verdict == INCONCLUSIVE
-    agreeing, single = claims.t_interval([0.2, 0.2]), claims.t_interval([0.2])
+    agreeing, single = rules.t_interval([0.2, 0.2]), rules.t_interval([0.2])
     assert (agreeing.mean, agreeing.low, agreeing.high) == (0.2, 0.2, 0.2) and single.low is None
     # A seed whose row has no interval (too few failures) measured nothing: it is left out.
     unmeasured = replace(row_with(0.0), ci_low=math.nan, ci_high=math.nan)
-    (few,) = claims.combine_seeds([[unmeasured], [unmeasured], [row_with(0.2)]])
+    (few,) = ledger.combine_seeds([[unmeasured], [unmeasured], [row_with(0.2)]])
     assert few.n == 1 and math.isnan(few.ci_low) and few.verdict == INCONCLUSIVE
     assert few.details["per_seed_effect"] == [0.0, 0.0, 0.2]
 
@@ -240,19 +239,19 @@ def test_the_intervals_cover_known_values_about_95_percent_of_the_time() -> None
     hits = {"bootstrap": 0, "two groups": 0, "t": 0, "exact": 0}
     for run in range(runs):
         x = rng.normal(0.3, 1.0, 60)
-        hits["bootstrap"] += (lambda ci: ci[0] <= 0.3 <= ci[1])(claims.bootstrap_interval([x], seed=run))
+        hits["bootstrap"] += (lambda ci: ci[0] <= 0.3 <= ci[1])(rules.bootstrap_interval([x], seed=run))
         a, b = rng.binomial(1, 0.6, 80), rng.binomial(1, 0.4, 50)
-        hits["two groups"] += (lambda ci: ci[0] <= 0.2 <= ci[1])(claims.bootstrap_interval([a, b], seed=run))
-        interval = claims.t_interval(list(rng.normal(0.1, 0.05, 5)))
+        hits["two groups"] += (lambda ci: ci[0] <= 0.2 <= ci[1])(rules.bootstrap_interval([a, b], seed=run))
+        interval = rules.t_interval(list(rng.normal(0.1, 0.05, 5)))
         hits["t"] += interval.low <= 0.1 <= interval.high
-        low, high = claims.exact_proportion(int(rng.binomial(100, 0.85)), 100)
+        low, high = rules.exact_proportion(int(rng.binomial(100, 0.85)), 100)
         hits["exact"] += low <= 0.85 <= high
     for name, count in hits.items():
         assert 0.88 <= count / runs <= 1.0, name
-    assert math.isnan(claims.bootstrap_interval([[1.0]])[0])
+    assert math.isnan(rules.bootstrap_interval([[1.0]])[0])
     # A handful of equal values would give a zero-width interval, a verdict on a few images: none.
-    assert math.isnan(claims.bootstrap_interval([np.zeros(claims.MIN_BOOTSTRAP_SAMPLE - 1)])[1])
-    assert claims.bootstrap_interval([np.zeros(claims.MIN_BOOTSTRAP_SAMPLE)]) == (0.0, 0.0)
+    assert math.isnan(rules.bootstrap_interval([np.zeros(rules.MIN_BOOTSTRAP_SAMPLE - 1)])[1])
+    assert rules.bootstrap_interval([np.zeros(rules.MIN_BOOTSTRAP_SAMPLE)]) == (0.0, 0.0)
 
 
 def test_mcnemar_exact_on_paired_accuracies() -> None:
@@ -260,16 +259,16 @@ def test_mcnemar_exact_on_paired_accuracies() -> None:
     after = before.clone()
     after[80:95] = True  # 15 images fixed
     after[:3] = False  # 3 broken
-    diff, low, high, p = claims.mcnemar_exact(before, after)
+    diff, low, high, p = rules.mcnemar_exact(before, after)
     assert diff == pytest.approx(0.12) and 0 < low < diff < high and p < 0.01
-    assert claims.mcnemar_exact(before, before) == (0.0, 0.0, 0.0, 1.0)
+    assert rules.mcnemar_exact(before, before) == (0.0, 0.0, 0.0, 1.0)
     rng = np.random.default_rng(1)
     covered = 0
     for _ in range(200):  # true difference +0.05: 15 % of images flip up, 10 % flip down
         u = rng.random(400)
         before = torch.from_numpy(u < 0.6)
         after = torch.from_numpy((u < 0.6) & ~((u > 0.5) & (u < 0.6)) | ((u > 0.6) & (u < 0.75)))
-        _, low, high, _ = claims.mcnemar_exact(before, after)
+        _, low, high, _ = rules.mcnemar_exact(before, after)
         covered += low <= 0.05 <= high
     assert covered / 200 >= 0.9
 
@@ -283,7 +282,7 @@ def test_accuracy_claims_on_known_accuracies() -> None:
     base, aug = (
         Predictions(nn.functional.one_hot(p % 10, 10).float(), labels) for p in (base_preds, aug_preds)
     )
-    rows = claims.accuracy_claims(base, aug, 0.99, 0.90, 40_000)
+    rows = probes.accuracy_claims(base, aug, 0.99, 0.90, 40_000)
     assert [r.claim[0] for r in rows] == ["1", "1", "2", "2", "2"]
     base_level, base_gap, gain, aug_level, narrowing = rows
     assert base_level.effect == pytest.approx(0.85) and base_level.verdict == SUPPORTED
@@ -292,14 +291,14 @@ def test_accuracy_claims_on_known_accuracies() -> None:
     assert gain.effect == pytest.approx(0.04) and gain.verdict == SUPPORTED
     assert aug_level.effect == pytest.approx(0.89) and aug_level.verdict == SUPPORTED
     assert narrowing.effect == pytest.approx(0.14 - 0.01) and narrowing.verdict == SUPPORTED
-    assert all(r.ci_low <= r.effect <= r.ci_high and r.population == claims.ALL_IMAGES for r in rows)
+    assert all(r.ci_low <= r.effect <= r.ci_high and r.population == rules.ALL_IMAGES for r in rows)
     # A baseline at 70 % is not "about 85 %", and one whose training accuracy is lower does not overfit
     # (with no gap at all, 10,000 test images cannot tell it from a gap of one point: inconclusive).
     wrong = (labels + (torch.arange(n) < 3000)) % 10
     low_base = Predictions(nn.functional.one_hot(wrong, 10).float(), labels)
-    rows = claims.accuracy_claims(low_base, low_base, 0.65, 0.65, 40_000)
+    rows = probes.accuracy_claims(low_base, low_base, 0.65, 0.65, 40_000)
     assert rows[0].verdict == NOT_SUPPORTED and rows[1].verdict == NOT_SUPPORTED
-    assert claims.accuracy_claims(low_base, low_base, 0.70, 0.70, 40_000)[1].verdict == INCONCLUSIVE
+    assert probes.accuracy_claims(low_base, low_base, 0.70, 0.70, 40_000)[1].verdict == INCONCLUSIVE
 
 
 # --- The claims' tests on models whose answer is known --------------------------------------------
@@ -379,7 +378,7 @@ def test_the_background_test_finds_a_surround_driven_model_and_clears_the_others
     for name, (model, n, says_failure, says_control, verdict) in expected.items():
         predictions = predict(model, images, labels)
         failures = find_high_confidence_failures(predictions.probs, labels, 0.5)
-        row = claims.background_claim(model, images, predictions, failures, *donors, width=8, seed=1)
+        row = probes.background_claim(model, images, predictions, failures, *donors, width=8, seed=1)
         predicted, confidences = predictions.preds, predictions.confidences
         controls = matched_controls(confidences, predicted, labels, failures.indices, seed=1)
         assert bool((predictions.preds == labels)[controls].all()), name
@@ -444,20 +443,20 @@ def test_the_texture_test_finds_a_texture_driven_model_and_clears_a_colour_reade
     for name, (model, n, kept, verdict) in expected.items():
         predictions = predict(model, images, labels)
         failures = find_high_confidence_failures(predictions.probs, labels, 0.5)
-        row = claims.texture_claim(model, images, predictions, failures, *donors, classes, seed=0)
+        row = probes.texture_claim(model, images, predictions, failures, *donors, classes, seed=0)
         assert (row.n, row.verdict, row.details["sigma"]) == (n, verdict, 1.5), name
         assert row.details["kept_failures"] == pytest.approx(kept) and row.details["kept_controls"] == 0.0
         assert row.effect == pytest.approx(kept), name
         # cat (0) -> dog (1): the failures of label 0, a tenth of them, and all errors are confident.
         assert row.details["cat_dog_failures"] == row.details["cat_dog_errors"] == [n // 10, n], name
     # The colour reader is blind to shape: tile shuffling leaves its accuracy where it was.
-    accuracies = claims.shuffled_accuracy(ColourOf("all"), images, labels, tiles=(16, 8))
+    accuracies = probes.shuffled_accuracy(ColourOf("all"), images, labels, tiles=(16, 8))
     assert accuracies.clean == pytest.approx(300 / 350)
     assert accuracies.tiles == {16: accuracies.clean, 8: accuracies.clean}
     assert accuracies.retained[8] == pytest.approx(1.0)
     saved = json.loads(json.dumps(accuracies.to_dict()))  # an entry of tile_shuffle.json
     assert list(saved) == ["clean", "chance", "tiles", "retained"] and list(saved["tiles"]) == ["16", "8"]
-    assert claims.TileShuffle.from_dict(saved) == accuracies
+    assert probes.TileShuffle.from_dict(saved) == accuracies
 
 
 def test_the_off_center_test_on_objects_found_from_the_pixels() -> None:
@@ -476,26 +475,26 @@ def test_the_off_center_test_on_objects_found_from_the_pixels() -> None:
     failures = find_high_confidence_failures(predict(model, images, labels).probs, labels, 0.5)
     assert len(failures) == 100
     centred, off = torch.arange(50), torch.arange(50, 100)
-    row = claims.off_center_claim(model, images, failures, fixed=off, seed=0)  # the off-center ones fixed
+    row = probes.off_center_claim(model, images, failures, fixed=off, seed=0)  # the off-center ones fixed
     assert (row.effect, row.ci_low, row.ci_high, row.verdict) == (1.0, 1.0, 1.0, SUPPORTED)
     assert row.details["off_center_failures"] == 50 and row.n == 100
     assert (row.details["fixed_if_off_center"], row.details["fixed_if_centred"]) == (1.0, 0.0)
     assert row.details["rescued_toward_centre"] == row.details["rescued_by_border_alone"] == 0.0
-    row = claims.off_center_claim(model, images, failures, fixed=centred, seed=0)  # the centred ones fixed
+    row = probes.off_center_claim(model, images, failures, fixed=centred, seed=0)  # the centred ones fixed
     assert row.effect == -1.0 and row.verdict == NOT_SUPPORTED
-    row = claims.off_center_claim(model, images, failures, fixed=torch.arange(100), seed=0)  # all, wherever
+    row = probes.off_center_claim(model, images, failures, fixed=torch.arange(100), seed=0)  # all, wherever
     assert (row.effect, row.verdict) == (0.0, NOT_SUPPORTED)
     # Against a reseed: augmentation fixed the off-center ones; a reseed fixed them too (it only flips
     # fragile failures), or fixed none: only the second leaves augmentation a gain of its own.
-    reseed, did = claims.reseed_claims(images, failures, off, reseed_fixed=off, seed=0)
+    reseed, did = probes.reseed_claims(images, failures, off, reseed_fixed=off, seed=0)
     assert (reseed.effect, reseed.verdict, did.effect, did.verdict) == (1.0, SUPPORTED, 0.0, NOT_SUPPORTED)
     assert did.details["gain_if_off_center"] == [0.0, 0.0, 0.0] and did.details["gain_if_centred"] == 0.0
     none = torch.tensor([], dtype=torch.int64)
-    reseed, did = claims.reseed_claims(images, failures, off, reseed_fixed=none)
+    reseed, did = probes.reseed_claims(images, failures, off, reseed_fixed=none)
     assert (reseed.effect, did.effect, did.verdict, did.n) == (0.0, 1.0, SUPPORTED, 100)
     # A worse augmented model: it fixes nothing, the reseed the centred ones. The difference in
     # differences alone would say +100 points; augmentation gained nothing on the off-center failures.
-    reseed, did = claims.reseed_claims(images, failures, none, reseed_fixed=centred)
+    reseed, did = probes.reseed_claims(images, failures, none, reseed_fixed=centred)
     assert did.details["difference_in_differences"] == [1.0, 1.0, 1.0]
     assert (did.effect, did.ci_low, did.ci_high, did.verdict) == (0.0, 0.0, 0.0, NOT_SUPPORTED)
 
@@ -507,9 +506,9 @@ def test_no_failures_give_an_inconclusive_row() -> None:
     empty = torch.tensor([], dtype=torch.int64)
     none = find_high_confidence_failures(predictions.probs, labels, 0.5).restricted_to(empty)
     rows = [
-        claims.background_claim(model, images, predictions, none, images, labels),
-        claims.texture_claim(model, images, predictions, none, images, labels, list("abcdefghij")),
-        claims.off_center_claim(model, images, none, empty),
+        probes.background_claim(model, images, predictions, none, images, labels),
+        probes.texture_claim(model, images, predictions, none, images, labels, list("abcdefghij")),
+        probes.off_center_claim(model, images, none, empty),
     ]
     assert all(r.n == 0 and math.isnan(r.effect) and r.verdict == INCONCLUSIVE for r in rows)
 
@@ -517,7 +516,7 @@ def test_no_failures_give_an_inconclusive_row() -> None:
 def road(gradcam: list[float], random: list[float]) -> RoadTable:
     """A road.json with per-image combined ROAD scores of Grad-CAM at claim 5's layer and of a random map
     (claim 5 reads nothing else)."""
-    rows = {f"gradcam@{claims.GRADCAM_CLAIM_LAYER}": gradcam, "random": random}
+    rows = {f"gradcam@{probes.GRADCAM_CLAIM_LAYER}": gradcam, "random": random}
     curves = {key: RoadCurves(len(s), [], [], [], [], [], None, None, s) for key, s in rows.items()}
     return RoadTable(len(gradcam), [], curves, 0.0)
 
@@ -546,34 +545,34 @@ def test_the_gradcam_test_counts_maps_heavier_on_the_background_than_a_uniform_m
     # background more per pixel than at the object. Half the controls do; 90 of 100 failures do.
     controls = [0.7] * 50 + [0.9] * 50
     heavy = measures([0.9] * 90 + [0.7] * 10, controls)
-    row = claims.gradcam_claim(heavy, FAITHFUL)
+    row = probes.gradcam_claim(heavy, FAITHFUL)
     assert row.details["background_heavy_failures"] == 0.9 and row.details["background_heavy_controls"] == 0.5
     assert row.effect == pytest.approx(0.4) and row.verdict == SUPPORTED
     assert row.details["road"]["faithful"] and not row.precondition
     # A prevalence claim: ten points more failures than controls is the least that counts.
     assert row.rule.min_effect == 0.10
     small = measures([0.9] * 58 + [0.7] * 42, controls)  # +8 points, however narrow the interval
-    assert claims.gradcam_claim(small, FAITHFUL).verdict != SUPPORTED
+    assert probes.gradcam_claim(small, FAITHFUL).verdict != SUPPORTED
     same = measures([*controls[:99], None], controls)
-    row = claims.gradcam_claim(same, FAITHFUL)
+    row = probes.gradcam_claim(same, FAITHFUL)
     assert row.n == 99 and row.effect == 0.0 and row.verdict == NOT_SUPPORTED
     # Diffuse failure maps just under the line: a higher mean share than the controls', and yet no map
     # that looks at the background more than at the object.
     diffuse = measures([0.79] * 100, [0.5] * 100)
-    row = claims.gradcam_claim(diffuse, FAITHFUL)
+    row = probes.gradcam_claim(diffuse, FAITHFUL)
     assert row.details["failure_background_share"] > row.details["control_background_share"]
     assert row.effect == 0.0 and row.verdict == NOT_SUPPORTED
     # The line is each image's own background area: the same shares over larger backgrounds are not heavy.
-    assert claims.gradcam_claim(measures([0.9] * 100, [0.7] * 100, area=0.95), FAITHFUL).effect == 0.0
-    assert math.isnan(claims.gradcam_claim(measures([], []), FAITHFUL).effect)
+    assert probes.gradcam_claim(measures([0.9] * 100, [0.7] * 100, area=0.95), FAITHFUL).effect == 0.0
+    assert math.isnan(probes.gradcam_claim(measures([], []), FAITHFUL).effect)
     # Objects off the centre are claim 6's cause: pairs with either object 4 px or more off are set
     # aside. The first 60 failures' objects sit 9 px off, so only the last 40 pairs count.
     off = measures([0.9] * 90 + [0.7] * 10, controls, failure_offsets=[9.0] * 60 + [0.0] * 40)
-    row = claims.gradcam_claim(off, FAITHFUL)
+    row = probes.gradcam_claim(off, FAITHFUL)
     assert row.details["pairs_off_center_set_aside"] == 60 and row.n == 40
     assert row.details["background_heavy_failures"] == 0.75  # failures 60-99: 30 of them above the line
     # On the bench (road None) the verdict is the test's own, and nothing is withheld.
-    assert not claims.gradcam_claim(heavy, None).precondition
+    assert not probes.gradcam_claim(heavy, None).precondition
 
 
 def test_object_masks_find_the_object_from_the_pixels() -> None:
@@ -592,20 +591,20 @@ def test_background_shares_explain_the_failures_and_their_matched_controls_at_cl
     labels = torch.arange(40) % 10
     predictions = predict(model, images, labels)
     failures = find_high_confidence_failures(predictions.probs, labels, 0.05)
-    result = claims.background_shares(model, images, predictions, failures, max_failures=5, seed=3)
+    result = probes.background_shares(model, images, predictions, failures, max_failures=5, seed=3)
     assert result.indices[0].tolist() == failures.indices[:5].tolist() and result.indices.shape == (2, 5)
     controls = result.indices[1]
     assert bool((predictions.preds[controls] == labels[controls]).all())  # correct images
     maps = explain_images(
-        model, images[controls], predictions.preds[controls], layer=claims.GRADCAM_CLAIM_LAYER
+        model, images[controls], predictions.preds[controls], layer=probes.GRADCAM_CLAIM_LAYER
     )
     objects = iv.object_masks(images[controls])
     expected = [math.nan if math.isnan(v) else 1 - v for v in mask_share(maps, objects).tolist()]
     assert result.shares[1].tolist() == pytest.approx(expected, nan_ok=True)
     assert result.areas[1].tolist() == pytest.approx((~objects).double().mean(dim=(1, 2)).tolist())
-    assert result.offsets[1].tolist() == pytest.approx(claims.probes._offsets(images[controls]).tolist())
+    assert result.offsets[1].tolist() == pytest.approx(probes._offsets(images[controls]).norm(dim=1).tolist())
     empty = failures.restricted_to(torch.tensor([], dtype=torch.int64))
-    nothing = claims.background_shares(model, images, predictions, empty)
+    nothing = probes.background_shares(model, images, predictions, empty)
     assert all(x.shape == (2, 0) for x in (nothing.shares, nothing.areas, nothing.offsets, nothing.indices))
 
 
@@ -613,16 +612,16 @@ def test_maps_that_do_not_beat_random_ones_on_road_withhold_claim_5s_verdict() -
     rng = np.random.default_rng(1)
     noise = list(rng.normal(0, 0.1, 40))
     shifted = measures([0.9] * 100, [0.5] * 100)
-    row = claims.gradcam_claim(shifted, road(noise, [0.0] * 40))  # no better than random
+    row = probes.gradcam_claim(shifted, road(noise, [0.0] * 40))  # no better than random
     assert row.effect == 1.0 and row.rule.verdict(row.effect, row.ci_low, row.ci_high) == SUPPORTED
     assert row.verdict == INCONCLUSIVE and "do not beat random maps on ROAD" in row.precondition
     check = row.details["road"]
     assert list(check) == ["layer", "road_minus_random", "ci_low", "ci_high", "faithful"]
     assert not check["faithful"] and check["ci_low"] < 0 < check["ci_high"]
-    few = claims.gradcam_claim(shifted, road(noise[:5], [0.0] * 5))  # too few to check: say so
+    few = probes.gradcam_claim(shifted, road(noise[:5], [0.0] * 5))  # too few to check: say so
     assert few.verdict == INCONCLUSIVE and few.precondition.startswith("too few failures scored by ROAD")
     assert ClaimResult.from_dict(row.to_dict()) == row  # the withheld verdict survives the JSON
-    seeds = claims.combine_seeds([[row], [claims.gradcam_claim(shifted, FAITHFUL)]])
+    seeds = ledger.combine_seeds([[row], [probes.gradcam_claim(shifted, FAITHFUL)]])
     assert seeds[0].verdict == INCONCLUSIVE and seeds[0].precondition.endswith("(in 1 of 2 seeds)")
 
 
@@ -663,35 +662,33 @@ def cause_row(claim: int, effect: float, population: str = ALL_FAILURES, **field
 
 def bench_rows(changed: dict[tuple[int, str], float] | None = None) -> list[ClaimResult]:
     """Every test on every cause: +30 pts on its own cause, 0 elsewhere, except the ``changed`` cells."""
-    causes = [(c, cause) for c in range(3, 7) for cause in claims.CAUSES]
-    effects = {(c, cause): 0.3 * (cause == claims.CAUSE_OF_CLAIM[c]) for c, cause in causes}
+    causes = [(c, cause) for c in range(3, 7) for cause in bench.CAUSES]
+    effects = {(c, cause): 0.3 * (cause == bench.CAUSE_OF_CLAIM[c]) for c, cause in causes}
     effects.update(changed or {})
-    return [cause_row(c, e, claims.BENCH + cause) for (c, cause), e in effects.items()]
+    return [cause_row(c, e, rules.BENCH + cause) for (c, cause), e in effects.items()]
 
 
 def test_the_bench_gate_passes_a_sensitive_and_specific_test_only() -> None:
     good = bench_rows()
-    matrix = claims.bench_verdicts([cause_row(3, 0.3), *good])  # a real-data row is no bench row
-    assert list(matrix) == [3, 4, 5, 6] and list(matrix[3]) == list(claims.CAUSES)
-    assert matrix[4] == {cause: SUPPORTED if cause == "texture" else NOT_SUPPORTED for cause in claims.CAUSES}
-    assert claims.bench_gate(good).reasons == {3: "", 4: "", 5: "", 6: ""}
-    nothing = claims.bench_gate([cause_row(3, 0.3)])  # no bench rows, no gate
-    assert nothing.reasons == {} and nothing.withheld(3) == NO_BENCH
+    matrix = bench.bench_verdicts([cause_row(3, 0.3), *good])  # a real-data row is no bench row
+    assert list(matrix) == [3, 4, 5, 6] and list(matrix[3]) == list(bench.CAUSES)
+    assert matrix[4] == {cause: SUPPORTED if cause == "texture" else NOT_SUPPORTED for cause in bench.CAUSES}
+    assert bench.bench_gate(good) == {3: "", 4: "", 5: "", 6: ""}
+    nothing = bench.bench_gate([cause_row(3, 0.3)])  # no bench rows, no gate
+    assert nothing == {}
     # Blind: the texture test misses the planted texture cause (or cannot tell: inconclusive).
     for effect in (0.0, 0.05):
-        gate = claims.bench_gate(bench_rows({(4, "texture"): effect})).reasons
+        gate = bench.bench_gate(bench_rows({(4, "texture"): effect}))
         assert gate[4] == "the test is not sensitive: on the bench it did not find a planted texture cause"
         assert gate[3] == gate[5] == gate[6] == ""
     # Loose: the background test also says supported where the labels, not the backgrounds, are wrong.
-    gate = claims.bench_gate(
-        bench_rows({(3, "label noise"): 0.3, (3, "none"): 0.3, (6, "texture"): 0.05})
-    ).reasons
+    gate = bench.bench_gate(bench_rows({(3, "label noise"): 0.3, (3, "none"): 0.3, (6, "texture"): 0.05}))
     assert gate[3] == "the test is not specific: on the bench it also said supported for none, label noise"
     assert gate[4] == gate[5] == gate[6] == ""  # an inconclusive off-diagonal cell is no false alarm
 
 
 def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_path: Path) -> None:
-    gain = claims.accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[2]
+    gain = probes.accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[2]
     road_failed = "the layer3 maps do not beat random maps on ROAD"
     stages = {
         "gradcam": [
@@ -704,28 +701,28 @@ def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_
     }
     for stage, rows in {**stages, "stress": []}.items():
         (tmp_path / stage).mkdir()
-        save_json(tmp_path / stage / claims.CLAIMS_FILE, [r.to_dict() for r in rows])
+        save_json(tmp_path / stage / ledger.CLAIMS_FILE, [r.to_dict() for r in rows])
     real = [gain, *stages["gradcam"], stages["reevaluation"][1]]  # by claim
     verdicts = [NOT_SUPPORTED, SUPPORTED, NOT_SUPPORTED, SUPPORTED, INCONCLUSIVE, NOT_SUPPORTED]
     assert [r.verdict for r in real] == verdicts
     # No bench yet: claims 1-2 keep their verdicts, 3-6 are withheld (claim 5 keeps its own reason).
-    ledger = claims.read_ledger(tmp_path)
-    assert [replace(r, precondition=x.precondition) for r, x in zip(ledger, real, strict=True)] == real
-    assert [r.precondition for r in ledger] == ["", NO_BENCH, NO_BENCH, NO_BENCH, road_failed, NO_BENCH]
-    assert [r.verdict for r in ledger] == [NOT_SUPPORTED, *[INCONCLUSIVE] * 5]
+    gated = ledger.read_ledger(tmp_path)
+    assert [replace(r, precondition=x.precondition) for r, x in zip(gated, real, strict=True)] == real
+    assert [r.precondition for r in gated] == ["", NO_BENCH, NO_BENCH, NO_BENCH, road_failed, NO_BENCH]
+    assert [r.verdict for r in gated] == [NOT_SUPPORTED, *[INCONCLUSIVE] * 5]
     # A passing bench: every row keeps its rule's verdict; the bench's rows come last.
-    save_json(tmp_path / "stress" / claims.CLAIMS_FILE, [r.to_dict() for r in bench_rows()])
-    ledger = claims.read_ledger(tmp_path)
-    assert ledger[:6] == real and ledger[6:] == bench_rows()
-    assert claims.read_ledger(tmp_path, stages=("stress",)) == bench_rows()
+    save_json(tmp_path / "stress" / ledger.CLAIMS_FILE, [r.to_dict() for r in bench_rows()])
+    gated = ledger.read_ledger(tmp_path)
+    assert gated[:6] == real and gated[6:] == bench_rows()
+    assert ledger.read_ledger(tmp_path, stages=("stress",)) == bench_rows()
     # A bench the texture test fails: its real row is withheld with the bench's reason.
     texture_fails = bench_rows({(4, "texture"): 0.0})
-    save_json(tmp_path / "stress" / claims.CLAIMS_FILE, [r.to_dict() for r in texture_fails])
-    failed = claims.read_ledger(tmp_path)
+    save_json(tmp_path / "stress" / ledger.CLAIMS_FILE, [r.to_dict() for r in texture_fails])
+    failed = ledger.read_ledger(tmp_path)
     assert failed[3].verdict == INCONCLUSIVE and "not sensitive" in failed[3].precondition
     assert [r.verdict for i, r in enumerate(failed[:6]) if i != 3] == [verdicts[i] for i in (0, 1, 2, 4, 5)]
     # The ledger's table leaves the bench out and marks each row's population and role.
-    frame = tables.claims_table(ledger)
+    frame = tables.claims_table(gated)
     assert list(frame.columns) == ["claim", "test", "control", "effect [95 % CI]", "verdict"]
     assert len(frame) == 6 and list(frame["verdict"])[:4] == verdicts[:4]
     assert frame["verdict"][4] == f"{INCONCLUSIVE} ({road_failed})"
@@ -734,14 +731,14 @@ def test_a_runs_ledger_is_read_from_its_stages_gated_by_the_bench_and_shown(tmp_
     shown = text(frame)
     assert "McNemar exact (claim 2)" in shown and "m (claim 3, 4, 5, 6)" in shown and "inconclusive:" in shown
     # The bench's own table: a row per test, a column per cause, each cell its verdict and effect.
-    bench = tables.bench_table(ledger)
-    assert list(bench.columns) == ["test of", *claims.CAUSES]
-    assert list(bench["test of"]) == [CLAIMS[c] for c in range(3, 7)]
-    assert bench["background"][0] == "supported, +30.0 pts [+27.0, +33.0]"
-    assert bench["none"][0] == "not supported, +0.0 pts [-3.0, +3.0]"
-    assert "planted-cause bench: passed by the tests of claims 3, 4, 5, 6" in text(bench)
+    matrix = tables.bench_table(gated)
+    assert list(matrix.columns) == ["test of", *bench.CAUSES]
+    assert list(matrix["test of"]) == [CLAIMS[c] for c in range(3, 7)]
+    assert matrix["background"][0] == "supported, +30.0 pts [+27.0, +33.0]"
+    assert matrix["none"][0] == "not supported, +0.0 pts [-3.0, +3.0]"
+    assert "planted-cause bench: passed by the tests of claims 3, 4, 5, 6" in text(matrix)
     assert "has not run yet" in text(tables.bench_table(real))
-    assert "no claims tested yet" in text(tables.claims_table(claims.read_ledger(tmp_path / "empty")))
+    assert "no claims tested yet" in text(tables.claims_table(ledger.read_ledger(tmp_path / "empty")))
     lines = tables.claims_text(failed).splitlines()
     assert "planted-cause bench: passed by the tests of claims 3, 5, 6" in lines
     assert max(map(len, lines)) <= 100
@@ -760,7 +757,7 @@ def test_claim_6_against_a_reseed_on_each_population_gated_by_the_bench() -> Non
     failures = find_high_confidence_failures(torch.eye(10)[torch.zeros(100, dtype=torch.int64)], labels, 0.5)
     report = _human_report([(i, "model error") for i in range(20, 100)])
     args = (images, failures, torch.arange(50, 100), torch.tensor([], dtype=torch.int64), report)
-    rows = claims.reseed_stage_claims(*args, bench_rows(), seed=0)
+    rows = ledger.reseed_stage_claims(*args, bench_rows(), seed=0)
     assert [(r.population, r.primary) for r in rows] == [
         (ALL_FAILURES, False),
         (ALL_FAILURES, False),
@@ -770,9 +767,9 @@ def test_claim_6_against_a_reseed_on_each_population_gated_by_the_bench() -> Non
     assert [r.effect for r in rows] == [0.0, 1.0, 0.0, 1.0] and rows[3].verdict == SUPPORTED
     assert rows[3].n == 80 and rows[3].details["off_center_failures"] == 50
     # A bench the off-center test failed withholds every row, with the bench's reason.
-    failed = claims.reseed_stage_claims(*args, bench_rows({(6, "off-center"): 0.0}), seed=0)
+    failed = ledger.reseed_stage_claims(*args, bench_rows({(6, "off-center"): 0.0}), seed=0)
     assert all(r.verdict == INCONCLUSIVE and "not sensitive" in r.precondition for r in failed)
-    assert all(r.precondition == NO_BENCH for r in claims.reseed_stage_claims(*args, [], seed=0))
+    assert all(r.precondition == NO_BENCH for r in ledger.reseed_stage_claims(*args, [], seed=0))
 
 
 def test_a_single_runs_claim_6_is_withheld_for_the_replicates() -> None:
@@ -786,7 +783,7 @@ def test_a_single_runs_claim_6_is_withheld_for_the_replicates() -> None:
     failures = find_high_confidence_failures(baseline.probs, labels, 0.5)
     images, report = torch.full((100, 3, 32, 32), 50, dtype=torch.uint8), NotApplicable("-")
     args = (baseline, augmented, (1.0, 1.0), 100, Zero(), images, failures, failures.indices, report)
-    rows = claims.reevaluation_claims(*args)
+    rows = ledger.reevaluation_claims(*args)
     assert [r.claim[0] for r in rows] == ["1", "1", "2", "2", "2", "6"]
     assert rows[-1].verdict == INCONCLUSIVE and rows[-1].precondition == ONE_RUN
     assert not any(r.precondition for r in rows[:-1])
@@ -796,7 +793,7 @@ def test_the_ledger_fits_a_100_column_terminal_and_says_each_claim_once() -> Non
     long_test = "a test whose description runs on and on, " * 4
     withheld = replace(row_with(0.3), test=long_test, precondition="the instrument failed its check")
     missing = replace(row_with(math.nan), ci_low=math.nan, ci_high=math.nan)
-    perfect = claims.accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[0]
+    perfect = probes.accuracy_claims(*[Predictions(torch.eye(10), torch.arange(10))] * 2, 0.9, 0.9, 100)[0]
     shown = tables.claims_text([perfect, row_with(0.2), withheld, missing, *bench_rows({(3, "none"): 0.3})])
     lines = shown.splitlines()
     assert max(map(len, lines)) <= 100
@@ -817,7 +814,7 @@ def test_the_pull_and_the_tile_shuffle_tables() -> None:
     frame = tables.surround_pull_table(row, ["airplane", "automobile", "bird"])
     assert list(frame["surround of"]) == ["airplane", "bird", "automobile"]  # strongest first, none last
     assert "50.0%" in text(frame) and "all classes: 20.0%" in text(frame)
-    shuffled = claims.TileShuffle(0.8, 0.1, {16: 0.6, 8: 0.3}, {16: 5 / 7, 8: 2 / 7})
+    shuffled = probes.TileShuffle(0.8, 0.1, {16: 0.6, 8: 0.3}, {16: 5 / 7, 8: 2 / 7})
     frame = tables.tile_shuffle_table({"baseline": shuffled, "augmented": shuffled})
     assert list(frame.columns) == ["model", "clean", "16-px tiles", "8-px tiles"]
     assert "(chance 10%)" in text(frame)
@@ -838,6 +835,6 @@ def test_the_background_test_sets_aside_pairs_whose_object_is_off_center() -> No
     model = AlwaysZero()
     predictions = predict(model, images, labels)
     failures = find_high_confidence_failures(predictions.probs, labels, 0.5)
-    row = claims.background_claim(model, images, predictions, failures, images, labels % 10, seed=0)
+    row = probes.background_claim(model, images, predictions, failures, images, labels % 10, seed=0)
     assert len(failures) == 60 and row.details["pairs_off_center_set_aside"] == 30 and row.n == 30
     assert row.effect == 0.0  # the surround alone says 0 for every failure and every control

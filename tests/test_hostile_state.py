@@ -20,7 +20,7 @@ import torch
 
 import cifar_helpers.core.step_choice as step_choice
 import run_all
-from cifar_helpers.analysis.claims import read_ledger
+from cifar_helpers.analysis.claims.ledger import read_ledger
 from cifar_helpers.core.step_choice import Measurement, Step, _cache_key, choose_step
 from cifar_helpers.core.training import build_model, make_optimizer
 from cifar_helpers.rundir import runlock

@@ -19,7 +19,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cifar_helpers.analysis.calibration import Calibration
-from cifar_helpers.analysis.claims import BENCH, ClaimResult, TileShuffle, read_ledger
+from cifar_helpers.analysis.claims.ledger import read_ledger
+from cifar_helpers.analysis.claims.probes import TileShuffle
+from cifar_helpers.analysis.claims.rules import BENCH, ClaimResult
 from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel
 from cifar_helpers.analysis.human_labels import (

@@ -22,15 +22,9 @@ from IPython.display import display
 from pandas.io.formats.style import Styler
 
 from cifar_helpers.analysis.calibration import Calibration
-from cifar_helpers.analysis.claims import (
-    ALL_FAILURES,
-    ALL_IMAGES,
-    BENCH,
-    CAUSE_OF_CLAIM,
-    ClaimResult,
-    TileShuffle,
-    bench_gate,
-)
+from cifar_helpers.analysis.claims.bench import CAUSE_OF_CLAIM, bench_gate
+from cifar_helpers.analysis.claims.probes import TileShuffle
+from cifar_helpers.analysis.claims.rules import ALL_FAILURES, ALL_IMAGES, BENCH, ClaimResult
 from cifar_helpers.analysis.failures import FailureSummary
 from cifar_helpers.analysis.faithfulness import FailureRoad, RoadByModel, RoadTable
 from cifar_helpers.analysis.human_labels import (
@@ -708,7 +702,7 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
 
 def _bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
     """Which claim tests passed the planted-cause bench among ``rows``, and why the others did not."""
-    reasons = bench_gate(rows).reasons
+    reasons = bench_gate(rows)
     if not reasons:
         return ["planted-cause bench: not run yet (06_stress_tests)"]
     passed = [str(k) for k, reason in sorted(reasons.items()) if not reason]

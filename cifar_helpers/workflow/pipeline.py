@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifar_helpers.analysis.claims import ClaimResult, read_ledger
+from cifar_helpers.analysis.claims.ledger import read_ledger
+from cifar_helpers.analysis.claims.rules import ClaimResult
 from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, save_json
 from cifar_helpers.rundir.config import RunConfig, make_config
 from cifar_helpers.rundir.lineage import (

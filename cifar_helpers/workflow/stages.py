@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cifar_helpers.analysis.claims import ClaimResult, read_ledger, reseed_stage_claims
+from cifar_helpers.analysis.claims.ledger import read_ledger, reseed_stage_claims
+from cifar_helpers.analysis.claims.rules import ClaimResult
 from cifar_helpers.analysis.failures import FailureComparison, compare_failures
 from cifar_helpers.analysis.faithfulness import RoadByModel, road_by_model
 from cifar_helpers.analysis.gradcam import (

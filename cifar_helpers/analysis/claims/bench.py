@@ -1,15 +1,9 @@
-"""The planted-cause bench: is each claim test *sensitive* (it says "supported" where its cause is
-planted) and *specific* (it says so nowhere else)?
-
-On generated data, where every cause is known, one small model is trained per planted cause
-(:data:`CAUSES`, their recipes in :data:`_RECIPES`), with an augmented and a reseeded twin as claim
-6's fixers, and *every* claim test of :mod:`.probes` runs on *every* model through the same functions
-as on CIFAR-10: no object mask, no planted label reaches a test. The result is a matrix, tests ×
-causes; a real-data verdict counts only for a test whose row of the matrix is right
-(:func:`bench_gate`). Claim 5's ROAD precondition does not gate here (its score is in the row's
-details): the bench knows the cause ROAD stands in for (README). Objects are centred, as CIFAR-10
-frames them, and untied backgrounds are grey, so that no cause is there by accident; ``none`` has
-only the ordinary fragility of a small model, ``label noise`` is its model with flipped test labels.
+"""The planted-cause bench: is each claim test *sensitive* (supported where its cause is planted) and
+*specific* (nowhere else)? Every test of :mod:`.probes` runs on a small model per planted cause of
+generated data through the same functions as on CIFAR-10 (no object mask or planted label reaches a
+test); a real-data verdict counts only for a test whose row of the matrix is right (:func:`bench_gate`).
+Objects are centred, as CIFAR-10 frames them, and untied backgrounds grey, so that no cause is there by
+accident; ``none`` has only a small model's fragility, ``label noise`` is its model on flipped labels.
 """
 
 from __future__ import annotations
@@ -17,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,14 +43,8 @@ from .rules import BENCH, SUPPORTED, ClaimResult
 if TYPE_CHECKING:
     from cifar_helpers.rundir.config import RunConfig
 
-NONE, BACKGROUND, TEXTURE, OFF_CENTER, LABEL_NOISE = (
-    "none",
-    "background",
-    "texture",
-    "off-center",
-    "label noise",
-)
-CAUSES = (NONE, BACKGROUND, TEXTURE, OFF_CENTER, LABEL_NOISE)
+CAUSES = ("none", "background", "texture", "off-center", "label noise")
+NONE, BACKGROUND, TEXTURE, OFF_CENTER, LABEL_NOISE = CAUSES
 CAUSE_OF_CLAIM = {3: BACKGROUND, 4: TEXTURE, 5: BACKGROUND, 6: OFF_CENTER}  # the diagonal
 _RECIPES: dict[str, dict[str, Any]] = {
     NONE: {},
@@ -82,8 +70,6 @@ NO_BENCH = "the planted-cause bench has not run yet (06_stress_tests)"
 
 def _bench_data(cause: str, seed: int) -> CifarData:
     """The generated dataset of one planted ``cause`` (one of :data:`CAUSES`), at the bench's sizes."""
-    if cause not in CAUSES:
-        raise ValueError(f"cause must be one of {', '.join(CAUSES)}; got {cause!r}")
     sizes = (BENCH_TRAIN_PER_CLASS, BENCH_TEST_PER_CLASS)
     options = {"holdout_per_class": BENCH_HOLDOUT_PER_CLASS, "decoy_colour_rate": 0.0, "centred": True}
     # Grey backgrounds: a random background of an object's hue would be a background cause of its own.
@@ -101,11 +87,11 @@ def _bench_data(cause: str, seed: int) -> CifarData:
 def run_bench(config: RunConfig, out_dir: str | Path) -> list[ClaimResult]:
     """Every claim test (3-6) on every planted cause: the bench's rows, population ``"bench: <cause>"``.
 
-    The models use the smoke recipe (one CPU thread) with ``config``'s seed, device and Grad-CAM layer
-    at the bench's sizes; their checkpoints go to ``out_dir/<cause>/<model>/`` (finished ones are reused).
-    Claim 6's row is its replicate test, the difference in differences of augmentation and a reseeded
-    baseline as fixers (:func:`.probes.reseed_claims`); its details add the single-run test
-    (:func:`.probes.off_center_claim`, ``augmentation_effect``), which cannot tell the two apart.
+    The models use the smoke recipe (one CPU thread) with ``config``'s seed and device at the bench's
+    sizes; their checkpoints go to ``out_dir/<cause>/<model>/`` (finished ones are reused). Claim 6's
+    row is its replicate test (:func:`.probes.reseed_claims`, the augmented and reseeded twins as
+    fixers); its details add the single-run test (:func:`.probes.off_center_claim`), which cannot tell
+    the two apart.
     """
     bench = make_config(
         "smoke",
@@ -175,32 +161,20 @@ def _cause_rows(
     images, labels = data.test_images, data.test_labels
     predictions = predict(baseline, images, labels, **options)
     failures = find_high_confidence_failures(predictions.probs, labels, BENCH_THRESHOLD)
-    common = {
-        "max_failures": BENCH_FAILURES,
-        "seed": seed,
-        "population": BENCH + cause,
-        "eval_options": options,
-    }
+    common = {"max_failures": BENCH_FAILURES, "seed": seed, "population": BENCH + cause}
+    predicting = {**common, "eval_options": options}
     donors = (data.holdout_images, data.holdout_labels)
     # Claim 6: augmentation against a reseed as the fixer (a single run cannot tell the two apart).
     by_augmentation, by_reseed = (
         _fixed(models[n], data, failures, options) for n in ("augmented", "reseeded")
     )
-    single = off_center_claim(baseline, images, failures, by_augmentation, **common)
-    reseeded, did = reseed_claims(
-        images,
-        failures,
-        by_augmentation,
-        by_reseed,
-        max_failures=BENCH_FAILURES,
-        seed=seed,
-        population=BENCH + cause,
-    )
+    single = off_center_claim(baseline, images, failures, by_augmentation, **predicting)
+    reseeded, did = reseed_claims(images, failures, by_augmentation, by_reseed, **common)
     effects = {"augmentation_effect": single.effect, "reseed_effect": reseeded.effect}
     off_center = replace(did, details={**single.details, **did.details, **effects})
     return [
-        background_claim(baseline, images, predictions, failures, *donors, **common),
-        texture_claim(baseline, images, predictions, failures, *donors, data.classes, **common),
+        background_claim(baseline, images, predictions, failures, *donors, **predicting),
+        texture_claim(baseline, images, predictions, failures, *donors, data.classes, **predicting),
         _gradcam_row(config, cause, baseline, data, predictions, failures),
         off_center,
     ]
@@ -214,8 +188,8 @@ def _gradcam_row(
     predictions: Predictions,
     failures: FailureSet,
 ) -> ClaimResult:
-    """Claim 5 without its ROAD precondition (see the module's docstring), its ROAD check in the details:
-    the first :data:`BENCH_ROAD_IMAGES` failures' maps at the claim's layer against random maps."""
+    """Claim 5 without its ROAD precondition (the bench knows the cause ROAD stands in for: README), its
+    ROAD check in the details: the first :data:`BENCH_ROAD_IMAGES` failures' maps against random maps."""
     images, seed = data.test_images, config.seed
     measures = background_shares(model, images, predictions, failures, max_failures=BENCH_FAILURES, seed=seed)
     row = gradcam_claim(measures, None, seed=seed, population=BENCH + cause)
@@ -247,23 +221,10 @@ def bench_verdicts(rows: Sequence[ClaimResult]) -> dict[int, dict[str, str]]:
     return matrix
 
 
-@dataclass(frozen=True)
-class BenchGate:
-    """Which claim tests passed the planted-cause bench (:func:`bench_gate`): ``reasons`` ``{claim: ""}``
-    for a test that said supported on its own cause and on no other, else ``{claim: why not}``; a
-    claim the bench did not test is absent."""
-
-    reasons: dict[int, str]
-
-    def withheld(self, claim: int) -> str:
-        """Why a real-data verdict of ``claim`` is withheld: "" when its test passed the bench,
-        :data:`NO_BENCH` when no bench row tested it."""
-        return self.reasons.get(claim, NO_BENCH)  # optional by design: a claim the bench did not test
-
-
-def bench_gate(rows: Sequence[ClaimResult]) -> BenchGate:
+def bench_gate(rows: Sequence[ClaimResult]) -> dict[int, str]:
     """Which tests passed the bench among ``rows`` (a real-data row of a test that did not is then
-    inconclusive)."""
+    inconclusive): ``{claim: ""}`` for a test that said supported on its own cause and on no other,
+    else ``{claim: why not}``; a claim the bench did not test is absent (:data:`NO_BENCH`)."""
     reasons = {}
     for claim, verdicts in bench_verdicts(rows).items():
         own = CAUSE_OF_CLAIM[claim]
@@ -276,4 +237,4 @@ def bench_gate(rows: Sequence[ClaimResult]) -> BenchGate:
             )
         else:
             reasons[claim] = ""
-    return BenchGate(reasons)
+    return reasons

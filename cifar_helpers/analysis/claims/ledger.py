@@ -21,7 +21,7 @@ from cifar_helpers.core.data import CifarData
 from cifar_helpers.core.evaluation import Predictions
 from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint
 
-from .bench import bench_gate
+from .bench import NO_BENCH, bench_gate
 from .probes import (
     accuracy_claims,
     background_claim,
@@ -43,11 +43,10 @@ ONE_RUN = "one run cannot tell augmentation from a reseed: see the replicates (0
 def _populations(
     failures: FailureSet, human_report: HumanFailureReport | NotApplicable
 ) -> dict[str, FailureSet]:
-    """The failures claims 3-6 are tested on: all of them (:data:`ALL_FAILURES`) and, where human labels
-    (``failures/human_labels.json``) apply, the model errors alone (:data:`MODEL_ERRORS`: verified label
-    errors and ambiguous images set aside). The last one is the primary population, declared before
-    any number: a claim about why the model fails is judged on the failures that are the model's, not
-    the label's."""
+    """The failures claims 3-6 are tested on: all (:data:`ALL_FAILURES`) and, where human labels apply,
+    the model errors alone (:data:`MODEL_ERRORS`: verified label errors and ambiguous images set aside).
+    The last is the primary population, declared before any number: why the model fails is judged on
+    the failures that are the model's, not the label's."""
     if isinstance(human_report, NotApplicable):
         return {ALL_FAILURES: failures}
     model_errors = failures.restricted_to(torch.tensor(human_report.model_errors(), dtype=torch.int64))
@@ -81,14 +80,8 @@ def gradcam_stage_claims(
     eval_options: Mapping[str, Any] | None = None,
 ) -> list[ClaimResult]:
     """Notebook 03's rows: claims 3 (:func:`background_claim`), 4 (:func:`texture_claim`), both with
-    the hold-out images as donors, and 5 (:func:`gradcam_claim`) on each of :func:`_populations`.
-
-    Args:
-        model, predictions: the baseline and its test predictions. data: the run's data.
-        failures, human_report: ``failures/failures.json`` and ``failures/human_labels.json``.
-        road: ``gradcam/road.json``, the ROAD scores of every layer (claim 5's precondition).
-        seed, eval_options: as for :func:`background_claim`.
-    """
+    the hold-out images as donors, and 5 (:func:`gradcam_claim`, ``road`` its precondition) of the
+    baseline ``model`` on each of :func:`_populations` of its ``failures``."""
     if len(data.holdout_labels) == 0:
         raise ValueError("claims 3 and 4 need held-out training images as donors; set holdout_per_class >= 1")
     options = {"seed": seed, "eval_options": eval_options}
@@ -121,10 +114,9 @@ def reevaluation_claims(
     seed: int = 0,
     eval_options: Mapping[str, Any] | None = None,
 ) -> list[ClaimResult]:
-    """Notebook 05's rows: claims 1 and 2 (:func:`accuracy_claims`; ``train_accuracies`` of the baseline
-    and the augmented model) and claim 6 (:func:`off_center_claim` of the baseline's ``failures`` and
-    the ones augmentation ``fixed``) on each of :func:`_populations`, its verdict withheld
-    (:data:`ONE_RUN`): its test is the difference in differences of :func:`reseed_stage_claims`."""
+    """Notebook 05's rows: claims 1 and 2 (:func:`accuracy_claims`) and claim 6 (:func:`off_center_claim`
+    of the baseline's ``failures`` and those augmentation ``fixed``) on each of :func:`_populations`,
+    its verdict withheld (:data:`ONE_RUN`): its test is :func:`reseed_stage_claims`."""
     rows = accuracy_claims(baseline, augmented, *train_accuracies, num_train_images, seed=seed)
 
     def off_center(population: str, chosen: FailureSet) -> list[ClaimResult]:
@@ -145,16 +137,10 @@ def reseed_stage_claims(
     *,
     seed: int = 0,
 ) -> list[ClaimResult]:
-    """Notebook 07's rows: claim 6 against a reseeded baseline (:func:`reseed_claims`: the reseed as the
-    fixer, context, and the claim's test, primary on the last population) on each of
-    :func:`_populations`, gated by the ``bench_rows`` of the run the failures come from
-    (:func:`_gate_by_bench`).
-
-    Args:
-        test_images: uint8 (N, 3, 32, 32). failures, human_report: one seed's baseline failures and its
-            ``failures/human_labels.json``. fixed: those its augmented model gets right; reseed_fixed:
-            those another seed's baseline gets right. seed: seeds the bootstraps.
-    """
+    """Notebook 07's rows: claim 6 against a reseeded baseline (:func:`reseed_claims` of one seed's
+    baseline ``failures``, ``fixed`` by its augmented model, ``reseed_fixed`` by another seed's
+    baseline) on each of :func:`_populations`, gated by the ``bench_rows`` of the run the failures come
+    from (:func:`_gate_by_bench`). ``test_images``: uint8 (N, 3, 32, 32)."""
 
     def against_reseed(population: str, chosen: FailureSet) -> list[ClaimResult]:
         reseed, did = reseed_claims(
@@ -169,17 +155,12 @@ def reseed_stage_claims(
 
 
 def combine_seeds(per_seed: Sequence[Sequence[ClaimResult]]) -> list[ClaimResult]:
-    """A replicate run's ledger: each row's effect averaged over the seeds, with a t interval.
-
-    Args:
-        per_seed: one ledger (list of rows) per seed; rows are matched by (claim, test, population).
-
-    Returns:
-        One row per row of the first seed's ledger: the mean effect, its t interval over the seeds
-        whose row measured one (:data:`T_OVER_SEEDS`; ``n`` counts them), the verdict by the same rule;
-        details list each seed's effect and verdict. A seed's effect counts only with its own interval
-        defined: an effect over fewer than :data:`MIN_BOOTSTRAP_SAMPLE` failures is not a measurement,
-        and seeds that agree on one (no failure of a handful rescued) would give a zero-width interval.
+    """A replicate run's ledger from ``per_seed`` ledgers, rows matched by (claim, test, population):
+    per row of the first seed's, the mean effect and its t interval (:data:`T_OVER_SEEDS`) over the
+    seeds whose row measured one (``n`` counts them), the verdict by the same rule, each seed's effect
+    and verdict in the details. A seed's effect counts only with its own interval defined: an effect
+    over fewer than :data:`MIN_BOOTSTRAP_SAMPLE` failures is not a measurement, and seeds that agree on
+    one (no failure of a handful rescued) would give a zero-width interval.
     """
     rows = []
     for first in per_seed[0]:
@@ -207,7 +188,8 @@ def _gate_by_bench(rows: Sequence[ClaimResult]) -> list[ClaimResult]:
     for row in rows:
         claim = int(row.claim.split(".")[0])
         if claim >= 3 and not row.population.startswith(BENCH) and not row.precondition:
-            row = replace(row, precondition=gate.withheld(claim))
+            # optional by design: a claim no bench row tested
+            row = replace(row, precondition=gate.get(claim, NO_BENCH))
         gated.append(row)
     return gated
 

@@ -1,17 +1,14 @@
-"""The tests of the claims: one function per claim, each returning :class:`ClaimResult` rows.
-
-Claims 1 and 2 are accuracies with exact or bootstrap intervals. Claims 3-6 concern a model's
-confident failures (a :class:`FailureSet`); each compares the failures with a control group and
-intervenes on the image, so the answer could come out either way. Every test takes only what real
-data has (images, predictions, no object masks): the planted-cause bench (:mod:`.bench`) runs the
-same functions on generated data whose causes are known.
+"""The tests of the claims, one function per claim, each returning :class:`ClaimResult` rows. Tests of
+claims 3-6 compare a model's confident failures with a control group and intervene on the image, so the
+answer could come out either way; they take only what real data has (no object mask), so the
+planted-cause bench (:mod:`.bench`) runs the same functions on generated data whose causes are known.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +32,7 @@ from cifar_helpers.analysis.interventions import (
     swap_surround,
 )
 from cifar_helpers.core.evaluation import Predictions, accuracy, predict
+from cifar_helpers.rundir.records import Record
 
 from .rules import (
     ALL_FAILURES,
@@ -78,20 +76,13 @@ def accuracy_claims(
     *,
     seed: int = 0,
 ) -> list[ClaimResult]:
-    """Claims 1 and 2 as five rows: each level against its claimed band, each gap, the paired gain.
+    """Claims 1 and 2 as five rows: 1 (level, gap) and 2 (paired gain, level, gap narrowing), each level
+    against its claimed band.
 
-    Args:
-        baseline, augmented: test predictions of the two models on the same images
-            (``<stage>/predictions.pt``).
-        baseline_train_accuracy, augmented_train_accuracy: ``train_accuracy`` of each model's
-            ``metrics.json`` (eval mode, un-augmented training images).
-        num_train_images: how many training images those accuracies are over.
-        seed: seeds the bootstraps.
-
-    Returns:
-        Rows 1 (level, gap) and 2 (paired gain, level, gap narrowing). A gap's interval resamples the
-        test and the training images; the training images are resampled independently for the two
-        models (their per-image correctness is not saved), which can only widen it.
+    ``baseline`` and ``augmented`` are the two models' test predictions on the same images; the train
+    accuracies are each ``metrics.json``'s (eval mode, un-augmented) over ``num_train_images``. A gap's
+    interval resamples the test and the training images, the latter independently for the two models
+    (their per-image correctness is not saved), which can only widen it.
     """
     if not torch.equal(baseline.labels, augmented.labels):
         raise ValueError("baseline and augmented predictions must be on the same test images")
@@ -126,9 +117,6 @@ def accuracy_claims(
     return [ClaimResult(CLAIMS[c], t, k, e, *ci, m, n, r, ALL_IMAGES, d) for c, t, k, e, ci, m, r, d in rows]
 
 
-# Claims 3-6: the confident failures
-
-
 def _preds(model: nn.Module, images: Tensor, eval_options: Mapping[str, Any] | None) -> Tensor:
     """Predicted classes, int64 (N,) on the CPU (empty for no images)."""
     if len(images) == 0:
@@ -158,15 +146,10 @@ def _failure_row(
     return ClaimResult(*row, sum(len(x) for x in samples), rule, population, details)
 
 
-def _offset_vectors(images: Tensor) -> Tensor:
+def _offsets(images: Tensor) -> Tensor:
     """Where each image's object is from the centre, estimated from its pixels
     (:func:`analysis.interventions.object_centres`): float64 (N, 2) (x, y) in pixels."""
     return object_centres(images).double() - (images.shape[-1] - 1) / 2
-
-
-def _offsets(images: Tensor) -> Tensor:
-    """How far each image's object is from the centre: float64 (N,) in pixels."""
-    return _offset_vectors(images).norm(dim=1)
 
 
 def _with_controls(
@@ -197,98 +180,65 @@ def background_claim(
     population: str = ALL_FAILURES,
     eval_options: Mapping[str, Any] | None = None,
 ) -> ClaimResult:
-    """Claim 3: does a failure's own surround, object removed, already say its wrong class, more often
-    than a correct image's surround says its class?
+    """Claim 3: does a failure's own surround, object removed, say its wrong class more often than a
+    correct image's surround says its class?
 
-    Each failure keeps its outer ring of ``width`` px, the inside filled with the ring's mean colour
-    (:func:`analysis.interventions.surround_only`); so does a correct image of matched confidence and
-    predicted class. If the failures come from background confusion, the surround alone gives the
-    (wrong) predicted class more often for them than for the controls, whose prediction rests on the
-    object; a model that reads every class off its background shows both alike. The ring is background
-    only where the object sits inside it, so pairs in which either object is estimated
-    :data:`OFF_CENTER_PX` or more off the centre are set aside.
+    Each failure, and a correct image of matched confidence and predicted class, keeps its outer ring
+    of ``width`` px, the inside filled with the ring's mean colour
+    (:func:`analysis.interventions.surround_only`). Background confusion makes the surround alone give
+    the failures' (wrong) class more often than the controls', whose prediction rests on the object; a
+    model that reads every class off its background shows both alike. The ring is background only
+    around a centred object: pairs with either object :data:`OFF_CENTER_PX` or more off are set aside.
     The details add Xiao et al.'s (2020) Mixed-Same against Mixed-Rand: the ring replaced by that of
-    ``donors`` donors of the true class, and of other classes. The donors must be images the model
-    never trained on (the hold-out), else a donor's ring can pull by memory.
+    ``donors`` held-out donors (never trained on, else a ring pulls by memory) of the true class, and
+    of other classes.
 
     Args:
-        model: the model the failures belong to. images: uint8 (N, 3, 32, 32) the split the failures
-            index. predictions: the model's predictions on it (they choose the controls).
-        failures: its confident failures (the ``max_failures`` most confident are used).
-        donor_images, donor_labels: uint8 (D, 3, 32, 32) and int64 (D,), held-out images.
-        width: ring width in pixels. donors: donors per failure and arm.
-        seed: seeds the controls, the donors and the bootstrap. population: the row's population label.
-        eval_options: ``config.eval_options()``, passed to :func:`core.evaluation.predict`.
+        images: uint8 (N, 3, 32, 32), the split the failures index; ``predictions`` the model's on it
+            (they choose the controls). failures: the ``max_failures`` most confident are tested.
+        donor_images, donor_labels: uint8 (D, 3, 32, 32) and int64 (D,).
+        seed: seeds the controls, the donors and the bootstrap. eval_options: for
+            :func:`core.evaluation.predict`.
 
     Returns:
-        Effect: the share of failures whose surround alone gives their predicted class minus the same
-        share for their controls, bootstrap over pairs. Details: both shares, the pairs set aside, the
-        swap's rescue rates and how often another class's ring made the model say that class, overall
-        and by donor class (NaN: no such donor).
+        Effect: failures' share minus controls', bootstrap over pairs. Details: both shares, the pairs
+        set aside, the swap's rescue rates and how often another class's ring made the model say that
+        class, overall and by donor class (NaN: no such donor).
     """
     k, both = _with_controls(predictions, failures, max_failures, seed)
-    idx, predicted = failures.indices[:k], predictions.preds
+    predicted = predictions.preds
     follows = (_preds(model, surround_only(images[both], width), eval_options) == predicted[both]).double()
-    offsets = _offsets(images[both])
+    offsets = _offsets(images[both]).norm(dim=1)
     centred = (offsets[:k] < OFF_CENTER_PX) & (offsets[k:] < OFF_CENTER_PX)
     follows = torch.cat([follows[:k][centred], follows[k:][centred]])
-    k_all, k = k, int(centred.sum())
-    details = {
-        "surround_says_failure": _mean(follows[:k]),
-        "surround_says_control": _mean(follows[k:]),
-        "pairs_off_center_set_aside": k_all - k,
-    }
-    details.update(
-        _swap_rescue(
-            model,
-            images[idx],
-            failures.true_labels[:k_all],
-            donor_images,
-            donor_labels,
-            width=width,
-            donors=donors,
-            seed=seed,
-            eval_options=eval_options,
-        )
-    )
-    test = f"own surround alone ({width}-px ring) says the predicted class: failures minus controls"
-    return _failure_row(3, test, _MATCHED, [follows[:k] - follows[k:]], population, seed, details)
-
-
-def _swap_rescue(
-    model: nn.Module,
-    centres: Tensor,
-    true: Tensor,
-    donor_images: Tensor,
-    donor_labels: Tensor,
-    *,
-    width: int,
-    donors: int,
-    seed: int,
-    eval_options: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """Mixed-Same against Mixed-Rand (Xiao et al. 2020) on failures' ``centres`` uint8 (K, 3, 32, 32)."""
-    k, true = len(centres), true.repeat_interleave(donors)
+    # Mixed-Same against Mixed-Rand: each failure's centre in ``donors`` rings of each arm's classes.
+    true = failures.true_labels[:k].repeat_interleave(donors)
     generator = torch.Generator().manual_seed(seed)
     num_classes = int(donor_labels.max()) + 1
     other = other_classes(true, num_classes, generator)
-    centres = centres.repeat_interleave(donors, dim=0)
-    rescued, follows = [], torch.zeros(0)
+    centres = images[failures.indices[:k]].repeat_interleave(donors, dim=0)
+    rescued, follows_donor = [], torch.zeros(0)
     for classes in (true, other):
         donor = donor_images[draw_donors(donor_labels, classes, generator)] if k else centres
         preds = _preds(model, swap_surround(centres, donor, width), eval_options)
         rescued.append((preds == true).double())
-        follows = preds == classes
-    # The "pull" of a surround: how often another class's ring made the model say that class, by the
-    # ring's class (does a sky ring pull toward airplane more than a road ring toward automobile?).
-    return {
+        follows_donor = preds == classes
+    pairs = int(centred.sum())
+    details = {
+        "surround_says_failure": _mean(follows[:pairs]),
+        "surround_says_control": _mean(follows[pairs:]),
+        "pairs_off_center_set_aside": k - pairs,
         "rescue_true_surround": _mean(rescued[0]),
         "rescue_other_surround": _mean(rescued[1]),
-        "other_follows_donor": _mean(follows),
-        "follows_donor_by_class": [_mean(follows[other == c]) for c in range(num_classes)],
+        # The "pull" of a surround: how often another class's ring made the model say that class, by
+        # the ring's class (does a sky ring pull toward airplane more than a road ring toward automobile?).
+        "other_follows_donor": _mean(follows_donor),
+        "follows_donor_by_class": [_mean(follows_donor[other == c]) for c in range(num_classes)],
         "width": width,
         "donors": donors,
     }
+    test = f"own surround alone ({width}-px ring) says the predicted class: failures minus controls"
+    return _failure_row(3, test, _MATCHED, [follows[:pairs] - follows[pairs:]], population, seed, details)
 
 
 def texture_claim(
@@ -313,18 +263,9 @@ def texture_claim(
     no colour) on the coarse shape and colour of a held-out donor of another class than the
     prediction. If the failures come from texture, their predicted class survives more often than a
     correct image's of matched confidence and predicted class; a model that leans on texture
-    everywhere shows both alike.
-
-    Args:
-        model, images, predictions, failures, donor_images, donor_labels, max_failures, seed,
-            population, eval_options: as for :func:`background_claim`.
-        classes: class names; with ``cat`` and ``dog`` among them, the details count cat/dog
-            confusions (either way) among the failures and among all errors.
-        sigma: the blur that splits coarse from fine, in pixels.
-
-    Returns:
-        Effect: share of failures whose predicted class survives minus the same share for their
-        controls, bootstrap over (failure, control) pairs.
+    everywhere shows both alike. The arguments are :func:`background_claim`'s; with ``cat`` and
+    ``dog`` among the ``classes``, the details count cat/dog confusions among the failures and among
+    all errors. Effect: failures' survival rate minus controls', bootstrap over pairs.
     """
     k, both = _with_controls(predictions, failures, max_failures, seed)
     predicted = predictions.preds
@@ -351,7 +292,7 @@ def texture_claim(
 
 
 @dataclass(frozen=True)
-class TileShuffle:
+class TileShuffle(Record):
     """Accuracy on tile-shuffled images (:func:`shuffled_accuracy`, an entry of
     ``stress/tile_shuffle.json``): ``clean``, ``chance`` (1 / C), ``tiles`` ``{tile side: accuracy}``
     and ``retained`` ``{tile side: (accuracy - chance) / (clean - chance)}`` (1: no loss, 0: chance;
@@ -361,17 +302,6 @@ class TileShuffle:
     chance: float
     tiles: dict[int, float]
     retained: dict[int, float | None]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, the fields in order; see :meth:`from_dict`."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TileShuffle:
-        """Rebuild an entry from :meth:`to_dict`'s output, the tile sides (JSON's text keys) as ints; a
-        missing key raises KeyError naming it."""
-        tiles, retained = ({int(t): v for t, v in values[key].items()} for key in ("tiles", "retained"))
-        return cls(values["clean"], values["chance"], tiles, retained)
 
 
 def shuffled_accuracy(
@@ -383,13 +313,8 @@ def shuffled_accuracy(
     seed: int = 0,
     eval_options: Mapping[str, Any] | None = None,
 ) -> TileShuffle:
-    """Accuracy on tile-shuffled images at several tile sizes: how far a model gets on texture alone.
-
-    Args:
-        model: a classifier. images: uint8 (N, 3, 32, 32), e.g. the stress stage's subset. labels: (N,).
-        tiles: tile sides (16, 8, 4 on 32-px images: Zhang & Zhu's 2×2, 4×4 and 8×8 grids).
-        seed, eval_options: as for :func:`background_claim`.
-    """
+    """Accuracy on tile-shuffled ``images`` uint8 (N, 3, 32, 32) at tile sides ``tiles`` (16, 8, 4 on
+    32-px images: Zhang & Zhu's 2×2, 4×4 and 8×8 grids): how far a model gets on texture alone."""
     generator = torch.Generator().manual_seed(seed)
     clean = _mean(_preds(model, images, eval_options) == labels)
     chance = 1 / (int(labels.max()) + 1)
@@ -401,7 +326,7 @@ def shuffled_accuracy(
 
 
 @dataclass(frozen=True)
-class RoadCheck:
+class RoadCheck(Record):
     """Claim 5's precondition (:func:`road_check`): at ``layer``, the mean per-image difference of the
     Grad-CAM maps' combined ROAD score and a random map's, its bootstrap interval, and whether the
     maps are ``faithful`` (the interval above zero)."""
@@ -411,10 +336,6 @@ class RoadCheck:
     ci_low: float
     ci_high: float
     faithful: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the entry ``road`` of claim 5's details."""
-        return asdict(self)
 
 
 def road_check(road: RoadTable, layer: str, *, seed: int = 0) -> RoadCheck:
@@ -451,12 +372,9 @@ def background_shares(
     seed: int = 0,
 ) -> BackgroundShares:
     """Claim 5's measures: how much of the Grad-CAM map of the predicted class at
-    :data:`GRADCAM_CLAIM_LAYER` lies on the image's background, estimated from its pixels
+    :data:`GRADCAM_CLAIM_LAYER` lies on the background, estimated from the pixels
     (:func:`analysis.interventions.object_masks`, never from a model), for the ``max_failures`` most
-    confident failures and for their matched controls (seeded by ``seed``).
-
-    ``images`` uint8 (N, 3, 32, 32) is the split the failures index; ``predictions`` the model's on it.
-    """
+    confident failures and their matched controls; ``images`` uint8 (N, 3, 32, 32) is the split."""
     k, both = _with_controls(predictions, failures, max_failures, seed)
     arms = (both[:k], both[k:])
     shares, areas = [], []
@@ -465,7 +383,7 @@ def background_shares(
         objects = object_masks(images[indices])
         shares.append(1 - mask_share(maps, objects).double())
         areas.append(1 - objects.double().mean(dim=(1, 2)))
-    offsets = torch.stack([_offsets(images[indices]) for indices in arms])
+    offsets = torch.stack([_offsets(images[indices]).norm(dim=1) for indices in arms])
     return BackgroundShares(torch.stack(shares), torch.stack(areas), offsets, torch.stack(arms))
 
 
@@ -478,28 +396,23 @@ def gradcam_claim(
 ) -> ClaimResult:
     """Claim 5: is a failure's Grad-CAM map background-heavy more often than its matched control's?
 
-    A map is *background-heavy* when it puts more of its mass on the image's estimated background than
-    a uniform map does (the background's share of the pixels): more attention per pixel on the
-    background than on the object. A per-image criterion against a line of its own, so the row says
-    how many failures look at the background, not how diffuse the maps are. The object is estimated
-    from the pixels (:func:`analysis.interventions.object_masks`). An off-center object is claim 6's
-    cause, and a model that misses it has a map off the object for that reason: as in
-    :func:`background_claim`, pairs in which either object is estimated :data:`OFF_CENTER_PX` or more off
-    the centre are set aside.
+    A map is *background-heavy* when it puts more of its mass on the image's estimated background
+    (:func:`analysis.interventions.object_masks`) than a uniform map does: more attention per pixel on
+    the background than on the object. A line per image, so the row counts the failures that look at
+    the background, not how diffuse the maps are. Pairs with either object :data:`OFF_CENTER_PX` or
+    more off the centre are set aside: a model that misses an off-center object (claim 6's cause) has
+    a map off it for that reason.
 
     Args:
-        measures: :func:`background_shares`' output (Grad-CAM at :data:`GRADCAM_CLAIM_LAYER` of the
-            failures and of their matched controls).
-        road: ``gradcam/road.json`` (notebook 03 scores every layer): the maps must beat random ones on
-            ROAD (:func:`road_check`), else the verdict is withheld (the row's ``precondition``). None on
-            the planted-cause bench, which knows the cause ROAD stands in for (:mod:`.bench`).
-        seed: seeds the bootstrap. population: the row's population label.
+        measures: :func:`background_shares`' output.
+        road: ``gradcam/road.json``: the maps must beat random ones on ROAD (:func:`road_check`), else
+            the verdict is withheld (the row's ``precondition``); None on the planted-cause bench,
+            which knows the cause ROAD stands in for.
 
     Returns:
         Effect: share of background-heavy maps among failures minus among their controls, over pairs
-        with both maps non-empty and both objects centred, bootstrap over pairs; judged by
-        :data:`.rules.RULE_PREVALENCE`. Details: both shares, the pairs set aside, the mean background
-        shares and areas, and the ROAD check.
+        with both maps non-empty and both objects centred, bootstrap over pairs, judged by
+        :data:`.rules.RULE_PREVALENCE`.
     """
     shares, areas, offsets = measures.shares, measures.areas, measures.offsets
     centred = (offsets < OFF_CENTER_PX).all(dim=0)
@@ -538,7 +451,6 @@ def off_center_claim(
     fixed: Tensor,
     *,
     max_shift: int = 4,
-    off_center_px: float = OFF_CENTER_PX,
     max_failures: int = 500,
     seed: int = 0,
     population: str = ALL_FAILURES,
@@ -546,30 +458,20 @@ def off_center_claim(
 ) -> ClaimResult:
     """Claim 6: did augmentation fix the failures on off-center objects more often than the others?
 
-    Each failure's object position is estimated from its pixels alone
-    (:func:`analysis.interventions.object_centres`, never from a model under test); the failure is
-    *off-center* when the estimate is at least ``off_center_px`` from the image centre. The effect is
-    the fixed rate of the off-center failures minus that of the centred ones: a fixer that merely
-    flips fragile failures, wherever their object sits, fixes both alike.
-    The details add the direction test and the non-positional control on the baseline: how often a
-    shift by ``max_shift`` px toward the centre turns a failure right, how often the same shift away
-    does, and how often the zero border alone, without a shift
-    (:func:`analysis.interventions.black_border`), does.
-
-    Args:
-        model: the baseline. images: uint8 (N, 3, 32, 32) the split.
-        failures: the baseline's confident failures (the ``max_failures`` most confident are used).
-        fixed: int64 indices of the failures the fixing model gets right (``FailureComparison.fixed``
-            for augmentation; a reseeded baseline's for the difference in differences).
-        max_shift, seed, population, eval_options: as above.
-
-    Returns:
-        Effect: P(fixed | off-center) - P(fixed | centred), bootstrap over the failures within each group.
+    A failure is *off-center* when its object, estimated from the pixels alone
+    (:func:`analysis.interventions.object_centres`, never from a model under test), is at least
+    :data:`OFF_CENTER_PX` from the image centre. Effect: P(fixed | off-center) - P(fixed | centred),
+    bootstrap over the failures within each group: a fixer that merely flips fragile failures,
+    wherever their object sits, fixes both alike. The details add the direction test and the
+    non-positional control on the baseline ``model``: how often a shift by ``max_shift`` px toward the
+    centre turns a failure right, how often the same shift away does, and how often the zero border
+    alone (:func:`analysis.interventions.black_border`) does. ``fixed``: int64 indices of the failures
+    the fixing model gets right (``FailureComparison.fixed``); the rest as for :func:`background_claim`.
     """
     k = min(len(failures), max_failures)
     idx, true = failures.indices[:k], failures.true_labels[:k]
-    offset = _offset_vectors(images[idx])
-    off = offset.norm(dim=1) >= off_center_px
+    offset = _offsets(images[idx])
+    off = offset.norm(dim=1) >= OFF_CENTER_PX
     was_fixed = torch.isin(idx, torch.as_tensor(fixed, dtype=torch.int64)).double()
     # The direction test: the eight shifts by max_shift px (axial and diagonal), toward or away.
     rescued = {name: torch.zeros(k, dtype=torch.float64) for name in ("toward", "away")}
@@ -586,12 +488,12 @@ def off_center_claim(
         "fixed_if_off_center": _mean(was_fixed[off]),
         "fixed_if_centred": _mean(was_fixed[~off]),
         "off_center_failures": int(off.sum()),
-        "off_center_px": off_center_px,
+        "off_center_px": OFF_CENTER_PX,
         "rescued_toward_centre": _mean(toward[off]),
         "rescued_away": _mean(away[off]),
         "rescued_by_border_alone": _mean(border),
     }
-    test = f"fixed if the object is >= {off_center_px:g} px off-center (from the image) minus if centred"
+    test = f"fixed if the object is >= {OFF_CENTER_PX:g} px off-center (from the image) minus if centred"
     control = "failures on centred objects"
     return _failure_row(6, test, control, [was_fixed[off], was_fixed[~off]], population, seed, details)
 
@@ -602,7 +504,6 @@ def reseed_claims(
     fixed: Tensor,
     reseed_fixed: Tensor,
     *,
-    off_center_px: float = OFF_CENTER_PX,
     max_failures: int = 500,
     seed: int = 0,
     population: str = ALL_FAILURES,
@@ -610,38 +511,28 @@ def reseed_claims(
     """Claim 6 against a baseline retrained with another seed: does augmentation fix the failures on
     off-center objects more often than a mere reseed does, and more so than on centred objects?
 
-    A baseline's confident failures are often fragile: another training run of the *same* recipe gets
-    many of them right. If off-center failures are simply the fragile ones, a reseed fixes them more
-    often too, and :func:`off_center_claim` would credit augmentation for it. Two conditions must both
-    hold, each with its bootstrap interval (over the failures, within each group):
+    A baseline's confident failures are often fragile: another run of the *same* recipe gets many of
+    them right, so if off-center failures are simply the fragile ones, :func:`off_center_claim` credits
+    augmentation for what a reseed does too. Two conditions must both hold, each with its bootstrap
+    interval (over the failures, within each group): augmentation's *gain* over the reseed on the
+    off-center failures (else it did nothing for them a reseed does not), and that gain minus the gain
+    on centred failures, a difference in differences (else the gain is not about position). The row is
+    their intersection-union test (Berger 1982): the smaller effect, from the smaller lower end to the
+    smaller upper end, so supported only if both are and not supported if either is not.
 
-    * augmentation's *gain* over the reseed (fixed by augmentation minus fixed by the reseed) on the
-      off-center failures: without it, augmentation did nothing for them a reseed does not;
-    * that gain minus the gain on centred failures (a difference in differences): without it, the
-      gain is not about position.
-
-    The row is their intersection-union test (Berger 1982): its effect is the smaller of the two, its
-    interval runs from the smaller lower end to the smaller upper end, so it is supported only if both
-    are and not supported if either is not.
-
-    Args:
-        images, failures, off_center_px, max_failures, seed, population: as for :func:`off_center_claim`.
-        fixed: int64 indices of the failures augmentation fixed.
-        reseed_fixed: int64 indices of the failures a reseeded baseline gets right.
-
-    Returns:
-        Two rows: the reseed as the fixer (P(fixed | off-center) - P(fixed | centred), context), and
-        the claim's test where a replicate exists (details: both conditions with their intervals).
+    Returns two rows: the reseed as the fixer (``reseed_fixed``, int64 indices of the failures it gets
+    right; context), and the claim's test (details: both conditions with their intervals). The other
+    arguments are :func:`off_center_claim`'s.
     """
     k = min(len(failures), max_failures)
     idx = failures.indices[:k]
-    off = _offsets(images[idx]) >= off_center_px
+    off = _offsets(images[idx]).norm(dim=1) >= OFF_CENTER_PX
     by_augmentation, by_reseed = (
         torch.isin(idx, torch.as_tensor(f, dtype=torch.int64)).double() for f in (fixed, reseed_fixed)
     )
     gain = by_augmentation - by_reseed
-    details = {"off_center_failures": int(off.sum()), "off_center_px": off_center_px}
-    where = f"the object >= {off_center_px:g} px off-center (from the image) minus centred"
+    details = {"off_center_failures": int(off.sum()), "off_center_px": OFF_CENTER_PX}
+    where = f"the object >= {OFF_CENTER_PX:g} px off-center (from the image) minus centred"
     reseed = _failure_row(
         6,
         f"fixed by a reseeded baseline if {where}",
@@ -662,7 +553,7 @@ def reseed_claims(
     effect, low, high = values.min(axis=0) if not np.isnan(values).any() else (math.nan,) * 3
     test = (
         "augmentation's gain over a reseed on off-center failures (>= "
-        f"{off_center_px:g} px, from the image), and its excess over centred ones: the smaller"
+        f"{OFF_CENTER_PX:g} px, from the image), and its excess over centred ones: the smaller"
     )
     row = replace(  # the reseed row's claim, method, rule and population
         reseed,

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from torch import Tensor
+
+from cifar_helpers.rundir.records import Record
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -37,7 +39,7 @@ BENCH = "bench: "  # + a planted cause: the population of a bench row (analysis.
 
 
 @dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """How a verdict follows from an effect and its interval, written down before the effect exists.
 
     A *difference* rule (``min_effect``) judges a claim that an effect is positive and large enough to
@@ -55,10 +57,6 @@ class Rule:
     def __post_init__(self) -> None:
         if (self.min_effect is None) == (self.band is None):
             raise ValueError("a Rule needs exactly one of min_effect (a difference) and band (a level)")
-        if self.min_effect is not None and not self.min_effect > 0:
-            raise ValueError(f"min_effect must be > 0, got {self.min_effect!r}")
-        if self.band is not None and not self.band[0] <= self.band[1]:
-            raise ValueError(f"band must be (low, high) with low <= high, got {self.band!r}")
 
     def verdict(self, effect: float, ci_low: float, ci_high: float) -> str:
         """SUPPORTED, NOT_SUPPORTED or INCONCLUSIVE; an undefined effect or interval (NaN) is inconclusive."""
@@ -112,14 +110,12 @@ CLAIMS = {
 
 
 @dataclass(frozen=True)
-class ClaimResult:
-    """One row of the ledger. ``effect`` and its interval are in the units ``test`` names, ``n`` counts
-    the units the interval resamples (images, failures, seeds), ``details`` holds the few JSON-ready
-    numbers behind the effect. ``verdict`` is not an argument: it is ``rule.verdict`` of the row, or
-    INCONCLUSIVE when ``precondition`` names a check the test's instrument failed (claim 5's maps must
-    beat random maps on ROAD; every test of claims 3-6 must pass the planted-cause bench): an effect
-    measured with an instrument that is not shown to work says nothing either way.
-    """
+class ClaimResult(Record):
+    """One row of the ledger: ``effect`` and its interval in the units ``test`` names, ``n`` the units
+    the interval resamples (images, failures, seeds), ``details`` the JSON-ready numbers behind the
+    effect. ``verdict`` is ``rule.verdict`` of the row, or INCONCLUSIVE when ``precondition`` names a
+    check the test's instrument failed (claim 5's maps must beat random maps on ROAD; every test of
+    claims 3-6 must pass the planted-cause bench): an instrument not shown to work says nothing."""
 
     claim: str
     test: str
@@ -146,30 +142,18 @@ class ClaimResult:
         )
         object.__setattr__(self, "verdict", verdict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (NaN kept, as ``rundir.artifacts.save_json`` writes it); see :meth:`from_dict`."""
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ClaimResult:
-        """Rebuild a row from :meth:`to_dict`'s output (e.g. one seed's saved ledger)."""
-        rule = values["rule"]
-        band = tuple(rule["band"]) if rule.get("band") is not None else None
+        """Rebuild a row from :meth:`to_dict`'s output (e.g. one seed's saved ledger), its verdict anew."""
         kept = {k: v for k, v in values.items() if k != "verdict"}
-        return cls(**{**kept, "rule": Rule(rule.get("min_effect"), band)})
+        return cls(**{**kept, "rule": Rule.from_dict(values["rule"])})
 
 
 def bootstrap_interval(samples: Sequence[np.ndarray | Tensor], *, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval (:data:`CONFIDENCE_LEVEL`, :data:`BOOTSTRAP_RESAMPLES`) of a mean.
-
-    Args:
-        samples: one 1-D sample (its mean; paired data go in as their differences) or two (the first
-            one's mean minus the second's, each resampled within itself: a stratified bootstrap).
-        seed: seeds the resampling.
-
-    Returns:
-        ``(low, high)``; ``(nan, nan)`` when a sample has fewer than :data:`MIN_BOOTSTRAP_SAMPLE` values.
-    """
+    """Percentile bootstrap interval (:data:`CONFIDENCE_LEVEL`, :data:`BOOTSTRAP_RESAMPLES`) of a mean:
+    of one 1-D sample (paired data go in as their differences) or of the first of two minus the second,
+    each resampled within itself (a stratified bootstrap). ``(low, high)``; ``(nan, nan)`` when a
+    sample has fewer than :data:`MIN_BOOTSTRAP_SAMPLE` values."""
     arrays = tuple(np.asarray(s, dtype=np.float64) for s in samples)
     if any(len(a) < MIN_BOOTSTRAP_SAMPLE for a in arrays):
         return math.nan, math.nan
@@ -184,7 +168,7 @@ def bootstrap_interval(samples: Sequence[np.ndarray | Tensor], *, seed: int = 0)
 
 
 @dataclass(frozen=True)
-class MeanInterval:
+class MeanInterval(Record):
     """The mean of ``n`` values, their sample standard deviation and the Student-t interval of the mean
     at ``confidence``. What is undefined is None: the spread and the interval with one value (a single
     seed says nothing about seed noise), and the mean too with none. Rows of the ledger, whose numbers
@@ -196,15 +180,6 @@ class MeanInterval:
     low: float | None
     high: float | None
     confidence: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, e.g. an entry of ``replicates/accuracy.json``; see :meth:`from_dict`."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MeanInterval:
-        """Rebuild an interval from :meth:`to_dict`'s output; a missing key raises KeyError naming it."""
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE_LEVEL) -> MeanInterval:
@@ -230,16 +205,10 @@ def exact_proportion(successes: int, n: int) -> tuple[float, float]:
 
 
 def mcnemar_exact(before_correct: Tensor, after_correct: Tensor) -> tuple[float, float, float, float]:
-    """Paired accuracy difference (after - before) with McNemar's exact test.
-
-    Args:
-        before_correct, after_correct: bool (N,) whether each model got each image right.
-
-    Returns:
-        ``(difference, low, high, p_value)``. The interval is the exact conditional one: the
-        Clopper-Pearson interval of the share of discordant images the second model gets right,
-        scaled to a difference of accuracies (Agresti, "Categorical Data Analysis", 10.1).
-    """
+    """Paired accuracy difference (after - before) of two bool (N,) per-image correctness vectors with
+    McNemar's exact test: ``(difference, low, high, p_value)``. The interval is the exact conditional
+    one: the Clopper-Pearson interval of the share of discordant images the second model gets right,
+    scaled to a difference of accuracies (Agresti, "Categorical Data Analysis", 10.1)."""
     b = int((before_correct & ~after_correct).sum())
     c = int((~before_correct & after_correct).sum())
     if b + c == 0:
