@@ -168,7 +168,6 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_reliability_diagram_figure() -> None:
-    from cifar_helpers.views.plotting.common import figure_to_png_bytes
     from cifar_helpers.views.plotting.stress import plot_reliability_diagram
 
     logits, labels = _calibrated(2000, seed=10)
@@ -181,7 +180,7 @@ def test_reliability_diagram_figure() -> None:
     assert [ax.get_title() for ax in fig.axes[:2]] == ["baseline", "augmented"]
     legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
     assert f"ECE {reports['baseline'].before.ece:.3f}" in legend
-    assert figure_to_png_bytes(fig).startswith(b"\x89PNG")
+    assert fig._repr_png_().startswith(b"\x89PNG")
     with pytest.raises(TypeError, match="calibrate_models' result"):
         plot_reliability_diagram(reports["baseline"])
     with pytest.raises(TypeError, match="at least one model"):

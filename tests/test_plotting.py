@@ -19,7 +19,7 @@ from matplotlib.text import Text
 from cifar_helpers.analysis.failures import ConfidenceHistogram, ConfusedPair
 from cifar_helpers.analysis.gradcam import DeletionCurve
 from cifar_helpers.views import plotting
-from cifar_helpers.views.plotting.common import format_confidence
+from cifar_helpers.views.plotting import common
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -72,7 +72,7 @@ def test_overlay_heatmap_shape_dtype_and_hot_region_is_red():
     image = np.full((3, 32, 32), 128, dtype=np.uint8)
     heatmap = np.zeros((32, 32), dtype=np.float32)
     heatmap[:16, :16] = 1.0  # hot top-left quadrant, cold elsewhere
-    out = plotting.overlay_heatmap(image, heatmap, scale=4)
+    out = common.overlay_heatmap(image, heatmap, scale=4)
     assert out.shape == (128, 128, 3) and out.dtype == np.uint8
     hot, cold = out[8:56, 8:56], out[72:120, 72:120]
     # JET: 1 is red, 0 is blue. In RGB order the red channel must dominate where the map is hot.
@@ -82,7 +82,7 @@ def test_overlay_heatmap_shape_dtype_and_hot_region_is_red():
 
 def test_upscale_image_is_the_cubic_upscaled_image(images):
     expected = cv2.resize(images[0].permute(1, 2, 0).numpy(), (96, 96), interpolation=cv2.INTER_CUBIC)
-    np.testing.assert_array_equal(plotting.upscale_image(images[0], 3), expected)
+    np.testing.assert_array_equal(common.upscale_image(images[0], 3), expected)
 
 
 @pytest.mark.parametrize(
@@ -97,18 +97,18 @@ def test_upscale_image_is_the_cubic_upscaled_image(images):
 )
 def test_overlay_heatmap_rejects_bad_inputs(image, heatmap, error, match):
     with pytest.raises(error, match=match):
-        plotting.overlay_heatmap(image, heatmap)
+        common.overlay_heatmap(image, heatmap)
 
 
 def test_overlay_heatmap_rejects_a_bad_scale(images):
     with pytest.raises(ValueError, match="scale"):
-        plotting.overlay_heatmap(images[0], torch.rand(32, 32), scale=0)
+        common.overlay_heatmap(images[0], torch.rand(32, 32), scale=0)
 
 
 def test_overlay_heatmap_accepts_reduced_precision_maps(images):
     heatmap = torch.rand(32, 32)
-    expected = plotting.overlay_heatmap(images[0], heatmap.bfloat16().float())
-    np.testing.assert_array_equal(plotting.overlay_heatmap(images[0], heatmap.bfloat16()), expected)
+    expected = common.overlay_heatmap(images[0], heatmap.bfloat16().float())
+    np.testing.assert_array_equal(common.overlay_heatmap(images[0], heatmap.bfloat16()), expected)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_training_curves_annotate_the_final_gap_per_model():
     lines = {
         (line.get_color(), line.get_linestyle()): line.get_ydata()[-1] for line in fig.axes[0].get_lines()
     }
-    baseline, augmented = plotting.MODEL_COLORS[:2]
+    baseline, augmented = common.MODEL_COLORS[:2]
     assert lines == pytest.approx(
         {(baseline, "--"): 95.0, (baseline, "-"): 80.0, (augmented, "--"): 90.0, (augmented, "-"): 85.0}
     )
@@ -302,7 +302,7 @@ def test_failure_grid_titles_say_true_predicted_and_confidence(images):
     assert titles[0] == "cat → dog (97%)"
     # never rounded up to a confident-sounding "100%"; long names wrap after the arrow
     assert titles[1] == "automobile →\ntruck (99.9%)"
-    assert all(ax.title.get_color() == plotting.WRONG_COLOR for ax in fig.axes)
+    assert all(ax.title.get_color() == common.WRONG_COLOR for ax in fig.axes)
     assert "3 most confident of 3 failures with confidence > 90%" in fig.get_suptitle()
 
     limited = plotting.plot_failure_grid(images[:3], failures, CLASSES, max_images=2)
@@ -380,8 +380,8 @@ def test_before_after_gradcam_shows_both_verdicts(images, maps):
     assert row0[0].get_title() == "fixed: true 'cat'"
     assert row0[1].get_title() == "baseline: 'dog'\n98% ✗"
     assert row0[2].get_title() == "augmented: 'cat'\n70% ✓"
-    assert row0[1].title.get_color() == plotting.WRONG_COLOR
-    assert row0[2].title.get_color() == plotting.CORRECT_COLOR
+    assert row0[1].title.get_color() == common.WRONG_COLOR
+    assert row0[2].title.get_color() == common.CORRECT_COLOR
     assert fig.axes[3].get_title() == "kept (different): true 'dog'"
 
 
@@ -390,12 +390,8 @@ def test_before_after_gradcam_shows_both_verdicts(images, maps):
 # --------------------------------------------------------------------------------------------------
 def test_figures_render_to_png_without_pyplot(images):
     fig = plotting.plot_class_samples(images[:2], torch.tensor([0, 1]), ["a", "b"], per_class=1)
-    assert isinstance(fig, plotting.NotebookFigure)
-    png = plotting.figure_to_png_bytes(fig)
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert fig._repr_png_().startswith(b"\x89PNG")
-    with pytest.raises(TypeError, match="Figure"):
-        plotting.figure_to_png_bytes("not a figure")
+    assert isinstance(fig, common.NotebookFigure)
+    assert fig._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 @pytest.mark.parametrize(
@@ -403,7 +399,7 @@ def test_figures_render_to_png_without_pyplot(images):
     [(0.97, "97%"), (0.9996, "99.9%"), (0.995, "99.5%"), (1.0, "100%"), (0.003, "<1%"), (0.0, "0%")],
 )
 def test_format_confidence(p, text):
-    assert format_confidence(p) == text
+    assert common.format_confidence(p) == text
 
 
 def test_plot_class_samples_draws_a_row_per_class_with_its_own_images():

@@ -157,7 +157,6 @@ def test_background_positive_control_shows_the_gap(tmp_path: Path) -> None:
 
 
 def test_positive_control_figure() -> None:
-    from cifar_helpers.views.plotting.common import figure_to_png_bytes
     from cifar_helpers.views.plotting.stress import plot_positive_control
 
     data = make_synthetic_cifar(1, 1, seed=0)
@@ -167,7 +166,7 @@ def test_positive_control_figure() -> None:
     heights = sorted(round(p.get_height(), 2) for p in bars.patches)
     assert 0.17 in heights and 0.32 in heights
     assert "->" in fig.axes[1].get_title() or "→" in fig.axes[1].get_title()
-    assert figure_to_png_bytes(fig).startswith(b"\x89PNG")
-    assert figure_to_png_bytes(plot_positive_control(result)).startswith(b"\x89PNG")
+    assert fig._repr_png_().startswith(b"\x89PNG")
+    assert plot_positive_control(result)._repr_png_().startswith(b"\x89PNG")
     with pytest.raises(TypeError, match="PositiveControl"):
         plot_positive_control(result.to_dict())

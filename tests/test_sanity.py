@@ -113,8 +113,6 @@ def test_randomisation_refuses_other_architectures() -> None:
 
 
 def test_randomisation_figure(trained_model: tuple[nn.Module, torch.Tensor]) -> None:
-    from cifar_helpers.views.plotting.common import figure_to_png_bytes
-
     model, images = trained_model
     steps, maps, _ = cascading_randomisation_maps(model, images[:3], seed=0)
     result = randomisation_test(model, images[:3], seed=0)
@@ -124,7 +122,7 @@ def test_randomisation_figure(trained_model: tuple[nn.Module, torch.Tensor]) -> 
     assert [t.get_text() for t in curve.get_xticklabels()][:2] == ["trained", "+ linear"]
     assert list(curve.lines[0].get_ydata()) == pytest.approx(result.spearman_mean)
     assert len([ax for ax in fig.axes if ax.images]) == 2 * len(steps)
-    assert figure_to_png_bytes(plot_randomisation_test(result)).startswith(b"\x89PNG")
+    assert plot_randomisation_test(result)._repr_png_().startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="images are needed"):
         plot_randomisation_test(result, maps)
 

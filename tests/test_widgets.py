@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from cifar_helpers.analysis.human_labels import HumanVotes
-from cifar_helpers.views import plotting, widgets
+from cifar_helpers.views import widgets
+from cifar_helpers.views.plotting import common
 from cifar_helpers.views.widgets import FailureBrowser, _static_failure_figure, show_failure_browser
 
 CLASSES = ["cat", "dog", "ship", "truck"]
@@ -130,7 +131,7 @@ def test_figure_shows_image_heatmaps_and_top5(data):
         label: to_hex(bar.get_facecolor())
         for (_, label), bar in zip(by_height[::-1], bars.patches, strict=True)
     }
-    assert colors["dog"] == plotting.WRONG_COLOR and colors["cat"] == plotting.CORRECT_COLOR
+    assert colors["dog"] == common.WRONG_COLOR and colors["cat"] == common.CORRECT_COLOR
     assert bars.patches[0].get_width() == pytest.approx(0.99)
 
 

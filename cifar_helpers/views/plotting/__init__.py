@@ -1,17 +1,7 @@
 """Every figure of the project: each ``plot_*`` function returns a matplotlib Figure (end a cell with it
-to show it, or :func:`cifar_helpers.rundir.artifacts.save_figure` it); overlays return uint8 RGB arrays.
-"""
+to show it, or :func:`cifar_helpers.rundir.artifacts.save_figure` it)."""
 
-from .common import (
-    CORRECT_COLOR,
-    MODEL_COLORS,
-    WRONG_COLOR,
-    NotebookFigure,
-    figure_to_png_bytes,
-    overlay_heatmap,
-    plot_class_samples,
-    upscale_image,
-)
+from .common import plot_class_samples
 from .explanations import (
     plot_before_after_gradcam,
     plot_deletion_curves,

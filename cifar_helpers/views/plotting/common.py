@@ -65,7 +65,9 @@ class NotebookFigure(Figure):
     """A matplotlib Figure that renders itself as PNG in IPython front ends (no pyplot needed)."""
 
     def _repr_png_(self) -> bytes:
-        return figure_to_png_bytes(self)
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def styled(fn: Callable[P, Figure]) -> Callable[P, Figure]:
@@ -86,15 +88,6 @@ def styled(fn: Callable[P, Figure]) -> Callable[P, Figure]:
 def new_figure(width: float, height: float) -> NotebookFigure:
     """A white :class:`NotebookFigure` of ``width`` x ``height`` inches with constrained layout."""
     return NotebookFigure(figsize=(width, height), layout="constrained")
-
-
-def figure_to_png_bytes(fig: Figure) -> bytes:
-    """Render ``fig`` to PNG bytes (for widgets, HTML reports and ``_repr_png_``)."""
-    if not isinstance(fig, Figure):
-        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -170,20 +163,14 @@ _FAILURE_COLUMNS = ("indices", "true_labels", "predicted", "confidence")
 
 def failure_columns(failures: Any, name: str = "failures") -> FailureColumns:
     """The columns of a FailureSet-like object (``indices``, ``true_labels``, ``predicted``: int (K,),
-    ``confidence``: float (K,), ``threshold`` optional), checked for equal length."""
+    ``confidence``: float (K,), ``threshold`` optional); their equal length is FailureSet's check."""
     columns = {}
     for key in _FAILURE_COLUMNS:
         if not hasattr(failures, key):
             raise TypeError(f"{name} must be a FailureSet (or have .{key}), got {type(failures).__name__}")
         columns[key] = to_numpy(getattr(failures, key), f"{name}.{key}")
-    k = len(columns["indices"])
-    for key, array in columns.items():
-        if array.ndim != 1 or len(array) != k:
-            raise ValueError(
-                f"{name}.{key} must have shape ({k},) like {name}.indices, got {tuple(array.shape)}"
-            )
     for key in ("indices", "true_labels", "predicted"):
-        if k and not np.issubdtype(columns[key].dtype, np.integer):
+        if columns[key].size and not np.issubdtype(columns[key].dtype, np.integer):
             raise TypeError(f"{name}.{key} must hold integers, got {columns[key].dtype}")
         columns[key] = columns[key].astype(np.int64, copy=False)
     columns["confidence"] = columns["confidence"].astype(np.float64, copy=False)
@@ -236,8 +223,6 @@ def upscale_image(image: Any, scale: int = 4) -> np.ndarray:
     """uint8 (3, H, W) -> uint8 (H*scale, W*scale, 3) RGB, bicubic (smooth enough to read at 32x32)."""
     scale = check_count("scale", scale)
     hwc = np.ascontiguousarray(single_image("image", image).transpose(1, 2, 0))
-    if scale == 1:
-        return hwc
     height, width = hwc.shape[:2]
     return cv2.resize(hwc, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
 

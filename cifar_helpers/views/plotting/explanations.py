@@ -35,8 +35,7 @@ def _verdict(predicted: int, true: int) -> tuple[str, str]:
 def _failure_panel(
     ax: Axes, image: np.ndarray, names: list[str], true: int, predicted: int, confidence: float, width: int
 ) -> None:
-    """The upscaled image, titled "true → predicted (confidence)" (broken to fit ``width`` characters)
-    and framed in the verdict's colour."""
+    """The upscaled image, titled and framed in the verdict's colour."""
     _, color = _verdict(predicted, true)
     title = common.failure_title(names[true], names[predicted], confidence, width)
     common.show_image(ax, common.upscale_image(image), title, color)
@@ -46,13 +45,8 @@ def _failure_panel(
 @common.styled
 def plot_failure_grid(images: Any, failures: Any, classes: Sequence[str], max_images: int = 32) -> Figure:
     """The first ``max_images`` failures, eight per row, each titled "true → predicted (confidence)" and
-    framed red (green for a right prediction).
-
-    Args:
-        images: uint8 (K, 3, H, W) in the failure set's order (``test_images[failures.indices]``).
-        failures: a FailureSet, or any object with its columns of length K (``threshold`` optional).
-        classes: class names.
-    """
+    framed red (green for a right prediction); uint8 (K, 3, H, W) ``images`` in the order of the
+    FailureSet ``failures`` (``test_images[failures.indices]``)."""
     names = check_classes("classes", classes)
     columns = common.failure_columns(failures)
     k = len(columns.indices)
@@ -356,9 +350,7 @@ def plot_map_columns(
             common.show_image(
                 axes[i][j], common.overlay_heatmap(batch[i], column[i]), name if i == 0 else None
             )
-    common.add_heatmap_colorbar(
-        fig, [ax for row in axes for ax in row], label="blue = no attribution, red = strongest"
-    )
+    common.add_heatmap_colorbar(fig, fig.axes, label="blue = no attribution, red = strongest")
     if title:
         fig.suptitle(title)
     return fig

@@ -12,7 +12,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from cifar_helpers.analysis.failures import ConfidenceHistogram, ConfusedPair
-from cifar_helpers.core.checks import check_classes, check_count, check_fraction
+from cifar_helpers.core.checks import check_classes, check_count, check_fraction, check_fractions
 
 from .common import (
     CORRECT_COLOR,
@@ -39,8 +39,7 @@ def _history_columns(name: str, history: Sequence[Mapping[str, Any]]) -> dict[st
             raise ValueError(f"history of {name!r}, entry {i}: missing key(s) {', '.join(missing)}")
     columns = {key: np.array([float(row[key]) for row in history]) for key in _HISTORY_KEYS}
     for key in ("train_acc", "test_acc"):
-        if np.nanmax(columns[key]) > 1.0 or np.nanmin(columns[key]) < 0.0:
-            raise ValueError(f"history of {name!r}: {key} must be fractions in [0, 1], not percents")
+        check_fractions(f"history of {name!r}: {key}", columns[key])
     return columns
 
 
@@ -49,16 +48,11 @@ def plot_training_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]],
     final_train_accuracy: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Accuracy and loss per epoch, train (dashed) against test (solid), one colour per model, and each
-    model's final train - test gap as a bar at its last epoch, in points in the legend.
-
-    Args:
-        histories: ``{model name: history}``, each a list of per-epoch dicts with
-            ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` (accuracies in [0, 1]).
-        final_train_accuracy: ``{model name: accuracy in [0, 1]}`` on the un-augmented training images
-            (``metrics.json``'s ``train_accuracy``), drawn as a diamond and used for the gap; otherwise
-            the gap uses the last epoch's running train accuracy.
-    """
+    """Accuracy and loss per epoch of ``{model name: history}`` (per-epoch dicts, as ``train_model``
+    records them), train (dashed) against test (solid), one colour per model, and each model's final
+    train - test gap as a bar at its last epoch, in points in the legend. The gap uses
+    ``final_train_accuracy`` (``metrics.json``'s ``train_accuracy``, drawn as a diamond) where given,
+    else the last epoch's running train accuracy."""
     if not histories:
         raise ValueError("histories is empty: pass {model name: history}")
     columns = {name: _history_columns(name, history) for name, history in histories.items()}

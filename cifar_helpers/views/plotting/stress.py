@@ -45,8 +45,6 @@ def plot_corruption_curves(result: StressResult) -> Figure:
     """Accuracy against severity (0 = clean, also dashed), a panel per corruption, a line per model, from
     :func:`analysis.stress.run_stress_test`'s ``result``."""
     names, severities = result.setup.corruption_names, result.setup.severities
-    if not names:
-        raise ValueError("result holds no corruption: run run_stress_test with at least one corruption")
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
     fig = common.new_figure(3.2 * cols, 2.6 * rows + 0.6)
@@ -93,14 +91,9 @@ def plot_severity_grid(image: Any, seed: int = 0) -> Figure:
 
 
 def _bins(reliability: ReliabilityBins) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Edges, counts, accuracy and confidence as float64 arrays, an empty bin's None as NaN."""
-    edges, counts = (
-        np.asarray(values, dtype=np.float64) for values in (reliability.edges, reliability.counts)
-    )
-    accuracy, confidence = (
-        np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        for values in (reliability.accuracy, reliability.confidence)
-    )
+    """Edges, counts, accuracy and confidence as float64 arrays (NumPy reads an empty bin's None as NaN)."""
+    fields = (reliability.edges, reliability.counts, reliability.accuracy, reliability.confidence)
+    edges, counts, accuracy, confidence = (np.asarray(values, dtype=np.float64) for values in fields)
     return edges, counts, accuracy, confidence
 
 
@@ -208,7 +201,6 @@ def plot_positive_control(
             f"PositiveControl.from_dict of positive_control.json), got {type(result).__name__}"
         )
     rows_of_examples = list(examples.models.items()) if examples is not None else []
-    classes = list(examples.classes) if examples is not None else []
     n_cols = max(3, num_examples)
     fig = common.new_figure(1.6 * n_cols + 0.6, 3.3 + 1.9 * len(rows_of_examples))
     ax, panels = _summary_and_panels(fig, len(rows_of_examples), n_cols, (2.0, 1.2))
@@ -239,9 +231,6 @@ def plot_positive_control(
         f"confidence > {result.threshold:g}; mask-share gap (untied - tied) {result.mask_share_gap:+.3f}"
     )
 
-    def class_name(label: Any) -> str:
-        return classes[int(label)] if int(label) < len(classes) else str(int(label))
-
     scale = 3
     for (model, entry), row_panels in zip(rows_of_examples, panels, strict=True):
         images = common.image_batch(f"examples.{model}.images", entry.images)
@@ -260,7 +249,7 @@ def plot_positive_control(
             outline = np.kron(masks[col].astype(np.float32), np.ones((scale, scale), dtype=np.float32))
             panel.contour(outline, levels=[0.5], colors="white", linewidths=1.0)
             title = common.failure_title(
-                class_name(true[col]), class_name(predicted[col]), float(confidence[col])
+                examples.classes[true[col]], examples.classes[predicted[col]], float(confidence[col])
             )
             panel.set_title(title, fontsize=7)
             if col == 0:
