@@ -23,7 +23,6 @@ from cifar_helpers.core.checks import (
     check_maps,
     check_probabilities,
     check_score_matrix,
-    check_threshold,
     model_device,
 )
 
@@ -128,10 +127,10 @@ def test_a_fraction_is_a_number_in_its_range() -> None:
     with pytest.raises(ValueError, match=r"ambiguity must be a fraction in \(0, 1\]"):
         check_fraction("ambiguity", 0.0, closed=(False, True))
     assert check_fraction("ambiguity", 1, closed=(False, True)) == 1.0
-    assert check_threshold("threshold", 0.5) == 0.5
+    assert check_fraction("threshold", 0.5, closed=(False, False)) == 0.5
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match=r"threshold must be a fraction in \(0, 1\)"):
-            check_threshold("threshold", bad)
+            check_fraction("threshold", bad, closed=(False, False))
 
 
 def test_a_count_is_an_integer_within_its_bounds() -> None:

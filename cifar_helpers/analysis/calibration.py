@@ -16,7 +16,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from cifar_helpers.analysis.failures import _check_scores_on_cpu
-from cifar_helpers.core.checks import check_count, check_probabilities, check_threshold
+from cifar_helpers.core.checks import check_count, check_fraction, check_probabilities
 from cifar_helpers.core.evaluation import predict
 from cifar_helpers.rundir.records import Record
 
@@ -196,7 +196,7 @@ def _calibration_report(
     the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold;
     the ECE uses :func:`_reliability_bins`' 15 bins.
     """
-    threshold = check_threshold("threshold", threshold)
+    threshold = check_fraction("threshold", threshold, closed=(False, False))
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
     holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     if holdout_logits_64.shape[1] != test_logits.shape[1]:

@@ -22,7 +22,6 @@ from cifar_helpers.core.checks import (
     check_fraction,
     check_probabilities,
     check_score_matrix,
-    check_threshold,
 )
 from cifar_helpers.core.evaluation import confusion_matrix
 from cifar_helpers.rundir.records import Record
@@ -144,7 +143,7 @@ def find_high_confidence_failures(probs: Tensor, labels: Tensor, threshold: floa
     (0, 1), compared in the precision of ``probs``. Returns a possibly empty :class:`FailureSet` on the
     CPU.
     """
-    threshold = check_threshold("threshold", threshold)
+    threshold = check_fraction("threshold", threshold, closed=(False, False))
     probs, labels = _check_probs(probs, labels)
     confidence = probs.max(dim=1).values
     # argmax documents returning the first maximal column, which keeps tied predictions deterministic.

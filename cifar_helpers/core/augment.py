@@ -11,15 +11,13 @@ from cifar_helpers.core.checks import check_count
 def random_crop_flip(
     images: torch.Tensor, padding: int = 4, flip: bool = True, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Random crop after zero padding, then a random horizontal flip, independently per image.
+    """Random crop after zero padding, then a random horizontal flip, independently per image: per
+    image distributed exactly like torchvision's ``RandomCrop((H, W), padding=padding)`` followed by
+    ``RandomHorizontalFlip(0.5)``, for a whole (N, C, H, W) batch of any dtype on its device.
 
-    Per image distributed exactly like torchvision's ``RandomCrop((H, W), padding=padding)`` followed
-    by ``RandomHorizontalFlip(0.5)``.
-
-    ``images`` is (N, C, H, W) of any dtype, device and memory format; ``padding=0`` disables the crop.
-    ``generator`` must live on the images' device (``None``: torch's global generator there); it draws
-    crop rows, crop columns, then flips, one value per image. Returns (N, C, H, W) with the dtype and
-    device of ``images`` (contiguous NCHW), or ``images`` itself when there is neither crop nor flip.
+    ``generator`` must live on the images' device (None: torch's global one); it draws crop rows,
+    crop columns, then flips, one value per image. Returns contiguous NCHW (N, C, H, W), or ``images``
+    itself when there is neither crop nor flip.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__

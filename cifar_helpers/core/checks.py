@@ -44,8 +44,7 @@ def check_labels(
     name: str, labels: Any, num_images: int, num_classes: int | None = None, *, images_name: str = "images"
 ) -> Tensor:
     """``labels`` unchanged if they are the labels of ``num_images`` images as stored: int64 (N,), and
-    with ``num_classes`` given, each in [0, num_classes). ``images_name`` names the images in messages.
-    """
+    with ``num_classes`` given, each in [0, num_classes)."""
     if not isinstance(labels, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of int64 ({num_images},), got {type(labels).__name__}"
@@ -77,8 +76,7 @@ def check_images_and_labels(
 
 def check_score_matrix(name: str, scores: Any) -> Tensor:
     """``scores`` unchanged if it is a per-class score matrix (logits or probabilities): float (N, C),
-    N >= 1, C >= 2. Only type and shape are checked; :func:`check_probabilities` checks values too.
-    """
+    N >= 1, C >= 2. Only type and shape are checked; :func:`check_probabilities` checks values too."""
     if not isinstance(scores, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C), got {type(scores).__name__}")
     if scores.ndim != 2 or scores.shape[1] < 2:
@@ -93,10 +91,8 @@ def check_score_matrix(name: str, scores: Any) -> Tensor:
 
 
 def check_probabilities(name: str, probs: Any) -> Tensor:
-    """``probs`` unchanged if it holds softmax probabilities: float (N, C) as :func:`check_score_matrix`,
-    finite, in [0, 1], each row summing to 1 within 1e-3 (summed in float64);
-    ValueError for values that are not (the usual cause: logits passed instead of their softmax).
-    """
+    """``probs`` unchanged if it holds softmax probabilities: float (N, C), finite, in [0, 1], each row
+    summing to 1 within 1e-3 (the usual mistake: logits passed instead of their softmax)."""
     probs = check_score_matrix(name, probs)
     if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
         raise ValueError(
@@ -112,11 +108,8 @@ def check_probabilities(name: str, probs: Any) -> Tensor:
 
 
 def check_class_indices(name: str, labels: Any, num_rows: int, num_classes: int, *, rows_name: str) -> Tensor:
-    """The true classes next to an (N, C) score matrix, checked and returned as int64 (N,) on the CPU.
-
-    ``labels`` may have any integer dtype; each must lie in [0, C). ``rows_name`` names what they
-    must match in messages (e.g. ``"probs"``).
-    """
+    """The true classes next to an (N, C) score matrix (``rows_name``), of any integer dtype, each in
+    [0, C), returned as int64 (N,) on the CPU."""
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
     if labels.ndim != 1:
@@ -138,10 +131,8 @@ def check_class_indices(name: str, labels: Any, num_rows: int, num_classes: int,
 
 
 def check_target_classes(name: str, target_classes: Any, n: int) -> Tensor:
-    """The class to explain for each of ``n`` images: one int for all, or an integer (n,) tensor;
-    returned as int64 (n,) on the CPU. TypeError for a bool, a float or bool tensor or anything else;
-    ValueError for a tensor not of shape (n,) or a negative class.
-    """
+    """The class to explain for each of ``n`` images, one int for all or an integer (n,) tensor, as
+    int64 (n,) on the CPU."""
     if isinstance(target_classes, bool):
         raise TypeError(f"{name} must be an int or an int64 tensor (N,), got a bool")
     if isinstance(target_classes, int):
@@ -184,17 +175,11 @@ def check_count(name: str, value: Any, low: int = 1, high: int | None = None) ->
     return int(value)
 
 
-def check_threshold(name: str, value: Any) -> float:
-    """A number in the open interval (0, 1) (a confidence threshold) as ``float``."""
-    return check_fraction(name, value, closed=(False, False))
-
-
 def check_fraction(
     name: str, value: Any, low: float = 0.0, *, closed: tuple[bool, bool] = (True, True)
 ) -> float:
     """A number in [low, 1] (an accuracy, a threshold; ``low=-1`` for a difference of two) as ``float``;
-    ``closed`` says whether each end belongs to the interval (``(False, True)``: (low, 1]).
-    TypeError for anything but a number, ValueError outside (the usual cause: a percent)."""
+    ``closed`` says whether each end belongs to the interval (``(False, True)``: (low, 1])."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     number = float(value)
@@ -211,7 +196,7 @@ def check_fractions(
 ) -> np.ndarray:
     """Fractions (confidences, shares) as float64 NumPy (N,), or (length,) with ``length`` given, each in
     [0, 1]; with ``increasing`` (ROAD's removal fractions) a non-empty, strictly increasing sequence
-    inside (0, 1). ValueError naming ``name`` otherwise."""
+    inside (0, 1)."""
     if isinstance(values, Tensor):
         values = values.detach().cpu().double()
     array = np.asarray(values, dtype=np.float64)
@@ -261,7 +246,7 @@ def check_maps(
 ) -> Tensor:
     """Float heatmaps (Grad-CAM maps: (N, H, W)), detached: a tensor of exactly ``shape`` (None: any
     3-D one), finite, each value in [low, high] give or take ``tolerance`` (float error from
-    normalisation). TypeError for a non-tensor or a non-float dtype, ValueError otherwise."""
+    normalisation)."""
     expected = "(N, H, W)" if shape is None else str(tuple(shape))
     if not isinstance(maps, Tensor) or not maps.dtype.is_floating_point:
         raise TypeError(f"{name} must be a float tensor {expected}, got {getattr(maps, 'dtype', type(maps))}")

@@ -79,13 +79,10 @@ def predict(
     channels_last: bool = False,
     fp16: bool = False,
 ) -> Predictions:
-    """Logits of ``model`` (already on ``device``) on uint8 (N, 3, H, W) ``images`` and int64 (N,)
-    ``labels``, in batches of ``batch_size``, in eval mode and without autograd: :class:`Predictions`
-    with float32 logits (N, C) and the labels, both on the CPU.
-
-    Each batch is moved to ``device`` (``None``: the model's) as uint8 and normalised there. ``bf16``
-    or ``fp16`` autocast the forward pass; ``channels_last`` gives the model channels-last input. The
-    model's modes are restored afterwards (:func:`cifar_helpers.core.checks.eval_mode`).
+    """Logits of ``model`` (already on ``device``, None: the model's) on uint8 (N, 3, H, W) ``images``
+    and int64 (N,) ``labels``, in eval mode and without autograd: float32 logits (N, C) and the labels,
+    on the CPU. Each batch moves to ``device`` as uint8 and is normalised there; ``bf16`` or ``fp16``
+    autocast the forward pass. The model's modes are restored afterwards.
     """
     check_images_and_labels(images, labels)
     if images.shape[0] == 0:
@@ -114,10 +111,8 @@ def accuracy(predictions: Predictions) -> float:
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Counts of (true class, predicted class) pairs among int64 (N,) ``preds`` and ``labels``.
-
-    Returns int64 (C, C); entry ``[i, j]`` counts images of true class ``i`` predicted as ``j``.
-    """
+    """Counts of (true class, predicted class) pairs among int64 (N,) ``preds`` and ``labels``: int64
+    (C, C) whose entry ``[i, j]`` counts images of true class ``i`` predicted as ``j``."""
     if preds.shape != labels.shape or preds.dim() != 1:
         raise ValueError(
             f"preds and labels must both have shape (N,), got {tuple(preds.shape)} and {tuple(labels.shape)}"

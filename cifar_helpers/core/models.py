@@ -34,11 +34,9 @@ class _BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """The CIFAR ResNet-18: 3x3 stem, four stages of two BasicBlocks, global average pool, linear head.
-
-    Input: float tensor (N, 3, 32, 32), normalised. Output: logits (N, num_classes).
-    The stages are named ``layer1`` .. ``layer4``; ``layer4`` is the last convolutional stage and the
-    default Grad-CAM layer.
+    """The CIFAR ResNet-18: 3x3 stem, four stages ``layer1`` .. ``layer4`` (the default Grad-CAM
+    layer) of two BasicBlocks, global average pool, linear head. Normalised float (N, 3, 32, 32) ->
+    logits (N, num_classes).
     """
 
     def __init__(self, num_classes: int = 10, width: int = 64) -> None:

@@ -1,18 +1,8 @@
-"""The fastest training step on the machine at hand, chosen by measuring it.
-
-A training step can run eagerly or through ``torch.compile``, on NCHW or channels-last tensors. Which
-is fastest depends on the machine, so ``compile="auto"`` / ``memory_format="auto"`` time a few steps of
-each candidate on the real model and batch size and keep the fastest. One-off costs count: a compiled
-step must first be compiled, so over a run of ``planned_steps`` a candidate costs
-``setup_seconds + planned_steps * seconds_per_step``, and on a run too short to recoup the compilation
-eager wins (it is then not even tried).
-
-The measurements are cached per machine and versions (:func:`_cache_key`) in the user cache
-(``platformdirs.user_cache_dir("cifar-stress")``, which honours ``XDG_CACHE_HOME``), so the probe is
-paid once; a different CPU, GPU, torch version or training code measures again. It is only a cache:
-a file that cannot be read or written costs a new measurement and one line naming it, never a run.
-The choice and the rates behind it go into the run's records (:meth:`StepChoice.record`); a resumed
-run keeps its checkpoint's.
+"""The fastest training step on the machine at hand (eager or compiled, NCHW or channels-last),
+chosen by timing a few steps of each candidate on the real model; over a run of ``planned_steps`` a
+candidate costs ``setup_seconds + planned_steps * seconds_per_step``, so a short run does not compile.
+The measurements are cached per machine and versions in the user cache, so the probe is paid once; a
+cache that cannot be read or written costs a new measurement and one line naming it, never a run.
 """
 
 from __future__ import annotations
@@ -39,7 +29,6 @@ from torch import nn
 from cifar_helpers.rundir.artifacts import atomic_path
 from cifar_helpers.rundir.config import RunConfig
 
-_CACHE_NAME = "train_steps.json"
 _CACHE_FORMAT = 1
 _PROBE_WARMUP_STEPS = 3  # untimed: the first calls pick kernels (and compile)
 _PROBE_TIMED_STEPS = 10
@@ -100,7 +89,7 @@ class Measurement:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, with the step's name and its images per second at ``batch_size`` added later."""
+        """JSON-ready, with the step's name."""
         return {
             **self.step.to_dict(),
             "seconds_per_step": self.seconds_per_step,
@@ -136,7 +125,6 @@ class StepChoice:
 
     def record(self, batch_size: int) -> dict[str, Any]:
         """What the run's records say: the step, how it was chosen, each candidate's rate."""
-        # The chosen step's seconds per step, when it was measured on this machine.
         rate = next((m.seconds_per_step for m in self.measurements if m.step == self.step), None)
         return {
             **self.step.to_dict(),
@@ -155,8 +143,7 @@ class StepChoice:
 
 
 def candidate_steps(config: RunConfig) -> list[Step]:
-    """The steps ``config`` allows, the default first: eager, in the format ``use_channels_last``
-    gives (what training ran before steps were measured), then the others."""
+    """The steps ``config`` allows, the default (eager, in ``use_channels_last``'s format) first."""
     formats = {"channels_last": [True], "contiguous": [False]}.get(config.memory_format, [True, False])
     compiles = [config.compile] if isinstance(config.compile, bool) else [False, True]
     default = Step(compiled=compiles[0], channels_last=config.use_channels_last())
@@ -165,8 +152,8 @@ def candidate_steps(config: RunConfig) -> list[Step]:
 
 
 def _decide(measurements: list[Measurement], planned_steps: int) -> Step:
-    """The step with the least ``setup_seconds + planned_steps * seconds_per_step``; the first
-    measured one on a tie (the list starts with the default)."""
+    """The step with the least ``setup_seconds + planned_steps * seconds_per_step``; the first on a
+    tie (the default)."""
     usable = [m for m in measurements if m.seconds_per_step is not None]
     if not usable:
         errors = "; ".join(f"{m.step.name}: {m.error}" for m in measurements)
@@ -213,8 +200,8 @@ def _cache_key(config: RunConfig) -> str:
 
 
 def _cache_path() -> Path:
-    """The user cache file of the measurements (``~/.cache/cifar-stress/train_steps.json`` on Linux)."""
-    return Path(platformdirs.user_cache_dir("cifar-stress")) / _CACHE_NAME
+    """The cache file of the measurements; platformdirs honours ``XDG_CACHE_HOME``."""
+    return Path(platformdirs.user_cache_dir("cifar-stress")) / "train_steps.json"
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
@@ -235,8 +222,8 @@ def _cache_problem(path: Path, problem: str) -> None:
 
 
 def _cached_measurements(key: str) -> list[Measurement]:
-    """The measurements saved under ``key``; none (an empty list) when there are none, or when the
-    file is unreadable or holds anything but what :func:`_save_measurements` writes (said in one line)."""
+    """The measurements saved under ``key``; none when there are none or the file is unusable (said in
+    one line)."""
     path = _cache_path()
     try:
         return [Measurement.from_dict(m) for m in _read_cache(path).get(key, [])]
@@ -249,9 +236,8 @@ def _cached_measurements(key: str) -> list[Measurement]:
 
 
 def _save_measurements(key: str, measurements: list[Measurement]) -> None:
-    """Add ``measurements`` under ``key`` to the cache, atomically (a reader never sees half a file)
-    and under a lock (two runs saving at once keep both entries). A cache that cannot be written is
-    said in one line; the run goes on."""
+    """Add ``measurements`` under ``key`` to the cache, atomically and under a lock (two runs saving at
+    once keep both entries). A cache that cannot be written is said in one line; the run goes on."""
     path = _cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,8 +271,8 @@ def sync(device: torch.device) -> None:
 def optimizer_step(
     loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
 ) -> None:
-    """One update from ``loss`` (a scalar): gradients cleared, back-propagated and applied, through
-    ``scaler`` when fp16 needs one. The trainer and the probe share it, so the probe times the real step."""
+    """One update from the scalar ``loss``, through ``scaler`` when fp16 needs one. The trainer and the
+    probe share it, so the probe times the real step."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
@@ -361,11 +347,10 @@ def choose_step(
     """The training step for ``planned_steps`` steps of ``model`` on batches like ``inputs``
     (normalised float (B, 3, 32, 32) on the training device) and ``labels`` (B,).
 
-    A configuration that names one step gets it (with this machine's cached rates, if any). Else the
-    cached measurements decide, or the candidates are timed now: eager first, the compiled ones only
-    when the run is long enough to repay compiling; complete measurements are cached. The probe
-    leaves ``model`` and every random generator as they were. ``on_probe(k, n, step)`` is called
-    before candidate ``k`` of ``n`` is timed (a cold probe compiles for minutes: say what it does).
+    A configuration that names one step gets it. Else the cached measurements decide, or the
+    candidates are timed now: eager first, the compiled ones only when the run is long enough to repay
+    compiling. The probe leaves ``model`` and every random generator as they were. ``on_probe(k, n,
+    step)`` is called before candidate ``k`` of ``n`` is timed (a cold probe compiles for minutes).
     """
     candidates = candidate_steps(config)
     key = _cache_key(config)

@@ -1,24 +1,13 @@
-"""The training loop: schedule, mixed precision, progress bar, checkpoints, resume, history.
-
-The recipe is the assignment's: SGD with Nesterov momentum and weight decay, a learning rate that
-rises linearly from ``lr / 10`` to ``lr`` over ``warmup_epochs`` and then follows a cosine to zero,
-updated every step, and an optional label-smoothed cross-entropy.
-
-No DataLoader: the uint8 images move to the training device once; each epoch draws a seeded
-permutation, and each batch is gathered, augmented as a whole, normalised and cast there. Every source
-of randomness is a ``torch.Generator`` seeded from ``config.seed`` and saved in the checkpoint, so a
-run resumed from its last checkpoint ends with the same weights, bit for bit, as an uninterrupted one
-(on the CPU, same machine and thread count).
-
-Batches: ``ceil(N / batch_size)`` per epoch; the last, smaller batch is kept unless it would hold a
-single image, which is then skipped for that epoch (BatchNorm cannot normalise a batch of one, and
-with a fresh permutation each epoch a different image is skipped each time).
+"""The training loop (the assignment's recipe: SGD, warm-up then cosine, label smoothing), with
+checkpoints and resume. No DataLoader: the uint8 images move to the training device once and each
+batch is gathered, augmented, normalised and cast there. Every source of randomness is a seeded
+``torch.Generator`` saved in the checkpoint, so a resumed run ends with the same weights, bit for bit,
+as an uninterrupted one (same machine and thread count).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import math
 import os
@@ -64,11 +53,9 @@ _PREDICTIONS_NAME = "predictions.pt"
 _METRICS_NAME = "metrics.json"
 _CHECKPOINT_FORMAT = 1
 
-# Configuration keys that change the trained weights or the recorded history. A checkpoint written
-# under different values is refused rather than resumed. Execution details that leave the numbers
-# alone on a given machine (device, threads, eval batch size, paths, how the data were found) and the
-# analysis settings of later stages are left out, so a run can be resumed elsewhere or re-analysed;
-# the data themselves are compared by fingerprint.
+# Configuration keys that change the trained weights or the history: a checkpoint written under
+# other values is refused. Execution details (device, threads, paths) and later stages' settings are
+# left out, so a run can be resumed elsewhere or re-analysed; the data are compared by fingerprint.
 _TRAINING_KEYS: tuple[str, ...] = (
     "seed",
     "train_per_class",
@@ -90,7 +77,6 @@ _TRAINING_KEYS: tuple[str, ...] = (
     "memory_format",
 )
 
-# Warm-up starts at this fraction of the peak learning rate.
 _WARMUP_START_FACTOR = 0.1
 
 # The progress bar's postfix is refreshed this many times per epoch at most: reading the running
@@ -108,11 +94,9 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What :func:`train_model` and :func:`run_training_stage` return: the trained network (training
-    device, eval mode), one history dict per finished epoch (see :func:`train_model`), the last
-    finished epoch's checkpoint (``history.json`` beside it) and the seconds spent in training steps
-    over all epochs, resumed ones included.
-    """
+    """What :func:`train_model` and :func:`run_training_stage` return: the trained network (eval
+    mode), one history dict per finished epoch, the last checkpoint and the seconds spent in training
+    steps over all epochs, resumed ones included."""
 
     model: nn.Module
     history: list[dict[str, Any]]
@@ -121,11 +105,9 @@ class TrainResult:
 
 
 def build_model(config: RunConfig, num_classes: int = 10, device: torch.device | None = None) -> nn.Module:
-    """ResNet-18 of ``config.width`` on ``device`` (None: ``config.resolved_device()``), channels-last
-    when ``config.use_channels_last()``. The weights are drawn on the CPU under a private RNG seeded
-    with ``config.seed`` (torch's global generator is left untouched), so both training stages, and CPU
-    and GPU runs, start from the same initial weights.
-    """
+    """ResNet-18 of ``config.width`` on ``device`` (None: the configured one). The weights are drawn
+    on the CPU under a private RNG seeded with ``config.seed`` (torch's global generator is left
+    untouched), so both training stages, and CPU and GPU runs, start from the same initial weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = resnet18(
@@ -138,7 +120,8 @@ def build_model(config: RunConfig, num_classes: int = 10, device: torch.device |
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
-    """Optimizer steps per epoch: ``ceil(num_images / batch_size)``, less a final batch of one image."""
+    """Optimizer steps per epoch: ``ceil(num_images / batch_size)``, less a final batch of one image
+    (BatchNorm cannot normalise it; each epoch's permutation skips a different image)."""
     if num_images < 2:
         raise ValueError(f"training needs at least 2 images (BatchNorm), got {num_images}")
     full, rest = divmod(num_images, batch_size)
@@ -146,12 +129,8 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
 
 
 def _learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
-    """The learning rate of every optimizer step of a run, in order (length ``epochs * steps``).
-
-    Linear from ``lr * 0.1`` at step 0 to ``lr`` at step ``W`` (``warmup_epochs`` worth of steps),
-    then a half cosine from ``lr`` down towards 0, reaching ``lr * (1 + cos(pi * (D - 1) / D)) / 2``
-    at the last step, where ``D`` is the number of steps after the warm-up.
-    """
+    """The learning rate of every optimizer step of a run, in order: linear from ``lr * 0.1`` to
+    ``lr`` over ``warmup_epochs`` worth of steps, then a half cosine from ``lr`` down towards 0."""
     steps = steps_per_epoch(num_train_images, config.batch_size)
     total = steps * config.epochs
     warmup, lr = min(round(config.warmup_epochs * steps), total), config.lr
@@ -164,8 +143,8 @@ def _learning_rates(config: RunConfig, num_train_images: int) -> list[float]:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every parameter, as in the reference recipe; Nesterov when
-    ``config.nesterov`` and ``config.momentum > 0`` (Nesterov needs a non-zero momentum)."""
+    """SGD with momentum and weight decay on every parameter; Nesterov when ``config.nesterov`` and
+    ``config.momentum > 0`` (Nesterov needs a non-zero momentum)."""
     return torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -202,11 +181,8 @@ def _run_facts(augment: bool, num_classes: int, *data: torch.Tensor) -> dict[str
 def _check_checkpoint_compatible(
     checkpoint: dict[str, Any], config: RunConfig, run_facts: dict[str, Any], path: str | os.PathLike[str]
 ) -> None:
-    """Raise :class:`CheckpointMismatchError` naming every training-relevant difference.
-
-    Compares the :data:`_TRAINING_KEYS` of the checkpoint's configuration with ``config``, and the run
-    facts (augmentation on/off, number of classes, fingerprints of the training and test data).
-    """
+    """Raise :class:`CheckpointMismatchError` naming every difference in :data:`_TRAINING_KEYS` and
+    the run facts."""
     if checkpoint.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(
             f"{path} has checkpoint format {checkpoint.get('format')!r}, expected {_CHECKPOINT_FORMAT}"
@@ -227,24 +203,6 @@ def _check_checkpoint_compatible(
         )
 
 
-def _rng_states(generators: dict[str, torch.Generator], device: torch.device) -> dict[str, Any]:
-    states: dict[str, Any] = {name: g.get_state() for name, g in generators.items()}
-    states["torch_cpu"] = torch.get_rng_state()
-    if device.type == "cuda":
-        states["torch_cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _restore_rng_states(
-    states: dict[str, Any], generators: dict[str, torch.Generator], device: torch.device
-) -> None:
-    for name, g in generators.items():
-        g.set_state(states[name])
-    torch.set_rng_state(states["torch_cpu"])
-    if device.type == "cuda" and "torch_cuda" in states:
-        torch.cuda.set_rng_state(states["torch_cuda"], device)
-
-
 @dataclass
 class _TrainingState:
     """One training run: its settings and files, and everything it changes as it goes (what a
@@ -261,7 +219,7 @@ class _TrainingState:
     scaler: torch.amp.GradScaler | None
     schedule: list[float]  # the learning rate of every step of the run
     device: torch.device
-    memory_format: torch.memory_format
+    memory_format: torch.memory_format = torch.contiguous_format  # the chosen step's (_use_step)
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     forward: Any = None  # the model, or its compiled wrapper (core.step_choice); None: the model
@@ -297,13 +255,12 @@ def _new_state(
         scaler=torch.amp.GradScaler(device.type) if config.resolved_precision() == "fp16" else None,
         schedule=_learning_rates(config, num_images),
         device=device,
-        memory_format=torch.channels_last if config.use_channels_last() else torch.contiguous_format,
     )
 
 
 def _resume(state: _TrainingState) -> dict[str, Any]:
     """Load the checkpoint into ``state``: weights, optimiser, step, history, every RNG state. Returns
-    the record of the training step it used (empty: from before steps were chosen)."""
+    the record of the training step it used."""
     path = state.checkpoint_path
     checkpoint = load_torch(path)
     _check_checkpoint_compatible(checkpoint, state.config, state.run_facts, path)
@@ -311,7 +268,12 @@ def _resume(state: _TrainingState) -> dict[str, Any]:
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.step = checkpoint["step"]
     state.history = list(checkpoint["history"])
-    _restore_rng_states(checkpoint["rng"], state.generators, state.device)
+    rng = checkpoint["rng"]
+    for name, g in state.generators.items():
+        g.set_state(rng[name])
+    torch.set_rng_state(rng["torch_cpu"])
+    if state.device.type == "cuda" and "torch_cuda" in rng:
+        torch.cuda.set_rng_state(rng["torch_cuda"], state.device)
     if state.scaler is not None and "scaler" in checkpoint:
         state.scaler.load_state_dict(checkpoint["scaler"])
     if state.step != len(state.history) * state.steps:
@@ -319,7 +281,7 @@ def _resume(state: _TrainingState) -> dict[str, Any]:
             f"{path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
             f"{state.steps} steps"
         )
-    return checkpoint.get("train_step", {})
+    return checkpoint["train_step"]
 
 
 def _stop_if_diverged(state: _TrainingState, first_bad: int, epoch: int) -> None:
@@ -332,7 +294,6 @@ def _stop_if_diverged(state: _TrainingState, first_bad: int, epoch: int) -> None
         if state.history and state.checkpoint_path.exists()
         else "no checkpoint was written"
     )
-    # Every epoch has the same number of steps, so this one began at step epoch * steps.
     raise TrainingDivergedError(
         f"training diverged: the loss became inf or nan at epoch {epoch + 1}, step {first_bad + 1} of "
         f"{state.steps} (learning rate {state.schedule[epoch * state.steps + first_bad]:.4g} at that "
@@ -398,6 +359,10 @@ def _train_one_epoch(
 def _save_checkpoint(state: _TrainingState, epoch: int) -> None:
     """Write the checkpoint of a finished ``epoch`` (1-based), atomically: everything :func:`_resume`
     needs to continue bit for bit."""
+    rng: dict[str, Any] = {name: g.get_state() for name, g in state.generators.items()}
+    rng["torch_cpu"] = torch.get_rng_state()
+    if state.device.type == "cuda":
+        rng["torch_cuda"] = torch.cuda.get_rng_state(state.device)
     save_torch(
         state.checkpoint_path,
         {
@@ -409,29 +374,21 @@ def _save_checkpoint(state: _TrainingState, epoch: int) -> None:
             "history": state.history,
             "config": state.config.to_dict(),
             "run": state.run_facts,
-            "rng": _rng_states(state.generators, state.device),
+            "rng": rng,
             "train_step": state.train_step,
             **({"scaler": state.scaler.state_dict()} if state.scaler is not None else {}),
         },
     )
 
 
-def _say_probing(state: _TrainingState, k: int, n: int, step: Step) -> None:
-    """``history.json`` while candidate ``k`` of ``n`` is timed, for the progress line (workflow.progress)."""
-    what = f"choosing the training step: timing candidate {k} of {n} ({step.name})"
-    config = state.config.to_dict()
-    save_json(state.history_path, {"complete": False, "epochs": [], "config": config, "probing": what})
-
-
 def _use_step(
     state: _TrainingState, train: tuple[torch.Tensor, torch.Tensor], planned_steps: int, saved: dict | None
 ) -> None:
-    """Set ``state`` to train with the checkpoint's step (``saved``; a checkpoint from before steps
-    were chosen ran eagerly) when resuming, else with :func:`core.step_choice.choose_step`'s, timed
-    on the first batch of the training ``(images, labels)``."""
+    """Set ``state`` to train with the checkpoint's step (``saved``) when resuming, else with
+    :func:`core.step_choice.choose_step`'s, timed on the first batch of ``train``."""
     (x_train, y_train), config = train, state.config
     if saved is not None:
-        step = Step.from_dict(saved) if saved else Step(False, config.use_channels_last())
+        step = Step.from_dict(saved)
         if step not in candidate_steps(config):
             raise CheckpointMismatchError(
                 f"{state.checkpoint_path} was trained with the {step.name} step, which "
@@ -442,7 +399,13 @@ def _use_step(
     else:
         batch = slice(0, config.batch_size)
         inputs = normalize(x_train[batch])
-        on_probe = functools.partial(_say_probing, state)
+
+        def on_probe(k: int, n: int, step: Step) -> None:
+            # history.json while a candidate is timed, for the progress line (workflow.progress)
+            what = f"choosing the training step: timing candidate {k} of {n} ({step.name})"
+            document = {"complete": False, "epochs": [], "config": config.to_dict(), "probing": what}
+            save_json(state.history_path, document)
+
         choice = choose_step(
             config, state.model, inputs, y_train[batch], planned_steps, make_optimizer, on_probe=on_probe
         )
@@ -453,7 +416,7 @@ def _use_step(
 
 
 def _environment(state: _TrainingState) -> dict[str, Any]:
-    """``history.json``'s ``environment``: this machine and its versions, and how the run trains here."""
+    """``history.json``'s ``environment``: this machine, its versions, and how the run trains here."""
     precision = state.config.resolved_precision()
     return {
         **environment_report(),
@@ -482,8 +445,8 @@ def _run_epoch(
     augment: bool,
     progress: bool,
 ) -> None:
-    """Train epoch ``epoch`` (0-based) on the ``(images, labels)`` of ``train``, evaluate it on
-    ``test``, then save its history entry (see :func:`train_model`), the checkpoint and the history."""
+    """Train epoch ``epoch`` (0-based) on ``train``, evaluate it on ``test``, then save its history
+    entry, the checkpoint and the history."""
     config = state.config
     bar = tqdm(
         total=state.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress
@@ -522,20 +485,15 @@ def train_model(
 ) -> TrainResult:
     """Train ResNet-18 with the configured recipe, checkpointing every epoch into ``out_dir``.
 
-    The training images uint8 (N, 3, 32, 32) and labels int64 (N,), on any device, move to the
-    training device once; the test images (M, 3, 32, 32) and labels (M,) are evaluated after every
-    epoch. ``augment`` applies ``random_crop_flip(padding=config.crop_padding, flip=config.flip)`` to
-    every training batch. With ``resume`` a run continues from ``out_dir/checkpoint.pt`` when it exists
-    (one written with other training settings or data raises :class:`CheckpointMismatchError`);
-    without, an existing checkpoint is overwritten after the first epoch. ``stop_after_epoch`` stops
-    once that many epochs are finished (to interrupt a run on purpose). ``progress`` shows a bar per
-    epoch; ``config.num_threads``, when set, goes to ``torch.set_num_threads`` (process-wide).
+    The training images uint8 (N, 3, 32, 32) and labels int64 (N,) move to the training device once;
+    the test images (M, 3, 32, 32) and labels (M,) are evaluated after every epoch. ``augment`` applies
+    :func:`random_crop_flip` to every training batch. With ``resume`` a run continues from its
+    checkpoint (one written with other training settings or data raises
+    :class:`CheckpointMismatchError`). ``stop_after_epoch`` interrupts a run on purpose.
 
-    Returns:
-        :class:`TrainResult`. Each history entry is ``{"epoch" (1-based), "train_loss", "train_acc"``
-        (running means over the epoch's augmented batches, in train mode), ``"test_loss", "test_acc"``
-        (eval mode, un-augmented test set), ``"lr"`` (of the epoch's last step), ``"seconds"`` (time of
-        the epoch's training steps, test evaluation excluded)``}``.
+    Each history entry is ``{"epoch" (1-based), "train_loss", "train_acc"`` (running means over the
+    epoch's augmented batches, in train mode), ``"test_loss", "test_acc"`` (eval mode), ``"lr"`` (of
+    the epoch's last step), ``"seconds"`` (the epoch's training steps, evaluation excluded)``}``.
     """
     check_images_and_labels(train_images, train_labels, num_classes, prefix="train")
     check_images_and_labels(test_images, test_labels, num_classes, prefix="test")
@@ -568,11 +526,8 @@ def train_model(
 def load_trained_model(
     checkpoint_path: str | os.PathLike[str], device: str | torch.device | None = None
 ) -> nn.Module:
-    """The network saved in a :func:`train_model` checkpoint, rebuilt from its configuration, eval mode.
-
-    ``device=None`` uses the checkpoint configuration's device when this machine has it (``auto``
-    resolves to cuda or cpu here), else the CPU. The model is channels-last when the checkpoint's
-    configuration uses channels-last here.
+    """The network saved in a :func:`train_model` checkpoint, rebuilt from its configuration, eval mode,
+    on ``device`` (None: the checkpoint configuration's device when this machine has it, else the CPU).
     """
     checkpoint = load_torch(checkpoint_path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
@@ -602,29 +557,21 @@ def run_training_stage(
 
     ``baseline`` trains without augmentation, ``augmented`` with random crop + flip; both start from
     the same initial weights and see the same batch order, so they differ only by the augmentation.
-    Writes into ``run.stage_dir(stage)``:
-
-    * ``checkpoint.pt``, ``history.json`` - from :func:`train_model` (resumed if interrupted);
-    * ``predictions.pt`` - test-set :class:`core.evaluation.Predictions`;
-    * ``metrics.json`` - ``test_accuracy``, ``train_accuracy`` (eval mode, un-augmented training
-      images), ``train_test_gap`` (train minus test), ``per_class_accuracy`` ({class name: accuracy},
-      NaN for a class absent from the test set), ``confusion_matrix`` (rows true, columns predicted),
-      ``train_seconds``, ``epochs``, ``images_per_second`` (training images per second of training).
-
-    A stage whose files are all present and whose history is complete is loaded, not retrained (its
-    checkpoint must still match ``config`` and ``data``, else :class:`CheckpointMismatchError`).
+    Writes ``checkpoint.pt`` and ``history.json`` (:func:`train_model`), ``predictions.pt`` (the test
+    set's) and ``metrics.json`` (accuracies, per-class accuracy, confusion matrix with rows true,
+    training time and throughput). A finished stage is loaded, not retrained (its checkpoint must
+    still match ``config`` and ``data``, else :class:`CheckpointMismatchError`).
     """
     if stage not in ("baseline", "augmented"):
         raise ValueError(f"stage must be 'baseline' or 'augmented', got {stage!r}")
     out_dir = run.stage_dir(stage)
     checkpoint_path = out_dir / _CHECKPOINT_NAME
-    history_path = out_dir / _HISTORY_NAME
     metrics_path = out_dir / _METRICS_NAME
     num_classes = len(data.classes)
     augment = stage == "augmented"
     tensors = (data.train_images, data.train_labels, data.test_images, data.test_labels)
 
-    if run.is_complete(stage) and load_json(history_path).get("complete"):
+    if run.is_complete(stage) and load_json(out_dir / _HISTORY_NAME).get("complete"):
         checkpoint = load_torch(checkpoint_path)
         run_facts = _run_facts(augment, num_classes, *tensors)
         _check_checkpoint_compatible(checkpoint, config, run_facts, checkpoint_path)
