@@ -30,8 +30,8 @@ from cifar_helpers.core.data import (
     load_data,
     make_synthetic_cifar,
     resolve_data_root,
-    stratified_indices,
 )
+from cifar_helpers.core.data.loading import _stratified_indices
 from cifar_helpers.rundir.config import make_config
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -256,7 +256,7 @@ def test_synthetic_rejects_bad_sizes() -> None:
 
 def test_load_data_uses_the_config() -> None:
     config = make_config("smoke", data_source="synthetic", seed=5)
-    d = load_data(config, progress=False)
+    d = load_data(config)
     assert d.source == "synthetic"
     assert (len(d.train_labels), len(d.test_labels), len(d.holdout_labels)) == (1000, 500, 100)
     same = load_cifar10(
@@ -272,17 +272,18 @@ def test_stratified_indices_counts_order_and_determinism() -> None:
     labels = torch.tensor([0] * 7 + [1] * 5 + [2] * 9)[
         torch.randperm(21, generator=torch.Generator().manual_seed(0))
     ]
-    idx = stratified_indices(labels, 3, torch.Generator().manual_seed(1))
+    classes = ["a", "b", "c"]
+    idx = _stratified_indices(labels, 3, torch.Generator().manual_seed(1), classes)
     assert idx.dtype == torch.int64
     assert torch.equal(idx, torch.sort(idx).values) and len(set(idx.tolist())) == 9
     assert torch.bincount(labels[idx], minlength=3).tolist() == [3, 3, 3]
-    assert torch.equal(idx, stratified_indices(labels, 3, torch.Generator().manual_seed(1)))
-    assert not torch.equal(idx, stratified_indices(labels, 3, torch.Generator().manual_seed(2)))
-    larger = stratified_indices(labels, 5, torch.Generator().manual_seed(1))
+    assert torch.equal(idx, _stratified_indices(labels, 3, torch.Generator().manual_seed(1), classes))
+    assert not torch.equal(idx, _stratified_indices(labels, 3, torch.Generator().manual_seed(2), classes))
+    larger = _stratified_indices(labels, 5, torch.Generator().manual_seed(1), classes)
     assert set(idx.tolist()) <= set(larger.tolist())
-    assert len(stratified_indices(labels, 0, torch.Generator())) == 0
+    assert len(_stratified_indices(labels, 0, torch.Generator(), classes)) == 0
     with pytest.raises(DataError, match=r"'b'.*only 5"):
-        stratified_indices(labels, 6, torch.Generator(), classes=["a", "b", "c"])
+        _stratified_indices(labels, 6, torch.Generator(), classes)
 
 
 # --- image-folder trees ----------------------------------------------------------------------------
@@ -292,7 +293,7 @@ def test_folder_tree_loads_with_labels_and_classes(tree: Path) -> None:
     # A JPEG beside the PNGs: both formats load (JPEG is lossy, so it gets its own flat colour check).
     _write_image(tree / "train" / "bee" / "0004.jpg", np.full((32, 32, 3), (30, 120, 220), np.uint8))
     (tree / "train" / "bee" / "notes.txt").write_text("not an image")
-    d = load_cifar10(tree, download=False, progress=False)
+    d = load_cifar10(tree, download=False)
     assert d.source == "folder" and d.root == str(tree) and d.classes == ["ant", "bee", "cat"]
     assert d.train_images.shape == (13, 3, 32, 32) and d.train_images.dtype == torch.uint8
     assert d.train_labels.tolist() == [0] * 4 + [1] * 5 + [2] * 4
@@ -310,10 +311,8 @@ def test_folder_tree_loads_with_labels_and_classes(tree: Path) -> None:
 
 
 def test_folder_subsets_are_stratified_disjoint_and_traceable(tree: Path) -> None:
-    full = load_cifar10(tree, download=False, progress=False)
-    d = load_cifar10(
-        tree, download=False, progress=False, train_per_class=2, test_per_class=1, holdout_per_class=1, seed=3
-    )
+    full = load_cifar10(tree, download=False)
+    d = load_cifar10(tree, download=False, train_per_class=2, test_per_class=1, holdout_per_class=1, seed=3)
     assert torch.bincount(d.train_labels).tolist() == [2, 2, 2]
     assert torch.bincount(d.holdout_labels).tolist() == [1, 1, 1]
     assert torch.bincount(d.test_labels).tolist() == [1, 1, 1]
@@ -322,15 +321,15 @@ def test_folder_subsets_are_stratified_disjoint_and_traceable(tree: Path) -> Non
     assert torch.equal(d.holdout_images, full.train_images[d.holdout_index])
     assert torch.equal(d.test_images, full.test_images[d.test_index])
     again = load_cifar10(
-        tree, download=False, progress=False, train_per_class=2, test_per_class=1, holdout_per_class=1, seed=3
+        tree, download=False, train_per_class=2, test_per_class=1, holdout_per_class=1, seed=3
     )
     assert torch.equal(again.train_index, d.train_index) and torch.equal(again.test_index, d.test_index)
     with pytest.raises(DataError, match=r"'ant'.*only 3"):
-        load_cifar10(tree, download=False, progress=False, train_per_class=4, holdout_per_class=1)
+        load_cifar10(tree, download=False, train_per_class=4, holdout_per_class=1)
 
 
 def test_second_load_reads_the_cache(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = load_cifar10(tree, download=False, progress=False)
+    first = load_cifar10(tree, download=False)
     cached = _cache_files(tree / CACHE_SUBDIR)
     assert len(cached) == 1 and cached[0].suffix == ".pt"
 
@@ -338,18 +337,18 @@ def test_second_load_reads_the_cache(tree: Path, monkeypatch: pytest.MonkeyPatch
         raise AssertionError("images were decoded again instead of read from the cache")
 
     monkeypatch.setattr(folders, "_decode_images", no_decoding)
-    second = load_cifar10(tree, download=False, progress=False)
+    second = load_cifar10(tree, download=False)
     assert torch.equal(first.train_images, second.train_images)
     assert torch.equal(first.test_labels, second.test_labels)
     assert first.classes == second.classes and first.fingerprint == second.fingerprint
 
 
 def test_changed_tree_is_decoded_again(tree: Path) -> None:
-    first = load_cifar10(tree, download=False, progress=False)
+    first = load_cifar10(tree, download=False)
     rgb = np.full((32, 32, 3), 77, np.uint8)
     rgb[0, 0] = (1, 2, 3)  # a different file size as well as content
     _write_image(tree / "train" / "ant" / "0000.png", rgb)
-    second = load_cifar10(tree, download=False, progress=False)
+    second = load_cifar10(tree, download=False)
     assert second.fingerprint != first.fingerprint
     assert second.train_images[0, :, 5, 5].tolist() == [77, 77, 77]
 
@@ -357,9 +356,9 @@ def test_changed_tree_is_decoded_again(tree: Path) -> None:
 def test_read_only_root_caches_in_the_cache_folder(tree: Path, tmp_path: Path, read_only: list[Path]) -> None:
     _make_read_only(tree, read_only)
     # $CIFAR_STRESS_CACHE is set by the autouse fixture.
-    first = load_cifar10(tree, download=False, progress=False)
+    first = load_cifar10(tree, download=False)
     assert len(_cache_files(tmp_path / "env-cache")) == 1 and not (tree / CACHE_SUBDIR).exists()
-    second = load_cifar10(tree, download=False, progress=False)
+    second = load_cifar10(tree, download=False)
     assert torch.equal(first.train_images, second.train_images)
     assert torch.equal(first.test_images, second.test_images)
 
@@ -420,7 +419,7 @@ def test_bad_image_is_named_and_nothing_is_cached(
     else:
         assert cv2.imwrite(str(path), image)
     with pytest.raises(DataError, match=message) as info:
-        load_cifar10(tree, download=False, progress=False)
+        load_cifar10(tree, download=False)
     assert str(path) in str(info.value)
     assert not _cache_files(tree / CACHE_SUBDIR, tmp_path / "env-cache")
 
@@ -431,7 +430,7 @@ def test_bad_image_is_named_and_nothing_is_cached(
 def test_pickled_batches_load_without_md5_checks(tmp_path: Path) -> None:
     images, labels = _write_batches(tmp_path / "root" / "cifar-10-batches-py")
     for root in (tmp_path / "root", tmp_path / "root" / "cifar-10-batches-py"):
-        d = load_cifar10(root, download=False, progress=False)
+        d = load_cifar10(root, download=False)
         assert d.source == "cifar10" and d.classes == CIFAR_CLASSES
         assert d.root == str(tmp_path / "root" / "cifar-10-batches-py")
         assert d.train_images.shape == (100, 3, 32, 32) and d.train_images.dtype == torch.uint8
@@ -464,7 +463,7 @@ def test_failed_download_says_what_to_do(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
     root = tmp_path / "data"
     with pytest.raises(DataError) as info:
-        load_cifar10(root, download=True, progress=False)
+        load_cifar10(root, download=True)
     message = str(info.value)
     for needle in ("download", str(root), "CIFAR10_ROOT", "--data-dir", "accepted layouts", BATCHES_DIR):
         assert needle in message, needle
@@ -496,7 +495,7 @@ def test_resolve_data_root_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.shared_data
 @pytest.mark.slow
 def test_shared_copy_loads_and_is_cached(shared_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = load_cifar10(shared_root, download=False, progress=False)
+    first = load_cifar10(shared_root, download=False)
     assert first.source == "folder" and first.classes == CIFAR_CLASSES
     assert first.train_images.shape == (50_000, 3, 32, 32) and first.train_images.dtype == torch.uint8
     assert first.test_images.shape == (10_000, 3, 32, 32) and first.test_labels.dtype == torch.int64
@@ -510,5 +509,5 @@ def test_shared_copy_loads_and_is_cached(shared_root: Path, monkeypatch: pytest.
         raise AssertionError("the shared copy was decoded again instead of read from the cache")
 
     monkeypatch.setattr(folders, "_decode_images", no_decoding)
-    second = load_cifar10(shared_root, download=False, progress=False, train_per_class=10, test_per_class=10)
+    second = load_cifar10(shared_root, download=False, train_per_class=10, test_per_class=10)
     assert torch.equal(second.train_images, first.train_images[second.train_index])

@@ -67,7 +67,7 @@ def test_a_batch_whose_pickle_runs_a_command_is_refused_without_running_it(tmp_p
     payload = {"data": _RunsCommand(f"touch {pwned}"), "labels": [0]}
     (folder / "data_batch_1").write_bytes(pickle.dumps(payload, protocol=2))
     with pytest.raises(DataError) as info:
-        load_cifar10(tmp_path, download=False, progress=False)
+        load_cifar10(tmp_path, download=False)
     message = str(info.value)
     assert str(folder / "data_batch_1") in message and "system" in message and "\n" not in message
     assert not pwned.exists()
@@ -76,7 +76,7 @@ def test_a_batch_whose_pickle_runs_a_command_is_refused_without_running_it(tmp_p
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_numpy_batches_of_every_pickle_protocol_still_load(tmp_path: Path, protocol: int) -> None:
     _write_batches(tmp_path / "cifar-10-batches-py", protocol=protocol)
-    data = load_cifar10(tmp_path, download=False, progress=False)
+    data = load_cifar10(tmp_path, download=False)
     assert data.train_images.shape == (100, 3, 32, 32) and data.classes == CIFAR_CLASSES
 
 

@@ -140,7 +140,7 @@ class Stage:
     def data(self) -> Any:
         """The run's dataset (:class:`core.data.CifarData`), loaded once, checked against setup."""
         if self._data is None:
-            data = load_data(self.config, progress=False)
+            data = load_data(self.config)
             summary_path = self.run.root / "data_summary.json"
             if summary_path.exists():
                 expected = load_json(summary_path).get("fingerprint")
@@ -469,7 +469,7 @@ class Replicates:
         config = RunConfig.load(RunDir(result.run_dir).config_path)
         _seed(config)
         if self._data is None:
-            self._data = load_data(config, progress=False)
+            self._data = load_data(config)
         return result, config, self._data
 
     def explain(self, indices: Sequence[int], max_images: int = 16) -> dict[str, Any]:

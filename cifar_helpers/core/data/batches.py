@@ -1,5 +1,6 @@
 """torchvision's ``cifar-10-batches-py`` layout: recognising the batches folder, downloading it with
-torchvision, and reading the pickled batches (without running code) into both full splits."""
+torchvision, and reading the pickled batches (without running code) into both full splits. They are read
+here, not by torchvision's loader, because that refuses any copy whose md5 differs."""
 
 from __future__ import annotations
 
@@ -11,17 +12,10 @@ import torch
 
 from cifar_helpers.rundir.safe_load import UnsafePickleError, load_batch_pickle
 
-from .common import (
-    ACCEPTED_LAYOUTS,
-    BATCHES_DIR,
-    IMAGE_SIZE,
-    META_FILE,
-    TEST_BATCH,
-    TRAIN_BATCHES,
-    DataError,
-    _FullData,
-    _hash_entries,
-)
+from .common import ACCEPTED_LAYOUTS, BATCHES_DIR, IMAGE_SIZE, META_FILE, DataError, _FullData, _hash_entries
+
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
 
 
 def _batches_dir(root: Path) -> Path | None:
@@ -48,9 +42,9 @@ def _download_cifar10(root: Path) -> Path:
     return root / BATCHES_DIR
 
 
-def _unpickle(path: Path) -> dict[Any, Any]:
+def _unpickle(path: Path, *keys: str) -> list[Any]:
+    """The entries ``keys`` of the pickled dict at ``path`` (whose keys may be str or bytes)."""
     try:
-        # str or bytes keys: _get takes both.
         obj = load_batch_pickle(path)
     except UnsafePickleError as err:
         raise DataError(str(err)) from None
@@ -60,21 +54,16 @@ def _unpickle(path: Path) -> dict[Any, Any]:
         ) from err
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR-10 batch file (expected a pickled dict)")
-    return obj
-
-
-def _get(batch: dict[Any, Any], key: str, path: Path) -> Any:
-    for k in (key, key.encode()):
-        if k in batch:
-            return batch[k]
-    raise DataError(f"{path} has no {key!r} entry; is it a CIFAR-10 batch file?")
+    missing = [key for key in keys if key not in obj and key.encode() not in obj]
+    if missing:
+        raise DataError(f"{path} has no {missing[0]!r} entry; is it a CIFAR-10 batch file?")
+    return [obj[key] if key in obj else obj[key.encode()] for key in keys]
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A batch file -> images uint8 (n, 3, 32, 32) and labels int64 (n,)."""
-    batch = _unpickle(path)
-    data = np.asarray(_get(batch, "data", path))
-    labels = np.asarray(_get(batch, "labels", path), dtype=np.int64)
+    data, labels = _unpickle(path, "data", "labels")
+    data, labels = np.asarray(data), np.asarray(labels, dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE:
         raise DataError(f"{path}: 'data' must be uint8 of shape (n, 3072), got {data.dtype} {data.shape}")
     if labels.shape != (data.shape[0],):
@@ -89,10 +78,8 @@ def _load_batches(folder: Path) -> _FullData:
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DataError(f"{folder} lacks {', '.join(missing)}; {ACCEPTED_LAYOUTS}")
-    meta = _unpickle(folder / META_FILE)
-    classes = [
-        n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names", folder / META_FILE)
-    ]
+    (label_names,) = _unpickle(folder / META_FILE, "label_names")
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in label_names]
     train = [_read_batch(folder / n) for n in TRAIN_BATCHES]
     train_images, train_labels = (np.concatenate(parts) for parts in zip(*train, strict=True))
     test_images, test_labels = _read_batch(folder / TEST_BATCH)

@@ -12,12 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-SOURCES = ("auto", "cifar10", "folder", "synthetic")
 BATCHES_DIR = "cifar-10-batches-py"
-CACHE_SUBDIR = ".cifar_stress_cache"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
 META_FILE = "batches.meta"
 IMAGE_SIZE = 32
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -14,20 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cifar_helpers.rundir.artifacts import atomic_path
 
-from .common import (
-    _CACHE_VERSION,
-    ACCEPTED_LAYOUTS,
-    CACHE_SUBDIR,
-    IMAGE_EXTENSIONS,
-    IMAGE_SIZE,
-    DataError,
-    _FullData,
-    _hash_entries,
-)
+from .common import _CACHE_VERSION, ACCEPTED_LAYOUTS, IMAGE_SIZE, DataError, _FullData, _hash_entries
+
+CACHE_SUBDIR = ".cifar_stress_cache"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def _class_dirs(split_dir: Path) -> list[str]:
@@ -100,18 +93,11 @@ def _read_cache(path: Path, fingerprint: str) -> _FullData | None:
         data = _FullData(**{field.name: obj[field.name] for field in fields(_FullData)})
     except Exception:
         return None  # unreadable (e.g. written by another version): decode again and overwrite it
-    ok = (
-        data.fingerprint == fingerprint
-        and data.train_images.dtype == torch.uint8
-        and data.train_images.shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE)
-        and data.train_images.shape[0] == data.train_labels.shape[0]
-        and data.test_images.shape[0] == data.test_labels.shape[0]
-    )
-    return data if ok else None
+    return data if data.fingerprint == fingerprint else None
 
 
-def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | None:
-    """Save ``data`` atomically into the first directory that accepts it; None if none does."""
+def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> None:
+    """Save ``data`` atomically into the first directory that accepts it, else warn."""
     payload = {"version": _CACHE_VERSION, **vars(data)}
     errors = []
     for directory in dirs:
@@ -120,7 +106,7 @@ def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | Non
                 torch.save(payload, tmp)
                 # mkstemp creates the file private (0600); others sharing the data should read it.
                 tmp.chmod(0o644)
-            return directory / name
+            return
         except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer on a full disk
             errors.append(f"{directory}: {err}")
     warnings.warn(
@@ -129,10 +115,9 @@ def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> Path | Non
         + "); set CIFAR_STRESS_CACHE to a writable directory",
         stacklevel=3,
     )
-    return None
 
 
-def _load_folder(root: Path, progress: bool) -> _FullData:
+def _load_folder(root: Path) -> _FullData:
     classes, files, labels, fingerprint = _scan_tree(root)
     name = f"folder-{fingerprint[:40]}.pt"
     read_dirs, write_dirs = _cache_dirs(root)
@@ -140,9 +125,7 @@ def _load_folder(root: Path, progress: bool) -> _FullData:
         cached = _read_cache(directory / name, fingerprint)
         if cached is not None:
             return cached
-    total = sum(len(f) for f in files.values())
-    with tqdm(total=total, desc=f"decoding {root.name or root}", unit="img", disable=not progress) as bar:
-        images = {split: _decode_images(paths, bar.update) for split, paths in files.items()}
+    images = {split: _decode_images(paths) for split, paths in files.items()}
     data = _FullData(fingerprint, classes, images["train"], labels["train"], images["test"], labels["test"])
     # Only a fully decoded tree reaches this line, so a decode error never leaves a cache behind.
     _write_cache(write_dirs, name, data)
@@ -170,21 +153,18 @@ def _decode_into(paths: Sequence[str | Path], out: np.ndarray, start: int) -> No
         out[start + offset] = image[:, :, ::-1]  # OpenCV decodes BGR
 
 
-def _decode_images(paths: Sequence[str | Path], advance: Callable[[int], object]) -> torch.Tensor:
-    """Decode image files on a thread pool (OpenCV releases the GIL) -> uint8 (N, 3, 32, 32) RGB,
-    calling ``advance(n)`` after each finished chunk of ``n`` files (a progress bar's update)."""
+def _decode_images(paths: Sequence[str | Path]) -> torch.Tensor:
+    """Decode image files on a thread pool (OpenCV releases the GIL) -> uint8 (N, 3, 32, 32) RGB."""
     out = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     chunk = 512
     workers = min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [
-            (pool.submit(_decode_into, paths[i : i + chunk], out, i), len(paths[i : i + chunk]))
-            for i in range(0, len(paths), chunk)
+            pool.submit(_decode_into, paths[i : i + chunk], out, i) for i in range(0, len(paths), chunk)
         ]
         try:
-            for future, n in futures:
+            for future in futures:
                 future.result()
-                advance(n)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

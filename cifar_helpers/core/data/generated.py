@@ -33,14 +33,14 @@ SYNTHETIC_CLASSES = (
 # square/diamond, ...) so that neither colour nor a coarse outline alone separates all ten.
 SYNTHETIC_HUES = (0.0, 215.0, 300.0, 52.0, 278.0, 120.0, 142.0, 237.0, 36.0, 20.0)
 SYNTHETIC_HUE_JITTER = 12.0  # +- degrees around the class hue
-# Share of objects painted in their decoy class's colour (see make_synthetic_cifar).
 SYNTHETIC_DECOY_RATE = 0.1
 SYNTHETIC_TRAIN_PER_CLASS = 5000  # the virtual full splits have CIFAR-10's sizes
 SYNTHETIC_TEST_PER_CLASS = 1000
 _SPLIT_IDS = {"train": 1, "test": 2}
 _CHUNK = 4096  # images rendered at once: bounds the float32 scratch memory (~ 30 MB per array)
 _NOISE_TILES = 512  # pixel-noise tiles shared by all images (6 MB)
-# Object radius in pixels: the smallest objects make the shape pairs hard to tell apart.
+# Object radius in pixels: the smallest objects make the shape pairs hard to tell apart, yet every
+# shape holds a disc at least 2 px across (a ring's band at 4.5 px), so each mask covers a pixel centre.
 _RADIUS = (4.5, 11.5)
 # Backgrounds are duller than objects (saturation <= 0.5), so the object can be found early in
 # training, yet their hues span the whole circle, so some are close to the object's colour.
@@ -82,7 +82,6 @@ def make_synthetic_cifar(
     ``centred``: objects sit within 2 px of the centre, small enough to stay out of the outer 4-px
     ring (as CIFAR-10 frames its objects), instead of anywhere.
     ``test_off_center_rate = r``: that share of the ``test`` objects is moved 7 px off the centre.
-    (The planted-cause bench of ``analysis.claims`` builds its datasets from these knobs.)
 
     Returns a :class:`CifarData` of source ``"synthetic"`` with masks bool (N, 32, 32) (True on the
     object, never empty). :class:`DataError` for negative counts, ``train_per_class + holdout_per_class
@@ -231,8 +230,7 @@ def _shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torc
     masks = torch.empty(u.shape, dtype=torch.bool)
     for label, shape in enumerate(_SHAPES):
         selected = torch.nonzero(labels == label)[:, 0]
-        if len(selected):
-            masks[selected] = shape(u[selected], v[selected])
+        masks[selected] = shape(u[selected], v[selected])
     return masks
 
 
@@ -244,18 +242,15 @@ def _background_mix(kind: torch.Tensor, rnd: torch.Tensor) -> torch.Tensor:
     t = torch.empty((n, IMAGE_SIZE, IMAGE_SIZE))
     angle = 2 * math.pi * rnd[:, _U_ANGLE]
     grad = torch.nonzero(kind == 0)[:, 0]
-    if len(grad):
-        a = angle[grad].view(-1, 1, 1)
-        t[grad] = (0.5 + torch.cos(a) * _X + torch.sin(a) * _Y).clamp(0, 1)
+    a = angle[grad].view(-1, 1, 1)
+    t[grad] = (0.5 + torch.cos(a) * _X + torch.sin(a) * _Y).clamp(0, 1)
     stripe = torch.nonzero(kind == 1)[:, 0]
-    if len(stripe):
-        freq = 1.5 + 4.0 * rnd[stripe, _U_FREQ]
-        t[stripe] = _stripes(angle[stripe], freq, 2 * math.pi * rnd[stripe, _U_PHASE])
+    freq = 1.5 + 4.0 * rnd[stripe, _U_FREQ]
+    t[stripe] = _stripes(angle[stripe], freq, 2 * math.pi * rnd[stripe, _U_PHASE])
     blob = torch.nonzero(kind == 2)[:, 0]
-    if len(blob):
-        grid = rnd[blob, _U_BLOBS : _U_BLOBS + 16].reshape(-1, 1, 4, 4)
-        smooth = F.interpolate(grid, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False)
-        t[blob] = torch.sigmoid(8.0 * (smooth[:, 0] - 0.5))
+    grid = rnd[blob, _U_BLOBS : _U_BLOBS + 16].reshape(-1, 1, 4, 4)
+    smooth = F.interpolate(grid, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False)
+    t[blob] = torch.sigmoid(8.0 * (smooth[:, 0] - 0.5))
     return t
 
 
@@ -365,11 +360,6 @@ def _render(
     cos, sin = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
     u, v = cos * dx + sin * dy, -sin * dx + cos * dy
     mask = _shape_masks(labels, u, v)
-    # A tiny object can fall between pixel centres; its centre pixel keeps every mask non-empty.
-    empty = ~mask.flatten(1).any(1)
-    if bool(empty.any()):
-        idx = torch.nonzero(empty)[:, 0]
-        mask[idx, cy[idx].long().clamp(0, IMAGE_SIZE - 1), cx[idx].long().clamp(0, IMAGE_SIZE - 1)] = True
 
     colour_class = torch.where(rnd[:, _U_DECOY] < recipe.decoy_rate, (labels + 1) % n_classes, labels)
     hues = torch.tensor(SYNTHETIC_HUES)[colour_class] + SYNTHETIC_HUE_JITTER * (2 * rnd[:, _U_HUE] - 1)

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 
 from .batches import _batches_dir, _download_cifar10, _load_batches
-from .common import ACCEPTED_LAYOUTS, SOURCES, CifarData, DataError, _check_count, _FullData, _splitmix64
+from .common import ACCEPTED_LAYOUTS, CifarData, DataError, _check_count, _FullData, _splitmix64
 from .folders import _load_folder
 from .generated import SYNTHETIC_TEST_PER_CLASS, SYNTHETIC_TRAIN_PER_CLASS, make_synthetic_cifar
 
 if TYPE_CHECKING:
     from cifar_helpers.rundir.config import RunConfig
+
+SOURCES = ("auto", "cifar10", "folder", "synthetic")
 
 
 def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
@@ -37,25 +39,17 @@ def load_cifar10(
     test_per_class: int | None = None,
     holdout_per_class: int = 0,
     seed: int = 0,
-    progress: bool = True,
 ) -> CifarData:
     """Load CIFAR-10 (or a 32x32 image-folder set, or synthetic shapes) as a :class:`CifarData` of
     uint8 (N, 3, 32, 32) images and int64 (N,) labels.
 
-    Args:
-        root: where the data is (see :func:`resolve_data_root`); ignored for ``source="synthetic"``.
-        download: let torchvision download CIFAR-10 into ``root`` when nothing is there.
-        source: ``auto`` (detect from what is at ``root``), ``cifar10``, ``folder`` or ``synthetic``.
-        train_per_class: stratified training subset per class; None = all that the hold-out leaves.
-        test_per_class: stratified test subset per class; None = all.
-        holdout_per_class: training images per class held out of ``train`` (drawn first).
-        seed: seeds the subset draws (and the synthetic images).
-        progress: show a progress bar while decoding.
-
-    A decoded image-folder tree is cached in ``root``, or where ``root`` is not writable in
-    ``$CIFAR_STRESS_CACHE``, then ``~/.cache/cifar-stress``.
-    Raises :class:`DataError` for unusable data at ``root``, a failed download, or a subset larger
-    than a class.
+    ``root`` is resolved by :func:`resolve_data_root` (unused by ``source="synthetic"``); ``auto``
+    detects the layout there, and ``download`` lets torchvision fetch CIFAR-10 when nothing is there.
+    ``*_per_class``: seeded, class-stratified subsets (None: all; the hold-out is drawn first, out of
+    the training split). ``seed`` also seeds the synthetic images. A decoded image-folder tree is
+    cached in ``root``, or where ``root`` is not writable in ``$CIFAR_STRESS_CACHE``, then
+    ``~/.cache/cifar-stress``. :class:`DataError` for unusable data at ``root``, a failed download,
+    or a subset larger than a class.
     """
     if source not in SOURCES:
         raise DataError(f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
@@ -74,13 +68,11 @@ def load_cifar10(
 
     data_root = resolve_data_root(root)
     kind, location = _detect_layout(data_root, source, download)
-    if kind == "download":
-        kind, location = "cifar10", _download_cifar10(data_root)
-    full = _load_batches(location) if kind == "cifar10" else _load_folder(location, progress)
+    full = _load_batches(location) if kind == "cifar10" else _load_folder(location)
     return _take_subsets(full, kind, str(location), train_per_class, test_per_class, holdout_per_class, seed)
 
 
-def load_data(config: RunConfig, progress: bool = True) -> CifarData:
+def load_data(config: RunConfig) -> CifarData:
     """:func:`load_cifar10` with the data fields of a run configuration; ``config.data_seed`` seeds the
     subsets and generated images, ``config.seed`` where it is None."""
     return load_cifar10(
@@ -91,37 +83,26 @@ def load_data(config: RunConfig, progress: bool = True) -> CifarData:
         test_per_class=config.test_per_class,
         holdout_per_class=config.holdout_per_class,
         seed=config.seed if config.data_seed is None else config.data_seed,
-        progress=progress,
     )
 
 
-def stratified_indices(
-    labels: torch.Tensor, per_class: int, generator: torch.Generator, *, classes: Sequence[str] | None = None
+def _stratified_indices(
+    labels: torch.Tensor, per_class: int, generator: torch.Generator, classes: Sequence[str]
 ) -> torch.Tensor:
     """A seeded, class-stratified sample of int64 (N,) ``labels``: int64 (C * per_class,) sorted
-    positions, ``per_class`` of each of the C classes (``classes``' names, else ``labels.max() + 1``).
+    positions, ``per_class`` of each of the C ``classes``.
 
     The same ``generator`` state gives the same indices, and a larger ``per_class`` a superset of a
     smaller one. :class:`DataError` when a class has fewer than ``per_class`` items (naming it).
     """
-    _check_count("per_class", per_class, allow_none=False)
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise DataError(
-            f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}"
-        )
-    labels = labels.long()
-    num_classes = len(classes) if classes is not None else int(labels.max()) + 1 if len(labels) else 0
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise DataError(
-            f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
-        )
-    counts = torch.bincount(labels, minlength=num_classes)
+    counts = torch.bincount(labels, minlength=len(classes))
     short = torch.nonzero(counts < per_class)
     if len(short):
         c = int(short[0])
-        name = f"{classes[c]!r} (label {c})" if classes is not None else f"label {c}"
-        raise DataError(f"asked for {per_class} images per class, but class {name} has only {int(counts[c])}")
+        raise DataError(
+            f"asked for {per_class} images per class, but class {classes[c]!r} (label {c}) "
+            f"has only {int(counts[c])}"
+        )
     # A random order, then a stable sort by label: a larger per_class extends a smaller one's sample.
     order = torch.randperm(len(labels), generator=generator)
     order = order[torch.sort(labels[order], stable=True).indices]
@@ -131,7 +112,8 @@ def stratified_indices(
 
 
 def _detect_layout(root: Path, source: str, download: bool) -> tuple[str, Path]:
-    """("cifar10" | "folder" | "download", location) for what is at ``root``, or a DataError."""
+    """("cifar10" | "folder", location) for what is at ``root`` (downloading CIFAR-10 there when
+    allowed and nothing is), or a DataError."""
     if root.exists() and not root.is_dir():
         raise DataError(f"{root} is a file, not a directory; {ACCEPTED_LAYOUTS}")
     batches = _batches_dir(root)
@@ -144,7 +126,7 @@ def _detect_layout(root: Path, source: str, download: bool) -> tuple[str, Path]:
         missing = "test" if has_train else "train" if has_test else "train and test"
         raise DataError(f"{root}: no image-folder tree ({missing} missing); {ACCEPTED_LAYOUTS}")
     if download:
-        return "download", root
+        return "cifar10", _download_cifar10(root)
     if not root.exists():
         raise DataError(f"data directory {root} does not exist (and download=False); {ACCEPTED_LAYOUTS}")
     raise DataError(f"no CIFAR-10 data found in {root} (and download=False); {ACCEPTED_LAYOUTS}")
@@ -163,7 +145,7 @@ def _take_subsets(
             return torch.arange(len(labels))
         mixed = int(_splitmix64(np.array([seed % 2**64], dtype=np.uint64) ^ np.uint64(stream))[0])
         generator = torch.Generator().manual_seed(mixed & (2**63 - 1))
-        return stratified_indices(labels, per_class, generator, classes=full.classes)
+        return _stratified_indices(labels, per_class, generator, full.classes)
 
     holdout_index = draw(full.train_labels, n_holdout, 1)
     keep = torch.ones(len(full.train_labels), dtype=torch.bool)
