@@ -11,7 +11,7 @@ from cifar_helpers.rundir.artifacts import (
     save_json,
     save_torch,
 )
-from cifar_helpers.rundir.manifest import MANIFEST_NAME
+from cifar_helpers.rundir.manifest import MANIFEST_NAME, read_manifest
 from cifar_helpers.rundir.registry import STAGES
 
 
@@ -31,6 +31,21 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         raise RuntimeError("interrupted")
     assert json.loads(path.read_text()) == {"version": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "x.json"]
+
+
+def test_a_malformed_manifest_entry_drops_only_itself(tmp_path):
+    for name in ("a.json", "b.json"):
+        save_json(tmp_path / name, {"name": name})
+    manifest_path = tmp_path / MANIFEST_NAME
+    document = json.loads(manifest_path.read_text())
+    document["files"]["b.json"] = {"bytes": "many"}
+    manifest_path.write_text(json.dumps(document))
+    assert set(read_manifest(tmp_path)) == {"a.json"}
+    save_json(tmp_path / "c.json", {})  # rewrites the manifest: a.json stays verified
+    assert set(read_manifest(tmp_path)) == {"a.json", "c.json"}
+    (tmp_path / "a.json").write_text('{"name": "altered"}')
+    with pytest.raises(MissingStageError, match="damaged"):
+        load_json(tmp_path / "a.json")
 
 
 def test_save_torch_roundtrip(tmp_path):

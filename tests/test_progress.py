@@ -27,7 +27,6 @@ def history(epochs: int, done: int) -> dict:
 
 
 def test_format_duration():
-    assert _format_duration(None) == "?"
     assert _format_duration(7.4) == "7s"
     assert _format_duration(75) == "1m15s"
     assert _format_duration(3 * 3600 + 120) == "3h02m"

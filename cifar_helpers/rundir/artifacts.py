@@ -1,9 +1,5 @@
-"""The run directory: where each stage writes, atomic writes, and loading what earlier stages wrote.
-
-The layout is drawn in docs/architecture.md and defined in :mod:`cifar_helpers.rundir.registry`. Every
-file is written atomically and recorded in its directory's ``manifest.json``, so a file damaged later
-is reported with the stage to rerun.
-"""
+"""The run directory: where each stage writes, atomic writes recorded in the manifests, and loading
+what earlier stages wrote (a damaged file is reported with the stage to rerun)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""One typed, validated configuration per run, and the named profiles.
+"""One typed, validated configuration per run, and the named profiles (README: what each is for).
 
 ``make_config("smoke", epochs=3)`` starts from a profile and applies overrides, each checked (type,
-range, choices; unknown keys refused). Profiles: ``smoke`` (tests and CI: 1,000 training images, fp32 on
-one thread, seconds per stage), ``quick`` (a first look on real data: minutes for the whole pipeline),
-``cpu`` (a laptop: all training images, width 16), ``full`` (one GPU: width 64, 40 epochs) and ``auto``
-(``full`` where CUDA is available, else ``cpu``).
+range, choices; unknown keys refused).
 """
 
 from __future__ import annotations
@@ -211,9 +208,8 @@ class RunConfig:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.resolved_precision())
 
     def eval_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`cifar_helpers.core.evaluation.predict` and
-        :func:`cifar_helpers.analysis.stress.run_stress_test` for this run: batch size, device, precision and
-        memory format, as resolved on this machine."""
+        """Keyword arguments of :func:`cifar_helpers.core.evaluation.predict` (and of the functions that
+        call it) for this run, as resolved on this machine."""
         precision = self.resolved_precision()
         return {
             "batch_size": self.eval_batch_size,

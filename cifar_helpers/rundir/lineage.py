@@ -1,11 +1,7 @@
-"""A stage's life cycle in a run directory: finished, out of date, set aside.
+"""A stage's life cycle in a run directory: has results, out of date, finished, set aside.
 
-A stage *has results* when every output it must write exists as it was written and no ``run_all.py``
-execution of it failed or stopped since (:func:`failure_marker`). It records the SHA-256 of each
-output it reads (``<stage>/inputs.json``) and is *out of date* when a recorded digest no longer
-matches, or when a stage it reads is itself out of date (without ``inputs.json``: never). It is
-*finished* when it has results and they are not out of date. Before it is recomputed, its results
-are *set aside* (:func:`set_aside`).
+A stage records the SHA-256 of each output it reads (``<stage>/inputs.json``) and is *out of date* when
+one no longer matches, or when a stage it reads is out of date (without ``inputs.json``: never).
 """
 
 from __future__ import annotations

@@ -48,13 +48,21 @@ class FileRecord:
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, FileRecord]:
     """``{file name: its record}`` from ``directory``'s manifest; empty when there is none or it is
-    unreadable, which leaves its files unverified (as files written before manifests existed)."""
+    unreadable, which leaves its files unverified. A malformed entry is dropped alone, so
+    :func:`record` keeps the others."""
     try:
         with open(Path(directory) / MANIFEST_NAME, encoding="utf-8") as f:
-            files = json.load(f)["files"]
-        return {name: FileRecord(**entry) for name, entry in files.items()}
+            entries = json.load(f)["files"].items()
     except (OSError, ValueError, LookupError, TypeError, AttributeError):
         return {}
+    return {
+        name: FileRecord(entry["bytes"], entry["sha256"])
+        for name, entry in entries
+        if isinstance(entry, dict)
+        and entry.keys() == {"bytes", "sha256"}
+        and type(entry["bytes"]) is int
+        and isinstance(entry["sha256"], str)
+    }
 
 
 def record(path: str | os.PathLike[str]) -> None:

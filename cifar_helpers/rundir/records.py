@@ -18,13 +18,8 @@ INLINE = {"inline": True}
 
 
 class Record:
-    """A dataclass saved as the dict of its fields, in their order.
-
-    :meth:`to_dict` writes a nested dataclass with its ``to_dict``, tuples as lists, and leaves anything
-    else (numbers, text, tensors) as it is; :meth:`from_dict` rebuilds nested records, tuples and
-    ``dict[int, ...]`` keys from the fields' type hints. A class overrides them only where its saved
-    layout is not its fields.
-    """
+    """A dataclass saved as the dict of its fields, in their order; a class overrides :meth:`to_dict`
+    and :meth:`from_dict` only where its saved layout is not its fields."""
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, in their order: JSON-ready when the values are."""

@@ -15,7 +15,7 @@ from typing import Any
 # (module, name) pairs a pickled CIFAR-10 batch needs, under NumPy 1.x's and 2.x's module names and
 # every pickle protocol; none of them can reach the file system, a process or an import.
 _NUMPY_CORE_GLOBALS = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
-ALLOWED_BATCH_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+_ALLOWED_BATCH_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
     | {
         (f"{package}.{module}", name)
@@ -30,14 +30,14 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    """An unpickler that reconstructs only what a CIFAR-10 batch holds (:data:`ALLOWED_BATCH_GLOBALS`)."""
+    """An unpickler that reconstructs only what a CIFAR-10 batch holds (:data:`_ALLOWED_BATCH_GLOBALS`)."""
 
     def __init__(self, file: io.BufferedIOBase, *, source: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self.source = str(source)
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in ALLOWED_BATCH_GLOBALS:
+        if (module, name) not in _ALLOWED_BATCH_GLOBALS:
             raise UnsafePickleError(
                 f"{self.source} asks to run {module}.{name}, which a CIFAR-10 batch never contains; "
                 "refusing to load it (only containers, str/bytes, numbers and NumPy arrays are allowed)"

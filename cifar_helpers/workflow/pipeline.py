@@ -34,7 +34,7 @@ from cifar_helpers.workflow.kernel import LocalKernelManager
 from cifar_helpers.workflow.progress import RunProgress, StageProgress
 from cifar_helpers.workflow.stages import check_run_identity
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+_NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 class PipelineArgumentError(ValueError):
@@ -75,7 +75,7 @@ def _notebook_parameters(stage: str) -> dict[str, Any]:
     literals)."""
     import papermill
 
-    declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / STAGES[stage].notebook))
+    declared = papermill.inspect_notebook(str(_NOTEBOOK_DIR / STAGES[stage].notebook))
     return {name: _literal(info["default"]) for name, info in declared.items()}
 
 
@@ -219,7 +219,7 @@ def run_stage(
     root: Path,
     parameters: dict[str, Any],
     *,
-    notebook_dir: Path = NOTEBOOK_DIR,
+    notebook_dir: Path = _NOTEBOOK_DIR,
     progress: StageProgress | None = None,
 ) -> StageResult:
     """Execute the notebook of ``spec`` (a stage of the run at ``root``, or 07 of the replicate run
@@ -287,13 +287,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run_pipeline(run: RunDir, request: PipelineRequest) -> int:
-    """Run the requested stages of ``run`` in order (a stage whose outputs are complete is skipped
-    unless ``force``, or unless a stage it reads runs now), printing each step, then the summary and
-    the report's path: ``run_all.py``'s single-seed run. Each ``-p`` parameter goes to the notebooks
-    that declare it.
-
-    Returns the exit status: 0, or 1 when a stage failed or a result file is damaged.
-    """
+    """``run_all.py``'s single-seed run: the requested stages of ``run`` in order (a finished one is
+    skipped unless ``force`` or a stage it reads runs now), then the summary and the report; each
+    ``-p`` parameter goes to the notebooks that declare it. Returns 0, or 1 when a stage failed or a
+    result file is damaged."""
     common = {"run_dir": str(run.root), "profile": request.profile}
     if request.data_dir is not None:
         common["data_dir"] = request.data_dir

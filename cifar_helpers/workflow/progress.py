@@ -1,11 +1,8 @@
 """Live progress of ``run_all.py`` in the terminal: what each stage is doing, and how long is left.
 
 The terminal learns what a notebook's kernel does from the cell papermill starts (shown as its section
-heading) and the trainer's per-epoch ``history.json``, polled from a thread. ETAs scale the stages'
-expected durations (the registry's) by the speed measured on the stages already run. A training stage
-is estimated only from training: the step rate the trainer measured before its first epoch, then the
-time per epoch; until then the ETA says it is not measured. On a terminal each stage is one updating
-tqdm line; elsewhere, one plain line per epoch and per long section.
+heading) and the trainer's per-epoch ``history.json``, polled from a thread. On a terminal each stage
+is one updating tqdm line; elsewhere, one plain line per epoch and per long section.
 """
 
 from __future__ import annotations
@@ -29,10 +26,8 @@ _POLL_SECONDS = 1.0
 _NEARLY_DONE_SHARE = 0.05  # of its estimate: the least a running non-training stage is said to have left
 
 
-def _format_duration(seconds: float | None) -> str:
-    """``75`` -> ``"1m15s"``; ``None`` -> ``"?"``."""
-    if seconds is None:
-        return "?"
+def _format_duration(seconds: float) -> str:
+    """``75`` -> ``"1m15s"``."""
     seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)

@@ -31,7 +31,6 @@ from cifar_helpers.workflow.stages import default_run_dir
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _RAY_START_ATTEMPTS = 3  # a loaded machine can take longer than Ray's start-up wait to start its agents
-_LOG_NAME = "run_all.log"
 # What the single-seed run_all.py prints when a stage is done (workflow.pipeline.run_pipeline).
 _STAGE_DONE = re.compile(r"\[(\w+)\] [\w.]+\.ipynb: (complete, skipped|done in)")
 
@@ -118,7 +117,7 @@ def _run_seed(seed: int, root: Path, command: list[str], stages: list[str], prog
     """The Ray task of one seed: its single-seed ``run_all.py`` on ``root`` as a subprocess (output in
     ``<root>/run_all.log``), its line for each stage done or skipped put on the ``progress`` queue."""
     root.mkdir(parents=True, exist_ok=True)
-    log_path = root / _LOG_NAME
+    log_path = root / "run_all.log"
     start = time.perf_counter()
     done: dict[str, bool] = {}  # stage -> whether it ran (else it was skipped)
     with open(log_path, "w", encoding="utf-8") as log:

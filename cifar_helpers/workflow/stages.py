@@ -1,15 +1,9 @@
-"""Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook.
-
-Every notebook starts with :func:`setup_run` (00), :func:`open_stage` (01-06) or :func:`open_replicates`
-(07); the opened stage saves and reads its files by the names the registry gives them
-(:meth:`Stage.save`, :meth:`Stage.load`). The notebooks' steps that read several files or slice
-several results at once are here too (:func:`training_tables`, :func:`model_error_attention`,
-:class:`BeforeAfterMaps`).
-"""
+"""Opening a pipeline stage: the run configuration, its checks, and the data, in one call per notebook
+(:func:`setup_run`, :func:`open_stage`, :func:`open_replicates`), and the notebooks' steps that read
+several files or slice several results at once."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +55,7 @@ from cifar_helpers.rundir.artifacts import (
     save_torch,
 )
 from cifar_helpers.rundir.config import ConfigError, RunConfig, make_config, resolve_profile
+from cifar_helpers.rundir.records import Record
 from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES, StageSpec, stage_number
 from cifar_helpers.rundir.replicate_layout import find_seeds, replicates_dir, seed_run_dir
 from cifar_helpers.rundir.reproducibility import seed_everything
@@ -69,7 +64,7 @@ from cifar_helpers.views.tables import accuracy_table, train_step_table
 from cifar_helpers.workflow.run_discovery import describe_runs, most_recent_run_with
 
 
-def project_root(cwd: str | os.PathLike[str] | None = None) -> Path:
+def _project_root(cwd: str | os.PathLike[str] | None = None) -> Path:
     """Where ``runs/`` and ``data/`` live: the working directory, or its parent inside ``notebooks/``."""
     here = Path(cwd) if cwd is not None else Path.cwd()
     return (here.parent if here.name == "notebooks" else here).resolve()
@@ -77,24 +72,24 @@ def project_root(cwd: str | os.PathLike[str] | None = None) -> Path:
 
 def default_run_dir(profile: str, cwd: str | os.PathLike[str] | None = None) -> Path:
     """``runs/<profile>`` at the project root (``auto`` is resolved first)."""
-    return project_root(cwd) / "runs" / resolve_profile(profile)
+    return _project_root(cwd) / "runs" / resolve_profile(profile)
 
 
-def _output_file(spec: StageSpec, name: str) -> str:
-    """The file of ``spec``'s output ``name``, its file name less the suffix (``"metrics"``: metrics.json)."""
+def _output_file(spec: StageSpec, name: str, default: str | None = None) -> str:
+    """The file of ``spec``'s output ``name``, its file name less the suffix (``"metrics"``: metrics.json);
+    ``default`` where it has none, else ValueError."""
     files = {Path(file).stem: file for file in spec.outputs}
-    if name not in files:
+    if name not in files and default is None:
         raise ValueError(f"stage {spec.name!r} has no output {name!r}; its outputs: {', '.join(files)}")
-    return files[name]
+    return files.get(name, default)
 
 
 def _save(directory: Path, spec: StageSpec, name: str, result: Any) -> Path:
     """Write ``result`` as artifact ``name`` of stage ``spec`` in ``directory`` (:meth:`Stage.save`)."""
     if hasattr(result, "savefig"):  # a matplotlib figure
         return save_figure(result, directory / f"{name}.png")
-    outputs = {Path(file).stem: file for file in spec.outputs}
     # A stage may write more than the outputs the registry names: those are JSON unless named whole.
-    path = directory / (name if Path(name).suffix else outputs.get(name, f"{name}.json"))
+    path = directory / (name if Path(name).suffix else _output_file(spec, name, f"{name}.json"))
     if hasattr(result, "to_dict"):
         result = result.to_dict()
     elif isinstance(result, list):
@@ -114,7 +109,7 @@ class Stage:
     _data: Any = None
 
     def path(self, name: str) -> Path:
-        """Path of an artifact of this stage."""
+        """Path of an artifact of this stage (a file the registry does not name)."""
         return self.run.path(self.name, name)
 
     def file(self, name: str, of: str | None = None) -> Path:
@@ -124,8 +119,7 @@ class Stage:
         return self.run.path(stage, _output_file(STAGES[stage], name))
 
     def load(self, name: str, of: str | None = None) -> Any:
-        """Read output ``name`` (as for :meth:`file`) of this stage, or of stage ``of``: a ``.pt`` file
-        with :func:`load_torch`, the others with :func:`load_json`."""
+        """Read output ``name`` (as for :meth:`file`) of this stage, or of stage ``of``."""
         path = self.file(name, of)
         return load_torch(path) if path.suffix == ".pt" else load_json(path)
 
@@ -182,7 +176,7 @@ def setup_run(
     generated = values.get("data_source") == "synthetic"
     if values.get("data_dir") is None and not os.environ.get("CIFAR10_ROOT") and not generated:
         # "./data" means the project's data folder, whether run from run_all.py or from notebooks/.
-        values["data_dir"] = str(project_root() / "data")
+        values["data_dir"] = str(_project_root() / "data")
     config = make_config(profile, seed=seed, **values)
     run = RunDir(run_dir if run_dir is not None else default_run_dir(profile))
     if run.config_path.exists():
@@ -224,7 +218,7 @@ def open_stage(
         known = ", ".join(s for s in STAGES if s != "setup")
         raise ValueError(f"unknown stage {stage!r}; stages opened with open_stage: {known}")
 
-    runs_root = project_root() / "runs"
+    runs_root = _project_root() / "runs"
     found = None
     if run_dir is None and profile == "auto":
         # Opened by hand with the defaults: use the most recent run that has what this stage reads.
@@ -244,18 +238,15 @@ def open_stage(
             raise
         raise MissingStageError(f"{e}. {describe_runs(runs_root)}") from None
     for needed in STAGES[stage].inputs:
-        check_up_to_date(run, needed, reader=stage)
+        _check_up_to_date(run, needed, reader=stage)
     config = RunConfig.load(run.config_path)
     check_run_identity(run, config, config.profile if found is not None else profile, seed)
     values = {k: v for k, v in knobs.items() if v is not None}
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
-    if unknown:
-        raise ConfigError(f"unknown stage knob(s) {', '.join(unknown)} for stage {stage!r}")
     own = config.replace(**values)  # what this stage's config.json holds: the run's and its knobs
     if force:
-        replace_results(run, stage)
+        _replace_results(run, stage)
     else:
-        check_same_configuration(run, stage, own)
+        _check_same_configuration(run, stage, own)
     own.save(run.path(stage, "config.json"))
     lineage.record_inputs(run, stage)
     # A setting has one home, the stage whose knob set it: the confidence threshold 02 found the
@@ -269,18 +260,16 @@ def open_stage(
 def _upstream_settings(run: RunDir, stage: str, root: RunConfig) -> dict[str, Any]:
     """The settings the stages ``stage`` reads ran with where they differ from the run's ``root``
     configuration (their knobs), later stages' over earlier ones'."""
-    changed: dict[str, Any] = {}
+    base, changed = root.to_dict(), {}
     for needed in STAGES[stage].inputs:
-        path = run.stage_dir(needed) / "config.json"
+        path = run.path(needed, "config.json")
         if needed != "setup" and path.exists():
-            upstream = RunConfig.load(path)
-            for field in dataclasses.fields(RunConfig):
-                if getattr(upstream, field.name) != getattr(root, field.name):
-                    changed[field.name] = getattr(upstream, field.name)
+            upstream = RunConfig.load(path).to_dict()
+            changed.update({key: value for key, value in upstream.items() if value != base[key]})
     return changed
 
 
-def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
+def _check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
     """Raise :class:`StaleStageError` when ``stage`` (read by ``reader``) holds results computed from
     outputs of earlier stages that have changed since, naming what to rerun."""
     at_fault = lineage.out_of_date(run, stage)
@@ -295,7 +284,7 @@ def check_up_to_date(run: RunDir, stage: str, *, reader: str) -> None:
     )
 
 
-def check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None:
+def _check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None:
     """Raise :class:`ConfigError` when ``stage`` already has results computed with a configuration
     other than ``config``, naming the differing keys and the two ways on."""
     previous_path = run.stage_dir(stage) / "config.json"
@@ -318,7 +307,7 @@ def check_same_configuration(run: RunDir, stage: str, config: RunConfig) -> None
     )
 
 
-def replace_results(run: RunDir, stage: str) -> None:
+def _replace_results(run: RunDir, stage: str) -> None:
     """``force``: set ``stage``'s results aside (``<stage>.previous/``), the later stages out of date."""
     moved, affected = lineage.set_aside(run, stage)
     if moved is None:
@@ -331,12 +320,6 @@ def replace_results(run: RunDir, stage: str) -> None:
             f"(run_all.py --stages {first}-{last})"
         )
     print(message)
-
-
-def stage_config(run_dir: str | os.PathLike[str], stage: str) -> RunConfig:
-    """The configuration a finished stage ran under (its knobs applied)."""
-    (path,) = RunDir(run_dir).require(stage, "config.json")
-    return RunConfig.load(path)
 
 
 def training_tables(stage: Stage) -> list[Any]:
@@ -376,7 +359,7 @@ def model_error_attention(
 
 
 @dataclass(frozen=True)
-class BeforeAfterMaps:
+class BeforeAfterMaps(Record):
     """Notebook 05's ``reevaluation/heatmaps.pt``: the failures 03 explained, Grad-CAM of each model's
     own prediction, row i for test image ``indices[i]`` (03's order, the most confident first)."""
 
@@ -384,10 +367,6 @@ class BeforeAfterMaps:
     baseline_maps: Tensor  # float32 (K, H, W) in [0, 1]: 03's maps of the baseline's prediction
     augmented_maps: Tensor  # float32 (K, H, W) in [0, 1]: of the augmented model's prediction
     augmented_predicted: Tensor  # int64 (K,)
-
-    def to_dict(self) -> dict[str, Tensor]:
-        """What ``heatmaps.pt`` holds: the fields by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def explain(cls, stage: Stage, augmented_model: nn.Module, augmented: Predictions) -> BeforeAfterMaps:
@@ -445,10 +424,6 @@ class Replicates:
     explain_seed: int
     _data: Any = None
 
-    @property
-    def seeds(self) -> list[int]:
-        return [r.seed for r in self.results]
-
     def save(self, name: str, result: Any) -> Path:
         """Write ``result`` as artifact ``name`` of the replicate stage, in ``<root>/replicates``, as
         :meth:`Stage.save` does (``"accuracy"``: ``accuracy.json``, a figure: ``<name>.png``)."""
@@ -480,7 +455,7 @@ class Replicates:
         run = RunDir(result.run_dir)
         chosen = torch.tensor(list(indices)[:max_images], dtype=torch.int64)
         model = load_trained_model(run.path("baseline", "checkpoint.pt"))
-        layer = stage_config(run.root, "gradcam").gradcam_layer
+        layer = RunConfig.load(run.require("gradcam", "config.json")[0]).gradcam_layer  # 03's knob
         probs = result.probs["baseline"][chosen]
         predicted, true = probs.argmax(dim=1), result.labels[chosen]
         images = data.test_images[chosen]
