@@ -17,7 +17,7 @@ from cifar_helpers.analysis import human_labels as hl
 from cifar_helpers.analysis.failures import FailureSet, compare_failures, find_high_confidence_failures
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.rundir.config import make_config
-from cifar_helpers.views.tables import human_comparison_tables, texts
+from cifar_helpers.views.tables import human_comparison_tables, text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,8 +245,8 @@ def test_comparison_by_category_flags_fixed_label_errors() -> None:
     assert result.augmented.counts == {hl.LABEL_ERROR: 0, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 2}
     assert result.to_dict()["augmented_counts"] == result.augmented.counts
     assert result.augmented.num_failures == 2
-    text = texts(human_comparison_tables(result))
-    assert "WARNING: 1 'fixed' failure(s) are verified label errors" in text and "image 0" in text
+    shown = "\n\n".join(map(text, human_comparison_tables(result)))
+    assert "WARNING: 1 'fixed' failure(s) are verified label errors" in shown and "image 0" in shown
     assert result.by_category["fixed"] == {hl.LABEL_ERROR: 1, hl.AMBIGUOUS: 0, hl.MODEL_ERROR: 0}
     assert result.by_category["kept_same"][hl.MODEL_ERROR] == 1
     assert result.by_category["new"][hl.MODEL_ERROR] == 1

@@ -107,6 +107,7 @@ def fake_run(tmp_path: Path) -> Path:
     )
     epoch = {"train_loss": 0.5, "train_acc": 0.8, "test_loss": 0.6}
     history = {"complete": True, "epochs": [{**epoch, "test_acc": 0.7001}, {**epoch, "test_acc": 0.8123}]}
+    history["environment"] = {"train_step": {"step": "eager", "how": "the only one", "candidates": []}}
     save_json(run / "baseline" / "history.json", history)
     _touch_outputs(run / "baseline", "baseline")
     _figure(run / "baseline" / "training_curves.png", "baseline curves", 1)

@@ -10,7 +10,7 @@ import base64
 import io
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,34 +48,35 @@ from cifar_helpers.rundir.artifacts import (
     atomic_path,
     load_json,
 )
+from cifar_helpers.rundir.records import Record
 from cifar_helpers.rundir.registry import REPLICATES_SPEC, STAGES, StageSpec
 from cifar_helpers.rundir.replicate_layout import find_seeds, replicates_dir, seed_run_dir
 from cifar_helpers.views import tables as t
 
 REPORT_NAME = "report.html"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Rows shown for a JSON file without a dedicated summary; the file itself holds the rest.
-MAX_GENERIC_ROWS = 40
-TEMPLATE = jinja2.Environment(
+_MAX_GENERIC_ROWS = 40
+_TEMPLATE = jinja2.Environment(
     loader=jinja2.PackageLoader("cifar_helpers.views", "templates"), autoescape=True, trim_blocks=True
 ).get_template("report.html.j2")
 
 
-class MissingKey(KeyError):
+class _MissingKey(KeyError):
     """A key a result file lacks; the message names the file and the key."""
 
     def __str__(self) -> str:
         return str(self.args[0])
 
 
-def read_result(path: Path) -> Any:
-    """A JSON file whose objects raise :class:`MissingKey`, naming the file, for a missing key."""
+def _read_result(path: Path) -> Any:
+    """A JSON file whose objects raise :class:`_MissingKey`, naming the file, for a missing key."""
 
-    class Record(dict):
+    class Strict(dict):
         def __missing__(self, key: Any) -> Any:
-            raise MissingKey(f"{path.parent.name}/{path.name} has no key {key!r}")
+            raise _MissingKey(f"{path.parent.name}/{path.name} has no key {key!r}")
 
-    return load_json(path, object_hook=Record)
+    return load_json(path, object_hook=Strict)
 
 
 def _html(frames: pd.DataFrame | list[pd.DataFrame]) -> str:
@@ -97,8 +98,8 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def _generic(data: Any) -> list[pd.DataFrame]:
     pairs = _flatten(data)
-    more = len(pairs) - MAX_GENERIC_ROWS
-    return [t.table(t.KV, pairs[:MAX_GENERIC_ROWS], notes=[f"{more} more values in the file."] * (more > 0))]
+    more = len(pairs) - _MAX_GENERIC_ROWS
+    return [t.table(t.KV, pairs[:_MAX_GENERIC_ROWS], notes=[f"{more} more values in the file."] * (more > 0))]
 
 
 # --- per-file summaries: the report-only rows, and the shared tables ---------------------------------
@@ -115,9 +116,8 @@ def _history(history: dict[str, Any]) -> list[pd.DataFrame]:
     what |= {"test loss": "test_loss", "test accuracy": "test_acc"}
     rows = [("epochs finished", len(history["epochs"])), ("training complete", history["complete"])]
     rows += [(f"last epoch: {w}", history["epochs"][-1][k]) for w, k in what.items()]
-    frames = [t.table(t.KV, rows, formats={rows[3][0]: "pct", rows[5][0]: "pct"})]
-    step = history.get("environment", {}).get("train_step")  # optional: runs from before steps were measured
-    return frames + ([t.train_step_table(step)] if step else [])
+    last = t.table(t.KV, rows, formats={rows[3][0]: "pct", rows[5][0]: "pct"})
+    return [last, t.train_step_table(history["environment"]["train_step"])]
 
 
 def _failure_list(failures: dict[str, Any]) -> list[pd.DataFrame]:
@@ -164,7 +164,7 @@ def _stage_claims(saved: list[dict[str, Any]]) -> list[pd.DataFrame]:
 # Each file's heading and its table(s), by "<folder>/<name>" where a name means different files in
 # different stages, else by name; a file not listed gets the table of its values. The template adds
 # the prose that explains some of them.
-FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]] = {
+_FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]] = {
     "config.json": ("Configuration", lambda data: t.table(t.KV, data.items())),
     "environment.json": ("Environment", lambda data: t.table(t.KV, data.items())),
     "data_summary.json": ("Data", lambda data: t.data_table(data, provenance=True)),
@@ -229,13 +229,13 @@ FILES: dict[str, tuple[str, Callable[[Any], pd.DataFrame | list[pd.DataFrame]]]]
 
 def _file_part(path: Path) -> dict[str, str]:
     """A file's tables, or why they cannot be shown (with its values if it could be read)."""
-    # optional by design: a file FILES does not list gets the table of its values
-    heading, render = FILES.get(f"{path.parent.name}/{path.name}") or FILES.get(
+    # optional by design: a file _FILES does not list gets the table of its values
+    heading, render = _FILES.get(f"{path.parent.name}/{path.name}") or _FILES.get(
         path.name, (path.name, _generic)
     )
     part = {"heading": heading, "name": path.name}
     try:
-        data = read_result(path)
+        data = _read_result(path)
     except (OSError, ValueError) as error:
         return {**part, "error": f"could not read {path.name}: {error}"}
     try:
@@ -247,7 +247,7 @@ def _file_part(path: Path) -> dict[str, str]:
 
 def png_problem(data: bytes) -> str | None:
     """Why ``data`` is not an intact PNG file (chunk CRCs by ``verify``, pixels by ``load``), or None."""
-    if not data.startswith(PNG_SIGNATURE):
+    if not data.startswith(_PNG_SIGNATURE):
         return "is not a PNG file"
     try:
         for check in ("verify", "load"):  # verify() leaves the image unusable: a fresh open for load()
@@ -298,12 +298,10 @@ _METRICS = ("test_accuracy", "train_accuracy", "train_test_gap", "train_seconds"
 
 
 @dataclass(frozen=True)
-class RunSummary:
-    """The numbers a reader wants first (the report's overview, ``summary.json``): each model's
-    ``metrics.json`` numbers (:data:`_METRICS`), the baseline's confident failures, what the augmented
-    model did with them (``comparison.json``'s counts) and the human labels. A number is None for a
-    stage not run yet or a damaged file, which ``damaged`` lists (one line each, naming the stage to
-    rerun)."""
+class RunSummary(Record):
+    """The numbers a reader wants first (the report's overview, ``summary.json``), read from the stages'
+    files; a number is None for a stage not run yet or a damaged file, which ``damaged`` lists (one
+    line each, naming the stage to rerun)."""
 
     run_dir: str
     baseline: dict[str, float | None]
@@ -314,18 +312,12 @@ class RunSummary:
     human_labels: HumanLabelsSummary | NotApplicable
     damaged: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The layout of ``summary.json`` (before the runner adds ``claims`` and ``stages``)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return values | {"human_labels": self.human_labels.to_dict(), "damaged": list(self.damaged)}
-
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunSummary:
         """Rebuild from :meth:`to_dict`'s output (keys the runner added are left); a missing key raises
         a KeyError naming it."""
         human_labels = result_from_dict(values["human_labels"], HumanLabelsSummary)
-        kept = {f.name: values[f.name] for f in fields(cls)}
-        return cls(**kept | {"human_labels": human_labels, "damaged": tuple(values["damaged"])})
+        return replace(super().from_dict(values), human_labels=human_labels)
 
 
 def read_run_summary(run: RunDir) -> RunSummary:
@@ -335,7 +327,7 @@ def read_run_summary(run: RunDir) -> RunSummary:
     def read(stage: str, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
         path = run.stage_dir(stage) / name
         try:
-            data = read_result(path) if path.exists() else dict.fromkeys(keys)
+            data = _read_result(path) if path.exists() else dict.fromkeys(keys)
         except DamagedArtifactError as error:
             damaged.append(str(error))
             data = dict.fromkeys(keys)
@@ -377,20 +369,19 @@ def _overview_tables(summary: RunSummary) -> list[pd.DataFrame]:
         ("new high-confidence failures", None, "comparison", "new"),
     ]
     models = t.table(columns, rows, notes=note_, formats=dict.fromkeys(columns[1:], "pct"))
-    return [models, t.spec_table({"value": summary.to_dict()}, spec)]
+    # The fields as read (not to_dict's copies), so that a missing key raises _MissingKey, naming its file.
+    return [models, t.spec_table({"value": vars(summary)}, spec)]
 
 
 def format_run_summary(summary: Mapping[str, Any]) -> str:
     """``summary.json`` (:meth:`RunSummary.to_dict`, with ``stages`` when this invocation of
-    ``run_all.py`` ran stages) as ``run_all.py`` prints it at the end, each stage with its status and
-    minutes."""
+    ``run_all.py`` ran stages) as ``run_all.py`` prints it at the end."""
     overview = RunSummary.from_dict(summary)
-    parts = [f"Run: {overview.run_dir}", t.texts(_overview_tables(overview))]
-    parts.append(t.texts(t.human_label_tables(overview.human_labels)))
+    frames = [*_overview_tables(overview), *t.human_label_tables(overview.human_labels)]
     if "stages" in summary:  # optional by design: only when this invocation ran stages
         rows = [(name, info["status"], float(info["minutes"])) for name, info in summary["stages"].items()]
-        parts.append(t.text(t.table(("stage", "status", "minutes"), rows)))
-    return "\n\n".join(parts)
+        frames.append(t.table(("stage", "status", "minutes"), rows))
+    return "\n\n".join([f"Run: {overview.run_dir}", *map(t.text, frames)])
 
 
 def _human_labels(run: RunDir) -> str:
@@ -401,7 +392,7 @@ def _human_labels(run: RunDir) -> str:
         path = run.path("stress", "human_calibration.json")
         calibration = []  # stage 06's table, once it has run
         if path.exists():
-            calibration = [t.human_calibration_table(result_from_dict(read_result(path), HumanCalibration))]
+            calibration = [t.human_calibration_table(result_from_dict(_read_result(path), HumanCalibration))]
         sources = "CIFAR-10H, Peterson et al. 2019; verified label errors, Northcutt et al. 2021"
         about = f"{sources}; ambiguous: the given label's human share < {summary.ambiguity_threshold}."
         frames = [t.note(about), *frames, *calibration]
@@ -433,7 +424,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         f"cifar-stress run report: {run.root.name}",
         f"Run directory: {run.root}. Built from the files the stages saved there.",
     )
-    return TEMPLATE.render(title=title, intro=intro, blocks=blocks, nav=True, sections=sections)
+    return _TEMPLATE.render(title=title, intro=intro, blocks=blocks, nav=True, sections=sections)
 
 
 def _write(path: Path, page: str) -> Path:
@@ -456,7 +447,7 @@ def _seeds(root: Path) -> str:
     for seed in find_seeds(root):
         directory = seed_run_dir(root, seed)
         paths = [directory / model / "metrics.json" for model in ("baseline", "augmented")]
-        accuracy = [read_result(path)["test_accuracy"] if path.exists() else None for path in paths]
+        accuracy = [_read_result(path)["test_accuracy"] if path.exists() else None for path in paths]
         report = f"{directory.name}/{REPORT_NAME}" if (directory / REPORT_NAME).exists() else "no report"
         rows.append((str(seed), *accuracy, report))
     columns = ("seed", "baseline test accuracy", "augmented test accuracy", "the seed's own report")
@@ -467,7 +458,7 @@ def render_replicates_report(root: str | os.PathLike[str]) -> str:
     """The replicate run's page: each seed's accuracies and the section of ``replicates/``."""
     root = Path(root).expanduser().resolve()
     notebook = f"{REPLICATES_SPEC.notebook} (run_all.py --seeds)"
-    return TEMPLATE.render(
+    return _TEMPLATE.render(
         title=f"cifar-stress replicate report: {root.name}",
         intro=f"Replicate run: {root}. Built from the seed-<k>/ run directories and replicates/.",
         blocks=[_block("Seeds", lambda: _seeds(root))],

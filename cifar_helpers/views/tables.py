@@ -1,9 +1,7 @@
-"""Every result the project prints as a pandas DataFrame, for the notebooks, ``run_all.py`` and the report.
-
-A builder (``*_table``) returns numbers (percentages as fractions) and text, so ``df.to_csv()`` writes
-numbers; ``df.attrs`` holds its ``title``, ``notes`` and ``formats`` (a :data:`FORMATS` kind per column,
-or per row of a quantity/value table). Notebooks show one decimal (stable across CPUs for nbval), the
-report (``precise``) more. Builders read strictly: a missing key raises ``KeyError``.
+"""Every result the project prints, as a pandas DataFrame for the notebooks, ``run_all.py`` and the
+report: cells hold numbers (percentages as fractions) or text, ``df.attrs`` the title, notes and a
+:data:`_FORMATS` kind per column (or per row of a quantity/value table). Notebooks show one decimal
+(stable across CPUs for nbval), the report (``precise``) more.
 """
 
 from __future__ import annotations
@@ -49,7 +47,7 @@ from cifar_helpers.analysis.stress import StressResult
 from cifar_helpers.rundir.config import PROFILES, RunConfig
 
 # Display kinds; a float without a kind is "num", an int without one is shown in full.
-FORMATS = {
+_FORMATS = {
     "pct": "{:.1%}",
     "pct2": "{:.2%}",
     "share": "{:.0%}",
@@ -58,27 +56,27 @@ FORMATS = {
     "num": "{:.2f}",
     "nats": "{:.3f}",
 }
-PRECISE = {**FORMATS, "pct": "{:.2%}", "signed": "{:+.4g}", "num": "{:.4g}"}  # the report's digits
+_PRECISE = {**_FORMATS, "pct": "{:.2%}", "signed": "{:+.4g}", "num": "{:.4g}"}  # the report's digits
 KV = ("quantity", "value")  # the columns of a table of quantities, each row with its own format
-SEP = "\x1f"  # between the cells of Styler.to_string; never in a cell
+_SEP = "\x1f"  # between the cells of Styler.to_string; never in a cell
 # A table's look where no stylesheet sets it (JupyterLab, Colab); the report's page has its own.
-CSS = {
+_CSS = {
     "th, td": "padding: 0.2em 0.7em",
     "td": "text-align: right; font-variant-numeric: tabular-nums",
     "th": "text-align: right",
     "td:first-child, th:first-child": "text-align: left",
 }
-CATEGORY_COUNTS = ("category", "fixed", "kept (same)", "kept (different)", "new")
+_CATEGORY_COUNTS = ("category", "fixed", "kept (same)", "kept (different)", "new")
 
 
 def fmt(value: Any, kind: str | None = None, precise: bool = False) -> str:
-    """One value as the tables show it: ``kind`` from :data:`FORMATS`, ``-`` when missing."""
+    """One value as the tables show it: ``kind`` from :data:`_FORMATS`, ``-`` when missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)) and not (isinstance(value, int) and kind is None):
-        return (PRECISE if precise else FORMATS)[kind or "num"].format(value)
+        return (_PRECISE if precise else _FORMATS)[kind or "num"].format(value)
     return str(value)
 
 
@@ -111,10 +109,6 @@ def spec_table(
     return table((first, *sources), rows, title, notes, {label: kind for label, kind, *_ in spec if kind})
 
 
-def _not_applicable(reason: str) -> pd.DataFrame:
-    return note(f"no human labels apply: {reason}")
-
-
 def _is_words(column: pd.Series) -> bool:
     """Whether a column holds only text (aligned left, unlike numbers)."""
     return bool(len(column)) and all(isinstance(v, str) for v in column)
@@ -144,7 +138,7 @@ def style(frame: pd.DataFrame, precise: bool = False, escape: bool = True) -> St
     words = [c for c in frame.columns[1:] if tuple(frame.columns) != KV and _is_words(frame[c])]
     left = [{"selector": cell, "props": "text-align: left"} for cell in ("td", "th")]
     styler.set_table_styles({c: left for c in words})
-    styles = [] if precise else [{"selector": selector, "props": props} for selector, props in CSS.items()]
+    styles = [] if precise else [{"selector": selector, "props": props} for selector, props in _CSS.items()]
     return styler.set_table_styles(styles, overwrite=False)
 
 
@@ -153,8 +147,8 @@ def text(frame: pd.DataFrame) -> str:
     lines = [frame.attrs["title"]]
     if len(frame):
         kv = tuple(frame.columns) == KV
-        rendered = style(frame, escape=False).to_string(delimiter=SEP).splitlines()[1 if kv else 0 :]
-        cells = [line.split(SEP) for line in rendered]
+        rendered = style(frame, escape=False).to_string(delimiter=_SEP).splitlines()[1 if kv else 0 :]
+        cells = [line.split(_SEP) for line in rendered]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
         align = ["<" if kv or _is_words(frame.iloc[:, i]) else ">" for i in range(len(widths))]
         for row in cells:
@@ -171,18 +165,10 @@ def to_html(frame: pd.DataFrame, precise: bool = False) -> str:
     return title + (style(frame, precise).to_html() if len(frame.columns) else "") + notes
 
 
-def texts(frames: Iterable[pd.DataFrame]) -> str:
-    """Several tables as text, a blank line between them."""
-    return "\n\n".join(text(frame) for frame in frames)
-
-
-def show(*frames: pd.DataFrame | str) -> None:
-    """Display tables in a notebook, as HTML and as text (for nbval); a string is printed as it is."""
+def show(*frames: pd.DataFrame) -> None:
+    """Display tables in a notebook, as HTML and as text (for nbval)."""
     for frame in frames:
-        if isinstance(frame, str):
-            print(frame)
-        else:
-            display({"text/plain": text(frame), "text/html": to_html(frame)}, raw=True)
+        display({"text/plain": text(frame), "text/html": to_html(frame)}, raw=True)
 
 
 def describe_config(config: RunConfig) -> str:
@@ -218,8 +204,7 @@ def data_table(summary: dict[str, Any], provenance: bool = False) -> pd.DataFram
 def accuracy_table(
     metrics: dict[str, Any], num_test: int | None = None, num_train: int | None = None
 ) -> pd.DataFrame:
-    """Test and train accuracy and their gap (``metrics.json``); with the image counts, how many of
-    the images each model got right."""
+    """Test and train accuracy and their gap (``metrics.json``); with the image counts, how many right."""
     notes = ("both evaluated in eval mode, without augmentation",)
     counts = {"test": num_test, "train": num_train, "train - test gap": None}
     keys = dict(zip(counts, ("test_accuracy", "train_accuracy", "train_test_gap"), strict=True))
@@ -258,8 +243,7 @@ def failure_tables(summary: FailureSummary, max_pairs: int = 5) -> list[pd.DataF
 
 
 def comparison_tables(comparison: dict[str, Any]) -> list[pd.DataFrame]:
-    """Both models' accuracy and gap, and what became of the baseline's confident failures
-    (``FailureComparison.to_dict()``)."""
+    """Both models' accuracy and gap, and what became of the baseline's confident failures."""
     columns = ("model", "test accuracy", "train - test gap")
     rows = [(m, comparison[f"{m}_accuracy"], comparison[f"{m}_gap"]) for m in ("baseline", "augmented")]
     counts = comparison["counts"]
@@ -290,8 +274,7 @@ def comparison_table(rows: Sequence[dict[str, Any]], max_rows: int = 20) -> pd.D
 
 
 def corruption_tables(result: StressResult, severities: bool = False) -> list[pd.DataFrame]:
-    """Each model's clean and corrupted accuracy, and per corruption (mean over the severities; with
-    ``severities``, each severity's too), from :func:`analysis.stress.run_stress_test`."""
+    """:func:`analysis.stress.run_stress_test`: each model's accuracy, clean and per corruption."""
     models, setup = result.models, result.setup
     kinds, levels = setup.corruption_names, setup.severities
     title = f"{setup.num_images} test images, {len(kinds)} corruptions x {len(levels)} severities"
@@ -380,10 +363,8 @@ def failure_road_table(report: FailureRoad) -> pd.DataFrame:
     each layer, each explainer at the compared layer and a random map (the floor), with the verdicts."""
     if report.num_images == 0:
         return note("no failures to score")
-    layer, rows = report.explainer_layer, report.rows
-    names = [f"gradcam@{name}" for name in report.layers]
-    names += [f"{e}@{layer}" for e in report.explainers if f"{e}@{layer}" not in names]
-    frame = _road_map_table(report, [name for name in [*names, "random"] if name in rows] or list(rows))
+    layer = report.explainer_layer
+    frame = _road_map_table(report, list(report.rows))  # in the order failure_faithfulness scored them
     frame.attrs["title"] = (
         f"ROAD on the {report.num_images} most confident of {report.num_failures} failures: "
         "change in the predicted class's probability"
@@ -414,8 +395,7 @@ def road_by_model_table(result: RoadByModel) -> pd.DataFrame:
 
 
 def positive_control_road_table(result: PositiveControl) -> pd.DataFrame:
-    """ROAD's combined score of the positive control's two models: Grad-CAM, a random map and the
-    object mask as the map (``positive_control.json``)."""
+    """ROAD's combined score of the positive control's models: Grad-CAM, a random map, the object mask."""
     columns = ("", "images", "Grad-CAM", "random", "object mask")
     roads = {name: entry.road for name, entry in result.models.items()}
     rows = [
@@ -434,14 +414,13 @@ def positive_control_road_table(result: PositiveControl) -> pd.DataFrame:
 
 def _by_category(by_category: dict[str, Any], title: str, notes: list[str]) -> pd.DataFrame:
     rows = [(c, *(by_category[g][c] for g in COUNT_KEYS)) for c in CATEGORIES]
-    return table(CATEGORY_COUNTS, rows, title, notes)
+    return table(_CATEGORY_COUNTS, rows, title, notes)
 
 
 def human_label_tables(summary: HumanLabelsSummary | NotApplicable) -> list[pd.DataFrame]:
-    """:func:`analysis.human_labels.human_labels_summary`: each model's confident failures by category
-    (with enrichment) and fixed / kept / new by category, or why no human labels apply."""
+    """:func:`analysis.human_labels.human_labels_summary`: the failures by category, of each model."""
     if isinstance(summary, NotApplicable):
-        return [_not_applicable(summary.reason)]
+        return [note(str(summary))]
     models = summary.models()  # augmented: once stage 05 has run
     columns = ("category", *(f"{m}{s}" for m in models for s in ("", " enrichment")))
     rows = [(c, *(v for m in models.values() for v in (m.counts[c], m.enrichment[c]))) for c in CATEGORIES]
@@ -461,10 +440,9 @@ def human_label_tables(summary: HumanLabelsSummary | NotApplicable) -> list[pd.D
 
 
 def human_failure_table(report: HumanFailureReport | NotApplicable, title: str = "") -> pd.DataFrame:
-    """:func:`analysis.human_labels.human_failure_report`: the confident failures by category, their
-    share, the category's share of the test set and the enrichment, or why no human labels apply."""
+    """:func:`analysis.human_labels.human_failure_report`: the confident failures by category."""
     if isinstance(report, NotApplicable):
-        return _not_applicable(report.reason)
+        return note(str(report))
     counts, n, base = report.counts, report.num_failures, report.base_shares()
     rows = [(c, counts[c], counts[c] / n if n else None, base[c], report.enrichment[c]) for c in CATEGORIES]
     title = title or (
@@ -487,7 +465,7 @@ def human_comparison_tables(result: CategoryComparison | NotApplicable) -> list[
     """:func:`analysis.human_labels.comparison_by_category`: the augmented model's failures by
     category, and fixed / kept / new by category with every fixed verified label error."""
     if isinstance(result, NotApplicable):
-        return [_not_applicable(result.reason)]
+        return [note(str(result))]
     flagged, augmented = result.fixed_label_errors, result.augmented
     notes = [
         f"WARNING: {len(flagged)} 'fixed' failure(s) are verified label errors: the augmented model "
@@ -510,7 +488,7 @@ def human_calibration_table(result: HumanCalibration | NotApplicable) -> pd.Data
     """:func:`analysis.human_labels.calibration_against_humans`: each model's cross-entropy against the
     CIFAR-10H votes, as trained and temperature-scaled, or why no human labels apply."""
     if isinstance(result, NotApplicable):
-        return _not_applicable(result.reason)
+        return note(str(result))
     # temperature and "after" are None for a model the calibration skipped
     rows = [(name, m.before, m.temperature, m.after) for name, m in result.models.items()]
     title = (
@@ -525,8 +503,8 @@ def human_calibration_table(result: HumanCalibration | NotApplicable) -> pd.Data
 
 
 def seed_accuracy_table(accuracy: AccuracySummary) -> pd.DataFrame:
-    """Both models' test accuracy over seeds and their paired difference: mean, sd and 95 % t-interval
-    (``accuracy.json``, or the replicate summary), two decimals: seeds differ by tenths of a point."""
+    """Both models' test accuracy over seeds and their paired difference: mean, sd and 95 % t-interval,
+    two decimals: seeds differ by tenths of a point."""
     columns = ("", "mean", "sd", "95 % interval from", "to")
     spreads = {
         "baseline": accuracy.baseline,
@@ -549,12 +527,11 @@ def noise_floor_table(means: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
         (kind, *(means[kind][k] for k in COUNT_KEYS)) for kind in ("reseed", "augmentation") if kind in means
     ]
     title = "mean fixed / kept / new: a reseed of the baseline against augmentation"
-    return table(("comparison", *CATEGORY_COUNTS[1:]), rows, title)
+    return table(("comparison", *_CATEGORY_COUNTS[1:]), rows, title)
 
 
 def noise_floor_tables(floor: NoiseFloor) -> list[pd.DataFrame]:
-    """:func:`analysis.seed_analysis.noise_floor`: the mean counts (:func:`noise_floor_table`) and
-    fixed / kept / new of each pair of models compared."""
+    """:func:`analysis.seed_analysis.noise_floor`: the mean counts and each compared pair's counts."""
     pairs = [
         (f"{r.source} → {r.target}", *(r.counts[k] for k in COUNT_KEYS))
         for r in floor.reseed + floor.augmentation
@@ -563,8 +540,7 @@ def noise_floor_tables(floor: NoiseFloor) -> list[pd.DataFrame]:
 
 
 def stability_table(stability: FailureStability) -> pd.DataFrame:
-    """:func:`analysis.seed_analysis.failure_stability`: failures per seed, how many images fail in k
-    seeds, the mean Jaccard overlap and the consistent failures."""
+    """:func:`analysis.seed_analysis.failure_stability` as a table of quantities."""
     rows = [
         ("confident failures per seed", stability.failures_per_seed),
         # keys as strings, as the file holds them
@@ -598,7 +574,7 @@ def category_mix_table(mix: CategoryMix | NotApplicable) -> pd.DataFrame:
     """:meth:`workflow.stages.Replicates.human_label_mix`: the count and share of each category among
     the consistent and among the one-seed failures, or why no human labels apply."""
     if isinstance(mix, NotApplicable):
-        return _not_applicable(mix.reason)
+        return note(str(mix))
     groups = {"consistent": mix.consistent, "one_seed": mix.one_seed}
     totals = {g: sum(counts.values()) for g, counts in groups.items()}
 
@@ -630,12 +606,9 @@ def _on_real_data(rows: Sequence[ClaimResult]) -> list[ClaimResult]:
 
 
 def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") -> pd.DataFrame:
-    """The ledger (:mod:`cifar_helpers.analysis.claims`) on the run's data (the bench's rows are
-    :func:`bench_table`'s): claim | test | control | effect [95 % CI] | verdict, a row per
-    :class:`ClaimResult` (its population after the test unless it is all test images or all failures,
-    and "secondary" unless it is the claim's primary population), levels in percent and differences
-    in points (:func:`_claim_effect`); the notes give each interval's method and each verdict rule with
-    the claims they apply to, and how to read "inconclusive"."""
+    """The ledger (:mod:`cifar_helpers.analysis.claims`) on the run's data, a row per
+    :class:`ClaimResult`; the bench's rows are :func:`bench_table`'s. The notes say which interval
+    method and which verdict rule each claim uses, and how to read "inconclusive"."""
     rows = _on_real_data(rows)
     if not rows:
         return note("no claims tested yet: run 03_gradcam, 05_reevaluation and 06_stress_tests")
@@ -675,8 +648,7 @@ def claims_table(rows: Sequence[ClaimResult], title: str = "the claims ledger") 
 
 def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
     """The ledger for a terminal ``width`` columns wide (``run_all.py``'s summary): each claim's words
-    once, then a line per test (test, "vs" its control, effect, verdict), a withheld verdict's reason
-    below it, and :func:`claims_table`'s notes, every line wrapped to ``width``."""
+    once, then a line per test, and :func:`claims_table`'s notes, every line wrapped to ``width``."""
     bench = _bench_lines(rows)
     rows = _on_real_data(rows)
     frame = claims_table(rows)
@@ -715,8 +687,7 @@ def _bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
 
 def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
     """The planted-cause bench (:mod:`cifar_helpers.analysis.claims.bench`) as a matrix: a row per
-    claim test, a column per planted cause, each cell the verdict and effect of that test on the model
-    with that cause. A test passes when it says supported on its own cause and on no other."""
+    claim test, a column per planted cause, each cell that test's verdict and effect on that cause."""
     bench = [r for r in rows if r.population.startswith(BENCH)]
     if not bench:
         return note("the planted-cause bench has not run yet: run 06_stress_tests")
@@ -735,8 +706,7 @@ def bench_table(rows: Sequence[ClaimResult]) -> pd.DataFrame:
 
 
 def tile_shuffle_table(results: Mapping[str, TileShuffle]) -> pd.DataFrame:
-    """Accuracy on tile-shuffled images per model (``stress/tile_shuffle.json``: ``{model:
-    analysis.claims.shuffled_accuracy result}``): clean, then each tile size; chance in the title."""
+    """Accuracy on tile-shuffled images per model (``{model: analysis.claims.shuffled_accuracy(...)}``)."""
     first = next(iter(results.values()))
     columns = ("model", "clean", *(f"{tile}-px tiles" for tile in first.tiles))
     rows = [(name, r.clean, *r.tiles.values()) for name, r in results.items()]
@@ -766,8 +736,7 @@ def train_step_table(record: Mapping[str, Any]) -> pd.DataFrame:
 
 def surround_pull_table(row: ClaimResult, classes: Sequence[str]) -> pd.DataFrame:
     """Claim 3's *pull* by surround class (``details.follows_donor_by_class`` of a background row): how
-    often a failure given another class's surround was then called that class. A sky ring pulling
-    toward *airplane* more than other rings pull toward theirs would show here."""
+    often a failure given another class's surround was then called that class."""
     pull = row.details["follows_donor_by_class"]
     rows = sorted(zip(classes, pull, strict=True), key=lambda r: 1 if math.isnan(r[1]) else -r[1])
     title = f"the pull of a surround, by its class ({row.population})"

@@ -213,9 +213,6 @@ class FailureBrowser:
         slider_row = widgets.HBox([self.slider, self.position_label])
         self.widget = widgets.VBox([self.model_row, filters, slider_row, self.output])
 
-        self.filtered_indices = torch.empty(0, dtype=torch.int64)
-        self.message = ""
-        self._rows = np.empty(0, dtype=np.int64)
         self._updating = False
         for control in (self.model_toggle, self.true_dropdown, self.pred_dropdown, self.category_dropdown):
             control.observe(lambda _change: self._apply_filters(), names="value")
@@ -356,10 +353,6 @@ class FailureBrowser:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
-
-    def __repr__(self) -> str:
-        shown, matching = self.current_index, len(self._rows)
-        return f"FailureBrowser(models={self.model_names}, shown={shown}, matching={matching})"
 
 
 def _static_failure_figure(*inputs: Any, **named_inputs: Any) -> Figure:
