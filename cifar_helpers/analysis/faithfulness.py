@@ -2,12 +2,10 @@
 and explainers compared.
 
 ROAD removes the most (MoRF) or least (LeRF) relevant ``f`` of a map's pixels, imputed from their
-neighbours (pytorch-grad-cam's ``NoisyLinearImputer``: constant blanking is itself out of distribution),
-and measures the change in the target class's probability; *combined* is the mean over fractions of
-(LeRF change - MoRF change) / 2, as ``ROADCombined``: higher is more faithful, a random map scores 0 on
-average. Unlike the library, tied pixels (Grad-CAM's ReLU leaves many zeros) are ranked in a seeded
-random order, so exactly as many pixels go as on a map without ties, and the imputer's noise is seeded
-per (order, fraction), leaving the global generator untouched.
+neighbours (pytorch-grad-cam's ``NoisyLinearImputer``: constant blanking is itself out of distribution);
+*combined* is the mean over fractions of (LeRF change - MoRF change) / 2, as ``ROADCombined``: higher
+is more faithful, a random map scores 0 on average. Why ties are ranked in a seeded order and the
+noise seeded per (order, fraction): docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -17,10 +15,10 @@ import io
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,28 +33,23 @@ from cifar_helpers.core.checks import (
     model_device,
 )
 from cifar_helpers.core.normalization import normalize
+from cifar_helpers.rundir.records import Record
 
 MOST_RELEVANT_FIRST = "most_relevant_first"
 LEAST_RELEVANT_FIRST = "least_relevant_first"
 REMOVAL_ORDERS = (MOST_RELEVANT_FIRST, LEAST_RELEVANT_FIRST)
 
 GRADCAM = "gradcam"  # the project's batched Grad-CAM (analysis.gradcam), identical to the library's
-# Established alternatives from pytorch-grad-cam, by the name used in tables and results.
-LIBRARY_EXPLAINERS = ("gradcam++", "hirescam", "scorecam", "eigencam")
-EXPLAINERS = (GRADCAM, *LIBRARY_EXPLAINERS)
+# Then established alternatives from pytorch-grad-cam, by the name used in tables and results.
+EXPLAINERS = (GRADCAM, "gradcam++", "hirescam", "scorecam", "eigencam")
 RANDOM = "random"
 _ROAD_BATCH = 256  # images per forward pass when scoring
 _CAM_BATCH = 64  # images per explainer call
 ROAD_LAYERS = ("layer2", "layer3", "layer4")  # 16x16, 8x8 and 4x4 maps before upsampling
 
 
-def _read(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` of dataclass ``cls``'s fields, read strictly: a missing key raises KeyError naming it."""
-    return {f.name: values[f.name] for f in fields(cls)}
-
-
 @dataclass(frozen=True)
-class RoadCurves:
+class RoadCurves(Record):
     """ROAD of one set of maps of ``num_images`` images over ``fractions``: per order, the mean change in
     the target class's probability per fraction (``most_relevant_first``, ``least_relevant_first``) and
     its standard error (``*_sem``); ``combined``, the mean over fractions of (LeRF - MoRF) / 2 (higher
@@ -75,7 +68,7 @@ class RoadCurves:
 
 
 @dataclass(frozen=True)
-class RoadTable:
+class RoadTable(Record):
     """ROAD of several sets of maps of the same ``num_images`` images (:func:`road_table`): ``rows``
     ``{name: RoadCurves}`` over ``fractions``, scored in ``seconds``."""
 
@@ -83,20 +76,6 @@ class RoadTable:
     fractions: list[float]
     rows: dict[str, RoadCurves]
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, the fields in order (the rows' too); see :meth:`from_dict`."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls: type[_Table], values: Mapping[str, Any]) -> _Table:
-        """Rebuild a table from :meth:`to_dict`'s output; a missing key raises KeyError naming it."""
-        read = _read(cls, values)
-        rows = {name: RoadCurves(**_read(RoadCurves, row)) for name, row in read.pop("rows").items()}
-        return cls(**read, rows=rows)
-
-
-_Table = TypeVar("_Table", bound=RoadTable)
 
 
 @dataclass(frozen=True)
@@ -118,24 +97,13 @@ class FailureRoad(RoadTable):
 
 
 @dataclass(frozen=True)
-class RoadByModel:
+class RoadByModel(Record):
     """ROAD of each model's own maps of the same ``num_images`` images (:func:`road_by_model`,
     ``reevaluation/road.json``): ``models`` ``{name: RoadTable}`` with rows ``gradcam`` and ``random``."""
 
     num_images: int
     fractions: list[float]
     models: dict[str, RoadTable]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, the fields in order; see :meth:`from_dict`."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RoadByModel:
-        """Rebuild the result from :meth:`to_dict`'s output; a missing key raises KeyError naming it."""
-        read = _read(cls, values)
-        models = {name: RoadTable.from_dict(table) for name, table in read.pop("models").items()}
-        return cls(**read, models=models)
 
 
 def _keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Generator) -> Tensor:
@@ -146,9 +114,6 @@ def _keep_masks(maps: Tensor, fraction: float, order: str, generator: torch.Gene
     keeps on a map without ties (``RemoveMostRelevantFirst(percentile=100 * (1 - fraction))`` keeps the
     pixels strictly below ``np.percentile``: with distinct values, ``ceil((1 - fraction) * (H W - 1))``).
     """
-    if order not in REMOVAL_ORDERS:
-        raise ValueError(f"order must be one of {', '.join(REMOVAL_ORDERS)}, got {order!r}")
-    check_fractions("fraction", [fraction], increasing=True)
     n, height, width = maps.shape
     pixels = height * width
     flat = maps.detach().cpu().double().flatten(1)
@@ -201,15 +166,9 @@ def _road_change(
     *,
     seed: int = 0,
 ) -> Tensor:
-    """Per image, the change in the target class's probability after ROAD removes ``fraction``.
-
-    ``images`` float (N, 3, H, W) normalised, ``target_classes`` int64 (N,), ``maps`` float (N, H, W);
-    ``fraction`` and ``order`` as for :func:`_keep_masks`; ``seed`` seeds the tie-break and the imputer's
-    noise. The model runs in eval mode (every module's mode is restored).
-
-    Returns:
-        float64 (N,) on the CPU: probability after minus probability before.
-    """
+    """Per image, float64 (N,) on the CPU: the target class's probability after ROAD removes ``fraction``
+    in ``order`` (:func:`_keep_masks`) minus before. ``images`` float (N, 3, H, W) normalised,
+    ``target_classes`` int64 (N,), ``maps`` float (N, H, W); ``seed`` seeds the tie-break and the noise."""
     n, _, height, width = images.shape
     targets = check_target_classes("target_classes", target_classes, n)
     maps = check_maps("maps", maps, (n, height, width)).cpu()
@@ -271,16 +230,9 @@ def _explainer_maps(
     *,
     layer: nn.Module | str | None = None,
 ) -> Tensor:
-    """Maps of any explainer in :data:`EXPLAINERS` (the project's Grad-CAM, or pytorch-grad-cam's) for
-    the target classes.
-
-    ``model`` (fp32) runs on its own device, its modes and ``.grad`` restored afterwards.
-    ``images_uint8`` uint8 (N, 3, H, W), ``target_classes`` int64 (N,) (the logit explained), ``layer`` as for
-    :func:`cifar_helpers.analysis.gradcam.resolve_layer`; :data:`_CAM_BATCH` images per call.
-
-    Returns:
-        float32 (N, H, W) on the CPU, in [0, 1] (the library's min-max scaling).
-    """
+    """Maps of ``method`` (one of :data:`EXPLAINERS`) of uint8 (N, 3, H, W) ``images_uint8`` for int64
+    (N,) ``target_classes``: float32 (N, H, W) on the CPU in [0, 1] (the library's min-max scaling).
+    ``model`` (fp32) keeps its modes and ``.grad``; ``layer`` as for :func:`resolve_layer`."""
     if method == GRADCAM:
         return explain_images(model, images_uint8, target_classes, layer=layer, batch_size=_CAM_BATCH)
     from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
@@ -289,9 +241,7 @@ def _explainer_maps(
     classes = {"gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "scorecam": ScoreCAM, "eigencam": EigenCAM}
     if method not in classes:
         raise ValueError(f"method must be one of {', '.join(classes)}, got {method!r}")
-    images_uint8 = check_images("images_uint8", images_uint8)
     n, _, height, width = images_uint8.shape
-    targets = check_target_classes("target_classes", target_classes, n)
     target_layer = resolve_layer(model, layer)
     device = model_device(model, images_uint8.device)
     maps = torch.zeros((n, height, width), dtype=torch.float32)
@@ -302,7 +252,7 @@ def _explainer_maps(
             cam.batch_size = 1024
             for start in range(0, n, _CAM_BATCH):
                 x = normalize(images_uint8[start : start + _CAM_BATCH].to(device))
-                wanted = [ClassifierOutputTarget(int(c)) for c in targets[start : start + _CAM_BATCH]]
+                wanted = [ClassifierOutputTarget(int(c)) for c in target_classes[start : start + _CAM_BATCH]]
                 # Score-CAM prints a progress bar per image; keep notebook outputs clean.
                 with contextlib.redirect_stderr(io.StringIO()):
                     maps[start : start + _CAM_BATCH] = torch.from_numpy(cam(input_tensor=x, targets=wanted))

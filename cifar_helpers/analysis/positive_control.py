@@ -1,9 +1,7 @@
 """A positive control for background confusion: does Grad-CAM show a cause we planted?
 
 On generated images with known object masks, a model trained where backgrounds give the class away
-should put less Grad-CAM mass on the object in its failures than one trained where they do not. The
-result (:class:`PositiveControl`, saved as ``stress/positive_control.json``) and the failures kept
-for figures (:class:`ControlExamples`, ``positive_control_examples.pt``) are read back strictly.
+should put less Grad-CAM mass on the object in its failures than one trained where they do not.
 """
 
 from __future__ import annotations
@@ -18,12 +16,10 @@ import torch
 
 from cifar_helpers.analysis.failures import find_high_confidence_failures
 from cifar_helpers.analysis.faithfulness import RoadTable, random_maps, road_table
-from cifar_helpers.analysis.gradcam import grad_cam, mask_share, pointing_game
+from cifar_helpers.analysis.gradcam import explain_images, mask_share, pointing_game
 from cifar_helpers.analysis.sanity import nan_mean_std
-from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.data import make_synthetic_cifar
 from cifar_helpers.core.evaluation import accuracy, predict
-from cifar_helpers.core.normalization import normalize
 from cifar_helpers.core.training import train_model
 from cifar_helpers.rundir.artifacts import load_torch, save_torch
 from cifar_helpers.rundir.config import make_config
@@ -162,10 +158,6 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> Po
     only over many failures do the tied model's background-driven mistakes show. ``out_dir`` receives
     the checkpoints (``tied/``, ``untied/``; finished ones are reused) and
     ``positive_control_examples.pt`` (:class:`ControlExamples`).
-
-    Returns:
-        The :class:`PositiveControl` (the stress stage saves its ``to_dict()`` as
-        ``positive_control.json``).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -196,11 +188,10 @@ def background_positive_control(config: RunConfig, *, out_dir: str | Path) -> Po
     test = datasets["untied"]  # both share the test split: backgrounds there are never tied
     trained = {name: _train_control(control, datasets[name], test, out_dir / name) for name in CONTROL_MODELS}
     threshold, tried = _control_threshold(trained, test.test_labels, control.confidence_threshold)
-    normalised = normalize(test.test_images.to(model_device(trained["tied"]["model"])))
     summary: dict[str, ControlModel] = {}
     examples: dict[str, FailureExamples] = {}
     for name, entry in trained.items():
-        summary[name], examples[name] = _explain_control(entry, test, normalised, threshold, config)
+        summary[name], examples[name] = _explain_control(entry, test, threshold, config)
     kept = ControlExamples(tuple(test.classes), threshold, examples["tied"], examples["untied"])
     save_torch(out_dir / EXAMPLES_NAME, kept.to_dict())
     return PositiveControl(
@@ -262,12 +253,12 @@ def _control_threshold(
 
 
 def _explain_control(
-    entry: dict[str, Any], test: CifarData, normalised: torch.Tensor, threshold: float, config: RunConfig
+    entry: dict[str, Any], test: CifarData, threshold: float, config: RunConfig
 ) -> tuple[ControlModel, FailureExamples]:
     """One control model's Grad-CAM measures (its result entry) and its first failures (for figures)."""
     model, masks = entry["model"], test.test_masks
     predicted = entry["probs"].argmax(dim=1)
-    maps = grad_cam(model, normalised, predicted, config.gradcam_layer, batch_size=256).cpu()
+    maps = explain_images(model, test.test_images, predicted, layer=config.gradcam_layer)
     shares = mask_share(maps, masks)
     hits = pointing_game(maps, masks)
     failures = find_high_confidence_failures(entry["probs"], test.test_labels, threshold)

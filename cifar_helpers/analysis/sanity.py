@@ -74,15 +74,12 @@ def cascading_randomisation_maps(
     *,
     layer: str | None = None,
     seed: int = 0,
-    target_classes: torch.Tensor | None = None,
-    batch_size: int | None = None,
 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Grad-CAM maps of the trained model and of each cumulatively randomised copy (the model itself is
     left unchanged: a deep copy is randomised; step k re-initialises under ``seed + k``).
 
-    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``);
-    ``target_classes`` int64 (N,), None for the *trained* model's predictions at every step;
-    ``batch_size`` images per Grad-CAM pass (None: all at once).
+    ``images_normalised`` float (N, 3, H, W); ``layer`` the Grad-CAM layer (None: ``layer4``). Every
+    step explains the *trained* model's predictions.
 
     Returns:
         ``(steps, maps, targets)``: step names (``"trained"`` first, then :data:`RANDOMISATION_STEPS`),
@@ -103,13 +100,11 @@ def cascading_randomisation_maps(
         )
     device = model_device(model)
     images = images_normalised.to(device)
-    if target_classes is None:
-        with eval_mode(model), torch.no_grad():
-            target_classes = model(images).argmax(dim=1).cpu()
-    target_classes = torch.as_tensor(target_classes).long().cpu()
+    with eval_mode(model), torch.no_grad():
+        target_classes = model(images).argmax(dim=1).cpu()
 
     steps = [TRAINED_STEP]
-    maps = [grad_cam(model, images, target_classes, layer, batch_size=batch_size).cpu()]
+    maps = [grad_cam(model, images, target_classes, layer).cpu()]
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
     for k, (step, names) in enumerate(RANDOMISATION_STEPS, start=1):
@@ -121,7 +116,7 @@ def cascading_randomisation_maps(
                     if callable(getattr(sub, "reset_parameters", None)):
                         sub.reset_parameters()
         steps.append(step)
-        maps.append(grad_cam(randomised, images, target_classes, layer, batch_size=batch_size).cpu())
+        maps.append(grad_cam(randomised, images, target_classes, layer).cpu())
     return steps, torch.stack(maps), target_classes
 
 

@@ -28,9 +28,6 @@ from cifar_helpers.core.checks import check_count, check_images, check_labels
 from cifar_helpers.core.evaluation import accuracy, predict
 from cifar_helpers.rundir.records import INLINE, Record
 
-# (uint8 images on the CPU, the severity's parameter, generator) -> uint8 images
-CorruptionFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
-
 # Per-severity parameters (severity 1..5 -> index 0..4), from CIFAR-10-C's generator; x in [0, 1].
 CORRUPTION_PARAMETERS: dict[str, tuple[float, ...]] = {
     "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # sigma: x + N(0, sigma^2) per pixel, clipped
@@ -42,7 +39,6 @@ CORRUPTION_PARAMETERS: dict[str, tuple[float, ...]] = {
 }
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
-MAX_SEVERITY = 5
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -150,7 +146,8 @@ def _pixelate(images: torch.Tensor, scale: float, generator: torch.Generator) ->
     return _box_resize(small, height, width).clamp(0, 255).to(torch.uint8)
 
 
-CORRUPTIONS: dict[str, CorruptionFn] = {
+# (uint8 images on the CPU, the severity's parameter, generator) -> uint8 images
+CORRUPTIONS: dict[str, Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]] = {
     "gaussian_noise": _gaussian_noise,
     "gaussian_blur": _gaussian_blur,
     "contrast": _contrast,
@@ -158,11 +155,6 @@ CORRUPTIONS: dict[str, CorruptionFn] = {
     "jpeg": _jpeg,
     "pixelate": _pixelate,
 }
-
-
-def _check_corruption(name: str) -> None:
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; known corruptions: {', '.join(CORRUPTIONS)}")
 
 
 def corruption_seed(seed: int, name: str, severity: int) -> int:
@@ -184,8 +176,9 @@ def corrupt(
     ``generator``: a CPU ``torch.Generator`` or an integer seed (None: 0), used by ``gaussian_noise``.
     """
     images = check_images("images", images)
-    _check_corruption(name)
-    severity = check_count("severity", severity, low=0, high=MAX_SEVERITY)
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; known corruptions: {', '.join(CORRUPTIONS)}")
+    severity = check_count("severity", severity, low=0, high=SEVERITIES[-1])
     if generator is None or isinstance(generator, (int, np.integer)):
         seed = 0 if generator is None else int(generator)
         generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ from cifar_helpers.core.checks import (
     eval_mode,
     model_device,
 )
+from cifar_helpers.rundir.records import Record
 
 
 def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
@@ -71,7 +72,7 @@ def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True, eq=False)
-class DeletionCurve:
+class DeletionCurve(Record):
     """The deletion test (:func:`deletion_curve`): float64 (S,) CPU tensors of the ``fractions`` of
     pixels blanked and the mean target probability with the most ``attended`` or ``random`` pixels
     blanked first, and the trapezoidal areas under both; the entry ``deletion`` of ``measures.json``.

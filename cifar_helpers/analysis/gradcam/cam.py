@@ -8,7 +8,6 @@ size and divided by its maximum.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -27,6 +26,7 @@ from cifar_helpers.core.checks import (
     model_device,
 )
 from cifar_helpers.core.normalization import normalize
+from cifar_helpers.rundir.records import Record
 
 DEFAULT_LAYER = "layer4"
 
@@ -154,7 +154,7 @@ def grad_cam(
 
 
 @dataclass(frozen=True)
-class FailureMaps:
+class FailureMaps(Record):
     """Grad-CAM of K explained failures (notebook 03's ``gradcam/heatmaps.pt``), row i for the failure
     at test index ``indices[i]``: int64 (K,) ``indices``, ``predicted`` and ``true_labels``; float32
     (K, H, W) ``predicted_maps`` and ``true_maps`` in [0, 1], of the predicted and of the true class."""
@@ -171,16 +171,6 @@ class FailureMaps:
     def restricted(self, keep: Tensor) -> FailureMaps:
         """The rows where bool (K,) ``keep`` is True."""
         return FailureMaps(*(getattr(self, f.name)[keep] for f in fields(self)))
-
-    def to_dict(self) -> dict[str, Tensor]:
-        """What ``heatmaps.pt`` holds: the fields by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Tensor]) -> FailureMaps:
-        """Read :meth:`to_dict`'s output back (``load_torch`` of ``heatmaps.pt``); a missing key raises
-        KeyError naming it."""
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def gradcam_for_failures(

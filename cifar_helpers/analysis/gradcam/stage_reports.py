@@ -6,7 +6,7 @@ two models' attention on the same images (:func:`compare_attention`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from cifar_helpers.core.checks import model_device
 from cifar_helpers.core.normalization import normalize
+from cifar_helpers.rundir.records import Record
 
 from .attention import DeletionCurve, attention_measures, deletion_curve, periphery_share
 from .cam import FailureMaps, explain_images
@@ -61,7 +62,7 @@ def _share_list(maps: Tensor, center: int) -> list[float | None]:
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionReport:
+class AttentionReport(Record):
     """Notebook 03's attention measures (:func:`failure_attention_report`, ``gradcam/measures.json``):
     ``periphery`` (:func:`attention_measures`) of the ``num_failures`` failures' maps against their
     controls', each map's periphery share (None for an all-zero map) outside the central ``center`` px,
@@ -78,10 +79,6 @@ class AttentionReport:
     control_indices: list[int]
     deletion: DeletionCurve | None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, the fields in order (``save_json`` writes the curve's tensors as lists)."""
-        return asdict(self)
-
 
 def failure_attention_report(
     model: nn.Module,
@@ -96,11 +93,9 @@ def failure_attention_report(
     center: int = 16,
     batch_size: int = 256,
 ) -> AttentionReport:
-    """Are the failures' heatmaps different, and are they faithful? The measures of notebook 03.
-
-    The periphery share of each failure's predicted-class map against correct images of matched
-    confidence and predicted class (:func:`matched_controls`), and the deletion test
-    (:func:`deletion_curve`).
+    """Are the failures' heatmaps different, and are they faithful? Notebook 03's measures: the
+    periphery share of each failure's predicted-class map against correct images of matched confidence
+    and predicted class (:func:`matched_controls`), and the deletion test (:func:`deletion_curve`).
 
     ``images_uint8`` uint8 (N, 3, H, W), ``probs`` float (N, C) and ``labels`` int64 (N,) cover the
     whole split; ``failure_maps`` is :func:`gradcam_for_failures`' output; ``layer`` and
@@ -136,15 +131,9 @@ def failure_attention_report(
     )
 
 
-def compare_attention(
-    before_maps: Tensor,
-    after_maps: Tensor,
-    *,
-    center: int = 16,
-    names: tuple[str, str] = ("baseline", "augmented"),
-) -> dict[str, Any]:
-    """Periphery share of two models' float (K, H, W) maps of the same images, aligned image by image:
-    did attention move onto the object? ``names`` are what the two sets are called in the result.
+def compare_attention(before_maps: Tensor, after_maps: Tensor, *, center: int = 16) -> dict[str, Any]:
+    """Periphery share of the baseline's and the augmented model's float (K, H, W) maps of the same
+    images, aligned image by image: did attention move onto the object?
 
     Returns:
         JSON-ready: per model {n, mean, median} of the periphery share and the per-image shares;
@@ -152,13 +141,12 @@ def compare_attention(
         ``share_moved_inward`` (fraction of those images whose periphery share fell); ``wilcoxon_p``.
     """
     measures = attention_measures(before_maps, after_maps, center=center)
-    before, after = names
     return {
         "center": center,
-        before: measures["failures"],
-        after: measures["controls"],
-        f"{before}_shares": _share_list(before_maps, center),
-        f"{after}_shares": _share_list(after_maps, center),
+        "baseline": measures["failures"],
+        "augmented": measures["controls"],
+        "baseline_shares": _share_list(before_maps, center),
+        "augmented_shares": _share_list(after_maps, center),
         "pairs": measures["pairs"],
         "mean_change": None if measures["mean_difference"] is None else -measures["mean_difference"],
         # "failure higher" is "before higher": the periphery share fell, attention moved inward.
@@ -196,9 +184,7 @@ def describe_attention(measures: AttentionReport) -> str:
     return "\n".join(lines)
 
 
-def describe_attention_change(
-    measures: dict[str, Any], names: tuple[str, str] = ("baseline", "augmented")
-) -> str:
+def describe_attention_change(measures: dict[str, Any]) -> str:
     """:func:`compare_attention`'s periphery comparison in words (notebook 05)."""
     if measures["pairs"] == 0:
         return "no pairs of non-empty heatmaps to compare"
@@ -207,7 +193,7 @@ def describe_attention_change(
         [
             f"Grad-CAM mass outside the central {c}x{c} pixels, on the baseline's failures "
             f"({measures['pairs']} images):",
-            *(f"  {name:<10} median {_pct(measures[name]['median'])}" for name in names),
+            *(f"  {name:<10} median {_pct(measures[name]['median'])}" for name in ("baseline", "augmented")),
             f"attention moved towards the centre on {_pct(measures['share_moved_inward'])} of the images",
         ]
     )
