@@ -18,7 +18,7 @@ import cifar_helpers.core.step_choice as step_choice
 import cifar_helpers.core.training as training
 from cifar_helpers.core.step_choice import Measurement, Step, _decide, candidate_steps, choose_step
 from cifar_helpers.core.training import CheckpointMismatchError, build_model, make_optimizer, train_model
-from cifar_helpers.rundir.artifacts import load_json, load_torch
+from cifar_helpers.rundir.artifacts import load_json, load_torch, save_torch
 from cifar_helpers.rundir.config import make_config
 
 EAGER_CL, EAGER_NCHW = Step(False, True), Step(False, False)
@@ -211,6 +211,16 @@ def test_the_choice_is_recorded_and_a_resume_keeps_it(
     assert load_json(tmp_path / "run" / "history.json")["environment"]["train_step"]["how"] == "checkpoint"
     with pytest.raises(CheckpointMismatchError, match="eager channels_last step"):
         fit(config.replace(compile=True), data, tmp_path / "run")
+
+
+def test_a_checkpoint_from_before_steps_were_chosen_resumes_eagerly(tmp_path: Path) -> None:
+    config, data = tiny()
+    fit(config, data, tmp_path, stop_after_epoch=1)
+    checkpoint = load_torch(tmp_path / "checkpoint.pt")
+    del checkpoint["train_step"]
+    save_torch(tmp_path / "checkpoint.pt", checkpoint)
+    fit(config, data, tmp_path)
+    assert load_json(tmp_path / "history.json")["environment"]["train_step"]["step"] == "eager NCHW"
 
 
 def compile_works() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -279,6 +280,8 @@ def test_corruption_curves_figure(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(solid) == 2 and len(dashed) == 2
     assert list(solid[0].get_xdata()) == [0, 1, 2, 3, 4, 5]
     assert fig._repr_png_().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="no corruption"):
+        plot_corruption_curves(replace(both, setup=replace(both.setup, corruption_names=())))
 
 
 def test_severity_grid_shows_every_corruption_at_every_severity(images: torch.Tensor) -> None:

@@ -281,7 +281,7 @@ def _resume(state: _TrainingState) -> dict[str, Any]:
             f"{path} is inconsistent: step {state.step} after {len(state.history)} epochs of "
             f"{state.steps} steps"
         )
-    return checkpoint["train_step"]
+    return checkpoint.get("train_step", {})  # empty: from before steps were chosen
 
 
 def _stop_if_diverged(state: _TrainingState, first_bad: int, epoch: int) -> None:
@@ -384,11 +384,12 @@ def _save_checkpoint(state: _TrainingState, epoch: int) -> None:
 def _use_step(
     state: _TrainingState, train: tuple[torch.Tensor, torch.Tensor], planned_steps: int, saved: dict | None
 ) -> None:
-    """Set ``state`` to train with the checkpoint's step (``saved``) when resuming, else with
-    :func:`core.step_choice.choose_step`'s, timed on the first batch of ``train``."""
+    """Set ``state`` to train with the checkpoint's step (``saved``; one from before steps were chosen
+    ran eagerly) when resuming, else with :func:`core.step_choice.choose_step`'s, timed on the first
+    batch of ``train``."""
     (x_train, y_train), config = train, state.config
     if saved is not None:
-        step = Step.from_dict(saved)
+        step = Step.from_dict(saved) if saved else Step(False, config.use_channels_last())
         if step not in candidate_steps(config):
             raise CheckpointMismatchError(
                 f"{state.checkpoint_path} was trained with the {step.name} step, which "

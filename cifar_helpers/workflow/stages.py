@@ -470,7 +470,7 @@ class Replicates:
         }
 
     def reseed_claims(self) -> list[ClaimResult]:
-        """Claim 6 against a reseed (:func:`analysis.claims.reseed_stage_claims`): ``explain_seed``'s
+        """Claim 6 against a reseed (:func:`analysis.claims.ledger.reseed_stage_claims`): ``explain_seed``'s
         baseline failures, fixed by its augmented model and by the next seed's baseline, gated by the
         bench of ``explain_seed``'s run."""
         result, config, data = self._explain_run()

@@ -45,6 +45,8 @@ def plot_corruption_curves(result: StressResult) -> Figure:
     """Accuracy against severity (0 = clean, also dashed), a panel per corruption, a line per model, from
     :func:`analysis.stress.run_stress_test`'s ``result``."""
     names, severities = result.setup.corruption_names, result.setup.severities
+    if not names:
+        raise ValueError("result holds no corruption: run run_stress_test with at least one corruption")
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
     fig = common.new_figure(3.2 * cols, 2.6 * rows + 0.6)
