@@ -225,6 +225,13 @@ class ConfidenceHistogram:
     correct: tuple[int, ...]
     wrong: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        if len(self.edges) < 2 or not len(self.correct) == len(self.wrong) == len(self.edges) - 1:
+            raise ValueError(
+                "a histogram has B+1 edges and B counts per group, got "
+                f"{len(self.edges)}, {len(self.correct)}, {len(self.wrong)}"
+            )
+
 
 def confidence_histogram(probs: Tensor, labels: Tensor) -> ConfidenceHistogram:
     """Histogram of the maximum softmax probability, separately for correct and wrong predictions: 20
