@@ -111,7 +111,7 @@ def test_offline_the_run_goes_on_without_human_labels(tmp_path, monkeypatch) -> 
     assert isinstance(result, hl.NotApplicable)
     assert "could not be downloaded" in result.reason and "no network" in result.reason
     assert str(result).startswith("no human labels apply: ") and "\n" not in str(result)
-    assert hl.human_failure_report(torch.rand(3, 10), torch.zeros(3), None, result) is result
+    assert hl.human_failure_report(torch.rand(3, 10), torch.zeros(3), None, result, 0.8) is result
     assert result.to_dict() == {"applies": False, "reason": result.reason}
 
 

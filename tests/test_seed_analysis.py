@@ -361,7 +361,7 @@ def test_human_label_mix_categorises_the_replicates_failures(tmp_path, batches_r
     assert isinstance(mix, CategoryMix) and mix.ambiguity_threshold == 0.8
     assert mix.consistent == {"ambiguous": 1, "model error": 1, "verified label error": 3}
     assert mix.one_seed == {"ambiguous": 1, "model error": 3}
-    expected = failure_categories(stability.one_seed, human)
+    expected = failure_categories(stability.one_seed, human, 0.8)
     assert sum(mix.one_seed.values()) == len(expected)
     subset = replicates().human_label_mix(stability)  # the smoke profile's 50 test images per class
     assert isinstance(subset, NotApplicable) and subset.reason

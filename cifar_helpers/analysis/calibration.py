@@ -99,7 +99,7 @@ class Calibration:
 
 
 def _check_scores(scores: Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C) float scores and (N,) int labels -> float64 and int64 CPU tensors, validated."""
+    """(N, C) float scores and (N,) int labels, validated, as float64 and int64 on the CPU."""
     scores, labels = _check_scores_on_cpu(scores, labels, name)
     scores = scores.to(torch.float64)
     if not torch.isfinite(scores).all():
@@ -138,22 +138,19 @@ def _reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 1
 
 
 def _negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean -log p(true class) under the softmax of ``logits`` float (N, C), ``labels`` int64 (N,): nats,
-    computed in float64."""
+    """Mean -log p(true class) under the softmax of ``logits`` float (N, C), ``labels`` int64 (N,), in
+    nats, computed in float64."""
     logits, labels = _check_scores(logits, labels, "logits")
     log_probs = torch.log_softmax(logits, dim=1)
     return float(-log_probs.gather(1, labels.view(-1, 1)).mean())
 
 
 def _fit_temperature(holdout_logits: torch.Tensor, holdout_labels: torch.Tensor) -> float:
-    """The temperature T > 0 minimising the hold-out NLL of ``softmax(logits / T)``.
+    """The temperature T > 0 minimising the hold-out NLL of ``softmax(logits / T)`` (Guo et al., 2017).
 
     Only hold-out data goes in (float (H, C) logits, int64 (H,) labels). The NLL is unimodal in log T,
-    so a bounded Brent search on log T within :data:`TEMPERATURE_BOUNDS` finds the global minimum.
-
-    Returns:
-        T as a Python float (T > 1 softens over-confident predictions, T < 1 sharpens); T at a bound
-        of :data:`TEMPERATURE_BOUNDS` means the hold-out set could not determine it.
+    so a bounded Brent search on log T within :data:`TEMPERATURE_BOUNDS` finds the global minimum; T at
+    a bound means the hold-out set could not determine it; T > 1 softens over-confident predictions.
     """
     logits, labels = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
     true_logit = logits.gather(1, labels.view(-1, 1)).squeeze(1)
@@ -190,20 +187,12 @@ def _calibration_report(
     holdout_labels: torch.Tensor,
     threshold: float = 0.9,
 ) -> ModelCalibration:
-    """Calibration of one model on the test split, before and after temperature scaling.
-
-    The temperature is fitted on the hold-out logits float (H, C) / labels int64 (H,), then applied to
-    the test logits float (N, C) / labels int64 (N,). ``threshold`` is the high-confidence threshold;
-    the ECE uses :func:`_reliability_bins`' 15 bins.
-    """
+    """Calibration of one model on the test split (logits float (N, C), labels int64 (N,)), before and
+    after the temperature fitted on the hold-out logits float (H, C) / labels int64 (H,); ``threshold``
+    the high-confidence threshold."""
     threshold = check_fraction("threshold", threshold, closed=(False, False))
     test_logits, test_labels = _check_scores(test_logits, test_labels, "test_logits")
     holdout_logits_64, holdout_labels_64 = _check_scores(holdout_logits, holdout_labels, "holdout_logits")
-    if holdout_logits_64.shape[1] != test_logits.shape[1]:
-        raise ValueError(
-            f"holdout_logits has {holdout_logits_64.shape[1]} classes but test_logits has "
-            f"{test_logits.shape[1]}; both must come from the same model"
-        )
     temperature = _fit_temperature(holdout_logits, holdout_labels)
 
     scaled = test_logits / temperature
@@ -240,15 +229,11 @@ def calibrate_models(
     **predict_options: Any,
 ) -> Calibration:
     """:func:`_calibration_report` of every model in ``{name: trained network}``, each with its
-    temperature fitted on the hold-out split.
+    temperature fitted on the hold-out split; ``skipped`` when there is none.
 
     ``test_images`` uint8 (N, 3, H, W) and ``test_labels`` int64 (N,); ``holdout_images`` uint8
-    (H', 3, H, W) and ``holdout_labels`` int64 (H',), training images kept out of training (empty
-    when the run has none); ``predict_options``: :func:`cifar_helpers.core.evaluation.predict`'s
-    keyword arguments (``RunConfig.eval_options()``).
-
-    Returns:
-        :class:`Calibration`, ``skipped`` when there is no hold-out split.
+    (H', 3, H, W) and ``holdout_labels`` int64 (H',), training images kept out of training;
+    ``predict_options``: :func:`cifar_helpers.core.evaluation.predict`'s keyword arguments.
     """
     if holdout_labels.numel() == 0:
         return Calibration({}, "the run has no hold-out split (holdout_per_class=0)")

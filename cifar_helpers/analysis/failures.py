@@ -18,7 +18,6 @@ from torch import Tensor
 from cifar_helpers.core.checks import (
     check_class_indices,
     check_classes,
-    check_count,
     check_fraction,
     check_probabilities,
     check_score_matrix,
@@ -35,19 +34,21 @@ COMPARISON_COUNTS = ("baseline_failures", "augmented_failures", *COUNT_KEYS)
 
 _TABLE_KEYS = ("index", "true", "baseline_predicted", "baseline_confidence", "augmented_predicted")
 _TABLE_KEYS += ("augmented_confidence", "status")
+# comparison.json's keys after the threshold and the counts.
+_COMPARISON_KEYS = ("baseline_accuracy", "augmented_accuracy", "baseline_gap", "augmented_gap", *COUNT_KEYS)
+_COMPARISON_KEYS += ("augmented_predicted", "augmented_confidence", "baseline_failures", "augmented_failures")
 
 
 def _check_scores_on_cpu(scores: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Tensor]:
-    """Float (N, C) scores (logits or probabilities) and their int (N,) class indices, checked: the
-    scores detached on the CPU, the labels int64 on the CPU (also calibration's check)."""
+    """Float (N, C) scores (logits or probabilities) and their (N,) class indices, checked, on the CPU
+    (also calibration's check)."""
     num_images, num_classes = check_score_matrix(name, scores).shape
     labels = check_class_indices("labels", labels, num_images, num_classes, rows_name=name)
     return scores.detach().cpu(), labels
 
 
 def _check_probs(probs: Tensor, labels: Tensor, name: str = "probs") -> tuple[Tensor, Tensor]:
-    """Validate softmax probabilities ``(N, C)`` against labels ``(N,)``; return both on the CPU,
-    probabilities in float64 when given so, else float32."""
+    """:func:`_check_scores_on_cpu` for softmax probabilities, kept in float64 when given so."""
     probs, labels = _check_scores_on_cpu(probs, labels, name)
     if probs.dtype != torch.float64:
         probs = probs.float()
@@ -62,13 +63,8 @@ _int64 = partial(torch.tensor, dtype=torch.int64)
 _float32 = partial(torch.tensor, dtype=torch.float32)
 
 
-def _optional_float(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
 def _to_json(value: Any) -> Any:
-    """Tensors as lists (float32 -> Python float is exact, so the JSON roundtrip loses nothing),
-    failure sets as their :meth:`FailureSet.to_dict`, numbers as they are."""
+    """Tensors as lists (float32 -> Python float is exact, so the JSON roundtrip loses nothing)."""
     if isinstance(value, Tensor):
         return value.tolist()
     return value.to_dict() if isinstance(value, FailureSet) else value
@@ -122,7 +118,8 @@ class FailureSet:
     def restricted_to(self, image_indices: Tensor) -> FailureSet:
         """The failures whose image index is in ``image_indices`` (int64, any order), rank order kept."""
         keep = torch.isin(self.indices, torch.as_tensor(image_indices, dtype=torch.int64))
-        return replace(self, **{name: getattr(self, name)[keep] for name in _COLUMNS})
+        columns = ("indices", "true_labels", "predicted", "confidence")
+        return replace(self, **{name: getattr(self, name)[keep] for name in columns})
 
 
 _FAILURE_SET_JSON: dict[str, Callable[[Any], Any]] = {
@@ -174,27 +171,19 @@ class ConfusedPair(Record):
 
 
 def _most_confused_pairs(failures: FailureSet, classes: Sequence[str]) -> tuple[ConfusedPair, ...]:
-    """The 10 most frequent (true, predicted) pairs among the failures, each with a count > 0, sorted by
-    count (descending), then true name, then predicted name; empty when there are no failures."""
-    names = check_classes("classes", classes, 0)
-    counts = confusion_matrix(failures.predicted, failures.true_labels, len(names))  # (true, predicted)
-    pairs = [ConfusedPair(names[t], names[p], int(counts[t, p])) for t, p in torch.nonzero(counts).tolist()]
+    """The 10 most frequent (true, predicted) pairs among the failures, ties by name."""
+    counts = confusion_matrix(failures.predicted, failures.true_labels, len(classes))  # (true, predicted)
+    pairs = [
+        ConfusedPair(classes[t], classes[p], int(counts[t, p])) for t, p in torch.nonzero(counts).tolist()
+    ]
     pairs.sort(key=lambda pair: (-pair.count, pair.true, pair.predicted))
     return tuple(pairs[:10])
 
 
 def _per_class_failure_rate(failures: FailureSet, labels: Tensor, num_classes: int) -> Tensor:
-    """float64 (C,): high-confidence failures of true class c / images of class c in ``labels``.
-
-    ``labels`` (N,) are the labels of the evaluated split. A class with no images gets NaN (the rate
-    is undefined, and 0 would claim the model never fails on it).
-    """
-    num_classes = check_count("num_classes", num_classes)
-    labels = check_class_indices(
-        "labels", labels, failures.num_images, num_classes, rows_name="the images the failures come from"
-    )
-    if len(failures) and failures.true_labels.max() >= num_classes:
-        raise ValueError(f"failures hold true classes >= num_classes={num_classes}")
+    """float64 (C,): high-confidence failures of true class c / images of class c in ``labels`` (N,), the
+    labels of the evaluated split. A class with no images gets NaN (the rate is undefined, and 0 would
+    claim the model never fails on it)."""
     images = torch.bincount(labels, minlength=num_classes).double()
     failed = torch.bincount(failures.true_labels, minlength=num_classes)[:num_classes].double()
     return torch.where(images > 0, failed / images.clamp_min(1), torch.full_like(images, math.nan))
@@ -331,34 +320,12 @@ class FailureComparison:
         return [dict(zip(_TABLE_KEYS, row, strict=True)) for row in zip(*columns, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (comparison.json); :meth:`from_dict` restores it."""
+        """JSON-ready form, saved as ``reevaluation/comparison.json``."""
         return {
             "threshold": self.baseline_failures.threshold,
             "counts": self.counts(),
-            **{key: _to_json(getattr(self, key)) for key in _COMPARISON_JSON},
+            **{key: _to_json(getattr(self, key)) for key in _COMPARISON_KEYS},
         }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FailureComparison:
-        """Rebuild a :class:`FailureComparison` from :meth:`to_dict`'s output (a missing gap is None)."""
-        values = {"baseline_gap": None, "augmented_gap": None, **values}
-        return cls(**{key: convert(values[key]) for key, convert in _COMPARISON_JSON.items()})
-
-
-_COMPARISON_JSON: dict[str, Callable[[Any], Any]] = {
-    "baseline_accuracy": float,
-    "augmented_accuracy": float,
-    "baseline_gap": _optional_float,
-    "augmented_gap": _optional_float,
-    "fixed": _int64,
-    "kept_same": _int64,
-    "kept_different": _int64,
-    "new": _int64,
-    "augmented_predicted": _int64,
-    "augmented_confidence": _float32,
-    "baseline_failures": FailureSet.from_dict,
-    "augmented_failures": FailureSet.from_dict,
-}
 
 
 def compare_failures(
@@ -384,11 +351,10 @@ def compare_failures(
         )
     baseline = find_high_confidence_failures(base_probs, labels, threshold)
     augmented = find_high_confidence_failures(aug_probs, labels, threshold)
-    train_base, train_aug = baseline_train_accuracy, augmented_train_accuracy
-    if train_base is not None:
-        train_base = check_fraction("baseline_train_accuracy", train_base)
-    if train_aug is not None:
-        train_aug = check_fraction("augmented_train_accuracy", train_aug)
+    if baseline_train_accuracy is not None:
+        baseline_train_accuracy = check_fraction("baseline_train_accuracy", baseline_train_accuracy)
+    if augmented_train_accuracy is not None:
+        augmented_train_accuracy = check_fraction("augmented_train_accuracy", augmented_train_accuracy)
 
     aug_conf = aug_probs.max(dim=1).values.float()
     aug_pred = aug_probs.argmax(dim=1)
@@ -411,6 +377,6 @@ def compare_failures(
         augmented_confidence=aug_conf[at_base],
         baseline_accuracy=base_acc,
         augmented_accuracy=aug_acc,
-        baseline_gap=None if train_base is None else train_base - base_acc,
-        augmented_gap=None if train_aug is None else train_aug - aug_acc,
+        baseline_gap=None if baseline_train_accuracy is None else baseline_train_accuracy - base_acc,
+        augmented_gap=None if augmented_train_accuracy is None else augmented_train_accuracy - aug_acc,
     )

@@ -3,19 +3,14 @@
 CIFAR-10H's human votes and Northcutt et al.'s verified label errors (:data:`PUBLIC_FILES`; sources and
 licences: README.md) apply only to the whole test set in its original order: elsewhere
 :func:`human_labels_for_run` returns :class:`NotApplicable`, which every report function passes through.
-
-Every confident failure gets one of :data:`CATEGORIES`: ``verified label error``; else ``ambiguous``
-when the human share of the given label is below ``RunConfig.ambiguity_threshold``; else ``model error``.
-
-Each result that a stage saves and others read is a :class:`HumanLabelResult`, read back with
-:func:`result_from_dict` (which also reads the :class:`NotApplicable` saved in its place).
+A confident failure is a ``verified label error``; else ``ambiguous`` when the human share of the given
+label is below ``RunConfig.ambiguity_threshold``; else a ``model error``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -52,11 +47,9 @@ MODEL_ERROR = "model error"
 CATEGORIES = (LABEL_ERROR, AMBIGUOUS, MODEL_ERROR)
 # A test image's label status, whatever the model says: a failure on an AGREED image is a model error.
 AGREED = "humans agree"
-LABEL_STATUSES = (LABEL_ERROR, AMBIGUOUS, AGREED)
-# Each category's label status in the whole test set, its base rate.
-_BASE_STATUS = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, MODEL_ERROR: AGREED}
+LABEL_STATUSES = (LABEL_ERROR, AMBIGUOUS, AGREED)  # in the order of CATEGORIES: a category's base rate
+_BASE_STATUS = dict(zip(CATEGORIES, LABEL_STATUSES, strict=True))
 
-DEFAULT_AMBIGUITY_THRESHOLD = 0.8
 # Northcutt et al.: a candidate is a label error when fewer than 3 of its 5 workers chose the given label.
 VERIFIED_ERROR_MAX_GIVEN_VOTES = 2
 MTURK_WORKERS = 5
@@ -153,7 +146,7 @@ class HumanLabels:
         """float64 (10000,): the human share of each image's given (original) label."""
         return self.shares.gather(1, self.original_labels[:, None])[:, 0]
 
-    def label_status(self, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD) -> Tensor:
+    def label_status(self, ambiguity_threshold: float) -> Tensor:
         """int64 (10000,): index into :data:`LABEL_STATUSES` (label error, ambiguous, humans agree)."""
         threshold = check_fraction("ambiguity_threshold", ambiguity_threshold, closed=(False, True))
         status = torch.full((NUM_TEST_IMAGES,), LABEL_STATUSES.index(AGREED), dtype=torch.int64)
@@ -166,15 +159,15 @@ def _has_all_files(folder: Path) -> bool:
     return all((folder / f.name).is_file() for f in PUBLIC_FILES)
 
 
-def _find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> Path | None:
+def _find_human_labels_dir(configured: str | None) -> Path | None:
     """The local folder of the human-label files: ``configured``, else ``$CIFAR10H_ROOT`` (either
     returned even when files are missing), else the shared folder beside the checkout when it holds all
     three files; None when there is none."""
     for candidate, origin in (
         (configured, "human_labels_dir"),
-        (os.environ.get(HUMAN_LABELS_ENV) or None, f"${HUMAN_LABELS_ENV}"),
+        (os.environ.get(HUMAN_LABELS_ENV), f"${HUMAN_LABELS_ENV}"),
     ):
-        if candidate is not None and str(candidate) != "":
+        if candidate:
             path = Path(candidate).expanduser().absolute()
             if path.exists() and not path.is_dir():
                 raise HumanLabelError(
@@ -187,12 +180,9 @@ def _find_human_labels_dir(configured: str | os.PathLike[str] | None = None) -> 
 
 
 def download_human_labels(folder: str | os.PathLike[str], *, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
-    """Download the missing public files into ``folder``, each written only after its SHA-256 matched.
-
-    Raises:
-        HumanLabelError: a downloaded file's checksum differs from the published one (refused).
-        OSError (urllib.error.URLError included): no network, or the server refused.
-    """
+    """Download the missing public files into ``folder``, each written only after its SHA-256 matched:
+    HumanLabelError refuses a changed or truncated download; OSError (URLError included) is no network
+    or a refusing server."""
     folder = Path(folder)
     for item in PUBLIC_FILES:
         target = folder / item.name
@@ -211,20 +201,9 @@ def download_human_labels(folder: str | os.PathLike[str], *, timeout: float = _D
     return folder
 
 
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise HumanLabelError(f"{path}: not a readable .npy array ({error})") from error
-
-
 def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
-    """Read the three public files in ``folder``, each byte-identical to the published one (SHA-256),
-    arrays without pickle.
-
-    Raises:
-        HumanLabelError: a file is missing or differs from the published one (named, with the remedy).
-    """
+    """Read the three public files in ``folder``, arrays without pickle; HumanLabelError names a file
+    that is missing or not byte-identical to the published one (SHA-256), with the remedy."""
     folder = Path(folder)
     for item in PUBLIC_FILES:
         path = folder / item.name
@@ -239,8 +218,9 @@ def load_human_labels(folder: str | os.PathLike[str]) -> HumanLabels:
                 f"{path} differs from the published file (SHA-256 {digest}, expected {item.sha256}): "
                 f"replace it with {item.url}"
             )
-    counts = _read_npy(folder / COUNTS_FILE)
-    labels = _read_npy(folder / ORIGINAL_LABELS_FILE)
+    # Byte-identical to the published files, so they parse.
+    counts = np.load(folder / COUNTS_FILE, allow_pickle=False)
+    labels = np.load(folder / ORIGINAL_LABELS_FILE, allow_pickle=False)
     mturk = json.loads((folder / MTURK_FILE).read_text(encoding="utf-8"))
     given = np.full(NUM_TEST_IMAGES, -1, dtype=np.int64)
     for entry in mturk:
@@ -260,29 +240,24 @@ def original_test_intensity() -> np.ndarray:
 
 
 def check_test_order(
-    test_labels: Tensor,
-    test_images: Tensor,
-    original_labels: Tensor,
-    reference_intensity: np.ndarray | Tensor,
+    test_labels: Tensor, test_images: Tensor, original_labels: Tensor, reference_intensity: np.ndarray
 ) -> str | None:
     """None if the test set is the original one in the original order, else the reason.
 
     The labels must equal the original sequence and, for :data:`ORDER_MIN_MATCHING` of the images, the
     mean pixel value that of the original image there (images shuffled within a class keep the label
-    order). ``test_labels`` int64 (N,), ``test_images`` uint8 (N, 3, H, W),
-    ``original_labels`` int (N0,), ``reference_intensity`` (N0,) each original image's mean pixel value.
+    order). ``test_labels`` and ``original_labels`` int64 (N,), ``test_images`` uint8 (N, 3, H, W),
+    ``reference_intensity`` (N,) each original image's mean pixel value.
     """
-    original_labels = torch.as_tensor(original_labels).long()
-    if len(test_labels) != len(original_labels):
-        return f"the test set has {len(test_labels)} images, the original {len(original_labels)}"
-    if not torch.equal(test_labels.long().cpu(), original_labels):
-        mismatched = int((test_labels.long().cpu() != original_labels).sum())
+    test_labels = test_labels.long().cpu()
+    if not torch.equal(test_labels, original_labels):
+        mismatched = int((test_labels != original_labels).sum())
         return (
             f"the test labels are not CIFAR-10's original sequence ({mismatched} of {len(test_labels)} "
             "positions differ): another order (an image-folder set is sorted by class) or other labels"
         )
     means = test_images.reshape(len(test_images), -1).double().mean(dim=1)
-    reference = torch.as_tensor(np.asarray(reference_intensity), dtype=torch.float64)
+    reference = torch.as_tensor(reference_intensity, dtype=torch.float64)
     matching = float(((means - reference).abs() <= ORDER_TOLERANCE_LEVELS).double().mean())
     if matching < ORDER_MIN_MATCHING:
         return (
@@ -313,29 +288,26 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
 
     Files come from ``config.human_labels_dir``, ``$CIFAR10H_ROOT``, the shared folder beside the
     checkout or ``<data folder>/human-labels``, missing ones downloaded when ``config.download`` allows;
-    no network or a refused file is a reason, not an error.
-    """
+    no network or a refused file is a reason, not an error."""
     reason = applicability_without_files(data)
     if reason is not None:
         return NotApplicable(reason)
     folder = _find_human_labels_dir(config.human_labels_dir)
     if folder is None:
         folder = resolve_data_root(config.data_dir) / HUMAN_LABELS_SUBDIR
-    if not _has_all_files(folder):
-        if not config.download:
-            return NotApplicable(f"the human-label files are not in {folder} and download=False")
-        try:
-            download_human_labels(folder)
-        except OSError as error:  # urllib.error.URLError included
-            return NotApplicable(
-                f"the human-label files are not in {folder} and could not be downloaded ({error}); "
-                f"set ${HUMAN_LABELS_ENV} to a folder holding them"
-            )
-        except HumanLabelError as error:
-            return NotApplicable(str(error))
     try:
+        if not _has_all_files(folder):
+            if not config.download:
+                return NotApplicable(f"the human-label files are not in {folder} and download=False")
+            try:
+                download_human_labels(folder)
+            except OSError as error:  # urllib.error.URLError included
+                return NotApplicable(
+                    f"the human-label files are not in {folder} and could not be downloaded ({error}); "
+                    f"set ${HUMAN_LABELS_ENV} to a folder holding them"
+                )
         human = load_human_labels(folder)
-    except HumanLabelError as error:
+    except HumanLabelError as error:  # a refused download or file
         return NotApplicable(str(error))
     reason = check_test_order(
         data.test_labels, data.test_images, human.original_labels, original_test_intensity()
@@ -344,22 +316,18 @@ def human_labels_for_run(config: RunConfig, data: CifarData) -> HumanLabels | No
 
 
 def failure_categories(
-    indices: Tensor | Sequence[int],
-    human: HumanLabels,
-    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
+    indices: Tensor | Sequence[int], human: HumanLabels, ambiguity_threshold: float
 ) -> list[str]:
     """The category (one of :data:`CATEGORIES`) of each failure, given by its int (K,) test ``indices``;
     an image is ambiguous when its given label's human share is below ``ambiguity_threshold``."""
     status = human.label_status(ambiguity_threshold)[torch.as_tensor(indices, dtype=torch.int64)]
-    names = {LABEL_ERROR: LABEL_ERROR, AMBIGUOUS: AMBIGUOUS, AGREED: MODEL_ERROR}
-    return [names[LABEL_STATUSES[s]] for s in status.tolist()]
+    return [CATEGORIES[s] for s in status.tolist()]
 
 
 def _spearman(x: Tensor, y: Tensor) -> float | None:
     if len(x) < 3 or bool((x == x[0]).all()) or bool((y == y[0]).all()):
-        return None  # undefined for constant input
-    rho = spearmanr(x.double().numpy(), y.double().numpy()).statistic
-    return None if math.isnan(rho) else float(rho)
+        return None  # undefined for constant input, and defined otherwise
+    return float(spearmanr(x.double().numpy(), y.double().numpy()).statistic)
 
 
 def _category_counts(categories: Sequence[str]) -> dict[str, int]:
@@ -392,8 +360,7 @@ class FailureRecord(Record):
 
 @dataclass(frozen=True)
 class HumanFailureReport(HumanLabelResult):
-    """One model's confident failures against the human labels (:func:`human_failure_report`), computed
-    in notebook 02 or read back from ``failures/human_labels.json`` (:func:`load_failure_report`).
+    """One model's confident failures against the human labels (:func:`human_failure_report`).
 
     ``source`` the folder of the human-label files; ``counts`` per category among the failures;
     ``base_counts`` per :data:`LABEL_STATUSES`, all test images; ``enrichment`` per category, its share
@@ -437,14 +404,9 @@ class FixedLabelError(Record):
 
 @dataclass(frozen=True)
 class CategoryComparison(HumanLabelResult):
-    """Notebook 05's fixed / kept / new by category (:func:`comparison_by_category`), saved as
-    ``reevaluation/human_labels.json``.
-
-    ``by_category`` ``{group: {category: count}}`` for the groups ``fixed``, ``kept_same``,
-    ``kept_different``, ``new``; ``baseline_counts`` the baseline's confident failures per category;
-    ``augmented`` the augmented model's :class:`HumanFailureReport`; ``fixed_label_errors`` every fixed
-    verified label error.
-    """
+    """Notebook 05's fixed / kept / new by category (:func:`comparison_by_category`):
+    ``by_category`` ``{group: {category: count}}`` for the groups of :data:`COUNT_KEYS`;
+    ``baseline_counts`` the baseline's confident failures per category."""
 
     ambiguity_threshold: float
     by_category: dict[str, dict[str, int]]
@@ -472,9 +434,8 @@ class HumanCrossEntropy(Record):
 
 @dataclass(frozen=True)
 class HumanCalibration(HumanLabelResult):
-    """Notebook 06's cross-entropy against the human votes (:func:`calibration_against_humans`), saved
-    as ``stress/human_calibration.json``: ``models`` ``{model: HumanCrossEntropy}``, lower is more
-    human-like; ``human_entropy`` the floor."""
+    """Notebook 06's cross-entropy against the human votes (:func:`calibration_against_humans`), lower is
+    more human-like; ``human_entropy`` the floor."""
 
     models: dict[str, HumanCrossEntropy]
     human_entropy: float
@@ -482,8 +443,7 @@ class HumanCalibration(HumanLabelResult):
 
 @dataclass(frozen=True)
 class CategoryEnrichment(Record):
-    """One model's confident failures per category and each category's enrichment (the run summary's
-    part of a :class:`HumanFailureReport`)."""
+    """The run summary's part of a :class:`HumanFailureReport`."""
 
     counts: dict[str, int]
     enrichment: dict[str, float | None]
@@ -491,12 +451,9 @@ class CategoryEnrichment(Record):
 
 @dataclass(frozen=True)
 class HumanLabelsSummary(HumanLabelResult):
-    """The run summary's human-label numbers (:func:`human_labels_summary`), in ``summary.json``.
-
-    ``augmented``, ``by_category`` and ``fixed_label_errors`` (how many "fixed" failures are verified
-    label errors) are None until stage 05 has run; ``accuracy_vs_human_plurality`` ``{model: accuracy}``
-    holds the models that ran.
-    """
+    """The run summary's human-label numbers (:func:`human_labels_summary`): ``augmented``, ``by_category``
+    and ``fixed_label_errors`` (how many "fixed" failures are verified label errors) are None until stage
+    05 has run; ``accuracy_vs_human_plurality`` ``{model: accuracy}`` holds the models that ran."""
 
     ambiguity_threshold: float
     baseline: CategoryEnrichment
@@ -540,7 +497,7 @@ def human_failure_report(
     labels: Tensor,
     failures: FailureSet,
     human: HumanLabels | NotApplicable,
-    ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD,
+    ambiguity_threshold: float,
 ) -> HumanFailureReport | NotApplicable:
     """Notebook 02's human-label analysis of one model's confident failures.
 
@@ -549,13 +506,12 @@ def human_failure_report(
     """
     if isinstance(human, NotApplicable):
         return human
-    threshold = check_fraction("ambiguity_threshold", ambiguity_threshold, closed=(False, True))
     probs, labels = probs.float().cpu(), labels.long().cpu()
     shares = human.shares
     predicted = probs.argmax(dim=1)
     confidence = probs.max(dim=1).values
-    status = human.label_status(threshold)
-    categories = failure_categories(failures.indices, human, threshold)
+    status = human.label_status(ambiguity_threshold)
+    categories = failure_categories(failures.indices, human, ambiguity_threshold)
     counts = _category_counts(categories)
     n_fail = len(failures)
     base = {s: int((status == i).sum()) for i, s in enumerate(LABEL_STATUSES)}
@@ -580,7 +536,7 @@ def human_failure_report(
     )
     return HumanFailureReport(
         source=human.root,
-        ambiguity_threshold=threshold,
+        ambiguity_threshold=ambiguity_threshold,
         num_failures=n_fail,
         counts=counts,
         base_counts=base,
@@ -619,14 +575,13 @@ def comparison_by_category(
     """
     if isinstance(human, NotApplicable):
         return human
-    threshold = check_fraction("ambiguity_threshold", ambiguity_threshold, closed=(False, True))
     by_category = {
-        group: _category_counts(failure_categories(getattr(comparison, group), human, threshold))
+        group: _category_counts(failure_categories(getattr(comparison, group), human, ambiguity_threshold))
         for group in COUNT_KEYS
     }
     # Human labels apply only where the test labels are the original ones, so these are the labels.
     augmented_report = human_failure_report(
-        augmented_probs, human.original_labels, comparison.augmented_failures, human, threshold
+        augmented_probs, human.original_labels, comparison.augmented_failures, human, ambiguity_threshold
     )
     shares = human.shares
     fixed_errors = [i for i in comparison.fixed.tolist() if bool(human.verified_errors[i])]
@@ -641,10 +596,10 @@ def comparison_by_category(
         for i in fixed_errors
     )
     return CategoryComparison(
-        ambiguity_threshold=threshold,
+        ambiguity_threshold=ambiguity_threshold,
         by_category=by_category,
         baseline_counts=_category_counts(
-            failure_categories(comparison.baseline_failures.indices, human, threshold)
+            failure_categories(comparison.baseline_failures.indices, human, ambiguity_threshold)
         ),
         augmented=augmented_report,
         fixed_label_errors=flagged,
@@ -688,15 +643,13 @@ def calibration_against_humans(
 class HumanVotes:
     """What the failure browser draws from the human labels (:func:`browser_inputs`): ``shares`` float
     (10000, 10) the CIFAR-10H vote shares, ``categories`` the category of a failure on each test image.
-    Never saved, so no dict form; eq=False: tensors do not compare to one bool."""
+    Never saved (no dict form); eq=False: tensors do not compare to one bool."""
 
     shares: Tensor
     categories: tuple[str, ...]
 
 
-def browser_inputs(
-    human: HumanLabels | NotApplicable, ambiguity_threshold: float = DEFAULT_AMBIGUITY_THRESHOLD
-) -> HumanVotes | None:
+def browser_inputs(human: HumanLabels | NotApplicable, ambiguity_threshold: float) -> HumanVotes | None:
     """The ``human`` argument of :func:`cifar_helpers.views.widgets.show_failure_browser`; None when no
     human labels apply, so the browser is unchanged."""
     if isinstance(human, NotApplicable):
@@ -723,11 +676,7 @@ def human_labels_summary(run_dir: str | os.PathLike[str]) -> HumanLabelsSummary 
 
     A :class:`NotApplicable` when no human labels apply (or stage 02 has not run).
     """
-    run = RunDir(run_dir)
-    path = run.path("failures", FAILURES_REPORT)
-    if not path.exists():
-        return NotApplicable("stage 02 has not written failures/human_labels.json")
-    baseline = result_from_dict(load_json(path), HumanFailureReport)
+    baseline = load_failure_report(run_dir)
     if isinstance(baseline, NotApplicable):
         return baseline
     summary = HumanLabelsSummary(
@@ -735,7 +684,7 @@ def human_labels_summary(run_dir: str | os.PathLike[str]) -> HumanLabelsSummary 
         baseline=CategoryEnrichment(baseline.counts, baseline.enrichment),
         accuracy_vs_human_plurality={"baseline": baseline.accuracy_vs_human_plurality},
     )
-    path = run.path("reevaluation", FAILURES_REPORT)
+    path = RunDir(run_dir).path("reevaluation", FAILURES_REPORT)
     if not path.exists():
         return summary
     reevaluation = result_from_dict(load_json(path), CategoryComparison)

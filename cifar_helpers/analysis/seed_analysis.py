@@ -1,8 +1,6 @@
 """What seed replicates say: error bars on accuracy, the reseed noise floor, and failure stability.
 
-These functions take the results of a replicate run (:mod:`cifar_helpers.workflow.replicates`) and
-return frozen dataclasses; each one's ``to_dict`` is what stage 07 saves and its ``from_dict`` reads it
-back (the report, the replicate run's summary).
+Each function takes the seeds' :class:`SeedResults` and returns a record that stage 07 saves.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from cifar_helpers.analysis.claims.rules import CONFIDENCE_LEVEL, MeanInterval, t_interval
+from cifar_helpers.analysis.claims.rules import MeanInterval, t_interval
 from cifar_helpers.analysis.failures import (
     COMPARISON_COUNTS,
     COUNT_KEYS,
@@ -65,12 +63,10 @@ def load_seed_results(run_dir: str | Path, seed: int) -> SeedResults:
     if config.seed != seed:
         raise ValueError(f"{run.root} holds a run with seed {config.seed!r}, not {seed}")
     probs, test_accuracy = {}, {}
-    labels = None
     for model in MODELS:
         predictions_path, metrics_path = run.require(model, "predictions.pt", "metrics.json")
         predictions = Predictions.load(predictions_path)
         probs[model] = predictions.probs
-        labels = predictions.labels
         test_accuracy[model] = float(load_json(metrics_path)["test_accuracy"])
     threshold = FailureSummary.from_dict(load_json(run.require("failures", "summary.json")[0])).threshold
     fingerprint = load_json(run.require("setup", "data_summary.json")[0])["fingerprint"]
@@ -81,8 +77,8 @@ def load_seed_results(run_dir: str | Path, seed: int) -> SeedResults:
         "test_per_class": subset,
         "drawn_with": data_seed if subset else None,
     }
-    assert labels is not None
-    return SeedResults(seed, run.root, probs, labels, test_set, test_accuracy, threshold)
+    # Every model's predictions hold the same test labels.
+    return SeedResults(seed, run.root, probs, predictions.labels, test_set, test_accuracy, threshold)
 
 
 def check_same_test_set(results: Sequence[SeedResults]) -> None:
@@ -114,19 +110,15 @@ class PairedDifference(Record):
     p_value: float | None
 
 
-def paired_difference(
-    baseline: Sequence[float], augmented: Sequence[float], confidence: float = CONFIDENCE_LEVEL
-) -> PairedDifference:
-    """Per-seed ``augmented - baseline``: its mean, interval and a paired t-test (two-sided p-value).
-
-    The pairing removes what a seed does to both models alike.
-    """
+def paired_difference(baseline: Sequence[float], augmented: Sequence[float]) -> PairedDifference:
+    """Per-seed ``augmented - baseline`` (:class:`PairedDifference`): the pairing removes what a seed
+    does to both models alike."""
     if len(baseline) != len(augmented):
         raise ValueError(
             f"baseline ({len(baseline)}) and augmented ({len(augmented)}) need one value per seed"
         )
     differences = [float(a) - float(b) for b, a in zip(baseline, augmented, strict=True)]
-    interval = t_interval(differences, confidence)
+    interval = t_interval(differences)
     t = p_value = None
     if len(differences) >= 2 and interval.sd:
         test = stats.ttest_rel(augmented, baseline)
@@ -176,32 +168,24 @@ class AccuracyOverSeeds(Record):
     difference: PairedDifference
 
     def summary(self) -> AccuracySummary:
-        """The spreads and the paired test, without the per-seed values (read from the saved form, which
-        holds the keys of each)."""
-        baseline, augmented, difference = (
-            self.baseline.to_dict(),
-            self.augmented.to_dict(),
-            self.difference.to_dict(),
-        )
+        """The spreads and the paired test, without the per-seed values (read from the saved form)."""
         return AccuracySummary(
             list(self.seeds),
-            Spread.from_dict(baseline),
-            Spread.from_dict(augmented),
-            PairedSpread.from_dict(difference),
+            Spread.from_dict(self.baseline.to_dict()),
+            Spread.from_dict(self.augmented.to_dict()),
+            PairedSpread.from_dict(self.difference.to_dict()),
         )
 
 
-def accuracy_over_seeds(
-    results: Sequence[SeedResults], confidence: float = CONFIDENCE_LEVEL
-) -> AccuracyOverSeeds:
+def accuracy_over_seeds(results: Sequence[SeedResults]) -> AccuracyOverSeeds:
     """Both models' test accuracy over seeds, and their paired difference."""
     per_seed = {m: [r.test_accuracy[m] for r in results] for m in MODELS}
     return AccuracyOverSeeds(
         seeds=[r.seed for r in results],
         per_seed=per_seed,
-        baseline=t_interval(per_seed["baseline"], confidence),
-        augmented=t_interval(per_seed["augmented"], confidence),
-        difference=paired_difference(per_seed["baseline"], per_seed["augmented"], confidence),
+        baseline=t_interval(per_seed["baseline"]),
+        augmented=t_interval(per_seed["augmented"]),
+        difference=paired_difference(per_seed["baseline"], per_seed["augmented"]),
     )
 
 
@@ -226,7 +210,6 @@ class FloorRow:
     target: str
     counts: dict[str, int]
 
-    # Hand-written: the file names the ends "from" and "to" and keeps the counts beside them.
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"from": source, "to": target, **counts}``."""
         return {"from": self.source, "to": self.target, **self.counts}
@@ -251,8 +234,7 @@ class NoiseFloor(Record):
 
 
 def noise_floor(results: Sequence[SeedResults]) -> NoiseFloor:
-    """fixed / kept / new between two baseline seeds, beside baseline -> augmented of the same seed:
-    counts per comparison, their means and augmentation's excess over the reseed's."""
+    """The reseed noise floor beside baseline -> augmented of the same seed (:class:`NoiseFloor`)."""
     by_seed = {r.seed: r for r in results}
     rows = {
         "reseed": [_counts(by_seed[a], "baseline", by_seed[b]) for a, b in reseed_pairs(list(by_seed))],
@@ -272,7 +254,6 @@ def noise_floor(results: Sequence[SeedResults]) -> NoiseFloor:
 
 
 def _counts(first: SeedResults, model: str, second: SeedResults) -> FloorRow:
-    """fixed / kept / new counts from ``first``'s baseline to ``second``'s ``model``, in a labelled row."""
     comparison = compare_failures(first.probs["baseline"], second.probs[model], first.labels, first.threshold)
     return FloorRow(f"baseline seed {first.seed}", f"{model} seed {second.seed}", comparison.counts())
 
@@ -299,16 +280,16 @@ def jaccard_matrix(failures: Sequence[FailureSet]) -> Tensor:
     return matrix
 
 
-def consistent_min_seeds(num_seeds: int, share: float = CONSISTENT_SHARE) -> int:
-    """Seeds an image must fail in to count as a consistent failure: ``share`` of them, and at least
-    two (failing in one seed is what "not consistent" means, even when there are only two seeds)."""
-    return max(2, math.ceil(share * num_seeds))
+def consistent_min_seeds(num_seeds: int) -> int:
+    """Seeds an image must fail in to count as a consistent failure: :data:`CONSISTENT_SHARE` of them,
+    and at least two (failing in one seed is what "not consistent" means, even with only two seeds)."""
+    return max(2, math.ceil(CONSISTENT_SHARE * num_seeds))
 
 
-def consistent_indices(counts: Tensor, num_seeds: int, share: float = CONSISTENT_SHARE) -> Tensor:
+def consistent_indices(counts: Tensor, num_seeds: int) -> Tensor:
     """int64 indices of the images failing in at least :func:`consistent_min_seeds` of ``num_seeds``
     seeds, most often failing first, then by index."""
-    chosen = torch.nonzero(counts >= consistent_min_seeds(num_seeds, share)).flatten()
+    chosen = torch.nonzero(counts >= consistent_min_seeds(num_seeds)).flatten()
     order = sorted(chosen.tolist(), key=lambda i: (-int(counts[i]), i))
     return torch.tensor(order, dtype=torch.int64)
 
@@ -341,8 +322,7 @@ class FailureStability(Record):
 
 
 def failure_stability(results: Sequence[SeedResults], model: str = "baseline") -> FailureStability:
-    """Per-image failure counts of ``model`` over seeds, their histogram, the Jaccard matrix and the
-    consistent failures."""
+    """How ``model``'s confident failures hold over the seeds (:class:`FailureStability`)."""
     sets = [find_high_confidence_failures(r.probs[model], r.labels, r.threshold) for r in results]
     num_seeds = len(results)
     counts = failure_counts(sets, len(results[0].labels))
@@ -380,9 +360,8 @@ class CategoryMix(HumanLabelResult):
 def category_mix(
     categories: Sequence[str], consistent: Sequence[int], one_seed: Sequence[int], ambiguity_threshold: float
 ) -> CategoryMix:
-    """How the consistent failures and the one-seed failures split over per-image categories:
-    ``categories[i]`` is test image ``i``'s category (:func:`analysis.human_labels.failure_categories`
-    with ``ambiguity_threshold``)."""
+    """The :class:`CategoryMix` of the consistent and the one-seed failures: ``categories[i]`` is test
+    image ``i``'s (:func:`analysis.human_labels.failure_categories` with ``ambiguity_threshold``)."""
 
     def tally(indices: Sequence[int]) -> dict[str, int]:
         return dict(sorted(Counter(categories[i] for i in indices).items()))
@@ -393,9 +372,8 @@ def category_mix(
 @dataclass(frozen=True)
 class ReplicateSummary(Record):
     """The headline numbers of a replicate analysis (``replicates/summary.json``, the replicate run's
-    ``summary.json``): accuracy over seeds, the noise floor's means (``noise_floor``, as
-    :attr:`NoiseFloor.mean`) and augmentation's excess over the reseed, and how the failure sets overlap;
-    the accuracy summary's keys are saved at the top level."""
+    ``summary.json``): accuracy over seeds (its keys at the top level), the noise floor's means
+    (:attr:`NoiseFloor.mean`) and augmentation's excess over the reseed, how the failure sets overlap."""
 
     accuracy: AccuracySummary = field(metadata=INLINE)
     noise_floor: dict[str, dict[str, float]]
@@ -408,7 +386,7 @@ class ReplicateSummary(Record):
 def replicate_summary(
     accuracy: AccuracyOverSeeds, floor: NoiseFloor, stability: FailureStability
 ) -> ReplicateSummary:
-    """The headline numbers of a replicate analysis (``replicates/summary.json``, the run summary)."""
+    """The :class:`ReplicateSummary` of stage 07's results."""
     return ReplicateSummary(
         accuracy=accuracy.summary(),
         noise_floor=floor.mean,
