@@ -673,16 +673,18 @@ def test_the_bench_gate_passes_a_sensitive_and_specific_test_only() -> None:
     matrix = bench.bench_verdicts([cause_row(3, 0.3), *good])  # a real-data row is no bench row
     assert list(matrix) == [3, 4, 5, 6] and list(matrix[3]) == list(bench.CAUSES)
     assert matrix[4] == {cause: SUPPORTED if cause == "texture" else NOT_SUPPORTED for cause in bench.CAUSES}
-    assert bench.bench_gate(good) == {3: "", 4: "", 5: "", 6: ""}
+    assert bench.bench_gate(good).reasons == {3: "", 4: "", 5: "", 6: ""}
     nothing = bench.bench_gate([cause_row(3, 0.3)])  # no bench rows, no gate
-    assert nothing == {}
+    assert nothing.reasons == {} and nothing.withheld(3) == NO_BENCH
     # Blind: the texture test misses the planted texture cause (or cannot tell: inconclusive).
     for effect in (0.0, 0.05):
-        gate = bench.bench_gate(bench_rows({(4, "texture"): effect}))
+        gate = bench.bench_gate(bench_rows({(4, "texture"): effect})).reasons
         assert gate[4] == "the test is not sensitive: on the bench it did not find a planted texture cause"
         assert gate[3] == gate[5] == gate[6] == ""
     # Loose: the background test also says supported where the labels, not the backgrounds, are wrong.
-    gate = bench.bench_gate(bench_rows({(3, "label noise"): 0.3, (3, "none"): 0.3, (6, "texture"): 0.05}))
+    gate = bench.bench_gate(
+        bench_rows({(3, "label noise"): 0.3, (3, "none"): 0.3, (6, "texture"): 0.05})
+    ).reasons
     assert gate[3] == "the test is not specific: on the bench it also said supported for none, label noise"
     assert gate[4] == gate[5] == gate[6] == ""  # an inconclusive off-diagonal cell is no false alarm
 

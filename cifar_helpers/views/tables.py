@@ -674,7 +674,7 @@ def claims_text(rows: Sequence[ClaimResult], width: int = 100) -> str:
 
 def _bench_lines(rows: Sequence[ClaimResult]) -> list[str]:
     """Which claim tests passed the planted-cause bench among ``rows``, and why the others did not."""
-    reasons = bench_gate(rows)
+    reasons = bench_gate(rows).reasons
     if not reasons:
         return ["planted-cause bench: not run yet (06_stress_tests)"]
     passed = [str(k) for k, reason in sorted(reasons.items()) if not reason]

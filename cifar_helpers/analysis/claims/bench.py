@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,10 +221,23 @@ def bench_verdicts(rows: Sequence[ClaimResult]) -> dict[int, dict[str, str]]:
     return matrix
 
 
-def bench_gate(rows: Sequence[ClaimResult]) -> dict[int, str]:
+@dataclass(frozen=True)
+class BenchGate:
+    """Which claim tests passed the planted-cause bench (:func:`bench_gate`): ``reasons`` ``{claim: ""}``
+    for a test that said supported on its own cause and on no other, else ``{claim: why not}``; a
+    claim the bench did not test is absent."""
+
+    reasons: dict[int, str]
+
+    def withheld(self, claim: int) -> str:
+        """Why a real-data verdict of ``claim`` is withheld: "" when its test passed the bench,
+        :data:`NO_BENCH` when no bench row tested it."""
+        return self.reasons.get(claim, NO_BENCH)  # optional by design: a claim the bench did not test
+
+
+def bench_gate(rows: Sequence[ClaimResult]) -> BenchGate:
     """Which tests passed the bench among ``rows`` (a real-data row of a test that did not is then
-    inconclusive): ``{claim: ""}`` for a test that said supported on its own cause and on no other,
-    else ``{claim: why not}``; a claim the bench did not test is absent (:data:`NO_BENCH`)."""
+    inconclusive)."""
     reasons = {}
     for claim, verdicts in bench_verdicts(rows).items():
         own = CAUSE_OF_CLAIM[claim]
@@ -237,4 +250,4 @@ def bench_gate(rows: Sequence[ClaimResult]) -> dict[int, str]:
             )
         else:
             reasons[claim] = ""
-    return reasons
+    return BenchGate(reasons)

@@ -21,7 +21,7 @@ from cifar_helpers.core.data import CifarData
 from cifar_helpers.core.evaluation import Predictions
 from cifar_helpers.rundir.artifacts import DamagedArtifactError, RunDir, load_json, rerun_hint
 
-from .bench import NO_BENCH, bench_gate
+from .bench import bench_gate
 from .probes import (
     accuracy_claims,
     background_claim,
@@ -189,7 +189,7 @@ def _gate_by_bench(rows: Sequence[ClaimResult]) -> list[ClaimResult]:
         claim = int(row.claim.split(".")[0])
         if claim >= 3 and not row.population.startswith(BENCH) and not row.precondition:
             # optional by design: a claim no bench row tested
-            row = replace(row, precondition=gate.get(claim, NO_BENCH))
+            row = replace(row, precondition=gate.withheld(claim))
         gated.append(row)
     return gated
 
