@@ -343,6 +343,17 @@ def test_second_load_reads_the_cache(tree: Path, monkeypatch: pytest.MonkeyPatch
     assert first.classes == second.classes and first.fingerprint == second.fingerprint
 
 
+def test_a_cache_holding_other_arrays_is_decoded_again(tree: Path) -> None:
+    first = load_cifar10(tree, download=False)
+    (path,) = _cache_files(tree / CACHE_SUBDIR)
+    payload = torch.load(path, weights_only=True)
+    payload["train_images"] = payload["train_images"][1:]  # loads, fingerprint right, arrays wrong
+    torch.save(payload, path)
+    second = load_cifar10(tree, download=False)
+    assert torch.equal(first.train_images, second.train_images)
+    assert len(torch.load(path, weights_only=True)["train_images"]) == len(first.train_images)  # rewritten
+
+
 def test_changed_tree_is_decoded_again(tree: Path) -> None:
     first = load_cifar10(tree, download=False)
     rgb = np.full((32, 32, 3), 77, np.uint8)

@@ -93,7 +93,15 @@ def _read_cache(path: Path, fingerprint: str) -> _FullData | None:
         data = _FullData(**{field.name: obj[field.name] for field in fields(_FullData)})
     except Exception:
         return None  # unreadable (e.g. written by another version): decode again and overwrite it
-    return data if data.fingerprint == fingerprint else None
+    # A file left behind may load yet hold other arrays (edited, or damaged): decode again then.
+    ok = (
+        data.fingerprint == fingerprint
+        and data.train_images.dtype == torch.uint8
+        and data.train_images.shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE)
+        and data.train_images.shape[0] == data.train_labels.shape[0]
+        and data.test_images.shape[0] == data.test_labels.shape[0]
+    )
+    return data if ok else None
 
 
 def _write_cache(dirs: Sequence[Path], name: str, data: _FullData) -> None:
